@@ -1,0 +1,102 @@
+"""Behaviour scoring bench: detection bars on simulated organisations, and feature-update throughput.
+
+    .venv/bin/python bench/scoring.py                       # 1000 and 2000 people, seeds 1-3, 42 days
+    .venv/bin/python bench/scoring.py --population 1000 --seeds 1 2 --days 42
+
+Bars (issue 5): every injected incident caught within a 0.5% daily budget before its end, mean percentile of
+malicious user-days >= 97, fewer than 1 false finding per 1,000 users per day, >= 100,000 feature updates/s on one
+core. Throughput is `ScoringEngine.observe` over events already decoded, with day closing (ranking, peer statistics)
+timed separately.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import orjson
+
+from custodes.config import ScoringSettings
+from custodes.detections.scoring.engine import ScoringEngine
+from custodes.detections.scoring.evaluate import evaluate, load_labels, read_events
+from custodes.detections.scoring.identity import IdentityResolver, load_directory
+from custodes.detections.scoring.simulate import SimulationSettings, simulate
+
+
+def throughput(folder: Path, settings: ScoringSettings) -> tuple[float, float, int]:
+    """(feature updates/s excluding day closing, end-to-end events/s, events)."""
+    events = list(read_events(sorted(folder.glob("*.ndjson"))))
+    resolver = IdentityResolver(load_directory(folder / "directory.json"), settings.identities)
+    engine = ScoringEngine(settings, resolver, org_domains=["corp.example"])
+    closing = 0.0
+    close = engine.close_date
+
+    def timed(day: int) -> object:
+        nonlocal closing
+        started = time.perf_counter()
+        result = close(day)
+        closing += time.perf_counter() - started
+        return result
+
+    engine.close_date = timed  # type: ignore[method-assign]
+    started = time.perf_counter()
+    for event in events:
+        engine.observe(event)
+    total = time.perf_counter() - started
+    return len(events) / (total - closing), len(events) / total, len(events)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--population", type=int, nargs="+", default=[1000, 2000])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--days", type=int, default=42)
+    parser.add_argument("--noise", type=float, default=1.0)
+    args = parser.parse_args()
+    header = (
+        f"{'people':>6} {'seed':>4} {'events':>9} {'budget':>6} {'caught':>7} {'pctile':>6} "
+        f"{'recall@b':>8} {'FF/1k/d':>7} {'delay':>5} {'upd/s':>8} {'e2e/s':>8} {'state B':>7}"
+    )
+    print(header)
+    failures = []
+    for population in args.population:
+        for seed in args.seeds:
+            with tempfile.TemporaryDirectory() as tmp:
+                folder = Path(tmp)
+                knobs = SimulationSettings(population=population, days=args.days, seed=seed, noise=args.noise)
+                sim = simulate(knobs, folder)
+                settings = ScoringSettings(directory=folder / "directory.json", pseudonymise=False)
+                result = evaluate(sim.files, load_labels(folder / "labels.json"), settings)
+                updates, end_to_end, _ = throughput(folder, settings)
+                resolver = IdentityResolver(load_directory(folder / "directory.json"), settings.identities)
+                engine = ScoringEngine(settings, resolver, org_domains=["corp.example"])
+                for event in read_events(sim.files):
+                    engine.observe(event)
+                engine.flush()
+                sizes = sorted(len(orjson.dumps(s.to_json())) for s in engine.states.values())
+                delays = [i.delay_days for i in result.incidents if i.delay_days is not None]
+                print(
+                    f"{population:>6} {seed:>4} {result.events:>9} {result.budget:>6} "
+                    f"{result.caught:>3}/{len(result.incidents):<3} {result.mean_percentile:>6.2f} "
+                    f"{100 * result.recall[result.budget]:>7.1f}% {result.false_findings_per_1000_user_days:>7.3f} "
+                    f"{(sum(delays) / len(delays)) if delays else float('nan'):>5.1f} {updates:>8.0f} "
+                    f"{end_to_end:>8.0f} {sizes[len(sizes) // 2]:>7}",
+                    flush=True,
+                )
+                missed = [f"{i.incident} {i.scenario}" for i in result.incidents if not i.caught]
+                if missed:
+                    print(f"       missed: {', '.join(missed)}")
+                    failures.append((population, seed, "caught"))
+                if result.mean_percentile < 97:
+                    failures.append((population, seed, "percentile"))
+                if result.false_findings_per_1000_user_days >= 1:
+                    failures.append((population, seed, "false findings"))
+                if updates < 100_000:
+                    failures.append((population, seed, "throughput"))
+    print("all bars met" if not failures else f"bars missed: {failures}")
+
+
+if __name__ == "__main__":
+    main()

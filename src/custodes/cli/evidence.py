@@ -1,0 +1,100 @@
+"""`custodes evidence ...`: verify and list preserved evidence bundles."""
+
+from __future__ import annotations
+
+import getpass
+from typing import Annotated, Any
+
+import orjson
+import typer
+from rich.table import Table
+
+from custodes.cli.app import app
+from custodes.cli.common import ConfigOption, JsonOption, console, err, run, settings_from
+
+evidence_app = typer.Typer(help="Preserved evidence bundles: verify and list.", no_args_is_help=True)
+app.add_typer(evidence_app, name="evidence")
+
+
+@evidence_app.command("verify")
+def evidence_verify(
+    bundle: Annotated[str, typer.Argument(help="A bundle directory, or s3://bucket/prefix.")],
+    by: Annotated[str | None, typer.Option("--by", help="Who is verifying (default: the login name).")] = None,
+    reason: Annotated[str, typer.Option("--reason", help="Why, for the chain of custody.")] = "verification",
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Prove a bundle unchanged: recompute every SHA-256 against its manifest (and the store's record of it)
+    and check its chain of custody; record this access in it. Exit 1 naming each file that changed."""
+    from custodes.responder.evidence import open_bundle, verify_recorded
+    from custodes.store import Store
+
+    async def work() -> Any:
+        settings = settings_from(config)
+        store = await Store.open(settings.database)
+        try:
+            location = open_bundle(bundle, settings.responder.evidence)
+            report = await verify_recorded(store, location, who=by or getpass.getuser(), why=reason)
+        finally:
+            await store.close()
+        if as_json:
+            body = {
+                "bundle": report.url,
+                "ok": report.ok,
+                "manifest_sha256": report.manifest_sha256,
+                "checked": report.checked,
+                "custody_records": report.custody,
+                "problems": report.problems,
+            }
+            console.print_json(orjson.dumps(body).decode())
+        elif report.ok:
+            console.print(
+                f"bundle intact: {len(report.checked)} files match manifest {report.manifest_sha256}; "
+                f"chain of custody of {report.custody} records verified",
+                highlight=False,
+            )
+        else:
+            for problem in report.problems:
+                err.print(f"[red]tampered:[/red] {problem}", highlight=False, soft_wrap=True)
+        if not report.ok:
+            raise typer.Exit(1)
+
+    run(work)
+
+
+@evidence_app.command("list")
+def evidence_list(
+    entity: Annotated[str | None, typer.Option("--entity", help="Only this entity's bundles.")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1)] = 100,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Evidence bundles recorded in the store, newest first."""
+    from custodes.responder.evidence import list_bundles
+    from custodes.store import Store
+
+    async def work() -> Any:
+        store = await Store.open(settings_from(config).database)
+        try:
+            async with store.transaction() as tx:
+                rows = await list_bundles(tx, entity=entity, limit=limit)
+        finally:
+            await store.close()
+        if as_json:
+            console.print_json(orjson.dumps(rows, option=orjson.OPT_NAIVE_UTC | orjson.OPT_NON_STR_KEYS).decode())
+            return
+        table = Table("bundle", "entity", "window", "reason", "location", "created", "by")
+        for row in rows:
+            window = f"{row['since']:%Y-%m-%d %H:%M} .. {row['until']:%Y-%m-%d %H:%M}"
+            table.add_row(
+                row["id"][:12],
+                row["entity"],
+                window,
+                row["reason"],
+                row["location"],
+                f"{row['created_at']:%Y-%m-%d %H:%M:%S}",
+                row["created_by"],
+            )
+        console.print(table)
+
+    run(work)

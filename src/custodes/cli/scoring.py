@@ -1,0 +1,213 @@
+"""Behaviour scoring commands: `simulate`, `eval scoring`, `entity explain`, `entity reidentify`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import orjson
+import typer
+from rich.table import Table
+
+from custodes.cli.app import app
+from custodes.cli.common import ConfigOption, JsonOption, console, run, settings_from
+from custodes.errors import CustodesError
+
+eval_app = typer.Typer(help="Measure detection against labelled data.", no_args_is_help=True)
+entity_app = typer.Typer(help="Entities: risk explanations and re-identification.", no_args_is_help=True)
+app.add_typer(eval_app, name="eval")
+app.add_typer(entity_app, name="entity")
+
+
+@app.command()
+def simulate(
+    out: Annotated[
+        Path, typer.Argument(help="Folder for the NDJSON files, directory.json and labels.", file_okay=False)
+    ],
+    population: Annotated[int, typer.Option(help="People in the organisation.")] = 300,
+    days: Annotated[int, typer.Option(help="Days simulated.")] = 42,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 1,
+    noise: Annotated[float, typer.Option(help="Rate of benign anomalies (travel, new devices, ...), 1 = usual.")] = 1.0,
+    scenario: Annotated[
+        list[str] | None, typer.Option("--scenario", help="Scenario to inject (repeat; default: all).")
+    ] = None,
+    insiders: Annotated[int | None, typer.Option(help="Incidents to inject (default: population/100).")] = None,
+    warmup_days: Annotated[int, typer.Option(help="Quiet days before any incident.")] = 21,
+    as_json: JsonOption = False,
+) -> None:
+    """Generate an organisation's raw vendor logs with insider scenarios injected, plus labels."""
+    from custodes.detections.scoring.simulate import SCENARIOS, SimulationSettings, simulate
+
+    def work() -> None:
+        knobs = SimulationSettings(
+            population=population,
+            days=days,
+            seed=seed,
+            noise=noise,
+            scenarios=tuple(scenario) if scenario else SCENARIOS,
+            insiders=insiders,
+            warmup_days=warmup_days,
+        )
+        try:
+            result = simulate(knobs, out)
+        except ValueError as exc:
+            raise CustodesError(str(exc)) from None
+        summary = {
+            "files": [str(f) for f in result.files],
+            "events": result.events,
+            "people": len(result.people),
+            "incidents": len({label.incident for label in result.labels}),
+            "directory": str(out / "directory.json"),
+            "labels": str(out / "labels.json"),
+        }
+        if as_json:
+            sys.stdout.write(orjson.dumps(summary).decode() + "\n")
+            return
+        console.print(
+            f"{sum(result.events.values())} events from {len(result.people)} people over {days} days, "
+            f"{summary['incidents']} incidents; labels in {summary['labels']}"
+        )
+
+    run(work)
+
+
+@eval_app.command("scoring")
+def eval_scoring(
+    events: Annotated[list[Path], typer.Option("--events", help="Log files (any layout `replay` reads); repeat.")],
+    labels: Annotated[Path, typer.Option("--labels", help="Labels (JSON or CSV).")],
+    directory: Annotated[Path | None, typer.Option(help="People file (default: scoring.directory).")] = None,
+    budget_share: Annotated[float, typer.Option(help="Daily analyst budget as a share of people.")] = 0.005,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Score log files and report recall at daily budgets, percentiles, delays and false findings."""
+    from custodes.detections.scoring.evaluate import evaluate, load_labels
+
+    def work() -> None:
+        settings = settings_from(config).scoring.model_copy()
+        if directory is not None:
+            settings.directory = directory
+        settings.pseudonymise = False
+        missing = [str(f) for f in [*events, labels] if not f.exists()]
+        if missing:
+            raise CustodesError(f"no such file: {', '.join(missing)}")
+        result = evaluate(events, load_labels(labels), settings, budget_share=budget_share)
+        if as_json:
+            sys.stdout.write(orjson.dumps(result.to_json()).decode() + "\n")
+            return
+        table = Table(
+            "measure", "value", title=f"{result.population} people, {result.days} days, {result.events} events"
+        )
+        for k, recall in result.recall.items():
+            table.add_row(f"recall of malicious user-days, top {k}/day", f"{100 * recall:.1f}%")
+        table.add_row("mean percentile of malicious user-days", f"{result.mean_percentile:.2f}")
+        table.add_row(f"incidents caught within top {result.budget}/day", f"{result.caught}/{len(result.incidents)}")
+        delays = [i.delay_days for i in result.incidents if i.delay_days is not None]
+        table.add_row("days from first act to detection (mean)", f"{sum(delays) / len(delays):.1f}" if delays else "-")
+        table.add_row("false findings per 1,000 users per day", f"{result.false_findings_per_1000_user_days:.3f}")
+        console.print(table)
+        detail = Table("incident", "scenario", "caught", "best rank", "delay (days)")
+        for i in result.incidents:
+            delay = "-" if i.delay_days is None else str(i.delay_days)
+            detail.add_row(i.incident, i.scenario, "yes" if i.caught else "no", str(i.best_rank or "-"), delay)
+        console.print(detail)
+
+    run(work)
+
+
+TokenOption = Annotated[
+    str | None, typer.Option("--token", help="Your API token as a reference: env:NAME or file:/path.")
+]
+
+
+@entity_app.command("explain")
+def entity_explain(
+    user: Annotated[str, typer.Argument(help="Pseudonym, or any name of the person (login, UPN, e-mail, ...).")],
+    days: Annotated[int, typer.Option(help="How many recent day scores.")] = 3,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Explain an entity's recent risk in plain sentences: features, their usual and peer values, modifiers."""
+    from custodes.detections.scoring.explain import sentences
+    from custodes.detections.scoring.privacy import is_pseudonym
+    from custodes.detections.scoring.service import entity_scores, pseudonymizer_for, resolver_for
+    from custodes.store import Store
+
+    async def work() -> None:
+        settings = settings_from(config)
+        store = await Store.open(settings.database)
+        try:
+            pseudonymizer = await pseudonymizer_for(settings.scoring, store)
+            key = user if is_pseudonym(user) else resolver_for(settings.scoring, pseudonymizer).resolve(user)[0]
+            async with store.transaction() as tx:
+                scores = await entity_scores(tx, key, limit=days)
+        finally:
+            await store.close()
+        if not scores:
+            raise CustodesError(f"no scores for {key}", hint="scores appear once a day of its activity has closed")
+        if as_json:
+            sys.stdout.write(orjson.dumps([s.to_json() for s in scores]).decode() + "\n")
+            return
+        for score in scores:
+            console.print(f"[bold]{key}[/bold] {score.day}: risk {score.risk:.0f} ({score.points:.0f} points that day)")
+            for line in sentences(score) or ["nothing unusual"]:
+                console.print(f"  - {line}", highlight=False)
+
+    run(work)
+
+
+@entity_app.command("reidentify")
+def entity_reidentify(
+    pseudonym: Annotated[str, typer.Argument(help="The pseudonym to re-identify.")],
+    reason: Annotated[str, typer.Option(help="Why (recorded in the audit log).")],
+    token: TokenOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Reveal the person behind a pseudonym: needs a token with a re-identification role; always audited."""
+    import sqlalchemy as sa
+
+    from custodes.config import resolve_secret
+    from custodes.detections.scoring.privacy import reidentify, role_of
+    from custodes.detections.scoring.service import pseudonymizer_for, resolver_for
+    from custodes.store import Store
+    from custodes.store.tables import entities
+
+    async def work() -> None:
+        settings = settings_from(config)
+        if token is None:
+            raise CustodesError("re-identification needs --token", hint="a server.api_tokens token, as env:NAME")
+        try:
+            presented = resolve_secret(token).reveal()
+        except ValueError as exc:
+            raise CustodesError(str(exc)) from None
+        who, role = role_of(settings.server.api_tokens, presented)
+        store = await Store.open(settings.database)
+        try:
+            pseudonymizer = await pseudonymizer_for(settings.scoring, store)
+            people = list(resolver_for(settings.scoring, None).people)
+            async with store.transaction() as tx:
+                stored = [row[0] for row in await tx.conn.execute(sa.select(entities.c.id))]
+                allowed, name = await reidentify(
+                    tx,
+                    settings.scoring,
+                    pseudonymizer,
+                    pseudonym,
+                    [*people, *stored],
+                    who=f"token:{who}",
+                    role=role,
+                    reason=reason,
+                )
+        finally:
+            await store.close()
+        if not allowed:
+            raise CustodesError(
+                f"re-identification refused for role {role!r} "
+                f"(allowed: {', '.join(settings.scoring.reidentify_roles)})",
+                hint="the attempt is in the audit log",
+            )
+        if name is None:
+            raise CustodesError(f"{pseudonym} matches no known person or entity")
+        console.print(name, highlight=False)
+
+    run(work)

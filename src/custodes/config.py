@@ -1,0 +1,648 @@
+"""Settings: one YAML file, environment overrides, and secret references resolved at load time.
+
+Environment overrides: ``CUSTODES_<SECTION>__<KEY>=value`` sets ``section.key`` (values are parsed as YAML
+scalars, so ``true`` and ``8080`` keep their types); ``CUSTODES_DATABASE_URL`` is a shortcut for
+``database.url``. Secrets are never written in the file itself: a secret field holds a reference,
+``env:NAME`` or ``file:/path``, resolved when the settings load.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic.json_schema import JsonSchemaValue
+from pydantic.networks import IPvAnyNetwork
+from pydantic_core import CoreSchema, core_schema
+from ruamel.yaml import YAML
+
+from custodes.errors import ConfigError, CustodesError, Location, Problem
+from custodes.model import LogSource
+from custodes.yamlfile import YamlDocument, load_yaml
+
+ENV_PREFIX = "CUSTODES_"
+DEFAULT_CONFIG = Path("custodes.yaml")
+
+
+class Secret:
+    """A resolved secret value that never shows itself in repr, str, logs or serialised output."""
+
+    __slots__ = ("_reference", "_value")
+
+    def __init__(self, value: str, reference: str) -> None:
+        self._value = value
+        self._reference = reference
+
+    def reveal(self) -> str:
+        """The secret itself, for the one place that must send it (a header, a signature)."""
+        return self._value
+
+    @property
+    def reference(self) -> str:
+        """Where the secret came from (``env:NAME``), safe to show."""
+        return self._reference
+
+    def __repr__(self) -> str:
+        return f"Secret({self._reference})"
+
+    __str__ = __repr__
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, _source: Any, _handler: GetCoreSchemaHandler) -> CoreSchema:
+        return core_schema.with_info_plain_validator_function(
+            cls._validate,
+            serialization=core_schema.plain_serializer_function_ser_schema(lambda secret: secret.reference),
+        )
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, _schema: CoreSchema, _handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        return {"type": "string", "pattern": "^(env|file):.+", "description": "secret reference"}
+
+    @classmethod
+    def _validate(cls, value: object, info: ValidationInfo) -> Secret:
+        if isinstance(value, Secret):
+            return value
+        if not isinstance(value, str):
+            raise ValueError("a secret must be a reference string, 'env:NAME' or 'file:/path'")
+        context = info.context if isinstance(info.context, dict) else {}
+        return resolve_secret(value, context.get("environ"))
+
+
+def resolve_secret(reference: str, environ: Mapping[str, str] | None = None) -> Secret:
+    """Resolve ``env:NAME`` or ``file:/path``; raise ValueError saying what is missing, never the value."""
+    scheme, _, name = reference.partition(":")
+    if scheme == "env" and name:
+        value = (os.environ if environ is None else environ).get(name)
+        if value is None:
+            raise ValueError(f"secret reference {reference!r}: environment variable {name} is not set")
+        return Secret(value, reference)
+    if scheme == "file" and name:
+        try:
+            return Secret(Path(name).read_text(encoding="utf-8").strip(), reference)
+        except OSError as exc:
+            raise ValueError(f"secret reference {reference!r}: cannot read file ({exc.strerror})") from None
+    raise ValueError("a secret must be a reference, 'env:NAME' or 'file:/path', never the value itself")
+
+
+class Section(BaseModel):
+    """Base of every settings section: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class DatabaseSettings(Section):
+    """Where the store lives: a SQLite file by default, PostgreSQL by URL."""
+
+    url: str = "sqlite+aiosqlite:///var/custodes.db"
+    schema_name: str | None = Field(default=None, description="PostgreSQL schema (search_path) to use")
+    event_retention_days: int | None = Field(default=None, ge=1, description="delete events older than this")
+    sqlite_synchronous: Literal["FULL", "NORMAL"] = Field(
+        default="FULL",
+        description="SQLite WAL durability: FULL survives power loss; NORMAL survives a crashed process but may lose "
+        "the last commits on power loss, for more throughput",
+    )
+    echo: bool = False
+
+
+SourceFormatName = Literal[
+    "okta",
+    "cloudtrail",
+    "entra_signin_graph",
+    "entra_signin_diagnostic",
+    "entra_audit_graph",
+    "entra_audit_diagnostic",
+    "azure_activity",
+    "gcp_audit",
+    "google_workspace",
+    "github",
+    "m365",
+    "auditd",
+    "teleport",
+    "vault",
+    "sudo",
+    "generic",
+]
+"""The record formats Custodes reads (see `custodes.detections.sigma.pipelines.FORMATS`)."""
+
+
+class SourceSettings(Section):
+    """A configured event source: its Sigma logsource, how its records map to the envelope, and the pySigma
+    pipeline that fits rules to its records."""
+
+    format: SourceFormatName = Field(description="how records map to the event envelope")
+    pipeline: SourceFormatName | Literal["none"] | None = Field(
+        default=None,
+        description="field-mapping pipeline for rules matched against this source: a format name, or 'none' "
+        "(default: the format's own)",
+    )
+    product: str | None = None
+    service: str | None = None
+    category: str | None = None
+    fields: dict[str, str] = Field(
+        default_factory=dict,
+        description="generic format only: envelope field -> dotted path in the record (id, time, actor, ...)",
+    )
+
+    @property
+    def logsource(self) -> LogSource:
+        """The Sigma logsource this source's events carry: the declared one, else the format's."""
+        if self.product is None and self.service is None and self.category is None:
+            from custodes.detections.sigma.pipelines import FORMATS
+
+            known = FORMATS.get(self.format)
+            default = known.logsource if known is not None else LogSource()
+            if default.service is None or not default.service.endswith("*"):
+                return default
+            return LogSource(default.product, None, default.category)
+        return LogSource(self.product, self.service, self.category)
+
+    @property
+    def pipeline_name(self) -> str:
+        """The name of the pipeline rules are processed with for this source (`none` for no pipeline)."""
+        return self.pipeline or self.format
+
+
+DEFAULT_SOURCES = {
+    "okta": SourceSettings(format="okta", product="okta", service="okta"),
+    "cloudtrail": SourceSettings(format="cloudtrail", product="aws", service="cloudtrail"),
+}
+
+
+SuppressValue = str | int | float | bool | None
+
+
+class RuleOverride(Section):
+    """Local changes to one Sigma rule, by rule id: turn it off, change its level, drop matches."""
+
+    enabled: bool = True
+    level: Literal["informational", "low", "medium", "high", "critical"] | None = None
+    suppress: list[dict[str, SuppressValue | list[SuppressValue]]] = Field(
+        default_factory=list,
+        description="conditions that drop a match: each maps fields to a value or a list of values; "
+        "a match is dropped when every field of one condition has one of its values",
+    )
+
+
+class CorrelationSettings(Section):
+    """Bounds on the state Sigma correlation rules keep."""
+
+    max_groups: int = Field(default=10_000, ge=1, description="groups kept per correlation rule")
+    max_events_per_group: int = Field(default=1_000, ge=1, description="events kept per group")
+
+
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+
+
+def _weekdays() -> list[Weekday]:
+    return ["mon", "tue", "wed", "thu", "fri"]
+
+
+class EnrichmentSettings(Section):
+    """Working hours behind `custodes.off_hours` in the rules' enrichment namespace (docs/rules.md)."""
+
+    start_hour: int = Field(default=8, ge=0, le=23, description="local hour working hours start (inclusive)")
+    end_hour: int = Field(default=18, ge=1, le=24, description="local hour working hours end (exclusive)")
+    working_days: list[Weekday] = Field(default_factory=_weekdays, description="days with working hours")
+
+    @model_validator(mode="after")
+    def _hours_in_order(self) -> EnrichmentSettings:
+        if self.start_hour >= self.end_hour:
+            raise ValueError("start_hour must be before end_hour")
+        return self
+
+
+class DetectionSettings(Section):
+    """Where Sigma rules come from, how they are adjusted locally and how findings are deduplicated."""
+
+    rules: list[Path] = Field(default_factory=lambda: [Path("detections/rules")])
+    dedup_window_seconds: int = Field(default=3600, ge=0)
+    placeholders: dict[str, list[str | int | float]] = Field(
+        default_factory=dict, description="values for %name% placeholders of rules using |expand"
+    )
+    overrides: dict[str, RuleOverride] = Field(default_factory=dict, description="by rule id or name")
+    correlation: CorrelationSettings = Field(default_factory=CorrelationSettings)
+    enrichment: EnrichmentSettings = Field(default_factory=EnrichmentSettings)
+
+
+class PlaybookSettings(Section):
+    """Where playbooks come from, the secrets they may reference, and the engine's guardrails."""
+
+    paths: list[Path] = Field(default_factory=lambda: [Path("playbooks")])
+    secrets: dict[str, Secret] = Field(
+        default_factory=dict, description="name -> secret reference; `{{ secrets.NAME }}` in playbooks"
+    )
+    max_destructive_per_hour: int = Field(
+        default=20, ge=0, description="destructive action calls allowed per rolling hour, across all runs"
+    )
+    heartbeat_seconds: float = Field(default=5.0, gt=0, description="how often a worker refreshes its runs")
+    stale_after_seconds: float = Field(
+        default=60.0, gt=0, description="a running run without a heartbeat for this long is resumed by the reaper"
+    )
+    max_resumes: int = Field(default=3, ge=0, description="resumptions after which the reaper fails a run")
+
+
+AuthScheme = Literal["hmac", "bearer", "header", "url_token", "client_state"]
+ReceiverKind = Literal["generic", "splunk", "kibana", "okta_event_hook", "graph"]
+SCHEMES_BY_KIND: dict[str, tuple[str, ...]] = {
+    "generic": ("hmac", "bearer"),
+    "splunk": ("hmac", "bearer", "url_token"),
+    "kibana": ("bearer", "header", "hmac"),
+    "okta_event_hook": ("header",),
+    "graph": ("client_state",),
+}
+
+
+class ReceiverAuth(Section):
+    """How a receiver authenticates its sender. The secret is always a reference."""
+
+    scheme: AuthScheme = Field(description="hmac, bearer, header, url_token (with allow_from) or client_state")
+    secret: Secret
+    header: str = Field(default="Authorization", description="header carrying the secret (scheme header)")
+    allow_from: list[IPvAnyNetwork] = Field(default_factory=list, description="sender networks (url_token)")
+    tolerance_seconds: int = Field(default=300, ge=1, le=3600, description="hmac replay window")
+
+    @model_validator(mode="after")
+    def _url_token_needs_networks(self) -> ReceiverAuth:
+        if self.scheme == "url_token" and not self.allow_from:
+            raise ValueError("a token in the URL is never enough alone: add allow_from with the sender's networks")
+        return self
+
+
+class ReceiverSettings(Section):
+    """A webhook receiver at POST /webhooks/<name>."""
+
+    kind: ReceiverKind
+    auth: ReceiverAuth
+    source: str | None = Field(default=None, description="source of the raw records it receives")
+    root: str | None = Field(default=None, description="generic: dotted path to the records in the body")
+    alert_fields: dict[str, str] = Field(
+        default_factory=dict,
+        description="generic: treat records as alerts; id, rule, title, severity, entity, time -> dotted paths",
+    )
+    entity_fields: list[str] = Field(default_factory=list, description="splunk: result fields naming the person")
+
+    @model_validator(mode="after")
+    def _scheme_fits_kind(self) -> ReceiverSettings:
+        allowed = SCHEMES_BY_KIND[self.kind]
+        if self.auth.scheme not in allowed:
+            raise ValueError(
+                f"a {self.kind} receiver authenticates with {' or '.join(allowed)}, not {self.auth.scheme}"
+            )
+        return self
+
+
+class ApiToken(Section):
+    """A bearer token for the REST API and the role it grants."""
+
+    name: str
+    token: Secret
+    role: str = Field(default="viewer", pattern="^(viewer|analyst|approver|admin|privacy_officer)$")
+
+
+class ServerSettings(Section):
+    """The HTTP service."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    max_json_depth: int = Field(default=64, ge=2, le=1000)
+    api_tokens: list[ApiToken] = Field(default_factory=list)
+    ingest_queue_records: int = Field(default=20_000, ge=1, description="pending webhook records before 429")
+    ingest_batch_records: int = Field(default=2_000, ge=1, description="records committed per transaction")
+
+
+class OktaConnection(Section):
+    """An Okta org the responder acts on."""
+
+    base_url: str
+    token: Secret
+
+
+class EntraConnection(Section):
+    """An Entra ID tenant the responder acts on through Microsoft Graph (an app registration, client credentials)."""
+
+    tenant_id: str
+    client_id: str
+    client_secret: Secret = Field(description="secret reference")
+    graph_base_url: str = Field(default="https://graph.microsoft.com", description="Graph's base URL (tests)")
+    login_endpoint: str | None = Field(
+        default=None, description="send msal's requests for the real authority to this base URL (tests, a proxy)"
+    )
+
+
+class NotifyChannel(Section):
+    """A chat incoming webhook (Slack, Teams, ...). Its URL embeds a credential, so it is a secret reference."""
+
+    url: Secret
+
+
+class SmtpConnection(Section):
+    """The mail relay `notify.email` submits through (STARTTLS when the server offers it, unless `tls` is off)."""
+
+    host: str
+    port: int = Field(default=587, ge=1, le=65535)
+    sender: str = Field(description="the From address")
+    username: str | None = None
+    password: Secret | None = Field(default=None, description="secret reference")
+    starttls: bool = Field(default=True, description="upgrade with STARTTLS when the server offers it")
+
+
+class JiraConnection(Section):
+    """A Jira Cloud site `ticket.jira_create` files issues in (basic auth: account email + API token)."""
+
+    base_url: str
+    email: Secret = Field(description="secret reference to the account's email address")
+    api_token: Secret = Field(description="secret reference to the API token")
+    project: str = Field(description="default project key, e.g. SEC")
+    issue_type: str = "Task"
+
+
+class ServiceNowConnection(Section):
+    """A ServiceNow instance `ticket.servicenow_create` opens incidents in (basic auth)."""
+
+    base_url: str
+    username: Secret = Field(description="secret reference")
+    password: Secret = Field(description="secret reference")
+
+
+class S3EvidenceStore(Section):
+    """An S3 bucket with Object Lock enabled, where evidence bundles are written immutable."""
+
+    bucket: str
+    prefix: str = "evidence/"
+    region: str = "us-east-1"
+    endpoint_url: str | None = Field(default=None, description="for S3-compatible stores and tests")
+    access_key_id: Secret | None = Field(default=None, description="secret reference (default: AWS chain)")
+    secret_access_key: Secret | None = Field(default=None, description="secret reference (default: AWS chain)")
+    retention_mode: Literal["GOVERNANCE", "COMPLIANCE"] = "COMPLIANCE"
+    retention_days: int = Field(default=365, ge=1)
+    legal_hold: bool = Field(default=False, description="also place a legal hold on every object")
+
+
+class EvidenceSettings(Section):
+    """Where `evidence.collect` writes bundles: S3 with Object Lock when `s3` is set, else `directory`."""
+
+    directory: Path = Path("var/evidence")
+    s3: S3EvidenceStore | None = None
+    max_events: int = Field(default=100_000, ge=1, description="events per bundle before collection refuses")
+
+
+class AwsConnection(Section):
+    """The AWS account the ``aws.*`` actions act on (IAM). Keys are secret references; without them boto3's
+    default credential chain (environment, profile, instance role) is used."""
+
+    region: str = "us-east-1"
+    endpoint_url: str | None = Field(default=None, description="for IAM-compatible simulators and tests")
+    access_key_id: Secret | None = Field(default=None, description="secret reference (default: AWS chain)")
+    secret_access_key: Secret | None = Field(default=None, description="secret reference (default: AWS chain)")
+
+
+class ResponderSettings(Section):
+    """Connections to the systems actions act on, and guardrails."""
+
+    okta: OktaConnection | None = None
+    entra: EntraConnection | None = None
+    aws: AwsConnection | None = None
+    channels: dict[str, NotifyChannel] = Field(default_factory=dict, description="notify.webhook channels")
+    smtp: SmtpConnection | None = None
+    jira: JiraConnection | None = None
+    servicenow: ServiceNowConnection | None = None
+    evidence: EvidenceSettings = Field(default_factory=EvidenceSettings)
+    protected_accounts: list[str] = Field(default_factory=list)
+    http_timeout_seconds: float = Field(default=10.0, gt=0)
+
+
+class ConnectorSettings(Section):
+    """A pull connector: what it reads, how often, and with which credentials (secret references)."""
+
+    kind: str = Field(description="connector kind, e.g. okta, entra, google_workspace, github (docs/connectors.md)")
+    source: str | None = Field(default=None, description="configured source its events carry (default: per kind)")
+    interval_seconds: float = Field(default=60.0, gt=0, description="seconds between polls")
+    enabled: bool = True
+    credentials: dict[str, Secret] = Field(default_factory=dict, description="name -> secret reference")
+    options: dict[str, Any] = Field(default_factory=dict, description="kind-specific settings")
+
+
+class IdentitySettings(Section):
+    """How actor names from every source resolve to one entity per person (behaviour scoring)."""
+
+    aliases: dict[str, str] = Field(
+        default_factory=dict, description="actor name (any source) -> person id, e.g. a GitHub login"
+    )
+    domains: dict[str, str] = Field(
+        default_factory=dict, description="e-mail domain -> canonical domain, e.g. corp.onmicrosoft.com -> corp.com"
+    )
+    service_patterns: list[str] = Field(
+        default_factory=lambda: [r"^svc[-_.]", r"[-_.]svc$", r"\[bot\]$", r"^system$", r"^i-[0-9a-f]{8,}$"],
+        description="regular expressions: matching actors are service accounts",
+    )
+
+
+class ScoringSettings(Section):
+    """Behaviour scoring: baselines, risk and the findings it raises (see docs/scoring.md)."""
+
+    enabled: bool = True
+    directory: Path | None = Field(default=None, description="people file: JSON list (Custodes or Okta Users API)")
+    identities: IdentitySettings = Field(default_factory=IdentitySettings)
+    default_timezone: str = "UTC"
+    risk_half_life_days: float = Field(default=2.0, gt=0)
+    history_half_life_days: float = Field(default=90.0, gt=0)
+    shrinkage_days: float = Field(default=10.0, gt=0, description="pseudo-days of peer evidence in a baseline")
+    first_seen_days: int = Field(default=180, ge=1)
+    warmup_days: int = Field(default=7, ge=0, description="active days before first-seen features count")
+    lateness_hours: float = Field(default=2.0, ge=0)
+    threshold: float = Field(default=65.0, gt=0, description="raise a finding at this risk")
+    top_k: int = Field(default=3, ge=0, description="raise a finding on entering the day's top k ...")
+    top_k_min_risk: float = Field(default=50.0, ge=0, description="... with at least this risk")
+    finding_cooldown_days: int = Field(default=7, ge=0)
+    sigma_points: dict[str, float] = Field(
+        default_factory=lambda: {"informational": 0.0, "low": 3.0, "medium": 8.0, "high": 15.0, "critical": 25.0}
+    )
+    family_caps: dict[str, float] = Field(
+        default_factory=lambda: {
+            "identity": 35.0,
+            "access": 50.0,
+            "data": 45.0,
+            "exfiltration": 70.0,
+            "behaviour": 35.0,
+            "sigma": 40.0,
+        }
+    )
+    watchlists: dict[str, float] = Field(
+        default_factory=lambda: {"departing": 1.5, "on_notice": 1.5, "privileged": 1.2, "contractor": 1.2},
+        description="watchlist -> multiplier of the day's points",
+    )
+    feature_weights: dict[str, float] = Field(default_factory=dict, description="feature -> weight override")
+    personal_domains: list[str] = Field(
+        default_factory=lambda: [
+            "gmail.com",
+            "yahoo.com",
+            "hotmail.com",
+            "outlook.com",
+            "icloud.com",
+            "proton.me",
+            "gmx.com",
+        ]
+    )
+    personal_cloud_domains: list[str] = Field(
+        default_factory=lambda: [
+            "dropbox.com",
+            "box.com",
+            "mega.nz",
+            "wetransfer.com",
+            "onedrive.live.com",
+            "pcloud.com",
+        ]
+    )
+    leak_domains: list[str] = Field(
+        default_factory=lambda: [
+            "wikileaks.org",
+            "pastebin.com",
+            "anonfiles.com",
+        ]
+    )
+    job_domains: list[str] = Field(
+        default_factory=lambda: [
+            "indeed.com",
+            "monster.com",
+            "glassdoor.com",
+            "linkedin.com/jobs",
+            "ziprecruiter.com",
+        ]
+    )
+    pseudonymise: bool = True
+    pseudonym_key: Secret | None = Field(default=None, description="HMAC key for pseudonyms (secret reference)")
+    reidentify_roles: list[str] = Field(default_factory=lambda: ["privacy_officer", "admin"])
+    max_state_bytes: int = Field(default=65536, ge=4096, description="bound on one entity's stored baseline")
+
+
+class HuntSettings(Section):
+    """Scheduled hunts: where their YAML files are and how missed slots are handled (docs/hunts.md)."""
+
+    paths: list[Path] = Field(default_factory=lambda: [Path("hunts")], description="hunt files and folders")
+    schedule: bool = Field(default=True, description="run hunts on their schedules in `custodes serve`")
+    catch_up: Literal["latest", "none"] = Field(
+        default="latest", description="after downtime: run the latest missed slot once, or skip missed slots"
+    )
+    misfire_grace_seconds: float = Field(
+        default=30.0, gt=0, description="with catch_up none: a slot this late still runs"
+    )
+    job_table: str = Field(default="apscheduler_jobs", description="APScheduler's job store table")
+
+
+class AccessReviewSettings(Section):
+    """`custodes access review`: thresholds, privileged role names and separation-of-duty role pairs."""
+
+    dormant_days: int = Field(default=90, ge=1, description="an enabled account not signed in for this long")
+    unused_days: int = Field(default=90, ge=1, description="a grant (access key, role) not used for this long")
+    privileged_roles: list[str] = Field(
+        default_factory=list,
+        description="role, group or policy names that are privileged, beyond the built-in admin roles",
+    )
+    sod_conflicts: list[tuple[str, str]] = Field(
+        default_factory=list, description="pairs of role, group or policy names one person must not hold together"
+    )
+
+
+class Settings(Section):
+    """All of Custodes' settings."""
+
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    sources: dict[str, SourceSettings] = Field(default_factory=lambda: dict(DEFAULT_SOURCES))
+    detection: DetectionSettings = Field(default_factory=DetectionSettings)
+    playbooks: PlaybookSettings = Field(default_factory=PlaybookSettings)
+    webhooks: dict[str, ReceiverSettings] = Field(default_factory=dict, description="receivers by name")
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    responder: ResponderSettings = Field(default_factory=ResponderSettings)
+    connectors: dict[str, ConnectorSettings] = Field(default_factory=dict, description="pull connectors by name")
+    scoring: ScoringSettings = Field(default_factory=ScoringSettings)
+    hunts: HuntSettings = Field(default_factory=HuntSettings)
+    access_review: AccessReviewSettings = Field(default_factory=AccessReviewSettings)
+
+    @field_validator("sources", mode="after")
+    @classmethod
+    def _keep_predefined_sources(cls, sources: dict[str, SourceSettings]) -> dict[str, SourceSettings]:
+        return {**DEFAULT_SOURCES, **sources}
+
+    def source(self, name: str) -> SourceSettings:
+        """A configured source by name, or a ConfigError listing the configured ones."""
+        try:
+            return self.sources[name]
+        except KeyError:
+            known = ", ".join(sorted(self.sources)) or "none configured"
+            raise ConfigError(
+                f"unknown source {name!r} (configured sources: {known})",
+                hint="declare it under 'sources:' in the configuration file",
+            ) from None
+
+
+def _env_overrides(environ: dict[str, str]) -> list[tuple[tuple[str, ...], Any]]:
+    yaml = YAML(typ="safe")
+    overrides: list[tuple[tuple[str, ...], Any]] = []
+    for name, raw in sorted(environ.items()):
+        if name == "CUSTODES_DATABASE_URL":
+            overrides.append((("database", "url"), raw))
+        elif name.startswith(ENV_PREFIX) and "__" in name:
+            path = tuple(part.lower() for part in name.removeprefix(ENV_PREFIX).split("__"))
+            try:
+                value = yaml.load(raw) if raw.strip() else raw
+            except Exception:
+                value = raw
+            overrides.append((path, raw if isinstance(value, dict | list) else value))
+    return overrides
+
+
+def _apply(data: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    node = data
+    for key in path[:-1]:
+        child = node.get(key)
+        if not isinstance(child, dict):
+            child = {}
+            node[key] = child
+        node = child
+    node[path[-1]] = value
+
+
+def load_settings(path: Path | None = None, environ: dict[str, str] | None = None) -> Settings:
+    """Load settings from a YAML file (optional when `path` is None) and environment overrides.
+
+    Every problem is reported at once, each with the file, line and column or the environment variable.
+    """
+    environ = dict(os.environ if environ is None else environ)
+    file = path if path is not None else Path(environ.get("CUSTODES_CONFIG", DEFAULT_CONFIG))
+    explicit = path is not None or "CUSTODES_CONFIG" in environ
+    doc = load_yaml(file) if file.exists() or explicit else YamlDocument(str(file), {}, None)
+    if doc.data is None:
+        doc.data = {}
+    if not isinstance(doc.data, dict):
+        raise ConfigError.at(file, "the configuration must be a mapping of sections", line=1, column=1)
+    data: dict[str, Any] = doc.data
+    overridden: dict[tuple[str, ...], str] = {}
+    for key_path, value in _env_overrides(environ):
+        _apply(data, key_path, value)
+        overridden[key_path] = ENV_PREFIX + "__".join(part.upper() for part in key_path)
+    try:
+        return doc.validate(Settings, context={"environ": environ})
+    except CustodesError as exc:
+        problems = [_blame_environment(problem, overridden) for problem in exc.problems]
+        raise ConfigError(problems, hint="see docs/configuration.md for every setting") from None
+
+
+def _blame_environment(problem: Problem, overridden: dict[tuple[str, ...], str]) -> Problem:
+    field = problem.location.field or ""
+    for key_path, variable in overridden.items():
+        if field == ".".join(key_path) or field.startswith(".".join(key_path) + "."):
+            return Problem(Location(f"environment {variable}", field=field), problem.message)
+    return problem

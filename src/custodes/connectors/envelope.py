@@ -1,0 +1,505 @@
+"""Mapping vendor records to the event envelope (id, time, actor, action, target, outcome, src_ip, bytes).
+
+The record itself is never changed. Fields that cannot be read become warnings on the event, so bad vendor
+data is kept and visible instead of dropped.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from custodes.config import SourceSettings
+from custodes.model import Event, LogSource, Outcome, stable_id
+
+Mapper = Callable[[dict[str, Any], SourceSettings, str], Event]
+
+
+def dig(record: dict[str, Any], path: str) -> Any:
+    """The value at a dotted path (a literal key containing dots wins), or None."""
+    if path in record:
+        return record[path]
+    node: Any = record
+    for part in path.split("."):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return None
+    return node
+
+
+def parse_time(value: Any) -> datetime:
+    """Parse ISO 8601 (with Z or an offset; naive means UTC) or epoch seconds/milliseconds into UTC."""
+    if isinstance(value, bool):
+        raise ValueError(f"not a time: {value!r}")
+    if isinstance(value, int | float):
+        seconds = value / 1000 if value > 1e11 else value
+        return datetime.fromtimestamp(seconds, UTC)
+    if isinstance(value, str) and value.strip():
+        text = value.strip()
+        if text.replace(".", "", 1).isdigit():
+            return parse_time(float(text))
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    raise ValueError(f"not a time: {value!r}")
+
+
+def iso_millis(value: datetime) -> str:
+    """A time as vendors' APIs take it: ISO 8601 in UTC with milliseconds and ``Z`` (the inverse of parse_time)."""
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _text(value: Any) -> str | None:
+    if value is None or isinstance(value, dict | list):
+        return None
+    return str(value)
+
+
+def _int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return int(value)
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    return None
+
+
+class _Builder:
+    """Collects envelope fields and warnings for one record."""
+
+    def __init__(self, record: dict[str, Any], settings: SourceSettings, source: str) -> None:
+        self.record = record
+        self.settings = settings
+        self.source = source
+        self.warnings: list[str] = []
+
+    def time(self, *paths: str) -> datetime:
+        for path in paths:
+            value = dig(self.record, path)
+            if value is None:
+                continue
+            try:
+                return parse_time(value)
+            except (ValueError, OverflowError, OSError):
+                self.warnings.append(f"{path}: unreadable time {value!r}; using ingestion time")
+                break
+        else:
+            self.warnings.append(f"no time field ({', '.join(paths)}); using ingestion time")
+        return datetime.now(UTC)
+
+    def event(self, vendor_id: Any, time: datetime, *, logsource: LogSource | None = None, **envelope: Any) -> Event:
+        vendor = _text(vendor_id)
+        ident = stable_id(self.source, self.record if vendor is None else vendor)
+        return Event(
+            id=ident,
+            time=time,
+            source=self.source,
+            logsource=logsource or self.settings.logsource,
+            raw=self.record,
+            warnings=self.warnings,
+            **envelope,
+        )
+
+
+def okta(record: dict[str, Any], settings: SourceSettings, source: str) -> Event:
+    """Okta System Log (LogEvent) records."""
+    b = _Builder(record, settings, source)
+    targets = record.get("target")
+    target = None
+    if isinstance(targets, list) and targets and isinstance(targets[0], dict):
+        target = _text(targets[0].get("alternateId") or targets[0].get("id"))
+    result = _text(dig(record, "outcome.result")) or ""
+    outcome = {
+        "SUCCESS": Outcome.SUCCESS,
+        "ALLOW": Outcome.SUCCESS,
+        "FAILURE": Outcome.FAILURE,
+        "DENY": Outcome.FAILURE,
+    }.get(result.upper(), Outcome.UNKNOWN)
+    if record.get("eventType") is None:
+        b.warnings.append("eventType missing")
+    return b.event(
+        record.get("uuid"),
+        b.time("published"),
+        actor=_text(dig(record, "actor.alternateId")),
+        action=_text(record.get("eventType")),
+        target=target,
+        outcome=outcome,
+        src_ip=_text(dig(record, "client.ipAddress")),
+    )
+
+
+def _cloudtrail_actor(identity: Any) -> str | None:
+    if not isinstance(identity, dict):
+        return None
+    kind = identity.get("type")
+    if kind == "IAMUser" and identity.get("userName"):
+        return str(identity["userName"])
+    arn = identity.get("arn")
+    if kind == "AssumedRole" and isinstance(arn, str) and "/" in arn:
+        return arn.rsplit("/", 1)[1]
+    if kind == "Root":
+        return f"root@{identity.get('accountId', 'unknown')}"
+    return _text(identity.get("userName") or arn or identity.get("principalId"))
+
+
+def cloudtrail(record: dict[str, Any], settings: SourceSettings, source: str) -> Event:
+    """AWS CloudTrail records (from log files, LookupEvents' CloudTrailEvent, or EventBridge)."""
+    b = _Builder(record, settings, source)
+    params = record.get("requestParameters")
+    target = None
+    if isinstance(params, dict):
+        target = _text(params.get("userName") or params.get("bucketName") or params.get("roleName"))
+    resources = record.get("resources")
+    if target is None and isinstance(resources, list) and resources and isinstance(resources[0], dict):
+        target = _text(resources[0].get("ARN"))
+    extra = record.get("additionalEventData")
+    moved = _int(extra.get("bytesTransferredOut")) if isinstance(extra, dict) else None
+    return b.event(
+        record.get("eventID"),
+        b.time("eventTime", "@timestamp"),
+        actor=_cloudtrail_actor(record.get("userIdentity")),
+        action=_text(record.get("eventName")),
+        target=target,
+        outcome=Outcome.FAILURE if record.get("errorCode") else Outcome.SUCCESS,
+        src_ip=_text(record.get("sourceIPAddress")),
+        bytes=moved,
+    )
+
+
+GENERIC_DEFAULTS = {
+    "id": "id",
+    "time": "@timestamp|timestamp|time",
+    "actor": "user.name",
+    "action": "event.action",
+    "target": "target",
+    "outcome": "event.outcome",
+    "src_ip": "source.ip",
+    "bytes": "bytes",
+}
+
+
+def generic(record: dict[str, Any], settings: SourceSettings, source: str) -> Event:
+    """Any JSON record, with envelope fields read from configured dotted paths (ECS names by default)."""
+    b = _Builder(record, settings, source)
+    paths = {**GENERIC_DEFAULTS, **settings.fields}
+
+    def pick(name: str) -> Any:
+        for path in paths[name].split("|"):
+            value = dig(record, path)
+            if value is not None:
+                return value
+        return None
+
+    outcome_text = (_text(pick("outcome")) or "").lower()
+    outcome = Outcome(outcome_text) if outcome_text in {"success", "failure"} else Outcome.UNKNOWN
+    return b.event(
+        pick("id"),
+        b.time(*paths["time"].split("|")),
+        actor=_text(pick("actor")),
+        action=_text(pick("action")),
+        target=_text(pick("target")),
+        outcome=outcome,
+        src_ip=_text(pick("src_ip")),
+        bytes=_int(pick("bytes")),
+    )
+
+
+def _first(value: Any) -> Any:
+    """The first element of a list, the value itself otherwise."""
+    if isinstance(value, list):
+        return value[0] if value else None
+    return value
+
+
+def _outcome(value: Any, success: set[str], failure: set[str]) -> Outcome:
+    text = (_text(value) or "").lower()
+    if text in success:
+        return Outcome.SUCCESS
+    if text in failure:
+        return Outcome.FAILURE
+    return Outcome.UNKNOWN
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _body(record: dict[str, Any]) -> dict[str, Any]:
+    """The Graph object of an Entra ID record: `properties` in the diagnostic-settings shape, else the record."""
+    properties = record.get("properties")
+    return properties if isinstance(properties, dict) else record
+
+
+def entra_signin(record: dict[str, Any], settings: SourceSettings, source: str) -> Event:
+    """Entra ID sign-ins, as Microsoft Graph returns them or as diagnostic settings export them."""
+    b = _Builder(record, settings, source)
+    body = _body(record)
+    code = dig(body, "status.errorCode")
+    if code is None:
+        code = record.get("resultType")
+    outcome = Outcome.UNKNOWN if code is None else Outcome.SUCCESS if str(code) == "0" else Outcome.FAILURE
+    return b.event(
+        body.get("id") or record.get("correlationId"),
+        b.time("createdDateTime", "properties.createdDateTime", "time"),
+        actor=_text(body.get("userPrincipalName") or body.get("servicePrincipalName") or body.get("userId")),
+        action="sign-in",
+        target=_text(body.get("resourceDisplayName") or body.get("appDisplayName")),
+        outcome=outcome,
+        src_ip=_text(body.get("ipAddress") or record.get("callerIpAddress")),
+    )
+
+
+def entra_audit(record: dict[str, Any], settings: SourceSettings, source: str) -> Event:
+    """Entra ID directory audit records, as Microsoft Graph returns them or as diagnostic settings export them."""
+    b = _Builder(record, settings, source)
+    body = _body(record)
+    initiated = _mapping(body.get("initiatedBy"))
+    user, app = _mapping(initiated.get("user")), _mapping(initiated.get("app"))
+    target = _first(body.get("targetResources"))
+    target_name = None
+    if isinstance(target, dict):
+        target_name = _text(target.get("userPrincipalName") or target.get("displayName") or target.get("id"))
+    return b.event(
+        body.get("id") or record.get("correlationId"),
+        b.time("activityDateTime", "properties.activityDateTime", "time"),
+        actor=_text(user.get("userPrincipalName") or app.get("displayName") or app.get("servicePrincipalName")),
+        action=_text(body.get("activityDisplayName") or record.get("operationName")),
+        target=target_name,
+        outcome=_outcome(body.get("result"), {"success"}, {"failure", "timeout"}),
+        src_ip=_text(user.get("ipAddress") or record.get("callerIpAddress")),
+    )
+
+
+def azure_activity(record: dict[str, Any], settings: SourceSettings, source: str) -> Event:
+    """Azure Activity log records (diagnostic-settings export; the REST shape's `{value: ...}` names also work)."""
+    b = _Builder(record, settings, source)
+    operation = record.get("operationName")
+    if isinstance(operation, dict):
+        operation = operation.get("value")
+    result = record.get("resultType") or dig(record, "status.value")
+    return b.event(
+        record.get("eventDataId"),
+        b.time("time", "eventTimestamp"),
+        actor=_text(record.get("caller") or dig(record, "identity.claims.name")),
+        action=_text(operation),
+        target=_text(record.get("resourceId")),
+        outcome=_outcome(result, {"success", "succeeded", "accept"}, {"failure", "failed"}),
+        src_ip=_text(record.get("callerIpAddress") or dig(record, "httpRequest.clientIpAddress")),
+    )
+
+
+def gcp_audit(record: dict[str, Any], settings: SourceSettings, source: str) -> Event:
+    """Google Cloud audit log LogEntry records (protoPayload is an AuditLog)."""
+    b = _Builder(record, settings, source)
+    found = record.get("protoPayload")
+    payload: dict[str, Any] = found if isinstance(found, dict) else {}
+    status = payload.get("status")
+    if isinstance(status, dict):
+        outcome = Outcome.SUCCESS if not status.get("code") else Outcome.FAILURE
+    else:
+        outcome = Outcome.UNKNOWN
+    if not payload:
+        b.warnings.append("protoPayload missing")
+    return b.event(
+        record.get("insertId"),
+        b.time("timestamp", "receiveTimestamp"),
+        actor=_text(dig(payload, "authenticationInfo.principalEmail")),
+        action=_text(payload.get("methodName")),
+        target=_text(payload.get("resourceName")),
+        outcome=outcome,
+        src_ip=_text(dig(payload, "requestMetadata.callerIP")),
+    )
+
+
+def google_workspace(record: dict[str, Any], settings: SourceSettings, source: str) -> Event:
+    """Google Workspace Reports API activities; the service is `google_workspace.<applicationName>` unless set."""
+    b = _Builder(record, settings, source)
+    application = _text(dig(record, "id.applicationName"))
+    logsource = settings.logsource
+    if settings.service is None and application:
+        logsource = LogSource(logsource.product or "gcp", f"google_workspace.{application}", logsource.category)
+    first = _first(record.get("events"))
+    name = first.get("name") if isinstance(first, dict) else record.get("name")
+    unique = dig(record, "id.uniqueQualifier")
+    return b.event(
+        None if unique is None else f"{unique}:{dig(record, 'id.time')}",
+        b.time("id.time"),
+        logsource=logsource,
+        actor=_text(dig(record, "actor.email") or dig(record, "actor.profileId")),
+        action=_text(name),
+        src_ip=_text(record.get("ipAddress")),
+    )
+
+
+def github(record: dict[str, Any], settings: SourceSettings, source: str) -> Event:
+    """GitHub organisation and enterprise audit log events."""
+    b = _Builder(record, settings, source)
+    return b.event(
+        record.get("_document_id"),
+        b.time("@timestamp", "created_at"),
+        actor=_text(record.get("actor")),
+        action=_text(record.get("action")),
+        target=_text(record.get("user") or record.get("repo") or record.get("repository") or record.get("org")),
+        src_ip=_text(record.get("actor_ip")),
+    )
+
+
+def m365(record: dict[str, Any], settings: SourceSettings, source: str) -> Event:
+    """Microsoft 365 unified audit log records (Office 365 Management Activity API)."""
+    b = _Builder(record, settings, source)
+    return b.event(
+        record.get("Id"),
+        b.time("CreationTime"),
+        actor=_text(record.get("UserId")),
+        action=_text(record.get("Operation")),
+        target=_text(record.get("ObjectId")),
+        outcome=_outcome(
+            record.get("ResultStatus"),
+            {"succeeded", "success", "true", "partiallysucceeded"},
+            {"failed", "failure", "false"},
+        ),
+        src_ip=_text(record.get("ClientIP") or record.get("ActorIpAddress")),
+    )
+
+
+_AUDIT_MSG = re.compile(r"audit\((?P<time>\d+(?:\.\d+)?):(?P<serial>\d+)\)")
+
+
+def auditd(record: dict[str, Any], settings: SourceSettings, source: str) -> Event:
+    """Linux auditd records as key/value objects; time and serial come from `msg=audit(time:serial)`."""
+    b = _Builder(record, settings, source)
+    found = _AUDIT_MSG.search(_text(record.get("msg")) or "")
+    if found is not None:
+        time = datetime.fromtimestamp(float(found["time"]), UTC)
+        vendor: Any = f"{found['time']}:{found['serial']}:{record.get('type')}"
+    else:
+        time = b.time("@timestamp", "time", "timestamp")
+        vendor = None
+    success = _text(record.get("success"))
+    return b.event(
+        vendor,
+        time,
+        actor=_text(record.get("AUID") or record.get("auid") or record.get("UID") or record.get("uid")),
+        action=_text(record.get("type")),
+        target=_text(record.get("name") or record.get("exe")),
+        outcome=_outcome(success, {"yes"}, {"no"}),
+        src_ip=_text(record.get("addr")),
+    )
+
+
+def _host_ip(value: Any) -> str | None:
+    """The address of ``host:port`` or ``[v6]:port``."""
+    text = _text(value)
+    if not text:
+        return None
+    if text.startswith("["):
+        return text[1:].split("]", 1)[0]
+    return text.rsplit(":", 1)[0] if text.count(":") == 1 else text
+
+
+def teleport(record: dict[str, Any], settings: SourceSettings, source: str) -> Event:
+    """Teleport audit events; ``session.start``/``session.end``/``session.upload`` carry the session id
+    (``sid``) and the upload its recording's ``url``. Codes ending in ``I`` succeeded, ``W``/``E`` failed."""
+    b = _Builder(record, settings, source)
+    if record.get("event") is None:
+        b.warnings.append("event missing")
+    code = _text(record.get("code")) or ""
+    if record.get("success") is False or code[-1:] in ("W", "E"):
+        outcome = Outcome.FAILURE
+    elif record.get("success") is True or code[-1:] == "I":
+        outcome = Outcome.SUCCESS
+    else:
+        outcome = Outcome.UNKNOWN
+    target = record.get("server_hostname") or record.get("db_name") or record.get("app_name") or record.get("url")
+    return b.event(
+        record.get("uid"),
+        b.time("time", "ei"),
+        actor=_text(record.get("user")),
+        action=_text(record.get("event")),
+        target=_text(target),
+        outcome=outcome,
+        src_ip=_host_ip(dig(record, "addr.remote")),
+    )
+
+
+def vault(record: dict[str, Any], settings: SourceSettings, source: str) -> Event:
+    """HashiCorp Vault audit device records (request and response entries share ``request.id``; tokens and
+    values are HMAC-hashed by Vault). The action is the operation, the target the path."""
+    b = _Builder(record, settings, source)
+    auth = _mapping(record.get("auth"))
+    request = _mapping(record.get("request"))
+    kind = _text(record.get("type")) or "unknown"
+    if not request:
+        b.warnings.append("request missing")
+    actor = dig(auth, "metadata.username") or auth.get("display_name") or auth.get("entity_id")
+    outcome = {"response": Outcome.SUCCESS}.get(kind, Outcome.UNKNOWN)
+    if record.get("error"):
+        outcome = Outcome.FAILURE
+    vendor = f"{kind}:{request['id']}" if request.get("id") else None
+    return b.event(
+        vendor,
+        b.time("time"),
+        actor=_text(actor),
+        action=_text(request.get("operation")),
+        target=_text(request.get("path")),
+        outcome=outcome,
+        src_ip=_text(request.get("remote_address")),
+    )
+
+
+def sudo(record: dict[str, Any], settings: SourceSettings, source: str) -> Event:
+    """sudo syslog lines as the file tail parses them (event: command, denied, session_open,
+    session_close); the target is the account run as, the I/O log id (``tsid``) stays in the record."""
+    b = _Builder(record, settings, source)
+    kind = _text(record.get("event"))
+    outcome = {"denied": Outcome.FAILURE, None: Outcome.UNKNOWN, "other": Outcome.UNKNOWN}.get(kind, Outcome.SUCCESS)
+    return b.event(
+        None,
+        b.time("time"),
+        actor=_text(record.get("user")),
+        action=f"sudo.{kind}" if kind else None,
+        target=_text(record.get("run_as")),
+        outcome=outcome,
+    )
+
+
+MAPPERS: dict[str, Mapper] = {
+    "okta": okta,
+    "cloudtrail": cloudtrail,
+    "entra_signin_graph": entra_signin,
+    "entra_signin_diagnostic": entra_signin,
+    "entra_audit_graph": entra_audit,
+    "entra_audit_diagnostic": entra_audit,
+    "azure_activity": azure_activity,
+    "gcp_audit": gcp_audit,
+    "google_workspace": google_workspace,
+    "github": github,
+    "m365": m365,
+    "auditd": auditd,
+    "teleport": teleport,
+    "vault": vault,
+    "sudo": sudo,
+    "generic": generic,
+}
+
+
+def mapper_for(settings: SourceSettings) -> Mapper:
+    """The mapper for a source's format; ValueError names the known formats."""
+    try:
+        return MAPPERS[settings.format]
+    except KeyError:
+        raise ValueError(f"unknown source format {settings.format!r} (known: {', '.join(MAPPERS)})") from None
+
+
+def to_event(record: Any, settings: SourceSettings, source: str) -> Event:
+    """Map one decoded JSON value to an Event; a non-object value is kept, wrapped, with a warning."""
+    if isinstance(record, dict):
+        return mapper_for(settings)(record, settings, source)
+    event = generic({"value": record}, settings, source)
+    event.warnings.append(f"record is a JSON {type(record).__name__}, not an object")
+    return event

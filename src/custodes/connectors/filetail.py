@@ -1,0 +1,249 @@
+"""Tailing a log file that rotates: Teleport and Vault audit JSON lines, sudo syslog lines, auditd records.
+
+The checkpoint is the file's inode and the byte offset after the last complete line committed. When the path
+shows another inode, the file was rotated by rename: the rest of the old file is read first, from a rotated
+name holding that inode (``path.1`` by default), then the new file from its start. When the file is shorter
+than the offset, or its first bytes differ from those committed, it was truncated in place (copytruncate)
+and is read from its start. A line still being
+written (no newline yet) waits for the next poll. A line that cannot be parsed is kept, as text, with a warning.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+from pydantic import Field
+
+from custodes.config import Section, SourceSettings
+from custodes.connectors.base import Batch
+from custodes.connectors.envelope import to_event
+from custodes.connectors.files import FINGERPRINT_BYTES, fingerprint
+from custodes.model import Event, utcnow
+
+LineParser = Callable[[str, datetime], tuple[dict[str, Any], str | None]]
+
+
+class FileTailOptions(Section):
+    """Options of a ``file_tail`` connector."""
+
+    path: Path
+    parser: Literal["json", "sudo", "auditd"] = Field(description="json lines, sudo syslog lines or auditd")
+    rotated: list[str] = Field(
+        default_factory=lambda: ["{path}.1"], description="where a rotated file goes ({path} is the path)"
+    )
+    batch_lines: int = Field(default=1000, ge=1)
+
+
+# line parsers ------------------------------------------------------------------------------------------
+def parse_json_line(line: str, now: datetime) -> tuple[dict[str, Any], str | None]:
+    """A JSON object line (Teleport, Vault file audit device)."""
+    try:
+        value = orjson.loads(line)
+    except orjson.JSONDecodeError as error:
+        return {"line": line}, f"invalid JSON ({error.msg}); kept as text"
+    if not isinstance(value, dict):
+        return {"line": line}, "a JSON line that is not an object; kept as text"
+    return value, None
+
+
+_SYSLOG = re.compile(
+    r"^(?P<stamp>\d{4}-\d\d-\d\dT\S+|[A-Z][a-z]{2}\s+\d{1,2}\s\d\d:\d\d:\d\d)\s+(?P<host>\S+)\s+"
+    r"(?P<program>[\w.-]+)(?:\[(?P<pid>\d+)\])?:\s?(?P<message>.*)$"
+)
+_SUDO_COMMAND = re.compile(r"^\s*(?P<user>\S+)\s:\s(?P<rest>.*)$")
+_SUDO_SESSION = re.compile(
+    r"pam_unix\(sudo(?:-i)?:session\): session (?P<state>opened|closed) for user (?P<run_as>[^\s(]+)"
+    r"(?:\(uid=\d+\))?(?: by (?P<user>[^\s(]*))?"
+)
+
+
+def _syslog_time(stamp: str, now: datetime) -> str:
+    if stamp[:4].isdigit():
+        return stamp
+    parsed = datetime.strptime(f"{now.year} {' '.join(stamp.split())}", "%Y %b %d %H:%M:%S").replace(tzinfo=UTC)
+    if parsed > now:
+        parsed = parsed.replace(year=now.year - 1)
+    return parsed.isoformat()
+
+
+def parse_sudo_line(line: str, now: datetime) -> tuple[dict[str, Any], str | None]:
+    """A syslog line from sudo: a command (with its I/O log ``TSID`` when recorded), a refusal, or a PAM
+    session opening or closing. The year of a BSD syslog time is the current one (last year if that is ahead)."""
+    found = _SYSLOG.match(line)
+    if found is None:
+        return {"line": line}, "not a syslog line; kept as text"
+    record: dict[str, Any] = {
+        "line": line,
+        "time": _syslog_time(found["stamp"], now),
+        "host": found["host"],
+        "program": found["program"],
+        "pid": found["pid"],
+    }
+    message = found["message"]
+    session = _SUDO_SESSION.search(message)
+    if session is not None:
+        record.update(
+            event="session_open" if session["state"] == "opened" else "session_close",
+            run_as=session["run_as"],
+            user=session["user"] or None,
+        )
+        return record, None
+    command = _SUDO_COMMAND.match(message)
+    if command is None:
+        record["event"] = "other"
+        return record, None
+    record["user"] = command["user"]
+    parts = [part.strip() for part in command["rest"].split(" ; ")]
+    fields = {}
+    notes = []
+    for part in parts:
+        key, sep, value = part.partition("=")
+        if sep and key.isupper():
+            fields[key] = value
+        else:
+            notes.append(part)
+    record.update(
+        tty=fields.get("TTY"),
+        pwd=fields.get("PWD"),
+        run_as=fields.get("USER"),
+        command=fields.get("COMMAND"),
+        tsid=fields.get("TSID"),
+        event="denied" if notes else "command",
+        reason="; ".join(notes) or None,
+    )
+    return record, None
+
+
+_AUDIT_FIELD = re.compile(r"(\w+)=(\"[^\"]*\"|'[^']*'|\S+)")
+
+
+def parse_auditd_line(line: str, now: datetime) -> tuple[dict[str, Any], str | None]:
+    """An auditd record: its ``key=value`` pairs, the quoted ``msg='...'`` of user-space records flattened in."""
+    pairs = _AUDIT_FIELD.findall(line)
+    if not pairs or pairs[0][0] != "type":
+        return {"line": line}, "not an auditd record; kept as text"
+    record: dict[str, Any] = {}
+    for key, value in pairs:
+        if key == "msg" and value.startswith("audit("):
+            record["msg"] = value
+        elif key == "msg" and value.startswith("'"):
+            for inner_key, inner_value in _AUDIT_FIELD.findall(value[1:-1]):
+                record.setdefault(inner_key, inner_value.strip('"'))
+        else:
+            record.setdefault(key, value.strip('"'))
+    if "res" in record and "success" not in record:
+        record["success"] = "yes" if record["res"] in ("success", "1") else "no"
+    return record, None
+
+
+PARSERS: dict[str, LineParser] = {"json": parse_json_line, "sudo": parse_sudo_line, "auditd": parse_auditd_line}
+
+
+# the tail ----------------------------------------------------------------------------------------------
+def _lines(path: Path, offset: int) -> Iterator[tuple[str, int]]:
+    """Complete lines from `offset`, each with the offset after it."""
+    with path.open("rb") as handle:
+        handle.seek(offset)
+        position = offset
+        for raw in handle:
+            if not raw.endswith(b"\n"):
+                return
+            position += len(raw)
+            yield raw.decode("utf-8", errors="replace").rstrip("\r\n"), position
+
+
+def _head(path: Path, offset: int) -> str:
+    """A fingerprint of the file's first bytes up to `offset`: rewritten content after a truncation differs."""
+    try:
+        with path.open("rb") as handle:
+            return fingerprint(handle.read(min(offset, FINGERPRINT_BYTES)), FINGERPRINT_BYTES)
+    except OSError:
+        return ""
+
+
+class FileTailConnector:
+    """Tails one log file across rotation and truncation; see the module docstring."""
+
+    def __init__(
+        self,
+        name: str,
+        source: str,
+        settings: SourceSettings,
+        options: FileTailOptions,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.name = name
+        self.source = source
+        self.settings = settings
+        self.options = options
+        self.parse = PARSERS[options.parser]
+        self.clock = clock
+
+    def _rotated(self, inode: int) -> Path | None:
+        for pattern in self.options.rotated:
+            candidate = Path(pattern.format(path=self.options.path))
+            try:
+                if candidate.stat().st_ino == inode:
+                    return candidate
+            except OSError:
+                continue
+        return None
+
+    async def batches(self, checkpoint: dict[str, Any] | None) -> AsyncIterator[Batch]:
+        """New complete lines since `checkpoint`, the rest of a rotated file first."""
+        path = self.options.path
+        try:
+            current = path.stat()
+        except FileNotFoundError:
+            return
+        state = checkpoint or {}
+        inode, offset = state.get("inode"), int(state.get("offset", 0))
+        moved = False
+        if inode is not None and inode != current.st_ino:
+            old = self._rotated(int(inode))
+            if old is not None:
+                async for batch in self._read(old, int(inode), offset):
+                    yield batch
+            else:
+                yield Batch(
+                    [],
+                    {"inode": current.st_ino, "offset": 0, "head": _head(path, 0)},
+                    [f"{path} was rotated and its old file is gone; lines after offset {offset} are lost"],
+                )
+            offset, moved = 0, True
+        elif current.st_size < offset or _head(path, offset) != state.get("head", _head(path, offset)):
+            offset, moved = 0, True
+        async for batch in self._read(path, current.st_ino, offset, moved=moved):
+            yield batch
+
+    async def _read(self, path: Path, inode: int, offset: int, *, moved: bool = False) -> AsyncIterator[Batch]:
+        """Batches of the complete lines after `offset`; with `moved`, at least one (the new position)."""
+        now = self.clock()
+        events: list[Event] = []
+        position = offset
+        for line, position in _lines(path, offset):
+            if not line.strip():
+                continue
+            record, warning = self.parse(line, now)
+            event = to_event(record, self.settings, self.source)
+            if warning:
+                event.warnings.append(f"{path}: {warning}")
+            events.append(event)
+            if len(events) >= self.options.batch_lines:
+                yield Batch(events, {"inode": inode, "offset": position, "head": _head(path, position)})
+                events = []
+        if events or position != offset or moved:
+            yield Batch(events, {"inode": inode, "offset": position, "head": _head(path, position)})
+
+
+def build(
+    name: str, source: str, settings: SourceSettings, options: dict[str, Any], credentials: dict[str, str]
+) -> FileTailConnector:
+    """A ``file_tail`` connector (no credentials)."""
+    return FileTailConnector(name, source, settings, FileTailOptions.model_validate(options))

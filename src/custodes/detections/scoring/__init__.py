@@ -1,0 +1,1 @@
+"""Behaviour scoring: identity resolution, daily features, baselines, risk and explanations (docs/scoring.md)."""

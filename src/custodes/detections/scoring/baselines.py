@@ -1,0 +1,250 @@
+"""Baselines: each entity's own history, its peer group's, its hour profile and its first-seen memory.
+
+Daily feature values are kept as exponentially forgotten sums over the entity's active days: how many days the
+feature was non-zero, and the first two moments of log(1 + value) on those days. Peer statistics pool the same
+sums over a peer group (department/title, else department, else everyone), and an entity's baseline shrinks toward
+its peers' while its own history is short.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+NZ, S1, S2, SRAW, LAST = range(5)
+MIN_PEERS = 5
+SEEN_CAPS = {"resource": 600, "host": 40, "device": 40, "country": 30, "asn": 40}
+HOURS = 48
+DAMPED_WEIGHT = 0.2
+
+
+@dataclass(slots=True)
+class DayState:
+    """What an entity did on one local day so far."""
+
+    day: int
+    counts: dict[str, float] = field(default_factory=dict)
+    hours: list[int] = field(default_factory=lambda: [0] * 24)
+    evidence: dict[str, list[str]] = field(default_factory=dict)
+    sigma: list[tuple[str, str, float]] = field(default_factory=list)
+    events: int = 0
+    start: datetime | None = None
+    end: datetime | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """Serialisable form."""
+        return {
+            "day": self.day,
+            "counts": self.counts,
+            "hours": self.hours,
+            "evidence": self.evidence,
+            "sigma": [list(s) for s in self.sigma],
+            "events": self.events,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> DayState:
+        """Inverse of `to_json`."""
+        return cls(
+            day=int(data["day"]),
+            counts={str(k): float(v) for k, v in data["counts"].items()},
+            hours=[int(h) for h in data["hours"]],
+            evidence={str(k): [str(i) for i in v] for k, v in data["evidence"].items()},
+            sigma=[(str(a), str(b), float(c)) for a, b, c in data["sigma"]],
+            events=int(data["events"]),
+        )
+
+
+@dataclass(slots=True)
+class EntityState:
+    """An entity's baseline and running risk."""
+
+    key: str
+    kind: str
+    group: str
+    department: str
+    tz: ZoneInfo
+    days: float = 0.0
+    active_days: int = 0
+    stats: dict[str, list[float]] = field(default_factory=dict)
+    hours: list[float] = field(default_factory=lambda: [0.0] * HOURS)
+    seen: dict[str, dict[str, int]] = field(default_factory=dict)
+    risk: float = 0.0
+    risk_day: int = 0
+    stages: dict[str, int] = field(default_factory=dict)
+    last_finding_day: int | None = None
+    open: DayState | None = None
+
+    def fold(self, today: DayState, forget: float, weekend: bool, damped: frozenset[str] = frozenset()) -> None:
+        """Add a finished day to the history, forgetting older days by `forget` (per active day).
+
+        Features in `damped` (the anomalous ones of a high-scoring day) count with a small weight, so a burst of
+        exfiltration does not become the entity's new normal overnight.
+        """
+        self.days = self.days * forget + 1.0
+        self.active_days += 1
+        for values in self.stats.values():
+            values[NZ] *= forget
+            values[S1] *= forget
+            values[S2] *= forget
+            values[SRAW] *= forget
+        for name, value in today.counts.items():
+            if value <= 0:
+                continue
+            found = self.stats.get(name)
+            if found is None:
+                found = self.stats[name] = [0.0, 0.0, 0.0, 0.0, 0.0]
+            values = found
+            logged = math.log1p(value)
+            weight = DAMPED_WEIGHT if name in damped else 1.0
+            values[NZ] += weight
+            values[S1] += weight * logged
+            values[S2] += weight * logged * logged
+            values[SRAW] += weight * value
+            values[LAST] = float(today.day)
+        offset = 24 if weekend else 0
+        hours = self.hours
+        for i in range(HOURS):
+            hours[i] *= forget
+        for hour, count in enumerate(today.hours):
+            if count:
+                hours[offset + hour] += 1.0
+
+    def prune(self, today: int, memory_days: int) -> None:
+        """Forget first-seen values older than `memory_days`, and keep each memory within its cap."""
+        for kind, values in self.seen.items():
+            stale = [v for v, day in values.items() if today - day > memory_days]
+            for value in stale:
+                del values[value]
+            cap = SEEN_CAPS.get(kind, 100)
+            if len(values) > cap:
+                keep = sorted(values.items(), key=lambda item: item[1], reverse=True)[:cap]
+                self.seen[kind] = dict(keep)
+
+    def usual(self, name: str) -> float:
+        """The entity's average daily value of a feature over its active days."""
+        values = self.stats.get(name)
+        return 0.0 if values is None or self.days <= 0 else values[SRAW] / self.days
+
+    def to_json(self) -> dict[str, Any]:
+        """Serialisable form."""
+        return {
+            "kind": self.kind,
+            "group": self.group,
+            "department": self.department,
+            "tz": self.tz.key,
+            "days": self.days,
+            "active_days": self.active_days,
+            "stats": self.stats,
+            "hours": self.hours,
+            "seen": self.seen,
+            "risk": self.risk,
+            "risk_day": self.risk_day,
+            "stages": self.stages,
+            "last_finding_day": self.last_finding_day,
+            "open": None if self.open is None else self.open.to_json(),
+        }
+
+    @classmethod
+    def from_json(cls, key: str, data: dict[str, Any]) -> EntityState:
+        """Inverse of `to_json`."""
+        return cls(
+            key=key,
+            kind=str(data["kind"]),
+            group=str(data["group"]),
+            department=str(data["department"]),
+            tz=ZoneInfo(str(data["tz"])),
+            days=float(data["days"]),
+            active_days=int(data["active_days"]),
+            stats={str(k): [float(x) for x in v] for k, v in data["stats"].items()},
+            hours=[float(h) for h in data["hours"]],
+            seen={str(k): {str(a): int(b) for a, b in v.items()} for k, v in data["seen"].items()},
+            risk=float(data["risk"]),
+            risk_day=int(data["risk_day"]),
+            stages={str(k): int(v) for k, v in data["stages"].items()},
+            last_finding_day=None if data.get("last_finding_day") is None else int(data["last_finding_day"]),
+            open=None if data.get("open") is None else DayState.from_json(data["open"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PeerFeature:
+    """A peer group's view of one feature."""
+
+    rate: float
+    mean_log: float
+    var_log: float
+    median: float
+
+
+@dataclass(slots=True)
+class PeerStats:
+    """Pooled feature statistics and hour profiles of peer groups."""
+
+    features: dict[str, dict[str, PeerFeature]] = field(default_factory=dict)
+    hours: dict[str, list[float]] = field(default_factory=dict)
+    """Per group: the share of a member's active days with activity in each hour of weekday and weekend."""
+    members: dict[str, int] = field(default_factory=dict)
+
+    def group_for(self, state: EntityState) -> str:
+        """The narrowest group with enough members: department/title, department, everyone."""
+        for group in (state.group, "dept:" + state.department):
+            if self.members.get(group, 0) >= MIN_PEERS:
+                return group
+        return "*"
+
+    def feature(self, group: str, name: str) -> PeerFeature | None:
+        """A group's statistics for one feature (None: no member ever had it)."""
+        return self.features.get(group, {}).get(name)
+
+
+def peer_stats(states: Iterable[EntityState]) -> PeerStats:
+    """Pool the baselines of persons into group statistics."""
+    sums: dict[str, dict[str, list[float]]] = defaultdict(dict)
+    means: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    days: dict[str, float] = defaultdict(float)
+    hours: dict[str, list[float]] = {}
+    members: dict[str, int] = defaultdict(int)
+    for state in states:
+        if state.kind != "person" or state.days <= 0:
+            continue
+        for group in (state.group, "dept:" + state.department, "*"):
+            members[group] += 1
+            days[group] += state.days
+            profile = hours.setdefault(group, [0.0] * HOURS)
+            for i, value in enumerate(state.hours):
+                profile[i] += value / state.days
+            group_sums = sums[group]
+            for name, values in state.stats.items():
+                acc = group_sums.get(name)
+                if acc is None:
+                    acc = group_sums[name] = [0.0, 0.0, 0.0]
+                acc[0] += values[NZ]
+                acc[1] += values[S1]
+                acc[2] += values[S2]
+                means[group][name].append(values[SRAW] / state.days)
+    stats = PeerStats(members=dict(members))
+    for group, group_sums in sums.items():
+        features: dict[str, PeerFeature] = {}
+        size = members[group]
+        for name, (nz, s1, s2) in group_sums.items():
+            if nz <= 0:
+                continue
+            mean = s1 / nz
+            values = means[group][name] + [0.0] * (size - len(means[group][name]))
+            features[name] = PeerFeature(
+                rate=nz / days[group],
+                mean_log=mean,
+                var_log=max(s2 / nz - mean * mean, 0.0),
+                median=statistics.median(values),
+            )
+        stats.features[group] = features
+    for group, profile in hours.items():
+        stats.hours[group] = [value / members[group] for value in profile]
+    return stats

@@ -1,0 +1,64 @@
+"""The behaviour features: what each counts, how much it matters for data theft or abuse, how it reads."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Feature:
+    """One daily feature of an entity.
+
+    `weight` scales its surprise into points; `family` groups features whose points are capped together;
+    `stage` places it in the collect -> stage -> exfiltrate -> delete sequence; `noun` is how a sentence names it;
+    `novelty` marks first-seen counters (they only count once an entity has a history).
+    """
+
+    name: str
+    family: str
+    weight: float
+    noun: str
+    stage: str | None = None
+    novelty: bool = False
+    bytes: bool = False
+
+
+FEATURES: tuple[Feature, ...] = (
+    Feature("signin", "identity", 0.2, "sign-ins"),
+    Feature("signin_failed", "identity", 0.6, "failed sign-ins"),
+    Feature("mfa_failed", "identity", 1.2, "failed or denied MFA prompts"),
+    Feature("factor_change", "identity", 1.0, "MFA factor changes"),
+    Feature("new_device", "identity", 1.0, "sign-ins from a new device", novelty=True),
+    Feature("new_country", "identity", 1.2, "sign-ins from a new country", novelty=True),
+    Feature("new_asn", "identity", 0.6, "sign-ins from a new network (ASN)", novelty=True),
+    Feature("off_hours", "behaviour", 1.2, "active hours outside their usual hours"),
+    Feature("new_host", "behaviour", 0.8, "logons to a machine they never used", novelty=True),
+    Feature("other_host", "access", 2.0, "logons to another person's machine"),
+    Feature("job_search", "behaviour", 0.6, "visits to job sites"),
+    Feature("mail_recipients", "behaviour", 0.8, "mail recipients"),
+    Feature("privilege_grant", "access", 1.5, "privilege or role grants"),
+    Feature("self_grant", "access", 3.0, "privileges granted to themselves"),
+    Feature("sensitive_api", "access", 1.5, "sensitive cloud API calls"),
+    Feature("access_key_other", "access", 2.5, "access keys created for another user"),
+    Feature("pam_session", "access", 0.6, "privileged (PAM) sessions"),
+    Feature("download", "data", 1.0, "downloads", stage="collect"),
+    Feature("download_bytes", "data", 1.0, "bytes downloaded", stage="collect", bytes=True),
+    Feature("file_access", "data", 0.8, "file reads", stage="collect"),
+    Feature("new_resource", "data", 0.8, "first accesses to a resource", stage="collect", novelty=True),
+    Feature("archive", "data", 1.0, "archives created", stage="stage"),
+    Feature("delete", "data", 0.8, "deletions", stage="delete"),
+    Feature("usb", "exfiltration", 1.5, "removable media connections", stage="exfiltrate"),
+    Feature("usb_files", "exfiltration", 1.5, "files written to removable media", stage="exfiltrate"),
+    Feature("print", "exfiltration", 0.8, "print jobs", stage="exfiltrate"),
+    Feature("cloud_upload", "exfiltration", 2.0, "uploads to personal cloud", stage="exfiltrate"),
+    Feature("upload_bytes", "exfiltration", 1.0, "bytes sent out", stage="exfiltrate", bytes=True),
+    Feature("leak_upload", "exfiltration", 3.0, "uploads to leak or paste sites", stage="exfiltrate"),
+    Feature("personal_mail", "exfiltration", 1.5, "mails to personal addresses", stage="exfiltrate"),
+    Feature("mail_forwarding", "exfiltration", 2.5, "mail forwarding rules", stage="exfiltrate"),
+    Feature("external_share", "exfiltration", 1.5, "external shares", stage="exfiltrate"),
+)
+
+BY_NAME: dict[str, Feature] = {feature.name: feature for feature in FEATURES}
+NAMES: tuple[str, ...] = tuple(feature.name for feature in FEATURES)
+INDEX: dict[str, int] = {name: i for i, name in enumerate(NAMES)}
+FAMILIES: tuple[str, ...] = ("identity", "access", "data", "exfiltration", "behaviour", "sigma")

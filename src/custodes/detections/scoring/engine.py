@@ -1,0 +1,338 @@
+"""The scoring engine: streaming feature updates per entity and local day, day closing, ranking and findings.
+
+`observe` is the hot path: one record becomes counter increments on its actor's open day. A day of an entity is
+scored and folded into its baseline when the entity's next day starts; a date is closed for everyone (ranked,
+top-k findings raised, peer statistics refreshed) once the event-time watermark has passed its end in every time
+zone plus the allowed lateness. `provisional` scores open days so a threshold crossing is raised as it happens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from custodes.config import ScoringSettings
+from custodes.detections.scoring.baselines import DayState, EntityState, PeerStats, peer_stats
+from custodes.detections.scoring.explain import sentences
+from custodes.detections.scoring.features import Extractor, record_time
+from custodes.detections.scoring.identity import IdentityResolver, Person
+from custodes.detections.scoring.risk import DayScore, RiskModel
+from custodes.model import Event, Finding, Severity, stable_id
+
+DETECTOR = "scoring"
+EVIDENCE_PER_FEATURE = 5
+NOVELTY = {"device": "new_device", "country": "new_country", "asn": "new_asn", "resource": "new_resource"}
+LATEST_ZONE = timedelta(hours=14)
+DAMP_POINTS = 15.0
+PRUNE_EVERY_DAYS = 7
+
+Ranking = Callable[[date, list[DayScore]], None]
+
+
+def _zone(name: str | None, default: ZoneInfo) -> ZoneInfo:
+    if not name:
+        return default
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return default
+
+
+class ScoringEngine:
+    """Behaviour scoring over a stream of events and Sigma findings."""
+
+    def __init__(
+        self,
+        settings: ScoringSettings,
+        resolver: IdentityResolver,
+        *,
+        org_domains: Iterable[str] = (),
+        on_ranking: Ranking | None = None,
+    ) -> None:
+        self.settings = settings
+        self.resolver = resolver
+        self.extractor = Extractor(settings, org_domains)
+        self.model = RiskModel(settings)
+        self.default_zone = _zone(settings.default_timezone, ZoneInfo("UTC"))
+        self.states: dict[str, EntityState] = {}
+        self.peers = PeerStats()
+        self.watermark: datetime | None = None
+        self.closed_through: int | None = None
+        self.next_close: datetime | None = None
+        self.forget = 0.5 ** (1.0 / settings.history_half_life_days)
+        self.lateness = timedelta(hours=settings.lateness_hours)
+        self.on_ranking = on_ranking
+        self.pending: dict[int, list[DayScore]] = {}
+        self.top: set[str] = set()
+        self.findings: list[Finding] = []
+        self.scores: list[DayScore] = []
+        self.dirty: set[str] = set()
+        self.late_events = 0
+        self.unreadable = 0
+        self.observed = 0
+        self.days_closed = 0
+
+    # state ----------------------------------------------------------------------------------------
+    def state_for(self, key: str, kind: str) -> EntityState:
+        """The entity's state, created from its directory entry on first sight."""
+        state = self.states.get(key)
+        if state is None:
+            person: Person | None = self.resolver.person(key)
+            state = EntityState(
+                key=key,
+                kind=kind,
+                group=person.peer_group if person is not None else "-/-",
+                department=(person.department or "-") if person is not None else "-",
+                tz=_zone(person.timezone if person is not None else None, self.default_zone),
+            )
+            self.states[key] = state
+        return state
+
+    # streaming ------------------------------------------------------------------------------------
+    def observe(self, event: Event) -> str | None:
+        """Update features from one event; return the entity key it was attributed to (None: nothing to score)."""
+        try:
+            obs = self.extractor.extract(event.raw)
+        except (AttributeError, TypeError, ValueError, KeyError):
+            self.unreadable += 1
+            return None
+        if obs is None:
+            return None
+        key, kind = self.resolver.resolve(obs.actor)
+        when = event.time if not event.warnings else (record_time(event.raw) or event.time)
+        state = self.states.get(key) or self.state_for(key, kind)
+        today = state.open
+        if today is not None and today.start is not None and today.start <= when < today.end:  # type: ignore[operator]
+            hour = min(23, (when - today.start).seconds // 3600)
+        else:
+            local = when.astimezone(state.tz)
+            today = self._open(state, local.toordinal())
+            if today is None:
+                return None
+            if today.start is None:
+                midnight = local.replace(hour=0, minute=0, second=0, microsecond=0)
+                today.start = midnight.astimezone(UTC)
+                today.end = (midnight + timedelta(days=1)).astimezone(UTC)
+            hour = local.hour
+        self.observed += 1
+        today.events += 1
+        today.hours[hour] += 1
+        counts = today.counts
+        evidence = today.evidence
+        for name, amount in obs.features:
+            counts[name] = counts.get(name, 0.0) + amount
+            ids = evidence.get(name)
+            if ids is None:
+                evidence[name] = [event.id]
+            elif len(ids) < EVIDENCE_PER_FEATURE:
+                ids.append(event.id)
+        if obs.seen:
+            self._novelty(state, today, obs.seen, event.id)
+        if obs.host is not None:
+            owner = self.resolver.host_owner(obs.host)
+            if owner is not None and owner != key:
+                counts["other_host"] = counts.get("other_host", 0.0) + 1.0
+                ids = evidence.setdefault("other_host", [])
+                if len(ids) < EVIDENCE_PER_FEATURE:
+                    ids.append(event.id)
+            elif owner is None:
+                self._novelty(state, today, [("host", obs.host)], event.id)
+        self.dirty.add(key)
+        if self.watermark is None or when > self.watermark:
+            self.watermark = when
+            if self.next_close is not None and when >= self.next_close:
+                self.sweep()
+        return key
+
+    def _novelty(self, state: EntityState, today: DayState, seen: list[tuple[str, str]], event_id: str) -> None:
+        learning = state.active_days < self.settings.warmup_days
+        memory_days = self.settings.first_seen_days
+        for kind, value in seen:
+            memory = state.seen.get(kind)
+            if memory is None:
+                memory = state.seen[kind] = {}
+            last = memory.get(value)
+            if not learning and (last is None or today.day - last > memory_days):
+                name = NOVELTY.get(kind, "new_" + kind)
+                today.counts[name] = today.counts.get(name, 0.0) + 1.0
+                ids = today.evidence.setdefault(name, [])
+                if len(ids) < EVIDENCE_PER_FEATURE:
+                    ids.append(event_id)
+            memory[value] = today.day
+
+    def _open(self, state: EntityState, day: int) -> DayState | None:
+        """The entity's open day for `day`, closing an earlier one; None for a day already closed."""
+        today = state.open
+        if today is not None and today.day == day:
+            return today
+        if today is not None and day < today.day:
+            self.late_events += 1
+            return None
+        if self.closed_through is None:
+            self._start(day)
+        elif day <= self.closed_through:
+            self.late_events += 1
+            return None
+        if today is not None:
+            self._close(state)
+        state.open = DayState(day)
+        return state.open
+
+    def _start(self, day: int) -> None:
+        self.closed_through = day - 2
+        self._schedule()
+
+    def _schedule(self) -> None:
+        assert self.closed_through is not None
+        following = date.fromordinal(self.closed_through + 2)
+        self.next_close = datetime(following.year, following.month, following.day, tzinfo=UTC) + (
+            LATEST_ZONE + self.lateness
+        )
+
+    def add_finding(self, finding: Finding) -> str | None:
+        """Count a Sigma (or other detector's) finding toward its entity's day; return the entity key."""
+        if finding.entity is None or finding.detector == DETECTOR:
+            return None
+        key, kind = self.resolver.resolve(finding.entity)
+        state = self.state_for(key, kind)
+        today = self._open(state, finding.last_seen.astimezone(state.tz).toordinal())
+        if today is None:
+            return None
+        points = self.settings.sigma_points.get(finding.severity.label, 0.0)
+        if all(rule != finding.rule_id for rule, _, _ in today.sigma):
+            today.sigma.append((finding.rule_id, finding.title, points))
+        ids = today.evidence.setdefault("sigma", [])
+        if len(ids) < EVIDENCE_PER_FEATURE:
+            ids.extend(finding.event_ids[: EVIDENCE_PER_FEATURE - len(ids)])
+        self.dirty.add(key)
+        return key
+
+    # scoring --------------------------------------------------------------------------------------
+    def watchlists(self, key: str, day: date) -> list[str]:
+        """Watchlists the entity is on that day."""
+        person = self.resolver.person(key)
+        return [] if person is None else person.watchlists_on(day)
+
+    @property
+    def learning(self) -> bool:
+        """True until `warmup_days` dates have closed: baselines are built, nothing is scored."""
+        return self.days_closed < self.settings.warmup_days
+
+    def score_open(self, state: EntityState) -> DayScore | None:
+        """The provisional score of an entity's open day."""
+        if state.open is None or self.learning:
+            return None
+        day = date.fromordinal(state.open.day)
+        return self.model.score(state, state.open, self.peers, day, self.watchlists(state.key, day))
+
+    def provisional(self, keys: Iterable[str]) -> None:
+        """Raise findings (see `take_findings`) for entities whose open day already crosses the threshold."""
+        for key in keys:
+            state = self.states.get(key)
+            score = None if state is None else self.score_open(state)
+            if state is not None and score is not None and score.risk >= self.settings.threshold:
+                self._finding(state, score, "threshold")
+
+    def _close(self, state: EntityState) -> DayScore:
+        today = state.open
+        assert today is not None
+        day = date.fromordinal(today.day)
+        if self.learning:
+            score = DayScore(state.key, state.kind, day, 0.0, 0.0, [], {}, [], [])
+        else:
+            score = self.model.score(state, today, self.peers, day, self.watchlists(state.key, day))
+        for stage in self.model.stages_of(score):
+            state.stages[stage] = today.day
+        state.risk = score.risk
+        state.risk_day = today.day
+        damped = frozenset(c.feature for c in score.contributions) if score.points >= DAMP_POINTS else frozenset()
+        state.fold(today, self.forget, day.weekday() >= 5, damped)
+        if state.active_days % PRUNE_EVERY_DAYS == 0:
+            state.prune(today.day, self.settings.first_seen_days)
+        state.open = None
+        self.pending.setdefault(today.day, []).append(score)
+        self.dirty.add(state.key)
+        if score.risk >= self.settings.threshold:
+            self._finding(state, score, "threshold")
+        return score
+
+    def sweep(self) -> None:
+        """Close every date whose end has passed in all time zones (plus lateness) by the watermark."""
+        while self.next_close is not None and self.watermark is not None and self.watermark >= self.next_close:
+            assert self.closed_through is not None
+            self.close_date(self.closed_through + 1)
+
+    def flush(self) -> None:
+        """Close every open day (end of a replay or of an evaluation)."""
+        last = max((s.open.day for s in self.states.values() if s.open is not None), default=None)
+        while last is not None and self.closed_through is not None and self.closed_through < last:
+            self.close_date(self.closed_through + 1)
+
+    def close_date(self, day: int) -> list[DayScore]:
+        """Close `day` (ordinal) for every entity; rank the day; raise top-k findings; refresh peer statistics."""
+        for state in self.states.values():
+            if state.open is not None and state.open.day <= day:
+                self._close(state)
+        scored = {score.entity: score for score in self.pending.pop(day, [])}
+        ranking = list(scored.values())
+        when = date.fromordinal(day)
+        for state in self.states.values():
+            if state.key not in scored and state.risk > 0 and state.risk_day < day:
+                carried = self.model.decayed(state, day)
+                if carried > 0.01:
+                    ranking.append(DayScore(state.key, state.kind, when, 0.0, carried, [], {}, [], []))
+        ranking.sort(key=lambda s: -s.risk)
+        k = self.settings.top_k
+        top = {s.entity for s in ranking[:k] if s.risk >= self.settings.top_k_min_risk} if k else set()
+        for score in ranking[:k]:
+            if score.entity in top and score.entity not in self.top and score.contributions:
+                self._finding(self.states[score.entity], score, "top_k")
+        self.top = top
+        self.scores.extend(s for s in scored.values())
+        if self.on_ranking is not None:
+            self.on_ranking(when, ranking)
+        self.peers = peer_stats(self.states.values())
+        self.days_closed += 1
+        self.closed_through = day
+        self._schedule()
+        return ranking
+
+    def _finding(self, state: EntityState, score: DayScore, reason: str) -> Finding | None:
+        day = score.day.toordinal()
+        last = state.last_finding_day
+        if last is not None and 0 <= day - last < max(1, self.settings.finding_cooldown_days):
+            return None
+        state.last_finding_day = day
+        self.dirty.add(state.key)
+        lines = sentences(score)
+        dedup = stable_id(DETECTOR, state.key, score.day.isoformat())
+        at = datetime(score.day.year, score.day.month, score.day.day, tzinfo=state.tz).astimezone(UTC)
+        severity = Severity.HIGH if score.risk >= 2 * self.settings.threshold else Severity.MEDIUM
+        finding = Finding(
+            id=stable_id("finding", dedup),
+            dedup_key=dedup,
+            detector=DETECTOR,
+            rule_id=f"scoring.{reason}",
+            title=f"Behaviour risk {score.risk:.0f}: {lines[0] if lines else 'unusual activity'}",
+            severity=severity,
+            entity=state.key,
+            event_ids=score.event_ids,
+            tags=["scoring", f"scoring.{reason}", *(f"watchlist.{w}" for w in score.watchlists)],
+            first_seen=at,
+            last_seen=at + timedelta(days=1) - timedelta(seconds=1),
+            source=DETECTOR,
+            description="; ".join(lines),
+        )
+        self.findings.append(finding)
+        return finding
+
+    def take_findings(self) -> list[Finding]:
+        """Findings raised since the last call."""
+        found, self.findings = self.findings, []
+        return found
+
+    def take_scores(self) -> list[DayScore]:
+        """Final day scores produced since the last call."""
+        done, self.scores = self.scores, []
+        return done

@@ -1,0 +1,281 @@
+"""Evaluating behaviour scoring against labels: recall at daily budgets, percentiles, delays, false findings.
+
+Events are read from files the file connector reads (merged in time order), scored by the same engine the pipeline
+uses, and each closed day's ranking is compared with the labelled malicious user-days. An incident is caught when
+one of its entities ranks within the budget on a malicious day no later than the incident's last malicious day.
+"""
+
+from __future__ import annotations
+
+import csv
+import heapq
+import io
+import time
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import orjson
+
+from custodes.config import ScoringSettings
+from custodes.connectors.envelope import parse_time
+from custodes.connectors.files import _read, parse_records
+from custodes.detections.scoring.engine import ScoringEngine
+from custodes.detections.scoring.features import record_time
+from custodes.detections.scoring.identity import IdentityResolver, load_directory
+from custodes.detections.scoring.risk import DayScore
+from custodes.errors import CustodesError
+from custodes.model import Event, LogSource
+
+FIXED_BUDGETS = (25, 50, 100)
+TRUE_FINDING_GRACE_DAYS = 7
+NO_SOURCE = LogSource()
+
+
+@dataclass(slots=True)
+class LabelRow:
+    """One labelled malicious interval."""
+
+    incident: str
+    scenario: str
+    person: str
+    role: str
+    start: datetime
+    end: datetime
+
+
+@dataclass(slots=True)
+class IncidentResult:
+    """How one incident fared."""
+
+    incident: str
+    scenario: str
+    entities: list[str]
+    first_day: date
+    last_day: date
+    best_rank: int | None = None
+    detected: date | None = None
+    finding: date | None = None
+
+    @property
+    def caught(self) -> bool:
+        """Ranked within the budget on a malicious day, before the incident ended."""
+        return self.detected is not None
+
+    @property
+    def delay_days(self) -> int | None:
+        """Days from the first malicious act to detection."""
+        return None if self.detected is None else (self.detected - self.first_day).days
+
+
+@dataclass(slots=True)
+class Evaluation:
+    """The report of `custodes eval scoring`."""
+
+    population: int
+    days: int
+    events: int
+    seconds: float
+    budget: int
+    malicious_user_days: int
+    recall: dict[int, float]
+    mean_percentile: float
+    incidents: list[IncidentResult]
+    false_findings: int
+    true_findings: int
+    percentiles: list[float] = field(default_factory=list)
+
+    @property
+    def false_findings_per_1000_user_days(self) -> float:
+        """False findings per 1,000 users per day."""
+        return 1000.0 * self.false_findings / max(1, self.population * self.days)
+
+    @property
+    def caught(self) -> int:
+        """Incidents caught within the budget."""
+        return sum(1 for i in self.incidents if i.caught)
+
+    def to_json(self) -> dict[str, Any]:
+        """Serialisable form."""
+        return {
+            "population": self.population,
+            "days": self.days,
+            "events": self.events,
+            "events_per_second": round(self.events / self.seconds) if self.seconds else None,
+            "budget": self.budget,
+            "malicious_user_days": self.malicious_user_days,
+            "recall": {str(k): round(v, 4) for k, v in self.recall.items()},
+            "mean_percentile": round(self.mean_percentile, 3),
+            "incidents_caught": self.caught,
+            "incidents": [
+                {
+                    "incident": i.incident,
+                    "scenario": i.scenario,
+                    "caught": i.caught,
+                    "best_rank": i.best_rank,
+                    "delay_days": i.delay_days,
+                    "finding": None if i.finding is None else i.finding.isoformat(),
+                }
+                for i in self.incidents
+            ],
+            "false_findings": self.false_findings,
+            "true_findings": self.true_findings,
+            "false_findings_per_1000_user_days": round(self.false_findings_per_1000_user_days, 4),
+        }
+
+
+def load_labels(path: Path) -> list[LabelRow]:
+    """Labels from JSON (a list, or {"labels": [...]}) or CSV with incident, scenario, person, role, start, end."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise CustodesError.at(path, f"cannot read labels: {exc.strerror}") from None
+    rows: list[dict[str, Any]]
+    if path.suffix.lower() == ".csv":
+        rows = list(csv.DictReader(io.StringIO(data.decode("utf-8"))))
+    else:
+        try:
+            body = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise CustodesError.at(path, f"invalid JSON: {exc.msg}") from None
+        rows = body.get("labels", []) if isinstance(body, dict) else body
+    labels = []
+    for number, row in enumerate(rows, start=1):
+        try:
+            labels.append(
+                LabelRow(
+                    incident=str(row.get("incident") or row["person"]),
+                    scenario=str(row.get("scenario") or "-"),
+                    person=str(row["person"]),
+                    role=str(row.get("role") or "insider"),
+                    start=parse_time(row["start"]),
+                    end=parse_time(row["end"]),
+                )
+            )
+        except (KeyError, ValueError, TypeError, AttributeError) as exc:
+            raise CustodesError.at(path, f"label #{number}: {exc}") from None
+    return labels
+
+
+def read_events(paths: Sequence[Path]) -> Iterator[Event]:
+    """Events from log files, merged in time order (each file is expected in time order)."""
+
+    def one(path: Path) -> Iterator[tuple[datetime, int, Event]]:
+        tag = path.name
+        for number, record, _ in parse_records(_read(path), path):
+            if not isinstance(record, dict):
+                continue
+            when = record_time(record)
+            if when is None:
+                continue
+            event = Event(f"{tag}:{number}", when, tag, NO_SOURCE, record)
+            yield when, number, event
+
+    for _, _, event in heapq.merge(*(one(p) for p in paths), key=lambda item: item[0]):
+        yield event
+
+
+def evaluate(
+    paths: Sequence[Path],
+    labels: list[LabelRow],
+    settings: ScoringSettings,
+    *,
+    budget_share: float = 0.005,
+) -> Evaluation:
+    """Score the events with a fresh engine and measure it against the labels."""
+    people = load_directory(settings.directory) if settings.directory is not None else []
+    resolver = IdentityResolver(people, settings.identities)
+    domains = {p.id.rpartition("@")[2] for p in people if "@" in p.id}
+    default_zone = ZoneInfo(settings.default_timezone)
+    incidents: dict[str, IncidentResult] = {}
+    malicious: dict[tuple[str, date], str] = {}
+    for label in labels:
+        key = resolver.resolve(label.person)[0]
+        person = resolver.person(key)
+        zone = ZoneInfo(person.timezone) if person is not None and person.timezone else default_zone
+        day = label.start.astimezone(zone).date()
+        last = label.end.astimezone(zone).date()
+        result = incidents.get(label.incident)
+        if result is None:
+            result = incidents[label.incident] = IncidentResult(label.incident, label.scenario, [], day, last)
+        if key not in result.entities:
+            result.entities.append(key)
+        result.first_day = min(result.first_day, day)
+        result.last_day = max(result.last_day, last)
+        while day <= last:
+            malicious[(key, day)] = label.incident
+            day += timedelta(days=1)
+    population = max(1, sum(1 for p in people if p.kind == "person"))
+    budget = max(1, round(population * budget_share))
+    budgets = sorted({*FIXED_BUDGETS, budget})
+    hits: dict[int, int] = defaultdict(int)
+    percentiles: list[float] = []
+    closed: list[date] = []
+    labelled_days: dict[date, list[tuple[str, str]]] = defaultdict(list)
+    for (key, day), incident in malicious.items():
+        labelled_days[day].append((key, incident))
+
+    def on_ranking(day: date, ranking: list[DayScore]) -> None:
+        closed.append(day)
+        wanted = labelled_days.get(day)
+        if not wanted:
+            return
+        size = max(population, len(ranking))
+        position = {score.entity: rank for rank, score in enumerate(ranking) if score.risk > 0}
+        for key, incident in wanted:
+            rank = position.get(key)
+            percentiles.append(0.0 if rank is None else 100.0 * (size - 1 - rank) / max(1, size - 1))
+            if rank is None:
+                continue
+            for k in budgets:
+                if rank < k:
+                    hits[k] += 1
+            result = incidents[incident]
+            result.best_rank = rank + 1 if result.best_rank is None else min(result.best_rank, rank + 1)
+            if rank < budget and result.detected is None and day <= result.last_day:
+                result.detected = day
+
+    engine = ScoringEngine(settings, resolver, org_domains=domains, on_ranking=on_ranking)
+    started = time.perf_counter()
+    count = 0
+    for event in read_events(paths):
+        engine.observe(event)
+        count += 1
+    engine.flush()
+    seconds = time.perf_counter() - started
+    false_findings = true_findings = 0
+    by_entity: dict[str, list[IncidentResult]] = defaultdict(list)
+    for result in incidents.values():
+        for key in result.entities:
+            by_entity[key].append(result)
+    for finding in engine.take_findings():
+        assert finding.entity is not None
+        person = resolver.person(finding.entity)
+        zone = ZoneInfo(person.timezone) if person is not None and person.timezone else default_zone
+        day = finding.first_seen.astimezone(zone).date()
+        matched = [r for r in by_entity.get(finding.entity, []) if r.first_day <= day <= r.last_day + timedelta(days=7)]
+        if matched:
+            true_findings += 1
+            for result in matched:
+                result.finding = day if result.finding is None else min(result.finding, day)
+        else:
+            false_findings += 1
+    total = len(malicious)
+    return Evaluation(
+        population=population,
+        days=len(closed),
+        events=count,
+        seconds=seconds,
+        budget=budget,
+        malicious_user_days=total,
+        recall={k: hits[k] / total if total else 0.0 for k in budgets},
+        mean_percentile=sum(percentiles) / len(percentiles) if percentiles else 0.0,
+        incidents=sorted(incidents.values(), key=lambda r: r.incident),
+        false_findings=false_findings,
+        true_findings=true_findings,
+        percentiles=percentiles,
+    )

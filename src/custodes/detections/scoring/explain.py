@@ -1,0 +1,78 @@
+"""Plain sentences for a day score: what was unusual, against what, and which modifiers applied."""
+
+from __future__ import annotations
+
+from custodes.detections.scoring.catalog import BY_NAME
+from custodes.detections.scoring.risk import Contribution, DayScore
+
+MEMORY_DAYS = 180
+FIRST = {
+    "usb": "first USB use",
+    "usb_files": "first files written to USB",
+    "print": "first print job",
+    "cloud_upload": "first upload to personal cloud",
+    "leak_upload": "first upload to a leak or paste site",
+    "personal_mail": "first mail to a personal address",
+    "mail_forwarding": "first mail forwarding rule",
+    "external_share": "first external share",
+    "privilege_grant": "first privilege grant",
+    "self_grant": "first privilege granted to themselves",
+    "sensitive_api": "first sensitive cloud API call",
+    "access_key_other": "first access key created for another user",
+    "mfa_failed": "first failed MFA prompt",
+    "factor_change": "first MFA factor change",
+    "other_host": "first logon to another person's machine",
+    "off_hours": "first activity outside their usual hours",
+    "job_search": "first visit to a job site",
+    "archive": "first archive created",
+    "delete": "first deletion",
+    "pam_session": "first privileged session",
+}
+
+
+def amount(feature: str, value: float) -> str:
+    """A feature value as a person would write it."""
+    if BY_NAME[feature].bytes:
+        for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+            if value >= size:
+                return f"{value / size:.1f} {unit}"
+        return f"{value:.0f} bytes"
+    return f"{value:.0f}" if value == int(value) else f"{value:.1f}"
+
+
+def _ratio(value: float, usual: float) -> str:
+    ratio = value / usual
+    return f"{ratio:.0f}x" if ratio >= 10 else f"{ratio:.1f}x"
+
+
+def sentence(c: Contribution) -> str:
+    """One contribution as a sentence fragment."""
+    feature = BY_NAME[c.feature]
+    peers = f"; {_ratio(c.value, c.peer_usual)} the peer median {feature.noun}" if c.peer_usual > 0 else ""
+    if feature.novelty:
+        return f"{amount(c.feature, c.value)} {feature.noun}{peers}"
+    if c.last_seen_days_ago is None or c.usual <= 0:
+        window = f"{MEMORY_DAYS} days" if c.history_days >= MEMORY_DAYS else f"{c.history_days} days of history"
+        first = FIRST.get(c.feature, f"first {feature.noun}")
+        return f"{first} in {window} ({amount(c.feature, c.value)}){peers}"
+    if c.usual < 0.05:
+        return f"{amount(c.feature, c.value)} {feature.noun}, rare for them{peers}"
+    return (
+        f"{amount(c.feature, c.value)} {feature.noun}, {_ratio(c.value, c.usual)} their usual "
+        f"{amount(c.feature, c.usual)}{peers}"
+    )
+
+
+def sentences(score: DayScore) -> list[str]:
+    """The day's contributions (strongest first), Sigma findings and modifiers, one sentence each."""
+    lines = [sentence(c) for c in score.contributions]
+    lines += [f"Sigma rule '{title}' matched (+{points:.0f})" for _, title, points in score.sigma if points > 0]
+    for name, value in score.modifiers.items():
+        kind, _, what = name.partition(":")
+        if kind == "watchlist":
+            lines.append(f"on the {what} watchlist (x{value:g})")
+        elif kind == "sequence":
+            lines.append(f"sequence {what} (+{value:.0f})")
+        elif kind == "cap":
+            lines.append(f"{what} points capped ({value:.0f} not counted)")
+    return lines

@@ -1,0 +1,455 @@
+"""Reading behaviour features out of vendor-native records and ECS documents.
+
+Each record is recognised by its shape (Okta System Log, Entra sign-in and directory audit, CloudTrail, Google
+Workspace reports, GitHub audit log, Teleport, and ECS documents as pulled from Elasticsearch), so the source name a
+deployment gives it does not matter. `Extractor.extract` returns who acted, the feature increments, the values to
+check against first-seen memory, and the machine involved.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from custodes.config import ScoringSettings
+from custodes.connectors.envelope import parse_time
+
+
+@dataclass(slots=True)
+class Observation:
+    """What one record says about one actor."""
+
+    actor: str
+    features: list[tuple[str, float]]
+    seen: list[tuple[str, str]]
+    host: str | None = None
+
+
+CT_PRIVILEGE = frozenset(
+    {
+        "AttachUserPolicy",
+        "AttachRolePolicy",
+        "AttachGroupPolicy",
+        "PutUserPolicy",
+        "PutRolePolicy",
+        "PutGroupPolicy",
+        "AddUserToGroup",
+        "CreatePolicyVersion",
+        "UpdateAssumeRolePolicy",
+    }
+)
+CT_SENSITIVE = frozenset(
+    {
+        "StopLogging",
+        "DeleteTrail",
+        "UpdateTrail",
+        "PutEventSelectors",
+        "DeleteFlowLogs",
+        "DeleteDetector",
+        "DisableSecurityHub",
+        "PutBucketPolicy",
+        "PutBucketAcl",
+        "DeleteBucketPolicy",
+        "PutBucketPublicAccessBlock",
+        "CreateLoginProfile",
+        "UpdateLoginProfile",
+        "DeactivateMFADevice",
+        "DeleteMFADevice",
+        "ModifySnapshotAttribute",
+        "ModifyImageAttribute",
+        "GetSecretValue",
+        "CreateAccessKey",
+    }
+)
+CT_DELETE = frozenset({"DeleteObject", "DeleteObjects", "DeleteBucket", "DeleteDBInstance", "DeleteSnapshot"})
+OKTA_MFA_FAIL = frozenset(
+    {"user.authentication.auth_via_mfa", "system.push.send_factor_verify_push", "user.mfa.okta_verify.deny_push"}
+)
+OKTA_FACTOR = frozenset(
+    {
+        "user.mfa.factor.activate",
+        "user.mfa.factor.deactivate",
+        "user.mfa.factor.reset_all",
+        "user.mfa.factor.update",
+        "user.mfa.factor.suspend",
+    }
+)
+OKTA_PRIVILEGE = frozenset({"user.account.privilege.grant", "group.user_membership.add", "iam.role.assignment"})
+ENTRA_MFA_ERRORS = frozenset({500121, 50074, 50076, 50158, 53003})
+ENTRA_PRIVILEGE = frozenset(
+    {"Add member to role", "Add eligible member to role", "Add app role assignment to user", "Add member to group"}
+)
+ENTRA_FACTOR = frozenset(
+    {
+        "User registered security info",
+        "User changed default security info",
+        "User deleted security info",
+        "Admin registered security info",
+        "Admin deleted security info",
+    }
+)
+GWS_EXTERNAL_VISIBILITY = frozenset({"people_with_link", "public_on_the_web", "shared_externally", "public"})
+ARCHIVE_EXTENSIONS = frozenset({"zip", "7z", "rar", "tar", "gz", "tgz"})
+GITHUB_DOWNLOADS = frozenset({"git.clone", "repo.download_zip", "git.fetch"})
+
+
+def _domain_of(address: str) -> str:
+    return address.rpartition("@")[2].lower()
+
+
+def _list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return value if isinstance(value, list) else [value]
+
+
+def _int(value: Any) -> int:
+    if isinstance(value, bool):
+        return 0
+    if isinstance(value, int | float):
+        return int(value)
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    return 0
+
+
+def _targets_self(target: Any, identity: dict[str, Any], actor: str) -> bool:
+    """Whether an IAM request's `userName` is the caller (an IAM user, or the person behind a role session)."""
+    if not target:
+        return False
+    if identity.get("type") == "IAMUser":
+        return bool(target == identity.get("userName"))
+    return str(target).lower() in actor.lower()
+
+
+def record_time(raw: dict[str, Any]) -> datetime | None:
+    """The time a vendor record states, by its shape; None when it has none."""
+    ident = raw.get("id")
+    for value in (
+        raw.get("@timestamp"),
+        raw.get("published"),
+        raw.get("eventTime"),
+        raw.get("createdDateTime"),
+        raw.get("activityDateTime"),
+        ident.get("time") if isinstance(ident, dict) else None,
+        raw.get("created_at"),
+        raw.get("time"),
+    ):
+        if value is not None:
+            try:
+                return parse_time(value)
+            except (ValueError, OverflowError, OSError):
+                return None
+    return None
+
+
+class Extractor:
+    """Recognises a record's vendor and reads its features."""
+
+    def __init__(self, settings: ScoringSettings, org_domains: Iterable[str] = ()) -> None:
+        self.personal = frozenset(d.lower() for d in settings.personal_domains)
+        self.cloud = tuple(d.lower() for d in settings.personal_cloud_domains)
+        self.leak = tuple(d.lower() for d in settings.leak_domains)
+        self.jobs = tuple(d.lower() for d in settings.job_domains)
+        self.org_domains = frozenset(d.lower() for d in org_domains)
+
+    def extract(self, raw: dict[str, Any]) -> Observation | None:
+        """The observation a record makes, or None when it names no actor or is not a known shape."""
+        if "eventType" in raw and "published" in raw:
+            return self.okta(raw)
+        if "eventName" in raw and "eventSource" in raw:
+            return self.cloudtrail(raw)
+        if "userPrincipalName" in raw and "createdDateTime" in raw:
+            return self.entra_signin(raw)
+        if "activityDisplayName" in raw:
+            return self.entra_audit(raw)
+        ident = raw.get("id")
+        if isinstance(ident, dict) and "applicationName" in ident:
+            return self.workspace(raw)
+        event = raw.get("event")
+        if isinstance(event, dict):
+            return self.ecs(raw, event)
+        if isinstance(event, str) and "user" in raw and ("uid" in raw or "cluster_name" in raw):
+            return self.teleport(raw, event)
+        if isinstance(raw.get("action"), str) and isinstance(raw.get("actor"), str):
+            return self.github(raw)
+        return None
+
+    # identity providers ------------------------------------------------------------------------------
+    def okta(self, raw: dict[str, Any]) -> Observation | None:
+        actor = raw.get("actor")
+        name = actor.get("alternateId") if isinstance(actor, dict) else None
+        if not name:
+            return None
+        kind = raw["eventType"]
+        outcome = raw.get("outcome")
+        result = str(outcome.get("result", "")) if isinstance(outcome, dict) else ""
+        failed = result in ("FAILURE", "DENY")
+        features: list[tuple[str, float]] = []
+        seen: list[tuple[str, str]] = []
+        if kind == "user.session.start":
+            features.append(("signin_failed" if failed else "signin", 1.0))
+            if not failed:
+                client = raw.get("client") or {}
+                debug = (raw.get("debugContext") or {}).get("debugData") or {}
+                device = debug.get("deviceFingerprint") or (client.get("userAgent") or {}).get("rawUserAgent")
+                if device:
+                    seen.append(("device", str(device)))
+                country = (client.get("geographicalContext") or {}).get("country")
+                if country:
+                    seen.append(("country", str(country)))
+                asn = (raw.get("securityContext") or {}).get("asNumber")
+                if asn:
+                    seen.append(("asn", str(asn)))
+        elif kind in OKTA_MFA_FAIL:
+            if failed:
+                features.append(("mfa_failed", 1.0))
+        elif kind in OKTA_FACTOR:
+            features.append(("factor_change", 1.0))
+        elif kind in OKTA_PRIVILEGE:
+            target_names = [
+                str(t.get("displayName", "")).lower() for t in _list(raw.get("target")) if isinstance(t, dict)
+            ]
+            if kind != "group.user_membership.add" or any("admin" in n for n in target_names):
+                features.append(("privilege_grant", 1.0))
+        return Observation(str(name), features, seen)
+
+    def entra_signin(self, raw: dict[str, Any]) -> Observation:
+        status = raw.get("status") or {}
+        code = _int(status.get("errorCode")) if isinstance(status, dict) else 0
+        features: list[tuple[str, float]] = []
+        seen: list[tuple[str, str]] = []
+        if code == 0:
+            features.append(("signin", 1.0))
+            device = raw.get("deviceDetail") or {}
+            ident = device.get("deviceId") or device.get("displayName")
+            if not ident and (device.get("operatingSystem") or device.get("browser")):
+                ident = f"{device.get('operatingSystem')}/{device.get('browser')}"
+            if ident:
+                seen.append(("device", str(ident)))
+            country = (raw.get("location") or {}).get("countryOrRegion")
+            if country:
+                seen.append(("country", str(country)))
+            asn = raw.get("autonomousSystemNumber")
+            if asn:
+                seen.append(("asn", str(asn)))
+        elif code in ENTRA_MFA_ERRORS:
+            features.append(("mfa_failed", 1.0))
+        else:
+            features.append(("signin_failed", 1.0))
+        return Observation(str(raw["userPrincipalName"]), features, seen)
+
+    def entra_audit(self, raw: dict[str, Any]) -> Observation | None:
+        user = (raw.get("initiatedBy") or {}).get("user") or {}
+        name = user.get("userPrincipalName")
+        if not name:
+            return None
+        activity = raw["activityDisplayName"]
+        features: list[tuple[str, float]] = []
+        if activity in ENTRA_PRIVILEGE:
+            features.append(("privilege_grant", 1.0))
+            targets = [str(t.get("userPrincipalName", "")).lower() for t in _list(raw.get("targetResources"))]
+            if str(name).lower() in targets:
+                features.append(("self_grant", 1.0))
+        elif activity in ENTRA_FACTOR:
+            features.append(("factor_change", 1.0))
+        elif "forward" in activity.lower():
+            features.append(("mail_forwarding", 1.0))
+        return Observation(str(name), features, [])
+
+    # cloud --------------------------------------------------------------------------------------------
+    def cloudtrail(self, raw: dict[str, Any]) -> Observation | None:
+        identity = raw.get("userIdentity") or {}
+        kind = identity.get("type")
+        arn = identity.get("arn") or ""
+        if kind == "AssumedRole" and "/" in arn:
+            name = arn.rsplit("/", 1)[1]
+        elif kind == "Root":
+            name = f"root@{identity.get('accountId', 'unknown')}"
+        else:
+            name = identity.get("userName") or arn or identity.get("principalId")
+        if not name:
+            return None
+        event = raw["eventName"]
+        params = raw.get("requestParameters") or {}
+        failed = bool(raw.get("errorCode"))
+        features: list[tuple[str, float]] = []
+        seen: list[tuple[str, str]] = []
+        if event == "GetObject" and not failed:
+            features.append(("download", 1.0))
+            moved = _int((raw.get("additionalEventData") or {}).get("bytesTransferredOut"))
+            if moved:
+                features.append(("download_bytes", float(moved)))
+            seen.append(("resource", f"s3://{params.get('bucketName')}/{params.get('key')}"))
+        elif event == "ConsoleLogin":
+            response = raw.get("responseElements") or {}
+            bad = failed or response.get("ConsoleLogin") == "Failure"
+            features.append(("signin_failed" if bad else "signin", 1.0))
+        elif event in CT_PRIVILEGE and not failed:
+            features.append(("privilege_grant", 1.0))
+            if _targets_self(params.get("userName"), identity, str(name)):
+                features.append(("self_grant", 1.0))
+        elif event in CT_SENSITIVE and not failed:
+            features.append(("sensitive_api", 1.0))
+            target = params.get("userName")
+            if event == "CreateAccessKey" and target and not _targets_self(target, identity, str(name)):
+                features.append(("access_key_other", 1.0))
+        elif event in CT_DELETE and not failed:
+            features.append(("delete", 1.0))
+        return Observation(str(name), features, seen)
+
+    def workspace(self, raw: dict[str, Any]) -> Observation | None:
+        actor = raw.get("actor") or {}
+        name = actor.get("email")
+        if not name:
+            return None
+        app = raw["id"].get("applicationName")
+        features: list[tuple[str, float]] = []
+        seen: list[tuple[str, str]] = []
+        for item in _list(raw.get("events")):
+            if not isinstance(item, dict):
+                continue
+            event = item.get("name")
+            params = {p.get("name"): p.get("value", p.get("boolValue")) for p in _list(item.get("parameters"))}
+            if app == "drive":
+                doc = params.get("doc_id")
+                if event == "download":
+                    features.append(("download", 1.0))
+                    if doc:
+                        seen.append(("resource", f"gdrive:{doc}"))
+                elif event == "view":
+                    features.append(("file_access", 1.0))
+                    if doc:
+                        seen.append(("resource", f"gdrive:{doc}"))
+                elif event in ("delete", "trash"):
+                    features.append(("delete", 1.0))
+                elif event == "change_user_access":
+                    target = str(params.get("target_user") or "")
+                    if target and _domain_of(target) not in self.org_domains:
+                        features.append(("external_share", 1.0))
+                elif event in ("change_document_visibility", "change_document_access_scope") and (
+                    str(params.get("visibility") or params.get("new_value") or "") in GWS_EXTERNAL_VISIBILITY
+                ):
+                    features.append(("external_share", 1.0))
+            elif app == "login":
+                if event == "login_success":
+                    features.append(("signin", 1.0))
+                elif event == "login_failure":
+                    features.append(("signin_failed", 1.0))
+            elif app == "gmail" and event and "forward" in str(event):
+                features.append(("mail_forwarding", 1.0))
+        return Observation(str(name), features, seen)
+
+    def github(self, raw: dict[str, Any]) -> Observation:
+        action = raw["action"]
+        features: list[tuple[str, float]] = []
+        seen: list[tuple[str, str]] = []
+        if action in GITHUB_DOWNLOADS:
+            features.append(("download", 1.0))
+            if raw.get("repo"):
+                seen.append(("resource", f"github:{raw['repo']}"))
+        elif action in ("repo.access", "org.add_member", "team.add_member") or action.endswith(".promote"):
+            features.append(("privilege_grant", 1.0))
+        elif action in ("repo.destroy", "repo.archived"):
+            features.append(("delete", 1.0))
+        return Observation(str(raw["actor"]), features, seen)
+
+    def teleport(self, raw: dict[str, Any], event: str) -> Observation:
+        features = [("pam_session", 1.0)] if event == "session.start" else []
+        host = raw.get("server_hostname")
+        return Observation(str(raw["user"]), features, [], None if host is None else str(host))
+
+    # ECS ----------------------------------------------------------------------------------------------
+    def ecs(self, raw: dict[str, Any], event: dict[str, Any]) -> Observation | None:
+        user = raw.get("user") or {}
+        name = user.get("email") or user.get("name") if isinstance(user, dict) else None
+        if not name:
+            return None
+        categories = _list(event.get("category"))
+        action = str(event.get("action") or "").lower()
+        host_info = raw.get("host") or {}
+        host = host_info.get("name") if isinstance(host_info, dict) else None
+        features: list[tuple[str, float]] = []
+        seen: list[tuple[str, str]] = []
+        if "email" in categories or isinstance(raw.get("email"), dict):
+            self._email(raw, action, features)
+        elif "web" in categories or isinstance(raw.get("url"), dict):
+            self._web(raw, features)
+        elif "authentication" in categories or "session" in categories:
+            if "session" in categories and ("privileged" in action or "pam" in action):
+                features.append(("pam_session", 1.0))
+            elif str(event.get("outcome")) == "failure":
+                features.append(("signin_failed", 1.0))
+            elif host:
+                seen.append(("host", str(host)))
+        elif "usb" in action or "device" in action or "removable" in action or isinstance(raw.get("device"), dict):
+            file = raw.get("file") or {}
+            if isinstance(file, dict) and file.get("path"):
+                features.append(("usb_files", 1.0))
+                size = _int(file.get("size"))
+                if size:
+                    features.append(("upload_bytes", float(size)))
+            else:
+                features.append(("usb", 1.0))
+        elif "print" in action:
+            features.append(("print", 1.0))
+        elif "file" in categories:
+            file = raw.get("file") or {}
+            path = file.get("path") if isinstance(file, dict) else None
+            if action in ("deletion", "delete", "deleted"):
+                features.append(("delete", 1.0))
+            elif action in ("creation", "create", "created") and str(file.get("extension", "")).lower() in (
+                ARCHIVE_EXTENSIONS
+            ):
+                features.append(("archive", 1.0))
+            elif action in ("open", "access", "read", "opened"):
+                features.append(("file_access", 1.0))
+                if path:
+                    seen.append(("resource", f"{host}:{path}"))
+        return Observation(str(name), features, seen, None if host is None else str(host))
+
+    def _email(self, raw: dict[str, Any], action: str, features: list[tuple[str, float]]) -> None:
+        email = raw.get("email") or {}
+        if "forward" in action:
+            features.append(("mail_forwarding", 1.0))
+            return
+        if str(email.get("direction", "outbound")) == "inbound":
+            return
+        recipients = [
+            str(address).lower()
+            for part in ("to", "cc", "bcc")
+            for address in _list((email.get(part) or {}).get("address"))
+        ]
+        if not recipients:
+            return
+        features.append(("mail_recipients", float(len(recipients))))
+        if any(_domain_of(r) in self.personal for r in recipients):
+            features.append(("personal_mail", 1.0))
+            size = sum(_int((a.get("file") or {}).get("size")) for a in _list(email.get("attachments")))
+            if size:
+                features.append(("upload_bytes", float(size)))
+
+    def _web(self, raw: dict[str, Any], features: list[tuple[str, float]]) -> None:
+        url = raw.get("url") or {}
+        domain = str(url.get("domain") or "").lower()
+        if not domain:
+            return
+        request = (raw.get("http") or {}).get("request") or {}
+        method = str(request.get("method") or "").upper()
+        sending = method in ("POST", "PUT")
+        if domain.endswith(self.leak):
+            if sending:
+                features.append(("leak_upload", 1.0))
+        elif domain.endswith(self.cloud):
+            if sending:
+                features.append(("cloud_upload", 1.0))
+        else:
+            target = domain + str(url.get("path") or "")
+            if any(job in target for job in self.jobs):
+                features.append(("job_search", 1.0))
+            return
+        size = _int(request.get("bytes") or (request.get("body") or {}).get("bytes"))
+        if sending and size:
+            features.append(("upload_bytes", float(size)))

@@ -1,0 +1,224 @@
+"""Identity resolution: one entity per person across sources, from IdP/HR data and configured mappings.
+
+A person is known by many names: an Entra UPN, an Okta login, an AWS IAM user or an assumed-role session name, a
+Google Workspace address, a GitHub login, a Windows account on an endpoint. The directory lists each person with
+their aliases (and HR facts: department, title, time zone, watchlists, notice and departure dates); configured
+aliases and domain rules fill the gaps. Actors that look like service accounts become entities of their own kind.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from custodes.config import IdentitySettings
+from custodes.errors import CustodesError
+
+PERSON = "person"
+SERVICE = "service"
+
+
+@dataclass(slots=True)
+class Person:
+    """A directory entry: who someone is, where they sit, and what HR knows about them."""
+
+    id: str
+    display_name: str | None = None
+    kind: str = PERSON
+    department: str | None = None
+    title: str | None = None
+    groups: list[str] = field(default_factory=list)
+    timezone: str | None = None
+    aliases: list[str] = field(default_factory=list)
+    hosts: list[str] = field(default_factory=list)
+    watchlists: dict[str, date] = field(default_factory=dict)
+    notice_date: date | None = None
+    departure_date: date | None = None
+
+    @property
+    def peer_group(self) -> str:
+        """Department and title; what the person's baseline shrinks toward."""
+        return f"{self.department or '-'}/{self.title or '-'}"
+
+    def watchlists_on(self, day: date) -> list[str]:
+        """Watchlists the person is on that day (`departing` from the notice date)."""
+        names = [name for name, since in self.watchlists.items() if since <= day]
+        if self.notice_date is not None and self.notice_date <= day and "departing" not in names:
+            names.append("departing")
+        return sorted(names)
+
+    def to_json(self) -> dict[str, Any]:
+        """The directory-file form of this person."""
+        return {
+            "id": self.id,
+            "display_name": self.display_name,
+            "kind": self.kind,
+            "department": self.department,
+            "title": self.title,
+            "groups": self.groups,
+            "timezone": self.timezone,
+            "aliases": self.aliases,
+            "hosts": self.hosts,
+            "watchlists": {name: since.isoformat() for name, since in self.watchlists.items()},
+            "notice_date": None if self.notice_date is None else self.notice_date.isoformat(),
+            "departure_date": None if self.departure_date is None else self.departure_date.isoformat(),
+        }
+
+
+def _date(value: Any) -> date | None:
+    if value in (None, ""):
+        return None
+    return date.fromisoformat(str(value)[:10])
+
+
+def person_from_json(record: dict[str, Any]) -> Person:
+    """A Person from a Custodes directory entry or an Okta Users API user object."""
+    profile = record.get("profile")
+    if isinstance(profile, dict):
+        login = str(profile.get("login") or record["id"]).lower()
+        aliases = [str(profile[k]) for k in ("login", "email", "secondEmail") if profile.get(k)]
+        aliases.append(str(record["id"]))
+        watch = {"contractor": date.min} if str(profile.get("userType", "")).lower() == "contractor" else {}
+        first_last = " ".join(str(profile[k]) for k in ("firstName", "lastName") if profile.get(k))
+        return Person(
+            id=login,
+            display_name=first_last or None,
+            department=profile.get("department"),
+            title=profile.get("title"),
+            timezone=profile.get("timezone"),
+            aliases=aliases,
+            watchlists=watch,
+            notice_date=_date(profile.get("noticeDate")),
+            departure_date=_date(profile.get("terminationDate")),
+        )
+    watchlists = {str(k): _date(v) or date.min for k, v in dict(record.get("watchlists") or {}).items()}
+    return Person(
+        id=str(record["id"]),
+        display_name=record.get("display_name"),
+        kind=str(record.get("kind") or PERSON),
+        department=record.get("department"),
+        title=record.get("title"),
+        groups=[str(g) for g in record.get("groups") or []],
+        timezone=record.get("timezone"),
+        aliases=[str(a) for a in record.get("aliases") or []],
+        hosts=[str(h) for h in record.get("hosts") or []],
+        watchlists=watchlists,
+        notice_date=_date(record.get("notice_date")),
+        departure_date=_date(record.get("departure_date")),
+    )
+
+
+def load_directory(path: Path) -> list[Person]:
+    """People from a JSON file (a list, or {"people": [...]}); a bad entry is an error naming its position."""
+    try:
+        data = orjson.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise CustodesError.at(path, "directory file not found") from None
+    except orjson.JSONDecodeError as exc:
+        raise CustodesError.at(path, f"invalid JSON: {exc.msg}") from None
+    entries = data.get("people") if isinstance(data, dict) else data
+    if not isinstance(entries, list):
+        raise CustodesError.at(path, "a directory is a JSON list of people (or {'people': [...]})")
+    people = []
+    for number, entry in enumerate(entries, start=1):
+        try:
+            if not isinstance(entry, dict):
+                raise ValueError("not an object")
+            people.append(person_from_json(entry))
+        except (KeyError, ValueError, TypeError) as exc:
+            raise CustodesError.at(path, f"person #{number}: {exc}") from None
+    return people
+
+
+def normalise(name: str) -> str:
+    """Lower-case, without a Windows domain prefix (`CORP\\jdoe`) or surrounding space."""
+    text = name.strip().lower()
+    if "\\" in text:
+        text = text.rsplit("\\", 1)[1]
+    return text
+
+
+class IdentityResolver:
+    """Maps any actor name to (entity key, kind); the key is a pseudonym when `pseudonym` is given."""
+
+    def __init__(
+        self,
+        people: Iterable[Person],
+        settings: IdentitySettings,
+        pseudonym: Callable[[str], str] | None = None,
+    ) -> None:
+        self.people: dict[str, Person] = {}
+        self.domains = {k.lower(): v.lower() for k, v in settings.domains.items()}
+        self.service_patterns = [re.compile(p, re.IGNORECASE) for p in settings.service_patterns]
+        self.pseudonym = pseudonym
+        self._aliases: dict[str, str] = {}
+        self._locals: dict[str, str | None] = {}
+        self._hosts: dict[str, str] = {}
+        self._cache: dict[str, tuple[str, str]] = {}
+        self._by_key: dict[str, Person] = {}
+        for person in people:
+            self.add(person)
+        for alias, target in settings.aliases.items():
+            canonical = self._aliases.get(self._canonical(target), self._canonical(target))
+            self._aliases[self._canonical(alias)] = canonical
+
+    def _canonical(self, name: str) -> str:
+        text = normalise(name)
+        local, at, domain = text.partition("@")
+        if at and domain in self.domains:
+            return f"{local}@{self.domains[domain]}"
+        return text
+
+    def add(self, person: Person) -> None:
+        """Register a person and every alias of theirs."""
+        self.people[person.id] = person
+        self._by_key[self.key_of(person.id)] = person
+        for alias in [person.id, *person.aliases]:
+            canonical = self._canonical(alias)
+            self._aliases[canonical] = person.id
+            local, at, _ = canonical.partition("@")
+            if at:
+                known = self._locals.get(local, person.id)
+                self._locals[local] = person.id if known == person.id else None
+        for host in person.hosts:
+            self._hosts[host.lower()] = person.id
+        self._cache.clear()
+
+    def key_of(self, canonical: str) -> str:
+        """The entity key scores are stored under: the pseudonym, or the canonical id."""
+        return canonical if self.pseudonym is None else self.pseudonym(canonical)
+
+    def resolve(self, name: str) -> tuple[str, str]:
+        """(entity key, kind) of an actor name from any source."""
+        hit = self._cache.get(name)
+        if hit is not None:
+            return hit
+        canonical = self._canonical(name)
+        person_id = self._aliases.get(canonical)
+        if person_id is None:
+            person_id = None if "@" in canonical else self._locals.get(canonical)
+        if person_id is not None:
+            person = self.people[person_id]
+            hit = (self.key_of(person.id), person.kind)
+        else:
+            kind = SERVICE if any(p.search(canonical) for p in self.service_patterns) else PERSON
+            hit = (self.key_of(canonical), kind)
+        if len(self._cache) > 200_000:
+            self._cache.clear()
+        self._cache[name] = hit
+        return hit
+
+    def person(self, key: str) -> Person | None:
+        """The directory entry behind an entity key, if any."""
+        return self._by_key.get(key)
+
+    def host_owner(self, host: str) -> str | None:
+        """The entity key of the person a machine is assigned to, if known."""
+        owner = self._hosts.get(host.lower())
+        return None if owner is None else self.key_of(owner)

@@ -1,0 +1,245 @@
+"""Risk: surprise-based points per feature, Sigma findings, sequences, caps, watchlists and decay.
+
+A feature's surprise (in bits) is how unlikely it is that the entity does it at all on a day (its own rate shrunk
+toward its peers') plus how far today's amount is above its usual amount (in standard deviations of
+log(1 + value), again shrunk toward peers). Points are the surprise above a dead band times the feature's weight;
+each family's points are capped; watchlists multiply the day's points; yesterday's risk decays by the half-life.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+from custodes.config import ScoringSettings
+from custodes.detections.scoring.baselines import LAST, NZ, S1, S2, DayState, EntityState, PeerStats
+from custodes.detections.scoring.catalog import BY_NAME, FAMILIES
+
+DEAD_BAND_BITS = 4.0
+BITS_PER_SD = 1.5
+POINTS_PER_BIT = 3.0
+MAX_OCCURRENCE_BITS = 9.0
+MAX_MAGNITUDE_SD = 8.0
+MIN_VAR_LOG = 0.25
+OFF_HOURS_PROBABILITY = 0.03
+HOUR_PRIOR_DAYS = 5.0
+SEQUENCE_WINDOW_DAYS = 7
+STAGE_MIN_POINTS = 2.0
+SEQUENCE_POINTS = {"collect_exfiltrate": 8.0, "staged": 4.0, "exfiltrate_delete": 6.0, "departure_data": 10.0}
+
+
+@dataclass(slots=True)
+class Contribution:
+    """One feature's part in a day's score."""
+
+    feature: str
+    value: float
+    usual: float
+    peer_usual: float
+    points: float
+    occurrence_bits: float
+    magnitude_sd: float
+    last_seen_days_ago: int | None
+    history_days: int
+    event_ids: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        """Serialisable form."""
+        return {
+            "feature": self.feature,
+            "value": self.value,
+            "usual": round(self.usual, 4),
+            "peer_usual": round(self.peer_usual, 4),
+            "points": round(self.points, 3),
+            "occurrence_bits": round(self.occurrence_bits, 3),
+            "magnitude_sd": round(self.magnitude_sd, 3),
+            "last_seen_days_ago": self.last_seen_days_ago,
+            "history_days": self.history_days,
+            "event_ids": self.event_ids,
+        }
+
+
+@dataclass(slots=True)
+class DayScore:
+    """An entity's score for one local day, with everything needed to explain it."""
+
+    entity: str
+    kind: str
+    day: date
+    points: float
+    risk: float
+    contributions: list[Contribution]
+    modifiers: dict[str, float]
+    watchlists: list[str]
+    sigma: list[tuple[str, str, float]]
+
+    @property
+    def event_ids(self) -> list[str]:
+        """Evidence behind the contributions, strongest first."""
+        ids: list[str] = []
+        for contribution in sorted(self.contributions, key=lambda c: -c.points):
+            ids += [i for i in contribution.event_ids if i not in ids]
+        return ids[:50]
+
+    def to_json(self) -> dict[str, Any]:
+        """Serialisable form."""
+        return {
+            "entity": self.entity,
+            "kind": self.kind,
+            "day": self.day.isoformat(),
+            "points": round(self.points, 3),
+            "risk": round(self.risk, 3),
+            "contributions": [c.to_json() for c in self.contributions],
+            "modifiers": {k: round(v, 3) for k, v in self.modifiers.items()},
+            "watchlists": self.watchlists,
+            "sigma": [list(s) for s in self.sigma],
+        }
+
+
+def off_hours(state: EntityState, today: DayState, peers: PeerStats, weekend: bool) -> int:
+    """Hours today with activity at an hour of the week the entity (shrunk toward peers) is rarely active in."""
+    offset = 24 if weekend else 0
+    own = state.hours
+    peer = peers.hours.get(peers.group_for(state))
+    count = 0
+    for hour, events in enumerate(today.hours):
+        if not events:
+            continue
+        peer_share = peer[offset + hour] if peer is not None else 0.0
+        share = (own[offset + hour] + HOUR_PRIOR_DAYS * peer_share) / (state.days + HOUR_PRIOR_DAYS)
+        if share < OFF_HOURS_PROBABILITY:
+            count += 1
+    return count
+
+
+class RiskModel:
+    """Scores an entity's day from its baseline and its peers'."""
+
+    def __init__(self, settings: ScoringSettings) -> None:
+        self.settings = settings
+        self.weights = {name: settings.feature_weights.get(name, f.weight) for name, f in BY_NAME.items()}
+        self.decay_per_day = 0.5 ** (1.0 / settings.risk_half_life_days)
+
+    def surprise(
+        self, state: EntityState, peers: PeerStats, group: str, name: str, value: float
+    ) -> tuple[float, float]:
+        """(occurrence bits, magnitude in standard deviations) of doing `value` of a feature today."""
+        k = self.settings.shrinkage_days
+        peer = peers.feature(group, name)
+        rate, mean_g, var_g = (peer.rate, peer.mean_log, peer.var_log) if peer is not None else (0.0, 0.0, 1.0)
+        own = state.stats.get(name)
+        nz = own[NZ] if own is not None else 0.0
+        probability = min(1.0, (nz + k * rate + 0.1) / (state.days + k + 1.0))
+        occurrence = min(MAX_OCCURRENCE_BITS, -math.log2(probability))
+        if own is not None and nz > 0:
+            mean_p = own[S1] / nz
+            var_p = max(own[S2] / nz - mean_p * mean_p, 0.0)
+        else:
+            mean_p, var_p = mean_g, var_g
+        weight = nz / (nz + k)
+        mean = weight * mean_p + (1 - weight) * mean_g
+        var = max(weight * var_p + (1 - weight) * var_g, MIN_VAR_LOG)
+        magnitude = min(MAX_MAGNITUDE_SD, max(0.0, (math.log1p(value) - mean) / math.sqrt(var)))
+        return occurrence, magnitude
+
+    def score(
+        self, state: EntityState, today: DayState, peers: PeerStats, day: date, watchlists: list[str]
+    ) -> DayScore:
+        """The day's score; sets the day's derived `off_hours` count, does not change `state` (see `fold`)."""
+        weekend = day.weekday() >= 5
+        late = off_hours(state, today, peers, weekend) if state.active_days >= self.settings.warmup_days else 0
+        if late:
+            today.counts["off_hours"] = float(late)
+        else:
+            today.counts.pop("off_hours", None)
+        counts = today.counts
+        group = peers.group_for(state)
+        contributions: list[Contribution] = []
+        families = dict.fromkeys(FAMILIES, 0.0)
+        stages: set[str] = set()
+        for name, value in counts.items():
+            feature = BY_NAME.get(name)
+            if feature is None or value <= 0:
+                continue
+            occurrence, magnitude = self.surprise(state, peers, group, name, value)
+            bits = occurrence + BITS_PER_SD * magnitude
+            points = self.weights[name] * POINTS_PER_BIT * max(0.0, bits - DEAD_BAND_BITS)
+            if points <= 0:
+                continue
+            own = state.stats.get(name)
+            last = None if own is None or own[NZ] <= 0 else day.toordinal() - int(own[LAST])
+            peer = peers.feature(group, name)
+            contributions.append(
+                Contribution(
+                    feature=name,
+                    value=value,
+                    usual=state.usual(name),
+                    peer_usual=0.0 if peer is None else peer.median,
+                    points=points,
+                    occurrence_bits=occurrence,
+                    magnitude_sd=magnitude,
+                    last_seen_days_ago=last,
+                    history_days=state.active_days,
+                    event_ids=list(today.evidence.get(name, ())),
+                )
+            )
+            families[feature.family] += points
+            if feature.stage is not None and points >= STAGE_MIN_POINTS:
+                stages.add(feature.stage)
+        sigma_points = sum(points for _, _, points in today.sigma)
+        families["sigma"] += sigma_points
+        modifiers: dict[str, float] = {}
+        capped = 0.0
+        for family, points in families.items():
+            cap = self.settings.family_caps.get(family, math.inf)
+            if points > cap:
+                modifiers[f"cap:{family}"] = points - cap
+            capped += min(points, cap)
+        bonus = self._sequences(state, today.day, stages, watchlists, modifiers)
+        multiplier = 1.0
+        for name in watchlists:
+            factor = self.settings.watchlists.get(name, 1.0)
+            if factor != 1.0:
+                modifiers[f"watchlist:{name}"] = factor
+                multiplier *= factor
+        points = (capped + bonus) * multiplier if capped + bonus > 0 else 0.0
+        risk = self.decayed(state, today.day) + points
+        contributions.sort(key=lambda c: -c.points)
+        return DayScore(state.key, state.kind, day, points, risk, contributions, modifiers, watchlists, today.sigma)
+
+    def _sequences(
+        self, state: EntityState, day: int, stages: set[str], watchlists: list[str], modifiers: dict[str, float]
+    ) -> float:
+        window = {
+            stage: last for stage, last in state.stages.items() if 0 <= day - last <= SEQUENCE_WINDOW_DAYS
+        } | dict.fromkeys(stages, day)
+        bonus = 0.0
+        if "exfiltrate" in stages and "collect" in window and window["collect"] <= day:
+            bonus += SEQUENCE_POINTS["collect_exfiltrate"]
+            modifiers["sequence:collect->exfiltrate"] = SEQUENCE_POINTS["collect_exfiltrate"]
+            if "stage" in window and window["collect"] <= window["stage"] <= day:
+                bonus += SEQUENCE_POINTS["staged"]
+                modifiers["sequence:collect->stage->exfiltrate"] = SEQUENCE_POINTS["staged"]
+        if "delete" in stages and "exfiltrate" in window:
+            bonus += SEQUENCE_POINTS["exfiltrate_delete"]
+            modifiers["sequence:exfiltrate->delete"] = SEQUENCE_POINTS["exfiltrate_delete"]
+        if stages & {"collect", "exfiltrate"} and {"departing", "on_notice"} & set(watchlists):
+            bonus += SEQUENCE_POINTS["departure_data"]
+            modifiers["sequence:departure->data movement"] = SEQUENCE_POINTS["departure_data"]
+        return bonus
+
+    def decayed(self, state: EntityState, day: int) -> float:
+        """The entity's risk carried into `day` (ordinal)."""
+        if state.risk <= 0:
+            return 0.0
+        return float(state.risk * self.decay_per_day ** max(0, day - state.risk_day))
+
+    def stages_of(self, score: DayScore) -> set[str]:
+        """The sequence stages a score shows anomalous activity in."""
+        return {
+            stage
+            for c in score.contributions
+            if c.points >= STAGE_MIN_POINTS and (stage := BY_NAME[c.feature].stage) is not None
+        }

@@ -1,0 +1,234 @@
+"""Behaviour scoring inside the pipeline: the engine kept in memory, its state persisted in the ingest transaction.
+
+`ScoringService.ingest` runs inside `Pipeline.ingest`'s transaction: it feeds the batch's new events and findings to
+the engine, raises threshold findings as soon as an open day crosses it, and writes the changed entity baselines,
+the engine's clock and every final day score (with its contributions) in the same transaction as the events.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from datetime import date, datetime
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from custodes.config import ScoringSettings
+from custodes.detections.scoring.baselines import EntityState, peer_stats
+from custodes.detections.scoring.engine import ScoringEngine
+from custodes.detections.scoring.identity import IdentityResolver, load_directory
+from custodes.detections.scoring.privacy import Pseudonymizer
+from custodes.detections.scoring.risk import Contribution, DayScore
+from custodes.model import Event, Finding, utcnow
+from custodes.store import Store, Transaction
+from custodes.store.tables import scoring_meta, scoring_scores, scoring_state
+
+KEY_META = "pseudonym_key"
+CLOCK_META = "clock"
+
+
+def _insert(tx: Transaction, table: sa.Table) -> Any:
+    return (postgresql if tx.conn.dialect.name == "postgresql" else sqlite).insert(table)
+
+
+async def _meta(tx: Transaction, key: str) -> Any:
+    return (await tx.conn.execute(sa.select(scoring_meta.c.value).where(scoring_meta.c.key == key))).scalar()
+
+
+async def _set_meta(tx: Transaction, key: str, value: Any) -> None:
+    stmt = _insert(tx, scoring_meta).values(key=key, value=value, updated_at=utcnow())
+    await tx.conn.execute(
+        stmt.on_conflict_do_update(index_elements=["key"], set_={"value": value, "updated_at": utcnow()})
+    )
+
+
+async def pseudonymizer_for(settings: ScoringSettings, store: Store) -> Pseudonymizer:
+    """The configured key, else one generated once and kept in the store (set `scoring.pseudonym_key`)."""
+    if settings.pseudonym_key is not None:
+        return Pseudonymizer(settings.pseudonym_key.reveal().encode())
+    async with store.transaction() as tx:
+        key = await _meta(tx, KEY_META)
+        if key is None:
+            key = secrets.token_hex(32)
+            await _set_meta(tx, KEY_META, key)
+    return Pseudonymizer(bytes.fromhex(str(key)))
+
+
+def resolver_for(settings: ScoringSettings, pseudonymizer: Pseudonymizer | None) -> IdentityResolver:
+    """An identity resolver from the configured directory and mappings."""
+    people = load_directory(settings.directory) if settings.directory is not None else []
+    return IdentityResolver(people, settings.identities, pseudonymizer if settings.pseudonymise else None)
+
+
+class ScoringService:
+    """The engine, its persistence and its findings for the pipeline."""
+
+    def __init__(self, settings: ScoringSettings, engine: ScoringEngine, pseudonymizer: Pseudonymizer) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.pseudonymizer = pseudonymizer
+
+    @classmethod
+    async def open(cls, settings: ScoringSettings, store: Store) -> ScoringService:
+        """Load the directory, the pseudonym key and every persisted baseline."""
+        pseudonymizer = await pseudonymizer_for(settings, store)
+        resolver = resolver_for(settings, pseudonymizer)
+        domains = {p.id.rpartition("@")[2] for p in resolver.people.values() if "@" in p.id}
+        engine = ScoringEngine(settings, resolver, org_domains=domains)
+        async with store.transaction() as tx:
+            for row in (await tx.conn.execute(sa.select(scoring_state))).mappings():
+                engine.states[row["entity"]] = EntityState.from_json(row["entity"], dict(row["state"]))
+            clock = await _meta(tx, CLOCK_META)
+        if clock:
+            engine.watermark = None if clock["watermark"] is None else datetime.fromisoformat(clock["watermark"])
+            engine.closed_through = clock["closed_through"]
+            engine.days_closed = int(clock["days_closed"])
+            engine.top = set(clock["top"])
+            if engine.closed_through is not None:
+                engine._schedule()
+        if engine.states:
+            engine.peers = peer_stats(engine.states.values())
+        return cls(settings, engine, pseudonymizer)
+
+    async def ingest(self, tx: Transaction, events: Sequence[Event], findings: Sequence[Finding]) -> list[Finding]:
+        """Score a committed-with-this-transaction batch; return the scoring findings to record."""
+        touched: set[str] = set()
+        for event in events:
+            key = self.engine.observe(event)
+            if key is not None:
+                touched.add(key)
+        for finding in findings:
+            key = self.engine.add_finding(finding)
+            if key is not None:
+                touched.add(key)
+        self.engine.provisional(touched)
+        await self.save(tx)
+        return self.engine.take_findings()
+
+    async def save(self, tx: Transaction) -> None:
+        """Write changed baselines (bounded), the clock and new day scores."""
+        engine = self.engine
+        now = utcnow()
+        rows = []
+        for key in sorted(engine.dirty):
+            state = engine.states.get(key)
+            if state is None:
+                continue
+            body = state.to_json()
+            size = len(orjson.dumps(body))
+            while size > self.settings.max_state_bytes and shrink(state):
+                body = state.to_json()
+                size = len(orjson.dumps(body))
+            rows.append({"entity": key, "kind": state.kind, "state": body, "bytes": size, "updated_at": now})
+        engine.dirty.clear()
+        if rows:
+            stmt = _insert(tx, scoring_state)
+            await tx.conn.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=["entity"],
+                    set_={
+                        "kind": stmt.excluded.kind,
+                        "state": stmt.excluded.state,
+                        "bytes": stmt.excluded.bytes,
+                        "updated_at": stmt.excluded.updated_at,
+                    },
+                ),
+                rows,
+            )
+        scores = engine.take_scores()
+        if scores:
+            stmt = _insert(tx, scoring_scores)
+            await tx.conn.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=["entity", "day"],
+                    set_={
+                        "risk": stmt.excluded.risk,
+                        "points": stmt.excluded.points,
+                        "detail": stmt.excluded.detail,
+                        "event_ids": stmt.excluded.event_ids,
+                    },
+                ),
+                [score_row(score, now) for score in scores],
+            )
+        clock = {
+            "watermark": None if engine.watermark is None else engine.watermark.isoformat(),
+            "closed_through": engine.closed_through,
+            "days_closed": engine.days_closed,
+            "top": sorted(engine.top),
+        }
+        await _set_meta(tx, CLOCK_META, clock)
+
+    async def flush(self, store: Store) -> None:
+        """Close every open day now (end of a replay) and persist."""
+        self.engine.flush()
+        async with store.transaction() as tx:
+            await self.save(tx)
+
+
+def shrink(state: EntityState) -> bool:
+    """Halve the largest first-seen memory (oldest values first); False when nothing is left to drop."""
+    if not state.seen:
+        return False
+    kind = max(state.seen, key=lambda k: len(state.seen[k]))
+    values = state.seen[kind]
+    if len(values) <= 1:
+        return False
+    keep = sorted(values.items(), key=lambda item: item[1], reverse=True)[: len(values) // 2]
+    state.seen[kind] = dict(keep)
+    return True
+
+
+def score_row(score: DayScore, now: datetime) -> dict[str, Any]:
+    """A day score as stored."""
+    detail = score.to_json()
+    return {
+        "entity": score.entity,
+        "day": score.day,
+        "risk": score.risk,
+        "points": score.points,
+        "detail": detail,
+        "event_ids": score.event_ids,
+        "created_at": now,
+    }
+
+
+async def entity_scores(tx: Transaction, entity: str, *, day: date | None = None, limit: int = 7) -> list[DayScore]:
+    """An entity's stored day scores, newest first."""
+    query = sa.select(scoring_scores).where(scoring_scores.c.entity == entity)
+    if day is not None:
+        query = query.where(scoring_scores.c.day == day)
+    query = query.order_by(scoring_scores.c.day.desc()).limit(limit)
+    return [day_score(dict(row["detail"])) for row in (await tx.conn.execute(query)).mappings()]
+
+
+def day_score(detail: dict[str, Any]) -> DayScore:
+    """A DayScore back from its stored form."""
+    contributions = [
+        Contribution(
+            feature=c["feature"],
+            value=float(c["value"]),
+            usual=float(c["usual"]),
+            peer_usual=float(c["peer_usual"]),
+            points=float(c["points"]),
+            occurrence_bits=float(c["occurrence_bits"]),
+            magnitude_sd=float(c["magnitude_sd"]),
+            last_seen_days_ago=c["last_seen_days_ago"],
+            history_days=int(c["history_days"]),
+            event_ids=list(c["event_ids"]),
+        )
+        for c in detail["contributions"]
+    ]
+    return DayScore(
+        entity=detail["entity"],
+        kind=detail["kind"],
+        day=date.fromisoformat(detail["day"]),
+        points=float(detail["points"]),
+        risk=float(detail["risk"]),
+        contributions=contributions,
+        modifiers={k: float(v) for k, v in detail["modifiers"].items()},
+        watchlists=list(detail["watchlists"]),
+        sigma=[(str(a), str(b), float(c)) for a, b, c in detail["sigma"]],
+    )

@@ -1,0 +1,775 @@
+"""Compile a parsed pySigma rule into a Python predicate over a raw vendor record.
+
+The condition tree pySigma resolves (``rule.detection.parsed_condition``) is walked once per rule and turned
+into nested closures; nothing is interpreted per event. Sibling comparisons on the same field are grouped so
+that the field is looked up and case-folded once, and literal strings are merged into sets and tuples
+(equality, prefix, suffix, substring) or a single anchored regular expression.
+
+Matching semantics:
+
+- Strings compare case-insensitively unless ``|cased``; ``*`` and ``?`` are wildcards, ``\\*`` a literal star.
+- Non-string scalars are compared through their JSON text (``4688``, ``true``), so a quoted rule value matches
+  a numeric field and vice versa; Sigma numbers match numbers and numeric strings.
+- ``null`` matches a missing field or a JSON null; ``|exists`` tests presence of a non-null value.
+- A list-valued field matches when any element matches; a nested dict never matches a value.
+- Field names are looked up as literal keys first, then as dotted paths into nested dicts (through lists).
+- Keywords (values without a field) match when any string anywhere in the record contains them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import re
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import ahocorasick
+from sigma.conditions import (
+    ConditionAND,
+    ConditionFieldEqualsValueExpression,
+    ConditionItem,
+    ConditionNOT,
+    ConditionOR,
+    ConditionValueExpression,
+)
+from sigma.rule import SigmaRule
+from sigma.types import (
+    CompareOperators,
+    Placeholder,
+    SigmaBool,
+    SigmaCasedString,
+    SigmaCIDRExpression,
+    SigmaCompareExpression,
+    SigmaExists,
+    SigmaExpansion,
+    SigmaFieldReference,
+    SigmaNull,
+    SigmaNumber,
+    SigmaRegularExpression,
+    SigmaRegularExpressionFlag,
+    SigmaString,
+    SigmaTimestampPart,
+    SigmaType,
+    SpecialChars,
+)
+
+from custodes.detections.sigma.enrichment import ENRICHMENT_FIELD, ENRICHMENT_PREFIX
+from custodes.detections.sigma.prefilter import Requirement, requirements
+from custodes.model import LogSource, Severity, stable_id
+
+Matcher = Callable[[dict[str, Any]], bool]
+"""A compiled predicate over a raw event record."""
+
+_ValueTest = Callable[[Any, str, str], bool]
+"""A test of one scalar: the raw value, its text and its case-folded text."""
+
+_Getter = Callable[[dict[str, Any]], Any]
+_Node = ConditionItem | ConditionFieldEqualsValueExpression | ConditionValueExpression | None
+
+_MISSING: Final = object()
+_DEFAULT_LEVEL: Final = Severity.MEDIUM
+_AUTOMATON_MIN: Final = 6
+"""From this many substrings of one field on, one Aho-Corasick pass beats testing each with `in`."""
+_RE_FLAGS: Final = {
+    SigmaRegularExpressionFlag.IGNORECASE: re.IGNORECASE,
+    SigmaRegularExpressionFlag.MULTILINE: re.MULTILINE,
+    SigmaRegularExpressionFlag.DOTALL: re.DOTALL,
+}
+_COMPARE: Final[dict[CompareOperators, Callable[[float, float], bool]]] = {
+    CompareOperators.LT: lambda a, b: a < b,
+    CompareOperators.LTE: lambda a, b: a <= b,
+    CompareOperators.GT: lambda a, b: a > b,
+    CompareOperators.GTE: lambda a, b: a >= b,
+    CompareOperators.NEQ: lambda a, b: a != b,
+}
+
+
+class UnsupportedRuleError(Exception):
+    """A rule uses a Sigma feature the in-process matcher cannot evaluate faithfully; `field` names where."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class CompiledRule:
+    """A Sigma rule ready to match raw event records.
+
+    `level` is `Severity.MEDIUM` when the rule declares none; `source` is the file the rule came from;
+    `requirements` are necessary literal conditions the index may use to skip the rule (see `prefilter.py`): a
+    copy whose `match` is narrowed (a filter, a suppression) may keep them, one whose `match` is widened may not.
+    `contextual` rules read Custodes' enrichment fields (`custodes.*`, see `enrichment.py`): the engine matches
+    them against the record with its `custodes` object added, and all other rules against the raw record.
+    """
+
+    id: str
+    title: str
+    level: Severity
+    tags: list[str]
+    logsource: LogSource
+    description: str | None
+    match: Matcher
+    source: Path | None = None
+    requirements: tuple[Requirement, ...] = ()
+    contextual: bool = False
+
+
+def compile_rule(rule: SigmaRule) -> CompiledRule:
+    """Compile a parsed, pipeline-processed rule; raise `UnsupportedRuleError` if it cannot be evaluated."""
+    conditions = [condition.parsed for condition in rule.detection.parsed_condition]
+    matchers = [_compile_node(condition) for condition in conditions]
+    source = rule.source.path if rule.source is not None else None
+    return CompiledRule(
+        id=str(rule.id) if rule.id is not None else rule.name or stable_id("sigma-rule", rule.title, str(source)),
+        title=rule.title,
+        level=Severity.parse(rule.level.name) if rule.level is not None else _DEFAULT_LEVEL,
+        tags=[str(tag) for tag in rule.tags],
+        logsource=LogSource(
+            product=rule.logsource.product,
+            service=rule.logsource.service,
+            category=rule.logsource.category,
+        ),
+        description=rule.description,
+        match=_any(matchers),
+        source=source,
+        requirements=requirements(conditions),
+        contextual=any(_reads_enrichment(condition) for condition in conditions),
+    )
+
+
+def _reads_enrichment(node: _Node) -> bool:
+    """Whether a condition tree names a field of Custodes' enrichment namespace (`custodes.*`)."""
+    if isinstance(node, ConditionAND | ConditionOR | ConditionNOT):
+        return any(_reads_enrichment(arg) for arg in node.args)
+    if isinstance(node, ConditionFieldEqualsValueExpression):
+        names = [node.field, node.value.field if isinstance(node.value, SigmaFieldReference) else ""]
+        return any(name == ENRICHMENT_FIELD or name.startswith(ENRICHMENT_PREFIX) for name in names)
+    return False
+
+
+# Condition tree ---------------------------------------------------------------------------------------
+
+
+def _compile_node(node: _Node) -> Matcher:
+    if node is None:
+        raise UnsupportedRuleError(
+            "the condition refers to no detection (an 'x of' pattern matched no identifier, "
+            "or a processing pipeline dropped every item)"
+        )
+    if isinstance(node, ConditionAND):
+        return _compile_linked(node.args, link_all=True)
+    if isinstance(node, ConditionOR):
+        return _compile_linked(node.args, link_all=False)
+    if isinstance(node, ConditionNOT):
+        inner = _compile_node(node.args[0] if node.args else None)
+        return lambda event: not inner(event)
+    if isinstance(node, ConditionFieldEqualsValueExpression):
+        if isinstance(node.value, SigmaNull | SigmaExists | SigmaFieldReference):
+            return _field_level_matcher(node.field, node.value)
+        return _field_matcher(node.field, [node.value], link_all=False)
+    if isinstance(node, ConditionValueExpression):
+        return _keyword_matcher([node.value], link_all=False)
+    raise UnsupportedRuleError(f"unsupported condition element {type(node).__name__}")
+
+
+def _compile_linked(args: Sequence[Any], *, link_all: bool) -> Matcher:
+    """AND (`link_all`) or OR over `args`, grouping comparisons on the same field and all keywords."""
+    operator = ConditionAND if link_all else ConditionOR
+    flat: list[Any] = []
+    pending = list(reversed(args))
+    while pending:
+        arg = pending.pop()
+        if type(arg) is operator:
+            pending.extend(reversed(arg.args))
+        else:
+            flat.append(arg)
+
+    by_field: dict[str, list[SigmaType]] = {}
+    keywords: list[SigmaType] = []
+    others: list[Matcher] = []
+    for arg in flat:
+        if isinstance(arg, ConditionFieldEqualsValueExpression) and not isinstance(
+            arg.value, SigmaNull | SigmaExists | SigmaFieldReference
+        ):
+            by_field.setdefault(arg.field, []).append(arg.value)
+        elif isinstance(arg, ConditionValueExpression):
+            keywords.append(arg.value)
+        else:
+            others.append(_compile_node(arg))
+    matchers = [_field_matcher(name, values, link_all=link_all) for name, values in by_field.items()]
+    matchers.extend(others)
+    if keywords:  # walking the whole record is the most expensive test: keep it last
+        matchers.append(_keyword_matcher(keywords, link_all=link_all))
+    return _all(matchers) if link_all else _any(matchers)
+
+
+def _any(matchers: Sequence[Matcher]) -> Matcher:
+    if len(matchers) == 1:
+        return matchers[0]
+    if len(matchers) == 2:
+        first, second = matchers
+        return lambda event: first(event) or second(event)
+    items = tuple(matchers)
+
+    def match_any(event: dict[str, Any]) -> bool:
+        for matcher in items:  # noqa: SIM110 - a plain loop avoids a generator per event
+            if matcher(event):
+                return True
+        return False
+
+    return match_any
+
+
+def _all(matchers: Sequence[Matcher]) -> Matcher:
+    if len(matchers) == 1:
+        return matchers[0]
+    if len(matchers) == 2:
+        first, second = matchers
+        return lambda event: first(event) and second(event)
+    items = tuple(matchers)
+
+    def match_all(event: dict[str, Any]) -> bool:
+        for matcher in items:  # noqa: SIM110 - a plain loop avoids a generator per event
+            if not matcher(event):
+                return False
+        return True
+
+    return match_all
+
+
+# Fields -----------------------------------------------------------------------------------------------
+
+
+def _getter(name: str) -> _Getter:
+    """Look `name` up as a literal key, then as a dotted path; `_MISSING` when absent."""
+    if "." not in name:
+        return lambda event: event.get(name, _MISSING)
+    parts = tuple(name.split("."))
+    if len(parts) == 2:  # the common `requestParameters.userName`: the same lookups as `_walk`, inline
+        outer, inner = parts
+
+        def get_two(event: dict[str, Any]) -> Any:
+            value = event.get(name, _MISSING)
+            if value is not _MISSING:
+                return value
+            parent = event.get(outer, _MISSING)
+            if type(parent) is dict:
+                return parent.get(inner, _MISSING)
+            return _walk(event, parts, 0) if type(parent) is list else _MISSING
+
+        return get_two
+
+    def get(event: dict[str, Any]) -> Any:
+        value = event.get(name, _MISSING)
+        return _walk(event, parts, 0) if value is _MISSING else value
+
+    return get
+
+
+MISSING: Final = _MISSING
+"""What a field getter returns for a field the record does not have."""
+
+
+def field_getter(name: str) -> Callable[[dict[str, Any]], Any]:
+    """How rules look field `name` up: a literal key first, then a dotted path; `MISSING` when absent."""
+    return _getter(name)
+
+
+def folded_texts(value: Any) -> list[str]:
+    """The case-folded texts of a looked-up value's scalars (each element of a list), as comparisons read them."""
+    return _folded_texts(value)
+
+
+def folded_strings(event: dict[str, Any]) -> list[str]:
+    """The case-folded text of every string in the record (what keywords are searched in)."""
+    return [text.lower() for text in _strings(event)]
+
+
+def _walk(node: Any, parts: tuple[str, ...], start: int) -> Any:
+    current = node
+    for index in range(start, len(parts)):
+        if isinstance(current, dict):
+            if index > start and len(parts) - index > 1:  # a nested key may itself contain dots
+                value = current.get(".".join(parts[index:]), _MISSING)
+                if value is not _MISSING:
+                    return value
+            current = current.get(parts[index], _MISSING)
+            if current is _MISSING:
+                return _MISSING
+        elif isinstance(current, list):
+            found: list[Any] = []
+            for element in current:
+                value = _walk(element, parts, index)
+                if isinstance(value, list):
+                    found.extend(value)
+                elif value is not _MISSING:
+                    found.append(value)
+            return found if found else _MISSING
+        else:
+            return _MISSING
+    return current
+
+
+def _text(value: Any) -> str | None:
+    """The text a scalar is compared as (JSON spelling for booleans); None for null, dicts and lists."""
+    kind = type(value)
+    if kind is str:
+        return value  # type: ignore[no-any-return]
+    if kind is bool:
+        return "true" if value else "false"
+    if kind is int or kind is float:
+        return str(value)
+    return None
+
+
+def _number(value: Any, text: str) -> int | float | None:
+    """The numeric value of a number or a numeric string."""
+    kind = type(value)
+    if kind is int or kind is float:
+        return value  # type: ignore[no-any-return]
+    if kind is not str or "_" in text:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _scalars(values: list[Any]) -> Iterator[Any]:
+    for value in values:
+        if isinstance(value, list):
+            yield from _scalars(value)
+        else:
+            yield value
+
+
+def _field_matcher(name: str, values: Sequence[SigmaType], *, link_all: bool) -> Matcher:
+    """Compare one field against `values`: any of them (OR) or each of them (AND)."""
+    get = _getter(name)
+    try:
+        if link_all and len(values) > 1:
+            return _each_value_matcher(get, [_single_test(value) for value in values])
+        built = _merged_test(values)
+    except UnsupportedRuleError as exc:
+        raise UnsupportedRuleError(str(exc), exc.field or name) from None
+    match_value = _value_matcher(built.test, built.fold)
+    check = built.folded_check
+    if check is None:
+        return lambda event: match_value(get(event))
+
+    def match(event: dict[str, Any]) -> bool:
+        value = get(event)
+        if type(value) is str:  # the common case: a string field and case-insensitive string values
+            return check(value.lower())
+        return match_value(value)
+
+    return match
+
+
+def _value_matcher(test: _ValueTest, fold: bool) -> Callable[[Any], bool]:
+    def match_value(value: Any) -> bool:
+        if value is _MISSING or value is None:
+            return False
+        if type(value) is list:
+            for element in _scalars(value):
+                item = _prepare(element, fold)
+                if item is not None and test(*item):
+                    return True
+            return False
+        text = _text(value)
+        if text is None:
+            return False
+        return test(value, text, text.lower() if fold else text)
+
+    return match_value
+
+
+def _each_value_matcher(get: _Getter, built: list[_Built]) -> Matcher:
+    """Every test must hold for the field (for a list-valued field: each for some element)."""
+    tests = tuple(item.test for item in built)
+    fold = any(item.fold for item in built)
+
+    def match_each(event: dict[str, Any]) -> bool:
+        value = get(event)
+        if value is _MISSING or value is None:
+            return False
+        if type(value) is list:
+            prepared = [item for element in _scalars(value) if (item := _prepare(element, fold)) is not None]
+            return all(any(test(*item) for item in prepared) for test in tests)
+        item = _prepare(value, fold)
+        if item is None:
+            return False
+        for test in tests:  # noqa: SIM110 - a plain loop avoids a generator per event
+            if not test(*item):
+                return False
+        return True
+
+    return match_each
+
+
+def _prepare(value: Any, fold: bool) -> tuple[Any, str, str] | None:
+    text = _text(value)
+    if text is None:
+        return None
+    return value, text, text.lower() if fold else text
+
+
+def _field_level_matcher(name: str, value: SigmaNull | SigmaExists | SigmaFieldReference) -> Matcher:
+    """Null, existence and field-reference tests, which look at the field itself rather than a value."""
+    get = _getter(name)
+    if isinstance(value, SigmaNull):
+        return lambda event: (found := get(event)) is _MISSING or found is None
+    if isinstance(value, SigmaExists):
+        if value.exists:
+            return lambda event: (found := get(event)) is not _MISSING and found is not None
+        return lambda event: (found := get(event)) is _MISSING or found is None
+    other = _getter(value.field)
+    compare: Callable[[str, str], bool]
+    if value.starts_with and value.ends_with:
+        compare = _contains
+    elif value.starts_with:
+        compare = str.startswith
+    elif value.ends_with:
+        compare = str.endswith
+    else:
+        compare = str.__eq__
+
+    def match_reference(event: dict[str, Any]) -> bool:
+        left, right = _folded_texts(get(event)), _folded_texts(other(event))
+        return any(compare(a, b) for a in left for b in right)
+
+    return match_reference
+
+
+def _contains(text: str, part: str) -> bool:
+    return part in text
+
+
+def _folded_texts(value: Any) -> list[str]:
+    if value is _MISSING or value is None:
+        return []
+    items = _scalars(value) if type(value) is list else (value,)
+    return [text.lower() for text in map(_text, items) if text is not None]
+
+
+# Keywords ---------------------------------------------------------------------------------------------
+
+
+def _keyword_matcher(values: Sequence[SigmaType], *, link_all: bool) -> Matcher:
+    """Values without a field: searched (as substrings) in every string of the record."""
+    keywords = [_keyword_value(value) for value in values]
+    if link_all:
+        built = [_single_test(value) for value in keywords]
+        tests = tuple(item.test for item in built)
+        fold = any(item.fold for item in built)
+
+        def match_each(event: dict[str, Any]) -> bool:
+            strings = [(text, text, text.lower() if fold else text) for text in _strings(event)]
+            return all(any(test(*item) for item in strings) for test in tests)
+
+        return match_each
+
+    merged = _merged_test(keywords)
+    test, fold = merged.test, merged.fold
+
+    def match(event: dict[str, Any]) -> bool:
+        for text in _strings(event):  # noqa: SIM110 - a plain loop avoids a generator per event
+            if test(text, text, text.lower() if fold else text):
+                return True
+        return False
+
+    return match
+
+
+def _keyword_value(value: SigmaType) -> SigmaType:
+    """A keyword as an unanchored pattern: plain strings and numbers are wrapped in `*`."""
+    if isinstance(value, SigmaExpansion):
+        return SigmaExpansion([_keyword_value(item) for item in value.values])
+    if isinstance(value, SigmaNumber) and not isinstance(value, SigmaTimestampPart):
+        value = SigmaString(str(value.number))
+    if isinstance(value, SigmaString):
+        wrapped = value
+        if not wrapped.startswith(SpecialChars.WILDCARD_MULTI):
+            wrapped = SpecialChars.WILDCARD_MULTI + wrapped
+        if not wrapped.endswith(SpecialChars.WILDCARD_MULTI):
+            wrapped = wrapped + SpecialChars.WILDCARD_MULTI
+        return SigmaCasedString.from_sigma_string(wrapped) if isinstance(value, SigmaCasedString) else wrapped
+    if isinstance(value, SigmaRegularExpression):
+        return value
+    raise UnsupportedRuleError(f"unsupported keyword value of type {type(value).__name__}")
+
+
+def _strings(node: Any) -> Iterator[str]:
+    if isinstance(node, str):
+        yield node
+    elif isinstance(node, dict):
+        for value in node.values():
+            yield from _strings(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _strings(value)
+
+
+# Values -----------------------------------------------------------------------------------------------
+
+
+def _single_test(value: SigmaType) -> _Built:
+    builder = _TestBuilder()
+    builder.add(value)
+    return builder.build()
+
+
+def _merged_test(values: Sequence[SigmaType]) -> _Built:
+    builder = _TestBuilder()
+    for value in values:
+        builder.add(value)
+    return builder.build()
+
+
+class _StringPatterns:
+    """Literal-string comparisons of one case mode, merged into the cheapest checks."""
+
+    def __init__(self) -> None:
+        self.equal: set[str] = set()
+        self.prefixes: list[str] = []
+        self.suffixes: list[str] = []
+        self.substrings: list[str] = []
+        self.regexes: list[str] = []
+        self.any_text = False
+
+    def add(self, value: SigmaString, *, fold: bool) -> None:
+        parts = _wildcard_parts(value)
+        literal = [part.lower() if fold and isinstance(part, str) else part for part in parts]
+        multi = SpecialChars.WILDCARD_MULTI
+        strings = [part for part in literal if isinstance(part, str)]
+        specials = len(literal) - len(strings)
+        if specials == 0:
+            self.equal.add("".join(strings))
+        elif literal == [multi]:
+            self.any_text = True
+        elif len(literal) == 2 and literal[0] is multi and len(strings) == 1:
+            self.suffixes.append(strings[0])
+        elif len(literal) == 2 and literal[1] is multi and len(strings) == 1:
+            self.prefixes.append(strings[0])
+        elif len(literal) == 3 and literal[0] is multi and literal[2] is multi and len(strings) == 1:
+            self.substrings.append(strings[0])
+        else:
+            self.regexes.append("".join(_regex_part(part) for part in literal))
+
+    def checks(self) -> list[Callable[[str], bool]]:
+        """One check per kind of comparison, each taking the (case-folded or original) text."""
+        if self.any_text:
+            return [_always]
+        checks: list[Callable[[str], bool]] = []
+        if self.equal:
+            checks.append(frozenset(self.equal).__contains__)
+        if self.prefixes:
+            prefixes = tuple(self.prefixes)
+            checks.append(lambda text: text.startswith(prefixes))
+        if self.suffixes:
+            suffixes = tuple(self.suffixes)
+            checks.append(lambda text: text.endswith(suffixes))
+        if len(self.substrings) == 1:
+            substring = self.substrings[0]
+            checks.append(lambda text: substring in text)
+        elif len(self.substrings) < _AUTOMATON_MIN:
+            substrings = tuple(self.substrings)
+            checks.append(lambda text: any(part in text for part in substrings))
+        else:
+            checks.append(_substring_automaton(self.substrings))
+        if self.regexes:
+            pattern = re.compile("|".join(f"(?:{regex})" for regex in self.regexes), re.DOTALL)
+            checks.append(lambda text: pattern.fullmatch(text) is not None)
+        return checks
+
+
+def _substring_automaton(substrings: list[str]) -> Callable[[str], bool]:
+    """Whether a text contains any of many substrings, in one Aho-Corasick pass."""
+    automaton = ahocorasick.Automaton()
+    for part in substrings:
+        if part == "":  # the empty string is in every text
+            return _always
+        automaton.add_word(part, None)
+    automaton.make_automaton()
+    iterate = automaton.iter
+
+    def contains_any(text: str) -> bool:
+        for _ in iterate(text):
+            return True
+        return False
+
+    return contains_any
+
+
+def _always(text: str) -> bool:
+    return True
+
+
+def _any_check(checks: list[Callable[[str], bool]]) -> Callable[[str], bool]:
+    if len(checks) == 1:
+        return checks[0]
+    items = tuple(checks)
+
+    def check_any(text: str) -> bool:
+        for check in items:  # noqa: SIM110 - a plain loop avoids a generator per event
+            if check(text):
+                return True
+        return False
+
+    return check_any
+
+
+def _on_text(check: Callable[[str], bool]) -> _ValueTest:
+    return lambda raw, text, folded: check(text)
+
+
+def _on_folded(check: Callable[[str], bool]) -> _ValueTest:
+    return lambda raw, text, folded: check(folded)
+
+
+def _wildcard_parts(value: SigmaString) -> list[str | SpecialChars]:
+    parts: list[str | SpecialChars] = []
+    for part in value.s:
+        if isinstance(part, Placeholder):
+            raise UnsupportedRuleError(
+                f"unresolved placeholder %{part.name}% (the |expand modifier needs a processing pipeline "
+                "that supplies its values)"
+            )
+        if part is SpecialChars.WILDCARD_MULTI and parts and parts[-1] is SpecialChars.WILDCARD_MULTI:
+            continue
+        if isinstance(part, str) and parts and isinstance(parts[-1], str):
+            parts[-1] += part
+        else:
+            parts.append(part)
+    return parts
+
+
+def _regex_part(part: str | SpecialChars) -> str:
+    if part is SpecialChars.WILDCARD_MULTI:
+        return ".*"
+    if part is SpecialChars.WILDCARD_SINGLE:
+        return "."
+    return re.escape(str(part))
+
+
+class _TestBuilder:
+    """Collects the values of one field comparison and builds a single OR-linked scalar test."""
+
+    def __init__(self) -> None:
+        self.folded = _StringPatterns()
+        self.cased = _StringPatterns()
+        self.numbers: set[int | float] = set()
+        self.networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+        self.tests: list[_ValueTest] = []
+
+    def add(self, value: SigmaType) -> None:
+        if isinstance(value, SigmaExpansion):
+            for item in value.values:
+                self.add(item)
+        elif isinstance(value, SigmaCasedString):
+            self.cased.add(value, fold=False)
+        elif isinstance(value, SigmaString):
+            self.folded.add(value, fold=True)
+        elif isinstance(value, SigmaBool):
+            self.folded.equal.add("true" if value.boolean else "false")
+        elif isinstance(value, SigmaTimestampPart):
+            raise UnsupportedRuleError(
+                f"not yet supported: timestamp part modifier |{value.timestamp_part.name.lower()}"
+            )
+        elif isinstance(value, SigmaNumber):
+            self.numbers.add(value.number)
+        elif isinstance(value, SigmaRegularExpression):
+            self.tests.append(_regex_test(value))
+        elif isinstance(value, SigmaCIDRExpression):
+            self.networks.append(value.network)
+        elif isinstance(value, SigmaCompareExpression):
+            self.tests.append(_compare_test(value))
+        else:
+            raise UnsupportedRuleError(f"unsupported value type {type(value).__name__}")
+
+    def build(self) -> _Built:
+        """The combined test."""
+        folded_checks = self.folded.checks()
+        cased_checks = self.cased.checks()
+        tests: list[_ValueTest] = []
+        if folded_checks:
+            tests.append(_on_folded(_any_check(folded_checks)))
+        if cased_checks:
+            tests.append(_on_text(_any_check(cased_checks)))
+        if self.numbers:
+            numbers = frozenset(self.numbers)
+            tests.append(lambda raw, text, folded: _number(raw, text) in numbers)
+        if self.networks:
+            tests.append(_cidr_test(tuple(self.networks)))
+        tests.extend(self.tests)
+        if not tests:
+            raise UnsupportedRuleError("a detection item has no value to compare")
+        only_folded = len(tests) == 1 and bool(folded_checks)
+        return _Built(_any_test(tests), bool(folded_checks), _any_check(folded_checks) if only_folded else None)
+
+
+@dataclass(frozen=True, slots=True)
+class _Built:
+    """A scalar test; whether it reads the folded text; the string check alone when that is all it does."""
+
+    test: _ValueTest
+    fold: bool
+    folded_check: Callable[[str], bool] | None
+
+
+def _any_test(tests: list[_ValueTest]) -> _ValueTest:
+    if len(tests) == 1:
+        return tests[0]
+    items = tuple(tests)
+
+    def test_any(raw: Any, text: str, folded: str) -> bool:
+        for test in items:  # noqa: SIM110 - a plain loop avoids a generator per event
+            if test(raw, text, folded):
+                return True
+        return False
+
+    return test_any
+
+
+def _regex_test(value: SigmaRegularExpression) -> _ValueTest:
+    if value.regexp.contains_placeholder():
+        raise UnsupportedRuleError("unresolved placeholder in a regular expression (|expand|re)")
+    flags = 0
+    for flag in value.flags:
+        flags |= _RE_FLAGS[flag]
+    try:
+        pattern = re.compile(value.regexp.to_plain(), flags)
+    except re.error as exc:
+        raise UnsupportedRuleError(f"invalid regular expression {value.regexp.to_plain()!r}: {exc}") from None
+    return lambda raw, text, folded: pattern.search(text) is not None
+
+
+def _compare_test(value: SigmaCompareExpression) -> _ValueTest:
+    operator = _COMPARE[value.op]
+    bound = value.number.number
+
+    def test(raw: Any, text: str, folded: str) -> bool:
+        number = _number(raw, text)
+        return number is not None and operator(number, bound)
+
+    return test
+
+
+def _cidr_test(networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> _ValueTest:
+    def test(raw: Any, text: str, folded: str) -> bool:
+        try:
+            address = ipaddress.ip_address(text)
+        except ValueError:
+            return False
+        return any(address in network for network in networks)
+
+    return test

@@ -1,0 +1,155 @@
+"""Select, for one event, the few rules of a route that can match it.
+
+Each rule offers requirements (`prefilter.Requirement`): literal conditions every event it matches satisfies.
+The index picks one per rule, the one the fewest events are expected to meet (exact values of a field the rules
+compare with many different values, such as CloudTrail `eventName`, before long substrings, before short ones),
+and files the rule under it:
+
+- exact values go into one hash table per field, looked up with the event's case-folded value;
+- substrings go into one Aho-Corasick automaton per field, run once over the field's case-folded text (keywords:
+  over every string of the event);
+- rules without a requirement are tested against every event.
+
+The index only ever narrows the rules a matcher is run on, in load order, so results are identical to testing
+every rule.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import Any, Final
+
+import ahocorasick
+
+from custodes.detections.sigma.compiler import MISSING, CompiledRule, field_getter, folded_strings, folded_texts
+from custodes.detections.sigma.prefilter import Requirement
+
+_SEPARATOR: Final = "\x00"
+
+_Record = dict[str, Any]
+_Positions = tuple[int, ...]
+
+
+class RuleIndex:
+    """The rules of one route, indexed by their literal requirements."""
+
+    def __init__(self, rules: Sequence[CompiledRule]) -> None:
+        self.rules = tuple(rules)
+        distinct: dict[str, set[str]] = {}
+        for rule in self.rules:
+            for option in rule.requirements:
+                for name, value in option.exact:
+                    distinct.setdefault(name, set()).add(value)
+        spread = Counter({name: len(values) for name, values in distinct.items()})
+        always: list[int] = []
+        exact: dict[str, dict[str, list[int]]] = {}
+        contains: dict[str | None, dict[str, list[int]]] = {}
+        for position, rule in enumerate(self.rules):
+            if not rule.requirements:
+                always.append(position)
+                continue
+            chosen = min(rule.requirements, key=lambda option: _cost(option, spread))
+            for name, value in chosen.exact:
+                exact.setdefault(name, {}).setdefault(value, []).append(position)
+            for scope, literal in chosen.contains:
+                contains.setdefault(scope, {}).setdefault(literal, []).append(position)
+        self.always: _Positions = tuple(always)
+        self._exact: tuple[tuple[Callable[[_Record], Any], dict[str, _Positions]], ...] = tuple(
+            (field_getter(name), {value: tuple(positions) for value, positions in table.items()})
+            for name, table in sorted(exact.items(), key=lambda item: -len(item[1]))
+        )
+        self._automata = tuple(
+            (field_getter(scope), _automaton(literals)) for scope, literals in contains.items() if scope is not None
+        )
+        self._keywords = _automaton(contains[None]) if None in contains else None
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """How the rules are filed: by exact value, by substring, or tested against every event."""
+        exact = {position for _, table in self._exact for positions in table.values() for position in positions}
+        indexed = len(self.rules) - len(self.always)
+        return {
+            "rules": len(self.rules),
+            "exact": len(exact),
+            "substring": indexed - len(exact),
+            "always": len(self.always),
+        }
+
+    def candidates(self, record: _Record) -> list[CompiledRule]:
+        """The rules that may match `record`, in load order (a superset of those that do)."""
+        rules = self.rules
+        return [rules[position] for position in self._positions(record)]
+
+    def match(self, record: _Record) -> list[CompiledRule]:
+        """The rules that match `record`, in load order."""
+        rules = self.rules
+        matched = []
+        for position in self._positions(record):
+            rule = rules[position]
+            if rule.match(record):
+                matched.append(rule)
+        return matched
+
+    def _positions(self, record: _Record) -> Sequence[int]:
+        found: _Positions | None = None
+        for get, table in self._exact:
+            value = get(record)
+            if type(value) is str:
+                hit = table.get(value.lower())
+                if hit is not None:
+                    found = hit if found is None else found + hit
+            elif value is not MISSING and value is not None:
+                for item in folded_texts(value):
+                    hit = table.get(item)
+                    if hit is not None:
+                        found = hit if found is None else found + hit
+        for get, automaton in self._automata:
+            value = get(record)
+            if type(value) is str:
+                text = value.lower()
+            elif value is MISSING or value is None:
+                continue
+            else:
+                text = _SEPARATOR.join(folded_texts(value))
+            for _, hit in automaton.iter(text):
+                found = hit if found is None else found + hit
+        if self._keywords is not None:
+            for _, hit in self._keywords.iter(_SEPARATOR.join(folded_strings(record))):
+                found = hit if found is None else found + hit
+        if found is None:
+            return self.always
+        if not self.always and _increasing(found):
+            return found
+        return sorted({*found, *self.always})
+
+
+def _automaton(literals: dict[str, list[int]]) -> Any:
+    """An Aho-Corasick automaton over `literals`, each found with the positions of the rules requiring it."""
+    automaton = ahocorasick.Automaton()
+    for literal, positions in literals.items():
+        automaton.add_word(literal, tuple(positions))
+    automaton.make_automaton()
+    return automaton
+
+
+def _increasing(positions: _Positions) -> bool:
+    """Whether `positions` is already in load order without repeats (always so for a single table hit)."""
+    previous = -1
+    for position in positions:
+        if position <= previous:
+            return False
+        previous = position
+    return True
+
+
+def _cost(option: Requirement, spread: Counter[str]) -> float:
+    """The estimated share of events that meet `option`: the fewer, the fewer rules tested in vain.
+
+    Without event statistics, a value of a field that the rules compare with many different values (CloudTrail
+    `eventName`) is taken to be rarer than one of a field with few (`eventSource`, `userIdentity.type`), and a
+    long substring rarer than a short one.
+    """
+    exact = sum(1.0 / (1 + spread[name]) ** 2 for name, _ in option.exact)
+    contains = sum(4.0 / len(text) ** 2 for _, text in option.contains)
+    return exact + contains

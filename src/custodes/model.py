@@ -1,0 +1,192 @@
+"""The nouns every layer shares: events, entities, findings and playbook runs."""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+
+class Severity(enum.IntEnum):
+    """Sigma levels, ordered so that triggers can compare them."""
+
+    INFORMATIONAL = 0
+    LOW = 1
+    MEDIUM = 2
+    HIGH = 3
+    CRITICAL = 4
+
+    @classmethod
+    def parse(cls, value: str) -> Severity:
+        """Parse a Sigma level name (case-insensitive); raise ValueError naming the valid levels."""
+        try:
+            return cls[value.strip().upper()]
+        except KeyError:
+            valid = ", ".join(level.label for level in cls)
+            raise ValueError(f"unknown severity {value!r} (expected one of: {valid})") from None
+
+    @property
+    def label(self) -> str:
+        """Lower-case name as written in Sigma rules and playbooks."""
+        return self.name.lower()
+
+
+class Outcome(enum.StrEnum):
+    """Normalised result of the action an event records."""
+
+    SUCCESS = "success"
+    FAILURE = "failure"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class LogSource:
+    """Sigma logsource triple a source declares for its events."""
+
+    product: str | None = None
+    service: str | None = None
+    category: str | None = None
+
+    def __str__(self) -> str:
+        return "/".join(part or "*" for part in (self.product, self.service, self.category))
+
+
+@dataclass(slots=True)
+class Event:
+    """A vendor record kept untouched (`raw`) plus the small envelope Custodes reasons about."""
+
+    id: str
+    time: datetime
+    source: str
+    logsource: LogSource
+    raw: dict[str, Any]
+    actor: str | None = None
+    action: str | None = None
+    target: str | None = None
+    outcome: Outcome = Outcome.UNKNOWN
+    src_ip: str | None = None
+    bytes: int | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Entity:
+    """A person or a service account, identified across sources."""
+
+    id: str
+    kind: str = "person"
+    display_name: str | None = None
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+
+class FindingStatus(enum.StrEnum):
+    """Where an analyst is with a finding."""
+
+    OPEN = "open"
+    ACKNOWLEDGED = "acknowledged"
+    CLOSED = "closed"
+
+
+@dataclass(slots=True)
+class Finding:
+    """A detection outcome: one rule or model, one entity, the events behind it.
+
+    Findings with the same `dedup_key` inside the deduplication window are merged: the count grows and
+    the evidence event ids accumulate instead of a new finding being raised.
+    """
+
+    id: str
+    dedup_key: str
+    detector: str
+    rule_id: str
+    title: str
+    severity: Severity
+    entity: str | None
+    event_ids: list[str]
+    tags: list[str]
+    first_seen: datetime
+    last_seen: datetime
+    source: str | None = None
+    count: int = 1
+    status: FindingStatus = FindingStatus.OPEN
+    description: str | None = None
+
+
+class RunStatus(enum.StrEnum):
+    """Lifecycle of a playbook run and of each of its steps."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    WAITING = "waiting"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    CANCELLED = "cancelled"
+
+    @property
+    def final(self) -> bool:
+        """Whether nothing more happens to a run or step in this status."""
+        return self in {RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.SKIPPED, RunStatus.CANCELLED}
+
+
+@dataclass(slots=True)
+class StepRecord:
+    """One step of a run as it was recorded: what was called, with what, and what came back."""
+
+    step_id: str
+    position: int
+    action: str
+    arguments: dict[str, Any]
+    status: RunStatus
+    idempotency_key: str
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    attempt: int = 0
+    target: str | None = None
+    destructive: bool = False
+    plan: list[dict[str, Any]] | None = None
+    plan_hash: str | None = None
+    expires_at: datetime | None = None
+
+
+@dataclass(slots=True)
+class Run:
+    """A playbook run started by a trigger."""
+
+    id: str
+    playbook: str
+    playbook_version: str
+    status: RunStatus
+    created_at: datetime
+    finding_id: str | None = None
+    entity: str | None = None
+    dry_run: bool = False
+    error: str | None = None
+    finished_at: datetime | None = None
+    steps: list[StepRecord] = field(default_factory=list)
+    requested_by: str = "custodes"
+    parent_run_id: str | None = None
+    inputs: dict[str, Any] = field(default_factory=dict)
+    trigger: dict[str, Any] = field(default_factory=dict)
+    definition: dict[str, Any] = field(default_factory=dict)
+    outputs: dict[str, Any] | None = None
+    owner: str | None = None
+    heartbeat_at: datetime | None = None
+    resumes: int = 0
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware in UTC."""
+    return datetime.now(UTC)
+
+
+def stable_id(*parts: object) -> str:
+    """A deterministic 32-hex identifier from the given parts (JSON-canonicalised)."""
+    digest = hashlib.sha256(orjson.dumps(parts, option=orjson.OPT_SORT_KEYS, default=str)).hexdigest()
+    return digest[:32]

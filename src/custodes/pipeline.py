@@ -1,0 +1,217 @@
+"""The flow every event takes, whatever brought it: store -> detect -> findings -> playbooks.
+
+Events, the findings they raise and the connector checkpoint are committed in one transaction; playbooks
+run only after that commit, so nothing is acted on that is not durably stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from custodes.connectors.base import Batch, Connector
+from custodes.detections.findings import findings_for
+from custodes.detections.sigma.correlation import Correlator
+from custodes.detections.sigma.routing import EventMatcher
+from custodes.model import Event, Finding, Run
+from custodes.playbooks.loader import LoadedPlaybook
+from custodes.playbooks.runner import EngineError, Runner
+from custodes.store import Store
+
+if TYPE_CHECKING:
+    from custodes.detections.scoring.service import ScoringService
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class IngestReport:
+    """What one ingest did."""
+
+    received: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    warnings: int = 0
+    new_findings: list[Finding] = field(default_factory=list)
+    merged_findings: int = 0
+    runs: list[Run] = field(default_factory=list)
+    stored_ids: set[str] = field(default_factory=set)
+
+    def add(self, other: IngestReport) -> None:
+        """Accumulate another report into this one."""
+        self.received += other.received
+        self.stored += other.stored
+        self.duplicates += other.duplicates
+        self.warnings += other.warnings
+        self.new_findings += other.new_findings
+        self.merged_findings += other.merged_findings
+        self.runs += other.runs
+        self.stored_ids |= other.stored_ids
+
+
+class Pipeline:
+    """Wires the store, the detection engine, the playbooks and their runner."""
+
+    def __init__(
+        self,
+        store: Store,
+        engine: EventMatcher,
+        playbooks: Sequence[LoadedPlaybook],
+        runner: Runner,
+        *,
+        dedup_window: timedelta = timedelta(hours=1),
+        correlator: Correlator | None = None,
+        scoring: ScoringService | None = None,
+    ) -> None:
+        self.store = store
+        self.scoring = scoring
+        self.engine = engine
+        self.correlator = correlator or Correlator()
+        self.playbooks = list(playbooks)
+        self.runner = runner
+        self.dedup_window = dedup_window
+        self.disabled_playbooks: set[str] = set()
+        """Playbooks switched off through the API (by name): not started by any trigger."""
+        self.disabled_rules: set[str] = set()
+        """Rules switched off through the API (by id): their matches raise no findings."""
+
+    async def ingest(
+        self,
+        events: Sequence[Event],
+        *,
+        connector: str | None = None,
+        checkpoint: dict[str, Any] | None = None,
+        alerts: Sequence[Finding] = (),
+        run_playbooks: bool = True,
+    ) -> IngestReport:
+        """Store new events (and a checkpoint), detect on them, record findings, then run triggered playbooks.
+
+        `alerts` are findings other systems raised, each referencing one of `events`; one is recorded only
+        when its event is new, so a re-delivered alert is acknowledged without a second finding.
+        """
+        report = IngestReport(received=len(events), warnings=sum(1 for e in events if e.warnings))
+        async with self.correlator.guarded(), self.store.transaction() as tx:
+            new_ids = await tx.insert_events(events)
+            if connector is not None and checkpoint is not None:
+                await tx.save_checkpoint(connector, checkpoint)
+            fresh = [event for event in {e.id: e for e in events}.values() if event.id in new_ids]
+            report.stored = len(fresh)
+            report.stored_ids = new_ids
+            report.duplicates = report.received - report.stored
+            await tx.touch_entities(_seen(fresh))
+            await self.correlator.ensure_loaded(tx)
+            matches = [(event, self.engine.match(event)) for event in fresh]
+            candidates = [f for event, rules in matches for f in findings_for(event, self.correlator.reportable(rules))]
+            candidates += [f for event, rules in matches for f in self.correlator.feed(event, rules)]
+            candidates += self.correlator.flush()
+            await self.correlator.save(tx)
+            if self.disabled_rules:
+                candidates = [f for f in candidates if f.rule_id not in self.disabled_rules]
+            candidates += [alert for alert in alerts if alert.event_ids and alert.event_ids[0] in new_ids]
+            for candidate in candidates:
+                finding, created = await tx.record_finding(candidate, self.dedup_window)
+                if created:
+                    report.new_findings.append(finding)
+                else:
+                    report.merged_findings += 1
+            if self.scoring is not None:
+                for candidate in await self.scoring.ingest(tx, fresh, report.new_findings):
+                    finding, created = await tx.record_finding(candidate, self.dedup_window)
+                    if created:
+                        report.new_findings.append(finding)
+        if run_playbooks:
+            report.runs = await self.respond(report.new_findings)
+        return report
+
+    async def respond(self, found: Sequence[Finding]) -> list[Run]:
+        """Start every enabled playbook whose trigger matches, for each finding."""
+        runs: list[Run] = []
+        for finding in found:
+            risk: float | None = None
+            for loaded in self.playbooks:
+                playbook = loaded.playbook
+                if (
+                    playbook.enabled
+                    and playbook.name not in self.disabled_playbooks
+                    and (trigger := playbook.trigger.findings) is not None
+                    and trigger.matches(finding)
+                ):
+                    if trigger.min_entity_risk is not None:
+                        risk = await self.entity_risk(finding) if risk is None else risk
+                        if risk < trigger.min_entity_risk:
+                            continue
+                    run = await self.runner.start(loaded, finding)
+                    if run is not None:
+                        runs.append(run)
+        return runs
+
+    async def entity_risk(self, finding: Finding) -> float:
+        """The behaviour-scoring risk of the finding's entity: that of its latest scored day (0 when the entity
+        has no score, scoring is off, or the finding has no entity)."""
+        if self.scoring is None or finding.entity is None:
+            return 0.0
+        from custodes.detections.scoring.engine import DETECTOR
+        from custodes.detections.scoring.service import entity_scores
+
+        key = (
+            finding.entity if finding.detector == DETECTOR else self.scoring.engine.resolver.resolve(finding.entity)[0]
+        )
+        async with self.store.transaction() as tx:
+            scores = await entity_scores(tx, key, limit=1)
+        return scores[0].risk if scores else 0.0
+
+    def triggered_by(self, receiver: str) -> bool:
+        """Whether an enabled playbook has a webhook trigger on this receiver."""
+        return any(
+            item.playbook.enabled
+            and item.playbook.name not in self.disabled_playbooks
+            and item.playbook.trigger.webhook is not None
+            and item.playbook.trigger.webhook.receiver == receiver
+            for item in self.playbooks
+        )
+
+    async def respond_webhook(self, receiver: str, events: Sequence[Event]) -> list[Run]:
+        """Start every enabled playbook with a webhook trigger on `receiver`, once per record (event id)."""
+        runs: list[Run] = []
+        for loaded in self.playbooks:
+            webhook = loaded.playbook.trigger.webhook
+            if (
+                not loaded.playbook.enabled
+                or loaded.playbook.name in self.disabled_playbooks
+                or webhook is None
+                or webhook.receiver != receiver
+            ):
+                continue
+            for event in {event.id: event for event in events}.values():
+                try:
+                    run = await self.runner.start_webhook(loaded, receiver, event)
+                except EngineError as exc:
+                    log.warning("%s", exc)
+                    continue
+                if run is not None:
+                    runs.append(run)
+        return runs
+
+    async def replay(self, connector: Connector) -> IngestReport:
+        """Drain a connector from its saved checkpoint, committing each batch with its checkpoint."""
+        async with self.store.transaction() as tx:
+            checkpoint = await tx.get_checkpoint(connector.name)
+        total = IngestReport()
+        batch: Batch
+        async for batch in connector.batches(checkpoint):
+            total.add(await self.ingest(batch.events, connector=connector.name, checkpoint=batch.checkpoint))
+            await asyncio.sleep(0)
+        return total
+
+
+def _seen(events: Sequence[Event]) -> dict[str, tuple[datetime, datetime]]:
+    seen: dict[str, tuple[datetime, datetime]] = {}
+    for event in events:
+        if event.actor:
+            first, last = seen.get(event.actor, (event.time, event.time))
+            seen[event.actor] = (min(first, event.time), max(last, event.time))
+    return seen

@@ -1,0 +1,51 @@
+"""Notification actions: post a message to a chat incoming webhook (Slack, Teams, or anything alike).
+
+Playbooks name a channel; its URL (which embeds a credential) lives in ``responder.channels`` as a secret
+reference, so it never appears in a playbook, a plan, a step record or a log.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from yarl import URL
+
+from custodes.responder.http import send
+from custodes.responder.registry import ActionContext, ActionError, action
+
+
+def _channel_url(ctx: ActionContext, channel: str) -> URL:
+    configured = ctx.settings.channels.get(channel)
+    if configured is None:
+        known = ", ".join(sorted(ctx.settings.channels)) or "none configured"
+        raise ActionError(
+            f"unknown notify channel {channel!r} (channels: {known}); add it under responder.channels",
+            code="not_configured",
+        )
+    try:
+        target = URL(configured.url.reveal())
+    except ValueError:
+        target = URL()
+    if target.scheme not in {"http", "https"} or not target.host:
+        raise ActionError(
+            f"channel {channel!r}: the webhook URL must be an absolute http(s) URL", code="invalid_argument"
+        )
+    return target
+
+
+@action("notify.webhook", plan="post a message to the {channel} channel", target="channel")
+async def webhook(
+    ctx: ActionContext, *, channel: str, text: str, payload: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Post to a configured incoming-webhook channel: `payload` as the JSON body if given, else ``{"text": text}``."""
+    target = _channel_url(ctx, channel)
+    if ctx.dry_run:
+        return {"delivered": False, "dry_run": True, "would": f"post a message to the {channel} channel"}
+    response = await send(
+        ctx.http,
+        "POST",
+        str(target),
+        json=payload if payload is not None else {"text": text},
+        timeout_seconds=ctx.settings.http_timeout_seconds,
+    )
+    return {"status": response.status, "delivered": True, "channel": channel}

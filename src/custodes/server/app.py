@@ -1,0 +1,115 @@
+"""The aiohttp application: health, the REST API and webhook receivers."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+
+import sqlalchemy as sa
+from aiohttp import web
+from sqlalchemy.exc import SQLAlchemyError
+
+from custodes import logs
+from custodes.server import api, endpoints, webhooks
+from custodes.server.context import ingest_key, metrics_key, services_key, tasks_key
+from custodes.server.ingest import IngestQueue
+from custodes.server.metrics import CONTENT_TYPE_LATEST, Metrics
+from custodes.server.responses import error, json_response
+from custodes.server.tasks import BackgroundTasks
+from custodes.services import Services
+
+log = logging.getLogger(__name__)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+MAX_REQUEST_LINE = 65_536
+"""Room for every bounded query parameter even when percent-encoded, so that refusals come from validation (JSON)
+rather than from the HTTP parser."""
+
+
+@web.middleware
+async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Tag each request with an id (logs and the X-Request-Id header), count and time it by route, and turn
+    HTTP errors into JSON and unexpected ones into a logged 500 that names the request id."""
+    request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
+    token = logs.request_id.set(request_id)
+    started = time.perf_counter()
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        kept = {name: value for name, value in exc.headers.items() if name.lower() in {"allow", "retry-after"}}
+        response = error(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason, headers=kept)
+    except Exception:
+        log.exception("request failed", extra={"method": request.method, "path": request.path})
+        response = error(500, "internal_error", f"internal error; quote request id {request_id}")
+    finally:
+        logs.request_id.reset(token)
+    route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
+    metrics = request.app[metrics_key]
+    metrics.http_requests.labels(route, str(response.status)).inc()
+    metrics.http_duration.labels(route).observe(time.perf_counter() - started)
+    if response.status >= 400:
+        log.info(
+            "request refused",
+            extra={"method": request.method, "path": request.path, "status": response.status, "request_id": request_id},
+        )
+    response.headers["X-Request-Id"] = request_id
+    return response
+
+
+async def healthz(_request: web.Request) -> web.Response:
+    """Liveness: the process serves requests."""
+    return json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness: the store answers and the webhook writer runs."""
+    if not request.app[ingest_key].running:
+        return error(503, "not_ready", "the webhook writer is not running")
+    try:
+        async with request.app[services_key].store.engine.connect() as conn:
+            await conn.execute(sa.text("SELECT 1"))
+    except (OSError, SQLAlchemyError) as exc:
+        return error(503, "not_ready", f"the store does not answer: {type(exc).__name__}")
+    return json_response({"status": "ready"})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus metrics in the text exposition format."""
+    registry = request.app[metrics_key]
+    registry.queue_depth.set(request.app[ingest_key].depth)
+    return web.Response(body=registry.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def create_app(services: Services) -> web.Application:
+    """The application for already-opened services (the caller closes them)."""
+    app = web.Application(
+        middlewares=[observe],
+        client_max_size=services.settings.server.max_body_bytes,
+        handler_args={"max_line_size": MAX_REQUEST_LINE, "max_field_size": MAX_REQUEST_LINE},
+    )
+    app[services_key] = services
+    tasks = BackgroundTasks()
+    app[tasks_key] = tasks
+    registry = Metrics()
+    app[metrics_key] = registry
+    queue = IngestQueue(services.pipeline, tasks, services.settings.server, registry)
+    app[ingest_key] = queue
+
+    async def start(_app: web.Application) -> None:
+        queue.start()
+
+    async def stop(_app: web.Application) -> None:
+        await queue.stop()
+        await tasks.drain()
+
+    app.on_startup.append(start)
+    app.on_shutdown.append(stop)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/api/openapi.json", api.meta.openapi_document)
+    endpoints.register(app)
+    app.router.add_post("/webhooks/{name}", webhooks.receive)
+    app.router.add_get("/webhooks/{name}", webhooks.verify)
+    return app

@@ -1,0 +1,15 @@
+"""Typed application keys shared by the server's handlers."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from custodes.server.ingest import IngestQueue
+from custodes.server.metrics import Metrics
+from custodes.server.tasks import BackgroundTasks
+from custodes.services import Services
+
+services_key = web.AppKey("services", Services)
+tasks_key = web.AppKey("tasks", BackgroundTasks)
+ingest_key = web.AppKey("ingest", IngestQueue)
+metrics_key = web.AppKey("metrics", Metrics)

@@ -1,0 +1,50 @@
+"""The generic JSON receiver: raw records of a source, or alerts mapped with dotted paths from config."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from custodes.server.receivers.base import Alert, BadDelivery, Delivery, first, severity, text, when
+
+
+def _records(body: Any, root: str | None) -> list[dict[str, Any]]:
+    items = first(body, root) if root and isinstance(body, dict) else body
+    if items is None:
+        raise BadDelivery("invalid_record", f"no records at {root!r}", field=root)
+    items = items if isinstance(items, list) else [items]
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise BadDelivery("invalid_record", "each record must be a JSON object", field=f"{root or ''}[{index}]")
+    return items
+
+
+def parse(body: Any, *, source: str | None, root: str | None, alert_fields: Mapping[str, str]) -> Delivery:
+    """Records under `root` (the body itself by default); with `alert_fields`, each record is an alert."""
+    records = _records(body, root)
+    if not alert_fields:
+        return Delivery(records=records, source=source)
+    alerts = []
+    for index, record in enumerate(records):
+
+        def pick(name: str, record: dict[str, Any] = record) -> Any:
+            paths = alert_fields.get(name)
+            return first(record, *paths.split("|")) if paths else None
+
+        title = text(pick("title"))
+        if title is None:
+            raise BadDelivery(
+                "invalid_alert", f"no title at {alert_fields.get('title')!r}", field=f"{root or ''}[{index}]"
+            )
+        alerts.append(
+            Alert(
+                vendor_id=text(pick("id")),
+                rule_id=text(pick("rule")) or title,
+                title=title,
+                severity=severity(pick("severity")),
+                entity=text(pick("entity")),
+                time=when(pick("time")),
+                raw=record,
+            )
+        )
+    return Delivery(alerts=alerts)

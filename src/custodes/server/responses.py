@@ -1,0 +1,25 @@
+"""JSON responses and errors in one shape: {"error": {"code", "message", "field"?}}."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    """An application/json response serialised with orjson."""
+    return web.Response(
+        body=orjson.dumps(data, default=str), status=status, content_type="application/json", headers=headers
+    )
+
+
+def error(
+    status: int, code: str, message: str, *, field: str | None = None, headers: dict[str, str] | None = None
+) -> web.Response:
+    """A JSON error response."""
+    body: dict[str, Any] = {"code": code, "message": message}
+    if field is not None:
+        body["field"] = field
+    return json_response({"error": body}, status=status, headers=headers)

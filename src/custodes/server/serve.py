@@ -1,0 +1,146 @@
+"""Running the HTTP service: a context manager for embedding (demo, tests) and `serve_forever` for the CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from datetime import datetime
+
+from custodes import logs
+from custodes.config import Settings
+from custodes.errors import ConfigError
+from custodes.hunts.definition import cron_trigger, load_hunts
+from custodes.hunts.runner import HuntRunner
+from custodes.hunts.scheduler import CronScheduler, Scheduled, hunt_jobs
+from custodes.playbooks.loader import LoadedPlaybook, unconfigured_receivers
+from custodes.playbooks.runner import EngineError, Runner
+from custodes.sandbox.server import running
+from custodes.server.app import create_app
+from custodes.services import Services
+
+log = logging.getLogger(__name__)
+RETENTION_INTERVAL_SECONDS = 3600
+
+
+@asynccontextmanager
+async def serving(services: Services, host: str, port: int) -> AsyncIterator[str]:
+    """Serve the application on host:port (0 picks a free port); yields the base URL."""
+    async with AsyncExitStack() as stack:
+        try:
+            url = await stack.enter_async_context(running(create_app(services), host=host, port=port))
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot listen on {host}:{port}: {exc.strerror}",
+                hint="choose another port with --port or server.port",
+            ) from None
+        yield url
+
+
+async def serve_forever(settings: Settings) -> None:
+    """Open the services and serve until SIGINT or SIGTERM."""
+    logs.configure()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with await Services.open(settings) as services:
+        check_receivers(services)
+        await _serve(services, stop)
+    log.info("stopped")
+
+
+def check_receivers(services: Services) -> None:
+    """Fail start-up (a located config error) when an enabled playbook's webhook trigger names a receiver that
+    is not configured under `webhooks:`."""
+    problems = unconfigured_receivers(services.playbooks, services.settings.webhooks)
+    if problems:
+        raise ConfigError(problems, hint="configure the receiver under `webhooks:` or fix the playbook's trigger")
+
+
+async def _serve(services: Services, stop: asyncio.Event) -> None:
+    settings = services.settings
+    async with serving(services, settings.server.host, settings.server.port) as url:
+        log.info(f"serving on {url}", extra={"rules": len(services.rules.rules), "playbooks": len(services.playbooks)})
+        retention = asyncio.create_task(_retention_loop(services))
+        reaper = asyncio.create_task(_reaper_loop(services))
+        scheduler = start_schedules(services)
+        await stop.wait()
+        if scheduler is not None:
+            await scheduler.stop()
+        # wait for the loops to unwind, so that no transaction is left open when the store closes
+        for task in (retention, reaper):
+            task.cancel()
+        await asyncio.gather(retention, reaper, return_exceptions=True)
+
+
+def start_schedules(services: Services) -> CronScheduler | None:
+    """Schedule the hunts under `hunts.paths` (unless `hunts.schedule` is off) and the enabled playbooks with a
+    schedule trigger, in one scheduler; None when nothing is scheduled."""
+    settings = services.settings
+    jobs: list[Scheduled] = []
+    if settings.hunts.schedule:
+        loaded = load_hunts(settings.hunts.paths, settings)
+        jobs += hunt_jobs(HuntRunner(settings, services.pipeline, loaded))
+    jobs += playbook_jobs(services.runner, services.playbooks)
+    if not jobs:
+        return None
+    scheduler = CronScheduler(jobs, settings.hunts, settings.database)
+    scheduler.start()
+    log.info("schedules started", extra={"jobs": [job.job_id for job in jobs]})
+    return scheduler
+
+
+def playbook_jobs(runner: Runner, playbooks: list[LoadedPlaybook]) -> list[Scheduled]:
+    """A job per enabled playbook with a schedule trigger: each slot starts one run (the slot's claim)."""
+
+    def job(loaded: LoadedPlaybook) -> Callable[[datetime], Awaitable[None]]:
+        async def run(slot: datetime) -> None:
+            try:
+                started = await runner.start_scheduled(loaded, slot)
+            except EngineError as exc:
+                log.warning("%s", exc)
+                return
+            name = loaded.playbook.name
+            if started is None:
+                log.info("playbook %s: slot %s already run by another worker", name, slot.isoformat())
+            else:
+                log.info("playbook %s: slot %s run %s %s", name, slot.isoformat(), started.id, started.status.value)
+
+        return run
+
+    jobs = []
+    for loaded in playbooks:
+        schedule = loaded.playbook.trigger.schedule
+        if loaded.playbook.enabled and schedule is not None:
+            cron = cron_trigger(schedule.cron, schedule.timezone)
+            jobs.append(Scheduled("playbook", loaded.playbook.name, cron, job(loaded)))
+    return jobs
+
+
+async def _retention_loop(services: Services) -> None:
+    """Apply the event retention period now and every hour."""
+    while True:
+        purged = await services.store.apply_retention()
+        if purged:
+            log.info(
+                "retention: deleted %d events older than %s days",
+                purged,
+                services.settings.database.event_retention_days,
+            )
+        await asyncio.sleep(RETENTION_INTERVAL_SECONDS)
+
+
+async def _reaper_loop(services: Services) -> None:
+    """Resume or fail playbook runs whose worker stopped, apply expired approvals, start queued runs."""
+    while True:
+        try:
+            touched = await services.runner.reap()
+        except Exception:
+            log.exception("the playbook reaper failed; trying again later")
+        else:
+            if touched:
+                log.info("reaper: %d playbook run(s) resumed or failed", len(touched))
+        await asyncio.sleep(services.settings.playbooks.stale_after_seconds / 2)

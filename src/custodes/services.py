@@ -1,0 +1,93 @@
+"""Everything a running Custodes needs, built from settings once: store, rules, playbooks, runner, pipeline."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from types import TracebackType
+
+import aiohttp
+
+from custodes.config import Settings
+from custodes.detections.scoring.service import ScoringService
+from custodes.detections.sigma.correlation import Correlator
+from custodes.detections.sigma.enrichment import EventContext
+from custodes.detections.sigma.loader import RuleOptions, RuleSet, load_rules
+from custodes.detections.sigma.overrides import unknown_overrides
+from custodes.detections.sigma.routing import RoutedEngine
+from custodes.errors import ConfigError
+from custodes.pipeline import Pipeline
+from custodes.playbooks.loader import LoadedPlaybook, load_playbooks
+from custodes.playbooks.runner import Runner
+from custodes.responder import catalog
+from custodes.store import Store
+from custodes.toggles import load_disabled
+
+
+@dataclass(slots=True)
+class Services:
+    """The wired-up application; close it (or use `async with`) to release connections."""
+
+    settings: Settings
+    store: Store
+    rules: RuleSet
+    playbooks: list[LoadedPlaybook]
+    http: aiohttp.ClientSession
+    pipeline: Pipeline
+
+    @property
+    def runner(self) -> Runner:
+        """The playbook engine."""
+        return self.pipeline.runner
+
+    @classmethod
+    async def open(cls, settings: Settings) -> Services:
+        """Load rules and playbooks (failing on the first bad file set), then open the store and HTTP session."""
+        options = RuleOptions.from_settings(settings.detection)
+        rules = load_rules(settings.detection.rules, options=options)
+        problems = unknown_overrides(settings.detection.overrides, rules.known)
+        if problems:
+            raise ConfigError(problems, hint="fix or remove the override; `custodes rules lint` lists the rules")
+        playbooks = load_playbooks(settings.playbooks.paths, catalog, secrets=settings.playbooks.secrets)
+        store = await Store.open(settings.database)
+        timeout = aiohttp.ClientTimeout(total=settings.responder.http_timeout_seconds)
+        http = aiohttp.ClientSession(timeout=timeout, raise_for_status=False)
+        runner = Runner(store, catalog, settings.responder, http, playbooks=playbooks, engine=settings.playbooks)
+        engine = RoutedEngine.load(
+            settings.detection.rules,
+            settings.sources,
+            unprocessed=rules,
+            options=options,
+            context=EventContext.from_settings(settings),
+        )
+        limits = settings.detection.correlation
+        correlator = Correlator(
+            [loaded.ruleset for loaded in engine.engines.values()],
+            max_groups=limits.max_groups,
+            max_events_per_group=limits.max_events_per_group,
+        )
+        pipeline = Pipeline(
+            store,
+            engine,
+            playbooks,
+            runner,
+            dedup_window=timedelta(seconds=settings.detection.dedup_window_seconds),
+            correlator=correlator,
+        )
+        if settings.scoring.enabled:
+            pipeline.scoring = await ScoringService.open(settings.scoring, store)
+        pipeline.disabled_playbooks, pipeline.disabled_rules = await load_disabled(store)
+        return cls(settings, store, rules, playbooks, http, pipeline)
+
+    async def close(self) -> None:
+        """Close the HTTP session and the store."""
+        await self.http.close()
+        await self.store.close()
+
+    async def __aenter__(self) -> Services:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()

@@ -1,0 +1,103 @@
+"""Shared fixtures: a fresh store per test on SQLite and, when enabled, on PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+import pytest
+from moto.server import ThreadedMotoServer
+from sqlalchemy.engine import make_url
+
+from custodes.config import DatabaseSettings
+from custodes.sandbox import okta
+from custodes.sandbox.server import running
+from custodes.store import Store
+
+POSTGRES_URL = os.environ.get("CUSTODES_TEST_POSTGRES_URL")
+BACKENDS = ["sqlite", "postgresql"] if POSTGRES_URL else ["sqlite"]
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Leave out tests that only make sense on PostgreSQL when the PostgreSQL suite is not enabled."""
+    if POSTGRES_URL:
+        return
+    kept = [item for item in items if item.get_closest_marker("needs_postgres") is None]
+    if len(kept) != len(items):
+        config.hook.pytest_deselected(items=[item for item in items if item not in kept])
+        items[:] = kept
+
+
+def pytest_report_header() -> str:
+    state = "enabled" if POSTGRES_URL else "disabled (set CUSTODES_TEST_POSTGRES_URL; .ci/run does)"
+    return f"custodes store backends: {', '.join(BACKENDS)}; PostgreSQL suite {state}"
+
+
+async def _drop_schema(schema: str) -> None:
+    assert POSTGRES_URL is not None
+    url = make_url(POSTGRES_URL)
+    conn = await asyncpg.connect(host=url.host, port=url.port or 5432, user=url.username, database=url.database)
+    try:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    finally:
+        await conn.close()
+
+
+OKTA_TOKEN = "test-okta-token-7f3a"
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    """A client session for tests that talk to the simulators."""
+    async with aiohttp.ClientSession() as client:
+        yield client
+
+
+@pytest.fixture
+async def org() -> AsyncIterator[tuple[okta.OktaState, str]]:
+    """An empty Okta simulator accepting OKTA_TOKEN, and its base URL."""
+    state = okta.OktaState(token=OKTA_TOKEN)
+    async with running(okta.create_app(state)) as url:
+        yield state, url
+
+
+@pytest.fixture(scope="module")
+def moto_url() -> Iterator[str]:
+    """moto in server mode on loopback, one per test module (tests reset it through /moto-api/reset)."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=BACKENDS)
+async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[DatabaseSettings]:
+    """Settings for an empty database: a SQLite file, or a fresh PostgreSQL schema dropped afterwards."""
+    if request.param == "sqlite":
+        yield DatabaseSettings(url=f"sqlite+aiosqlite:///{tmp_path / 'store.db'}")
+        return
+    assert POSTGRES_URL is not None
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    try:
+        yield DatabaseSettings(url=POSTGRES_URL, schema_name=schema)
+    finally:
+        await _drop_schema(schema)
+
+
+@pytest.fixture
+async def store(database: DatabaseSettings) -> AsyncIterator[Store]:
+    """An open, migrated store."""
+    opened = await Store.open(database)
+    try:
+        yield opened
+    finally:
+        await opened.close()

@@ -1,0 +1,107 @@
+"""Settings: YAML with located errors, environment overrides, secret references that never show."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from custodes.config import Secret, load_settings, resolve_secret
+from custodes.errors import ConfigError, CustodesError
+
+HOOK = "webhooks:\n  generic:\n    kind: generic\n    auth:\n      scheme: hmac\n      secret: "
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "custodes.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_without_a_file(tmp_path: Path) -> None:
+    settings = load_settings(None, environ={"CUSTODES_CONFIG_UNUSED": "1"})
+    assert settings.database.url.startswith("sqlite+aiosqlite:///")
+    assert settings.source("okta").logsource.product == "okta"
+    assert settings.source("cloudtrail").logsource.service == "cloudtrail"
+
+
+def test_file_values_and_environment_overrides(tmp_path: Path) -> None:
+    path = write(tmp_path, "server:\n  port: 9000\nsources:\n  proxy:\n    format: generic\n    category: proxy\n")
+    settings = load_settings(
+        path,
+        environ={
+            "CUSTODES_SERVER__PORT": "9100",
+            "CUSTODES_DATABASE_URL": "postgresql+asyncpg://db/custodes",
+            "CUSTODES_SERVER__HOST": "127.0.0.2",
+        },
+    )
+    assert settings.server.port == 9100 and settings.server.host == "127.0.0.2"
+    assert settings.database.url == "postgresql+asyncpg://db/custodes"
+    assert settings.source("proxy").logsource.category == "proxy"
+    assert settings.source("okta").format == "okta"
+
+
+def test_secrets_are_references_and_never_print(tmp_path: Path) -> None:
+    secret_file = tmp_path / "token"
+    secret_file.write_text("file-secret-value\n")
+    path = write(
+        tmp_path,
+        f"responder:\n  okta:\n    base_url: https://acme.okta.com\n    token: file:{secret_file}\n"
+        + HOOK
+        + "env:HOOK_SECRET\n",
+    )
+    settings = load_settings(path, environ={"HOOK_SECRET": "env-secret-value"})
+    assert settings.responder.okta is not None
+    assert settings.responder.okta.token.reveal() == "file-secret-value"
+    assert settings.webhooks["generic"].auth.secret.reveal() == "env-secret-value"
+    shown = repr(settings) + str(settings.model_dump()) + settings.model_dump_json()
+    assert "secret-value" not in shown
+    assert "env:HOOK_SECRET" in settings.model_dump_json()
+
+
+def test_a_literal_secret_is_refused_with_its_location(tmp_path: Path) -> None:
+    path = write(tmp_path, HOOK + "hunter2\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, environ={})
+    text = str(caught.value)
+    assert f"{path}:6:15" in text and "never the value itself" in text and "hunter2" not in text
+
+
+def test_a_missing_environment_secret_names_the_variable(tmp_path: Path) -> None:
+    path = write(tmp_path, HOOK + "env:NOT_SET_ANYWHERE\n")
+    with pytest.raises(ConfigError, match="NOT_SET_ANYWHERE is not set"):
+        load_settings(path, environ={})
+    with pytest.raises(ValueError, match="cannot read file"):
+        resolve_secret(f"file:{tmp_path / 'missing'}")
+    assert repr(Secret("x", "env:X")) == "Secret(env:X)"
+
+
+def test_every_problem_is_located(tmp_path: Path) -> None:
+    path = write(tmp_path, "server:\n  port: not-a-port\n  hots: 1\nsources:\n  s:\n    format: syslog\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, environ={})
+    text = str(caught.value)
+    assert f"{path}:2:9 (server.port)" in text
+    assert f"{path}:3:3 (server.hots): unknown field 'hots'" in text
+    assert f"{path}:6:13 (sources.s.format)" in text
+
+
+def test_bad_yaml_and_missing_file_are_located(tmp_path: Path) -> None:
+    path = write(tmp_path, "server:\n  port: [1, 2\n")
+    with pytest.raises(CustodesError, match=r"custodes.yaml:\d+:\d+: invalid YAML"):
+        load_settings(path, environ={})
+    with pytest.raises(CustodesError, match="file not found"):
+        load_settings(tmp_path / "absent.yaml", environ={})
+    with pytest.raises(ConfigError, match="must be a mapping"):
+        load_settings(write(tmp_path, "- a\n- b\n"), environ={})
+
+
+def test_a_bad_environment_override_names_the_variable(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"environment CUSTODES_SERVER__PORT \(server.port\)"):
+        load_settings(write(tmp_path, "{}\n"), environ={"CUSTODES_SERVER__PORT": "eighty"})
+
+
+def test_unknown_source_says_what_is_configured() -> None:
+    settings = load_settings(None, environ={})
+    with pytest.raises(ConfigError, match=r"unknown source 'nope' \(configured sources: cloudtrail, okta\)"):
+        settings.source("nope")

@@ -1,0 +1,131 @@
+"""The Splunk connector with splunk-sdk over loopback HTTP against the simulator."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+import pytest
+
+from connector_support import FAST, poll, services, stored_raw
+from custodes.config import SourceSettings
+from custodes.connectors import splunk
+from custodes.connectors.retry import SourceError
+from custodes.connectors.runtime import ConnectorRuntime
+from custodes.sandbox import splunk as sim
+from custodes.sandbox.pathfaults import Fault
+from custodes.sandbox.server import running
+from custodes.services import Services
+
+__all__ = ["services"]
+
+T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
+NOW = T0 + timedelta(minutes=30)
+SOURCE = SourceSettings(format="generic", product="custodes", service="splunk")
+EXPORT = "/services/search/v2/jobs/export"
+PASSWORD = "sandbox-password"
+
+Splunk = tuple[sim.SplunkState, str]
+
+
+@pytest.fixture
+async def splunkd() -> AsyncIterator[Splunk]:
+    """The simulator with 40 events one every 20 s from T0, half of them logins; and its URL."""
+    state = sim.SplunkState()
+    for n in range(40):
+        action = "login" if n % 2 == 0 else "logout"
+        raw = orjson.dumps(
+            {"@timestamp": (T0 + timedelta(seconds=20 * n)).isoformat(), "n": n, "event": {"action": action}}
+        ).decode()
+        state.index(T0 + timedelta(seconds=20 * n), raw, index="auth", action=action)
+    async with running(sim.create_app(state)) as url:
+        yield state, url
+
+
+def connector(url: str, password: str = PASSWORD, **options: Any) -> splunk.SplunkConnector:
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    opts = {
+        "host": host,
+        "port": int(port),
+        "scheme": "http",
+        "search": "search index=auth action=login",
+        "window_seconds": 120,
+        "overlap_seconds": 60,
+        "settle_seconds": 0,
+        "start": T0,
+        "timeout_seconds": 0.5,
+        **options,
+    }
+    built = splunk.build("splunk", "splunk", SOURCE, opts, {"username": "admin", "password": password})
+    built.policy = FAST
+    built.clock = lambda: NOW
+    return built
+
+
+def numbers(raws: list[dict[str, Any]]) -> list[int]:
+    return sorted(raw["n"] for raw in raws)
+
+
+async def test_windows_commit_in_time_order_and_resume_without_repeats(splunkd: Splunk, services: Services) -> None:
+    state, url = splunkd
+    assert await poll(services, connector(url)) == 20
+    exports = [form for _method, path, form in state.requests if path == EXPORT]
+    assert len(exports) == 16, "a 60 s overlap before T0 then 15 windows of 120 s up to T0 + 30 min"
+    assert numbers(await stored_raw(services, "splunk")) == list(range(0, 40, 2))
+    late = T0 + timedelta(minutes=29, seconds=30)
+    state.index(late, orjson.dumps({"@timestamp": late.isoformat(), "n": 100}).decode(), index="auth", action="login")
+    assert await poll(services, connector(url)) == 1
+    async with services.store.transaction() as tx:
+        checkpoint = await tx.get_checkpoint("splunk")
+    assert checkpoint is not None and checkpoint["cursor"] == "2024-03-01T12:30:00.000Z"
+
+
+async def test_faults_neither_lose_nor_duplicate_events(splunkd: Splunk, services: Services) -> None:
+    state, url = splunkd
+    state.faults.add(Fault(status=503, retry_after=0.05, path=EXPORT))
+    state.faults.add(Fault(status=429, retry_after=0.05, path=EXPORT))
+    state.faults.add(Fault(status=500, path=EXPORT))
+    state.faults.add(Fault(drop=True, path=EXPORT))
+    state.faults.add(Fault(delay=1.0, path=EXPORT))
+    state.truncate_exports = 2
+    state.duplicate_exports = 3
+    runtime = ConnectorRuntime(services.pipeline)
+    report = await runtime.poll(connector(url), kind="splunk")
+    assert report.stored == 20 and report.duplicates == 0
+    assert numbers(await stored_raw(services, "splunk")) == list(range(0, 40, 2))
+    assert state.faults.pending == [] and state.truncate_exports == 0 and state.duplicate_exports == 0
+    status = await runtime.status("splunk")
+    assert status is not None and status.events_total == 20 and status.last_error is None
+
+
+async def test_expired_sessions_log_in_again_and_a_refused_login_is_an_error(
+    splunkd: Splunk, services: Services
+) -> None:
+    state, url = splunkd
+    es = connector(url)
+    state.index(T0, '{"n": 200}', index="auth", action="login")
+    assert await poll(services, es) == 21
+    state.expire_sessions()
+    state.index(NOW, '{"n": 201}', index="auth", action="login")
+    es.clock = lambda: NOW + timedelta(minutes=1)
+    assert await poll(services, es) == 1
+    logins = [path for _method, path, _form in state.requests if path == "/services/auth/login"]
+    assert len(logins) == 2
+    refusing = connector(url, password="wrong-password-x")
+    refusing.clock = lambda: NOW + timedelta(minutes=10)
+    with pytest.raises(SourceError, match="login refused") as refused:
+        await poll(services, refusing)
+    assert "wrong-password-x" not in str(refused.value)
+    assert all(form.get("password") in (None, "<redacted>") for _m, _p, form in state.requests)
+
+
+async def test_backfill_reads_a_range_once(splunkd: Splunk, services: Services) -> None:
+    _state, url = splunkd
+    runtime = ConnectorRuntime(services.pipeline)
+    es = connector(url)
+    report = await runtime.backfill(es, T0 + timedelta(minutes=5), T0 + timedelta(minutes=10))
+    assert report.stored == 7, "logins at 300 s to 580 s: [start, end) excludes the end"
+    assert numbers(await stored_raw(services, "splunk")) == list(range(16, 30, 2))[:8] or report.stored == 8
+    assert (await runtime.backfill(es, T0 + timedelta(minutes=5), T0 + timedelta(minutes=10))).received == 0

@@ -1,0 +1,163 @@
+"""The file connector and envelope mapping, on real vendor records from ../shared/datasets."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from conftest import SHARED
+from custodes.config import SourceSettings, load_settings
+from custodes.connectors.envelope import parse_time, to_event
+from custodes.connectors.files import FileConnector, iter_records
+from custodes.errors import CustodesError
+from custodes.model import Event, Outcome
+
+SETTINGS = load_settings(None, environ={})
+OKTA = SETTINGS.source("okta")
+CLOUDTRAIL = SETTINGS.source("cloudtrail")
+PANTHER = SHARED / "datasets" / "panther-rule-tests"
+OTRF = SHARED / "datasets" / "otrf-cloudtrail" / "ec2_proxy_s3_exfiltration_2020-09-14011940.json"
+
+
+def panther_logs(name: str) -> list[dict[str, Any]]:
+    rows = [json.loads(line) for line in (PANTHER / name).read_text().splitlines() if line.strip()]
+    return [{k: v for k, v in row["log"].items() if not k.startswith("p_")} for row in rows]
+
+
+async def drain(connector: FileConnector, checkpoint: dict[str, Any] | None = None) -> tuple[list[Event], Any]:
+    events: list[Event] = []
+    last = checkpoint
+    async for batch in connector.batches(checkpoint):
+        events += batch.events
+        last = batch.checkpoint
+    return events, last
+
+
+def test_okta_system_log_records_map_to_the_envelope() -> None:
+    logs = panther_logs("okta.ndjson")
+    events = [to_event(log, OKTA, "okta") for log in logs]
+    assert len(events) == len(logs) > 50
+    for log, event in zip(logs, events, strict=True):
+        assert event.raw is log
+        assert event.action == log.get("eventType")
+        assert event.actor == (log.get("actor") or {}).get("alternateId")
+        unreadable = [w for w in event.warnings if "time" in w]
+        assert bool(unreadable) == (not str(log.get("published", ""))[:1].isdigit()), event.warnings
+    session = next(e for e in events if e.action == "user.session.start" and e.outcome is Outcome.FAILURE)
+    assert session.src_ip
+
+
+def test_cloudtrail_records_map_to_the_envelope() -> None:
+    records = [json.loads(line) for line in OTRF.read_text().splitlines()]
+    events = [to_event(record, CLOUDTRAIL, "cloudtrail") for record in records]
+    assert len({e.id for e in events}) == len(records) == 103
+    assert {e.actor for e in events} >= {"pedro"}
+    assert all(e.src_ip and e.action and not e.warnings for e in events)
+    failures = [e for e in events if e.outcome is Outcome.FAILURE]
+    assert all(e.raw.get("errorCode") for e in failures)
+
+
+def test_assumed_role_actor_is_the_session_name() -> None:
+    record = {
+        "eventID": "x",
+        "eventTime": "2026-11-19T02:14:37Z",
+        "eventName": "StopLogging",
+        "userIdentity": {
+            "type": "AssumedRole",
+            "arn": "arn:aws:sts::1:assumed-role/AWSReservedSSO_Admin/alice@example.com",
+        },
+        "requestParameters": {"userName": "deploy-bot"},
+        "additionalEventData": {"bytesTransferredOut": 12},
+    }
+    event = to_event(record, CLOUDTRAIL, "cloudtrail")
+    assert (event.actor, event.target, event.bytes, event.outcome) == (
+        "alice@example.com",
+        "deploy-bot",
+        12,
+        Outcome.SUCCESS,
+    )
+
+
+def test_bad_vendor_data_is_kept_with_warnings() -> None:
+    event = to_event({"uuid": "u1", "published": "yesterday"}, OKTA, "okta")
+    assert any("unreadable time 'yesterday'" in w for w in event.warnings)
+    assert any("eventType missing" in w for w in event.warnings)
+    wrapped = to_event(["not", "an", "object"], OKTA, "okta")
+    assert wrapped.raw == {"value": ["not", "an", "object"]} and wrapped.warnings
+    generic = SourceSettings(format="generic", fields={"actor": "who", "time": "when"})
+    mapped = to_event({"who": "bob", "when": 1763520000}, generic, "custom")
+    assert mapped.actor == "bob" and mapped.time.year == 2025 and not mapped.warnings
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("2026-11-19T02:14:37Z", "2026-11-19T02:14:37+00:00"),
+        ("2026-11-19 02:14:37.5", "2026-11-19T02:14:37.500000+00:00"),
+        ("2026-11-19T03:14:37+01:00", "2026-11-19T02:14:37+00:00"),
+        (1763518477, "2025-11-19T02:14:37+00:00"),
+        (1763518477000, "2025-11-19T02:14:37+00:00"),
+        ("1763518477", "2025-11-19T02:14:37+00:00"),
+    ],
+)
+def test_time_formats(value: Any, expected: str) -> None:
+    assert parse_time(value).isoformat() == expected
+
+
+def test_every_layout_is_read(tmp_path: Path) -> None:
+    records = [{"eventID": f"e{i}", "eventTime": "2026-11-19T02:00:00Z", "eventName": "GetObject"} for i in range(3)]
+    layouts = {
+        "lines.ndjson": b"\n".join(orjson.dumps(r) for r in records) + b"\n\n",
+        "array.json": orjson.dumps(records, option=orjson.OPT_INDENT_2),
+        "trail.json.gz": gzip.compress(orjson.dumps({"Records": records})),
+        "trail.json": orjson.dumps({"Records": records}, option=orjson.OPT_INDENT_2),
+    }
+    for name, data in layouts.items():
+        (tmp_path / name).write_bytes(data)
+        assert [r["eventID"] for _, r, _ in iter_records(tmp_path / name)] == ["e0", "e1", "e2"], name
+    (tmp_path / "one.json").write_bytes(orjson.dumps(records[0], option=orjson.OPT_INDENT_2))
+    assert [r for _, r, _ in iter_records(tmp_path / "one.json")] == [records[0]]
+    (tmp_path / "empty.json").write_bytes(b"  \n")
+    assert list(iter_records(tmp_path / "empty.json")) == []
+
+
+def test_a_malformed_ndjson_line_is_kept_with_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "okta.ndjson"
+    path.write_text('{"uuid": "a", "eventType": "x"}\n{"uuid": "b", oops}\n{"uuid": "c", "eventType": "y"}\n')
+    rows = list(iter_records(path))
+    assert [n for n, _, _ in rows] == [1, 2, 3]
+    assert rows[1][1] == '{"uuid": "b", oops}' and rows[1][2] is not None and f"{path}:2:" in rows[1][2]
+
+
+def test_a_malformed_document_is_located(tmp_path: Path) -> None:
+    path = tmp_path / "trail.json"
+    path.write_text('{"Records": [\n  {"eventID": "a"},\n  {"eventID": }\n]}\n')
+    with pytest.raises(CustodesError, match=rf"{path}:3:\d+: invalid JSON"):
+        list(iter_records(path))
+    (tmp_path / "bad.gz").write_bytes(b"\x1f\x8bnot gzip")
+    with pytest.raises(CustodesError, match="cannot read log file"):
+        list(iter_records(tmp_path / "bad.gz"))
+    with pytest.raises(CustodesError, match="file not found"):
+        list(iter_records(tmp_path / "absent.json"))
+
+
+async def test_replay_resumes_from_its_checkpoint(tmp_path: Path) -> None:
+    path = tmp_path / "okta.ndjson"
+    lines = [orjson.dumps({"uuid": f"u{i}", "published": "2026-11-19T02:00:00Z", "eventType": "t"}) for i in range(5)]
+    path.write_bytes(b"\n".join(lines[:3]) + b"\n")
+    connector = FileConnector("replay", "okta", OKTA, [path], batch_size=2)
+    first, checkpoint = await drain(connector)
+    assert len(first) == 3
+    again, checkpoint = await drain(connector, checkpoint)
+    assert again == []
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    more, checkpoint = await drain(connector, checkpoint)
+    assert [e.raw["uuid"] for e in more] == ["u3", "u4"]
+    path.write_bytes(b"\n".join(reversed(lines)) + b"\n")
+    replaced, _ = await drain(connector, checkpoint)
+    assert [e.raw["uuid"] for e in replaced] == ["u4", "u3", "u2", "u1", "u0"]

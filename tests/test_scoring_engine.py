@@ -1,0 +1,260 @@
+"""Behaviour scoring: identity resolution, vendor features, baselines, risk, explanations and privacy."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from custodes.config import IdentitySettings, ScoringSettings
+from custodes.detections.scoring.engine import ScoringEngine
+from custodes.detections.scoring.explain import sentences
+from custodes.detections.scoring.features import Extractor
+from custodes.detections.scoring.identity import IdentityResolver, Person
+from custodes.detections.scoring.privacy import Pseudonymizer, is_pseudonym
+from custodes.detections.scoring.risk import DayScore
+from custodes.model import Event, Finding, LogSource, Severity
+
+START = datetime(2024, 3, 4, tzinfo=UTC)
+
+
+def person(i: int, department: str = "Finance") -> Person:
+    return Person(
+        id=f"user{i}@corp.example",
+        department=department,
+        title="Analyst",
+        timezone="UTC",
+        aliases=[f"user{i}@corp.onmicrosoft.com", f"user{i}"],
+        hosts=[f"WS-{i}"],
+    )
+
+
+def ecs(user: str, when: datetime, category: str, action: str, **extra: Any) -> Event:
+    record = {
+        "@timestamp": when.isoformat(),
+        "event": {"category": [category], "action": action},
+        "user": {"name": user},
+    }
+    record.update(extra)
+    return Event(f"{user}-{when.timestamp()}-{action}-{random.random()}", when, "endpoint", LogSource(), record)
+
+
+def normal_day(rng: random.Random, i: int, day: int) -> list[Event]:
+    base = START + timedelta(days=day)
+    user = f"user{i}"
+    events = [ecs(user, base + timedelta(hours=9), "authentication", "logged-in", host={"name": f"WS-{i}"})]
+    for _ in range(rng.randint(2, 6)):
+        when = base + timedelta(hours=rng.uniform(9, 17))
+        to = {"address": [f"user{rng.randint(0, 29)}@corp.example"]}
+        events.append(ecs(user, when, "email", "send", email={"direction": "outbound", "to": to}))
+    for _ in range(rng.randint(1, 4)):
+        when = base + timedelta(hours=rng.uniform(9, 17))
+        events.append(ecs(user, when, "web", "http-request", url={"domain": "news.example.org"}))
+    return sorted(events, key=lambda e: e.time)
+
+
+def theft_day(i: int, day: int) -> list[Event]:
+    base = START + timedelta(days=day, hours=23)
+    user = f"user{i}"
+    events = [ecs(user, base, "host", "usb-device-connected", device={"type": "usb"})]
+    for n in range(30):
+        file = {"path": f"E:\\{n}.docx", "size": 2_000_000}
+        events.append(ecs(user, base + timedelta(seconds=n + 1), "file", "removable-media-write", file=file))
+    for n in range(8):
+        http = {"request": {"method": "POST", "bytes": 5_000_000}}
+        events.append(
+            ecs(
+                user,
+                base + timedelta(minutes=5, seconds=n),
+                "web",
+                "upload",
+                url={"domain": "www.dropbox.com"},
+                http=http,
+            )
+        )
+    return events
+
+
+def run_org(settings: ScoringSettings, days: int, thief: int, theft: int) -> tuple[ScoringEngine, list[DayScore]]:
+    rng = random.Random(5)
+    resolver = IdentityResolver([person(i) for i in range(30)], settings.identities)
+    rankings: list[DayScore] = []
+
+    def on_ranking(day: date, ranking: list[DayScore]) -> None:
+        if day == (START + timedelta(days=theft)).date():
+            rankings.extend(ranking)
+
+    engine = ScoringEngine(settings, resolver, org_domains=["corp.example"], on_ranking=on_ranking)
+    for day in range(days):
+        events = [e for i in range(30) for e in normal_day(rng, i, day)]
+        if day == theft:
+            events += theft_day(thief, day)
+        for event in sorted(events, key=lambda e: e.time):
+            engine.observe(event)
+    engine.flush()
+    return engine, rankings
+
+
+def test_identity_resolution_joins_every_source_and_separates_service_accounts() -> None:
+    settings = IdentitySettings(
+        aliases={"jdoe-gh": "jane.doe@corp.example"}, domains={"corp.onmicrosoft.com": "corp.example"}
+    )
+    jane = Person(id="jane.doe@corp.example", aliases=["jdoe"])
+    resolver = IdentityResolver([jane], settings)
+    key = resolver.resolve("jane.doe@corp.example")
+    assert key == ("jane.doe@corp.example", "person")
+    for alias in ("Jane.Doe@corp.onmicrosoft.com", "jdoe", "CORP\\jdoe", "jdoe-gh", "JANE.DOE@CORP.EXAMPLE"):
+        assert resolver.resolve(alias) == key, alias
+    assert resolver.resolve("svc-backup") == ("svc-backup", "service")
+    assert resolver.resolve("dependabot[bot]")[1] == "service"
+    assert resolver.resolve("someone@else.example") == ("someone@else.example", "person")
+    assert resolver.resolve("jdoe@gmail.com")[0] != key[0]
+
+
+def test_pseudonymised_resolver_never_exposes_the_name() -> None:
+    pseudonym = Pseudonymizer(b"k" * 32)
+    resolver = IdentityResolver([Person(id="jane.doe@corp.example", aliases=["jdoe"])], IdentitySettings(), pseudonym)
+    key, _ = resolver.resolve("jdoe")
+    assert is_pseudonym(key) and "jane" not in key
+    assert key == pseudonym("Jane.Doe@corp.example")
+    assert Pseudonymizer(b"x" * 32)("jane.doe@corp.example") != key
+    assert pseudonym.find(key, ["bob@corp.example", "jane.doe@corp.example"]) == "jane.doe@corp.example"
+
+
+def test_vendor_records_become_features() -> None:
+    x = Extractor(ScoringSettings(), ["corp.example"])
+    okta = {
+        "eventType": "user.session.start",
+        "published": "2024-03-04T09:00:00Z",
+        "actor": {"alternateId": "jane@corp.example"},
+        "client": {"geographicalContext": {"country": "France"}},
+        "securityContext": {"asNumber": 3215},
+        "debugContext": {"debugData": {"deviceFingerprint": "fp1"}},
+        "outcome": {"result": "SUCCESS"},
+    }
+    obs = x.extract(okta)
+    assert obs is not None and obs.actor == "jane@corp.example" and obs.features == [("signin", 1.0)]
+    assert ("country", "France") in obs.seen and ("device", "fp1") in obs.seen and ("asn", "3215") in obs.seen
+    grant = {
+        "eventName": "AttachUserPolicy",
+        "eventSource": "iam.amazonaws.com",
+        "userIdentity": {"type": "IAMUser", "userName": "jdoe"},
+        "requestParameters": {"userName": "jdoe"},
+    }
+    obs = x.extract(grant)
+    assert obs is not None and obs.actor == "jdoe" and ("self_grant", 1.0) in obs.features
+    key = {
+        "eventName": "CreateAccessKey",
+        "eventSource": "iam.amazonaws.com",
+        "userIdentity": {"type": "AssumedRole", "arn": "arn:aws:sts::1:assumed-role/Admin/jane@corp.example"},
+        "requestParameters": {"userName": "bob"},
+    }
+    obs = x.extract(key)
+    assert obs is not None and obs.actor == "jane@corp.example" and ("access_key_other", 1.0) in obs.features
+    share = {
+        "id": {"time": "2024-03-04T09:00:00Z", "applicationName": "drive"},
+        "actor": {"email": "jane@corp.example"},
+        "events": [{"name": "change_user_access", "parameters": [{"name": "target_user", "value": "me@gmail.com"}]}],
+    }
+    obs = x.extract(share)
+    assert obs is not None and obs.features == [("external_share", 1.0)]
+    internal = {
+        **share,
+        "events": [{"name": "change_user_access", "parameters": [{"name": "target_user", "value": "bo@corp.example"}]}],
+    }
+    assert x.extract(internal).features == []  # type: ignore[union-attr]
+    mail = ecs(
+        "jdoe",
+        START,
+        "email",
+        "send",
+        email={"to": {"address": ["j@gmail.com"]}, "attachments": [{"file": {"size": 9}}]},
+    )
+    obs = x.extract(mail.raw)
+    assert obs is not None and ("personal_mail", 1.0) in obs.features and ("upload_bytes", 9.0) in obs.features
+    upload = ecs(
+        "jdoe", START, "web", "x", url={"domain": "www.dropbox.com"}, http={"request": {"method": "POST", "bytes": 7}}
+    )
+    assert ("cloud_upload", 1.0) in x.extract(upload.raw).features  # type: ignore[union-attr]
+    jobs = ecs("jdoe", START, "web", "x", url={"domain": "www.indeed.com", "path": "/jobs"})
+    assert x.extract(jobs.raw).features == [("job_search", 1.0)]  # type: ignore[union-attr]
+    entra = {
+        "activityDisplayName": "Add member to role",
+        "initiatedBy": {"user": {"userPrincipalName": "jane@corp.onmicrosoft.com"}},
+        "targetResources": [{"userPrincipalName": "jane@corp.onmicrosoft.com"}],
+    }
+    assert ("self_grant", 1.0) in x.extract(entra).features  # type: ignore[union-attr]
+    assert x.extract({"unknown": "shape"}) is None
+
+
+def test_a_first_time_usb_and_cloud_exfiltration_ranks_first_and_is_explained() -> None:
+    settings = ScoringSettings(pseudonymise=False, warmup_days=5)
+    engine, ranking = run_org(settings, days=26, thief=7, theft=22)
+    assert ranking and ranking[0].entity == "user7@corp.example"
+    top = ranking[0]
+    features = {c.feature for c in top.contributions}
+    assert {"usb_files", "cloud_upload", "off_hours"} <= features
+    text = "; ".join(sentences(top))
+    assert "first USB use" in text or "first files written to USB" in text
+    assert "first upload to personal cloud" in text
+    usb = next(c for c in top.contributions if c.feature == "usb_files")
+    assert usb.value == 30 and usb.usual == 0 and usb.last_seen_days_ago is None and usb.event_ids
+    assert top.risk > ranking[1].risk * 2
+    found = [f for f in engine.take_findings() if f.entity == "user7@corp.example"]
+    assert found and found[0].detector == "scoring" and "USB" in (found[0].description or "")
+    assert all(f.entity == "user7@corp.example" for f in engine.take_findings())
+
+
+def test_the_same_day_without_theft_raises_nothing() -> None:
+    settings = ScoringSettings(pseudonymise=False, warmup_days=5)
+    engine, _ = run_org(settings, days=26, thief=7, theft=99)
+    assert engine.take_findings() == []
+    assert all(score.risk < settings.top_k_min_risk for score in engine.take_scores())
+
+
+def test_watchlists_multiply_and_sigma_findings_add_points() -> None:
+    settings = ScoringSettings(pseudonymise=False, warmup_days=5)
+    _, plain_rank = run_org(settings, days=26, thief=7, theft=22)
+    base = plain_rank[0].risk
+    resolver_people = [person(i) for i in range(30)]
+    resolver_people[7].notice_date = date(2024, 3, 1)
+    rng = random.Random(5)
+    scores: list[DayScore] = []
+    engine = ScoringEngine(
+        settings,
+        IdentityResolver(resolver_people, settings.identities),
+        org_domains=["corp.example"],
+        on_ranking=lambda day, ranking: scores.extend(ranking) if day == date(2024, 3, 26) else None,
+    )
+    when = START + timedelta(days=22, hours=23, minutes=30)
+    sigma = Finding("f1", "d1", "sigma", "r1", "USB mass copy", Severity.HIGH, "CORP\\user7", ["e1"], [], when, when)
+    for day in range(26):
+        events = [e for i in range(30) for e in normal_day(rng, i, day)]
+        if day == 22:
+            events += theft_day(7, day)
+        for event in sorted(events, key=lambda e: e.time):
+            engine.observe(event)
+        if day == 22:
+            assert engine.add_finding(sigma) == "user7@corp.example"
+    engine.flush()
+    top = scores[0]
+    assert top.entity == "user7@corp.example"
+    assert top.modifiers["watchlist:departing"] == settings.watchlists["departing"]
+    assert "sequence:departure->data movement" in top.modifiers
+    assert top.risk > base * 1.4
+    assert any("USB mass copy" in line for line in sentences(top))
+
+
+def test_malformed_records_are_skipped_not_fatal() -> None:
+    settings = ScoringSettings(pseudonymise=False)
+    engine = ScoringEngine(settings, IdentityResolver([], settings.identities))
+    bad = [
+        {"eventType": "user.session.start", "published": "2024-03-04T09:00:00Z", "actor": "not-an-object"},
+        {"eventName": "GetObject", "eventSource": "s3", "userIdentity": ["x"]},
+        {"id": {"applicationName": "drive"}, "actor": {"email": "a@b.c"}, "events": [{"parameters": "x"}]},
+        {"event": {"category": "email"}, "user": {"name": "u"}, "email": {"to": "not-a-dict"}},
+        {"event": {"category": ["web"]}, "user": "u", "url": 5},
+    ]
+    for n, record in enumerate(bad):
+        engine.observe(Event(str(n), START, "x", LogSource(), record))
+    assert engine.unreadable >= 3 and engine.take_findings() == []

@@ -1,0 +1,113 @@
+"""The organisation simulator and `custodes eval scoring`: vendor-format output, labels, and insiders caught."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import orjson
+import pytest
+from typer.testing import CliRunner
+
+from custodes.cli import app
+from custodes.config import ScoringSettings, SourceSettings
+from custodes.connectors.envelope import to_event
+from custodes.connectors.files import iter_records
+from custodes.detections.scoring.evaluate import evaluate, load_labels
+from custodes.detections.scoring.simulate import SCENARIOS, SimulationSettings, simulate
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def org(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("org")
+    simulate(SimulationSettings(population=100, days=30, seed=23, warmup_days=20, scenarios=SCENARIOS[:5]), out)
+    return out
+
+
+def test_simulation_writes_vendor_records_the_file_connector_reads(org: Path) -> None:
+    okta = [to_event(r, SourceSettings(format="okta"), "okta") for _, r, _ in iter_records(org / "okta.ndjson")]
+    assert okta and all(e.actor and e.actor.endswith("@corp.example") and not e.warnings for e in okta)
+    trail = [
+        to_event(r, SourceSettings(format="cloudtrail"), "ct") for _, r, _ in iter_records(org / "cloudtrail.ndjson")
+    ]
+    assert trail and all(e.action and e.actor for e in trail)
+    ecs = [to_event(r, SourceSettings(format="generic"), "ep") for _, r, _ in iter_records(org / "endpoint.ndjson")]
+    assert {e.action for e in ecs} >= {"usb-device-connected", "removable-media-write", "logged-in", "send"}
+    entra = [r for _, r, _ in iter_records(org / "entra.ndjson")]
+    assert all("userPrincipalName" in r or "activityDisplayName" in r for r in entra)
+    drive = [r for _, r, _ in iter_records(org / "gworkspace.ndjson")]
+    assert drive and all(r["id"]["applicationName"] == "drive" for r in drive)
+    times = [e.time for e in okta]
+    assert times == sorted(times)
+    people = orjson.loads((org / "directory.json").read_bytes())
+    assert len(people) == 100 and {"department", "title", "timezone", "aliases", "hosts"} <= set(people[0])
+    assert any(p["departure_date"] for p in people)
+
+
+def test_labels_name_each_incident_in_json_and_csv(org: Path) -> None:
+    from_json = load_labels(org / "labels.json")
+    from_csv = load_labels(org / "labels.csv")
+    assert [(x.person, x.start) for x in from_json] == [(x.person, x.start) for x in from_csv]
+    assert {x.scenario for x in from_json} == set(SCENARIOS[:5])
+    assert all(x.start <= x.end for x in from_json)
+    with (org / "labels.csv").open() as handle:
+        assert next(csv.reader(handle)) == ["incident", "scenario", "person", "role", "start", "end"]
+
+
+def test_knobs_change_the_draw(tmp_path: Path) -> None:
+    a = simulate(
+        SimulationSettings(population=40, days=31, seed=1, warmup_days=20, scenarios=("mfa_fatigue",)), tmp_path / "a"
+    )
+    b = simulate(
+        SimulationSettings(population=40, days=31, seed=2, warmup_days=20, scenarios=("mfa_fatigue",)), tmp_path / "b"
+    )
+    assert a.events != b.events
+    assert [x.person for x in a.labels] != [x.person for x in b.labels] or a.labels[0].start != b.labels[0].start
+    quiet = simulate(
+        SimulationSettings(population=40, days=31, seed=1, warmup_days=20, noise=0.0, insiders=0), tmp_path / "c"
+    )
+    assert quiet.labels == [] and sum(quiet.events.values()) < sum(a.events.values())
+    with pytest.raises(ValueError, match="unknown scenario"):
+        simulate(SimulationSettings(scenarios=("nope",)), tmp_path / "d")
+
+
+@pytest.mark.parametrize(("seed", "scenarios"), [(23, SCENARIOS[:5]), (24, SCENARIOS[5:])])
+def test_every_injected_insider_is_caught(tmp_path: Path, seed: int, scenarios: tuple[str, ...]) -> None:
+    knobs = SimulationSettings(population=120, days=30, seed=seed, warmup_days=20, scenarios=scenarios)
+    sim = simulate(knobs, tmp_path)
+    settings = ScoringSettings(directory=tmp_path / "directory.json", pseudonymise=False)
+    # Four or five incidents within ten days among 120 people compete for the slots: a budget of 5 a day.
+    result = evaluate(sim.files, load_labels(tmp_path / "labels.json"), settings, budget_share=0.04)
+    assert {i.scenario for i in result.incidents} == set(scenarios)
+    missed = [(i.scenario, i.best_rank) for i in result.incidents if not i.caught]
+    assert missed == [], f"not within the top {result.budget} before the incident ended: {missed}"
+    assert result.mean_percentile >= 97
+    assert all(i.delay_days is not None and i.delay_days >= 0 for i in result.incidents)
+
+
+def test_eval_scoring_command_reports_json(org: Path) -> None:
+    files = sorted(org.glob("*.ndjson"))
+    args = ["eval", "scoring", "--labels", str(org / "labels.csv"), "--directory", str(org / "directory.json")]
+    for path in files:
+        args += ["--events", str(path)]
+    result = runner.invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    report = orjson.loads(result.stdout)
+    assert report["population"] == 100 and set(report["recall"]) >= {"25", "50", "100"}
+    assert len(report["incidents"]) == 5 and report["mean_percentile"] > 90
+    missing = runner.invoke(app, ["eval", "scoring", "--events", "/nope.ndjson", "--labels", str(org / "labels.csv")])
+    assert missing.exit_code == 2 and "no such file" in missing.output
+
+
+def test_simulate_command(tmp_path: Path) -> None:
+    result = runner.invoke(
+        app,
+        ["simulate", str(tmp_path), "--population", "30", "--days", "31", "--scenario", "layoff_dropbox", "--json"],
+    )
+    assert result.exit_code == 0, result.output
+    summary = orjson.loads(result.stdout)
+    assert summary["people"] == 30 and summary["incidents"] >= 1 and (tmp_path / "labels.csv").exists()
+    bad = runner.invoke(app, ["simulate", str(tmp_path / "x"), "--scenario", "nope"])
+    assert bad.exit_code == 2 and "unknown scenario" in bad.output

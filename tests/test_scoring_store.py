@@ -1,0 +1,139 @@
+"""Behaviour scoring in the pipeline: streaming updates persisted with the events, pseudonymised findings that
+trigger the normal findings path, explanations from the store, and audited re-identification."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from datetime import timedelta
+from pathlib import Path
+
+import orjson
+import sqlalchemy as sa
+from typer.testing import CliRunner
+
+from custodes.cli import app
+from custodes.config import DatabaseSettings, ScoringSettings, Settings
+from custodes.detections.scoring.identity import Person
+from custodes.detections.scoring.privacy import is_pseudonym
+from custodes.detections.scoring.service import ScoringService, entity_scores
+from custodes.services import Services
+from custodes.store import Store
+from custodes.store.tables import scoring_state
+from test_scoring_engine import START, normal_day, person, theft_day
+
+runner = CliRunner()
+
+
+def directory(tmp_path: Path) -> Path:
+    people: list[Person] = [person(i) for i in range(30)]
+    path = tmp_path / "people.json"
+    path.write_bytes(orjson.dumps([p.to_json() for p in people]))
+    return path
+
+
+def scoring_settings(tmp_path: Path) -> ScoringSettings:
+    return ScoringSettings(directory=directory(tmp_path), warmup_days=5, max_state_bytes=8192)
+
+
+async def test_streaming_scores_persist_and_resume(store: Store, tmp_path: Path) -> None:
+    settings = scoring_settings(tmp_path)
+    service = await ScoringService.open(settings, store)
+    rng = random.Random(5)
+    for day in range(12):
+        async with store.transaction() as tx:
+            await service.ingest(tx, [e for i in range(30) for e in normal_day(rng, i, day)], [])
+    reopened = await ScoringService.open(settings, store)
+    assert reopened.engine.closed_through == service.engine.closed_through
+    assert reopened.engine.states.keys() == service.engine.states.keys()
+    key = reopened.engine.resolver.resolve("user7")[0]
+    assert is_pseudonym(key)
+    assert reopened.engine.states[key].active_days == service.engine.states[key].active_days
+    found = []
+    for day in range(12, 24):
+        events = [e for i in range(30) for e in normal_day(rng, i, day)]
+        if day == 22:
+            events += theft_day(7, day)
+        async with store.transaction() as tx:
+            found += await reopened.ingest(tx, sorted(events, key=lambda e: e.time), [])
+    assert [f.entity for f in found] == [key]
+    assert found[0].detector == "scoring" and "user7" not in (found[0].description or "") + found[0].title
+    async with store.transaction() as tx:
+        scores = await entity_scores(tx, key, limit=30)
+        sizes = [row[0] for row in await tx.conn.execute(sa.select(scoring_state.c.bytes))]
+    assert max(sizes) <= settings.max_state_bytes
+    theft = next(s for s in scores if s.day == (START + timedelta(days=22)).date())
+    assert {"usb_files", "cloud_upload"} <= {c.feature for c in theft.contributions}
+    assert all(c.event_ids for c in theft.contributions if c.feature in ("usb_files", "cloud_upload"))
+
+
+async def test_pipeline_records_scoring_findings_and_cli_explains_them(
+    database: DatabaseSettings, tmp_path: Path
+) -> None:
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "playbooks").mkdir()
+    settings = Settings.model_validate(
+        {
+            "database": database.model_dump(),
+            "detection": {"rules": [str(tmp_path / "rules")]},
+            "playbooks": {"paths": [str(tmp_path / "playbooks")]},
+            "scoring": {"directory": str(directory(tmp_path)), "warmup_days": 5},
+            "server": {
+                "api_tokens": [
+                    {"name": "viewer", "token": "env:T1"},
+                    {"name": "dpo", "token": "env:T2", "role": "privacy_officer"},
+                ]
+            },
+        },
+        context={"environ": {"T1": "viewer-token", "T2": "dpo-token"}},
+    )
+    rng = random.Random(5)
+    async with await Services.open(settings) as services:
+        new = []
+        for day in range(24):
+            events = [e for i in range(30) for e in normal_day(rng, i, day)]
+            if day == 22:
+                events += theft_day(7, day)
+            report = await services.pipeline.ingest(sorted(events, key=lambda e: e.time))
+            new += report.new_findings
+        scoring = [f for f in new if f.detector == "scoring"]
+        assert len(scoring) == 1 and is_pseudonym(scoring[0].entity or "")
+        async with services.store.transaction() as tx:
+            stored = await tx.list_findings(entity=scoring[0].entity)
+        assert [f.id for f in stored] == [scoring[0].id]
+    config = tmp_path / "custodes.yaml"
+    config.write_text(
+        f"database: {orjson.dumps(database.model_dump()).decode()}\n"
+        f"scoring: {{directory: {directory(tmp_path)}, warmup_days: 5}}\n"
+        "server: {api_tokens: [{name: viewer, token: 'env:T1'}, {name: dpo, token: 'env:T2', role: privacy_officer}]}\n"
+    )
+    env = {"T1": "viewer-token", "T2": "dpo-token"}
+    explained = await asyncio.to_thread(
+        runner.invoke, app, ["entity", "explain", "CORP\\user7", "--days", "3", "-c", str(config)], env=env
+    )
+    assert explained.exit_code == 0, explained.output
+    assert "first files written to USB" in explained.output and "upload to personal cloud" in explained.output
+    assert "user7" not in explained.output.replace("CORP\\user7", "")
+    pseudonym = scoring[0].entity or ""
+    refused = await asyncio.to_thread(
+        runner.invoke,
+        app,
+        ["entity", "reidentify", pseudonym, "--reason", "case 12", "--token", "env:T1", "-c", str(config)],
+        env=env,
+    )
+    assert refused.exit_code == 2 and "refused" in refused.output
+    allowed = await asyncio.to_thread(
+        runner.invoke,
+        app,
+        ["entity", "reidentify", pseudonym, "--reason", "case 12", "--token", "env:T2", "-c", str(config)],
+        env=env,
+    )
+    assert allowed.exit_code == 0 and allowed.output.strip() == "user7@corp.example"
+    store = await Store.open(database)
+    try:
+        async with store.transaction() as tx:
+            audit = [a for a in await tx.audit_entries() if a.action == "scoring.reidentify"]
+    finally:
+        await store.close()
+    assert [(a.details["role"], a.details["allowed"]) for a in audit] == [("viewer", False), ("privacy_officer", True)]
+    assert all(a.subject == pseudonym and a.details["reason"] == "case 12" for a in audit)
