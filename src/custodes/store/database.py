@@ -6,8 +6,11 @@ events and the connector checkpoint that covers it; a step and its status) commi
 
 from __future__ import annotations
 
+import asyncio
+import fcntl
 import hashlib
 import json
+import os
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -873,8 +876,12 @@ class Store:
         engine = _engine(settings)
         store = cls(engine, settings)
         try:
-            if migrate_schema:
-                await store.migrate()
+            async with _first_connection_lock(engine):
+                if migrate_schema:
+                    await store.migrate()
+                else:
+                    async with engine.connect():
+                        pass
         except (OperationalError, DBAPIError, OSError) as exc:
             await engine.dispose()
             reason = str(getattr(exc, "orig", exc)).splitlines()[0]
@@ -944,6 +951,25 @@ def _engine(settings: DatabaseSettings) -> AsyncEngine:
         f"unsupported database URL scheme {url.drivername!r}",
         hint="use sqlite+aiosqlite:///path/to/file.db or postgresql+asyncpg://user@host/db",
     )
+
+
+@asynccontextmanager
+async def _first_connection_lock(engine: AsyncEngine) -> AsyncIterator[None]:
+    """Processes opening one SQLite file take turns until its schema (and so its WAL header) is written.
+
+    SQLite persists `journal_mode=WAL` only with the first write: connections that open a new, empty file together
+    may disagree on the journal mode and then lock by different protocols, so neither excludes the other.
+    """
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or not database or database == ":memory:":
+        yield
+        return
+    lock = await asyncio.to_thread(os.open, f"{database}.lock", os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        await asyncio.to_thread(fcntl.flock, lock, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(lock)  # closing the descriptor releases the lock
 
 
 def _sqlite_pragmas(synchronous: str, dbapi_connection: Any, _record: Any) -> None:
