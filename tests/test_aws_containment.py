@@ -71,7 +71,8 @@ def test_actions_register_with_their_metadata() -> None:
     assert (deactivate.destructive, deactivate.undo, deactivate.target) == (True, "aws.reactivate_access_keys", "user")
     assert catalog.get("aws.reactivate_access_keys").undo == "aws.deactivate_access_keys"
     delete = catalog.get("aws.delete_login_profile")
-    assert delete.destructive and delete.undo is None and "cannot be undone" in delete.plan
+    assert (delete.destructive, delete.undo) == (True, "aws.restore_login_profile")
+    assert catalog.get("aws.restore_login_profile").undo == "aws.delete_login_profile"
     assert catalog.get("aws.attach_quarantine_policy").undo == "aws.detach_quarantine_policy"
     assert catalog.get("aws.detach_quarantine_policy").undo == "aws.attach_quarantine_policy"
     revoke = catalog.get("aws.revoke_role_sessions")
@@ -109,18 +110,69 @@ async def test_keys_deactivate_and_undo_restores_exactly_those(iam: Any, moto_ur
     assert key_states(iam, "mallory") == {live: "Active", retired: "Active"}
 
 
-async def test_delete_login_profile_is_final(iam: Any, moto_url: str) -> None:
+async def test_delete_login_profile_and_restore_with_a_new_password_held_in_secrets_manager(
+    iam: Any, moto_url: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # moto neither keeps PasswordResetRequired from CreateLoginProfile nor shows passwords: read them on the wire.
+    sent: list[dict[str, Any]] = []
+    make_client = aws._client
+
+    def watched(*args: Any) -> Any:
+        client = make_client(*args)
+        client.meta.events.register(
+            "provide-client-params.iam.CreateLoginProfile", lambda params, **_: sent.append(params)
+        )
+        return client
+
+    monkeypatch.setattr(aws, "_client", watched)
     iam.create_user(UserName="mallory")
     iam.create_login_profile(UserName="mallory", Password="Correct-Horse-9!")
+    iam.update_account_password_policy(MinimumPasswordLength=32, RequireSymbols=True, RequireNumbers=True)
 
     done = await run(moto_url, "aws.delete_login_profile", user="mallory")
-    assert done["changed"] is True and done["reversible"] is False and "new password" in done["note"]
+    assert done == {"changed": True, "user": "mallory", "login_profile": False}
     with pytest.raises(ClientError) as gone:
         iam.get_login_profile(UserName="mallory")
     assert gone.value.response["Error"]["Code"] == "NoSuchEntity"
+    assert "custodes:login-profile-deleted" in {t["Key"] for t in iam.list_user_tags(UserName="mallory")["Tags"]}
+    assert (await run(moto_url, "aws.delete_login_profile", user="mallory"))["changed"] is False
 
-    replay = await run(moto_url, "aws.delete_login_profile", user="mallory")
-    assert replay["changed"] is False
+    restored = await run(moto_url, "aws.restore_login_profile", user="mallory")
+    assert restored["changed"] is True and restored["password_reset_required"] is True
+    iam.get_login_profile(UserName="mallory")
+    manager = boto3.client(
+        "secretsmanager",
+        region_name="us-east-1",
+        endpoint_url=moto_url,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing-secret",
+    )
+    stored = manager.get_secret_value(SecretId=restored["password_secret"])
+    password = stored["SecretString"]
+    assert stored["Name"] == "custodes/console-password/mallory" and len(password) >= 32
+    assert sent == [{"UserName": "mallory", "Password": password, "PasswordResetRequired": True}]
+    assert any(c.isupper() for c in password) and any(c.isdigit() for c in password)
+    assert any(c in "!@#$%^&*()_+-=[]{}|'" for c in password)
+    assert password not in str(restored) and password not in caplog.text
+    assert iam.list_user_tags(UserName="mallory")["Tags"] == []
+
+    replay = await run(moto_url, "aws.restore_login_profile", user="mallory")
+    assert (replay["changed"], replay["login_profile"]) == (False, True)
+    assert manager.get_secret_value(SecretId=restored["password_secret"])["SecretString"] == password
+
+    # A second cycle puts a new version in the same secret.
+    await run(moto_url, "aws.delete_login_profile", user="mallory")
+    again = await run(moto_url, "aws.restore_login_profile", user="mallory")
+    assert again["password_secret"] == restored["password_secret"]
+    assert manager.get_secret_value(SecretId=restored["password_secret"])["SecretString"] != password
+
+
+async def test_restore_gives_no_console_access_custodes_did_not_remove(iam: Any, moto_url: str) -> None:
+    iam.create_user(UserName="svc-deploy")  # programmatic only: never had a console password
+    refused = await run(moto_url, "aws.restore_login_profile", user="svc-deploy")
+    assert refused["changed"] is False and "did not delete" in refused["note"]
+    with pytest.raises(ClientError):
+        iam.get_login_profile(UserName="svc-deploy")
 
 
 async def test_quarantine_policy_attached_and_removed(iam: Any, moto_url: str) -> None:
@@ -184,6 +236,7 @@ async def test_dry_run_makes_no_call(iam: Any, moto_url: str) -> None:
     calls: list[tuple[str, dict[str, Any]]] = [
         ("aws.deactivate_access_keys", {"user": "mallory"}),
         ("aws.delete_login_profile", {"user": "mallory"}),
+        ("aws.restore_login_profile", {"user": "mallory"}),
         ("aws.attach_quarantine_policy", {"user": "mallory"}),
         ("aws.revoke_role_sessions", {"role": "app"}),
     ]

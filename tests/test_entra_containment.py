@@ -252,3 +252,48 @@ async def test_a_wrong_secret_is_a_token_error(
         await call(ctx, "entra.lookup_user", user="jay@contoso.com")
     assert refused.value.code == "token_error" and "invalid_client" in str(refused.value)
     assert "wrong" not in str(refused.value)
+
+
+async def test_reset_authentication_methods_removes_all_but_the_password_default_last(
+    tenant: Tenant, ctx: ActionContext
+) -> None:
+    state, _ = tenant
+    user_id = state.add_user("kim@contoso.com")["id"]  # an authenticator app, the default method
+    phone = state.add_method("kim@contoso.com", "phone", phoneNumber="+1 2065550123", phoneType="mobile")
+    key = state.add_method("kim@contoso.com", "fido2", model="YubiKey 5")
+    [authenticator] = [m for m in state.methods[user_id] if graph.method_kind(m) == "microsoftAuthenticator"]
+    first = await call(ctx, "entra.reset_authentication_methods", user="kim@contoso.com")
+    assert first["changed"] is True
+    assert sorted((m["kind"], m["id"]) for m in first["removed"]) == sorted(
+        [("microsoftAuthenticator", authenticator["id"]), ("phone", phone["id"]), ("fido2", key["id"])]
+    )
+    assert "+1 2065550123" not in str(first)  # the phone number is personal data: never in a result
+    assert [graph.method_kind(m) for m in state.methods[user_id]] == ["password"]
+    [registration] = [r for r in state.registrations if r["id"] == user_id]
+    assert (registration["isMfaRegistered"], registration["methodsRegistered"]) == (False, [])
+    deletes = [(path.rsplit("/", 2)[-2], status) for method, path, status, _ in state.requests if method == "DELETE"]
+    # Graph refused the default while others remained; it went once they were gone.
+    assert deletes == [
+        ("microsoftAuthenticatorMethods", 400),
+        ("phoneMethods", 204),
+        ("fido2Methods", 204),
+        ("microsoftAuthenticatorMethods", 204),
+    ]
+    second = await call(ctx, "entra.reset_authentication_methods", user="kim@contoso.com")
+    assert (second["changed"], second["removed"]) == (False, [])
+    assert len(state.mutations()) == 4
+
+
+async def test_reset_authentication_methods_is_guarded_and_registered_without_undo(
+    tenant: Tenant, ctx: ActionContext
+) -> None:
+    state, _ = tenant
+    state.add_user("break.glass@contoso.com")
+    with pytest.raises(ActionError) as refused:
+        await call(ctx, "entra.reset_authentication_methods", user="break.glass@contoso.com")
+    assert refused.value.code == "protected_account" and state.requests == []
+    spec = catalog.get("entra.reset_authentication_methods")
+    assert (spec.destructive, spec.undo) == (True, None)
+    ctx.dry_run = True
+    planned = await call(ctx, "entra.reset_authentication_methods", user="lee@contoso.com")
+    assert planned["dry_run"] is True and state.requests == []

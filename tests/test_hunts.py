@@ -223,15 +223,21 @@ async def elastic() -> AsyncIterator[tuple[es_sim.ElasticsearchState, str]]:
         yield state, url
 
 
-async def test_an_elasticsearch_hunt_pushes_exact_rules_down_as_lucene(
-    elastic: tuple[es_sim.ElasticsearchState, str], database: DatabaseSettings, tmp_path: Path
-) -> None:
-    _state, url = elastic
-    options = {"hosts": [url], "index": "cloudtrail-*", "page_size": 2}
+async def elastic_hunt(
+    url: str, database: DatabaseSettings, tmp_path: Path, **options: Any
+) -> tuple[records.HuntRun | None, Services]:
+    """Run the hunt `es` once over the Elasticsearch simulator's CloudTrail index."""
+    options = {"hosts": [url], "index": "cloudtrail-*", "page_size": 2, **options}
     entry = ConnectorSettings(kind="elasticsearch", source="cloudtrail", options=options)
     settings = settings_for(database, tmp_path, {"es": entry})
     hunt_file(tmp_path / "hunts", "es", "es")
-    run, services = await hunt_once(settings, "es")
+    return await hunt_once(settings, "es")
+
+
+async def test_an_elasticsearch_hunt_pushes_exact_rules_down_as_lucene(
+    elastic: tuple[es_sim.ElasticsearchState, str], database: DatabaseSettings, tmp_path: Path
+) -> None:
+    run, services = await elastic_hunt(elastic[1], database, tmp_path)
     async with services:
         assert run is not None and run.status == "succeeded", run
         pushed = {item["rule_id"]: item["query"] for item in run.pushed_down}
@@ -241,6 +247,16 @@ async def test_an_elasticsearch_hunt_pushes_exact_rules_down_as_lucene(
         assert set(await found_rules(services)) == {TAMPERING, OTHER_KEY}
         # the SIEM answered the pushed queries with the one StopLogging record; in process read the window's 4
         assert run.events_scanned == 1 + 4
+
+
+async def test_an_esql_connector_hunt_matches_every_rule_in_process(
+    elastic: tuple[es_sim.ElasticsearchState, str], database: DatabaseSettings, tmp_path: Path
+) -> None:
+    run, services = await elastic_hunt(elastic[1], database, tmp_path, esql="FROM cloudtrail-*")
+    async with services:
+        assert run is not None and run.status == "succeeded", run
+        assert run.pushed_down == [] and all("ES|QL" in item["reason"] for item in run.in_process)
+        assert set(await found_rules(services)) == {TAMPERING, OTHER_KEY}
 
 
 @pytest.fixture

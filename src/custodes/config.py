@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -391,12 +391,26 @@ class S3EvidenceStore(Section):
     legal_hold: bool = Field(default=False, description="also place a legal hold on every object")
 
 
+class SiemEvidenceSource(Section):
+    """A SIEM that `evidence.collect` also queries for the entity's records in the window, through one of the
+    configured ``elasticsearch`` or ``splunk`` connectors (its hosts, credentials, index or search)."""
+
+    connector: str = Field(description="name of an elasticsearch or splunk entry under connectors:")
+    entity_fields: list[Annotated[str, Field(pattern=r"^[A-Za-z_@][A-Za-z0-9_.@]*$")]] | None = Field(
+        default=None,
+        min_length=1,
+        description="fields holding the person's name; default user.name and user.email (Lucene), user.name "
+        "(ES|QL), user and src_user (SPL)",
+    )
+
+
 class EvidenceSettings(Section):
     """Where `evidence.collect` writes bundles: S3 with Object Lock when `s3` is set, else `directory`."""
 
     directory: Path = Path("var/evidence")
     s3: S3EvidenceStore | None = None
-    max_events: int = Field(default=100_000, ge=1, description="events per bundle before collection refuses")
+    max_events: int = Field(default=100_000, ge=1, description="events per bundle (and per SIEM) before refusing")
+    siem: list[SiemEvidenceSource] = Field(default_factory=list, description="SIEMs to query for the entity too")
 
 
 class AwsConnection(Section):
@@ -407,6 +421,11 @@ class AwsConnection(Section):
     endpoint_url: str | None = Field(default=None, description="for IAM-compatible simulators and tests")
     access_key_id: Secret | None = Field(default=None, description="secret reference (default: AWS chain)")
     secret_access_key: Secret | None = Field(default=None, description="secret reference (default: AWS chain)")
+    password_secret_prefix: str = Field(
+        default="custodes/console-password/",
+        min_length=1,
+        description="Secrets Manager name prefix for console passwords aws.restore_login_profile sets",
+    )
 
 
 class ResponderSettings(Section):
@@ -570,6 +589,17 @@ class Settings(Section):
     scoring: ScoringSettings = Field(default_factory=ScoringSettings)
     hunts: HuntSettings = Field(default_factory=HuntSettings)
     access_review: AccessReviewSettings = Field(default_factory=AccessReviewSettings)
+
+    @model_validator(mode="after")
+    def _evidence_connectors(self) -> Settings:
+        siems = sorted(name for name, entry in self.connectors.items() if entry.kind in ("elasticsearch", "splunk"))
+        for at, item in enumerate(self.responder.evidence.siem):
+            if item.connector not in siems:
+                raise ValueError(
+                    f"responder.evidence.siem[{at}].connector: {item.connector!r} is not an elasticsearch or splunk "
+                    f"entry under connectors: (those are: {', '.join(siems) or 'none'})"
+                )
+        return self
 
     @field_validator("sources", mode="after")
     @classmethod

@@ -52,7 +52,9 @@ class Services:
         store = await Store.open(settings.database)
         timeout = aiohttp.ClientTimeout(total=settings.responder.http_timeout_seconds)
         http = aiohttp.ClientSession(timeout=timeout, raise_for_status=False)
-        runner = Runner(store, catalog, settings.responder, http, playbooks=playbooks, engine=settings.playbooks)
+        runner = Runner(
+            store, catalog, settings.responder, http, playbooks=playbooks, engine=settings.playbooks, app=settings
+        )
         engine = RoutedEngine.load(
             settings.detection.rules,
             settings.sources,

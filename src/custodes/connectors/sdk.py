@@ -7,14 +7,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+import re
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
+from typing import Any, Final, Literal
 
 from pydantic import ValidationError
 
 from custodes.config import ConnectorSettings, Settings, SourceSettings
 from custodes.connectors import cloudtrail, elasticsearch, filetail, splunk
+from custodes.connectors.base import Batch
 from custodes.errors import ConfigError
+from custodes.model import Event
 
 Builder = Callable[[str, str, SourceSettings, dict[str, Any], dict[str, str]], Any]
 
@@ -52,3 +56,46 @@ def build(name: str, entry: ConnectorSettings, settings: Settings) -> Any:
         raise ConfigError(problems) from None
     except ValueError as error:
         raise ConfigError(f"connectors.{name}: {error}") from None
+
+
+QueryLanguage = Literal["lucene", "esql", "spl"]
+_PLAIN_SPL: Final = re.compile(r'^(\s*[\w.]+\s*=\s*("(?:\\.|[^"\\])*"|[^\s"()]+))+\s*$')
+
+
+def query_language(entry: ConnectorSettings) -> QueryLanguage:
+    """The language a SIEM entry's search is written in: Lucene or ES|QL (elasticsearch), SPL (splunk)."""
+    if entry.kind == "splunk":
+        return "spl"
+    if entry.kind == "elasticsearch":
+        return "esql" if entry.options.get("esql") else "lucene"
+    raise ConfigError(f"a {entry.kind} connector has no query language: only elasticsearch and splunk ones do")
+
+
+def narrowed(entry: ConnectorSettings, condition: str) -> ConnectorSettings:
+    """A SIEM entry whose search also requires `condition`, written in its `query_language`: ANDed to the Lucene
+    query, a ``WHERE`` appended to the ES|QL query, or a search term added to the SPL search."""
+    options = dict(entry.options)
+    language = query_language(entry)
+    if language == "lucene":
+        base = str(options.get("query", "*")).strip()
+        options["query"] = f"({condition})" if base in ("", "*") else f"({base}) AND ({condition})"
+    elif language == "esql":
+        options["esql"] = f"{str(options['esql']).rstrip()}\n| WHERE {condition}"
+    else:
+        base = str(options.get("search", "")).strip()
+        options["search"] = f"{base} {condition if _PLAIN_SPL.match(condition) else f'({condition})'}".strip()
+    return entry.model_copy(update={"options": options})
+
+
+async def read_window(connector: Any, start: datetime, end: datetime) -> AsyncIterator[list[Event]]:
+    """The events of `[start, end)` a connector's backfill reads (its checkpoint is kept in memory only)."""
+    reader = connector.backfill(start, end)
+    batch: Batch
+    async for batch in reader.batches(None):
+        yield [event for event in batch.events if start <= event.time < end]
+
+
+async def close(connector: Any) -> None:
+    """Close an Elasticsearch connector's client (boto3 and splunk-sdk hold no connection to close)."""
+    if isinstance(connector, elasticsearch.ElasticsearchConnector):
+        await connector.client.close()

@@ -170,7 +170,8 @@ class SplunkConnector:
                 record = result
         event = to_event(record, self.settings, self.source)
         event.id = stable_id(self.source, key)
-        if record is result and self.settings.format == "generic" and any("no time field" in w for w in event.warnings):
+        # A record without a time of its own (generic, or a JSON _raw that carries none) has Splunk's _time.
+        if any("no time field" in w for w in event.warnings):
             event.warnings = [w for w in event.warnings if "no time field" not in w]
             try:
                 event.time = parse_time(result.get("_time"))

@@ -13,9 +13,8 @@ slot another worker already recorded rolls the whole transaction back. Playbooks
 from __future__ import annotations
 
 import logging
-import re
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
@@ -23,8 +22,7 @@ from typing import Any, Final
 from sqlalchemy.exc import IntegrityError
 
 from custodes.config import ConnectorSettings, Settings, SourceSettings
-from custodes.connectors import elasticsearch, sdk
-from custodes.connectors.base import Batch
+from custodes.connectors import sdk
 from custodes.detections.findings import findings_for
 from custodes.detections.sigma.compiler import CompiledRule
 from custodes.detections.sigma.convert import Target, convert_rules
@@ -42,7 +40,6 @@ from custodes.pipeline import Pipeline
 log = logging.getLogger(__name__)
 
 TARGETS: Final[dict[str, Target]] = {"elasticsearch": "lucene", "splunk": "splunk"}
-_PLAIN_SPL: Final = re.compile(r'^(\s*[\w.]+\s*=\s*("(?:\\.|[^"\\])*"|[^\s"()]+))+\s*$')
 Progress = Callable[[str, int], None]
 """Called with a step description and the events read so far."""
 
@@ -138,6 +135,9 @@ class HuntRunner:
             plan.in_process = [PlannedRule(rule, None, reason) for rule in kept]
         elif not hunt.push_down:
             plan.in_process = [PlannedRule(rule, None, "push_down is off for this hunt") for rule in kept]
+        elif sdk.query_language(entry) == "esql":
+            reason = "the connector reads with ES|QL: rules are pushed down as Lucene only, so matched in process"
+            plan.in_process = [PlannedRule(rule, None, reason) for rule in kept]
         else:
             conversions = {c.rule_id: c for c in convert_rules(paths, target, source)}
             for rule in kept:
@@ -197,7 +197,7 @@ class HuntRunner:
         for item in plan.pushed:
             connector = self._connector(hunt, plan.kind, item.query)
             try:
-                async for events in _window(connector, start, end):
+                async for events in sdk.read_window(connector, start, end):
                     scanned += len(events)
                     for event in events:
                         if item.rule.match(event.raw):
@@ -205,12 +205,12 @@ class HuntRunner:
                     if progress is not None:
                         progress(f"{item.rule.title} (pushed down)", scanned)
             finally:
-                await _aclose(connector)
+                await sdk.close(connector)
         if plan.in_process:
             engine = SigmaEngine(RuleSet(rules=[item.rule for item in plan.in_process]))
             connector = self._connector(hunt, plan.kind, None)
             try:
-                async for events in _window(connector, start, end):
+                async for events in sdk.read_window(connector, start, end):
                     scanned += len(events)
                     for event in events:
                         rules = engine.match(event)
@@ -219,20 +219,13 @@ class HuntRunner:
                     if progress is not None:
                         progress("rules matched in process", scanned)
             finally:
-                await _aclose(connector)
+                await sdk.close(connector)
         return scanned
 
     def _connector(self, hunt: Hunt, kind: str, query: str | None) -> Any:
         entry = self._entry(hunt)
         if query is not None:
-            options = dict(entry.options)
-            if kind == "elasticsearch":
-                base = str(options.get("query", "*")).strip()
-                options["query"] = f"({query})" if base in ("", "*") else f"({base}) AND ({query})"
-            else:
-                base = str(options.get("search", "")).strip()
-                options["search"] = f"{base} {query if _PLAIN_SPL.match(query) else f'({query})'}".strip()
-            entry = entry.model_copy(update={"options": options})
+            entry = sdk.narrowed(entry, query)
         return sdk.build(hunt.source.connector, entry, self.settings)
 
     async def _record(self, run: HuntRun, matched: dict[str, tuple[Event, list[CompiledRule]]]) -> list[Finding]:
@@ -263,14 +256,6 @@ class HuntRunner:
         return new
 
 
-async def _window(connector: Any, start: datetime, end: datetime) -> AsyncIterator[list[Event]]:
-    """The events of `[start, end)` a connector's backfill reads (its checkpoint is kept in memory only)."""
-    reader = connector.backfill(start, end)
-    batch: Batch
-    async for batch in reader.batches(None):
-        yield [event for event in batch.events if start <= event.time < end]
-
-
 def _unique(rules: list[CompiledRule]) -> list[CompiledRule]:
     return list({rule.id: rule for rule in rules}.values())
 
@@ -289,9 +274,3 @@ def _source(entry: ConnectorSettings, settings: Settings) -> tuple[str, SourceSe
     if name == "generic":
         return name, settings.sources.get(name) or SourceSettings(format="generic")
     return name, settings.source(name)
-
-
-async def _aclose(connector: Any) -> None:
-    """Close an Elasticsearch connector's client (boto3 and splunk-sdk hold no connection to close)."""
-    if isinstance(connector, elasticsearch.ElasticsearchConnector):
-        await connector.client.close()

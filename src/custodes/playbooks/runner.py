@@ -24,7 +24,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from custodes.config import PlaybookSettings, ResponderSettings
+from custodes.config import PlaybookSettings, ResponderSettings, Settings
 from custodes.errors import CustodesError
 from custodes.model import Event, Finding, Run, RunStatus, StepRecord, stable_id, utcnow
 from custodes.playbooks.expressions import ExpressionError, render
@@ -131,6 +131,7 @@ class Runner:
         actor: str = "custodes",
         invoke: Invoker = call_action,
         worker: str | None = None,
+        app: Settings | None = None,
     ) -> None:
         self.store = store
         self.registry = registry
@@ -142,6 +143,7 @@ class Runner:
         self.worker = worker or worker_id()
         self.redact = Redactor(self.engine.secrets)
         self.playbooks = {item.playbook.ref: item for item in playbooks}
+        self.app = app
 
     # starting runs --------------------------------------------------------------------------------
     async def start(self, loaded: LoadedPlaybook, finding: Finding, *, dry_run: bool = False) -> Run | None:
@@ -885,6 +887,7 @@ class Runner:
                 run_id=run.id,
                 store=self.store,
                 actor=run.requested_by,
+                app=self.app,
             )
             failure: _Failure | None = None
             try:

@@ -4,8 +4,10 @@
   changed are listed in its result and recorded on the user as the tag ``custodes:deactivated-keys`` (written
   before the keys are touched), so the undo (which the engine calls with the same arguments) reactivates exactly
   those and never a key that was already inactive, e.g. a retired one.
-- ``aws.delete_login_profile``: removes the console password. AWS keeps no copy of it, so this has no undo:
-  console access comes back only with a new password set by hand (``create-login-profile``).
+- ``aws.delete_login_profile`` / ``aws.restore_login_profile``: each other's undo. The deletion is recorded on the
+  user as the tag ``custodes:login-profile-deleted`` (before the password goes). AWS keeps no copy of a deleted
+  password, so the restore sets a new random one that must be changed at first sign-in and hands it over through
+  AWS Secrets Manager (never in a result or a log); it restores only a profile Custodes deleted.
 - ``aws.attach_quarantine_policy`` / ``aws.detach_quarantine_policy``: an inline deny-all policy on the user.
 - ``aws.revoke_role_sessions``: AWS's documented "revoke active sessions" pattern, an inline role policy
   (``AWSRevokeOlderSessions``) denying every action to credentials whose ``aws:TokenIssueTime`` is before now.
@@ -21,6 +23,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import secrets
+import string
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -41,6 +45,10 @@ REVOKE_POLICY = "AWSRevokeOlderSessions"
 """Name of the inline role policy of the session-revocation pattern (the name the AWS console uses too)."""
 KEYS_TAG = "custodes:deactivated-keys"
 """User tag listing the access keys Custodes deactivated (space-separated ids), for the undo."""
+LOGIN_PROFILE_TAG = "custodes:login-profile-deleted"
+"""User tag recording when Custodes deleted the console password, for the undo."""
+_IAM_SYMBOLS = "!@#$%^&*()_+-=[]{}|'"
+"""The non-alphanumeric characters IAM accepts in a password policy's symbol class."""
 
 QUARANTINE_DOCUMENT: dict[str, Any] = {
     "Version": "2012-10-17",
@@ -63,8 +71,8 @@ def _connection(ctx: ActionContext) -> AwsConnection:
     return aws
 
 
-def _client(ctx: ActionContext, aws: AwsConnection) -> Any:
-    """An IAM client without botocore's own retries (ours honour Retry-After and are logged)."""
+def _client(ctx: ActionContext, aws: AwsConnection, service: str = "iam") -> Any:
+    """A client (IAM by default) without botocore's own retries (ours honour Retry-After and are logged)."""
     timeout = ctx.settings.http_timeout_seconds
     config = Config(retries={"total_max_attempts": 1}, connect_timeout=timeout, read_timeout=timeout)
     keys: dict[str, str] = {}
@@ -74,7 +82,7 @@ def _client(ctx: ActionContext, aws: AwsConnection) -> Any:
             "aws_secret_access_key": aws.secret_access_key.reveal(),
         }
     return boto3.session.Session().client(
-        "iam", region_name=aws.region, endpoint_url=aws.endpoint_url, config=config, **keys
+        service, region_name=aws.region, endpoint_url=aws.endpoint_url, config=config, **keys
     )
 
 
@@ -229,27 +237,138 @@ async def reactivate_access_keys(
     return outcome
 
 
+async def _has_login_profile(iam: Any, user: str) -> bool:
+    try:
+        await _aws("iam:GetLoginProfile", iam.get_login_profile, UserName=user)
+    except ActionError as error:
+        if error.code != "NoSuchEntity":
+            raise
+        return False
+    return True
+
+
+async def _user_tags(iam: Any, user: str) -> dict[str, str]:
+    tags = await _aws("iam:ListUserTags", iam.list_user_tags, UserName=user)
+    return {str(tag.get("Key")): str(tag.get("Value", "")) for tag in tags.get("Tags", [])}
+
+
 @action(
     "aws.delete_login_profile",
     destructive=True,
-    plan="delete the console password (login profile) of IAM user {user}; this cannot be undone",
+    undo="aws.restore_login_profile",
+    plan="delete the console password (login profile) of IAM user {user}",
     target="user",
 )
 async def delete_login_profile(ctx: ActionContext, *, user: str) -> dict[str, Any]:
-    """Delete an IAM user's console password (login profile). Not reversible: restoring needs a new password."""
+    """Delete an IAM user's console password (login profile), recording the deletion on the user (the tag
+    ``custodes:login-profile-deleted``) so that the undo, `aws.restore_login_profile`, knows it may restore one."""
     name, iam, dry = await _start(ctx, user, "user", "delete the console password of IAM user {name}")
     if dry is not None:
         return dry
     await _aws("iam:GetUser", iam.get_user, UserName=name)
-    note = "console access can only be restored with a new password, set by hand (iam create-login-profile)"
+    if not await _has_login_profile(iam, name):
+        return {"changed": False, "user": name, "login_profile": False}
+    # Record first: a crash after the deletion still leaves the undo knowing it may restore console access.
+    stamp = datetime.now(UTC).isoformat(timespec="seconds")
+    await _aws("iam:TagUser", iam.tag_user, UserName=name, Tags=[{"Key": LOGIN_PROFILE_TAG, "Value": stamp}])
     try:
-        await _aws("iam:GetLoginProfile", iam.get_login_profile, UserName=name)
         await _aws("iam:DeleteLoginProfile", iam.delete_login_profile, UserName=name)
     except ActionError as error:
         if error.code != "NoSuchEntity":
             raise
-        return {"changed": False, "user": name, "login_profile": False}
-    return {"changed": True, "user": name, "login_profile": False, "reversible": False, "note": note}
+    return {"changed": True, "user": name, "login_profile": False}
+
+
+def console_password(policy: dict[str, Any]) -> str:
+    """A random console password that satisfies the account's password policy (every character class, at least
+    24 characters or the policy's minimum when longer)."""
+    classes = [string.ascii_uppercase, string.ascii_lowercase, string.digits, _IAM_SYMBOLS]
+    length = min(128, max(24, int(policy.get("MinimumPasswordLength", 0) or 0)))
+    chosen = [secrets.choice(chars) for chars in classes]
+    alphabet = "".join(classes)
+    chosen += [secrets.choice(alphabet) for _ in range(length - len(chosen))]
+    secrets.SystemRandom().shuffle(chosen)
+    return "".join(chosen)
+
+
+async def _store_password(ctx: ActionContext, aws: AwsConnection, user: str, password: str) -> str:
+    """Put the new password in Secrets Manager (a new version when the secret exists); return the secret's ARN."""
+    manager = await asyncio.to_thread(_client, ctx, aws, "secretsmanager")
+    name = f"{aws.password_secret_prefix}{user}"
+    try:
+        created = await _aws(
+            "secretsmanager:CreateSecret",
+            manager.create_secret,
+            Name=name,
+            SecretString=password,
+            Description=f"Temporary console password of IAM user {user}, restored by Custodes; must be changed",
+        )
+    except ActionError as error:
+        if error.code != "ResourceExistsException":
+            raise
+        created = await _aws(
+            "secretsmanager:PutSecretValue", manager.put_secret_value, SecretId=name, SecretString=password
+        )
+    return str(created["ARN"])
+
+
+@action(
+    "aws.restore_login_profile",
+    undo="aws.delete_login_profile",
+    plan="give IAM user {user} back a console password (a new one, to be changed at first sign-in)",
+    target="user",
+)
+async def restore_login_profile(ctx: ActionContext, *, user: str) -> dict[str, Any]:
+    """Restore console access that `aws.delete_login_profile` removed. AWS keeps no copy of a deleted password, so
+    the user gets a new random one that satisfies the account's password policy and must be changed at first
+    sign-in. The password never appears in a result or a log: it is stored in AWS Secrets Manager (the secret
+    ``<password_secret_prefix><user>``, whose ARN the result gives) for the help desk to hand over.
+
+    Only a login profile Custodes deleted is restored; a user that never had console access keeps none.
+    """
+    name, iam, dry = await _start(ctx, user, "user", "give IAM user {name} a new console password")
+    if dry is not None:
+        return dry
+    aws = _connection(ctx)
+    await _aws("iam:GetUser", iam.get_user, UserName=name)
+    deleted = LOGIN_PROFILE_TAG in await _user_tags(iam, name)
+    outcome: dict[str, Any] = {"changed": False, "user": name}
+    if await _has_login_profile(iam, name):
+        outcome["login_profile"] = True
+    elif not deleted:
+        outcome["login_profile"] = False
+        outcome["note"] = "Custodes did not delete this user's console password, so it restores none"
+        return outcome
+    else:
+        # Store first: a crash between the two leaves a stored password that a replay replaces, never a profile
+        # whose password nobody has.
+        password = await asyncio.to_thread(console_password, await _password_policy(iam))
+        arn = await _store_password(ctx, aws, name, password)
+        try:
+            await _aws(
+                "iam:CreateLoginProfile",
+                iam.create_login_profile,
+                UserName=name,
+                Password=password,
+                PasswordResetRequired=True,
+            )
+        except ActionError as error:
+            if error.code != "EntityAlreadyExists":
+                raise
+        outcome.update(changed=True, login_profile=True, password_reset_required=True, password_secret=arn)
+    if deleted:
+        await _aws("iam:UntagUser", iam.untag_user, UserName=name, TagKeys=[LOGIN_PROFILE_TAG])
+    return outcome
+
+
+async def _password_policy(iam: Any) -> dict[str, Any]:
+    try:
+        found = await _aws("iam:GetAccountPasswordPolicy", iam.get_account_password_policy)
+    except ActionError as error:
+        if error.code != "NoSuchEntity":
+            raise
+        return {}
+    return dict(found.get("PasswordPolicy") or {})
 
 
 def _document(value: Any) -> Any:

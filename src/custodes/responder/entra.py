@@ -1,4 +1,4 @@
-"""Entra ID containment actions over Microsoft Graph v1.0: sessions, account, risk and group membership.
+"""Entra ID containment actions over Microsoft Graph v1.0: sessions, account, risk, MFA methods and group membership.
 
 A client-credentials token comes from msal through the connector's `GraphAuth` (one per app registration, so msal's
 cache keeps the token until it expires); Graph is called over the context's aiohttp session with `send`, which
@@ -312,6 +312,61 @@ async def add_to_group(ctx: ActionContext, *, user: str, group: str) -> dict[str
 async def remove_from_group(ctx: ActionContext, *, user: str, group: str) -> dict[str, Any]:
     """Remove a user's direct membership of a group (by the group's object id)."""
     return await _membership(ctx, user, group, False)
+
+
+async def _methods(graph: _Graph, user_id: str) -> list[tuple[str, str]]:
+    """(kind, id) of every authentication method but the password, e.g. ("microsoftAuthenticator", "...")."""
+    listed = await graph.call("GET", f"/users/{user_id}/authentication/methods")
+    if not isinstance(listed, dict) or not isinstance(listed.get("value"), list):
+        raise ActionError(
+            "Graph returned something other than a list of authentication methods", code="invalid_response"
+        )
+    methods = []
+    for method in listed["value"]:
+        kind = str(method.get("@odata.type", "") if isinstance(method, dict) else "")
+        kind = kind.removeprefix("#microsoft.graph.").removesuffix("AuthenticationMethod")
+        if kind and kind != "password" and isinstance(method.get("id"), str):
+            methods.append((kind, method["id"]))
+    return methods
+
+
+@action(
+    "entra.reset_authentication_methods",
+    destructive=True,
+    plan="delete every authentication method of {user} but the password: MFA must be registered again",
+    target="user",
+)
+async def reset_authentication_methods(ctx: ActionContext, *, user: str) -> dict[str, Any]:
+    """Require MFA re-registration: delete every registered method (authenticator app, phone, FIDO2 key, OATH token,
+    email, Windows Hello, Temporary Access Pass) but the password, which Graph cannot delete.
+
+    Graph refuses to delete the default method while others remain, so a method it refuses is tried again once the
+    others are gone. Not reversible: the person registers their methods again (revoke their sessions too, so a
+    session holding the old MFA claim cannot outlive the reset). The result lists the kinds and ids removed.
+    """
+    prepared = await _prepare(ctx, user, f"delete every authentication method of {user.strip()} but the password")
+    if isinstance(prepared, dict):
+        return prepared
+    graph, found = prepared
+    pending = await _methods(graph, found["id"])
+    removed: list[dict[str, str]] = []
+    while pending:
+        refused: list[tuple[tuple[str, str], ActionError]] = []
+        for kind, method_id in pending:
+            try:
+                await graph.call("DELETE", f"/users/{found['id']}/authentication/{kind}Methods/{method_id}")
+            except ActionError as error:
+                if error.code == "itemNotFound":  # already gone: a replayed step, or someone else removed it
+                    continue
+                if error.code != "badRequest" or len(pending) == 1:
+                    raise
+                refused.append(((kind, method_id), error))
+                continue
+            removed.append({"kind": kind, "id": method_id})
+        if len(refused) == len(pending):
+            raise refused[0][1]
+        pending = [method for method, _ in refused]
+    return _summary(found, changed=bool(removed), removed=removed)
 
 
 @action("entra.lookup_user", plan="look up {user} in Entra ID", target="user")

@@ -17,7 +17,7 @@ import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import boto3
 import orjson
@@ -30,6 +30,9 @@ from custodes.model import stable_id, utcnow
 from custodes.responder.registry import ActionContext, ActionError, action
 from custodes.store import Store, Transaction
 from custodes.store.tables import events, evidence_bundles, findings, runs, scoring_scores, steps
+
+if TYPE_CHECKING:
+    from custodes.responder.siem import SiemRecords
 
 MANIFEST = "manifest.json"
 CUSTODY = "custody/"
@@ -475,13 +478,30 @@ def _describe(row: dict[str, Any], *, changed: bool) -> dict[str, Any]:
     }
 
 
+async def _from_siems(ctx: ActionContext, entity: str, since: datetime, until: datetime) -> list[SiemRecords]:
+    """The entity's records from each configured SIEM (`responder.evidence.siem`), read one after another."""
+    # Imported here: the connectors import this package (its shared HTTP client), so not at module load.
+    from custodes.responder import siem
+
+    sources = ctx.settings.evidence.siem
+    if not sources:
+        return []
+    if ctx.app is None:
+        raise ActionError("evidence from the SIEM needs the whole configuration (connectors)", code="not_configured")
+    # The store's window includes `until`; the SIEMs read [since, until + 1 ms), their resolution.
+    end = until + timedelta(milliseconds=1)
+    limit = ctx.settings.evidence.max_events
+    return [await siem.read(ctx.app, source, entity, since, end, limit) for source in sources]
+
+
 @action(
     "evidence.collect",
     plan="preserve the events, findings, scores and runs of {entity} from {since} to {until} as evidence",
     target="entity",
 )
 async def collect(ctx: ActionContext, *, entity: str, since: datetime, until: datetime, reason: str) -> dict[str, Any]:
-    """Collect an entity's events, findings, risk scores and playbook runs for a window into a sealed bundle.
+    """Collect an entity's events, findings, risk scores and playbook runs for a window into a sealed bundle,
+    with the entity's records from each SIEM configured under ``responder.evidence.siem``.
 
     The bundle (files, a SHA-256 manifest and a chain of custody) goes to the configured S3 bucket with
     Object Lock, else to the local evidence directory, and is recorded in the store. A replayed step (same
@@ -497,10 +517,11 @@ async def collect(ctx: ActionContext, *, entity: str, since: datetime, until: da
     bundle_id = stable_id("evidence", ctx.idempotency_key)
     if ctx.dry_run:
         where = f"s3://{settings.s3.bucket}" if settings.s3 is not None else str(settings.directory)
+        queried = "".join(f", with records from {source.connector}" for source in settings.siem)
         return {
             "changed": False,
             "dry_run": True,
-            "would": f"write evidence bundle {bundle_id} for {entity} to {where}",
+            "would": f"write evidence bundle {bundle_id} for {entity} to {where}{queried}",
         }
     store = _store(ctx)
     async with store.transaction() as tx:
@@ -508,8 +529,12 @@ async def collect(ctx: ActionContext, *, entity: str, since: datetime, until: da
         if known is not None:
             return _describe(known, changed=False)
         collected = await _collect(tx, entity, since, until, settings.max_events)
+    from_siems = await _from_siems(ctx, entity, since, until)
     files = _files(collected)
     counts = {f"{kind}{'.ndjson' if kind == 'events' else '.json'}": len(rows) for kind, rows in collected.items()}
+    for read in from_siems:
+        files[f"siem/{read.connector}.ndjson"] = read.ndjson
+        counts[f"siem/{read.connector}.ndjson"] = read.count
     created = utcnow()
     who = ctx.actor
     header = {
@@ -523,6 +548,7 @@ async def collect(ctx: ActionContext, *, entity: str, since: datetime, until: da
         "run_id": ctx.run_id,
         "idempotency_key": ctx.idempotency_key,
         "scores_included": True,
+        "siem": [{"connector": read.connector, "query": read.query, "records": read.count} for read in from_siems],
     }
     bundle = await asyncio.to_thread(bundle_for, settings, bundle_id)
     digest = await asyncio.to_thread(seal, bundle, files, header, counts, who=who, why=reason)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, get_type_hints
 import aiohttp
 from pydantic import ConfigDict, ValidationError, create_model
 
-from custodes.config import ResponderSettings
+from custodes.config import ResponderSettings, Settings
 
 if TYPE_CHECKING:
     from custodes.store import Store
@@ -48,6 +48,8 @@ class ActionContext:
     run_id: str | None = None
     store: Store | None = None
     actor: str = "custodes"
+    app: Settings | None = None
+    """The whole configuration, for actions that read through configured connectors (evidence from the SIEM)."""
 
 
 ActionFn = Callable[..., Awaitable[dict[str, Any]]]

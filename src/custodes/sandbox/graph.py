@@ -25,7 +25,10 @@ Containment (writes): ``GET``/``PATCH /users/{id|userPrincipalName}`` (``account
 ``signInSessionsValidFromDateTime`` to now), ``GET /identityProtection/riskyUsers/{id}`` and ``POST
 /identityProtection/riskyUsers/confirmCompromised|dismiss`` (``{"userIds": [...]}``, 204), ``POST
 /groups/{id}/members/$ref`` (``{"@odata.id": ".../directoryObjects/{id}"}``; 400 ``Request_BadRequest`` when the
-reference already exists) and ``DELETE /groups/{id}/members/{id}/$ref``. Unknown objects are 404
+reference already exists) and ``DELETE /groups/{id}/members/{id}/$ref``. Authentication methods: ``GET
+/users/{id}/authentication/methods`` and ``DELETE /users/{id}/authentication/<kind>Methods/{id}`` (204; the password
+method cannot be deleted, nor the default method while other methods remain: 400 ``badRequest``, as Graph answers);
+the registration report follows the methods left. Unknown objects are 404
 ``Request_ResourceNotFound``; a `Fault` with ``status=429`` and ``retry_after`` throttles any of them. Seed risk with
 `add_risky_user`; `mutations()` lists the writes that reached the handlers.
 """
@@ -105,6 +108,8 @@ class GraphState:
     registrations: list[dict[str, Any]] = field(default_factory=list)
     sessions_valid_from: dict[str, float] = field(default_factory=dict)
     risky: dict[str, dict[str, Any]] = field(default_factory=dict)
+    methods: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    default_method: dict[str, str] = field(default_factory=dict)
 
     def add(self, feed: str, record: dict[str, Any], at: float | None = None) -> dict[str, Any]:
         """Add a record to a feed (``signIns``, ``directoryAudits``, ``riskDetections``), ordered and filtered by
@@ -227,6 +232,9 @@ class GraphState:
             },
         }
         self.users.append(user)
+        self.methods[user_id] = [_method("password", id="28c10230-6103-485e-b985-444c60001490")]
+        if mfa:
+            self.add_method(upn, "microsoftAuthenticator", default=True, displayName="iPhone 15")
         self.registrations.append(
             {
                 "id": user_id,
@@ -246,6 +254,37 @@ class GraphState:
             }
         )
         return copy.deepcopy(user)
+
+    def add_method(self, upn: str, kind: str, *, default: bool = False, **properties: Any) -> dict[str, Any]:
+        """Register an authentication method (``phone``, ``microsoftAuthenticator``, ``fido2``, ``softwareOath``,
+        ``email``, ``windowsHelloForBusiness``, ``temporaryAccessPass``) for a user; `default` makes it the default
+        sign-in method."""
+        user = self.find_user(upn)
+        if user is None:
+            raise KeyError(upn)
+        method = _method(kind, **properties)
+        self.methods[user["id"]].append(method)
+        if default:
+            self.default_method[user["id"]] = method["id"]
+        self._sync_registration(user["id"])
+        return copy.deepcopy(method)
+
+    def _sync_registration(self, user_id: str) -> None:
+        """Keep the registration report in step with the user's methods, as the report is derived from them."""
+        kinds = [method_kind(method) for method in self.methods.get(user_id, []) if method_kind(method) != "password"]
+        for registration in self.registrations:
+            if registration["id"] == user_id:
+                default = self.default_method.get(user_id)
+                registration["methodsRegistered"] = [_REGISTERED.get(kind, kind) for kind in kinds]
+                registration["isMfaRegistered"] = registration["isMfaCapable"] = bool(kinds)
+                registration["defaultMfaMethod"] = next(
+                    (
+                        _REGISTERED.get(method_kind(method), "none")
+                        for method in self.methods[user_id]
+                        if method["id"] == default
+                    ),
+                    "none",
+                )
 
     def _member_ids(self, upns: list[str]) -> list[str]:
         known = {user.get("userPrincipalName"): user.get("id") for user in self.users}
@@ -308,6 +347,26 @@ class GraphState:
 
 
 STATE = web.AppKey("graph_state", GraphState)
+
+_REGISTERED = {
+    "microsoftAuthenticator": "microsoftAuthenticatorPush",
+    "phone": "mobilePhone",
+    "fido2": "passKeyDeviceBound",
+    "softwareOath": "softwareOneTimePasscode",
+    "email": "email",
+    "windowsHelloForBusiness": "windowsHelloForBusiness",
+    "temporaryAccessPass": "temporaryAccessPass",
+}
+
+
+def _method(kind: str, **properties: Any) -> dict[str, Any]:
+    odata = f"#microsoft.graph.{kind}AuthenticationMethod"
+    return {"@odata.type": odata, "id": properties.pop("id", str(uuid.uuid4())), **properties}
+
+
+def method_kind(method: dict[str, Any]) -> str:
+    """``phone`` for ``#microsoft.graph.phoneAuthenticationMethod``, and so on."""
+    return str(method.get("@odata.type", "")).removeprefix("#microsoft.graph.").removesuffix("AuthenticationMethod")
 
 
 def _b64(value: dict[str, Any]) -> str:
@@ -698,6 +757,42 @@ async def _remove_member(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+async def _methods(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    key = request.match_info["id"]
+    user = state.find_user(key)
+    if user is None:
+        return _not_found(key)
+    context = f"https://graph.microsoft.com/v1.0/$metadata#users('{user['id']}')/authentication/methods"
+    return web.json_response({"@odata.context": context, "value": copy.deepcopy(state.methods[user["id"]])})
+
+
+async def _delete_method(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    key, segment, method_id = (request.match_info[name] for name in ("id", "kind", "method"))
+    user = state.find_user(key)
+    if user is None:
+        return _not_found(key)
+    methods = state.methods[user["id"]]
+    found = next((m for m in methods if m["id"] == method_id and f"{method_kind(m)}Methods" == segment), None)
+    if found is None:
+        return graph_error(404, "itemNotFound", f"The requested authentication method '{method_id}' was not found.")
+    if method_kind(found) == "password":
+        return graph_error(400, "badRequest", "The password method cannot be deleted; reset the password instead.")
+    others = [m for m in methods if m is not found and method_kind(m) != "password"]
+    if state.default_method.get(user["id"]) == method_id and others:
+        return graph_error(
+            400,
+            "badRequest",
+            "Cannot delete default method with other methods configured. Please change default method before deletion.",
+        )
+    methods.remove(found)
+    if state.default_method.get(user["id"]) == method_id:
+        del state.default_method[user["id"]]
+    state._sync_registration(user["id"])
+    return web.Response(status=204)
+
+
 def _render(fault: Fault, request: web.Request) -> web.StreamResponse:
     status = fault.status or 500
     if status == 429:
@@ -741,4 +836,6 @@ def create_app(state: GraphState | None = None) -> web.Application:
     app.router.add_get("/v1.0/identityProtection/riskyUsers/{id}", _risky_user)
     app.router.add_post("/v1.0/groups/{id}/members/$ref", _add_member)
     app.router.add_delete("/v1.0/groups/{id}/members/{member}/$ref", _remove_member)
+    app.router.add_get("/v1.0/users/{id}/authentication/methods", _methods)
+    app.router.add_delete("/v1.0/users/{id}/authentication/{kind}/{method}", _delete_method)
     return app

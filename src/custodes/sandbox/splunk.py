@@ -8,7 +8,8 @@ uses the v2 search endpoints); ``POST /services/search/v2/jobs/export`` (form bo
 as the SDK sends it) streaming ``output_mode=json`` results one JSON document per line, newest first, between
 ``earliest_time`` (inclusive) and ``latest_time`` (exclusive), given as epoch seconds or ISO 8601. The search
 language subset: an optional leading ``search``, then ``field=value`` terms (``*`` wildcards, quoted values,
-case-insensitive values) and bare words matched in ``_raw``, all ANDed; a pipe is a 400. Faults
+case-insensitive values) and bare words matched in ``_raw``, ANDed by juxtaposition or ``AND``, with ``OR``, ``NOT``
+and parentheses; a pipe is a 400. Faults
 (`pathfaults.Faults`) inject 401, 429 and 5xx with ``Retry-After``, slow answers and dropped connections;
 `truncate_exports` cuts the next export streams after half their results, `duplicate_exports` sends every
 result of the next exports twice.
@@ -19,6 +20,7 @@ from __future__ import annotations
 import fnmatch
 import secrets
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -138,31 +140,82 @@ class SearchError(ValueError):
     """A search the simulator does not understand (Splunk answers 400)."""
 
 
-def _matcher(search: str) -> Any:
+Matcher = Callable[[dict[str, Any]], bool]
+
+
+def _term(word: str) -> Matcher:
+    key, sep, value = word.partition("=")
+    if sep and key:
+        wanted = value.lower()
+        return lambda event: fnmatch.fnmatchcase(str(event.get(key, "")).lower(), wanted)
+    pattern = f"*{word.lower()}*"
+    return lambda event: fnmatch.fnmatchcase(str(event["_raw"]).lower(), pattern)
+
+
+class _Search:
+    """Terms ANDed by juxtaposition or ``AND``, ``OR`` binding looser, ``NOT``, and parentheses (SPL's order)."""
+
+    def __init__(self, words: list[str]) -> None:
+        self.words = words
+        self.at = 0
+
+    def parse(self) -> Matcher:
+        matcher = self._or()
+        if self.at < len(self.words):
+            raise SearchError(f"Error in 'search' command: unexpected {self.words[self.at]!r}")
+        return matcher
+
+    def _peek(self) -> str | None:
+        return self.words[self.at] if self.at < len(self.words) else None
+
+    def _or(self) -> Matcher:
+        options = [self._and()]
+        while self._peek() == "OR":
+            self.at += 1
+            options.append(self._and())
+        return options[0] if len(options) == 1 else lambda event: any(option(event) for option in options)
+
+    def _and(self) -> Matcher:
+        parts: list[Matcher] = []
+        while self._peek() not in (None, ")", "OR"):
+            if self._peek() == "AND":
+                self.at += 1
+            parts.append(self._not())
+        if not parts:
+            raise SearchError("Error in 'search' command: a search term is missing")
+        return lambda event: all(part(event) for part in parts)
+
+    def _not(self) -> Matcher:
+        if self._peek() == "NOT":
+            self.at += 1
+            inner = self._not()
+            return lambda event: not inner(event)
+        word = self._peek()
+        self.at += 1
+        if word == "(":
+            inner = self._or()
+            if self._peek() != ")":
+                raise SearchError("Error in 'search' command: unbalanced parentheses")
+            self.at += 1
+            return inner
+        if word is None or word in (")", "AND", "OR"):
+            raise SearchError(f"Error in 'search' command: a search term is missing before {word!r}")
+        return _term(word)
+
+
+def _matcher(search: str) -> Matcher:
     text = search.strip()
     if "|" in text:
         raise SearchError("the simulator runs plain searches only (no pipes)")
+    lexer = shlex.shlex(text, posix=True, punctuation_chars="()")
+    lexer.whitespace_split = True
     try:
-        words = shlex.split(text)
+        words = list(lexer)
     except ValueError as exc:
         raise SearchError(f"Error in 'search' command: {exc}") from None
     if words and words[0] == "search":
         words = words[1:]
-    terms: list[tuple[str | None, str]] = []
-    for word in words:
-        key, sep, value = word.partition("=")
-        terms.append((key, value.lower()) if sep and key else (None, word.lower()))
-
-    def matches(event: dict[str, Any]) -> bool:
-        for key, wanted in terms:
-            if key is None:
-                if not fnmatch.fnmatchcase(str(event["_raw"]).lower(), f"*{wanted}*"):
-                    return False
-            elif not fnmatch.fnmatchcase(str(event.get(key, "")).lower(), wanted):
-                return False
-        return True
-
-    return matches
+    return _Search(words).parse() if words else lambda event: True
 
 
 def _bound(value: str | None) -> datetime | None:
