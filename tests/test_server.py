@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 
 from custodes.config import DatabaseSettings, Settings
 from custodes.server.auth import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
-from custodes.server.serve import serving
+from custodes.server.serve import serving, settle_garbage_collector
 from custodes.services import Services
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -126,11 +127,12 @@ async def test_bad_bodies_get_clear_4xx_and_the_server_keeps_serving(server: tup
         b'{"uuid": "x",': (400, "invalid_json"),
         b"[1, 2]": (400, "invalid_record"),
         orjson.dumps({"a": [[[[[[[[[["deep"]]]]]]]]]]}): (400, "too_deep"),
+        orjson.dumps({"n": "[[[[[[[[[[", "a": [[[[[[["eight", "deep"]]]]]]]}): (202, None),
         orjson.dumps({"pad": "x" * 5000}): (413, "body_too_large"),
     }
     for body, (status, code) in cases.items():
         got, answer = await post(url, body)
-        assert (got, answer["error"]["code"]) == (status, code), body[:40]
+        assert (got, answer.get("error", {}).get("code")) == (status, code), body[:40]
     async with aiohttp.ClientSession() as http, http.post(f"{url}/webhooks/generic", data=b"{}") as response:
         assert response.status == 415
     status, _ = await get(url, "/healthz", token=None)
@@ -225,3 +227,13 @@ def test_logs_are_json_with_the_request_id(capsys: pytest.CaptureFixture[str]) -
     line = orjson.loads(capsys.readouterr().err.strip().splitlines()[-1])
     assert line["message"] == "refused" and line["request_id"] == "req-7" and line["status"] == 401
     assert line["level"] == "warning" and line["time"].endswith("Z")
+
+
+def test_settling_the_garbage_collector_freezes_what_is_loaded() -> None:
+    threshold = gc.get_threshold()
+    try:
+        settle_garbage_collector()
+        assert gc.get_freeze_count() > 0 and gc.get_threshold()[2] == 100
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*threshold)

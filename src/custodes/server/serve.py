@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -48,8 +49,22 @@ async def serve_forever(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     async with await Services.open(settings) as services:
         check_receivers(services)
+        settle_garbage_collector()
         await _serve(services, stop)
     log.info("stopped")
+
+
+def settle_garbage_collector() -> None:
+    """Keep full garbage collections off the request path once everything is loaded.
+
+    Rules, pipelines, playbooks and libraries are hundreds of thousands of objects that live as long as the
+    process; frozen, collections no longer walk them. Full collections then run after 100 young-generation ones
+    rather than 10: measured on the webhook benchmark, each stalled the event loop 20-200 ms and set the p99.
+    """
+    gc.collect()
+    gc.freeze()
+    young, middle, _ = gc.get_threshold()
+    gc.set_threshold(young, middle, 100)
 
 
 def check_receivers(services: Services) -> None:

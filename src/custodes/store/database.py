@@ -22,7 +22,6 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 from sqlalchemy import event as sa_event
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -41,7 +40,7 @@ from custodes.model import (
     StepRecord,
     utcnow,
 )
-from custodes.store import migrate
+from custodes.store import migrate, upserts
 from custodes.store.groupcommit import GroupCommit
 from custodes.store.tables import (
     approvals,
@@ -165,8 +164,7 @@ class Transaction:
         self._audit_rows: list[tuple[datetime, str, str, str | None, dict[str, Any]]] = []
 
     def _insert(self, table: sa.Table) -> Any:
-        module = postgresql if self._dialect == "postgresql" else sqlite
-        return module.insert(table)
+        return upserts.insert(self._dialect, table)
 
     # events ---------------------------------------------------------------------------------------
     async def insert_events(self, batch: Sequence[Event]) -> set[str]:
@@ -194,8 +192,7 @@ class Transaction:
             }
             for e in {event.id: event for event in batch}.values()
         ]
-        stmt = self._insert(events).on_conflict_do_nothing(index_elements=["id"]).returning(events.c.id)
-        result = await self.conn.execute(stmt, rows)
+        result = await self.conn.execute(upserts.insert_new(self._dialect, events, "id"), rows)
         return {row[0] for row in result}
 
     async def get_events(self, ids: Iterable[str]) -> list[Event]:
@@ -231,19 +228,7 @@ class Transaction:
             }
             for entity, (first, last) in seen.items()
         ]
-        stmt = self._insert(entities)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["id"],
-            set_={
-                "first_seen": sa.func.min(entities.c.first_seen, stmt.excluded.first_seen)
-                if self._dialect == "sqlite"
-                else sa.func.least(entities.c.first_seen, stmt.excluded.first_seen),
-                "last_seen": sa.func.max(entities.c.last_seen, stmt.excluded.last_seen)
-                if self._dialect == "sqlite"
-                else sa.func.greatest(entities.c.last_seen, stmt.excluded.last_seen),
-            },
-        )
-        await self.conn.execute(stmt, rows)
+        await self.conn.execute(upserts.widen(self._dialect, entities, "id", "first_seen", "last_seen"), rows)
 
     async def list_entities(self, limit: int = 100) -> list[dict[str, Any]]:
         """Entities, most recently seen first."""
@@ -377,14 +362,8 @@ class Transaction:
         await self._flush_runs()
         if self._step_rows:
             rows, self._step_rows = list(self._step_rows.values()), {}
-            stmt = self._insert(steps)
-            columns = [c for c in rows[0] if c not in ("run_id", "step_id")]
-            await self.conn.execute(
-                stmt.on_conflict_do_update(
-                    index_elements=["run_id", "step_id"], set_={c: stmt.excluded[c] for c in columns}
-                ),
-                rows,
-            )
+            columns = tuple(c for c in rows[0] if c not in ("run_id", "step_id"))
+            await self.conn.execute(upserts.upsert(self._dialect, steps, ("run_id", "step_id"), columns), rows)
         if self._audit_rows:
             entries, self._audit_rows = self._audit_rows, []
             prev = await self._audit_tail()
@@ -601,12 +580,8 @@ class Transaction:
         """Set an engine control."""
         row = {"name": name, "value": value, "updated_by": by, "updated_at": utcnow()}
         self._controls.pop(name, None)
-        stmt = self._insert(controls).values(**row)
-        await self.conn.execute(
-            stmt.on_conflict_do_update(
-                index_elements=["name"], set_={"value": value, "updated_by": by, "updated_at": row["updated_at"]}
-            )
-        )
+        statement = upserts.upsert(self._dialect, controls, ("name",), ("value", "updated_by", "updated_at"))
+        await self.conn.execute(statement, [row])
 
     async def record_approval(
         self, run_id: str, step_id: str, approver: str, decision: str, plan_hash: str, comment: str | None
@@ -647,8 +622,8 @@ class Transaction:
         """Insert or update a step record."""
         await self.flush()
         values = _step_values(step)
-        stmt = self._insert(steps).values(run_id=run_id, step_id=step.step_id, **values)
-        await self.conn.execute(stmt.on_conflict_do_update(index_elements=["run_id", "step_id"], set_=values))
+        statement = upserts.upsert(self._dialect, steps, ("run_id", "step_id"), tuple(values))
+        await self.conn.execute(statement, [{"run_id": run_id, "step_id": step.step_id, **values}])
 
     async def get_run(self, run_id: str) -> Run | None:
         """A run with its steps in order."""
@@ -774,8 +749,8 @@ class Transaction:
             "consecutive_failures": status.consecutive_failures,
             "updated_at": status.updated_at,
         }
-        stmt = self._insert(connector_status).values(connector=status.connector, **values)
-        await self.conn.execute(stmt.on_conflict_do_update(index_elements=["connector"], set_=values))
+        statement = upserts.upsert(self._dialect, connector_status, ("connector",), tuple(values))
+        await self.conn.execute(statement, [{"connector": status.connector, **values}])
 
     # correlation state ----------------------------------------------------------------------------
     async def load_correlation_state(self) -> tuple[dict[str, float], list[CorrelationGroupRecord]]:
@@ -800,24 +775,17 @@ class Transaction:
         """Upsert clocks and groups and delete the (correlation id, group key) pairs in `deleted`."""
         now = utcnow()
         if clocks:
-            clock_stmt = self._insert(correlation_clocks)
             await self.conn.execute(
-                clock_stmt.on_conflict_do_update(
-                    index_elements=["correlation_id"],
-                    set_={"clock": clock_stmt.excluded.clock, "updated_at": clock_stmt.excluded.updated_at},
-                ),
+                upserts.upsert(self._dialect, correlation_clocks, ("correlation_id",), ("clock", "updated_at")),
                 [{"correlation_id": key, "clock": clock, "updated_at": now} for key, clock in clocks.items()],
             )
         if groups:
-            group_stmt = self._insert(correlation_groups)
             await self.conn.execute(
-                group_stmt.on_conflict_do_update(
-                    index_elements=["correlation_id", "group_key"],
-                    set_={
-                        "state": group_stmt.excluded.state,
-                        "position": group_stmt.excluded.position,
-                        "updated_at": group_stmt.excluded.updated_at,
-                    },
+                upserts.upsert(
+                    self._dialect,
+                    correlation_groups,
+                    ("correlation_id", "group_key"),
+                    ("state", "position", "updated_at"),
                 ),
                 [
                     {
@@ -850,10 +818,8 @@ class Transaction:
 
     async def save_checkpoint(self, connector: str, value: dict[str, Any]) -> None:
         """Save a connector's position (commit it with the batch it covers)."""
-        stmt = self._insert(checkpoints).values(connector=connector, value=value, updated_at=utcnow())
-        await self.conn.execute(
-            stmt.on_conflict_do_update(index_elements=["connector"], set_={"value": value, "updated_at": utcnow()})
-        )
+        statement = upserts.upsert(self._dialect, checkpoints, ("connector",), ("value", "updated_at"))
+        await self.conn.execute(statement, [{"connector": connector, "value": value, "updated_at": utcnow()}])
 
 
 class Store:

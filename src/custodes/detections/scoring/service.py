@@ -14,7 +14,6 @@ from typing import Any
 
 import orjson
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
 from custodes.config import ScoringSettings
 from custodes.detections.scoring.baselines import EntityState, peer_stats
@@ -23,15 +22,11 @@ from custodes.detections.scoring.identity import IdentityResolver, load_director
 from custodes.detections.scoring.privacy import Pseudonymizer
 from custodes.detections.scoring.risk import Contribution, DayScore
 from custodes.model import Event, Finding, utcnow
-from custodes.store import Store, Transaction
+from custodes.store import Store, Transaction, upserts
 from custodes.store.tables import scoring_meta, scoring_scores, scoring_state
 
 KEY_META = "pseudonym_key"
 CLOCK_META = "clock"
-
-
-def _insert(tx: Transaction, table: sa.Table) -> Any:
-    return (postgresql if tx.conn.dialect.name == "postgresql" else sqlite).insert(table)
 
 
 async def _meta(tx: Transaction, key: str) -> Any:
@@ -39,10 +34,8 @@ async def _meta(tx: Transaction, key: str) -> Any:
 
 
 async def _set_meta(tx: Transaction, key: str, value: Any) -> None:
-    stmt = _insert(tx, scoring_meta).values(key=key, value=value, updated_at=utcnow())
-    await tx.conn.execute(
-        stmt.on_conflict_do_update(index_elements=["key"], set_={"value": value, "updated_at": utcnow()})
-    )
+    statement = upserts.upsert(tx.conn.dialect.name, scoring_meta, ("key",), ("value", "updated_at"))
+    await tx.conn.execute(statement, [{"key": key, "value": value, "updated_at": utcnow()}])
 
 
 async def pseudonymizer_for(settings: ScoringSettings, store: Store) -> Pseudonymizer:
@@ -125,32 +118,13 @@ class ScoringService:
             rows.append({"entity": key, "kind": state.kind, "state": body, "bytes": size, "updated_at": now})
         engine.dirty.clear()
         if rows:
-            stmt = _insert(tx, scoring_state)
-            await tx.conn.execute(
-                stmt.on_conflict_do_update(
-                    index_elements=["entity"],
-                    set_={
-                        "kind": stmt.excluded.kind,
-                        "state": stmt.excluded.state,
-                        "bytes": stmt.excluded.bytes,
-                        "updated_at": stmt.excluded.updated_at,
-                    },
-                ),
-                rows,
-            )
+            columns = ("kind", "state", "bytes", "updated_at")
+            await tx.conn.execute(upserts.upsert(tx.conn.dialect.name, scoring_state, ("entity",), columns), rows)
         scores = engine.take_scores()
         if scores:
-            stmt = _insert(tx, scoring_scores)
+            columns = ("risk", "points", "detail", "event_ids")
             await tx.conn.execute(
-                stmt.on_conflict_do_update(
-                    index_elements=["entity", "day"],
-                    set_={
-                        "risk": stmt.excluded.risk,
-                        "points": stmt.excluded.points,
-                        "detail": stmt.excluded.detail,
-                        "event_ids": stmt.excluded.event_ids,
-                    },
-                ),
+                upserts.upsert(tx.conn.dialect.name, scoring_scores, ("entity", "day"), columns),
                 [score_row(score, now) for score in scores],
             )
         clock = {
