@@ -5,7 +5,7 @@ HMAC-signed Okta records to the generic receiver over loopback with a fixed numb
 connections for a fixed time. Every record is distinct, so each one is committed (no duplicate shortcut).
 Target: >= 2,000 alerts/s sustained with SQLite, p99 < 50 ms.
 
-    .venv/bin/python bench/webhooks.py [--seconds 10] [--concurrency 32] [--postgres URL]
+    .venv/bin/python bench/webhooks.py [--seconds 10] [--concurrency 32] [--postgres URL] [--without-scoring]
 """
 
 from __future__ import annotations
@@ -40,13 +40,14 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def write_config(folder: Path, database_url: str, schema: str | None, synchronous: str = "FULL") -> Path:
+def write_config(folder: Path, database_url: str, schema: str | None, scoring: bool = True) -> Path:
     (folder / "playbooks").mkdir()
-    database = {"url": database_url, **({"schema_name": schema} if schema else {"sqlite_synchronous": synchronous})}
+    database = {"url": database_url, **({"schema_name": schema} if schema else {})}
     config = {
         "database": database,
         "detection": {"rules": [str(ROOT / "detections" / "rules")]},
         "playbooks": {"paths": [str(folder / "playbooks")]},
+        "scoring": {"enabled": scoring},
         "webhooks": {
             "generic": {
                 "kind": "generic",
@@ -122,10 +123,10 @@ async def load(url: str, seconds: float, concurrency: int) -> tuple[int, int, li
 
 
 def run(
-    label: str, database_url: str, schema: str | None, seconds: float, concurrency: int, synchronous: str = "FULL"
+    label: str, database_url: str, schema: str | None, seconds: float, concurrency: int, scoring: bool = True
 ) -> None:
     with tempfile.TemporaryDirectory(prefix="custodes-bench-") as folder:
-        config = write_config(Path(folder), database_url, schema, synchronous)
+        config = write_config(Path(folder), database_url, schema, scoring=scoring)
         port = free_port()
         env = {**os.environ, "BENCH_WEBHOOK_SECRET": SECRET}
         server = subprocess.Popen(  # noqa: S603 - our own CLI
@@ -158,13 +159,20 @@ def main() -> None:
         "--postgres",
         default=os.environ.get("CUSTODES_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"),
     )
+    parser.add_argument(
+        "--without-scoring", action="store_true", help="behaviour scoring off (what its baselines cost per record)"
+    )
     args = parser.parse_args()
-    print(f"webhook ingest, {args.seconds:.0f} s per store, target >= 2,000 alerts/s with p99 < 50 ms (SQLite)")
+    scoring = not args.without_scoring
+    print(
+        f"webhook ingest, {args.seconds:.0f} s per store, target >= 2,000 alerts/s with p99 < 50 ms (SQLite), "
+        f"behaviour scoring {'on' if scoring else 'off'}"
+    )
     with tempfile.TemporaryDirectory(prefix="custodes-bench-db-") as folder:
-        run("sqlite", f"sqlite+aiosqlite:///{folder}/bench.db", None, args.seconds, args.concurrency)
+        run("sqlite", f"sqlite+aiosqlite:///{folder}/bench.db", None, args.seconds, args.concurrency, scoring)
     schema = f"bench_{uuid.uuid4().hex[:8]}"
     try:
-        run("postgresql", args.postgres, schema, args.seconds, args.concurrency)
+        run("postgresql", args.postgres, schema, args.seconds, args.concurrency, scoring)
     finally:
         asyncio.run(drop_schema(args.postgres, schema))
 
