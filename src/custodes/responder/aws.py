@@ -279,6 +279,16 @@ async def delete_login_profile(ctx: ActionContext, *, user: str) -> dict[str, An
     return {"changed": True, "user": name, "login_profile": False}
 
 
+async def _password_policy(iam: Any) -> dict[str, Any]:
+    try:
+        found = await _aws("iam:GetAccountPasswordPolicy", iam.get_account_password_policy)
+    except ActionError as error:
+        if error.code != "NoSuchEntity":
+            raise
+        return {}
+    return dict(found.get("PasswordPolicy") or {})
+
+
 def console_password(policy: dict[str, Any]) -> str:
     """A random console password that satisfies the account's password policy (every character class, at least
     24 characters or the policy's minimum when longer)."""
@@ -359,16 +369,6 @@ async def restore_login_profile(ctx: ActionContext, *, user: str) -> dict[str, A
     if deleted:
         await _aws("iam:UntagUser", iam.untag_user, UserName=name, TagKeys=[LOGIN_PROFILE_TAG])
     return outcome
-
-
-async def _password_policy(iam: Any) -> dict[str, Any]:
-    try:
-        found = await _aws("iam:GetAccountPasswordPolicy", iam.get_account_password_policy)
-    except ActionError as error:
-        if error.code != "NoSuchEntity":
-            raise
-        return {}
-    return dict(found.get("PasswordPolicy") or {})
 
 
 def _document(value: Any) -> Any:
