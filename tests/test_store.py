@@ -280,5 +280,6 @@ async def test_sqlite_durability_is_configurable(tmp_path: Path) -> None:
         try:
             async with opened.engine.connect() as conn:
                 assert (await conn.exec_driver_sql("PRAGMA synchronous")).scalar_one() == expected
+                assert (await conn.exec_driver_sql("PRAGMA cache_size")).scalar_one() == -64 * 1024
         finally:
             await opened.close()

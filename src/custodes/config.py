@@ -113,6 +113,13 @@ class DatabaseSettings(Section):
         description="SQLite WAL durability: FULL survives power loss; NORMAL survives a crashed process but may lose "
         "the last commits on power loss, for more throughput",
     )
+    sqlite_cache_mib: int = Field(
+        default=64,
+        ge=1,
+        le=65_536,
+        description="SQLite page cache per connection, in MiB (SQLite's own default is 2): the event tables' random "
+        "keys touch pages all over them",
+    )
     echo: bool = False
 
 

@@ -905,7 +905,7 @@ def _engine(settings: DatabaseSettings) -> AsyncEngine:
         if url.database and url.database != ":memory:":
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_async_engine(url, echo=settings.echo, connect_args={"timeout": 30}, **JSON_CODEC)
-        sa_event.listen(engine.sync_engine, "connect", partial(_sqlite_pragmas, settings.sqlite_synchronous))
+        sa_event.listen(engine.sync_engine, "connect", partial(_sqlite_pragmas, settings))
         sa_event.listen(engine.sync_engine, "begin", _sqlite_begin)
         return engine
     if backend == "postgresql":
@@ -938,11 +938,12 @@ async def _first_connection_lock(engine: AsyncEngine) -> AsyncIterator[None]:
         os.close(lock)  # closing the descriptor releases the lock
 
 
-def _sqlite_pragmas(synchronous: str, dbapi_connection: Any, _record: Any) -> None:
+def _sqlite_pragmas(settings: DatabaseSettings, dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute(f"PRAGMA synchronous={synchronous}")
+    cursor.execute(f"PRAGMA synchronous={settings.sqlite_synchronous}")
+    cursor.execute(f"PRAGMA cache_size=-{settings.sqlite_cache_mib * 1024}")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
