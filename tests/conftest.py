@@ -6,9 +6,11 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import asyncpg
+import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 from sqlalchemy.engine import make_url
@@ -77,6 +79,17 @@ def moto_url() -> Iterator[str]:
         yield f"http://{host}:{port}"
     finally:
         server.stop()
+
+
+def moto_client(service: str, url: str) -> Any:
+    """A boto3 client for moto at `url`, with the test keys."""
+    return boto3.client(
+        service,
+        region_name="us-east-1",
+        endpoint_url=url,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing-secret",
+    )
 
 
 @pytest.fixture(params=BACKENDS)

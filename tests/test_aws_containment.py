@@ -6,10 +6,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
-import boto3
 import pytest
 from botocore.exceptions import ClientError
 
+from conftest import moto_client
 from custodes.config import ResponderSettings
 from custodes.connectors.retry import RetryPolicy
 from custodes.responder import ActionContext, ActionError, aws, catalog
@@ -30,13 +30,7 @@ async def iam(moto_url: str, monkeypatch: pytest.MonkeyPatch) -> Any:
         assert answer.status == 200
     monkeypatch.setenv(KEY_VARIABLE, "testing")
     monkeypatch.setenv(SECRET_VARIABLE, "testing-secret")
-    return boto3.client(
-        "iam",
-        region_name="us-east-1",
-        endpoint_url=moto_url,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing-secret",
-    )
+    return moto_client("iam", moto_url)
 
 
 def settings_for(endpoint: str) -> ResponderSettings:
@@ -140,13 +134,7 @@ async def test_delete_login_profile_and_restore_with_a_new_password_held_in_secr
     restored = await run(moto_url, "aws.restore_login_profile", user="mallory")
     assert restored["changed"] is True and restored["password_reset_required"] is True
     iam.get_login_profile(UserName="mallory")
-    manager = boto3.client(
-        "secretsmanager",
-        region_name="us-east-1",
-        endpoint_url=moto_url,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing-secret",
-    )
+    manager = moto_client("secretsmanager", moto_url)
     stored = manager.get_secret_value(SecretId=restored["password_secret"])
     password = stored["SecretString"]
     assert stored["Name"] == "custodes/console-password/mallory" and len(password) >= 32

@@ -11,13 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import boto3
 import orjson
 import pytest
 import sqlalchemy as sa
 from botocore.exceptions import ClientError
 from typer.testing import CliRunner
 
+from conftest import moto_client
 from custodes.cli import app
 from custodes.config import DatabaseSettings, EvidenceSettings, ResponderSettings, S3EvidenceStore
 from custodes.model import Event, Finding, LogSource, Run, RunStatus, Severity
@@ -307,13 +307,7 @@ async def test_s3_bundle_is_locked_and_verifiable(
     store: Store, session: aiohttp.ClientSession, moto_url: str, aws_keys: None, tmp_path: Path
 ) -> None:
     bucket = f"evidence-{store.dialect}-{os.getpid()}-{id(store) % 10_000}"
-    s3 = boto3.client(
-        "s3",
-        region_name="us-east-1",
-        endpoint_url=moto_url,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing-secret",
-    )
+    s3 = moto_client("s3", moto_url)
     s3.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
     await seed(store)
     settings = ResponderSettings(evidence=EvidenceSettings(s3=s3_settings(moto_url, bucket)))

@@ -58,7 +58,6 @@ class HuntPlan:
     """Which rules a hunt pushes down and which it matches in process (rules that do not apply are left out)."""
 
     hunt: Hunt
-    kind: str
     pushed: list[PlannedRule] = field(default_factory=list)
     in_process: list[PlannedRule] = field(default_factory=list)
     left_out: list[dict[str, str]] = field(default_factory=list)
@@ -113,7 +112,7 @@ class HuntRunner:
         ruleset = load_rules(paths, pipeline=pipeline_named(effective_pipeline(source)), options=options)
         for rejection in ruleset.rejections:
             log.warning("hunt %s: %s", hunt.name, rejection)
-        plan = HuntPlan(hunt, entry.kind)
+        plan = HuntPlan(hunt)
         wanted_tags = {tag.lower() for tag in hunt.rules.tags}
         chosen = [
             rule
@@ -195,7 +194,7 @@ class HuntRunner:
         scanned = 0
         hunt = plan.hunt
         for item in plan.pushed:
-            connector = self._connector(hunt, plan.kind, item.query)
+            connector = self._connector(hunt, item.query)
             try:
                 async for events in sdk.read_window(connector, start, end):
                     scanned += len(events)
@@ -208,7 +207,7 @@ class HuntRunner:
                 await sdk.close(connector)
         if plan.in_process:
             engine = SigmaEngine(RuleSet(rules=[item.rule for item in plan.in_process]))
-            connector = self._connector(hunt, plan.kind, None)
+            connector = self._connector(hunt, None)
             try:
                 async for events in sdk.read_window(connector, start, end):
                     scanned += len(events)
@@ -222,7 +221,7 @@ class HuntRunner:
                 await sdk.close(connector)
         return scanned
 
-    def _connector(self, hunt: Hunt, kind: str, query: str | None) -> Any:
+    def _connector(self, hunt: Hunt, query: str | None) -> Any:
         entry = self._entry(hunt)
         if query is not None:
             entry = sdk.narrowed(entry, query)

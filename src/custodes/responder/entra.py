@@ -358,7 +358,7 @@ async def reset_authentication_methods(ctx: ActionContext, *, user: str) -> dict
             except ActionError as error:
                 if error.code == "itemNotFound":  # already gone: a replayed step, or someone else removed it
                     continue
-                if error.code != "badRequest" or len(pending) == 1:
+                if error.code != "badRequest":
                     raise
                 refused.append(((kind, method_id), error))
                 continue

@@ -271,20 +271,14 @@ class GraphState:
 
     def _sync_registration(self, user_id: str) -> None:
         """Keep the registration report in step with the user's methods, as the report is derived from them."""
-        kinds = [method_kind(method) for method in self.methods.get(user_id, []) if method_kind(method) != "password"]
+        methods = self.methods.get(user_id, [])
+        kinds = [kind for kind in map(method_kind, methods) if kind != "password"]
+        default = next((method_kind(m) for m in methods if m["id"] == self.default_method.get(user_id)), None)
         for registration in self.registrations:
             if registration["id"] == user_id:
-                default = self.default_method.get(user_id)
                 registration["methodsRegistered"] = [_REGISTERED.get(kind, kind) for kind in kinds]
                 registration["isMfaRegistered"] = registration["isMfaCapable"] = bool(kinds)
-                registration["defaultMfaMethod"] = next(
-                    (
-                        _REGISTERED.get(method_kind(method), "none")
-                        for method in self.methods[user_id]
-                        if method["id"] == default
-                    ),
-                    "none",
-                )
+                registration["defaultMfaMethod"] = _REGISTERED.get(default, "none") if default else "none"
 
     def _member_ids(self, upns: list[str]) -> list[str]:
         known = {user.get("userPrincipalName"): user.get("id") for user in self.users}

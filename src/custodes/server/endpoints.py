@@ -17,7 +17,7 @@ from custodes.detections.scoring.privacy import Pseudonymizer, is_pseudonym
 from custodes.detections.scoring.service import pseudonymizer_for
 from custodes.server.auth import AuthError, token_role
 from custodes.server.context import services_key
-from custodes.server.limits import body_depth_exceeds
+from custodes.server.limits import json_depth_exceeds
 from custodes.server.responses import error, json_response
 from custodes.services import Services
 
@@ -217,7 +217,7 @@ async def _body(request: web.Request, model: type[BaseModel]) -> BaseModel:
     except orjson.JSONDecodeError as exc:
         raise ApiError(400, "invalid_json", f"invalid JSON at byte {exc.pos}: {exc.msg}") from None
     services = request.app[services_key]
-    if body_depth_exceeds(body, document, services.settings.server.max_json_depth):
+    if json_depth_exceeds(body, document, services.settings.server.max_json_depth):
         raise ApiError(400, "too_deep", "JSON nests too deeply")
     try:
         return model.model_validate(document)

@@ -19,7 +19,7 @@ from custodes.model import Event, Finding
 from custodes.server.auth import AuthError, authenticate
 from custodes.server.context import ingest_key, metrics_key, services_key
 from custodes.server.ingest import QueueFull
-from custodes.server.limits import body_depth_exceeds
+from custodes.server.limits import json_depth_exceeds
 from custodes.server.receivers import generic, graph, kibana, okta_hook, splunk
 from custodes.server.receivers.base import BadDelivery, Delivery, alert_records
 from custodes.server.responses import error, json_response
@@ -99,7 +99,7 @@ async def receive(request: web.Request) -> web.Response:
     except orjson.JSONDecodeError as exc:
         return error(400, "invalid_json", f"invalid JSON at byte {exc.pos}: {exc.msg}")
     depth = services.settings.server.max_json_depth
-    if body_depth_exceeds(body, document, depth):
+    if json_depth_exceeds(body, document, depth):
         return error(400, "too_deep", f"JSON nests deeper than {depth} levels")
     try:
         events, alerts = _records(services, name, receiver, _parse(receiver, document))
