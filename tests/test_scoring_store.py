@@ -137,3 +137,39 @@ async def test_pipeline_records_scoring_findings_and_cli_explains_them(
         await store.close()
     assert [(a.details["role"], a.details["allowed"]) for a in audit] == [("viewer", False), ("privacy_officer", True)]
     assert all(a.subject == pseudonym and a.details["reason"] == "case 12" for a in audit)
+
+
+async def test_the_clock_is_written_when_it_changes_and_again_after_a_rollback(store: Store, tmp_path: Path) -> None:
+    settings = scoring_settings(tmp_path)
+    service = await ScoringService.open(settings, store)
+    rng = random.Random(11)
+    day_one = normal_day(rng, 1, 0)
+    writes: list[str] = []
+
+    def statement(_conn: object, _cursor: object, sql: str, *_rest: object) -> None:
+        if "scoring_meta" in sql and sql.lstrip().upper().startswith("INSERT"):
+            writes.append(sql)
+
+    sa.event.listen(store.engine.sync_engine, "before_cursor_execute", statement)
+    try:
+        async with store.transaction() as tx:
+            await service.ingest(tx, day_one[:1], [])
+        assert len(writes) == 1  # a new watermark
+        async with store.transaction() as tx:
+            await service.ingest(tx, [], [])
+        assert len(writes) == 1  # nothing changed, nothing written
+        later = [e for e in day_one if e.time > day_one[0].time][:1]
+        try:
+            async with store.transaction() as tx:
+                await service.ingest(tx, later, [])
+                raise RuntimeError("the batch fails after scoring")
+        except RuntimeError:
+            pass
+        assert len(writes) == 2
+        async with store.transaction() as tx:
+            await service.ingest(tx, [], [])
+        assert len(writes) == 3  # the rolled-back clock is written again
+    finally:
+        sa.event.remove(store.engine.sync_engine, "before_cursor_execute", statement)
+    reopened = await ScoringService.open(settings, store)
+    assert reopened.engine.watermark == service.engine.watermark

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
+import secrets
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 
 import sqlalchemy as sa
@@ -31,7 +31,7 @@ rather than from the HTTP parser."""
 async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Tag each request with an id (logs and the X-Request-Id header), count and time it by route, and turn
     HTTP errors into JSON and unexpected ones into a logged 500 that names the request id."""
-    request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
+    request_id = request.headers.get("X-Request-Id") or secrets.token_hex(16)
     token = logs.request_id.set(request_id)
     started = time.perf_counter()
     try:
@@ -46,8 +46,8 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         logs.request_id.reset(token)
     route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
     metrics = request.app[metrics_key]
-    metrics.http_requests.labels(route, str(response.status)).inc()
-    metrics.http_duration.labels(route).observe(time.perf_counter() - started)
+    metrics.child(metrics.http_requests, route, str(response.status)).inc()
+    metrics.child(metrics.http_duration, route).observe(time.perf_counter() - started)
     if response.status >= 400:
         log.info(
             "request refused",

@@ -114,13 +114,15 @@ class IngestQueue:
                         job.done.set_exception(exc)
                 continue
             finally:
-                self._pending -= sum(len(job.events) for job in batch)
+                records = sum(len(job.events) for job in batch)
+                self._pending -= records
                 self.metrics.queue_depth.set(self._pending)
+                self.metrics.batch_records.observe(records)
             for job in batch:
                 if not job.done.done():
                     job.done.set_result(_share(job, report))
             for finding in report.new_findings:
-                self.metrics.findings.labels(finding.detector, finding.severity.label).inc()
+                self.metrics.child(self.metrics.findings, finding.detector, finding.severity.label).inc()
             if report.new_findings:
                 self.tasks.spawn(self._respond(report.new_findings))
             for job in batch:
@@ -135,10 +137,10 @@ class IngestQueue:
 
     def _count(self, runs: list[Run]) -> None:
         for run in runs:
-            self.metrics.runs.labels(run.playbook, run.status.value).inc()
+            self.metrics.child(self.metrics.runs, run.playbook, run.status.value).inc()
             for step in run.steps:
                 if step.status.value == "failed":
-                    self.metrics.action_errors.labels(step.action).inc()
+                    self.metrics.child(self.metrics.action_errors, step.action).inc()
 
     def _take(self) -> list[_Job]:
         batch = [self._jobs.popleft()]

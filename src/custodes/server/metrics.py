@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -15,6 +17,7 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self.http_requests = Counter(
             "custodes_http_requests", "HTTP requests by route and status", ["route", "status"], registry=self.registry
         )
@@ -40,6 +43,12 @@ class Metrics:
         self.queue_depth = Gauge(
             "custodes_ingest_queue_depth", "Webhook records waiting for their commit", registry=self.registry
         )
+        self.batch_records = Histogram(
+            "custodes_ingest_batch_records",
+            "Webhook records committed per transaction (group commit)",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048),
+            registry=self.registry,
+        )
         self.commit_latency = Histogram(
             "custodes_detection_latency_seconds",
             "Time from a webhook's arrival to its committed findings",
@@ -61,6 +70,15 @@ class Metrics:
         self.action_errors = Counter(
             "custodes_action_errors", "Failed action steps, by action", ["action"], registry=self.registry
         )
+
+    def child(self, metric: Counter | Histogram, *labels: str) -> Any:
+        """`metric.labels(*labels)`, remembered (every label set here is bounded: routes, statuses, receivers,
+        detectors, playbooks, actions); prometheus_client's lookup costs three times the count itself."""
+        key = (id(metric), labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
 
     def render(self) -> bytes:
         """The text exposition format."""

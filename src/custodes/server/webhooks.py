@@ -111,12 +111,12 @@ async def receive(request: web.Request) -> web.Response:
     try:
         accepted = await request.app[ingest_key].submit(events, alerts, receiver=name)
     except QueueFull:
-        metrics.refused.labels(name).inc()
+        metrics.child(metrics.refused, name).inc()
         return error(
             429, "queue_full", "too many records waiting to be stored; retry shortly", headers={"Retry-After": "1"}
         )
-    metrics.ingested.labels(name, "stored").inc(accepted.stored)
-    metrics.ingested.labels(name, "duplicate").inc(accepted.duplicates)
+    metrics.child(metrics.ingested, name, "stored").inc(accepted.stored)
+    metrics.child(metrics.ingested, name, "duplicate").inc(accepted.duplicates)
     metrics.commit_latency.observe(time.perf_counter() - started)
     return json_response(
         {

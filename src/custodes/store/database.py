@@ -11,7 +11,7 @@ import fcntl
 import hashlib
 import json
 import os
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -42,6 +42,7 @@ from custodes.model import (
 )
 from custodes.store import migrate, upserts
 from custodes.store.groupcommit import GroupCommit
+from custodes.store.sqlite_driver import creator
 from custodes.store.tables import (
     approvals,
     audit_log,
@@ -162,6 +163,8 @@ class Transaction:
         self._run_changes: dict[str, dict[str, Any]] = {}
         self._step_rows: dict[tuple[str, str], dict[str, Any]] = {}
         self._audit_rows: list[tuple[datetime, str, str, str | None, dict[str, Any]]] = []
+        self.committed: list[Callable[[], None]] = []
+        """Called, in order, once the transaction has committed (never after a rollback)."""
 
     def _insert(self, table: sa.Table) -> Any:
         return upserts.insert(self._dialect, table)
@@ -873,6 +876,8 @@ class Store:
             tx = Transaction(conn)
             yield tx
             await tx.flush()
+        for callback in tx.committed:
+            callback()
 
     async def apply_retention(self) -> int:
         """Delete events older than `event_retention_days` (none when unset); return how many."""
@@ -904,7 +909,7 @@ def _engine(settings: DatabaseSettings) -> AsyncEngine:
     if backend == "sqlite":
         if url.database and url.database != ":memory:":
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url, echo=settings.echo, connect_args={"timeout": 30}, **JSON_CODEC)
+        engine = create_async_engine(url, echo=settings.echo, async_creator=creator(url, timeout=30), **JSON_CODEC)
         sa_event.listen(engine.sync_engine, "connect", partial(_sqlite_pragmas, settings))
         sa_event.listen(engine.sync_engine, "begin", _sqlite_begin)
         return engine
@@ -951,7 +956,7 @@ def _sqlite_pragmas(settings: DatabaseSettings, dbapi_connection: Any, _record: 
 
 def _sqlite_begin(conn: Any) -> None:
     # Take the write lock up front so concurrent writers queue instead of failing on upgrade.
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    conn.connection.driver_connection.begin("BEGIN IMMEDIATE")
 
 
 def _event(row: Any) -> Event:

@@ -63,6 +63,8 @@ class ScoringService:
         self.settings = settings
         self.engine = engine
         self.pseudonymizer = pseudonymizer
+        self._saved_clock: dict[str, Any] | None = None
+        """The engine's clock as last committed: unchanged, it is not written again."""
 
     @classmethod
     async def open(cls, settings: ScoringSettings, store: Store) -> ScoringService:
@@ -84,7 +86,9 @@ class ScoringService:
                 engine._schedule()
         if engine.states:
             engine.peers = peer_stats(engine.states.values())
-        return cls(settings, engine, pseudonymizer)
+        service = cls(settings, engine, pseudonymizer)
+        service._saved_clock = clock
+        return service
 
     async def ingest(self, tx: Transaction, events: Sequence[Event], findings: Sequence[Finding]) -> list[Finding]:
         """Score a committed-with-this-transaction batch; return the scoring findings to record."""
@@ -133,7 +137,9 @@ class ScoringService:
             "days_closed": engine.days_closed,
             "top": sorted(engine.top),
         }
-        await _set_meta(tx, CLOCK_META, clock)
+        if clock != self._saved_clock:
+            await _set_meta(tx, CLOCK_META, clock)
+            tx.committed.append(lambda: setattr(self, "_saved_clock", clock))
 
     async def flush(self, store: Store) -> None:
         """Close every open day now (end of a replay) and persist."""
