@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import hashlib
-import json
 import os
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -195,8 +194,7 @@ class Transaction:
             }
             for e in {event.id: event for event in batch}.values()
         ]
-        result = await self.conn.execute(upserts.insert_new(self._dialect, events, "id"), rows)
-        return {row[0] for row in result}
+        return await upserts.insert_new(self.conn, events, "id", rows)
 
     async def get_events(self, ids: Iterable[str]) -> list[Event]:
         """Events by id, oldest first."""
@@ -231,7 +229,7 @@ class Transaction:
             }
             for entity, (first, last) in seen.items()
         ]
-        await self.conn.execute(upserts.widen(self._dialect, entities, "id", "first_seen", "last_seen"), rows)
+        await upserts.write(self.conn, upserts.widen(self._dialect, entities, "id", "first_seen", "last_seen"), rows)
 
     async def list_entities(self, limit: int = 100) -> list[dict[str, Any]]:
         """Entities, most recently seen first."""
@@ -366,7 +364,7 @@ class Transaction:
         if self._step_rows:
             rows, self._step_rows = list(self._step_rows.values()), {}
             columns = tuple(c for c in rows[0] if c not in ("run_id", "step_id"))
-            await self.conn.execute(upserts.upsert(self._dialect, steps, ("run_id", "step_id"), columns), rows)
+            await upserts.write(self.conn, upserts.upsert(self._dialect, steps, ("run_id", "step_id"), columns), rows)
         if self._audit_rows:
             entries, self._audit_rows = self._audit_rows, []
             prev = await self._audit_tail()
@@ -778,12 +776,14 @@ class Transaction:
         """Upsert clocks and groups and delete the (correlation id, group key) pairs in `deleted`."""
         now = utcnow()
         if clocks:
-            await self.conn.execute(
+            await upserts.write(
+                self.conn,
                 upserts.upsert(self._dialect, correlation_clocks, ("correlation_id",), ("clock", "updated_at")),
                 [{"correlation_id": key, "clock": clock, "updated_at": now} for key, clock in clocks.items()],
             )
         if groups:
-            await self.conn.execute(
+            await upserts.write(
+                self.conn,
                 upserts.upsert(
                     self._dialect,
                     correlation_groups,
@@ -892,24 +892,15 @@ class Store:
         await self.engine.dispose()
 
 
-def _json_text(value: Any) -> str:
-    try:
-        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
-    except orjson.JSONEncodeError:  # e.g. an integer beyond 64 bits from a vendor's JSON parser
-        return json.dumps(value, default=str)
-
-
-JSON_CODEC: dict[str, Any] = {"json_serializer": _json_text, "json_deserializer": orjson.loads}
-"""orjson for JSON columns: the standard library's json was a tenth of the write path's time."""
-
-
 def _engine(settings: DatabaseSettings) -> AsyncEngine:
     url = make_url(settings.url)
     backend = url.get_backend_name()
     if backend == "sqlite":
         if url.database and url.database != ":memory:":
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url, echo=settings.echo, async_creator=creator(url, timeout=30), **JSON_CODEC)
+        engine = create_async_engine(
+            url, echo=settings.echo, async_creator=creator(url, timeout=30, cached_statements=512), **upserts.JSON_CODEC
+        )
         sa_event.listen(engine.sync_engine, "connect", partial(_sqlite_pragmas, settings))
         sa_event.listen(engine.sync_engine, "begin", _sqlite_begin)
         return engine
@@ -917,7 +908,9 @@ def _engine(settings: DatabaseSettings) -> AsyncEngine:
         connect_args: dict[str, Any] = {}
         if settings.schema_name:
             connect_args["server_settings"] = {"search_path": settings.schema_name}
-        return create_async_engine(url, echo=settings.echo, connect_args=connect_args, pool_pre_ping=True, **JSON_CODEC)
+        return create_async_engine(
+            url, echo=settings.echo, connect_args=connect_args, pool_pre_ping=True, **upserts.JSON_CODEC
+        )
     raise ConfigError(
         f"unsupported database URL scheme {url.drivername!r}",
         hint="use sqlite+aiosqlite:///path/to/file.db or postgresql+asyncpg://user@host/db",

@@ -123,11 +123,13 @@ class ScoringService:
         engine.dirty.clear()
         if rows:
             columns = ("kind", "state", "bytes", "updated_at")
-            await tx.conn.execute(upserts.upsert(tx.conn.dialect.name, scoring_state, ("entity",), columns), rows)
+            statement = upserts.upsert(tx.conn.dialect.name, scoring_state, ("entity",), columns)
+            await upserts.write(tx.conn, statement, rows)
         scores = engine.take_scores()
         if scores:
             columns = ("risk", "points", "detail", "event_ids")
-            await tx.conn.execute(
+            await upserts.write(
+                tx.conn,
                 upserts.upsert(tx.conn.dialect.name, scoring_scores, ("entity", "day"), columns),
                 [score_row(score, now) for score in scores],
             )
