@@ -201,6 +201,11 @@ async def test_readiness_metrics_and_request_ids(server: tuple[str, Services]) -
     async with aiohttp.ClientSession() as http:
         async with http.get(f"{url}/healthz", headers={"X-Request-Id": "trace-42"}) as response:
             assert response.headers["X-Request-Id"] == "trace-42"
+        given = set()
+        for _ in range(3):
+            async with http.get(f"{url}/healthz") as response:
+                given.add(response.headers["X-Request-Id"])
+        assert len(given) == 3 and all(len(ident) == 24 for ident in given)
         async with http.get(f"{url}/metrics") as response:
             assert response.status == 200 and response.content_type == "text/plain"
             text = await response.text()
@@ -210,6 +215,7 @@ async def test_readiness_metrics_and_request_ids(server: tuple[str, Services]) -
     assert 'custodes_findings_total{detector="sigma",severity="medium"} 1.0' in text
     assert "custodes_detection_latency_seconds_count 2.0" in text
     assert "custodes_ingest_queue_depth 0.0" in text
+    assert "custodes_ingest_batch_records_count 2.0" in text and "custodes_ingest_batch_records_sum 2.0" in text
 
 
 def test_logs_are_json_with_the_request_id(capsys: pytest.CaptureFixture[str]) -> None:

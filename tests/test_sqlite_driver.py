@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from custodes.config import DatabaseSettings
 from custodes.store import Store
-from custodes.store.sqlite_driver import OneTripConnection
+from custodes.store.sqlite_driver import DEFERRED, OneTripConnection
 
 
 @pytest.fixture
@@ -114,3 +114,34 @@ async def test_committed_callbacks_run_only_after_a_commit(store: Store) -> None
             tx.committed.append(lambda: seen.append("rolled back"))
             raise RuntimeError("abandon")
     assert seen == ["kept"]
+
+
+async def test_deferred_writes_go_with_the_next_statement_or_the_commit(sqlite_store: Store) -> None:
+    insert = DEFERRED + "INSERT INTO t (name) VALUES (?)"  # noqa: S608 - a constant statement
+    async with sqlite_store.transaction() as tx:
+        await tx.conn.exec_driver_sql(insert, ("held",))
+        seen = (await tx.conn.execute(sa.text("SELECT name FROM t"))).scalars().all()
+        await tx.conn.exec_driver_sql(insert, ("at commit",))
+    assert seen == ["held"]
+    with pytest.raises(RuntimeError):
+        async with sqlite_store.transaction() as tx:
+            await tx.conn.exec_driver_sql(insert, ("dropped",))
+            raise RuntimeError("abandon")
+    async with sqlite_store.transaction() as tx:
+        assert (await tx.conn.execute(sa.text("SELECT name FROM t ORDER BY id"))).scalars().all() == [
+            "held",
+            "at commit",
+        ]
+
+
+async def test_a_failing_deferred_write_fails_the_commit_and_names_itself(sqlite_store: Store) -> None:
+    insert = DEFERRED + "INSERT INTO t (name) VALUES (?)"  # noqa: S608 - a constant statement
+    with pytest.raises(IntegrityError) as failed:
+        async with sqlite_store.transaction() as tx:
+            await tx.conn.exec_driver_sql(insert, ("twice",))
+            await tx.conn.exec_driver_sql(insert, ("twice",))
+    assert "UNIQUE constraint failed" in str(failed.value)
+    assert any("in a deferred write: " + insert in note for note in failed.value.orig.__notes__)  # type: ignore[union-attr]
+    async with sqlite_store.transaction() as tx:
+        assert (await tx.conn.execute(sa.text("SELECT count(*) FROM t"))).scalar() == 0
+        await tx.conn.execute(sa.text("INSERT INTO t (name) VALUES ('usable after')"))

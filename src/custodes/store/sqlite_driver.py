@@ -3,8 +3,9 @@
 SQLAlchemy's aiosqlite adapter opens a cursor, executes, fetches the rows and closes the cursor, each an await on
 aiosqlite's thread; every await returns through the event loop, which behind a busy web server means waiting a
 whole loop turn. Here a cursor does all of that in one call on the thread (its rows are read eagerly, as the adapter
-does for every cursor but server-side ones, which the store does not use), and a transaction's BEGIN goes with its
-first statement, so a transaction takes one loop turn per statement plus its commit.
+does for every cursor but server-side ones, which the store does not use). A transaction's BEGIN, and the writes
+marked `DEFERRED` (whose outcome nobody reads), wait and go with the next statement or the commit on the same trip;
+a deferred write that fails fails that statement or the commit, so the transaction is rolled back all the same.
 """
 
 from __future__ import annotations
@@ -17,11 +18,32 @@ import aiosqlite
 from sqlalchemy.engine import URL
 
 Outcome = tuple[Any, int, int | None, list[Any]]
+Ahead = tuple[str | None, list[tuple[str, Any]]]
+"""A pending BEGIN and the deferred writes, sent ahead of the next statement or commit."""
+
+DEFERRED = "/* deferred */ "
+"""Starts a write whose outcome (rows, count) is not read: it is sent with the next statement or the commit."""
 
 
-def _run(connection: sqlite3.Connection, begin: str | None, sql: str, parameters: Any, many: bool) -> Outcome:
+def _send(connection: sqlite3.Connection, ahead: Ahead) -> None:
+    begin, writes = ahead
     if begin is not None:
         connection.execute(begin)
+    for sql, parameters in writes:
+        try:
+            connection.execute(sql, parameters)
+        except sqlite3.Error as exc:
+            exc.add_note(f"in a deferred write: {sql[:300]}")
+            raise
+
+
+def _commit(connection: sqlite3.Connection, ahead: Ahead) -> None:
+    _send(connection, ahead)
+    connection.commit()
+
+
+def _run(connection: sqlite3.Connection, ahead: Ahead, sql: str, parameters: Any, many: bool) -> Outcome:
+    _send(connection, ahead)
     cursor = connection.cursor()
     try:
         if many:
@@ -52,8 +74,11 @@ class OneTripCursor:
         await self.close()
 
     async def _call(self, sql: str, parameters: Any, many: bool) -> OneTripCursor:
-        begin, self._connection.pending_begin = self._connection.pending_begin, None
-        outcome: Outcome = await self._connection.on_thread(_run, begin, sql, parameters, many)
+        if not many and sql.startswith(DEFERRED):
+            self._connection.defer(sql, parameters)
+            self.description, self.rowcount, self.lastrowid, self._rows = None, -1, None, []
+            return self
+        outcome: Outcome = await self._connection.on_thread(_run, self._connection.take(), sql, parameters, many)
         self.description, self.rowcount, self.lastrowid, self._rows = outcome
         return self
 
@@ -86,27 +111,39 @@ class OneTripCursor:
 
 
 class OneTripConnection(aiosqlite.Connection):
-    """An aiosqlite connection handing out one-trip cursors; a transaction's BEGIN travels with its first statement."""
+    """An aiosqlite connection handing out one-trip cursors; BEGIN and deferred writes travel with what follows."""
 
-    pending_begin: str | None = None
-    """The BEGIN statement to run before the next statement (set by `begin`)."""
+    _begin: str | None = None
+    _writes: tuple[tuple[str, Any], ...] = ()
 
     def begin(self, statement: str = "BEGIN") -> None:
         """Begin a transaction with the next statement, in the same trip; a transaction that runs no statement
         commits or rolls back without one."""
-        self.pending_begin = statement
+        self._begin, self._writes = statement, ()
+
+    def defer(self, sql: str, parameters: Any) -> None:
+        """Hold a write until the next statement or the commit."""
+        self._writes += ((sql, parameters),)
+
+    def take(self) -> Ahead:
+        """The pending BEGIN and deferred writes, now to be sent."""
+        ahead = (self._begin, list(self._writes))
+        self._begin, self._writes = None, ()
+        return ahead
 
     async def commit(self) -> None:
-        """Commit the transaction (nothing to do if it never ran a statement)."""
-        if self.pending_begin is None:
+        """Send what waits, then commit (nothing at all if the transaction never had a statement)."""
+        begin, writes = self.take()
+        if writes:
+            await self.on_thread(_commit, (begin, writes))
+        elif begin is None:
             await super().commit()
-        self.pending_begin = None
 
     async def rollback(self) -> None:
-        """Roll the transaction back (nothing to do if it never ran a statement)."""
-        if self.pending_begin is None:
+        """Drop what waits; roll back what was sent."""
+        begin, _ = self.take()
+        if begin is None:
             await super().rollback()
-        self.pending_begin = None
 
     def cursor(self) -> OneTripCursor:  # type: ignore[override]  # SQLAlchemy enters it with `async with`
         """A cursor whose execute runs, reads and closes on the connection's thread at once."""

@@ -3,12 +3,15 @@
 Building one (the dialect's insert, its ``excluded`` columns, the conflict clause) cost more than a third of a
 millisecond, more than executing a small batch; a reused statement also keeps SQLAlchemy's cache key memoised.
 
-`write` and `insert_new` send many rows. PostgreSQL gets an executemany (asyncpg sends it in one round trip). SQLite
-gets the statement with every row in one VALUES list (up to 500 rows a statement), sent as it is: SQLAlchemy's
-executemany runs the statement once per row, and its per-row parameter processing was the larger part of the
-writer's time (in process, 105 -> 72 us per record at batches of 32). The values are converted here as SQLAlchemy's
-SQLite dialect stores them, so both paths write the same text. (One JSON parameter unpacked by `json_each` would
-also make one statement, but SQLite then parses each row once per column: four times the CPU of bound values.)
+`write` and `insert_new` send many rows. PostgreSQL gets an executemany (asyncpg sends it in one round trip). On
+SQLite the rows go in one multi-row VALUES list (up to 500 rows a statement), converted here as SQLAlchemy's SQLite
+dialect stores them (both paths write the same text), and marked deferred, so the driver sends them with the
+transaction's next statement or its commit. Each SQLite step hands Python's interpreter lock from the database
+thread to the event loop and back, which behind a busy web server costs far more than the step: an executemany takes
+a step per row, and so does RETURNING (which is why `insert_new` asks for the keys already present instead); and
+SQLAlchemy's per-row parameter processing was the larger part of the writer's time (in process, 105 -> 72 us per
+record at batches of 32). One JSON parameter unpacked by `json_each` would also be one step, but SQLite then parses
+each row once per column: four times the CPU of bound values.
 """
 
 from __future__ import annotations
@@ -16,12 +19,15 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping, Sequence
 from functools import cache, lru_cache
+from operator import itemgetter
 from typing import Any
 
 import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
+
+from custodes.store.sqlite_driver import DEFERRED
 
 
 def json_text(value: Any) -> str:
@@ -82,38 +88,45 @@ async def write(conn: AsyncConnection, statement: Any, rows: Sequence[Mapping[st
 async def insert_new(conn: AsyncConnection, table: sa.Table, key: str, rows: Sequence[Mapping[str, Any]]) -> set[Any]:
     """Insert rows, skipping those whose `key` exists already; return the keys inserted."""
     dialect = conn.dialect.name
-    if dialect == "sqlite":
-        return await _sqlite_rows(conn, upsert(dialect, table, (key,), ()), rows, returning=key)
     if not rows:
         return set()
+    if dialect == "sqlite":
+        # Rather than RETURNING, which costs a step (and an interpreter lock hand-over) per row: the keys present
+        # now are the ones skipped, as SQLite writes one transaction at a time (the store begins IMMEDIATE).
+        keys = [row[key] for row in rows]
+        present = await conn.execute(_present(table, key), {"keys": orjson.dumps(keys).decode()})
+        await _sqlite_rows(conn, upsert(dialect, table, (key,), ()), rows)
+        return set(keys) - {row[0] for row in present}
     result = await conn.execute(_returning_new(dialect, table, key), list(rows))
     return {row[0] for row in result}
 
 
-async def _sqlite_rows(
-    conn: AsyncConnection, statement: Any, rows: Sequence[Mapping[str, Any]], returning: str | None = None
-) -> set[Any]:
-    """Rows into SQLite as multi-row VALUES, converted as SQLAlchemy would; the `returning` column's values."""
+async def _sqlite_rows(conn: AsyncConnection, statement: Any, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Rows into SQLite as multi-row VALUES, converted as SQLAlchemy would, deferred (see the module docstring)."""
     if not rows:
-        return set()
+        return
     columns = tuple(rows[0])
+    pick = itemgetter(*columns) if len(columns) > 1 else lambda row: (row[columns[0]],)
     converters = _converters(statement.table, columns)
     step = max(1, min(MAX_ROWS_PER_STATEMENT, SQLITE_MAX_VARIABLES // len(columns)))
-    returned: set[Any] = set()
     for start in range(0, len(rows), step):
         chunk = rows[start : start + step]
-        values = tuple(convert(row[name]) for row in chunk for name, convert in converters)
-        result = await conn.exec_driver_sql(_multirow(statement, columns, len(chunk), conn.dialect, returning), values)
-        if returning is not None:
-            returned.update(row[0] for row in result)
-    return returned
+        values = [value for row in chunk for value in pick(row)]
+        for offset in range(0, len(values), len(columns)):
+            for index, convert in converters:
+                values[offset + index] = convert(values[offset + index])
+        await conn.exec_driver_sql(_multirow(statement, columns, len(chunk), conn.dialect), tuple(values))
+
+
+@cache
+def _present(table: sa.Table, key: str) -> sa.Select[Any]:
+    keys = sa.func.json_each(sa.bindparam("keys")).table_valued("value")
+    return sa.select(table.c[key]).where(table.c[key].in_(sa.select(keys.c.value)))
 
 
 @lru_cache(maxsize=4096)
-def _multirow(
-    statement: Any, columns: tuple[str, ...], count: int, dialect: sa.Dialect, returning: str | None = None
-) -> str:
-    """The SQL of `statement` with `count` rows of `columns` in its VALUES (qmark parameters, row after row)."""
+def _multirow(statement: Any, columns: tuple[str, ...], count: int, dialect: sa.Dialect) -> str:
+    """The deferred SQL of `statement` with `count` rows of `columns` in its VALUES (qmark parameters)."""
     compiled = statement.values({name: sa.bindparam(name) for name in columns}).compile(dialect=dialect)
     if list(compiled.positiontup or ()) != list(columns):
         raise ValueError(f"{statement.table.name}: parameters {compiled.positiontup} are not the columns {columns}")
@@ -121,24 +134,25 @@ def _multirow(
     head, found, tail = str(compiled).partition(f"VALUES {row}")
     if not found:
         raise ValueError(f"{statement.table.name}: no single VALUES row in {compiled}")
-    sql = f"{head}VALUES {', '.join([row] * count)}{tail}"
-    return sql if returning is None else f"{sql} RETURNING {dialect.identifier_preparer.quote(returning)}"
+    return f"{DEFERRED}{head}VALUES {', '.join([row] * count)}{tail}"
 
 
 @cache
-def _converters(table: sa.Table, columns: tuple[str, ...]) -> tuple[tuple[str, Callable[[Any], Any]], ...]:
-    return tuple((name, _sqlite_value(table.c[name].type)) for name in columns)
+def _converters(table: sa.Table, columns: tuple[str, ...]) -> tuple[tuple[int, Callable[[Any], Any]], ...]:
+    """(position, conversion) of the columns whose values SQLAlchemy's SQLite dialect stores converted."""
+    found = ((index, _sqlite_value(table.c[name].type)) for index, name in enumerate(columns))
+    return tuple((index, convert) for index, convert in found if convert is not None)
 
 
-def _sqlite_value(kind: sa.types.TypeEngine[Any]) -> Callable[[Any], Any]:
-    """How SQLAlchemy's SQLite dialect stores a value of this column type, so both paths write the same text."""
+def _sqlite_value(kind: sa.types.TypeEngine[Any]) -> Callable[[Any], Any] | None:
+    """How SQLAlchemy's SQLite dialect stores a value of this column type (None: as it is)."""
     if isinstance(kind, sa.DateTime):
         return _sqlite_datetime
     if isinstance(kind, sa.Date):
         return _sqlite_date
     if isinstance(kind, sa.JSON):
         return json_text
-    return _same
+    return None
 
 
 def _sqlite_datetime(value: Any) -> str | None:
@@ -157,7 +171,3 @@ def _sqlite_datetime(value: Any) -> str | None:
 
 def _sqlite_date(value: Any) -> str | None:
     return None if value is None else "%04d-%02d-%02d" % (value.year, value.month, value.day)  # noqa: UP031
-
-
-def _same(value: Any) -> Any:
-    return value
