@@ -239,7 +239,7 @@ def test_settling_the_garbage_collector_freezes_what_is_loaded() -> None:
     threshold = gc.get_threshold()
     try:
         settle_garbage_collector()
-        assert gc.get_freeze_count() > 0 and gc.get_threshold()[2] == 100
+        assert gc.get_freeze_count() > 0 and gc.get_threshold() == (10_000, threshold[1], 100)
     finally:
         gc.unfreeze()
         gc.set_threshold(*threshold)

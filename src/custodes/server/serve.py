@@ -60,11 +60,13 @@ def settle_garbage_collector() -> None:
     Rules, pipelines, playbooks and libraries are hundreds of thousands of objects that live as long as the
     process; frozen, collections no longer walk them. Full collections then run after 100 young-generation ones
     rather than 10: measured on the webhook benchmark, each stalled the event loop 20-200 ms and set the p99.
+    Young collections run after 10,000 net allocations rather than 700 (requests free nearly all they allocate,
+    by reference counting): on the same benchmark, 8 collections taking 20 ms in 10 s instead of 800 taking 380 ms.
     """
     gc.collect()
     gc.freeze()
-    young, middle, _ = gc.get_threshold()
-    gc.set_threshold(young, middle, 100)
+    _, middle, _ = gc.get_threshold()
+    gc.set_threshold(10_000, middle, 100)
 
 
 def check_receivers(services: Services) -> None:
