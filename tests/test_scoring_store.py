@@ -147,7 +147,7 @@ async def test_the_clock_is_written_when_it_changes_and_again_after_a_rollback(s
     writes: list[str] = []
 
     def statement(_conn: object, _cursor: object, sql: str, *_rest: object) -> None:
-        if "scoring_meta" in sql and sql.lstrip().upper().startswith("INSERT"):
+        if "INSERT INTO scoring_meta" in sql:
             writes.append(sql)
 
     sa.event.listen(store.engine.sync_engine, "before_cursor_execute", statement)

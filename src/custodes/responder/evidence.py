@@ -399,10 +399,13 @@ async def _collect(
     }
 
 
+def _ndjson(rows: list[dict[str, Any]]) -> bytes:
+    return b"".join(orjson.dumps(row, option=_JSON) + b"\n" for row in rows)
+
+
 def _files(collected: dict[str, list[dict[str, Any]]]) -> dict[str, bytes]:
-    ndjson = b"".join(orjson.dumps(row, option=_JSON) + b"\n" for row in collected["events"])
     return {
-        "events.ndjson": ndjson,
+        "events.ndjson": _ndjson(collected["events"]),
         "findings.json": _dumps(collected["findings"]),
         "scores.json": _dumps(collected["scores"]),
         "runs.json": _dumps(collected["runs"]),
@@ -533,8 +536,8 @@ async def collect(ctx: ActionContext, *, entity: str, since: datetime, until: da
     files = _files(collected)
     counts = {f"{kind}{'.ndjson' if kind == 'events' else '.json'}": len(rows) for kind, rows in collected.items()}
     for read in from_siems:
-        files[f"siem/{read.connector}.ndjson"] = read.ndjson
-        counts[f"siem/{read.connector}.ndjson"] = read.count
+        files[f"siem/{read.connector}.ndjson"] = _ndjson(read.records)
+        counts[f"siem/{read.connector}.ndjson"] = len(read.records)
     created = utcnow()
     who = ctx.actor
     header = {
@@ -548,7 +551,9 @@ async def collect(ctx: ActionContext, *, entity: str, since: datetime, until: da
         "run_id": ctx.run_id,
         "idempotency_key": ctx.idempotency_key,
         "scores_included": True,
-        "siem": [{"connector": read.connector, "query": read.query, "records": read.count} for read in from_siems],
+        "siem": [
+            {"connector": read.connector, "query": read.query, "records": len(read.records)} for read in from_siems
+        ],
     }
     bundle = await asyncio.to_thread(bundle_for, settings, bundle_id)
     digest = await asyncio.to_thread(seal, bundle, files, header, counts, who=who, why=reason)

@@ -12,8 +12,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import orjson
-
 from custodes.config import Settings, SiemEvidenceSource
 from custodes.connectors import sdk
 from custodes.connectors.retry import SourceError
@@ -30,12 +28,11 @@ DEFAULT_FIELDS: dict[sdk.QueryLanguage, list[str]] = {
 
 @dataclass(slots=True)
 class SiemRecords:
-    """What one SIEM returned for the entity: the connector, the query it ran, and its records (NDJSON)."""
+    """What one SIEM returned for the entity: the connector, the query it ran, and its records."""
 
     connector: str
     query: str
-    count: int
-    ndjson: bytes
+    records: list[dict[str, Any]]
 
 
 def _quoted(value: str) -> str:
@@ -82,12 +79,12 @@ async def read(
         connector = sdk.build(source.connector, narrowed, app)
     except ConfigError as error:
         raise ActionError(f"evidence from {source.connector}: {error}", code="not_configured") from None
-    lines: list[bytes] = []
+    records: list[dict[str, Any]] = []
     try:
         async for events in sdk.read_window(connector, since, until):
             for event in events:
-                lines.append(orjson.dumps(_record(event.id, event.time, event.source, event.raw), option=_OPTIONS))
-                if len(lines) > limit:
+                records.append({"id": event.id, "time": event.time, "source": event.source, "raw": event.raw})
+                if len(records) > limit:
                     raise ActionError(
                         f"{source.connector} holds more than {limit} records of {entity} in the window: narrow the "
                         "window or raise responder.evidence.max_events",
@@ -97,11 +94,4 @@ async def read(
         raise ActionError(f"evidence from {source.connector}: {error}", code="siem_error") from None
     finally:
         await sdk.close(connector)
-    return SiemRecords(source.connector, query, len(lines), b"".join(line + b"\n" for line in lines))
-
-
-_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS | orjson.OPT_UTC_Z
-
-
-def _record(event_id: str, time: datetime, source: str, raw: Any) -> dict[str, Any]:
-    return {"id": event_id, "time": time, "source": source, "raw": raw}
+    return SiemRecords(source.connector, query, records)

@@ -582,7 +582,7 @@ class Transaction:
         row = {"name": name, "value": value, "updated_by": by, "updated_at": utcnow()}
         self._controls.pop(name, None)
         statement = upserts.upsert(self._dialect, controls, ("name",), ("value", "updated_by", "updated_at"))
-        await self.conn.execute(statement, [row])
+        await upserts.write(self.conn, statement, [row])
 
     async def record_approval(
         self, run_id: str, step_id: str, approver: str, decision: str, plan_hash: str, comment: str | None
@@ -624,7 +624,7 @@ class Transaction:
         await self.flush()
         values = _step_values(step)
         statement = upserts.upsert(self._dialect, steps, ("run_id", "step_id"), tuple(values))
-        await self.conn.execute(statement, [{"run_id": run_id, "step_id": step.step_id, **values}])
+        await upserts.write(self.conn, statement, [{"run_id": run_id, "step_id": step.step_id, **values}])
 
     async def get_run(self, run_id: str) -> Run | None:
         """A run with its steps in order."""
@@ -751,7 +751,7 @@ class Transaction:
             "updated_at": status.updated_at,
         }
         statement = upserts.upsert(self._dialect, connector_status, ("connector",), tuple(values))
-        await self.conn.execute(statement, [{"connector": status.connector, **values}])
+        await upserts.write(self.conn, statement, [{"connector": status.connector, **values}])
 
     # correlation state ----------------------------------------------------------------------------
     async def load_correlation_state(self) -> tuple[dict[str, float], list[CorrelationGroupRecord]]:
@@ -822,7 +822,7 @@ class Transaction:
     async def save_checkpoint(self, connector: str, value: dict[str, Any]) -> None:
         """Save a connector's position (commit it with the batch it covers)."""
         statement = upserts.upsert(self._dialect, checkpoints, ("connector",), ("value", "updated_at"))
-        await self.conn.execute(statement, [{"connector": connector, "value": value, "updated_at": utcnow()}])
+        await upserts.write(self.conn, statement, [{"connector": connector, "value": value, "updated_at": utcnow()}])
 
 
 class Store:

@@ -113,31 +113,31 @@ class OneTripCursor:
 class OneTripConnection(aiosqlite.Connection):
     """An aiosqlite connection handing out one-trip cursors; BEGIN and deferred writes travel with what follows."""
 
-    _begin: str | None = None
-    _writes: tuple[tuple[str, Any], ...] = ()
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._begin: str | None = None
+        self._writes: list[tuple[str, Any]] = []
 
     def begin(self, statement: str = "BEGIN") -> None:
         """Begin a transaction with the next statement, in the same trip; a transaction that runs no statement
         commits or rolls back without one."""
-        self._begin, self._writes = statement, ()
+        self._begin, self._writes = statement, []
 
     def defer(self, sql: str, parameters: Any) -> None:
         """Hold a write until the next statement or the commit."""
-        self._writes += ((sql, parameters),)
+        self._writes.append((sql, parameters))
 
     def take(self) -> Ahead:
         """The pending BEGIN and deferred writes, now to be sent."""
-        ahead = (self._begin, list(self._writes))
-        self._begin, self._writes = None, ()
+        ahead = (self._begin, self._writes)
+        self._begin, self._writes = None, []
         return ahead
 
     async def commit(self) -> None:
         """Send what waits, then commit (nothing at all if the transaction never had a statement)."""
-        begin, writes = self.take()
-        if writes:
-            await self.on_thread(_commit, (begin, writes))
-        elif begin is None:
-            await super().commit()
+        ahead = begin, writes = self.take()
+        if begin is None or writes:
+            await self.on_thread(_commit, ahead)
 
     async def rollback(self) -> None:
         """Drop what waits; roll back what was sent."""

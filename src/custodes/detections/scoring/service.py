@@ -35,7 +35,7 @@ async def _meta(tx: Transaction, key: str) -> Any:
 
 async def _set_meta(tx: Transaction, key: str, value: Any) -> None:
     statement = upserts.upsert(tx.conn.dialect.name, scoring_meta, ("key",), ("value", "updated_at"))
-    await tx.conn.execute(statement, [{"key": key, "value": value, "updated_at": utcnow()}])
+    await upserts.write(tx.conn, statement, [{"key": key, "value": value, "updated_at": utcnow()}])
 
 
 async def pseudonymizer_for(settings: ScoringSettings, store: Store) -> Pseudonymizer:
