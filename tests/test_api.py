@@ -18,11 +18,11 @@ from custodes.services import Services
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKENS = {
-    "viewer": "tok-viewer",
-    "analyst": "tok-analyst",
-    "approver": "tok-approver",
-    "admin": "tok-admin",
-    "privacy_officer": "tok-privacy",
+    "viewer": "tok-viewer-0123456789",
+    "analyst": "tok-analyst-0123456789",
+    "approver": "tok-approver-0123456789",
+    "admin": "tok-admin-0123456789",
+    "privacy_officer": "tok-privacy-0123456789",
 }
 
 
@@ -30,7 +30,7 @@ TOKENS = {
 async def api(
     database: DatabaseSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[tuple[str, Services]]:
-    monkeypatch.setenv("T_HOOK", "hook-secret")
+    monkeypatch.setenv("T_HOOK", "hook-secret-0123456789")
     for role, token in TOKENS.items():
         monkeypatch.setenv(f"T_{role.upper()}", token)
     (tmp_path / "playbooks").mkdir()
@@ -70,7 +70,7 @@ async def api(
                 headers={
                     "Content-Type": "application/json",
                     TIMESTAMP_HEADER: stamp,
-                    SIGNATURE_HEADER: sign("hook-secret", stamp, body),
+                    SIGNATURE_HEADER: sign("hook-secret-0123456789", stamp, body),
                 },
             ) as response,
         ):
@@ -129,7 +129,7 @@ async def test_bad_requests_name_the_field(api: tuple[str, Services]) -> None:
         http.patch(
             f"{url}/api/findings/{finding}",
             data=b"{",
-            headers={"Authorization": "Bearer tok-analyst", "Content-Type": "application/json"},
+            headers={"Authorization": "Bearer tok-analyst-0123456789", "Content-Type": "application/json"},
         ) as response,
     ):
         assert response.status == 400 and (await response.json())["error"]["code"] == "invalid_json"

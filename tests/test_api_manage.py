@@ -31,11 +31,11 @@ from custodes.store.tables import evidence_bundles, scoring_scores
 ROOT = Path(__file__).resolve().parents[1]
 MFA_RULE = "6f1c2a44-9a0e-4c47-8d2b-3f0e5a8b7c11"
 TOKENS = {
-    "viewer": "tok-viewer",
-    "analyst": "tok-analyst",
-    "approver": "tok-approver",
-    "admin": "tok-admin",
-    "privacy_officer": "tok-privacy",
+    "viewer": "tok-viewer-0123456789",
+    "analyst": "tok-analyst-0123456789",
+    "approver": "tok-approver-0123456789",
+    "admin": "tok-admin-0123456789",
+    "privacy_officer": "tok-privacy-0123456789",
 }
 PLAYBOOK = f"""\
 name: note-mfa
@@ -60,7 +60,7 @@ class Api:
 
 @pytest.fixture
 async def api(database: DatabaseSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Api]:
-    monkeypatch.setenv("T_HOOK", "hook-secret")
+    monkeypatch.setenv("T_HOOK", "hook-secret-0123456789")
     for role, token in TOKENS.items():
         monkeypatch.setenv(f"T_{role.upper()}", token)
     (tmp_path / "playbooks").mkdir()
@@ -111,7 +111,7 @@ async def mfa_removed(url: str, uuid: str, who: str) -> dict[str, Any]:
     headers = {
         "Content-Type": "application/json",
         TIMESTAMP_HEADER: stamp,
-        SIGNATURE_HEADER: sign("hook-secret", stamp, body),
+        SIGNATURE_HEADER: sign("hook-secret-0123456789", stamp, body),
     }
     async with aiohttp.ClientSession() as http, http.post(f"{url}/webhooks/generic", data=body, headers=headers) as r:
         assert r.status == 202

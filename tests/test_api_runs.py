@@ -14,7 +14,7 @@ from custodes.config import DatabaseSettings, Settings
 from custodes.server.serve import serving
 from custodes.services import Services
 
-TOKENS = {"viewer": "tok-v", "analyst": "tok-a", "approver": "tok-p", "approver2": "tok-p2", "admin": "tok-x"}
+TOKENS = {name: f"tok-{name}-0123456789abcdef" for name in ("viewer", "analyst", "approver", "approver2", "admin")}
 ROLE_OF = {"approver2": "approver"}
 PLAYBOOK = """\
 name: contain

@@ -180,7 +180,7 @@ def test_the_api_holds_against_schemathesis(tmp_path: Path) -> None:
         f"playbooks:\n  paths: [{tmp_path / 'playbooks'}]\n"
         "server:\n  api_tokens: [{name: fuzz, token: 'env:FUZZ_TOKEN', role: admin}]\n"
     )
-    env = {**os.environ, "FUZZ_TOKEN": "fuzz-token"}
+    env = {**os.environ, "FUZZ_TOKEN": "fuzz-token-0123456789"}
     with running_server(config, port, env):
         result = subprocess.run(
             [
@@ -188,7 +188,7 @@ def test_the_api_holds_against_schemathesis(tmp_path: Path) -> None:
                 "run",
                 f"http://127.0.0.1:{port}/api/openapi.json",
                 "-H",
-                "Authorization: Bearer fuzz-token",
+                "Authorization: Bearer fuzz-token-0123456789",
                 "--checks",
                 "all",
                 "-n",

@@ -50,10 +50,10 @@ def test_secrets_are_references_and_never_print(tmp_path: Path) -> None:
         + HOOK
         + "env:HOOK_SECRET\n",
     )
-    settings = load_settings(path, environ={"HOOK_SECRET": "env-secret-value"})
+    settings = load_settings(path, environ={"HOOK_SECRET": "env-secret-value-0123"})
     assert settings.responder.okta is not None
     assert settings.responder.okta.token.reveal() == "file-secret-value"
-    assert settings.webhooks["generic"].auth.secret.reveal() == "env-secret-value"
+    assert settings.webhooks["generic"].auth.secret.reveal() == "env-secret-value-0123"
     shown = repr(settings) + str(settings.model_dump()) + settings.model_dump_json()
     assert "secret-value" not in shown
     assert "env:HOOK_SECRET" in settings.model_dump_json()

@@ -29,7 +29,7 @@ from custodes.services import Services
 from custodes.store import Store
 from custodes.store.tables import audit_log, scoring_scores
 
-HOOK_TOKEN = "hook-token-51c2"
+HOOK_TOKEN = "hook-token-51c2-0123456789"
 ON_HOOK = """\
 name: on-hook
 description: note every record of the hook receiver
@@ -344,7 +344,7 @@ async def test_cancel_a_running_run_stops_before_its_next_step(
             await runner.cancel(run.id, "bob")
 
 
-TOKENS = {"viewer": "tok-v", "analyst": "tok-a"}
+TOKENS = {"viewer": "tok-v-0123456789abcdef", "analyst": "tok-a-0123456789abcdef"}
 WAITS = """\
 name: waits
 trigger: {manual: true}

@@ -85,7 +85,7 @@ async def test_pipeline_records_scoring_findings_and_cli_explains_them(
                 ]
             },
         },
-        context={"environ": {"T1": "viewer-token", "T2": "dpo-token"}},
+        context={"environ": {"T1": "viewer-token-0123456789", "T2": "dpo-token-0123456789"}},
     )
     rng = random.Random(5)
     async with await Services.open(settings) as services:
@@ -107,7 +107,7 @@ async def test_pipeline_records_scoring_findings_and_cli_explains_them(
         f"scoring: {{directory: {directory(tmp_path)}, warmup_days: 5}}\n"
         "server: {api_tokens: [{name: viewer, token: 'env:T1'}, {name: dpo, token: 'env:T2', role: privacy_officer}]}\n"
     )
-    env = {"T1": "viewer-token", "T2": "dpo-token"}
+    env = {"T1": "viewer-token-0123456789", "T2": "dpo-token-0123456789"}
     explained = await asyncio.to_thread(
         runner.invoke, app, ["entity", "explain", "CORP\\user7", "--days", "3", "-c", str(config)], env=env
     )

@@ -20,7 +20,7 @@ from custodes.server.auth import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from custodes.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
-SECRET = "flood-secret"
+SECRET = "flood-secret-0123456789"
 
 
 def free_port() -> int:

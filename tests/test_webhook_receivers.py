@@ -19,11 +19,11 @@ from custodes.services import Services
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRETS = {
-    "T_SPLUNK": "splunk-token",
-    "T_KIBANA": "kibana-token",
-    "T_OKTA_HOOK": "okta-hook-secret",
-    "T_GRAPH": "graph-client-state",
-    "T_ALERTS": "generic-alerts-token",
+    "T_SPLUNK": "splunk-token-0123456789",
+    "T_KIBANA": "kibana-token-0123456789",
+    "T_OKTA_HOOK": "okta-hook-secret-0123456789",
+    "T_GRAPH": "graph-client-state-0123456789",
+    "T_ALERTS": "generic-alerts-token-0123456789",
 }
 RECEIVERS: dict[str, Any] = {
     "splunk": {
@@ -109,9 +109,9 @@ SPLUNK_ALERT = {
 
 async def test_splunk_alert_becomes_a_finding_once(server: tuple[str, Services]) -> None:
     url, services = server
-    status, body, _ = await call("POST", f"{url}/webhooks/splunk?token=splunk-token", json=SPLUNK_ALERT)
+    status, body, _ = await call("POST", f"{url}/webhooks/splunk?token=splunk-token-0123456789", json=SPLUNK_ALERT)
     assert status == 202 and body["stored"] == 1 and len(body["findings"]) == 1
-    again, repeat, _ = await call("POST", f"{url}/webhooks/splunk?token=splunk-token", json=SPLUNK_ALERT)
+    again, repeat, _ = await call("POST", f"{url}/webhooks/splunk?token=splunk-token-0123456789", json=SPLUNK_ALERT)
     assert again == 202 and repeat["duplicates"] == 1 and repeat["findings"] == []
     [finding] = await findings(services)
     assert (finding.title, finding.entity, finding.severity, finding.detector) == (
@@ -127,11 +127,11 @@ async def test_splunk_needs_token_and_allowed_sender(server: tuple[str, Services
     for path, message in [
         ("splunk", "missing token"),
         ("splunk?token=nope", "wrong token"),
-        ("splunk-elsewhere?token=splunk-token", "not in allow_from"),
+        ("splunk-elsewhere?token=splunk-token-0123456789", "not in allow_from"),
     ]:
         status, body, _ = await call("POST", f"{url}/webhooks/{path}", json=SPLUNK_ALERT)
         assert status == 401 and message in body["error"]["message"], path
-    status, body, _ = await call("POST", f"{url}/webhooks/splunk?token=splunk-token", json={"result": {}})
+    status, body, _ = await call("POST", f"{url}/webhooks/splunk?token=splunk-token-0123456789", json={"result": {}})
     assert status == 400 and body["error"]["field"] == "sid"
     assert await findings(services) == []
 
@@ -161,7 +161,7 @@ async def test_kibana_alerts_in_every_shape(server: tuple[str, Services]) -> Non
         "signal": {"rule": {"name": "Legacy signal", "id": "r3", "severity": "low"}},
         "user": {"email": "dan@example.com"},
     }
-    headers = {"Authorization": "Bearer kibana-token"}
+    headers = {"Authorization": "Bearer kibana-token-0123456789"}
     status, body, _ = await call(
         "POST", f"{url}/webhooks/kibana", json={"alerts": [nested, flat, legacy]}, headers=headers
     )
@@ -180,7 +180,7 @@ async def test_kibana_alerts_in_every_shape(server: tuple[str, Services]) -> Non
 
 async def test_okta_event_hook_verification_and_delivery(server: tuple[str, Services]) -> None:
     url, services = server
-    auth = {"Authorization": "okta-hook-secret"}
+    auth = {"Authorization": "okta-hook-secret-0123456789"}
     status, body, _ = await call(
         "GET", f"{url}/webhooks/okta", headers={**auth, "X-Okta-Verification-Challenge": "chal-123"}
     )
@@ -224,7 +224,7 @@ async def test_graph_validation_and_client_state(server: tuple[str, Services]) -
         "tenantId": "t",
     }
     status, body, _ = await call(
-        "POST", f"{url}/webhooks/graph", json={"value": [{**note, "clientState": "graph-client-state"}]}
+        "POST", f"{url}/webhooks/graph", json={"value": [{**note, "clientState": "graph-client-state-0123456789"}]}
     )
     assert status == 202 and body["stored"] == 1
     status, body, _ = await call(
@@ -250,7 +250,7 @@ async def test_generic_alert_mapping(server: tuple[str, Services]) -> None:
         ]
     }
     status, answer, _ = await call(
-        "POST", f"{url}/webhooks/alerts", json=body, headers={"Authorization": "Bearer generic-alerts-token"}
+        "POST", f"{url}/webhooks/alerts", json=body, headers={"Authorization": "Bearer generic-alerts-token-0123456789"}
     )
     assert status == 202 and len(answer["findings"]) == 1
     [finding] = await findings(services)
@@ -259,7 +259,7 @@ async def test_generic_alert_mapping(server: tuple[str, Services]) -> None:
         "POST",
         f"{url}/webhooks/alerts",
         json={"items": [{"alert_id": "x2"}]},
-        headers={"Authorization": "Bearer generic-alerts-token"},
+        headers={"Authorization": "Bearer generic-alerts-token-0123456789"},
     )
     assert status == 400 and "no title" in answer["error"]["message"]
 
@@ -277,7 +277,7 @@ async def test_a_full_queue_answers_429_and_loses_nothing_accepted(
 
     monkeypatch.setattr(services.pipeline, "ingest", slow)
     services.settings.server.ingest_queue_records = 1
-    queue_url = f"{url}/webhooks/splunk?token=splunk-token"
+    queue_url = f"{url}/webhooks/splunk?token=splunk-token-0123456789"
     first = asyncio.create_task(call("POST", queue_url, json=SPLUNK_ALERT))
     await asyncio.sleep(0.2)
     second = {**SPLUNK_ALERT, "sid": "other"}

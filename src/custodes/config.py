@@ -34,6 +34,10 @@ from custodes.yamlfile import YamlDocument, load_yaml
 
 ENV_PREFIX = "CUSTODES_"
 DEFAULT_CONFIG = Path("custodes.yaml")
+MIN_SECRET_CHARS = 16
+"""The shortest webhook secret or API token accepted: an empty or short one would let anyone in."""
+ASCII_WHITESPACE = " \t\n\r\x0b\x0c"
+"""What is stripped from presented credentials: ASCII whitespace only, never Unicode spaces (U+00A0, ...)."""
 
 
 class Secret:
@@ -78,6 +82,20 @@ class Secret:
             raise ValueError("a secret must be a reference string, 'env:NAME' or 'file:/path'")
         context = info.context if isinstance(info.context, dict) else {}
         return resolve_secret(value, context.get("environ"))
+
+
+def strong_secret(secret: Secret) -> Secret:
+    """A secret that authenticates callers: refused (ValueError naming its reference) when it is shorter than
+    `MIN_SECRET_CHARS` once ASCII whitespace is stripped, or when its ends carry whitespace no sender could match."""
+    value = secret.reveal()
+    if len(value.strip(ASCII_WHITESPACE)) < MIN_SECRET_CHARS:
+        raise ValueError(
+            f"secret {secret.reference} is {'empty' if not value.strip(ASCII_WHITESPACE) else 'too short'}: "
+            f"use at least {MIN_SECRET_CHARS} characters (e.g. `openssl rand -hex 32`)"
+        )
+    if value != value.strip(ASCII_WHITESPACE) or value != value.strip():
+        raise ValueError(f"secret {secret.reference} begins or ends with whitespace")
+    return secret
 
 
 def resolve_secret(reference: str, environ: Mapping[str, str] | None = None) -> Secret:
@@ -278,6 +296,12 @@ class ReceiverAuth(Section):
     secret: Secret
     header: str = Field(default="Authorization", description="header carrying the secret (scheme header)")
     allow_from: list[IPvAnyNetwork] = Field(default_factory=list, description="sender networks (url_token)")
+
+    @field_validator("secret", mode="after")
+    @classmethod
+    def _strong(cls, secret: Secret) -> Secret:
+        return strong_secret(secret)
+
     tolerance_seconds: int = Field(default=300, ge=1, le=3600, description="hmac replay window")
 
     @model_validator(mode="after")
@@ -313,9 +337,14 @@ class ReceiverSettings(Section):
 class ApiToken(Section):
     """A bearer token for the REST API and the role it grants."""
 
-    name: str
+    name: str = Field(min_length=1, max_length=200, pattern=r"^[^\s:]+$", description="who the token is (approvals)")
     token: Secret
     role: str = Field(default="viewer", pattern="^(viewer|analyst|approver|admin|privacy_officer)$")
+
+    @field_validator("token", mode="after")
+    @classmethod
+    def _strong(cls, token: Secret) -> Secret:
+        return strong_secret(token)
 
 
 class ServerSettings(Section):

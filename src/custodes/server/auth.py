@@ -7,7 +7,7 @@ import hmac
 import ipaddress
 from collections.abc import Mapping, Sequence
 
-from custodes.config import ApiToken, ReceiverAuth
+from custodes.config import ASCII_WHITESPACE, ApiToken, ReceiverAuth
 
 TIMESTAMP_HEADER = "X-Custodes-Timestamp"
 SIGNATURE_HEADER = "X-Custodes-Signature"
@@ -36,19 +36,37 @@ def verify_signature(
         raise AuthError(f"{TIMESTAMP_HEADER} must be unix seconds") from None
     if abs(now - sent) > tolerance:
         raise AuthError(f"timestamp outside the {tolerance}s replay window; check the sender's clock")
-    if not hmac.compare_digest(sign(secret, timestamp, body), signature.strip()):
+    if not secret or not hmac.compare_digest(sign(secret, timestamp, body), presented(signature)):
         raise AuthError("signature does not match the body")
 
 
+def presented(value: str) -> str:
+    """A credential as sent, with ASCII whitespace stripped from its ends (never Unicode spaces: a token of
+    U+00A0 stays a wrong token, not an empty one)."""
+    return value.strip(ASCII_WHITESPACE)
+
+
 def token_role(tokens: Sequence[ApiToken], authorization: str | None) -> tuple[str, str]:
-    """The (token name, role) of a `Bearer` Authorization header; AuthError if none matches."""
+    """The (token name, role) of a `Bearer` Authorization header; AuthError if none matches exactly."""
     if not authorization or not authorization.startswith("Bearer "):
         raise AuthError("missing 'Authorization: Bearer <token>' header")
-    presented = authorization.removeprefix("Bearer ").strip().encode()
+    value = presented(authorization.removeprefix("Bearer "))
+    if not value:
+        raise AuthError("missing 'Authorization: Bearer <token>' header")
+    token = find_token(tokens, value)
+    if token is None:
+        raise AuthError("unknown API token")
+    return token.name, token.role
+
+
+def find_token(tokens: Sequence[ApiToken], value: str) -> ApiToken | None:
+    """The configured token exactly equal to `value` (compared in constant time), if any."""
+    given = value.encode()
+    found = None
     for token in tokens:
-        if hmac.compare_digest(token.token.reveal().encode(), presented):
-            return token.name, token.role
-    raise AuthError("unknown API token")
+        if given and hmac.compare_digest(token.token.reveal().encode(), given):
+            found = token
+    return found
 
 
 def authenticate(
@@ -75,9 +93,9 @@ def authenticate(
             tolerance=auth.tolerance_seconds,
         )
     elif auth.scheme == "bearer":
-        _same(secret, (headers.get("Authorization") or "").removeprefix("Bearer ").strip(), "bearer token")
+        _same(secret, presented((headers.get("Authorization") or "").removeprefix("Bearer ")), "bearer token")
     elif auth.scheme == "header":
-        _same(secret, headers.get(auth.header) or "", f"{auth.header} header")
+        _same(secret, presented(headers.get(auth.header) or ""), f"{auth.header} header")
     elif auth.scheme == "url_token":
         try:
             address = ipaddress.ip_address(remote or "")
@@ -88,8 +106,8 @@ def authenticate(
         _same(secret, query.get("token", ""), "token")
 
 
-def _same(expected: str, presented: str, what: str) -> None:
-    if not presented:
+def _same(expected: str, given: str, what: str) -> None:
+    if not given:
         raise AuthError(f"missing {what}")
-    if not hmac.compare_digest(expected.encode(), presented.encode()):
+    if not expected or not hmac.compare_digest(expected.encode(), given.encode()):
         raise AuthError(f"wrong {what}")

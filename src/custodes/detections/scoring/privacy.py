@@ -13,6 +13,8 @@ from collections.abc import Iterable
 
 from custodes.config import ApiToken, ScoringSettings
 from custodes.errors import CustodesError
+from custodes.server.auth import find_token
+from custodes.server.auth import presented as stripped
 from custodes.store import Transaction
 
 PREFIX = "p-"
@@ -45,9 +47,9 @@ def is_pseudonym(name: str) -> bool:
 
 def role_of(tokens: list[ApiToken], presented: str) -> tuple[str, str]:
     """(token name, role) of a presented API token; CustodesError when it matches none."""
-    for token in tokens:
-        if hmac.compare_digest(token.token.reveal().encode(), presented.encode()):
-            return token.name, token.role
+    token = find_token(tokens, stripped(presented))
+    if token is not None:
+        return token.name, token.role
     raise CustodesError("unknown API token", hint="pass one of server.api_tokens (as env:NAME or file:/path)")
 
 

@@ -1,0 +1,74 @@
+"""Security hardening over real sockets: secrets that must be strong, exact token comparison."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from custodes.config import MIN_SECRET_CHARS, DatabaseSettings, Settings, load_settings
+from custodes.errors import ConfigError
+from custodes.server.serve import serving
+from custodes.services import Services
+
+TOKEN = "api-token-for-security-tests"
+
+
+@pytest.mark.parametrize("value", ["", "   ", "short-secret"])
+def test_empty_or_short_secrets_refuse_to_start(tmp_path: Path, value: str) -> None:
+    config = tmp_path / "custodes.yaml"
+    config.write_text(
+        "webhooks:\n  hook:\n    kind: generic\n    auth: {scheme: hmac, secret: 'env:HOOK'}\n"
+        "server:\n  api_tokens: [{name: ann, token: 'env:TOKEN', role: admin}]\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config, environ={"HOOK": value, "TOKEN": value})
+    text = str(caught.value)
+    assert "webhooks.hook.auth.secret" in text and "server.api_tokens.0.token" in text
+    assert f"at least {MIN_SECRET_CHARS} characters" in text
+    assert value.strip() == "" or value not in text
+
+
+async def raw_request(url: str, request: bytes) -> bytes:
+    """Send exact bytes (no client normalising headers) and read the response until the server closes."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(request)
+    await writer.drain()
+    response = await reader.read()
+    writer.close()
+    return response
+
+
+@pytest.fixture
+async def server(database: DatabaseSettings, tmp_path: Path) -> AsyncIterator[tuple[str, Services]]:
+    (tmp_path / "playbooks").mkdir()
+    settings = Settings.model_validate(
+        {
+            "detection": {"rules": []},
+            "playbooks": {"paths": [str(tmp_path / "playbooks")]},
+            "server": {"api_tokens": [{"name": "ann", "token": "env:T_ADMIN", "role": "admin"}]},
+        },
+        context={"environ": {"T_ADMIN": TOKEN}},
+    )
+    settings.database = database
+    async with await Services.open(settings) as services, serving(services, "127.0.0.1", 0) as url:
+        yield url, services
+
+
+@pytest.mark.parametrize(
+    ("authorization", "status"),
+    [
+        (f"Bearer {TOKEN}".encode(), b"200"),
+        (f"Bearer  {TOKEN} \t".encode(), b"200"),  # ASCII whitespace around the token is stripped
+        (f"Bearer {TOKEN}\u00a0".encode(), b"401"),  # Unicode whitespace is not: the token differs
+        ("Bearer \u00a0".encode(), b"401"),
+        (b"Bearer ", b"401"),
+    ],
+)
+async def test_tokens_compare_exactly(server: tuple[str, Services], authorization: bytes, status: bytes) -> None:
+    request = b"GET /api/findings HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: " + authorization
+    response = await raw_request(server[0], request + b"\r\n\r\n")
+    assert response.split(b" ", 2)[1] == status, response[:300]
