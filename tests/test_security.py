@@ -6,10 +6,11 @@ import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from custodes.config import MIN_SECRET_CHARS, DatabaseSettings, Settings, load_settings
-from custodes.errors import ConfigError
+from custodes.errors import ConfigError, CustodesError
 from custodes.server.serve import serving
 from custodes.services import Services
 
@@ -72,3 +73,40 @@ async def test_tokens_compare_exactly(server: tuple[str, Services], authorizatio
     request = b"GET /api/findings HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: " + authorization
     response = await raw_request(server[0], request + b"\r\n\r\n")
     assert response.split(b" ", 2)[1] == status, response[:300]
+
+
+BOMB = (
+    'a: &a ["x","x","x","x","x","x","x","x","x"]\n'
+    "b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\n"
+    "c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\n"
+    "d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]\n"
+    "e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]\n"
+    "f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]\n"
+    "g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]\n"
+)
+
+
+async def test_a_yaml_alias_bomb_is_refused_at_its_first_alias(server: tuple[str, Services]) -> None:
+    url, _ = server
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            f"{url}/api/playbooks/validate",
+            json={"yaml": BOMB, "name": "bomb.yml"},
+            headers={"Authorization": f"Bearer {TOKEN}"},
+            timeout=aiohttp.ClientTimeout(total=10),
+        ) as response,
+    ):
+        assert response.status == 200
+        body = await response.json()
+    assert body["valid"] is False
+    assert body["problems"] == [
+        {"line": 2, "column": 8, "field": None, "message": "YAML aliases are not allowed (*a): write the value out"}
+    ]
+
+
+def test_configuration_files_refuse_aliases(tmp_path: Path) -> None:
+    config = tmp_path / "custodes.yaml"
+    config.write_text("server: &s {port: 9000}\nhunts: {paths: [h]}\ndetection: {<<: *s}\n")
+    with pytest.raises(CustodesError, match=r"custodes.yaml:3:17: YAML aliases are not allowed \(\*s\)"):
+        load_settings(config, environ={})

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.events import AliasEvent
 
 from custodes.errors import CustodesError, Location, Problem
 
@@ -109,9 +110,24 @@ def _plain(node: Any) -> Any:
 
 
 def parse_yaml(text: str, file: str) -> YamlDocument:
-    """Parse YAML text; syntax errors become a located CustodesError."""
+    """Parse YAML text; syntax errors become a located CustodesError.
+
+    Aliases (``*name``, and ``<<: *name`` merges) are refused before anything is built: a few hundred bytes of
+    nested aliases expand to billions of values (the "billion laughs"), and no Custodes file needs them.
+    """
     yaml = YAML(typ="rt")
     try:
+        for event in yaml.parse(text):
+            if isinstance(event, AliasEvent):
+                mark = event.start_mark
+                raise CustodesError(
+                    [
+                        Problem(
+                            Location(file, mark.line + 1, mark.column + 1),
+                            f"YAML aliases are not allowed (*{event.anchor}): write the value out",
+                        )
+                    ]
+                )
         tree = yaml.load(text)
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
