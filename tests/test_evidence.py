@@ -278,6 +278,14 @@ async def test_cli_verify_and_list(
     assert report["ok"] is False
     assert [p.split(":")[0] for p in report["problems"]] == ["runs.json"]
 
+    missing = tmp_path / "no-such-bundle"
+    gone = await asyncio.to_thread(
+        runner.invoke, app, ["evidence", "verify", str(missing), "--by", "frank", "-c", str(config)]
+    )
+    assert gone.exit_code == 1
+    assert f"not found: no evidence bundle at {missing}" in " ".join(gone.output.split())
+    assert "tampered" not in gone.output
+
 
 # S3 with Object Lock on moto in server mode ------------------------------------------------------
 

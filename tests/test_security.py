@@ -110,3 +110,14 @@ def test_configuration_files_refuse_aliases(tmp_path: Path) -> None:
     config.write_text("server: &s {port: 9000}\nhunts: {paths: [h]}\ndetection: {<<: *s}\n")
     with pytest.raises(CustodesError, match=r"custodes.yaml:3:17: YAML aliases are not allowed \(\*s\)"):
         load_settings(config, environ={})
+
+
+def test_a_graph_receiver_without_its_source_refuses_to_start(tmp_path: Path) -> None:
+    config = tmp_path / "custodes.yaml"
+    config.write_text("webhooks:\n  graph:\n    kind: graph\n    auth: {scheme: client_state, secret: 'env:STATE'}\n")
+    environ = {"STATE": "graph-client-state-0123456789"}
+    with pytest.raises(ConfigError, match=r"webhooks.*the graph receiver 'graph' reads its records as source 'graph'"):
+        load_settings(config, environ=environ)
+    fields = "{id: id, time: subscriptionExpirationDateTime}"
+    config.write_text(config.read_text() + f"sources:\n  graph: {{format: generic, fields: {fields}}}\n")
+    assert load_settings(config, environ=environ).webhooks["graph"].record_source == "graph"

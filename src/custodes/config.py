@@ -289,6 +289,10 @@ SCHEMES_BY_KIND: dict[str, tuple[str, ...]] = {
 }
 
 
+DEFAULT_RECEIVER_SOURCES = {"okta_event_hook": "okta", "graph": "graph"}
+"""The source a receiver of these kinds reads its records as when it names none."""
+
+
 class ReceiverAuth(Section):
     """How a receiver authenticates its sender. The secret is always a reference."""
 
@@ -323,6 +327,11 @@ class ReceiverSettings(Section):
         description="generic: treat records as alerts; id, rule, title, severity, entity, time -> dotted paths",
     )
     entity_fields: list[str] = Field(default_factory=list, description="splunk: result fields naming the person")
+
+    @property
+    def record_source(self) -> str | None:
+        """The source its raw records are read as: `source`, else the kind's own (okta hooks, Graph)."""
+        return self.source or DEFAULT_RECEIVER_SOURCES.get(self.kind)
 
     @model_validator(mode="after")
     def _scheme_fits_kind(self) -> ReceiverSettings:
@@ -636,6 +645,24 @@ class Settings(Section):
                     f"entry under connectors: (those are: {', '.join(siems) or 'none'})"
                 )
         return self
+
+    @field_validator("webhooks", mode="after")
+    @classmethod
+    def _receiver_sources_exist(
+        cls, webhooks: dict[str, ReceiverSettings], info: ValidationInfo
+    ) -> dict[str, ReceiverSettings]:
+        sources = info.data.get("sources")
+        if sources is None:  # the sources failed validation; that error is reported
+            return webhooks
+        for name, receiver in webhooks.items():
+            source = receiver.record_source
+            if source is not None and source not in sources:
+                raise ValueError(
+                    f"{name}.source: the {receiver.kind} receiver {name!r} reads its records as source {source!r}, "
+                    f"which is not configured (configured: {', '.join(sorted(sources))}); declare sources.{source} "
+                    "or set the receiver's source"
+                )
+        return webhooks
 
     @field_validator("sources", mode="after")
     @classmethod

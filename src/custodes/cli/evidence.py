@@ -41,6 +41,7 @@ def evidence_verify(
             body = {
                 "bundle": report.url,
                 "ok": report.ok,
+                "found": report.found,
                 "manifest_sha256": report.manifest_sha256,
                 "checked": report.checked,
                 "custody_records": report.custody,
@@ -54,8 +55,9 @@ def evidence_verify(
                 highlight=False,
             )
         else:
+            label = "tampered" if report.found else "not found"
             for problem in report.problems:
-                err.print(f"[red]tampered:[/red] {problem}", highlight=False, soft_wrap=True)
+                err.print(f"[red]{label}:[/red] {problem}", highlight=False, soft_wrap=True)
         if not report.ok:
             raise typer.Exit(1)
 

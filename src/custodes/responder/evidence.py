@@ -269,6 +269,8 @@ class Verification:
     checked: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     custody: int = 0
+    found: bool = True
+    """False when nothing at all is at the location (a wrong path, or a bundle removed whole)."""
 
     @property
     def ok(self) -> bool:
@@ -283,6 +285,15 @@ def verify_bundle(bundle: BundleLocation, *, expected_manifest: str | None = Non
     """
     report = Verification(bundle.url)
     raw = bundle.get(MANIFEST)
+    if raw is None and not bundle.names():
+        report.found = False
+        recorded = (
+            ""
+            if expected_manifest is None
+            else f" (the store recorded a bundle here, manifest sha256 {expected_manifest})"
+        )
+        report.problems.append(f"no evidence bundle at {bundle.url}{recorded}")
+        return report
     if raw is None:
         report.problems.append(f"{MANIFEST}: missing (not a bundle, or the manifest was removed)")
         return report

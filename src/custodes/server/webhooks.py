@@ -42,9 +42,9 @@ def _parse(receiver: ReceiverSettings, body: Any) -> Delivery:
     if receiver.kind == "kibana":
         return kibana.parse(body)
     if receiver.kind == "okta_event_hook":
-        return okta_hook.parse(body, receiver.source or "okta")
+        return okta_hook.parse(body, receiver.record_source or "okta")
     if receiver.kind == "graph":
-        return graph.parse(body, receiver.auth.secret.reveal(), receiver.source or "graph")
+        return graph.parse(body, receiver.auth.secret.reveal(), receiver.record_source or "graph")
     return generic.parse(body, source=receiver.source, root=receiver.root, alert_fields=receiver.alert_fields)
 
 
