@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -174,6 +175,16 @@ def test_the_api_holds_against_schemathesis(tmp_path: Path) -> None:
     """Property-based requests generated from /api/openapi.json: no 5xx, every response as documented."""
     port = free_port()
     (tmp_path / "playbooks").mkdir()
+    # a manual playbook with typed inputs (its inputs are documented per playbook) and one that is not manual
+    (tmp_path / "playbooks" / "note.yml").write_text(
+        "name: note\ntrigger: {manual: true}\n"
+        "inputs:\n  why: {type: string, required: true}\n  count: {type: integer}\n"
+        "steps:\n  - id: note\n    uses: case.note\n    with: {case: c1, text: 'noted {{ inputs.why }}'}\n"
+    )
+    (tmp_path / "playbooks" / "hooked.yml").write_text(
+        "name: hooked\ntrigger: {findings: {min_severity: high}}\n"
+        "steps:\n  - id: note\n    uses: case.note\n    with: {case: c1, text: 'noted'}\n"
+    )
     config = tmp_path / "custodes.yaml"
     config.write_text(
         f"database:\n  url: sqlite+aiosqlite:///{tmp_path / 'c.db'}\n"
@@ -182,6 +193,19 @@ def test_the_api_holds_against_schemathesis(tmp_path: Path) -> None:
     )
     env = {**os.environ, "FUZZ_TOKEN": "fuzz-token-0123456789"}
     with running_server(config, port, env):
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/openapi.json", timeout=10) as response:
+            paths = json.loads(response.read())["paths"]
+        note = paths["/api/playbooks/note/runs"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+        assert note["properties"]["inputs"]["required"] == ["why"]
+        assert "409" in paths["/api/playbooks/{name}/runs"]["post"]["responses"]
+        refused = urllib.request.Request(
+            f"http://127.0.0.1:{port}/api/playbooks/hooked/runs",
+            data=b"{}",
+            headers={"Authorization": "Bearer fuzz-token-0123456789", "Content-Type": "application/json"},
+        )
+        with pytest.raises(urllib.error.HTTPError) as caught:
+            urllib.request.urlopen(refused, timeout=10)  # noqa: S310 (http on loopback)
+        assert caught.value.code == 409 and json.loads(caught.value.read())["error"]["code"] == "not_manual"
         result = subprocess.run(
             [
                 str(Path(sys.executable).parent / "schemathesis"),

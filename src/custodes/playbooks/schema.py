@@ -278,10 +278,12 @@ def input_problems(playbook: Playbook, given: dict[str, Any]) -> list[tuple[str,
     problems = [(name, "is not a declared input") for name in sorted(set(given) - set(playbook.inputs))]
     for name, spec in playbook.inputs.items():
         if name in given:
-            value = given[name]
+            value = _integral(given[name]) if spec.type == "integer" else given[name]
             wrong_bool = isinstance(value, bool) and spec.type in {"integer", "number"}
             if not isinstance(value, INPUT_TYPES[spec.type]) or wrong_bool:
                 problems.append((name, f"must be of type {spec.type}, not {type(value).__name__}"))
+            elif isinstance(value, int) and spec.type == "integer" and not -(2**63) <= value < 2**63:
+                problems.append((name, "must be a 64-bit integer"))
         elif spec.required:
             problems.append((name, "is required"))
     return problems
@@ -292,7 +294,16 @@ def bind_inputs(playbook: Playbook, given: dict[str, Any]) -> dict[str, Any]:
     problems = input_problems(playbook, given)
     if problems:
         raise ValueError("; ".join(f"input {name!r} {message}" for name, message in problems))
-    return {name: given.get(name, spec.default) for name, spec in playbook.inputs.items()}
+    return {
+        name: _integral(given[name]) if name in given and spec.type == "integer" else given.get(name, spec.default)
+        for name, spec in playbook.inputs.items()
+    }
+
+
+def _integral(value: Any) -> Any:
+    """A whole float that is exact (JSON `2016.0`) as the integer it is; anything else unchanged (a float
+    beyond 2**53 stands for many integers)."""
+    return int(value) if isinstance(value, float) and value.is_integer() and abs(value) <= 2**53 else value
 
 
 def json_schema() -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, StrictBool
 
 from custodes.model import Run, RunStatus, StepRecord
 from custodes.playbooks.runner import EngineError
@@ -115,7 +115,7 @@ class RunRequest(Model):
 
     inputs: dict[str, Any] = Field(default_factory=dict, description="the playbook's declared inputs")
     entity: str | None = Field(default=None, max_length=512, description="the person the run is about")
-    dry_run: bool = Field(default=False, description="actions describe what they would do instead of doing it")
+    dry_run: StrictBool = Field(default=False, description="actions describe what they would do instead of doing it")
 
 
 class UndoRequest(Model):
@@ -183,6 +183,7 @@ async def get_run(call: Call[NoInput, NoInput]) -> RunOut:
     response=RunOut,
     status=201,
     tags=("runs",),
+    errors={409: "not_manual: the playbook's trigger does not allow manual runs"},
 )
 async def start_run(call: Call[NoInput, RunRequest]) -> RunOut:
     """Start a playbook whose trigger allows manual runs; inputs are checked against their declared types."""
@@ -226,6 +227,7 @@ async def start_run(call: Call[NoInput, RunRequest]) -> RunOut:
     body=UndoRequest,
     response=UndoOut,
     tags=("runs",),
+    errors={409: "conflict: the run has not finished"},
 )
 async def undo_run(call: Call[NoInput, UndoRequest]) -> UndoOut:
     """Call the inverse of every succeeded step that changed something, newest first, once."""
@@ -255,6 +257,7 @@ class CancelRequest(Model):
     body=CancelRequest,
     response=RunOut,
     tags=("runs",),
+    errors={409: "conflict: the run has already finished"},
 )
 async def cancel_run(call: Call[NoInput, CancelRequest]) -> RunOut:
     """A pending or waiting run is cancelled at once; a running run stops before its next step (409 when the run
@@ -300,6 +303,7 @@ async def _decide(call: Call[NoInput, Decision], *, approve: bool) -> RunOut:
     body=Decision,
     response=RunOut,
     tags=("runs",),
+    errors={409: "conflict: no such step waiting, a plan hash that does not match, already decided, expired"},
 )
 async def approve_step(call: Call[NoInput, Decision]) -> RunOut:
     """Approve exactly the plan with this hash; the approver must not be the run's requester."""
@@ -314,6 +318,7 @@ async def approve_step(call: Call[NoInput, Decision]) -> RunOut:
     body=Decision,
     response=RunOut,
     tags=("runs",),
+    errors={409: "conflict: no such step waiting, a plan hash that does not match, already decided, expired"},
 )
 async def deny_step(call: Call[NoInput, Decision]) -> RunOut:
     """Deny the step (its on_error applies); the decider must not be the run's requester."""
