@@ -87,7 +87,7 @@ async def test_start_approve_and_read_a_run(api: tuple[str, Services]) -> None:
     assert status == 409 and "plan hash does not match" in body["error"]["message"]
     status, body = await call(url, "POST", f"/api/runs/{run['id']}/deny", "approver", decision)
     assert status == 200, body
-    assert body["status"] == "failed" and "denied by api:approver-token" in body["steps"][0]["error"]
+    assert body["status"] == "failed" and "denied by approver-token" in body["steps"][0]["error"]
     status, listed = await call(url, "GET", "/api/runs?status=failed", "viewer")
     assert status == 200 and [r["id"] for r in listed["runs"]] == [run["id"]]
     status, read = await call(url, "GET", f"/api/runs/{run['id']}", "viewer")
@@ -97,7 +97,7 @@ async def test_start_approve_and_read_a_run(api: tuple[str, Services]) -> None:
     actions = [(e["actor"], e["action"]) for e in audit["entries"]]
     assert ("api:analyst-token", "run.request") in actions
     assert ("api:approver-token", "approval.deny") in actions
-    assert ("api:approver-token", "approval.denied") in actions
+    assert ("approver-token", "approval.denied") in actions
 
 
 async def test_the_requester_cannot_approve_their_own_run(api: tuple[str, Services]) -> None:

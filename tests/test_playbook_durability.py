@@ -66,6 +66,7 @@ def config_file(tmp_path: Path, database: DatabaseSettings, okta_url: str) -> Pa
             "okta": {"base_url": okta_url, "token": "env:T_OKTA"},
             "channels": {"soc": {"url": "env:T_HOOK"}},
         },
+        "server": {"api_tokens": [{"name": "ops", "token": "env:T_OPS", "role": "analyst"}]},
     }
     path = tmp_path / "custodes.yaml"
     path.write_text(orjson.dumps(config).decode())
@@ -92,9 +93,20 @@ async def test_a_worker_killed_between_request_and_commit_resumes_without_repeat
     app = okta.create_app(org)
     app.middlewares.append(kill_after_suspend)
     async with running(app) as okta_url, running(chat.create_app(room)) as chat_url:
-        env = {"T_OKTA": "tok", "T_HOOK": f"{chat_url}/hooks/soc"}
+        env = {"T_OKTA": "tok", "T_HOOK": f"{chat_url}/hooks/soc", "T_OPS": "ops-token-0123456789"}
         config = str(config_file(tmp_path, database, okta_url))
-        proc = await custodes("playbook", "run", "kill-test", "-c", config, "-i", "user=alice@example.com", env=env)
+        proc = await custodes(
+            "playbook",
+            "run",
+            "kill-test",
+            "-c",
+            config,
+            "-i",
+            "user=alice@example.com",
+            "--token",
+            "env:T_OPS",
+            env=env,
+        )
         worker.append(proc)
         await asyncio.wait_for(proc.wait(), 60)
         assert proc.returncode == -signal.SIGKILL

@@ -434,15 +434,21 @@ def test_cli_run_cancel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
         "detection: {rules: []}\n"
         f"playbooks: {{paths: ['{tmp_path / 'pb'}']}}\n"
         "responder: {channels: {soc: {url: 'env:T_CHAT'}}}\n"
+        "server: {api_tokens: [{name: ann, token: 'env:T_ANN', role: analyst}, {name: bob, token: 'env:T_BOB', "
+        "role: analyst}]}\n"
     )
+    monkeypatch.setenv("T_ANN", "ann-token-0123456789")
+    monkeypatch.setenv("T_BOB", "bob-token-0123456789")
     cli = CliRunner()
-    started = cli.invoke(app, ["playbook", "run", "waits", "-c", str(config), "--entity", "alice", "--as", "ann"])
+    started = cli.invoke(
+        app, ["playbook", "run", "waits", "-c", str(config), "--entity", "alice", "--token", "env:T_ANN"]
+    )
     assert started.exit_code == 0, started.output
     listed = cli.invoke(app, ["run", "list", "-c", str(config), "--json"])
     [run] = orjson.loads(listed.stdout)
     assert run["status"] == "waiting"
-    cancelled = cli.invoke(app, ["run", "cancel", run["id"], "-c", str(config), "--as", "bob"])
+    cancelled = cli.invoke(app, ["run", "cancel", run["id"], "-c", str(config), "--token", "env:T_BOB"])
     assert cancelled.exit_code == 0, cancelled.output
     assert f"{run['id']} waits: cancelled" in cancelled.output
-    again = cli.invoke(app, ["run", "cancel", run["id"], "-c", str(config), "--as", "bob"])
+    again = cli.invoke(app, ["run", "cancel", run["id"], "-c", str(config), "--token", "env:T_BOB"])
     assert again.exit_code == 2 and "only an unfinished run can be cancelled" in again.output

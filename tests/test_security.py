@@ -5,10 +5,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
+import orjson
 import pytest
+from click.testing import Result
+from typer.testing import CliRunner
 
+from custodes.cli import app
 from custodes.config import MIN_SECRET_CHARS, DatabaseSettings, Settings, load_settings
 from custodes.errors import ConfigError, CustodesError
 from custodes.server.serve import serving
@@ -121,3 +126,71 @@ def test_a_graph_receiver_without_its_source_refuses_to_start(tmp_path: Path) ->
     fields = "{id: id, time: subscriptionExpirationDateTime}"
     config.write_text(config.read_text() + f"sources:\n  graph: {{format: generic, fields: {fields}}}\n")
     assert load_settings(config, environ=environ).webhooks["graph"].record_source == "graph"
+
+
+QUORUM = """\
+name: two-keys
+trigger: {manual: true}
+steps:
+  - id: note
+    uses: case.note
+    with: {case: c1, text: "containing {{ entity }}"}
+    approval: {count: 2, expires_after: 3600}
+"""
+PEOPLE = {"lead1": "lead1-token-0123456789", "lead2": "lead2-token-0123456789", "ann": "ann-token-0123456789"}
+
+
+async def test_one_person_is_one_approver_through_the_api_and_the_cli(
+    database: DatabaseSettings, tmp_path: Path
+) -> None:
+    """A token's name is the person, whether the API (`api:lead1`) or the CLI (`lead1`) records it: the requester
+    cannot approve through the other door, nor one approver count twice towards a quorum."""
+    (tmp_path / "playbooks").mkdir()
+    (tmp_path / "playbooks" / "two.yml").write_text(QUORUM)
+    config = tmp_path / "custodes.yaml"
+    tokens = [{"name": name, "token": f"env:T_{name.upper()}", "role": "approver"} for name in PEOPLE]
+    config.write_text(
+        orjson.dumps(
+            {
+                "database": database.model_dump(exclude_none=True),
+                "detection": {"rules": []},
+                "playbooks": {"paths": [str(tmp_path / "playbooks")]},
+                "server": {"api_tokens": tokens},
+            }
+        ).decode()
+    )
+    environ = {f"T_{name.upper()}": token for name, token in PEOPLE.items()}
+    settings = load_settings(config, environ=environ)
+    cli = CliRunner()
+
+    def approve_by_cli(run: dict[str, Any], who: str) -> Result:
+        step = run["steps"][0]
+        args = ["run", "approve", run["id"], "note", "--plan", step["plan_hash"], "-c", str(config)]
+        return cli.invoke(app, [*args, "--token", f"env:T_{who.upper()}"], env=environ)
+
+    async with await Services.open(settings) as services, serving(services, "127.0.0.1", 0) as url:
+
+        async def api(who: str, path: str, body: dict[str, Any]) -> tuple[int, Any]:
+            async with (
+                aiohttp.ClientSession() as http,
+                http.post(f"{url}{path}", json=body, headers={"Authorization": f"Bearer {PEOPLE[who]}"}) as r,
+            ):
+                return r.status, await r.json()
+
+        status, run = await api("lead1", "/api/playbooks/two-keys/runs", {"entity": "bob"})
+        assert status == 201 and run["requested_by"] == "api:lead1" and run["status"] == "waiting"
+        own = await asyncio.to_thread(approve_by_cli, run, "lead1")
+        assert own.exit_code == 2 and "lead1 requested this run" in own.output
+        decision = {"step": "note", "plan_hash": run["steps"][0]["plan_hash"]}
+        status, half = await api("lead2", f"/api/runs/{run['id']}/approve", decision)
+        assert status == 200 and half["status"] == "waiting"
+        twice = await asyncio.to_thread(approve_by_cli, run, "lead2")
+        assert twice.exit_code == 2 and "lead2 already decided" in twice.output
+        done = await asyncio.to_thread(approve_by_cli, run, "ann")
+        assert done.exit_code == 0, done.output
+        async with services.store.transaction() as tx:
+            assert sorted(d["approver"] for d in await tx.approvals_for(run["id"], "note")) == ["ann", "lead2"]
+            assert (await tx.get_run(run["id"])).status.value == "succeeded"  # type: ignore[union-attr]
+    no_token = ["run", "approve", run["id"], "note", "--plan", "0" * 16, "-c", str(config)]
+    refused = await asyncio.to_thread(cli.invoke, app, no_token, env={**environ, "CUSTODES_API_TOKEN": None})
+    assert refused.exit_code == 2 and "CUSTODES_API_TOKEN" in refused.output

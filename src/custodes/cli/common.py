@@ -26,6 +26,37 @@ ConfigOption = Annotated[
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
+TOKEN_VARIABLE = "CUSTODES_API_TOKEN"  # noqa: S105 (the variable's name, not a token)
+TokenOption = Annotated[
+    str | None,
+    typer.Option(
+        "--token",
+        help="Your API token (server.api_tokens) as a reference, env:NAME or file:/path; default: "
+        f"env:{TOKEN_VARIABLE}. You are recorded as the token's name.",
+    ),
+]
+
+
+def identify(settings: Settings, token: str | None, needed: str) -> tuple[str, str]:
+    """The name of the configured API token presented (a reference, else $CUSTODES_API_TOKEN), which must hold
+    the `needed` role or more: (name, role), who a command acts as, in the same namespace as the API's callers."""
+    from custodes.config import resolve_secret
+    from custodes.server.auth import find_token, presented
+    from custodes.server.endpoints import allowed
+
+    reference = token or f"env:{TOKEN_VARIABLE}"
+    try:
+        value = resolve_secret(reference).reveal()
+    except ValueError as exc:
+        raise CustodesError(
+            str(exc), hint=f"pass --token env:NAME (or set {TOKEN_VARIABLE}) with a token of server.api_tokens"
+        ) from None
+    found = find_token(settings.server.api_tokens, presented(value))
+    if found is None:
+        raise CustodesError(f"{reference} is not one of server.api_tokens", hint="use your own API token")
+    if not allowed(found.role, needed):
+        raise CustodesError(f"this needs the {needed} role; the token {found.name!r} has {found.role}")
+    return found.name, found.role
 
 
 def run(work: Callable[[], object]) -> None:

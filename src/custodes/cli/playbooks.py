@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -12,7 +11,7 @@ import typer
 from rich.table import Table
 
 from custodes.cli.app import app
-from custodes.cli.common import ConfigOption, JsonOption, console, err, run, settings_from
+from custodes.cli.common import ConfigOption, JsonOption, TokenOption, console, err, identify, run, settings_from
 from custodes.errors import CustodesError
 
 playbook_app = typer.Typer(help="Work with response playbooks.", no_args_is_help=True)
@@ -20,7 +19,6 @@ app.add_typer(playbook_app, name="playbook")
 
 PathsArgument = Annotated[list[Path], typer.Argument(help="Playbook files or folders.")]
 InputOption = Annotated[list[str], typer.Option("--input", "-i", help="An input as name=value (repeatable).")]
-CURRENT_USER = getpass.getuser()
 EntityOption = Annotated[str | None, typer.Option(help="The entity (person) the run is about.")]
 
 
@@ -140,17 +138,20 @@ def playbook_run(
     config: ConfigOption = None,
     entity: EntityOption = None,
     inputs: InputOption = [],  # noqa: B006 (Typer reads the default)
-    person: Annotated[str, typer.Option("--as", help="Who starts the run.")] = CURRENT_USER,
+    token: TokenOption = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Describe actions instead of doing them.")] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Start a playbook by hand and drive it until it finishes or waits for approval."""
+    """Start a playbook by hand, as your API token (analyst role), and drive it until it finishes or waits for
+    approval."""
     from custodes.cli.runs import print_run
     from custodes.playbooks.testing import parse_inputs
     from custodes.services import Services
 
     async def work() -> None:
-        async with await Services.open(settings_from(config)) as services:
+        settings = settings_from(config)
+        person = identify(settings, token, "analyst")[0]
+        async with await Services.open(settings) as services:
             item = _pick(services.playbooks, name)
             if not item.playbook.trigger.manual:
                 raise CustodesError(f"{name} cannot be started by hand: its trigger has no 'manual: true'")

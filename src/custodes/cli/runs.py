@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
@@ -12,7 +11,7 @@ import typer
 from rich.table import Table
 
 from custodes.cli.app import app
-from custodes.cli.common import ConfigOption, JsonOption, console, run, settings_from
+from custodes.cli.common import ConfigOption, JsonOption, TokenOption, console, identify, run, settings_from
 from custodes.model import Run
 
 run_app = typer.Typer(
@@ -20,8 +19,6 @@ run_app = typer.Typer(
 )
 app.add_typer(run_app, name="run")
 
-CURRENT_USER = getpass.getuser()
-PersonOption = Annotated[str, typer.Option("--as", help="Who you are (recorded in the audit log).")]
 
 
 def run_json(item: Run) -> dict[str, Any]:
@@ -84,6 +81,11 @@ def _with_runner(config: Any, body: Callable[[Any], Awaitable[None]]) -> Callabl
     return work
 
 
+def _as(config: Any, token: str | None, role: str) -> str:
+    """Who a command acts as: the name of the API token presented, which must hold `role`."""
+    return identify(settings_from(config), token, role)[0]
+
+
 @run_app.command("list")
 def run_list(config: ConfigOption = None, limit: int = 20, as_json: JsonOption = False) -> None:
     """The newest runs."""
@@ -122,12 +124,13 @@ def _decide(approve: bool) -> Callable[..., None]:
         run_id: str,
         step: str,
         plan: Annotated[str, typer.Option("--plan", help="The plan hash you reviewed (at least 12 characters).")],
-        person: PersonOption = CURRENT_USER,
+        token: TokenOption = None,
         comment: Annotated[str | None, typer.Option(help="Why.")] = None,
         config: ConfigOption = None,
         as_json: JsonOption = False,
     ) -> None:
         async def body(services: Any) -> None:
+            person = _as(config, token, "approver")
             result = await services.runner.decide(
                 run_id, step, person, approve=approve, plan_hash=plan, comment=comment
             )
@@ -135,7 +138,10 @@ def _decide(approve: bool) -> Callable[..., None]:
 
         run(_with_runner(config, body))
 
-    command.__doc__ = ("Approve" if approve else "Deny") + " a waiting step's plan; the run continues once decided."
+    command.__doc__ = (
+        ("Approve" if approve else "Deny")
+        + " a waiting step's plan as your API token (approver role); the run continues once decided."
+    )
     return command
 
 
@@ -170,11 +176,11 @@ def run_reap(config: ConfigOption = None, as_json: JsonOption = False) -> None:
 
 
 @run_app.command("undo")
-def run_undo(run_id: str, person: PersonOption = CURRENT_USER, config: ConfigOption = None) -> None:
-    """Revert a run's changes with each action's registered inverse (a false positive)."""
+def run_undo(run_id: str, token: TokenOption = None, config: ConfigOption = None) -> None:
+    """Revert a run's changes with each action's registered inverse (a false positive); analyst role."""
 
     async def body(services: Any) -> None:
-        records = await services.runner.undo(run_id, person)
+        records = await services.runner.undo(run_id, _as(config, token, "analyst"))
         for record in records:
             console.print(f"{record.step_id} {record.action} {record.target or ''}: {record.status.value}")
         console.print(f"{len(records)} change(s) reverted" if records else "nothing to revert")
@@ -183,11 +189,12 @@ def run_undo(run_id: str, person: PersonOption = CURRENT_USER, config: ConfigOpt
 
 
 @run_app.command("cancel")
-def run_cancel(run_id: str, person: PersonOption = CURRENT_USER, config: ConfigOption = None) -> None:
-    """Cancel a run: pending or waiting at once; running stops before its next step (the one in flight finishes)."""
+def run_cancel(run_id: str, token: TokenOption = None, config: ConfigOption = None) -> None:
+    """Cancel a run: pending or waiting at once; running stops before its next step (the one in flight finishes);
+    analyst role."""
 
     async def body(services: Any) -> None:
-        item = await services.runner.cancel(run_id, person)
+        item = await services.runner.cancel(run_id, _as(config, token, "analyst"))
         if item.status.value == "running":
             console.print(f"{item.id} {item.playbook}: running; it stops before its next step")
         else:
@@ -199,10 +206,11 @@ def run_cancel(run_id: str, person: PersonOption = CURRENT_USER, config: ConfigO
 @run_app.command("kill-switch")
 def run_kill_switch(
     state: Annotated[str, typer.Argument(help="on, off or status")],
-    person: PersonOption = CURRENT_USER,
+    token: TokenOption = None,
     config: ConfigOption = None,
 ) -> None:
-    """Stop every action of every run at once (on), allow them again (off), or show it (status)."""
+    """Stop every action of every run at once (on), allow them again (off), or show it (status); on and off need
+    the admin role."""
     from custodes.errors import CustodesError
     from custodes.playbooks.runner import KILL_SWITCH
 
@@ -212,7 +220,7 @@ def run_kill_switch(
                 value = await tx.get_control(KILL_SWITCH)
         elif state in {"on", "off"}:
             value = state == "on"
-            await services.runner.set_kill_switch(value, person)
+            await services.runner.set_kill_switch(value, _as(config, token, "admin"))
         else:
             raise CustodesError(f"kill-switch takes on, off or status, not {state!r}")
         console.print(f"kill switch: {'on' if value else 'off'}")

@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from custodes.cli.app import app
-from custodes.cli.common import ConfigOption, JsonOption, console, run, settings_from
+from custodes.cli.common import ConfigOption, JsonOption, TokenOption, console, identify, run, settings_from
 from custodes.errors import CustodesError
 
 eval_app = typer.Typer(help="Measure detection against labelled data.", no_args_is_help=True)
@@ -116,11 +116,6 @@ def eval_scoring(
     run(work)
 
 
-TokenOption = Annotated[
-    str | None, typer.Option("--token", help="Your API token as a reference: env:NAME or file:/path.")
-]
-
-
 @entity_app.command("explain")
 def entity_explain(
     user: Annotated[str, typer.Argument(help="Pseudonym, or any name of the person (login, UPN, e-mail, ...).")],
@@ -167,21 +162,14 @@ def entity_reidentify(
     """Reveal the person behind a pseudonym: needs a token with a re-identification role; always audited."""
     import sqlalchemy as sa
 
-    from custodes.config import resolve_secret
-    from custodes.detections.scoring.privacy import reidentify, role_of
+    from custodes.detections.scoring.privacy import reidentify
     from custodes.detections.scoring.service import pseudonymizer_for, resolver_for
     from custodes.store import Store
     from custodes.store.tables import entities
 
     async def work() -> None:
         settings = settings_from(config)
-        if token is None:
-            raise CustodesError("re-identification needs --token", hint="a server.api_tokens token, as env:NAME")
-        try:
-            presented = resolve_secret(token).reveal()
-        except ValueError as exc:
-            raise CustodesError(str(exc)) from None
-        who, role = role_of(settings.server.api_tokens, presented)
+        who, role = identify(settings, token, "viewer")
         store = await Store.open(settings.database)
         try:
             pseudonymizer = await pseudonymizer_for(settings.scoring, store)

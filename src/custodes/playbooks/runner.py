@@ -52,6 +52,12 @@ async def call_action(spec: ActionSpec, ctx: ActionContext, arguments: dict[str,
     return await spec.fn(ctx, **arguments)
 
 
+def person_of(identity: str) -> str:
+    """One namespace for people: an API token's name whether the API (`api:NAME`) or the CLI (`NAME`) recorded
+    it, compared without case."""
+    return identity.removeprefix("api:").strip().casefold()
+
+
 def worker_id() -> str:
     """A name for this worker process: host, pid and a random suffix."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
@@ -376,7 +382,11 @@ class Runner:
     async def decide(
         self, run_id: str, step_id: str, person: str, *, approve: bool, plan_hash: str, comment: str | None = None
     ) -> Run:
-        """Approve or deny a waiting step's plan (identified by its hash); continue the run once decided."""
+        """Approve or deny a waiting step's plan (identified by its hash); continue the run once decided.
+
+        `person` is an authenticated identity (an API token's name, `api:` prefix or not): it is recorded as
+        `person_of(person)`, so one person counts once towards a quorum and never decides on a run they requested.
+        """
         async with self.store.transaction() as tx:
             run = await tx.get_run(run_id)
             if run is None:
@@ -390,11 +400,12 @@ class Runner:
                     f"the plan hash does not match: step {step_id!r} asks approval for plan {record.plan_hash[:16]}",
                     hint="review the plan with `custodes run show RUN` and pass its hash",
                 )
-            if person.casefold() == run.requested_by.casefold():
+            person = person_of(person)
+            if person == person_of(run.requested_by):
                 raise EngineError(f"{person} requested this run and cannot also approve it (separation of duties)")
             step = next((s for s in Playbook.model_validate(run.definition).steps if s.id == step_id), None)
             assert step is not None and step.approval is not None
-            if step.approval.approvers and person not in step.approval.approvers:
+            if step.approval.approvers and person not in {person_of(name) for name in step.approval.approvers}:
                 raise EngineError(f"{person} is not an approver of {step_id!r} ({', '.join(step.approval.approvers)})")
             if record.expires_at is not None and utcnow() >= record.expires_at:
                 raise EngineError(f"the approval request for {step_id!r} expired at {record.expires_at.isoformat()}")

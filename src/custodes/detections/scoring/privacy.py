@@ -11,10 +11,7 @@ from __future__ import annotations
 import hmac
 from collections.abc import Iterable
 
-from custodes.config import ApiToken, ScoringSettings
-from custodes.errors import CustodesError
-from custodes.server.auth import find_token
-from custodes.server.auth import presented as stripped
+from custodes.config import ScoringSettings
 from custodes.store import Transaction
 
 PREFIX = "p-"
@@ -43,14 +40,6 @@ def is_pseudonym(name: str) -> bool:
     """Whether a name has the pseudonym form."""
     text = name.strip().lower()
     return text.startswith(PREFIX) and len(text) == len(PREFIX) + 16 and all(c in "0123456789abcdef" for c in text[2:])
-
-
-def role_of(tokens: list[ApiToken], presented: str) -> tuple[str, str]:
-    """(token name, role) of a presented API token; CustodesError when it matches none."""
-    token = find_token(tokens, stripped(presented))
-    if token is not None:
-        return token.name, token.role
-    raise CustodesError("unknown API token", hint="pass one of server.api_tokens (as env:NAME or file:/path)")
 
 
 async def reidentify(

@@ -9,7 +9,7 @@ from typing import Any, Literal
 from pydantic import Field, StrictBool
 
 from custodes.model import Run, RunStatus, StepRecord
-from custodes.playbooks.runner import EngineError
+from custodes.playbooks.runner import EngineError, person_of
 from custodes.playbooks.schema import input_problems
 from custodes.server.endpoints import ApiError, Call, Model, Names, NoInput, RevealQuery, endpoint
 
@@ -273,8 +273,8 @@ async def cancel_run(call: Call[NoInput, CancelRequest]) -> RunOut:
 
 async def _decide(call: Call[NoInput, Decision], *, approve: bool) -> RunOut:
     run = await _run(call)
-    person = f"api:{call.caller}"
-    if person.casefold() == run.requested_by.casefold():
+    person = call.caller
+    if person_of(person) == person_of(run.requested_by):
         raise ApiError(403, "separation_of_duties", f"{call.caller} requested this run and cannot also decide on it")
     await call.audit(
         "approval.approve" if approve else "approval.deny",
