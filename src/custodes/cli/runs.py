@@ -20,7 +20,6 @@ run_app = typer.Typer(
 app.add_typer(run_app, name="run")
 
 
-
 def run_json(item: Run) -> dict[str, Any]:
     """A run and its steps as plain JSON."""
     return {
@@ -139,9 +138,8 @@ def _decide(approve: bool) -> Callable[..., None]:
         run(_with_runner(config, body))
 
     command.__doc__ = (
-        ("Approve" if approve else "Deny")
-        + " a waiting step's plan as your API token (approver role); the run continues once decided."
-    )
+        "Approve" if approve else "Deny"
+    ) + " a waiting step's plan as your API token (approver role); the run continues once decided."
     return command
 
 
