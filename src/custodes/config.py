@@ -366,6 +366,22 @@ class ServerSettings(Section):
     api_tokens: list[ApiToken] = Field(default_factory=list)
     ingest_queue_records: int = Field(default=20_000, ge=1, description="pending webhook records before 429")
     ingest_batch_records: int = Field(default=2_000, ge=1, description="records committed per transaction")
+    max_connections: int = Field(
+        default=1_000, ge=1, description="open connections; more are answered 503 and closed (keep below ulimit -n)"
+    )
+    idle_timeout_seconds: float = Field(
+        default=60.0, gt=0, description="close a connection with no request under way and no byte of a new one"
+    )
+    header_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="close a connection whose request headers are not complete this long after their first byte",
+    )
+    body_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="close a connection whose request body is not complete this long after its headers",
+    )
 
 
 class OktaConnection(Section):

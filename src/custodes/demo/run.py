@@ -45,6 +45,7 @@ from custodes.sandbox import chat, okta
 from custodes.sandbox.server import running
 from custodes.server.app import create_app
 from custodes.server.auth import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from custodes.server.connections import listening
 from custodes.server.context import tasks_key
 from custodes.services import Services
 
@@ -272,7 +273,7 @@ async def run_demo(project: Path, *, port: int, once: bool, console: Console) ->
             settings = demo_settings(project, Path(workdir), okta_url, chat_url, port)
             async with await Services.open(settings) as services:
                 app = create_app(services)
-                async with running(app, port=port) as api_url, aiohttp.ClientSession() as http:
+                async with listening(app, "127.0.0.1", port) as api_url, aiohttp.ClientSession() as http:
                     console.print(
                         Panel.fit(
                             f"Custodes demo: API at {api_url}, Okta sandbox at {okta_url}\n"

@@ -14,6 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from custodes import logs
 from custodes.server import api, endpoints, webhooks
+from custodes.server.connections import ConnectionLimits, guard_middleware, limits_key
 from custodes.server.context import ingest_key, metrics_key, services_key, tasks_key
 from custodes.server.ingest import IngestQueue
 from custodes.server.metrics import CONTENT_TYPE_LATEST, Metrics
@@ -87,12 +88,14 @@ async def metrics(request: web.Request) -> web.Response:
 
 def create_app(services: Services) -> web.Application:
     """The application for already-opened services (the caller closes them)."""
+    limits = ConnectionLimits(services.settings.server)
     app = web.Application(
-        middlewares=[observe],
+        middlewares=[observe, guard_middleware(limits)],
         client_max_size=services.settings.server.max_body_bytes,
         handler_args={"max_line_size": MAX_REQUEST_LINE, "max_field_size": MAX_REQUEST_LINE},
     )
     app[services_key] = services
+    app[limits_key] = limits
     tasks = BackgroundTasks()
     app[tasks_key] = tasks
     registry = Metrics()

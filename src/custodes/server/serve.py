@@ -18,8 +18,8 @@ from custodes.hunts.runner import HuntRunner
 from custodes.hunts.scheduler import CronScheduler, Scheduled, hunt_jobs
 from custodes.playbooks.loader import LoadedPlaybook, unconfigured_receivers
 from custodes.playbooks.runner import EngineError, Runner
-from custodes.sandbox.server import running
 from custodes.server.app import create_app
+from custodes.server.connections import listening
 from custodes.services import Services
 
 log = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ async def serving(services: Services, host: str, port: int) -> AsyncIterator[str
     """Serve the application on host:port (0 picks a free port); yields the base URL."""
     async with AsyncExitStack() as stack:
         try:
-            url = await stack.enter_async_context(running(create_app(services), host=host, port=port))
+            url = await stack.enter_async_context(listening(create_app(services), host, port))
         except OSError as exc:
             raise ConfigError(
                 f"cannot listen on {host}:{port}: {exc.strerror}",
