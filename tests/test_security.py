@@ -10,6 +10,7 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
+import sqlalchemy as sa
 from click.testing import Result
 from typer.testing import CliRunner
 
@@ -18,6 +19,8 @@ from custodes.config import MIN_SECRET_CHARS, DatabaseSettings, Settings, load_s
 from custodes.errors import ConfigError, CustodesError
 from custodes.server.serve import serving
 from custodes.services import Services
+from custodes.store import Store, audit_hash
+from custodes.store.tables import audit_log
 
 TOKEN = "api-token-for-security-tests"
 
@@ -288,3 +291,67 @@ async def test_connections_over_the_cap_are_refused_with_503(guarded: str, caplo
     again[1].write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert (await closed_by_server(*again)).startswith(b"HTTP/1.1 200 OK")
     assert not [r for r in caplog.records if r.exc_info], "no tracebacks"
+
+
+AUDIT_KEY = "audit-key-for-tests-0123456789abcdef"
+
+
+async def test_audit_verify_detects_truncation_and_rewriting(database: DatabaseSettings, tmp_path: Path) -> None:
+    checkpoints = tmp_path / "outside" / "audit.jsonl"
+    db = database.model_dump(exclude_none=True, mode="json") | {
+        "audit_key": "env:AUDIT_KEY",
+        "audit_checkpoint": str(checkpoints),
+    }
+    config = tmp_path / "custodes.yaml"
+    config.write_text(orjson.dumps({"database": db}).decode())
+    environ = {"AUDIT_KEY": AUDIT_KEY}
+    settings = load_settings(config, environ=environ)
+    cli = CliRunner()
+
+    def verify() -> tuple[int, dict[str, Any]]:
+        result = cli.invoke(app, ["audit", "verify", "--json", "-c", str(config)], env=environ)
+        return result.exit_code, orjson.loads(result.stdout)
+
+    store = await Store.open(settings.database)
+    try:
+        async with store.transaction() as tx:
+            for n in range(5):
+                await tx.audit("ann", "finding.update", f"f{n}", {"n": n})
+        async with store.transaction() as tx:
+            [first, *_] = await tx.audit_entries()
+        key = AUDIT_KEY.encode()
+        fields = (first.prev_hash, first.at, first.actor, first.action, first.subject, first.details)
+        assert first.hash == audit_hash(*fields, key) != audit_hash(*fields)  # keyed: HMAC, not plain SHA-256
+        code, report = await asyncio.to_thread(verify)
+        assert code == 0 and report["ok"] and report["head"]["seq"] == 5 and report["keyed"]
+        assert [orjson.loads(line)["seq"] for line in checkpoints.read_text().splitlines()] == [5]
+
+        # the newest entries removed: the rest is a valid chain, but the checkpointed head is gone
+        async with store.transaction() as tx:
+            await tx.conn.execute(sa.delete(audit_log).where(audit_log.c.seq > 3))
+        code, report = await asyncio.to_thread(verify)
+        assert code == 1 and not report["ok"]
+        assert "entry 5, the head checkpointed at" in report["problems"][0]
+        assert "the log now ends at entry 3" in report["problems"][0]
+
+        # an entry rewritten and every hash after it recomputed without the key: caught at that entry
+        async with store.transaction() as tx:
+            entries = await tx.audit_entries()
+            prev = entries[0].hash
+            for entry in entries[1:]:
+                details = {"n": 99} if entry.seq == 2 else entry.details
+                digest = audit_hash(prev, entry.at, entry.actor, entry.action, entry.subject, details)
+                await tx.conn.execute(
+                    sa.update(audit_log)
+                    .where(audit_log.c.seq == entry.seq)
+                    .values(details=details, prev_hash=prev, hash=digest)
+                )
+                prev = digest
+        code, report = await asyncio.to_thread(verify)
+        assert (
+            code == 1
+            and "audit entry 2: its content does not match its hash (not signed with the audit key)"
+            in (report["problems"][0])
+        )
+    finally:
+        await store.close()

@@ -139,6 +139,21 @@ class DatabaseSettings(Section):
         "keys touch pages all over them",
     )
     echo: bool = False
+    audit_key: Secret | None = Field(
+        default=None,
+        description="HMAC key of the audit chain (secret reference, kept outside the store); without it the chain "
+        "is plain SHA-256, which anyone able to write the store could recompute",
+    )
+    audit_checkpoint: str = Field(
+        default="var/audit-checkpoints.jsonl",
+        min_length=1,
+        description="file outside the store where `custodes audit verify` appends the chain's head each time",
+    )
+
+    @field_validator("audit_key", mode="after")
+    @classmethod
+    def _strong_key(cls, key: Secret | None) -> Secret | None:
+        return None if key is None else strong_secret(key)
 
 
 SourceFormatName = Literal[

@@ -2,36 +2,71 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import Any
 
+import orjson
 import typer
 
 from custodes.cli.app import app
-from custodes.cli.common import ConfigOption, console, err, run, settings_from
+from custodes.cli.common import ConfigOption, JsonOption, console, err, run, settings_from
 
 audit_app = typer.Typer(help="The hash-chained audit log.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
 
 
 @audit_app.command("verify")
-def audit_verify(config: ConfigOption = None) -> None:
-    """Recompute the audit chain; exit 1 naming the first entry that was changed, removed or inserted."""
+def audit_verify(config: ConfigOption = None, as_json: JsonOption = False) -> None:
+    """Recompute the audit chain (HMAC with database.audit_key when set) and compare it with the heads checkpointed
+    in database.audit_checkpoint; checkpoint the head when intact. Exit 1 naming the first entry that was changed,
+    removed or inserted, or entries removed from the end."""
     from custodes.store import Store
+    from custodes.store.checkpoints import verify_checkpointed
 
     async def work() -> Any:
-        store = await Store.open(settings_from(config).database)
+        settings = settings_from(config)
+        store = await Store.open(settings.database)
         try:
-            async with store.transaction() as tx:
-                report = await tx.verify_audit()
+            report, problems = await verify_checkpointed(store, Path(settings.database.audit_checkpoint))
         finally:
             await store.close()
         if not report.ok:
-            err.print(
-                f"[red]tampered:[/red] audit entry {report.broken_seq}: {report.reason} "
-                f"({report.checked} entries before it verified)",
-                highlight=False,
-            )
+            problems = [
+                f"audit entry {report.broken_seq}: {report.reason} ({report.checked} entries before it verified)"
+            ]
+        if as_json:
+            body = {
+                "ok": not problems,
+                "checked": report.checked,
+                "head": {"seq": report.head_seq, "hash": report.head_hash} if report.ok else None,
+                "unkeyed": report.unkeyed,
+                "keyed": settings.database.audit_key is not None,
+                "checkpoint": settings.database.audit_checkpoint,
+                "problems": problems,
+            }
+            sys.stdout.write(orjson.dumps(body).decode() + "\n")
+        else:
+            for problem in problems:
+                err.print(f"[red]tampered:[/red] {problem}", highlight=False, soft_wrap=True)
+            if not problems:
+                console.print(
+                    f"audit log intact: {report.checked} entries verified; head entry {report.head_seq} "
+                    f"({report.head_hash[:16]}) checkpointed in {settings.database.audit_checkpoint}",
+                    highlight=False,
+                )
+            if settings.database.audit_key is None:
+                err.print(
+                    "[yellow]warning:[/yellow] the chain is not keyed: anyone who can write the store could rewrite "
+                    "it whole; set database.audit_key (docs/configuration.md)",
+                    highlight=False,
+                    soft_wrap=True,
+                )
+            elif report.unkeyed:
+                err.print(
+                    f"note: the first {report.unkeyed} entries predate the audit key (plain SHA-256)", highlight=False
+                )
+        if problems:
             raise typer.Exit(1)
-        console.print(f"audit log intact: {report.checked} entries verified")
 
     run(work)

@@ -9,10 +9,11 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import hashlib
+import hmac
 import os
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -112,23 +113,40 @@ class ConnectorStatus:
 
 @dataclass(frozen=True, slots=True)
 class AuditVerification:
-    """The result of checking the audit chain: how many entries held, and the first that did not."""
+    """The result of checking the audit chain: how many entries held, the first that did not, and the head (the
+    last entry's sequence number and hash) when all held."""
 
     ok: bool
     checked: int
     broken_seq: int | None = None
     reason: str | None = None
+    head_seq: int = 0
+    head_hash: str = "0" * 64
+    unkeyed: int = 0
+    """Entries hashed without the audit key: written before a key was configured (or no key is configured)."""
+    hashes: dict[int, str] = field(default_factory=dict)
+    """The hashes of the entries asked for (checkpointed sequence numbers), as found."""
 
 
 def audit_hash(
-    prev_hash: str, at: datetime, actor: str, action: str, subject: str | None, details: dict[str, Any]
+    prev_hash: str,
+    at: datetime,
+    actor: str,
+    action: str,
+    subject: str | None,
+    details: dict[str, Any],
+    key: bytes | None = None,
 ) -> str:
-    """The chain hash of an audit entry: SHA-256 over the previous hash and the canonical entry."""
+    """The chain hash of an audit entry over the previous hash and the canonical entry: HMAC-SHA256 with the audit
+    key (`database.audit_key`, kept outside the store), else plain SHA-256 (anyone who can write the store could
+    recompute it)."""
     body = orjson.dumps(
         [prev_hash, at.astimezone(UTC).isoformat(), actor, action, subject, details],
         option=orjson.OPT_SORT_KEYS,
     )
-    return hashlib.sha256(body).hexdigest()
+    if key is None:
+        return hashlib.sha256(body).hexdigest()
+    return hmac.new(key, body, hashlib.sha256).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,8 +171,9 @@ class RunNotHeld(Exception):
 class Transaction:
     """Reads and writes on one connection inside one database transaction."""
 
-    def __init__(self, conn: AsyncConnection) -> None:
+    def __init__(self, conn: AsyncConnection, audit_key: bytes | None = None) -> None:
         self.conn = conn
+        self._audit_key = audit_key
         self._dialect = conn.dialect.name
         self._audit_head: str | None = None
         self._controls: dict[str, Any] = {}
@@ -370,7 +389,7 @@ class Transaction:
             prev = await self._audit_tail()
             rows = []
             for at, actor, action, subject, details in entries:
-                digest = audit_hash(prev, at, actor, action, subject, details)
+                digest = audit_hash(prev, at, actor, action, subject, details, self._audit_key)
                 rows.append(
                     {
                         "at": at,
@@ -665,7 +684,7 @@ class Transaction:
         prev = await self._audit_tail()
         at = utcnow()
         body = details or {}
-        digest = audit_hash(prev, at, actor, action, subject, body)
+        digest = audit_hash(prev, at, actor, action, subject, body, self._audit_key)
         self._audit_head = digest
         result = await self.conn.execute(
             sa.insert(audit_log).returning(audit_log.c.seq),
@@ -703,22 +722,39 @@ class Transaction:
             for r in result.mappings()
         ]
 
-    async def verify_audit(self, page: int = 5000) -> AuditVerification:
-        """Recompute the audit chain; report the first entry whose hash or link does not match."""
-        prev, after, checked = GENESIS_HASH, 0, 0
+    async def verify_audit(self, page: int = 5000, *, remember: Iterable[int] = ()) -> AuditVerification:
+        """Recompute the audit chain; report the first entry whose hash or link does not match.
+
+        With an audit key, every entry from the first one written with the key on must carry its HMAC (an entry
+        with a plain hash after it was inserted or rewritten by someone without the key); entries before it may be
+        plain (written before the key was configured). The hashes of the `remember`ed sequence numbers are
+        returned, to compare with checkpoints kept outside the store.
+        """
+        key, wanted = self._audit_key, set(remember)
+        prev, after, checked, keyed, unkeyed = GENESIS_HASH, 0, 0, False, 0
+        hashes: dict[int, str] = {}
         while True:
             entries = await self.audit_entries(after_seq=after, limit=page)
             for entry in entries:
                 if entry.prev_hash != prev:
                     return AuditVerification(False, checked, entry.seq, "its link to the previous entry is broken")
-                expected = audit_hash(
-                    entry.prev_hash, entry.at, entry.actor, entry.action, entry.subject, entry.details
-                )
-                if expected != entry.hash:
-                    return AuditVerification(False, checked, entry.seq, "its content does not match its hash")
+                fields = (entry.prev_hash, entry.at, entry.actor, entry.action, entry.subject, entry.details)
+                if key is not None and hmac.compare_digest(audit_hash(*fields, key), entry.hash):
+                    keyed = True
+                elif not keyed and audit_hash(*fields) == entry.hash:
+                    unkeyed += 1
+                else:
+                    reason = "its content does not match its hash"
+                    if key is None:
+                        reason += " (if the log is keyed, set database.audit_key)"
+                    elif keyed:
+                        reason += " (not signed with the audit key)"
+                    return AuditVerification(False, checked, entry.seq, reason)
+                if entry.seq in wanted:
+                    hashes[entry.seq] = entry.hash
                 prev, after, checked = entry.hash, entry.seq, checked + 1
             if len(entries) < page:
-                return AuditVerification(True, checked)
+                return AuditVerification(True, checked, head_seq=after, head_hash=prev, unkeyed=unkeyed, hashes=hashes)
 
     # connector status ---------------------------------------------------------------------------
     async def get_connector_status(self, connector: str) -> ConnectorStatus | None:
@@ -831,6 +867,7 @@ class Store:
     def __init__(self, engine: AsyncEngine, settings: DatabaseSettings) -> None:
         self.engine = engine
         self.settings = settings
+        self.audit_key = None if settings.audit_key is None else settings.audit_key.reveal().encode()
         self.group = GroupCommit(self.transaction)
         """Commits the small transactions of concurrent callers together (the playbook engine's transitions)."""
 
@@ -873,7 +910,7 @@ class Store:
     async def transaction(self) -> AsyncIterator[Transaction]:
         """A transaction that commits (after sending its staged writes) when the block ends without an exception."""
         async with self.engine.begin() as conn:
-            tx = Transaction(conn)
+            tx = Transaction(conn, self.audit_key)
             yield tx
             await tx.flush()
         for callback in tx.committed:
