@@ -30,6 +30,7 @@ from ruamel.yaml import YAML
 
 from custodes.errors import ConfigError, CustodesError, Location, Problem
 from custodes.model import LogSource
+from custodes.redaction import REDACTOR
 from custodes.yamlfile import YamlDocument, load_yaml
 
 ENV_PREFIX = "CUSTODES_"
@@ -667,6 +668,11 @@ class Settings(Section):
     access_review: AccessReviewSettings = Field(default_factory=AccessReviewSettings)
 
     @model_validator(mode="after")
+    def _known_to_the_redactor(self) -> Settings:
+        remember_secrets(self)
+        return self
+
+    @model_validator(mode="after")
     def _evidence_connectors(self) -> Settings:
         siems = sorted(name for name, entry in self.connectors.items() if entry.kind in ("elasticsearch", "splunk"))
         for at, item in enumerate(self.responder.evidence.siem):
@@ -710,6 +716,27 @@ class Settings(Section):
                 f"unknown source {name!r} (configured sources: {known})",
                 hint="declare it under 'sources:' in the configuration file",
             ) from None
+
+
+IDENTIFIER_FIELDS = frozenset({"username", "email"})
+"""Secret fields that name an account rather than hold a credential: not masked wherever they appear."""
+
+
+def remember_secrets(node: object, field: str | None = None) -> None:
+    """Make every secret value under `node` (settings, sections, mappings, lists) known to the process's redactor,
+    so that it is masked wherever Custodes stores or prints anything (`custodes.redaction`)."""
+    if isinstance(node, Secret):
+        if field not in IDENTIFIER_FIELDS:
+            REDACTOR.know(node.reveal())
+    elif isinstance(node, BaseModel):
+        for name in type(node).model_fields:
+            remember_secrets(getattr(node, name), name)
+    elif isinstance(node, dict):
+        for value in node.values():
+            remember_secrets(value, field)
+    elif isinstance(node, list | tuple):
+        for value in node:
+            remember_secrets(value, field)
 
 
 def _env_overrides(environ: dict[str, str]) -> list[tuple[tuple[str, ...], Any]]:

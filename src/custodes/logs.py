@@ -9,6 +9,8 @@ import time
 
 import orjson
 
+from custodes.redaction import RedactingFilter
+
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 
 _STANDARD = frozenset(vars(logging.makeLogRecord({})))
@@ -34,11 +36,12 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure(level: int = logging.INFO) -> None:
-    """Send every log record to stderr as JSON (UTC times)."""
+    """Send every log record to stderr as JSON (UTC times), secrets masked."""
     handler = logging.StreamHandler(sys.stderr)
     formatter = JsonFormatter()
     formatter.converter = time.gmtime
     handler.setFormatter(formatter)
+    handler.addFilter(RedactingFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

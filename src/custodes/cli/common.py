@@ -12,6 +12,7 @@ from rich.console import Console
 
 from custodes.config import Settings, load_settings
 from custodes.errors import CustodesError
+from custodes.redaction import redact
 
 console = Console()
 err = Console(stderr=True)
@@ -67,7 +68,7 @@ def run(work: Callable[[], object]) -> None:
             asyncio.run(result)
     except CustodesError as exc:
         for problem in exc.problems:
-            err.print(f"[red]error:[/red] {problem}", highlight=False, soft_wrap=True)
+            err.print(f"[red]error:[/red] {redact(str(problem))}", highlight=False, soft_wrap=True)
         if exc.hint:
             err.print(f"[dim]hint: {exc.hint}[/dim]", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None

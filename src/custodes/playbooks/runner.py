@@ -24,14 +24,15 @@ from typing import Any
 import aiohttp
 import orjson
 
-from custodes.config import PlaybookSettings, ResponderSettings, Settings
+from custodes.config import PlaybookSettings, ResponderSettings, Settings, remember_secrets
 from custodes.errors import CustodesError
 from custodes.model import Event, Finding, Run, RunStatus, StepRecord, stable_id, utcnow
 from custodes.playbooks.expressions import ExpressionError, render
 from custodes.playbooks.graph import execution_order, handler_ids
 from custodes.playbooks.loader import LoadedPlaybook
 from custodes.playbooks.schema import GotoStep, HandlerPlaybook, Playbook, Retry, Step, bind_inputs
-from custodes.playbooks.secrets import MASK, Redactor, secrets_context
+from custodes.playbooks.secrets import secrets_context
+from custodes.redaction import MASK, REDACTOR
 from custodes.responder.registry import ActionContext, ActionError, ActionSpec, ArgumentError, Registry
 from custodes.store import Store, Transaction
 from custodes.store.database import RunNotHeld
@@ -147,7 +148,8 @@ class Runner:
         self.actor = actor
         self.invoke = invoke
         self.worker = worker or worker_id()
-        self.redact = Redactor(self.engine.secrets)
+        self.redact = REDACTOR
+        remember_secrets(self.engine.secrets)
         self.playbooks = {item.playbook.ref: item for item in playbooks}
         self.app = app
 
@@ -752,7 +754,7 @@ class Runner:
             {
                 "step": key,
                 "action": spec.name,
-                "target": spec.target_of(arguments),
+                "target": self.redact(spec.target_of(arguments)),
                 "destructive": spec.destructive,
                 "description": self.redact.text(spec.describe(arguments)),
                 "arguments": self.redact(arguments),
@@ -846,7 +848,8 @@ class Runner:
             record = StepRecord(key, position, spec.name, {}, RunStatus.PENDING, "", started_at=utcnow())
         if record.status.final:
             return record
-        record.action, record.arguments, record.target = spec.name, self.redact(arguments), target
+        record.action, record.arguments = spec.name, self.redact(arguments)
+        record.target = None if target is None else self.redact.text(target)
         record.idempotency_key = stable_id(run.id, key, spec.name, target)
         record.destructive = spec.destructive and not run.dry_run
         destructive = record.destructive

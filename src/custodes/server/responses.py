@@ -7,6 +7,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from custodes.redaction import redact
+
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     """An application/json response serialised with orjson."""
@@ -18,8 +20,8 @@ def json_response(data: Any, status: int = 200, headers: dict[str, str] | None =
 def error(
     status: int, code: str, message: str, *, field: str | None = None, headers: dict[str, str] | None = None
 ) -> web.Response:
-    """A JSON error response."""
-    body: dict[str, Any] = {"code": code, "message": message}
+    """A JSON error response (secrets in the message masked)."""
+    body: dict[str, Any] = {"code": code, "message": redact(message)}
     if field is not None:
         body["field"] = field
     return json_response({"error": body}, status=status, headers=headers)

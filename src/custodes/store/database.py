@@ -40,6 +40,7 @@ from custodes.model import (
     StepRecord,
     utcnow,
 )
+from custodes.redaction import redact
 from custodes.store import migrate, upserts
 from custodes.store.groupcommit import GroupCommit
 from custodes.store.sqlite_driver import creator
@@ -374,8 +375,9 @@ class Transaction:
     def stage_audit(
         self, actor: str, action: str, subject: str | None = None, details: dict[str, Any] | None = None
     ) -> None:
-        """Append an entry to the audit chain (chained and inserted with the transaction's other entries)."""
-        self._audit_rows.append((utcnow(), actor, action, subject, details or {}))
+        """Append an entry to the audit chain (chained and inserted with the transaction's other entries); secrets
+        in it are masked."""
+        self._audit_rows.append((utcnow(), redact(actor), action, redact(subject), redact(details or {})))
 
     async def flush(self) -> None:
         """Send the staged writes; RunNotHeld (nothing written) when a run is no longer held by its owner."""
@@ -674,7 +676,7 @@ class Transaction:
     async def audit(
         self, actor: str, action: str, subject: str | None = None, details: dict[str, Any] | None = None
     ) -> AuditRecord:
-        """Append an entry to the hash-chained audit log.
+        """Append an entry to the hash-chained audit log, secrets masked (`custodes.redaction`).
 
         The first entry of a transaction takes the chain's lock (PostgreSQL: an advisory transaction lock;
         SQLite: the write lock every transaction takes up front) and reads the head; later entries of the same
@@ -683,7 +685,7 @@ class Transaction:
         await self.flush()
         prev = await self._audit_tail()
         at = utcnow()
-        body = details or {}
+        actor, subject, body = redact(actor), redact(subject), redact(details or {})
         digest = audit_hash(prev, at, actor, action, subject, body, self._audit_key)
         self._audit_head = digest
         result = await self.conn.execute(
