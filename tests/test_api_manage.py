@@ -237,11 +237,14 @@ async def test_entity_risk_explains_scores_pseudonymised(api: Api) -> None:
     older = DayScore(pseudonym, "person", day - timedelta(days=1), 1.0, 5.0, [], {}, [], [])
     async with services.store.transaction() as tx:
         await tx.conn.execute(sa.insert(scoring_scores), [score_row(score, utcnow()), score_row(older, utcnow())])
-    for who in (pseudonym, "ann@example.com"):
-        status, body = await call(url, "GET", f"/api/entities/{who}/risk")
-        assert status == 200 and body["entity"] == pseudonym and "ann" not in str(body)
-        assert body["risk"] == 71.0 and body["day"] == "2026-11-18" and body["kind"] == "person"
-        assert [s["day"] for s in body["scores"]] == ["2026-11-18", "2026-11-17"]
+    status, body = await call(url, "GET", f"/api/entities/{pseudonym}/risk")
+    assert status == 200 and body["entity"] == pseudonym and "ann" not in str(body)
+    assert body["risk"] == 71.0 and body["day"] == "2026-11-18" and body["kind"] == "person"
+    assert [s["day"] for s in body["scores"]] == ["2026-11-18", "2026-11-17"]
+    # by real name: only revealing (which shows the name), never a name-to-pseudonym link for a viewer
+    assert (await call(url, "GET", "/api/entities/ann@example.com/risk"))[0] == 403
+    status, named = await call(url, "GET", "/api/entities/ann@example.com/risk?reveal=case+7", "privacy_officer")
+    assert status == 200 and named["entity"] == "ann@example.com" and named["risk"] == 71.0
     newest = body["scores"][0]
     assert newest["provisional"] is False and newest["event_ids"] == ["ev-1", "ev-2", "ev-3"]
     first = newest["contributions"][0]
@@ -260,7 +263,7 @@ async def test_entity_risk_explains_scores_pseudonymised(api: Api) -> None:
     assert status == 403
     status, body = await call(url, "GET", f"/api/entities/{pseudonym}/risk?reveal=case+7", "privacy_officer")
     assert status == 200 and body["entity"] == "ann@example.com"
-    status, body = await call(url, "GET", "/api/entities/nobody@example.com/risk")
+    status, body = await call(url, "GET", "/api/entities/nobody@example.com/risk?reveal=case+7", "admin")
     assert status == 200 and body["risk"] is None and body["scores"] == []
 
 
@@ -293,8 +296,10 @@ async def test_evidence_bundles_list_and_verify(api: Api) -> None:
     status, listed = await call(url, "GET", "/api/evidence")
     assert status == 200 and [b["id"] for b in listed["bundles"]] == ["b1"]
     assert listed["bundles"][0]["entity"].startswith("p-") and listed["bundles"][0]["files"] == {"events.ndjson": 1}
-    assert (await call(url, "GET", "/api/evidence?entity=ann@example.com"))[1]["bundles"][0]["id"] == "b1"
-    assert (await call(url, "GET", "/api/evidence?entity=bob@example.com"))[1]["bundles"] == []
+    assert (await call(url, "GET", "/api/evidence?entity=ann@example.com"))[0] == 403  # a name needs reveal
+    named = "/api/evidence?reveal=case+7&entity="
+    assert (await call(url, "GET", named + "ann@example.com", "admin"))[1]["bundles"][0]["id"] == "b1"
+    assert (await call(url, "GET", named + "bob@example.com", "admin"))[1]["bundles"] == []
 
     path = "/api/evidence/b1/verify"
     assert (await call(url, "POST", path, "viewer", {"reason": "check"}))[0] == 403

@@ -620,6 +620,14 @@ class ScoringSettings(Section):
     )
     pseudonymise: bool = True
     pseudonym_key: Secret | None = Field(default=None, description="HMAC key for pseudonyms (secret reference)")
+    pseudonym_key_file: str = Field(
+        default="var/pseudonym.key",
+        min_length=1,
+        description="without pseudonym_key: the key file, outside the store, created (mode 0600) when missing",
+    )
+    pseudonym_key_in_store: bool = Field(
+        default=False, description="opt-in: keep a generated key in the store (anyone reading it can re-identify)"
+    )
     reidentify_roles: list[str] = Field(default_factory=lambda: ["privacy_officer", "admin"])
     max_state_bytes: int = Field(default=65536, ge=4096, description="bound on one entity's stored baseline")
 

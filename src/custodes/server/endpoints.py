@@ -14,7 +14,7 @@ from aiohttp import web
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from custodes.detections.scoring.privacy import Pseudonymizer, is_pseudonym
-from custodes.detections.scoring.service import pseudonymizer_for
+from custodes.detections.scoring.service import entity_for_pseudonym, pseudonymizer_for
 from custodes.server.auth import AuthError, token_role
 from custodes.server.context import services_key
 from custodes.server.limits import json_depth_exceeds
@@ -92,35 +92,53 @@ class Call(Generic[QueryT, BodyT]):
     query: QueryT
     body: BodyT
 
+    revealed: bool | None = None
+
+    async def revealing(self) -> bool:
+        """Whether this call shows real names: asked with `reveal=<reason>` by a re-identification role (audited,
+        allowed or not, once per call; 403 when the role may not)."""
+        if self.revealed is None:
+            self.revealed = False
+            scoring = self.services.settings.scoring
+            if isinstance(self.query, RevealQuery) and self.query.reveal is not None:
+                reason = self.query.reveal
+                if self.role not in scoring.reidentify_roles:
+                    await self.audit("api.reidentify", self.request.path, {"allowed": False, "reason": reason})
+                    raise ApiError(
+                        403,
+                        "forbidden",
+                        f"revealing names needs one of the roles {', '.join(scoring.reidentify_roles)}; "
+                        f"your token has {self.role}",
+                    )
+                await self.audit("api.reidentify", self.request.path, {"allowed": True, "reason": reason})
+                self.revealed = True
+        return self.revealed
+
     async def people(self) -> Names:
         """How this call shows people: pseudonyms by default; real names when a privacy role asks, with a
         reason, for this call (the re-identification is audited)."""
-        scoring = self.services.settings.scoring
-        if not scoring.pseudonymise:
-            return lambda name: name
-        if isinstance(self.query, RevealQuery) and self.query.reveal is not None:
-            reason = self.query.reveal
-            if self.role not in scoring.reidentify_roles:
-                await self.audit("api.reidentify", self.request.path, {"allowed": False, "reason": reason})
-                raise ApiError(
-                    403,
-                    "forbidden",
-                    f"revealing names needs one of the roles {', '.join(scoring.reidentify_roles)}; "
-                    f"your token has {self.role}",
-                )
-            await self.audit("api.reidentify", self.request.path, {"allowed": True, "reason": reason})
+        if not self.services.settings.scoring.pseudonymise or await self.revealing():
             return lambda name: name
         pseudonymizer = await _pseudonymizer(self.services)
         return lambda name: name if name is None or is_pseudonym(name) else pseudonymizer(name)
 
     async def person(self, name: str) -> str:
-        """The stored name a request refers to: itself, or the known person a pseudonym stands for."""
-        if not is_pseudonym(name):
+        """The stored name a request refers to: the known entity a pseudonym stands for (looked up by the
+        pseudonym stored beside each entity), or a real name, which links the name to its pseudonym and so needs
+        this call to reveal names (403 `reveal_required` otherwise) and is audited (`api.lookup`)."""
+        if not self.services.settings.scoring.pseudonymise:
             return name
-        pseudonymizer = await _pseudonymizer(self.services)
-        async with self.services.store.transaction() as tx:
-            candidates = [row["id"] for row in await tx.list_entities(limit=1_000_000)]
-        return pseudonymizer.find(name, candidates) or name
+        if is_pseudonym(name):
+            return await entity_for_pseudonym(self.services.store, await _pseudonymizer(self.services), name) or name
+        if not await self.revealing():
+            raise ApiError(
+                403,
+                "reveal_required",
+                "looking a person up by name links the name to their pseudonym: use the pseudonym, or pass "
+                "reveal=<reason> with a re-identification role (audited)",
+            )
+        await self.audit("api.lookup", name, {"path": self.request.path})
+        return name
 
     async def audit(self, action: str, subject: str | None, details: dict[str, Any]) -> None:
         """Record a change made through the API in the hash-chained audit log."""

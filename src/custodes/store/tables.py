@@ -48,6 +48,8 @@ entities = sa.Table(
     sa.Column("attributes", JSON, nullable=False),
     sa.Column("first_seen", Timestamp, nullable=False),
     sa.Column("last_seen", Timestamp, nullable=False),
+    sa.Column("pseudonym", sa.String(32)),
+    sa.Index(None, "pseudonym"),
 )
 
 findings = sa.Table(

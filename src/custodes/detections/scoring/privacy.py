@@ -1,9 +1,9 @@
 """Pseudonyms for entity names, and re-identification that needs a role and leaves an audit record.
 
 A pseudonym is `p-` and 16 hex digits of HMAC-SHA256(key, canonical id). Scores, scoring findings and explanations
-carry only pseudonyms; the store keeps no table from pseudonym to name. Re-identification recomputes pseudonyms of
-the known candidates (directory people and stored entities) and is allowed only to configured roles; every attempt,
-allowed or not, is written to the hash-chained audit log.
+carry only pseudonyms; stored entities keep theirs beside them (indexed, for lookups by the API). Re-identification
+recomputes pseudonyms of the known candidates (directory people and stored entities) and is allowed only to
+configured roles; every attempt, allowed or not, is written to the hash-chained audit log.
 """
 
 from __future__ import annotations
@@ -26,6 +26,11 @@ class Pseudonymizer:
     def __call__(self, canonical: str) -> str:
         digest = hmac.digest(self._key, canonical.strip().lower().encode(), "sha256")  # one C call
         return PREFIX + digest[:8].hex()
+
+    @property
+    def fingerprint(self) -> str:
+        """Names the key without revealing it (which key stored pseudonyms were computed with)."""
+        return hmac.digest(self._key, b"custodes pseudonym index", "sha256")[:8].hex()
 
     def find(self, pseudonym: str, candidates: Iterable[str]) -> str | None:
         """The candidate whose pseudonym this is, if any."""

@@ -7,9 +7,12 @@ the engine's clock and every final day score (with its contributions) in the sam
 
 from __future__ import annotations
 
+import logging
+import os
 import secrets
 from collections.abc import Sequence
 from datetime import date, datetime
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -21,11 +24,16 @@ from custodes.detections.scoring.engine import ScoringEngine
 from custodes.detections.scoring.identity import IdentityResolver, load_directory
 from custodes.detections.scoring.privacy import Pseudonymizer
 from custodes.detections.scoring.risk import Contribution, DayScore
+from custodes.errors import ConfigError
 from custodes.model import Event, Finding, utcnow
 from custodes.store import Store, Transaction, upserts
-from custodes.store.tables import scoring_meta, scoring_scores, scoring_state
+from custodes.store.tables import entities, scoring_meta, scoring_scores, scoring_state
 
 KEY_META = "pseudonym_key"
+INDEX_META = "pseudonym_index"
+"""The fingerprint of the key the stored entity pseudonyms were computed with."""
+INDEX_BATCH = 10_000
+log = logging.getLogger(__name__)
 CLOCK_META = "clock"
 
 
@@ -39,15 +47,78 @@ async def _set_meta(tx: Transaction, key: str, value: Any) -> None:
 
 
 async def pseudonymizer_for(settings: ScoringSettings, store: Store) -> Pseudonymizer:
-    """The configured key, else one generated once and kept in the store (set `scoring.pseudonym_key`)."""
+    """The key of `scoring.pseudonym_key` (a secret reference); else the key file `scoring.pseudonym_key_file`,
+    outside the store, generated when missing (a key an older version kept in the store is moved there); else, only
+    with `scoring.pseudonym_key_in_store`, a key generated once and kept in the store."""
     if settings.pseudonym_key is not None:
         return Pseudonymizer(settings.pseudonym_key.reveal().encode())
     async with store.transaction() as tx:
-        key = await _meta(tx, KEY_META)
-        if key is None:
-            key = secrets.token_hex(32)
-            await _set_meta(tx, KEY_META, key)
-    return Pseudonymizer(bytes.fromhex(str(key)))
+        stored = await _meta(tx, KEY_META)
+        if settings.pseudonym_key_in_store:
+            if stored is None:
+                stored = secrets.token_hex(32)
+                await _set_meta(tx, KEY_META, stored)
+            return Pseudonymizer(bytes.fromhex(str(stored)))
+        key = _key_file(Path(settings.pseudonym_key_file), None if stored is None else str(stored))
+        if stored is not None:
+            await tx.conn.execute(sa.delete(scoring_meta).where(scoring_meta.c.key == KEY_META))
+            log.warning("the pseudonym key was moved out of the store to %s", settings.pseudonym_key_file)
+    return Pseudonymizer(bytes.fromhex(key))
+
+
+def _key_file(path: Path, moved: str | None) -> str:
+    """The hex key in `path`, created (exclusively, mode 0600) with `moved` or a new key when it does not exist."""
+    try:
+        return _read_key(path)
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process created it first
+        return _read_key(path)
+    with os.fdopen(handle, "w") as file:
+        file.write((moved or secrets.token_hex(32)) + "\n")
+        file.flush()
+        os.fsync(file.fileno())
+    return _read_key(path)
+
+
+def _read_key(path: Path) -> str:
+    text = path.read_text(encoding="utf-8").strip()
+    try:
+        bytes.fromhex(text)
+    except ValueError:
+        raise ConfigError.at(path, "not a pseudonym key (hex)", hint="remove it to generate a new key") from None
+    if len(text) < 32:
+        raise ConfigError.at(path, "the pseudonym key is too short (at least 16 bytes, as hex)")
+    return text
+
+
+async def entity_for_pseudonym(store: Store, pseudonymizer: Pseudonymizer, pseudonym: str) -> str | None:
+    """The stored entity a pseudonym stands for, by the pseudonym stored beside each entity (indexed): entities
+    without one yet (or with one from another key) get theirs first, each computed once."""
+    fingerprint = pseudonymizer.fingerprint
+    async with store.transaction() as tx:
+        if await _meta(tx, INDEX_META) != fingerprint:
+            await tx.conn.execute(sa.update(entities).values(pseudonym=None))
+            await _set_meta(tx, INDEX_META, fingerprint)
+        while True:
+            missing = [
+                row[0]
+                for row in await tx.conn.execute(
+                    sa.select(entities.c.id).where(entities.c.pseudonym.is_(None)).limit(INDEX_BATCH)
+                )
+            ]
+            if not missing:
+                break
+            await tx.conn.execute(
+                sa.update(entities).where(entities.c.id == sa.bindparam("b_id")).values(pseudonym=sa.bindparam("b_p")),
+                [{"b_id": name, "b_p": pseudonymizer(name)} for name in missing],
+            )
+        wanted = pseudonym.strip().lower()
+        found = await tx.conn.execute(sa.select(entities.c.id).where(entities.c.pseudonym == wanted).limit(1))
+        return found.scalar_one_or_none()
 
 
 def resolver_for(settings: ScoringSettings, pseudonymizer: Pseudonymizer | None) -> IdentityResolver:

@@ -32,7 +32,8 @@ class EntityQuery(RevealQuery):
 
 
 class TimelineEvent(Model):
-    """One event of a timeline: the envelope and the raw vendor record."""
+    """One event of a timeline: the envelope and the raw vendor record. Without revealed names, the target and the
+    source address (which identify people too) are pseudonyms."""
 
     id: str
     time: datetime
@@ -106,9 +107,9 @@ async def entity_timeline(call: Call[TimelineQuery, NoInput]) -> Timeline:
                 time=e.time,
                 source=e.source,
                 action=e.action,
-                target=e.target,
+                target=names(e.target),
                 outcome=e.outcome.value,
-                src_ip=e.src_ip,
+                src_ip=names(e.src_ip),
                 raw=e.raw if revealed else None,
             )
             for e in found

@@ -119,7 +119,7 @@ async def entity_risk(call: Call[RiskQuery, NoInput]) -> EntityRisk:
         # scores are keyed by pseudonym when pseudonymisation is on; by the stored name otherwise
         key = asked.strip().lower() if settings.pseudonymise else resolver.resolve(await call.person(asked))[0]
     else:
-        key = resolver.resolve(asked)[0]
+        key = resolver.resolve(await call.person(asked))[0]
     async with call.services.store.transaction() as tx:
         stored = await entity_scores(tx, key, limit=call.query.days)
     scores = [DayScoreOut.of(score, provisional=False) for score in stored]

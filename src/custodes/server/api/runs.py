@@ -3,6 +3,7 @@ a step."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Literal
 
@@ -34,9 +35,9 @@ class StepOut(Model):
     expires_at: datetime | None
 
     @classmethod
-    def of(cls, step: StepRecord, names: Names) -> StepOut:
+    def of(cls, step: StepRecord, names: Names, people: Sequence[str] = ()) -> StepOut:
         """The API view of a step record; its arguments, plan and result name people, so they are masked
-        unless `names` shows real names."""
+        unless `names` shows real names, and the `people` of its run are pseudonymised in its error."""
         shown = names("probe") == "probe"
         return cls(
             step_id=step.step_id,
@@ -45,7 +46,7 @@ class StepOut(Model):
             target=names(step.target),
             arguments=step.arguments if shown else dict.fromkeys(step.arguments, "***"),
             result=step.result if shown or step.result is None else dict.fromkeys(step.result, "***"),
-            error=step.error,
+            error=_scrub(step.error, [*people, step.target], names),
             attempt=step.attempt,
             started_at=step.started_at,
             finished_at=step.finished_at,
@@ -53,6 +54,20 @@ class StepOut(Model):
             plan_hash=step.plan_hash,
             expires_at=step.expires_at,
         )
+
+
+def _strings(values: Mapping[str, Any]) -> list[str]:
+    return [value for value in values.values() if isinstance(value, str)]
+
+
+def _scrub(text: str | None, people: Iterable[str | None], names: Names) -> str | None:
+    """`text` with each of these people's names (the run's entity and text inputs, step targets) shown through
+    `names`: pseudonyms unless the call reveals names."""
+    if text is None:
+        return None
+    for person in sorted({p for p in people if p and len(p) >= 3}, key=len, reverse=True):
+        text = text.replace(person, names(person) or "***")
+    return text
 
 
 class RunOut(Model):
@@ -78,6 +93,7 @@ class RunOut(Model):
         """The API view of a stored run, its person shown through `names` (inputs name people too: they are
         shown only when names are)."""
         revealed = names("probe") == "probe"
+        people = [run.entity, *_strings(run.inputs)]
         return cls(
             id=run.id,
             playbook=run.playbook,
@@ -88,11 +104,11 @@ class RunOut(Model):
             requested_by=run.requested_by,
             dry_run=run.dry_run,
             inputs=run.inputs if revealed else {key: "***" for key in run.inputs},
-            outputs=run.outputs,
-            error=run.error,
+            outputs=run.outputs if revealed or run.outputs is None else dict.fromkeys(run.outputs, "***"),
+            error=_scrub(run.error, [*people, *(step.target for step in run.steps)], names),
             created_at=run.created_at,
             finished_at=run.finished_at,
-            steps=[StepOut.of(step, names) for step in run.steps],
+            steps=[StepOut.of(step, names, [p for p in people if p]) for step in run.steps],
         )
 
 
