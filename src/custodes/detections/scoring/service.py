@@ -32,7 +32,7 @@ from custodes.store.tables import entities, scoring_meta, scoring_scores, scorin
 KEY_META = "pseudonym_key"
 INDEX_META = "pseudonym_index"
 """The fingerprint of the key the stored entity pseudonyms were computed with."""
-INDEX_BATCH = 10_000
+INDEX_BATCH = 5_000
 log = logging.getLogger(__name__)
 CLOCK_META = "clock"
 
@@ -97,25 +97,31 @@ def _read_key(path: Path) -> str:
 
 async def entity_for_pseudonym(store: Store, pseudonymizer: Pseudonymizer, pseudonym: str) -> str | None:
     """The stored entity a pseudonym stands for, by the pseudonym stored beside each entity (indexed): entities
-    without one yet (or with one from another key) get theirs first, each computed once."""
+    without one yet (or with one from another key) get theirs first, each computed once, a batch per transaction
+    (so that webhook writes wait on no long transaction)."""
     fingerprint = pseudonymizer.fingerprint
     async with store.transaction() as tx:
         if await _meta(tx, INDEX_META) != fingerprint:
             await tx.conn.execute(sa.update(entities).values(pseudonym=None))
             await _set_meta(tx, INDEX_META, fingerprint)
-        while True:
+    while True:
+        async with store.transaction() as tx:
             missing = [
                 row[0]
                 for row in await tx.conn.execute(
                     sa.select(entities.c.id).where(entities.c.pseudonym.is_(None)).limit(INDEX_BATCH)
                 )
             ]
-            if not missing:
-                break
-            await tx.conn.execute(
-                sa.update(entities).where(entities.c.id == sa.bindparam("b_id")).values(pseudonym=sa.bindparam("b_p")),
-                [{"b_id": name, "b_p": pseudonymizer(name)} for name in missing],
-            )
+            if missing:
+                await tx.conn.execute(
+                    sa.update(entities)
+                    .where(entities.c.id == sa.bindparam("b_id"))
+                    .values(pseudonym=sa.bindparam("b_p")),
+                    [{"b_id": name, "b_p": pseudonymizer(name)} for name in missing],
+                )
+        if len(missing) < INDEX_BATCH:
+            break
+    async with store.transaction() as tx:
         wanted = pseudonym.strip().lower()
         found = await tx.conn.execute(sa.select(entities.c.id).where(entities.c.pseudonym == wanted).limit(1))
         return found.scalar_one_or_none()
