@@ -32,7 +32,7 @@ from custodes.detections.scoring.service import pseudonymizer_for
 from custodes.errors import ConfigError, CustodesError
 from custodes.logs import JsonFormatter
 from custodes.model import utcnow
-from custodes.redaction import RedactingFilter
+from custodes.redaction import RedactingFilter, redact_every_record
 from custodes.sandbox.server import running
 from custodes.server.serve import serving
 from custodes.services import Services
@@ -446,6 +446,13 @@ def test_log_lines_are_redacted(capsys: pytest.CaptureFixture[str]) -> None:
     line = JsonFormatter().format(record)
     assert [leak for leak in (*LEAKS, "a-configured-secret-value") if leak in line] == []
     assert "SSWS ***" in line and "https://u:***@h/" in line
+    previous = logging.getLogRecordFactory()
+    redact_every_record()  # as every command does: records are masked whichever handler prints them
+    try:
+        made = logging.getLogger("custodes.test").makeRecord("custodes.test", 30, "f", 1, "sent %s", (ECHOED,), None)
+    finally:
+        logging.setLogRecordFactory(previous)
+    assert "SSWS ***" in made.getMessage() and "00abcDEFghiJKLmnop12345" not in made.getMessage()
 
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from typing import Any
 
 MASK = "***"
@@ -92,3 +93,26 @@ class RedactingFilter(logging.Filter):
 
 
 _STANDARD = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+
+
+def redact_every_record() -> None:
+    """Mask secrets in the message of every log record the process creates, whichever handler prints it (the
+    command line's default stderr output included); idempotent."""
+    make = logging.getLogRecordFactory()
+    if isinstance(make, _RedactingFactory):
+        return
+    logging.setLogRecordFactory(_RedactingFactory(make))
+
+
+class _RedactingFactory:
+    def __init__(self, make: Callable[..., logging.LogRecord]) -> None:
+        self.make = make
+
+    def __call__(self, *args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = self.make(*args, **kwargs)
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):  # arguments that do not fit: the handler reports it as usual
+            return record
+        record.msg, record.args = REDACTOR.text(message), None
+        return record

@@ -12,7 +12,7 @@ from rich.console import Console
 
 from custodes.config import Settings, load_settings
 from custodes.errors import CustodesError
-from custodes.redaction import redact
+from custodes.redaction import redact, redact_every_record
 
 console = Console()
 err = Console(stderr=True)
@@ -61,7 +61,9 @@ def identify(settings: Settings, token: str | None, needed: str) -> tuple[str, s
 
 
 def run(work: Callable[[], object]) -> None:
-    """Run a command body (sync, or returning a coroutine); user errors print one located line per problem, exit 2."""
+    """Run a command body (sync, or returning a coroutine), secrets masked in its log lines; user errors print one
+    located line per problem, exit 2."""
+    redact_every_record()
     try:
         result = work()
         if asyncio.iscoroutine(result):
