@@ -30,7 +30,6 @@ class ConnectionLimits:
     def __init__(self, settings: ServerSettings) -> None:
         self.settings = settings
         self.open: dict[asyncio.BaseTransport, Guarded] = {}
-        self.dropped = 0
 
     def factory(self, inner: Callable[[], asyncio.Protocol]) -> Callable[[], asyncio.Protocol]:
         """A protocol factory for `loop.create_server` that wraps aiohttp's."""
@@ -38,7 +37,6 @@ class ConnectionLimits:
 
     def drop(self, transport: asyncio.Transport, why: str) -> None:
         """Close a connection that missed a deadline, with one log line."""
-        self.dropped += 1
         peer = transport.get_extra_info("peername")
         log.info("connection closed: %s", why, extra={"peer": str(peer[0]) if peer else None})
         transport.abort()
@@ -64,7 +62,6 @@ class Guarded(asyncio.Protocol):
         self.transport = transport
         limits = self.limits
         if len(limits.open) >= limits.settings.max_connections:
-            limits.dropped += 1
             peer = transport.get_extra_info("peername")
             log.warning(
                 "connection refused: %d connections open (server.max_connections)",
@@ -112,7 +109,8 @@ class Guarded(asyncio.Protocol):
         self._disarm()
         if request.body_exists and not request.content.is_eof():
             self._arm(self.limits.settings.body_timeout_seconds, "request body not complete in time")
-            request.content.on_eof(self._disarm)
+            body_timer = self.timer
+            request.content.on_eof(lambda: self._disarm(body_timer))
 
     def request_finished(self) -> None:
         """The handler returned: the connection idles until the next request's first byte."""
@@ -128,8 +126,9 @@ class Guarded(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         self.timer = loop.call_later(seconds, self._expire, why)
 
-    def _disarm(self) -> None:
-        if self.timer is not None:
+    def _disarm(self, only: asyncio.TimerHandle | None = None) -> None:
+        """Cancel the running deadline (with `only`: if it is still that one)."""
+        if self.timer is not None and (only is None or self.timer is only):
             self.timer.cancel()
             self.timer = None
 
