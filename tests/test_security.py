@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from aiohttp import web
 from click.testing import Result
 from typer.testing import CliRunner
 
+from conftest import moto_client
 from custodes.cli import app
 from custodes.config import (
     MIN_SECRET_CHARS,
@@ -556,3 +558,47 @@ async def test_a_pseudonym_key_kept_in_the_store_is_moved_out(store: Store, tmp_
     opted = ScoringSettings(pseudonym_key_file=str(tmp_path / "unused.key"), pseudonym_key_in_store=True)
     await pseudonymizer_for(opted, store)
     assert not (tmp_path / "unused.key").exists()
+
+
+async def test_audit_heads_are_also_checkpointed_in_s3_with_object_lock(
+    database: DatabaseSettings, tmp_path: Path, moto_url: str
+) -> None:
+    bucket = f"audit-{database.url.split(':')[0].split('+')[0]}-{os.getpid()}"
+    s3 = moto_client("s3", moto_url)
+    s3.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
+    locked = {
+        "bucket": bucket,
+        "prefix": "audit/",
+        "endpoint_url": moto_url,
+        "access_key_id": "env:S3_KEY",
+        "secret_access_key": "env:S3_SECRET",
+        "retention_days": 1,
+    }
+    db = database.model_dump(exclude_none=True, mode="json") | {
+        "audit_checkpoint": str(tmp_path / "audit.jsonl"),
+        "audit_checkpoint_s3": locked,
+    }
+    config = tmp_path / "custodes.yaml"
+    config.write_text(orjson.dumps({"database": db}).decode())
+    environ = {"S3_KEY": "testing", "S3_SECRET": "testing-secret"}
+    store = await Store.open(load_settings(config, environ=environ).database)
+    try:
+        async with store.transaction() as tx:
+            for n in range(3):
+                await tx.audit("ann", "finding.update", f"f{n}", {"n": n})
+        ok = await asyncio.to_thread(
+            CliRunner().invoke, app, ["audit", "verify", "--json", "-c", str(config)], env=environ
+        )
+        assert ok.exit_code == 0, ok.output
+        [key] = [item["Key"] for item in s3.list_objects_v2(Bucket=bucket, Prefix="audit/")["Contents"]]
+        assert s3.head_object(Bucket=bucket, Key=key)["ObjectLockMode"] == "COMPLIANCE"
+        # the local checkpoint file and the newest entry both removed: the locked object still tells
+        (tmp_path / "audit.jsonl").unlink()
+        async with store.transaction() as tx:
+            await tx.conn.execute(sa.delete(audit_log).where(audit_log.c.seq == 3))
+        bad = await asyncio.to_thread(
+            CliRunner().invoke, app, ["audit", "verify", "--json", "-c", str(config)], env=environ
+        )
+        assert bad.exit_code == 1 and "entry 3, the head checkpointed at" in orjson.loads(bad.stdout)["problems"][0]
+    finally:
+        await store.close()

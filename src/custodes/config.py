@@ -151,6 +151,11 @@ class DatabaseSettings(Section):
         description="file outside the store where `custodes audit verify` appends the chain's head each time",
     )
 
+    audit_checkpoint_s3: S3EvidenceStore | None = Field(
+        default=None,
+        description="also checkpoint the head as objects in an S3 bucket with Object Lock (prefix e.g. audit/)",
+    )
+
     @field_validator("audit_key", mode="after")
     @classmethod
     def _strong_key(cls, key: Secret | None) -> Secret | None:

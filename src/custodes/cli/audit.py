@@ -21,14 +21,21 @@ def audit_verify(config: ConfigOption = None, as_json: JsonOption = False) -> No
     """Recompute the audit chain (HMAC with database.audit_key when set) and compare it with the heads checkpointed
     in database.audit_checkpoint; checkpoint the head when intact. Exit 1 naming the first entry that was changed,
     removed or inserted, or entries removed from the end."""
+    from custodes.errors import CustodesError
+    from custodes.responder.evidence import S3Bundle, s3_client
+    from custodes.responder.registry import ActionError
     from custodes.store import Store
     from custodes.store.checkpoints import verify_checkpointed
 
     async def work() -> Any:
         settings = settings_from(config)
+        locked = settings.database.audit_checkpoint_s3
+        objects = None if locked is None else S3Bundle(s3_client(locked), locked.bucket, locked.prefix, locked)
         store = await Store.open(settings.database)
         try:
-            report, problems = await verify_checkpointed(store, Path(settings.database.audit_checkpoint))
+            report, problems = await verify_checkpointed(store, Path(settings.database.audit_checkpoint), objects)
+        except ActionError as exc:
+            raise CustodesError(f"audit checkpoints in {locked.bucket if locked else '?'}: {exc}") from None
         finally:
             await store.close()
         if not report.ok:
@@ -43,6 +50,7 @@ def audit_verify(config: ConfigOption = None, as_json: JsonOption = False) -> No
                 "unkeyed": report.unkeyed,
                 "keyed": settings.database.audit_key is not None,
                 "checkpoint": settings.database.audit_checkpoint,
+                "checkpoint_s3": None if objects is None else objects.url,
                 "problems": problems,
             }
             sys.stdout.write(orjson.dumps(body).decode() + "\n")
