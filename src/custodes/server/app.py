@@ -14,7 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from custodes import logs
 from custodes.server import api, endpoints, webhooks
-from custodes.server.connections import ConnectionLimits, guard_middleware, limits_key
+from custodes.server.connections import ConnectionLimits, limits_key
 from custodes.server.context import ingest_key, metrics_key, services_key, tasks_key
 from custodes.server.ingest import IngestQueue
 from custodes.server.metrics import CONTENT_TYPE_LATEST, Metrics
@@ -34,21 +34,27 @@ rather than from the HTTP parser."""
 
 @web.middleware
 async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Tag each request with an id (logs and the X-Request-Id header), count and time it by route, and turn
-    HTTP errors into JSON and unexpected ones into a logged 500 that names the request id."""
+    """Tag each request with an id (logs and the X-Request-Id header), count and time it by route, turn HTTP errors
+    into JSON and unexpected ones into a logged 500 that names the request id, and tell the connection's guard when
+    the request's headers are in and when it is done (`connections`)."""
     request_id = request.headers.get("X-Request-Id") or next(REQUEST_IDS)
     token = logs.request_id.set(request_id)
     started = time.perf_counter()
+    connection = request.app[limits_key].request_started(request)
     try:
         response = await handler(request)
     except web.HTTPException as exc:
         kept = {name: value for name, value in exc.headers.items() if name.lower() in {"allow", "retry-after"}}
         response = error(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason, headers=kept)
-    except Exception:
+    except Exception as exc:
+        if isinstance(exc, ConnectionResetError) and (request.transport is None or request.transport.is_closing()):
+            return web.Response(status=408)  # the connection was closed (a body too slow): nobody to answer
         log.exception("request failed", extra={"method": request.method, "path": request.path})
         response = error(500, "internal_error", f"internal error; quote request id {request_id}")
     finally:
         logs.request_id.reset(token)
+        if connection is not None:
+            connection.request_finished()
     route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
     metrics = request.app[metrics_key]
     metrics.child(metrics.http_requests, route, str(response.status)).inc()
@@ -90,7 +96,7 @@ def create_app(services: Services) -> web.Application:
     """The application for already-opened services (the caller closes them)."""
     limits = ConnectionLimits(services.settings.server)
     app = web.Application(
-        middlewares=[observe, guard_middleware(limits)],
+        middlewares=[observe],
         client_max_size=services.settings.server.max_body_bytes,
         handler_args={"max_line_size": MAX_REQUEST_LINE, "max_field_size": MAX_REQUEST_LINE},
     )

@@ -3,37 +3,71 @@ for its body. A connection that misses one is closed with one log line (never a 
 answered 503 and closed.
 
 aiohttp parses and dispatches; this module wraps each connection's protocol to see it open, receive bytes and
-close, and the `guard` middleware marks when a request's headers are complete (its handler starts) and when its
-body is complete (the payload's end of file).
+close, and the application's middleware (`server.app.observe`) tells it when a request's headers are complete (its
+handler starts) and when the handler is done; the payload's end of file marks a complete body.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from aiohttp import web
-from aiohttp.typedefs import Middleware
 
 from custodes.config import ServerSettings
 
 log = logging.getLogger(__name__)
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+BODY = "request body not complete in time"
 BUSY = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\nRetry-After: 1\r\n\r\n"
 
 
 class ConnectionLimits:
-    """The open connections of one listening server, and the deadlines each must meet."""
+    """The open connections of one listening server, and the deadlines each must meet: a sweep a few times per
+    shortest deadline closes those past theirs (cheaper per request than a timer each)."""
 
     def __init__(self, settings: ServerSettings) -> None:
         self.settings = settings
         self.open: dict[asyncio.BaseTransport, Guarded] = {}
+        self.tick = min(
+            1.0,
+            max(
+                0.02,
+                min(settings.idle_timeout_seconds, settings.header_timeout_seconds, settings.body_timeout_seconds) / 5,
+            ),
+        )
+        self._sweeper: asyncio.TimerHandle | None = None
+
+    def request_started(self, request: web.Request) -> Guarded | None:
+        """A request's headers are complete (its handler starts): its connection's guard, told so."""
+        connection = self.open.get(request.transport) if request.transport is not None else None
+        if connection is not None:
+            connection.request_started(request)
+        return connection
 
     def factory(self, inner: Callable[[], asyncio.Protocol]) -> Callable[[], asyncio.Protocol]:
         """A protocol factory for `loop.create_server` that wraps aiohttp's."""
         return lambda: Guarded(self, inner())
+
+    def start(self) -> None:
+        """Sweep every `tick` seconds until `stop`."""
+        self._sweeper = asyncio.get_running_loop().call_later(self.tick, self._sweep)
+
+    def stop(self) -> None:
+        """Stop sweeping."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+
+    def _sweep(self) -> None:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for transport, connection in list(self.open.items()):
+            if connection.deadline is not None and now >= connection.deadline and not transport.is_closing():
+                assert isinstance(transport, asyncio.Transport)
+                self.drop(transport, connection.why)
+        self._sweeper = loop.call_later(self.tick, self._sweep)
 
     def drop(self, transport: asyncio.Transport, why: str) -> None:
         """Close a connection that missed a deadline, with one log line."""
@@ -51,7 +85,9 @@ class Guarded(asyncio.Protocol):
         self.limits = limits
         self.inner = inner
         self.transport: asyncio.Transport | None = None
-        self.timer: asyncio.TimerHandle | None = None
+        self.deadline: float | None = None
+        """When the connection is closed unless a request starts (or its body completes) first (loop time)."""
+        self.why = ""
         self.busy = False
         self.waiting_headers = False
         self.closed_by_us = False
@@ -108,34 +144,25 @@ class Guarded(asyncio.Protocol):
         self.waiting_headers = False
         self._disarm()
         if request.body_exists and not request.content.is_eof():
-            self._arm(self.limits.settings.body_timeout_seconds, "request body not complete in time")
-            body_timer = self.timer
-            request.content.on_eof(lambda: self._disarm(body_timer))
+            self._arm(self.limits.settings.body_timeout_seconds, BODY)
+            request.content.on_eof(lambda: self._disarm(BODY))
 
     def request_finished(self) -> None:
         """The handler returned: the connection idles until the next request's first byte."""
         self.busy = False
         self._idle()
 
-    # timers ----------------------------------------------------------------------------------------
+    # deadlines -------------------------------------------------------------------------------------
     def _idle(self) -> None:
         self._arm(self.limits.settings.idle_timeout_seconds, "idle")
 
     def _arm(self, seconds: float, why: str) -> None:
-        self._disarm()
-        loop = asyncio.get_running_loop()
-        self.timer = loop.call_later(seconds, self._expire, why)
+        self.deadline, self.why = asyncio.get_running_loop().time() + seconds, why
 
-    def _disarm(self, only: asyncio.TimerHandle | None = None) -> None:
-        """Cancel the running deadline (with `only`: if it is still that one)."""
-        if self.timer is not None and (only is None or self.timer is only):
-            self.timer.cancel()
-            self.timer = None
-
-    def _expire(self, why: str) -> None:
-        self.timer = None
-        if self.transport is not None and not self.transport.is_closing():
-            self.limits.drop(self.transport, why)
+    def _disarm(self, only: str | None = None) -> None:
+        """Clear the deadline (with `only`: if it is still the one for that reason)."""
+        if only is None or self.why == only:
+            self.deadline = None
 
 
 limits_key = web.AppKey("connection_limits", ConnectionLimits)
@@ -154,34 +181,14 @@ async def listening(app: web.Application, host: str, port: int) -> AsyncIterator
         assert runner.server is not None
         loop = asyncio.get_running_loop()
         server = await loop.create_server(limits.factory(runner.server), host, port)
+        limits.start()
         try:
             bound_host, bound_port = server.sockets[0].getsockname()[:2]
             authority = f"[{bound_host}]" if ":" in bound_host else bound_host
             yield f"http://{authority}:{bound_port}"
         finally:
+            limits.stop()
             server.close()
     finally:
         await runner.cleanup()
     await server.wait_closed()
-
-
-def guard_middleware(limits: ConnectionLimits) -> Middleware:
-    """The middleware that tells each connection's guard when a request's headers are in and when it is done."""
-
-    @web.middleware
-    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-        connection = limits.open.get(request.transport) if request.transport is not None else None
-        if connection is None:
-            return await handler(request)
-        connection.request_started(request)
-        try:
-            return await handler(request)
-        except ConnectionResetError:
-            if request.transport is None or request.transport.is_closing():
-                # the guard closed the connection (a body too slow): nobody is left to answer
-                return web.Response(status=408)
-            raise
-        finally:
-            connection.request_finished()
-
-    return guard
