@@ -44,6 +44,17 @@ async def serve(config: Path, log: Path) -> asyncio.subprocess.Process:
     )  # fmt: skip
 
 
+async def scheduling(log: Path, times: int = 1) -> None:
+    """Wait until the process writing `log` has started its schedules `times` times (start-up takes seconds on a
+    loaded machine; the test's windows count from there)."""
+    for _ in range(600):
+        text = await asyncio.to_thread(lambda: log.read_text() if log.exists() else "")
+        if text.count("schedules started") >= times:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"no schedules started in {log}")
+
+
 async def stop(process: asyncio.subprocess.Process) -> None:
     process.send_signal(signal.SIGTERM)
     assert await asyncio.wait_for(process.wait(), 20) == 0
@@ -73,10 +84,13 @@ async def test_two_servers_run_each_slot_once_across_a_restart(schema: str, tmp_
         first = await serve(config, tmp_path / "a.log")
         second = await serve(config, tmp_path / "b.log")
         try:
+            await scheduling(tmp_path / "a.log")
+            await scheduling(tmp_path / "b.log")
             await asyncio.sleep(6)
             await stop(first)
             await asyncio.sleep(2 * PERIOD + 1)  # at least one slot passes while it is down
             first = await serve(config, tmp_path / "a.log")
+            await scheduling(tmp_path / "a.log", times=2)
             await asyncio.sleep(5)
         finally:
             for process in (first, second):
