@@ -328,6 +328,11 @@ class ServerSettings(Section):
     api_tokens: list[ApiToken] = Field(default_factory=list)
     ingest_queue_records: int = Field(default=20_000, ge=1, description="pending webhook records before 429")
     ingest_batch_records: int = Field(default=2_000, ge=1, description="records committed per transaction")
+    session_secret: Secret | None = Field(
+        default=None,
+        description="secret reference signing console sessions; unset: a random key per process (sessions end "
+        "when it restarts and are not shared between replicas)",
+    )
 
 
 class OktaConnection(Section):
