@@ -119,9 +119,7 @@ def day_score(entity: str, day: date, risk: float, *, usb: float = 0, uploads: f
     if usb:
         contributions.append(Contribution("usb", usb, 0.0, 0.1, usb * 4, 6.0, 0.0, None, 40, ["e1"]))
     if uploads:
-        contributions.append(
-            Contribution("cloud_upload", uploads, 2.0e6, 1.5e6, uploads / 1e8, 2.0, 5.5, 12, 40, ["e2"])
-        )
+        contributions.append(Contribution("cloud_upload", uploads, 0.5, 0.4, uploads * 0.8, 2.0, 5.5, 12, 40, ["e2"]))
     return DayScore(entity, "person", day, sum(c.points for c in contributions), risk, contributions, {}, [], [])
 
 
@@ -169,8 +167,8 @@ async def seed(url: str, services: Services) -> str:
     scores = []
     for back in range(14):
         day = today - timedelta(days=back)
-        scores.append(day_score(pseudonym(PEOPLE[0]), day, 60.0 - back * 3.5, usb=3 if back < 2 else 0, uploads=4e9))
-        scores.append(day_score(pseudonym(PEOPLE[1]), day, 22.0 - back, uploads=6e8))
+        scores.append(day_score(pseudonym(PEOPLE[0]), day, 60.0 - back * 3.5, usb=3 if back < 2 else 0, uploads=14))
+        scores.append(day_score(pseudonym(PEOPLE[1]), day, 22.0 - back, uploads=6))
         scores.append(day_score(pseudonym(PEOPLE[2]), day, 4.0))
     await write_scores(services.store, scores)
     async with services.store.transaction() as tx:

@@ -142,14 +142,13 @@ async def board(request: web.Request, session: Session) -> web.StreamResponse:
 @page
 async def person(request: web.Request, session: Session) -> web.StreamResponse:
     """GET /people/{id}: a person's risk over time, its reasons, events, findings, runs and evidence."""
-    ident = request.match_info["id"]
-    scored = await invoke(request, session, risk.entity_risk, query={"days": 30})
-    timeline = await invoke(request, session, entities.entity_timeline, query={"limit": 50})
-    found = await invoke(request, session, findings.list_findings, query={"entity": ident, "limit": 20})
-    bundles = await invoke(request, session, evidence.list_evidence, query={"entity": ident, "limit": 20})
     call = call_for(request, session)
     names = await call.people()
-    stored = await call.person(ident)
+    stored = await call.person(request.match_info["id"])  # a pseudonym is looked up once, here
+    scored = await invoke(request, session, risk.entity_risk, query={"days": 30})
+    timeline = await invoke(request, session, entities.entity_timeline, query={"limit": 50})
+    found = await invoke(request, session, findings.list_findings, query={"entity": stored, "limit": 20})
+    bundles = await invoke(request, session, evidence.list_evidence, query={"entity": stored, "limit": 20})
     async with call.services.store.transaction() as tx:
         about = await queries.runs_about(tx, stored)
     return render(
