@@ -237,3 +237,31 @@ async def test_the_board_pages_through_an_index(console: Served) -> None:
             plan = (await tx.conn.execute(sa.text(f"EXPLAIN QUERY PLAN {compiled}"))).all()
         detail = " ".join(str(row[-1]) for row in plan)
         assert "USING INDEX ix_scoring_scores_day_risk" in detail and "TEMP B-TREE" not in detail, detail
+
+
+async def test_an_analyst_acknowledges_a_finding(console: Served) -> None:
+    url = console.url
+    async with console.services.store.transaction() as tx:
+        [finding] = [f for f in await tx.list_findings(limit=50) if f.entity == PEOPLE[1]]
+    http = await signed_in(url, "viewer")
+    async with http:
+        status, html = await page(http, url, f"/people/{PEOPLE[1]}")
+        assert status == 200 and finding.title in html and "Acknowledge" not in html
+        async with http.post(
+            f"{url}/findings/{finding.id}/status", data={"csrf": csrf_of(html), "status": "closed"}
+        ) as r:
+            assert r.status == 403 and "needs the analyst role" in await r.text()
+    http = await signed_in(url, "analyst")
+    async with http:
+        status, html = await page(http, url, f"/people/{PEOPLE[1]}")
+        assert f'action="/findings/{finding.id}/status"' in html
+        form = {"csrf": csrf_of(html), "status": "acknowledged", "next": f"/people/{PEOPLE[1]}"}
+        async with http.post(f"{url}/findings/{finding.id}/status", data=form) as r:
+            assert r.status == 200 and "Updated." in await r.text()
+        async with http.post(f"{url}/findings/{finding.id}/status", data={**form, "status": "gone"}) as r:
+            assert r.status == 400 and "status:" in await r.text()
+    async with console.services.store.transaction() as tx:
+        stored = await tx.get_finding(finding.id)
+        entries = await tx.audit_entries()
+    assert stored is not None and stored.status.value == "acknowledged"
+    assert any(e.action == "finding.update" and e.actor == "api:analyst-token" for e in entries)

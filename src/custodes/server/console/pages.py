@@ -162,7 +162,21 @@ async def person(request: web.Request, session: Session) -> web.StreamResponse:
         findings=found.findings,
         runs=[runs.RunOut.of(run, names) for run in about],
         bundles=bundles.bundles,
+        update_finding=findings.update_finding,
     )
+
+
+@page
+async def finding_status(request: web.Request, session: Session) -> web.StreamResponse:
+    """POST /findings/{id}/status: acknowledge, close or reopen a finding (audited by the API)."""
+    form = await request.post()
+    await invoke(
+        request,
+        session,
+        findings.update_finding,
+        body={"status": str(form.get("status") or ""), "comment": str(form.get("comment") or "")},
+    )
+    return see_other(f"{local(str(form.get('next') or '/'))}?done=updated#finding-{request.match_info['id']}")
 
 
 @page
@@ -325,6 +339,7 @@ def routes(app: web.Application) -> None:
     app.router.add_post("/signout", signout)
     app.router.add_get("/", board)
     app.router.add_get("/people/{id}", person)
+    app.router.add_post("/findings/{id}/status", finding_status)
     app.router.add_get("/approvals", approvals)
     app.router.add_get("/runs/{id}", run)
     app.router.add_post("/runs/{id}/approve", approve)

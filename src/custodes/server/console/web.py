@@ -86,7 +86,7 @@ NOTICES = {
     "disabled": "Disabled.",
     "triaged": "The finding is in the case.",
     "commented": "Comment added.",
-    "updated": "Case updated.",
+    "updated": "Updated.",
     "signed-out": "Signed out.",
 }
 """Confirmations a redirect after a change may ask for (fixed texts: nothing from the URL is echoed)."""
