@@ -55,6 +55,7 @@ def chrome(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
     for flag in FLAGS:
         options.add_argument(flag)
     options.add_argument(f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}")
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER)))
     driver.implicitly_wait(0)
     try:
@@ -98,7 +99,13 @@ def console(chrome: WebDriver, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     database = DatabaseSettings(url=f"sqlite+aiosqlite:///{tmp_path / 'store.db'}")
     with in_thread(settings_for(database, tmp_path, monkeypatch)) as running:
         chrome.delete_all_cookies()
+        chrome.get_log("browser")  # start with an empty log
         yield running
+
+
+def page_problems(chrome: WebDriver) -> list[str]:
+    """Errors the page logged (a script or style refused by the Content-Security-Policy, a failed load)."""
+    return [entry["message"] for entry in chrome.get_log("browser") if entry["level"] == "SEVERE"]
 
 
 def wait_for_text(chrome: WebDriver, text: str) -> None:
@@ -130,6 +137,10 @@ def test_sign_in_and_approve_a_run(chrome: WebDriver, console: Served) -> None:
     assert "waiting" not in chrome.find_element(By.CSS_SELECTOR, "dl.facts").text
     chrome.find_element(By.LINK_TEXT, "Approvals").click()
     wait_for_text(chrome, "Nothing is waiting for approval.")
+    # htmx swapped the body (no new document) and put the focus on the main content
+    assert chrome.execute_script("return typeof htmx") == "object"
+    assert chrome.switch_to.active_element.get_attribute("id") == "main"
+    assert page_problems(chrome) == []
 
 
 def test_a_viewer_is_denied(chrome: WebDriver, console: Served) -> None:
@@ -182,6 +193,7 @@ def test_every_page_renders(chrome: WebDriver, console: Served) -> None:
         chrome.get(console.url + path.format(alice=alice, run=console.run_id))
         wait_for_text(chrome, text)
         assert chrome.find_element(By.TAG_NAME, "h1").text not in {"Not allowed", "Not found", "Error"}
+        assert page_problems(chrome) == [], name
         if SHOTS:
             folder = Path(SHOTS)
             folder.mkdir(parents=True, exist_ok=True)
