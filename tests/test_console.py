@@ -140,6 +140,12 @@ async def test_every_page_as_admin(console: Served) -> None:
         assert lag and 42 <= int(lag.group(1)) < 600  # the newest event was 42 s old when seeded
         status, html = await page(http, url, "/audit")
         assert status == 200 and "run.request" in html
+        status, html = await page(http, url, "/audit?verify=1")
+        assert status == 200 and re.search(r"The chain holds: \d+ entries recomputed", html)
+        async with console.services.store.transaction() as tx:
+            await tx.conn.execute(sa.text("UPDATE audit_log SET actor = 'someone else' WHERE seq = 2"))
+        status, html = await page(http, url, "/audit?verify=1")
+        assert status == 200 and "The chain is broken at entry 2: its content does not match its hash" in html
         status, html = await page(http, url, "/?page=0")
         assert status == 400 and "page: must be" in html
         status, html = await page(http, url, "/runs/nope")

@@ -311,12 +311,17 @@ async def connectors_page(request: web.Request, session: Session) -> web.StreamR
 
 @page
 async def audit(request: web.Request, session: Session) -> web.StreamResponse:
-    """GET /audit: the audit log, newest page first (admins, as the API allows)."""
+    """GET /audit: the audit log, newest page first (admins, as the API allows); `?verify=1` recomputes the whole
+    hash chain first and says whether it holds."""
     if not may(session, meta.read_audit):
         raise ApiError(403, "forbidden", f"the audit log needs the admin role; you are signed in as {session.role}")
     services = request.app[services_key]
     async with services.store.transaction() as tx:
         last = int((await tx.conn.execute(sa.select(sa.func.max(audit_log.c.seq)))).scalar() or 0)
+    verification = None
+    if request.query.get("verify") == "1":
+        async with services.store.transaction() as tx:
+            verification = await tx.verify_audit()
     text = request.query.get("upto", "")
     upto = min(int(text), last) if text.isdigit() else last
     start = max(0, upto - AUDIT_PAGE)
@@ -329,6 +334,7 @@ async def audit(request: web.Request, session: Session) -> web.StreamResponse:
         entries=list(reversed(entries)),
         older=start if start > 0 else None,
         newer=min(upto + AUDIT_PAGE, last) if upto < last else None,
+        verification=verification,
     )
 
 
