@@ -146,6 +146,9 @@ async def test_every_page_as_admin(console: Served) -> None:
             await tx.conn.execute(sa.text("UPDATE audit_log SET actor = 'someone else' WHERE seq = 2"))
         status, html = await page(http, url, "/audit?verify=1")
         assert status == 200 and "The chain is broken at entry 2: its content does not match its hash" in html
+        async with http.get(f"{url}/people?q={PEOPLE[0]}", allow_redirects=False) as r:
+            assert r.status == 303 and r.headers["Location"] == f"/people/{PEOPLE[0]}"
+        assert (await page(http, url, "/people?q="))[0] == 400
         status, html = await page(http, url, "/?page=0")
         assert status == 400 and "page: must be" in html
         status, html = await page(http, url, "/runs/nope")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from datetime import date
 from pathlib import Path
+from urllib.parse import quote
 
 import sqlalchemy as sa
 from aiohttp import web
@@ -137,6 +138,15 @@ async def board(request: web.Request, session: Session) -> web.StreamResponse:
         first_rank=(number - 1) * PAGE_SIZE + 1,
         more=len(rows) > PAGE_SIZE,
     )
+
+
+@page
+async def find_person(request: web.Request, _session: Session) -> web.StreamResponse:
+    """GET /people?q=: go to the page of the person named (a name or a pseudonym)."""
+    wanted = request.query.get("q", "").strip()
+    if not wanted or len(wanted) > 512 or "/" in wanted:
+        raise ApiError(400, "invalid_parameter", "q: give a name or a pseudonym (up to 512 characters, no '/')")
+    return see_other(f"/people/{quote(wanted, safe='@')}")
 
 
 @page
@@ -344,6 +354,7 @@ def routes(app: web.Application) -> None:
     app.router.add_post("/signin", signin)
     app.router.add_post("/signout", signout)
     app.router.add_get("/", board)
+    app.router.add_get("/people", find_person)
     app.router.add_get("/people/{id}", person)
     app.router.add_post("/findings/{id}/status", finding_status)
     app.router.add_get("/approvals", approvals)
