@@ -36,19 +36,25 @@ PAGE_SIZE = 50
 AUDIT_PAGE = 50
 
 
-async def signin_form(request: web.Request) -> web.StreamResponse:
-    """GET /signin: the sign-in form (a fresh nonce binds its CSRF token)."""
+def _signin_page(request: web.Request, target: str, status: int = 200, problem: str | None = None) -> web.Response:
+    """The sign-in form, its CSRF token bound to a fresh nonce kept in a short-lived cookie."""
     nonce = new_nonce()
     response = render(
         request,
         None,
         "signin.html",
-        next=local(request.query.get("next")),
+        status,
+        next=target,
         signin_csrf=request.app[console_key].sessions.csrf(nonce),
-        problem=None,
+        problem=problem,
     )
     cookie(response, PRE_COOKIE, nonce, max_age=900, request=request)
-    return secure(response)
+    return response
+
+
+async def signin_form(request: web.Request) -> web.StreamResponse:
+    """GET /signin: the sign-in form."""
+    return secure(_signin_page(request, local(request.query.get("next"))))
 
 
 async def signin(request: web.Request) -> web.StreamResponse:
@@ -56,29 +62,15 @@ async def signin(request: web.Request) -> web.StreamResponse:
     console = request.app[console_key]
     form = await request.post()
     target = local(str(form.get("next") or "/"))
-    nonce = request.cookies.get(PRE_COOKIE)
-    if not same_origin(request) or not console.sessions.csrf_ok(nonce, str(form.get("csrf") or "")):
-        problem: str | None = "The sign-in form expired or came from another site. Try again."
-        status = 403
-        value = None
-    else:
-        tokens = request.app[services_key].settings.server.api_tokens
-        value = console.sessions.sign_in(tokens, str(form.get("token") or ""))
-        problem = None if value else "That API token is not known here. Check it and try again."
-        status = 401
+    if not same_origin(request) or not console.sessions.csrf_ok(
+        request.cookies.get(PRE_COOKIE), str(form.get("csrf") or "")
+    ):
+        problem = "The sign-in form expired or came from another site. Try again."
+        return secure(_signin_page(request, target, 403, problem))
+    value = console.sessions.sign_in(request.app[services_key].settings.server.api_tokens, str(form.get("token") or ""))
     if value is None:
-        fresh = new_nonce()
-        response = render(
-            request,
-            None,
-            "signin.html",
-            status,
-            next=target,
-            signin_csrf=console.sessions.csrf(fresh),
-            problem=problem,
-        )
-        cookie(response, PRE_COOKIE, fresh, max_age=900, request=request)
-        return secure(response)
+        problem = "That API token is not known here. Check it and try again."
+        return secure(_signin_page(request, target, 401, problem))
     redirect = see_other(target)
     cookie(redirect, COOKIE, value, max_age=LIFETIME_SECONDS, request=request)
     redirect.del_cookie(PRE_COOKIE, path="/")
