@@ -403,6 +403,11 @@ class ServerSettings(Section):
         gt=0,
         description="close a connection whose request body is not complete this long after its headers",
     )
+    session_secret: Secret | None = Field(
+        default=None,
+        description="secret reference signing console sessions; unset: a random key per process (sessions end "
+        "when it restarts and are not shared between replicas)",
+    )
 
 
 class OktaConnection(Section):

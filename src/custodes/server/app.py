@@ -1,4 +1,4 @@
-"""The aiohttp application: health, the REST API and webhook receivers."""
+"""The aiohttp application: health, the REST API, webhook receivers and the console."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from aiohttp import web
 from sqlalchemy.exc import SQLAlchemyError
 
 from custodes import logs
-from custodes.server import api, endpoints, webhooks
+from custodes.server import api, console, endpoints, webhooks
 from custodes.server.connections import ConnectionLimits, limits_key
 from custodes.server.context import ingest_key, metrics_key, services_key, tasks_key
 from custodes.server.ingest import IngestQueue
@@ -125,4 +125,5 @@ def create_app(services: Services) -> web.Application:
     endpoints.register(app)
     app.router.add_post("/webhooks/{name}", webhooks.receive)
     app.router.add_get("/webhooks/{name}", webhooks.verify)
+    console.register(app, services)
     return app

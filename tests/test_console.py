@@ -1,0 +1,276 @@
+"""The console over real HTTP: signed sessions and CSRF, every page, roles on every button (and the server refusing
+anyway), pseudonyms for viewers, and the risk board's paged, indexed query."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from datetime import date, timedelta
+from pathlib import Path
+
+import aiohttp
+import pytest
+import sqlalchemy as sa
+
+from console_support import PEOPLE, TOKENS, Served, day_score, served, settings_for, write_scores
+from custodes.config import DatabaseSettings
+from custodes.detections.scoring.service import pseudonymizer_for
+from custodes.server.console import queries
+from custodes.server.console.pages import PAGE_SIZE
+
+
+@pytest.fixture
+async def console(database: DatabaseSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Served]:
+    async with served(settings_for(database, tmp_path, monkeypatch)) as running:
+        yield running
+
+
+def csrf_of(html: str) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert found, html
+    return found.group(1)
+
+
+async def signed_in(url: str, who: str) -> aiohttp.ClientSession:
+    """A browser-like client (cookie jar) signed in with a role's token."""
+    http = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+    async with http.get(f"{url}/signin") as r:
+        form = csrf_of(await r.text())
+    async with http.post(
+        f"{url}/signin", data={"token": TOKENS[who], "csrf": form, "next": "/"}, allow_redirects=False
+    ) as r:
+        assert r.status == 303, await r.text()
+    return http
+
+
+async def page(http: aiohttp.ClientSession, url: str, path: str) -> tuple[int, str]:
+    async with http.get(f"{url}{path}", allow_redirects=False) as r:
+        return r.status, await r.text()
+
+
+async def test_sign_in_sets_a_signed_strict_session(console: Served) -> None:
+    url = console.url
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+        async with http.get(f"{url}/approvals", allow_redirects=False) as r:
+            assert r.status == 303 and r.headers["Location"] == "/signin?next=/approvals"
+        async with http.get(f"{url}/signin?next=/approvals") as r:
+            html = await r.text()
+            assert r.headers["Content-Security-Policy"].startswith("default-src 'none'")
+            assert r.headers["X-Frame-Options"] == "DENY"
+        form = csrf_of(html)
+        async with http.post(f"{url}/signin", data={"token": TOKENS["analyst"], "next": "/"}) as r:
+            assert r.status == 403 and "expired or came from another site" in await r.text()
+        async with http.get(f"{url}/signin") as r:
+            form = csrf_of(await r.text())
+        async with http.post(f"{url}/signin", data={"token": "wrong", "csrf": form, "next": "/"}) as r:
+            assert r.status == 401 and "not known here" in await r.text()
+            form = csrf_of(await r.text())
+        async with http.post(
+            f"{url}/signin",
+            data={"token": TOKENS["analyst"], "csrf": form, "next": "https://evil.example/x"},
+            allow_redirects=False,
+        ) as r:
+            assert r.status == 303 and r.headers["Location"] == "/"  # no open redirect
+            raw = r.headers.getall("Set-Cookie")
+        session_cookie = next(c for c in raw if c.startswith("custodes_session="))
+        assert "HttpOnly" in session_cookie and "SameSite=Strict" in session_cookie and "Path=/" in session_cookie
+        assert TOKENS["analyst"] not in session_cookie
+        status, html = await page(http, url, "/")
+        assert status == 200 and "analyst-token" in html and 'class="role">analyst' in html
+        # a POST from another site is refused even with the session cookie
+        async with http.post(
+            f"{url}/rules/x/disable", data={"csrf": csrf_of(html)}, headers={"Origin": "https://evil.example"}
+        ) as r:
+            assert r.status == 403 and "security token" in await r.text()
+        async with http.post(f"{url}/signout", data={"csrf": csrf_of(html)}, allow_redirects=False) as r:
+            assert r.status == 303
+        assert (await page(http, url, "/"))[0] == 303
+
+
+async def test_a_tampered_or_orphaned_session_is_refused(console: Served) -> None:
+    url = console.url
+    http = await signed_in(url, "admin")
+    async with http:
+        value = next(c for c in http.cookie_jar if c.key == "custodes_session").value
+    body, signature = value.rsplit(".", 1)
+
+    async def status_with(cookie: str) -> int:
+        async with (
+            aiohttp.ClientSession() as bare,
+            bare.get(f"{url}/", headers={"Cookie": f"custodes_session={cookie}"}, allow_redirects=False) as r,
+        ):
+            return r.status
+
+    for forged in (f"{body}x.{signature}", f"{body}.{signature[:-2]}AA", "garbage", ""):
+        assert await status_with(forged) == 303
+    assert await status_with(value) == 200
+    # a token removed from the configuration ends its sessions
+    console.services.settings.server.api_tokens = [
+        t for t in console.services.settings.server.api_tokens if t.name != "admin-token"
+    ]
+    assert await status_with(value) == 303
+
+
+async def test_every_page_as_admin(console: Served) -> None:
+    url = console.url
+    pseudonym = await pseudonymizer_for(console.services.settings.scoring, console.services.store)
+    alice = pseudonym(PEOPLE[0])
+    http = await signed_in(url, "admin")
+    async with http:
+        status, board = await page(http, url, "/")
+        assert status == 200
+        ranked = re.findall(r'href="/people/(p-[^"]+)"', board)
+        assert ranked[:3] == [alice, pseudonym(PEOPLE[1]), pseudonym(PEOPLE[2])]
+        assert "60.0" in board and "first USB use" in board and "alice" not in board
+        status, person = await page(http, url, f"/people/{alice}")
+        assert status == 200 and "<svg" in person and "Risk over 14 days" in person
+        assert "user.mfa.factor.deactivate" in person and "Okta MFA Factor" in person
+        status, html = await page(http, url, "/approvals")
+        assert status == 200 and console.run_id[:12] in html and "Approve plan" in html
+        assert "containing alice@example.com" in html  # admins and approvers see the exact plan
+        status, html = await page(http, url, f"/runs/{console.run_id}")
+        assert status == 200 and "waiting" in html
+        status, html = await page(http, url, "/playbooks")
+        assert status == 200 and "contain" in html and ">valid<" in html
+        status, html = await page(http, url, "/rules")
+        assert status == 200 and "Okta MFA Factor Removed or Reset" in html and "Disable" in html
+        status, html = await page(http, url, "/connectors")
+        assert status == 200 and "okta-prod" in html and "AccessDenied" in html
+        lag = re.search(r'class="num">(\d+) s<', html)
+        assert lag and 42 <= int(lag.group(1)) < 600  # the newest event was 42 s old when seeded
+        status, html = await page(http, url, "/audit")
+        assert status == 200 and "run.request" in html
+        status, html = await page(http, url, "/audit?verify=1")
+        assert status == 200 and re.search(r"The chain holds: \d+ entries recomputed", html)
+        async with console.services.store.transaction() as tx:
+            await tx.conn.execute(sa.text("UPDATE audit_log SET actor = 'someone else' WHERE seq = 2"))
+        status, html = await page(http, url, "/audit?verify=1")
+        assert status == 200 and "The chain is broken at entry 2: its content does not match its hash" in html
+        async with http.get(f"{url}/people?q={PEOPLE[0]}", allow_redirects=False) as r:
+            assert r.status == 303 and r.headers["Location"] == f"/people/{PEOPLE[0]}"
+        assert (await page(http, url, "/people?q="))[0] == 400
+        status, html = await page(http, url, "/?page=0")
+        assert status == 400 and "page: must be" in html
+        status, html = await page(http, url, "/runs/nope")
+        assert status == 404 and "no run" in html
+
+
+async def test_a_viewer_sees_pseudonyms_and_no_buttons_and_is_refused(console: Served) -> None:
+    url = console.url
+    http = await signed_in(url, "viewer")
+    async with http:
+        status, html = await page(http, url, "/approvals")
+        assert status == 200 and console.run_id[:12] in html
+        assert "Approve" not in html and "alice" not in html and "shown to approvers" in html
+        status, html = await page(http, url, "/rules")
+        assert status == 200 and '/disable"' not in html and ">Disable<" not in html
+        status, html = await page(http, url, "/playbooks")
+        assert "Validate a playbook" not in html
+        status, html = await page(http, url, "/audit")
+        assert status == 403 and "needs the admin role" in html
+        status, person = await page(http, url, "/people/alice@example.com")
+        assert status == 200 and "alice" not in person.split("</header>", 1)[1]
+        # the server refuses what the page does not offer, even with a valid CSRF token
+        status, html = await page(http, url, "/")
+        form = {"csrf": csrf_of(html), "step": "tell", "plan_hash": "0" * 16}
+        async with http.post(f"{url}/runs/{console.run_id}/approve", data=form) as r:
+            assert r.status == 403 and "needs the approver role" in await r.text()
+        async with http.post(f"{url}/rules/okta_mfa_factor_removed/disable", data={"csrf": form["csrf"]}) as r:
+            assert r.status == 403
+    async with console.services.store.transaction() as tx:
+        run = await tx.get_run(console.run_id)
+    assert run is not None and run.status.value == "waiting"
+
+
+async def test_approve_a_run_exactly_as_planned(console: Served) -> None:
+    url = console.url
+    http = await signed_in(url, "approver")
+    async with http:
+        status, html = await page(http, url, "/approvals")
+        assert status == 200
+        plan_hash = re.findall(r'name="plan_hash" value="(\w+)"', html)[0]
+        form = {"csrf": csrf_of(html), "step": "tell", "plan_hash": plan_hash}
+        async with http.post(f"{url}/runs/{console.run_id}/approve", data=form) as r:
+            # the approver requested this run: separation of duties
+            assert r.status == 403 and "cannot also decide" in await r.text()
+    http = await signed_in(url, "approver2")
+    async with http:
+        _status, html = await page(http, url, "/approvals")
+        form["csrf"] = csrf_of(html)
+        async with http.post(f"{url}/runs/{console.run_id}/approve", data={**form, "csrf": ""}) as r:
+            assert r.status == 403
+        async with http.post(f"{url}/runs/{console.run_id}/approve", data={**form, "comment": "ok"}) as r:
+            assert r.status == 200 and str(r.url).endswith("?done=approved")
+            assert "Approved: the run continues" in await r.text()
+        assert "Nothing is waiting" in (await page(http, url, "/approvals"))[1]
+    async with console.services.store.transaction() as tx:
+        entries = await tx.audit_entries()
+    approvals = [e for e in entries if e.action == "approval.approve"]
+    assert approvals and approvals[0].actor == "api:approver2-token" and approvals[0].details["comment"] == "ok"
+
+
+async def test_admin_disables_and_enables_a_rule(console: Served) -> None:
+    url = console.url
+    http = await signed_in(url, "admin")
+    async with http:
+        _status, html = await page(http, url, "/rules")
+        rule = re.findall(r'action="/rules/([^/"]+)/disable"', html)[0]
+        async with http.post(f"{url}/rules/{rule}/disable", data={"csrf": csrf_of(html)}) as r:
+            assert r.status == 200 and f'action="/rules/{rule}/enable"' in await r.text()
+        assert rule in console.services.pipeline.disabled_rules
+        async with http.post(f"{url}/rules/{rule}/enable", data={"csrf": csrf_of(html)}) as r:
+            assert r.status == 200
+        assert rule not in console.services.pipeline.disabled_rules
+
+
+async def test_the_board_pages_through_an_index(console: Served) -> None:
+    store = console.services.store
+    day = date.today() + timedelta(days=1)
+    await write_scores(store, [day_score(f"p-{n:016x}", day, float(n)) for n in range(2 * PAGE_SIZE + 5)])
+    http = await signed_in(console.url, "viewer")
+    async with http:
+        shown = []
+        for number in (1, 2, 3):
+            status, html = await page(http, console.url, f"/?day={day}&page={number}")
+            assert status == 200
+            shown.append(re.findall(r'href="/people/(p-[0-9a-f]{16})"', html))
+            assert ("Lower risk" in html) == (number < 3)
+    assert [len(rows) for rows in shown] == [PAGE_SIZE, PAGE_SIZE, 5]
+    everyone = [n for rows in shown for n in rows]
+    assert everyone == [f"p-{n:016x}" for n in reversed(range(2 * PAGE_SIZE + 5))]
+    statement = queries.ranking_query(day, limit=PAGE_SIZE, offset=PAGE_SIZE)
+    compiled = str(statement.compile(compile_kwargs={"literal_binds": True}))
+    assert "LIMIT 50 OFFSET 50" in compiled and "ORDER BY scoring_scores.risk DESC" in compiled
+    if store.dialect == "sqlite":
+        async with store.transaction() as tx:
+            plan = (await tx.conn.execute(sa.text(f"EXPLAIN QUERY PLAN {compiled}"))).all()
+        detail = " ".join(str(row[-1]) for row in plan)
+        assert "USING INDEX ix_scoring_scores_day_risk" in detail and "TEMP B-TREE" not in detail, detail
+
+
+async def test_an_analyst_acknowledges_a_finding(console: Served) -> None:
+    url = console.url
+    async with console.services.store.transaction() as tx:
+        [finding] = [f for f in await tx.list_findings(limit=50) if f.entity == PEOPLE[1]]
+    http = await signed_in(url, "viewer")
+    async with http:
+        status, html = await page(http, url, f"/people/{PEOPLE[1]}")
+        assert status == 200 and finding.title in html and "Acknowledge" not in html
+        async with http.post(
+            f"{url}/findings/{finding.id}/status", data={"csrf": csrf_of(html), "status": "closed"}
+        ) as r:
+            assert r.status == 403 and "needs the analyst role" in await r.text()
+    http = await signed_in(url, "analyst")
+    async with http:
+        status, html = await page(http, url, f"/people/{PEOPLE[1]}")
+        assert f'action="/findings/{finding.id}/status"' in html
+        form = {"csrf": csrf_of(html), "status": "acknowledged", "next": f"/people/{PEOPLE[1]}"}
+        async with http.post(f"{url}/findings/{finding.id}/status", data=form) as r:
+            assert r.status == 200 and "Updated." in await r.text()
+        async with http.post(f"{url}/findings/{finding.id}/status", data={**form, "status": "gone"}) as r:
+            assert r.status == 400 and "status:" in await r.text()
+    async with console.services.store.transaction() as tx:
+        stored = await tx.get_finding(finding.id)
+        entries = await tx.audit_entries()
+    assert stored is not None and stored.status.value == "acknowledged"
+    assert any(e.action == "finding.update" and e.actor == "api:analyst-token" for e in entries)
