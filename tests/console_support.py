@@ -29,11 +29,11 @@ from custodes.store.tables import scoring_scores
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKENS = {
-    "viewer": "tok-viewer-1",
-    "analyst": "tok-analyst-1",
-    "approver": "tok-approver-1",
-    "approver2": "tok-approver-2",
-    "admin": "tok-admin-1",
+    "viewer": "tok-viewer-0123456789",
+    "analyst": "tok-analyst-0123456789",
+    "approver": "tok-approver-0123456789",
+    "approver2": "tok-approver2-0123456789",
+    "admin": "tok-admin-0123456789",
 }
 ROLE_OF = {"approver2": "approver"}
 PLAYBOOK = """\
@@ -64,7 +64,7 @@ def settings_for(database: DatabaseSettings, tmp_path: Path, monkeypatch: pytest
     """Settings with a token per role, the Sigma rule pack, one approval playbook and a signed webhook."""
     for name, token in TOKENS.items():
         monkeypatch.setenv(f"T_{name.upper()}", token)
-    monkeypatch.setenv("T_HOOK", "hook-secret")
+    monkeypatch.setenv("T_HOOK", "hook-secret-0123456789")
     monkeypatch.setenv("T_CHAT", "http://127.0.0.1:9/unused")
     (tmp_path / "playbooks").mkdir(exist_ok=True)
     (tmp_path / "playbooks" / "contain.yml").write_text(PLAYBOOK)
@@ -95,7 +95,7 @@ async def post_events(url: str, records: list[dict[str, Any]]) -> None:
     headers = {
         "Content-Type": "application/json",
         TIMESTAMP_HEADER: stamp,
-        SIGNATURE_HEADER: sign("hook-secret", stamp, body),
+        SIGNATURE_HEADER: sign("hook-secret-0123456789", stamp, body),
     }
     async with aiohttp.ClientSession() as http, http.post(f"{url}/webhooks/generic", data=body, headers=headers) as r:
         assert r.status == 202, await r.text()

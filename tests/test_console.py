@@ -157,6 +157,7 @@ async def test_every_page_as_admin(console: Served) -> None:
 
 async def test_a_viewer_sees_pseudonyms_and_no_buttons_and_is_refused(console: Served) -> None:
     url = console.url
+    alice = (await pseudonymizer_for(console.services.settings.scoring, console.services.store))(PEOPLE[0])
     http = await signed_in(url, "viewer")
     async with http:
         status, html = await page(http, url, "/approvals")
@@ -168,8 +169,10 @@ async def test_a_viewer_sees_pseudonyms_and_no_buttons_and_is_refused(console: S
         assert "Validate a playbook" not in html
         status, html = await page(http, url, "/audit")
         assert status == 403 and "needs the admin role" in html
-        status, person = await page(http, url, "/people/alice@example.com")
+        status, person = await page(http, url, f"/people/{alice}")
         assert status == 200 and "alice" not in person.split("</header>", 1)[1]
+        status, person = await page(http, url, "/people/alice@example.com")  # a name links it to its pseudonym
+        assert status == 403 and "reveal" in person
         # the server refuses what the page does not offer, even with a valid CSRF token
         status, html = await page(http, url, "/")
         form = {"csrf": csrf_of(html), "step": "tell", "plan_hash": "0" * 16}
@@ -252,9 +255,10 @@ async def test_an_analyst_acknowledges_a_finding(console: Served) -> None:
     url = console.url
     async with console.services.store.transaction() as tx:
         [finding] = [f for f in await tx.list_findings(limit=50) if f.entity == PEOPLE[1]]
+    bob = f"/people/{(await pseudonymizer_for(console.services.settings.scoring, console.services.store))(PEOPLE[1])}"
     http = await signed_in(url, "viewer")
     async with http:
-        status, html = await page(http, url, f"/people/{PEOPLE[1]}")
+        status, html = await page(http, url, bob)
         assert status == 200 and finding.title in html and "Acknowledge" not in html
         async with http.post(
             f"{url}/findings/{finding.id}/status", data={"csrf": csrf_of(html), "status": "closed"}
@@ -262,9 +266,9 @@ async def test_an_analyst_acknowledges_a_finding(console: Served) -> None:
             assert r.status == 403 and "needs the analyst role" in await r.text()
     http = await signed_in(url, "analyst")
     async with http:
-        status, html = await page(http, url, f"/people/{PEOPLE[1]}")
+        status, html = await page(http, url, bob)
         assert f'action="/findings/{finding.id}/status"' in html
-        form = {"csrf": csrf_of(html), "status": "acknowledged", "next": f"/people/{PEOPLE[1]}"}
+        form = {"csrf": csrf_of(html), "status": "acknowledged", "next": bob}
         async with http.post(f"{url}/findings/{finding.id}/status", data=form) as r:
             assert r.status == 200 and "Updated." in await r.text()
         async with http.post(f"{url}/findings/{finding.id}/status", data={**form, "status": "gone"}) as r:

@@ -146,11 +146,12 @@ async def person(request: web.Request, session: Session) -> web.StreamResponse:
     """GET /people/{id}: a person's risk over time, its reasons, events, findings, runs and evidence."""
     call = call_for(request, session)
     names = await call.people()
-    stored = await call.person(request.match_info["id"])  # a pseudonym is looked up once, here
+    wanted = request.match_info["id"]
+    stored = await call.person(wanted)  # a name (not a pseudonym) needs the reveal role and is audited, as in the API
     scored = await invoke(request, session, risk.entity_risk, query={"days": 30})
     timeline = await invoke(request, session, entities.entity_timeline, query={"limit": 50})
-    found = await invoke(request, session, findings.list_findings, query={"entity": stored, "limit": 20})
-    bundles = await invoke(request, session, evidence.list_evidence, query={"entity": stored, "limit": 20})
+    found = await invoke(request, session, findings.list_findings, query={"entity": wanted, "limit": 20})
+    bundles = await invoke(request, session, evidence.list_evidence, query={"entity": wanted, "limit": 20})
     async with call.services.store.transaction() as tx:
         about = await queries.runs_about(tx, stored)
     return render(
