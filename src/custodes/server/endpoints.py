@@ -10,7 +10,6 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, TypeVar
 
 import orjson
-import sqlalchemy as sa
 from aiohttp import web
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
@@ -21,7 +20,6 @@ from custodes.server.context import services_key
 from custodes.server.limits import json_depth_exceeds
 from custodes.server.responses import error, json_response
 from custodes.services import Services
-from custodes.store.tables import entities
 
 ROLES = ("viewer", "analyst", "approver", "admin", "privacy_officer")
 RANK = {"viewer": 0, "privacy_officer": 0, "analyst": 1, "approver": 2, "admin": 3}
