@@ -143,6 +143,18 @@ def parse_auditd_line(line: str, now: datetime) -> tuple[dict[str, Any], str | N
 
 PARSERS: dict[str, LineParser] = {"json": parse_json_line, "sudo": parse_sudo_line, "auditd": parse_auditd_line}
 
+DEFAULT_SOURCES = {
+    "sudo": SourceSettings(format="sudo", product="linux", service="sudo"),
+    "auditd": SourceSettings(format="auditd", product="linux", service="auditd"),
+}
+"""The sources a ``file_tail`` entry with the sudo or auditd parser and no ``source:`` reads into."""
+
+
+def default_source(options: dict[str, Any]) -> str | None:
+    """The source name a ``file_tail`` entry's parser implies (sudo, auditd), if any."""
+    parser = options.get("parser")
+    return parser if isinstance(parser, str) and parser in DEFAULT_SOURCES else None
+
 
 # the tail ----------------------------------------------------------------------------------------------
 def _lines(path: Path, offset: int) -> Iterator[tuple[str, int]]:

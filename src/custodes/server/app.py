@@ -13,10 +13,11 @@ from aiohttp import web
 from sqlalchemy.exc import SQLAlchemyError
 
 from custodes import logs
+from custodes.connectors.supervisor import ConnectorSupervisor
 from custodes.server import api, endpoints, webhooks
-from custodes.server.context import ingest_key, metrics_key, services_key, tasks_key
+from custodes.server.context import ingest_key, metrics_key, services_key, supervisor_key, tasks_key
 from custodes.server.ingest import IngestQueue
-from custodes.server.metrics import CONTENT_TYPE_LATEST, Metrics
+from custodes.server.metrics import CONTENT_TYPE_LATEST, ConnectorCollector, Metrics
 from custodes.server.responses import error, json_response
 from custodes.server.tasks import BackgroundTasks
 from custodes.services import Services
@@ -85,8 +86,9 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=registry.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-def create_app(services: Services) -> web.Application:
-    """The application for already-opened services (the caller closes them)."""
+def create_app(services: Services, supervisor: ConnectorSupervisor | None = None) -> web.Application:
+    """The application for already-opened services (the caller closes them); with the `supervisor` of the
+    connectors this process runs, their start, stop and metrics."""
     app = web.Application(
         middlewares=[observe],
         client_max_size=services.settings.server.max_body_bytes,
@@ -97,6 +99,9 @@ def create_app(services: Services) -> web.Application:
     app[tasks_key] = tasks
     registry = Metrics()
     app[metrics_key] = registry
+    if supervisor is not None:
+        app[supervisor_key] = supervisor
+        registry.registry.register(ConnectorCollector(supervisor))
     queue = IngestQueue(services.pipeline, tasks, services.settings.server, registry)
     app[ingest_key] = queue
 
