@@ -175,6 +175,10 @@ def backfill(
                 for connector in ranged:
                     try:
                         report.add(await runtime.backfill(connector, first, last, progress=advance))
+                    except CustodesError:
+                        raise
+                    except Exception as exc:
+                        raise failure(name, connector.name, exc) from None
                     finally:
                         await sdk.close(connector)
         summary = {
@@ -196,6 +200,21 @@ def backfill(
         console.print(table)
 
     run(work)
+
+
+REFUSED = ("http_401", "http_403", "unauthorized", "forbidden", "access_denied")
+
+
+def failure(entry: str, connector: str, error: Exception) -> CustodesError:
+    """A connector's failure as one line, with what to check: its credentials when the source refused them,
+    else its options (address) and the source's health."""
+    code = str(getattr(error, "code", "")).lower()
+    text = describe(error)
+    if code in REFUSED or " 401" in text or " 403" in text:
+        hint = f"the source refused the credential: check connectors.{entry}.credentials (and its permissions)"
+    else:
+        hint = f"check connectors.{entry}.options (the address) and that the source is up"
+    return CustodesError(f"{connector}: {text}", hint=hint)
 
 
 def _unknown(name: str, configured: Mapping[str, object]) -> str:
@@ -346,7 +365,7 @@ def poll(
                 except CustodesError:
                     raise
                 except Exception as exc:
-                    raise CustodesError(f"{item.connector.name}: {describe(exc)}") from None
+                    raise failure(name, item.connector.name, exc) from None
                 finally:
                     await sdk.close(item.connector)
                 rows.append(

@@ -20,13 +20,13 @@ from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from custodes.connectors.base import Batch, Connector
 from custodes.connectors.envelope import parse_time
+from custodes.errors import describe as describe
 from custodes.model import Event, utcnow
 from custodes.pipeline import IngestReport, Pipeline
 from custodes.store import ConnectorStatus
 
 log = logging.getLogger(__name__)
 
-MAX_ERROR_CHARS = 500
 MAX_SEEN_IDS = 20_000
 MAX_REPEATED_CURSORS = 3
 
@@ -316,10 +316,3 @@ class ConnectorRuntime:
 def backoff(first: float, failures: int, ceiling: float) -> float:
     """The wait after `failures` failed rounds in a row: `first`, doubling each time, at most `ceiling`."""
     return min(ceiling, first * 2.0 ** min(failures - 1, 30))
-
-
-def describe(error: BaseException) -> str:
-    """An error as one safe line: its type and message (messages of our HTTP layer never carry secrets)."""
-    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
-    line = f"{type(error).__name__}: {text}" if text else type(error).__name__
-    return line[:MAX_ERROR_CHARS]
