@@ -432,6 +432,12 @@ class EvidenceSettings(Section):
     s3: S3EvidenceStore | None = None
     max_events: int = Field(default=100_000, ge=1, description="events per bundle (and per SIEM) before refusing")
     siem: list[SiemEvidenceSource] = Field(default_factory=list, description="SIEMs to query for the entity too")
+    sudo_iolog_dir: Path = Field(
+        default=Path("/var/log/sudo-io"), description="sudo's iolog_dir: where a session's TSID recording is"
+    )
+    max_recording_bytes: int = Field(
+        default=256 * 1024 * 1024, ge=1, description="a session recording larger than this is referenced, not copied"
+    )
 
 
 class AwsConnection(Section):
