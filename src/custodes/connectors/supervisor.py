@@ -60,13 +60,16 @@ class ConnectorSupervisor:
         self.autostart = autostart
 
     @classmethod
-    def from_settings(cls, settings: Settings, runtime: ConnectorRuntime, http: aiohttp.ClientSession) -> Self:
+    def from_settings(
+        cls, settings: Settings, runtime: ConnectorRuntime, http: aiohttp.ClientSession, *, grace_seconds: float = 10.0
+    ) -> Self:
         """Build every configured entry (a ConfigError names the first bad one); enabled ones start with `start_all`."""
         entries = [
             Entry(name, entry.kind, registry.build(name, entry, settings, http))
             for name, entry in settings.connectors.items()
         ]
-        return cls(runtime, entries, {name for name, entry in settings.connectors.items() if entry.enabled})
+        enabled = {name for name, entry in settings.connectors.items() if entry.enabled}
+        return cls(runtime, entries, enabled, grace_seconds=grace_seconds)
 
     def __iter__(self) -> Iterator[Entry]:
         return iter(self.entries.values())
