@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from custodes.config import EvidenceSettings, ResponderSettings, SourceSettings
+from custodes.config import DatabaseSettings, EvidenceSettings, ResponderSettings, Settings, SourceSettings
 from custodes.connectors import filetail, sdk
 from custodes.connectors.envelope import to_event
 from custodes.connectors.sessions import sessions_from
@@ -150,3 +150,36 @@ async def test_evidence_seals_readable_recordings_and_references_the_rest(store:
     sessions = orjson.loads(bundle.get("sessions.json") or b"[]")
     assert {session["kind"] for session in sessions} == {"teleport", "sudo"}
     assert verify_bundle(bundle).ok
+
+
+async def test_the_api_lists_an_entitys_sessions(database: DatabaseSettings, tmp_path: Path) -> None:
+    from custodes.server.serve import serving
+    from custodes.services import Services
+
+    (tmp_path / "empty").mkdir()
+    settings = Settings.model_validate(
+        {
+            "detection": {"rules": [str(tmp_path / "empty")]},
+            "playbooks": {"paths": [str(tmp_path / "empty")]},
+            "scoring": {"pseudonymise": False},
+            "server": {"api_tokens": [{"name": "a", "token": "env:T_SESSIONS", "role": "analyst"}]},
+        },
+        context={"environ": {"T_SESSIONS": "tok-sessions"}},
+    )
+    settings.database = database
+    async with await Services.open(settings) as services, serving(services, "127.0.0.1", 0) as url:
+        async with services.store.transaction() as tx:
+            await tx.insert_events([to_event(r, TELEPORT, "teleport") for r in teleport_lines("file:///r/6f1c.tar")])
+        headers = {"Authorization": "Bearer tok-sessions"}
+        window = "since=2026-12-03T00:00:00Z&until=2026-12-04T00:00:00Z"
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{url}/api/entities/carol/sessions?{window}", headers=headers) as answer:
+                assert answer.status == 200, await answer.text()
+                body = await answer.json()
+            async with http.get(
+                f"{url}/api/entities/carol/sessions?since=2026-12-05T00:00:00Z", headers=headers
+            ) as bad:
+                assert bad.status == 400
+    [session] = body["sessions"]
+    assert session["kind"] == "teleport" and session["user"] == "carol" and session["recording"] == "file:///r/6f1c.tar"
+    assert session["commands"][0]["command"] == "pg_dump -d payroll" and session["end"].startswith("2026-12-03T10:07")
