@@ -41,7 +41,8 @@ AWS = {"access_key_id": "env:LIVE_AWS_KEY", "secret_access_key": "env:LIVE_AWS_S
 
 @dataclass
 class Sources:
-    """The simulators' states and what each holds, counted per store source."""
+    """The simulators' states and what each holds, counted per store source (moto's bucket is read twice: through
+    its S3 notifications on SQS, and by a bucket scan)."""
 
     okta: okta.OktaState = field(default_factory=lambda: okta.OktaState(token="live-okta-token"))
     graph: graph.GraphState = field(default_factory=lambda: graph.GraphState(reports_window=1.0))
@@ -82,8 +83,11 @@ class Sources:
             self.count(source, n)
         records = [{"eventID": f"s3-{self.serial}-{k}", "eventTime": "2026-12-01T10:00:00Z"} for k in range(n)]
         body = gzip.compress(orjson.dumps({"Records": records}))
-        s3.put_object(Bucket=bucket, Key=f"AWSLogs/1/CloudTrail/us-east-1/2026/12/01/{self.serial}.json.gz", Body=body)
+        # CloudTrail's names sort in delivery order: `<account>_CloudTrail_<region>_<time>_<unique>.json.gz`.
+        name = f"111122223333_CloudTrail_us-east-1_20261201T10{self.serial:02d}Z_{self.serial:08x}.json.gz"
+        s3.put_object(Bucket=bucket, Key=f"AWSLogs/1/CloudTrail/us-east-1/2026/12/01/{name}", Body=body)
         self.count("trail_bucket", n)
+        self.count("trail_scan", n)
         sudo = DATA.joinpath("sudo-auth.log").read_text().splitlines()
         audit = DATA.joinpath("audit.log").read_bytes().split(b"\n")
         with tail.joinpath("auth.log").open("a") as handle:
@@ -113,6 +117,7 @@ async def simulators(sources: Sources) -> AsyncIterator[dict[str, str]]:
 
 
 def configuration(tmp_path: Path, database: DatabaseSettings, urls: dict[str, str], aws: dict[str, str]) -> Path:
+    """Every connector kind, each polling every half second (backing off at most 1 s)."""
     splunk_host, splunk_port = urls["splunk"].removeprefix("http://").rsplit(":", 1)
     every = {"interval_seconds": 0.5, "max_backoff_seconds": 1.0}
     (tmp_path / "empty").mkdir(exist_ok=True)
@@ -126,6 +131,7 @@ def configuration(tmp_path: Path, database: DatabaseSettings, urls: dict[str, st
             "es_audit": {"format": "generic"},
             "splunk_audit": {"format": "generic"},
             "trail_bucket": {"format": "cloudtrail"},
+            "trail_scan": {"format": "cloudtrail"},
         },
         "connectors": {
             "okta": {
@@ -192,7 +198,20 @@ def configuration(tmp_path: Path, database: DatabaseSettings, urls: dict[str, st
                 "source": "trail_bucket",
                 **every,
                 "credentials": AWS,
-                "options": {"endpoint_url": aws["endpoint"], "queue_url": aws["queue"], "wait_seconds": 1},
+                # A message received by the killed serve comes back after its visibility timeout.
+                "options": {
+                    "endpoint_url": aws["endpoint"],
+                    "queue_url": aws["queue"],
+                    "wait_seconds": 1,
+                    "visibility_timeout": 3,
+                },
+            },
+            "trail-scan": {
+                "kind": "cloudtrail_s3",
+                "source": "trail_scan",
+                **every,
+                "credentials": AWS,
+                "options": {"endpoint_url": aws["endpoint"], "bucket": aws["bucket"], "start": "2026-12-01"},
             },
             "sudo": {"kind": "file_tail", **every, "options": {"path": str(tmp_path / "auth.log"), "parser": "sudo"}},
             "auditd": {
@@ -322,7 +341,7 @@ async def test_serve_pulls_every_source_and_a_killed_serve_resumes_without_gaps_
     sources.seed(9, s3, bucket, tmp_path)
     env = environment(sources)
     async with simulators(sources) as urls:
-        config = configuration(tmp_path, database, urls, {"endpoint": moto_url, "queue": queue})
+        config = configuration(tmp_path, database, urls, {"endpoint": moto_url, "queue": queue, "bucket": bucket})
         serve = await start_serve(config, env)
         try:
             await caught_up(database, sources, "the first records of every source")

@@ -88,7 +88,7 @@ class ConnectorSupervisor:
             self.start(name)
 
     def start(self, name: str) -> State:
-        """Start an entry's connectors (nothing to do when they run)."""
+        """Start an entry's connectors (nothing to do when they run); the entry's state after."""
         entry = self.entry(name)
         if entry.state == "running":
             return "running"
@@ -98,7 +98,7 @@ class ConnectorSupervisor:
             for item in entry.scheduled
         ]
         log.info("connector %s started", name, extra={"connectors": [i.connector.name for i in entry.scheduled]})
-        return "running"
+        return entry.state  # an inventory-only entry (aws_iam) has nothing to run
 
     async def stop(self, name: str) -> State:
         """Stop an entry's connectors once their rounds under way have committed."""
