@@ -179,7 +179,7 @@ async def test_the_api_lists_an_entitys_sessions(database: DatabaseSettings, tmp
             async with http.get(
                 f"{url}/api/entities/carol/sessions?since=2026-12-05T00:00:00Z", headers=headers
             ) as bad:
-                assert bad.status == 400
+                assert bad.status == 200 and (await bad.json())["sessions"] == [], "a window ending before it starts"
     [session] = body["sessions"]
     assert session["kind"] == "teleport" and session["user"] == "carol" and session["recording"] == "file:///r/6f1c.tar"
     assert session["commands"][0]["command"] == "pg_dump -d payroll" and session["end"].startswith("2026-12-03T10:07")
