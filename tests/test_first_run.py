@@ -110,3 +110,20 @@ def test_playbook_validate_with_a_configuration_catches_an_unknown_channel(tmp_p
     assert re.search(r"book\.yml:\d+:\d+ .*no notify channel 'secops' under responder\.channels", out), out
     assert "soc-pager" in out
     assert "ok" in custodes("playbook", "validate", "book.yml", cwd=tmp_path)
+
+
+def test_the_wheel_carries_every_shipped_rule_playbook_and_hunt() -> None:
+    """The package-data globs of pyproject.toml cover every file of the shipped folders (what a wheel holds)."""
+    import tomllib
+
+    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["custodes"]
+    package = ROOT / "src" / "custodes"
+    carried = {path for pattern in patterns for path in package.glob(pattern) if path.is_file()}
+    shipped = {
+        package / "content" / folder / path.relative_to(ROOT / folder)
+        for folder in ("detections", "playbooks", "hunts")
+        for path in (ROOT / folder).rglob("*")
+        if path.is_file()
+    }
+    assert shipped and shipped <= carried, sorted(str(p) for p in shipped - carried)
+    assert package / "content" / "custodes.yaml" in carried
