@@ -1,5 +1,6 @@
 """The connector supervisor of `custodes serve`: a vendor outage shows as failures and lag, backs off, and
-recovers by itself with nothing lost; start and stop by entry name; disabled entries wait for a start."""
+recovers by itself with nothing lost; start and stop by entry name; disabled entries wait for a start; the
+scheduled inventory collection and access review."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from connector_support import services, stored_raw
 from custodes.config import ConnectorSettings, Secret, Settings
 from custodes.connectors.runtime import ConnectorRuntime, backoff
 from custodes.connectors.supervisor import ConnectorSupervisor, UnknownConnector
+from custodes.inventory.schedule import review_loop
 from custodes.sandbox import okta
 from custodes.sandbox.server import running
 from custodes.server.metrics import ConnectorCollector, Metrics
@@ -91,3 +93,34 @@ async def test_an_outage_backs_off_then_recovers_with_nothing_lost(services: Ser
         finally:
             await supervisor.close()
         assert all(entry.state == "stopped" for entry in supervisor)
+
+
+async def test_serve_collects_the_inventory_and_reviews_access_on_its_schedule(services: Services) -> None:
+    state = okta.OktaState(token="inv-token")
+    state.add_user("ann@example.com")
+    state.add_user("bob@example.com")
+    state.assign_role("bob@example.com", "SUPER_ADMIN")
+    async with running(okta.create_app(state)) as url:
+        services.settings.connectors = {
+            "okta": ConnectorSettings(
+                kind="okta", credentials={"token": Secret("inv-token", "env:T")}, options={"base_url": url}
+            )
+        }
+        services.settings.access_review.schedule_seconds = 0.2
+        stop = asyncio.Event()
+        loop = asyncio.create_task(review_loop(services, stop))
+
+        async def reviewed_twice() -> bool:
+            async with services.store.transaction() as tx:
+                entries = [e for e in await tx.audit_entries() if e.action == "access.review"]
+            return len(entries) >= 2
+
+        try:
+            await eventually(reviewed_twice, "two scheduled reviews")
+        finally:
+            stop.set()
+            await asyncio.wait_for(loop, 10)
+    async with services.store.transaction() as tx:
+        entry = next(e for e in await tx.audit_entries() if e.action == "access.review")
+    assert entry.actor == "custodes:serve" and entry.details["accounts"] == 2
+    assert entry.details["privileged_without_mfa"] == 1 and entry.details["failed"] == {}
