@@ -149,7 +149,7 @@ def test_sudo_and_auditd_lines_parse() -> None:
         'cmd=2F62696E2F62617368 exe="/usr/bin/sudo" terminal=pts/0 res=success\'',
         NOW,
     )
-    assert warning is None and record["cmd"] == "2F62696E2F62617368" and record["success"] == "yes"
+    assert warning is None and record["cmd"] == "/bin/bash" and record["success"] == "yes", "hex commands decoded"
     event = to_event(record, AUDITD, "auditd")
     assert (event.action, event.actor, event.outcome) == ("USER_CMD", "1000", Outcome.SUCCESS)
     assert event.time == datetime(2024, 3, 1, 11, 0, 0, 123000, tzinfo=UTC)

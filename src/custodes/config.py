@@ -39,6 +39,9 @@ MIN_SECRET_CHARS = 16
 """The shortest webhook secret or API token accepted: an empty or short one would let anyone in."""
 ASCII_WHITESPACE = " \t\n\r\x0b\x0c"
 """What is stripped from presented credentials: ASCII whitespace only, never Unicode spaces (U+00A0, ...)."""
+SHIPPED = Path(__file__).resolve().parent / "content"
+"""The rule pack, playbooks and hunts Custodes ships (package data; the checkout's top-level detections/,
+playbooks/ and hunts/ folders, which SOC engineers edit, are what the package carries)."""
 
 
 class Secret:
@@ -272,7 +275,10 @@ class EnrichmentSettings(Section):
 class DetectionSettings(Section):
     """Where Sigma rules come from, how they are adjusted locally and how findings are deduplicated."""
 
-    rules: list[Path] = Field(default_factory=lambda: [Path("detections/rules")])
+    rules: list[Path] = Field(
+        default_factory=lambda: [SHIPPED / "detections" / "rules"],
+        description="Sigma rule files and folders (default: the rule pack Custodes ships)",
+    )
     dedup_window_seconds: int = Field(default=3600, ge=0)
     placeholders: dict[str, list[str | int | float]] = Field(
         default_factory=dict, description="values for %name% placeholders of rules using |expand"
@@ -285,7 +291,10 @@ class DetectionSettings(Section):
 class PlaybookSettings(Section):
     """Where playbooks come from, the secrets they may reference, and the engine's guardrails."""
 
-    paths: list[Path] = Field(default_factory=lambda: [Path("playbooks")])
+    paths: list[Path] = Field(
+        default_factory=lambda: [SHIPPED / "playbooks"],
+        description="playbook files and folders (default: the playbooks Custodes ships)",
+    )
     secrets: dict[str, Secret] = Field(
         default_factory=dict, description="name -> secret reference; `{{ secrets.NAME }}` in playbooks"
     )
@@ -430,9 +439,14 @@ class EntraConnection(Section):
 
 
 class NotifyChannel(Section):
-    """A chat incoming webhook (Slack, Teams, ...). Its URL embeds a credential, so it is a secret reference."""
+    """A chat incoming webhook (Slack, Teams, ...). Its URL embeds a credential, so it is a secret reference.
+    Without a URL, messages to the channel are written to the service's log and kept in the run's step output."""
 
-    url: Secret
+    url: Secret | None = None
+
+
+DEFAULT_CHANNELS = {"soc": NotifyChannel()}
+"""The channel the shipped playbooks notify: it logs until `responder.channels.soc.url` is configured."""
 
 
 class SmtpConnection(Section):
@@ -498,6 +512,12 @@ class EvidenceSettings(Section):
     s3: S3EvidenceStore | None = None
     max_events: int = Field(default=100_000, ge=1, description="events per bundle (and per SIEM) before refusing")
     siem: list[SiemEvidenceSource] = Field(default_factory=list, description="SIEMs to query for the entity too")
+    sudo_iolog_dir: Path = Field(
+        default=Path("/var/log/sudo-io"), description="sudo's iolog_dir: where a session's TSID recording is"
+    )
+    max_recording_bytes: int = Field(
+        default=256 * 1024 * 1024, ge=1, description="a session recording larger than this is referenced, not copied"
+    )
 
 
 class AwsConnection(Section):
@@ -521,11 +541,20 @@ class ResponderSettings(Section):
     okta: OktaConnection | None = None
     entra: EntraConnection | None = None
     aws: AwsConnection | None = None
-    channels: dict[str, NotifyChannel] = Field(default_factory=dict, description="notify.webhook channels")
+    channels: dict[str, NotifyChannel] = Field(
+        default_factory=lambda: dict(DEFAULT_CHANNELS),
+        description="notify.webhook channels (`soc`, which the shipped playbooks use, logs until given a url)",
+    )
     smtp: SmtpConnection | None = None
     jira: JiraConnection | None = None
     servicenow: ServiceNowConnection | None = None
     evidence: EvidenceSettings = Field(default_factory=EvidenceSettings)
+
+    @field_validator("channels", mode="after")
+    @classmethod
+    def _keep_default_channels(cls, channels: dict[str, NotifyChannel]) -> dict[str, NotifyChannel]:
+        return {**DEFAULT_CHANNELS, **channels}
+
     protected_accounts: list[str] = Field(default_factory=list)
     http_timeout_seconds: float = Field(default=10.0, gt=0)
 
@@ -536,7 +565,10 @@ class ConnectorSettings(Section):
     kind: str = Field(description="connector kind, e.g. okta, entra, google_workspace, github (docs/connectors.md)")
     source: str | None = Field(default=None, description="configured source its events carry (default: per kind)")
     interval_seconds: float = Field(default=60.0, gt=0, description="seconds between polls")
-    enabled: bool = True
+    max_backoff_seconds: float = Field(
+        default=300.0, gt=0, description="longest wait between retries while the source keeps failing"
+    )
+    enabled: bool = Field(default=True, description="run it in `custodes serve` (false: configured, not started)")
     credentials: dict[str, Secret] = Field(default_factory=dict, description="name -> secret reference")
     options: dict[str, Any] = Field(default_factory=dict, description="kind-specific settings")
 
@@ -645,7 +677,10 @@ class ScoringSettings(Section):
 class HuntSettings(Section):
     """Scheduled hunts: where their YAML files are and how missed slots are handled (docs/hunts.md)."""
 
-    paths: list[Path] = Field(default_factory=lambda: [Path("hunts")], description="hunt files and folders")
+    paths: list[Path] = Field(
+        default_factory=lambda: [SHIPPED / "hunts"],
+        description="hunt files and folders (default: the hunts Custodes ships)",
+    )
     schedule: bool = Field(default=True, description="run hunts on their schedules in `custodes serve`")
     catch_up: Literal["latest", "none"] = Field(
         default="latest", description="after downtime: run the latest missed slot once, or skip missed slots"
@@ -667,6 +702,12 @@ class AccessReviewSettings(Section):
     )
     sod_conflicts: list[tuple[str, str]] = Field(
         default_factory=list, description="pairs of role, group or policy names one person must not hold together"
+    )
+    schedule_seconds: float | None = Field(
+        default=86_400.0,
+        gt=0,
+        description="`custodes serve` collects the inventory and runs the review at start and this often "
+        "(when an entra, okta or aws_iam connector is enabled); null: never",
     )
 
 
@@ -755,6 +796,27 @@ def remember_secrets(node: object, field: str | None = None) -> None:
     elif isinstance(node, list | tuple):
         for value in node:
             remember_secrets(value, field)
+
+
+def missing_paths(settings: Settings, *, hunts: bool = False) -> ConfigError | None:
+    """A ConfigError naming each configured rule, playbook (and with `hunts`, hunt) path that does not exist:
+    the setting and the absolute path looked at."""
+    named = [("detection.rules", settings.detection.rules), ("playbooks.paths", settings.playbooks.paths)]
+    if hunts:
+        named.append(("hunts.paths", settings.hunts.paths))
+    problems = [
+        Problem(Location("configuration", field=f"{setting}[{index}]"), f"{path.absolute()}: no such file or folder")
+        for setting, paths in named
+        for index, path in enumerate(paths)
+        if not path.exists()
+    ]
+    if not problems:
+        return None
+    return ConfigError(
+        problems,
+        hint="fix the path in custodes.yaml (relative paths are from the working folder), or remove the setting "
+        "to use what Custodes ships; `custodes init` writes a commented configuration",
+    )
 
 
 def _env_overrides(environ: dict[str, str]) -> list[tuple[tuple[str, ...], Any]]:

@@ -33,7 +33,8 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
-        return f"{self.location}: {self.message}"
+        unlocated = self.location == Location()
+        return self.message if unlocated else f"{self.location}: {self.message}"
 
 
 class CustodesError(Exception):
@@ -64,3 +65,13 @@ class CustodesError(Exception):
 
 class ConfigError(CustodesError):
     """The configuration file or an environment override is missing or invalid."""
+
+
+MAX_ERROR_CHARS = 500
+
+
+def describe(error: BaseException) -> str:
+    """An error as one safe line: its type and message (messages of our HTTP layer never carry secrets)."""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    line = f"{type(error).__name__}: {text}" if text else type(error).__name__
+    return line[:MAX_ERROR_CHARS]

@@ -8,7 +8,7 @@ from types import TracebackType
 
 import aiohttp
 
-from custodes.config import Settings
+from custodes.config import Settings, missing_paths
 from custodes.detections.scoring.service import ScoringService
 from custodes.detections.sigma.correlation import Correlator
 from custodes.detections.sigma.enrichment import EventContext
@@ -43,6 +43,9 @@ class Services:
     @classmethod
     async def open(cls, settings: Settings) -> Services:
         """Load rules and playbooks (failing on the first bad file set), then open the store and HTTP session."""
+        missing = missing_paths(settings)
+        if missing is not None:
+            raise missing
         options = RuleOptions.from_settings(settings.detection)
         rules = load_rules(settings.detection.rules, options=options)
         problems = unknown_overrides(settings.detection.overrides, rules.known)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
@@ -11,7 +12,7 @@ import typer
 from rich.console import Console
 
 from custodes.config import Settings, load_settings
-from custodes.errors import CustodesError
+from custodes.errors import CustodesError, describe
 from custodes.redaction import redact, redact_every_record
 
 console = Console()
@@ -62,7 +63,7 @@ def identify(settings: Settings, token: str | None, needed: str) -> tuple[str, s
 
 def run(work: Callable[[], object]) -> None:
     """Run a command body (sync, or returning a coroutine), secrets masked in its log lines; user errors print one
-    located line per problem, exit 2."""
+    located line per problem, exit 2; any other error prints one line (its type and message), exit 1."""
     redact_every_record()
     try:
         result = work()
@@ -76,6 +77,14 @@ def run(work: Callable[[], object]) -> None:
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
+    except (typer.Exit, typer.Abort):
+        raise
+    except Exception as exc:  # anything else still gets one line; CUSTODES_DEBUG=1 shows the traceback
+        if os.environ.get("CUSTODES_DEBUG"):
+            raise
+        err.print(f"[red]error:[/red] {redact(describe(exc))}", highlight=False, soft_wrap=True)
+        err.print("[dim]hint: set CUSTODES_DEBUG=1 to see where it failed[/dim]", highlight=False)
+        raise typer.Exit(1) from None
 
 
 def settings_from(config: Path | None) -> Settings:

@@ -1,22 +1,35 @@
-"""`custodes connectors ...`: each pull connector's health, and backfills of a time range on demand."""
+"""`custodes connectors ...`: each pull connector's health, start and stop in the running service, one round or a
+backfill of a time range on demand."""
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import quote
 
 import orjson
 import typer
+from rich.progress import BarColumn, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.progress import Progress as RichProgress
 from rich.table import Table
 
 from custodes.cli.app import app
-from custodes.cli.common import ConfigOption, JsonOption, console, run, settings_from
+from custodes.cli.common import ConfigOption, JsonOption, console, err, run, settings_from
+from custodes.config import Settings, resolve_secret
+from custodes.connectors.base import Batch
+from custodes.connectors.runtime import Progress, describe
 from custodes.errors import CustodesError
 from custodes.model import utcnow
+from custodes.pipeline import IngestReport
 from custodes.store import ConnectorStatus
 
-connectors_app = typer.Typer(help="Pull connectors: status, backfill.", no_args_is_help=True)
+connectors_app = typer.Typer(
+    help="Pull connectors: status, start and stop in `custodes serve`, poll once, backfill.", no_args_is_help=True
+)
 app.add_typer(connectors_app, name="connectors")
 
 
@@ -52,8 +65,15 @@ def _lag_text(seconds: float | None) -> str:
 
 
 @connectors_app.command("status")
-def status(config: ConfigOption = None, as_json: JsonOption = False) -> None:
-    """Per connector: lag behind its newest event, events/s of the last round, and the last error."""
+def status(
+    name: Annotated[
+        str | None, typer.Argument(help="Only this configured connector (and its feeds, e.g. NAME/signins).")
+    ] = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Per connector: lag behind its newest event, events/s of the last round, and the last error (read from
+    the store, so it works whether or not `custodes serve` runs)."""
     from custodes.store import Store
 
     async def work() -> None:
@@ -69,7 +89,7 @@ def status(config: ConfigOption = None, as_json: JsonOption = False) -> None:
         known = {row["connector"] for row in rows}
         rows += [
             {
-                "connector": name,
+                "connector": configured,
                 "kind": entry.kind,
                 "lag_seconds": None,
                 "events_per_second": 0.0,
@@ -81,9 +101,13 @@ def status(config: ConfigOption = None, as_json: JsonOption = False) -> None:
                 "last_error_at": None,
                 "consecutive_failures": 0,
             }
-            for name, entry in sorted(settings.connectors.items())
-            if name not in known
+            for configured, entry in sorted(settings.connectors.items())
+            if configured not in known
         ]
+        if name is not None:
+            if name not in settings.connectors and name not in known:
+                raise CustodesError(_unknown(name, settings.connectors))
+            rows = [row for row in rows if row["connector"] == name or row["connector"].startswith(f"{name}/")]
         if as_json:
             sys.stdout.write(orjson.dumps(rows).decode() + "\n")
             return
@@ -127,7 +151,7 @@ def backfill(
     as_json: JsonOption = False,
 ) -> None:
     """Read a time range of one connector now; running the same range again resumes, then does nothing."""
-    from custodes.connectors import registry
+    from custodes.connectors import registry, sdk
     from custodes.connectors.runtime import Backfillable, ConnectorRuntime
     from custodes.pipeline import IngestReport
     from custodes.services import Services
@@ -139,8 +163,7 @@ def backfill(
             raise CustodesError("--to must be after --from")
         entry = settings.connectors.get(name)
         if entry is None:
-            known = ", ".join(sorted(settings.connectors)) or "none configured"
-            raise CustodesError(f"unknown connector {name!r} (configured: {known})")
+            raise CustodesError(_unknown(name, settings.connectors))
         async with await Services.open(settings) as services:
             scheduled = registry.build(name, entry, settings, services.http)
             ranged = [item.connector for item in scheduled if isinstance(item.connector, Backfillable)]
@@ -148,8 +171,16 @@ def backfill(
                 raise CustodesError(f"connector {name!r} ({entry.kind}) cannot backfill a time range")
             runtime = ConnectorRuntime(services.pipeline, run_playbooks=playbooks)
             report = IngestReport()
-            for connector in ranged:
-                report.add(await runtime.backfill(connector, first, last))
+            with time_progress(first, last, quiet=as_json) as advance:
+                for connector in ranged:
+                    try:
+                        report.add(await runtime.backfill(connector, first, last, progress=advance))
+                    except CustodesError:
+                        raise
+                    except Exception as exc:
+                        raise failure(name, connector.name, exc) from None
+                    finally:
+                        await sdk.close(connector)
         summary = {
             "connector": name,
             "from": _when(first),
@@ -166,6 +197,194 @@ def backfill(
         for key in summary:
             table.add_column(key.replace("_", " "))
         table.add_row(*(str(value) for value in summary.values()))
+        console.print(table)
+
+    run(work)
+
+
+REFUSED = ("http_401", "http_403", "unauthorized", "forbidden", "access_denied")
+
+
+def failure(entry: str, connector: str, error: Exception) -> CustodesError:
+    """A connector's failure as one line, with what to check: its credentials when the source refused them,
+    else its options (address) and the source's health."""
+    code = str(getattr(error, "code", "")).lower()
+    text = describe(error)
+    if code in REFUSED or " 401" in text or " 403" in text:
+        hint = f"the source refused the credential: check connectors.{entry}.credentials (and its permissions)"
+    else:
+        hint = f"check connectors.{entry}.options (the address) and that the source is up"
+    return CustodesError(f"{connector}: {text}", hint=hint)
+
+
+def _unknown(name: str, configured: Mapping[str, object]) -> str:
+    return f"unknown connector {name!r} (configured under connectors: {', '.join(sorted(configured)) or 'none'})"
+
+
+@contextmanager
+def time_progress(first: datetime, last: datetime, *, quiet: bool) -> Iterator[Progress]:
+    """A Rich progress bar over [first, last): each committed batch advances it to its newest event (ranges are
+    read oldest first by most sources; a newest-first source jumps to the end with its last page)."""
+    span = (last - first).total_seconds()
+    bar = RichProgress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[events]} events"),
+        TimeElapsedColumn(),
+        console=err,
+        disable=quiet or not err.is_terminal,
+        transient=True,
+    )
+    with bar:
+        task = bar.add_task("backfill", total=span, events=0)
+        seen = 0
+
+        def advance(batch: Batch, report: IngestReport) -> None:
+            nonlocal seen
+            seen += report.received
+            newest = max((event.time for event in batch.events), default=None)
+            if newest is not None:
+                bar.update(task, completed=min(span, max(0.0, (newest - first).total_seconds())))
+            bar.update(task, events=seen)
+
+        yield advance
+        bar.update(task, completed=span)
+
+
+def _service(url: str | None, settings: Settings) -> str:
+    if url:
+        return url.rstrip("/")
+    host = settings.server.host
+    return f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{settings.server.port}"  # noqa: S104
+
+
+async def _call_service(method: str, url: str, token: str, path: str) -> dict[str, Any]:
+    """One REST call to the running service; its refusal or absence becomes one clear error line."""
+    import aiohttp
+
+    try:
+        presented = resolve_secret(token).reveal()
+    except ValueError as exc:
+        raise CustodesError(
+            f"--token: {exc}", hint="an API token of server.api_tokens, as env:NAME or file:/path"
+        ) from None
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as http:
+        try:
+            async with http.request(method, url + path, headers={"Authorization": f"Bearer {presented}"}) as answer:
+                body = await answer.read()
+                status = answer.status
+        except aiohttp.ClientError as exc:
+            raise CustodesError(
+                f"cannot reach custodes serve at {url}: {describe(exc)}",
+                hint="start `custodes serve`, or give its address with --url or CUSTODES_URL",
+            ) from None
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        document = None
+    if status >= 400 or not isinstance(document, dict):
+        message = document.get("message") if isinstance(document, dict) else None
+        raise CustodesError(f"{url}{path}: HTTP {status}: {message or body[:200].decode(errors='replace')}")
+    return document
+
+
+TOKEN_REFERENCE = "env:CUSTODES_API_TOKEN"  # noqa: S105 - a reference to the token, not one
+UrlOption = Annotated[
+    str | None,
+    typer.Option("--url", envvar="CUSTODES_URL", help="The running service (default: http://server.host:server.port)."),
+]
+TokenOption = Annotated[
+    str,
+    typer.Option("--token", help="An admin API token of server.api_tokens, as a reference: env:NAME or file:/path."),
+]
+
+
+def _control(action: str, name: str, config: Path | None, url: str | None, token: str, as_json: bool) -> None:
+    async def work() -> None:
+        settings = settings_from(config)
+        base = _service(url, settings)
+        answer = await _call_service("POST", base, token, f"/api/connectors/{quote(name, safe='')}/{action}")
+        if as_json:
+            sys.stdout.write(orjson.dumps(answer).decode() + "\n")
+            return
+        console.print(f"{answer['name']} ({answer['kind']}): {answer['state']} - {', '.join(answer['connectors'])}")
+
+    run(work)
+
+
+@connectors_app.command("start")
+def start(
+    name: Annotated[str, typer.Argument(help="Configured connector (connectors.<name>).")],
+    config: ConfigOption = None,
+    url: UrlOption = None,
+    token: TokenOption = TOKEN_REFERENCE,
+    as_json: JsonOption = False,
+) -> None:
+    """Start a connector in the running `custodes serve` (through its REST API; needs an admin token)."""
+    _control("start", name, config, url, token, as_json)
+
+
+@connectors_app.command("stop")
+def stop(
+    name: Annotated[str, typer.Argument(help="Configured connector (connectors.<name>).")],
+    config: ConfigOption = None,
+    url: UrlOption = None,
+    token: TokenOption = TOKEN_REFERENCE,
+    as_json: JsonOption = False,
+) -> None:
+    """Stop a connector in the running `custodes serve` once its batch under way is committed; it stays stopped
+    until `start` or a restart of the service (set `enabled: false` to keep it off)."""
+    _control("stop", name, config, url, token, as_json)
+
+
+@connectors_app.command("poll")
+def poll(
+    name: Annotated[str, typer.Argument(help="Configured connector (connectors.<name>).")],
+    config: ConfigOption = None,
+    playbooks: Annotated[bool, typer.Option(help="Run triggered playbooks.")] = True,
+    as_json: JsonOption = False,
+) -> None:
+    """Run one round of a connector now, from its checkpoint (any kind, e.g. drain a CloudTrail SQS queue once);
+    do not run it while `custodes serve` polls the same connector."""
+    from custodes.connectors import registry, sdk
+    from custodes.connectors.runtime import ConnectorRuntime
+    from custodes.services import Services
+
+    async def work() -> None:
+        settings = settings_from(config)
+        entry = settings.connectors.get(name)
+        if entry is None:
+            raise CustodesError(_unknown(name, settings.connectors))
+        rows = []
+        async with await Services.open(settings) as services:
+            runtime = ConnectorRuntime(services.pipeline, run_playbooks=playbooks)
+            for item in registry.build(name, entry, settings, services.http):
+                try:
+                    report = await runtime.poll(item.connector, kind=entry.kind)
+                except CustodesError:
+                    raise
+                except Exception as exc:
+                    raise failure(name, item.connector.name, exc) from None
+                finally:
+                    await sdk.close(item.connector)
+                rows.append(
+                    {
+                        "connector": item.connector.name,
+                        "received": report.received,
+                        "stored": report.stored,
+                        "duplicates": report.duplicates,
+                        "new_findings": len(report.new_findings),
+                    }
+                )
+        if as_json:
+            sys.stdout.write(orjson.dumps(rows).decode() + "\n")
+            return
+        table = Table(title=f"Poll {name}")
+        for key in rows[0] if rows else ("connector",):
+            table.add_column(key.replace("_", " "))
+        for row in rows:
+            table.add_row(*(str(value) for value in row.values()))
         console.print(table)
 
     run(work)

@@ -47,16 +47,19 @@ def _pick(loaded: Any, name: str | None) -> Any:
 def playbook_validate(paths: PathsArgument, config: ConfigOption = None) -> None:
     """Check playbooks: schema, actions, arguments, step graph, expressions; each error at file:line:column.
 
-    With --config, also the secrets and webhook receivers they name against that configuration."""
+    With --config, also the secrets, webhook receivers and notify channels they name against that configuration."""
 
     def work() -> None:
         loaded = _load(paths)
         if config is not None:
-            from custodes.playbooks.loader import load_playbooks
+            from custodes.playbooks.loader import load_playbooks, unconfigured_channels
             from custodes.responder import catalog
 
             settings = settings_from(config)
             loaded = load_playbooks(paths, catalog, secrets=settings.playbooks.secrets, receivers=settings.webhooks)
+            problems = unconfigured_channels(loaded, settings.responder.channels)
+            if problems:
+                raise CustodesError(problems, hint="add the channel under responder.channels, or fix the step")
         for item in loaded:
             console.print(f"[green]ok[/green] {item.file} ({item.playbook.name} v{item.playbook.version})")
 

@@ -91,3 +91,25 @@ def replay(
         console.print(table)
 
     run(work)
+
+
+@app.command()
+def init(
+    path: Annotated[Path, typer.Argument(help="Where to write the configuration.", dir_okay=False)] = Path(
+        "custodes.yaml"
+    ),
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+) -> None:
+    """Write a commented custodes.yaml: every setting a first deployment touches, with its default."""
+    from custodes.config import SHIPPED
+
+    def work() -> None:
+        if path.exists() and not force:
+            raise CustodesError.at(path.absolute(), "exists already", hint="pass --force to overwrite it")
+        try:
+            path.write_text((SHIPPED / "custodes.yaml").read_text(encoding="utf-8"), encoding="utf-8")
+        except OSError as exc:
+            raise CustodesError.at(path.absolute(), f"cannot write: {exc.strerror}") from None
+        console.print(f"wrote {path}; start with `custodes serve` (docs/configuration.md lists every setting)")
+
+    run(work)

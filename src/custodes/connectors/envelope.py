@@ -370,8 +370,23 @@ def m365(record: dict[str, Any], settings: SourceSettings, source: str) -> Event
 _AUDIT_MSG = re.compile(r"audit\((?P<time>\d+(?:\.\d+)?):(?P<serial>\d+)\)")
 
 
+_AUDIT_UNSET = frozenset({"4294967295", "-1", "unset"})
+
+
+def _audit_actor(record: dict[str, Any]) -> str | None:
+    """Who acted: the login user (enriched ``AUID`` name, else a set ``auid``), else the account a login or
+    authentication is for (``acct``), else the process's user."""
+    for key in ("AUID", "auid"):
+        value = _text(record.get(key))
+        if value and value not in _AUDIT_UNSET:
+            return value
+    return _text(record.get("acct") or record.get("UID") or record.get("uid"))
+
+
 def auditd(record: dict[str, Any], settings: SourceSettings, source: str) -> Event:
-    """Linux auditd records as key/value objects; time and serial come from `msg=audit(time:serial)`."""
+    """Linux auditd records as key/value objects; time and serial come from `msg=audit(time:serial)`. The actor
+    is the login user (see `_audit_actor`), the action the record type (``USER_CMD``, ``SYSCALL``, ...), the
+    target the command run, else the file, account or executable; the outcome ``res``/``success``."""
     b = _Builder(record, settings, source)
     found = _AUDIT_MSG.search(_text(record.get("msg")) or "")
     if found is not None:
@@ -381,14 +396,15 @@ def auditd(record: dict[str, Any], settings: SourceSettings, source: str) -> Eve
         time = b.time("@timestamp", "time", "timestamp")
         vendor = None
     success = _text(record.get("success"))
+    target = record.get("cmd") or record.get("name") or record.get("acct") or record.get("exe")
     return b.event(
         vendor,
         time,
-        actor=_text(record.get("AUID") or record.get("auid") or record.get("UID") or record.get("uid")),
+        actor=_audit_actor(record),
         action=_text(record.get("type")),
-        target=_text(record.get("name") or record.get("exe")),
+        target=_text(target),
         outcome=_outcome(success, {"yes"}, {"no"}),
-        src_ip=_text(record.get("addr")),
+        src_ip=_text(record.get("addr")) if record.get("addr") not in (None, "?") else None,
     )
 
 

@@ -119,11 +119,22 @@ def parse_sudo_line(line: str, now: datetime) -> tuple[dict[str, Any], str | Non
     return record, None
 
 
-_AUDIT_FIELD = re.compile(r"(\w+)=(\"[^\"]*\"|'[^']*'|\S+)")
+_AUDIT_FIELD = re.compile(r"(\w+)=(\"[^\"]*\"|'[^']*'|[^\s\x1d]+)")
+_HEX = re.compile(r"^(?:[0-9A-F]{2})+$")
+_HEX_FIELDS = frozenset({"cmd", "proctitle", "data"})
+
+
+def _audit_value(key: str, value: str) -> str:
+    """A field's value: unquoted, and the hex auditd writes for untrusted strings (``cmd``, ``proctitle``)
+    decoded, NULs between arguments as spaces."""
+    if key in _HEX_FIELDS and _HEX.match(value):
+        return bytes.fromhex(value).replace(b"\0", b" ").decode("utf-8", errors="replace")
+    return value.strip('"')
 
 
 def parse_auditd_line(line: str, now: datetime) -> tuple[dict[str, Any], str | None]:
-    """An auditd record: its ``key=value`` pairs, the quoted ``msg='...'`` of user-space records flattened in."""
+    """An auditd record: its ``key=value`` pairs, the quoted ``msg='...'`` of user-space records flattened in,
+    hex-encoded commands decoded; the names the enriched log format appends (``AUID="alice"``) are kept."""
     pairs = _AUDIT_FIELD.findall(line)
     if not pairs or pairs[0][0] != "type":
         return {"line": line}, "not an auditd record; kept as text"
@@ -133,15 +144,27 @@ def parse_auditd_line(line: str, now: datetime) -> tuple[dict[str, Any], str | N
             record["msg"] = value
         elif key == "msg" and value.startswith("'"):
             for inner_key, inner_value in _AUDIT_FIELD.findall(value[1:-1]):
-                record.setdefault(inner_key, inner_value.strip('"'))
+                record.setdefault(inner_key, _audit_value(inner_key, inner_value))
         else:
-            record.setdefault(key, value.strip('"'))
+            record.setdefault(key, _audit_value(key, value))
     if "res" in record and "success" not in record:
         record["success"] = "yes" if record["res"] in ("success", "1") else "no"
     return record, None
 
 
 PARSERS: dict[str, LineParser] = {"json": parse_json_line, "sudo": parse_sudo_line, "auditd": parse_auditd_line}
+
+DEFAULT_SOURCES = {
+    "sudo": SourceSettings(format="sudo", product="linux", service="sudo"),
+    "auditd": SourceSettings(format="auditd", product="linux", service="auditd"),
+}
+"""The sources a ``file_tail`` entry with the sudo or auditd parser and no ``source:`` reads into."""
+
+
+def default_source(options: dict[str, Any]) -> str | None:
+    """The source name a ``file_tail`` entry's parser implies (sudo, auditd), if any."""
+    parser = options.get("parser")
+    return parser if isinstance(parser, str) and parser in DEFAULT_SOURCES else None
 
 
 # the tail ----------------------------------------------------------------------------------------------

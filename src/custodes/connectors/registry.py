@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TypeVar
 
 import aiohttp
@@ -142,16 +143,12 @@ BUILDERS: dict[str, Builder] = {
 def build(name: str, entry: ConnectorSettings, app: Settings, http: aiohttp.ClientSession) -> list[Scheduled]:
     """The scheduled connectors of one configured entry (SaaS kinds here, SDK kinds from `connectors.sdk`); a
     ConfigError names an unknown kind."""
-    from custodes.connectors import sdk
-
-    if entry.kind in sdk.BUILDERS:
-        return [Scheduled(sdk.build(name, entry, app), entry.kind, entry.interval_seconds)]
     try:
         builder = BUILDERS[entry.kind]
     except KeyError:
-        known = ", ".join(sorted([*BUILDERS, *sdk.BUILDERS]))
+        known = ", ".join(sorted(BUILDERS))
         raise ConfigError(f"connectors.{name}.kind: unknown kind {entry.kind!r} (known: {known})") from None
-    return builder(name, entry, app, http)
+    return [replace(item, max_backoff=entry.max_backoff_seconds) for item in builder(name, entry, app, http)]
 
 
 def build_all(app: Settings, http: aiohttp.ClientSession) -> list[Scheduled]:

@@ -20,13 +20,13 @@ from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from custodes.connectors.base import Batch, Connector
 from custodes.connectors.envelope import parse_time
+from custodes.errors import describe as describe
 from custodes.model import Event, utcnow
 from custodes.pipeline import IngestReport, Pipeline
 from custodes.store import ConnectorStatus
 
 log = logging.getLogger(__name__)
 
-MAX_ERROR_CHARS = 500
 MAX_SEEN_IDS = 20_000
 MAX_REPEATED_CURSORS = 3
 
@@ -53,6 +53,7 @@ class Scheduled:
     connector: Connector
     kind: str
     interval: float
+    max_backoff: float = 300.0
 
 
 def backfill_name(name: str, start: datetime, end: datetime) -> str:
@@ -126,6 +127,9 @@ class Watermark:
             kept = dict(sorted(kept.items(), key=lambda item: item[1])[-MAX_SEEN_IDS:])
         self.seen = kept
 
+
+Progress = Callable[[Batch, IngestReport], None]
+"""Told of every committed batch of a round (progress bars)."""
 
 PageFetcher = Callable[[datetime, datetime, str | None], Awaitable[tuple[list[Event], str | None]]]
 """Fetch one page of a time range: (start, end, cursor or None for the first page) -> (events, next cursor)."""
@@ -217,6 +221,10 @@ class ConnectorRuntime:
         self.run_playbooks = run_playbooks
         self.failure_backoff = failure_backoff
         self.flush_seconds = flush_seconds
+        self.statuses: dict[str, ConnectorStatus] = {}
+        """The latest status of each connector polled by this process (for /metrics)."""
+        self.errors: dict[str, int] = {}
+        """Failed rounds per connector since this process started (for /metrics)."""
 
     async def status(self, name: str) -> ConnectorStatus | None:
         """A connector's stored status."""
@@ -224,11 +232,15 @@ class ConnectorRuntime:
             return await tx.get_connector_status(name)
 
     async def _save(self, status: ConnectorStatus) -> None:
+        self.statuses[status.connector] = status
         async with self.store.transaction() as tx:
             await tx.save_connector_status(status)
 
-    async def poll(self, connector: Connector, *, kind: str = "connector") -> IngestReport:
-        """Drain one round of `connector` from its checkpoint; each batch commits with its checkpoint.
+    async def poll(
+        self, connector: Connector, *, kind: str = "connector", progress: Progress | None = None
+    ) -> IngestReport:
+        """Drain one round of `connector` from its checkpoint; each batch commits with its checkpoint, then
+        `progress` sees it.
 
         Failures are recorded in the connector's status and re-raised.
         """
@@ -247,6 +259,8 @@ class ConnectorRuntime:
                     run_playbooks=self.run_playbooks,
                 )
                 total.add(report)
+                if progress is not None:
+                    progress(batch, report)
                 status.events_total += report.stored
                 newest = max((event.time for event in batch.events), default=None)
                 if newest is not None and (status.newest_event is None or newest > status.newest_event):
@@ -258,6 +272,7 @@ class ConnectorRuntime:
                     await self._save(status)
         except Exception as error:
             status.consecutive_failures += 1
+            self.errors[connector.name] = self.errors.get(connector.name, 0) + 1
             status.last_error = describe(error)
             status.last_error_at = utcnow()
             await self._save(status)
@@ -270,17 +285,21 @@ class ConnectorRuntime:
         await self._save(status)
         return total
 
-    async def backfill(self, connector: Backfillable, start: datetime, end: datetime) -> IngestReport:
+    async def backfill(
+        self, connector: Backfillable, start: datetime, end: datetime, *, progress: Progress | None = None
+    ) -> IngestReport:
         """Read [start, end) of a connector now; re-running the same range resumes, then does nothing."""
         if end <= start:
             raise ValueError("a backfill range must end after it starts")
-        return await self.poll(connector.backfill(start, end), kind="backfill")
+        return await self.poll(connector.backfill(start, end), kind="backfill", progress=progress)
 
     async def run(self, scheduled: Sequence[Scheduled], stop: asyncio.Event) -> None:
         """Poll each scheduled connector on its interval until `stop` is set."""
-        await asyncio.gather(*(self._loop(item, stop) for item in scheduled))
+        await asyncio.gather(*(self.loop(item, stop) for item in scheduled))
 
-    async def _loop(self, item: Scheduled, stop: asyncio.Event) -> None:
+    async def loop(self, item: Scheduled, stop: asyncio.Event) -> None:
+        """Poll one connector every `interval` until `stop` is set; after a failure wait `failure_backoff`,
+        doubling with each failure in a row up to `max_backoff` (an outage shows as lag, then recovers)."""
         failures = 0
         while not stop.is_set():
             try:
@@ -288,14 +307,12 @@ class ConnectorRuntime:
                 failures, delay = 0, item.interval
             except Exception as error:  # a failing connector must not stop the others
                 failures += 1
-                delay = min(item.interval, self.failure_backoff * 2 ** min(failures - 1, 16))
+                delay = backoff(self.failure_backoff, failures, max(item.max_backoff, self.failure_backoff))
                 log.warning("%s: poll failed (%s); next try in %.1fs", item.connector.name, describe(error), delay)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay)
 
 
-def describe(error: BaseException) -> str:
-    """An error as one safe line: its type and message (messages of our HTTP layer never carry secrets)."""
-    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
-    line = f"{type(error).__name__}: {text}" if text else type(error).__name__
-    return line[:MAX_ERROR_CHARS]
+def backoff(first: float, failures: int, ceiling: float) -> float:
+    """The wait after `failures` failed rounds in a row: `first`, doubling each time, at most `ceiling`."""
+    return min(ceiling, first * 2.0 ** min(failures - 1, 30))

@@ -39,12 +39,10 @@ def build(name: str, entry: ConnectorSettings, settings: Settings) -> Any:
         builder, default_source = BUILDERS[entry.kind]
     except KeyError:
         raise ConfigError(f"connectors.{name}.kind: {entry.kind!r} is not an SDK connector kind") from None
-    source = entry.source or default_source
-    source_settings = (
-        settings.sources.get(source) or SourceSettings(format="generic")
-        if source == "generic"
-        else settings.source(source)
-    )
+    implied = filetail.default_source(entry.options) if entry.kind == "file_tail" else None
+    source = entry.source or implied or default_source
+    builtin = {"generic": SourceSettings(format="generic"), **filetail.DEFAULT_SOURCES}
+    source_settings = settings.sources.get(source) or builtin.get(source) or settings.source(source)
     credentials = {key: secret.reveal() for key, secret in entry.credentials.items()}
     try:
         return builder(name, source, source_settings, entry.options, credentials)

@@ -176,6 +176,24 @@ def unconfigured_receivers(loaded: Sequence[LoadedPlaybook], receivers: Collecti
     ]
 
 
+def unconfigured_channels(loaded: Sequence[LoadedPlaybook], channels: Collection[str]) -> list[Problem]:
+    """Every ``notify.webhook`` step of a loaded playbook whose literal channel is not configured under
+    ``responder.channels`` (a channel given as an expression is checked when the step runs)."""
+    problems: list[Problem] = []
+    configured = ", ".join(sorted(channels)) or "none"
+    for item in loaded:
+        for index, step in enumerate(item.playbook.steps):
+            channel = step.with_.get("channel")
+            if step.uses != "notify.webhook" or not isinstance(channel, str) or "{" in channel or channel in channels:
+                continue
+            here: PathKey = ("steps", index, "with", "channel")
+            location = item.doc.locate(here, at_value=True) if item.doc else Location(str(item.file))
+            problems.append(
+                Problem(location, f"no notify channel {channel!r} under responder.channels (configured: {configured})")
+            )
+    return problems
+
+
 def _action_problems(doc: YamlDocument, registry: Registry, step: Step, here: PathKey) -> list[Problem]:
     problems: list[Problem] = []
     if step.uses is None:

@@ -26,7 +26,9 @@ from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
 from custodes.config import EvidenceSettings, S3EvidenceStore
+from custodes.connectors.sessions import sessions_from
 from custodes.model import stable_id, utcnow
+from custodes.responder import recordings as recorded
 from custodes.responder.registry import ActionContext, ActionError, action
 from custodes.store import Store, Transaction
 from custodes.store.tables import events, evidence_bundles, findings, runs, scoring_scores, steps
@@ -515,7 +517,9 @@ async def _from_siems(ctx: ActionContext, entity: str, since: datetime, until: d
 )
 async def collect(ctx: ActionContext, *, entity: str, since: datetime, until: datetime, reason: str) -> dict[str, Any]:
     """Collect an entity's events, findings, risk scores and playbook runs for a window into a sealed bundle,
-    with the entity's records from each SIEM configured under ``responder.evidence.siem``.
+    with the entity's records from each SIEM configured under ``responder.evidence.siem``, its privileged
+    sessions (``sessions.json``) and the recordings of those that can be read (``recordings/``, see
+    `custodes.responder.recordings`).
 
     The bundle (files, a SHA-256 manifest and a chain of custody) goes to the configured S3 bucket with
     Object Lock, else to the local evidence directory, and is recorded in the store. A replayed step (same
@@ -549,6 +553,17 @@ async def collect(ctx: ActionContext, *, entity: str, since: datetime, until: da
     for read in from_siems:
         files[f"siem/{read.connector}.ndjson"] = _ndjson(read.records)
         counts[f"siem/{read.connector}.ndjson"] = len(read.records)
+    sessions = sessions_from(collected["events"])
+    recordings = [
+        found
+        for found in await asyncio.gather(*(asyncio.to_thread(recorded.fetch, s, settings) for s in sessions))
+        if found is not None
+    ]
+    if sessions:
+        files["sessions.json"] = _dumps([session.to_json() for session in sessions])
+        counts["sessions.json"] = len(sessions)
+    for recording in recordings:
+        files.update(recording.files)
     created = utcnow()
     who = ctx.actor
     header = {
@@ -565,6 +580,7 @@ async def collect(ctx: ActionContext, *, entity: str, since: datetime, until: da
         "siem": [
             {"connector": read.connector, "query": read.query, "records": len(read.records)} for read in from_siems
         ],
+        "recordings": [recording.summary() for recording in recordings],
     }
     bundle = await asyncio.to_thread(bundle_for, settings, bundle_id)
     digest = await asyncio.to_thread(seal, bundle, files, header, counts, who=who, why=reason)

@@ -1,11 +1,13 @@
 """Notification actions: post a message to a chat incoming webhook (Slack, Teams, or anything alike).
 
 Playbooks name a channel; its URL (which embeds a credential) lives in ``responder.channels`` as a secret
-reference, so it never appears in a playbook, a plan, a step record or a log.
+reference, so it never appears in a playbook, a plan, a step record or a log. A channel without a URL (the
+default ``soc`` one) writes the message to the service's log and the step's output instead.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from yarl import URL
@@ -13,8 +15,11 @@ from yarl import URL
 from custodes.responder.http import send
 from custodes.responder.registry import ActionContext, ActionError, action
 
+log = logging.getLogger(__name__)
 
-def _channel_url(ctx: ActionContext, channel: str) -> URL:
+
+def _channel_url(ctx: ActionContext, channel: str) -> URL | None:
+    """The channel's webhook URL; None for a channel that only logs."""
     configured = ctx.settings.channels.get(channel)
     if configured is None:
         known = ", ".join(sorted(ctx.settings.channels)) or "none configured"
@@ -22,6 +27,8 @@ def _channel_url(ctx: ActionContext, channel: str) -> URL:
             f"unknown notify channel {channel!r} (channels: {known}); add it under responder.channels",
             code="not_configured",
         )
+    if configured.url is None:
+        return None
     try:
         target = URL(configured.url.reveal())
     except ValueError:
@@ -41,6 +48,9 @@ async def webhook(
     target = _channel_url(ctx, channel)
     if ctx.dry_run:
         return {"delivered": False, "dry_run": True, "would": f"post a message to the {channel} channel"}
+    if target is None:
+        log.warning("notify %s (no url configured, logged only): %s", channel, text)
+        return {"delivered": False, "logged": True, "channel": channel, "text": text}
     response = await send(
         ctx.http,
         "POST",

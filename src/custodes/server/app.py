@@ -13,11 +13,12 @@ from aiohttp import web
 from sqlalchemy.exc import SQLAlchemyError
 
 from custodes import logs
+from custodes.connectors.supervisor import ConnectorSupervisor
 from custodes.server import api, console, endpoints, webhooks
 from custodes.server.connections import ConnectionLimits, limits_key
-from custodes.server.context import ingest_key, metrics_key, services_key, tasks_key
+from custodes.server.context import ingest_key, metrics_key, services_key, supervisor_key, tasks_key
 from custodes.server.ingest import IngestQueue
-from custodes.server.metrics import CONTENT_TYPE_LATEST, Metrics
+from custodes.server.metrics import CONTENT_TYPE_LATEST, ConnectorCollector, Metrics
 from custodes.server.responses import error, json_response
 from custodes.server.tasks import BackgroundTasks
 from custodes.services import Services
@@ -92,8 +93,9 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=registry.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-def create_app(services: Services) -> web.Application:
-    """The application for already-opened services (the caller closes them)."""
+def create_app(services: Services, supervisor: ConnectorSupervisor | None = None) -> web.Application:
+    """The application for already-opened services (the caller closes them); with the `supervisor` of the
+    connectors this process runs, their start, stop and metrics."""
     limits = ConnectionLimits(services.settings.server)
     app = web.Application(
         middlewares=[observe],
@@ -106,6 +108,9 @@ def create_app(services: Services) -> web.Application:
     app[tasks_key] = tasks
     registry = Metrics()
     app[metrics_key] = registry
+    if supervisor is not None:
+        app[supervisor_key] = supervisor
+        registry.registry.register(ConnectorCollector(supervisor))
     queue = IngestQueue(services.pipeline, tasks, services.settings.server, registry)
     app[ingest_key] = queue
 

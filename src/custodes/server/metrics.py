@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 
-__all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
+from custodes.model import utcnow
+
+if TYPE_CHECKING:
+    from custodes.connectors.supervisor import ConnectorSupervisor
+
+__all__ = ["CONTENT_TYPE_LATEST", "ConnectorCollector", "Metrics"]
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -83,3 +91,49 @@ class Metrics:
     def render(self) -> bytes:
         """The text exposition format."""
         return generate_latest(self.registry)
+
+
+class ConnectorCollector(Collector):
+    """Per pull connector, read when scraped: lag behind its newest event, events/s of its last round, events
+    stored, failed rounds since start, failures in a row and whether it runs."""
+
+    def __init__(self, supervisor: ConnectorSupervisor) -> None:
+        self.supervisor = supervisor
+
+    def collect(self) -> Iterator[Metric]:
+        """The connector metric families."""
+        families: dict[str, GaugeMetricFamily | CounterMetricFamily] = {
+            "lag": GaugeMetricFamily(
+                "custodes_connector_lag_seconds", "Now minus the newest event stored", labels=["connector"]
+            ),
+            "rate": GaugeMetricFamily(
+                "custodes_connector_events_per_second", "Events per second of the last round", labels=["connector"]
+            ),
+            "events": CounterMetricFamily("custodes_connector_events", "Events stored", labels=["connector"]),
+            "errors": CounterMetricFamily(
+                "custodes_connector_errors", "Failed rounds since the service started", labels=["connector"]
+            ),
+            "failing": GaugeMetricFamily(
+                "custodes_connector_consecutive_failures", "Failed rounds in a row", labels=["connector"]
+            ),
+            "running": GaugeMetricFamily(
+                "custodes_connector_running", "1 while the connector is started, else 0", labels=["connector"]
+            ),
+        }
+        runtime = self.supervisor.runtime
+        now = utcnow()
+        for entry in self.supervisor:
+            for item in entry.scheduled:
+                name = item.connector.name
+                families["running"].add_metric([name], 1.0 if entry.state == "running" else 0.0)
+                families["errors"].add_metric([name], float(runtime.errors.get(name, 0)))
+                status = runtime.statuses.get(name)
+                if status is None:
+                    continue
+                lag = status.lag(now)
+                if lag is not None:
+                    families["lag"].add_metric([name], lag.total_seconds())
+                families["rate"].add_metric([name], status.events_per_second)
+                families["events"].add_metric([name], float(status.events_total))
+                families["failing"].add_metric([name], float(status.consecutive_failures))
+        yield from families.values()

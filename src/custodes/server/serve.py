@@ -1,4 +1,5 @@
-"""Running the HTTP service: a context manager for embedding (demo, tests) and `serve_forever` for the CLI."""
+"""Running the HTTP service: a context manager for embedding (demo, tests) and `serve_forever` for the CLI, which
+also runs the configured connectors, the hunt and playbook schedules and the inventory review."""
 
 from __future__ import annotations
 
@@ -11,11 +12,14 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import datetime
 
 from custodes import logs
-from custodes.config import Settings
+from custodes.config import Settings, missing_paths
+from custodes.connectors.runtime import ConnectorRuntime
+from custodes.connectors.supervisor import ConnectorSupervisor
 from custodes.errors import ConfigError
 from custodes.hunts.definition import cron_trigger, load_hunts
 from custodes.hunts.runner import HuntRunner
 from custodes.hunts.scheduler import CronScheduler, Scheduled, hunt_jobs
+from custodes.inventory.schedule import review_loop
 from custodes.playbooks.loader import LoadedPlaybook, unconfigured_receivers
 from custodes.playbooks.runner import EngineError, Runner
 from custodes.server.app import create_app
@@ -27,11 +31,13 @@ RETENTION_INTERVAL_SECONDS = 3600
 
 
 @asynccontextmanager
-async def serving(services: Services, host: str, port: int) -> AsyncIterator[str]:
+async def serving(
+    services: Services, host: str, port: int, supervisor: ConnectorSupervisor | None = None
+) -> AsyncIterator[str]:
     """Serve the application on host:port (0 picks a free port); yields the base URL."""
     async with AsyncExitStack() as stack:
         try:
-            url = await stack.enter_async_context(listening(create_app(services), host, port))
+            url = await stack.enter_async_context(listening(create_app(services, supervisor), host, port))
         except OSError as exc:
             raise ConfigError(
                 f"cannot listen on {host}:{port}: {exc.strerror}",
@@ -43,6 +49,9 @@ async def serving(services: Services, host: str, port: int) -> AsyncIterator[str
 async def serve_forever(settings: Settings) -> None:
     """Open the services and serve until SIGINT or SIGTERM."""
     logs.configure()
+    missing = missing_paths(settings, hunts=settings.hunts.schedule)
+    if missing is not None:
+        raise missing
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -79,18 +88,22 @@ def check_receivers(services: Services) -> None:
 
 async def _serve(services: Services, stop: asyncio.Event) -> None:
     settings = services.settings
-    async with serving(services, settings.server.host, settings.server.port) as url:
+    supervisor = ConnectorSupervisor.from_settings(settings, ConnectorRuntime(services.pipeline), services.http)
+    async with serving(services, settings.server.host, settings.server.port, supervisor) as url:
         log.info(f"serving on {url}", extra={"rules": len(services.rules.rules), "playbooks": len(services.playbooks)})
         retention = asyncio.create_task(_retention_loop(services))
         reaper = asyncio.create_task(_reaper_loop(services))
+        reviews = asyncio.create_task(review_loop(services, stop))
         scheduler = start_schedules(services)
+        supervisor.start_all()
         await stop.wait()
+        await supervisor.close()
         if scheduler is not None:
             await scheduler.stop()
         # wait for the loops to unwind, so that no transaction is left open when the store closes
-        for task in (retention, reaper):
+        for task in (retention, reaper, reviews):
             task.cancel()
-        await asyncio.gather(retention, reaper, return_exceptions=True)
+        await asyncio.gather(retention, reaper, reviews, return_exceptions=True)
 
 
 def start_schedules(services: Services) -> CronScheduler | None:

@@ -1,13 +1,18 @@
-"""Pull connectors' health, as `custodes connectors status` shows it."""
+"""Pull connectors: their health as `custodes connectors status` shows it, and start / stop of the ones this
+service runs (`custodes connectors start|stop` call these)."""
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 from pydantic import Field
 
+from custodes.connectors.supervisor import ConnectorSupervisor, UnknownConnector
 from custodes.model import utcnow
-from custodes.server.endpoints import Call, Model, NoInput, endpoint
+from custodes.server.context import supervisor_key
+from custodes.server.endpoints import ApiError, Call, Model, NoInput, endpoint
+from custodes.store import ConnectorStatus
 
 
 class ConnectorOut(Model):
@@ -25,12 +30,51 @@ class ConnectorOut(Model):
     last_error_at: datetime | None
     consecutive_failures: int
     configured: bool = Field(description="in this service's configuration")
+    state: Literal["running", "stopped"] | None = Field(
+        default=None, description="whether this service is polling it; null when this process runs no connectors"
+    )
 
 
 class ConnectorList(Model):
     """Every connector with a recorded status, and every configured one."""
 
     connectors: list[ConnectorOut]
+
+
+class ConnectorState(Model):
+    """A configured connector entry after a start or stop."""
+
+    name: str
+    kind: str
+    state: Literal["running", "stopped"]
+    connectors: list[str] = Field(description="the connectors of the entry (an Entra entry has one per feed)")
+
+
+def _states(supervisor: ConnectorSupervisor | None) -> dict[str, Literal["running", "stopped"]]:
+    if supervisor is None:
+        return {}
+    return {item.connector.name: entry.state for entry in supervisor for item in entry.scheduled} | {
+        entry.name: entry.state for entry in supervisor
+    }
+
+
+def _out(status: ConnectorStatus, configured: bool, state: Literal["running", "stopped"] | None) -> ConnectorOut:
+    lag = status.lag(utcnow())
+    return ConnectorOut(
+        connector=status.connector,
+        kind=status.kind,
+        lag_seconds=None if lag is None else round(lag.total_seconds(), 1),
+        events_per_second=round(status.events_per_second, 1),
+        events_total=status.events_total,
+        last_round_events=status.last_round_events,
+        newest_event=status.newest_event,
+        last_success=status.last_success,
+        last_error=status.last_error,
+        last_error_at=status.last_error_at,
+        consecutive_failures=status.consecutive_failures,
+        configured=configured,
+        state=state,
+    )
 
 
 @endpoint(
@@ -42,48 +86,70 @@ class ConnectorList(Model):
     tags=("connectors",),
 )
 async def list_connectors(call: Call[NoInput, NoInput]) -> ConnectorList:
-    """Per connector: lag behind its newest event, events/s of the last round, the last success and error and
-    how many rounds in a row failed; configured connectors that never ran are listed with no data."""
+    """Per connector: lag behind its newest event, events/s of the last round, the last success and error, how
+    many rounds in a row failed and whether this service polls it; configured connectors that never ran are
+    listed with no data."""
     async with call.services.store.transaction() as tx:
         statuses = await tx.list_connector_status()
-    now = utcnow()
     configured = call.services.settings.connectors
-    shown = []
-    for status in statuses:
-        lag = status.lag(now)
-        shown.append(
-            ConnectorOut(
-                connector=status.connector,
-                kind=status.kind,
-                lag_seconds=None if lag is None else round(lag.total_seconds(), 1),
-                events_per_second=round(status.events_per_second, 1),
-                events_total=status.events_total,
-                last_round_events=status.last_round_events,
-                newest_event=status.newest_event,
-                last_success=status.last_success,
-                last_error=status.last_error,
-                last_error_at=status.last_error_at,
-                consecutive_failures=status.consecutive_failures,
-                configured=status.connector in configured,
-            )
-        )
+    states = _states(call.request.app.get(supervisor_key))
+    names = {*configured, *(item for item in states if "/" in item)}
+    shown = [_out(status, status.connector in names, states.get(status.connector)) for status in statuses]
     known = {status.connector for status in statuses}
     shown += [
-        ConnectorOut(
-            connector=name,
-            kind=entry.kind,
-            lag_seconds=None,
-            events_per_second=0.0,
-            events_total=0,
-            last_round_events=0,
-            newest_event=None,
-            last_success=None,
-            last_error=None,
-            last_error_at=None,
-            consecutive_failures=0,
-            configured=True,
-        )
+        _out(ConnectorStatus(name, entry.kind), True, states.get(name))
         for name, entry in sorted(configured.items())
         if name not in known
     ]
     return ConnectorList(connectors=shown)
+
+
+async def _control(call: Call[NoInput, NoInput], *, start: bool) -> ConnectorState:
+    supervisor = call.request.app.get(supervisor_key)
+    if supervisor is None:
+        raise ApiError(409, "not_running_connectors", "this process does not run connectors (`custodes serve` does)")
+    name = call.request.match_info["name"]
+    try:
+        entry = supervisor.entry(name)
+    except UnknownConnector as error:
+        raise ApiError(404, "not_found", str(error.args[0])) from None
+    was = entry.state
+    state = supervisor.start(name) if start else await supervisor.stop(name)
+    async with call.services.store.transaction() as tx:
+        await tx.audit(
+            f"api:{call.caller}",
+            f"connector.{'start' if start else 'stop'}",
+            name,
+            {"role": call.role, "from": was, "to": state},
+        )
+    return ConnectorState(
+        name=name, kind=entry.kind, state=state, connectors=[item.connector.name for item in entry.scheduled]
+    )
+
+
+@endpoint(
+    "POST",
+    "/api/connectors/{name}/start",
+    role="admin",
+    summary="Start a connector",
+    response=ConnectorState,
+    tags=("connectors",),
+)
+async def start_connector(call: Call[NoInput, NoInput]) -> ConnectorState:
+    """Start polling a configured connector entry from its checkpoint (until stopped or the service restarts
+    with it disabled); audited (`connector.start`)."""
+    return await _control(call, start=True)
+
+
+@endpoint(
+    "POST",
+    "/api/connectors/{name}/stop",
+    role="admin",
+    summary="Stop a connector",
+    response=ConnectorState,
+    tags=("connectors",),
+)
+async def stop_connector(call: Call[NoInput, NoInput]) -> ConnectorState:
+    """Stop polling a connector entry once the batch under way has committed; lasts until a start or a restart
+    of the service; audited (`connector.stop`)."""
+    return await _control(call, start=False)

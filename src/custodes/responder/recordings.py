@@ -1,0 +1,78 @@
+"""Fetching the recordings of privileged sessions into evidence bundles.
+
+A recording Custodes can read is copied into the bundle (and so sealed by its manifest): a ``file://`` URL or an
+absolute path (Teleport's file session storage), or a sudo I/O log (``sudo-io:<TSID>``, the folder under
+``responder.evidence.sudo_iolog_dir``), every file of a folder. Any other reference (``s3://``, ``gs://``, an
+HTTP endpoint of Teleport's proxy) is kept as a reference with the reason it was not copied: reading those needs
+the recording store's own credentials, which Custodes is not given.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from custodes.config import EvidenceSettings
+from custodes.connectors.sessions import PrivilegedSession
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+@dataclass(slots=True)
+class Recording:
+    """One session's recording: the files copied (bundle name -> bytes), or why none was."""
+
+    session: str
+    reference: str
+    files: dict[str, bytes] = field(default_factory=dict)
+    skipped: str | None = None
+
+    def summary(self) -> dict[str, object]:
+        """What the bundle's manifest header says about it."""
+        return {
+            "session": self.session,
+            "reference": self.reference,
+            "files": sorted(self.files),
+            "skipped": self.skipped,
+        }
+
+
+def _local_path(reference: str, settings: EvidenceSettings) -> Path | None:
+    if reference.startswith("sudo-io:"):
+        return settings.sudo_iolog_dir / reference.removeprefix("sudo-io:")
+    if reference.startswith("file://"):
+        return Path(unquote(urlparse(reference).path))
+    if reference.startswith("/"):
+        return Path(reference)
+    return None
+
+
+def fetch(session: PrivilegedSession, settings: EvidenceSettings) -> Recording | None:
+    """The recording of a session, copied when it is a readable local file or folder (blocking I/O)."""
+    if session.recording is None:
+        return None
+    folder = f"recordings/{session.kind}-{_UNSAFE.sub('_', session.id)}"
+    recording = Recording(f"{session.kind}:{session.id}", session.recording)
+    path = _local_path(session.recording, settings)
+    if path is None:
+        scheme = urlparse(session.recording).scheme or "unknown"
+        recording.skipped = f"a {scheme} recording is referenced, not copied (only local files are read)"
+        return recording
+    try:
+        found = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+        if not found:
+            recording.skipped = f"{path}: not found"
+            return recording
+        total = sum(item.stat().st_size for item in found)
+        if total > settings.max_recording_bytes:
+            recording.skipped = f"{path}: {total} bytes, over responder.evidence.max_recording_bytes"
+            return recording
+        for item in found:
+            name = item.name if item == path else item.relative_to(path).as_posix()
+            recording.files[f"{folder}/{name}"] = item.read_bytes()
+    except OSError as error:
+        recording.files.clear()
+        recording.skipped = f"{path}: {error.strerror or error}"
+    return recording
