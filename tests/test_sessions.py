@@ -164,13 +164,13 @@ async def test_the_api_lists_an_entitys_sessions(database: DatabaseSettings, tmp
             "scoring": {"pseudonymise": False},
             "server": {"api_tokens": [{"name": "a", "token": "env:T_SESSIONS", "role": "analyst"}]},
         },
-        context={"environ": {"T_SESSIONS": "tok-sessions"}},
+        context={"environ": {"T_SESSIONS": "tok-sessions-0123456789"}},
     )
     settings.database = database
     async with await Services.open(settings) as services, serving(services, "127.0.0.1", 0) as url:
         async with services.store.transaction() as tx:
             await tx.insert_events([to_event(r, TELEPORT, "teleport") for r in teleport_lines("file:///r/6f1c.tar")])
-        headers = {"Authorization": "Bearer tok-sessions"}
+        headers = {"Authorization": "Bearer tok-sessions-0123456789"}
         window = "since=2026-12-03T00:00:00Z&until=2026-12-04T00:00:00Z"
         async with aiohttp.ClientSession() as http:
             async with http.get(f"{url}/api/entities/carol/sessions?{window}", headers=headers) as answer:
