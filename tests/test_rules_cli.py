@@ -102,6 +102,31 @@ def test_convert_json_and_errors(tmp_path: Path) -> None:
     assert missing.exit_code == 2 and "no such file or folder" in missing.stderr
 
 
+def test_convert_a_folder_as_one_collection_with_its_correlations() -> None:
+    for target in ("splunk", "esql", "lucene"):
+        result = runner.invoke(app, ["rules", "convert", "--target", target, "--json", str(RULES)])
+        assert result.exit_code == 0, result.output
+        converted = {item["title"]: item for item in json.loads(result.stdout)}
+        mass = converted["Mass Download by One User"]
+        if target == "splunk":  # the correlation's query is built from the three rules it refers to
+            assert mass["query"] is not None and "| stats count" in mass["query"] and "FileDownloaded" in mass["query"]
+            assert not mass["exact"] and "fixed time buckets" in mass["reason"]
+        assert not mass["exact"]
+
+
+def test_convert_reports_rules_reading_enrichment_fields_as_in_process() -> None:
+    result = runner.invoke(app, ["rules", "convert", "--target", "lucene", "--json", str(RULES)])
+    assert result.exit_code == 0, result.output
+    converted = {item["title"]: item for item in json.loads(result.stdout)}
+    off_hours = [item for title, item in converted.items() if title.endswith("Outside Working Hours")]
+    assert len(off_hours) == 3
+    assert all(not item["exact"] and "custodes.off_hours" in item["reason"] for item in off_hours)
+    departing = [item for title, item in converted.items() if title.startswith("Departing User")]
+    assert departing and all(not item["exact"] and "custodes.watchlists" in item["reason"] for item in departing)
+    exact = converted["AWS CloudTrail Logging Disabled or Weakened"]
+    assert exact["exact"] and exact["reason"] is None
+
+
 def test_stats_summarise_rules_and_rejections(tmp_path: Path) -> None:
     (tmp_path / "good.yml").write_text(RULE)
     (tmp_path / "bad.yml").write_text("title: x\nlogsource: {product: aws}\ndetection:\n  condition: nope\n")
