@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 
+import orjson
 from typer.testing import CliRunner
 
 from custodes.cli import app
+from custodes.config import SourceSettings, load_settings
+from custodes.connectors.envelope import to_event
+from custodes.detections.sigma.engine import SigmaEngine
+from custodes.detections.sigma.loader import load_rules
+from custodes.detections.sigma.pipelines import pipeline_named
 
 ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
 RULES = ROOT / "detections" / "rules"
 STORY = ROOT / "src" / "custodes" / "demo"
 runner = CliRunner()
@@ -151,3 +159,48 @@ def test_lint_and_stats_count_correlation_rules() -> None:
     assert json.loads(stats.stdout)["correlations"] == 2
     failing = runner.invoke(app, ["rules", "test", str(pack / "correlation")])
     assert failing.exit_code == 2 and "refers to unknown rule" in failing.stderr
+
+
+def test_match_agrees_with_the_in_process_engine_with_and_without_a_source(tmp_path: Path) -> None:
+    """The streamed, indexed `rules match` gives exactly what every rule tested on every event gives."""
+    rules = [RULES / "aws", SHARED / "sigmahq" / "rules" / "cloud" / "aws"]
+    otrf = SHARED / "datasets" / "otrf-cloudtrail" / "ec2_proxy_s3_exfiltration_2020-09-14011940.json"
+    records = [orjson.loads(line) for line in otrf.read_bytes().splitlines() if line.strip()]
+    base = records[0]
+    for n, (source, name) in enumerate(
+        [
+            ("cloudtrail.amazonaws.com", "StopLogging"),
+            ("cloudtrail.amazonaws.com", "DeleteTrail"),
+            ("iam.amazonaws.com", "CreateAccessKey"),
+            ("s3.amazonaws.com", "PutBucketPolicy"),
+            ("guardduty.amazonaws.com", "DeleteDetector"),
+            ("ec2.amazonaws.com", "ModifyInstanceAttribute"),
+        ]
+    ):
+        records.append({**base, "eventID": f"crafted-{n}", "eventSource": source, "eventName": name})
+    records.append("not an object")
+    path = tmp_path / "trail.ndjson.gz"
+    path.write_bytes(gzip.compress(b"\n".join(orjson.dumps(record) for record in records) + b"\n"))
+    settings = load_settings(None, environ={})
+    cloudtrail = settings.source("cloudtrail")
+    with_source = load_rules(rules, pipeline=pipeline_named(cloudtrail.pipeline_name))
+    oracle = SigmaEngine(with_source, indexed=False)
+    as_written = load_rules(rules)
+    generic = SourceSettings(format="generic")
+    expected_with: list[tuple[str, int, str]] = []
+    expected_without: list[tuple[str, int, str]] = []
+    for number, record in enumerate(records, start=1):
+        event = to_event(record, cloudtrail, "cloudtrail")
+        expected_with += [(rule.id, number, event.id) for rule in oracle.match(event)]
+        plain = to_event(record, generic, "file")
+        expected_without += [(rule.id, number, plain.id) for rule in as_written.rules if rule.match(plain.raw)]
+    assert len({rule for rule, _, _ in expected_with}) >= 4  # the crafted records do match
+    for args, expected in (
+        (["--source", "cloudtrail"], expected_with),
+        ([], expected_without),
+    ):
+        result = runner.invoke(app, ["rules", "match", *[f"--rules={r}" for r in rules], "--events", str(path), *args])
+        assert result.exit_code == 0, result.output
+        got = [(m["rule_id"], m["line"], m["event_id"]) for m in map(json.loads, result.stdout.splitlines())]
+        assert got == expected, args
+        assert f"{len(expected)} matches" in result.stderr
