@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
 import typer
@@ -14,7 +14,9 @@ from custodes.cli.app import app
 from custodes.cli.common import ConfigOption, JsonOption, console, run, settings_from
 from custodes.errors import CustodesError
 from custodes.model import utcnow
-from custodes.store import ConnectorStatus
+
+if TYPE_CHECKING:  # the store (SQLAlchemy) is imported only by the commands that open it
+    from custodes.store import ConnectorStatus
 
 connectors_app = typer.Typer(help="Pull connectors: status, backfill.", no_args_is_help=True)
 app.add_typer(connectors_app, name="connectors")
