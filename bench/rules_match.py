@@ -1,0 +1,171 @@
+"""`custodes rules match` as a user runs it (whole process: start, load rules, read, match, write) beside its peers.
+
+200,000 CloudTrail records generated as in `sigma_cloudtrail.py` (OTRF shapes; a tenth carry the values of a
+random rule's selection, so rules match) are written to an NDJSON file; every SigmaHQ AWS rule is copied to a
+folder. Each tool then runs as its own process, one after the other in this run, and the wall time and peak
+resident memory of that process are reported:
+
+- Custodes: `custodes rules match --rules DIR --events FILE --source cloudtrail` (its matches are checked against
+  the in-process engine's, event by event: they must be identical);
+- the pySigma DuckDB backend (`pysigma-backend-duckdb` with `duckdb`, installed into this venv from PyPI if
+  missing; never a dependency of Custodes): every rule converted to SQL and run by DuckDB over the same file
+  read with `read_json_auto`;
+- Zircolite is a GitHub project that is on neither PyPI nor npm; where it cannot be fetched it is reported as
+  not run.
+
+Startup (one record) is measured for the AWS rules and for the whole SigmaHQ corpus.
+
+Run: `.venv/bin/python bench/rules_match.py [--events N]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import orjson
+
+from sigma_cloudtrail import SIGMAHQ, aws_rule_files, generate, rule_selections
+
+ROOT = Path(__file__).resolve().parents[1]
+CUSTODES = Path(sys.executable).with_name("custodes")
+PEERS = ("pysigma-backend-duckdb", "duckdb")
+TIME = "/usr/bin/time"  # GNU time (Debian package `time`)
+
+
+def measured(command: list[str], stdout: Path) -> tuple[float, float, int]:
+    """Run `command` (stdout to a file) under `/usr/bin/time`: its wall seconds, peak RSS in MB, exit status.
+
+    `time` measures the process it starts itself, so the RSS of this (large) bench process does not count.
+    """
+    with stdout.open("wb") as out:
+        done = subprocess.run([TIME, "-f", "%e %M", *command], stdout=out, stderr=subprocess.PIPE, check=False)  # noqa: S603
+    error = done.stderr.decode(errors="replace").strip()
+    if done.returncode:
+        print(f"  {command[0]} failed ({done.returncode}): {error[-600:]}")
+    wall, rss = error.splitlines()[-1].split()[-2:]
+    return float(wall), int(rss) / 1024, done.returncode
+
+
+def ensure_peers() -> bool:
+    """Install the DuckDB backend and DuckDB into this venv if missing (bench only)."""
+    if importlib.util.find_spec("sigma_backend_duckdb") and importlib.util.find_spec("duckdb"):
+        return True
+    print(f"installing {', '.join(PEERS)} from PyPI into {sys.prefix} (bench only)")
+    done = subprocess.run([sys.executable, "-m", "pip", "install", "-q", *PEERS], check=False)  # noqa: S603
+    return done.returncode == 0
+
+
+def duckdb_peer(rules: Path, events: Path) -> None:
+    """The DuckDB backend's whole process: convert every rule, run each query over the JSON file, print matches."""
+    import duckdb
+    from sigma.collection import SigmaCollection
+    from sigma_backend_duckdb import DuckDBBackend
+
+    backend = DuckDBBackend()
+    connection = duckdb.connect()
+    connection.execute(  # the bench's own temporary file
+        f"CREATE TABLE logs AS SELECT * FROM read_json_auto('{events}', format='newline_delimited')"  # noqa: S608
+    )
+    matches = failed = 0
+    for path in sorted(rules.glob("*.yml")):
+        try:
+            queries = backend.convert(SigmaCollection.from_yaml(path.read_text(encoding="utf-8")))
+        except Exception:
+            failed += 1
+            continue
+        for query in queries:
+            try:
+                matches += connection.execute(f"SELECT count(*) FROM ({query})").fetchone()[0]  # type: ignore[index]  # noqa: S608
+            except duckdb.Error:
+                failed += 1
+    print(orjson.dumps({"matches": matches, "failed": failed}).decode())
+
+
+def oracle(rules: Path, lines: list[bytes]) -> list[tuple[str, int]]:
+    """The in-process engine's matches (rule id, line), through the envelope as the service maps events."""
+    from custodes.config import load_settings
+    from custodes.connectors.envelope import to_event
+    from custodes.detections.sigma.engine import SigmaEngine
+    from custodes.detections.sigma.loader import load_rules
+    from custodes.detections.sigma.pipelines import pipeline_named
+
+    source = load_settings(None, environ={}).source("cloudtrail")
+    engine = SigmaEngine(load_rules([rules], pipeline=pipeline_named(source.pipeline_name)))
+    found = []
+    for number, line in enumerate(lines, start=1):
+        event = to_event(orjson.loads(line), source, "cloudtrail")
+        found.extend((rule.id, number) for rule in engine.match(event))
+    return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--peer-duckdb", nargs=2, type=Path, metavar=("RULES", "EVENTS"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.peer_duckdb:
+        duckdb_peer(*args.peer_duckdb)
+        return
+    print(f"python {platform.python_version()} on {platform.machine()}, {os.cpu_count()} cores")
+    with tempfile.TemporaryDirectory(prefix="custodes-bench-") as folder:
+        work = Path(folder)
+        rules = work / "aws-rules"
+        rules.mkdir()
+        files = aws_rule_files()
+        for path in files:
+            shutil.copy(path, rules / path.name)
+        lines = generate(args.events, rule_selections(files))
+        events = work / "cloudtrail.ndjson"
+        events.write_bytes(b"\n".join(lines) + b"\n")
+        one = work / "one.ndjson"
+        one.write_bytes(lines[0] + b"\n")
+        size = events.stat().st_size / 1e6
+        print(f"{len(files)} SigmaHQ AWS rules, {len(lines):,} CloudTrail records ({size:.0f} MB NDJSON)\n")
+
+        rows: list[tuple[str, float, float, str]] = []
+        match_command = [str(CUSTODES), "rules", "match", "--rules", str(rules), "--source", "cloudtrail"]
+        wall, rss, _ = measured([*match_command, "--events", str(events)], work / "custodes.out")
+        got = [(m["rule_id"], m["line"]) for m in map(orjson.loads, (work / "custodes.out").read_bytes().splitlines())]
+        expected = oracle(rules, lines)
+        same = "identical" if got == expected else f"DIFFERENT ({len(got)} vs {len(expected)})"
+        rows.append(("custodes rules match --source cloudtrail", wall, rss, f"{len(got):,} matches, {same}"))
+        wall, rss, _ = measured(
+            [str(CUSTODES), "rules", "match", "--rules", str(rules), "--events", str(events)], work / "plain.out"
+        )
+        rows.append(("custodes rules match (no --source)", wall, rss, ""))
+        if ensure_peers():
+            command = [sys.executable, __file__, "--peer-duckdb", str(rules), str(events)]
+            wall, rss, status = measured(command, work / "duckdb.out")
+            outcome = orjson.loads((work / "duckdb.out").read_bytes()) if status == 0 else {}
+            note = f"{outcome.get('matches', 0):,} matches, {outcome.get('failed', '?')} rules failed"
+            rows.append(("pySigma DuckDB backend (DuckDB reads the JSON)", wall, rss, note))
+        else:
+            print("pysigma-backend-duckdb could not be installed: not run")
+        print("Zircolite: not run (a GitHub project, on neither PyPI nor npm; only those registries are reachable)")
+
+        print(f"\n{'tool (whole process)':<50} {'seconds':>8} {'events/s':>10} {'peak MB':>8}  notes")
+        for name, wall, rss, note in rows:
+            print(f"{name:<50} {wall:>8.2f} {len(lines) / wall:>10,.0f} {rss:>8.0f}  {note}")
+        if len(rows) == 3:
+            print(f"\nCustodes / DuckDB backend events/s: {rows[2][1] / rows[0][1]:.2f}x")
+
+        print("\nstartup (one record):")
+        for label, paths, extra in (
+            ("AWS rules, --source cloudtrail", [rules], ["--source", "cloudtrail"]),
+            ("whole SigmaHQ corpus (rules*)", sorted(SIGMAHQ.glob("rules*")), []),
+        ):
+            command = [str(CUSTODES), "rules", "match", *[f"--rules={p}" for p in paths], "--events", str(one)]
+            wall, rss, _ = measured([*command, *extra], work / "startup.out")
+            print(f"  {label:<40} {wall:6.2f} s  {rss:5.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
