@@ -25,6 +25,7 @@ import importlib.util
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -109,6 +110,7 @@ def oracle(rules: Path, lines: list[bytes]) -> list[tuple[str, int]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--repeat", type=int, default=3, help="interleaved runs of each tool (median reported)")
     parser.add_argument("--peer-duckdb", nargs=2, type=Path, metavar=("RULES", "EVENTS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.peer_duckdb:
@@ -128,34 +130,55 @@ def main() -> None:
         one = work / "one.ndjson"
         one.write_bytes(lines[0] + b"\n")
         size = events.stat().st_size / 1e6
-        print(f"{len(files)} SigmaHQ AWS rules, {len(lines):,} CloudTrail records ({size:.0f} MB NDJSON)\n")
+        print(f"{len(files)} SigmaHQ AWS rules, {len(lines):,} CloudTrail records ({size:.0f} MB NDJSON)")
 
-        rows: list[tuple[str, float, float, str]] = []
-        match_command = [str(CUSTODES), "rules", "match", "--rules", str(rules), "--source", "cloudtrail"]
-        wall, rss, _ = measured([*match_command, "--events", str(events)], work / "custodes.out")
-        got = [(m["rule_id"], m["line"]) for m in map(orjson.loads, (work / "custodes.out").read_bytes().splitlines())]
-        expected = oracle(rules, lines)
-        same = "identical" if got == expected else f"DIFFERENT ({len(got)} vs {len(expected)})"
-        rows.append(("custodes rules match --source cloudtrail", wall, rss, f"{len(got):,} matches, {same}"))
-        wall, rss, _ = measured(
-            [str(CUSTODES), "rules", "match", "--rules", str(rules), "--events", str(events)], work / "plain.out"
-        )
-        rows.append(("custodes rules match (no --source)", wall, rss, ""))
+        match = [str(CUSTODES), "rules", "match", "--rules", str(rules), "--events", str(events)]
+        tools: dict[str, list[str]] = {
+            "custodes rules match --source cloudtrail": [*match, "--source", "cloudtrail"],
+            "custodes rules match (no --source)": match,
+        }
         if ensure_peers():
-            command = [sys.executable, __file__, "--peer-duckdb", str(rules), str(events)]
-            wall, rss, status = measured(command, work / "duckdb.out")
-            outcome = orjson.loads((work / "duckdb.out").read_bytes()) if status == 0 else {}
-            note = f"{outcome.get('matches', 0):,} matches, {outcome.get('failed', '?')} rules failed"
-            rows.append(("pySigma DuckDB backend (DuckDB reads the JSON)", wall, rss, note))
+            tools["pySigma DuckDB backend (DuckDB reads the JSON)"] = [
+                sys.executable,
+                __file__,
+                "--peer-duckdb",
+                str(rules),
+                str(events),
+            ]
         else:
             print("pysigma-backend-duckdb could not be installed: not run")
         print("Zircolite: not run (a GitHub project, on neither PyPI nor npm; only those registries are reachable)")
+        runs: dict[str, list[tuple[float, float]]] = {name: [] for name in tools}
+        outputs = {name: work / f"out{number}" for number, name in enumerate(tools)}
+        for _ in range(args.repeat):  # interleaved, so that load on the machine falls on every tool alike
+            for name, command in tools.items():
+                wall, rss, _status = measured(command, outputs[name])
+                runs[name].append((wall, rss))
 
-        print(f"\n{'tool (whole process)':<50} {'seconds':>8} {'events/s':>10} {'peak MB':>8}  notes")
-        for name, wall, rss, note in rows:
-            print(f"{name:<50} {wall:>8.2f} {len(lines) / wall:>10,.0f} {rss:>8.0f}  {note}")
-        if len(rows) == 3:
-            print(f"\nCustodes / DuckDB backend events/s: {rows[2][1] / rows[0][1]:.2f}x")
+        first = next(iter(tools))
+        got = [(m["rule_id"], m["line"]) for m in map(orjson.loads, outputs[first].read_bytes().splitlines())]
+        expected = oracle(rules, lines)
+        same = "identical to the in-process engine" if got == expected else f"DIFFERENT ({len(expected)} expected)"
+        notes = {first: f"{len(got):,} matches, {same}"}
+        duckdb = "pySigma DuckDB backend (DuckDB reads the JSON)"
+        if duckdb in tools and outputs[duckdb].stat().st_size:
+            outcome = orjson.loads(outputs[duckdb].read_bytes())
+            notes[duckdb] = f"{outcome['matches']:,} matches, {outcome['failed']} rules fail in DuckDB"
+
+        print(
+            f"\n{f'tool (whole process), median of {args.repeat}':<50} {'seconds':>8} {'events/s':>10} {'peak MB':>8}"
+        )
+        medians = {}
+        for name, measures in runs.items():
+            wall = statistics.median(w for w, _ in measures)
+            rss = max(r for _, r in measures)
+            medians[name] = wall
+            spread = ", ".join(f"{w:.2f}" for w, _ in measures)
+            print(f"{name:<50} {wall:>8.2f} {len(lines) / wall:>10,.0f} {rss:>8.0f}  runs: {spread}")
+            if name in notes:
+                print(f"{'':<50} {notes[name]}")
+        if duckdb in medians:
+            print(f"\nCustodes (--source) / DuckDB backend, events/s: {medians[duckdb] / medians[first]:.2f}x")
 
         print("\nstartup (one record):")
         for label, paths, extra in (
