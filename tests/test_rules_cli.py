@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import orjson
+import pytest
 from typer.testing import CliRunner
 
 from custodes.cli import app
@@ -161,9 +162,16 @@ def test_lint_and_stats_count_correlation_rules() -> None:
     assert failing.exit_code == 2 and "refers to unknown rule" in failing.stderr
 
 
-def test_match_agrees_with_the_in_process_engine_with_and_without_a_source(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "rules",
+    [
+        [SHARED / "sigmahq" / "rules" / "cloud" / "aws"],  # records go straight to the route's index
+        [RULES / "aws", SHARED / "sigmahq" / "rules" / "cloud" / "aws"],  # with rules reading `custodes.*`
+    ],
+    ids=["raw-records", "enriched-events"],
+)
+def test_match_agrees_with_the_in_process_engine_with_and_without_a_source(tmp_path: Path, rules: list[Path]) -> None:
     """The streamed, indexed `rules match` gives exactly what every rule tested on every event gives."""
-    rules = [RULES / "aws", SHARED / "sigmahq" / "rules" / "cloud" / "aws"]
     otrf = SHARED / "datasets" / "otrf-cloudtrail" / "ec2_proxy_s3_exfiltration_2020-09-14011940.json"
     records = [orjson.loads(line) for line in otrf.read_bytes().splitlines() if line.strip()]
     base = records[0]

@@ -5,8 +5,9 @@ from __future__ import annotations
 import re
 import sys
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Final
 
@@ -23,6 +24,7 @@ from custodes.errors import CustodesError
 if TYPE_CHECKING:
     from custodes.config import SourceSettings
     from custodes.detections.sigma.compiler import CompiledRule
+    from custodes.detections.sigma.engine import SigmaEngine
     from custodes.detections.sigma.loader import RuleSet
 
 rules_app = typer.Typer(help="Work with Sigma rules.", no_args_is_help=True)
@@ -393,23 +395,22 @@ class _Matcher:
         self._to_event = to_event
         self._settings = source or SourceSettings(format="generic")
         self._name = name
-        self._index = RuleIndex(ruleset.rules) if source is None else None
-        self._engine = SigmaEngine(ruleset) if source is not None else None
-        self._logsource = self._settings.logsource
-        self._per_event = source is not None and (
-            source.format in VARYING_LOGSOURCE or any(rule.contextual for rule in ruleset.rules)
-        )
+        self._match: Callable[[dict[str, Any]], list[CompiledRule]]
+        if source is None:
+            self._match = RuleIndex(ruleset.rules).match
+        elif source.format in VARYING_LOGSOURCE or any(rule.contextual for rule in ruleset.rules):
+            self._match = partial(self._match_event, SigmaEngine(ruleset))
+        else:
+            self._match = partial(SigmaEngine(ruleset).match_record, self._settings.logsource)
 
     def match(self, record: Any) -> list[CompiledRule]:
         """The rules `record` matches, in load order."""
         if type(record) is not dict:
             record = self._to_event(record, self._settings, self._name).raw
-        if self._index is not None:
-            return self._index.match(record)
-        assert self._engine is not None
-        if self._per_event:
-            return self._engine.match(self._to_event(record, self._settings, self._name))
-        return self._engine.match_record(self._logsource, record)
+        return self._match(record)
+
+    def _match_event(self, engine: SigmaEngine, record: dict[str, Any]) -> list[CompiledRule]:
+        return engine.match(self._to_event(record, self._settings, self._name))
 
     def event_id(self, record: Any) -> str:
         """The id of the event `record` maps to (as the service would store it)."""
