@@ -230,3 +230,10 @@ def test_a_large_gzip_file_is_read_in_bounded_memory(tmp_path: Path) -> None:
             tracemalloc.stop()
         assert seen == count
         assert peak < 12 * 1024 * 1024, (path.name, peak)  # a few chunks, far below the 25 MB of content
+
+
+def test_a_truncated_document_is_an_error_whatever_the_chunks(tmp_path: Path) -> None:
+    for data in (b'[{"a": 1}, 12', b'{"Records": [{"a": 1}', b'{"a": 12', b"[1, 2"):
+        for size in (1, 3, len(data)):
+            with pytest.raises(CustodesError, match=r"invalid JSON"):
+                list(parse_stream(pieces(data, size), tmp_path / "cut.json"))

@@ -232,9 +232,14 @@ class _Document:
                 if cut and len(self.text) - self.pos < _LONGEST_ELEMENT and self._more():
                     continue
                 raise error from None
-            if end < len(self.text) or not self._more():  # a number may go on in the next chunk
+            if end < len(self.text):
                 self.pos = end
                 return value
+            start = self.pos
+            if not self._more():  # the end of the file: `_more` dropped the `start` characters before the value
+                self.pos = end - start
+                return value
+            # a value ending with the text may go on in the next chunk (a number): decoded again with it
 
     def _more(self) -> bool:
         """Append the next chunk, dropping the text already consumed; False at the end of the file."""
