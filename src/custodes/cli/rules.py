@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import re
 import sys
 from collections import Counter
@@ -336,6 +337,7 @@ def rules_match(
         for rejection in ruleset.rejections:
             err.print(f"[yellow]rejected:[/yellow] {rejection}", highlight=False, soft_wrap=True)
         matcher = _Matcher(ruleset, source_settings, source or "file")
+        gc.freeze()  # the rules live as long as the command: collections of the records' garbage skip them
         matched = 0
         out: list[bytes] = []
         with _progress("matching", None) as progress:
