@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import tracemalloc
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,7 @@ import pytest
 from conftest import SHARED
 from custodes.config import SourceSettings, load_settings
 from custodes.connectors.envelope import parse_time, to_event
-from custodes.connectors.files import FileConnector, iter_records
+from custodes.connectors.files import FileConnector, iter_records, parse_stream
 from custodes.errors import CustodesError
 from custodes.model import Event, Outcome
 
@@ -161,3 +163,77 @@ async def test_replay_resumes_from_its_checkpoint(tmp_path: Path) -> None:
     path.write_bytes(b"\n".join(reversed(lines)) + b"\n")
     replaced, _ = await drain(connector, checkpoint)
     assert [e.raw["uuid"] for e in replaced] == ["u4", "u3", "u2", "u1", "u0"]
+
+
+# streaming ---------------------------------------------------------------------------------------------
+def pieces(data: bytes, size: int, pulled: list[int] | None = None) -> Iterator[bytes]:
+    """`data` in chunks of `size` bytes, counting the chunks taken in `pulled`."""
+    for start in range(0, len(data), size):
+        if pulled is not None:
+            pulled.append(start)
+        yield data[start : start + size]
+
+
+def test_every_layout_reads_the_same_whatever_the_chunk_boundaries(tmp_path: Path) -> None:
+    records: list[Any] = [
+        {"eventID": f"e{i}", "n": 10**i, "x": 1.5e-3, "s": 'quote " back\\ é ✓ \U0001f600', "l": [True, None, {}]}
+        for i in range(6)
+    ]
+    layouts = {
+        "lines": b"\n".join(orjson.dumps(r) for r in records) + b"\r\n\n",
+        "array": orjson.dumps(records, option=orjson.OPT_INDENT_2),
+        "compact array": orjson.dumps(records),
+        "trail": orjson.dumps({"Records": records}, option=orjson.OPT_INDENT_2),
+        "trail after a key": orjson.dumps({"other": [1, {"a": 2}], "Records": records}),
+        "object": orjson.dumps({"Records": "not a list", "n": 12345}, option=orjson.OPT_INDENT_2),
+    }
+    for name, data in layouts.items():
+        expected = list(parse_stream(iter([data]), tmp_path / name))
+        assert expected, name
+        for size in (1, 2, 3, 7, 64):
+            assert list(parse_stream(pieces(data, size), tmp_path / name)) == expected, (name, size)
+    assert [r for _, r, _ in parse_stream(iter([layouts["trail after a key"]]), tmp_path)] == records
+    assert [r for _, r, _ in parse_stream(iter([layouts["array"]]), tmp_path)] == records
+
+
+def test_a_document_yields_its_first_record_before_the_rest_is_read(tmp_path: Path) -> None:
+    records = [{"eventID": f"e{i}", "eventName": "GetObject", "pad": "x" * 200} for i in range(20_000)]
+    for document in (records, {"Records": records}):
+        data = orjson.dumps(document)  # one line of 4.7 MB, as CloudTrail writes its files
+        pulled: list[int] = []
+        rows = parse_stream(pieces(data, 4096, pulled), tmp_path / "trail.json")
+        assert next(rows)[1] == records[0]
+        # at most the first-line look-ahead (1 MiB) is read, not the whole file
+        assert len(pulled) * 4096 <= (1 << 20) + 8192 < len(data) // 4
+        assert sum(1 for _ in rows) == len(records) - 1
+
+
+def test_a_large_gzip_file_is_read_in_bounded_memory(tmp_path: Path) -> None:
+    record = {"eventName": "GetObject", "requestParameters": {"bucketName": "b", "key": "k" * 300}}
+    lines = tmp_path / "big.ndjson.gz"
+    trail = tmp_path / "big.json.gz"
+    count = 60_000  # ~25 MB decompressed each
+    with gzip.open(lines, "wb", compresslevel=1) as out:
+        for i in range(count):
+            out.write(orjson.dumps({**record, "eventID": str(i)}) + b"\n")
+    with gzip.open(trail, "wb", compresslevel=1) as out:
+        out.write(b'{"Records": [')
+        for i in range(count):
+            out.write((b"," if i else b"") + orjson.dumps({**record, "eventID": str(i)}))
+        out.write(b"]}")
+    for path in (lines, trail):
+        tracemalloc.start()
+        try:
+            seen = sum(1 for _ in iter_records(path))
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert seen == count
+        assert peak < 12 * 1024 * 1024, (path.name, peak)  # a few chunks, far below the 25 MB of content
+
+
+def test_a_truncated_document_is_an_error_whatever_the_chunks(tmp_path: Path) -> None:
+    for data in (b'[{"a": 1}, 12', b'{"Records": [{"a": 1}', b'{"a": 12', b"[1, 2"):
+        for size in (1, 3, len(data)):
+            with pytest.raises(CustodesError, match=r"invalid JSON"):
+                list(parse_stream(pieces(data, size), tmp_path / "cut.json"))

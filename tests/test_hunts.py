@@ -259,6 +259,34 @@ async def test_an_esql_connector_hunt_matches_every_rule_in_process(
         assert set(await found_rules(services)) == {TAMPERING, OTHER_KEY}
 
 
+async def test_an_elasticsearch_hunt_matches_rules_reading_enrichment_in_process(
+    elastic: tuple[es_sim.ElasticsearchState, str], database: DatabaseSettings, tmp_path: Path
+) -> None:
+    """`custodes.off_hours` exists only in process: pushed down, the SIEM would silently find nothing."""
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    rule_id = "7d1c2b3a-0000-4000-8000-0000000000e1"
+    (rules / "in_hours.yml").write_text(
+        f"title: Trail stopped in working hours\nid: {rule_id}\nlogsource: {{product: aws, service: cloudtrail}}\n"
+        "detection:\n  selection:\n    eventName: StopLogging\n    custodes.off_hours: false\n"
+        "  condition: selection\nlevel: high\n"
+    )
+    options = {"hosts": [elastic[1]], "index": "cloudtrail-*"}
+    entry = ConnectorSettings(kind="elasticsearch", source="cloudtrail", options=options)
+    settings = settings_for(database, tmp_path, {"es": entry})
+    (tmp_path / "hunts" / "es.yaml").write_text(
+        f"name: es\nrules:\n  paths: [{rules}]\nsource: {{connector: es}}\nlookback: PT1H\n"
+    )
+    run, services = await hunt_once(settings, "es")
+    async with services:
+        assert run is not None and run.status == "succeeded", run
+        assert run.pushed_down == []
+        assert [item["rule_id"] for item in run.in_process] == [rule_id]
+        assert "custodes.off_hours" in run.in_process[0]["reason"]
+        found = await found_rules(services)
+        assert list(found) == [rule_id] and len(found[rule_id]) == 1  # StopLogging at 10:05 UTC on a Tuesday
+
+
 @pytest.fixture
 async def splunk() -> AsyncIterator[tuple[splunk_sim.SplunkState, str]]:
     state = splunk_sim.SplunkState()

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 
+import orjson
+import pytest
 from typer.testing import CliRunner
 
 from custodes.cli import app
+from custodes.config import SourceSettings, load_settings
+from custodes.connectors.envelope import to_event
+from custodes.detections.sigma.engine import SigmaEngine
+from custodes.detections.sigma.loader import load_rules
+from custodes.detections.sigma.pipelines import pipeline_named
 
 ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
 RULES = ROOT / "detections" / "rules"
 STORY = ROOT / "src" / "custodes" / "demo"
 runner = CliRunner()
@@ -102,6 +111,31 @@ def test_convert_json_and_errors(tmp_path: Path) -> None:
     assert missing.exit_code == 2 and "no such file or folder" in missing.stderr
 
 
+def test_convert_a_folder_as_one_collection_with_its_correlations() -> None:
+    for target in ("splunk", "esql", "lucene"):
+        result = runner.invoke(app, ["rules", "convert", "--target", target, "--json", str(RULES)])
+        assert result.exit_code == 0, result.output
+        converted = {item["title"]: item for item in json.loads(result.stdout)}
+        mass = converted["Mass Download by One User"]
+        if target == "splunk":  # the correlation's query is built from the three rules it refers to
+            assert mass["query"] is not None and "| stats count" in mass["query"] and "FileDownloaded" in mass["query"]
+            assert not mass["exact"] and "fixed time buckets" in mass["reason"]
+        assert not mass["exact"]
+
+
+def test_convert_reports_rules_reading_enrichment_fields_as_in_process() -> None:
+    result = runner.invoke(app, ["rules", "convert", "--target", "lucene", "--json", str(RULES)])
+    assert result.exit_code == 0, result.output
+    converted = {item["title"]: item for item in json.loads(result.stdout)}
+    off_hours = [item for title, item in converted.items() if title.endswith("Outside Working Hours")]
+    assert len(off_hours) == 3
+    assert all(not item["exact"] and "custodes.off_hours" in item["reason"] for item in off_hours)
+    departing = [item for title, item in converted.items() if title.startswith("Departing User")]
+    assert departing and all(not item["exact"] and "custodes.watchlists" in item["reason"] for item in departing)
+    exact = converted["AWS CloudTrail Logging Disabled or Weakened"]
+    assert exact["exact"] and exact["reason"] is None
+
+
 def test_stats_summarise_rules_and_rejections(tmp_path: Path) -> None:
     (tmp_path / "good.yml").write_text(RULE)
     (tmp_path / "bad.yml").write_text("title: x\nlogsource: {product: aws}\ndetection:\n  condition: nope\n")
@@ -126,3 +160,55 @@ def test_lint_and_stats_count_correlation_rules() -> None:
     assert json.loads(stats.stdout)["correlations"] == 2
     failing = runner.invoke(app, ["rules", "test", str(pack / "correlation")])
     assert failing.exit_code == 2 and "refers to unknown rule" in failing.stderr
+
+
+@pytest.mark.parametrize(
+    "rules",
+    [
+        [SHARED / "sigmahq" / "rules" / "cloud" / "aws"],  # records go straight to the route's index
+        [RULES / "aws", SHARED / "sigmahq" / "rules" / "cloud" / "aws"],  # with rules reading `custodes.*`
+    ],
+    ids=["raw-records", "enriched-events"],
+)
+def test_match_agrees_with_the_in_process_engine_with_and_without_a_source(tmp_path: Path, rules: list[Path]) -> None:
+    """The streamed, indexed `rules match` gives exactly what every rule tested on every event gives."""
+    otrf = SHARED / "datasets" / "otrf-cloudtrail" / "ec2_proxy_s3_exfiltration_2020-09-14011940.json"
+    records = [orjson.loads(line) for line in otrf.read_bytes().splitlines() if line.strip()]
+    base = records[0]
+    for n, (source, name) in enumerate(
+        [
+            ("cloudtrail.amazonaws.com", "StopLogging"),
+            ("cloudtrail.amazonaws.com", "DeleteTrail"),
+            ("iam.amazonaws.com", "CreateAccessKey"),
+            ("s3.amazonaws.com", "PutBucketPolicy"),
+            ("guardduty.amazonaws.com", "DeleteDetector"),
+            ("ec2.amazonaws.com", "ModifyInstanceAttribute"),
+        ]
+    ):
+        records.append({**base, "eventID": f"crafted-{n}", "eventSource": source, "eventName": name})
+    records.append("not an object")
+    path = tmp_path / "trail.ndjson.gz"
+    path.write_bytes(gzip.compress(b"\n".join(orjson.dumps(record) for record in records) + b"\n"))
+    settings = load_settings(None, environ={})
+    cloudtrail = settings.source("cloudtrail")
+    with_source = load_rules(rules, pipeline=pipeline_named(cloudtrail.pipeline_name))
+    oracle = SigmaEngine(with_source, indexed=False)
+    as_written = load_rules(rules)
+    generic = SourceSettings(format="generic")
+    expected_with: list[tuple[str, int, str]] = []
+    expected_without: list[tuple[str, int, str]] = []
+    for number, record in enumerate(records, start=1):
+        event = to_event(record, cloudtrail, "cloudtrail")
+        expected_with += [(rule.id, number, event.id) for rule in oracle.match(event)]
+        plain = to_event(record, generic, "file")
+        expected_without += [(rule.id, number, plain.id) for rule in as_written.rules if rule.match(plain.raw)]
+    assert len({rule for rule, _, _ in expected_with}) >= 4  # the crafted records do match
+    for args, expected in (
+        (["--source", "cloudtrail"], expected_with),
+        ([], expected_without),
+    ):
+        result = runner.invoke(app, ["rules", "match", *[f"--rules={r}" for r in rules], "--events", str(path), *args])
+        assert result.exit_code == 0, result.output
+        got = [(m["rule_id"], m["line"], m["event_id"]) for m in map(json.loads, result.stdout.splitlines())]
+        assert got == expected, args
+        assert f"{len(expected)} matches" in result.stderr

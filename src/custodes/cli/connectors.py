@@ -8,7 +8,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import quote
 
 import orjson
@@ -24,8 +24,10 @@ from custodes.connectors.base import Batch
 from custodes.connectors.runtime import Progress, describe
 from custodes.errors import CustodesError
 from custodes.model import utcnow
-from custodes.pipeline import IngestReport
-from custodes.store import ConnectorStatus
+
+if TYPE_CHECKING:  # the pipeline and the store (SQLAlchemy) are imported only by the commands that use them
+    from custodes.pipeline import IngestReport
+    from custodes.store import ConnectorStatus
 
 connectors_app = typer.Typer(
     help="Pull connectors: status, start and stop in `custodes serve`, poll once, backfill.", no_args_is_help=True

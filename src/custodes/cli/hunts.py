@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import orjson
 import typer
@@ -13,11 +13,10 @@ from rich.table import Table
 from custodes.cli.app import app
 from custodes.cli.common import ConfigOption, JsonOption, console, err, run, settings_from
 from custodes.errors import ConfigError
-from custodes.hunts.definition import load_hunts
-from custodes.hunts.records import HuntRun
-from custodes.hunts.runner import HuntRunner
 from custodes.model import utcnow
-from custodes.services import Services
+
+if TYPE_CHECKING:  # imported where used: `custodes --help` and other commands start without them
+    from custodes.hunts.records import HuntRun
 
 hunt_app = typer.Typer(help="Scheduled hunts: Sigma rules over a time window of a SIEM or CloudTrail.")
 app.add_typer(hunt_app, name="hunt")
@@ -36,6 +35,8 @@ def _time(value: str, option: str) -> datetime:
 @hunt_app.command("list")
 def list_hunts(config: ConfigOption = None, as_json: JsonOption = False) -> None:
     """List the hunts under `hunts.paths`: schedule, lookback, source and rule selection."""
+
+    from custodes.hunts.definition import load_hunts
 
     def work() -> None:
         settings = settings_from(config)
@@ -87,6 +88,9 @@ def run_hunt(
     as_json: JsonOption = False,
 ) -> None:
     """Run a hunt now over [--from, --to): findings are stored and trigger playbooks, and the run is recorded."""
+    from custodes.hunts.definition import load_hunts
+    from custodes.hunts.runner import HuntRunner
+    from custodes.services import Services
 
     async def work() -> None:
         settings = settings_from(config)

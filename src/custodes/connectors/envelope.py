@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 from custodes.config import SourceSettings
 from custodes.model import Event, LogSource, Outcome, stable_id
@@ -502,6 +502,10 @@ MAPPERS: dict[str, Mapper] = {
     "sudo": sudo,
     "generic": generic,
 }
+
+
+VARYING_LOGSOURCE: Final = frozenset({"google_workspace"})
+"""Formats whose events' logsource depends on the record (elsewhere it is the source's `logsource`)."""
 
 
 def mapper_for(settings: SourceSettings) -> Mapper:

@@ -1,13 +1,18 @@
 """Replay of log files: NDJSON, JSON arrays, single objects and CloudTrail `{"Records": [...]}` files, gzipped
-or not. The checkpoint records how many records of each file were committed, so a replay resumes."""
+or not. Files are streamed (read and decompressed in chunks), so memory stays bounded whatever their size. The
+checkpoint records how many records of each file were committed, so a replay resumes."""
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import hashlib
+import json
+import zlib
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, Final, cast
 
 import orjson
 
@@ -17,82 +22,254 @@ from custodes.connectors.envelope import to_event
 from custodes.errors import CustodesError, Location, Problem
 from custodes.model import Event
 
-GZIP_MAGIC = b"\x1f\x8b"
+GZIP_MAGIC: Final = b"\x1f\x8b"
+CHUNK_BYTES: Final = 1 << 20
+"""How much is read (after decompression) at a time."""
+_SNIFF_BYTES: Final = 1 << 20
+"""A file starting with `{` is NDJSON if its first line, found within this many bytes, is a whole object."""
+_LONGEST_ELEMENT: Final = 64 << 20
+"""A JSON document element still unparsed after this many characters past its start is reported as malformed."""
+_WHITESPACE: Final = " \t\r\n"
+_DECODER: Final = json.JSONDecoder()
+
+_Row = tuple[int, Any, str | None]
 
 
-def _read(path: Path) -> bytes:
+@contextmanager
+def _opened(path: Path) -> Iterator[IO[bytes]]:
+    """The file's (decompressed) byte stream; errors while opening or reading name the file."""
     try:
-        data = path.read_bytes()
-        return gzip.decompress(data) if data[:2] == GZIP_MAGIC else data
+        with path.open("rb") as raw:
+            compressed = raw.read(2) == GZIP_MAGIC
+            raw.seek(0)
+            yield cast(IO[bytes], gzip.GzipFile(fileobj=raw)) if compressed else raw
     except FileNotFoundError:
         raise CustodesError.at(path, "file not found") from None
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+    except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
         raise CustodesError.at(path, f"cannot read log file: {exc}") from None
 
 
-def _position(data: bytes, offset: int) -> tuple[int, int]:
-    line = data.count(b"\n", 0, offset) + 1
-    column = offset - (data.rfind(b"\n", 0, offset) + 1) + 1
-    return line, column
+def _chunks(stream: IO[bytes]) -> Iterator[bytes]:
+    while chunk := stream.read(CHUNK_BYTES):
+        yield chunk
 
 
-def _json_error(path: Path, data: bytes, exc: orjson.JSONDecodeError, base: int = 0) -> CustodesError:
-    line, column = _position(data, base + exc.pos)
-    return CustodesError([Problem(Location(str(path), line, column), f"invalid JSON: {exc.msg}")])
-
-
-def iter_records(path: Path) -> Iterator[tuple[int, Any, str | None]]:
-    """Yield (record number, decoded record, warning) from a log file in any supported layout.
+def iter_records(path: Path) -> Iterator[_Row]:
+    """Yield (record number, decoded record, warning) from a log file in any supported layout, streaming it.
 
     A malformed line of an NDJSON file is kept as a string record with a warning naming its line; a
     malformed JSON document (array or object) is an error naming line and column.
     """
-    return parse_records(_read(path), path)
+    with _opened(path) as stream:
+        yield from parse_stream(_chunks(stream), path)
 
 
-def parse_records(data: bytes, path: Path) -> Iterator[tuple[int, Any, str | None]]:
-    """`iter_records` over content already read (and decompressed)."""
-    stripped = data.lstrip()
+def parse_stream(chunks: Iterator[bytes], path: Path) -> Iterator[_Row]:
+    """`iter_records` over chunks of (decompressed) content: NDJSON line by line, documents element by element.
+
+    A file whose first line is a whole JSON object followed by more content is NDJSON; one that starts with `[`
+    or `{` otherwise is one JSON document; anything else is NDJSON.
+    """
+    head = b""
+    for chunk in chunks:
+        head += chunk
+        if head.strip():
+            break
+    stripped = head.lstrip()
     if not stripped:
         return
-    first_line_end = stripped.find(b"\n")
-    first_line = stripped if first_line_end < 0 else stripped[:first_line_end]
-    single_line_object = False
     if stripped[:1] == b"{":
-        try:
-            orjson.loads(first_line)
-            single_line_object = True
-        except orjson.JSONDecodeError:
-            single_line_object = False
-    if stripped[:1] == b"{" and single_line_object and stripped[len(first_line) :].strip():
-        yield from _ndjson(path, data)
+        while b"\n" not in stripped and len(stripped) < _SNIFF_BYTES:  # the first line, unless it is huge
+            more = next(chunks, b"")
+            if not more:
+                break
+            head, stripped = head + more, stripped + more
+        end = stripped.find(b"\n")
+        if end >= 0 and _is_object(stripped[:end]):
+            rest = stripped[end:]
+            while not rest.strip():
+                more = next(chunks, b"")
+                if not more:
+                    break
+                head, rest = head + more, rest + more
+            if rest.strip():
+                yield from _ndjson(path, _rejoin(head, chunks))
+                return
+    if stripped[:1] in (b"[", b"{"):
+        yield from _Document(path, _rejoin(head, chunks)).records()
         return
+    yield from _ndjson(path, _rejoin(head, chunks))
+
+
+def _is_object(line: bytes) -> bool:
     try:
-        document = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        if stripped[:1] in (b"[", b"{"):
-            raise _json_error(path, data, exc) from None
-        yield from _ndjson(path, data)
-        return
-    if isinstance(document, dict) and isinstance(document.get("Records"), list):
-        records: list[Any] = document["Records"]
-    elif isinstance(document, list):
-        records = document
-    else:
-        records = [document]
-    for number, record in enumerate(records, start=1):
-        yield number, record, None
+        return isinstance(orjson.loads(line), dict)
+    except orjson.JSONDecodeError:
+        return False
 
 
-def _ndjson(path: Path, data: bytes) -> Iterator[tuple[int, Any, str | None]]:
-    for number, line in enumerate(data.splitlines(), start=1):
-        if not line.strip():
-            continue
+def _rejoin(head: bytes, chunks: Iterator[bytes]) -> Iterator[bytes]:
+    yield head
+    yield from chunks
+
+
+def _lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    pending = b""
+    for chunk in chunks:
+        lines = (pending + chunk).split(b"\n") if pending else chunk.split(b"\n")
+        pending = lines.pop()
+        yield from lines
+    if pending:
+        yield pending
+
+
+def _ndjson(path: Path, chunks: Iterator[bytes]) -> Iterator[_Row]:
+    loads, decode_error = orjson.loads, orjson.JSONDecodeError
+    for number, line in enumerate(_lines(chunks), start=1):
         try:
-            yield number, orjson.loads(line), None
-        except orjson.JSONDecodeError as exc:
-            text = line.decode("utf-8", errors="replace")
+            yield number, loads(line), None
+        except decode_error as exc:
+            if not line.strip():
+                continue
+            text = line.rstrip(b"\r").decode("utf-8", errors="replace")
             yield number, text, f"{path}:{number}:{exc.pos + 1}: invalid JSON ({exc.msg}); kept as text"
+
+
+class _Document:
+    """One JSON document (an array, a CloudTrail `{"Records": [...]}` object or any object) read incrementally:
+    array elements are decoded one at a time, so only the current element and one chunk are held."""
+
+    def __init__(self, path: Path, chunks: Iterator[bytes]) -> None:
+        self.path = path
+        self.chunks = chunks
+        self.decoder = codecs.getincrementaldecoder("utf-8")()
+        self.text = ""
+        self.pos = 0
+        self.line = 1  # line and column of text[0] in the file
+        self.column = 1
+        self.ended = False
+
+    def records(self) -> Iterator[_Row]:
+        """The records: an array's elements, a `Records` array's elements, or the object itself."""
+        opening = self._next()
+        self.pos += 1
+        if opening == "[":
+            rows = enumerate(self._elements(), start=1)
+            yield from ((number, record, None) for number, record in rows)
+        else:
+            document: dict[str, Any] = {}
+            streamed = False
+            for key in self._members():
+                if key == "Records" and self._next() == "[":
+                    self.pos += 1
+                    rows = enumerate(self._elements(), start=1)
+                    yield from ((number, record, None) for number, record in rows)
+                    streamed = True
+                else:
+                    document[key] = self._value()
+            if not streamed:
+                yield 1, document, None
+        if self._next():
+            raise self._error("Extra data")
+
+    def _elements(self) -> Iterator[Any]:
+        first = True
+        while True:
+            found = self._next()
+            if found == "]":
+                self.pos += 1
+                return
+            if not first:
+                if found != ",":
+                    raise self._error("Expecting ',' delimiter")
+                self.pos += 1
+                self._next()
+            first = False
+            yield self._value()
+
+    def _members(self) -> Iterator[str]:
+        first = True
+        while True:
+            found = self._next()
+            if found == "}":
+                self.pos += 1
+                return
+            if not first:
+                if found != ",":
+                    raise self._error("Expecting ',' delimiter")
+                self.pos += 1
+                found = self._next()
+            first = False
+            if found != '"':
+                raise self._error("Expecting property name enclosed in double quotes")
+            key = self._value()
+            if self._next() != ":":
+                raise self._error("Expecting ':' delimiter")
+            self.pos += 1
+            self._next()
+            yield key
+
+    def _next(self) -> str:
+        """The next character that is not whitespace (not consumed); "" at the end of the file."""
+        while True:
+            text, pos = self.text, self.pos
+            while pos < len(text) and text[pos] in _WHITESPACE:
+                pos += 1
+            self.pos = pos
+            if pos < len(text):
+                return text[pos]
+            if not self._more():
+                return ""
+
+    def _value(self) -> Any:
+        """Decode the value at the current position (reading on while it is cut by the end of the text)."""
+        while True:
+            try:
+                value, end = _DECODER.raw_decode(self.text, self.pos)
+            except json.JSONDecodeError as exc:
+                error = self._error(exc.msg, exc.pos)  # located before `_more` drops the consumed text
+                cut = exc.msg.startswith("Unterminated string") or exc.pos >= len(self.text) - 16
+                if cut and len(self.text) - self.pos < _LONGEST_ELEMENT and self._more():
+                    continue
+                raise error from None
+            if end < len(self.text):
+                self.pos = end
+                return value
+            start = self.pos
+            if not self._more():  # the end of the file: `_more` dropped the `start` characters before the value
+                self.pos = end - start
+                return value
+            # a value ending with the text may go on in the next chunk (a number): decoded again with it
+
+    def _more(self) -> bool:
+        """Append the next chunk, dropping the text already consumed; False at the end of the file."""
+        consumed = self.text[: self.pos]
+        newline = consumed.rfind("\n")
+        if newline >= 0:
+            self.line += consumed.count("\n")
+            self.column = len(consumed) - newline
+        else:
+            self.column += len(consumed)
+        self.text, self.pos = self.text[self.pos :], 0
+        if self.ended:
+            return False
+        chunk = next(self.chunks, None)
+        try:
+            if chunk is None:
+                self.ended = True
+                self.text += self.decoder.decode(b"", final=True)
+                return False
+            self.text += self.decoder.decode(chunk)
+        except UnicodeDecodeError as exc:
+            raise self._error(f"not UTF-8 text ({exc.reason})", len(self.text)) from None
+        return True
+
+    def _error(self, message: str, pos: int | None = None) -> CustodesError:
+        at = self.pos if pos is None else pos
+        newline = self.text.rfind("\n", 0, at)
+        line = self.line + self.text.count("\n", 0, at)
+        column = at - newline if newline >= 0 else self.column + at
+        return CustodesError([Problem(Location(str(self.path), line, column), f"invalid JSON: {message}")])
 
 
 FINGERPRINT_BYTES = 4096
@@ -103,8 +280,17 @@ def fingerprint(data: bytes, length: int) -> str:
     return hashlib.sha256(data[:length]).hexdigest()[:32]
 
 
+def _head(path: Path) -> bytes:
+    """The first `FINGERPRINT_BYTES` of the file's (decompressed) content."""
+    with _opened(path) as stream:
+        head = b""
+        while len(head) < FINGERPRINT_BYTES and (chunk := stream.read(FINGERPRINT_BYTES - len(head))):
+            head += chunk
+        return head
+
+
 class FileConnector:
-    """Replays one or more log files of one configured source."""
+    """Replays one or more log files of one configured source, streaming each."""
 
     def __init__(
         self, name: str, source: str, settings: SourceSettings, paths: list[Path], batch_size: int = 1000
@@ -115,8 +301,8 @@ class FileConnector:
         self.paths = paths
         self.batch_size = batch_size
 
-    def _events(self, data: bytes, path: Path, skip: int) -> Iterator[tuple[int, Event]]:
-        for number, record, warning in parse_records(data, path):
+    def _events(self, path: Path, skip: int) -> Iterator[tuple[int, Event]]:
+        for number, record, warning in iter_records(path):
             if number <= skip:
                 continue
             event = to_event(record, self.settings, self.source)
@@ -129,16 +315,15 @@ class FileConnector:
         positions: dict[str, Any] = dict((checkpoint or {}).get("files", {}))
         for path in self.paths:
             key = str(path.resolve())
-            data = _read(path)
+            head = _head(path)
             done = positions.get(key, {})
             length = int(done.get("prefix", 0))
-            same = bool(done) and length <= len(data) and done.get("fingerprint") == fingerprint(data, length)
+            same = bool(done) and length <= len(head) and done.get("fingerprint") == fingerprint(head, length)
             skip = int(done.get("records", 0)) if same else 0
-            length = min(len(data), FINGERPRINT_BYTES)
-            mark = {"fingerprint": fingerprint(data, length), "prefix": length}
+            mark = {"fingerprint": fingerprint(head, len(head)), "prefix": len(head)}
             pending: list[Event] = []
             last = skip
-            for number, event in self._events(data, path, skip):
+            for number, event in self._events(path, skip):
                 pending.append(event)
                 last = number
                 if len(pending) >= self.batch_size:

@@ -27,6 +27,7 @@ from custodes.detections.findings import findings_for
 from custodes.detections.sigma.compiler import CompiledRule
 from custodes.detections.sigma.convert import Target, convert_rules
 from custodes.detections.sigma.engine import SigmaEngine
+from custodes.detections.sigma.enrichment import EventContext
 from custodes.detections.sigma.loader import RuleOptions, RuleSet, load_rules
 from custodes.detections.sigma.pipelines import pipeline_named
 from custodes.detections.sigma.routing import effective_pipeline
@@ -40,6 +41,9 @@ from custodes.pipeline import Pipeline
 log = logging.getLogger(__name__)
 
 TARGETS: Final[dict[str, Target]] = {"elasticsearch": "lucene", "splunk": "splunk"}
+_CONTEXTUAL: Final = (
+    "reads Custodes' enrichment fields (custodes.*), computed in process: the SIEM's records do not hold them"
+)
 Progress = Callable[[str, int], None]
 """Called with a step description and the events read so far."""
 
@@ -83,6 +87,7 @@ class HuntRunner:
         self.hunts = {loaded.hunt.name: loaded.hunt for loaded in hunts}
         self.worker = worker or f"hunts-{uuid.uuid4().hex[:12]}"
         self._plans: dict[str, HuntPlan] = {}
+        self._event_context: EventContext | None = None
 
     def hunt(self, name: str) -> Hunt:
         """A loaded hunt by name; ConfigError lists the known ones."""
@@ -142,7 +147,10 @@ class HuntRunner:
             for rule in kept:
                 conversion = conversions.get(rule.id)
                 if conversion is not None and conversion.exact and conversion.query is not None:
-                    plan.pushed.append(PlannedRule(rule, conversion.query))
+                    if rule.contextual:  # e.g. made so by an override: the SIEM's records lack `custodes.*`
+                        plan.in_process.append(PlannedRule(rule, None, _CONTEXTUAL))
+                    else:
+                        plan.pushed.append(PlannedRule(rule, conversion.query))
                 else:
                     why = conversion.reason if conversion is not None else None
                     plan.in_process.append(PlannedRule(rule, None, why or f"the {target} backend has no query"))
@@ -206,7 +214,7 @@ class HuntRunner:
             finally:
                 await sdk.close(connector)
         if plan.in_process:
-            engine = SigmaEngine(RuleSet(rules=[item.rule for item in plan.in_process]))
+            engine = SigmaEngine(RuleSet(rules=[item.rule for item in plan.in_process]), context=self._context())
             connector = self._connector(hunt, None)
             try:
                 async for events in sdk.read_window(connector, start, end):
@@ -220,6 +228,12 @@ class HuntRunner:
             finally:
                 await sdk.close(connector)
         return scanned
+
+    def _context(self) -> EventContext:
+        """The enrichment (`custodes.*`) rules see, as the pipeline computes it (built once)."""
+        if self._event_context is None:
+            self._event_context = EventContext.from_settings(self.settings)
+        return self._event_context
 
     def _connector(self, hunt: Hunt, query: str | None) -> Any:
         entry = self._entry(hunt)

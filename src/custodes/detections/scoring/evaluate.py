@@ -23,7 +23,7 @@ import orjson
 
 from custodes.config import ScoringSettings
 from custodes.connectors.envelope import parse_time
-from custodes.connectors.files import _read, parse_records
+from custodes.connectors.files import iter_records
 from custodes.detections.scoring.engine import ScoringEngine
 from custodes.detections.scoring.features import record_time
 from custodes.detections.scoring.identity import IdentityResolver, load_directory
@@ -166,7 +166,7 @@ def read_events(paths: Sequence[Path]) -> Iterator[Event]:
 
     def one(path: Path) -> Iterator[tuple[datetime, int, Event]]:
         tag = path.name
-        for number, record, _ in parse_records(_read(path), path):
+        for number, record, _ in iter_records(path):
             if not isinstance(record, dict):
                 continue
             when = record_time(record)

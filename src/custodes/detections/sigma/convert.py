@@ -22,9 +22,10 @@ from sigma.correlations import SigmaCorrelationRule, SigmaCorrelationType
 from sigma.exceptions import SigmaError, SigmaRuleLocation
 from sigma.filters import SigmaFilter
 from sigma.rule import SigmaDetection, SigmaDetectionItem, SigmaRule, SigmaRuleBase
-from sigma.types import SigmaRegularExpression
+from sigma.types import SigmaFieldReference, SigmaRegularExpression
 
 from custodes.config import SourceSettings
+from custodes.detections.sigma.enrichment import ENRICHMENT_FIELD, ENRICHMENT_PREFIX
 from custodes.detections.sigma.loader import RULE_SUFFIXES
 from custodes.detections.sigma.pipelines import AppliesToLogSource, pipeline_named, source_logsource
 from custodes.model import LogSource
@@ -84,7 +85,9 @@ def convert_rules(
             source_logsource(source.format, LogSource(source.product, source.service, source.category))
         )
     backend = _BACKENDS[target](processing_pipeline=pipeline_named(pipeline_name))
-    for rule in collection.rules:  # one backend: correlations use the queries of the rules they refer to
+    # one backend for the whole collection, correlations last: they use the queries of the rules they refer to
+    ordered = sorted(collection.rules, key=lambda rule: isinstance(rule, SigmaCorrelationRule))
+    for rule in ordered:
         results.append(_convert_one(rule, target, backend, scope))
         if on_rule is not None:
             on_rule()
@@ -124,7 +127,9 @@ def _load(paths: Sequence[Path], failures: list[Conversion]) -> SigmaCollection:
             if rule.errors:
                 reason = "; ".join(_message(error) for error in rule.errors)
                 failures.append(Conversion(_rule_id(rule), rule.title, path, None, False, f"invalid rule: {reason}"))
-        collections.append(SigmaCollection(list[SigmaRule | SigmaCorrelationRule | SigmaFilter](kept)))
+        collections.append(
+            SigmaCollection(list[SigmaRule | SigmaCorrelationRule | SigmaFilter](kept), resolve_references=False)
+        )
     merged = SigmaCollection.merge(collections, resolve_references=False)
     try:
         merged.resolve_rule_references()
@@ -168,6 +173,12 @@ def _convert_one(
 def _approximations(rule: SigmaRuleBase, target: Target) -> list[str]:
     """Why a query for `rule` would differ from in-process matching (empty when it would not)."""
     reasons: list[str] = []
+    enriched = _enrichment_fields(rule)
+    if enriched:
+        reasons.append(
+            f"reads Custodes' enrichment fields ({', '.join(enriched)}), computed in process: the SIEM's "
+            "records do not hold them"
+        )
     if isinstance(rule, SigmaCorrelationRule):
         if target in _BUCKETED:
             reasons.append(_BUCKETED[target])
@@ -190,6 +201,20 @@ def _approximations(rule: SigmaRuleBase, target: Target) -> list[str]:
             "Sigma's `re` is an unanchored search"
         )
     return reasons
+
+
+def _enrichment_fields(rule: SigmaRuleBase) -> list[str]:
+    """The `custodes.*` fields `rule` reads, sorted (for a correlation: those of the rules it refers to)."""
+    if isinstance(rule, SigmaCorrelationRule):
+        referenced = [ref.rule for ref in rule.rules or () if isinstance(ref.rule, SigmaRuleBase)]
+        return sorted({name for other in referenced for name in _enrichment_fields(other)})
+    if not isinstance(rule, SigmaRule):
+        return []
+    names: set[str] = set()
+    for item in _detection_items(rule):
+        names.add(item.field or "")
+        names.update(value.field for value in item.value if isinstance(value, SigmaFieldReference))
+    return sorted(name for name in names if name == ENRICHMENT_FIELD or name.startswith(ENRICHMENT_PREFIX))
 
 
 def _detection_items(rule: SigmaRule) -> Iterator[SigmaDetectionItem]:

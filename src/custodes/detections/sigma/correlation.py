@@ -57,10 +57,10 @@ from sigma.correlations import (
 from custodes.detections.sigma.compiler import CompiledRule, UnsupportedRuleError
 from custodes.detections.sigma.fields import field_value, field_values
 from custodes.model import Event, Finding, LogSource, Severity, stable_id
-from custodes.store.database import CorrelationGroupRecord, Transaction
 
 if TYPE_CHECKING:
     from custodes.detections.sigma.loader import RuleSet
+    from custodes.store.database import Transaction
 
 CORRELATION_DETECTOR: Final = "sigma-correlation"
 MAX_FINDING_EVENTS: Final = 200
@@ -599,6 +599,8 @@ class Correlator:
 
     async def save(self, tx: Transaction) -> None:
         """Write changed groups and clocks (in the caller's transaction)."""
+        from custodes.store.database import CorrelationGroupRecord  # the store (SQLAlchemy) only where state is saved
+
         clocks: dict[str, float] = {}
         upserts: list[CorrelationGroupRecord] = []
         deleted: list[tuple[str, str]] = []

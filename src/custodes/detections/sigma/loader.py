@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import gc
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -124,10 +126,24 @@ def load_rules(
     """
     ruleset = RuleSet()
     parsed = _Parsed()
-    for path in _rule_files(paths, ruleset):
-        _FileLoader(path, ruleset, parsed).load()
-    _Builder(ruleset, parsed, pipeline, options or RuleOptions()).build()
+    with _collector_paused():
+        for path in _rule_files(paths, ruleset):
+            _FileLoader(path, ruleset, parsed).load()
+        _Builder(ruleset, parsed, pipeline, options or RuleOptions()).build()
     return ruleset
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector: loading builds a large graph of long-lived objects, which it would
+    otherwise scan again and again (about 40 % of the time of loading the whole SigmaHQ corpus)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _rule_files(paths: Sequence[Path], ruleset: RuleSet) -> Iterator[Path]:
