@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -17,10 +18,11 @@ from custodes.connectors.base import Batch, Connector
 from custodes.detections.findings import findings_for
 from custodes.detections.sigma.correlation import Correlator
 from custodes.detections.sigma.routing import EventMatcher
-from custodes.model import Event, Finding, Run
+from custodes.model import Event, Finding, Run, utcnow
 from custodes.playbooks.loader import LoadedPlaybook
 from custodes.playbooks.runner import EngineError, Runner
 from custodes.store import Store
+from custodes.timewindow import TimeWindow, out_of_window
 
 if TYPE_CHECKING:
     from custodes.detections.scoring.service import ScoringService
@@ -66,8 +68,12 @@ class Pipeline:
         dedup_window: timedelta = timedelta(hours=1),
         correlator: Correlator | None = None,
         scoring: ScoringService | None = None,
+        window: TimeWindow | None = None,
     ) -> None:
         self.store = store
+        self.window = window or TimeWindow()
+        self.out_of_window: Counter[str] = Counter()
+        """Events whose absurd stated time was replaced by their ingestion time since start, by source."""
         self.scoring = scoring
         self.engine = engine
         self.correlator = correlator or Correlator()
@@ -87,12 +93,16 @@ class Pipeline:
         checkpoint: dict[str, Any] | None = None,
         alerts: Sequence[Finding] = (),
         run_playbooks: bool = True,
+        score: bool = True,
     ) -> IngestReport:
         """Store new events (and a checkpoint), detect on them, record findings, then run triggered playbooks.
 
         `alerts` are findings other systems raised, each referencing one of `events`; one is recorded only
-        when its event is new, so a re-delivered alert is acknowledged without a second finding.
+        when its event is new, so a re-delivered alert is acknowledged without a second finding. Without
+        `score`, behaviour scoring is left to a later `settle` (a replay scores once, in event-time order).
         """
+        if self.window.clamp(events, alerts, utcnow()):
+            self.out_of_window.update(event.source for event in events if out_of_window(event))
         report = IngestReport(received=len(events), warnings=sum(1 for e in events if e.warnings))
         async with self.correlator.guarded(), self.store.transaction() as tx:
             new_ids = await tx.insert_events(events)
@@ -106,7 +116,9 @@ class Pipeline:
             await self.correlator.ensure_loaded(tx)
             matches = [(event, self.engine.match(event)) for event in fresh]
             candidates = [f for event, rules in matches for f in findings_for(event, self.correlator.reportable(rules))]
-            candidates += [f for event, rules in matches for f in self.correlator.feed(event, rules)]
+            candidates += [
+                f for event, rules in matches if not out_of_window(event) for f in self.correlator.feed(event, rules)
+            ]
             candidates += self.correlator.flush()
             await self.correlator.save(tx)
             if self.disabled_rules:
@@ -118,7 +130,7 @@ class Pipeline:
                     report.new_findings.append(finding)
                 else:
                     report.merged_findings += 1
-            if self.scoring is not None:
+            if self.scoring is not None and score:
                 for candidate in await self.scoring.ingest(tx, fresh, report.new_findings):
                     finding, created = await tx.record_finding(candidate, self.dedup_window)
                     if created:
@@ -203,9 +215,35 @@ class Pipeline:
         total = IngestReport()
         batch: Batch
         async for batch in connector.batches(checkpoint):
-            total.add(await self.ingest(batch.events, connector=connector.name, checkpoint=batch.checkpoint))
+            report = await self.ingest(batch.events, connector=connector.name, checkpoint=batch.checkpoint, score=False)
+            total.add(report)
             await asyncio.sleep(0)
+        total.add(await self.settle(rescore=total.stored > 0, close=True))
         return total
+
+    async def settle(self, *, rescore: bool = True, close: bool = False, run_playbooks: bool = True) -> IngestReport:
+        """After a replay or backfill: re-score every day from the stored events in event-time order (so the
+        result equals an in-order run whatever order they came in), optionally close the last open date (so
+        its scores are final and shown), record the scoring findings raised and start their playbooks."""
+        report = IngestReport()
+        if self.scoring is None:
+            return report
+        async with self.correlator.guarded():
+            if rescore:
+                await self.scoring.rescore(self.store)
+            async with self.store.transaction() as tx:
+                found = self.scoring.engine.take_findings()
+                if close:
+                    found += await self.scoring.flush(tx)
+                else:
+                    await self.scoring.save(tx)
+                for candidate in found:
+                    finding, created = await tx.record_finding(candidate, self.dedup_window)
+                    if created:
+                        report.new_findings.append(finding)
+        if run_playbooks:
+            report.runs = await self.respond(report.new_findings)
+        return report
 
 
 def _seen(events: Sequence[Event]) -> dict[str, tuple[datetime, datetime]]:

@@ -150,6 +150,8 @@ def backfill(
             report = IngestReport()
             for connector in ranged:
                 report.add(await runtime.backfill(connector, first, last))
+            if report.stored:
+                report.add(await services.pipeline.settle(run_playbooks=playbooks))
         summary = {
             "connector": name,
             "from": _when(first),
