@@ -11,7 +11,7 @@ import logging
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from custodes.connectors.base import Batch, Connector
@@ -138,6 +138,20 @@ class Pipeline:
         if run_playbooks:
             report.runs = await self.respond(report.new_findings)
         return report
+
+    def event_time(self) -> dict[str, Any]:
+        """Event-time health: out-of-window and late events by source, and scoring's clock."""
+        engine = None if self.scoring is None else self.scoring.engine
+        closed = None if engine is None or engine.closed_through is None else engine.closed_through
+        return {
+            "out_of_window": dict(sorted(self.out_of_window.items())),
+            "late": {
+                "scoring": {} if engine is None else dict(sorted(engine.late_by_source.items())),
+                "correlation": dict(sorted(self.correlator.late_by_source.items())),
+            },
+            "watermark": None if engine is None or engine.watermark is None else engine.watermark.isoformat(),
+            "closed_through": None if closed is None else date.fromordinal(closed).isoformat(),
+        }
 
     async def respond(self, found: Sequence[Finding]) -> list[Run]:
         """Start every enabled playbook whose trigger matches, for each finding."""

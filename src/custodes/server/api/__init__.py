@@ -1,5 +1,16 @@
 """The REST API: each module declares its endpoints; importing this package registers them all."""
 
-from custodes.server.api import catalog, connectors, entities, evidence, findings, manage, meta, risk, runs
+from custodes.server.api import (
+    catalog,
+    connectors,
+    entities,
+    eventtime,
+    evidence,
+    findings,
+    manage,
+    meta,
+    risk,
+    runs,
+)
 
-__all__ = ["catalog", "connectors", "entities", "evidence", "findings", "manage", "meta", "risk", "runs"]
+__all__ = ["catalog", "connectors", "entities", "eventtime", "evidence", "findings", "manage", "meta", "risk", "runs"]
