@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -10,7 +11,9 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
+from typer.testing import CliRunner
 
+from custodes.cli import app
 from custodes.config import DatabaseSettings, IngestSettings, Settings
 from custodes.connectors.files import FileConnector
 from custodes.model import Event, LogSource
@@ -131,6 +134,11 @@ async def test_absurd_times_through_replay_are_kept_and_move_no_clock(
         async with services.store.transaction() as tx:
             events = await tx.events_in_time_order()
         assert_kept_with_warning([e for e in events if e.warnings])
+    config = tmp_path / "custodes.yaml"
+    config.write_bytes(orjson.dumps({"database": database.model_dump(mode="json", exclude_none=True)}))
+    result = await asyncio.to_thread(CliRunner().invoke, app, ["connectors", "late", "-c", str(config), "--json"])
+    assert result.exit_code == 0, result.output
+    assert orjson.loads(result.output) == [{"source": "okta", "out_of_window": len(ABSURD), "late_for_scoring": 0}]
 
 
 def test_the_window_is_configurable() -> None:

@@ -219,6 +219,12 @@ class Transaction:
         query = query.order_by(findings.c.last_seen, findings.c.id)
         return [_finding(row) for row in (await self.conn.execute(query)).mappings()]
 
+    async def count_warned_events(self, prefix: str) -> dict[str, int]:
+        """Stored events with a warning starting with `prefix`, by source."""
+        text = sa.cast(events.c.warnings, sa.Text)
+        query = sa.select(events.c.source, sa.func.count()).where(text.like(f'%"{prefix}%')).group_by(events.c.source)
+        return {row[0]: int(row[1]) for row in await self.conn.execute(query)}
+
     async def count_events(self) -> int:
         """How many events are stored."""
         return int((await self.conn.execute(sa.select(sa.func.count()).select_from(events))).scalar_one())

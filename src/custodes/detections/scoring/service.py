@@ -192,6 +192,12 @@ class ScoringService:
         self._replace = True
 
 
+async def late_by_source(tx: Transaction) -> dict[str, int]:
+    """Events that arrived for a date scoring had already closed, by source, as last committed."""
+    clock = await _meta(tx, CLOCK_META)
+    return {} if not clock else {str(k): int(v) for k, v in clock.get("late", {}).items()}
+
+
 def new_engine(settings: ScoringSettings, resolver: IdentityResolver) -> ScoringEngine:
     """An empty engine; the organisation's domains are those of the directory's people."""
     domains = {p.id.rpartition("@")[2] for p in resolver.people.values() if "@" in p.id}
