@@ -151,3 +151,28 @@ async def test_replay_closes_the_last_date_and_a_late_source_is_counted(org: Pat
     async with await Services.open(settings) as services:
         assert services.pipeline.scoring is not None
         assert services.pipeline.scoring.engine.late_by_source["endpoint"] == late
+
+
+def test_correlation_findings_are_the_same_in_any_order_within_the_lateness_bound(tmp_path: Path) -> None:
+    from test_sigma_correlation import CORRELATION, EVENT_COUNT, Harness, correlation, load, okta
+
+    ruleset = load(tmp_path, correlation(EVENT_COUNT))
+    rng = random.Random(11)
+    events = []
+    for burst in range(40):
+        user = f"user{burst % 7}"
+        size = rng.choice([3, 4, 5, 6, 8])  # bursts of 5 or more within 10 minutes fire
+        start = burst * 3600.0
+        events += [okta(start + rng.uniform(0, 540), user=user) for _ in range(size)]
+    in_order = sorted(events, key=lambda e: e.time)
+    # arrival delayed by up to 5 minutes per event: out of order, never more than one timespan (10 m) behind
+    arrival = sorted(events, key=lambda e: e.time.timestamp() + rng.uniform(0, 300))
+    assert arrival != in_order
+
+    def fired(order: list[Event]) -> set[tuple[str | None, str, str, int]]:
+        found = Harness(ruleset).feed(order)
+        return {(f.entity, f.rule_id, f.first_seen.isoformat(), len(f.event_ids)) for f in found}
+
+    expected = fired(in_order)
+    assert len(expected) >= 10 and {rule for _, rule, _, _ in expected} == {CORRELATION}
+    assert fired(arrival) == expected
