@@ -176,3 +176,24 @@ def test_correlation_findings_are_the_same_in_any_order_within_the_lateness_boun
     expected = fired(in_order)
     assert len(expected) >= 10 and {rule for _, rule, _, _ in expected} == {CORRELATION}
     assert fired(arrival) == expected
+
+
+def test_eval_scoring_on_shuffled_files_scores_as_on_ordered_ones(org: Path, tmp_path: Path) -> None:
+    from custodes.config import ScoringSettings
+    from custodes.detections.scoring.evaluate import evaluate, load_labels
+
+    labels = load_labels(org / "labels.json")
+    settings = ScoringSettings(directory=org / "directory.json", warmup_days=5)
+    ordered = [org / f"{source}.ndjson" for source in FORMATS]
+    rng = random.Random(5)
+    shuffled = []
+    for path in ordered:
+        lines = path.read_bytes().splitlines()
+        lines.append(b'{"published": "9999-12-31T23:59:59Z", "eventType": "user.session.start"}')
+        rng.shuffle(lines)
+        (tmp_path / path.name).write_bytes(b"\n".join(lines) + b"\n")
+        shuffled.append(tmp_path / path.name)
+    a, b = evaluate(ordered, labels, settings), evaluate(shuffled, labels, settings)
+    assert a.events == b.events > 10_000
+    assert (a.recall, a.mean_percentile, a.percentiles) == (b.recall, b.mean_percentile, b.percentiles)
+    assert (a.false_findings, a.true_findings, a.days) == (b.false_findings, b.true_findings, b.days)
