@@ -93,7 +93,7 @@ async def replayed(org: Path, db: Path, files: list[tuple[str, Path]]) -> Any:
     async with await Services.open(settings) as services:
         for source, path in files:
             connector = FileConnector(f"replay:{path}", source, settings.source(source), [path])
-            await services.pipeline.replay(connector)
+            await services.pipeline.replay(connector, close=True)
         risks, stored = await outcome(services)
         scoring = services.pipeline.scoring
         assert scoring is not None
@@ -136,7 +136,8 @@ async def test_replay_closes_the_last_date_and_a_late_source_is_counted(org: Pat
     async with await Services.open(settings) as services:
         scoring = services.pipeline.scoring
         assert scoring is not None
-        await services.pipeline.replay(FileConnector("r1", "okta", settings.source("okta"), [org / "okta.ndjson"]))
+        connector = FileConnector("r1", "okta", settings.source("okta"), [org / "okta.ndjson"])
+        await services.pipeline.replay(connector, close=True)
         last = max(e.time for e in events_of(org, settings) if e.source == "okta")
         closed = scoring.engine.closed_through
         assert closed is not None and closed >= last.date().toordinal() - 1  # the last local date

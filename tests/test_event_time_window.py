@@ -125,7 +125,7 @@ async def test_absurd_times_through_replay_are_kept_and_move_no_clock(
     path.write_bytes(b"\n".join(orjson.dumps(r) for r in records))
     settings = settings_for(database, tmp_path)
     async with await Services.open(settings) as services:
-        report = await services.pipeline.replay(FileConnector("r", "okta", settings.source("okta"), [path]))
+        report = await services.pipeline.replay(FileConnector("r", "okta", settings.source("okta"), [path]), close=True)
         assert report.stored == len(records) and report.warnings == len(ABSURD)
         scoring = services.pipeline.scoring
         assert scoring is not None

@@ -222,8 +222,9 @@ class Pipeline:
                     runs.append(run)
         return runs
 
-    async def replay(self, connector: Connector) -> IngestReport:
-        """Drain a connector from its saved checkpoint, committing each batch with its checkpoint."""
+    async def replay(self, connector: Connector, *, close: bool = False) -> IngestReport:
+        """Drain a connector from its saved checkpoint, committing each batch with its checkpoint, then re-score
+        in event-time order (`settle`); `close` also closes the last open date (`custodes replay`)."""
         async with self.store.transaction() as tx:
             checkpoint = await tx.get_checkpoint(connector.name)
         total = IngestReport()
@@ -232,7 +233,7 @@ class Pipeline:
             report = await self.ingest(batch.events, connector=connector.name, checkpoint=batch.checkpoint, score=False)
             total.add(report)
             await asyncio.sleep(0)
-        total.add(await self.settle(rescore=total.stored > 0, close=True))
+        total.add(await self.settle(rescore=total.stored > 0, close=close))
         return total
 
     async def settle(self, *, rescore: bool = True, close: bool = False, run_playbooks: bool = True) -> IngestReport:
