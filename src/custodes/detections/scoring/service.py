@@ -111,6 +111,7 @@ class ScoringService:
         engine = self.engine
         now = utcnow()
         if self._replace:
+            engine.dirty = set(engine.states)
             await tx.conn.execute(sa.delete(scoring_state))
             await tx.conn.execute(sa.delete(scoring_scores))
             tx.committed.append(lambda: setattr(self, "_replace", False))
@@ -186,7 +187,6 @@ class ScoringService:
             after = (batch[-1].time, batch[-1].id)
         for finding in pending[index:]:
             engine.add_finding(finding)
-        engine.dirty = set(engine.states)
         self.engine = engine
         self._saved_clock = None
         self._replace = True
