@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -270,6 +271,20 @@ class EnrichmentSettings(Section):
         if self.start_hour >= self.end_hour:
             raise ValueError("start_hour must be before end_hour")
         return self
+
+
+class IngestSettings(Section):
+    """The event times accepted as stated: a record outside the window is kept with its ingestion time and a warning."""
+
+    max_future_skew_hours: float = Field(default=24.0, ge=0, description="accept times at most this far ahead")
+    earliest_time: datetime = Field(
+        default=datetime(1990, 1, 1, tzinfo=UTC), description="accept times from this instant on"
+    )
+
+    @field_validator("earliest_time")
+    @classmethod
+    def _aware(cls, value: datetime) -> datetime:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 class DetectionSettings(Section):
@@ -716,6 +731,7 @@ class Settings(Section):
 
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     sources: dict[str, SourceSettings] = Field(default_factory=lambda: dict(DEFAULT_SOURCES))
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
     detection: DetectionSettings = Field(default_factory=DetectionSettings)
     playbooks: PlaybookSettings = Field(default_factory=PlaybookSettings)
     webhooks: dict[str, ReceiverSettings] = Field(default_factory=dict, description="receivers by name")

@@ -8,19 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from custodes.connectors.base import Batch, Connector
 from custodes.detections.findings import findings_for
 from custodes.detections.sigma.correlation import Correlator
 from custodes.detections.sigma.routing import EventMatcher
-from custodes.model import Event, Finding, Run
+from custodes.model import Event, Finding, Run, utcnow
 from custodes.playbooks.loader import LoadedPlaybook
 from custodes.playbooks.runner import EngineError, Runner
 from custodes.store import Store
+from custodes.timewindow import TimeWindow, out_of_window
 
 if TYPE_CHECKING:
     from custodes.detections.scoring.service import ScoringService
@@ -66,8 +68,12 @@ class Pipeline:
         dedup_window: timedelta = timedelta(hours=1),
         correlator: Correlator | None = None,
         scoring: ScoringService | None = None,
+        window: TimeWindow | None = None,
     ) -> None:
         self.store = store
+        self.window = window or TimeWindow()
+        self.out_of_window: Counter[str] = Counter()
+        """Events whose absurd stated time was replaced by their ingestion time since start, by source."""
         self.scoring = scoring
         self.engine = engine
         self.correlator = correlator or Correlator()
@@ -87,12 +93,16 @@ class Pipeline:
         checkpoint: dict[str, Any] | None = None,
         alerts: Sequence[Finding] = (),
         run_playbooks: bool = True,
+        score: bool = True,
     ) -> IngestReport:
         """Store new events (and a checkpoint), detect on them, record findings, then run triggered playbooks.
 
         `alerts` are findings other systems raised, each referencing one of `events`; one is recorded only
-        when its event is new, so a re-delivered alert is acknowledged without a second finding.
+        when its event is new, so a re-delivered alert is acknowledged without a second finding. Without
+        `score`, behaviour scoring is left to a later `settle` (a replay scores once, in event-time order).
         """
+        if self.window.clamp(events, alerts, utcnow()):
+            self.out_of_window.update(event.source for event in events if out_of_window(event))
         report = IngestReport(received=len(events), warnings=sum(1 for e in events if e.warnings))
         async with self.correlator.guarded(), self.store.transaction() as tx:
             new_ids = await tx.insert_events(events)
@@ -106,7 +116,9 @@ class Pipeline:
             await self.correlator.ensure_loaded(tx)
             matches = [(event, self.engine.match(event)) for event in fresh]
             candidates = [f for event, rules in matches for f in findings_for(event, self.correlator.reportable(rules))]
-            candidates += [f for event, rules in matches for f in self.correlator.feed(event, rules)]
+            candidates += [
+                f for event, rules in matches if not out_of_window(event) for f in self.correlator.feed(event, rules)
+            ]
             candidates += self.correlator.flush()
             await self.correlator.save(tx)
             if self.disabled_rules:
@@ -118,7 +130,7 @@ class Pipeline:
                     report.new_findings.append(finding)
                 else:
                     report.merged_findings += 1
-            if self.scoring is not None:
+            if self.scoring is not None and score:
                 for candidate in await self.scoring.ingest(tx, fresh, report.new_findings):
                     finding, created = await tx.record_finding(candidate, self.dedup_window)
                     if created:
@@ -126,6 +138,20 @@ class Pipeline:
         if run_playbooks:
             report.runs = await self.respond(report.new_findings)
         return report
+
+    def event_time(self) -> dict[str, Any]:
+        """Event-time health: out-of-window and late events by source, and scoring's clock."""
+        engine = None if self.scoring is None else self.scoring.engine
+        closed = None if engine is None or engine.closed_through is None else engine.closed_through
+        return {
+            "out_of_window": dict(sorted(self.out_of_window.items())),
+            "late": {
+                "scoring": {} if engine is None else dict(sorted(engine.late_by_source.items())),
+                "correlation": dict(sorted(self.correlator.late_by_source.items())),
+            },
+            "watermark": None if engine is None or engine.watermark is None else engine.watermark.isoformat(),
+            "closed_through": None if closed is None else date.fromordinal(closed).isoformat(),
+        }
 
     async def respond(self, found: Sequence[Finding]) -> list[Run]:
         """Start every enabled playbook whose trigger matches, for each finding."""
@@ -196,16 +222,43 @@ class Pipeline:
                     runs.append(run)
         return runs
 
-    async def replay(self, connector: Connector) -> IngestReport:
-        """Drain a connector from its saved checkpoint, committing each batch with its checkpoint."""
+    async def replay(self, connector: Connector, *, close: bool = False) -> IngestReport:
+        """Drain a connector from its saved checkpoint, committing each batch with its checkpoint, then re-score
+        in event-time order (`settle`); `close` also closes the last open date (`custodes replay`)."""
         async with self.store.transaction() as tx:
             checkpoint = await tx.get_checkpoint(connector.name)
         total = IngestReport()
         batch: Batch
         async for batch in connector.batches(checkpoint):
-            total.add(await self.ingest(batch.events, connector=connector.name, checkpoint=batch.checkpoint))
+            report = await self.ingest(batch.events, connector=connector.name, checkpoint=batch.checkpoint, score=False)
+            total.add(report)
             await asyncio.sleep(0)
+        total.add(await self.settle(rescore=total.stored > 0, close=close))
         return total
+
+    async def settle(self, *, rescore: bool = True, close: bool = False, run_playbooks: bool = True) -> IngestReport:
+        """After a replay or backfill: re-score every day from the stored events in event-time order (so the
+        result equals an in-order run whatever order they came in), optionally close the last open date (so
+        its scores are final and shown), record the scoring findings raised and start their playbooks."""
+        report = IngestReport()
+        if self.scoring is None:
+            return report
+        async with self.correlator.guarded():
+            if rescore:
+                await self.scoring.rescore(self.store)
+            async with self.store.transaction() as tx:
+                found = self.scoring.engine.take_findings()
+                if close:
+                    found += await self.scoring.flush(tx)
+                else:
+                    await self.scoring.save(tx)
+                for candidate in found:
+                    finding, created = await tx.record_finding(candidate, self.dedup_window)
+                    if created:
+                        report.new_findings.append(finding)
+        if run_playbooks:
+            report.runs = await self.respond(report.new_findings)
+        return report
 
 
 def _seen(events: Sequence[Event]) -> dict[str, tuple[datetime, datetime]]:

@@ -21,6 +21,7 @@ from custodes.playbooks.loader import LoadedPlaybook, load_playbooks
 from custodes.playbooks.runner import Runner
 from custodes.responder import catalog
 from custodes.store import Store
+from custodes.timewindow import TimeWindow
 from custodes.toggles import load_disabled
 
 
@@ -78,6 +79,7 @@ class Services:
             runner,
             dedup_window=timedelta(seconds=settings.detection.dedup_window_seconds),
             correlator=correlator,
+            window=TimeWindow.from_settings(settings.ingest),
         )
         if settings.scoring.enabled:
             pipeline.scoring = await ScoringService.open(settings.scoring, store)

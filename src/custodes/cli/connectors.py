@@ -183,6 +183,8 @@ def backfill(
                         raise failure(name, connector.name, exc) from None
                     finally:
                         await sdk.close(connector)
+            if report.stored:
+                report.add(await services.pipeline.settle(run_playbooks=playbooks))
         summary = {
             "connector": name,
             "from": _when(first),
@@ -385,6 +387,43 @@ def poll(
         table = Table(title=f"Poll {name}")
         for key in rows[0] if rows else ("connector",):
             table.add_column(key.replace("_", " "))
+        for row in rows:
+            table.add_row(*(str(value) for value in row.values()))
+        console.print(table)
+
+    run(work)
+
+
+@connectors_app.command("late")
+def late(config: ConfigOption = None, as_json: JsonOption = False) -> None:
+    """Per source: events stored with an absurd time (kept with their ingestion time and a warning) and events
+    behaviour scoring received after their date had closed (a replay or backfill re-scores those days)."""
+    from custodes.detections.scoring.service import late_by_source
+    from custodes.store import Store
+    from custodes.timewindow import OUT_OF_WINDOW
+
+    async def work() -> None:
+        settings = settings_from(config)
+        store = await Store.open(settings.database)
+        try:
+            async with store.transaction() as tx:
+                absurd = await tx.count_warned_events(OUT_OF_WINDOW)
+                scoring = await late_by_source(tx)
+        finally:
+            await store.close()
+        rows = [
+            {"source": source, "out_of_window": absurd.get(source, 0), "late_for_scoring": scoring.get(source, 0)}
+            for source in sorted(set(absurd) | set(scoring))
+        ]
+        if as_json:
+            sys.stdout.write(orjson.dumps(rows).decode() + "\n")
+            return
+        if not rows:
+            console.print("No late or out-of-window events.")
+            return
+        table = Table(title="Late and out-of-window events")
+        for key in rows[0]:
+            table.add_column(key.replace("_", " "), justify="left" if key == "source" else "right")
         for row in rows:
             table.add_row(*(str(value) for value in row.values()))
         console.print(table)

@@ -71,7 +71,7 @@ def replay(
         async with await Services.open(settings) as services:
             services.pipeline.playbooks = services.pipeline.playbooks if playbooks else []
             name = "replay:" + source + ":" + ",".join(sorted(str(f.resolve()) for f in files))
-            report = await services.pipeline.replay(FileConnector(name, source, source_settings, files))
+            report = await services.pipeline.replay(FileConnector(name, source, source_settings, files), close=True)
         summary = {
             "received": report.received,
             "stored": report.stored,

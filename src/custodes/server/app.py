@@ -90,6 +90,12 @@ async def metrics(request: web.Request) -> web.Response:
     """Prometheus metrics in the text exposition format."""
     registry = request.app[metrics_key]
     registry.queue_depth.set(request.app[ingest_key].depth)
+    status = request.app[services_key].pipeline.event_time()
+    for source, count in status["out_of_window"].items():
+        registry.out_of_window.labels(source).set(count)
+    for stage, counts in status["late"].items():
+        for source, count in counts.items():
+            registry.late.labels(stage, source).set(count)
     return web.Response(body=registry.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

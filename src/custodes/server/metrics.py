@@ -48,6 +48,19 @@ class Metrics:
             ["receiver"],
             registry=self.registry,
         )
+        self.out_of_window = Gauge(
+            "custodes_events_out_of_window",
+            "Events since start whose absurd time was replaced by their ingestion time, by source",
+            ["source"],
+            registry=self.registry,
+        )
+        self.late = Gauge(
+            "custodes_events_late",
+            "Events that arrived after their date closed (scoring, persisted) or their window (correlation, since "
+            "start), by stage and source",
+            ["stage", "source"],
+            registry=self.registry,
+        )
         self.queue_depth = Gauge(
             "custodes_ingest_queue_depth", "Webhook records waiting for their commit", registry=self.registry
         )

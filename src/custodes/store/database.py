@@ -224,6 +224,27 @@ class Transaction:
         result = await self.conn.execute(sa.select(events).where(events.c.id.in_(id_list)).order_by(events.c.time))
         return [_event(row) for row in result.mappings()]
 
+    async def events_in_time_order(self, after: tuple[datetime, str] | None = None, limit: int = 5000) -> list[Event]:
+        """Up to `limit` events in (time, id) order, after the given (time, id) key: a deterministic replay order."""
+        query = sa.select(events)
+        if after is not None:
+            time, ident = after
+            query = query.where(sa.or_(events.c.time > time, sa.and_(events.c.time == time, events.c.id > ident)))
+        query = query.order_by(events.c.time, events.c.id).limit(limit)
+        return [_event(row) for row in (await self.conn.execute(query)).mappings()]
+
+    async def findings_by_time(self, *, exclude_detector: str) -> list[Finding]:
+        """Every finding except one detector's, by (last seen, id)."""
+        query = sa.select(findings).where(findings.c.detector != exclude_detector)
+        query = query.order_by(findings.c.last_seen, findings.c.id)
+        return [_finding(row) for row in (await self.conn.execute(query)).mappings()]
+
+    async def count_warned_events(self, prefix: str) -> dict[str, int]:
+        """Stored events with a warning starting with `prefix`, by source."""
+        text = sa.cast(events.c.warnings, sa.Text)
+        query = sa.select(events.c.source, sa.func.count()).where(text.like(f'%"{prefix}%')).group_by(events.c.source)
+        return {row[0]: int(row[1]) for row in await self.conn.execute(query)}
+
     async def count_events(self) -> int:
         """How many events are stored."""
         return int((await self.conn.execute(sa.select(sa.func.count()).select_from(events))).scalar_one())

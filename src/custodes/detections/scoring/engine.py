@@ -8,6 +8,7 @@ zone plus the allowed lateness. `provisional` scores open days so a threshold cr
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -19,6 +20,7 @@ from custodes.detections.scoring.features import Extractor, record_time
 from custodes.detections.scoring.identity import IdentityResolver, Person
 from custodes.detections.scoring.risk import DayScore, RiskModel
 from custodes.model import Event, Finding, Severity, stable_id
+from custodes.timewindow import out_of_window
 
 DETECTOR = "scoring"
 EVIDENCE_PER_FEATURE = 5
@@ -69,6 +71,10 @@ class ScoringEngine:
         self.scores: list[DayScore] = []
         self.dirty: set[str] = set()
         self.late_events = 0
+        self.late_by_source: Counter[str] = Counter()
+        """Events that arrived for a day already closed, by source (persisted with the clock)."""
+        self.untimed = 0
+        """Events skipped for a time outside the accepted window (see custodes.timewindow)."""
         self.unreadable = 0
         self.observed = 0
         self.days_closed = 0
@@ -99,6 +105,9 @@ class ScoringEngine:
             return None
         if obs is None:
             return None
+        if out_of_window(event):
+            self.untimed += 1
+            return None
         key, kind = self.resolver.resolve(obs.actor)
         when = event.time if not event.warnings else (record_time(event.raw) or event.time)
         state = self.states.get(key) or self.state_for(key, kind)
@@ -109,6 +118,7 @@ class ScoringEngine:
             local = when.astimezone(state.tz)
             today = self._open(state, local.toordinal())
             if today is None:
+                self.late_by_source[event.source] += 1
                 return None
             if today.start is None:
                 midnight = local.replace(hour=0, minute=0, second=0, microsecond=0)

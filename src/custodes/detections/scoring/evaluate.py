@@ -29,7 +29,8 @@ from custodes.detections.scoring.features import record_time
 from custodes.detections.scoring.identity import IdentityResolver, load_directory
 from custodes.detections.scoring.risk import DayScore
 from custodes.errors import CustodesError
-from custodes.model import Event, LogSource
+from custodes.model import Event, LogSource, utcnow
+from custodes.timewindow import TimeWindow
 
 FIXED_BUDGETS = (25, 50, 100)
 TRUE_FINDING_GRACE_DAYS = 7
@@ -162,18 +163,22 @@ def load_labels(path: Path) -> list[LabelRow]:
 
 
 def read_events(paths: Sequence[Path]) -> Iterator[Event]:
-    """Events from log files, merged in time order (each file is expected in time order)."""
+    """Events from log files, merged in time order (a file out of time order is sorted; records with a time
+    outside the default ingest window, see custodes.timewindow, are skipped)."""
+    window, now = TimeWindow(), utcnow()
 
-    def one(path: Path) -> Iterator[tuple[datetime, int, Event]]:
+    def one(path: Path) -> list[tuple[datetime, int, Event]]:
         tag = path.name
+        items = []
         for number, record, _ in iter_records(path):
             if not isinstance(record, dict):
                 continue
             when = record_time(record)
-            if when is None:
+            if when is None or not window.accepts(when, now):
                 continue
-            event = Event(f"{tag}:{number}", when, tag, NO_SOURCE, record)
-            yield when, number, event
+            items.append((when, number, Event(f"{tag}:{number}", when, tag, NO_SOURCE, record)))
+        items.sort(key=lambda item: (item[0], item[1]))
+        return items
 
     for _, _, event in heapq.merge(*(one(p) for p in paths), key=lambda item: item[0]):
         yield event

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 
 from custodes.config import ScoringSettings
 from custodes.detections.scoring.baselines import EntityState, peer_stats
-from custodes.detections.scoring.engine import ScoringEngine
+from custodes.detections.scoring.engine import DETECTOR, ScoringEngine
 from custodes.detections.scoring.identity import IdentityResolver, load_directory
 from custodes.detections.scoring.privacy import Pseudonymizer
 from custodes.detections.scoring.risk import Contribution, DayScore
@@ -142,14 +142,14 @@ class ScoringService:
         self.pseudonymizer = pseudonymizer
         self._saved_clock: dict[str, Any] | None = None
         """The engine's clock as last committed: unchanged, it is not written again."""
+        self._replace = False
+        """After `rescore`: the stored baselines and scores are replaced on the next `save`."""
 
     @classmethod
     async def open(cls, settings: ScoringSettings, store: Store) -> ScoringService:
         """Load the directory, the pseudonym key and every persisted baseline."""
         pseudonymizer = await pseudonymizer_for(settings, store)
-        resolver = resolver_for(settings, pseudonymizer)
-        domains = {p.id.rpartition("@")[2] for p in resolver.people.values() if "@" in p.id}
-        engine = ScoringEngine(settings, resolver, org_domains=domains)
+        engine = new_engine(settings, resolver_for(settings, pseudonymizer))
         async with store.transaction() as tx:
             for row in (await tx.conn.execute(sa.select(scoring_state))).mappings():
                 engine.states[row["entity"]] = EntityState.from_json(row["entity"], dict(row["state"]))
@@ -159,6 +159,7 @@ class ScoringService:
             engine.closed_through = clock["closed_through"]
             engine.days_closed = int(clock["days_closed"])
             engine.top = set(clock["top"])
+            engine.late_by_source.update(clock.get("late", {}))
             if engine.closed_through is not None:
                 engine._schedule()
         if engine.states:
@@ -186,6 +187,11 @@ class ScoringService:
         """Write changed baselines (bounded), the clock and new day scores."""
         engine = self.engine
         now = utcnow()
+        if self._replace:
+            engine.dirty = set(engine.states)
+            await tx.conn.execute(sa.delete(scoring_state))
+            await tx.conn.execute(sa.delete(scoring_scores))
+            tx.committed.append(lambda: setattr(self, "_replace", False))
         rows = []
         for key in sorted(engine.dirty):
             state = engine.states.get(key)
@@ -215,16 +221,64 @@ class ScoringService:
             "closed_through": engine.closed_through,
             "days_closed": engine.days_closed,
             "top": sorted(engine.top),
+            "late": dict(sorted(engine.late_by_source.items())),
         }
         if clock != self._saved_clock:
             await _set_meta(tx, CLOCK_META, clock)
             tx.committed.append(lambda: setattr(self, "_saved_clock", clock))
 
-    async def flush(self, store: Store) -> None:
-        """Close every open day now (end of a replay) and persist."""
+    async def flush(self, tx: Transaction) -> list[Finding]:
+        """Close every open day now (end of a replay) and persist; the scoring findings raised."""
         self.engine.flush()
+        await self.save(tx)
+        return self.engine.take_findings()
+
+    async def rescore(self, store: Store, page: int = 5000) -> None:
+        """Recompute every day score and baseline from the stored events and findings in event-time order.
+
+        The result is that of an in-order run whatever order the events arrived in (a replay out of order, a
+        source replayed after another, a backfill). Late-event counts carry over; the findings raised are kept
+        for `take_findings`; the caller persists with `save` (old state and scores are replaced)."""
+        old = self.engine
+        engine = new_engine(self.settings, old.resolver)
+        engine.late_by_source = old.late_by_source
+        engine.untimed = old.untimed
         async with store.transaction() as tx:
-            await self.save(tx)
+            pending = await tx.findings_by_time(exclude_detector=DETECTOR)
+        index = 0
+        after: tuple[datetime, str] | None = None
+        while True:
+            async with store.transaction() as tx:
+                batch = await tx.events_in_time_order(after, page)
+            touched: set[str] = set()
+            for event in batch:
+                while index < len(pending) and pending[index].last_seen <= event.time:
+                    key = engine.add_finding(pending[index])
+                    touched.update(() if key is None else (key,))
+                    index += 1
+                key = engine.observe(event)
+                touched.update(() if key is None else (key,))
+            engine.provisional(touched)
+            if len(batch) < page:
+                break
+            after = (batch[-1].time, batch[-1].id)
+        for finding in pending[index:]:
+            engine.add_finding(finding)
+        self.engine = engine
+        self._saved_clock = None
+        self._replace = True
+
+
+async def late_by_source(tx: Transaction) -> dict[str, int]:
+    """Events that arrived for a date scoring had already closed, by source, as last committed."""
+    clock = await _meta(tx, CLOCK_META)
+    return {} if not clock else {str(k): int(v) for k, v in clock.get("late", {}).items()}
+
+
+def new_engine(settings: ScoringSettings, resolver: IdentityResolver) -> ScoringEngine:
+    """An empty engine; the organisation's domains are those of the directory's people."""
+    domains = {p.id.rpartition("@")[2] for p in resolver.people.values() if "@" in p.id}
+    return ScoringEngine(settings, resolver, org_domains=domains)
 
 
 def shrink(state: EntityState) -> bool:

@@ -34,7 +34,7 @@ import bisect
 import itertools
 import math
 import statistics
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -513,6 +513,8 @@ class Correlator:
         self._routes: dict[_Key, tuple[CorrelationState, ...]] = {}
         self.loaded = not self.states
         self._lock = asyncio.Lock()
+        self.late_by_source: Counter[str] = Counter()
+        """Events ignored as late by some correlation since start, by event source."""
 
     def reportable(self, matched: Sequence[CompiledRule]) -> list[CompiledRule]:
         """The matched rules that raise findings of their own (not silenced by a correlation or an override)."""
@@ -535,7 +537,10 @@ class Correlator:
         for correlation_id, (version, rule_ids) in touched.items():
             state = self.states[correlation_id]
             ordered = [rule_id for rule_id in state.rule.rules if rule_id in rule_ids]
+            late = state.late
             finding = state.add(event, ordered, version)
+            if state.late > late:
+                self.late_by_source[event.source] += 1
             if finding is not None:
                 found.append(finding)
         return found

@@ -4,6 +4,7 @@ from custodes.server.api import (
     catalog,
     connectors,
     entities,
+    eventtime,
     evidence,
     findings,
     manage,
@@ -13,4 +14,16 @@ from custodes.server.api import (
     sessions,
 )
 
-__all__ = ["catalog", "connectors", "entities", "evidence", "findings", "manage", "meta", "risk", "runs", "sessions"]
+__all__ = [
+    "catalog",
+    "connectors",
+    "entities",
+    "eventtime",
+    "evidence",
+    "findings",
+    "manage",
+    "meta",
+    "risk",
+    "runs",
+    "sessions",
+]
