@@ -13,6 +13,7 @@ from urllib.parse import quote, urlsplit
 import jinja2
 from aiohttp import web
 
+from custodes.server.api import meta
 from custodes.server.console.bridge import may
 from custodes.server.console.session import COOKIE, Session, Sessions
 from custodes.server.context import services_key
@@ -72,6 +73,7 @@ def render(
         session=session,
         csrf=console.sessions.csrf(session.sid) if session else "",
         may=(lambda handler: session is not None and may(session, handler)),
+        read_audit=meta.read_audit,
         path=request.path,
         notice=NOTICES.get(request.query.get("done", "")),
         **context,
