@@ -88,6 +88,7 @@ class Evaluation:
     false_findings: int
     true_findings: int
     percentiles: list[float] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def false_findings_per_1000_user_days(self) -> float:
@@ -125,6 +126,7 @@ class Evaluation:
             "false_findings": self.false_findings,
             "true_findings": self.true_findings,
             "false_findings_per_1000_user_days": round(self.false_findings_per_1000_user_days, 4),
+            "warnings": self.warnings,
         }
 
 
@@ -158,24 +160,51 @@ def load_labels(path: Path) -> list[LabelRow]:
             )
         except (KeyError, ValueError, TypeError, AttributeError) as exc:
             raise CustodesError.at(path, f"label #{number}: {exc}") from None
+        label = labels[-1]
+        if label.end < label.start:
+            raise CustodesError.at(
+                path,
+                f"label #{number} ({label.person}): end {label.end.isoformat()} is before start "
+                f"{label.start.isoformat()}; fix the interval",
+            )
     return labels
 
 
-def read_events(paths: Sequence[Path]) -> Iterator[Event]:
-    """Events from log files, merged in time order (each file is expected in time order)."""
+def _records(path: Path) -> Iterator[tuple[datetime, int, Event]]:
+    tag = path.name
+    for number, record, _ in parse_records(_read(path), path):
+        if not isinstance(record, dict):
+            continue
+        when = record_time(record)
+        if when is None:
+            continue
+        yield when, number, Event(f"{tag}:{number}", when, tag, NO_SOURCE, record)
 
-    def one(path: Path) -> Iterator[tuple[datetime, int, Event]]:
-        tag = path.name
-        for number, record, _ in parse_records(_read(path), path):
-            if not isinstance(record, dict):
-                continue
-            when = record_time(record)
-            if when is None:
-                continue
-            event = Event(f"{tag}:{number}", when, tag, NO_SOURCE, record)
-            yield when, number, event
 
-    for _, _, event in heapq.merge(*(one(p) for p in paths), key=lambda item: item[0]):
+def out_of_order(path: Path) -> int:
+    """How many records of a file are earlier than a record before them."""
+    late = 0
+    latest: datetime | None = None
+    for when, _, _ in _records(path):
+        if latest is not None and when < latest:
+            late += 1
+        else:
+            latest = when
+    return late
+
+
+def read_events(paths: Sequence[Path], warnings: list[str] | None = None) -> Iterator[Event]:
+    """Events from log files, merged in time order; a file not in time order is sorted (in memory) with a warning."""
+    streams: list[Iterator[tuple[datetime, int, Event]]] = []
+    for path in paths:
+        late = out_of_order(path)
+        if late:
+            if warnings is not None:
+                warnings.append(f"{path}: {late} records out of time order; the file was sorted by time in memory")
+            streams.append(iter(sorted(_records(path), key=lambda item: (item[0], item[1]))))
+        else:
+            streams.append(_records(path))
+    for _, _, event in heapq.merge(*streams, key=lambda item: item[0]):
         yield event
 
 
@@ -240,13 +269,28 @@ def evaluate(
                 result.detected = day
 
     engine = ScoringEngine(settings, resolver, org_domains=domains, on_ranking=on_ranking)
+    warnings: list[str] = []
     started = time.perf_counter()
     count = 0
-    for event in read_events(paths):
+    for event in read_events(paths, warnings):
         engine.observe(event)
         count += 1
     engine.flush()
     seconds = time.perf_counter() - started
+    unknown = sorted(
+        {
+            label.person
+            for label in labels
+            if (key := resolver.resolve(label.person)[0]) not in engine.states and resolver.person(key) is None
+        }
+    )
+    if unknown:
+        warnings.append(
+            f"{len(unknown)} labelled people are in neither the directory nor the events "
+            f"(their malicious days count as missed): {', '.join(unknown[:10])}{' ...' if len(unknown) > 10 else ''}"
+        )
+    if engine.late_events:
+        warnings.append(f"{engine.late_events} events arrived after their day had closed and were not scored")
     false_findings = true_findings = 0
     by_entity: dict[str, list[IncidentResult]] = defaultdict(list)
     for result in incidents.values():
@@ -278,4 +322,5 @@ def evaluate(
         false_findings=false_findings,
         true_findings=true_findings,
         percentiles=percentiles,
+        warnings=warnings,
     )

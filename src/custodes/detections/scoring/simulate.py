@@ -898,5 +898,8 @@ def simulate(settings: SimulationSettings, out: Path) -> Simulation:
     if settings.population < 20:
         raise ValueError("population must be at least 20")
     if settings.days < settings.warmup_days + 10:
-        raise ValueError(f"days must be at least warmup_days + 10 ({settings.warmup_days + 10})")
+        raise ValueError(
+            f"--days {settings.days} is too short for --warmup-days {settings.warmup_days}: give --days "
+            f"{settings.warmup_days + 10} or more, or a smaller --warmup-days (at most {settings.days - 10})"
+        )
     return Generator(settings).run(out)
