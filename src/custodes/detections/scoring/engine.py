@@ -144,7 +144,7 @@ class ScoringEngine:
         if obs.host is not None:
             owner = self.resolver.host_owner(obs.host)
             if owner is not None and owner != key:
-                seen = [*seen, ("owner", owner)]
+                seen = [*(s for s in seen if s[0] != "host"), ("owner", owner)]
                 if owner not in today.owners:
                     today.owners[owner] = event.id
             elif owner is None:
@@ -159,14 +159,16 @@ class ScoringEngine:
         return key
 
     def _novelty(self, state: EntityState, today: DayState, seen: list[tuple[str, str]], event_id: str) -> None:
-        learning = state.active_days < self.settings.warmup_days
+        # Everything is new on an entity's first day: that day only fills the memory. Later days count novelty
+        # (the baseline learns how often the entity meets new things); it is scored after `warmup_days` (risk.py).
+        first_day = state.active_days == 0
         memory_days = self.settings.first_seen_days
         for kind, value in seen:
             memory = state.seen.get(kind)
             if memory is None:
                 memory = state.seen[kind] = {}
             last = memory.get(value)
-            if not learning and (last is None or today.day - last > memory_days):
+            if not first_day and (last is None or today.day - last > memory_days):
                 name = NOVELTY.get(kind, "new_" + kind)
                 today.counts[name] = today.counts.get(name, 0.0) + 1.0
                 ids = today.evidence.setdefault(name, [])

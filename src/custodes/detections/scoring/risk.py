@@ -162,9 +162,10 @@ class RiskModel:
         contributions: list[Contribution] = []
         families = dict.fromkeys(FAMILIES, 0.0)
         stages: set[str] = set()
+        settled = state.active_days >= self.settings.warmup_days
         for name, value in counts.items():
             feature = BY_NAME.get(name)
-            if feature is None or value <= 0:
+            if feature is None or value <= 0 or (feature.novelty and not settled):
                 continue
             occurrence, magnitude = self.surprise(state, peers, group, name, value)
             per_sd = EXFILTRATION_BITS_PER_SD if feature.family == "exfiltration" else BITS_PER_SD
