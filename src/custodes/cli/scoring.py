@@ -29,6 +29,9 @@ def simulate(
     days: Annotated[int, typer.Option(help="Days simulated.")] = 42,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 1,
     noise: Annotated[float, typer.Option(help="Rate of benign anomalies (travel, new devices, ...), 1 = usual.")] = 1.0,
+    shape: Annotated[
+        str, typer.Option(help="Organisation shape: office, noisy (roaming admins, heavy USB, travel), subtle.")
+    ] = "office",
     scenario: Annotated[
         list[str] | None, typer.Option("--scenario", help="Scenario to inject (repeat; default: all).")
     ] = None,
@@ -47,6 +50,7 @@ def simulate(
             days=days,
             seed=seed,
             noise=noise,
+            shape=shape,
             scenarios=tuple(scenario) if scenario else SCENARIOS,
             insiders=insiders,
             warmup_days=min(21, max(1, days - 10)) if warmup_days is None else warmup_days,
