@@ -24,6 +24,7 @@ import orjson
 from custodes.config import ScoringSettings
 from custodes.connectors.envelope import parse_time
 from custodes.connectors.files import _read, parse_records
+from custodes.detections.scoring.cert import cert_records
 from custodes.detections.scoring.engine import ScoringEngine
 from custodes.detections.scoring.features import record_time
 from custodes.detections.scoring.identity import IdentityResolver, load_directory
@@ -172,7 +173,12 @@ def load_labels(path: Path) -> list[LabelRow]:
 
 def _records(path: Path) -> Iterator[tuple[datetime, int, Event]]:
     tag = path.name
-    for number, record, _ in parse_records(_read(path), path):
+    data = _read(path)
+    cert = cert_records(path, data) if path.suffix.lower() == ".csv" else None
+    if path.suffix.lower() == ".csv" and cert is None:
+        raise CustodesError.at(path, "a CSV event file must be a CERT logon, device, http, email or file CSV")
+    rows = cert if cert is not None else ((number, record) for number, record, _ in parse_records(data, path))
+    for number, record in rows:
         if not isinstance(record, dict):
             continue
         when = record_time(record)
