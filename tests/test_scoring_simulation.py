@@ -145,3 +145,26 @@ def test_eval_refuses_backwards_labels_and_warns_on_unknown_people(org: Path, tm
     settings = ScoringSettings(directory=org / "directory.json", pseudonymise=False)
     result = evaluate([org / "okta.ndjson"], load_labels(tmp_path / "stranger.json"), settings)
     assert [w for w in result.warnings if "neither the directory nor the events" in w and "nobody@" in w]
+
+
+def test_shapes_change_the_organisation_not_just_the_draw(tmp_path: Path) -> None:
+    def other_machine_logons(shape: str) -> tuple[int, int, int]:
+        knobs = SimulationSettings(population=60, days=12, seed=5, warmup_days=2, shape=shape, insiders=0)
+        simulate(knobs, tmp_path / shape)
+        people = {
+            p["aliases"][1]: p["hosts"][0] for p in orjson.loads((tmp_path / shape / "directory.json").read_bytes())
+        }
+        roaming = usb = visits = 0
+        for _, record, _ in iter_records(tmp_path / shape / "endpoint.ndjson"):
+            action = record.get("event", {}).get("action") if isinstance(record.get("event"), dict) else None
+            if action == "logged-in" and record["host"]["name"] != people.get(record["user"]["name"]):
+                roaming += 1
+            usb += action == "usb-device-connected"
+            visits += action == "http-request" and record["url"]["domain"] in ("pastebin.com", "www.dropbox.com")
+        return roaming, usb, visits
+
+    office, noisy = other_machine_logons("office"), other_machine_logons("noisy")
+    assert office[0] == 0 and noisy[0] > 20
+    assert noisy[1] > office[1] and noisy[2] > office[2]
+    with pytest.raises(ValueError, match="unknown --shape"):
+        simulate(SimulationSettings(shape="flat"), tmp_path / "x")
