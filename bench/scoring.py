@@ -1,9 +1,10 @@
 """Behaviour scoring bench: detection bars on simulated organisations, and feature-update throughput.
 
-    .venv/bin/python bench/scoring.py                       # 1000 and 2000 people, seeds 1-3, 42 days
-    .venv/bin/python bench/scoring.py --population 1000 --seeds 1 2 --days 42
+    .venv/bin/python bench/scoring.py                 # 1000 people, every shape, seeds 1-2, 10 and 60 days of history
+    .venv/bin/python bench/scoring.py --population 300 --shapes noisy --seeds 1 --history 10
 
-Bars (issue 5): every injected incident caught within a 0.5% daily budget before its end, mean percentile of
+Each organisation has `history` quiet days before insiders may act and 12 days after. Bars (issues 5 and 15):
+every injected incident caught within a 0.5% daily budget before its end, mean percentile of
 malicious user-days >= 97, fewer than 1 false finding per 1,000 users per day, >= 100,000 feature updates/s on one
 core. Throughput is `ScoringEngine.observe` over events already decoded, with day closing (ranking, peer statistics)
 timed separately.
@@ -12,6 +13,7 @@ timed separately.
 from __future__ import annotations
 
 import argparse
+import itertools
 import tempfile
 import time
 from pathlib import Path
@@ -22,7 +24,7 @@ from custodes.config import ScoringSettings
 from custodes.detections.scoring.engine import ScoringEngine
 from custodes.detections.scoring.evaluate import evaluate, load_labels, read_events
 from custodes.detections.scoring.identity import IdentityResolver, load_directory
-from custodes.detections.scoring.simulate import SimulationSettings, simulate
+from custodes.detections.scoring.simulate import SHAPES, SimulationSettings, simulate
 
 
 def throughput(folder: Path, settings: ScoringSettings) -> tuple[float, float, int]:
@@ -50,51 +52,58 @@ def throughput(folder: Path, settings: ScoringSettings) -> tuple[float, float, i
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--population", type=int, nargs="+", default=[1000, 2000])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
-    parser.add_argument("--days", type=int, default=42)
+    parser.add_argument("--population", type=int, nargs="+", default=[1000])
+    parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=SHAPES)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--history", type=int, nargs="+", default=[10, 60], help="quiet days before insiders act")
     parser.add_argument("--noise", type=float, default=1.0)
     args = parser.parse_args()
     header = (
-        f"{'people':>6} {'seed':>4} {'events':>9} {'budget':>6} {'caught':>7} {'pctile':>6} "
+        f"{'shape':>6} {'hist':>4} {'people':>6} {'seed':>4} {'events':>9} {'budget':>6} {'caught':>7} {'pctile':>6} "
         f"{'recall@b':>8} {'FF/1k/d':>7} {'delay':>5} {'upd/s':>8} {'e2e/s':>8} {'state B':>7}"
     )
     print(header)
     failures = []
-    for population in args.population:
-        for seed in args.seeds:
-            with tempfile.TemporaryDirectory() as tmp:
-                folder = Path(tmp)
-                knobs = SimulationSettings(population=population, days=args.days, seed=seed, noise=args.noise)
-                sim = simulate(knobs, folder)
-                settings = ScoringSettings(directory=folder / "directory.json", pseudonymise=False)
-                result = evaluate(sim.files, load_labels(folder / "labels.json"), settings)
-                updates, end_to_end, _ = throughput(folder, settings)
-                resolver = IdentityResolver(load_directory(folder / "directory.json"), settings.identities)
-                engine = ScoringEngine(settings, resolver, org_domains=["corp.example"])
-                for event in read_events(sim.files):
-                    engine.observe(event)
-                engine.flush()
-                sizes = sorted(len(orjson.dumps(s.to_json())) for s in engine.states.values())
-                delays = [i.delay_days for i in result.incidents if i.delay_days is not None]
-                print(
-                    f"{population:>6} {seed:>4} {result.events:>9} {result.budget:>6} "
-                    f"{result.caught:>3}/{len(result.incidents):<3} {result.mean_percentile:>6.2f} "
-                    f"{100 * result.recall[result.budget]:>7.1f}% {result.false_findings_per_1000_user_days:>7.3f} "
-                    f"{(sum(delays) / len(delays)) if delays else float('nan'):>5.1f} {updates:>8.0f} "
-                    f"{end_to_end:>8.0f} {sizes[len(sizes) // 2]:>7}",
-                    flush=True,
-                )
-                missed = [f"{i.incident} {i.scenario}" for i in result.incidents if not i.caught]
-                if missed:
-                    print(f"       missed: {', '.join(missed)}")
-                    failures.append((population, seed, "caught"))
-                if result.mean_percentile < 97:
-                    failures.append((population, seed, "percentile"))
-                if result.false_findings_per_1000_user_days >= 1:
-                    failures.append((population, seed, "false findings"))
-                if updates < 100_000:
-                    failures.append((population, seed, "throughput"))
+    for shape, history, population, seed in itertools.product(args.shapes, args.history, args.population, args.seeds):
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp)
+            knobs = SimulationSettings(
+                population=population,
+                days=history + 12,
+                warmup_days=history,
+                seed=seed,
+                noise=args.noise,
+                shape=shape,
+            )
+            sim = simulate(knobs, folder)
+            settings = ScoringSettings(directory=folder / "directory.json", pseudonymise=False)
+            result = evaluate(sim.files, load_labels(folder / "labels.json"), settings)
+            updates, end_to_end, _ = throughput(folder, settings)
+            resolver = IdentityResolver(load_directory(folder / "directory.json"), settings.identities)
+            engine = ScoringEngine(settings, resolver, org_domains=["corp.example"])
+            for event in read_events(sim.files):
+                engine.observe(event)
+            engine.flush()
+            sizes = sorted(len(orjson.dumps(s.to_json())) for s in engine.states.values())
+            delays = [i.delay_days for i in result.incidents if i.delay_days is not None]
+            print(
+                f"{shape:>6} {history:>4} {population:>6} {seed:>4} {result.events:>9} {result.budget:>6} "
+                f"{result.caught:>3}/{len(result.incidents):<3} {result.mean_percentile:>6.2f} "
+                f"{100 * result.recall[result.budget]:>7.1f}% {result.false_findings_per_1000_user_days:>7.3f} "
+                f"{(sum(delays) / len(delays)) if delays else float('nan'):>5.1f} {updates:>8.0f} "
+                f"{end_to_end:>8.0f} {sizes[len(sizes) // 2]:>7}",
+                flush=True,
+            )
+            missed = [f"{i.incident} {i.scenario}" for i in result.incidents if not i.caught]
+            if missed:
+                print(f"       missed: {', '.join(missed)}")
+                failures.append((shape, history, population, seed, "caught"))
+            if result.mean_percentile < 97:
+                failures.append((shape, history, population, seed, "percentile"))
+            if result.false_findings_per_1000_user_days >= 1:
+                failures.append((shape, history, population, seed, "false findings"))
+            if updates < 100_000:
+                failures.append((shape, history, population, seed, "throughput"))
     print("all bars met" if not failures else f"bars missed: {failures}")
 
 

@@ -15,6 +15,7 @@ from custodes.connectors.envelope import to_event
 from custodes.connectors.files import iter_records
 from custodes.detections.scoring.evaluate import evaluate, load_labels
 from custodes.detections.scoring.simulate import SCENARIOS, SimulationSettings, simulate
+from custodes.errors import CustodesError
 
 runner = CliRunner()
 
@@ -111,3 +112,59 @@ def test_simulate_command(tmp_path: Path) -> None:
     assert summary["people"] == 30 and summary["incidents"] >= 1 and (tmp_path / "labels.csv").exists()
     bad = runner.invoke(app, ["simulate", str(tmp_path / "x"), "--scenario", "nope"])
     assert bad.exit_code == 2 and "unknown scenario" in bad.output
+    short = runner.invoke(app, ["simulate", str(tmp_path / "s"), "--population", "30", "--days", "20", "--json"])
+    assert short.exit_code == 0, short.output
+    assert orjson.loads(short.stdout)["incidents"] >= 1
+    too_short = runner.invoke(app, ["simulate", str(tmp_path / "t"), "--days", "20", "--warmup-days", "15"])
+    assert too_short.exit_code == 2 and "--days" in too_short.output and "--warmup-days" in too_short.output
+
+
+def test_eval_sorts_a_file_out_of_time_order_and_says_so(org: Path, tmp_path: Path) -> None:
+    settings = ScoringSettings(directory=org / "directory.json", pseudonymise=False)
+    labels = load_labels(org / "labels.json")
+    files = sorted(org.glob("*.ndjson"))
+    reversed_endpoint = tmp_path / "endpoint.ndjson"
+    lines = (org / "endpoint.ndjson").read_bytes().splitlines()
+    reversed_endpoint.write_bytes(b"\n".join(reversed(lines)) + b"\n")
+    ordered = evaluate(files, labels, settings)
+    shuffled = evaluate([reversed_endpoint if f.name == "endpoint.ndjson" else f for f in files], labels, settings)
+    assert ordered.warnings == []
+    assert shuffled.mean_percentile == ordered.mean_percentile
+    assert [w for w in shuffled.warnings if "out of time order" in w and "endpoint.ndjson" in w]
+
+
+def test_eval_refuses_backwards_labels_and_warns_on_unknown_people(org: Path, tmp_path: Path) -> None:
+    rows = orjson.loads((org / "labels.json").read_bytes())
+    rows = rows["labels"] if isinstance(rows, dict) else rows
+    backwards = [dict(rows[0], start="2024-03-20T12:00:00Z", end="2024-03-19T12:00:00Z")]
+    (tmp_path / "backwards.json").write_bytes(orjson.dumps(backwards))
+    with pytest.raises(CustodesError, match=r"label #1 .*end .* is before start"):
+        load_labels(tmp_path / "backwards.json")
+    stranger = [*rows, dict(rows[0], incident="ghost", person="nobody@elsewhere.example")]
+    (tmp_path / "stranger.json").write_bytes(orjson.dumps(stranger))
+    settings = ScoringSettings(directory=org / "directory.json", pseudonymise=False)
+    result = evaluate([org / "okta.ndjson"], load_labels(tmp_path / "stranger.json"), settings)
+    assert [w for w in result.warnings if "neither the directory nor the events" in w and "nobody@" in w]
+
+
+def test_shapes_change_the_organisation_not_just_the_draw(tmp_path: Path) -> None:
+    def other_machine_logons(shape: str) -> tuple[int, int, int]:
+        knobs = SimulationSettings(population=60, days=12, seed=5, warmup_days=2, shape=shape, insiders=0)
+        simulate(knobs, tmp_path / shape)
+        people = {
+            p["aliases"][1]: p["hosts"][0] for p in orjson.loads((tmp_path / shape / "directory.json").read_bytes())
+        }
+        roaming = usb = visits = 0
+        for _, record, _ in iter_records(tmp_path / shape / "endpoint.ndjson"):
+            action = record.get("event", {}).get("action") if isinstance(record.get("event"), dict) else None
+            if action == "logged-in" and record["host"]["name"] != people.get(record["user"]["name"]):
+                roaming += 1
+            usb += action == "usb-device-connected"
+            visits += action == "http-request" and record["url"]["domain"] in ("pastebin.com", "www.dropbox.com")
+        return roaming, usb, visits
+
+    office, noisy = other_machine_logons("office"), other_machine_logons("noisy")
+    assert office[0] == 0 and noisy[0] > 20
+    assert noisy[1] > office[1] and noisy[2] > office[2]
+    with pytest.raises(ValueError, match="unknown --shape"):
+        simulate(SimulationSettings(shape="flat"), tmp_path / "x")

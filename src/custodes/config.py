@@ -654,17 +654,46 @@ class ScoringSettings(Section):
             "dropbox.com",
             "box.com",
             "mega.nz",
+            "mega.io",
             "wetransfer.com",
             "onedrive.live.com",
+            "1drv.ms",
             "pcloud.com",
-        ]
+            "mediafire.com",
+            "sendspace.com",
+            "sync.com",
+            "tresorit.com",
+            "idrive.com",
+            "4shared.com",
+            "zippyshare.com",
+            "filedropper.com",
+            "transfernow.net",
+            "smash.gg",
+            "swisstransfer.com",
+        ],
+        description="personal cloud storage and file transfer: visits are a signal, uploads a stronger one",
     )
     leak_domains: list[str] = Field(
         default_factory=lambda: [
             "wikileaks.org",
             "pastebin.com",
+            "paste.ee",
+            "ghostbin.com",
+            "hastebin.com",
+            "dpaste.org",
+            "justpaste.it",
+            "controlc.com",
+            "rentry.co",
+            "privatebin.net",
             "anonfiles.com",
-        ]
+            "file.io",
+            "gofile.io",
+            "transfer.sh",
+            "cryptome.org",
+            "ddosecrets.com",
+            "leakedsource.com",
+        ],
+        description="leak and paste sites: visits are a signal, uploads a stronger one",
     )
     job_domains: list[str] = Field(
         default_factory=lambda: [
@@ -673,7 +702,28 @@ class ScoringSettings(Section):
             "glassdoor.com",
             "linkedin.com/jobs",
             "ziprecruiter.com",
-        ]
+            "careerbuilder.com",
+            "simplyhired.com",
+            "dice.com",
+            "hired.com",
+            "jobs.com",
+            "jobvite.com",
+            "lever.co",
+            "greenhouse.io",
+            "workable.com",
+            "angel.co",
+            "wellfound.com",
+            "stepstone.com",
+            "reed.co.uk",
+            "totaljobs.com",
+            "seek.com.au",
+            "naukri.com",
+            "xing.com",
+        ],
+        description="job search sites (domain, subdomain or domain/path prefix)",
+    )
+    competitor_domains: list[str] = Field(
+        default_factory=list, description="competitors' sites (domain, subdomain or domain/path prefix)"
     )
     pseudonymise: bool = True
     pseudonym_key: Secret | None = Field(default=None, description="HMAC key for pseudonyms (secret reference)")

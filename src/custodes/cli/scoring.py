@@ -29,11 +29,16 @@ def simulate(
     days: Annotated[int, typer.Option(help="Days simulated.")] = 42,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 1,
     noise: Annotated[float, typer.Option(help="Rate of benign anomalies (travel, new devices, ...), 1 = usual.")] = 1.0,
+    shape: Annotated[
+        str, typer.Option(help="Organisation shape: office, noisy (roaming admins, heavy USB, travel), subtle.")
+    ] = "office",
     scenario: Annotated[
         list[str] | None, typer.Option("--scenario", help="Scenario to inject (repeat; default: all).")
     ] = None,
     insiders: Annotated[int | None, typer.Option(help="Incidents to inject (default: population/100).")] = None,
-    warmup_days: Annotated[int, typer.Option(help="Quiet days before any incident.")] = 21,
+    warmup_days: Annotated[
+        int | None, typer.Option(help="Quiet days before any incident (default: 21, or --days - 10 if shorter).")
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Generate an organisation's raw vendor logs with insider scenarios injected, plus labels."""
@@ -45,9 +50,10 @@ def simulate(
             days=days,
             seed=seed,
             noise=noise,
+            shape=shape,
             scenarios=tuple(scenario) if scenario else SCENARIOS,
             insiders=insiders,
-            warmup_days=warmup_days,
+            warmup_days=min(21, max(1, days - 10)) if warmup_days is None else warmup_days,
         )
         try:
             result = simulate(knobs, out)
@@ -93,6 +99,8 @@ def eval_scoring(
         if missing:
             raise CustodesError(f"no such file: {', '.join(missing)}")
         result = evaluate(events, load_labels(labels), settings, budget_share=budget_share)
+        for warning in result.warnings:
+            typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW, err=True)
         if as_json:
             sys.stdout.write(orjson.dumps(result.to_json()).decode() + "\n")
             return

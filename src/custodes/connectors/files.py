@@ -64,6 +64,12 @@ def iter_records(path: Path) -> Iterator[_Row]:
         yield from parse_stream(_chunks(stream), path)
 
 
+def read_bytes(path: Path) -> bytes:
+    """A log file's whole (decompressed) content, for formats read as one piece (CSV)."""
+    with _opened(path) as stream:
+        return stream.read()
+
+
 def parse_stream(chunks: Iterator[bytes], path: Path) -> Iterator[_Row]:
     """`iter_records` over chunks of (decompressed) content: NDJSON line by line, documents element by element.
 

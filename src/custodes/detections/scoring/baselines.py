@@ -34,6 +34,8 @@ class DayState:
     evidence: dict[str, list[str]] = field(default_factory=dict)
     sigma: list[tuple[str, str, float]] = field(default_factory=list)
     events: int = 0
+    owners: dict[str, str] = field(default_factory=dict)
+    """Owners of other people's machines used today -> the first such event."""
     start: datetime | None = None
     end: datetime | None = None
 
@@ -46,6 +48,7 @@ class DayState:
             "evidence": self.evidence,
             "sigma": [list(s) for s in self.sigma],
             "events": self.events,
+            "owners": self.owners,
         }
 
     @classmethod
@@ -58,6 +61,7 @@ class DayState:
             evidence={str(k): [str(i) for i in v] for k, v in data["evidence"].items()},
             sigma=[(str(a), str(b), float(c)) for a, b, c in data["sigma"]],
             events=int(data["events"]),
+            owners={str(k): str(v) for k, v in data.get("owners", {}).items()},
         )
 
 

@@ -33,8 +33,10 @@ FEATURES: tuple[Feature, ...] = (
     Feature("new_asn", "identity", 0.6, "sign-ins from a new network (ASN)", novelty=True),
     Feature("off_hours", "behaviour", 1.2, "active hours outside their usual hours"),
     Feature("new_host", "behaviour", 0.8, "logons to a machine they never used", novelty=True),
-    Feature("other_host", "access", 2.0, "logons to another person's machine"),
+    Feature("other_host", "access", 2.0, "logons to a machine of another person they never used", novelty=True),
+    Feature("absent_owner_host", "access", 2.5, "logons to the machine of a person absent that day"),
     Feature("job_search", "behaviour", 0.6, "visits to job sites"),
+    Feature("competitor_visit", "behaviour", 0.6, "visits to competitors' sites"),
     Feature("mail_recipients", "behaviour", 0.8, "mail recipients"),
     Feature("privilege_grant", "access", 1.5, "privilege or role grants"),
     Feature("self_grant", "access", 3.0, "privileges granted to themselves"),
@@ -52,11 +54,26 @@ FEATURES: tuple[Feature, ...] = (
     Feature("print", "exfiltration", 0.8, "print jobs", stage="exfiltrate"),
     Feature("cloud_upload", "exfiltration", 2.0, "uploads to personal cloud", stage="exfiltrate"),
     Feature("upload_bytes", "exfiltration", 1.0, "bytes sent out", stage="exfiltrate", bytes=True),
+    Feature("cloud_visit", "exfiltration", 0.8, "visits to personal cloud storage", stage="exfiltrate"),
+    Feature("leak_visit", "exfiltration", 1.2, "visits to leak or paste sites", stage="exfiltrate"),
+    Feature(
+        "new_channel",
+        "exfiltration",
+        2.0,
+        "first uses of a data-movement channel",
+        stage="exfiltrate",
+        novelty=True,
+    ),
     Feature("leak_upload", "exfiltration", 3.0, "uploads to leak or paste sites", stage="exfiltrate"),
     Feature("personal_mail", "exfiltration", 1.5, "mails to personal addresses", stage="exfiltrate"),
     Feature("mail_forwarding", "exfiltration", 2.5, "mail forwarding rules", stage="exfiltrate"),
     Feature("external_share", "exfiltration", 1.5, "external shares", stage="exfiltrate"),
 )
+
+CHANNELS: frozenset[str] = frozenset(
+    {"usb", "usb_files", "cloud_upload", "cloud_visit", "leak_upload", "leak_visit", "personal_mail", "external_share"}
+)
+"""Data-movement channels: a person's first use of one (in `first_seen_days`) also counts as `new_channel`."""
 
 BY_NAME: dict[str, Feature] = {feature.name: feature for feature in FEATURES}
 NAMES: tuple[str, ...] = tuple(feature.name for feature in FEATURES)

@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from custodes.config import ScoringSettings
 from custodes.detections.scoring.baselines import DayState, EntityState, PeerStats, peer_stats
+from custodes.detections.scoring.catalog import CHANNELS
 from custodes.detections.scoring.explain import sentences
 from custodes.detections.scoring.features import Extractor, record_time
 from custodes.detections.scoring.identity import IdentityResolver, Person
@@ -24,7 +25,14 @@ from custodes.timewindow import out_of_window
 
 DETECTOR = "scoring"
 EVIDENCE_PER_FEATURE = 5
-NOVELTY = {"device": "new_device", "country": "new_country", "asn": "new_asn", "resource": "new_resource"}
+NOVELTY = {
+    "device": "new_device",
+    "country": "new_country",
+    "asn": "new_asn",
+    "resource": "new_resource",
+    "owner": "other_host",
+    "channel": "new_channel",
+}
 LATEST_ZONE = timedelta(hours=14)
 DAMP_POINTS = 15.0
 PRUNE_EVERY_DAYS = 7
@@ -66,6 +74,8 @@ class ScoringEngine:
         self.lateness = timedelta(hours=settings.lateness_hours)
         self.on_ranking = on_ranking
         self.pending: dict[int, list[DayScore]] = {}
+        self.present: dict[int, set[str]] = {}
+        """Per local day (ordinal): the entities with an event of their own (kept in memory only)."""
         self.top: set[str] = set()
         self.findings: list[Finding] = []
         self.scores: list[DayScore] = []
@@ -130,6 +140,7 @@ class ScoringEngine:
         today.hours[hour] += 1
         counts = today.counts
         evidence = today.evidence
+        seen = obs.seen
         for name, amount in obs.features:
             counts[name] = counts.get(name, 0.0) + amount
             ids = evidence.get(name)
@@ -137,17 +148,19 @@ class ScoringEngine:
                 evidence[name] = [event.id]
             elif len(ids) < EVIDENCE_PER_FEATURE:
                 ids.append(event.id)
-        if obs.seen:
-            self._novelty(state, today, obs.seen, event.id)
+            if name in CHANNELS:
+                seen = [*seen, ("channel", name)]
+        self.present.setdefault(today.day, set()).add(key)
         if obs.host is not None:
             owner = self.resolver.host_owner(obs.host)
             if owner is not None and owner != key:
-                counts["other_host"] = counts.get("other_host", 0.0) + 1.0
-                ids = evidence.setdefault("other_host", [])
-                if len(ids) < EVIDENCE_PER_FEATURE:
-                    ids.append(event.id)
+                seen = [*(s for s in seen if s[0] != "host"), ("owner", owner)]
+                if owner not in today.owners:
+                    today.owners[owner] = event.id
             elif owner is None:
-                self._novelty(state, today, [("host", obs.host)], event.id)
+                seen = [*seen, ("host", obs.host)]
+        if seen:
+            self._novelty(state, today, seen, event.id)
         self.dirty.add(key)
         if self.watermark is None or when > self.watermark:
             self.watermark = when
@@ -156,14 +169,16 @@ class ScoringEngine:
         return key
 
     def _novelty(self, state: EntityState, today: DayState, seen: list[tuple[str, str]], event_id: str) -> None:
-        learning = state.active_days < self.settings.warmup_days
+        # Everything is new on an entity's first day: that day only fills the memory. Later days count novelty
+        # (the baseline learns how often the entity meets new things); it is scored after `warmup_days` (risk.py).
+        first_day = state.active_days == 0
         memory_days = self.settings.first_seen_days
         for kind, value in seen:
             memory = state.seen.get(kind)
             if memory is None:
                 memory = state.seen[kind] = {}
             last = memory.get(value)
-            if not learning and (last is None or today.day - last > memory_days):
+            if not first_day and (last is None or today.day - last > memory_days):
                 name = NOVELTY.get(kind, "new_" + kind)
                 today.counts[name] = today.counts.get(name, 0.0) + 1.0
                 ids = today.evidence.setdefault(name, [])
@@ -244,9 +259,18 @@ class ScoringEngine:
             if state is not None and score is not None and score.risk >= self.settings.threshold:
                 self._finding(state, score, "threshold")
 
+    def _absent_owners(self, today: DayState) -> None:
+        """Count the machines used today whose owners have had no event of their own this day."""
+        present = self.present.get(today.day, set())
+        absent = [event_id for owner, event_id in today.owners.items() if owner not in present]
+        if absent:
+            today.counts["absent_owner_host"] = float(len(absent))
+            today.evidence["absent_owner_host"] = absent[:EVIDENCE_PER_FEATURE]
+
     def _close(self, state: EntityState) -> DayScore:
         today = state.open
         assert today is not None
+        self._absent_owners(today)
         day = date.fromordinal(today.day)
         if self.learning:
             score = DayScore(state.key, state.kind, day, 0.0, 0.0, [], {}, [], [])
@@ -285,6 +309,7 @@ class ScoringEngine:
             if state.open is not None and state.open.day <= day:
                 self._close(state)
         scored = {score.entity: score for score in self.pending.pop(day, [])}
+        self.present.pop(day, None)
         ranking = list(scored.values())
         when = date.fromordinal(day)
         for state in self.states.values():

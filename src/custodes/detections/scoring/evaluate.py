@@ -23,7 +23,8 @@ import orjson
 
 from custodes.config import ScoringSettings
 from custodes.connectors.envelope import parse_time
-from custodes.connectors.files import iter_records
+from custodes.connectors.files import iter_records, read_bytes
+from custodes.detections.scoring.cert import cert_records
 from custodes.detections.scoring.engine import ScoringEngine
 from custodes.detections.scoring.features import record_time
 from custodes.detections.scoring.identity import IdentityResolver, load_directory
@@ -89,6 +90,7 @@ class Evaluation:
     false_findings: int
     true_findings: int
     percentiles: list[float] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def false_findings_per_1000_user_days(self) -> float:
@@ -126,6 +128,7 @@ class Evaluation:
             "false_findings": self.false_findings,
             "true_findings": self.true_findings,
             "false_findings_per_1000_user_days": round(self.false_findings_per_1000_user_days, 4),
+            "warnings": self.warnings,
         }
 
 
@@ -159,28 +162,61 @@ def load_labels(path: Path) -> list[LabelRow]:
             )
         except (KeyError, ValueError, TypeError, AttributeError) as exc:
             raise CustodesError.at(path, f"label #{number}: {exc}") from None
+        label = labels[-1]
+        if label.end < label.start:
+            raise CustodesError.at(
+                path,
+                f"label #{number} ({label.person}): end {label.end.isoformat()} is before start "
+                f"{label.start.isoformat()}; fix the interval",
+            )
     return labels
 
 
-def read_events(paths: Sequence[Path]) -> Iterator[Event]:
-    """Events from log files, merged in time order (a file out of time order is sorted; records with a time
-    outside the default ingest window, see custodes.timewindow, are skipped)."""
+def _records(path: Path) -> Iterator[tuple[datetime, int, Event]]:
+    """(time, record number, event) of a log file or CERT CSV, as they stand in the file; records without a time or
+    with one outside the default ingest window (custodes.timewindow) are skipped."""
+    tag = path.name
     window, now = TimeWindow(), utcnow()
+    if path.suffix.lower() == ".csv":
+        cert = cert_records(path, read_bytes(path))
+        if cert is None:
+            raise CustodesError.at(path, "a CSV event file must be a CERT logon, device, http, email or file CSV")
+        rows: Iterator[tuple[int, Any]] = cert
+    else:
+        rows = ((number, record) for number, record, _ in iter_records(path))
+    for number, record in rows:
+        if not isinstance(record, dict):
+            continue
+        when = record_time(record)
+        if when is None or not window.accepts(when, now):
+            continue
+        yield when, number, Event(f"{tag}:{number}", when, tag, NO_SOURCE, record)
 
-    def one(path: Path) -> list[tuple[datetime, int, Event]]:
-        tag = path.name
-        items = []
-        for number, record, _ in iter_records(path):
-            if not isinstance(record, dict):
-                continue
-            when = record_time(record)
-            if when is None or not window.accepts(when, now):
-                continue
-            items.append((when, number, Event(f"{tag}:{number}", when, tag, NO_SOURCE, record)))
-        items.sort(key=lambda item: (item[0], item[1]))
-        return items
 
-    for _, _, event in heapq.merge(*(one(p) for p in paths), key=lambda item: item[0]):
+def out_of_order(path: Path) -> int:
+    """How many records of a file are earlier than a record before them."""
+    late = 0
+    latest: datetime | None = None
+    for when, _, _ in _records(path):
+        if latest is not None and when < latest:
+            late += 1
+        else:
+            latest = when
+    return late
+
+
+def read_events(paths: Sequence[Path], warnings: list[str] | None = None) -> Iterator[Event]:
+    """Events from log files, merged in time order; a file not in time order is sorted (in memory) with a warning."""
+    streams: list[Iterator[tuple[datetime, int, Event]]] = []
+    for path in paths:
+        late = out_of_order(path)
+        if late:
+            if warnings is not None:
+                warnings.append(f"{path}: {late} records out of time order; the file was sorted by time in memory")
+            streams.append(iter(sorted(_records(path), key=lambda item: (item[0], item[1]))))
+        else:
+            streams.append(_records(path))
+    for _, _, event in heapq.merge(*streams, key=lambda item: item[0]):
         yield event
 
 
@@ -245,13 +281,28 @@ def evaluate(
                 result.detected = day
 
     engine = ScoringEngine(settings, resolver, org_domains=domains, on_ranking=on_ranking)
+    warnings: list[str] = []
     started = time.perf_counter()
     count = 0
-    for event in read_events(paths):
+    for event in read_events(paths, warnings):
         engine.observe(event)
         count += 1
     engine.flush()
     seconds = time.perf_counter() - started
+    unknown = sorted(
+        {
+            label.person
+            for label in labels
+            if (key := resolver.resolve(label.person)[0]) not in engine.states and resolver.person(key) is None
+        }
+    )
+    if unknown:
+        warnings.append(
+            f"{len(unknown)} labelled people are in neither the directory nor the events "
+            f"(their malicious days count as missed): {', '.join(unknown[:10])}{' ...' if len(unknown) > 10 else ''}"
+        )
+    if engine.late_events:
+        warnings.append(f"{engine.late_events} events arrived after their day had closed and were not scored")
     false_findings = true_findings = 0
     by_entity: dict[str, list[IncidentResult]] = defaultdict(list)
     for result in incidents.values():
@@ -283,4 +334,5 @@ def evaluate(
         false_findings=false_findings,
         true_findings=true_findings,
         percentiles=percentiles,
+        warnings=warnings,
     )

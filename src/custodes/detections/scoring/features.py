@@ -153,6 +153,7 @@ class Extractor:
         self.cloud = tuple(d.lower() for d in settings.personal_cloud_domains)
         self.leak = tuple(d.lower() for d in settings.leak_domains)
         self.jobs = tuple(d.lower() for d in settings.job_domains)
+        self.competitors = tuple(d.lower() for d in settings.competitor_domains)
         self.org_domains = frozenset(d.lower() for d in org_domains)
 
     def extract(self, raw: dict[str, Any]) -> Observation | None:
@@ -386,7 +387,9 @@ class Extractor:
                 seen.append(("host", str(host)))
         elif "usb" in action or "device" in action or "removable" in action or isinstance(raw.get("device"), dict):
             file = raw.get("file") or {}
-            if isinstance(file, dict) and file.get("path"):
+            if "disconnect" in action or "removed" in action or "eject" in action:
+                pass  # taking a device out moves no data; only its connection counts
+            elif isinstance(file, dict) and file.get("path"):
                 features.append(("usb_files", 1.0))
                 size = _int(file.get("size"))
                 if size:
@@ -439,17 +442,27 @@ class Extractor:
         request = (raw.get("http") or {}).get("request") or {}
         method = str(request.get("method") or "").upper()
         sending = method in ("POST", "PUT")
-        if domain.endswith(self.leak):
-            if sending:
-                features.append(("leak_upload", 1.0))
-        elif domain.endswith(self.cloud):
-            if sending:
-                features.append(("cloud_upload", 1.0))
+        if _listed(domain, self.leak):
+            features.append(("leak_upload" if sending else "leak_visit", 1.0))
+        elif _listed(domain, self.cloud):
+            features.append(("cloud_upload" if sending else "cloud_visit", 1.0))
         else:
             target = domain + str(url.get("path") or "")
-            if any(job in target for job in self.jobs):
+            if _listed(target, self.jobs):
                 features.append(("job_search", 1.0))
+            elif _listed(target, self.competitors):
+                features.append(("competitor_visit", 1.0))
             return
         size = _int(request.get("bytes") or (request.get("body") or {}).get("bytes"))
         if sending and size:
             features.append(("upload_bytes", float(size)))
+
+
+def _listed(target: str, entries: tuple[str, ...]) -> bool:
+    """Whether `host[/path]` is listed: the entry's domain or a subdomain of it, under the entry's path if any."""
+    host, _, path = target.partition("/")
+    for entry in entries:
+        listed, slash, prefix = entry.partition("/")
+        if (host == listed or host.endswith("." + listed)) and (not slash or path.startswith(prefix)):
+            return True
+    return False

@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from custodes.config import IdentitySettings
+from custodes.detections.scoring.cert import cert_people
 from custodes.errors import CustodesError
 
 PERSON = "person"
@@ -115,9 +116,10 @@ def person_from_json(record: dict[str, Any]) -> Person:
 
 
 def load_directory(path: Path) -> list[Person]:
-    """People from a JSON file (a list, or {"people": [...]}); a bad entry is an error naming its position."""
+    """People from a JSON file (a list, or {"people": [...]}) or a CERT LDAP CSV; a bad entry names its position."""
     try:
-        data = orjson.loads(path.read_bytes())
+        raw = path.read_bytes()
+        data = cert_people(path, raw) if path.suffix.lower() == ".csv" else orjson.loads(raw)
     except FileNotFoundError:
         raise CustodesError.at(path, "directory file not found") from None
     except orjson.JSONDecodeError as exc:

@@ -2,7 +2,8 @@
 
 A feature's surprise (in bits) is how unlikely it is that the entity does it at all on a day (its own rate shrunk
 toward its peers') plus how far today's amount is above its usual amount (in standard deviations of
-log(1 + value), again shrunk toward peers). Points are the surprise above a dead band times the feature's weight;
+log(1 + value), again shrunk toward peers; twice the bits per deviation on exfiltration channels). Points are
+the surprise above a dead band times the feature's weight;
 each family's points are capped; watchlists multiply the day's points; yesterday's risk decays by the half-life.
 """
 
@@ -19,6 +20,8 @@ from custodes.detections.scoring.catalog import BY_NAME, FAMILIES
 
 DEAD_BAND_BITS = 4.0
 BITS_PER_SD = 1.5
+EXFILTRATION_BITS_PER_SD = 3.0
+"""A rate spike on a data-movement channel weighs twice as much as one elsewhere."""
 POINTS_PER_BIT = 3.0
 MAX_OCCURRENCE_BITS = 9.0
 MAX_MAGNITUDE_SD = 8.0
@@ -159,12 +162,14 @@ class RiskModel:
         contributions: list[Contribution] = []
         families = dict.fromkeys(FAMILIES, 0.0)
         stages: set[str] = set()
+        settled = state.active_days >= self.settings.warmup_days
         for name, value in counts.items():
             feature = BY_NAME.get(name)
-            if feature is None or value <= 0:
+            if feature is None or value <= 0 or (feature.novelty and not settled):
                 continue
             occurrence, magnitude = self.surprise(state, peers, group, name, value)
-            bits = occurrence + BITS_PER_SD * magnitude
+            per_sd = EXFILTRATION_BITS_PER_SD if feature.family == "exfiltration" else BITS_PER_SD
+            bits = occurrence + per_sd * magnitude
             points = self.weights[name] * POINTS_PER_BIT * max(0.0, bits - DEAD_BAND_BITS)
             if points <= 0:
                 continue

@@ -76,6 +76,11 @@ JOB_SITES = ("www.indeed.com", "www.glassdoor.com", "www.monster.com")
 FIRST = ("alex", "sam", "kim", "lee", "pat", "jo", "max", "ari", "kai", "ren", "mia", "eva", "noa", "ian", "zoe")
 LAST = ("smith", "jones", "brown", "garcia", "miller", "davis", "lopez", "wilson", "clark", "young", "hall", "king")
 AWS_DEPARTMENTS = ("Engineering", "IT")
+SHAPES = ("office", "noisy", "subtle")
+"""Structurally different organisations: `office` as described in docs/scoring.md; `noisy` adds administrators who
+log on to colleagues' machines every day, a department that uses USB all day, frequent travellers and benign visits
+to job, cloud and paste sites; `subtle` is `noisy` with insiders who move a few files at a time."""
+BENIGN_SITES = ("www.dropbox.com", "pastebin.com", "www.glassdoor.com", "wetransfer.com")
 READ_CALLS = ("DescribeInstances", "ListBuckets", "DescribeSecurityGroups", "GetCallerIdentity", "ListRoles")
 
 
@@ -87,6 +92,7 @@ class SimulationSettings:
     days: int = 42
     seed: int = 1
     noise: float = 1.0
+    shape: str = "office"
     scenarios: tuple[str, ...] = SCENARIOS
     insiders: int | None = None
     warmup_days: int = 21
@@ -147,6 +153,8 @@ class Actor:
     cloud: float
     personal_mail: float
     docs: list[str]
+    roams: bool = False
+    traveller: bool = False
     travel_until: int = -1
     abroad: tuple[str, int, str] = ("", 0, "")
     handover: bool = False
@@ -277,12 +285,24 @@ class Generator:
                 personal_mail=self.vary(0.05) if rng.random() < 0.3 else 0.0,
                 docs=[self.uid()[:20] for _ in range(40)],
             )
+            if self.s.shape != "office":
+                self.noisy_habits(actor)
             self.actors.append(actor)
         departments: dict[str, list[Actor]] = defaultdict(list)
         for actor in self.actors:
             departments[actor.person.department or ""].append(actor)
         self.by_department = departments
         self.team_docs = {d: [self.uid()[:20] for _ in range(150)] for d in departments}
+
+    def noisy_habits(self, actor: Actor) -> None:
+        """The `noisy` and `subtle` shapes: roaming administrators, a heavy-USB department, travellers."""
+        rng = self.rng
+        if actor.person.department == "IT":
+            actor.roams = True
+        if actor.person.department == "Marketing":
+            actor.usb = self.vary(0.9)
+        if rng.random() < 0.1:
+            actor.traveller = True
 
     def hr(self) -> None:
         """Benign departures (with handover downloads) and, when a layoff scenario runs, a layoff wave."""
@@ -473,6 +493,8 @@ class Generator:
         self.ecs(actor, when, "web", "http-request", url={"domain": domain, "path": path}, http=http)
 
     def usb_copy(self, actor: Actor, when: datetime, files: int, host: str | None = None) -> None:
+        if self.s.shape == "subtle" and actor.person.id in self.insiders:
+            files = max(1, files // 4)
         device = {"id": self.uid()[:12], "type": "usb", "manufacturer": "SanDisk"}
         self.ecs(actor, when, "host", "usb-device-connected", host, device=device)
         for n in range(files):
@@ -609,6 +631,12 @@ class Generator:
                             "server_hostname": f"srv-{rng.randint(1, 40)}",
                         },
                     )
+        if actor.roams and not weekend:
+            for _ in range(self.poisson(4)):
+                other = rng.choice(self.actors).host
+                self.ecs(actor, self.at(actor, day, rng.uniform(start, end)), "authentication", "logged-in", other)
+        if self.s.shape != "office" and rng.random() < 0.05 * noise:
+            self.web(actor, self.at(actor, day, rng.uniform(start, end)), rng.choice(BENIGN_SITES))
         if actor.evening and rng.random() < actor.evening:
             evening = rng.uniform(19.5, 22.5)
             self.okta(actor, self.at(actor, day, evening), "user.session.start", client=client)
@@ -617,7 +645,8 @@ class Generator:
 
     def noise_events(self, actor: Actor, day: int) -> None:
         rng, noise = self.rng, self.s.noise
-        if day > actor.travel_until and rng.random() < 0.004 * noise:
+        travel = 0.05 if actor.traveller else 0.004
+        if day > actor.travel_until and rng.random() < travel * noise:
             country, asn = rng.choice(ABROAD)
             actor.abroad = (country, asn, f"{rng.randint(20, 220)}.{rng.randint(0, 255)}.{rng.randint(0, 255)}.9")
             actor.travel_until = day + rng.randint(2, 5)
@@ -892,11 +921,16 @@ def _labels_csv(labels: list[Label], handle: TextIO) -> None:
 
 def simulate(settings: SimulationSettings, out: Path) -> Simulation:
     """Generate an organisation's logs into `out` (one NDJSON file per source), its directory and labels."""
+    if settings.shape not in SHAPES:
+        raise ValueError(f"unknown --shape {settings.shape!r} (known: {', '.join(SHAPES)})")
     unknown = [s for s in settings.scenarios if s not in SCENARIOS]
     if unknown:
         raise ValueError(f"unknown scenario {unknown[0]!r} (known: {', '.join(SCENARIOS)})")
     if settings.population < 20:
         raise ValueError("population must be at least 20")
     if settings.days < settings.warmup_days + 10:
-        raise ValueError(f"days must be at least warmup_days + 10 ({settings.warmup_days + 10})")
+        raise ValueError(
+            f"--days {settings.days} is too short for --warmup-days {settings.warmup_days}: give --days "
+            f"{settings.warmup_days + 10} or more, or a smaller --warmup-days (at most {settings.days - 10})"
+        )
     return Generator(settings).run(out)

@@ -1,0 +1,136 @@
+"""CERT insider-threat dataset files (logon, device, http, email, file CSVs and LDAP) read as ECS records.
+
+The CSVs of the CMU CERT synthetic insider-threat datasets (r4.2 and later layouts) become the ECS documents the
+feature extractor reads: logons with the machine, USB connects and disconnects, web requests (uploads as POST),
+outbound and inbound mail with recipients and attachment size, and file operations (copies to removable media as
+removable-media writes). Times (`MM/DD/YYYY HH:MM:SS`, no zone) are read as UTC. An LDAP CSV becomes directory entries.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from custodes.errors import CustodesError
+
+KINDS: dict[str, frozenset[str]] = {
+    "email": frozenset({"id", "date", "user", "pc", "to", "from"}),
+    "file": frozenset({"id", "date", "user", "pc", "filename"}),
+    "http": frozenset({"id", "date", "user", "pc", "url"}),
+    "logon": frozenset({"id", "date", "user", "pc", "activity"}),
+}
+"""Columns of each CERT file; logon and device files share theirs, so each row's activity tells them apart."""
+KIND_NAMES = {"email": "email", "file": "file", "http": "http", "logon": "logon or device"}
+
+
+def cert_kind(header: list[str]) -> str | None:
+    """Which CERT file a CSV header belongs to (None: not a CERT event file)."""
+    names = {h.strip().lower() for h in header}
+    for kind, needed in KINDS.items():
+        if needed <= names:
+            return kind
+    return None
+
+
+def _rows(path: Path, data: bytes) -> tuple[list[str], Iterator[tuple[int, dict[str, str]]]]:
+    reader = csv.reader(io.StringIO(data.decode("utf-8", errors="replace")))
+    header = [h.strip().lower() for h in next(reader, [])]
+
+    def rows() -> Iterator[tuple[int, dict[str, str]]]:
+        for number, row in enumerate(reader, start=2):
+            if row:
+                yield number, dict(zip(header, row, strict=False))
+
+    return header, rows()
+
+
+def _time(value: str) -> str:
+    return datetime.strptime(value.strip(), "%m/%d/%Y %H:%M:%S").replace(tzinfo=UTC).isoformat()
+
+
+def _addresses(value: str | None) -> list[str]:
+    return [a.strip() for a in (value or "").split(";") if a.strip()]
+
+
+def _base(row: dict[str, str], category: str, action: str) -> dict[str, Any]:
+    return {
+        "@timestamp": _time(row["date"]),
+        "event": {"id": row["id"], "category": [category], "action": action},
+        "user": {"name": row["user"].rpartition("/")[2]},
+        "host": {"name": row["pc"]},
+    }
+
+
+def _record(kind: str, row: dict[str, str]) -> dict[str, Any]:
+    activity = (row.get("activity") or "").strip().lower()
+    if kind == "logon" and activity not in ("connect", "disconnect"):
+        return _base(row, "authentication", "logged-off" if activity == "logoff" else "logged-in")
+    if kind == "logon":
+        action = "usb-device-disconnected" if activity == "disconnect" else "usb-device-connected"
+        return _base(row, "host", action) | {"device": {"type": "usb"}}
+    if kind == "http":
+        url = row["url"].strip()
+        parts = urlsplit(url if "//" in url else "http://" + url)
+        method = "POST" if "upload" in activity else "GET"
+        url_fields = {"domain": parts.hostname or "", "path": parts.path}
+        return _base(row, "web", "http-request") | {"url": url_fields, "http": {"request": {"method": method}}}
+    if kind == "email":
+        direction = "inbound" if activity in ("view", "receive") else "outbound"
+        email: dict[str, Any] = {"direction": direction, "from": {"address": _addresses(row.get("from"))}}
+        for part in ("to", "cc", "bcc"):
+            email[part] = {"address": _addresses(row.get(part))}
+        size = int(row["size"]) if (row.get("size") or "").strip().isdigit() else 0
+        attachments = (row.get("attachments") or "").strip()
+        if attachments and attachments != "0" and size:
+            email["attachments"] = [{"file": {"size": size}}]
+        return _base(row, "email", "send") | {"email": email}
+    file = {"path": row["filename"]}
+    to_usb = (row.get("to_removable_media") or "").strip().lower() == "true"
+    if not activity or (activity in ("file copy", "file write") and to_usb):  # r4.2 lists only copies to USB
+        return _base(row, "file", "removable-media-write") | {"file": file, "device": {"type": "usb"}}
+    actions = {"file delete": "deletion", "file open": "open", "file write": "creation", "file copy": "creation"}
+    return _base(row, "file", actions.get(activity, "open")) | {"file": file}
+
+
+def cert_records(path: Path, data: bytes) -> Iterator[tuple[int, dict[str, Any]]] | None:
+    """(line, ECS record) of a CERT event CSV, or None when the file is not one; a bad row names its line."""
+    header, rows = _rows(path, data)
+    kind = cert_kind(header)
+    if kind is None:
+        return None
+
+    def records() -> Iterator[tuple[int, dict[str, Any]]]:
+        for number, row in rows:
+            try:
+                yield number, _record(kind, row)
+            except (KeyError, ValueError, AttributeError) as exc:
+                raise CustodesError.at(path, f"line {number}: not a CERT {KIND_NAMES[kind]} row ({exc})") from None
+
+    return records()
+
+
+def cert_people(path: Path, data: bytes) -> list[dict[str, Any]]:
+    """Directory entries (Custodes JSON form) of a CERT LDAP CSV (employee_name, user_id, email, role, department)."""
+    header, rows = _rows(path, data)
+    if not {"user_id", "email"} <= set(header):
+        raise CustodesError.at(path, "a CSV directory needs the CERT LDAP columns user_id and email")
+    people = []
+    for number, row in rows:
+        user, email = row.get("user_id", "").strip(), row.get("email", "").strip()
+        if not user or not email:
+            raise CustodesError.at(path, f"line {number}: user_id and email are required")
+        people.append(
+            {
+                "id": email.lower(),
+                "display_name": row.get("employee_name", "").strip() or None,
+                "department": (row.get("department") or row.get("functional_unit") or "").strip() or None,
+                "title": (row.get("role") or "").strip() or None,
+                "aliases": [user],
+            }
+        )
+    return people

@@ -1,0 +1,159 @@
+"""Behaviour scoring on data it was not built for: first channel use, spikes, disconnects, visits, roaming admins."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from custodes.config import ScoringSettings
+from custodes.detections.scoring.engine import ScoringEngine
+from custodes.detections.scoring.features import Extractor
+from custodes.detections.scoring.identity import IdentityResolver, Person
+from custodes.detections.scoring.risk import DayScore
+from custodes.model import Event, LogSource
+
+START = datetime(2024, 3, 4, tzinfo=UTC)
+PEOPLE = 30
+ADMIN = 29
+
+Extra = Callable[[int], list[dict[str, Any]]]
+
+
+def person(i: int) -> Person:
+    department, title = ("IT", "Systems Administrator") if i == ADMIN else ("Finance", "Analyst")
+    return Person(id=f"user{i}@corp.example", department=department, title=title, timezone="UTC", hosts=[f"WS-{i}"])
+
+
+def record(user: int, when: datetime, category: str, action: str, **extra: Any) -> dict[str, Any]:
+    raw = {"@timestamp": when.isoformat(), "event": {"category": [category], "action": action}}
+    raw["user"] = {"name": f"user{user}"}
+    raw.update(extra)
+    return raw
+
+
+def logon(user: int, when: datetime, host: str) -> dict[str, Any]:
+    return record(user, when, "authentication", "logged-in", host={"name": host})
+
+
+def usb(user: int, when: datetime, action: str = "usb-device-connected") -> dict[str, Any]:
+    return record(user, when, "host", action, device={"type": "usb"}, host={"name": f"WS-{user}"})
+
+
+def office_day(rng: random.Random, user: int, day: int) -> list[dict[str, Any]]:
+    """A benign day: logon, some mail; everyone but person 0 uses USB a few times a day (a heavy-USB team)."""
+    base = START + timedelta(days=day)
+    records = [logon(user, base + timedelta(hours=9), f"WS-{user}")]
+    for _ in range(rng.randint(2, 5)):
+        to = {"address": [f"user{rng.randint(0, PEOPLE - 1)}@corp.example"]}
+        when = base + timedelta(hours=rng.uniform(9, 17))
+        records.append(record(user, when, "email", "send", email={"direction": "outbound", "to": to}))
+    if user not in (0, ADMIN):
+        for _ in range(rng.randint(1, 3)):
+            when = base + timedelta(hours=rng.uniform(9, 17))
+            records += [usb(user, when), usb(user, when + timedelta(minutes=20), "usb-device-disconnected")]
+    if user == ADMIN:  # roams: logs on to six colleagues' machines every day, different ones each day
+        for other in rng.sample(range(1, ADMIN), 6):
+            records.append(logon(ADMIN, base + timedelta(hours=rng.uniform(9, 17)), f"WS-{other}"))
+    return records
+
+
+def run(days: int, extra: Extra, skip: Callable[[int, int], bool] | None = None) -> dict[date, list[DayScore]]:
+    """Score `days` of office life plus `extra(day)` records; the rankings of every closed date."""
+    settings = ScoringSettings(pseudonymise=False, warmup_days=5)
+    resolver = IdentityResolver([person(i) for i in range(PEOPLE)], settings.identities)
+    rankings: dict[date, list[DayScore]] = {}
+    engine = ScoringEngine(
+        settings, resolver, org_domains=["corp.example"], on_ranking=lambda day, r: rankings.setdefault(day, r)
+    )
+    rng = random.Random(11)
+    number = 0
+    for day in range(days):
+        records = [r for i in range(PEOPLE) if not (skip and skip(i, day)) for r in office_day(rng, i, day)]
+        records += extra(day)
+        for raw in sorted(records, key=lambda r: str(r["@timestamp"])):
+            number += 1
+            engine.observe(Event(f"e{number}", datetime.fromisoformat(raw["@timestamp"]), "ep", LogSource(), raw))
+    engine.flush()
+    return rankings
+
+
+def day_of(rankings: dict[date, list[DayScore]], day: int, user: int) -> tuple[int, DayScore]:
+    ranking = rankings[(START + timedelta(days=day)).date()]
+    for rank, score in enumerate(ranking):
+        if score.entity == f"user{user}@corp.example":
+            return rank, score
+    raise AssertionError(f"user{user} not scored on day {day}")
+
+
+def points(score: DayScore, feature: str) -> float:
+    return sum(c.points for c in score.contributions if c.feature == feature)
+
+
+def test_a_usb_disconnect_is_not_a_connection() -> None:
+    x = Extractor(ScoringSettings())
+    when = START
+    assert x.extract(usb(1, when)).features == [("usb", 1.0)]  # type: ignore[union-attr]
+    assert x.extract(usb(1, when, "usb-device-disconnected")).features == []  # type: ignore[union-attr]
+
+
+def test_visits_to_leak_and_cloud_sites_are_signals_weaker_than_uploads() -> None:
+    x = Extractor(ScoringSettings(competitor_domains=["rival.example/products"]))
+
+    def web(domain: str, path: str = "/", method: str = "GET") -> list[tuple[str, float]]:
+        raw = record(1, START, "web", "http-request", url={"domain": domain, "path": path})
+        raw["http"] = {"request": {"method": method}}
+        return x.extract(raw).features  # type: ignore[union-attr]
+
+    assert web("pastebin.com") == [("leak_visit", 1.0)]
+    assert web("pastebin.com", method="POST") == [("leak_upload", 1.0)]
+    assert web("www.dropbox.com") == [("cloud_visit", 1.0)]
+    assert web("www.dice.com") == [("job_search", 1.0)]
+    assert web("www.linkedin.com", "/jobs/view/1") == [("job_search", 1.0)]
+    assert web("www.linkedin.com", "/feed") == []
+    assert web("notdropbox.com") == []
+    assert web("rival.example", "/products/x") == [("competitor_visit", 1.0)]
+    assert web("rival.example", "/blog") == []
+    weights = ScoringSettings().feature_weights
+    assert weights == {}  # the catalogue's weights apply
+    from custodes.detections.scoring.catalog import BY_NAME
+
+    assert BY_NAME["leak_visit"].weight < BY_NAME["leak_upload"].weight
+    assert BY_NAME["cloud_visit"].weight < BY_NAME["cloud_upload"].weight
+
+
+def test_a_first_ever_usb_use_counts_although_peers_use_usb_daily() -> None:
+    rankings = run(20, lambda day: [usb(0, START + timedelta(days=day, hours=14))] if day == 16 else [])
+    rank, score = day_of(rankings, 16, 0)
+    assert points(score, "new_channel") > 0
+    assert rank == 0, [(s.entity, round(s.risk)) for s in rankings[(START + timedelta(days=16)).date()][:3]]
+
+
+def test_a_usb_spike_scores_substantially() -> None:
+    spike = [usb(3, START + timedelta(days=15, hours=10, minutes=m)) for m in range(0, 120, 10)]
+    rankings = run(17, lambda day: spike if day == 15 else [])
+    rank, score = day_of(rankings, 15, 3)
+    assert points(score, "usb") >= 10
+    assert rank == 0
+
+
+def test_a_roaming_administrator_is_quiet_on_an_ordinary_day() -> None:
+    rankings = run(20, lambda day: [])
+    settings = ScoringSettings()
+    for day in range(6, 20):
+        _, score = day_of(rankings, day, ADMIN)
+        assert score.risk < settings.top_k_min_risk / 2, (day, score.to_json())
+        assert points(score, "other_host") < 10
+
+
+def test_an_administrator_on_an_absent_owners_machine_is_visible() -> None:
+    def extra(day: int) -> list[dict[str, Any]]:
+        return [logon(ADMIN, START + timedelta(days=day, hours=20), "WS-5")] if day in (4, 16) else []
+
+    rankings = run(18, extra, skip=lambda user, day: user == 5 and day == 16)
+    rank, score = day_of(rankings, 16, ADMIN)
+    assert points(score, "absent_owner_host") > 0
+    assert rank == 0
+    contribution = next(c for c in score.contributions if c.feature == "absent_owner_host")
+    assert contribution.value == 1 and contribution.event_ids

@@ -1,0 +1,123 @@
+"""CERT insider-threat dataset CSVs read by `custodes eval scoring`: logon, device, http, email, file and LDAP."""
+
+from __future__ import annotations
+
+import csv
+import random
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import orjson
+import pytest
+
+from custodes.config import ScoringSettings
+from custodes.detections.scoring.evaluate import evaluate, load_labels
+from custodes.detections.scoring.features import Extractor
+from custodes.detections.scoring.identity import load_directory
+from custodes.errors import CustodesError
+
+START = datetime(2010, 1, 4)
+USERS = [f"ABC{n:04d}" for n in range(40)]
+INSIDER = USERS[7]
+ACT_DAY = 12
+
+
+def stamp(when: datetime) -> str:
+    return when.strftime("%m/%d/%Y %H:%M:%S")
+
+
+def write(path: Path, header: list[str], rows: list[list[str]]) -> Path:
+    rows.sort(key=lambda r: datetime.strptime(r[1], "%m/%d/%Y %H:%M:%S"))
+    with path.open("w", newline="") as handle:
+        out = csv.writer(handle)
+        out.writerow(header)
+        out.writerows(rows)
+    return path
+
+
+@pytest.fixture(scope="module")
+def cert(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("cert")
+    rng = random.Random(3)
+    logon, device, http, email, files = [], [], [], [], []
+    n = 0
+
+    def uid() -> str:
+        nonlocal n
+        n += 1
+        return f"{{X{n:08d}}}"
+
+    for day in range(ACT_DAY + 2):
+        base = START + timedelta(days=day)
+        for i, user in enumerate(USERS):
+            pc = f"PC-{i:04d}"
+            login = base + timedelta(hours=8, minutes=rng.randint(0, 60))
+            logon.append([uid(), stamp(login), f"DTAA/{user}", pc, "Logon"])
+            logon.append([uid(), stamp(login + timedelta(hours=9)), f"DTAA/{user}", pc, "Logoff"])
+            for _ in range(rng.randint(2, 5)):
+                when = login + timedelta(minutes=rng.randint(5, 500))
+                http.append([uid(), stamp(when), f"DTAA/{user}", pc, "http://news.example.com/a", "WWW Visit", "x"])
+                to = f"{USERS[rng.randrange(40)].lower()}@dtaa.com"
+                email.append(
+                    [uid(), stamp(when), f"DTAA/{user}", pc, to, "", "", f"{user}@dtaa.com", "Send", "900", "", "hi"]
+                )
+            if i >= 20:  # half the company uses USB sticks every day
+                when = login + timedelta(hours=2)
+                device.append([uid(), stamp(when), f"DTAA/{user}", pc, "E:\\", "Connect"])
+                device.append([uid(), stamp(when + timedelta(minutes=30)), f"DTAA/{user}", pc, "", "Disconnect"])
+        if day == ACT_DAY:
+            when = base + timedelta(hours=23)
+            device.append([uid(), stamp(when), f"DTAA/{INSIDER}", "PC-0007", "E:\\", "Connect"])
+            for k in range(6):
+                row = [uid(), stamp(when + timedelta(minutes=k + 1)), f"DTAA/{INSIDER}", "PC-0007"]
+                files.append([*row, f"E:\\docs\\{k}.doc", "File Copy", "True", "False", "x"])
+            row = [uid(), stamp(when + timedelta(minutes=20)), f"DTAA/{INSIDER}", "PC-0007"]
+            http.append([*row, "http://wikileaks.org/submit", "WWW Upload", "x"])
+    write(folder / "logon.csv", ["id", "date", "user", "pc", "activity"], logon)
+    write(folder / "device.csv", ["id", "date", "user", "pc", "activity"], [[*r[:4], r[5]] for r in device])
+    write(folder / "http.csv", ["id", "date", "user", "pc", "url", "activity", "content"], http)
+    email_header = ["id", "date", "user", "pc", "to", "cc", "bcc", "from", "activity", "size", "attachments", "content"]
+    write(folder / "email.csv", email_header, email)
+    file_header = ["id", "date", "user", "pc", "filename", "activity", "to_removable_media", "from_removable_media"]
+    write(folder / "file.csv", [*file_header, "content"], files)
+    with (folder / "LDAP.csv").open("w", newline="") as handle:
+        out = csv.writer(handle)
+        out.writerow(["employee_name", "user_id", "email", "role", "business_unit", "department", "team"])
+        for user in USERS:
+            out.writerow([f"Name {user}", user, f"{user}@dtaa.com", "Engineer", "1", "R&D", "1"])
+    act = (START + timedelta(days=ACT_DAY, hours=23)).isoformat() + "Z"
+    label = {"incident": "r1", "scenario": "usb_leak", "person": INSIDER, "start": act, "end": act}
+    (folder / "labels.json").write_bytes(orjson.dumps([label]))
+    return folder
+
+
+def test_ldap_csv_is_a_directory(cert: Path) -> None:
+    people = load_directory(cert / "LDAP.csv")
+    assert len(people) == 40 and people[7].id == f"{INSIDER.lower()}@dtaa.com" and people[7].aliases == [INSIDER]
+    (cert / "bad.csv").write_text("name,role\nx,y\n")
+    with pytest.raises(CustodesError, match="user_id and email"):
+        load_directory(cert / "bad.csv")
+
+
+def test_cert_files_are_scored_and_the_usb_leak_ranks_first(cert: Path) -> None:
+    settings = ScoringSettings(directory=cert / "LDAP.csv", pseudonymise=False, warmup_days=5)
+    files = [cert / f"{name}.csv" for name in ("logon", "device", "http", "email", "file")]
+    result = evaluate(files, load_labels(cert / "labels.json"), settings, budget_share=0.025)
+    assert result.warnings == []
+    assert result.population == 40 and result.events > 5000
+    assert result.caught == 1 and result.incidents[0].best_rank == 1
+    assert (
+        Extractor(settings)
+        .extract({"event": {"category": ["host"], "action": "usb-device-disconnected"}, "user": {"name": "a"}})
+        .features
+        == []
+    )  # type: ignore[union-attr]
+
+
+def test_a_csv_that_is_not_cert_is_refused_with_its_name(cert: Path) -> None:
+    (cert / "other.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(CustodesError, match="CERT logon, device"):
+        evaluate([cert / "other.csv"], [], ScoringSettings(pseudonymise=False))
+    (cert / "broken.csv").write_text("id,date,user,pc,activity\nX,yesterday,U,PC,Logon\n")
+    with pytest.raises(CustodesError, match="line 2: not a CERT logon or device row"):
+        evaluate([cert / "broken.csv"], [], ScoringSettings(pseudonymise=False))
