@@ -124,13 +124,13 @@ class IngestQueue:
             for finding in report.new_findings:
                 self.metrics.child(self.metrics.findings, finding.detector, finding.severity.label).inc()
             if report.new_findings:
-                self.tasks.spawn(self._respond(report.new_findings))
+                self.tasks.spawn(self._drain())
             for job in batch:
                 if job.receiver is not None and job.events and self.pipeline.triggered_by(job.receiver):
                     self.tasks.spawn(self._respond_webhook(job.receiver, job.events))
 
-    async def _respond(self, found: list[Finding]) -> None:
-        self._count(await self.pipeline.respond(found))
+    async def _drain(self) -> None:
+        self._count(await self.pipeline.drain())
 
     async def _respond_webhook(self, receiver: str, events: list[Event]) -> None:
         self._count(await self.pipeline.respond_webhook(receiver, events))

@@ -100,6 +100,15 @@ runs = sa.Table(
     sa.Index(None, "entity", "status"),
 )
 
+outbox = sa.Table(
+    "outbox",
+    metadata,
+    sa.Column("playbook", sa.String(256), primary_key=True),
+    sa.Column("finding_id", sa.String(64), primary_key=True),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Index(None, "created_at"),
+)
+
 steps = sa.Table(
     "steps",
     metadata,
