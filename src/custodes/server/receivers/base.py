@@ -40,6 +40,8 @@ class Delivery:
     alerts: list[Alert] = field(default_factory=list)
     records: list[dict[str, Any]] = field(default_factory=list)
     source: str | None = None
+    records_at: str = ""
+    """The JSON path of the records in the body (for errors that name a record's field)."""
 
 
 def text(value: Any) -> str | None:

@@ -23,7 +23,7 @@ def parse(body: Any, *, source: str | None, root: str | None, alert_fields: Mapp
     """Records under `root` (the body itself by default); with `alert_fields`, each record is an alert."""
     records = _records(body, root)
     if not alert_fields:
-        return Delivery(records=records, source=source)
+        return Delivery(records=records, source=source, records_at=root or "")
     alerts = []
     for index, record in enumerate(records):
 
