@@ -23,6 +23,10 @@ from custodes.server.serve import serving
 from custodes.services import Services
 from custodes.store import Transaction
 from custodes.store.tables import events, scoring_state
+from test_api import (
+    TOKENS,
+    api,  # noqa: F401 (the server fixture)
+)
 from test_webhook_receivers import RECEIVERS, SECRETS, call
 
 RECORDS = {"kind": "generic", "source": "app", "auth": {"scheme": "bearer", "secret": "env:T_ALERTS"}}
@@ -201,3 +205,22 @@ async def test_a_failed_commit_leaves_scoring_as_stored(
             rows = {row.entity: row.state for row in await tx.conn.execute(sa.select(scoring_state))}
         memory = {key: state.to_json() for key, state in scoring.engine.states.items()}
         assert len(rows) == 2 and memory == rows
+
+
+async def test_nul_in_api_parameters_is_a_400_naming_it(api: tuple[str, Services]) -> None:  # noqa: F811
+    url, _ = api
+    headers = {"Authorization": f"Bearer {TOKENS['admin']}"}
+    cases = {
+        "/api/findings?entity=ann%00x": "entity",
+        "/api/findings?status=open%00": "status",
+        "/api/runs?playbook=p%00": "playbook",
+        "/api/findings/f%00": "id",
+        "/api/entities/ann%00/timeline": "id",
+        "/api/runs/r%00": "id",
+    }
+    for path, field in cases.items():
+        status, answer, text = await call("GET", f"{url}{path}", headers=headers)
+        assert status == 400, (path, text)
+        assert answer["error"] == {"code": "invalid_parameter", "message": answer["error"]["message"], "field": field}
+    status, _, text = await call("GET", f"{url}/api/findings?entity=ann", headers=headers)
+    assert status == 200, text
