@@ -150,11 +150,11 @@ class Pipeline:
                     finding, created = await tx.record_finding(candidate, self.dedup_window)
                     if created:
                         report.new_findings.append(finding)
-            await tx.enqueue_starts(
-                (loaded.playbook.name, finding.id)
-                for finding in report.new_findings
-                for loaded in self.triggered(finding)
-            )
+            await self.owe(tx, report.new_findings)
+
+    async def owe(self, tx: Transaction, found: Sequence[Finding]) -> None:
+        """Write the playbook starts new findings trigger to the outbox, in the findings' transaction."""
+        await tx.enqueue_starts((loaded.playbook.name, f.id) for f in found for loaded in self.triggered(f))
 
     def triggered(self, finding: Finding) -> list[LoadedPlaybook]:
         """The enabled playbooks whose finding trigger matches (before any minimum entity risk)."""

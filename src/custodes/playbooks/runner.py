@@ -836,7 +836,7 @@ class Runner:
         run = state.run
         target = spec.target_of(arguments)
         record = state.records.get(key) or record
-        interrupted = record is not None and record.status is RunStatus.RUNNING
+        interrupted = record is not None and record.status is RunStatus.RUNNING and record.attempt > 0
         """A call requested before a crash: whether it reached the vendor is unknown."""
         if record is None or record.step_id != key:
             record = StepRecord(key, position, spec.name, {}, RunStatus.PENDING, "", started_at=utcnow())

@@ -336,13 +336,13 @@ class Transaction:
     async def enqueue_starts(self, starts: Iterable[tuple[str, str]]) -> None:
         """Record (playbook, finding id) starts owed, in the transaction that stores the findings."""
         now = utcnow()
-        rows = [{"playbook": playbook, "finding_id": finding, "created_at": now} for playbook, finding in set(starts)]
+        rows = [{"playbook": p, "finding_id": f, "created_at": now} for p, f in dict.fromkeys(starts)]
         if rows:
             await self.conn.execute(self._insert(outbox).on_conflict_do_nothing(), rows)
 
     async def pending_starts(self, limit: int = 100) -> list[tuple[str, str]]:
-        """Owed (playbook, finding id) starts, oldest first."""
-        query = sa.select(outbox.c.playbook, outbox.c.finding_id).order_by(outbox.c.created_at).limit(limit)
+        """Owed (playbook, finding id) starts, in the order they were written."""
+        query = sa.select(outbox.c.playbook, outbox.c.finding_id).order_by(outbox.c.seq).limit(limit)
         return [(row.playbook, row.finding_id) for row in await self.conn.execute(query)]
 
     async def clear_start(self, playbook: str, finding_id: str) -> None:

@@ -103,10 +103,11 @@ runs = sa.Table(
 outbox = sa.Table(
     "outbox",
     metadata,
-    sa.Column("playbook", sa.String(256), primary_key=True),
-    sa.Column("finding_id", sa.String(64), primary_key=True),
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("playbook", sa.String(256), nullable=False),
+    sa.Column("finding_id", sa.String(64), nullable=False),
     sa.Column("created_at", Timestamp, nullable=False),
-    sa.Index(None, "created_at"),
+    sa.UniqueConstraint("playbook", "finding_id"),
 )
 
 steps = sa.Table(

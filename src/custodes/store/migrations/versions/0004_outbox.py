@@ -16,14 +16,14 @@ depends_on = None
 def upgrade() -> None:
     op.create_table(
         "outbox",
+        sa.Column("seq", sa.Integer(), autoincrement=True, nullable=False),
         sa.Column("playbook", sa.String(length=256), nullable=False),
         sa.Column("finding_id", sa.String(length=64), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        sa.PrimaryKeyConstraint("playbook", "finding_id", name=op.f("pk_outbox")),
+        sa.PrimaryKeyConstraint("seq", name=op.f("pk_outbox")),
+        sa.UniqueConstraint("playbook", "finding_id", name=op.f("uq_outbox_playbook_finding_id")),
     )
-    op.create_index(op.f("ix_outbox_created_at"), "outbox", ["created_at"], unique=False)
 
 
 def downgrade() -> None:
-    op.drop_index(op.f("ix_outbox_created_at"), table_name="outbox")
     op.drop_table("outbox")
