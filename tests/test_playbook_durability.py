@@ -15,6 +15,7 @@ from aiohttp import web
 
 from custodes.config import DatabaseSettings
 from custodes.model import RunStatus
+from custodes.playbooks.runner import AFTER_CRASH
 from custodes.sandbox import chat, okta
 from custodes.sandbox.server import running
 from custodes.store import Store
@@ -131,16 +132,25 @@ async def test_a_worker_killed_between_request_and_commit_resumes_without_repeat
                 audit = [entry.action for entry in await tx.audit_entries() if entry.subject == run.id]
         finally:
             await store.close()
-    suspends = [r for r in org.mutations() if r.path.endswith("/lifecycle/suspend")]
-    assert len(suspends) == 1  # the mutation Okta completed before the kill was not sent again
-    assert [m["text"] for m in room.messages_for("soc")] == ["containing alice@example.com", "suspended: False"]
-    assert final is not None and final.resumes == 1
-    steps = {s.step_id: s for s in final.steps}
-    assert steps["suspend"].result == {
-        "changed": False,
-        "status": "SUSPENDED",
-        "user_id": org.find_user("alice@example.com")["id"],  # type: ignore[index]
-        "login": "alice@example.com",
-    }
-    assert steps["suspend"].attempt == 2 and steps["tell"].attempt == 1
-    assert "run.reaped" in audit and audit[-1] == "run.finished"
+        suspends = [r for r in org.mutations() if r.path.endswith("/lifecycle/suspend")]
+        assert len(suspends) == 1  # the mutation Okta completed before the kill was not sent again
+        # the resumed call found alice suspended already: that was this run's change, so it counts as one
+        assert [m["text"] for m in room.messages_for("soc")] == ["containing alice@example.com", "suspended: True"]
+        assert final is not None and final.resumes == 1
+        steps = {s.step_id: s for s in final.steps}
+        assert steps["suspend"].result == {
+            "changed": True,
+            "after_crash": AFTER_CRASH,
+            "status": "SUSPENDED",
+            "user_id": org.find_user("alice@example.com")["id"],  # type: ignore[index]
+            "login": "alice@example.com",
+        }
+        assert steps["suspend"].attempt == 2 and steps["tell"].attempt == 1
+        assert "run.reaped" in audit and audit[-1] == "run.finished"
+        # so undo reverts it; an undo that failed (Okta refused the token) is tried again by the next undo
+        for token, outcome in (("wrong", "failed"), ("tok", "succeeded")):
+            undo = await custodes("run", "undo", run.id, "-c", config, env={**env, "T_OKTA": token})
+            out, errors = await asyncio.wait_for(undo.communicate(), 60)
+            assert undo.returncode == 0 and "undo.suspend okta.unsuspend_user" in out.decode(), errors.decode()
+            assert outcome in out.decode(), out.decode()
+    assert org.find_user("alice@example.com")["status"] == "ACTIVE"  # type: ignore[index]

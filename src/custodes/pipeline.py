@@ -1,7 +1,10 @@
 """The flow every event takes, whatever brought it: store -> detect -> findings -> playbooks.
 
-Events, the findings they raise and the connector checkpoint are committed in one transaction; playbooks
-run only after that commit, so nothing is acted on that is not durably stored.
+Events, the findings they raise, the connector checkpoint and the playbook starts those findings owe (the
+outbox) are committed in one transaction; playbooks run only after that commit, so nothing is acted on that is
+not durably stored, and a start owed is never lost: `drain` starts what the outbox holds (after each commit, and
+at start-up for what a crash left), and the runs table's one run per (playbook, finding) makes a second start of
+the same row a no-op.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from custodes.detections.sigma.routing import EventMatcher
 from custodes.model import Event, Finding, Run, utcnow
 from custodes.playbooks.loader import LoadedPlaybook
 from custodes.playbooks.runner import EngineError, Runner
-from custodes.store import Store
+from custodes.store import Store, Transaction
+from custodes.store.text import cleaned
 from custodes.timewindow import TimeWindow, out_of_window
 
 if TYPE_CHECKING:
@@ -84,6 +88,8 @@ class Pipeline:
         """Playbooks switched off through the API (by name): not started by any trigger."""
         self.disabled_rules: set[str] = set()
         """Rules switched off through the API (by id): their matches raise no findings."""
+        self._starting: set[tuple[str, str]] = set()
+        """Outbox rows a drain in this process is starting now (other drains leave them alone)."""
 
     async def ingest(
         self,
@@ -103,7 +109,30 @@ class Pipeline:
         """
         if self.window.clamp(events, alerts, utcnow()):
             self.out_of_window.update(event.source for event in events if out_of_window(event))
+        if self.store.dialect == "postgresql":
+            events = [cleaned(event) for event in events]
+            alerts = [cleaned(alert) for alert in alerts]
         report = IngestReport(received=len(events), warnings=sum(1 for e in events if e.warnings))
+        try:
+            await self._store(report, events, connector, checkpoint, alerts, score=score)
+        except BaseException:
+            if self.scoring is not None:
+                self.scoring.invalidate()
+            raise
+        if run_playbooks:
+            report.runs = await self.drain()
+        return report
+
+    async def _store(
+        self,
+        report: IngestReport,
+        events: Sequence[Event],
+        connector: str | None,
+        checkpoint: dict[str, Any] | None,
+        alerts: Sequence[Finding],
+        *,
+        score: bool,
+    ) -> None:
         async with self.correlator.guarded(), self.store.transaction() as tx:
             new_ids = await tx.insert_events(events)
             if connector is not None and checkpoint is not None:
@@ -135,9 +164,22 @@ class Pipeline:
                     finding, created = await tx.record_finding(candidate, self.dedup_window)
                     if created:
                         report.new_findings.append(finding)
-        if run_playbooks:
-            report.runs = await self.respond(report.new_findings)
-        return report
+            await self.owe(tx, report.new_findings)
+
+    async def owe(self, tx: Transaction, found: Sequence[Finding]) -> None:
+        """Write the playbook starts new findings trigger to the outbox, in the findings' transaction."""
+        await tx.enqueue_starts((loaded.playbook.name, f.id) for f in found for loaded in self.triggered(f))
+
+    def triggered(self, finding: Finding) -> list[LoadedPlaybook]:
+        """The enabled playbooks whose finding trigger matches (before any minimum entity risk)."""
+        return [
+            loaded
+            for loaded in self.playbooks
+            if loaded.playbook.enabled
+            and loaded.playbook.name not in self.disabled_playbooks
+            and (trigger := loaded.playbook.trigger.findings) is not None
+            and trigger.matches(finding)
+        ]
 
     def event_time(self) -> dict[str, Any]:
         """Event-time health: out-of-window and late events by source, and scoring's clock."""
@@ -154,26 +196,64 @@ class Pipeline:
         }
 
     async def respond(self, found: Sequence[Finding]) -> list[Run]:
-        """Start every enabled playbook whose trigger matches, for each finding."""
+        """Start every enabled playbook whose trigger matches, for each finding (already committed)."""
         runs: list[Run] = []
         for finding in found:
-            risk: float | None = None
-            for loaded in self.playbooks:
-                playbook = loaded.playbook
-                if (
-                    playbook.enabled
-                    and playbook.name not in self.disabled_playbooks
-                    and (trigger := playbook.trigger.findings) is not None
-                    and trigger.matches(finding)
-                ):
-                    if trigger.min_entity_risk is not None:
-                        risk = await self.entity_risk(finding) if risk is None else risk
-                        if risk < trigger.min_entity_risk:
-                            continue
-                    run = await self.runner.start(loaded, finding)
+            for loaded in self.triggered(finding):
+                run = await self._start(loaded, finding)
+                if run is not None:
+                    runs.append(run)
+        return runs
+
+    async def drain(self, limit: int = 100) -> list[Run]:
+        """Start the playbook runs the outbox holds, oldest first, until it holds none this call has not tried.
+
+        A start that fails (the store unreachable) stays in the outbox for the next drain; one whose playbook
+        is gone or switched off, whose finding is gone, or whose entity is below the trigger's minimum risk is
+        dropped."""
+        runs: list[Run] = []
+        tried: set[tuple[str, str]] = set()
+        while True:
+            async with self.store.transaction() as tx:
+                pending = await tx.pending_starts(limit + len(tried) + len(self._starting))
+            owed = [key for key in pending if key not in tried and key not in self._starting][:limit]
+            if not owed:
+                return runs
+            tried.update(owed)
+            self._starting.update(owed)
+            try:
+                for playbook, finding_id in owed:
+                    try:
+                        run = await self._start_owed(playbook, finding_id)
+                    except Exception:
+                        log.exception("starting playbook %s for finding %s failed; it stays owed", playbook, finding_id)
+                        continue
                     if run is not None:
                         runs.append(run)
-        return runs
+            finally:
+                self._starting.difference_update(owed)
+
+    async def _start_owed(self, playbook: str, finding_id: str) -> Run | None:
+        async with self.store.transaction() as tx:
+            finding = await tx.get_finding(finding_id)
+        loaded = next((item for item in self.playbooks if item.playbook.name == playbook), None)
+        run = None
+        if finding is not None and loaded is not None and loaded in self.triggered(finding):
+            run = await self._start(loaded, finding)
+
+        async def clear(tx: Transaction) -> None:
+            await tx.clear_start(playbook, finding_id)
+
+        await self.store.group.run(clear)
+        return run
+
+    async def _start(self, loaded: LoadedPlaybook, finding: Finding) -> Run | None:
+        """Start one playbook for one finding, unless its entity is below the trigger's minimum risk."""
+        trigger = loaded.playbook.trigger.findings
+        minimum = None if trigger is None else trigger.min_entity_risk
+        if minimum is not None and await self.entity_risk(finding) < minimum:
+            return None
+        return await self.runner.start(loaded, finding)
 
     async def entity_risk(self, finding: Finding) -> float:
         """The behaviour-scoring risk of the finding's entity: that of its latest scored day (0 when the entity
@@ -256,8 +336,9 @@ class Pipeline:
                     finding, created = await tx.record_finding(candidate, self.dedup_window)
                     if created:
                         report.new_findings.append(finding)
+                await self.owe(tx, report.new_findings)
         if run_playbooks:
-            report.runs = await self.respond(report.new_findings)
+            report.runs = await self.drain()
         return report
 
 

@@ -7,7 +7,9 @@ data is kept and visible instead of dropped.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -15,6 +17,51 @@ from custodes.config import SourceSettings
 from custodes.model import Event, LogSource, Outcome, stable_id
 
 Mapper = Callable[[dict[str, Any], SourceSettings, str], Event]
+MAX_BIGINT = 2**63 - 1
+"""The largest integer an integer column of the store holds (BIGINT on PostgreSQL, INTEGER on SQLite)."""
+
+
+class FieldError(ValueError):
+    """A field whose value cannot be stored; `field` is its dotted path in the record."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+_STRICT: ContextVar[bool] = ContextVar("strict_fields", default=False)
+
+
+@contextmanager
+def strict_fields() -> Iterator[None]:
+    """Within the block, an unstorable envelope field raises FieldError instead of becoming a warning (for
+    webhooks, whose sender can be told)."""
+    token = _STRICT.set(True)
+    try:
+        yield
+    finally:
+        _STRICT.reset(token)
+
+
+def whole_number(value: Any, maximum: int = MAX_BIGINT) -> int:
+    """An integer from 0 to `maximum`, given as a JSON number or ASCII digits; ValueError otherwise (so
+    Unicode digits such as "²", fractions, 1e308 and 2**63 are refused)."""
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a number")
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise ValueError(f"{value!r} is not a whole number")
+        value = int(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        if not (text.isascii() and text.isdigit()):
+            raise ValueError(f"{value!r} is not a whole number written in ASCII digits")
+        value = int(text)
+    if not isinstance(value, int):
+        raise ValueError(f"{value!r} is not a number")
+    if not 0 <= value <= maximum:
+        raise ValueError(f"{value} is outside 0..{maximum}")
+    return value
 
 
 def dig(record: dict[str, Any], path: str) -> Any:
@@ -59,16 +106,6 @@ def _text(value: Any) -> str | None:
     return str(value)
 
 
-def _int(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        return int(value)
-    if isinstance(value, str) and value.isdigit():
-        return int(value)
-    return None
-
-
 class _Builder:
     """Collects envelope fields and warnings for one record."""
 
@@ -77,6 +114,19 @@ class _Builder:
         self.settings = settings
         self.source = source
         self.warnings: list[str] = []
+
+    def integer(self, path: str, value: Any) -> int | None:
+        """A whole-number field (None when absent); an unstorable value is a warning, or under
+        `strict_fields` a FieldError."""
+        if value is None:
+            return None
+        try:
+            return whole_number(value)
+        except ValueError as exc:
+            if _STRICT.get():
+                raise FieldError(path, str(exc)) from None
+            self.warnings.append(f"{path}: {exc}; dropped")
+            return None
 
     def time(self, *paths: str) -> datetime:
         for path in paths:
@@ -158,7 +208,11 @@ def cloudtrail(record: dict[str, Any], settings: SourceSettings, source: str) ->
     if target is None and isinstance(resources, list) and resources and isinstance(resources[0], dict):
         target = _text(resources[0].get("ARN"))
     extra = record.get("additionalEventData")
-    moved = _int(extra.get("bytesTransferredOut")) if isinstance(extra, dict) else None
+    moved = (
+        b.integer("additionalEventData.bytesTransferredOut", extra.get("bytesTransferredOut"))
+        if isinstance(extra, dict)
+        else None
+    )
     return b.event(
         record.get("eventID"),
         b.time("eventTime", "@timestamp"),
@@ -205,7 +259,7 @@ def generic(record: dict[str, Any], settings: SourceSettings, source: str) -> Ev
         target=_text(pick("target")),
         outcome=outcome,
         src_ip=_text(pick("src_ip")),
-        bytes=_int(pick("bytes")),
+        bytes=b.integer(paths["bytes"], pick("bytes")),
     )
 
 

@@ -188,7 +188,8 @@ class HuntRunner:
             new = await self._record(run, matched)
         except SlotTaken:
             return None
-        await self.pipeline.respond(new)
+        if new:
+            await self.pipeline.drain()
         return run
 
     async def _read(
@@ -261,6 +262,7 @@ class HuntRunner:
                 run.finished_at = utcnow()
                 run.findings = [finding.id for finding in new] + merged
                 await records.update_run(tx, run)
+                await self.pipeline.owe(tx, new)
         except IntegrityError:
             if run.slot is None:
                 raise

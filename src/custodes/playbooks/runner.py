@@ -43,6 +43,8 @@ KILL_SWITCH = "kill_switch"
 CANCEL_PREFIX = "cancel:"
 """Engine control `cancel:<run id>`: a running run stops before its next step."""
 UNDO_PREFIX = "undo."
+AFTER_CRASH = "requested before a crash; the vendor already showed the change, so it is counted as this run's"
+"""Why a resumed call that found nothing to change is recorded as changed (its result is the vendor's state)."""
 Invoker = Callable[[ActionSpec, ActionContext, dict[str, Any]], Awaitable[dict[str, Any]]]
 Write = Callable[[Transaction], Awaitable[Any]]
 Staged = Callable[[Transaction], None]
@@ -464,7 +466,8 @@ class Runner:
 
     # undo -----------------------------------------------------------------------------------------
     async def undo(self, run_id: str, by: str) -> list[StepRecord]:
-        """Revert a run's changes: call each succeeded step's inverse action, newest first, once."""
+        """Revert a run's changes: call each succeeded step's inverse action, newest first, once (an inverse that
+        failed is tried again by the next undo)."""
         async with self.store.transaction() as tx:
             run = await tx.get_run(run_id)
             if run is None:
@@ -488,9 +491,11 @@ class Runner:
                 raise EngineError(f"step {record.step_id!r} used a secret; undo it by hand")
             spec = self.registry.get(inverse)
             key = UNDO_PREFIX + record.step_id
-            done.append(
-                await self._call(state, spec, key, 10_000 + record.position, dict(record.arguments), None, None)
-            )
+            earlier = state.records.pop(key, None)
+            if earlier is not None and earlier.status is RunStatus.FAILED:
+                earlier = replace(earlier, status=RunStatus.PENDING)
+            position = 10_000 + record.position
+            done.append(await self._call(state, spec, key, position, dict(record.arguments), None, None, earlier))
         await self._commit(state, _nothing)
         return done
 
@@ -844,6 +849,8 @@ class Runner:
         run = state.run
         target = spec.target_of(arguments)
         record = state.records.get(key) or record
+        interrupted = record is not None and record.status is RunStatus.RUNNING and record.attempt > 0
+        """A call requested before a crash: whether it reached the vendor is unknown."""
         if record is None or record.step_id != key:
             record = StepRecord(key, position, spec.name, {}, RunStatus.PENDING, "", started_at=utcnow())
         if record.status.final:
@@ -853,6 +860,7 @@ class Runner:
         record.idempotency_key = stable_id(run.id, key, spec.name, target)
         record.destructive = spec.destructive and not run.dry_run
         destructive = record.destructive
+        result: dict[str, Any] = {}
         while True:
             record.attempt += 1
             started = utcnow()
@@ -931,6 +939,8 @@ class Runner:
             break
         record.finished_at = utcnow()
         if failure is None:
+            if interrupted and not run.dry_run and result.get("changed") is False:
+                result = {**result, "changed": True, "after_crash": AFTER_CRASH}
             record.status, record.result = RunStatus.SUCCEEDED, self.redact(result)
         else:
             record.status, record.result, record.error = RunStatus.FAILED, None, self.redact.text(failure.message)

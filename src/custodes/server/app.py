@@ -22,6 +22,7 @@ from custodes.server.metrics import CONTENT_TYPE_LATEST, ConnectorCollector, Met
 from custodes.server.responses import error, json_response
 from custodes.server.tasks import BackgroundTasks
 from custodes.services import Services
+from custodes.store.text import NUL
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,16 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     return response
 
 
+@web.middleware
+async def refuse_nul(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refuse a query parameter or path segment holding a NUL character (400 naming it): no store keeps one
+    (PostgreSQL fails the statement), and no identifier or filter has one."""
+    for name, value in [*request.query.items(), *request.match_info.items()]:
+        if NUL in name or NUL in value:
+            return error(400, "invalid_parameter", f"{name!r} holds a NUL character", field=name.replace(NUL, ""))
+    return await handler(request)
+
+
 async def healthz(_request: web.Request) -> web.Response:
     """Liveness: the process serves requests."""
     return json_response({"status": "ok"})
@@ -104,7 +115,7 @@ def create_app(services: Services, supervisor: ConnectorSupervisor | None = None
     connectors this process runs, their start, stop and metrics."""
     limits = ConnectionLimits(services.settings.server)
     app = web.Application(
-        middlewares=[observe],
+        middlewares=[observe, refuse_nul],
         client_max_size=services.settings.server.max_body_bytes,
         handler_args={"max_line_size": MAX_REQUEST_LINE, "max_field_size": MAX_REQUEST_LINE},
     )

@@ -272,6 +272,20 @@ def handler_for(spec: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamR
     return handle
 
 
+NO_NUL = "^[^\\x00]*$"
+"""Parameters never hold a NUL character (the server answers 400 invalid_parameter)."""
+
+
+def _no_nul(schema: dict[str, Any]) -> dict[str, Any]:
+    """A parameter schema whose free strings exclude NUL."""
+    if schema.get("type") == "string" and not {"pattern", "enum", "format", "const"} & schema.keys():
+        return {**schema, "pattern": NO_NUL}
+    for key in ("anyOf", "oneOf"):
+        if key in schema:
+            return {**schema, key: [_no_nul(item) for item in schema[key]]}
+    return schema
+
+
 def openapi(version: str) -> dict[str, Any]:
     """The OpenAPI 3.1 document of every declared endpoint."""
     paths: dict[str, dict[str, Any]] = {}
@@ -300,13 +314,13 @@ def openapi(version: str) -> dict[str, Any]:
                 "name": name,
                 "in": "query",
                 "required": info.is_required(),
-                "schema": spec.query.model_json_schema()["properties"][name],
+                "schema": _no_nul(spec.query.model_json_schema()["properties"][name]),
                 "description": info.description or "",
             }
             for name, info in spec.query.model_fields.items()
         ]
         parameters += [
-            {"name": part[1:-1], "in": "path", "required": True, "schema": {"type": "string"}}
+            {"name": part[1:-1], "in": "path", "required": True, "schema": _no_nul({"type": "string"})}
             for part in spec.path.split("/")
             if part.startswith("{")
         ]

@@ -13,6 +13,8 @@ import logging
 from collections import deque
 from dataclasses import dataclass, field
 
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
+
 from custodes.config import ServerSettings
 from custodes.model import Event, Finding, Run
 from custodes.pipeline import IngestReport, Pipeline
@@ -24,6 +26,23 @@ log = logging.getLogger(__name__)
 
 class QueueFull(Exception):
     """The ingest queue cannot take more records right now."""
+
+
+class Unstorable(Exception):
+    """The store refused a request's records for what they hold (not for being unavailable)."""
+
+
+def unstorable(exc: BaseException) -> bool:
+    """Whether a failed commit was refused for its data (a value out of range, a constraint), which would fail
+    again the same way, rather than for the store being unreachable."""
+    if isinstance(exc, DataError | IntegrityError):
+        return True
+    state = getattr(getattr(exc, "orig", None), "sqlstate", None)
+    if isinstance(state, str) and state[:2] in {"22", "23"}:  # PostgreSQL: data exception, integrity violation
+        return True
+    if isinstance(exc, StatementError):
+        return isinstance(exc.orig, ValueError | OverflowError | TypeError)
+    return isinstance(exc, ValueError | OverflowError | TypeError)
 
 
 @dataclass(slots=True)
@@ -102,35 +121,53 @@ class IngestQueue:
                 continue
             batch = self._take()
             try:
-                report = await self.pipeline.ingest(
-                    [e for job in batch for e in job.events],
-                    alerts=[a for job in batch for a in job.alerts],
-                    run_playbooks=False,
-                )
-            except Exception as exc:
-                log.exception("webhook batch of %d requests failed to commit", len(batch))
-                for job in batch:
-                    if not job.done.done():
-                        job.done.set_exception(exc)
-                continue
+                await self._commit(batch)
             finally:
                 records = sum(len(job.events) for job in batch)
                 self._pending -= records
                 self.metrics.queue_depth.set(self._pending)
                 self.metrics.batch_records.observe(records)
-            for job in batch:
-                if not job.done.done():
-                    job.done.set_result(_share(job, report))
-            for finding in report.new_findings:
-                self.metrics.child(self.metrics.findings, finding.detector, finding.severity.label).inc()
-            if report.new_findings:
-                self.tasks.spawn(self._respond(report.new_findings))
-            for job in batch:
-                if job.receiver is not None and job.events and self.pipeline.triggered_by(job.receiver):
-                    self.tasks.spawn(self._respond_webhook(job.receiver, job.events))
 
-    async def _respond(self, found: list[Finding]) -> None:
-        self._count(await self.pipeline.respond(found))
+    async def _commit(self, batch: list[_Job]) -> None:
+        """Commit a batch in one transaction; when that fails, each request alone, so that one request's
+        unstorable record fails only that request."""
+        try:
+            report = await self.pipeline.ingest(
+                [e for job in batch for e in job.events],
+                alerts=[a for job in batch for a in job.alerts],
+                run_playbooks=False,
+            )
+        except Exception as exc:
+            if len(batch) > 1:
+                log.warning("a batch of %d webhook requests failed (%s); committing each alone", len(batch), exc)
+                for job in batch:
+                    await self._commit([job])
+                return
+            [job] = batch
+            if unstorable(exc):
+                log.warning("webhook request refused by the store: %s", exc)
+                job.done.set_exception(Unstorable(_reason(exc)))
+            else:
+                log.exception("webhook request of %d records failed to commit", len(job.events))
+                job.done.set_exception(exc)
+            return
+        for job in batch:
+            if not job.done.done():
+                job.done.set_result(_share(job, report))
+        self._after(batch, report)
+
+    def _after(self, batch: list[_Job], report: IngestReport) -> None:
+        """Count the findings, then start what they and the records trigger."""
+        for finding in report.new_findings:
+            self.metrics.child(self.metrics.findings, finding.detector, finding.severity.label).inc()
+        if report.new_findings:
+            self.tasks.spawn(self._drain())
+        for job in batch:
+            if job.receiver is not None and job.events and self.pipeline.triggered_by(job.receiver):
+                self.tasks.spawn(self._respond_webhook(job.receiver, job.events))
+
+    async def _drain(self) -> None:
+        self._count(await self.pipeline.drain())
 
     async def _respond_webhook(self, receiver: str, events: list[Event]) -> None:
         self._count(await self.pipeline.respond_webhook(receiver, events))
@@ -150,6 +187,12 @@ class IngestQueue:
             batch.append(job)
             size += len(job.events)
         return batch
+
+
+def _reason(exc: BaseException) -> str:
+    """The store's complaint in one line, without the statement and its parameters."""
+    cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    return f"the store refused a record: {str(cause).splitlines()[0] if str(cause) else type(cause).__name__}"
 
 
 def _share(job: _Job, report: IngestReport) -> Accepted:

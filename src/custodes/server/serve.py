@@ -164,9 +164,13 @@ async def _retention_loop(services: Services) -> None:
 
 
 async def _reaper_loop(services: Services) -> None:
-    """Resume or fail playbook runs whose worker stopped, apply expired approvals, start queued runs."""
+    """Start the playbook runs the outbox holds (a crash's leftovers first), resume or fail playbook runs whose
+    worker stopped, apply expired approvals, start queued runs."""
     while True:
         try:
+            started = await services.pipeline.drain()
+            if started:
+                log.info("outbox: %d playbook run(s) started", len(started))
             touched = await services.runner.reap()
         except Exception:
             log.exception("the playbook reaper failed; trying again later")

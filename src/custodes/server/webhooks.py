@@ -13,12 +13,12 @@ import orjson
 from aiohttp import web
 
 from custodes.config import ReceiverSettings
-from custodes.connectors.envelope import to_event
+from custodes.connectors.envelope import FieldError, strict_fields, to_event
 from custodes.errors import ConfigError
 from custodes.model import Event, Finding
 from custodes.server.auth import AuthError, authenticate
 from custodes.server.context import ingest_key, metrics_key, services_key
-from custodes.server.ingest import QueueFull
+from custodes.server.ingest import QueueFull, Unstorable
 from custodes.server.limits import json_depth_exceeds
 from custodes.server.receivers import generic, graph, kibana, okta_hook, splunk
 from custodes.server.receivers.base import BadDelivery, Delivery, alert_records
@@ -64,7 +64,13 @@ def _records(
             source = services.settings.source(delivery.source)
         except ConfigError as exc:
             raise BadDelivery("unknown_source", exc.problems[0].message) from None
-        events += [to_event(record, source, delivery.source) for record in delivery.records]
+        with strict_fields():
+            for index, record in enumerate(delivery.records):
+                try:
+                    events.append(to_event(record, source, delivery.source))
+                except FieldError as exc:
+                    path = f"{delivery.records_at}[{index}].{exc.field}"
+                    raise BadDelivery("invalid_record", f"{path}: {str(exc).partition(': ')[2]}", path) from None
     return events, alerts
 
 
@@ -115,6 +121,8 @@ async def receive(request: web.Request) -> web.Response:
         return error(
             429, "queue_full", "too many records waiting to be stored; retry shortly", headers={"Retry-After": "1"}
         )
+    except Unstorable as exc:
+        return error(422, "unstorable_record", str(exc))
     metrics.child(metrics.ingested, name, "stored").inc(accepted.stored)
     metrics.child(metrics.ingested, name, "duplicate").inc(accepted.duplicates)
     metrics.commit_latency.observe(time.perf_counter() - started)

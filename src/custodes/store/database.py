@@ -56,6 +56,7 @@ from custodes.store.tables import (
     entity_locks,
     events,
     findings,
+    outbox,
     runs,
     steps,
 )
@@ -371,6 +372,25 @@ class Transaction:
         """A finding by id."""
         row = (await self.conn.execute(sa.select(findings).where(findings.c.id == finding_id))).mappings().first()
         return None if row is None else _finding(row)
+
+    # outbox ---------------------------------------------------------------------------------------
+    async def enqueue_starts(self, starts: Iterable[tuple[str, str]]) -> None:
+        """Record (playbook, finding id) starts owed, in the transaction that stores the findings."""
+        now = utcnow()
+        rows = [{"playbook": p, "finding_id": f, "created_at": now} for p, f in dict.fromkeys(starts)]
+        if rows:
+            await self.conn.execute(self._insert(outbox).on_conflict_do_nothing(), rows)
+
+    async def pending_starts(self, limit: int = 100) -> list[tuple[str, str]]:
+        """Owed (playbook, finding id) starts, in the order they were written."""
+        query = sa.select(outbox.c.playbook, outbox.c.finding_id).order_by(outbox.c.seq).limit(limit)
+        return [(row.playbook, row.finding_id) for row in await self.conn.execute(query)]
+
+    async def clear_start(self, playbook: str, finding_id: str) -> None:
+        """Forget an owed start once its run exists (or it is not to run)."""
+        await self.conn.execute(
+            sa.delete(outbox).where(outbox.c.playbook == playbook, outbox.c.finding_id == finding_id)
+        )
 
     # staged writes --------------------------------------------------------------------------------
     # The playbook engine's transitions stage their writes; `flush` sends them as a few bulk statements (one

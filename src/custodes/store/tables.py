@@ -102,6 +102,16 @@ runs = sa.Table(
     sa.Index(None, "entity", "status"),
 )
 
+outbox = sa.Table(
+    "outbox",
+    metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("playbook", sa.String(256), nullable=False),
+    sa.Column("finding_id", sa.String(64), nullable=False),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.UniqueConstraint("playbook", "finding_id"),
+)
+
 steps = sa.Table(
     "steps",
     metadata,

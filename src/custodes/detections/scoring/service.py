@@ -144,16 +144,29 @@ class ScoringService:
         """The engine's clock as last committed: unchanged, it is not written again."""
         self._replace = False
         """After `rescore`: the stored baselines and scores are replaced on the next `save`."""
+        self._stale = False
+        """A transaction that changed the state failed: the next batch reloads it from the store."""
 
     @classmethod
     async def open(cls, settings: ScoringSettings, store: Store) -> ScoringService:
         """Load the directory, the pseudonym key and every persisted baseline."""
         pseudonymizer = await pseudonymizer_for(settings, store)
-        engine = new_engine(settings, resolver_for(settings, pseudonymizer))
+        service = cls(settings, new_engine(settings, resolver_for(settings, pseudonymizer)), pseudonymizer)
         async with store.transaction() as tx:
-            for row in (await tx.conn.execute(sa.select(scoring_state))).mappings():
-                engine.states[row["entity"]] = EntityState.from_json(row["entity"], dict(row["state"]))
-            clock = await _meta(tx, CLOCK_META)
+            await service.load(tx)
+        return service
+
+    def invalidate(self) -> None:
+        """Forget the in-memory state (a transaction that changed it failed): the next batch reloads it."""
+        self._stale = True
+
+    async def load(self, tx: Transaction) -> None:
+        """Replace the engine with one holding the committed baselines and clock, and nothing else."""
+        engine = new_engine(self.settings, self.engine.resolver)
+        engine.on_ranking = self.engine.on_ranking
+        for row in (await tx.conn.execute(sa.select(scoring_state))).mappings():
+            engine.states[row["entity"]] = EntityState.from_json(row["entity"], dict(row["state"]))
+        clock = await _meta(tx, CLOCK_META)
         if clock:
             engine.watermark = None if clock["watermark"] is None else datetime.fromisoformat(clock["watermark"])
             engine.closed_through = clock["closed_through"]
@@ -164,12 +177,15 @@ class ScoringService:
                 engine._schedule()
         if engine.states:
             engine.peers = peer_stats(engine.states.values())
-        service = cls(settings, engine, pseudonymizer)
-        service._saved_clock = clock
-        return service
+        self.engine, self._saved_clock, self._stale = engine, clock, False
 
     async def ingest(self, tx: Transaction, events: Sequence[Event], findings: Sequence[Finding]) -> list[Finding]:
-        """Score a committed-with-this-transaction batch; return the scoring findings to record."""
+        """Score a committed-with-this-transaction batch; return the scoring findings to record.
+
+        The caller calls `invalidate` when the transaction fails, so what this batch changed in memory is
+        dropped with it (reloaded from the store before the next batch) instead of drifting from the store."""
+        if self._stale:
+            await self.load(tx)
         touched: set[str] = set()
         for event in events:
             key = self.engine.observe(event)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from custodes.connectors.envelope import dig, parse_time
+from custodes.connectors.envelope import dig, parse_time, whole_number
 from custodes.model import Event, Finding, LogSource, Severity, stable_id, utcnow
 
 
@@ -40,6 +40,8 @@ class Delivery:
     alerts: list[Alert] = field(default_factory=list)
     records: list[dict[str, Any]] = field(default_factory=list)
     source: str | None = None
+    records_at: str = ""
+    """The JSON path of the records in the body (for errors that name a record's field)."""
 
 
 def text(value: Any) -> str | None:
@@ -51,21 +53,38 @@ def text(value: Any) -> str | None:
 
 def first(record: dict[str, Any], *paths: str) -> Any:
     """The first present value among dotted paths (literal dotted keys win, as Kibana flattens them)."""
+    return located(record, *paths)[1]
+
+
+def located(record: dict[str, Any], *paths: str) -> tuple[str, Any]:
+    """The first present value among dotted paths and its path (the first path and None when none is present)."""
     for path in paths:
         value = dig(record, path)
         if value is not None:
-            return value
-    return None
+            return path, value
+    return paths[0], None
 
 
-def when(value: Any) -> datetime:
-    """An alert time, or now when absent or unreadable (the alert is kept either way)."""
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+AHEAD = timedelta(days=1)
+"""How far ahead of the clock an alert's time may be."""
+
+
+def when(value: Any, field: str) -> datetime:
+    """An alert time, or now when absent or unreadable (the alert is kept either way); a readable time before
+    1970 or more than a day ahead is refused (BadDelivery naming `field`)."""
     if value is None:
         return utcnow()
     try:
-        return parse_time(value)
+        parsed = parse_time(value)
     except (ValueError, OverflowError, OSError):
         return utcnow()
+    now = utcnow()
+    if not EARLIEST <= parsed <= now + AHEAD:
+        raise BadDelivery(
+            "invalid_time", f"{field}: {value!r} is before 1970 or more than a day ahead of {now:%Y-%m-%d}", field
+        )
+    return parsed
 
 
 SEVERITY_WORDS = {
@@ -79,14 +98,18 @@ SEVERITY_WORDS = {
 }
 
 
-def severity(value: Any, default: Severity = Severity.MEDIUM) -> Severity:
-    """A vendor severity as ours: words (Kibana, Sigma), Splunk urgency 1-5, or a 0-100 risk score."""
+def severity(value: Any, field: str, default: Severity = Severity.MEDIUM) -> Severity:
+    """A vendor severity as ours: words (Kibana, Sigma), Splunk urgency 1-5, or a 0-100 risk score; digits
+    other than ASCII ones are refused (BadDelivery naming `field`)."""
     if isinstance(value, str):
         word = SEVERITY_WORDS.get(value.strip().lower())
         if word is not None:
             return word
-        if value.strip().isdigit():
-            value = int(value.strip())
+        if any(char.isdigit() for char in value):
+            try:
+                value = whole_number(value)
+            except ValueError as exc:
+                raise BadDelivery("invalid_severity", f"{field}: {exc}", field) from None
     if isinstance(value, int | float) and not isinstance(value, bool):
         if value > 5:
             return (

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from custodes.server.receivers.base import Alert, BadDelivery, Delivery, first, severity, text, when
+from custodes.server.receivers.base import Alert, BadDelivery, Delivery, first, located, severity, text, when
 
 
 def _records(body: Any, root: str | None) -> list[dict[str, Any]]:
@@ -23,13 +23,17 @@ def parse(body: Any, *, source: str | None, root: str | None, alert_fields: Mapp
     """Records under `root` (the body itself by default); with `alert_fields`, each record is an alert."""
     records = _records(body, root)
     if not alert_fields:
-        return Delivery(records=records, source=source)
+        return Delivery(records=records, source=source, records_at=root or "")
     alerts = []
     for index, record in enumerate(records):
 
-        def pick(name: str, record: dict[str, Any] = record) -> Any:
+        def locate(name: str, record: dict[str, Any] = record, index: int = index) -> tuple[str, Any]:
             paths = alert_fields.get(name)
-            return first(record, *paths.split("|")) if paths else None
+            path, value = located(record, *paths.split("|")) if paths else (name, None)
+            return f"{root or ''}[{index}].{path}", value
+
+        def pick(name: str) -> Any:
+            return locate(name)[1]
 
         title = text(pick("title"))
         if title is None:
@@ -41,9 +45,9 @@ def parse(body: Any, *, source: str | None, root: str | None, alert_fields: Mapp
                 vendor_id=text(pick("id")),
                 rule_id=text(pick("rule")) or title,
                 title=title,
-                severity=severity(pick("severity")),
+                severity=severity(locate("severity")[1], locate("severity")[0]),
                 entity=text(pick("entity")),
-                time=when(pick("time")),
+                time=when(locate("time")[1], locate("time")[0]),
                 raw=record,
             )
         )

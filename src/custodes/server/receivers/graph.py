@@ -19,4 +19,4 @@ def parse(body: Any, client_state: str, source: str) -> Delivery:
         presented = item.get("clientState")
         if not isinstance(presented, str) or not hmac.compare_digest(presented.encode(), client_state.encode()):
             raise PermissionError(f"value[{index}].clientState does not match the subscription's clientState")
-    return Delivery(records=items, source=source)
+    return Delivery(records=items, source=source, records_at="value")

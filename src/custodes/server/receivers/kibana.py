@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from custodes.server.receivers.base import Alert, BadDelivery, Delivery, first, severity, text, when
+from custodes.server.receivers.base import Alert, BadDelivery, Delivery, first, located, severity, text, when
 
 ENTITY_PATHS = ("user.email", "user.name", "user.id", "source.user.name", "winlog.event_data.TargetUserName")
 
@@ -48,22 +48,18 @@ def parse(body: Any) -> Delivery:
                 for entry in technique if isinstance(technique, list) else []:
                     if isinstance(entry, dict) and text(entry.get("id")):
                         tags.append(f"attack.{str(entry['id']).lower()}")
+        rank_path, rank = located(
+            doc, "kibana.alert.severity", "signal.rule.severity", "kibana.alert.risk_score", "signal.rule.risk_score"
+        )
+        time_path, at = located(doc, "kibana.alert.original_time", "signal.original_time", "@timestamp")
         found.append(
             Alert(
                 vendor_id=text(first(doc, "kibana.alert.uuid", "_id", "signal.id")),
                 rule_id=f"kibana:{rule}",
                 title=name,
-                severity=severity(
-                    first(
-                        doc,
-                        "kibana.alert.severity",
-                        "signal.rule.severity",
-                        "kibana.alert.risk_score",
-                        "signal.rule.risk_score",
-                    )
-                ),
+                severity=severity(rank, f"alerts[{index}].{rank_path}"),
                 entity=text(first(doc, *ENTITY_PATHS)),
-                time=when(first(doc, "kibana.alert.original_time", "signal.original_time", "@timestamp")),
+                time=when(at, f"alerts[{index}].{time_path}"),
                 raw=doc,
                 tags=tags,
             )

@@ -26,4 +26,4 @@ def parse(body: Any, source: str) -> Delivery:
     for index, event in enumerate(events):
         if not isinstance(event, dict):
             raise BadDelivery("invalid_delivery", "each event must be a JSON object", field=f"data.events[{index}]")
-    return Delivery(records=events, source=source)
+    return Delivery(records=events, source=source, records_at="data.events")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from custodes.server.receivers.base import Alert, BadDelivery, Delivery, first, severity, text, when
+from custodes.server.receivers.base import Alert, BadDelivery, Delivery, first, located, severity, text, when
 
 ENTITY_FIELDS = ("user", "src_user", "user_name", "User", "userName", "actor", "email")
 
@@ -22,16 +22,17 @@ def parse(body: Any, entity_fields: tuple[str, ...] = ENTITY_FIELDS) -> Delivery
     row: dict[str, Any] = result or {}
     name = text(body.get("search_name")) or f"Splunk search {sid}"
     entity = text(first(row, *entity_fields))
-    urgency = first(row, "severity", "urgency", "risk_score")
+    urgency_path, urgency = located(row, "severity", "urgency", "risk_score")
+    time_path, at = located(row, "_time")
     return Delivery(
         alerts=[
             Alert(
                 vendor_id=f"{sid}:{text(row.get('_cd')) or text(row.get('_serial')) or ''}",
                 rule_id=f"splunk:{name}",
                 title=name,
-                severity=severity(urgency),
+                severity=severity(urgency, f"result.{urgency_path}"),
                 entity=entity,
-                time=when(first(row, "_time")),
+                time=when(at, f"result.{time_path}"),
                 raw=body,
             )
         ]

@@ -1,0 +1,226 @@
+"""One bad record fails only its own request: receivers refuse unstorable fields with a 400 naming the field, the
+store's refusals are isolated to their request, NUL never reaches PostgreSQL, and a failed transaction leaves the
+in-memory scoring state equal to the store's."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.exc import OperationalError
+
+from connector_support import quiet_settings
+from custodes.config import DatabaseSettings, Settings
+from custodes.connectors.envelope import to_event
+from custodes.model import Event
+from custodes.server.serve import serving
+from custodes.services import Services
+from custodes.store import Transaction
+from custodes.store.tables import events, scoring_state
+from test_api import (
+    TOKENS,
+    api,  # noqa: F401 (the server fixture)
+)
+from test_webhook_receivers import RECEIVERS, SECRETS, call
+
+RECORDS = {"kind": "generic", "source": "app", "auth": {"scheme": "bearer", "secret": "env:T_ALERTS"}}
+AUTH = {"Authorization": "Bearer generic-alerts-token"}
+WIDE = "\uff19\uff10"
+"""Ninety in full-width digits."""
+
+
+@pytest.fixture
+async def server(
+    database: DatabaseSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[tuple[str, Services]]:
+    for name, value in SECRETS.items():
+        monkeypatch.setenv(name, value)
+    (tmp_path / "playbooks").mkdir()
+    settings = Settings.model_validate(
+        {
+            "detection": {"rules": []},
+            "playbooks": {"paths": [str(tmp_path / "playbooks")]},
+            "sources": {
+                "graph": {"format": "generic", "fields": {"id": "id", "time": "subscriptionExpirationDateTime"}},
+                "app": {"format": "generic"},
+            },
+            "webhooks": {**RECEIVERS, "records": RECORDS},
+        }
+    )
+    settings.database = database
+    async with await Services.open(settings) as services, serving(services, "127.0.0.1", 0) as url:
+        yield url, services
+
+
+def record(**extra: Any) -> dict[str, Any]:
+    return {"id": uuid.uuid4().hex, "@timestamp": "2026-11-19T02:00:00Z", "user": {"name": "ann"}, **extra}
+
+
+async def test_unstorable_fields_are_400s_naming_the_field(server: tuple[str, Services]) -> None:
+    url, _ = server
+    future = "9999-01-01T00:00:00Z"
+    cases: list[tuple[str, Any, dict[str, str] | None, str]] = [
+        ("records", record(bytes=2**63), AUTH, "[0].bytes"),
+        ("records", record(bytes=1e308), AUTH, "[0].bytes"),
+        ("records", record(bytes="²"), AUTH, "[0].bytes"),
+        ("records", [record(), record(bytes=-1)], AUTH, "[1].bytes"),
+        ("splunk?token=splunk-token", {"sid": "s1", "result": {"urgency": "²"}}, None, "result.urgency"),
+        ("splunk?token=splunk-token", {"sid": "s2", "result": {"risk_score": WIDE}}, None, "result.risk_score"),
+        ("splunk?token=splunk-token", {"sid": "s3", "result": {"_time": future}}, None, "result._time"),
+        ("splunk?token=splunk-token", {"sid": "s4", "result": {"_time": "0001-01-01T00:00:00Z"}}, None, "result._time"),
+        (
+            "kibana",
+            {"alerts": [{"kibana.alert.rule.name": "r", "kibana.alert.severity": "³"}]},
+            {"Authorization": "Bearer kibana-token"},
+            "alerts[0].kibana.alert.severity",
+        ),
+        (
+            "kibana",
+            {"alerts": [{"kibana.alert.rule.name": "r", "@timestamp": future}]},
+            {"Authorization": "Bearer kibana-token"},
+            "alerts[0].@timestamp",
+        ),
+        (
+            "alerts",
+            {"items": [{"alert_id": "a", "name": "n", "priority": "²", "who": {"email": "x@example.com"}}]},
+            {"Authorization": "Bearer generic-alerts-token"},
+            "items[0].priority",
+        ),
+        (
+            "alerts",
+            {"items": [{"alert_id": "b", "name": "n", "at": "0001-01-01T00:00:00Z"}]},
+            {"Authorization": "Bearer generic-alerts-token"},
+            "items[0].at",
+        ),
+        (
+            "graph",
+            {"value": [{"id": "n1", "clientState": "graph-client-state", "bytes": 2**63}]},
+            None,
+            "value[0].bytes",
+        ),
+    ]
+    for path, body, headers, field in cases:
+        status, answer, text = await call("POST", f"{url}/webhooks/{path}", json=body, headers=headers)
+        assert status == 400, (path, body, status, text)
+        assert answer["error"]["field"] == field, (path, answer)
+        assert field.rpartition(".")[2] in answer["error"]["message"], answer
+
+
+async def test_nul_is_stored_without_it(server: tuple[str, Services]) -> None:
+    url, services = server
+    okta = {
+        "uuid": "nul-1",
+        "published": "2026-11-19T02:00:00Z",
+        "eventType": "user.session.start",
+        "actor": {"alternateId": "ann\x00@example.com"},
+        "debug\x00": "a\x00b",
+    }
+    status, answer, text = await call(
+        "POST", f"{url}/webhooks/okta", json={"data": {"events": [okta]}}, headers={"Authorization": "okta-hook-secret"}
+    )
+    assert status == 202, text
+    status, answer, text = await call(
+        "POST", f"{url}/webhooks/records", json=record(user={"name": "b\x00b"}), headers=AUTH
+    )
+    assert status == 202, text
+    async with services.store.transaction() as tx:
+        stored = await tx.get_events(answer["event_ids"])
+    assert stored[0].actor == ("bb" if services.store.dialect == "postgresql" else "b\x00b")
+
+
+async def test_a_poison_stream_fails_only_the_poison(server: tuple[str, Services]) -> None:
+    """Valid requests and poison ones at once, many per group commit: every valid one is stored."""
+    url, services = server
+    postgres = services.store.dialect == "postgresql"
+    poison = {
+        "bytes": (record(bytes=2**63), 400),
+        "nul": (record(user={"name": "nul\x00"}), 202),
+        # longer than events.actor holds: PostgreSQL refuses it in the store, SQLite keeps it
+        "long": (record(user={"name": "x" * 600}), 422 if postgres else 202),
+    }
+
+    async def post(http: aiohttp.ClientSession, body: Any) -> tuple[int, Any]:
+        async with http.post(f"{url}/webhooks/records", json=body, headers=AUTH) as response:
+            return response.status, await response.json()
+
+    valid = [record(user={"name": f"user{n % 7}"}) for n in range(120)]
+    bodies = valid[:40] + [body for body, _ in poison.values()] * 3 + valid[40:]
+    async with aiohttp.ClientSession() as http:
+        answers = await asyncio.gather(*(post(http, body) for body in bodies))
+    by_id = {body["id"]: answer for body, answer in zip(bodies, answers, strict=True)}
+    assert [by_id[body["id"]][0] for body in valid] == [202] * len(valid)
+    for name, (body, expected) in poison.items():
+        status, answer = by_id[body["id"]]
+        assert status == expected, (name, answer)
+    assert by_id[poison["bytes"][0]["id"]][1]["error"]["field"] == "[0].bytes"
+    async with services.store.transaction() as tx:
+        stored = (await tx.conn.execute(sa.select(sa.func.count()).select_from(events))).scalar_one()
+    assert stored == len(valid) + sum(1 for _, expected in poison.values() if expected == 202)
+
+
+async def test_a_failed_commit_leaves_scoring_as_stored(
+    database: DatabaseSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "empty").mkdir()
+    async with await Services.open(quiet_settings(database, tmp_path / "empty")) as services:
+        scoring = services.pipeline.scoring
+        assert scoring is not None
+        source = services.settings.source("okta")
+
+        def sign_ins(who: str, count: int) -> list[Event]:
+            return [
+                to_event(
+                    {
+                        "uuid": uuid.uuid4().hex,
+                        "published": f"2026-11-19T0{n % 9}:00:00Z",
+                        "eventType": "user.session.start",
+                        "actor": {"alternateId": f"{who}@example.com"},
+                        "client": {"ipAddress": "192.0.2.1"},
+                        "outcome": {"result": "SUCCESS"},
+                    },
+                    source,
+                    "okta",
+                )
+                for n in range(count)
+            ]
+
+        await services.pipeline.ingest(sign_ins("ann", 3))
+        flush = Transaction.flush
+
+        async def refused(self: Transaction) -> None:
+            raise OperationalError("COMMIT", {}, Exception("disk I/O error"))
+
+        monkeypatch.setattr(Transaction, "flush", refused)
+        with pytest.raises(OperationalError):
+            await services.pipeline.ingest(sign_ins("ann", 5) + sign_ins("bob", 4))
+        monkeypatch.setattr(Transaction, "flush", flush)
+        await services.pipeline.ingest(sign_ins("cy", 2))
+        async with services.store.transaction() as tx:
+            rows = {row.entity: row.state for row in await tx.conn.execute(sa.select(scoring_state))}
+        memory = {key: state.to_json() for key, state in scoring.engine.states.items()}
+        assert len(rows) == 2 and memory == rows
+
+
+async def test_nul_in_api_parameters_is_a_400_naming_it(api: tuple[str, Services]) -> None:  # noqa: F811
+    url, _ = api
+    headers = {"Authorization": f"Bearer {TOKENS['admin']}"}
+    cases = {
+        "/api/findings?entity=ann%00x": "entity",
+        "/api/findings?status=open%00": "status",
+        "/api/runs?playbook=p%00": "playbook",
+        "/api/findings/f%00": "id",
+        "/api/entities/ann%00/timeline": "id",
+        "/api/runs/r%00": "id",
+    }
+    for path, field in cases.items():
+        status, answer, text = await call("GET", f"{url}{path}", headers=headers)
+        assert status == 400, (path, text)
+        assert answer["error"] == {"code": "invalid_parameter", "message": answer["error"]["message"], "field": field}
+    status, _, text = await call("GET", f"{url}/api/findings?entity=ann", headers=headers)
+    assert status == 200, text
