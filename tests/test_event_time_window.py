@@ -65,7 +65,7 @@ def settings_for(database: DatabaseSettings, tmp_path: Path) -> Settings:
 async def server(
     database: DatabaseSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[tuple[str, Services]]:
-    monkeypatch.setenv("T_OKTA_HOOK", "hook-secret")
+    monkeypatch.setenv("T_OKTA_HOOK", "hook-secret-0123456789")
     async with (
         await Services.open(settings_for(database, tmp_path)) as services,
         serving(services, "127.0.0.1", 0) as url,
@@ -93,23 +93,27 @@ def assert_kept_with_warning(events: list[Event]) -> None:
 
 async def test_absurd_times_through_the_webhook_are_kept_and_move_no_clock(server: tuple[str, Services]) -> None:
     url, services = server
-    status, body = await post(f"{url}/webhooks/okta", {"data": {"events": [okta("n-1", NORMAL)]}}, "hook-secret")
+    status, body = await post(
+        f"{url}/webhooks/okta", {"data": {"events": [okta("n-1", NORMAL)]}}, "hook-secret-0123456789"
+    )
     assert status == 202
     scoring = services.pipeline.scoring
     assert scoring is not None
     clock = (scoring.engine.watermark, scoring.engine.closed_through)
     assert clock[0] == datetime(2026, 11, 19, 2, 3, 40, tzinfo=UTC)
     delivery = {"data": {"events": [okta(f"a-{i}", when) for i, when in enumerate(ABSURD)]}}
-    status, body = await post(f"{url}/webhooks/okta", delivery, "hook-secret")
+    status, body = await post(f"{url}/webhooks/okta", delivery, "hook-secret-0123456789")
     assert status == 202 and body["stored"] == len(ABSURD)
     assert_kept_with_warning(await stored(services, body["event_ids"]))
     assert (scoring.engine.watermark, scoring.engine.closed_through) == clock
     assert scoring.engine.untimed == len(ABSURD)
     assert services.pipeline.out_of_window["okta"] == len(ABSURD)
     alert = {"items": [{"alert_id": "x-1", "name": "Old alert", "who": "erin@example.com", "at": "0001-01-01"}]}
-    status, body = await post(f"{url}/webhooks/alerts", alert, "Bearer hook-secret")
-    assert status == 202 and len(body["findings"]) == 1
-    status, body = await post(f"{url}/webhooks/okta", {"data": {"events": [okta("n-2", NORMAL)]}}, "hook-secret")
+    status, body = await post(f"{url}/webhooks/alerts", alert, "Bearer hook-secret-0123456789")
+    assert status == 400 and body["error"]["code"] == "invalid_time"  # an alert's own declared time is checked
+    status, body = await post(
+        f"{url}/webhooks/okta", {"data": {"events": [okta("n-2", NORMAL)]}}, "hook-secret-0123456789"
+    )
     assert status == 202 and body["stored"] == 1
     async with aiohttp.ClientSession() as http, http.get(f"{url}/metrics") as answer:
         text = await answer.text()
@@ -119,7 +123,7 @@ async def test_absurd_times_through_the_webhook_are_kept_and_move_no_clock(serve
 async def test_absurd_times_through_replay_are_kept_and_move_no_clock(
     database: DatabaseSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("T_OKTA_HOOK", "hook-secret")
+    monkeypatch.setenv("T_OKTA_HOOK", "hook-secret-0123456789")
     path = tmp_path / "okta.ndjson"
     records = [okta("n-1", NORMAL), *(okta(f"a-{i}", when) for i, when in enumerate(ABSURD)), okta("n-2", NORMAL)]
     path.write_bytes(b"\n".join(orjson.dumps(r) for r in records))

@@ -149,7 +149,9 @@ async def test_a_worker_killed_between_request_and_commit_resumes_without_repeat
         assert "run.reaped" in audit and audit[-1] == "run.finished"
         # so undo reverts it; an undo that failed (Okta refused the token) is tried again by the next undo
         for token, outcome in (("wrong", "failed"), ("tok", "succeeded")):
-            undo = await custodes("run", "undo", run.id, "-c", config, env={**env, "T_OKTA": token})
+            undo = await custodes(
+                "run", "undo", run.id, "-c", config, "--token", "env:T_OPS", env={**env, "T_OKTA": token}
+            )
             out, errors = await asyncio.wait_for(undo.communicate(), 60)
             assert undo.returncode == 0 and "undo.suspend okta.unsuspend_user" in out.decode(), errors.decode()
             assert outcome in out.decode(), out.decode()
