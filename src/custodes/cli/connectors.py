@@ -189,19 +189,12 @@ def backfill(
             "connector": name,
             "from": _when(first),
             "to": _when(last),
-            "received": report.received,
-            "stored": report.stored,
-            "duplicates": report.duplicates,
-            "new_findings": len(report.new_findings),
+            **_counts(report),
         }
         if as_json:
             sys.stdout.write(orjson.dumps(summary).decode() + "\n")
             return
-        table = Table(title=f"Backfill {name}")
-        for key in summary:
-            table.add_column(key.replace("_", " "))
-        table.add_row(*(str(value) for value in summary.values()))
-        console.print(table)
+        _print_table(f"Backfill {name}", [summary])
 
     run(work)
 
@@ -372,24 +365,11 @@ def poll(
                     raise failure(name, item.connector.name, exc) from None
                 finally:
                     await sdk.close(item.connector)
-                rows.append(
-                    {
-                        "connector": item.connector.name,
-                        "received": report.received,
-                        "stored": report.stored,
-                        "duplicates": report.duplicates,
-                        "new_findings": len(report.new_findings),
-                    }
-                )
+                rows.append({"connector": item.connector.name, **_counts(report)})
         if as_json:
             sys.stdout.write(orjson.dumps(rows).decode() + "\n")
             return
-        table = Table(title=f"Poll {name}")
-        for key in rows[0] if rows else ("connector",):
-            table.add_column(key.replace("_", " "))
-        for row in rows:
-            table.add_row(*(str(value) for value in row.values()))
-        console.print(table)
+        _print_table(f"Poll {name}", rows)
 
     run(work)
 
@@ -421,11 +401,28 @@ def late(config: ConfigOption = None, as_json: JsonOption = False) -> None:
         if not rows:
             console.print("No late or out-of-window events.")
             return
-        table = Table(title="Late and out-of-window events")
-        for key in rows[0]:
-            table.add_column(key.replace("_", " "), justify="left" if key == "source" else "right")
-        for row in rows:
-            table.add_row(*(str(value) for value in row.values()))
-        console.print(table)
+        _print_table("Late and out-of-window events", rows)
 
     run(work)
+
+
+def _counts(report: IngestReport) -> dict[str, int]:
+    """What a round or a backfill did, as the connector commands print it."""
+    return {
+        "received": report.received,
+        "stored": report.stored,
+        "duplicates": report.duplicates,
+        "new_findings": len(report.new_findings),
+    }
+
+
+def _print_table(title: str, rows: list[dict[str, Any]]) -> None:
+    """Rows of one shape as a Rich table: a column per key, counts aligned right."""
+    table = Table(title=title)
+    for key in rows[0] if rows else ("connector",):
+        table.add_column(
+            key.replace("_", " "), justify="left" if key in ("connector", "source", "from", "to") else "right"
+        )
+    for row in rows:
+        table.add_row(*(str(value) for value in row.values()))
+    console.print(table)
