@@ -1,5 +1,6 @@
-"""Nothing acted on is lost: SIGKILL `custodes serve` while webhook alerts raise findings that trigger a playbook,
-restart it, and every stored finding gets its run (the outbox commits the start with the finding)."""
+"""Nothing acted on is lost: SIGKILL `custodes serve` while webhook alerts raise findings that trigger a playbook
+and records that trigger another (a webhook trigger on the receiver), restart it, and every stored finding and
+every stored record gets its run, exactly one (the outbox commits each start with the finding or record)."""
 
 from __future__ import annotations
 
@@ -17,9 +18,10 @@ import orjson
 import sqlalchemy as sa
 
 from custodes.config import DatabaseSettings
+from custodes.model import stable_id
 from custodes.server.auth import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from custodes.store import Store
-from custodes.store.tables import findings, outbox, runs
+from custodes.store.tables import events, findings, outbox, runs
 from test_webhook_durability import ROOT, SECRET, free_port
 
 PLAYBOOK = """\
@@ -30,6 +32,19 @@ steps:
   - id: note
     uses: case.note
     with: {case: "{{ entity }}", text: "seen"}
+"""
+ON_RECORD = """\
+name: note-every-record
+trigger:
+  webhook:
+    receiver: alerts
+    inputs: {who: "{{ record.entity }}"}
+inputs:
+  who: {type: string, required: true}
+steps:
+  - id: note
+    uses: case.note
+    with: {case: "{{ inputs.who }}", text: "received"}
 """
 
 
@@ -89,8 +104,9 @@ async def serve(config: Path, port: int, log: Path) -> asyncio.subprocess.Proces
     raise AssertionError(f"serve did not start; see {log}")
 
 
-async def without_run(database: DatabaseSettings) -> tuple[int, int, int]:
-    """(findings, findings without a run of the playbook, outbox rows)."""
+async def without_run(database: DatabaseSettings) -> tuple[int, int, int, int, int]:
+    """(findings, findings without a run of the finding playbook, records, records without a run of the webhook
+    playbook, outbox rows)."""
     store = await Store.open(database)
     try:
         async with store.transaction() as tx:
@@ -99,15 +115,23 @@ async def without_run(database: DatabaseSettings) -> tuple[int, int, int]:
             missing = (
                 await tx.conn.execute(sa.select(sa.func.count()).select_from(findings).where(~sa.exists(ran)))
             ).scalar_one()
+            records = set((await tx.conn.execute(sa.select(events.c.id))).scalars())
+            hooked = (
+                await tx.conn.execute(sa.select(runs.c.id).where(runs.c.playbook == "note-every-record"))
+            ).scalars()
+            hooked_ids = list(hooked)
             owed = (await tx.conn.execute(sa.select(sa.func.count()).select_from(outbox))).scalar_one()
     finally:
         await store.close()
-    return total, missing, owed
+    assert len(hooked_ids) == len(set(hooked_ids)) <= len(records), "at most one run per record"
+    unrun = {stable_id("run", "note-every-record", "webhook", r) for r in records} - set(hooked_ids)
+    return total, missing, len(records), len(unrun), owed
 
 
 async def test_no_playbook_start_is_lost_to_a_killed_server(database: DatabaseSettings, tmp_path: Path) -> None:
     (tmp_path / "playbooks").mkdir()
     (tmp_path / "playbooks" / "note.yml").write_text(PLAYBOOK)
+    (tmp_path / "playbooks" / "record.yml").write_text(ON_RECORD)
     schema = f"\n  schema_name: {database.schema_name}" if database.schema_name else ""
     config = tmp_path / "custodes.yaml"
     config.write_text(
@@ -129,17 +153,17 @@ async def test_no_playbook_start_is_lost_to_a_killed_server(database: DatabaseSe
             server.kill()
         await asyncio.wait_for(server.wait(), 30)
     assert server.returncode == -signal.SIGKILL
-    total, missing, owed = await without_run(database)
-    assert accepted > 20 and total >= accepted, (accepted, total)
-    assert missing <= owed, "every finding without a run is owed one in the outbox"
+    total, missing, records, unrun, owed = await without_run(database)
+    assert accepted > 20 and total >= accepted and records >= accepted, (accepted, total, records)
+    assert missing + unrun <= owed, "every finding and record without a run is owed one in the outbox"
     server = await serve(config, port, log)
     try:
         for _ in range(600):
-            total, missing, owed = await without_run(database)
-            if missing == 0 and owed == 0:
+            total, missing, records, unrun, owed = await without_run(database)
+            if missing == unrun == owed == 0:
                 break
             await asyncio.sleep(0.1)
     finally:
         server.send_signal(signal.SIGTERM)
         await asyncio.wait_for(server.wait(), 60)
-    assert (missing, owed) == (0, 0), (total, missing, owed, log.read_text()[-3000:])
+    assert (missing, unrun, owed) == (0, 0, 0), (total, missing, records, unrun, owed, log.read_text()[-3000:])

@@ -1,10 +1,11 @@
 """The flow every event takes, whatever brought it: store -> detect -> findings -> playbooks.
 
-Events, the findings they raise, the connector checkpoint and the playbook starts those findings owe (the
-outbox) are committed in one transaction; playbooks run only after that commit, so nothing is acted on that is
-not durably stored, and a start owed is never lost: `drain` starts what the outbox holds (after each commit, and
-at start-up for what a crash left), and the runs table's one run per (playbook, finding) makes a second start of
-the same row a no-op.
+Events, the findings they raise, the connector checkpoint and the playbook starts those findings (or, for a
+webhook receiver's records, the records themselves) owe (the outbox) are committed in one transaction;
+playbooks run only after that commit, so nothing is acted on that is not durably stored, and a start owed is
+never lost: `drain` starts what the outbox holds (after each commit, and at start-up for what a crash left), and
+the runs table's one run per (playbook, finding) or (playbook, record) makes a second start of the same row a
+no-op.
 """
 
 from __future__ import annotations
@@ -88,7 +89,7 @@ class Pipeline:
         """Playbooks switched off through the API (by name): not started by any trigger."""
         self.disabled_rules: set[str] = set()
         """Rules switched off through the API (by id): their matches raise no findings."""
-        self._starting: set[tuple[str, str]] = set()
+        self._starting: set[tuple[str, str, str | None]] = set()
         """Outbox rows a drain in this process is starting now (other drains leave them alone)."""
 
     async def ingest(
@@ -98,14 +99,17 @@ class Pipeline:
         connector: str | None = None,
         checkpoint: dict[str, Any] | None = None,
         alerts: Sequence[Finding] = (),
+        webhooks: Sequence[tuple[str, Sequence[Event]]] = (),
         run_playbooks: bool = True,
         score: bool = True,
     ) -> IngestReport:
         """Store new events (and a checkpoint), detect on them, record findings, then run triggered playbooks.
 
         `alerts` are findings other systems raised, each referencing one of `events`; one is recorded only
-        when its event is new, so a re-delivered alert is acknowledged without a second finding. Without
-        `score`, behaviour scoring is left to a later `settle` (a replay scores once, in event-time order).
+        when its event is new, so a re-delivered alert is acknowledged without a second finding. `webhooks`
+        are (receiver, records) a webhook receiver accepted: the starts of the playbooks their receiver
+        triggers are owed in the same transaction. Without `score`, behaviour scoring is left to a later
+        `settle` (a replay scores once, in event-time order).
         """
         if self.window.clamp(events, alerts, utcnow()):
             self.out_of_window.update(event.source for event in events if out_of_window(event))
@@ -114,7 +118,7 @@ class Pipeline:
             alerts = [cleaned(alert) for alert in alerts]
         report = IngestReport(received=len(events), warnings=sum(1 for e in events if e.warnings))
         try:
-            await self._store(report, events, connector, checkpoint, alerts, score=score)
+            await self._store(report, events, connector, checkpoint, alerts, webhooks, score=score)
         except BaseException:
             if self.scoring is not None:
                 self.scoring.invalidate()
@@ -130,11 +134,14 @@ class Pipeline:
         connector: str | None,
         checkpoint: dict[str, Any] | None,
         alerts: Sequence[Finding],
+        webhooks: Sequence[tuple[str, Sequence[Event]]],
         *,
         score: bool,
     ) -> None:
         async with self.correlator.guarded(), self.store.transaction() as tx:
             new_ids = await tx.insert_events(events)
+            for receiver, records in webhooks:
+                await self.owe_webhook(tx, receiver, records)
             if connector is not None and checkpoint is not None:
                 await tx.save_checkpoint(connector, checkpoint)
             fresh = [event for event in {e.id: e for e in events}.values() if event.id in new_ids]
@@ -169,6 +176,12 @@ class Pipeline:
     async def owe(self, tx: Transaction, found: Sequence[Finding]) -> None:
         """Write the playbook starts new findings trigger to the outbox, in the findings' transaction."""
         await tx.enqueue_starts((loaded.playbook.name, f.id) for f in found for loaded in self.triggered(f))
+
+    async def owe_webhook(self, tx: Transaction, receiver: str, records: Sequence[Event]) -> None:
+        """Write the playbook starts records a webhook receiver accepted trigger to the outbox, one per
+        (playbook, record), in the records' transaction."""
+        starts = ((loaded.playbook.name, e.id) for loaded in self.triggered_webhook(receiver) for e in records)
+        await tx.enqueue_starts(starts, receiver=receiver)
 
     def triggered(self, finding: Finding) -> list[LoadedPlaybook]:
         """The enabled playbooks whose finding trigger matches (before any minimum entity risk)."""
@@ -209,10 +222,10 @@ class Pipeline:
         """Start the playbook runs the outbox holds, oldest first, until it holds none this call has not tried.
 
         A start that fails (the store unreachable) stays in the outbox for the next drain; one whose playbook
-        is gone or switched off, whose finding is gone, or whose entity is below the trigger's minimum risk is
-        dropped."""
+        is gone or switched off, whose finding or record is gone, whose entity is below the trigger's minimum
+        risk, or whose record the trigger's inputs cannot bind is dropped."""
         runs: list[Run] = []
-        tried: set[tuple[str, str]] = set()
+        tried: set[tuple[str, str, str | None]] = set()
         while True:
             async with self.store.transaction() as tx:
                 pending = await tx.pending_starts(limit + len(tried) + len(self._starting))
@@ -222,30 +235,52 @@ class Pipeline:
             tried.update(owed)
             self._starting.update(owed)
             try:
-                for playbook, finding_id in owed:
+                for playbook, subject, receiver in owed:
                     try:
-                        run = await self._start_owed(playbook, finding_id)
+                        run = await self._start_owed(playbook, subject, receiver)
                     except Exception:
-                        log.exception("starting playbook %s for finding %s failed; it stays owed", playbook, finding_id)
+                        what = "finding" if receiver is None else f"webhook {receiver} record"
+                        log.exception("starting playbook %s for %s %s failed; it stays owed", playbook, what, subject)
                         continue
                     if run is not None:
                         runs.append(run)
             finally:
                 self._starting.difference_update(owed)
 
-    async def _start_owed(self, playbook: str, finding_id: str) -> Run | None:
-        async with self.store.transaction() as tx:
-            finding = await tx.get_finding(finding_id)
-        loaded = next((item for item in self.playbooks if item.playbook.name == playbook), None)
-        run = None
-        if finding is not None and loaded is not None and loaded in self.triggered(finding):
-            run = await self._start(loaded, finding)
+    async def _start_owed(self, playbook: str, subject: str, receiver: str | None) -> Run | None:
+        run = await (
+            self._start_finding(playbook, subject)
+            if receiver is None
+            else self._start_record(playbook, subject, receiver)
+        )
 
         async def clear(tx: Transaction) -> None:
-            await tx.clear_start(playbook, finding_id)
+            await tx.clear_start(playbook, subject)
 
         await self.store.group.run(clear)
         return run
+
+    async def _start_finding(self, playbook: str, finding_id: str) -> Run | None:
+        async with self.store.transaction() as tx:
+            finding = await tx.get_finding(finding_id)
+        loaded = next((item for item in self.playbooks if item.playbook.name == playbook), None)
+        if finding is None or loaded is None or loaded not in self.triggered(finding):
+            return None
+        return await self._start(loaded, finding)
+
+    async def _start_record(self, playbook: str, event_id: str, receiver: str) -> Run | None:
+        """Start a webhook-triggered playbook for a stored record; the run's id, derived from the playbook and
+        the record, makes a second start of the same record a no-op."""
+        async with self.store.transaction() as tx:
+            records = await tx.get_events([event_id])
+        loaded = next((item for item in self.triggered_webhook(receiver) if item.playbook.name == playbook), None)
+        if not records or loaded is None:
+            return None
+        try:
+            return await self.runner.start_webhook(loaded, receiver, records[0])
+        except EngineError as exc:
+            log.warning("%s", exc)
+            return None
 
     async def _start(self, loaded: LoadedPlaybook, finding: Finding) -> Run | None:
         """Start one playbook for one finding, unless its entity is below the trigger's minimum risk."""
@@ -270,37 +305,16 @@ class Pipeline:
             scores = await entity_scores(tx, key, limit=1)
         return scores[0].risk if scores else 0.0
 
-    def triggered_by(self, receiver: str) -> bool:
-        """Whether an enabled playbook has a webhook trigger on this receiver."""
-        return any(
-            item.playbook.enabled
-            and item.playbook.name not in self.disabled_playbooks
-            and item.playbook.trigger.webhook is not None
-            and item.playbook.trigger.webhook.receiver == receiver
-            for item in self.playbooks
-        )
-
-    async def respond_webhook(self, receiver: str, events: Sequence[Event]) -> list[Run]:
-        """Start every enabled playbook with a webhook trigger on `receiver`, once per record (event id)."""
-        runs: list[Run] = []
-        for loaded in self.playbooks:
-            webhook = loaded.playbook.trigger.webhook
-            if (
-                not loaded.playbook.enabled
-                or loaded.playbook.name in self.disabled_playbooks
-                or webhook is None
-                or webhook.receiver != receiver
-            ):
-                continue
-            for event in {event.id: event for event in events}.values():
-                try:
-                    run = await self.runner.start_webhook(loaded, receiver, event)
-                except EngineError as exc:
-                    log.warning("%s", exc)
-                    continue
-                if run is not None:
-                    runs.append(run)
-        return runs
+    def triggered_webhook(self, receiver: str) -> list[LoadedPlaybook]:
+        """The enabled playbooks with a webhook trigger on this receiver."""
+        return [
+            loaded
+            for loaded in self.playbooks
+            if loaded.playbook.enabled
+            and loaded.playbook.name not in self.disabled_playbooks
+            and (webhook := loaded.playbook.trigger.webhook) is not None
+            and webhook.receiver == receiver
+        ]
 
     async def replay(self, connector: Connector, *, close: bool = False) -> IngestReport:
         """Drain a connector from its saved checkpoint, committing each batch with its checkpoint, then re-score

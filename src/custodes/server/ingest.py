@@ -100,7 +100,8 @@ class IngestQueue:
     async def submit(self, events: list[Event], alerts: list[Finding], *, receiver: str | None = None) -> Accepted:
         """Queue records and wait until they are committed; QueueFull when there is no room.
 
-        After the commit, playbooks with a webhook trigger on `receiver` start for each record."""
+        The starts of playbooks with a webhook trigger on `receiver` are owed (the outbox) for each record in the
+        records' transaction, and drained after the commit."""
         size = len(events)
         if self._closing or (self._pending and self._pending + size > self.settings.ingest_queue_records):
             raise QueueFull
@@ -135,6 +136,7 @@ class IngestQueue:
             report = await self.pipeline.ingest(
                 [e for job in batch for e in job.events],
                 alerts=[a for job in batch for a in job.alerts],
+                webhooks=[(job.receiver, job.events) for job in batch if job.receiver is not None],
                 run_playbooks=False,
             )
         except Exception as exc:
@@ -160,17 +162,14 @@ class IngestQueue:
         """Count the findings, then start what they and the records trigger."""
         for finding in report.new_findings:
             self.metrics.child(self.metrics.findings, finding.detector, finding.severity.label).inc()
-        if report.new_findings:
+        hooked = any(
+            job.receiver is not None and job.events and self.pipeline.triggered_webhook(job.receiver) for job in batch
+        )
+        if report.new_findings or hooked:
             self.tasks.spawn(self._drain())
-        for job in batch:
-            if job.receiver is not None and job.events and self.pipeline.triggered_by(job.receiver):
-                self.tasks.spawn(self._respond_webhook(job.receiver, job.events))
 
     async def _drain(self) -> None:
         self._count(await self.pipeline.drain())
-
-    async def _respond_webhook(self, receiver: str, events: list[Event]) -> None:
-        self._count(await self.pipeline.respond_webhook(receiver, events))
 
     def _count(self, runs: list[Run]) -> None:
         for run in runs:

@@ -374,17 +374,20 @@ class Transaction:
         return None if row is None else _finding(row)
 
     # outbox ---------------------------------------------------------------------------------------
-    async def enqueue_starts(self, starts: Iterable[tuple[str, str]]) -> None:
-        """Record (playbook, finding id) starts owed, in the transaction that stores the findings."""
+    async def enqueue_starts(self, starts: Iterable[tuple[str, str]], *, receiver: str | None = None) -> None:
+        """Record (playbook, finding id) starts owed, in the transaction that stores the findings; with
+        `receiver`, (playbook, record id) starts of a webhook trigger, in the records' transaction."""
         now = utcnow()
-        rows = [{"playbook": p, "finding_id": f, "created_at": now} for p, f in dict.fromkeys(starts)]
+        rows = [
+            {"playbook": p, "finding_id": f, "created_at": now, "receiver": receiver} for p, f in dict.fromkeys(starts)
+        ]
         if rows:
             await self.conn.execute(self._insert(outbox).on_conflict_do_nothing(), rows)
 
-    async def pending_starts(self, limit: int = 100) -> list[tuple[str, str]]:
-        """Owed (playbook, finding id) starts, in the order they were written."""
-        query = sa.select(outbox.c.playbook, outbox.c.finding_id).order_by(outbox.c.seq).limit(limit)
-        return [(row.playbook, row.finding_id) for row in await self.conn.execute(query)]
+    async def pending_starts(self, limit: int = 100) -> list[tuple[str, str, str | None]]:
+        """Owed (playbook, finding or record id, receiver or None) starts, in the order they were written."""
+        query = sa.select(outbox.c.playbook, outbox.c.finding_id, outbox.c.receiver).order_by(outbox.c.seq).limit(limit)
+        return [(row.playbook, row.finding_id, row.receiver) for row in await self.conn.execute(query)]
 
     async def clear_start(self, playbook: str, finding_id: str) -> None:
         """Forget an owed start once its run exists (or it is not to run)."""

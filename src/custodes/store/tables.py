@@ -107,8 +107,10 @@ outbox = sa.Table(
     metadata,
     sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("playbook", sa.String(256), nullable=False),
+    # The finding's id, or for a webhook start (`receiver` set) the id of the record the receiver accepted.
     sa.Column("finding_id", sa.String(64), nullable=False),
     sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("receiver", sa.String(128)),
     sa.UniqueConstraint("playbook", "finding_id"),
 )
 
