@@ -20,7 +20,7 @@ from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from custodes.connectors.base import Batch, Connector
 from custodes.connectors.envelope import parse_time
-from custodes.errors import describe as describe
+from custodes.errors import describe
 from custodes.model import Event, utcnow
 from custodes.pipeline import IngestReport, Pipeline
 from custodes.store import ConnectorStatus

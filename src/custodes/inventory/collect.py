@@ -11,8 +11,7 @@ import aiohttp
 from custodes.config import ConnectorSettings, Settings
 from custodes.connectors import registry
 from custodes.connectors.okta import OktaLogOptions
-from custodes.connectors.runtime import describe
-from custodes.errors import CustodesError
+from custodes.errors import CustodesError, describe
 from custodes.inventory import aws, entra, okta, store
 from custodes.inventory.model import Snapshot
 from custodes.store import Store
