@@ -24,8 +24,9 @@ from sigma.rule import SigmaDetection, SigmaDetectionItem, SigmaRule, SigmaRuleB
 from sigma.types import Placeholder, SigmaRegularExpression, SigmaString
 
 from custodes.config import DetectionSettings, RuleOverride
-from custodes.detections.sigma.compiler import CompiledRule, UnsupportedRuleError, compile_rule
+from custodes.detections.sigma.compiler import CompiledRule, UnsupportedRuleError
 from custodes.detections.sigma.correlation import CompiledCorrelation, compile_correlation
+from custodes.detections.sigma.lowering import compile_rule
 from custodes.detections.sigma.overrides import apply_override, suppression
 from custodes.errors import Location, Problem
 from custodes.model import Severity
