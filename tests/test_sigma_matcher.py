@@ -16,8 +16,9 @@ from custodes.detections.findings import findings_for
 from custodes.detections.sigma.compiler import CompiledRule
 from custodes.detections.sigma.engine import SigmaEngine
 from custodes.detections.sigma.index import RuleIndex
-from custodes.detections.sigma.loader import RuleSet, load_rules
-from custodes.detections.sigma.prefilter import Requirement
+from custodes.detections.sigma.loader import load_rules
+from custodes.detections.sigma.requirement import Requirement
+from custodes.detections.sigma.ruleset import RuleSet
 from custodes.model import Event, LogSource, Severity, stable_id
 
 RULE_ID = "5f9a3c2e-1b7d-4e8f-9a6b-0c1d2e3f4a5b"

@@ -32,7 +32,7 @@ from custodes.detections.sigma.enrichment import ENRICHMENT_FIELD, ENRICHMENT_PR
 from custodes.model import LogSource, Severity
 
 if TYPE_CHECKING:
-    from custodes.detections.sigma.prefilter import Requirement
+    from custodes.detections.sigma.requirement import Requirement
 
 Matcher = Callable[[dict[str, Any]], bool]
 """A compiled predicate over a raw event record."""

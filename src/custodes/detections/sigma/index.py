@@ -23,7 +23,7 @@ from typing import Any, Final
 import ahocorasick
 
 from custodes.detections.sigma.compiler import MISSING, CompiledRule, field_getter, folded_strings, folded_texts
-from custodes.detections.sigma.prefilter import Requirement
+from custodes.detections.sigma.requirement import Requirement
 
 _SEPARATOR: Final = "\x00"
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any, Final
 
 from sigma.conditions import (
@@ -35,38 +34,12 @@ from sigma.types import (
     SpecialChars,
 )
 
+from custodes.detections.sigma.requirement import Requirement
+
 MIN_SUBSTRING: Final = 3
 """Shorter ASCII literals are found in nearly every event and would not narrow anything down."""
 
 _MAX_ALTERNATIVES: Final = 512
-
-
-@dataclass(frozen=True, slots=True)
-class Requirement:
-    """At least one alternative holds for every event the rule matches.
-
-    `exact` holds (field, folded text) pairs; `contains` holds (field, folded substring) pairs where a field of
-    None means any string in the event (keywords).
-    """
-
-    exact: frozenset[tuple[str, str]] = frozenset()
-    contains: frozenset[tuple[str | None, str]] = frozenset()
-
-    @property
-    def only_exact(self) -> bool:
-        """Whether every alternative is an exact value (the cheapest to look up)."""
-        return not self.contains
-
-    @property
-    def fields(self) -> frozenset[str]:
-        """The fields of the exact alternatives."""
-        return frozenset(name for name, _ in self.exact)
-
-    def __or__(self, other: Requirement) -> Requirement:
-        return Requirement(self.exact | other.exact, self.contains | other.contains)
-
-    def __len__(self) -> int:
-        return len(self.exact) + len(self.contains)
 
 
 def requirements(conditions: Sequence[Any]) -> tuple[Requirement, ...]:
