@@ -161,7 +161,10 @@ def _encode_rule(rule: CompiledRule) -> list[Any]:
         [logsource.product, logsource.service, logsource.category],
         rule.description,
         str(rule.source) if rule.source is not None else None,
-        [[sorted(option.exact), sorted(option.contains, key=str)] for option in rule.requirements],
+        [
+            [sorted(option.exact), sorted(option.contains, key=str), sorted(option.numbers)]
+            for option in rule.requirements
+        ],
         rule.conditions,
     ]
 
@@ -183,7 +186,7 @@ def _decode_rule(
     logsource: list[str | None],
     description: str | None,
     source: str | None,
-    requirements: list[list[list[list[str | None]]]],
+    requirements: list[list[list[list[Any]]]],
     conditions: list[Any],
 ) -> CompiledRule:
     return build_rule(
@@ -199,7 +202,8 @@ def _decode_rule(
             Requirement(
                 exact=frozenset((str(name), str(value)) for name, value in exact),
                 contains=frozenset((name, str(value)) for name, value in contains),
+                numbers=frozenset((str(name), value) for name, value in numbers),
             )
-            for exact, contains in requirements
+            for exact, contains, numbers in requirements
         ),
     )

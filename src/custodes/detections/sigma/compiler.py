@@ -260,6 +260,16 @@ def folded_texts(value: Any) -> list[str]:
     return _folded_texts(value)
 
 
+def numeric_values(value: Any) -> list[int | float]:
+    """The numeric values of a looked-up value's scalars (numbers and numeric strings), as number tests read them."""
+    if value is _MISSING or value is None:
+        return []
+    items = _scalars(value) if type(value) is list else (value,)
+    return [
+        number for item in items if (text := _text(item)) is not None and (number := _number(item, text)) is not None
+    ]
+
+
 def folded_strings(event: dict[str, Any]) -> list[str]:
     """The case-folded text of every string in the record (what keywords are searched in)."""
     return [text.lower() for text in _strings(event)]

@@ -81,7 +81,7 @@ def _any_of(choices: Iterable[tuple[Requirement, ...]]) -> tuple[Requirement, ..
         merged = merged | min(options, key=_local_cost)
         if len(merged) > _MAX_ALTERNATIVES:
             return ()
-    return (merged,) if merged.exact or merged.contains else ()
+    return (merged,) if len(merged) else ()
 
 
 def _local_cost(requirement: Requirement) -> tuple[int, int, int]:
@@ -101,9 +101,10 @@ def _value_requirement(field: str | None, value: SigmaType) -> Requirement | Non
         return merged
     if isinstance(value, SigmaBool) and field is not None:
         return Requirement(exact=frozenset({(field, "true" if value.boolean else "false")}))
-    if isinstance(value, SigmaNumber) and not isinstance(value, SigmaTimestampPart) and field is None:
-        # a keyword number is searched as its text; a field number also matches 4688.0 or "4.688e3"
-        return _substring(None, str(value.number))
+    if isinstance(value, SigmaNumber) and not isinstance(value, SigmaTimestampPart):
+        if field is not None:  # a field number matches by numeric value (4688, 4688.0, "4688"), looked up so
+            return Requirement(numbers=frozenset({(field, value.number)}))
+        return _substring(None, str(value.number))  # a keyword number is searched as its text
     if isinstance(value, SigmaString):
         return _string_requirement(field, value)
     if isinstance(value, SigmaRegularExpression) and field is not None:
