@@ -349,6 +349,17 @@ def _field_matcher(name: str, values: Sequence[Node], *, link_all: bool) -> Matc
         raise UnsupportedRuleError(str(exc), exc.field or name) from None
     match_value = _value_matcher(built.test, built.fold)
     check = built.folded_check
+    numbers = built.numbers
+    if numbers is not None:
+
+        def match_number(event: dict[str, Any]) -> bool:
+            value = get(event)
+            kind = type(value)
+            if kind is int or kind is float:  # the common case: a numeric field (EventID) and numeric values
+                return value in numbers
+            return match_value(value)
+
+        return match_number
     if check is None:
         return lambda event: match_value(get(event))
 
@@ -703,16 +714,21 @@ class _TestBuilder:
         if not tests:
             raise UnsupportedRuleError("a detection item has no value to compare")
         only_folded = len(tests) == 1 and bool(folded_checks)
-        return _Built(_any_test(tests), bool(folded_checks), _any_check(folded_checks) if only_folded else None)
+        only_numbers = frozenset(self.numbers) if len(tests) == 1 and self.numbers else None
+        return _Built(
+            _any_test(tests), bool(folded_checks), _any_check(folded_checks) if only_folded else None, only_numbers
+        )
 
 
 @dataclass(frozen=True, slots=True)
 class _Built:
-    """A scalar test; whether it reads the folded text; the string check alone when that is all it does."""
+    """A scalar test; whether it reads the folded text; the string check alone when that is all it does; the
+    numbers alone when that is all it compares."""
 
     test: _ValueTest
     fold: bool
     folded_check: Callable[[str], bool] | None
+    numbers: frozenset[int | float] | None = None
 
 
 def _any_test(tests: list[_ValueTest]) -> _ValueTest:
