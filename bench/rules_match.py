@@ -12,7 +12,7 @@ they must be identical. The peers are installed at bench time, never as dependen
 
 - the pySigma DuckDB backend (`pysigma-backend-duckdb` and `duckdb` from PyPI, into a virtual environment of their
   own, `--peers`): every rule converted to SQL and run by DuckDB over the file read with `read_json_auto`
-  (`peer_duckdb.py`);
+  (`peers/duckdb_backend.py`);
 - Zircolite, a GitHub project (on neither PyPI nor npm): cloned from GitHub at bench time, or taken from a checkout
   given with `--zircolite DIR`; its requirements are installed from PyPI into the same environment. It converts the
   same rule files with pySigma and runs them in SQLite (`-j -r RULES`). Where it cannot be had, it is reported as
@@ -154,7 +154,9 @@ def zircolite_command(python: Path | None, checkout: Path | None, events: Path, 
 
 def duckdb_command(python: Path | None, events: Path, rules: Path) -> list[str]:
     """The DuckDB backend peer over `events` with the rule files under `rules`."""
-    return [str(python), str(BENCH / "peer_duckdb.py"), str(rules), str(events)] if python is not None else []
+    if python is None:
+        return []
+    return [str(python), str(BENCH / "peers" / "duckdb_backend.py"), str(rules), str(events)]
 
 
 def zircolite_matches(output: Path) -> int:

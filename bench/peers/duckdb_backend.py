@@ -2,7 +2,7 @@
 
 Run by `rules_match.py` with the Python of a separate virtual environment holding `pysigma-backend-duckdb` and
 `duckdb` from PyPI (never dependencies of Custodes), so it imports nothing of Custodes:
-`PYTHON peer_duckdb.py RULES_FOLDER EVENTS_FILE`. Prints `{"matches": N, "failed": N}`.
+`PYTHON peers/duckdb_backend.py RULES_FOLDER EVENTS_FILE`. Prints `{"matches": N, "failed": N}`.
 """
 
 from __future__ import annotations
