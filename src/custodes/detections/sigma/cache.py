@@ -206,4 +206,5 @@ def _decode_rule(
             )
             for exact, contains, numbers in requirements
         ),
+        deferred=True,
     )

@@ -105,8 +105,13 @@ def build_rule(
     conditions: Sequence[Node],
     source: Path | None,
     requirements: tuple[Requirement, ...],
+    deferred: bool = False,
 ) -> CompiledRule:
-    """A rule compiled from its lowered conditions (OR-linked); `UnsupportedRuleError` if one cannot be evaluated."""
+    """A rule compiled from its lowered conditions (OR-linked); `UnsupportedRuleError` if one cannot be evaluated.
+
+    `deferred` compiles on the rule's first match instead, for conditions known to compile (read back from the
+    rule-set cache): a command that tests a record against a few of many rules compiles only those.
+    """
     return CompiledRule(
         id=id,
         title=title,
@@ -114,12 +119,33 @@ def build_rule(
         tags=tags,
         logsource=logsource,
         description=description,
-        match=_any([_compile_node(condition) for condition in conditions]),
+        match=_Deferred(conditions) if deferred else compile_conditions(conditions),
         source=source,
         requirements=requirements,
         contextual=any(_reads_enrichment(condition) for condition in conditions),
         conditions=tuple(conditions),
     )
+
+
+def compile_conditions(conditions: Sequence[Node]) -> Matcher:
+    """The matcher of OR-linked lowered conditions."""
+    return _any([_compile_node(condition) for condition in conditions])
+
+
+class _Deferred:
+    """A matcher compiled when first called."""
+
+    __slots__ = ("_conditions", "_match")
+
+    def __init__(self, conditions: Sequence[Node]) -> None:
+        self._conditions = conditions
+        self._match: Matcher | None = None
+
+    def __call__(self, event: dict[str, Any]) -> bool:
+        match = self._match
+        if match is None:
+            match = self._match = compile_conditions(self._conditions)
+        return match(event)
 
 
 def _reads_enrichment(node: Node) -> bool:
