@@ -78,7 +78,8 @@ class CompiledRule:
     copy whose `match` is narrowed (a filter, a suppression) may keep them, one whose `match` is widened may not.
     `contextual` rules read Custodes' enrichment fields (`custodes.*`, see `enrichment.py`): the engine matches
     them against the record with its `custodes` object added, and all other rules against the raw record.
-    `conditions` are the lowered conditions `match` was compiled from (what the rule-set cache stores).
+    `conditions` are the lowered conditions the detection was compiled from (what the rule-set cache stores; an
+    override's narrowing of `match` is not in them).
     """
 
     id: str
@@ -515,7 +516,12 @@ def _keyword_matcher(values: Sequence[Node], *, link_all: bool) -> Matcher:
     return match
 
 
-_TYPE_NAMES: Final = {"bool": "SigmaBool", "cidr": "SigmaCIDRExpression", "cmp": "SigmaCompareExpression"}
+_TYPE_NAMES: Final = {
+    "bool": "SigmaBool",
+    "cidr": "SigmaCIDRExpression",
+    "cmp": "SigmaCompareExpression",
+    "ts": "SigmaTimestampPart",
+}
 
 
 def _keyword_value(value: Node) -> Node:
@@ -535,7 +541,7 @@ def _keyword_value(value: Node) -> Node:
         return ["str", parts, value[2]]
     if tag == "re":
         return value
-    name = value[1] if tag == "type" else _TYPE_NAMES.get(tag, "SigmaTimestampPart")
+    name = value[1] if tag == "type" else _TYPE_NAMES.get(tag, tag)
     raise UnsupportedRuleError(f"unsupported keyword value of type {name}")
 
 
