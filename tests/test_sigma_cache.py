@@ -122,3 +122,69 @@ def test_the_cache_is_off_or_refused_when_the_folder_is_not_private(
     monkeypatch.setenv("CUSTODES_CACHE_DIR", "off")
     assert len(load_rules_cached([tmp_path / "rules"], None).rules) == 1
     assert not os.listdir(tmp_path / "xdg" / "custodes" / "rulesets")
+
+
+EVERY_KIND = """title: Every kind of value
+id: 0d6c3b1a-5e2f-4a7b-8c9d-1e2f3a4b5c6d
+logsource: {product: test}
+detection:
+  strings:
+    name|contains|all: ['ab', 'cd']
+    path|endswith: ['\\\\a.exe', '\\\\b.exe']
+    path|startswith: 'C:\\\\'
+  cased:
+    name|cased: 'AbCd'
+  wild:
+    name: 'a?c*d'
+  regex:
+    cmd|re|i: '^run .*now$'
+  network:
+    ip|cidr: ['10.0.0.0/8', 'fd00::/8']
+  compare:
+    size|gte: 100
+  number:
+    code: [4688, 4689]
+  flag:
+    enabled: true
+  missing:
+    gone: null
+  present:
+    here|exists: true
+  reference:
+    copy|fieldref|contains: name
+  words:
+    - 'mimikatz'
+    - 42
+  condition: (strings and not cased) or wild or regex or (network and compare) or (number and flag) or
+    (missing and present) or reference or words
+"""
+
+EVENTS = [
+    {"name": "xxabcdyy", "path": "C:\\\\x\\\\a.exe"},
+    {"name": "AbCd", "path": "C:\\\\x\\\\a.exe"},
+    {"name": "aXcYYd"},
+    {"cmd": "RUN it NOW"},
+    {"ip": "10.1.2.3", "size": "150"},
+    {"ip": "fd00::1", "size": 99},
+    {"code": "4688", "enabled": True},
+    {"code": 4689.0, "enabled": "true"},
+    {"here": 1},
+    {"here": None},
+    {"copy": "the abcd copy", "name": "ABCD"},
+    {"other": ["x", {"deep": "run MIMIKATZ"}]},
+    {"n": 42},
+    {"n": "answer 42"},
+    {},
+]
+
+
+def test_every_kind_of_value_matches_alike_when_read_back(tmp_path: Path) -> None:
+    (tmp_path / "rule.yml").write_text(EVERY_KIND)
+    fresh = load_rules([tmp_path])
+    assert not fresh.rejections and len(fresh.rules) == 1
+    load_rules_cached([tmp_path], None)
+    cached = load_rules_cached([tmp_path], None)
+    assert _summary(cached) == _summary(fresh)
+    expected = [fresh.rules[0].match(event) for event in EVENTS]
+    assert [cached.rules[0].match(event) for event in EVENTS] == expected
+    assert 5 < sum(expected) < len(EVENTS)
