@@ -21,7 +21,8 @@ import yaml
 
 from custodes.connectors.windows import flatten, rendered_records
 from custodes.detections.sigma.engine import SigmaEngine
-from custodes.detections.sigma.loader import RuleSet, load_rules
+from custodes.detections.sigma.loader import load_rules
+from custodes.detections.sigma.ruleset import RuleSet
 from custodes.model import LogSource
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -41,6 +41,15 @@ def pytest_report_header() -> str:
     return f"custodes store backends: {', '.join(BACKENDS)}; PostgreSQL suite {state}"
 
 
+@pytest.fixture(autouse=True)
+def _rule_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Compiled rule sets cached by commands go to a folder of the test's own, never to the user's cache."""
+    folder = tmp_path_factory.mktemp("rule-cache")
+    folder.chmod(0o700)
+    monkeypatch.setenv("CUSTODES_CACHE_DIR", str(folder))
+    return folder
+
+
 async def _drop_schema(schema: str) -> None:
     assert POSTGRES_URL is not None
     url = make_url(POSTGRES_URL)

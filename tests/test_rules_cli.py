@@ -170,8 +170,11 @@ def test_lint_and_stats_count_correlation_rules() -> None:
     ],
     ids=["raw-records", "enriched-events"],
 )
-def test_match_agrees_with_the_in_process_engine_with_and_without_a_source(tmp_path: Path, rules: list[Path]) -> None:
-    """The streamed, indexed `rules match` gives exactly what every rule tested on every event gives."""
+def test_match_agrees_with_the_in_process_engine_with_and_without_a_source(
+    tmp_path: Path, rules: list[Path], _rule_cache: Path
+) -> None:
+    """The streamed, indexed `rules match` gives exactly what every rule tested on every event gives, whether it
+    reads the rule files or their cached compilation."""
     otrf = SHARED / "datasets" / "otrf-cloudtrail" / "ec2_proxy_s3_exfiltration_2020-09-14011940.json"
     records = [orjson.loads(line) for line in otrf.read_bytes().splitlines() if line.strip()]
     base = records[0]
@@ -207,8 +210,11 @@ def test_match_agrees_with_the_in_process_engine_with_and_without_a_source(tmp_p
         (["--source", "cloudtrail"], expected_with),
         ([], expected_without),
     ):
-        result = runner.invoke(app, ["rules", "match", *[f"--rules={r}" for r in rules], "--events", str(path), *args])
-        assert result.exit_code == 0, result.output
-        got = [(m["rule_id"], m["line"], m["event_id"]) for m in map(json.loads, result.stdout.splitlines())]
-        assert got == expected, args
-        assert f"{len(expected)} matches" in result.stderr
+        for _ in ("rule files read", "rule set read from the cache"):
+            command = ["rules", "match", *[f"--rules={r}" for r in rules], "--events", str(path), *args]
+            result = runner.invoke(app, command)
+            assert result.exit_code == 0, result.output
+            got = [(m["rule_id"], m["line"], m["event_id"]) for m in map(json.loads, result.stdout.splitlines())]
+            assert got == expected, args
+            assert f"{len(expected)} matches" in result.stderr
+    assert len(list(_rule_cache.glob("*.json"))) == 2  # one entry with the pipeline, one without

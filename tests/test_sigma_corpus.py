@@ -13,7 +13,8 @@ import yaml
 from custodes.connectors.windows import flatten, rendered_records
 from custodes.detections.sigma.compiler import CompiledRule
 from custodes.detections.sigma.index import RuleIndex
-from custodes.detections.sigma.loader import RULE_SUFFIXES, RuleSet, load_rules
+from custodes.detections.sigma.loader import load_rules
+from custodes.detections.sigma.ruleset import RULE_SUFFIXES, RuleSet
 
 SIGMAHQ = Path(__file__).resolve().parents[2] / "shared" / "sigmahq"
 REGRESSION_DATA = SIGMAHQ / "regression_data"

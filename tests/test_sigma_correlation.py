@@ -13,7 +13,8 @@ import pytest
 from custodes.config import DatabaseSettings, DetectionSettings, PlaybookSettings, Settings
 from custodes.detections.sigma.correlation import CORRELATION_DETECTOR, Correlator
 from custodes.detections.sigma.engine import SigmaEngine
-from custodes.detections.sigma.loader import RuleSet, load_rules
+from custodes.detections.sigma.loader import load_rules
+from custodes.detections.sigma.ruleset import RuleSet
 from custodes.model import Event, Finding, LogSource, Severity
 from custodes.services import Services
 from custodes.store import Store

@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 
 from custodes.config import DatabaseSettings, DetectionSettings, PlaybookSettings, RuleOverride, Settings
-from custodes.detections.sigma.loader import RuleOptions, RuleSet, load_rules
+from custodes.detections.sigma.loader import RuleOptions, load_rules
 from custodes.detections.sigma.overrides import unknown_overrides
+from custodes.detections.sigma.ruleset import RuleSet
 from custodes.errors import ConfigError
 from custodes.model import Severity
 from custodes.services import Services

@@ -16,8 +16,9 @@ from custodes.detections.findings import findings_for
 from custodes.detections.sigma.compiler import CompiledRule
 from custodes.detections.sigma.engine import SigmaEngine
 from custodes.detections.sigma.index import RuleIndex
-from custodes.detections.sigma.loader import RuleSet, load_rules
-from custodes.detections.sigma.prefilter import Requirement
+from custodes.detections.sigma.loader import load_rules
+from custodes.detections.sigma.requirement import Requirement
+from custodes.detections.sigma.ruleset import RuleSet
 from custodes.model import Event, LogSource, Severity, stable_id
 
 RULE_ID = "5f9a3c2e-1b7d-4e8f-9a6b-0c1d2e3f4a5b"
@@ -1107,18 +1108,25 @@ def test_index_files_rules_by_exact_values_substrings_or_not_at_all(tmp_path: Pa
         },
     )
     index = RuleIndex(ruleset.rules)
-    assert index.stats == {"rules": 7, "exact": 2, "substring": 2, "always": 3}
-    assert [rule.title for rule in index.rules if rule.requirements == ()] == ["e_negated", "f_number", "g_short"]
+    assert index.stats == {"rules": 7, "exact": 3, "substring": 2, "always": 2}
+    assert [rule.title for rule in index.rules if rule.requirements == ()] == ["e_negated", "g_short"]
 
     def titles(rules: list[CompiledRule]) -> list[str]:
         return [rule.title for rule in rules]
 
-    always = ["e_negated", "f_number", "g_short"]
+    always = ["e_negated", "g_short"]
     assert titles(index.candidates({"eventName": "ListBuckets"})) == always
     assert titles(index.candidates({"eventName": "STOPLOGGING"})) == ["a_exact", *always]
     assert titles(index.candidates({"eventSource": ["x", "CloudTrail.amazonaws.com"]})) == ["b_either", *always]
     assert titles(index.candidates({"userAgent": "Boto3/1.0 Python/3.11"})) == ["c_substring", *always]
     assert titles(index.candidates({"deep": [{"text": "run MimiKatz"}]})) == ["d_keyword", *always]
+    # a field number is looked up by numeric value, as the rule compares it: numbers, numeric strings, lists
+    for value in (4688, 4688.0, "4688", " 4688", "4688.0", ["1", 4688], [[4688]]):
+        assert titles(index.candidates({"EventID": value})) == ["e_negated", "f_number", "g_short"], value
+        assert index.match({"EventID": value}) == [rule for rule in ruleset.rules if rule.match({"EventID": value})]
+    for value in (4689, "4688x", True, {"n": 4688}, None, "x"):
+        assert titles(index.candidates({"EventID": value})) == always, value
+        assert index.match({"EventID": value}) == [rule for rule in ruleset.rules if rule.match({"EventID": value})]
     event = {"eventName": "StopLogging", "userAgent": "aws-cli/2 ab", "EventID": "4688"}
     assert titles(index.candidates({"userAgent": "aws-cli/2"})) == always
     assert titles(index.match(event)) == ["a_exact", "e_negated", "f_number", "g_short"]

@@ -14,9 +14,10 @@ from custodes.config import SourceSettings
 from custodes.connectors.envelope import dig, to_event
 from custodes.detections.sigma.convert import convert_rules
 from custodes.detections.sigma.engine import SigmaEngine
-from custodes.detections.sigma.loader import RuleSet, load_rules
+from custodes.detections.sigma.loader import load_rules
 from custodes.detections.sigma.pipelines import FORMATS, pipeline_named
 from custodes.detections.sigma.routing import RoutedEngine
+from custodes.detections.sigma.ruleset import RuleSet
 from custodes.model import Outcome
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"

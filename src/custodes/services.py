@@ -12,9 +12,10 @@ from custodes.config import Settings, missing_paths
 from custodes.detections.scoring.service import ScoringService
 from custodes.detections.sigma.correlation import Correlator
 from custodes.detections.sigma.enrichment import EventContext
-from custodes.detections.sigma.loader import RuleOptions, RuleSet, load_rules
+from custodes.detections.sigma.loader import RuleOptions, load_rules
 from custodes.detections.sigma.overrides import unknown_overrides
 from custodes.detections.sigma.routing import RoutedEngine
+from custodes.detections.sigma.ruleset import RuleSet
 from custodes.errors import ConfigError
 from custodes.pipeline import Pipeline
 from custodes.playbooks.loader import LoadedPlaybook, load_playbooks

@@ -20,12 +20,12 @@ from rich.table import Table
 from custodes.cli.app import app
 from custodes.cli.common import ConfigOption, JsonOption, console, err, run, settings_from
 from custodes.config import Settings, resolve_secret
-from custodes.connectors.base import Batch
-from custodes.connectors.runtime import Progress
 from custodes.errors import CustodesError, describe
 from custodes.model import utcnow
 
 if TYPE_CHECKING:  # the pipeline and the store (SQLAlchemy) are imported only by the commands that use them
+    from custodes.connectors.base import Batch
+    from custodes.connectors.runtime import Progress
     from custodes.pipeline import IngestReport
     from custodes.store import ConnectorStatus
 

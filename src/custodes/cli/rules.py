@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from custodes.config import SourceSettings
     from custodes.detections.sigma.compiler import CompiledRule
     from custodes.detections.sigma.engine import SigmaEngine
-    from custodes.detections.sigma.loader import RuleSet
+    from custodes.detections.sigma.ruleset import RuleSet
 
 rules_app = typer.Typer(help="Work with Sigma rules.", no_args_is_help=True)
 app.add_typer(rules_app, name="rules")
@@ -326,14 +326,15 @@ def rules_match(
     Without --source every rule is tried on every record (rules used as written, logsource ignored); with it,
     records map through the source's format and rules apply by its logsource, processed by its pipeline. The
     file is streamed (memory stays bounded whatever its size) and each record is tested only against the rules
-    whose literal values it holds.
+    whose literal values it holds. Compiled rule sets are cached on disk (see `CUSTODES_CACHE_DIR`).
     """
     from custodes.connectors.files import iter_records
+    from custodes.detections.sigma.cache import load_rules_cached
 
     def work() -> None:
         _require([*rules, events])
         source_settings = _source(config, source)
-        ruleset = _load(rules, source_settings)
+        ruleset = load_rules_cached(rules, source_settings.pipeline_name if source_settings is not None else None)
         for rejection in ruleset.rejections:
             err.print(f"[yellow]rejected:[/yellow] {rejection}", highlight=False, soft_wrap=True)
         matcher = _Matcher(ruleset, source_settings, source or "file")

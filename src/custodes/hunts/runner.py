@@ -28,9 +28,10 @@ from custodes.detections.sigma.compiler import CompiledRule
 from custodes.detections.sigma.convert import Target, convert_rules
 from custodes.detections.sigma.engine import SigmaEngine
 from custodes.detections.sigma.enrichment import EventContext
-from custodes.detections.sigma.loader import RuleOptions, RuleSet, load_rules
+from custodes.detections.sigma.loader import RuleOptions, load_rules
 from custodes.detections.sigma.pipelines import pipeline_named
 from custodes.detections.sigma.routing import effective_pipeline
+from custodes.detections.sigma.ruleset import RuleSet
 from custodes.errors import ConfigError
 from custodes.hunts import records
 from custodes.hunts.definition import Hunt, LoadedHunt

@@ -1,6 +1,6 @@
-"""Compile a parsed pySigma rule into a Python predicate over a raw vendor record.
+"""Compile a lowered Sigma condition tree into a Python predicate over a raw vendor record.
 
-The condition tree pySigma resolves (``rule.detection.parsed_condition``) is walked once per rule and turned
+The condition tree pySigma resolves, lowered to plain data (`lowering.py`), is walked once per rule and turned
 into nested closures; nothing is interpreted per event. Sibling comparisons on the same field are grouped so
 that the field is looked up and case-folded once, and literal strings are merged into sets and tuples
 (equality, prefix, suffix, substring) or a single anchored regular expression.
@@ -24,41 +24,15 @@ import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import ahocorasick
-from sigma.conditions import (
-    ConditionAND,
-    ConditionFieldEqualsValueExpression,
-    ConditionItem,
-    ConditionNOT,
-    ConditionOR,
-    ConditionValueExpression,
-)
-from sigma.rule import SigmaRule
-from sigma.types import (
-    CompareOperators,
-    Placeholder,
-    SigmaBool,
-    SigmaCasedString,
-    SigmaCIDRExpression,
-    SigmaCompareExpression,
-    SigmaExists,
-    SigmaExpansion,
-    SigmaFieldReference,
-    SigmaNull,
-    SigmaNumber,
-    SigmaRegularExpression,
-    SigmaRegularExpressionFlag,
-    SigmaString,
-    SigmaTimestampPart,
-    SigmaType,
-    SpecialChars,
-)
 
 from custodes.detections.sigma.enrichment import ENRICHMENT_FIELD, ENRICHMENT_PREFIX
-from custodes.detections.sigma.prefilter import Requirement, requirements
-from custodes.model import LogSource, Severity, stable_id
+from custodes.model import LogSource, Severity
+
+if TYPE_CHECKING:
+    from custodes.detections.sigma.requirement import Requirement
 
 Matcher = Callable[[dict[str, Any]], bool]
 """A compiled predicate over a raw event record."""
@@ -67,23 +41,23 @@ _ValueTest = Callable[[Any, str, str], bool]
 """A test of one scalar: the raw value, its text and its case-folded text."""
 
 _Getter = Callable[[dict[str, Any]], Any]
-_Node = ConditionItem | ConditionFieldEqualsValueExpression | ConditionValueExpression | None
+Node = Sequence[Any]
+"""A lowered condition node or value (see `lowering.py`): a tag, then its arguments."""
+
+MULTI: Final = 0
+"""A `*` wildcard in the parts of a lowered string."""
+SINGLE: Final = 1
+"""A `?` wildcard in the parts of a lowered string."""
 
 _MISSING: Final = object()
-_DEFAULT_LEVEL: Final = Severity.MEDIUM
 _AUTOMATON_MIN: Final = 6
 """From this many substrings of one field on, one Aho-Corasick pass beats testing each with `in`."""
-_RE_FLAGS: Final = {
-    SigmaRegularExpressionFlag.IGNORECASE: re.IGNORECASE,
-    SigmaRegularExpressionFlag.MULTILINE: re.MULTILINE,
-    SigmaRegularExpressionFlag.DOTALL: re.DOTALL,
-}
-_COMPARE: Final[dict[CompareOperators, Callable[[float, float], bool]]] = {
-    CompareOperators.LT: lambda a, b: a < b,
-    CompareOperators.LTE: lambda a, b: a <= b,
-    CompareOperators.GT: lambda a, b: a > b,
-    CompareOperators.GTE: lambda a, b: a >= b,
-    CompareOperators.NEQ: lambda a, b: a != b,
+_COMPARE: Final[dict[str, Callable[[float, float], bool]]] = {
+    "LT": lambda a, b: a < b,
+    "LTE": lambda a, b: a <= b,
+    "GT": lambda a, b: a > b,
+    "GTE": lambda a, b: a >= b,
+    "NEQ": lambda a, b: a != b,
 }
 
 
@@ -104,6 +78,8 @@ class CompiledRule:
     copy whose `match` is narrowed (a filter, a suppression) may keep them, one whose `match` is widened may not.
     `contextual` rules read Custodes' enrichment fields (`custodes.*`, see `enrichment.py`): the engine matches
     them against the record with its `custodes` object added, and all other rules against the raw record.
+    `conditions` are the lowered conditions the detection was compiled from (what the rule-set cache stores; an
+    override's narrowing of `match` is not in them).
     """
 
     id: str
@@ -116,88 +92,115 @@ class CompiledRule:
     source: Path | None = None
     requirements: tuple[Requirement, ...] = ()
     contextual: bool = False
+    conditions: tuple[Node, ...] = ()
 
 
-def compile_rule(rule: SigmaRule) -> CompiledRule:
-    """Compile a parsed, pipeline-processed rule; raise `UnsupportedRuleError` if it cannot be evaluated."""
-    conditions = [condition.parsed for condition in rule.detection.parsed_condition]
-    matchers = [_compile_node(condition) for condition in conditions]
-    source = rule.source.path if rule.source is not None else None
+def build_rule(
+    *,
+    id: str,
+    title: str,
+    level: Severity,
+    tags: list[str],
+    logsource: LogSource,
+    description: str | None,
+    conditions: Sequence[Node],
+    source: Path | None,
+    requirements: tuple[Requirement, ...],
+    deferred: bool = False,
+) -> CompiledRule:
+    """A rule compiled from its lowered conditions (OR-linked); `UnsupportedRuleError` if one cannot be evaluated.
+
+    `deferred` compiles on the rule's first match instead, for conditions known to compile (read back from the
+    rule-set cache): a command that tests a record against a few of many rules compiles only those.
+    """
     return CompiledRule(
-        id=str(rule.id) if rule.id is not None else rule.name or stable_id("sigma-rule", rule.title, str(source)),
-        title=rule.title,
-        level=Severity.parse(rule.level.name) if rule.level is not None else _DEFAULT_LEVEL,
-        tags=[str(tag) for tag in rule.tags],
-        logsource=LogSource(
-            product=rule.logsource.product,
-            service=rule.logsource.service,
-            category=rule.logsource.category,
-        ),
-        description=rule.description,
-        match=_any(matchers),
+        id=id,
+        title=title,
+        level=level,
+        tags=tags,
+        logsource=logsource,
+        description=description,
+        match=_Deferred(conditions) if deferred else compile_conditions(conditions),
         source=source,
-        requirements=requirements(conditions),
+        requirements=requirements,
         contextual=any(_reads_enrichment(condition) for condition in conditions),
+        conditions=tuple(conditions),
     )
 
 
-def _reads_enrichment(node: _Node) -> bool:
+def compile_conditions(conditions: Sequence[Node]) -> Matcher:
+    """The matcher of OR-linked lowered conditions."""
+    return _any([_compile_node(condition) for condition in conditions])
+
+
+class _Deferred:
+    """A matcher compiled when first called."""
+
+    __slots__ = ("_conditions", "_match")
+
+    def __init__(self, conditions: Sequence[Node]) -> None:
+        self._conditions = conditions
+        self._match: Matcher | None = None
+
+    def __call__(self, event: dict[str, Any]) -> bool:
+        match = self._match
+        if match is None:
+            match = self._match = compile_conditions(self._conditions)
+        return match(event)
+
+
+def _reads_enrichment(node: Node) -> bool:
     """Whether a condition tree names a field of Custodes' enrichment namespace (`custodes.*`)."""
-    if isinstance(node, ConditionAND | ConditionOR | ConditionNOT):
-        return any(_reads_enrichment(arg) for arg in node.args)
-    if isinstance(node, ConditionFieldEqualsValueExpression):
-        names = [node.field, node.value.field if isinstance(node.value, SigmaFieldReference) else ""]
-        return any(name == ENRICHMENT_FIELD or name.startswith(ENRICHMENT_PREFIX) for name in names)
-    return False
+    tag = node[0]
+    if tag in ("and", "or"):
+        return any(_reads_enrichment(arg) for arg in node[1])
+    if tag == "not":
+        return _reads_enrichment(node[1])
+    if tag == "keyword":
+        return False
+    names = [node[1], node[2] if tag == "ref" else ""]
+    return any(name == ENRICHMENT_FIELD or name.startswith(ENRICHMENT_PREFIX) for name in names)
 
 
 # Condition tree ---------------------------------------------------------------------------------------
 
 
-def _compile_node(node: _Node) -> Matcher:
-    if node is None:
-        raise UnsupportedRuleError(
-            "the condition refers to no detection (an 'x of' pattern matched no identifier, "
-            "or a processing pipeline dropped every item)"
-        )
-    if isinstance(node, ConditionAND):
-        return _compile_linked(node.args, link_all=True)
-    if isinstance(node, ConditionOR):
-        return _compile_linked(node.args, link_all=False)
-    if isinstance(node, ConditionNOT):
-        inner = _compile_node(node.args[0] if node.args else None)
+def _compile_node(node: Node) -> Matcher:
+    tag = node[0]
+    if tag == "and":
+        return _compile_linked(node[1], link_all=True)
+    if tag == "or":
+        return _compile_linked(node[1], link_all=False)
+    if tag == "not":
+        inner = _compile_node(node[1])
         return lambda event: not inner(event)
-    if isinstance(node, ConditionFieldEqualsValueExpression):
-        if isinstance(node.value, SigmaNull | SigmaExists | SigmaFieldReference):
-            return _field_level_matcher(node.field, node.value)
-        return _field_matcher(node.field, [node.value], link_all=False)
-    if isinstance(node, ConditionValueExpression):
-        return _keyword_matcher([node.value], link_all=False)
-    raise UnsupportedRuleError(f"unsupported condition element {type(node).__name__}")
+    if tag == "eq":
+        return _field_matcher(node[1], [node[2]], link_all=False)
+    if tag == "keyword":
+        return _keyword_matcher([node[1]], link_all=False)
+    return _field_level_matcher(node)
 
 
-def _compile_linked(args: Sequence[Any], *, link_all: bool) -> Matcher:
+def _compile_linked(args: Sequence[Node], *, link_all: bool) -> Matcher:
     """AND (`link_all`) or OR over `args`, grouping comparisons on the same field and all keywords."""
-    operator = ConditionAND if link_all else ConditionOR
-    flat: list[Any] = []
+    operator = "and" if link_all else "or"
+    flat: list[Node] = []
     pending = list(reversed(args))
     while pending:
         arg = pending.pop()
-        if type(arg) is operator:
-            pending.extend(reversed(arg.args))
+        if arg[0] == operator:
+            pending.extend(reversed(arg[1]))
         else:
             flat.append(arg)
 
-    by_field: dict[str, list[SigmaType]] = {}
-    keywords: list[SigmaType] = []
+    by_field: dict[str, list[Node]] = {}
+    keywords: list[Node] = []
     others: list[Matcher] = []
     for arg in flat:
-        if isinstance(arg, ConditionFieldEqualsValueExpression) and not isinstance(
-            arg.value, SigmaNull | SigmaExists | SigmaFieldReference
-        ):
-            by_field.setdefault(arg.field, []).append(arg.value)
-        elif isinstance(arg, ConditionValueExpression):
-            keywords.append(arg.value)
+        if arg[0] == "eq":
+            by_field.setdefault(arg[1], []).append(arg[2])
+        elif arg[0] == "keyword":
+            keywords.append(arg[1])
         else:
             others.append(_compile_node(arg))
     matchers = [_field_matcher(name, values, link_all=link_all) for name, values in by_field.items()]
@@ -284,6 +287,16 @@ def folded_texts(value: Any) -> list[str]:
     return _folded_texts(value)
 
 
+def numeric_values(value: Any) -> list[int | float]:
+    """The numeric values of a looked-up value's scalars (numbers and numeric strings), as number tests read them."""
+    if value is _MISSING or value is None:
+        return []
+    items = _scalars(value) if type(value) is list else (value,)
+    return [
+        number for item in items if (text := _text(item)) is not None and (number := _number(item, text)) is not None
+    ]
+
+
 def folded_strings(event: dict[str, Any]) -> list[str]:
     """The case-folded text of every string in the record (what keywords are searched in)."""
     return [text.lower() for text in _strings(event)]
@@ -352,7 +365,7 @@ def _scalars(values: list[Any]) -> Iterator[Any]:
             yield value
 
 
-def _field_matcher(name: str, values: Sequence[SigmaType], *, link_all: bool) -> Matcher:
+def _field_matcher(name: str, values: Sequence[Node], *, link_all: bool) -> Matcher:
     """Compare one field against `values`: any of them (OR) or each of them (AND)."""
     get = _getter(name)
     try:
@@ -363,6 +376,17 @@ def _field_matcher(name: str, values: Sequence[SigmaType], *, link_all: bool) ->
         raise UnsupportedRuleError(str(exc), exc.field or name) from None
     match_value = _value_matcher(built.test, built.fold)
     check = built.folded_check
+    numbers = built.numbers
+    if numbers is not None:
+
+        def match_number(event: dict[str, Any]) -> bool:
+            value = get(event)
+            kind = type(value)
+            if kind is int or kind is float:  # the common case: a numeric field (EventID) and numeric values
+                return value in numbers
+            return match_value(value)
+
+        return match_number
     if check is None:
         return lambda event: match_value(get(event))
 
@@ -423,22 +447,24 @@ def _prepare(value: Any, fold: bool) -> tuple[Any, str, str] | None:
     return value, text, text.lower() if fold else text
 
 
-def _field_level_matcher(name: str, value: SigmaNull | SigmaExists | SigmaFieldReference) -> Matcher:
+def _field_level_matcher(node: Node) -> Matcher:
     """Null, existence and field-reference tests, which look at the field itself rather than a value."""
-    get = _getter(name)
-    if isinstance(value, SigmaNull):
+    tag = node[0]
+    get = _getter(node[1])
+    if tag == "null" or (tag == "exists" and not node[2]):
         return lambda event: (found := get(event)) is _MISSING or found is None
-    if isinstance(value, SigmaExists):
-        if value.exists:
-            return lambda event: (found := get(event)) is not _MISSING and found is not None
-        return lambda event: (found := get(event)) is _MISSING or found is None
-    other = _getter(value.field)
+    if tag == "exists":
+        return lambda event: (found := get(event)) is not _MISSING and found is not None
+    if tag != "ref":
+        raise UnsupportedRuleError(f"unsupported condition element {tag!r}")
+    _, _, other_field, starts_with, ends_with = node
+    other = _getter(other_field)
     compare: Callable[[str, str], bool]
-    if value.starts_with and value.ends_with:
+    if starts_with and ends_with:
         compare = _contains
-    elif value.starts_with:
+    elif starts_with:
         compare = str.startswith
-    elif value.ends_with:
+    elif ends_with:
         compare = str.endswith
     else:
         compare = str.__eq__
@@ -464,7 +490,7 @@ def _folded_texts(value: Any) -> list[str]:
 # Keywords ---------------------------------------------------------------------------------------------
 
 
-def _keyword_matcher(values: Sequence[SigmaType], *, link_all: bool) -> Matcher:
+def _keyword_matcher(values: Sequence[Node], *, link_all: bool) -> Matcher:
     """Values without a field: searched (as substrings) in every string of the record."""
     keywords = [_keyword_value(value) for value in values]
     if link_all:
@@ -490,22 +516,33 @@ def _keyword_matcher(values: Sequence[SigmaType], *, link_all: bool) -> Matcher:
     return match
 
 
-def _keyword_value(value: SigmaType) -> SigmaType:
+_TYPE_NAMES: Final = {
+    "bool": "SigmaBool",
+    "cidr": "SigmaCIDRExpression",
+    "cmp": "SigmaCompareExpression",
+    "ts": "SigmaTimestampPart",
+}
+
+
+def _keyword_value(value: Node) -> Node:
     """A keyword as an unanchored pattern: plain strings and numbers are wrapped in `*`."""
-    if isinstance(value, SigmaExpansion):
-        return SigmaExpansion([_keyword_value(item) for item in value.values])
-    if isinstance(value, SigmaNumber) and not isinstance(value, SigmaTimestampPart):
-        value = SigmaString(str(value.number))
-    if isinstance(value, SigmaString):
-        wrapped = value
-        if not wrapped.startswith(SpecialChars.WILDCARD_MULTI):
-            wrapped = SpecialChars.WILDCARD_MULTI + wrapped
-        if not wrapped.endswith(SpecialChars.WILDCARD_MULTI):
-            wrapped = wrapped + SpecialChars.WILDCARD_MULTI
-        return SigmaCasedString.from_sigma_string(wrapped) if isinstance(value, SigmaCasedString) else wrapped
-    if isinstance(value, SigmaRegularExpression):
+    tag = value[0]
+    if tag == "exp":
+        return ["exp", [_keyword_value(item) for item in value[1]]]
+    if tag == "num":
+        value = ["str", [str(value[1])], False]
+        tag = "str"
+    if tag == "str":
+        parts = list(value[1])
+        if not parts or parts[0] != MULTI:
+            parts.insert(0, MULTI)
+        if parts[-1] != MULTI:
+            parts.append(MULTI)
+        return ["str", parts, value[2]]
+    if tag == "re":
         return value
-    raise UnsupportedRuleError(f"unsupported keyword value of type {type(value).__name__}")
+    name = value[1] if tag == "type" else _TYPE_NAMES.get(tag, tag)
+    raise UnsupportedRuleError(f"unsupported keyword value of type {name}")
 
 
 def _strings(node: Any) -> Iterator[str]:
@@ -522,13 +559,13 @@ def _strings(node: Any) -> Iterator[str]:
 # Values -----------------------------------------------------------------------------------------------
 
 
-def _single_test(value: SigmaType) -> _Built:
+def _single_test(value: Node) -> _Built:
     builder = _TestBuilder()
     builder.add(value)
     return builder.build()
 
 
-def _merged_test(values: Sequence[SigmaType]) -> _Built:
+def _merged_test(values: Sequence[Node]) -> _Built:
     builder = _TestBuilder()
     for value in values:
         builder.add(value)
@@ -546,10 +583,10 @@ class _StringPatterns:
         self.regexes: list[str] = []
         self.any_text = False
 
-    def add(self, value: SigmaString, *, fold: bool) -> None:
+    def add(self, value: Sequence[str | int], *, fold: bool) -> None:
         parts = _wildcard_parts(value)
         literal = [part.lower() if fold and isinstance(part, str) else part for part in parts]
-        multi = SpecialChars.WILDCARD_MULTI
+        multi = MULTI
         strings = [part for part in literal if isinstance(part, str)]
         specials = len(literal) - len(strings)
         if specials == 0:
@@ -636,15 +673,10 @@ def _on_folded(check: Callable[[str], bool]) -> _ValueTest:
     return lambda raw, text, folded: check(folded)
 
 
-def _wildcard_parts(value: SigmaString) -> list[str | SpecialChars]:
-    parts: list[str | SpecialChars] = []
-    for part in value.s:
-        if isinstance(part, Placeholder):
-            raise UnsupportedRuleError(
-                f"unresolved placeholder %{part.name}% (the |expand modifier needs a processing pipeline "
-                "that supplies its values)"
-            )
-        if part is SpecialChars.WILDCARD_MULTI and parts and parts[-1] is SpecialChars.WILDCARD_MULTI:
+def _wildcard_parts(value: Sequence[str | int]) -> list[str | int]:
+    parts: list[str | int] = []
+    for part in value:
+        if part == MULTI and parts and parts[-1] == MULTI:
             continue
         if isinstance(part, str) and parts and isinstance(parts[-1], str):
             parts[-1] += part
@@ -653,10 +685,10 @@ def _wildcard_parts(value: SigmaString) -> list[str | SpecialChars]:
     return parts
 
 
-def _regex_part(part: str | SpecialChars) -> str:
-    if part is SpecialChars.WILDCARD_MULTI:
+def _regex_part(part: str | int) -> str:
+    if part == MULTI:
         return ".*"
-    if part is SpecialChars.WILDCARD_SINGLE:
+    if part == SINGLE:
         return "."
     return re.escape(str(part))
 
@@ -671,30 +703,30 @@ class _TestBuilder:
         self.networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
         self.tests: list[_ValueTest] = []
 
-    def add(self, value: SigmaType) -> None:
-        if isinstance(value, SigmaExpansion):
-            for item in value.values:
+    def add(self, value: Node) -> None:
+        tag = value[0]
+        if tag == "exp":
+            for item in value[1]:
                 self.add(item)
-        elif isinstance(value, SigmaCasedString):
-            self.cased.add(value, fold=False)
-        elif isinstance(value, SigmaString):
-            self.folded.add(value, fold=True)
-        elif isinstance(value, SigmaBool):
-            self.folded.equal.add("true" if value.boolean else "false")
-        elif isinstance(value, SigmaTimestampPart):
-            raise UnsupportedRuleError(
-                f"not yet supported: timestamp part modifier |{value.timestamp_part.name.lower()}"
-            )
-        elif isinstance(value, SigmaNumber):
-            self.numbers.add(value.number)
-        elif isinstance(value, SigmaRegularExpression):
-            self.tests.append(_regex_test(value))
-        elif isinstance(value, SigmaCIDRExpression):
-            self.networks.append(value.network)
-        elif isinstance(value, SigmaCompareExpression):
-            self.tests.append(_compare_test(value))
+        elif tag == "str":
+            if value[2]:
+                self.cased.add(value[1], fold=False)
+            else:
+                self.folded.add(value[1], fold=True)
+        elif tag == "bool":
+            self.folded.equal.add("true" if value[1] else "false")
+        elif tag == "ts":
+            raise UnsupportedRuleError(f"not yet supported: timestamp part modifier |{value[1]}")
+        elif tag == "num":
+            self.numbers.add(value[1])
+        elif tag == "re":
+            self.tests.append(_regex_test(value[1], value[2]))
+        elif tag == "cidr":
+            self.networks.append(ipaddress.ip_network(value[1]))
+        elif tag == "cmp":
+            self.tests.append(_compare_test(value[1], value[2]))
         else:
-            raise UnsupportedRuleError(f"unsupported value type {type(value).__name__}")
+            raise UnsupportedRuleError(f"unsupported value type {value[1]}")
 
     def build(self) -> _Built:
         """The combined test."""
@@ -714,16 +746,21 @@ class _TestBuilder:
         if not tests:
             raise UnsupportedRuleError("a detection item has no value to compare")
         only_folded = len(tests) == 1 and bool(folded_checks)
-        return _Built(_any_test(tests), bool(folded_checks), _any_check(folded_checks) if only_folded else None)
+        only_numbers = frozenset(self.numbers) if len(tests) == 1 and self.numbers else None
+        return _Built(
+            _any_test(tests), bool(folded_checks), _any_check(folded_checks) if only_folded else None, only_numbers
+        )
 
 
 @dataclass(frozen=True, slots=True)
 class _Built:
-    """A scalar test; whether it reads the folded text; the string check alone when that is all it does."""
+    """A scalar test; whether it reads the folded text; the string check alone when that is all it does; the
+    numbers alone when that is all it compares."""
 
     test: _ValueTest
     fold: bool
     folded_check: Callable[[str], bool] | None
+    numbers: frozenset[int | float] | None = None
 
 
 def _any_test(tests: list[_ValueTest]) -> _ValueTest:
@@ -740,22 +777,16 @@ def _any_test(tests: list[_ValueTest]) -> _ValueTest:
     return test_any
 
 
-def _regex_test(value: SigmaRegularExpression) -> _ValueTest:
-    if value.regexp.contains_placeholder():
-        raise UnsupportedRuleError("unresolved placeholder in a regular expression (|expand|re)")
-    flags = 0
-    for flag in value.flags:
-        flags |= _RE_FLAGS[flag]
+def _regex_test(regex: str, flags: int) -> _ValueTest:
     try:
-        pattern = re.compile(value.regexp.to_plain(), flags)
+        pattern = re.compile(regex, flags)
     except re.error as exc:
-        raise UnsupportedRuleError(f"invalid regular expression {value.regexp.to_plain()!r}: {exc}") from None
+        raise UnsupportedRuleError(f"invalid regular expression {regex!r}: {exc}") from None
     return lambda raw, text, folded: pattern.search(text) is not None
 
 
-def _compare_test(value: SigmaCompareExpression) -> _ValueTest:
-    operator = _COMPARE[value.op]
-    bound = value.number.number
+def _compare_test(operator_name: str, bound: float) -> _ValueTest:
+    operator = _COMPARE[operator_name]
 
     def test(raw: Any, text: str, folded: str) -> bool:
         number = _number(raw, text)

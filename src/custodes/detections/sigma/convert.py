@@ -26,8 +26,8 @@ from sigma.types import SigmaFieldReference, SigmaRegularExpression
 
 from custodes.config import SourceSettings
 from custodes.detections.sigma.enrichment import ENRICHMENT_FIELD, ENRICHMENT_PREFIX
-from custodes.detections.sigma.loader import RULE_SUFFIXES
 from custodes.detections.sigma.pipelines import AppliesToLogSource, pipeline_named, source_logsource
+from custodes.detections.sigma.ruleset import RULE_SUFFIXES
 from custodes.model import LogSource
 
 Target = Literal["lucene", "esql", "eql", "splunk"]

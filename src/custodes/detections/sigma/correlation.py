@@ -59,7 +59,7 @@ from custodes.detections.sigma.fields import field_value, field_values
 from custodes.model import Event, Finding, LogSource, Severity, stable_id
 
 if TYPE_CHECKING:
-    from custodes.detections.sigma.loader import RuleSet
+    from custodes.detections.sigma.ruleset import RuleSet
     from custodes.store.database import Transaction
 
 CORRELATION_DETECTOR: Final = "sigma-correlation"

@@ -7,7 +7,7 @@ from typing import Any, Final
 from custodes.detections.sigma.compiler import CompiledRule
 from custodes.detections.sigma.enrichment import EventContext
 from custodes.detections.sigma.index import RuleIndex
-from custodes.detections.sigma.loader import RuleSet
+from custodes.detections.sigma.ruleset import RuleSet
 from custodes.model import Event, LogSource
 
 _CACHE_SIZE: Final = 256

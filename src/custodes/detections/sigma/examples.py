@@ -39,7 +39,7 @@ import yaml
 
 from custodes.detections.sigma.compiler import CompiledRule
 from custodes.detections.sigma.correlation import CompiledCorrelation, Correlator
-from custodes.detections.sigma.loader import RULE_SUFFIXES, RuleSet
+from custodes.detections.sigma.ruleset import RULE_SUFFIXES, RuleSet
 from custodes.errors import Location, Problem
 from custodes.model import Event
 

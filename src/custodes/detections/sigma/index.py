@@ -6,6 +6,7 @@ compare with many different values, such as CloudTrail `eventName`, before long 
 and files the rule under it:
 
 - exact values go into one hash table per field, looked up with the event's case-folded value;
+- numbers go into one hash table per field, looked up with the event's numeric value (as rules compare numbers);
 - substrings go into one Aho-Corasick automaton per field, run once over the field's case-folded text (keywords:
   over every string of the event);
 - rules without a requirement are tested against every event.
@@ -22,8 +23,15 @@ from typing import Any, Final
 
 import ahocorasick
 
-from custodes.detections.sigma.compiler import MISSING, CompiledRule, field_getter, folded_strings, folded_texts
-from custodes.detections.sigma.prefilter import Requirement
+from custodes.detections.sigma.compiler import (
+    MISSING,
+    CompiledRule,
+    field_getter,
+    folded_strings,
+    folded_texts,
+    numeric_values,
+)
+from custodes.detections.sigma.requirement import Requirement
 
 _SEPARATOR: Final = "\x00"
 
@@ -36,14 +44,15 @@ class RuleIndex:
 
     def __init__(self, rules: Sequence[CompiledRule]) -> None:
         self.rules = tuple(rules)
-        distinct: dict[str, set[str]] = {}
+        distinct: dict[str, set[str | int | float]] = {}
         for rule in self.rules:
             for option in rule.requirements:
-                for name, value in option.exact:
+                for name, value in (*option.exact, *option.numbers):
                     distinct.setdefault(name, set()).add(value)
         spread = Counter({name: len(values) for name, values in distinct.items()})
         always: list[int] = []
         exact: dict[str, dict[str, list[int]]] = {}
+        numbers: dict[str, dict[int | float, list[int]]] = {}
         contains: dict[str | None, dict[str, list[int]]] = {}
         for position, rule in enumerate(self.rules):
             if not rule.requirements:
@@ -52,12 +61,18 @@ class RuleIndex:
             chosen = min(rule.requirements, key=lambda option: _cost(option, spread))
             for name, value in chosen.exact:
                 exact.setdefault(name, {}).setdefault(value, []).append(position)
+            for name, number in chosen.numbers:
+                numbers.setdefault(name, {}).setdefault(number, []).append(position)
             for scope, literal in chosen.contains:
                 contains.setdefault(scope, {}).setdefault(literal, []).append(position)
         self.always: _Positions = tuple(always)
         self._exact: tuple[tuple[Callable[[_Record], Any], dict[str, _Positions]], ...] = tuple(
             (field_getter(name), {value: tuple(positions) for value, positions in table.items()})
             for name, table in sorted(exact.items(), key=lambda item: -len(item[1]))
+        )
+        self._numbers: tuple[tuple[Callable[[_Record], Any], dict[int | float, _Positions]], ...] = tuple(
+            (field_getter(name), {value: tuple(positions) for value, positions in table.items()})
+            for name, table in numbers.items()
         )
         self._automata = tuple(
             (field_getter(scope), _automaton(literals)) for scope, literals in contains.items() if scope is not None
@@ -67,7 +82,9 @@ class RuleIndex:
     @property
     def stats(self) -> dict[str, int]:
         """How the rules are filed: by exact value, by substring, or tested against every event."""
-        exact = {position for _, table in self._exact for positions in table.values() for position in positions}
+        tables: list[dict[Any, _Positions]] = [table for _, table in self._exact]
+        tables.extend(table for _, table in self._numbers)
+        exact = {position for table in tables for positions in table.values() for position in positions}
         indexed = len(self.rules) - len(self.always)
         return {
             "rules": len(self.rules),
@@ -102,6 +119,18 @@ class RuleIndex:
             elif value is not MISSING and value is not None:
                 for item in folded_texts(value):
                     hit = table.get(item)
+                    if hit is not None:
+                        found = hit if found is None else found + hit
+        for get, numbers in self._numbers:
+            value = get(record)
+            kind = type(value)
+            if kind is int or kind is float:
+                hit = numbers.get(value)
+                if hit is not None:
+                    found = hit if found is None else found + hit
+            elif value is not MISSING and value is not None:
+                for number in numeric_values(value):
+                    hit = numbers.get(number)
                     if hit is not None:
                         found = hit if found is None else found + hit
         for get, automaton in self._automata:
@@ -150,6 +179,6 @@ def _cost(option: Requirement, spread: Counter[str]) -> float:
     `eventName`) is taken to be rarer than one of a field with few (`eventSource`, `userIdentity.type`), and a
     long substring rarer than a short one.
     """
-    exact = sum(1.0 / (1 + spread[name]) ** 2 for name, _ in option.exact)
+    exact = sum(1.0 / (1 + spread[name]) ** 2 for name, _ in (*option.exact, *option.numbers))
     contains = sum(4.0 / len(text) ** 2 for _, text in option.contains)
     return exact + contains

@@ -24,13 +24,12 @@ from sigma.rule import SigmaDetection, SigmaDetectionItem, SigmaRule, SigmaRuleB
 from sigma.types import Placeholder, SigmaRegularExpression, SigmaString
 
 from custodes.config import DetectionSettings, RuleOverride
-from custodes.detections.sigma.compiler import CompiledRule, UnsupportedRuleError, compile_rule
-from custodes.detections.sigma.correlation import CompiledCorrelation, compile_correlation
+from custodes.detections.sigma.compiler import CompiledRule, UnsupportedRuleError
+from custodes.detections.sigma.correlation import compile_correlation
+from custodes.detections.sigma.lowering import compile_rule
 from custodes.detections.sigma.overrides import apply_override, suppression
-from custodes.errors import Location, Problem
+from custodes.detections.sigma.ruleset import Rejection, RuleSet, rule_files
 from custodes.model import Severity
-
-RULE_SUFFIXES: Final = frozenset({".yml", ".yaml"})
 
 # Where in a rule document each kind of pySigma error points (first matching class in the error's MRO).
 _ERROR_KEYS: Final[dict[type[Exception], tuple[str, ...]]] = {
@@ -61,47 +60,6 @@ _ERROR_KEYS: Final[dict[type[Exception], tuple[str, ...]]] = {
 
 
 @dataclass(frozen=True, slots=True)
-class Rejection:
-    """A rule (or a whole file) that was not loaded, and why; line and column are 1-based when known."""
-
-    file: Path
-    rule_id: str | None
-    title: str | None
-    reason: str
-    line: int | None = None
-    column: int | None = None
-
-    @property
-    def location(self) -> Location:
-        """Where the problem is, for user-facing reports."""
-        return Location(str(self.file), self.line, self.column)
-
-    def problem(self) -> Problem:
-        """The rejection as a located problem, naming the rule when it is known."""
-        name = self.title or self.rule_id
-        return Problem(self.location, f"rule {name!r}: {self.reason}" if name else self.reason)
-
-    def __str__(self) -> str:
-        return str(self.problem())
-
-
-@dataclass(slots=True)
-class RuleSet:
-    """Compiled rules and correlations, and the rejections collected while loading them.
-
-    `silent` holds the ids of rules that feed correlations but raise no findings of their own (referenced by
-    a correlation without `generate: true`, or disabled by an override); `known` every rule id and name read,
-    loaded or not (overrides are checked against it).
-    """
-
-    rules: list[CompiledRule] = field(default_factory=list)
-    rejections: list[Rejection] = field(default_factory=list)
-    correlations: list[CompiledCorrelation] = field(default_factory=list)
-    silent: set[str] = field(default_factory=set)
-    known: set[str] = field(default_factory=set)
-
-
-@dataclass(frozen=True, slots=True)
 class RuleOptions:
     """Local adjustments applied while loading: `|expand` placeholder values and per-rule overrides."""
 
@@ -127,7 +85,7 @@ def load_rules(
     ruleset = RuleSet()
     parsed = _Parsed()
     with _collector_paused():
-        for path in _rule_files(paths, ruleset):
+        for path in rule_files(paths, ruleset):
             _FileLoader(path, ruleset, parsed).load()
         _Builder(ruleset, parsed, pipeline, options or RuleOptions()).build()
     return ruleset
@@ -144,23 +102,6 @@ def _collector_paused() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
-
-
-def _rule_files(paths: Sequence[Path], ruleset: RuleSet) -> Iterator[Path]:
-    visited: set[Path] = set()
-    for path in paths:
-        if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.suffix in RULE_SUFFIXES and p.is_file())
-        elif path.is_file():
-            found = [path]
-        else:
-            ruleset.rejections.append(Rejection(path, None, None, "no such file or directory"))
-            continue
-        for file in found:
-            resolved = file.resolve()
-            if resolved not in visited:
-                visited.add(resolved)
-                yield file
 
 
 class _RuleYamlLoader(yaml.CSafeLoader):

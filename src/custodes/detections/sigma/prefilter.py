@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any, Final
 
 from sigma.conditions import (
@@ -35,38 +34,12 @@ from sigma.types import (
     SpecialChars,
 )
 
+from custodes.detections.sigma.requirement import Requirement
+
 MIN_SUBSTRING: Final = 3
 """Shorter ASCII literals are found in nearly every event and would not narrow anything down."""
 
 _MAX_ALTERNATIVES: Final = 512
-
-
-@dataclass(frozen=True, slots=True)
-class Requirement:
-    """At least one alternative holds for every event the rule matches.
-
-    `exact` holds (field, folded text) pairs; `contains` holds (field, folded substring) pairs where a field of
-    None means any string in the event (keywords).
-    """
-
-    exact: frozenset[tuple[str, str]] = frozenset()
-    contains: frozenset[tuple[str | None, str]] = frozenset()
-
-    @property
-    def only_exact(self) -> bool:
-        """Whether every alternative is an exact value (the cheapest to look up)."""
-        return not self.contains
-
-    @property
-    def fields(self) -> frozenset[str]:
-        """The fields of the exact alternatives."""
-        return frozenset(name for name, _ in self.exact)
-
-    def __or__(self, other: Requirement) -> Requirement:
-        return Requirement(self.exact | other.exact, self.contains | other.contains)
-
-    def __len__(self) -> int:
-        return len(self.exact) + len(self.contains)
 
 
 def requirements(conditions: Sequence[Any]) -> tuple[Requirement, ...]:
@@ -108,7 +81,7 @@ def _any_of(choices: Iterable[tuple[Requirement, ...]]) -> tuple[Requirement, ..
         merged = merged | min(options, key=_local_cost)
         if len(merged) > _MAX_ALTERNATIVES:
             return ()
-    return (merged,) if merged.exact or merged.contains else ()
+    return (merged,) if len(merged) else ()
 
 
 def _local_cost(requirement: Requirement) -> tuple[int, int, int]:
@@ -128,9 +101,10 @@ def _value_requirement(field: str | None, value: SigmaType) -> Requirement | Non
         return merged
     if isinstance(value, SigmaBool) and field is not None:
         return Requirement(exact=frozenset({(field, "true" if value.boolean else "false")}))
-    if isinstance(value, SigmaNumber) and not isinstance(value, SigmaTimestampPart) and field is None:
-        # a keyword number is searched as its text; a field number also matches 4688.0 or "4.688e3"
-        return _substring(None, str(value.number))
+    if isinstance(value, SigmaNumber) and not isinstance(value, SigmaTimestampPart):
+        if field is not None:  # a field number matches by numeric value (4688, 4688.0, "4688"), looked up so
+            return Requirement(numbers=frozenset({(field, value.number)}))
+        return _substring(None, str(value.number))  # a keyword number is searched as its text
     if isinstance(value, SigmaString):
         return _string_requirement(field, value)
     if isinstance(value, SigmaRegularExpression) and field is not None:

@@ -15,8 +15,9 @@ from custodes.config import SourceSettings
 from custodes.detections.sigma.compiler import CompiledRule
 from custodes.detections.sigma.engine import SigmaEngine
 from custodes.detections.sigma.enrichment import EventContext
-from custodes.detections.sigma.loader import RuleOptions, RuleSet, load_rules
+from custodes.detections.sigma.loader import RuleOptions, load_rules
 from custodes.detections.sigma.pipelines import NO_PIPELINE, pipeline_named
+from custodes.detections.sigma.ruleset import RuleSet
 from custodes.model import Event
 
 
