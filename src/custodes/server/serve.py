@@ -12,10 +12,10 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import datetime
 
 from custodes import logs
-from custodes.config import Settings, missing_paths
+from custodes.config import Role, Settings, missing_paths
 from custodes.connectors.runtime import ConnectorRuntime
 from custodes.connectors.supervisor import ConnectorSupervisor
-from custodes.errors import ConfigError
+from custodes.errors import ConfigError, Location, Problem
 from custodes.hunts.definition import cron_trigger, load_hunts
 from custodes.hunts.runner import HuntRunner
 from custodes.hunts.scheduler import CronScheduler, Scheduled, hunt_jobs
@@ -46,9 +46,11 @@ async def serving(
         yield url
 
 
-async def serve_forever(settings: Settings) -> None:
-    """Open the services and serve until SIGINT or SIGTERM."""
+async def serve_forever(settings: Settings, role: Role = Role.ALL) -> None:
+    """Open the services and serve until SIGINT or SIGTERM: everything (`all`), or one role of a cluster."""
     logs.configure()
+    if role is not Role.ALL:
+        check_cluster(settings, role)
     missing = missing_paths(settings, hunts=settings.hunts.schedule)
     if missing is not None:
         raise missing
@@ -59,7 +61,12 @@ async def serve_forever(settings: Settings) -> None:
     async with await Services.open(settings) as services:
         check_receivers(services)
         settle_garbage_collector()
-        await _serve(services, stop)
+        if role is Role.ALL:
+            await _serve(services, stop)
+        else:
+            from custodes.server.roles import serve_role
+
+            await serve_role(services, role, stop)
     log.info("stopped")
 
 
@@ -76,6 +83,26 @@ def settle_garbage_collector() -> None:
     gc.freeze()
     _, middle, _ = gc.get_threshold()
     gc.set_threshold(10_000, middle, 100)
+
+
+def check_cluster(settings: Settings, role: Role) -> None:
+    """Fail start-up (a config error naming the setting) when a cluster role lacks RabbitMQ or PostgreSQL."""
+    problems = []
+    if settings.cluster.amqp_url is None:
+        problems.append(
+            Problem(Location("configuration", field="cluster.amqp_url"), f"the {role.value} role needs RabbitMQ")
+        )
+    if not settings.database.url.startswith("postgresql"):
+        problems.append(
+            Problem(
+                Location("configuration", field="database.url"),
+                f"the {role.value} role needs PostgreSQL (processes of a cluster share one store)",
+            )
+        )
+    if problems:
+        raise ConfigError(
+            problems, hint="set cluster.amqp_url (e.g. env:CUSTODES_AMQP_URL) and a postgresql+asyncpg database.url"
+        )
 
 
 def check_receivers(services: Services) -> None:
