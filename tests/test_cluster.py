@@ -16,11 +16,11 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
+import time as clock
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -32,14 +32,17 @@ import sqlalchemy as sa
 
 from conftest import POSTGRES_URL, _drop_schema
 from custodes.bus.topology import queue_name
-from custodes.config import DatabaseSettings, load_settings
+from custodes.config import DatabaseSettings, SourceSettings, load_settings
+from custodes.connectors.envelope import to_event
+from custodes.connectors.files import iter_records
+from custodes.detections.scoring.simulate import SCENARIOS, SimulationSettings, simulate
 from custodes.model import Event
 from custodes.sandbox import chat
 from custodes.sandbox.server import running
 from custodes.server.auth import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from custodes.services import Services
 from custodes.store import Store
-from custodes.store.tables import cluster_partitions, events, findings, outbox, runs
+from custodes.store.tables import cluster_partitions, events, findings, outbox, runs, scoring_scores
 from test_webhook_durability import ROOT, SECRET, free_port
 
 pytestmark = pytest.mark.needs_postgres
@@ -55,22 +58,23 @@ steps:
     uses: notify.webhook
     with: {channel: soc, text: "finding {{ finding.id }} {{ finding.rule_id }}"}
 """
+PSEUDONYM_KEY = "pseudonym-key-for-the-cluster-test"
 MALLORY = "mallory@example.com"
+SOURCES = {name: SourceSettings(format=name) for name in ("okta", "cloudtrail", "m365")}
 MASS_DOWNLOAD = "95f156eb-cb65-4bd7-b1dd-89a348252378"
-START = datetime(2026, 11, 21, 22, 0, tzinfo=UTC)
 
 
-def organisation() -> list[dict[str, Any]]:
-    """M365 audit records in time order: 120 downloads by mallory 30 s apart (one hour), and twelve colleagues'
-    ordinary days (a few downloads, views and shares each)."""
-    records: list[dict[str, Any]] = []
-    for n in range(120):
-        records.append(_record(MALLORY, "FileDownloaded", START + timedelta(seconds=30 * n)))
-    for person in range(12):
-        who = f"user{person}@example.com"
-        for n, operation in enumerate(["FileDownloaded", "FileAccessed", "SharingSet", "FileDownloaded"] * 3):
-            records.append(_record(who, operation, START + timedelta(seconds=300 * n + 17 * person + 7)))
-    return sorted(records, key=lambda record: record["CreationTime"])
+def organisation(out: Path) -> list[tuple[str, dict[str, Any]]]:
+    """(receiver, record) in time order: a simulated organisation's Okta and CloudTrail records over two weeks
+    (`directory.json` beside them), and on day 10 120 SharePoint downloads by mallory 30 s apart (one hour)."""
+    settings = SimulationSettings(population=20, days=14, seed=5, warmup_days=4, scenarios=SCENARIOS[:1], insiders=1)
+    simulate(settings, out)
+    records = [
+        (name, record) for name in ("okta", "cloudtrail") for _, record, _ in iter_records(out / f"{name}.ndjson")
+    ]
+    start = datetime.combine(settings.start + timedelta(days=10), time(22), UTC)
+    records += [("m365", _record(MALLORY, "FileDownloaded", start + timedelta(seconds=30 * n))) for n in range(120)]
+    return sorted(records, key=lambda item: to_event(item[1], SOURCES[item[0]], item[0]).time)
 
 
 def _record(who: str, operation: str, when: datetime) -> dict[str, Any]:
@@ -114,9 +118,14 @@ def configuration(path: Path, database: DatabaseSettings, exchange: str, chat_ur
         f"database: {{url: '{database.url}', schema_name: {database.schema_name}}}\n"
         f"playbooks: {{paths: ['{path / 'playbooks'}']}}\n"
         "sources: {m365: {format: m365}}\n"
-        "webhooks:\n  audit: {kind: generic, source: m365, auth: {scheme: hmac, secret: 'env:FLOOD_SECRET'}}\n"
-        f"responder: {{channels: {{soc: {{url: 'env:SOC_HOOK'}}}}}}\n"
-        "scoring: {enabled: false}\nhunts: {schedule: false}\n"
+        "webhooks:\n"
+        + "".join(
+            f"  {source}: {{kind: generic, source: {source}, auth: {{scheme: hmac, secret: 'env:FLOOD_SECRET'}}}}\n"
+            for source in SOURCES
+        )
+        + f"responder: {{channels: {{soc: {{url: 'env:SOC_HOOK'}}}}}}\n"
+        f"scoring: {{pseudonym_key: 'env:PSEUDONYM_KEY', directory: '{path / 'org' / 'directory.json'}'}}\n"
+        "hunts: {schedule: false}\n"
         f"cluster: {{amqp_url: 'env:CUSTODES_AMQP_URL', partitions: {PARTITIONS}, exchange: '{exchange}'}}\n"
     )
     os.environ.setdefault("FLOOD_SECRET", SECRET)
@@ -134,6 +143,7 @@ class Cluster:
             "FLOOD_SECRET": SECRET,
             "CUSTODES_AMQP_URL": AMQP_URL,
             "SOC_HOOK": f"{chat_url}/hooks/soc",
+            "PSEUDONYM_KEY": PSEUDONYM_KEY,
         }
         self.processes: dict[str, asyncio.subprocess.Process] = {}
         self.receivers: list[str] = []
@@ -176,18 +186,20 @@ class Cluster:
                 await process.wait()
 
 
-async def post(http: aiohttp.ClientSession, urls: Sequence[str], records: Sequence[dict[str, Any]]) -> None:
-    """Post the records in batches of 10, alternating between receivers; each batch must be accepted (202)."""
-    for index in range(0, len(records), 10):
-        body = orjson.dumps(records[index : index + 10])
-        stamp = str(int(time.time()))
-        headers = {
-            "Content-Type": "application/json",
-            TIMESTAMP_HEADER: stamp,
-            SIGNATURE_HEADER: sign(SECRET, stamp, body),
-        }
-        url = urls[(index // 10) % len(urls)]
-        async with http.post(f"{url}/webhooks/audit", data=body, headers=headers) as response:
+async def post(http: aiohttp.ClientSession, urls: Sequence[str], records: Sequence[tuple[str, dict[str, Any]]]) -> None:
+    """Post the records in time order, in batches of up to 10 of one receiver, alternating between the cluster's
+    receivers; each batch must be accepted (202)."""
+    batches: list[tuple[str, list[dict[str, Any]]]] = []
+    for receiver, record in records:
+        if not batches or batches[-1][0] != receiver or len(batches[-1][1]) == 10:
+            batches.append((receiver, []))
+        batches[-1][1].append(record)
+    for index, (receiver, batch) in enumerate(batches):
+        body = orjson.dumps(batch)
+        stamp = str(int(clock.time()))
+        signature = sign(SECRET, stamp, body)
+        headers = {"Content-Type": "application/json", TIMESTAMP_HEADER: stamp, SIGNATURE_HEADER: signature}
+        async with http.post(f"{urls[index % len(urls)]}/webhooks/{receiver}", data=body, headers=headers) as response:
             assert response.status == 202, await response.text()
 
 
@@ -201,17 +213,33 @@ def summary(rows: Sequence[Any]) -> Counter[tuple[str, str | None, int, tuple[st
     return Counter((row.rule_id, row.entity, row.count, tuple(sorted(row.event_ids))) for row in rows)
 
 
-async def one_process(config: Path, tmp_path: Path, stored: Sequence[Event]) -> Counter[Any]:
-    """The findings `--role all` raises from the same events, in the same order and batches, on SQLite."""
-    settings = load_settings(config, {**os.environ, "SOC_HOOK": "env:none", "CUSTODES_AMQP_URL": AMQP_URL})
+Scores = dict[tuple[str, str], float]
+
+
+async def scores(store: Store) -> Scores:
+    """Every entity's day scores, to 6 places."""
+    async with store.transaction() as tx:
+        rows = await tx.conn.execute(sa.select(scoring_scores.c.entity, scoring_scores.c.day, scoring_scores.c.risk))
+        return {(row.entity, row.day.isoformat()): round(row.risk, 6) for row in rows}
+
+
+async def raised_by(store: Store) -> list[Any]:
+    async with store.transaction() as tx:
+        return list(await tx.conn.execute(sa.select(findings)))
+
+
+async def one_process(config: Path, tmp_path: Path, stored: Sequence[Event]) -> tuple[Counter[Any], Scores]:
+    """The findings and scores `--role all` gives for the same events, in the same batches and order, settled
+    (re-scored in event-time order, as a replay does), on SQLite."""
+    environ = {**os.environ, "SOC_HOOK": "env:none", "CUSTODES_AMQP_URL": AMQP_URL, "PSEUDONYM_KEY": PSEUDONYM_KEY}
+    settings = load_settings(config, environ)
     settings.database = DatabaseSettings(url=f"sqlite+aiosqlite:///{tmp_path / 'one.db'}")
     async with await Services.open(settings) as services:
         services.pipeline.playbooks = []
         for index in range(0, len(stored), 10):
-            await services.pipeline.ingest(stored[index : index + 10])
-        async with services.store.transaction() as tx:
-            raised = list(await tx.conn.execute(sa.select(findings)))
-    return summary(raised)
+            await services.pipeline.ingest(stored[index : index + 10], score=False)
+        await services.pipeline.settle(run_playbooks=False)
+        return summary(await raised_by(services.store)), await scores(services.store)
 
 
 @pytest.fixture
@@ -230,7 +258,7 @@ async def test_a_cluster_raises_what_one_process_raises_through_a_killed_worker(
 ) -> None:
     database = postgres
     state = chat.ChatState()
-    records = organisation()
+    records = organisation(tmp_path / "org")
     async with running(chat.create_app(state)) as chat_url, aiohttp.ClientSession() as http:
         config = configuration(tmp_path, database, exchange, chat_url)
         cluster = Cluster(config, chat_url, tmp_path / "cluster.log")
@@ -249,20 +277,24 @@ async def test_a_cluster_raises_what_one_process_raises_through_a_killed_worker(
             flowing = asyncio.create_task(post(http, cluster.receivers, records[half:]))
             os.kill(worker_pid(cluster, victim), signal.SIGKILL)
             await flowing
-            raised = await settled(store, len(records), state)
+            await stored_once(store, len(records))
             async with store.transaction() as tx:
                 ids = (await tx.conn.execute(sa.select(events.c.id).order_by(events.c.time, events.c.id))).scalars()
                 stored = await tx.get_events(list(ids))
+            reference, reference_scores = await one_process(config, tmp_path, stored)
+            raised = await settled(store, reference, state)
+            async with store.transaction() as tx:
                 committers = set((await tx.conn.execute(sa.select(cluster_partitions.c.worker))).scalars())
                 ran = list(await tx.conn.execute(sa.select(runs.c.finding_id, runs.c.status)))
+            cluster_scores = await scores(store)
         finally:
             await cluster.stop()
             await store.close()
         log = (tmp_path / "cluster.log").read_text()[-4000:]
         assert len(stored) == len(records), "every event stored, once"
-        reference = await one_process(config, tmp_path, stored)
         assert summary(raised) == reference, log
         assert sum(1 for item in reference if item[0] == MASS_DOWNLOAD) == 1, "one Mass Download finding"
+        assert cluster_scores == reference_scores and reference_scores, "the same scores"
         assert Counter(finding_id for finding_id, _ in ran) == Counter(row.id for row in raised), "one run each"
         assert all(status == "succeeded" for _, status in ran), ran
         told = Counter(message.payload["text"].split()[1] for message in state.messages)
@@ -289,17 +321,28 @@ def worker_pid(cluster: Cluster, name: str) -> int:
     return pid
 
 
-async def settled(store: Store, expected: int, state: chat.ChatState) -> list[Any]:
-    """Wait until every event is stored, the outbox is empty and every finding has its run; the findings."""
+async def stored_once(store: Store, expected: int) -> None:
+    """Wait until the workers stored every event."""
     for _ in range(600):
-        if await count(store, events) == expected and await count(store, outbox) == 0:
+        if await count(store, events) == expected:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{await count(store, events)} of {expected} events stored")
+
+
+async def settled(store: Store, reference: Counter[Any], state: chat.ChatState) -> list[Any]:
+    """Wait until the cluster's findings are the reference's (scoring comes last), the outbox is empty and every
+    finding has had its run and its message; the findings."""
+    raised: list[Any] = []
+    for _ in range(600):
+        raised = await raised_by(store)
+        if summary(raised) == reference and await count(store, outbox) == 0:
             async with store.transaction() as tx:
-                raised = list(await tx.conn.execute(sa.select(findings)))
                 done = await tx.conn.execute(
                     sa.select(sa.func.count()).select_from(runs).where(runs.c.status == "succeeded")
                 )
                 if done.scalar_one() >= len(raised) and len(state.messages) >= len(raised):
                     await asyncio.sleep(1.0)  # anything still to come (a duplicate) would come now
-                    return raised
+                    return await raised_by(store)
         await asyncio.sleep(0.1)
-    raise AssertionError("the cluster did not settle")
+    return raised

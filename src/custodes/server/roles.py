@@ -3,7 +3,8 @@
 - receiver: the HTTP service (webhooks, API) and the pull connectors; events go to the bus (`PublishingPipeline`).
 - worker: consumes partitions (`DetectionWorker`): stores events, detects, correlates, owes playbook starts.
 - runner: starts what the outbox owes (claimed with SKIP LOCKED), reaps stalled runs, runs the hunt and playbook
-  schedules (one run per slot), applies retention.
+  schedules (one run per slot), re-scores behaviour when the store changed (one runner at a time), applies
+  retention.
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import Any
 
 from custodes.bus.publisher import Publisher
 from custodes.bus.receiving import PublishingPipeline
+from custodes.bus.scoring import rescore
 from custodes.bus.worker import DetectionWorker
 from custodes.config import Role
 from custodes.connectors.runtime import ConnectorRuntime
@@ -23,6 +26,8 @@ from custodes.services import Services
 log = logging.getLogger(__name__)
 DRAIN_SECONDS = 1.0
 """How often a runner looks for owed playbook starts."""
+SCORE_SECONDS = 3.0
+"""How often a runner re-scores behaviour when the store changed."""
 
 
 async def serve_role(services: Services, role: Role, stop: asyncio.Event) -> None:
@@ -61,9 +66,19 @@ async def _run(services: Services, stop: asyncio.Event) -> None:
     log.info("runner started")
     reap_every = services.settings.playbooks.stale_after_seconds / 2
     loop = asyncio.get_running_loop()
-    last_reap = last_retention = float("-inf")
+    last_reap = last_retention = last_score = float("-inf")
+    scored: tuple[Any, ...] | None = None
     while not stop.is_set():
         now = loop.time()
+        if now - last_score >= SCORE_SECONDS:
+            last_score = now
+            try:
+                scored, found = await rescore(services.pipeline, scored)
+            except Exception:
+                log.exception("re-scoring failed; trying again later")
+            else:
+                if found:
+                    log.info("scoring: %d finding(s) raised", len(found))
         if now - last_retention >= RETENTION_INTERVAL_SECONDS:
             last_retention = now
             await services.store.apply_retention()
