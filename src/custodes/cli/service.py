@@ -26,7 +26,7 @@ def serve(
         Role,
         typer.Option(
             help="all: everything in one process; receiver, worker or runner: one part of a cluster "
-            "(RabbitMQ, PostgreSQL; see docs/deploy.md)."
+            "(RabbitMQ, PostgreSQL; see docs/architecture.md, Cluster)."
         ),
     ] = Role.ALL,
 ) -> None:
