@@ -4,6 +4,7 @@ partition assignment, and outbox claims."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,6 +14,8 @@ import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from custodes.bus.assignment import owner, preferred
+from custodes.bus.publisher import BusError, Publisher
+from custodes.bus.topology import queue_name
 from custodes.bus.wire import BadMessage, Envelope, decode, encode
 from custodes.cli import app
 from custodes.config import load_settings
@@ -101,3 +104,21 @@ async def test_drains_claim_disjoint_outbox_rows(store: Store) -> None:
         await tx.conn.execute(sa.update(outbox).where(outbox.c.finding_id == "finding-1").values(claimed_until=ended))
     async with store.transaction() as tx:
         assert await tx.claim_starts(10, lease) == [("play", "finding-1", None)], "a dead drain's row is claimed again"
+
+
+async def test_an_event_the_broker_does_not_take_is_an_error_not_an_acceptance() -> None:
+    from test_cluster import AMQP_URL
+
+    exchange = f"custodes.test.{uuid.uuid4().hex[:10]}"
+    publisher = await Publisher.open(AMQP_URL, exchange, 2)
+    try:
+        event = Event("e1", datetime.now(UTC), "okta", LogSource("okta", "okta"), {}, "alice")
+        await publisher.publish([("alice", Envelope(event))])
+        for partition in range(2):
+            await publisher.exchange.channel.queue_delete(queue_name(exchange, partition))
+        with pytest.raises(BusError, match="1 of 1 events not confirmed"):
+            await publisher.publish([("alice", Envelope(event))])
+    finally:
+        channel = await publisher.connection.channel()
+        await channel.exchange_delete(exchange)
+        await publisher.close()
