@@ -1,5 +1,6 @@
-"""A partition's detection state: a correlator whose groups and clocks live in the partition's row of the store,
-written with the deliveries they cover in the transaction of the batch's events and findings.
+"""A partition's detection state: a correlator whose clocks live in the partition's row of the store and whose
+groups in `cluster_groups`, the changed ones written with the deliveries they cover in the transaction of the
+batch's events and findings.
 
 Each batch locks the row first (`FOR UPDATE`), so batches of one partition commit one after another whichever
 worker runs them; a worker whose state was loaded at another version than the row's (another worker committed
@@ -8,12 +9,11 @@ fed again: nothing is lost or counted twice."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from custodes.detections.sigma.correlation import Correlator
-from custodes.store.cluster import PartitionRow, lock_partition, save_partition
-from custodes.store.database import CorrelationGroupRecord, Transaction
+from custodes.store.cluster import PartitionRow, load_groups, lock_partition, save_groups, save_partition
+from custodes.store.database import Transaction
 
 
 class PartitionCorrelator(Correlator):
@@ -39,26 +39,21 @@ class PartitionCorrelator(Correlator):
         if self.loaded and self.version == self.row.version:
             return
         clocks = {key: float(value) for key, value in self.row.state.get("clocks", {}).items()}
-        groups = [CorrelationGroupRecord(*item) for item in self.row.state.get("groups", [])]
+        groups = await load_groups(tx, self.name) if row is not None else []
         self.restore(clocks, [group for group in groups if group.correlation_id in self.states])
         self.version = self.row.version
 
     async def save(self, tx: Transaction) -> None:
-        """Write the whole state with the deliveries it now covers."""
-        clocks, groups = self.snapshot()
+        """Write the changed groups, the clocks and the deliveries the state now covers."""
+        changed, groups, deleted = self.changes()
+        await save_groups(tx, self.name, groups, deleted)
+        clocks = {**self.row.state.get("clocks", {}), **changed}
         count, last = self.covering
-        state: dict[str, Any] = {"clocks": clocks, "groups": [_group(group) for group in groups]}
+        state: dict[str, Any] = {"clocks": clocks}
         row = PartitionRow(self.row.version + 1, self.row.deliveries + count, last or self.row.last_message, state)
         await save_partition(tx, self.name, row, self.worker)
-        for correlation in self.states.values():
-            correlation.dirty.clear()
-            correlation.clock_dirty = False
 
         def committed() -> None:
             self.version, self.row = row.version, row
 
         tx.committed.append(committed)
-
-
-def _group(group: CorrelationGroupRecord) -> Sequence[Any]:
-    return [group.correlation_id, group.group_key, group.state, group.position]

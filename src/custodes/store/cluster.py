@@ -1,8 +1,9 @@
-"""What the processes of a cluster share in the store: partition state (with the deliveries it covers) and the
-detection workers alive."""
+"""What the processes of a cluster share in the store: partition state (correlation clocks and groups, with the
+deliveries they cover) and the detection workers alive."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -11,8 +12,8 @@ import sqlalchemy as sa
 
 from custodes.model import utcnow
 from custodes.store import upserts
-from custodes.store.database import Transaction
-from custodes.store.tables import cluster_partitions, cluster_workers
+from custodes.store.database import CorrelationGroupRecord, Transaction
+from custodes.store.tables import cluster_groups, cluster_partitions, cluster_workers
 
 
 @dataclass(slots=True)
@@ -49,6 +50,44 @@ async def save_partition(tx: Transaction, name: str, row: PartitionRow, worker: 
         "updated_at": utcnow(),
     }
     await upserts.write(tx.conn, upserts.upsert(tx.conn.dialect.name, cluster_partitions, ("name",), columns), [values])
+
+
+async def load_groups(tx: Transaction, partition: str) -> list[CorrelationGroupRecord]:
+    """The partition's correlation groups, least recently used first."""
+    table = cluster_groups
+    query = sa.select(table).where(table.c.partition == partition).order_by(table.c.position, table.c.group_key)
+    return [
+        CorrelationGroupRecord(row["correlation_id"], row["group_key"], dict(row["state"]), int(row["position"]))
+        for row in (await tx.conn.execute(query)).mappings()
+    ]
+
+
+async def save_groups(
+    tx: Transaction, partition: str, groups: Sequence[CorrelationGroupRecord], deleted: Sequence[tuple[str, str]]
+) -> None:
+    """Upsert the partition's changed groups and delete its dropped ones."""
+    table = cluster_groups
+    if groups:
+        statement = upserts.upsert(
+            tx.conn.dialect.name, table, ("partition", "correlation_id", "group_key"), ("state", "position")
+        )
+        rows = [
+            {
+                "partition": partition,
+                "correlation_id": g.correlation_id,
+                "group_key": g.group_key,
+                "state": g.state,
+                "position": g.position,
+            }
+            for g in groups
+        ]
+        await upserts.write(tx.conn, statement, rows)
+    for correlation_id, key in deleted:
+        await tx.conn.execute(
+            sa.delete(table).where(
+                table.c.partition == partition, table.c.correlation_id == correlation_id, table.c.group_key == key
+            )
+        )
 
 
 async def partitions(tx: Transaction, prefix: str) -> dict[str, PartitionRow]:

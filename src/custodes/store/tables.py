@@ -237,6 +237,17 @@ cluster_partitions = sa.Table(
     sa.Column("updated_at", Timestamp, nullable=False),
 )
 
+cluster_groups = sa.Table(
+    "cluster_groups",
+    metadata,
+    # a partition's correlation groups, as correlation_groups holds one process's
+    sa.Column("partition", sa.String(256), primary_key=True),
+    sa.Column("correlation_id", sa.String(128), primary_key=True),
+    sa.Column("group_key", sa.String(64), primary_key=True),
+    sa.Column("state", JSON, nullable=False),
+    sa.Column("position", sa.BigInteger, nullable=False),
+)
+
 cluster_workers = sa.Table(
     "cluster_workers",
     metadata,

@@ -608,20 +608,9 @@ class Correlator:
             state.counter = self._counter
         self.loaded = True
 
-    def snapshot(self) -> tuple[dict[str, float], list[CorrelationGroupRecord]]:
-        """Every clock and group held, as `restore` takes them."""
-        from custodes.store.database import CorrelationGroupRecord
-
-        clocks = {cid: state.clock for cid, state in self.states.items() if state.clock is not None}
-        groups = [
-            CorrelationGroupRecord(cid, key, group.dump(), group.touched)
-            for cid, state in self.states.items()
-            for key, group in state.groups.items()
-        ]
-        return clocks, groups
-
-    async def save(self, tx: Transaction) -> None:
-        """Write changed groups and clocks (in the caller's transaction)."""
+    def changes(self) -> tuple[dict[str, float], list[CorrelationGroupRecord], list[tuple[str, str]]]:
+        """The clocks and groups changed since the last call, and the groups dropped: (clocks, groups, deleted
+        (correlation id, group key) pairs); they count as written from then on."""
         from custodes.store.database import CorrelationGroupRecord  # the store (SQLAlchemy) only where state is saved
 
         clocks: dict[str, float] = {}
@@ -636,11 +625,15 @@ class Correlator:
                     deleted.append((correlation_id, key))
                 else:
                     upserts.append(CorrelationGroupRecord(correlation_id, key, group.dump(), group.touched))
-        if clocks or upserts or deleted:
-            await tx.save_correlation_state(clocks, upserts, deleted)
-        for state in self.states.values():
             state.dirty.clear()
             state.clock_dirty = False
+        return clocks, upserts, deleted
+
+    async def save(self, tx: Transaction) -> None:
+        """Write changed groups and clocks (in the caller's transaction)."""
+        clocks, upserts, deleted = self.changes()
+        if clocks or upserts or deleted:
+            await tx.save_correlation_state(clocks, upserts, deleted)
 
     def _routed(self, logsource: LogSource) -> tuple[CorrelationState, ...]:
         key = _key(logsource)

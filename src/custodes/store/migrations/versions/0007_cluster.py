@@ -1,5 +1,5 @@
-"""A cluster's shared state: each partition's correlation state with the deliveries it covers, the detection
-workers alive, and leases on outbox rows a runner has claimed.
+"""A cluster's shared state: each partition's correlation clocks and groups with the deliveries they cover, the
+detection workers alive, and leases on outbox rows a runner has claimed.
 
 Revision ID: 0007_cluster
 Revises: 0006_outbox_webhook
@@ -30,6 +30,15 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("name", name=op.f("pk_cluster_partitions")),
     )
     op.create_table(
+        "cluster_groups",
+        sa.Column("partition", sa.String(length=256), nullable=False),
+        sa.Column("correlation_id", sa.String(length=128), nullable=False),
+        sa.Column("group_key", sa.String(length=64), nullable=False),
+        sa.Column("state", JSON, nullable=False),
+        sa.Column("position", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("partition", "correlation_id", "group_key", name=op.f("pk_cluster_groups")),
+    )
+    op.create_table(
         "cluster_workers",
         sa.Column("exchange", sa.String(length=200), nullable=False),
         sa.Column("worker", sa.String(length=128), nullable=False),
@@ -43,4 +52,5 @@ def downgrade() -> None:
     with op.batch_alter_table("outbox") as batch:
         batch.drop_column("claimed_until")
     op.drop_table("cluster_workers")
+    op.drop_table("cluster_groups")
     op.drop_table("cluster_partitions")
