@@ -44,8 +44,6 @@ class PartitionConsumer:
         self.handle = handle
         self.batch = batch
         self.partitions = [_Partition(number) for number in range(partitions)]
-        self.handled = 0
-        """Messages acknowledged since start."""
 
     async def subscribe(self, order: Sequence[int]) -> None:
         """Subscribe to the partitions in this order (the first ones are offered to this worker first)."""
@@ -116,4 +114,3 @@ class PartitionConsumer:
                     await asyncio.sleep(RETRY_SECONDS)
                     await self._consume(partition)
                     continue
-                self.handled += len(taken)

@@ -90,15 +90,6 @@ async def save_groups(
         )
 
 
-async def partitions(tx: Transaction, prefix: str) -> dict[str, PartitionRow]:
-    """Every partition row whose name starts with `prefix`, by name."""
-    query = sa.select(cluster_partitions).where(cluster_partitions.c.name.startswith(prefix, autoescape=True))
-    return {
-        row["name"]: PartitionRow(int(row["version"]), int(row["deliveries"]), row["last_message"], dict(row["state"]))
-        for row in (await tx.conn.execute(query)).mappings()
-    }
-
-
 async def heartbeat(tx: Transaction, exchange: str, worker: str) -> None:
     """Record that a detection worker is alive now."""
     statement = upserts.upsert(tx.conn.dialect.name, cluster_workers, ("exchange", "worker"), ("seen_at",))
