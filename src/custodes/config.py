@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -776,6 +777,34 @@ class AccessReviewSettings(Section):
     )
 
 
+class Role(StrEnum):
+    """What `custodes serve --role` runs: everything in one process (`all`), or one part of a cluster."""
+
+    ALL = "all"
+    RECEIVER = "receiver"
+    WORKER = "worker"
+    RUNNER = "runner"
+
+
+class ClusterSettings(Section):
+    """Running as a cluster on RabbitMQ and PostgreSQL (`custodes serve --role receiver|worker|runner`)."""
+
+    amqp_url: Secret | None = Field(
+        default=None,
+        description="RabbitMQ URL (secret reference, e.g. env:CUSTODES_AMQP_URL); needed by every role but all",
+    )
+    partitions: int = Field(
+        default=16, ge=1, le=1024, description="partition queues events are hashed to by entity; fixed per cluster"
+    )
+    exchange: str = Field(
+        default="custodes.events",
+        min_length=1,
+        max_length=200,
+        pattern=r"^[A-Za-z0-9_.:-]+$",
+        description="the consistent-hash exchange; partition queues are named <exchange>.<n>",
+    )
+
+
 class Settings(Section):
     """All of Custodes' settings."""
 
@@ -791,6 +820,7 @@ class Settings(Section):
     scoring: ScoringSettings = Field(default_factory=ScoringSettings)
     hunts: HuntSettings = Field(default_factory=HuntSettings)
     access_review: AccessReviewSettings = Field(default_factory=AccessReviewSettings)
+    cluster: ClusterSettings = Field(default_factory=ClusterSettings)
 
     @model_validator(mode="after")
     def _known_to_the_redactor(self) -> Settings:

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from custodes.cli.app import app
 from custodes.cli.common import ConfigOption, JsonOption, console, run, settings_from
+from custodes.config import Role
 from custodes.errors import CustodesError
 
 
@@ -21,8 +22,15 @@ def serve(
     config: ConfigOption = None,
     host: Annotated[str | None, typer.Option(help="Override server.host.")] = None,
     port: Annotated[int | None, typer.Option(help="Override server.port.")] = None,
+    role: Annotated[
+        Role,
+        typer.Option(
+            help="all: everything in one process; receiver, worker or runner: one part of a cluster "
+            "(RabbitMQ, PostgreSQL; see docs/architecture.md, Cluster)."
+        ),
+    ] = Role.ALL,
 ) -> None:
-    """Serve the webhooks and the REST API until interrupted."""
+    """Serve the webhooks and the REST API until interrupted (or, with --role, one part of a cluster)."""
     from custodes.server.serve import serve_forever
 
     def work() -> Coroutine[Any, Any, None]:
@@ -31,7 +39,7 @@ def serve(
             settings.server.host = host
         if port is not None:
             settings.server.port = port
-        return serve_forever(settings)
+        return serve_forever(settings, role)
 
     run(work)
 

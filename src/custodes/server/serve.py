@@ -12,10 +12,10 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import datetime
 
 from custodes import logs
-from custodes.config import Settings, missing_paths
+from custodes.config import Role, Settings, missing_paths
 from custodes.connectors.runtime import ConnectorRuntime
 from custodes.connectors.supervisor import ConnectorSupervisor
-from custodes.errors import ConfigError
+from custodes.errors import ConfigError, Location, Problem
 from custodes.hunts.definition import cron_trigger, load_hunts
 from custodes.hunts.runner import HuntRunner
 from custodes.hunts.scheduler import CronScheduler, Scheduled, hunt_jobs
@@ -46,9 +46,11 @@ async def serving(
         yield url
 
 
-async def serve_forever(settings: Settings) -> None:
-    """Open the services and serve until SIGINT or SIGTERM."""
+async def serve_forever(settings: Settings, role: Role = Role.ALL) -> None:
+    """Open the services and serve until SIGINT or SIGTERM: everything (`all`), or one role of a cluster."""
     logs.configure()
+    if role is not Role.ALL:
+        check_cluster(settings, role)
     missing = missing_paths(settings, hunts=settings.hunts.schedule)
     if missing is not None:
         raise missing
@@ -59,7 +61,12 @@ async def serve_forever(settings: Settings) -> None:
     async with await Services.open(settings) as services:
         check_receivers(services)
         settle_garbage_collector()
-        await _serve(services, stop)
+        if role is Role.ALL:
+            await _serve(services, stop)
+        else:
+            from custodes.server.roles import serve_role
+
+            await serve_role(services, role, stop)
     log.info("stopped")
 
 
@@ -76,6 +83,26 @@ def settle_garbage_collector() -> None:
     gc.freeze()
     _, middle, _ = gc.get_threshold()
     gc.set_threshold(10_000, middle, 100)
+
+
+def check_cluster(settings: Settings, role: Role) -> None:
+    """Fail start-up (a config error naming the setting) when a cluster role lacks RabbitMQ or PostgreSQL."""
+    problems = []
+    if settings.cluster.amqp_url is None:
+        problems.append(
+            Problem(Location("configuration", field="cluster.amqp_url"), f"the {role.value} role needs RabbitMQ")
+        )
+    if not settings.database.url.startswith("postgresql"):
+        problems.append(
+            Problem(
+                Location("configuration", field="database.url"),
+                f"the {role.value} role needs PostgreSQL (processes of a cluster share one store)",
+            )
+        )
+    if problems:
+        raise ConfigError(
+            problems, hint="set cluster.amqp_url (e.g. env:CUSTODES_AMQP_URL) and a postgresql+asyncpg database.url"
+        )
 
 
 def check_receivers(services: Services) -> None:
@@ -167,14 +194,19 @@ async def _reaper_loop(services: Services) -> None:
     """Start the playbook runs the outbox holds (a crash's leftovers first), resume or fail playbook runs whose
     worker stopped, apply expired approvals, start queued runs."""
     while True:
-        try:
-            started = await services.pipeline.drain()
-            if started:
-                log.info("outbox: %d playbook run(s) started", len(started))
-            touched = await services.runner.reap()
-        except Exception:
-            log.exception("the playbook reaper failed; trying again later")
-        else:
-            if touched:
-                log.info("reaper: %d playbook run(s) resumed or failed", len(touched))
+        await reap_once(services)
         await asyncio.sleep(services.settings.playbooks.stale_after_seconds / 2)
+
+
+async def reap_once(services: Services, *, reap: bool = True) -> None:
+    """Start what the outbox owes, then (with `reap`) resume or fail stalled runs; failures are logged."""
+    try:
+        started = await services.pipeline.drain()
+        if started:
+            log.info("outbox: %d playbook run(s) started", len(started))
+        touched = await services.runner.reap() if reap else []
+    except Exception:
+        log.exception("the playbook reaper failed; trying again later")
+    else:
+        if touched:
+            log.info("reaper: %d playbook run(s) resumed or failed", len(touched))

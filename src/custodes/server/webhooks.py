@@ -6,12 +6,14 @@ queue answers 429 with Retry-After; bad bodies get a 4xx that says what is wrong
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
 import orjson
 from aiohttp import web
 
+from custodes.bus.publisher import BusError
 from custodes.config import ReceiverSettings
 from custodes.connectors.envelope import FieldError, strict_fields, to_event
 from custodes.errors import ConfigError
@@ -24,6 +26,8 @@ from custodes.server.receivers import generic, graph, kibana, okta_hook, splunk
 from custodes.server.receivers.base import BadDelivery, Delivery, alert_records
 from custodes.server.responses import error, json_response
 from custodes.services import Services
+
+log = logging.getLogger(__name__)
 
 MAX_VALIDATION_TOKEN = 1024
 
@@ -123,6 +127,11 @@ async def receive(request: web.Request) -> web.Response:
         )
     except Unstorable as exc:
         return error(422, "unstorable_record", str(exc))
+    except BusError as exc:
+        log.warning("webhook %s: %s", name, exc)
+        return error(
+            503, "bus_unavailable", "the event bus did not confirm the records; retry", headers={"Retry-After": "1"}
+        )
     metrics.child(metrics.ingested, name, "stored").inc(accepted.stored)
     metrics.child(metrics.ingested, name, "duplicate").inc(accepted.duplicates)
     metrics.commit_latency.observe(time.perf_counter() - started)

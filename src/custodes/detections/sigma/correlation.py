@@ -60,7 +60,7 @@ from custodes.model import Event, Finding, LogSource, Severity, stable_id
 
 if TYPE_CHECKING:
     from custodes.detections.sigma.ruleset import RuleSet
-    from custodes.store.database import Transaction
+    from custodes.store.database import CorrelationGroupRecord, Transaction
 
 CORRELATION_DETECTOR: Final = "sigma-correlation"
 MAX_FINDING_EVENTS: Final = 200
@@ -492,6 +492,8 @@ class Correlator:
         State is kept once per correlation id; an event's fields are read with the correlation as compiled
         with the pipeline of the rules it matched.
         """
+        self.rulesets = tuple(rulesets)
+        self.max_groups, self.max_events_per_group = max_groups, max_events_per_group
         self._counter = itertools.count(1)
         self.states: dict[str, CorrelationState] = {}
         self.silent: frozenset[str] = frozenset(rule_id for ruleset in rulesets for rule_id in ruleset.silent)
@@ -579,6 +581,10 @@ class Correlator:
         stale = sorted(({record.correlation_id for record in records} | set(clocks)) - set(self.states))
         if stale:
             await tx.delete_correlation_state(stale)
+        self.restore(clocks, records)
+
+    def restore(self, clocks: Mapping[str, float], records: Sequence[CorrelationGroupRecord]) -> None:
+        """Replace the in-memory state with persisted clocks and groups (those of unknown correlations are left)."""
         for correlation_id, state in self.states.items():
             state.groups.clear()
             state.dirty.clear()
@@ -602,8 +608,9 @@ class Correlator:
             state.counter = self._counter
         self.loaded = True
 
-    async def save(self, tx: Transaction) -> None:
-        """Write changed groups and clocks (in the caller's transaction)."""
+    def changes(self) -> tuple[dict[str, float], list[CorrelationGroupRecord], list[tuple[str, str]]]:
+        """The clocks and groups changed since the last call, and the groups dropped: (clocks, groups, deleted
+        (correlation id, group key) pairs); they count as written from then on."""
         from custodes.store.database import CorrelationGroupRecord  # the store (SQLAlchemy) only where state is saved
 
         clocks: dict[str, float] = {}
@@ -618,11 +625,15 @@ class Correlator:
                     deleted.append((correlation_id, key))
                 else:
                     upserts.append(CorrelationGroupRecord(correlation_id, key, group.dump(), group.touched))
-        if clocks or upserts or deleted:
-            await tx.save_correlation_state(clocks, upserts, deleted)
-        for state in self.states.values():
             state.dirty.clear()
             state.clock_dirty = False
+        return clocks, upserts, deleted
+
+    async def save(self, tx: Transaction) -> None:
+        """Write changed groups and clocks (in the caller's transaction)."""
+        clocks, upserts, deleted = self.changes()
+        if clocks or upserts or deleted:
+            await tx.save_correlation_state(clocks, upserts, deleted)
 
     def _routed(self, logsource: LogSource) -> tuple[CorrelationState, ...]:
         key = _key(logsource)
