@@ -74,6 +74,7 @@ class Pipeline:
         correlator: Correlator | None = None,
         scoring: ScoringService | None = None,
         window: TimeWindow | None = None,
+        claim_lease: timedelta = timedelta(seconds=10),
     ) -> None:
         self.store = store
         self.window = window or TimeWindow()
@@ -89,8 +90,9 @@ class Pipeline:
         """Playbooks switched off through the API (by name): not started by any trigger."""
         self.disabled_rules: set[str] = set()
         """Rules switched off through the API (by id): their matches raise no findings."""
-        self._starting: set[tuple[str, str, str | None]] = set()
-        """Outbox rows a drain in this process is starting now (other drains leave them alone)."""
+        self.claim_lease = claim_lease
+        """How long a drain holds the outbox rows it claimed before another may start them: short, since a row a
+        dead process claimed waits that long, and a second start of a row is a no-op anyway (one run per row)."""
 
     async def ingest(
         self,
@@ -219,33 +221,27 @@ class Pipeline:
         return runs
 
     async def drain(self, limit: int = 100) -> list[Run]:
-        """Start the playbook runs the outbox holds, oldest first, until it holds none this call has not tried.
+        """Start the playbook runs the outbox holds, oldest first, until it holds none this call can claim.
 
-        A start that fails (the store unreachable) stays in the outbox for the next drain; one whose playbook
-        is gone or switched off, whose finding or record is gone, whose entity is below the trigger's minimum
-        risk, or whose record the trigger's inputs cannot bind is dropped."""
+        Each row is claimed for `claim_lease` first (any number of drains, in any number of processes, share
+        the outbox). A start that fails (the store unreachable) stays in the outbox, claimable again once its
+        lease ends; one whose playbook is gone or switched off, whose finding or record is gone, whose entity
+        is below the trigger's minimum risk, or whose record the trigger's inputs cannot bind is dropped."""
         runs: list[Run] = []
-        tried: set[tuple[str, str, str | None]] = set()
         while True:
             async with self.store.transaction() as tx:
-                pending = await tx.pending_starts(limit + len(tried) + len(self._starting))
-            owed = [key for key in pending if key not in tried and key not in self._starting][:limit]
+                owed = await tx.claim_starts(limit, self.claim_lease)
             if not owed:
                 return runs
-            tried.update(owed)
-            self._starting.update(owed)
-            try:
-                for playbook, subject, receiver in owed:
-                    try:
-                        run = await self._start_owed(playbook, subject, receiver)
-                    except Exception:
-                        what = "finding" if receiver is None else f"webhook {receiver} record"
-                        log.exception("starting playbook %s for %s %s failed; it stays owed", playbook, what, subject)
-                        continue
-                    if run is not None:
-                        runs.append(run)
-            finally:
-                self._starting.difference_update(owed)
+            for playbook, subject, receiver in owed:
+                try:
+                    run = await self._start_owed(playbook, subject, receiver)
+                except Exception:
+                    what = "finding" if receiver is None else f"webhook {receiver} record"
+                    log.exception("starting playbook %s for %s %s failed; it stays owed", playbook, what, subject)
+                    continue
+                if run is not None:
+                    runs.append(run)
 
     async def _start_owed(self, playbook: str, subject: str, receiver: str | None) -> Run | None:
         run = await (

@@ -194,14 +194,19 @@ async def _reaper_loop(services: Services) -> None:
     """Start the playbook runs the outbox holds (a crash's leftovers first), resume or fail playbook runs whose
     worker stopped, apply expired approvals, start queued runs."""
     while True:
-        try:
-            started = await services.pipeline.drain()
-            if started:
-                log.info("outbox: %d playbook run(s) started", len(started))
-            touched = await services.runner.reap()
-        except Exception:
-            log.exception("the playbook reaper failed; trying again later")
-        else:
-            if touched:
-                log.info("reaper: %d playbook run(s) resumed or failed", len(touched))
+        await reap_once(services)
         await asyncio.sleep(services.settings.playbooks.stale_after_seconds / 2)
+
+
+async def reap_once(services: Services, *, reap: bool = True) -> None:
+    """Start what the outbox owes, then (with `reap`) resume or fail stalled runs; failures are logged."""
+    try:
+        started = await services.pipeline.drain()
+        if started:
+            log.info("outbox: %d playbook run(s) started", len(started))
+        touched = await services.runner.reap() if reap else []
+    except Exception:
+        log.exception("the playbook reaper failed; trying again later")
+    else:
+        if touched:
+            log.info("reaper: %d playbook run(s) resumed or failed", len(touched))

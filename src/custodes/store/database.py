@@ -384,10 +384,25 @@ class Transaction:
         if rows:
             await self.conn.execute(self._insert(outbox).on_conflict_do_nothing(), rows)
 
-    async def pending_starts(self, limit: int = 100) -> list[tuple[str, str, str | None]]:
-        """Owed (playbook, finding or record id, receiver or None) starts, in the order they were written."""
-        query = sa.select(outbox.c.playbook, outbox.c.finding_id, outbox.c.receiver).order_by(outbox.c.seq).limit(limit)
-        return [(row.playbook, row.finding_id, row.receiver) for row in await self.conn.execute(query)]
+    async def claim_starts(self, limit: int, lease: timedelta) -> list[tuple[str, str, str | None]]:
+        """Claim owed (playbook, finding or record id, receiver or None) starts no one holds, in the order they were
+        written, for `lease`: other drains (of this process or another) leave them alone until it ends. On
+        PostgreSQL the rows are picked `FOR UPDATE SKIP LOCKED`, so runners claiming together never wait on nor
+        take each other's rows."""
+        now = utcnow()
+        free = sa.or_(outbox.c.claimed_until.is_(None), outbox.c.claimed_until < now)
+        query = (
+            sa.select(outbox.c.seq, outbox.c.playbook, outbox.c.finding_id, outbox.c.receiver)
+            .where(free)
+            .order_by(outbox.c.seq)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        rows = list(await self.conn.execute(query))
+        if rows:
+            claimed = sa.update(outbox).where(outbox.c.seq.in_([row.seq for row in rows]))
+            await self.conn.execute(claimed.values(claimed_until=now + lease))
+        return [(row.playbook, row.finding_id, row.receiver) for row in rows]
 
     async def clear_start(self, playbook: str, finding_id: str) -> None:
         """Forget an owed start once its run exists (or it is not to run)."""

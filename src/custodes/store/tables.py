@@ -111,6 +111,8 @@ outbox = sa.Table(
     sa.Column("finding_id", sa.String(64), nullable=False),
     sa.Column("created_at", Timestamp, nullable=False),
     sa.Column("receiver", sa.String(128)),
+    # A runner's lease on the row while it starts the run (a cluster's runners claim rows with SKIP LOCKED).
+    sa.Column("claimed_until", Timestamp),
     sa.UniqueConstraint("playbook", "finding_id"),
 )
 
@@ -219,6 +221,28 @@ correlation_clocks = sa.Table(
     sa.Column("correlation_id", sa.String(128), primary_key=True),
     sa.Column("clock", sa.Double, nullable=False),
     sa.Column("updated_at", Timestamp, nullable=False),
+)
+
+cluster_partitions = sa.Table(
+    "cluster_partitions",
+    metadata,
+    # <exchange>.<partition>: the partition queue whose correlation state this is
+    sa.Column("name", sa.String(256), primary_key=True),
+    # bumped by every batch committed: a worker whose state was loaded at another version reloads it
+    sa.Column("version", sa.BigInteger, nullable=False),
+    sa.Column("deliveries", sa.BigInteger, nullable=False),
+    sa.Column("last_message", sa.String(64)),
+    sa.Column("worker", sa.String(128)),  # the worker that committed the last batch
+    sa.Column("state", JSON, nullable=False),
+    sa.Column("updated_at", Timestamp, nullable=False),
+)
+
+cluster_workers = sa.Table(
+    "cluster_workers",
+    metadata,
+    sa.Column("exchange", sa.String(200), primary_key=True),
+    sa.Column("worker", sa.String(128), primary_key=True),
+    sa.Column("seen_at", Timestamp, nullable=False),
 )
 
 scoring_state = sa.Table(

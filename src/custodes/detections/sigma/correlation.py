@@ -60,7 +60,7 @@ from custodes.model import Event, Finding, LogSource, Severity, stable_id
 
 if TYPE_CHECKING:
     from custodes.detections.sigma.loader import RuleSet
-    from custodes.store.database import Transaction
+    from custodes.store.database import CorrelationGroupRecord, Transaction
 
 CORRELATION_DETECTOR: Final = "sigma-correlation"
 MAX_FINDING_EVENTS: Final = 200
@@ -492,6 +492,8 @@ class Correlator:
         State is kept once per correlation id; an event's fields are read with the correlation as compiled
         with the pipeline of the rules it matched.
         """
+        self.rulesets = tuple(rulesets)
+        self.max_groups, self.max_events_per_group = max_groups, max_events_per_group
         self._counter = itertools.count(1)
         self.states: dict[str, CorrelationState] = {}
         self.silent: frozenset[str] = frozenset(rule_id for ruleset in rulesets for rule_id in ruleset.silent)
@@ -579,6 +581,10 @@ class Correlator:
         stale = sorted(({record.correlation_id for record in records} | set(clocks)) - set(self.states))
         if stale:
             await tx.delete_correlation_state(stale)
+        self.restore(clocks, records)
+
+    def restore(self, clocks: Mapping[str, float], records: Sequence[CorrelationGroupRecord]) -> None:
+        """Replace the in-memory state with persisted clocks and groups (those of unknown correlations are left)."""
         for correlation_id, state in self.states.items():
             state.groups.clear()
             state.dirty.clear()
@@ -601,6 +607,18 @@ class Correlator:
         for state in self.states.values():
             state.counter = self._counter
         self.loaded = True
+
+    def snapshot(self) -> tuple[dict[str, float], list[CorrelationGroupRecord]]:
+        """Every clock and group held, as `restore` takes them."""
+        from custodes.store.database import CorrelationGroupRecord
+
+        clocks = {cid: state.clock for cid, state in self.states.items() if state.clock is not None}
+        groups = [
+            CorrelationGroupRecord(cid, key, group.dump(), group.touched)
+            for cid, state in self.states.items()
+            for key, group in state.groups.items()
+        ]
+        return clocks, groups
 
     async def save(self, tx: Transaction) -> None:
         """Write changed groups and clocks (in the caller's transaction)."""

@@ -1,0 +1,103 @@
+"""The parts of a cluster that need no broker: its settings, the roles' start-up checks, the bus envelope, the
+partition assignment, and outbox claims."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from typer.testing import CliRunner
+
+from custodes.bus.assignment import owner, preferred
+from custodes.bus.wire import BadMessage, Envelope, decode, encode
+from custodes.cli import app
+from custodes.config import load_settings
+from custodes.errors import ConfigError
+from custodes.model import Event, Finding, LogSource, Outcome, Severity
+from custodes.store import Store
+from custodes.store.tables import outbox
+
+runner = CliRunner()
+
+
+def test_cluster_settings_from_the_file_and_the_environment(tmp_path: Path) -> None:
+    path = tmp_path / "custodes.yaml"
+    path.write_text("cluster:\n  amqp_url: env:AMQP\n  exchange: soc.events\n")
+    settings = load_settings(path, environ={"AMQP": "amqp://u:p@mq:5672/", "CUSTODES_CLUSTER__PARTITIONS": "4"})
+    cluster = settings.cluster
+    assert (cluster.partitions, cluster.exchange) == (4, "soc.events")
+    assert cluster.amqp_url is not None and cluster.amqp_url.reveal() == "amqp://u:p@mq:5672/"
+    assert repr(cluster.amqp_url) == "Secret(env:AMQP)"
+    assert load_settings(None, environ={}).cluster.partitions == 16
+
+
+def test_bad_cluster_settings_are_located(tmp_path: Path) -> None:
+    path = tmp_path / "custodes.yaml"
+    path.write_text("cluster:\n  amqp_url: amqp://guest:guest@mq/\n  exchange: 'has space'\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, environ={"CUSTODES_CLUSTER__PARTITIONS": "0"})
+    text = "\n".join(str(problem) for problem in caught.value.problems)
+    assert "custodes.yaml:2:13" in text and "reference" in text, text
+    assert "cluster.exchange" in text and "environment CUSTODES_CLUSTER__PARTITIONS (cluster.partitions)" in text
+    assert "guest:guest" not in text
+
+
+def test_a_cluster_role_without_rabbitmq_or_postgresql_does_not_start(tmp_path: Path) -> None:
+    path = tmp_path / "custodes.yaml"
+    path.write_text(f"database:\n  url: sqlite+aiosqlite:///{tmp_path / 'x.db'}\n")
+    result = runner.invoke(app, ["serve", "--config", str(path), "--role", "worker"])
+    assert result.exit_code == 2
+    assert "configuration (cluster.amqp_url): the worker role needs RabbitMQ" in result.stderr
+    assert "configuration (database.url): the worker role needs PostgreSQL" in result.stderr
+    wrong = runner.invoke(app, ["serve", "--config", str(path), "--role", "brain"])
+    assert wrong.exit_code == 2 and "brain" in wrong.stderr
+
+
+def test_an_envelope_survives_the_wire() -> None:
+    when = datetime(2026, 11, 21, 22, 0, tzinfo=UTC)
+    event = Event(
+        "e1", when, "okta", LogSource("okta", "okta"), {"a": [1, {"b": None}]}, "alice", "login", None, Outcome.FAILURE
+    )
+    alert = Finding(
+        "f1", "k", "splunk", "r", "Bulk download", Severity.HIGH, "alice", ["e1"], ["t"], when, when + timedelta(1)
+    )
+    assert decode(encode(Envelope(event, alert, "alerts"))) == Envelope(event, alert, "alerts")
+    assert decode(encode(Envelope(event))) == Envelope(event)
+    for body in (b"not json", b"{}", b'{"event": {"id": "x"}}'):
+        with pytest.raises(BadMessage, match="not an event envelope"):
+            decode(body)
+
+
+def test_partitions_are_shared_and_only_a_leaver_s_move() -> None:
+    three = ["a:1", "b:2", "c:3"]
+    shares = Counter(owner(partition, three) for partition in range(64))
+    assert set(shares) == set(three) and min(shares.values()) >= 10, shares
+    two = ["a:1", "b:2"]
+    moved = [p for p in range(64) if owner(p, three) != owner(p, two)]
+    assert moved == [p for p in range(64) if owner(p, three) == "c:3"]
+    order = preferred("b:2", three, 64)
+    assert sorted(order) == list(range(64))
+    assert {owner(p, three) for p in order[: shares["b:2"]]} == {"b:2"}
+
+
+async def test_drains_claim_disjoint_outbox_rows(store: Store) -> None:
+    async with store.transaction() as tx:
+        await tx.enqueue_starts(("play", f"finding-{n}") for n in range(30))
+    lease = timedelta(seconds=30)
+
+    async def claim() -> list[tuple[str, str, str | None]]:
+        async with store.transaction() as tx:
+            return await tx.claim_starts(10, lease)
+
+    claimed = [row for rows in await asyncio.gather(*(claim() for _ in range(4))) for row in rows]
+    assert sorted(subject for _, subject, _ in claimed) == sorted(f"finding-{n}" for n in range(30))
+    async with store.transaction() as tx:
+        assert await tx.claim_starts(10, lease) == [], "claimed rows wait for their lease to end"
+        ended = datetime.now(UTC) - timedelta(seconds=1)
+        await tx.conn.execute(sa.update(outbox).where(outbox.c.finding_id == "finding-1").values(claimed_until=ended))
+    async with store.transaction() as tx:
+        assert await tx.claim_starts(10, lease) == [("play", "finding-1", None)], "a dead drain's row is claimed again"
