@@ -16,7 +16,7 @@ import pytest
 import typer
 from check_jsonschema.builtin_schemas import get_builtin_schema
 
-from custodes.config import Role, Settings, load_settings
+from custodes.config import ClusterSettings, Role, Settings, load_settings
 from custodes.server.serve import check_cluster
 from deploy_support import (
     CHART,
@@ -312,6 +312,26 @@ def test_chart_values_reach_the_settings(tmp_path: Path) -> None:
     assert settings.responder.channels["soc"].url.reveal() == "https://hooks.example.com/soc"
     for manifest in manifests:
         kubernetes_validate.validate(manifest, KUBERNETES_VERSIONS[-1], strict=True)
+
+
+def test_chart_refuses_bad_values_naming_where() -> None:
+    from helm_python.errors import HelmValuesError
+
+    for values, where in [
+        ({"worker": {"replicas": "two"}}, "at '/worker/replicas': got string, want integer"),
+        ({"cluster": {"partitions": 0}}, "at '/cluster/partitions': minimum: got 0, want 1"),
+        ({"receivers": {"replicas": 1}}, "additional properties 'receivers' not allowed"),
+        ({"cluster": {"exchange": "a b"}}, "at '/cluster/exchange'"),
+    ]:
+        with pytest.raises(HelmValuesError, match=re.escape(where)):
+            render_chart(values)
+    # the chart's limits are the settings' own
+    schema = json.loads((CHART / "values.schema.json").read_text(encoding="utf-8"))["properties"]["cluster"]
+    settings = ClusterSettings.model_json_schema()["properties"]
+    assert schema["properties"]["partitions"]["minimum"] == settings["partitions"]["minimum"]
+    assert schema["properties"]["partitions"]["maximum"] == settings["partitions"]["maximum"]
+    assert schema["properties"]["exchange"]["pattern"] == settings["exchange"]["pattern"]
+    assert schema["properties"]["exchange"]["maxLength"] == settings["exchange"]["maxLength"]
 
 
 def test_chart_holds_no_secret_value() -> None:
