@@ -91,14 +91,20 @@ def custodes_services(model: dict[str, Any]) -> dict[str, dict[str, Any]]:
     }
 
 
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    """The Dockerfile's instructions in order as (INSTRUCTION, arguments), continuation lines joined."""
+    text = (DEPLOY / "Dockerfile").read_text(encoding="utf-8")
+    lines = [line for line in text.replace("\\\n", " ").splitlines() if line.strip() and not line.startswith("#")]
+    return [(line.split(None, 1)[0], line.split(None, 1)[1].strip()) for line in lines]
+
+
 def dockerfile_instruction(name: str) -> list[str]:
-    """The JSON (exec) form arguments of the Dockerfile's last `name` instruction (ENTRYPOINT, CMD)."""
-    found = [
-        line.split(None, 1)[1]
-        for line in (DEPLOY / "Dockerfile").read_text(encoding="utf-8").splitlines()
-        if line.startswith(name + " ")
-    ]
-    value = json.loads(found[-1])
+    """The exec (JSON) form arguments of the Dockerfile's last `name` instruction (ENTRYPOINT, CMD); for
+    HEALTHCHECK, those of its CMD."""
+    arguments = [args for instruction, args in dockerfile_instructions() if instruction == name][-1]
+    if name == "HEALTHCHECK":
+        arguments = arguments.split(" CMD ", 1)[1]
+    value = json.loads(arguments)
     assert isinstance(value, list)
     return [str(part) for part in value]
 

@@ -26,6 +26,7 @@ from deploy_support import (
     compose_model,
     custodes_services,
     dockerfile_instruction,
+    dockerfile_instructions,
     example_variables,
     generated_env,
     load_yaml_text,
@@ -157,22 +158,24 @@ def test_compose_environment_is_settings_custodes_loads(tmp_path: Path) -> None:
 
 
 def test_dockerfile_is_multi_stage_non_root_and_runs_the_cli() -> None:
-    text = (DEPLOY / "Dockerfile").read_text(encoding="utf-8")
-    stages = re.findall(r"^FROM (\S+)(?: AS (\S+))?$", text, re.MULTILINE)
-    assert len(stages) == 2 and stages[0][1] == "build"
-    assert "COPY --from=build /opt/custodes /opt/custodes" in text
-    (user,) = re.findall(r"^USER (\d+):(\d+)$", text, re.MULTILINE)
-    assert int(user[0]) >= 1000
+    instructions = dockerfile_instructions()
+    stages = [args for instruction, args in instructions if instruction == "FROM"]
+    assert stages == ["${PYTHON_IMAGE} AS build", "${PYTHON_IMAGE}"]
+    final = instructions[[instruction for instruction, _ in instructions].index("FROM", 2) :]
+    assert ("COPY", "--from=build /opt/custodes /opt/custodes") in final
+    (user,) = [args for instruction, args in final if instruction == "USER"]
+    assert all(int(part) >= 1000 for part in user.split(":"))
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["scripts"]
     entrypoint = dockerfile_instruction("ENTRYPOINT")
     assert entrypoint == ["custodes"] and scripts["custodes"] == "custodes.cli:app"
     command, params = parse_command_line(dockerfile_instruction("CMD"))
     assert (command, params["role"]) == ("serve", Role.ALL)
-    healthcheck = dockerfile_instruction("    CMD")  # HEALTHCHECK's continuation line
-    assert healthcheck[:2] == ["python", "-c"] and "/healthz" in healthcheck[2]
+    healthcheck = dockerfile_instruction("HEALTHCHECK")
+    assert healthcheck[:2] == ["python", "-c"] and "/healthz" in healthcheck[2]  # run in test_deploy_topology.py
     # what the build copies is in the context its .dockerignore keeps
     kept = {line.strip("!/") for line in (DEPLOY / "Dockerfile.dockerignore").read_text().splitlines() if "!" in line}
-    copied = {m for m in re.findall(r"^COPY (?!--)(.+) \S+$", text, re.MULTILINE) for m in m.split()}
+    copies = [args.split()[:-1] for instruction, args in instructions if instruction == "COPY" and "--" not in args]
+    copied = {path for sources in copies for path in sources}
     assert copied <= kept and all((ROOT / path).exists() for path in copied)
 
 

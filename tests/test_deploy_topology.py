@@ -175,6 +175,15 @@ async def test_compose_topology_runs_as_processes(isolation: tuple[str, str], tm
     ]
 
 
+async def healthcheck(port: int | None) -> int:
+    """Run the image's HEALTHCHECK command against a replica's port; its exit code."""
+    argv = dockerfile_instruction("HEALTHCHECK")
+    assert argv[0] == "python"
+    environ = {**os.environ, "CUSTODES_SERVER__PORT": str(port)}
+    process = await asyncio.create_subprocess_exec(sys.executable, *argv[1:], env=environ, stderr=subprocess.DEVNULL)
+    return await asyncio.wait_for(process.wait(), 30)
+
+
 async def ready(replicas: list[Replica], schema: str, exchange: str) -> None:
     """Every replica becomes ready, each role by what it does."""
     assert POSTGRES_URL is not None
@@ -198,6 +207,8 @@ async def ready(replicas: list[Replica], schema: str, exchange: str) -> None:
         for receiver in receivers:
             async with http.get(f"http://127.0.0.1:{receiver.port}/metrics") as response:
                 assert response.status == 200
+            assert await healthcheck(receiver.port) == 0
+    assert await healthcheck(free_port()) != 0  # nothing listening: the image's check fails
 
     store = await Store.open(DatabaseSettings(url=POSTGRES_URL, schema_name=schema), migrate_schema=False)
     connection = await aio_pika.connect(AMQP_URL)
