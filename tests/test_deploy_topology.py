@@ -32,11 +32,11 @@ from custodes.store import Store
 from custodes.store.cluster import live_workers
 from custodes.store.migrate import alembic_config
 from deploy_support import DEPLOY, compose_model, custodes_services, dockerfile_instruction, generated_env
+from test_cluster import AMQP_URL
 from test_webhook_durability import free_port
 
 pytestmark = pytest.mark.needs_postgres
 
-AMQP_URL = os.environ.get("CUSTODES_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 PARTITIONS = 4
 """Set through compose.yaml's own CUSTODES_PARTITIONS variable (fewer queues than the default 16, for speed)."""
 READY_SECONDS = 90.0
