@@ -1,6 +1,6 @@
 """The `custodes` command line: one Typer app; each module here adds a group of commands to it."""
 
-from custodes.cli import access, audit, connectors, evidence, hunts, playbooks, rules, runs, scoring, service
+from custodes.cli import access, audit, connectors, database, evidence, hunts, playbooks, rules, runs, scoring, service
 from custodes.cli.app import app
 
 __all__ = [
@@ -8,6 +8,7 @@ __all__ = [
     "app",
     "audit",
     "connectors",
+    "database",
     "evidence",
     "hunts",
     "playbooks",
