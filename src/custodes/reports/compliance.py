@@ -28,19 +28,27 @@ def parse_moment(option: str, text: str, *, end: bool) -> datetime:
         if len(text) == 10:
             day = date.fromisoformat(text)
             moment = datetime.combine(day, time(), UTC)
-            return moment + timedelta(days=1) if end else moment
+            if not end:
+                return moment
+            return moment + timedelta(days=1) if day < date.max else datetime.max.replace(tzinfo=UTC)
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except (ValueError, OverflowError):
         raise CustodesError(
             f"{option}: {text!r} is not an ISO 8601 date or date-time (e.g. 2026-11-01 or 2026-11-01T08:00:00Z)"
         ) from None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # within a day of year 1 or 9999: the earliest or latest time there is
+        return (datetime.min if parsed.year == 1 else datetime.max).replace(tzinfo=UTC)
 
 
-def period_of(start: str, end: str, *, names: tuple[str, str] = ("--from", "--to")) -> Period:
-    """The report period from the two option values, checked (start before end)."""
+def period_of(start: str, end: str, *, names: tuple[str, str] = ("--from", "--to"), strict: bool = True) -> Period:
+    """The report period from the two option values; `strict`: one that ends before it starts is an error (else
+    it is empty)."""
     first, last = parse_moment(names[0], start, end=False), parse_moment(names[1], end, end=True)
-    if first >= last:
+    if strict and first >= last:
         raise CustodesError(f"{names[0]}: {start} is not before the end of {names[1]} {end}: the period is empty")
     return Period(first, last, utcnow())
 

@@ -2,25 +2,37 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from aiohttp import web
 from pydantic import Field
 
 from custodes.errors import CustodesError
+from custodes.reports.catalogue import catalogue
 from custodes.reports.compliance import MEDIA_TYPES, SCHEMA, check_framework, period_of
 from custodes.reports.produce import produce
 from custodes.server.endpoints import ApiError, Call, Model, NoInput, endpoint
+
+MOMENT: dict[str, Any] = {"anyOf": [{"format": "date"}, {"format": "date-time"}]}
+"""An ISO 8601 date (YYYY-MM-DD) or date-time."""
 
 
 class ComplianceQuery(Model):
     """Which framework, period and format."""
 
     framework: str = Field(
-        min_length=1, max_length=64, description="a framework of the control catalogue: soc2, iso27001, hipaa, cmmc"
+        min_length=1,
+        max_length=64,
+        description="a framework of the control catalogue",
+        json_schema_extra={"enum": list(catalogue().frameworks)},
     )
-    start: str = Field(alias="from", min_length=1, max_length=40, description="first day or ISO 8601 date-time")
-    end: str = Field(alias="to", min_length=1, max_length=40, description="last day (included) or date-time")
+    start: str = Field(alias="from", max_length=40, description="first day, or date-time", json_schema_extra=MOMENT)
+    end: str = Field(
+        alias="to",
+        max_length=40,
+        description="last day (included), or date-time (excluded); a period ending before it starts is empty",
+        json_schema_extra=MOMENT,
+    )
     format: Literal["json", "html", "pdf"] = Field(default="json", description="json, html or pdf")
 
 
@@ -68,7 +80,7 @@ async def compliance_report(call: Call[ComplianceQuery, NoInput]) -> web.Respons
     query = call.query
     try:
         check_framework(query.framework, "framework")
-        period = period_of(query.start, query.end, names=("from", "to"))
+        period = period_of(query.start, query.end, names=("from", "to"), strict=False)
     except CustodesError as exc:
         message = str(exc)
         raise ApiError(400, "invalid_parameter", message, field=message.split(":", 1)[0]) from None
