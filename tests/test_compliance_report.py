@@ -19,10 +19,11 @@ from typer.testing import CliRunner
 
 from custodes.cli import app
 from custodes.config import DatabaseSettings, Settings
+from custodes.errors import CustodesError
 from custodes.model import utcnow
 from custodes.reports.catalogue import catalogue, parse_catalogue
 from custodes.reports.compliance import build, render
-from custodes.reports.measures import Period, Source
+from custodes.reports.measures import MEASURES, Period, Source
 from custodes.server.serve import serving
 from custodes.services import Services
 from custodes.store import Store
@@ -312,6 +313,7 @@ async def test_every_figure_matches_the_seeded_store(
     want = expected(now, last_review)
     assert report["measures"] == {name: want[name] for name in needed}
     assert report["schema"] == "custodes.compliance/1" and report["framework"] == framework
+    assert report["measure_titles"] == {name: catalogue().measures[name] for name in needed}
 
 
 async def test_an_empty_period_counts_nothing_but_still_verifies_the_chain(
@@ -356,18 +358,26 @@ async def test_html_escapes_and_the_pdf_reads_back(store: Store, database: Datab
     assert "http://" not in page and "https://" not in page and "<link" not in page
     reader = PdfReader(io.BytesIO(render(report, "pdf")))
     text = "\n".join(page.extract_text() for page in reader.pages)
-    for needle in ("PCI DSS v4.0", "Log and monitor all access", "coverage_percent", "66.7", "chain_verified"):
+    for needle in (
+        "PCI DSS v4.0",
+        "Audit log written and its hash chain verified (audit_log)",
+        "Log and monitor all access",
+        "coverage_percent",
+        "66.7",
+        "chain_verified",
+    ):
         assert needle in text
     assert "<script>alert('x')</script>&? failed" in text
     assert orjson.loads(render(report, "json")) == report
 
 
 def test_a_catalogue_naming_an_unknown_measure_is_located() -> None:
-    text = (
-        "frameworks:\n  x:\n    title: X\n    controls:\n      - id: C1\n        title: t\n        measures: [nope]\n"
-    )
-    with pytest.raises(Exception, match=r"c.yaml:7:19 \(frameworks.x.controls.0.measures\): .*unknown measure 'nope'"):
-        parse_catalogue(text, "c.yaml")
+    titles = "".join(f"  {name}: {name} title\n" for name in MEASURES)
+    controls = "    controls:\n      - id: C1\n        title: t\n        measures: [nope]\n"
+    with pytest.raises(CustodesError, match=r"c.yaml:14:19 \(frameworks.x.controls.0.measures\): .*unknown measure"):
+        parse_catalogue(f"measures:\n{titles}frameworks:\n  x:\n    title: X\n{controls}", "c.yaml")
+    with pytest.raises(CustodesError, match=r"c.yaml:1:11 \(measures\): .*must give a title to each measure"):
+        parse_catalogue(f"measures: {{alerts: A}}\nframeworks:\n  x:\n    title: X\n{controls}", "c.yaml")
 
 
 @pytest.mark.parametrize(

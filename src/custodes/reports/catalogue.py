@@ -45,11 +45,19 @@ class Framework(BaseModel):
 
 
 class Catalogue(BaseModel):
-    """Every framework by its short name (as `--framework` takes it)."""
+    """Every measure's title, and every framework by its short name (as `--framework` takes it)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    measures: dict[str, Annotated[str, Field(min_length=1, max_length=200)]]
     frameworks: Annotated[dict[str, Framework], Field(min_length=1)]
+
+    @field_validator("measures")
+    @classmethod
+    def _every_measure(cls, value: dict[str, str]) -> dict[str, str]:
+        if list(value) != list(MEASURES):
+            raise ValueError(f"must give a title to each measure, in this order: {', '.join(MEASURES)}")
+        return value
 
 
 def parse_catalogue(text: str, file: str) -> Catalogue:

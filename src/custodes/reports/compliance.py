@@ -80,6 +80,7 @@ async def build(source: Source, framework: str, period: Period) -> dict[str, Any
         "period": {"from": period.start.isoformat(), "to": period.end.isoformat()},
         "generated_at": period.as_of.isoformat(),
         "measures": figures,
+        "measure_titles": {name: catalogue().measures[name] for name in needed},
         "controls": [
             {"id": control.id, "title": control.title, "measures": list(control.measures)}
             for control in chosen.controls

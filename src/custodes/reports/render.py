@@ -61,7 +61,10 @@ def _sections(report: dict[str, Any]) -> list[dict[str, Any]]:
         {
             "id": control["id"],
             "title": control["title"],
-            "measures": [{"name": name, "rows": rows(report["measures"][name])} for name in control["measures"]],
+            "measures": [
+                {"name": f"{report['measure_titles'][name]} ({name})", "rows": rows(report["measures"][name])}
+                for name in control["measures"]
+            ],
         }
         for control in report["controls"]
     ]

@@ -61,6 +61,7 @@ class ComplianceReport(Model):
     period: PeriodOut
     generated_at: str
     measures: dict[str, dict[str, int | float | bool | str | dict[str, int] | None]]
+    measure_titles: dict[str, str]
     controls: list[ControlOut]
 
 
