@@ -57,8 +57,11 @@ def _utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def _counts(values: Iterable[str | None]) -> dict[str, int]:
-    return dict(sorted(Counter(value or "none" for value in values).items()))
+def _counts(values: Iterable[str | None], weights: Iterable[int] | None = None) -> dict[str, int]:
+    counter: Counter[str] = Counter()
+    for value, weight in zip(values, weights or iter(lambda: 1, None), strict=False):
+        counter[value or "none"] += weight
+    return dict(sorted(counter.items()))
 
 
 async def _rows(source: Source, query: sa.Select[Any]) -> list[sa.RowMapping]:
@@ -116,17 +119,22 @@ async def privileged_monitoring(source: Source, period: Period) -> Figures:
 
 async def alerts(source: Source, period: Period) -> Figures:
     """Findings raised in the period, by severity and status; investigated: acknowledged, closed or in a case."""
-    in_case = sa.exists().where(case_members.c.kind == "finding", case_members.c.ref == findings.c.id)
-    query = sa.select(findings.c.severity, findings.c.status, in_case.label("in_case")).where(
-        period.holds(findings.c.created_at)
+    linked = sa.select(case_members.c.ref).where(case_members.c.kind == "finding").distinct().subquery()
+    in_case = sa.case((linked.c.ref.is_not(None), 1), else_=0).label("in_case")
+    query = (
+        sa.select(findings.c.severity, findings.c.status, in_case, sa.func.count().label("n"))
+        .select_from(findings.outerjoin(linked, linked.c.ref == findings.c.id))
+        .where(period.holds(findings.c.created_at))
+        .group_by(findings.c.severity, findings.c.status, in_case)
     )
     rows = await _rows(source, query)
+    weights = [int(row["n"]) for row in rows]
     return {
-        "findings": len(rows),
-        "by_severity": _counts(Severity(int(row["severity"])).label for row in rows),
-        "by_status": _counts(row["status"] for row in rows),
-        "in_a_case": sum(1 for row in rows if row["in_case"]),
-        "investigated": sum(1 for row in rows if row["status"] != "open" or row["in_case"]),
+        "findings": sum(weights),
+        "by_severity": _counts((Severity(int(row["severity"])).label for row in rows), weights),
+        "by_status": _counts((row["status"] for row in rows), weights),
+        "in_a_case": sum(int(row["n"]) for row in rows if row["in_case"]),
+        "investigated": sum(int(row["n"]) for row in rows if row["status"] != "open" or row["in_case"]),
     }
 
 
@@ -165,20 +173,30 @@ async def case_figures(source: Source, period: Period) -> Figures:
 
 async def containment(source: Source, period: Period) -> Figures:
     """Playbook runs started in the period (dry runs apart) and their steps by action and outcome."""
-    started = await _rows(source, sa.select(runs.c.status, runs.c.dry_run).where(period.holds(runs.c.created_at)))
+    started = await _rows(
+        source,
+        sa.select(runs.c.status, runs.c.dry_run, sa.func.count().label("n"))
+        .where(period.holds(runs.c.created_at))
+        .group_by(runs.c.status, runs.c.dry_run),
+    )
     live = [row for row in started if not row["dry_run"]]
     query = (
-        sa.select(steps.c.action, steps.c.status, steps.c.destructive)
+        sa.select(steps.c.action, steps.c.status, steps.c.destructive, sa.func.count().label("n"))
         .join(runs, runs.c.id == steps.c.run_id)
         .where(period.holds(runs.c.created_at), runs.c.dry_run.is_(False))
+        .group_by(steps.c.action, steps.c.status, steps.c.destructive)
     )
     done = await _rows(source, query)
     return {
-        "runs": len(live),
-        "dry_runs": len(started) - len(live),
-        "runs_by_status": _counts(row["status"] for row in live),
-        "steps_by_action_and_outcome": _counts(f"{row['action']} {row['status']}" for row in done),
-        "destructive_steps_succeeded": sum(1 for row in done if row["destructive"] and row["status"] == "succeeded"),
+        "runs": sum(int(row["n"]) for row in live),
+        "dry_runs": sum(int(row["n"]) for row in started if row["dry_run"]),
+        "runs_by_status": _counts((row["status"] for row in live), (int(row["n"]) for row in live)),
+        "steps_by_action_and_outcome": _counts(
+            (f"{row['action']} {row['status']}" for row in done), (int(row["n"]) for row in done)
+        ),
+        "destructive_steps_succeeded": sum(
+            int(row["n"]) for row in done if row["destructive"] and row["status"] == "succeeded"
+        ),
     }
 
 
