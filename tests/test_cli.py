@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -16,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pypdf import PdfReader
 from typer.testing import CliRunner
 
 from custodes.cli import app
@@ -116,6 +118,12 @@ def test_the_demo_runs_the_real_pipeline() -> None:
     assert "Okta user alice@example.com: already suspended, no change." in out
     # a plan needing two approvers is not completed by one person approving twice
     assert "privileged-self-escalation needs another approver" in out
+    # it ends with the SOC 2 evidence of the last 30 days: the demo's containment runs and its audited chain
+    written = re.search(r"Compliance report \(SOC 2, last 30 days\): (\S+\.pdf)", out)
+    assert written is not None, out
+    text = "\n".join(page.extract_text() for page in PdfReader(written.group(1)).pages)
+    assert "CC6.1 - Logical access security" in text and "chain_verified yes" in text
+    assert "steps_by_action_and_outcome: okta.suspend_user succeeded 2" in text
 
 
 def free_port() -> int:

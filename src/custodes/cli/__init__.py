@@ -1,6 +1,19 @@
 """The `custodes` command line: one Typer app; each module here adds a group of commands to it."""
 
-from custodes.cli import access, audit, connectors, database, evidence, hunts, playbooks, rules, runs, scoring, service
+from custodes.cli import (
+    access,
+    audit,
+    connectors,
+    database,
+    evidence,
+    hunts,
+    playbooks,
+    report,
+    rules,
+    runs,
+    scoring,
+    service,
+)
 from custodes.cli.app import app
 
 __all__ = [
@@ -12,6 +25,7 @@ __all__ = [
     "evidence",
     "hunts",
     "playbooks",
+    "report",
     "rules",
     "runs",
     "scoring",

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import getpass
 import sys
 from datetime import UTC, datetime
 from typing import Annotated
@@ -77,7 +78,8 @@ def review(
     ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Dormant accounts, privileged accounts without MFA, access unused in N days and SoD conflicts."""
+    """Dormant accounts, privileged accounts without MFA, access unused in N days and SoD conflicts; the counts
+    are recorded in the audit log (`access.review`), the evidence of reviews done."""
     from custodes.inventory import review as reviewing
     from custodes.inventory.store import load_accounts
     from custodes.model import utcnow
@@ -88,11 +90,14 @@ def review(
         store = await Store.open(settings.database)
         try:
             accounts = await load_accounts(store)
+            result = reviewing.review(
+                accounts, settings.access_review, utcnow(), dormant_days=dormant_days, unused_days=unused_days
+            )
+            async with store.transaction() as tx:
+                figures = {**result.figures(), "accounts": len(accounts)}
+                await tx.audit(f"cli:{getpass.getuser()}", "access.review", None, figures)
         finally:
             await store.close()
-        result = reviewing.review(
-            accounts, settings.access_review, utcnow(), dormant_days=dormant_days, unused_days=unused_days
-        )
         if as_json:
             sys.stdout.write(orjson.dumps(result.to_json()).decode() + "\n")
             return

@@ -22,7 +22,7 @@ def audit_verify(config: ConfigOption = None, as_json: JsonOption = False) -> No
     in database.audit_checkpoint; checkpoint the head when intact. Exit 1 naming the first entry that was changed,
     removed or inserted, or entries removed from the end."""
     from custodes.errors import CustodesError
-    from custodes.responder.evidence import S3Bundle, s3_client
+    from custodes.responder.evidence import checkpoint_objects
     from custodes.responder.registry import ActionError
     from custodes.store import Store
     from custodes.store.checkpoints import verify_checkpointed
@@ -30,7 +30,7 @@ def audit_verify(config: ConfigOption = None, as_json: JsonOption = False) -> No
     async def work() -> Any:
         settings = settings_from(config)
         locked = settings.database.audit_checkpoint_s3
-        objects = None if locked is None else S3Bundle(s3_client(locked), locked.bucket, locked.prefix, locked)
+        objects = checkpoint_objects(settings.database)
         store = await Store.open(settings.database)
         try:
             report, problems = await verify_checkpointed(store, Path(settings.database.audit_checkpoint), objects)

@@ -16,6 +16,7 @@ import os
 import secrets
 import tempfile
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,9 @@ from custodes.config import (
 )
 from custodes.connectors.files import FileConnector, iter_records
 from custodes.errors import CustodesError
-from custodes.model import Run
+from custodes.model import Run, utcnow
+from custodes.reports.compliance import period_of
+from custodes.reports.produce import produce
 from custodes.sandbox import chat, okta
 from custodes.sandbox.server import running
 from custodes.server.app import create_app
@@ -82,7 +85,10 @@ def demo_settings(project: Path, workdir: Path, okta_url: str, chat_url: str, po
     os.environ["CUSTODES_DEMO_OKTA_TOKEN"] = okta.DEFAULT_TOKEN
     os.environ["CUSTODES_DEMO_SOC_HOOK"] = f"{chat_url}/hooks/soc"
     return Settings(
-        database=DatabaseSettings(url=f"sqlite+aiosqlite:///{workdir / 'custodes.db'}"),
+        database=DatabaseSettings(
+            url=f"sqlite+aiosqlite:///{workdir / 'custodes.db'}",
+            audit_checkpoint=str(workdir / "audit-checkpoints.jsonl"),
+        ),
         detection=DetectionSettings(rules=[rules]),
         playbooks=PlaybookSettings(paths=[playbooks]),
         webhooks={
@@ -248,6 +254,16 @@ def _actions_table(runs: list[Run]) -> Table:
     return table
 
 
+async def _compliance_report(services: Services) -> Path:
+    """The SOC 2 evidence of the last 30 days as a PDF beside the system's temporary files (kept after the demo)."""
+    today = utcnow().date()
+    period = period_of((today - timedelta(days=30)).isoformat(), today.isoformat())
+    data = await produce(services.store, services.settings, "soc2", period, "pdf", "custodes:demo")
+    path = Path(tempfile.gettempdir()) / "custodes-demo-compliance-soc2.pdf"
+    await asyncio.to_thread(path.write_bytes, data)
+    return path
+
+
 def _sandbox_table(okta_state: okta.OktaState, chat_state: chat.ChatState) -> Table:
     table = Table(title="What the systems saw (sandbox state)", title_justify="left")
     table.add_column("system")
@@ -309,6 +325,7 @@ async def run_demo(project: Path, *, port: int, once: bool, console: Console) ->
                         runs = await tx.list_runs()
                     console.print(_actions_table(runs))
                     console.print(_sandbox_table(okta_state, chat_state))
+                    console.print(f"Compliance report (SOC 2, last 30 days): {await _compliance_report(services)}")
                     if once:
                         return
                     console.print(

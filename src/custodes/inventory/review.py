@@ -72,6 +72,15 @@ class Review:
     sod_conflicts: list[SodConflict] = field(default_factory=list)
     warnings: dict[str, list[str]] = field(default_factory=dict)
 
+    def figures(self) -> dict[str, int]:
+        """How many of each finding kind: what the audit log records of a review (`access.review`)."""
+        return {
+            "dormant": len(self.dormant),
+            "privileged_without_mfa": len(self.privileged_without_mfa),
+            "unused_access": len(self.unused_access),
+            "sod_conflicts": len(self.sod_conflicts),
+        }
+
     def to_json(self) -> dict[str, Any]:
         """Plain JSON (times as ISO 8601)."""
 

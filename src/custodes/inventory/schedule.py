@@ -22,10 +22,7 @@ async def collect_and_review(services: Services) -> review.Review:
     outcomes = await collect_configured(settings, services.store, services.http)
     result = review.review(await load_accounts(services.store), settings.access_review, utcnow())
     figures = {
-        "dormant": len(result.dormant),
-        "privileged_without_mfa": len(result.privileged_without_mfa),
-        "unused_access": len(result.unused_access),
-        "sod_conflicts": len(result.sod_conflicts),
+        **result.figures(),
         "accounts": sum(outcome.accounts for outcome in outcomes),
         "failed": {outcome.connector: outcome.error for outcome in outcomes if outcome.error},
     }

@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
-from custodes.config import EvidenceSettings, S3EvidenceStore
+from custodes.config import DatabaseSettings, EvidenceSettings, S3EvidenceStore
 from custodes.connectors.sessions import sessions_from
 from custodes.model import stable_id, utcnow
 from custodes.responder import recordings as recorded
@@ -170,6 +170,12 @@ def _s3_error(error: ClientError) -> ActionError:
     status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
     code = str(details.get("Code") or f"http_{status}")
     return ActionError(f"S3: {code}: {details.get('Message') or 'request refused'}", code=code, retryable=status >= 500)
+
+
+def checkpoint_objects(database: DatabaseSettings) -> S3Bundle | None:
+    """The locked S3 objects that hold audit checkpoints (`database.audit_checkpoint_s3`), if configured."""
+    locked = database.audit_checkpoint_s3
+    return None if locked is None else S3Bundle(s3_client(locked), locked.bucket, locked.prefix, locked)
 
 
 def s3_client(config: S3EvidenceStore) -> Any:

@@ -172,6 +172,8 @@ class Endpoint:
     tags: tuple[str, ...] = field(default_factory=tuple)
     errors: tuple[tuple[int, str], ...] = ()
     """Further error statuses the handler answers (status, when), documented in the OpenAPI document."""
+    media: tuple[str, ...] = ()
+    """Media types other than JSON that the handler may answer with, documented in the OpenAPI document."""
 
     @property
     def operation_id(self) -> str:
@@ -194,16 +196,17 @@ def endpoint(
     status: int = 200,
     tags: tuple[str, ...] = (),
     errors: dict[int, str] | None = None,
+    media: tuple[str, ...] = (),
 ) -> Callable[[Handler], Handler]:
     """Declare a REST operation; `role` is the least role allowed to call it; `errors` documents further error
-    statuses it may answer (e.g. `{409: "already decided"}`)."""
+    statuses it may answer (e.g. `{409: "already decided"}`); `media` the media types besides JSON it answers."""
     if role not in RANK:
         raise ValueError(f"unknown role {role!r}")
     documented = tuple(sorted((errors or {}).items()))
 
     def register(handler: Handler) -> Handler:
         ENDPOINTS.append(
-            Endpoint(method, path, role, summary, handler, query, body, response, status, tags, documented)
+            Endpoint(method, path, role, summary, handler, query, body, response, status, tags, documented, media)
         )
         return handler
 
@@ -311,10 +314,10 @@ def openapi(version: str) -> dict[str, Any]:
     for spec in ENDPOINTS:
         parameters = [
             {
-                "name": name,
+                "name": info.alias or name,
                 "in": "query",
                 "required": info.is_required(),
-                "schema": _no_nul(spec.query.model_json_schema()["properties"][name]),
+                "schema": _no_nul(spec.query.model_json_schema()["properties"][info.alias or name]),
                 "description": info.description or "",
             }
             for name, info in spec.query.model_fields.items()
@@ -324,11 +327,10 @@ def openapi(version: str) -> dict[str, Any]:
             for part in spec.path.split("/")
             if part.startswith("{")
         ]
+        content = {"application/json": {"schema": ref(spec.response)}} if spec.response else {}
+        content.update({media: {"schema": {"type": "string", "format": "binary"}} for media in spec.media})
         responses: dict[str, Any] = {
-            str(spec.status): {
-                "description": "OK",
-                **({"content": {"application/json": {"schema": ref(spec.response)}}} if spec.response else {}),
-            },
+            str(spec.status): {"description": "OK", **({"content": content} if content else {})},
             "401": {
                 "description": "missing or unknown token",
                 "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},

@@ -1,5 +1,6 @@
 """Persistence: SQLAlchemy Core schema, Alembic migrations, and the async store API."""
 
+from custodes.store import cases  # the case tables join the store's one metadata
 from custodes.store.database import (
     AuditRecord,
     AuditVerification,
@@ -9,4 +10,4 @@ from custodes.store.database import (
     audit_hash,
 )
 
-__all__ = ["AuditRecord", "AuditVerification", "ConnectorStatus", "Store", "Transaction", "audit_hash"]
+__all__ = ["AuditRecord", "AuditVerification", "ConnectorStatus", "Store", "Transaction", "audit_hash", "cases"]
