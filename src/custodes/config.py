@@ -280,6 +280,11 @@ class IngestSettings(Section):
     earliest_time: datetime = Field(
         default=datetime(1990, 1, 1, tzinfo=UTC), description="accept times from this instant on"
     )
+    max_hold_hours: float = Field(
+        default=2.0,
+        ge=0,
+        description="a live source lagging behind the newest event time holds scoring's dates open at most this long",
+    )
 
     @field_validator("earliest_time")
     @classmethod
