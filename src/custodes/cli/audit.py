@@ -22,8 +22,9 @@ def audit_verify(config: ConfigOption = None, as_json: JsonOption = False) -> No
     in database.audit_checkpoint; checkpoint the head when intact. Exit 1 naming the first entry that was changed,
     removed or inserted, or entries removed from the end."""
     from custodes.errors import CustodesError
-    from custodes.responder.evidence import S3Bundle, s3_client
+    from custodes.responder.evidence import S3Bundle
     from custodes.responder.registry import ActionError
+    from custodes.responder.s3 import s3_client
     from custodes.store import Store
     from custodes.store.checkpoints import verify_checkpointed
 
