@@ -195,3 +195,34 @@ async def test_a_restarted_service_holds_again_what_was_held(org: Path, tmp_path
         assert services.pipeline.event_time()["hold"]["held"] == {}
     async with await Services.open(settings) as services:
         assert services.pipeline.event_time()["hold"]["held"] == {}
+
+
+def test_nothing_passes_before_a_live_source_delivers_and_a_stopped_one_holds_nothing(
+    org: Path, tmp_path: Path
+) -> None:
+    from datetime import timedelta
+
+    from custodes.hold import EventTimeHold
+
+    settings = settings_for(org, tmp_path / "store.db")
+    every = sorted(events_of(org, settings), key=lambda e: e.time)
+    okta_events = [e for e in every if e.source == "okta"][:50]
+    pushed = [e for e in every if e.source == "endpoint"][:50]
+    hold = EventTimeHold(timedelta(hours=1))
+    hold.join("okta")
+    hold.join("endpoint")
+    plan = hold.plan(None, pushed, [], newest=None)  # a webhook batch before any live source delivered
+    assert plan.released == [] and plan.cursor is None
+    hold.apply(plan)
+    plan = hold.plan("okta", okta_events, [], newest=None)
+    hold.apply(plan)
+    low = okta_events[-1].time - timedelta(hours=1)  # endpoint has delivered nothing: held one hour behind
+    assert plan.released == sorted((e for e in [*pushed, *okta_events] if e.time <= low), key=lambda e: e.time)
+    assert hold.stalled() == ["endpoint"] and hold.cursor == low
+    first = len(plan.released)
+    hold.leave("endpoint")
+    hold.leave("okta")  # no live source any more: the rest passes, in event-time order
+    plan = hold.plan(None, [], [], newest=None)
+    hold.apply(plan)
+    assert hold.heap == [] and first + len(plan.released) == len(pushed) + len(okta_events)
+    assert [e.time for e in plan.released] == sorted(e.time for e in plan.released)

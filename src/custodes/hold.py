@@ -101,14 +101,14 @@ class EventTimeHold:
         low = self._low(watermarks)
         stalled = self.stalled(watermarks)
         past_bound: Counter[str] = Counter()
-        while heap and (low is None or heap[0][0] <= low):
+        while heap and (not watermarks or (low is not None and heap[0][0] <= low)):
             item = heapq.heappop(heap)
             released.append(item[3])
             for name in stalled:
                 past_bound[name] += 1
         if low is not None and (cursor is None or low > cursor):
             cursor = low
-        elif low is None and released:
+        elif not watermarks and released:
             newest_released = max(_time(item) for item in released)
             cursor = newest_released if cursor is None else max(cursor, newest_released)
         return Plan(released, heap, cursor, watermarks, self.past_bound + past_bound)
@@ -132,12 +132,10 @@ class EventTimeHold:
 
     def _low(self, watermarks: dict[str, datetime | None]) -> datetime | None:
         """The time up to which every live source has delivered, each held at most `max_hold` behind the newest;
-        None when no source holds."""
-        if not watermarks:
-            return None
+        None when no source holds or none has delivered anything yet."""
         top = max((mark for mark in watermarks.values() if mark is not None), default=None)
         if top is None:
-            return None if not self.heap else datetime.min.replace(tzinfo=self.heap[0][0].tzinfo)
+            return None
         floor = top - self.max_hold
         return min(floor if mark is None else max(mark, floor) for mark in watermarks.values())
 
