@@ -26,6 +26,7 @@ from test_connectors_cli import cli
 from test_event_order import events_of, outcome, settings_for
 
 SOURCES = ("okta", "endpoint")
+TOKEN = "viewer-token-0123456789"
 
 
 @pytest.fixture(scope="module")
@@ -38,9 +39,13 @@ def org(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def live_settings(org: Path, db: Path, max_hold_hours: float) -> Settings:
     settings = settings_for(org, db)
     settings.ingest.max_hold_hours = max_hold_hours
+    (db.parent / "viewer.token").write_text(TOKEN)
     return Settings.model_validate(
         {
             **settings.model_dump(),
+            "server": {
+                "api_tokens": [{"name": "viewer", "token": f"file:{db.parent / 'viewer.token'}", "role": "viewer"}]
+            },
             "connectors": {
                 source: {
                     "kind": "file_tail",
@@ -166,6 +171,10 @@ async def test_the_bound_releases_a_stalled_source_whose_later_events_count_late
                     text = await response.text()
                 assert f'custodes_events_held{{source="okta"}} {float(hold["held"]["okta"])}' in text
                 assert 'custodes_events_released_past_bound{source="endpoint"}' in text
+                headers = {"Authorization": f"Bearer {TOKEN}"}
+                async with http.get(f"{url}/api/event-time", headers=headers) as response:
+                    assert response.status == 200
+                    assert (await response.json())["hold"] == orjson.loads(orjson.dumps(hold))
             append(db.parent / "endpoint.log", slow[:300])  # the stalled source comes back with early days
             await delivered(services, "endpoint", 300)
             assert scoring.engine.late_by_source["endpoint"] > 0
