@@ -142,7 +142,9 @@ async def test_absurd_times_through_replay_are_kept_and_move_no_clock(
     config.write_bytes(orjson.dumps({"database": database.model_dump(mode="json", exclude_none=True)}))
     result = await asyncio.to_thread(CliRunner().invoke, app, ["connectors", "late", "-c", str(config), "--json"])
     assert result.exit_code == 0, result.output
-    assert orjson.loads(result.output) == [{"source": "okta", "out_of_window": len(ABSURD), "late_for_scoring": 0}]
+    assert orjson.loads(result.output) == [
+        {"source": "okta", "out_of_window": len(ABSURD), "late_for_scoring": 0, "held": 0}
+    ]
 
 
 def test_the_window_is_configurable() -> None:

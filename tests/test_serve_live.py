@@ -1,7 +1,8 @@
 """`custodes serve` as a real process pulls every configured connector continuously: each simulator of
-custodes.sandbox, moto SQS/S3 and tailed sudo/auditd files. Killed with SIGKILL and restarted, it resumes from its
-checkpoints with no gap and no duplicate (events stored per source == records the sources hold); connectors stop
-and start through the CLI and the REST API; /metrics shows each connector's lag, rate and errors."""
+custodes.sandbox, moto SQS/S3 and tailed sudo, auditd, Teleport and Vault files. Killed with SIGKILL and
+restarted, it resumes from its checkpoints with no gap and no duplicate (events stored per source == records the
+sources hold); connectors stop and start through the CLI and the REST API; /metrics shows each connector's lag,
+rate and errors."""
 
 from __future__ import annotations
 
@@ -97,8 +98,21 @@ class Sources:
         with tail.joinpath("audit.log").open("ab") as handle:
             for k in range(n):
                 handle.write(audit[0].replace(b":4211)", f":{self.serial * 100 + k})".encode()) + b"\n")
-        self.count("sudo", n)
-        self.count("auditd", n)
+        with tail.joinpath("teleport.log").open("ab") as handle:
+            for k in range(n):
+                command = {"event": "session.command", "code": "T4000I", "uid": f"tp-{self.serial}-{k}", "user": "ann"}
+                handle.write(orjson.dumps({**command, "time": self.stamp(), "sid": "s-1", "program": "ls"}) + b"\n")
+        with tail.joinpath("vault.log").open("ab") as handle:
+            for k in range(n):
+                request = {"id": f"req-{self.serial}-{k}", "operation": "read", "path": "secret/data/db"}
+                entry = {"time": self.stamp(), "type": "request", "auth": {"display_name": "bob"}, "request": request}
+                handle.write(orjson.dumps(entry) + b"\n")
+        for source in ("sudo", "auditd", "teleport", "vault"):
+            self.count(source, n)
+
+    def stamp(self) -> str:
+        """The current seeding time, as an ISO 8601 text."""
+        return datetime.fromtimestamp(self.clock, UTC).isoformat()
 
 
 @asynccontextmanager
@@ -132,6 +146,8 @@ def configuration(tmp_path: Path, database: DatabaseSettings, urls: dict[str, st
             "splunk_audit": {"format": "generic"},
             "trail_bucket": {"format": "cloudtrail"},
             "trail_scan": {"format": "cloudtrail"},
+            "teleport": {"format": "teleport", "product": "teleport"},
+            "vault": {"format": "vault"},
         },
         "connectors": {
             "okta": {
@@ -218,6 +234,15 @@ def configuration(tmp_path: Path, database: DatabaseSettings, urls: dict[str, st
                 "kind": "file_tail",
                 **every,
                 "options": {"path": str(tmp_path / "audit.log"), "parser": "auditd"},
+            },
+            **{
+                name: {
+                    "kind": "file_tail",
+                    "source": name,
+                    **every,
+                    "options": {"path": str(tmp_path / f"{name}.log"), "parser": "json"},
+                }
+                for name in ("teleport", "vault")
             },
         },
     }

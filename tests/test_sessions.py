@@ -10,8 +10,17 @@ from typing import Any
 
 import aiohttp
 import orjson
+import pytest
 
-from custodes.config import DatabaseSettings, EvidenceSettings, ResponderSettings, Settings, SourceSettings
+from conftest import moto_client
+from custodes.config import (
+    DatabaseSettings,
+    EvidenceSettings,
+    ResponderSettings,
+    S3Connection,
+    Settings,
+    SourceSettings,
+)
 from custodes.connectors import filetail, sdk
 from custodes.connectors.envelope import to_event
 from custodes.connectors.sessions import sessions_from
@@ -183,3 +192,54 @@ async def test_the_api_lists_an_entitys_sessions(database: DatabaseSettings, tmp
     [session] = body["sessions"]
     assert session["kind"] == "teleport" and session["user"] == "carol" and session["recording"] == "file:///r/6f1c.tar"
     assert session["commands"][0]["command"] == "pg_dump -d payroll" and session["end"].startswith("2026-12-03T10:07")
+
+
+async def test_evidence_fetches_and_seals_s3_stored_teleport_recordings(
+    store: Store, tmp_path: Path, moto_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Teleport's S3 session storage (through moto): the recording object is copied and sealed, a folder of
+    objects under a prefix too, a missing one and one over the size bound are referenced with the reason."""
+    monkeypatch.setenv("REC_KEY_ID", "testing")
+    monkeypatch.setenv("REC_SECRET", "testing-secret")
+    s3 = moto_client("s3", moto_url)
+    s3.create_bucket(Bucket="recordings")
+    tar = b"teleport session recording\x00" * 200
+    s3.put_object(Bucket="recordings", Key="sessions/6f1c.tar", Body=tar)
+    s3.put_object(Bucket="recordings", Key="sessions/9a/part-0", Body=b"chunk-0")
+    s3.put_object(Bucket="recordings", Key="sessions/9a/part-1", Body=b"chunk-1")
+    s3.put_object(Bucket="recordings", Key="sessions/big.tar", Body=b"x" * 10_000)
+    references = {
+        "6f1c": "s3://recordings/sessions/6f1c.tar",
+        "9a": "s3://recordings/sessions/9a",
+        "gone": "s3://recordings/sessions/gone.tar",
+        "big": "s3://recordings/sessions/big.tar",
+    }
+    rows = [
+        to_event({**record, "sid": sid, "uid": f"{sid}-{n}"}, TELEPORT, "teleport")
+        for sid, reference in references.items()
+        for n, record in enumerate(teleport_lines(reference))
+    ]
+    async with store.transaction() as tx:
+        await tx.insert_events(rows)
+    connection = S3Connection.model_validate(
+        {"endpoint_url": moto_url, "access_key_id": "env:REC_KEY_ID", "secret_access_key": "env:REC_SECRET"}
+    )
+    settings = ResponderSettings(
+        evidence=EvidenceSettings(directory=tmp_path / "evidence", recordings_s3=connection, max_recording_bytes=8000)
+    )
+    spec = catalog.get("evidence.collect")
+    arguments = {"entity": "carol", "since": "2026-12-03T00:00:00Z", "until": "2026-12-04T00:00:00Z", "reason": "x"}
+    async with aiohttp.ClientSession() as http:
+        ctx = ActionContext(settings, http, "k", run_id="r", store=store, actor="analyst@example.com")
+        result = await spec.fn(ctx, **spec.validate(arguments))
+    bundle = LocalBundle(Path(result["location"]))
+    assert bundle.get("recordings/teleport-6f1c/6f1c.tar") == tar
+    assert bundle.get("recordings/teleport-9a/part-0") == b"chunk-0"
+    assert bundle.get("recordings/teleport-9a/part-1") == b"chunk-1"
+    manifest = orjson.loads(bundle.get("manifest.json") or b"{}")
+    assert "recordings/teleport-6f1c/6f1c.tar" in manifest["files"]
+    skipped = {item["reference"]: item["skipped"] for item in manifest["recordings"]}
+    assert skipped[references["6f1c"]] is None and skipped[references["9a"]] is None
+    assert skipped[references["gone"]] == f"{references['gone']}: not found"
+    assert "over responder.evidence.max_recording_bytes" in (skipped[references["big"]] or "")
+    assert verify_bundle(bundle).ok

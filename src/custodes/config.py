@@ -281,6 +281,11 @@ class IngestSettings(Section):
     earliest_time: datetime = Field(
         default=datetime(1990, 1, 1, tzinfo=UTC), description="accept times from this instant on"
     )
+    max_hold_hours: float = Field(
+        default=2.0,
+        ge=0,
+        description="a live source lagging behind the newest event time holds scoring's dates open at most this long",
+    )
 
     @field_validator("earliest_time")
     @classmethod
@@ -494,15 +499,20 @@ class ServiceNowConnection(Section):
     password: Secret = Field(description="secret reference")
 
 
-class S3EvidenceStore(Section):
-    """An S3 bucket with Object Lock enabled, where evidence bundles are written immutable."""
+class S3Connection(Section):
+    """How to reach S3: region, endpoint and keys (secret references; without them the AWS default chain)."""
 
-    bucket: str
-    prefix: str = "evidence/"
     region: str = "us-east-1"
     endpoint_url: str | None = Field(default=None, description="for S3-compatible stores and tests")
     access_key_id: Secret | None = Field(default=None, description="secret reference (default: AWS chain)")
     secret_access_key: Secret | None = Field(default=None, description="secret reference (default: AWS chain)")
+
+
+class S3EvidenceStore(S3Connection):
+    """An S3 bucket with Object Lock enabled, where evidence bundles are written immutable."""
+
+    bucket: str
+    prefix: str = "evidence/"
     retention_mode: Literal["GOVERNANCE", "COMPLIANCE"] = "COMPLIANCE"
     retention_days: int = Field(default=365, ge=1)
     legal_hold: bool = Field(default=False, description="also place a legal hold on every object")
@@ -533,6 +543,11 @@ class EvidenceSettings(Section):
     )
     max_recording_bytes: int = Field(
         default=256 * 1024 * 1024, ge=1, description="a session recording larger than this is referenced, not copied"
+    )
+    recordings_s3: S3Connection | None = Field(
+        default=None,
+        description="how to read s3:// session recordings (Teleport's S3 session storage); without it they are "
+        "referenced, not copied",
     )
 
 

@@ -22,6 +22,7 @@ from custodes.connectors.base import Batch, Connector
 from custodes.detections.findings import findings_for
 from custodes.detections.sigma.correlation import Correlator
 from custodes.detections.sigma.routing import EventMatcher
+from custodes.hold import EventTimeHold
 from custodes.model import Event, Finding, Run, utcnow
 from custodes.playbooks.loader import LoadedPlaybook
 from custodes.playbooks.runner import EngineError, Runner
@@ -75,8 +76,11 @@ class Pipeline:
         scoring: ScoringService | None = None,
         window: TimeWindow | None = None,
         claim_lease: timedelta = timedelta(seconds=10),
+        hold: EventTimeHold | None = None,
     ) -> None:
         self.store = store
+        self.hold = hold or EventTimeHold()
+        """Live sources' watermarks and the scoring input held until the slowest passes it (custodes.hold)."""
         self.window = window or TimeWindow()
         self.out_of_window: Counter[str] = Counter()
         """Events whose absurd stated time was replaced by their ingestion time since start, by source."""
@@ -169,11 +173,54 @@ class Pipeline:
                 else:
                     report.merged_findings += 1
             if self.scoring is not None and score:
-                for candidate in await self.scoring.ingest(tx, fresh, report.new_findings):
+                for candidate in await self._score(tx, connector, fresh, report.new_findings):
                     finding, created = await tx.record_finding(candidate, self.dedup_window)
                     if created:
                         report.new_findings.append(finding)
             await self.owe(tx, report.new_findings)
+
+    async def _score(
+        self, tx: Transaction, connector: str | None, fresh: Sequence[Event], found: Sequence[Finding]
+    ) -> list[Finding]:
+        """Feed scoring, through the live-source hold while one is under way; the scoring findings raised."""
+        assert self.scoring is not None
+        from custodes.detections.scoring.service import save_hold
+
+        if not self.hold.active and not self.hold.heap and self.hold.cursor is None:
+            return await self.scoring.ingest(tx, fresh, found)
+        plan = self.hold.plan(connector, fresh, found, newest=self.scoring.engine.watermark)
+        raised = await self.scoring.feed(tx, plan.released)
+        holding = self.hold.active or bool(plan.heap)
+        await save_hold(tx, holding, plan.cursor if holding else None)
+        if not holding:
+            plan.cursor = None
+        tx.committed.append(lambda: self.hold.apply(plan))
+        return raised
+
+    async def release_held(self, *, run_playbooks: bool = True) -> None:
+        """Score what the live sources no longer hold (one of them stopped)."""
+        if self.hold.heap:
+            await self.ingest([], run_playbooks=run_playbooks)
+
+    async def restore_held(self) -> None:
+        """Hold again what the previous process held when it stopped (stored, not yet scored)."""
+        from custodes.detections.scoring.engine import DETECTOR
+        from custodes.detections.scoring.service import held_since
+
+        if self.scoring is None:
+            return
+        async with self.store.transaction() as tx:
+            holding, cursor = await held_since(tx)
+            if not holding:
+                return
+            after = None if cursor is None else (cursor, "\U0010ffff")
+            held = await tx.events_in_time_order(after, limit=10**9)
+            found = [
+                f
+                for f in await tx.findings_by_time(exclude_detector=DETECTOR)
+                if cursor is None or f.last_seen > cursor
+            ]
+        self.hold.restore(held, found, cursor)
 
     async def owe(self, tx: Transaction, found: Sequence[Finding]) -> None:
         """Write the playbook starts new findings trigger to the outbox, in the findings' transaction."""
@@ -208,6 +255,16 @@ class Pipeline:
             },
             "watermark": None if engine is None or engine.watermark is None else engine.watermark.isoformat(),
             "closed_through": None if closed is None else date.fromordinal(closed).isoformat(),
+            "hold": {
+                "max_hours": self.hold.max_hold.total_seconds() / 3600,
+                "watermarks": {
+                    name: None if mark is None else mark.isoformat()
+                    for name, mark in sorted(self.hold.watermarks.items())
+                },
+                "held": self.hold.held(),
+                "stalled": self.hold.stalled(),
+                "released_past_bound": dict(sorted(self.hold.past_bound.items())),
+            },
         }
 
     async def respond(self, found: Sequence[Finding]) -> list[Run]:
@@ -336,8 +393,13 @@ class Pipeline:
         async with self.correlator.guarded():
             if rescore:
                 await self.scoring.rescore(self.store)
+                self.hold.clear(self.scoring.engine.watermark if self.hold.active else None)
             async with self.store.transaction() as tx:
                 found = self.scoring.engine.take_findings()
+                if rescore and (self.hold.active or self.hold.cursor is not None):
+                    from custodes.detections.scoring.service import save_hold
+
+                    await save_hold(tx, self.hold.active, self.hold.cursor)
                 if close:
                     found += await self.scoring.flush(tx)
                 else:

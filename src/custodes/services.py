@@ -17,6 +17,7 @@ from custodes.detections.sigma.overrides import unknown_overrides
 from custodes.detections.sigma.routing import RoutedEngine
 from custodes.detections.sigma.ruleset import RuleSet
 from custodes.errors import ConfigError
+from custodes.hold import EventTimeHold
 from custodes.pipeline import Pipeline
 from custodes.playbooks.loader import LoadedPlaybook, load_playbooks
 from custodes.playbooks.runner import Runner
@@ -81,9 +82,11 @@ class Services:
             dedup_window=timedelta(seconds=settings.detection.dedup_window_seconds),
             correlator=correlator,
             window=TimeWindow.from_settings(settings.ingest),
+            hold=EventTimeHold(timedelta(hours=settings.ingest.max_hold_hours)),
         )
         if settings.scoring.enabled:
             pipeline.scoring = await ScoringService.open(settings.scoring, store)
+            await pipeline.restore_held()
         pipeline.disabled_playbooks, pipeline.disabled_rules = await load_disabled(store)
         return cls(settings, store, rules, playbooks, http, pipeline)
 

@@ -377,8 +377,9 @@ def poll(
 @connectors_app.command("late")
 def late(config: ConfigOption = None, as_json: JsonOption = False) -> None:
     """Per source: events stored with an absurd time (kept with their ingestion time and a warning) and events
-    behaviour scoring received after their date had closed (a replay or backfill re-scores those days)."""
-    from custodes.detections.scoring.service import late_by_source
+    behaviour scoring received after their date had closed (a replay or backfill re-scores those days), and events
+    held from scoring while a slower live source catches up."""
+    from custodes.detections.scoring.service import held_by_source, late_by_source
     from custodes.store import Store
     from custodes.timewindow import OUT_OF_WINDOW
 
@@ -389,19 +390,25 @@ def late(config: ConfigOption = None, as_json: JsonOption = False) -> None:
             async with store.transaction() as tx:
                 absurd = await tx.count_warned_events(OUT_OF_WINDOW)
                 scoring = await late_by_source(tx)
+                held = await held_by_source(tx)
         finally:
             await store.close()
         rows = [
-            {"source": source, "out_of_window": absurd.get(source, 0), "late_for_scoring": scoring.get(source, 0)}
-            for source in sorted(set(absurd) | set(scoring))
+            {
+                "source": source,
+                "out_of_window": absurd.get(source, 0),
+                "late_for_scoring": scoring.get(source, 0),
+                "held": held.get(source, 0),
+            }
+            for source in sorted(set(absurd) | set(scoring) | set(held))
         ]
         if as_json:
             sys.stdout.write(orjson.dumps(rows).decode() + "\n")
             return
         if not rows:
-            console.print("No late or out-of-window events.")
+            console.print("No late, held or out-of-window events.")
             return
-        _print_table("Late and out-of-window events", rows)
+        _print_table("Late, held and out-of-window events", rows)
 
     run(work)
 

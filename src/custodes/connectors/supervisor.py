@@ -5,8 +5,10 @@ one per feed, a Google Workspace entry one per application) polls on the entry's
 and backs off while its source fails (`ConnectorRuntime.loop`). An entry with ``enabled: false`` is built (so
 its configuration is checked) but waits for `start`. Start and stop come from the REST API
 (``POST /api/connectors/{name}/start|stop``), which `custodes connectors start|stop` calls; a stop lasts until
-a start or the next restart of the service. Stopping lets the batch under way commit for up to
-`grace_seconds`, then cancels it (its transaction rolls back, so its checkpoint is not moved either).
+a start or the next restart of the service. A running connector is a live source: its watermark
+holds behaviour scoring's dates open while it lags (custodes.hold, bounded by `ingest.max_hold_hours`).
+Stopping lets the batch under way commit for up to `grace_seconds`, then cancels it (its transaction rolls
+back, so its checkpoint is not moved either).
 """
 
 from __future__ import annotations
@@ -93,6 +95,8 @@ class ConnectorSupervisor:
         if entry.state == "running":
             return "running"
         entry.stop = asyncio.Event()
+        for item in entry.scheduled:
+            self.runtime.pipeline.hold.join(item.connector.name)
         entry.tasks = [
             asyncio.create_task(self._run(item, entry.stop), name=f"connector:{item.connector.name}")
             for item in entry.scheduled
@@ -105,6 +109,8 @@ class ConnectorSupervisor:
         entry = self.entry(name)
         entry.stop.set()
         await self._finish(entry.tasks)
+        self._leave(entry)
+        await self.runtime.pipeline.release_held(run_playbooks=self.runtime.run_playbooks)
         log.info("connector %s stopped", name)
         return "stopped"
 
@@ -114,8 +120,15 @@ class ConnectorSupervisor:
             entry.stop.set()
         await self._finish([task for entry in self for task in entry.tasks])
         for entry in self:
+            self._leave(entry)
             for item in entry.scheduled:
                 await sdk.close(item.connector)
+
+    def _leave(self, entry: Entry) -> None:
+        """A stopped entry's connectors hold scoring's dates open no more (the next batch, or `release_held`,
+        releases what only they held)."""
+        for item in entry.scheduled:
+            self.runtime.pipeline.hold.leave(item.connector.name)
 
     async def _finish(self, tasks: list[asyncio.Task[None]]) -> None:
         if not tasks:

@@ -19,10 +19,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-import boto3
 import orjson
 import sqlalchemy as sa
-from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
 from custodes.config import DatabaseSettings, EvidenceSettings, S3EvidenceStore
@@ -30,6 +28,7 @@ from custodes.connectors.sessions import sessions_from
 from custodes.model import stable_id, utcnow
 from custodes.responder import recordings as recorded
 from custodes.responder.registry import ActionContext, ActionError, action
+from custodes.responder.s3 import s3_client
 from custodes.store import Store, Transaction
 from custodes.store.tables import events, evidence_bundles, findings, runs, scoring_scores, steps
 
@@ -176,23 +175,6 @@ def checkpoint_objects(database: DatabaseSettings) -> S3Bundle | None:
     """The locked S3 objects that hold audit checkpoints (`database.audit_checkpoint_s3`), if configured."""
     locked = database.audit_checkpoint_s3
     return None if locked is None else S3Bundle(s3_client(locked), locked.bucket, locked.prefix, locked)
-
-
-def s3_client(config: S3EvidenceStore) -> Any:
-    """A boto3 S3 client for the evidence bucket (credentials from references, else the AWS default chain)."""
-    keys: dict[str, str] = {}
-    if config.access_key_id is not None and config.secret_access_key is not None:
-        keys = {
-            "aws_access_key_id": config.access_key_id.reveal(),
-            "aws_secret_access_key": config.secret_access_key.reveal(),
-        }
-    return boto3.client(
-        "s3",
-        region_name=config.region,
-        endpoint_url=config.endpoint_url,
-        config=BotoConfig(retries={"mode": "standard", "max_attempts": 4}),
-        **keys,
-    )
 
 
 def open_bundle(address: str, settings: EvidenceSettings) -> BundleLocation:

@@ -2,9 +2,10 @@
 
 A recording Custodes can read is copied into the bundle (and so sealed by its manifest): a ``file://`` URL or an
 absolute path (Teleport's file session storage), or a sudo I/O log (``sudo-io:<TSID>``, the folder under
-``responder.evidence.sudo_iolog_dir``), every file of a folder. Any other reference (``s3://``, ``gs://``, an
-HTTP endpoint of Teleport's proxy) is kept as a reference with the reason it was not copied: reading those needs
-the recording store's own credentials, which Custodes is not given.
+``responder.evidence.sudo_iolog_dir``), every file of a folder; an ``s3://bucket/key`` object, or every object
+under that key as a prefix (Teleport's S3 session storage), when ``responder.evidence.recordings_s3`` says how to
+reach S3. Any other reference (``gs://``, an HTTP endpoint of Teleport's proxy, S3 without that setting) is kept
+as a reference with the reason it was not copied.
 """
 
 from __future__ import annotations
@@ -14,8 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from custodes.config import EvidenceSettings
+from botocore.exceptions import BotoCoreError, ClientError
+
+from custodes.config import EvidenceSettings, S3Connection
 from custodes.connectors.sessions import PrivilegedSession
+from custodes.responder.s3 import s3_client
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -55,6 +59,9 @@ def fetch(session: PrivilegedSession, settings: EvidenceSettings) -> Recording |
         return None
     folder = f"recordings/{session.kind}-{_UNSAFE.sub('_', session.id)}"
     recording = Recording(f"{session.kind}:{session.id}", session.recording)
+    if session.recording.startswith("s3://") and settings.recordings_s3 is not None:
+        _fetch_s3(recording, folder, settings.recordings_s3, settings.max_recording_bytes)
+        return recording
     path = _local_path(session.recording, settings)
     if path is None:
         scheme = urlparse(session.recording).scheme or "unknown"
@@ -76,3 +83,37 @@ def fetch(session: PrivilegedSession, settings: EvidenceSettings) -> Recording |
         recording.files.clear()
         recording.skipped = f"{path}: {error.strerror or error}"
     return recording
+
+
+def _fetch_s3(recording: Recording, folder: str, connection: S3Connection, limit: int) -> None:
+    """Copy the object at the reference, or every object under it as a prefix, unless together over `limit`."""
+    parsed = urlparse(recording.reference)
+    bucket, key = parsed.netloc, unquote(parsed.path).lstrip("/")
+    client = s3_client(connection)
+    try:
+        pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key)
+        under = key.rstrip("/") + "/"
+        found = [
+            (item["Key"], int(item["Size"]))
+            for page in pages
+            for item in page.get("Contents", [])
+            if item["Key"] == key or item["Key"].startswith(under)
+        ]
+        if not found:
+            recording.skipped = f"{recording.reference}: not found"
+            return
+        total = sum(size for _, size in found)
+        if total > limit:
+            recording.skipped = f"{recording.reference}: {total} bytes, over responder.evidence.max_recording_bytes"
+            return
+        for name, _ in found:
+            body = client.get_object(Bucket=bucket, Key=name)["Body"].read()
+            relative = name.rpartition("/")[2] if name == key else name[len(under) :]
+            recording.files[f"{folder}/{relative}"] = body
+    except ClientError as error:
+        recording.files.clear()
+        code = error.response.get("Error", {}).get("Code", "error")
+        recording.skipped = f"{recording.reference}: S3 {code}"
+    except BotoCoreError as error:
+        recording.files.clear()
+        recording.skipped = f"{recording.reference}: S3 unreachable ({type(error).__name__})"

@@ -107,6 +107,11 @@ async def metrics(request: web.Request) -> web.Response:
     for stage, counts in status["late"].items():
         for source, count in counts.items():
             registry.late.labels(stage, source).set(count)
+    registry.held.clear()
+    for source, count in status["hold"]["held"].items():
+        registry.held.labels(source).set(count)
+    for source, count in status["hold"]["released_past_bound"].items():
+        registry.past_bound.labels(source).set(count)
     return web.Response(body=registry.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

@@ -61,6 +61,18 @@ class Metrics:
             ["stage", "source"],
             registry=self.registry,
         )
+        self.held = Gauge(
+            "custodes_events_held",
+            "Events and findings held from scoring until the slowest live source passes them, by source",
+            ["source"],
+            registry=self.registry,
+        )
+        self.past_bound = Gauge(
+            "custodes_events_released_past_bound",
+            "Items released while a live source lagged past ingest.max_hold_hours, by that source (since start)",
+            ["source"],
+            registry=self.registry,
+        )
         self.queue_depth = Gauge(
             "custodes_ingest_queue_depth", "Webhook records waiting for their commit", registry=self.registry
         )

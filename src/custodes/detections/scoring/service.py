@@ -27,7 +27,7 @@ from custodes.detections.scoring.risk import Contribution, DayScore
 from custodes.errors import ConfigError
 from custodes.model import Event, Finding, utcnow
 from custodes.store import Store, Transaction, upserts
-from custodes.store.tables import entities, scoring_meta, scoring_scores, scoring_state
+from custodes.store.tables import entities, events, scoring_meta, scoring_scores, scoring_state
 
 KEY_META = "pseudonym_key"
 INDEX_META = "pseudonym_index"
@@ -35,6 +35,7 @@ INDEX_META = "pseudonym_index"
 INDEX_BATCH = 5_000
 log = logging.getLogger(__name__)
 CLOCK_META = "clock"
+HOLD_META = "hold"
 
 
 async def _meta(tx: Transaction, key: str) -> Any:
@@ -184,15 +185,15 @@ class ScoringService:
 
         The caller calls `invalidate` when the transaction fails, so what this batch changed in memory is
         dropped with it (reloaded from the store before the next batch) instead of drifting from the store."""
+        return await self.feed(tx, [*events, *findings])
+
+    async def feed(self, tx: Transaction, items: Sequence[Event | Finding]) -> list[Finding]:
+        """Score events and findings in the order given (as `ingest`); the scoring findings to record."""
         if self._stale:
             await self.load(tx)
         touched: set[str] = set()
-        for event in events:
-            key = self.engine.observe(event)
-            if key is not None:
-                touched.add(key)
-        for finding in findings:
-            key = self.engine.add_finding(finding)
+        for item in items:
+            key = self.engine.observe(item) if isinstance(item, Event) else self.engine.add_finding(item)
             if key is not None:
                 touched.add(key)
         self.engine.provisional(touched)
@@ -283,6 +284,30 @@ class ScoringService:
         self.engine = engine
         self._saved_clock = None
         self._replace = True
+
+
+async def held_since(tx: Transaction) -> tuple[bool, datetime | None]:
+    """Whether a live-source hold was under way when last committed, and its release cursor."""
+    value = await _meta(tx, HOLD_META)
+    if not value:
+        return False, None
+    return bool(value["holding"]), None if value["cursor"] is None else datetime.fromisoformat(value["cursor"])
+
+
+async def held_by_source(tx: Transaction) -> dict[str, int]:
+    """Stored events a live-source hold keeps from scoring (after its release cursor), by source."""
+    holding, cursor = await held_since(tx)
+    if not holding:
+        return {}
+    query = sa.select(events.c.source, sa.func.count()).group_by(events.c.source)
+    if cursor is not None:
+        query = query.where(events.c.time > cursor)
+    return {row[0]: int(row[1]) for row in await tx.conn.execute(query)}
+
+
+async def save_hold(tx: Transaction, holding: bool, cursor: datetime | None) -> None:
+    """Persist the live-source hold's state (see custodes.hold)."""
+    await _set_meta(tx, HOLD_META, {"holding": holding, "cursor": None if cursor is None else cursor.isoformat()})
 
 
 async def late_by_source(tx: Transaction) -> dict[str, int]:

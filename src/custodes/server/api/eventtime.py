@@ -1,10 +1,23 @@
-"""Event-time health: events whose absurd time was replaced, events that arrived late, and scoring's clock."""
+"""Event-time health: events whose absurd time was replaced, events that arrived late, scoring's clock and the
+live-source hold."""
 
 from __future__ import annotations
 
 from pydantic import Field
 
 from custodes.server.endpoints import Call, Model, NoInput, endpoint
+
+
+class HoldOut(Model):
+    """The live-source hold: scoring's input waits until the slowest running connector has passed it."""
+
+    max_hours: float = Field(description="`ingest.max_hold_hours`: how far behind the newest a source holds at most")
+    watermarks: dict[str, str | None] = Field(description="each running connector's newest event time delivered")
+    held: dict[str, int] = Field(description="events and findings held from scoring now, by source")
+    stalled: list[str] = Field(description="running connectors lagging past the bound: they hold no longer")
+    released_past_bound: dict[str, int] = Field(
+        description="since start: items released while that source lagged past the bound"
+    )
 
 
 class EventTimeOut(Model):
@@ -19,6 +32,7 @@ class EventTimeOut(Model):
     )
     watermark: str | None = Field(description="the newest event time scoring has seen")
     closed_through: str | None = Field(description="the last date scoring has closed (final scores)")
+    hold: HoldOut
 
 
 @endpoint(
