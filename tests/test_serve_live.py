@@ -1,7 +1,8 @@
 """`custodes serve` as a real process pulls every configured connector continuously: each simulator of
-custodes.sandbox, moto SQS/S3 and tailed sudo/auditd files. Killed with SIGKILL and restarted, it resumes from its
-checkpoints with no gap and no duplicate (events stored per source == records the sources hold); connectors stop
-and start through the CLI and the REST API; /metrics shows each connector's lag, rate and errors."""
+custodes.sandbox, moto SQS/S3 and tailed sudo, auditd, Teleport and Vault files. Killed with SIGKILL and
+restarted, it resumes from its checkpoints with no gap and no duplicate (events stored per source == records the
+sources hold); connectors stop and start through the CLI and the REST API; /metrics shows each connector's lag,
+rate and errors."""
 
 from __future__ import annotations
 
@@ -97,8 +98,22 @@ class Sources:
         with tail.joinpath("audit.log").open("ab") as handle:
             for k in range(n):
                 handle.write(audit[0].replace(b":4211)", f":{self.serial * 100 + k})".encode()) + b"\n")
-        self.count("sudo", n)
-        self.count("auditd", n)
+        with tail.joinpath("teleport.log").open("ab") as handle:
+            for k in range(n):
+                session = {"event": "session.start", "code": "T2000I", "sid": f"sid-{tag}-{k}", "uid": f"{tag}-{k}"}
+                handle.write(orjson.dumps({**session, "time": stamp.isoformat(), "user": tag}) + b"\n")
+        with tail.joinpath("vault_audit.log").open("ab") as handle:
+            for k in range(n):
+                request = {"id": f"{tag}-{k}", "operation": "read", "path": f"secret/data/{tag}"}
+                entry = {
+                    "type": "response",
+                    "time": stamp.isoformat(),
+                    "request": request,
+                    "auth": {"display_name": tag},
+                }
+                handle.write(orjson.dumps(entry) + b"\n")
+        for source in ("sudo", "auditd", "teleport", "vault"):
+            self.count(source, n)
 
 
 @asynccontextmanager
@@ -132,6 +147,8 @@ def configuration(tmp_path: Path, database: DatabaseSettings, urls: dict[str, st
             "splunk_audit": {"format": "generic"},
             "trail_bucket": {"format": "cloudtrail"},
             "trail_scan": {"format": "cloudtrail"},
+            "teleport": {"format": "teleport", "product": "teleport"},
+            "vault": {"format": "vault", "product": "vault"},
         },
         "connectors": {
             "okta": {
@@ -218,6 +235,18 @@ def configuration(tmp_path: Path, database: DatabaseSettings, urls: dict[str, st
                 "kind": "file_tail",
                 **every,
                 "options": {"path": str(tmp_path / "audit.log"), "parser": "auditd"},
+            },
+            "teleport": {
+                "kind": "file_tail",
+                "source": "teleport",
+                **every,
+                "options": {"path": str(tmp_path / "teleport.log"), "parser": "json"},
+            },
+            "vault": {
+                "kind": "file_tail",
+                "source": "vault",
+                **every,
+                "options": {"path": str(tmp_path / "vault_audit.log"), "parser": "json"},
             },
         },
     }
@@ -387,7 +416,17 @@ async def test_serve_pulls_every_source_and_a_killed_serve_resumes_without_gaps_
                     assert answer.status == 404
             assert listed["entra/risk"]["state"] == "running" and listed["entra/risk"]["last_error"] is None
             assert listed["trail-queue"]["last_success"] is not None
-            for name in ("okta", "entra/signins", "gws/login", "github", "siem", "splunk", "trail-lookup", "sudo"):
+            for name in (
+                "okta",
+                "entra/signins",
+                "gws/login",
+                "github",
+                "siem",
+                "splunk",
+                "trail-lookup",
+                "sudo",
+                "teleport",
+            ):
                 assert re.search(rf'custodes_connector_lag_seconds{{connector="{re.escape(name)}"}} \d', metrics), name
                 assert f'custodes_connector_running{{connector="{name}"}} 1.0' in metrics
                 assert f'custodes_connector_errors_total{{connector="{name}"}}' in metrics
