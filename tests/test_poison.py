@@ -17,6 +17,7 @@ from sqlalchemy.exc import OperationalError
 
 from connector_support import quiet_settings
 from custodes.config import DatabaseSettings, Settings
+from custodes.connectors import envelope
 from custodes.connectors.envelope import to_event
 from custodes.model import Event
 from custodes.server.serve import serving
@@ -265,15 +266,12 @@ async def test_nul_is_stored_without_it(server: tuple[str, Services]) -> None:
     assert stored[0].actor == ("bb" if services.store.dialect == "postgresql" else "b\x00b")
 
 
-async def test_a_poison_stream_fails_only_the_poison(server: tuple[str, Services]) -> None:
-    """Valid requests and poison ones at once, many per group commit: every valid one is stored."""
+async def poison_stream(
+    server: tuple[str, Services], poison: dict[str, tuple[dict[str, Any], int]]
+) -> dict[str, tuple[int, Any]]:
+    """Post 120 valid records and each poison three times, all at once (many per group commit); check that every
+    valid one and every poison expected to be is stored and each poison got its status; the poisons' answers."""
     url, services = server
-    poison = {
-        "bytes": (record(bytes=2**63), 400),
-        "nul": (record(user={"name": "nul\x00"}), 202),
-        # longer than events.actor holds: refused before the transaction, on PostgreSQL and SQLite alike
-        "long": (record(user={"name": "x" * 600}), 400),
-    }
 
     async def post(http: aiohttp.ClientSession, body: Any) -> tuple[int, Any]:
         async with http.post(f"{url}/webhooks/records", json=body, headers=AUTH) as response:
@@ -288,11 +286,35 @@ async def test_a_poison_stream_fails_only_the_poison(server: tuple[str, Services
     for name, (body, expected) in poison.items():
         status, answer = by_id[body["id"]]
         assert status == expected, (name, answer)
-    assert by_id[poison["bytes"][0]["id"]][1]["error"]["field"] == "[0].bytes"
-    assert by_id[poison["long"][0]["id"]][1]["error"]["field"] == "[0].user.name"
     async with services.store.transaction() as tx:
         stored = (await tx.conn.execute(sa.select(sa.func.count()).select_from(events))).scalar_one()
     assert stored == len(valid) + sum(1 for _, expected in poison.values() if expected == 202)
+    return {name: by_id[body["id"]] for name, (body, _) in poison.items()}
+
+
+async def test_a_poison_stream_fails_only_the_poison(server: tuple[str, Services]) -> None:
+    """Valid requests and poison ones at once, many per group commit: every valid one is stored."""
+    answers = await poison_stream(
+        server,
+        {
+            "bytes": (record(bytes=2**63), 400),
+            "nul": (record(user={"name": "nul\x00"}), 202),
+            # longer than events.actor holds: refused before the transaction, on PostgreSQL and SQLite alike
+            "long": (record(user={"name": "x" * 600}), 400),
+        },
+    )
+    assert answers["bytes"][1]["error"]["field"] == "[0].bytes"
+    assert answers["long"][1]["error"]["field"] == "[0].user.name"
+
+
+async def test_a_refusal_no_check_foresaw_fails_only_its_request(
+    server: tuple[str, Services], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the integer check taken away, 2**63 reaches the store, which refuses its transaction (SQLite and
+    PostgreSQL alike): the batch is committed request by request and only that request gets a 422."""
+    monkeypatch.setattr(envelope, "whole_number", int)
+    answers = await poison_stream(server, {"bytes": (record(bytes=2**63), 422)})
+    assert answers["bytes"][1]["error"]["code"] == "unstorable_record"
 
 
 async def test_a_failed_commit_leaves_scoring_as_stored(
