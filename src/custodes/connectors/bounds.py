@@ -45,9 +45,11 @@ def clamped(value: str, limit: int) -> str:
 
 
 def path_of(record: Any, value: str) -> str | None:
-    """The dotted path of the string `value` in a decoded JSON record (a string holding it when none is equal,
-    as for an address taken from ``host:port``); None when it is not there."""
-    contained = None
+    """The dotted path of the string `value` in a decoded JSON record; when none is equal, of a string holding it
+    (an address taken from ``host:port``), else of the longest string it holds (a name built from it, such as
+    ``google_workspace.<application>``); None when no string is related."""
+    holding: str | None = None
+    held: tuple[int, str] | None = None
     stack: list[tuple[str, Any]] = [("", record)]
     while stack:
         path, node = stack.pop(0)
@@ -55,9 +57,11 @@ def path_of(record: Any, value: str) -> str | None:
             stack.extend((f"{path}.{key}" if path else str(key), item) for key, item in node.items())
         elif isinstance(node, list):
             stack.extend((f"{path}.{index}" if path else str(index), item) for index, item in enumerate(node))
-        elif isinstance(node, str):
+        elif isinstance(node, str) and node:
             if node == value:
                 return path
-            if contained is None and value in node:
-                contained = path
-    return contained
+            if holding is None and value in node:
+                holding = path
+            elif node in value and (held is None or len(node) > held[0]):
+                held = (len(node), path)
+    return holding or (held[1] if held else None)
