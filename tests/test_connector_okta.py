@@ -163,3 +163,35 @@ async def test_bad_records_are_kept_with_warnings(org: Org, services: Services) 
     warnings = {dict(raw)["uuid"]: list(found) for raw, found in rows}
     assert any("unreadable time" in w for w in warnings["u-1"])
     assert any("eventType missing" in w for w in warnings["u-2"])
+
+
+async def test_overlong_fields_are_dropped_with_a_warning_and_never_fail_the_batch(
+    org: Org, services: Services
+) -> None:
+    state, url = org
+    at = "2026-11-19T02:00:00Z"
+    long_actor = {"uuid": "long-1", "published": at, "eventType": "e", "actor": {"alternateId": "a" * 600}}
+    long_ip = {
+        "uuid": "long-2",
+        "published": at,
+        "eventType": "e",
+        "actor": {"alternateId": "user@example.com"},
+        "client": {"ipAddress": "9" * 65},
+    }
+    expected = seed(state, 3, time.time() - 120)
+    for n, record in enumerate((long_actor, long_ip)):
+        state.add_log_record(record, published=time.time() - 60 + n)
+    runtime = ConnectorRuntime(services.pipeline)
+    async with aiohttp.ClientSession() as http:
+        assert (await runtime.poll(connector(http, url))).stored == 5
+    assert await uuids(services) == sorted([*expected, "long-1", "long-2"])
+    async with services.store.transaction() as tx:
+        stored = {e.raw["uuid"]: e for e in await tx.events_in_time_order()}
+    assert stored["long-1"].actor is None and stored["long-1"].raw["actor"]["alternateId"] == "a" * 600
+    assert stored["long-1"].warnings == [
+        "actor.alternateId: 600 characters, more than the 512 an event's actor may have; actor dropped"
+    ]
+    assert stored["long-2"].src_ip is None and stored["long-2"].actor == "user@example.com"
+    assert stored["long-2"].warnings == [
+        "client.ipAddress: 65 characters, more than the 64 an event's src_ip may have; src_ip dropped"
+    ]

@@ -8,11 +8,12 @@ from typing import Any
 
 import aiohttp
 import orjson
+import pytest
 
 from conftest import OKTA_TOKEN, SHARED
 from connector_support import services, stored_raw
 from custodes.config import Secret, SourceSettings
-from custodes.connectors.envelope import to_event
+from custodes.connectors.envelope import FieldError, strict_fields, to_event
 from custodes.connectors.github import DEFAULT_SOURCE as GITHUB_SOURCE
 from custodes.connectors.github import GitHubAuditLog, GitHubOptions
 from custodes.connectors.google import DEFAULT_SOURCE as GOOGLE_SOURCE
@@ -100,3 +101,20 @@ def test_entra_and_microsoft_shapes_map_without_losing_anything() -> None:
             assert event.raw is record
             assert event.time.tzinfo is not None
             assert event.actor is not None or event.warnings or record.get("properties") is not None
+
+
+def test_an_overlong_name_is_found_where_the_record_holds_it() -> None:
+    """Identifiers built from a record's strings name the string they came from, whether it holds them (an
+    address in ``host:port``) or they hold it (a Google Workspace service named after its application)."""
+    application = "a" * 80
+    record = {"id": {"applicationName": application, "time": "2026-11-19T02:00:00Z", "uniqueQualifier": "1"}}
+    event = to_event(record, GOOGLE_SOURCE, "google_workspace")
+    assert event.logsource == GOOGLE_SOURCE.logsource and event.raw["id"]["applicationName"] == application
+    assert event.warnings == [
+        "id.applicationName: 97 characters, more than the 64 an event's service may have; service dropped"
+    ]
+    teleport = {"uid": "t-1", "time": "2026-11-19T02:00:00Z", "event": "session.start", "addr": {}}
+    teleport["addr"] = {"remote": "9" * 70 + ":3022"}
+    with strict_fields(), pytest.raises(FieldError) as refused:
+        to_event(teleport, SourceSettings(format="teleport"), "teleport")
+    assert refused.value.field == "addr.remote"

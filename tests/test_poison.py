@@ -17,6 +17,7 @@ from sqlalchemy.exc import OperationalError
 
 from connector_support import quiet_settings
 from custodes.config import DatabaseSettings, Settings
+from custodes.connectors import envelope
 from custodes.connectors.envelope import to_event
 from custodes.model import Event
 from custodes.server.serve import serving
@@ -60,6 +61,77 @@ async def server(
 
 def record(**extra: Any) -> dict[str, Any]:
     return {"id": uuid.uuid4().hex, "@timestamp": "2026-11-19T02:00:00Z", "user": {"name": "ann"}, **extra}
+
+
+OKTA_HOOK = {"Authorization": "okta-hook-secret-0123456789"}
+KIBANA = {"Authorization": "Bearer kibana-token-0123456789"}
+SPLUNK = "splunk?token=splunk-token-0123456789"
+GRAPH_STATE = "graph-client-state-0123456789"
+
+
+def okta_event(**extra: Any) -> dict[str, Any]:
+    return {"uuid": uuid.uuid4().hex, "published": "2026-11-19T02:00:00Z", "eventType": "user.session.start", **extra}
+
+
+def overlong(length: int = 600) -> str:
+    return "x" * length
+
+
+def bounded_requests() -> list[tuple[str, Any, dict[str, str] | None, str | None]]:
+    """A valid request and one with an overlong identifier for every receiver kind: (path, body, headers, the
+    field the refusal names or None for the valid one)."""
+    return [
+        ("records", record(), AUTH, None),
+        ("records", record(user={"name": overlong()}), AUTH, "[0].user.name"),
+        ("records", [record(), record(source={"ip": overlong(65)})], AUTH, "[1].source.ip"),
+        ("records", record(event={"action": overlong(513)}), AUTH, "[0].event.action"),
+        ("records", record(target=overlong(1025)), AUTH, "[0].target"),
+        ("okta", {"data": {"events": [okta_event()]}}, OKTA_HOOK, None),
+        (
+            "okta",
+            {"data": {"events": [okta_event(), okta_event(actor={"alternateId": overlong()})]}},
+            OKTA_HOOK,
+            "data.events[1].actor.alternateId",
+        ),
+        (
+            "okta",
+            {"data": {"events": [okta_event(target=[{"alternateId": overlong(2000)}])]}},
+            OKTA_HOOK,
+            "data.events[0].target.0.alternateId",
+        ),
+        ("graph", {"value": [{"id": uuid.uuid4().hex, "clientState": GRAPH_STATE}]}, None, None),
+        (
+            "graph",
+            {"value": [{"id": uuid.uuid4().hex, "clientState": GRAPH_STATE, "user": {"name": overlong()}}]},
+            None,
+            "value[0].user.name",
+        ),
+        (SPLUNK, {"sid": uuid.uuid4().hex, "search_name": "s", "result": {"user": "ann"}}, None, None),
+        (SPLUNK, {"sid": uuid.uuid4().hex, "search_name": overlong(), "result": {}}, None, "search_name"),
+        (SPLUNK, {"sid": uuid.uuid4().hex, "result": {"user": overlong()}}, None, "result.user"),
+        ("kibana", {"alerts": [{"kibana.alert.rule.name": "r", "kibana.alert.uuid": uuid.uuid4().hex}]}, KIBANA, None),
+        (
+            "kibana",
+            {"alerts": [{"kibana.alert.rule.name": "r", "kibana.alert.rule.uuid": overlong(200)}]},
+            KIBANA,
+            "alerts[0].kibana.alert.rule.uuid",
+        ),
+        (
+            "kibana",
+            {"alerts": [{"kibana.alert.rule.name": "r", "user": {"name": overlong()}}]},
+            KIBANA,
+            "alerts[0].user.name",
+        ),
+        ("alerts", {"items": [{"alert_id": uuid.uuid4().hex, "name": "n"}]}, AUTH, None),
+        (
+            "alerts",
+            {"items": [{"alert_id": "c", "name": "n", "who": {"email": overlong()}}]},
+            AUTH,
+            "items[0].who.email",
+        ),
+        ("alerts", {"items": [{"alert_id": "d", "name": "n", "rule_ref": overlong(129)}]}, AUTH, "items[0].rule_ref"),
+        ("alerts", {"items": [{"alert_id": "e", "name": overlong(200)}]}, AUTH, "items[0].name"),
+    ]
 
 
 async def test_unstorable_fields_are_400s_naming_the_field(server: tuple[str, Services]) -> None:
@@ -122,6 +194,53 @@ async def test_unstorable_fields_are_400s_naming_the_field(server: tuple[str, Se
         assert field.rpartition(".")[2] in answer["error"]["message"], answer
 
 
+async def test_overlong_identifiers_are_400s_naming_the_field_and_spare_their_neighbours(
+    server: tuple[str, Services],
+) -> None:
+    """Every receiver kind, valid and overlong requests at once (many per group commit): each overlong one is a
+    400 naming its field, each valid one is stored."""
+    url, services = server
+    requests = bounded_requests() * 4
+    async with aiohttp.ClientSession() as http:
+
+        async def post(path: str, body: Any, headers: dict[str, str] | None) -> tuple[int, Any]:
+            async with http.post(f"{url}/webhooks/{path}", json=body, headers=headers) as response:
+                return response.status, await response.json()
+
+        answers = await asyncio.gather(*(post(path, body, headers) for path, body, headers, _ in requests))
+    stored = set()
+    for (path, body, _, field), (status, answer) in zip(requests, answers, strict=True):
+        if field is None:
+            assert status == 202, (path, body, answer)
+            stored.update(answer["event_ids"])
+        else:
+            assert status == 400, (path, field, answer)
+            assert answer["error"]["code"] in {"too_long", "invalid_record"}, answer
+            assert answer["error"]["field"] == field, (path, answer)
+            assert "characters, more than the" in answer["error"]["message"], answer
+    async with services.store.transaction() as tx:
+        count = (await tx.conn.execute(sa.select(sa.func.count()).select_from(events))).scalar_one()
+    assert count == len(stored) == 6
+
+
+async def test_a_long_alert_title_is_cut_and_kept_whole_in_the_alert(server: tuple[str, Services]) -> None:
+    url, services = server
+    name = "exfiltration " * 100
+    status, answer, text = await call(
+        "POST",
+        f"{url}/webhooks/kibana",
+        json={"alerts": [{"kibana.alert.rule.name": name, "kibana.alert.rule.uuid": "r-1"}]},
+        headers=KIBANA,
+    )
+    assert status == 202, text
+    async with services.store.transaction() as tx:
+        finding = await tx.get_finding(answer["findings"][0])
+        [event] = await tx.get_events(answer["event_ids"])
+    assert finding is not None and len(finding.title) == 512 and finding.title.endswith("\u2026")
+    assert name.startswith(finding.title[:-1])
+    assert event.raw["kibana.alert.rule.name"] == name
+
+
 async def test_nul_is_stored_without_it(server: tuple[str, Services]) -> None:
     url, services = server
     okta = {
@@ -147,16 +266,12 @@ async def test_nul_is_stored_without_it(server: tuple[str, Services]) -> None:
     assert stored[0].actor == ("bb" if services.store.dialect == "postgresql" else "b\x00b")
 
 
-async def test_a_poison_stream_fails_only_the_poison(server: tuple[str, Services]) -> None:
-    """Valid requests and poison ones at once, many per group commit: every valid one is stored."""
+async def poison_stream(
+    server: tuple[str, Services], poison: dict[str, tuple[dict[str, Any], int]]
+) -> dict[str, tuple[int, Any]]:
+    """Post 120 valid records and each poison three times, all at once (many per group commit); check that every
+    valid one and every poison expected to be is stored and each poison got its status; the poisons' answers."""
     url, services = server
-    postgres = services.store.dialect == "postgresql"
-    poison = {
-        "bytes": (record(bytes=2**63), 400),
-        "nul": (record(user={"name": "nul\x00"}), 202),
-        # longer than events.actor holds: PostgreSQL refuses it in the store, SQLite keeps it
-        "long": (record(user={"name": "x" * 600}), 422 if postgres else 202),
-    }
 
     async def post(http: aiohttp.ClientSession, body: Any) -> tuple[int, Any]:
         async with http.post(f"{url}/webhooks/records", json=body, headers=AUTH) as response:
@@ -171,10 +286,35 @@ async def test_a_poison_stream_fails_only_the_poison(server: tuple[str, Services
     for name, (body, expected) in poison.items():
         status, answer = by_id[body["id"]]
         assert status == expected, (name, answer)
-    assert by_id[poison["bytes"][0]["id"]][1]["error"]["field"] == "[0].bytes"
     async with services.store.transaction() as tx:
         stored = (await tx.conn.execute(sa.select(sa.func.count()).select_from(events))).scalar_one()
     assert stored == len(valid) + sum(1 for _, expected in poison.values() if expected == 202)
+    return {name: by_id[body["id"]] for name, (body, _) in poison.items()}
+
+
+async def test_a_poison_stream_fails_only_the_poison(server: tuple[str, Services]) -> None:
+    """Valid requests and poison ones at once, many per group commit: every valid one is stored."""
+    answers = await poison_stream(
+        server,
+        {
+            "bytes": (record(bytes=2**63), 400),
+            "nul": (record(user={"name": "nul\x00"}), 202),
+            # longer than events.actor holds: refused before the transaction, on PostgreSQL and SQLite alike
+            "long": (record(user={"name": "x" * 600}), 400),
+        },
+    )
+    assert answers["bytes"][1]["error"]["field"] == "[0].bytes"
+    assert answers["long"][1]["error"]["field"] == "[0].user.name"
+
+
+async def test_a_refusal_no_check_foresaw_fails_only_its_request(
+    server: tuple[str, Services], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the integer check taken away, 2**63 reaches the store, which refuses its transaction (SQLite and
+    PostgreSQL alike): the batch is committed request by request and only that request gets a 422."""
+    monkeypatch.setattr(envelope, "whole_number", int)
+    answers = await poison_stream(server, {"bytes": (record(bytes=2**63), 422)})
+    assert answers["bytes"][1]["error"]["code"] == "unstorable_record"
 
 
 async def test_a_failed_commit_leaves_scoring_as_stored(

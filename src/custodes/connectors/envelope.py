@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from custodes.config import SourceSettings
+from custodes.connectors.bounds import EVENT_TEXT, LOGSOURCE_TEXT, path_of, too_long
 from custodes.model import Event, LogSource, Outcome, stable_id
 
 Mapper = Callable[[dict[str, Any], SourceSettings, str], Event]
@@ -142,9 +143,28 @@ class _Builder:
             self.warnings.append(f"no time field ({', '.join(paths)}); using ingestion time")
         return datetime.now(UTC)
 
+    def fits(self, name: str, value: str | None, limit: int) -> bool:
+        """Whether a text field fits the store; one that does not is a warning (it is dropped), or under
+        `strict_fields` a FieldError naming where it is in the record."""
+        reason = None if value is None else too_long(value, limit, f"an event's {name}")
+        if reason is None or value is None:
+            return True
+        path = path_of(self.record, value) or name
+        if _STRICT.get():
+            raise FieldError(path, reason)
+        self.warnings.append(f"{path}: {reason}; {name} dropped")
+        return False
+
     def event(self, vendor_id: Any, time: datetime, *, logsource: LogSource | None = None, **envelope: Any) -> Event:
         vendor = _text(vendor_id)
         ident = stable_id(self.source, self.record if vendor is None else vendor)
+        for name, limit in EVENT_TEXT.items():
+            if not self.fits(name, envelope.get(name), limit):
+                envelope[name] = None
+        if logsource is not None and not all(
+            self.fits(name, getattr(logsource, name), limit) for name, limit in LOGSOURCE_TEXT.items()
+        ):
+            logsource = None
         return Event(
             id=ident,
             time=time,

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from custodes.connectors.bounds import ENTITY, RULE_ID, TITLE, clamped, too_long
 from custodes.connectors.envelope import dig, parse_time, whole_number
 from custodes.model import Event, Finding, LogSource, Severity, stable_id, utcnow
 
@@ -49,6 +50,32 @@ def text(value: Any) -> str | None:
     if value is None or isinstance(value, dict | list) or value == "":
         return None
     return str(value)
+
+
+def bounded(value: str, field: str, limit: int, name: str) -> str:
+    """`value`, refused (BadDelivery naming `field`) when longer than `limit` characters."""
+    reason = too_long(value, limit, name)
+    if reason is not None:
+        raise BadDelivery("too_long", f"{field}: {reason}", field)
+    return value
+
+
+def entity(value: Any, field: str) -> str | None:
+    """An alert's entity (who it is about) as text, refused when longer than a finding's entity may be."""
+    found = text(value)
+    return None if found is None else bounded(found, field, ENTITY, "an entity")
+
+
+def rule(value: str, field: str, prefix: str) -> str:
+    """The rule id `prefix` + `value`, refused when longer than a finding's rule id may be."""
+    return prefix + bounded(
+        value, field, RULE_ID - len(prefix), f"a rule id after {prefix!r}" if prefix else "a rule id"
+    )
+
+
+def title(value: str) -> str:
+    """An alert's title: descriptive text, cut to what a finding's title holds (the alert keeps it whole)."""
+    return clamped(value, TITLE)
 
 
 def first(record: dict[str, Any], *paths: str) -> Any:

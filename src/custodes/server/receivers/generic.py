@@ -5,7 +5,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from custodes.server.receivers.base import Alert, BadDelivery, Delivery, first, located, severity, text, when
+from custodes.server.receivers.base import (
+    Alert,
+    BadDelivery,
+    Delivery,
+    entity,
+    first,
+    located,
+    rule,
+    severity,
+    text,
+    title,
+    when,
+)
 
 
 def _records(body: Any, root: str | None) -> list[dict[str, Any]]:
@@ -35,18 +47,21 @@ def parse(body: Any, *, source: str | None, root: str | None, alert_fields: Mapp
         def pick(name: str) -> Any:
             return locate(name)[1]
 
-        title = text(pick("title"))
-        if title is None:
+        name = text(pick("title"))
+        if name is None:
             raise BadDelivery(
                 "invalid_alert", f"no title at {alert_fields.get('title')!r}", field=f"{root or ''}[{index}]"
             )
+        rule_path, ref = locate("rule")
+        if text(ref) is None:
+            rule_path, ref = locate("title")
         alerts.append(
             Alert(
                 vendor_id=text(pick("id")),
-                rule_id=text(pick("rule")) or title,
-                title=title,
+                rule_id=rule(text(ref) or name, rule_path, ""),
+                title=title(name),
                 severity=severity(locate("severity")[1], locate("severity")[0]),
-                entity=text(pick("entity")),
+                entity=entity(locate("entity")[1], locate("entity")[0]),
                 time=when(locate("time")[1], locate("time")[0]),
                 raw=record,
             )

@@ -8,7 +8,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from custodes.server.receivers.base import Alert, BadDelivery, Delivery, first, located, severity, text, when
+from custodes.server.receivers.base import (
+    Alert,
+    BadDelivery,
+    Delivery,
+    entity,
+    first,
+    located,
+    rule,
+    severity,
+    text,
+    title,
+    when,
+)
 
 ENTITY_PATHS = ("user.email", "user.name", "user.id", "source.user.name", "winlog.event_data.TargetUserName")
 
@@ -37,9 +49,12 @@ def parse(body: Any) -> Delivery:
             raise BadDelivery(
                 "invalid_alert", "alert has no kibana.alert.rule.name or signal.rule.name", field=f"alerts[{index}]"
             )
-        rule = (
-            text(first(doc, "kibana.alert.rule.uuid", "kibana.alert.rule.rule_id", "signal.rule.id", "rule.id")) or name
+        rule_path, ref = located(
+            doc, "kibana.alert.rule.uuid", "kibana.alert.rule.rule_id", "signal.rule.id", "rule.id"
         )
+        if text(ref) is None:
+            rule_path, ref = located(doc, "kibana.alert.rule.name", "signal.rule.name", "rule.name")
+        entity_path, who = located(doc, *ENTITY_PATHS)
         threat = first(doc, "kibana.alert.rule.threat", "signal.rule.threat")
         tags = []
         if isinstance(threat, list):
@@ -55,10 +70,10 @@ def parse(body: Any) -> Delivery:
         found.append(
             Alert(
                 vendor_id=text(first(doc, "kibana.alert.uuid", "_id", "signal.id")),
-                rule_id=f"kibana:{rule}",
-                title=name,
+                rule_id=rule(text(ref) or name, f"alerts[{index}].{rule_path}", "kibana:"),
+                title=title(name),
                 severity=severity(rank, f"alerts[{index}].{rank_path}"),
-                entity=text(first(doc, *ENTITY_PATHS)),
+                entity=entity(who, f"alerts[{index}].{entity_path}"),
                 time=when(at, f"alerts[{index}].{time_path}"),
                 raw=doc,
                 tags=tags,

@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from custodes.server.receivers.base import Alert, BadDelivery, Delivery, first, located, severity, text, when
+from custodes.server.receivers.base import (
+    Alert,
+    BadDelivery,
+    Delivery,
+    entity,
+    located,
+    rule,
+    severity,
+    text,
+    title,
+    when,
+)
 
 ENTITY_FIELDS = ("user", "src_user", "user_name", "User", "userName", "actor", "email")
 
@@ -20,18 +31,19 @@ def parse(body: Any, entity_fields: tuple[str, ...] = ENTITY_FIELDS) -> Delivery
     if result is not None and not isinstance(result, dict):
         raise BadDelivery("invalid_alert", "'result' must be an object (the first result row)", field="result")
     row: dict[str, Any] = result or {}
-    name = text(body.get("search_name")) or f"Splunk search {sid}"
-    entity = text(first(row, *entity_fields))
+    searched = text(body.get("search_name"))
+    name, name_path = (searched, "search_name") if searched else (f"Splunk search {sid}", "sid")
+    entity_path, who = located(row, *entity_fields)
     urgency_path, urgency = located(row, "severity", "urgency", "risk_score")
     time_path, at = located(row, "_time")
     return Delivery(
         alerts=[
             Alert(
                 vendor_id=f"{sid}:{text(row.get('_cd')) or text(row.get('_serial')) or ''}",
-                rule_id=f"splunk:{name}",
-                title=name,
+                rule_id=rule(name, name_path, "splunk:"),
+                title=title(name),
                 severity=severity(urgency, f"result.{urgency_path}"),
-                entity=entity,
+                entity=entity(who, f"result.{entity_path}"),
                 time=when(at, f"result.{time_path}"),
                 raw=body,
             )
