@@ -80,6 +80,7 @@ class Services:
             dedup_window=timedelta(seconds=settings.detection.dedup_window_seconds),
             correlator=correlator,
             window=TimeWindow.from_settings(settings.ingest),
+            cases=settings.cases,
         )
         if settings.scoring.enabled:
             pipeline.scoring = await ScoringService.open(settings.scoring, store)
