@@ -342,8 +342,8 @@ async def withdraw(tx: Transaction, case_id: str, actor: str, *, run_id: str | N
 
 
 def principal_of(actor: str) -> str:
-    """The access-list name of an actor (`api:<token name>` -> `<token name>`)."""
-    return actor.removeprefix("api:")
+    """The access-list name of an actor: the token name of `api:<name>` or `cli:<name>`."""
+    return actor.removeprefix("api:").removeprefix("cli:")
 
 
 async def held_bundles(tx: Transaction) -> dict[str, list[str]]:

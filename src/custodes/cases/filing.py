@@ -51,7 +51,7 @@ async def _join(tx: Transaction, settings: CaseSettings, finding: Finding) -> st
             subject=finding.entity,
             priority=wanted,
             members=[("finding", finding.id)],
-            case_id=stable_id("case", finding.id)[:32],
+            case_id="case-" + stable_id("case", finding.id)[:16],
         )
         return str(opened["id"])
     await link(tx, case["id"], FILER, "finding", finding.id)

@@ -55,7 +55,7 @@ async def open_case(
     if (dry := _dry(ctx, f"open or join the case about {subject}")) is not None:
         return dry
     async with _store(ctx).transaction() as tx:
-        ident = stable_id("case", ctx.idempotency_key)[:32]
+        ident = "case-" + stable_id("case", ctx.idempotency_key)[:16]
         if await book.get_case(tx, ident) is not None:
             return {"changed": False, "case": ident, "opened": True}
         existing = await book.open_case_for(tx, subject)
