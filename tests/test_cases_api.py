@@ -215,3 +215,9 @@ async def test_revealing_names_inside_a_case_is_audited_on_its_timeline(site: Se
     assert revealed[-1]["actor"] == "api:admin-token"
     status, created = await api(site.url, "POST", "/api/cases", "analyst", {"title": "x", "subject": ALICE})
     assert status == 403 and created["error"]["code"] == "reveal_required"
+    incident = {"title": "Badge cloning at the Leeds office", "priority": "high", "findings": ["nope"]}
+    assert (await api(site.url, "POST", "/api/cases", "analyst", incident))[0] == 404
+    del incident["findings"]
+    status, created = await api(site.url, "POST", "/api/cases", "analyst", incident)
+    assert status == 201 and created["subject"] is None and created["priority"] == "high"
+    assert created["opened_by"] == "api:analyst-token" and created["timeline"][0]["kind"] == "opened"

@@ -211,9 +211,10 @@ def _failed(exc: CaseError) -> ApiError:
     return ApiError(status, exc.code if status != 400 else "invalid_body", str(exc), field=exc.field)
 
 
-async def _case(call: Call[Any, Any], tx: Transaction) -> dict[str, Any]:
-    """The case the path names, when the caller may see it (404 alike for a missing case and a restricted one)."""
-    ident = call.request.match_info["id"]
+async def _case(call: Call[Any, Any], tx: Transaction, ident: str | None = None) -> dict[str, Any]:
+    """The case the path (or `ident`) names, when the caller may see it (404 alike for a missing case and a
+    restricted one)."""
+    ident = ident or call.request.match_info["id"]
     case = await book.get_case(tx, ident)
     if case is None or not await book.visible(tx, case, call.caller):
         raise ApiError(404, "not_found", f"no case {ident!r} you may see")
@@ -223,7 +224,7 @@ async def _case(call: Call[Any, Any], tx: Transaction) -> dict[str, Any]:
 async def detail(call: Call[Any, Any], names: Names, case_id: str) -> CaseDetail:
     """A case's full view for the caller."""
     async with call.services.store.transaction() as tx:
-        case = await _case(call, tx)
+        case = await _case(call, tx, case_id)
         members = await book.members(tx, case_id)
         events = await book.timeline(tx, case_id)
         notes = await book.comments(tx, case_id)
