@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -116,6 +117,9 @@ def test_the_demo_runs_the_real_pipeline() -> None:
     assert "Okta user alice@example.com: already suspended, no change." in out
     # a plan needing two approvers is not completed by one person approving twice
     assert "privileged-self-escalation needs another approver" in out
+    # the demo ends with the case her findings opened, taken on by the analyst, her name revealed for the walkthrough
+    assert re.search(r"Case case-[0-9a-f]{16} opened for alice@example.com", out)
+    assert "investigating (assigned to demo)" in out and "revealed" in out
 
 
 def free_port() -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -49,6 +49,14 @@ class Change:
 
     case: dict[str, Any]
     changed: dict[str, tuple[Any, Any]]
+
+
+def aware(row: Mapping[Any, Any]) -> dict[str, Any]:
+    """A stored row as a dict, its timestamps in UTC (SQLite hands them back without a zone)."""
+    return {
+        str(key): value.replace(tzinfo=UTC) if isinstance(value, datetime) and value.tzinfo is None else value
+        for key, value in row.items()
+    }
 
 
 def new_case_id() -> str:
@@ -122,7 +130,7 @@ async def open_case(
 async def get_case(tx: Transaction, case_id: str) -> dict[str, Any] | None:
     """A case's row, or None."""
     row = (await tx.conn.execute(sa.select(cases).where(cases.c.id == case_id))).mappings().first()
-    return None if row is None else dict(row)
+    return None if row is None else aware(row)
 
 
 async def open_case_for(tx: Transaction, subject: str) -> dict[str, Any] | None:
@@ -134,14 +142,14 @@ async def open_case_for(tx: Transaction, subject: str) -> dict[str, Any] | None:
         .limit(1)
     )
     row = (await tx.conn.execute(query)).mappings().first()
-    return None if row is None else dict(row)
+    return None if row is None else aware(row)
 
 
 async def cases_with(tx: Transaction, kind: str, ref: str) -> list[dict[str, Any]]:
     """The cases a finding, run, bundle or score belongs to."""
     query = sa.select(cases).join(case_members, case_members.c.case_id == cases.c.id)
     query = query.where(case_members.c.kind == kind, case_members.c.ref == ref).order_by(cases.c.opened_at)
-    return [dict(row) for row in (await tx.conn.execute(query)).mappings()]
+    return [aware(row) for row in (await tx.conn.execute(query)).mappings()]
 
 
 async def access_list(tx: Transaction, case_id: str) -> list[str]:
@@ -187,27 +195,27 @@ async def list_cases(
         at, ident = before
         query = query.where(sa.or_(cases.c.opened_at < at, sa.and_(cases.c.opened_at == at, cases.c.id < ident)))
     query = query.order_by(cases.c.opened_at.desc(), cases.c.id.desc()).limit(limit)
-    return [dict(row) for row in (await tx.conn.execute(query)).mappings()]
+    return [aware(row) for row in (await tx.conn.execute(query)).mappings()]
 
 
 async def timeline(tx: Transaction, case_id: str) -> list[dict[str, Any]]:
     """A case's timeline, oldest first."""
     query = sa.select(case_events).where(case_events.c.case_id == case_id).order_by(case_events.c.seq)
-    return [dict(row) for row in (await tx.conn.execute(query)).mappings()]
+    return [aware(row) for row in (await tx.conn.execute(query)).mappings()]
 
 
 async def members(tx: Transaction, case_id: str) -> list[dict[str, Any]]:
     """What a case groups, in the order it was linked."""
     query = sa.select(case_members).where(case_members.c.case_id == case_id)
     query = query.order_by(case_members.c.added_at, case_members.c.kind, case_members.c.ref)
-    return [dict(row) for row in (await tx.conn.execute(query)).mappings()]
+    return [aware(row) for row in (await tx.conn.execute(query)).mappings()]
 
 
 async def comments(tx: Transaction, case_id: str) -> list[dict[str, Any]]:
     """A case's comments, oldest first."""
     query = sa.select(case_comments).where(case_comments.c.case_id == case_id)
     query = query.order_by(case_comments.c.created_at, case_comments.c.id)
-    return [dict(row) for row in (await tx.conn.execute(query)).mappings()]
+    return [aware(row) for row in (await tx.conn.execute(query)).mappings()]
 
 
 async def link(tx: Transaction, case_id: str, actor: str, kind: str, ref: str, *, run_id: str | None = None) -> bool:

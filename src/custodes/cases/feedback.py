@@ -13,7 +13,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from custodes.cases.book import CaseError
+from custodes.cases.book import CaseError, aware
 from custodes.model import Finding, Severity, utcnow
 from custodes.store import Transaction
 from custodes.store.cases import feedback
@@ -85,7 +85,7 @@ async def revoke(tx: Transaction, feedback_id: str, actor: str) -> dict[str, Any
 async def get(tx: Transaction, feedback_id: str) -> dict[str, Any] | None:
     """One feedback record, or None."""
     row = (await tx.conn.execute(sa.select(feedback).where(feedback.c.id == feedback_id))).mappings().first()
-    return None if row is None else dict(row)
+    return None if row is None else aware(row)
 
 
 async def listing(
@@ -108,7 +108,7 @@ async def listing(
             query = query.where(column == value)
     if active is not None:
         query = query.where(feedback.c.revoked_at.is_(None) if active else feedback.c.revoked_at.is_not(None))
-    return [dict(row) for row in (await tx.conn.execute(query)).mappings()]
+    return [aware(row) for row in (await tx.conn.execute(query)).mappings()]
 
 
 def governing(rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:

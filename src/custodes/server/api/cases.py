@@ -4,7 +4,7 @@ grant need-to-know access. A restricted case answers 404 to anyone not on its ac
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal, Self
 
 from pydantic import Field
@@ -55,12 +55,8 @@ class CaseOut(Model):
     def of(cls, row: Mapping[str, Any], names: Names, now: datetime) -> CaseOut:
         """The API view of a case row, its person shown through `names`."""
         due = row["due_at"]
-        late = row["first_triaged_at"] is None and due is not None and _aware(due) < now
+        late = row["first_triaged_at"] is None and due is not None and due < now
         return cls.model_validate({**row, "subject": names(row["subject"]), "overdue": late})
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 class Row(Model):
