@@ -341,9 +341,10 @@ def case_link(
     token: TokenOption = None,
     config: ConfigOption = None,
 ) -> None:
-    """Link an item to a case (or unlink it with --remove)."""
+    """Link an item to a case (or unlink it with --remove); a bundle linked to a case under legal hold is held."""
     from custodes.cases import book
     from custodes.cases.book import CaseError
+    from custodes.cases.hold import place_hold
 
     async def body(session: Session) -> None:
         async with session.services.store.transaction() as tx:
@@ -353,6 +354,8 @@ def case_link(
                 done = await change(tx, case, session.actor, kind, ref)
             except CaseError as exc:
                 raise _failed(exc) from None
+        if done and kind == "evidence" and not remove:
+            await place_hold(session.services, case, session.actor, "linked")
         verb = "unlinked" if remove else "linked"
         console.print(f"{kind} {ref} {verb}" if done else f"{kind} {ref}: nothing to change", highlight=False)
 
