@@ -103,6 +103,10 @@ async def test_an_analyst_walks_a_case_to_a_disposition(site: Served) -> None:
     assert status == 200 and linked == {"changed": True}
     status, missing = await api(site.url, "POST", f"{path}/members", "analyst", {"kind": "run", "ref": "nope"})
     assert status == 404 and missing["error"]["field"] == "ref"
+    score = {"kind": "score", "ref": f"{case['subject']}@2026-11-19"}
+    assert (await api(site.url, "POST", f"{path}/members", "analyst", score))[1] == {"changed": True}
+    status, bad = await api(site.url, "POST", f"{path}/members", "analyst", {"kind": "score", "ref": "x@soon"})
+    assert status == 400 and bad["error"]["field"] == "ref"
     status, bad = await api(site.url, "PATCH", path, "analyst", {"status": "done"})
     assert status == 400 and bad["error"]["field"] == "status"
     status, bad = await api(site.url, "POST", f"{path}/close", "analyst", {"reason": "x"})
@@ -114,6 +118,7 @@ async def test_an_analyst_walks_a_case_to_a_disposition(site: Served) -> None:
     assert closed["closed_at"] is not None
     again = {"disposition": "benign", "reason": "x"}
     assert (await api(site.url, "POST", f"{path}/close", "analyst", again))[0] == 409
+    assert {"kind": "score", "ref": score["ref"]} in [{"kind": m["kind"], "ref": m["ref"]} for m in closed["members"]]
     kinds = [e["kind"] for e in closed["timeline"]]
     assert {"opened", "updated", "commented", "linked", "closed"} <= set(kinds)
     assert [c["text"] for c in closed["comments"]] == ["benign: handover before leaving"]
@@ -184,6 +189,8 @@ async def test_feedback_suppresses_the_pattern_for_that_person_until_revoked(sit
     assert given["entity"] == await pseudonym_of(site, ALICE)
     shown = (await api(site.url, "GET", f"/api/cases/{case['id']}", "viewer"))[1]["feedback"]
     assert [f["id"] for f in shown] == [given["id"]]
+    on_finding = (await api(site.url, "GET", f"/api/findings/{target.id}", "viewer"))[1]
+    assert on_finding["cases"] == [case["id"]] and on_finding["feedback"] == [given["id"]]
 
     async def count() -> int:
         async with site.services.store.transaction() as tx:
@@ -202,6 +209,7 @@ async def test_feedback_suppresses_the_pattern_for_that_person_until_revoked(sit
     assert await count() == before + 1, "after revoking, the pattern counts again"
     listed = (await api(site.url, "GET", "/api/feedback?active=false", "viewer"))[1]["feedback"]
     assert [f["id"] for f in listed] == [given["id"]]
+    assert (await api(site.url, "GET", f"/api/findings/{target.id}", "viewer"))[1]["feedback"] == []
 
 
 async def test_revealing_names_inside_a_case_is_audited_on_its_timeline(site: Served) -> None:

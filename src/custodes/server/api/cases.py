@@ -4,7 +4,7 @@ grant need-to-know access. A restricted case answers 404 to anyone not on its ac
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, Literal, Self
 
 from pydantic import Field
@@ -414,23 +414,30 @@ async def comment_case(call: Call[NoInput, CommentIn]) -> CommentOut:
     return CommentOut.of(row)
 
 
-async def _member_ref(call: Call[Any, Any], tx: Transaction, body: MemberIn) -> str:
-    """The stored reference of a member to link: it must exist; a score's person may be given by pseudonym."""
-    if body.kind == "score":
-        person, _, day = body.ref.rpartition("@")
-        if not person or not day:
-            raise ApiError(400, "invalid_body", "ref: a score is <person>@<YYYY-MM-DD>", field="ref")
-        return f"{await call.person(person)}@{day}"
-    found: object
-    if body.kind == "finding":
-        found = await tx.get_finding(body.ref)
-    elif body.kind == "run":
-        found = await tx.get_run(body.ref)
-    else:
-        found = await recorded_bundle(tx, body.ref)
-    if found is None:
-        raise ApiError(404, "not_found", f"no {body.kind} {body.ref!r}", field="ref")
-    return body.ref
+async def _score_ref(call: Call[Any, Any], body: MemberIn) -> str:
+    """The stored reference of a score member (`<person>@<YYYY-MM-DD>`, the person given by pseudonym or, revealing,
+    by name); other members' references are stored as given. Looked up before the change's transaction."""
+    if body.kind != "score":
+        return body.ref
+    person, _, day = body.ref.rpartition("@")
+    try:
+        date.fromisoformat(day)
+    except ValueError:
+        person = ""
+    if not person:
+        raise ApiError(400, "invalid_body", "ref: a score is <person>@<YYYY-MM-DD>", field="ref")
+    return f"{await call.person(person)}@{day}"
+
+
+async def _exists(tx: Transaction, kind: str, ref: str) -> bool:
+    """Whether the finding, run or evidence bundle a member names is stored (scores are not checked)."""
+    if kind == "finding":
+        return await tx.get_finding(ref) is not None
+    if kind == "run":
+        return await tx.get_run(ref) is not None
+    if kind == "evidence":
+        return await recorded_bundle(tx, ref) is not None
+    return True
 
 
 @endpoint(
@@ -444,9 +451,11 @@ async def _member_ref(call: Call[Any, Any], tx: Transaction, body: MemberIn) -> 
 )
 async def link_member(call: Call[NoInput, MemberIn]) -> Changed:
     """Link an item (a bundle linked to a case under legal hold is held too)."""
+    ref = await _score_ref(call, call.body)
     async with call.services.store.transaction() as tx:
         case = await _case(call, tx)
-        ref = await _member_ref(call, tx, call.body)
+        if not await _exists(tx, call.body.kind, ref):
+            raise ApiError(404, "not_found", f"no {call.body.kind} {ref!r}", field="ref")
         changed = await book.link(tx, case["id"], f"api:{call.caller}", call.body.kind, ref)
     if changed and call.body.kind == "evidence" and case["legal_hold"]:
         await place_hold(call.services, case["id"], f"api:{call.caller}", call.body.reason or "linked")
@@ -464,14 +473,12 @@ async def link_member(call: Call[NoInput, MemberIn]) -> Changed:
 )
 async def unlink_member(call: Call[NoInput, MemberIn]) -> Changed:
     """Unlink an item (the timeline keeps that it was linked)."""
+    ref = await _score_ref(call, call.body)
     async with call.services.store.transaction() as tx:
         case = await _case(call, tx)
-        ref = body_ref = call.body.ref
-        if call.body.kind == "score":
-            ref = await _member_ref(call, tx, call.body)
         changed = await book.unlink(tx, case["id"], f"api:{call.caller}", call.body.kind, ref, reason=call.body.reason)
     if not changed:
-        raise ApiError(404, "not_found", f"{call.body.kind} {body_ref!r} is not on case {case['id']}", field="ref")
+        raise ApiError(404, "not_found", f"{call.body.kind} {call.body.ref!r} is not on case {case['id']}", field="ref")
     return Changed(changed=True)
 
 
