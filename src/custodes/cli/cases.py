@@ -336,7 +336,7 @@ def case_comment(
 def case_link(
     case: Annotated[str, typer.Argument(help="The case id.")],
     kind: Annotated[str, typer.Argument(help="finding, run, evidence or score.")],
-    ref: Annotated[str, typer.Argument(help="Its id (a score: <person>@<YYYY-MM-DD>).")],
+    ref: Annotated[str, typer.Argument(help="Its id (a day score: <scored entity>@<YYYY-MM-DD>).")],
     remove: Annotated[bool, typer.Option("--remove", help="Unlink instead.")] = False,
     token: TokenOption = None,
     config: ConfigOption = None,

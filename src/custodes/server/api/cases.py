@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from datetime import date, datetime
 from typing import Any, Literal, Self
 
+import sqlalchemy as sa
 from pydantic import Field
 
 from custodes.cases import book, feedback
@@ -16,19 +17,14 @@ from custodes.model import utcnow
 from custodes.responder.evidence import recorded_bundle
 from custodes.server.endpoints import ApiError, Call, Model, Names, NoInput, RevealQuery, endpoint
 from custodes.store import Transaction
+from custodes.store.tables import scoring_scores
 
 StatusName = Literal["new", "triage", "investigating", "escalated_hr", "escalated_legal", "closed"]
 DispositionName = Literal["malicious", "negligent", "compromised", "benign"]
 PriorityName = Literal["low", "medium", "high", "critical"]
 KindName = Literal["finding", "run", "evidence", "score"]
-
-
-def shown_ref(kind: str, ref: str, names: Names) -> str:
-    """A member reference as shown: a score's (`<person>@<day>`) person through `names`."""
-    if kind != "score" or "@" not in ref:
-        return ref
-    person, day = ref.rsplit("@", 1)
-    return f"{names(person)}@{day}"
+TEXT = r"\S"
+"""Free text must hold something besides white space."""
 
 
 class CaseOut(Model):
@@ -151,7 +147,7 @@ class CaseQuery(RevealQuery):
 class CaseCreate(Model):
     """A case an analyst opens."""
 
-    title: str = Field(min_length=1, max_length=512)
+    title: str = Field(min_length=1, max_length=512, pattern=TEXT)
     subject: str | None = Field(default=None, max_length=512, description="the person's pseudonym (or name)")
     priority: PriorityName = "medium"
     assignee: str | None = Field(default=None, max_length=256)
@@ -172,20 +168,21 @@ class CaseClose(Model):
     """How a case was decided."""
 
     disposition: DispositionName
-    reason: str = Field(min_length=1, max_length=4000)
+    reason: str = Field(min_length=1, max_length=4000, pattern=TEXT)
 
 
 class CommentIn(Model):
     """A comment."""
 
-    text: str = Field(min_length=1, max_length=book.MAX_COMMENT)
+    text: str = Field(min_length=1, max_length=book.MAX_COMMENT, pattern=TEXT)
 
 
 class MemberIn(Model):
-    """A finding, run, evidence bundle or score (`<person>@<day>`) to link or unlink."""
+    """A finding, run, evidence bundle or day score (`<scored entity>@<YYYY-MM-DD>`, as `/api/entities/{id}/risk`
+    names the entity) to link or unlink."""
 
     kind: KindName
-    ref: str = Field(min_length=1, max_length=512)
+    ref: str = Field(min_length=1, max_length=512, pattern=TEXT)
     reason: str = Field(default="", max_length=4000)
 
 
@@ -193,7 +190,7 @@ class AccessIn(Model):
     """People to put on a restricted case's access list."""
 
     principals: list[str] = Field(min_length=1, max_length=100)
-    reason: str = Field(min_length=1, max_length=4000)
+    reason: str = Field(min_length=1, max_length=4000, pattern=TEXT)
 
 
 class Changed(Model):
@@ -227,12 +224,9 @@ async def detail(call: Call[Any, Any], names: Names, case_id: str) -> CaseDetail
         access = await book.access_list(tx, case_id)
         given = await feedback.listing(tx, case_id=case_id)
     head = CaseOut.of(case, names, utcnow())
-    for event in events:
-        if event["details"].get("kind") == "score":
-            event["details"] = {**event["details"], "ref": shown_ref("score", event["details"]["ref"], names)}
     return CaseDetail(
         **head.model_dump(),
-        members=[MemberOut.of({**m, "ref": shown_ref(m["kind"], m["ref"], names)}) for m in members],
+        members=[MemberOut.of(m) for m in members],
         timeline=[EventOut.of(e) for e in events],
         comments=[CommentOut.of(c) for c in notes],
         access=access,
@@ -371,6 +365,7 @@ async def update_case(call: Call[NoInput, CaseUpdate]) -> CaseDetail:
     body=CaseClose,
     response=CaseDetail,
     tags=("cases",),
+    errors={409: "the case is already closed"},
 )
 async def close_case(call: Call[NoInput, CaseClose]) -> CaseDetail:
     """Close a case as malicious, negligent, compromised or benign (the reason goes on the timeline)."""
@@ -414,30 +409,22 @@ async def comment_case(call: Call[NoInput, CommentIn]) -> CommentOut:
     return CommentOut.of(row)
 
 
-async def _score_ref(call: Call[Any, Any], body: MemberIn) -> str:
-    """The stored reference of a score member (`<person>@<YYYY-MM-DD>`, the person given by pseudonym or, revealing,
-    by name); other members' references are stored as given. Looked up before the change's transaction."""
-    if body.kind != "score":
-        return body.ref
-    person, _, day = body.ref.rpartition("@")
-    try:
-        date.fromisoformat(day)
-    except ValueError:
-        person = ""
-    if not person:
-        raise ApiError(400, "invalid_body", "ref: a score is <person>@<YYYY-MM-DD>", field="ref")
-    return f"{await call.person(person)}@{day}"
-
-
 async def _exists(tx: Transaction, kind: str, ref: str) -> bool:
-    """Whether the finding, run or evidence bundle a member names is stored (scores are not checked)."""
+    """Whether the finding, run, evidence bundle or day score (`<scored entity>@<YYYY-MM-DD>`, the entity as
+    scoring keys it: its pseudonym when pseudonymising) a member names is stored."""
     if kind == "finding":
         return await tx.get_finding(ref) is not None
     if kind == "run":
         return await tx.get_run(ref) is not None
     if kind == "evidence":
         return await recorded_bundle(tx, ref) is not None
-    return True
+    entity, _, day = ref.rpartition("@")
+    try:
+        scored = date.fromisoformat(day)
+    except ValueError:
+        return False
+    query = sa.select(scoring_scores.c.risk).where(scoring_scores.c.entity == entity, scoring_scores.c.day == scored)
+    return (await tx.conn.execute(query)).first() is not None
 
 
 @endpoint(
@@ -451,7 +438,7 @@ async def _exists(tx: Transaction, kind: str, ref: str) -> bool:
 )
 async def link_member(call: Call[NoInput, MemberIn]) -> Changed:
     """Link an item (a bundle linked to a case under legal hold is held too)."""
-    ref = await _score_ref(call, call.body)
+    ref = call.body.ref
     async with call.services.store.transaction() as tx:
         case = await _case(call, tx)
         if not await _exists(tx, call.body.kind, ref):
@@ -473,10 +460,11 @@ async def link_member(call: Call[NoInput, MemberIn]) -> Changed:
 )
 async def unlink_member(call: Call[NoInput, MemberIn]) -> Changed:
     """Unlink an item (the timeline keeps that it was linked)."""
-    ref = await _score_ref(call, call.body)
     async with call.services.store.transaction() as tx:
         case = await _case(call, tx)
-        changed = await book.unlink(tx, case["id"], f"api:{call.caller}", call.body.kind, ref, reason=call.body.reason)
+        changed = await book.unlink(
+            tx, case["id"], f"api:{call.caller}", call.body.kind, call.body.ref, reason=call.body.reason
+        )
     if not changed:
         raise ApiError(404, "not_found", f"{call.body.kind} {call.body.ref!r} is not on case {case['id']}", field="ref")
     return Changed(changed=True)

@@ -8,7 +8,7 @@ from pydantic import Field
 
 from custodes.cases import feedback
 from custodes.cases.book import CaseError
-from custodes.server.api.cases import FeedbackOut
+from custodes.server.api.cases import TEXT, FeedbackOut
 from custodes.server.endpoints import ApiError, Call, Model, NoInput, RevealQuery, endpoint
 
 Verdict = Literal["benign", "expected", "false_positive", "malicious", "negligent", "compromised"]
@@ -31,16 +31,14 @@ class FeedbackQuery(RevealQuery):
 
 
 class FeedbackIn(Model):
-    """A verdict: on a finding (its person and rule), or on a person and a rule id (`scoring.*` for scores)."""
+    """A verdict on a finding: its rule (a Sigma rule, or `scoring.*`) for its person."""
 
-    finding: str | None = Field(default=None, max_length=64)
-    entity: str | None = Field(default=None, max_length=512, description="the person's pseudonym (or name)")
-    rule: str | None = Field(default=None, max_length=256)
+    finding: str = Field(max_length=64)
     case: str | None = Field(default=None, max_length=64)
     verdict: Verdict
     effect: Literal["suppress", "downweight"] = "suppress"
     weight: float = Field(default=0.0, ge=0.0, lt=1.0, description="severity scale when the effect is downweight")
-    reason: str = Field(min_length=1, max_length=4000)
+    reason: str = Field(min_length=1, max_length=4000, pattern=TEXT)
 
 
 @endpoint(
@@ -77,22 +75,16 @@ async def list_feedback(call: Call[FeedbackQuery, NoInput]) -> FeedbackList:
 async def give_feedback(call: Call[NoInput, FeedbackIn]) -> FeedbackOut:
     """From now on, the person's findings of the rule are suppressed or down-weighted (audited)."""
     body = call.body
-    entity = await call.person(body.entity) if body.entity else None
-    rule = body.rule
     async with call.services.store.transaction() as tx:
-        if body.finding is not None:
-            finding = await tx.get_finding(body.finding)
-            if finding is None:
-                raise ApiError(404, "not_found", f"no finding {body.finding!r}", field="finding")
-            entity, rule = entity or finding.entity, rule or finding.rule_id
-        if entity is None or rule is None:
-            raise ApiError(400, "invalid_body", "finding: give a finding, or an entity and a rule", field="finding")
+        finding = await tx.get_finding(body.finding)
+        if finding is None or finding.entity is None:
+            raise ApiError(404, "not_found", f"no finding {body.finding!r} about a person", field="finding")
         try:
             row = await feedback.give(
                 tx,
                 actor=f"api:{call.caller}",
-                entity=entity,
-                pattern=rule,
+                entity=finding.entity,
+                pattern=finding.rule_id,
                 verdict=body.verdict,
                 reason=body.reason,
                 effect=body.effect,
