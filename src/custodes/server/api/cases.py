@@ -19,12 +19,13 @@ from custodes.server.endpoints import ApiError, Call, Model, Names, NoInput, Rev
 from custodes.store import Transaction
 from custodes.store.tables import scoring_scores
 
-StatusName = Literal["new", "triage", "investigating", "escalated_hr", "escalated_legal", "closed"]
+OpenStatus = Literal["new", "triage", "investigating", "escalated_hr", "escalated_legal"]
+StatusName = OpenStatus | Literal["closed"]
 DispositionName = Literal["malicious", "negligent", "compromised", "benign"]
 PriorityName = Literal["low", "medium", "high", "critical"]
 KindName = Literal["finding", "run", "evidence", "score"]
-TEXT = r"\S"
-"""Free text must hold something besides white space."""
+TEXT = r"[^\s\x1c-\x1f\x85]"
+"""Free text must hold something besides white space (as JSON Schema, pydantic and Python's `strip` all count it)."""
 
 
 class CaseOut(Model):
@@ -155,9 +156,10 @@ class CaseCreate(Model):
 
 
 class CaseUpdate(Model):
-    """A change to a case; escalating to HR or legal restricts it to `need_to_know` (and the caller)."""
+    """A change to a case (closing is POST /api/cases/{id}/close); escalating to HR or legal restricts it to
+    `need_to_know` (and the caller)."""
 
-    status: StatusName | None = None
+    status: OpenStatus | None = None
     assignee: str | None = Field(default=None, max_length=256)
     priority: PriorityName | None = None
     need_to_know: list[str] = Field(default_factory=list, max_length=100, description="token or user names")
@@ -336,8 +338,6 @@ async def update_case(call: Call[NoInput, CaseUpdate]) -> CaseDetail:
     body = call.body
     async with call.services.store.transaction() as tx:
         case = await _case(call, tx)
-        if body.status == "closed":
-            raise ApiError(400, "invalid_body", "status: close a case with POST /api/cases/{id}/close", field="status")
         try:
             change = await book.update(
                 tx,
