@@ -124,6 +124,9 @@ def test_the_demo_runs_the_real_pipeline() -> None:
     text = "\n".join(page.extract_text() for page in PdfReader(written.group(1)).pages)
     assert "CC6.1 - Logical access security" in text and "chain_verified yes" in text
     assert "steps_by_action_and_outcome: okta.suspend_user succeeded 2" in text
+    # the demo ends with the case her findings opened, taken on by the analyst, her name revealed for the walkthrough
+    assert re.search(r"Case case-[0-9a-f]{16} opened for alice@example.com", out)
+    assert "investigating (assigned to demo)" in out and "revealed" in out
 
 
 def free_port() -> int:

@@ -13,6 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from console_support import PEOPLE, TOKENS, Served, day_score, served, settings_for, write_scores
+from custodes.cases import book
 from custodes.config import DatabaseSettings
 from custodes.detections.scoring.service import pseudonymizer_for
 from custodes.server.console import queries
@@ -278,3 +279,31 @@ async def test_an_analyst_acknowledges_a_finding(console: Served) -> None:
         entries = await tx.audit_entries()
     assert stored is not None and stored.status.value == "acknowledged"
     assert any(e.action == "finding.update" and e.actor == "api:analyst-token" for e in entries)
+
+
+async def test_case_pages_respect_roles_and_need_to_know(console: Served) -> None:
+    url = console.url
+    alice = (await pseudonymizer_for(console.services.settings.scoring, console.services.store))(PEOPLE[0])
+    viewer = await signed_in(url, "viewer")
+    analyst = await signed_in(url, "analyst")
+    async with viewer, analyst:
+        status, queue = await page(viewer, url, "/cases")
+        assert status == 200 and alice in queue and "alice@" not in queue
+        async with console.services.store.transaction() as tx:
+            [case] = await book.list_cases(tx, principal="", subject=PEOPLE[0])
+        path = f"/cases/{case['id']}"
+        assert f'href="{path}"' in queue
+        status, html = await page(viewer, url, path)
+        assert status == 200 and "Timeline" in html and '<form method="post" action="/cases/' not in html
+        async with viewer.post(f"{url}{path}/comment", data={"csrf": csrf_of(html), "text": "hi"}) as r:
+            assert r.status == 403 and "needs the analyst role" in await r.text()
+        status, html = await page(analyst, url, path)
+        assert "Move the case on" in html and "Close case" in html and "Benign: suppress" in html
+        form = {"csrf": csrf_of(html), "status": "escalated_hr", "need_to_know": "approver-token", "reason": "HR"}
+        async with analyst.post(f"{url}{path}/update", data=form) as r:
+            assert r.status == 200 and "Updated." in await r.text()
+        status, html = await page(viewer, url, path)
+        assert status == 404
+        assert case["id"] not in (await page(viewer, url, "/cases"))[1]
+        status, person = await page(analyst, url, f"/people/{alice}")
+        assert f'href="{path}"' in person, "the person's finding links to its case"

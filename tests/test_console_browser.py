@@ -182,6 +182,8 @@ PAGES = [
     ("rules", "/rules", "Sigma rules loaded"),
     ("connectors", "/connectors", "okta-prod"),
     ("audit", "/audit", "run.request"),
+    ("cases", "/cases", "Case queue"),
+    ("case", "/cases/{case}", "Timeline"),
 ]
 
 
@@ -189,8 +191,10 @@ def test_every_page_renders(chrome: WebDriver, console: Served) -> None:
     sign_in(chrome, console.url, "admin")
     alice = chrome.find_element(By.CSS_SELECTOR, "table.board tbody a").text
     assert alice.startswith("p-")
+    chrome.get(f"{console.url}/cases")
+    case = (chrome.find_element(By.CSS_SELECTOR, "main table tbody a").get_attribute("href") or "").rsplit("/", 1)[-1]
     for name, path, text in PAGES:
-        chrome.get(console.url + path.format(alice=alice, run=console.run_id))
+        chrome.get(console.url + path.format(alice=alice, run=console.run_id, case=case))
         wait_for_text(chrome, text)
         assert chrome.find_element(By.TAG_NAME, "h1").text not in {"Not allowed", "Not found", "Error"}
         assert page_problems(chrome) == [], name
@@ -205,3 +209,51 @@ def test_every_page_renders(chrome: WebDriver, console: Served) -> None:
         chrome.delete_all_cookies()
         chrome.get(f"{console.url}/signin")
         chrome.save_screenshot(str(Path(SHOTS) / "signin.png"))
+
+
+@pytest.fixture
+def unfiled(chrome: WebDriver, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Served]:
+    """A seeded console whose findings do not open cases by themselves (an analyst triages them)."""
+    settings = settings_for(DatabaseSettings(url=f"sqlite+aiosqlite:///{tmp_path / 'store.db'}"), tmp_path, monkeypatch)
+    settings.cases.auto_open = False
+    with in_thread(settings) as running:
+        chrome.delete_all_cookies()
+        chrome.get_log("browser")
+        yield running
+
+
+def test_triage_a_finding_into_a_case(chrome: WebDriver, unfiled: Served) -> None:
+    sign_in(chrome, unfiled.url, "analyst")
+    chrome.find_element(By.CSS_SELECTOR, "table.board tbody a").click()
+    wait_for_text(chrome, "Risk over time")
+    finding = chrome.find_element(By.XPATH, "//tr[starts-with(@id, 'finding-')]")
+    title = finding.find_element(By.TAG_NAME, "td").text.split("  ")[0]
+    finding.find_element(By.XPATH, ".//button[normalize-space() = 'Open a case']").click()
+    wait_for_text(chrome, "The finding is in the case.")
+    case_url = chrome.current_url.split("?")[0]
+    assert chrome.find_element(By.TAG_NAME, "h1").text.startswith(title.split(" r")[0][:20])
+    members = chrome.find_element(By.XPATH, "//section[@aria-labelledby='members-title']").text
+    assert "finding" in members and "api:analyst-token" in members
+    # move it to triage and assign it, with the keyboard-reachable labelled form
+    chrome.find_element(By.CSS_SELECTOR, "#case-new-status option[value='triage']").click()
+    assignee = chrome.find_element(By.ID, "case-assignee")
+    assignee.clear()
+    assignee.send_keys("analyst-token")
+    chrome.find_element(By.ID, "case-reason").send_keys("looking at it")
+    chrome.find_element(By.XPATH, "//button[normalize-space() = 'Save']").click()
+    wait_for_text(chrome, "Updated.")
+    facts = chrome.find_element(By.CSS_SELECTOR, "dl.facts").text
+    assert "triage" in facts and "analyst-token" in facts and "overdue" not in facts
+    chrome.find_element(By.ID, "case-comment").send_keys("benign: handover before leaving")
+    chrome.find_element(By.XPATH, "//button[normalize-space() = 'Comment']").click()
+    wait_for_text(chrome, "Comment added.")
+    timeline = chrome.find_element(By.XPATH, "//section[@aria-labelledby='timeline-title']").text
+    for step in ("opened", "linked", "updated", "commented"):
+        assert step in timeline
+    # the queue lists it, and the person's page now links the finding to it
+    chrome.find_element(By.LINK_TEXT, "Cases").click()
+    wait_for_text(chrome, "Case queue")
+    assert case_url.rsplit("/", 1)[-1] in chrome.find_element(By.TAG_NAME, "main").text
+    chrome.back()
+    chrome.back()
+    assert page_problems(chrome) == []

@@ -820,6 +820,31 @@ class ClusterSettings(Section):
     )
 
 
+CasePriority = Literal["low", "medium", "high", "critical"]
+DEFAULT_SLA_HOURS: dict[CasePriority, float] = {"critical": 1.0, "high": 4.0, "medium": 24.0, "low": 72.0}
+
+
+class CaseSettings(Section):
+    """Cases (docs/cases.md): whether findings open or join a case per person, and the time to triage by priority."""
+
+    auto_open: bool = Field(default=True, description="a finding about a person opens or joins that person's case")
+    min_severity: Literal["informational", "low", "medium", "high", "critical"] = Field(
+        default="low", description="the least finding severity that opens or joins a case"
+    )
+    sla_hours: dict[CasePriority, float] = Field(
+        default_factory=lambda: dict(DEFAULT_SLA_HOURS),
+        description="a case of each priority is due for triage this many hours after it opens",
+    )
+
+    @field_validator("sla_hours")
+    @classmethod
+    def _positive_hours(cls, value: dict[CasePriority, float]) -> dict[CasePriority, float]:
+        for priority, hours in value.items():
+            if hours <= 0:
+                raise ValueError(f"{priority}: the time to triage must be more than 0 hours")
+        return value
+
+
 class Settings(Section):
     """All of Custodes' settings."""
 
@@ -836,6 +861,7 @@ class Settings(Section):
     hunts: HuntSettings = Field(default_factory=HuntSettings)
     access_review: AccessReviewSettings = Field(default_factory=AccessReviewSettings)
     cluster: ClusterSettings = Field(default_factory=ClusterSettings)
+    cases: CaseSettings = Field(default_factory=CaseSettings)
 
     @model_validator(mode="after")
     def _known_to_the_redactor(self) -> Settings:

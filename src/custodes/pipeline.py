@@ -18,6 +18,9 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from custodes.cases import feedback
+from custodes.cases.filing import file_findings
+from custodes.config import CaseSettings
 from custodes.connectors.base import Batch, Connector
 from custodes.detections.findings import findings_for
 from custodes.detections.sigma.correlation import Correlator
@@ -48,6 +51,10 @@ class IngestReport:
     merged_findings: int = 0
     runs: list[Run] = field(default_factory=list)
     stored_ids: set[str] = field(default_factory=set)
+    suppressed: int = 0
+    """Findings analyst feedback suppressed."""
+    cases: list[str] = field(default_factory=list)
+    """Cases the new findings opened or joined."""
 
     def add(self, other: IngestReport) -> None:
         """Accumulate another report into this one."""
@@ -59,6 +66,8 @@ class IngestReport:
         self.merged_findings += other.merged_findings
         self.runs += other.runs
         self.stored_ids |= other.stored_ids
+        self.suppressed += other.suppressed
+        self.cases += [case for case in other.cases if case not in self.cases]
 
 
 class Pipeline:
@@ -77,10 +86,13 @@ class Pipeline:
         window: TimeWindow | None = None,
         claim_lease: timedelta = timedelta(seconds=10),
         hold: EventTimeHold | None = None,
+        cases: CaseSettings | None = None,
     ) -> None:
         self.store = store
         self.hold = hold or EventTimeHold()
         """Live sources' watermarks and the scoring input held until the slowest passes it (custodes.hold)."""
+        self.cases = cases or CaseSettings()
+        """Whether and how new findings open or join their person's case."""
         self.window = window or TimeWindow()
         self.out_of_window: Counter[str] = Counter()
         """Events whose absurd stated time was replaced by their ingestion time since start, by source."""
@@ -166,6 +178,7 @@ class Pipeline:
             if self.disabled_rules:
                 candidates = [f for f in candidates if f.rule_id not in self.disabled_rules]
             candidates += [alert for alert in alerts if alert.event_ids and alert.event_ids[0] in new_ids]
+            candidates, report.suppressed = await feedback.apply(tx, candidates)
             for candidate in candidates:
                 finding, created = await tx.record_finding(candidate, self.dedup_window)
                 if created:
@@ -173,10 +186,14 @@ class Pipeline:
                 else:
                     report.merged_findings += 1
             if self.scoring is not None and score:
-                for candidate in await self._score(tx, connector, fresh, report.new_findings):
+                raised = await self._score(tx, connector, fresh, report.new_findings)
+                scored, suppressed = await feedback.apply(tx, raised)
+                report.suppressed += suppressed
+                for candidate in scored:
                     finding, created = await tx.record_finding(candidate, self.dedup_window)
                     if created:
                         report.new_findings.append(finding)
+            report.cases = await file_findings(tx, self.cases, report.new_findings)
             await self.owe(tx, report.new_findings)
 
     async def _score(
@@ -408,7 +425,8 @@ class Pipeline:
                     finding, created = await tx.record_finding(candidate, self.dedup_window)
                     if created:
                         report.new_findings.append(finding)
-                await self.owe(tx, report.new_findings)
+                report.cases = await file_findings(tx, self.cases, report.new_findings)
+            await self.owe(tx, report.new_findings)
         if run_playbooks:
             report.runs = await self.drain()
         return report

@@ -83,6 +83,7 @@ class Services:
             correlator=correlator,
             window=TimeWindow.from_settings(settings.ingest),
             hold=EventTimeHold(timedelta(hours=settings.ingest.max_hold_hours)),
+            cases=settings.cases,
         )
         if settings.scoring.enabled:
             pipeline.scoring = await ScoringService.open(settings.scoring, store)

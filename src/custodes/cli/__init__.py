@@ -3,6 +3,7 @@
 from custodes.cli import (
     access,
     audit,
+    cases,
     connectors,
     database,
     evidence,
@@ -20,6 +21,7 @@ __all__ = [
     "access",
     "app",
     "audit",
+    "cases",
     "connectors",
     "database",
     "evidence",

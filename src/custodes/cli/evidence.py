@@ -100,3 +100,40 @@ def evidence_list(
         console.print(table)
 
     run(work)
+
+
+@evidence_app.command("prune")
+def evidence_prune(
+    older_than_days: Annotated[float, typer.Option("--older-than-days", min=0, help="Delete bundles older than this.")],
+    by: Annotated[str | None, typer.Option("--by", help="Who is deleting (default: the login name).")] = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Retention: delete bundles older than the given age, except those a case holds under legal hold (each
+    refusal is written in the bundle's chain of custody). Exit 1 when a delete failed."""
+    from datetime import timedelta
+
+    from custodes.cases.hold import prune_evidence
+    from custodes.store import Store
+
+    async def work() -> Any:
+        settings = settings_from(config)
+        store = await Store.open(settings.database)
+        try:
+            who = f"cli:{by or getpass.getuser()}"
+            report = await prune_evidence(store, settings.responder.evidence, timedelta(days=older_than_days), who)
+        finally:
+            await store.close()
+        if as_json:
+            body = {"deleted": report.deleted, "refused": report.refused, "failed": report.failed}
+            console.print_json(orjson.dumps(body).decode())
+        else:
+            console.print(f"deleted {len(report.deleted)} bundles", highlight=False)
+            for ident, cases in report.refused.items():
+                console.print(f"kept {ident}: legal hold (case {', '.join(cases)})", highlight=False)
+            for ident, problem in report.failed.items():
+                err.print(f"[red]not deleted:[/red] {ident}: {problem}", highlight=False, soft_wrap=True)
+        if report.failed:
+            raise typer.Exit(1)
+
+    run(work)

@@ -6,7 +6,9 @@ arrive through the signed generic webhook; the CloudTrail log file is replayed b
 shipped rules raise findings; the shipped playbooks tell the SOC channel and ask for approval to suspend her.
 A SOC lead (a different person from the one who started the run) approves exactly the plan shown, over the
 REST API, and she is suspended in the Okta simulator; the run queued behind hers then finds her suspended
-already. Everything printed is read back from the API, the store and the simulators.
+already. Her findings opened a case, which the analyst takes on (investigating, her runs linked, a comment) and
+the privacy officer shows with her name. Everything printed is read back from the API, the store and the
+simulators.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from custodes.config import (
     Settings,
 )
 from custodes.connectors.files import FileConnector, iter_records
+from custodes.demo.casework import open_case_for_alice
 from custodes.errors import CustodesError
 from custodes.model import Run, utcnow
 from custodes.reports.compliance import period_of
@@ -325,6 +328,11 @@ async def run_demo(project: Path, *, port: int, once: bool, console: Console) ->
                         runs = await tx.list_runs()
                     console.print(_actions_table(runs))
                     console.print(_sandbox_table(okta_state, chat_state))
+
+                    async def call(method: str, where: str, token: str, body: Any) -> Any:
+                        return await _api(http, method, where, token, body)
+
+                    await open_case_for_alice(call, api_url, console)
                     console.print(f"Compliance report (SOC 2, last 30 days): {await _compliance_report(services)}")
                     if once:
                         return

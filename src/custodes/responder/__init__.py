@@ -1,6 +1,6 @@
 """Response actions: the catalog of registered actions and the modules whose actions register when imported."""
 
-from custodes.responder import aws, case, entra, evidence, mail, notify, okta, ticket
+from custodes.responder import aws, case, cases, entra, evidence, mail, notify, okta, ticket
 from custodes.responder.registry import ActionContext, ActionError, registry
 
 catalog = registry
@@ -11,6 +11,7 @@ __all__ = [
     "ActionError",
     "aws",
     "case",
+    "cases",
     "catalog",
     "entra",
     "evidence",

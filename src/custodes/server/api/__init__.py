@@ -1,11 +1,13 @@
 """The REST API: each module declares its endpoints; importing this package registers them all."""
 
 from custodes.server.api import (
+    cases,
     catalog,
     connectors,
     entities,
     eventtime,
     evidence,
+    feedback,
     findings,
     manage,
     meta,
@@ -16,11 +18,13 @@ from custodes.server.api import (
 )
 
 __all__ = [
+    "cases",
     "catalog",
     "connectors",
     "entities",
     "eventtime",
     "evidence",
+    "feedback",
     "findings",
     "manage",
     "meta",

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from custodes.cases import book, feedback
 from custodes.model import Finding, FindingStatus, Severity
 from custodes.server.endpoints import ApiError, Call, Model, Names, NoInput, RevealQuery, endpoint
 
@@ -51,6 +52,13 @@ class FindingOut(Model):
                 "last_seen": finding.last_seen,
             }
         )
+
+
+class FindingDetail(FindingOut):
+    """A finding with the cases it is in and the analyst feedback on its pattern for its person."""
+
+    cases: list[str] = Field(description="ids of the cases grouping it that the caller may see")
+    feedback: list[str] = Field(description="ids of active feedback on its rule for its person (docs/cases.md)")
 
 
 class FindingPage(Model):
@@ -131,12 +139,20 @@ async def _finding(call: Call[Any, Any]) -> Finding:
     role="viewer",
     summary="Read a finding",
     query=RevealQuery,
-    response=FindingOut,
+    response=FindingDetail,
     tags=("findings",),
 )
-async def get_finding(call: Call[RevealQuery, NoInput]) -> FindingOut:
-    """One finding by id."""
-    return FindingOut.of(await _finding(call), await call.people())
+async def get_finding(call: Call[RevealQuery, NoInput]) -> FindingDetail:
+    """One finding by id, with its cases and the active feedback on its pattern."""
+    finding = await _finding(call)
+    shown = FindingOut.of(finding, await call.people())
+    async with call.services.store.transaction() as tx:
+        grouped = [
+            c["id"] for c in await book.cases_with(tx, "finding", finding.id) if await book.visible(tx, c, call.caller)
+        ]
+        active = await feedback.active_for(tx, [finding.entity] if finding.entity else [])
+    given = [row["id"] for row in active.get((finding.entity or "", finding.rule_id), [])]
+    return FindingDetail(**shown.model_dump(), cases=grouped, feedback=given)
 
 
 @endpoint(

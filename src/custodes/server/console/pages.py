@@ -12,8 +12,8 @@ import sqlalchemy as sa
 from aiohttp import web
 
 from custodes.model import utcnow
-from custodes.server.api import catalog, connectors, entities, evidence, findings, manage, meta, risk, runs
-from custodes.server.console import queries
+from custodes.server.api import cases, catalog, connectors, entities, evidence, findings, manage, meta, risk, runs
+from custodes.server.console import casepages, queries
 from custodes.server.console.bridge import call_for, invoke, may
 from custodes.server.console.chart import risk_chart
 from custodes.server.console.session import COOKIE, LIFETIME_SECONDS, PRE_COOKIE, Session
@@ -154,10 +154,13 @@ async def person(request: web.Request, session: Session) -> web.StreamResponse:
     bundles = await invoke(request, session, evidence.list_evidence, query={"entity": wanted, "limit": 20})
     async with call.services.store.transaction() as tx:
         about = await queries.runs_about(tx, stored)
+    casework = await casepages.cases_of_person(request, session, wanted, [f.id for f in found.findings])
     return render(
         request,
         session,
         "person.html",
+        **casework,
+        create_case=cases.create_case,
         entity=timeline.entity,
         scored=scored,
         chart=risk_chart([(score.day, score.risk) for score in scored.scores]),
@@ -361,3 +364,4 @@ def routes(app: web.Application) -> None:
     app.router.add_post("/rules/{id}/disable", disable_rule)
     app.router.add_get("/connectors", connectors_page)
     app.router.add_get("/audit", audit)
+    casepages.routes(app)

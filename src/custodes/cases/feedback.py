@@ -1,0 +1,150 @@
+"""Analyst feedback: a verdict on a pattern (a rule id, Sigma or `scoring.*`) for one person, which from then on
+suppresses that person's findings of the pattern or lowers their severity, until revoked.
+
+Feedback is visible (listed, shown on the finding and the case) and reversible (revoking keeps the record).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
+from typing import Any
+
+import sqlalchemy as sa
+
+from custodes.cases.book import CaseError, aware
+from custodes.model import Finding, Severity, utcnow
+from custodes.store import Transaction
+from custodes.store.cases import feedback
+
+EFFECTS = ("suppress", "downweight")
+CHUNK = 500
+VERDICTS = ("benign", "expected", "false_positive", "malicious", "negligent", "compromised")
+
+
+async def give(
+    tx: Transaction,
+    *,
+    actor: str,
+    entity: str,
+    pattern: str,
+    verdict: str,
+    reason: str,
+    effect: str = "suppress",
+    weight: float = 0.0,
+    case_id: str | None = None,
+    finding_id: str | None = None,
+) -> dict[str, Any]:
+    """Record feedback (audited `feedback.give`); `weight` (0 to 1) scales severity when the effect is downweight."""
+    if effect not in EFFECTS:
+        raise CaseError(f"effect: {effect!r} is not one of {', '.join(EFFECTS)}", field="effect")
+    if verdict not in VERDICTS:
+        raise CaseError(f"verdict: {verdict!r} is not one of {', '.join(VERDICTS)}", field="verdict")
+    if not 0.0 <= weight < 1.0:
+        raise CaseError("weight: must be at least 0 and less than 1", field="weight")
+    if not reason.strip():
+        raise CaseError("reason: say why (e.g. 'benign: handover before leaving')", field="reason")
+    row: dict[str, Any] = {
+        "id": "fb-" + uuid.uuid4().hex[:16],
+        "entity": entity,
+        "pattern_kind": "rule",
+        "pattern": pattern,
+        "verdict": verdict,
+        "effect": effect,
+        "weight": weight if effect == "downweight" else 0.0,
+        "reason": reason.strip(),
+        "case_id": case_id,
+        "finding_id": finding_id,
+        "created_by": actor,
+        "created_at": utcnow(),
+        "revoked_by": None,
+        "revoked_at": None,
+    }
+    await tx.conn.execute(sa.insert(feedback), [row])
+    details = {k: row[k] for k in ("entity", "pattern", "verdict", "effect", "weight", "reason", "case_id")}
+    await tx.audit(actor, "feedback.give", str(row["id"]), details)
+    return row
+
+
+async def revoke(tx: Transaction, feedback_id: str, actor: str) -> dict[str, Any]:
+    """Revoke feedback (audited `feedback.revoke`): the pattern counts again from now on."""
+    row = await get(tx, feedback_id)
+    if row is None:
+        raise CaseError(f"no feedback {feedback_id!r}", code="not_found")
+    if row["revoked_at"] is not None:
+        raise CaseError(f"feedback {feedback_id} was already revoked", code="conflict")
+    now = utcnow()
+    await tx.conn.execute(
+        sa.update(feedback).where(feedback.c.id == feedback_id).values(revoked_by=actor, revoked_at=now)
+    )
+    await tx.audit(actor, "feedback.revoke", feedback_id, {"entity": row["entity"], "pattern": row["pattern"]})
+    return {**row, "revoked_by": actor, "revoked_at": now}
+
+
+async def get(tx: Transaction, feedback_id: str) -> dict[str, Any] | None:
+    """One feedback record, or None."""
+    row = (await tx.conn.execute(sa.select(feedback).where(feedback.c.id == feedback_id))).mappings().first()
+    return None if row is None else aware(row)
+
+
+async def listing(
+    tx: Transaction,
+    *,
+    entity: str | None = None,
+    case_id: str | None = None,
+    finding_id: str | None = None,
+    active: bool | None = None,
+    limit: int = 200,
+) -> list[dict[str, Any]]:
+    """Feedback records, newest first, filtered."""
+    query = sa.select(feedback).order_by(feedback.c.created_at.desc(), feedback.c.id).limit(limit)
+    for column, value in (
+        (feedback.c.entity, entity),
+        (feedback.c.case_id, case_id),
+        (feedback.c.finding_id, finding_id),
+    ):
+        if value is not None:
+            query = query.where(column == value)
+    if active is not None:
+        query = query.where(feedback.c.revoked_at.is_(None) if active else feedback.c.revoked_at.is_not(None))
+    return [aware(row) for row in (await tx.conn.execute(query)).mappings()]
+
+
+def governing(rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """Of the active feedback on one pattern for one person, the one that counts: suppress wins, then the lowest
+    weight."""
+    return min(rows, key=lambda r: (r["effect"] != "suppress", r["weight"])) if rows else None
+
+
+async def active_for(tx: Transaction, entities: Iterable[str]) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """Active feedback about these people, by (entity, pattern)."""
+    wanted = sorted(set(entities))
+    found: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for start in range(0, len(wanted), CHUNK):
+        query = sa.select(feedback).where(
+            feedback.c.entity.in_(wanted[start : start + CHUNK]), feedback.c.revoked_at.is_(None)
+        )
+        for row in (await tx.conn.execute(query)).mappings():
+            found.setdefault((row["entity"], row["pattern"]), []).append(dict(row))
+    return found
+
+
+async def apply(tx: Transaction, candidates: Sequence[Finding]) -> tuple[list[Finding], int]:
+    """The candidates as feedback leaves them: suppressed ones dropped, down-weighted ones at a lower severity
+    (tagged `feedback.<id>`); with how many were suppressed. One query per batch."""
+    active = await active_for(tx, (c.entity for c in candidates if c.entity is not None))
+    if not active:
+        return list(candidates), 0
+    kept: list[Finding] = []
+    suppressed = 0
+    for candidate in candidates:
+        rule = governing(active.get((candidate.entity or "", candidate.rule_id), []))
+        if rule is None:
+            kept.append(candidate)
+        elif rule["effect"] == "suppress":
+            suppressed += 1
+        else:
+            lowered = Severity(int(int(candidate.severity) * float(rule["weight"])))
+            kept.append(replace(candidate, severity=lowered, tags=[*candidate.tags, f"feedback.{rule['id']}"]))
+    return kept, suppressed

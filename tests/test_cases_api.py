@@ -1,0 +1,231 @@
+"""Cases over real HTTP: findings open a case per person, the analyst's lifecycle, need to know and legal hold on
+escalation, analyst feedback that suppresses a pattern and can be revoked, and re-identification on the timeline."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from console_support import PEOPLE, Served, api, okta_record, post_events, served, settings_for
+from custodes.cases.filing import file_findings
+from custodes.cases.hold import prune_evidence
+from custodes.config import DatabaseSettings
+from custodes.detections.scoring.service import pseudonymizer_for
+from custodes.model import Finding, Severity
+from custodes.responder.evidence import collect, custody_entries, open_bundle
+from custodes.responder.registry import ActionContext
+
+ALICE = PEOPLE[0]
+
+
+@pytest.fixture
+async def site(database: DatabaseSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Served]:
+    settings = settings_for(database, tmp_path, monkeypatch)
+    settings.responder.evidence.directory = tmp_path / "evidence"
+    async with served(settings) as site:
+        yield site
+
+
+async def pseudonym_of(site: Served, person: str) -> str:
+    return (await pseudonymizer_for(site.services.settings.scoring, site.services.store))(person)
+
+
+async def alice_case(site: Served, who: str = "analyst") -> dict[str, Any]:
+    subject = await pseudonym_of(site, ALICE)
+    status, page = await api(site.url, "GET", f"/api/cases?subject={subject}", who)
+    assert status == 200 and len(page["cases"]) == 1, page
+    status, case = await api(site.url, "GET", f"/api/cases/{page['cases'][0]['id']}", who)
+    assert status == 200
+    return dict(case)
+
+
+async def bundle(site: Served, key: str) -> str:
+    services = site.services
+    ctx = ActionContext(
+        settings=services.settings.responder,
+        http=services.http,
+        idempotency_key=key,
+        store=services.store,
+        app=services.settings,
+    )
+    now = datetime.now(UTC)
+    made = await collect(ctx, entity=ALICE, since=now - timedelta(days=1), until=now, reason="case test")
+    return str(made["bundle_id"])
+
+
+async def test_findings_open_one_case_per_person_due_by_the_sla(site: Served) -> None:
+    status, page = await api(site.url, "GET", "/api/cases", "viewer")
+    assert status == 200
+    subjects = [case["subject"] for case in page["cases"]]
+    assert ALICE not in subjects and PEOPLE[1] not in subjects, "people are pseudonymised"
+    case = await alice_case(site, "viewer")
+    findings = [m["ref"] for m in case["members"] if m["kind"] == "finding"]
+    async with site.services.store.transaction() as tx:
+        mine = [f.id for f in await tx.list_findings(limit=100) if f.entity == ALICE]
+    assert findings == mine and len(mine) == 1, "the finding about alice opened her case"
+    settings = site.services.settings.cases
+    opened = datetime.fromisoformat(case["opened_at"])
+    assert datetime.fromisoformat(case["due_at"]) == opened + timedelta(hours=settings.sla_hours[case["priority"]])
+    assert case["status"] == "new" and case["first_triaged_at"] is None
+    assert case["timeline"][0]["kind"] == "opened"
+    assert case["priority"] != "critical"
+
+    now = datetime.now(UTC)
+    worse = Finding("f-worse", "k-worse", "sigma", "r-worse", "Worse", Severity.CRITICAL, ALICE, [], [], now, now)
+    async with site.services.store.transaction() as tx:
+        await tx.record_finding(worse, timedelta(hours=1))
+        assert await file_findings(tx, settings, [worse]) == [case["id"]]
+    joined = await alice_case(site, "viewer")
+    assert [m["ref"] for m in joined["members"] if m["kind"] == "finding"] == [*mine, "f-worse"]
+    assert joined["priority"] == "critical"
+    assert datetime.fromisoformat(joined["due_at"]) == opened + timedelta(hours=settings.sla_hours["critical"])
+    assert joined["overdue"] is False
+
+
+async def test_an_analyst_walks_a_case_to_a_disposition(site: Served) -> None:
+    case = await alice_case(site)
+    path = f"/api/cases/{case['id']}"
+    status, refused = await api(site.url, "PATCH", path, "viewer", {"status": "triage"})
+    assert status == 403 and refused["error"]["code"] == "forbidden"
+    status, moved = await api(site.url, "PATCH", path, "analyst", {"status": "triage", "assignee": "analyst-token"})
+    assert status == 200 and moved["status"] == "triage" and moved["first_triaged_at"] is not None
+    assert moved["assignee"] == "analyst-token" and moved["overdue"] is False
+    status, note = await api(
+        site.url, "POST", f"{path}/comments", "analyst", {"text": "benign: handover before leaving"}
+    )
+    assert status == 201 and note["author"] == "api:analyst-token"
+    status, linked = await api(site.url, "POST", f"{path}/members", "analyst", {"kind": "run", "ref": site.run_id})
+    assert status == 200 and linked == {"changed": True}
+    status, missing = await api(site.url, "POST", f"{path}/members", "analyst", {"kind": "run", "ref": "nope"})
+    assert status == 404 and missing["error"]["field"] == "ref"
+    score = {"kind": "score", "ref": f"{case['subject']}@{datetime.now(UTC).date()}"}
+    assert (await api(site.url, "POST", f"{path}/members", "analyst", score))[1] == {"changed": True}
+    status, bad = await api(site.url, "POST", f"{path}/members", "analyst", {"kind": "score", "ref": "x@soon"})
+    assert status == 404 and bad["error"]["field"] == "ref"
+    status, bad = await api(site.url, "PATCH", path, "analyst", {"status": "done"})
+    assert status == 400 and bad["error"]["field"] == "status"
+    status, bad = await api(site.url, "POST", f"{path}/close", "analyst", {"reason": "x"})
+    assert status == 400 and bad["error"]["field"] == "disposition"
+    status, closed = await api(
+        site.url, "POST", f"{path}/close", "analyst", {"disposition": "benign", "reason": "handover"}
+    )
+    assert status == 200 and closed["status"] == "closed" and closed["disposition"] == "benign"
+    assert closed["closed_at"] is not None
+    again = {"disposition": "benign", "reason": "x"}
+    assert (await api(site.url, "POST", f"{path}/close", "analyst", again))[0] == 409
+    assert {"kind": "score", "ref": score["ref"]} in [{"kind": m["kind"], "ref": m["ref"]} for m in closed["members"]]
+    kinds = [e["kind"] for e in closed["timeline"]]
+    assert {"opened", "updated", "commented", "linked", "closed"} <= set(kinds)
+    assert [c["text"] for c in closed["comments"]] == ["benign: handover before leaving"]
+    status, audit = await api(site.url, "GET", "/api/audit?limit=1000", "admin")
+    actions = {(r["action"], r["subject"]) for r in audit["entries"]}
+    assert {("case.updated", case["id"]), ("case.commented", case["id"]), ("case.closed", case["id"])} <= actions
+    status, closed_only = await api(site.url, "GET", "/api/cases?status=closed", "viewer")
+    assert [c["id"] for c in closed_only["cases"]] == [case["id"]]
+
+
+async def test_escalation_restricts_to_named_people_and_holds_the_evidence(site: Served) -> None:
+    held = await bundle(site, "held")
+    case = await alice_case(site)
+    path = f"/api/cases/{case['id']}"
+    status, escalated = await api(
+        site.url,
+        "PATCH",
+        path,
+        "analyst",
+        {"status": "escalated_legal", "need_to_know": ["approver-token"], "reason": "counsel asked"},
+    )
+    assert status == 200, escalated
+    assert escalated["restricted"] and escalated["legal_hold"]
+    assert escalated["access"] == ["analyst-token", "approver-token"]
+    assert {"kind": "evidence", "ref": held} in [{"kind": m["kind"], "ref": m["ref"]} for m in escalated["members"]]
+    for outsider in ("viewer", "admin"):
+        assert (await api(site.url, "GET", path, outsider))[0] == 404
+        listed = (await api(site.url, "GET", "/api/cases", outsider))[1]["cases"]
+        assert case["id"] not in [c["id"] for c in listed]
+    assert (await api(site.url, "GET", path, "approver"))[0] == 200
+    assert (await api(site.url, "POST", f"{path}/comments", "approver2", {"text": "let me in"}))[0] == 404
+
+    free = await bundle(site, "free")
+    settings = site.services.settings.responder.evidence
+    async with site.services.store.transaction() as tx:
+        from custodes.responder.evidence import recorded_bundle
+
+        held_row, free_row = await recorded_bundle(tx, held), await recorded_bundle(tx, free)
+    assert held_row is not None and free_row is not None
+    custody = [entry for _, entry in custody_entries(open_bundle(held_row["location"], settings)) if entry]
+    assert any("legal hold placed" in entry["what"] for entry in custody)
+    pruned = await prune_evidence(site.services.store, settings, timedelta(0), "custodes:retention")
+    assert pruned.deleted == [free] and pruned.refused == {held: [case["id"]]}
+    assert not await asyncio.to_thread(Path(free_row["location"]).exists)
+    assert await asyncio.to_thread(Path(held_row["location"]).exists)
+    custody = [entry for _, entry in custody_entries(open_bundle(held_row["location"], settings)) if entry]
+    assert custody[-1]["what"] == "retention delete refused"
+
+    status, granted = await api(
+        site.url, "POST", f"{path}/access", "admin", {"principals": ["viewer-token"], "reason": "HR partner"}
+    )
+    assert status == 200 and granted == {"changed": True}
+    assert (await api(site.url, "GET", path, "viewer"))[0] == 200
+
+
+async def test_feedback_suppresses_the_pattern_for_that_person_until_revoked(site: Served) -> None:
+    case = await alice_case(site)
+    async with site.services.store.transaction() as tx:
+        target = next(f for f in await tx.list_findings(limit=100) if f.entity == ALICE)
+    status, given = await api(
+        site.url,
+        "POST",
+        "/api/feedback",
+        "analyst",
+        {"finding": target.id, "case": case["id"], "verdict": "benign", "reason": "benign: handover before leaving"},
+    )
+    assert status == 201 and given["pattern"] == target.rule_id and given["effect"] == "suppress"
+    assert given["entity"] == await pseudonym_of(site, ALICE)
+    shown = (await api(site.url, "GET", f"/api/cases/{case['id']}", "viewer"))[1]["feedback"]
+    assert [f["id"] for f in shown] == [given["id"]]
+    on_finding = (await api(site.url, "GET", f"/api/findings/{target.id}", "viewer"))[1]
+    assert on_finding["cases"] == [case["id"]] and on_finding["feedback"] == [given["id"]]
+
+    async def count() -> int:
+        async with site.services.store.transaction() as tx:
+            found = await tx.get_finding(target.id)
+        assert found is not None
+        return found.count
+
+    before = await count()
+    kind = {"okta.mfa_deactivate": "user.mfa.factor.deactivate"}.get(target.rule_id, "user.mfa.factor.deactivate")
+    await post_events(site.url, [okta_record(101, ALICE, kind, datetime.now(UTC))])
+    assert await count() == before, "the suppressed pattern raised nothing for alice"
+    status, revoked = await api(site.url, "POST", f"/api/feedback/{given['id']}/revoke", "analyst")
+    assert status == 200 and revoked["revoked_at"] is not None
+    assert (await api(site.url, "POST", f"/api/feedback/{given['id']}/revoke", "analyst"))[0] == 409
+    await post_events(site.url, [okta_record(102, ALICE, kind, datetime.now(UTC))])
+    assert await count() == before + 1, "after revoking, the pattern counts again"
+    listed = (await api(site.url, "GET", "/api/feedback?active=false", "viewer"))[1]["feedback"]
+    assert [f["id"] for f in listed] == [given["id"]]
+    assert (await api(site.url, "GET", f"/api/findings/{target.id}", "viewer"))[1]["feedback"] == []
+
+
+async def test_revealing_names_inside_a_case_is_audited_on_its_timeline(site: Served) -> None:
+    case = await alice_case(site)
+    path = f"/api/cases/{case['id']}"
+    assert (await api(site.url, "GET", f"{path}?reveal=interview", "analyst"))[0] == 403
+    status, shown = await api(site.url, "GET", f"{path}?reveal=HR%20interview", "admin")
+    assert status == 200 and shown["subject"] == ALICE
+    revealed = [e for e in shown["timeline"] if e["kind"] == "revealed"]
+    assert revealed and revealed[-1]["details"] == {"reason": "HR interview"}
+    assert revealed[-1]["actor"] == "api:admin-token"
+    status, created = await api(site.url, "POST", "/api/cases", "analyst", {"title": "x", "subject": ALICE})
+    assert status == 403 and created["error"]["code"] == "reveal_required"
+    incident = {"title": "Badge cloning at the Leeds office", "priority": "high", "findings": ["nope"]}
+    assert (await api(site.url, "POST", "/api/cases", "analyst", incident))[0] == 404
+    del incident["findings"]
+    status, created = await api(site.url, "POST", "/api/cases", "analyst", incident)
+    assert status == 201 and created["subject"] is None and created["priority"] == "high"
+    assert created["opened_by"] == "api:analyst-token" and created["timeline"][0]["kind"] == "opened"
