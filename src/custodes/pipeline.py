@@ -178,23 +178,34 @@ class Pipeline:
             if self.disabled_rules:
                 candidates = [f for f in candidates if f.rule_id not in self.disabled_rules]
             candidates += [alert for alert in alerts if alert.event_ids and alert.event_ids[0] in new_ids]
-            candidates, report.suppressed = await feedback.apply(tx, candidates)
-            for candidate in candidates:
-                finding, created = await tx.record_finding(candidate, self.dedup_window)
-                if created:
-                    report.new_findings.append(finding)
-                else:
-                    report.merged_findings += 1
+            report.new_findings, report.merged_findings, report.suppressed = await self.record(tx, candidates)
             if self.scoring is not None and score:
                 raised = await self._score(tx, connector, fresh, report.new_findings)
-                scored, suppressed = await feedback.apply(tx, raised)
+                scored, _, suppressed = await self.record(tx, raised)
+                report.new_findings += scored
                 report.suppressed += suppressed
-                for candidate in scored:
-                    finding, created = await tx.record_finding(candidate, self.dedup_window)
-                    if created:
-                        report.new_findings.append(finding)
-            report.cases = await file_findings(tx, self.cases, report.new_findings)
-            await self.owe(tx, report.new_findings)
+            report.cases = await self.follow_up(tx, report.new_findings)
+
+    async def record(self, tx: Transaction, candidates: Sequence[Finding]) -> tuple[list[Finding], int, int]:
+        """Record candidate findings as analyst feedback leaves them: (the new ones, how many merged into stored
+        ones, how many feedback suppressed)."""
+        kept, suppressed = await feedback.apply(tx, candidates)
+        new: list[Finding] = []
+        merged = 0
+        for candidate in kept:
+            finding, created = await tx.record_finding(candidate, self.dedup_window)
+            if created:
+                new.append(finding)
+            else:
+                merged += 1
+        return new, merged, suppressed
+
+    async def follow_up(self, tx: Transaction, found: Sequence[Finding]) -> list[str]:
+        """What new findings owe in their own transaction: their person's case (the ids opened or joined) and their
+        playbook starts."""
+        cases = await file_findings(tx, self.cases, found)
+        await self.owe(tx, found)
+        return cases
 
     async def _score(
         self, tx: Transaction, connector: str | None, fresh: Sequence[Event], found: Sequence[Finding]

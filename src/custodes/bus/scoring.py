@@ -30,7 +30,7 @@ async def fingerprint(pipeline: Pipeline) -> tuple[Any, ...]:
 
 async def rescore(pipeline: Pipeline, last: tuple[Any, ...] | None) -> tuple[tuple[Any, ...] | None, list[Finding]]:
     """Re-score when the store changed since `last` and no other runner is at it; (what was scored, the new scoring
-    findings, owed their playbook starts in the transaction that records them)."""
+    findings, filed into cases and owed their playbook starts in the transaction that records them)."""
     scoring = pipeline.scoring
     if scoring is None:
         return last, []
@@ -46,13 +46,9 @@ async def rescore(pipeline: Pipeline, last: tuple[Any, ...] | None) -> tuple[tup
             await scoring.rescore(pipeline.store)
             async with pipeline.store.transaction() as tx:
                 await scoring.save(tx)
-                new: list[Finding] = []
-                for candidate in scoring.engine.take_findings():
-                    if await tx.get_finding(candidate.id) is None:
-                        finding, created = await tx.record_finding(candidate, pipeline.dedup_window)
-                        if created:
-                            new.append(finding)
-                await pipeline.owe(tx, new)
+                unseen = [f for f in scoring.engine.take_findings() if await tx.get_finding(f.id) is None]
+                new, _, _ = await pipeline.record(tx, unseen)
+                await pipeline.follow_up(tx, new)
             return seen, new
         finally:
             await lock.execute(sa.text(f"SELECT pg_advisory_unlock({LOCK_KEY})"))
