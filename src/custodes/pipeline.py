@@ -156,7 +156,7 @@ class Pipeline:
         *,
         score: bool,
     ) -> None:
-        async with self.correlator.guarded(), self.store.transaction() as tx:
+        async with self.correlator.guarded(always=self.scoring is not None), self.store.transaction() as tx:
             new_ids = await tx.insert_events(events)
             for receiver, records in webhooks:
                 await self.owe_webhook(tx, receiver, records)
@@ -418,7 +418,7 @@ class Pipeline:
         report = IngestReport()
         if self.scoring is None:
             return report
-        async with self.correlator.guarded():
+        async with self.correlator.guarded(always=True):
             if rescore:
                 await self.scoring.rescore(self.store)
                 self.hold.clear(self.scoring.engine.watermark if self.hold.active else None)

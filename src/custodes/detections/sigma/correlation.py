@@ -561,9 +561,10 @@ class Correlator:
             self.loaded = False
 
     @asynccontextmanager
-    async def guarded(self) -> AsyncIterator[None]:
-        """Serialise batches that use correlation state; invalidate it if the block (or its commit) fails."""
-        if not self.states:
+    async def guarded(self, *, always: bool = False) -> AsyncIterator[None]:
+        """Serialise batches that use correlation state (with `always`, every batch: other in-memory state, such as
+        behaviour scoring's, needs them one at a time too); invalidate it if the block (or its commit) fails."""
+        if not self.states and not always:
             yield
             return
         async with self._lock:
