@@ -22,6 +22,9 @@ MIN_PEERS = 5
 SEEN_CAPS = {"resource": 600, "host": 40, "device": 40, "country": 30, "asn": 40}
 HOURS = 48
 DAMPED_WEIGHT = 0.2
+OWNER_MIN_DAYS = 3.0
+OWNER_MIN_SHARE = 0.6
+MACHINES_CAP = 20
 
 
 @dataclass(slots=True)
@@ -36,6 +39,8 @@ class DayState:
     events: int = 0
     owners: dict[str, str] = field(default_factory=dict)
     """Owners of other people's machines used today -> the first such event."""
+    machines: set[str] = field(default_factory=set)
+    """Machines (lower-case names) used today."""
     start: datetime | None = None
     end: datetime | None = None
 
@@ -49,6 +54,7 @@ class DayState:
             "sigma": [list(s) for s in self.sigma],
             "events": self.events,
             "owners": self.owners,
+            "machines": sorted(self.machines),
         }
 
     @classmethod
@@ -62,6 +68,7 @@ class DayState:
             sigma=[(str(a), str(b), float(c)) for a, b, c in data["sigma"]],
             events=int(data["events"]),
             owners={str(k): str(v) for k, v in data.get("owners", {}).items()},
+            machines={str(m) for m in data.get("machines", [])},
         )
 
 
@@ -78,6 +85,8 @@ class EntityState:
     active_days: int = 0
     stats: dict[str, list[float]] = field(default_factory=dict)
     hours: list[float] = field(default_factory=lambda: [0.0] * HOURS)
+    machines: dict[str, float] = field(default_factory=dict)
+    """Forgotten counts of active days on each machine (the most used ones, at most `MACHINES_CAP`)."""
     seen: dict[str, dict[str, int]] = field(default_factory=dict)
     risk: float = 0.0
     risk_day: int = 0
@@ -112,6 +121,13 @@ class EntityState:
             values[S2] += weight * logged * logged
             values[SRAW] += weight * value
             values[LAST] = float(today.day)
+        machines = self.machines
+        for machine in machines:
+            machines[machine] *= forget
+        for machine in today.machines:
+            machines[machine] = machines.get(machine, 0.0) + 1.0
+        if len(machines) > MACHINES_CAP:
+            self.machines = dict(sorted(machines.items(), key=lambda item: -item[1])[:MACHINES_CAP])
         offset = 24 if weekend else 0
         hours = self.hours
         for i in range(HOURS):
@@ -147,6 +163,7 @@ class EntityState:
             "active_days": self.active_days,
             "stats": self.stats,
             "hours": self.hours,
+            "machines": self.machines,
             "seen": self.seen,
             "risk": self.risk,
             "risk_day": self.risk_day,
@@ -168,6 +185,7 @@ class EntityState:
             active_days=int(data["active_days"]),
             stats={str(k): [float(x) for x in v] for k, v in data["stats"].items()},
             hours=[float(h) for h in data["hours"]],
+            machines={str(k): float(v) for k, v in data.get("machines", {}).items()},
             seen={str(k): {str(a): int(b) for a, b in v.items()} for k, v in data["seen"].items()},
             risk=float(data["risk"]),
             risk_day=int(data["risk_day"]),
@@ -252,3 +270,22 @@ def peer_stats(states: Iterable[EntityState]) -> PeerStats:
     for group, profile in hours.items():
         stats.hours[group] = [value / members[group] for value in profile]
     return stats
+
+
+def machine_owners(states: Iterable[EntityState]) -> dict[str, str]:
+    """Each machine's owner as usage shows it: the person with at least `OWNER_MIN_DAYS` (forgotten) active days on
+    it and at least `OWNER_MIN_SHARE` of everyone's days there. Shared machines (no such person) have no owner."""
+    best: dict[str, tuple[float, str]] = {}
+    total: dict[str, float] = defaultdict(float)
+    for state in states:
+        if state.kind != "person":
+            continue
+        for machine, days in state.machines.items():
+            total[machine] += days
+            if days > best.get(machine, (0.0, ""))[0]:
+                best[machine] = (days, state.key)
+    return {
+        machine: key
+        for machine, (days, key) in best.items()
+        if days >= OWNER_MIN_DAYS and days >= OWNER_MIN_SHARE * total[machine]
+    }

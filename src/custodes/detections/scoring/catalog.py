@@ -11,7 +11,8 @@ class Feature:
 
     `weight` scales its surprise into points; `family` groups features whose points are capped together;
     `stage` places it in the collect -> stage -> exfiltrate -> delete sequence; `noun` is how a sentence names it;
-    `novelty` marks first-seen counters (they only count once an entity has a history).
+    `novelty` marks first-seen counters (they only count once an entity has a history); `peak` marks features
+    whose daily value is the day's largest single amount rather than a sum.
     """
 
     name: str
@@ -21,6 +22,7 @@ class Feature:
     stage: str | None = None
     novelty: bool = False
     bytes: bool = False
+    peak: bool = False
 
 
 FEATURES: tuple[Feature, ...] = (
@@ -38,6 +40,7 @@ FEATURES: tuple[Feature, ...] = (
     Feature("job_search", "behaviour", 0.6, "visits to job sites"),
     Feature("competitor_visit", "behaviour", 0.6, "visits to competitors' sites"),
     Feature("mail_recipients", "behaviour", 0.8, "mail recipients"),
+    Feature("mail_fanout", "behaviour", 1.0, "recipients of their widest mail", peak=True),
     Feature("privilege_grant", "access", 1.5, "privilege or role grants"),
     Feature("self_grant", "access", 3.0, "privileges granted to themselves"),
     Feature("sensitive_api", "access", 1.5, "sensitive cloud API calls"),
@@ -74,6 +77,8 @@ CHANNELS: frozenset[str] = frozenset(
     {"usb", "usb_files", "cloud_upload", "cloud_visit", "leak_upload", "leak_visit", "personal_mail", "external_share"}
 )
 """Data-movement channels: a person's first use of one (in `first_seen_days`) also counts as `new_channel`."""
+
+PEAKS: frozenset[str] = frozenset(feature.name for feature in FEATURES if feature.peak)
 
 BY_NAME: dict[str, Feature] = {feature.name: feature for feature in FEATURES}
 NAMES: tuple[str, ...] = tuple(feature.name for feature in FEATURES)

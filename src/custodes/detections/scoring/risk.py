@@ -235,6 +235,15 @@ class RiskModel:
             modifiers["sequence:departure->data movement"] = SEQUENCE_POINTS["departure_data"]
         return bonus
 
+    @staticmethod
+    def rank_key(score: DayScore) -> tuple[float, float]:
+        """How a day's ranking orders entities: the day's own points plus the risk carried from earlier days, the
+        carried part counting at most as much as the day's own points (so people already surfaced on earlier days
+        do not crowd out fresh evidence, while small acts on consecutive days still add up); carried risk breaks ties.
+        """
+        carried = max(0.0, score.risk - score.points)
+        return score.points + min(carried, score.points), score.risk
+
     def decayed(self, state: EntityState, day: int) -> float:
         """The entity's risk carried into `day` (ordinal)."""
         if state.risk <= 0:
