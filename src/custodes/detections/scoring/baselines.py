@@ -82,6 +82,8 @@ class EntityState:
     department: str
     tz: ZoneInfo
     days: float = 0.0
+    weekend_days: float = 0.0
+    """The part of `days` that fell on weekends (the hour profile's weekend half is relative to it)."""
     active_days: int = 0
     stats: dict[str, list[float]] = field(default_factory=dict)
     hours: list[float] = field(default_factory=lambda: [0.0] * HOURS)
@@ -101,6 +103,7 @@ class EntityState:
         exfiltration does not become the entity's new normal overnight.
         """
         self.days = self.days * forget + 1.0
+        self.weekend_days = self.weekend_days * forget + (1.0 if weekend else 0.0)
         self.active_days += 1
         for values in self.stats.values():
             values[NZ] *= forget
@@ -147,6 +150,10 @@ class EntityState:
                 keep = sorted(values.items(), key=lambda item: item[1], reverse=True)[:cap]
                 self.seen[kind] = dict(keep)
 
+    def part_days(self, weekend: bool) -> float:
+        """Active (forgotten) days on weekends, or on weekdays."""
+        return self.weekend_days if weekend else self.days - self.weekend_days
+
     def usual(self, name: str) -> float:
         """The entity's average daily value of a feature over its active days."""
         values = self.stats.get(name)
@@ -160,6 +167,7 @@ class EntityState:
             "department": self.department,
             "tz": self.tz.key,
             "days": self.days,
+            "weekend_days": self.weekend_days,
             "active_days": self.active_days,
             "stats": self.stats,
             "hours": self.hours,
@@ -182,6 +190,7 @@ class EntityState:
             department=str(data["department"]),
             tz=ZoneInfo(str(data["tz"])),
             days=float(data["days"]),
+            weekend_days=float(data.get("weekend_days", 0.0)),
             active_days=int(data["active_days"]),
             stats={str(k): [float(x) for x in v] for k, v in data["stats"].items()},
             hours=[float(h) for h in data["hours"]],
@@ -211,7 +220,8 @@ class PeerStats:
 
     features: dict[str, dict[str, PeerFeature]] = field(default_factory=dict)
     hours: dict[str, list[float]] = field(default_factory=dict)
-    """Per group: the share of a member's active days with activity in each hour of weekday and weekend."""
+    """Per group: the share of a member's active weekdays (weekend days) with activity in each weekday (weekend)
+    hour."""
     members: dict[str, int] = field(default_factory=dict)
 
     def group_for(self, state: EntityState) -> str:
@@ -241,7 +251,9 @@ def peer_stats(states: Iterable[EntityState]) -> PeerStats:
             days[group] += state.days
             profile = hours.setdefault(group, [0.0] * HOURS)
             for i, value in enumerate(state.hours):
-                profile[i] += value / state.days
+                part = state.part_days(i >= HOURS // 2)
+                if part > 0:
+                    profile[i] += value / part
             group_sums = sums[group]
             for name, values in state.stats.items():
                 acc = group_sums.get(name)

@@ -106,12 +106,13 @@ def off_hours(state: EntityState, today: DayState, peers: PeerStats, weekend: bo
     offset = 24 if weekend else 0
     own = state.hours
     peer = peers.hours.get(peers.group_for(state))
+    part = state.part_days(weekend)
     count = 0
     for hour, events in enumerate(today.hours):
         if not events:
             continue
         peer_share = peer[offset + hour] if peer is not None else 0.0
-        share = (own[offset + hour] + HOUR_PRIOR_DAYS * peer_share) / (state.days + HOUR_PRIOR_DAYS)
+        share = (own[offset + hour] + HOUR_PRIOR_DAYS * peer_share) / (part + HOUR_PRIOR_DAYS)
         if share < OFF_HOURS_PROBABILITY:
             count += 1
     return count
