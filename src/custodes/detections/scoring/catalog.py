@@ -73,10 +73,18 @@ FEATURES: tuple[Feature, ...] = (
     Feature("external_share", "exfiltration", 1.5, "external shares", stage="exfiltrate"),
 )
 
-CHANNELS: frozenset[str] = frozenset(
-    {"usb", "usb_files", "cloud_upload", "cloud_visit", "leak_upload", "leak_visit", "personal_mail", "external_share"}
-)
-"""Data-movement channels: a person's first use of one (in `first_seen_days`) also counts as `new_channel`."""
+CHANNELS: dict[str, str] = {
+    "usb": "usb",
+    "usb_files": "usb",
+    "cloud_upload": "personal cloud",
+    "cloud_visit": "personal cloud",
+    "leak_upload": "leak site",
+    "leak_visit": "leak site",
+    "personal_mail": "personal mail",
+    "external_share": "external share",
+}
+"""Features of a data-movement channel -> the channel: a person's first use of a channel (in `first_seen_days`) also
+counts once as `new_channel`, however many of its features the day shows."""
 
 PEAKS: frozenset[str] = frozenset(feature.name for feature in FEATURES if feature.peak)
 

@@ -153,8 +153,9 @@ class ScoringEngine:
                 evidence[name] = [event.id]
             elif len(ids) < EVIDENCE_PER_FEATURE:
                 ids.append(event.id)
-            if name in CHANNELS:
-                seen = [*seen, ("channel", name)]
+            channel = CHANNELS.get(name)
+            if channel is not None:
+                seen = [*seen, ("channel", channel)]
         self.present.setdefault(today.day, set()).add(key)
         if obs.host is not None:
             host = obs.host.lower()
