@@ -12,9 +12,11 @@ import random
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
+import orjson
 import pytest
 
 from custodes.config import ScoringSettings
+from custodes.detections.scoring.baselines import EntityState, machine_owners
 from custodes.detections.scoring.cert import cert_records
 from custodes.detections.scoring.engine import ScoringEngine
 from custodes.detections.scoring.evaluate import read_events
@@ -146,6 +148,11 @@ def rankings(tmp_path_factory: pytest.TempPathFactory) -> Rankings:
         engine.observe(event)
     engine.flush()
     assert engine.owners[pc(absent_owner).lower()] == f"{absent_owner.lower()}@dtaa.com"  # learned from use
+    assert pc(ROAMER).lower() in engine.owners and len(engine.owners) == 40  # the roamer owns none of the others
+    stored = [
+        EntityState.from_json(key, orjson.loads(orjson.dumps(state.to_json()))) for key, state in engine.states.items()
+    ]
+    assert machine_owners(stored) == engine.owners  # what a restart recomputes from the stored baselines
     return found
 
 

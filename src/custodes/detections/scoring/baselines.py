@@ -23,7 +23,7 @@ SEEN_CAPS = {"resource": 600, "host": 40, "device": 40, "country": 30, "asn": 40
 HOURS = 48
 DAMPED_WEIGHT = 0.2
 OWNER_MIN_DAYS = 3.0
-OWNER_MIN_SHARE = 0.6
+OWNER_LEAD = 1.5
 MACHINES_CAP = 20
 
 
@@ -286,18 +286,23 @@ def peer_stats(states: Iterable[EntityState]) -> PeerStats:
 
 def machine_owners(states: Iterable[EntityState]) -> dict[str, str]:
     """Each machine's owner as usage shows it: the person with at least `OWNER_MIN_DAYS` (forgotten) active days on
-    it and at least `OWNER_MIN_SHARE` of everyone's days there. Shared machines (no such person) have no owner."""
+    it and `OWNER_LEAD` times the days of anyone else there (administrators passing by do not share a machine; a
+    pool used alike by several people has no owner)."""
     best: dict[str, tuple[float, str]] = {}
-    total: dict[str, float] = defaultdict(float)
+    second: dict[str, float] = defaultdict(float)
     for state in states:
         if state.kind != "person":
             continue
         for machine, days in state.machines.items():
-            total[machine] += days
-            if days > best.get(machine, (0.0, ""))[0]:
+            top = best.get(machine)
+            if top is None or days > top[0]:
+                if top is not None:
+                    second[machine] = max(second[machine], top[0])
                 best[machine] = (days, state.key)
+            else:
+                second[machine] = max(second[machine], days)
     return {
         machine: key
         for machine, (days, key) in best.items()
-        if days >= OWNER_MIN_DAYS and days >= OWNER_MIN_SHARE * total[machine]
+        if days >= OWNER_MIN_DAYS and days >= OWNER_LEAD * second[machine]
     }

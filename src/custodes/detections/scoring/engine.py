@@ -335,12 +335,16 @@ class ScoringEngine:
         self.scores.extend(s for s in scored.values())
         if self.on_ranking is not None:
             self.on_ranking(when, ranking)
-        self.peers = peer_stats(self.states.values())
-        self.owners = machine_owners(self.states.values())
+        self.refresh_groups()
         self.days_closed += 1
         self.closed_through = day
         self._schedule()
         return ranking
+
+    def refresh_groups(self) -> None:
+        """Recompute what is pooled over entities: peer statistics and learned machine owners."""
+        self.peers = peer_stats(self.states.values())
+        self.owners = machine_owners(self.states.values())
 
     def _finding(self, state: EntityState, score: DayScore, reason: str) -> Finding | None:
         day = score.day.toordinal()
