@@ -137,8 +137,10 @@ def rankings(tmp_path_factory: pytest.TempPathFactory) -> Rankings:
         if day == HISTORY + 3:  # a mail to 25 colleagues from someone who writes to one or two; an upload
             org.mail(at, MAILER, [f"{u.lower()}@dtaa.com" for u in ENGINEERS[5:30]])
             org.web(at + timedelta(hours=1), UPLOADER, "http://wikileaks.org/submit", "WWW Upload")
-        if day == HISTORY + 4:  # a visit to the same leak site by another
+        if day == HISTORY + 4:  # a visit to the same leak site by another; an administrator's USB on a colleague's PC
             org.web(at, VISITOR, "http://wikileaks.org/about")
+            org.row("logon", at, ADMINS[1], pc(ENGINEERS[10]), "Logon")
+            org.row("device", at + timedelta(minutes=2), ADMINS[1], pc(ENGINEERS[10]), "Connect")
     paths = org.write(folder)
     settings = ScoringSettings(directory=folder / "LDAP.csv", pseudonymise=False)
     resolver = IdentityResolver(load_directory(folder / "LDAP.csv"), settings.identities)
@@ -193,6 +195,15 @@ def test_an_administrator_on_an_absent_owners_machine_ranks_first_and_roaming_is
     for day in range(HISTORY, DAYS):
         if day != HISTORY + 2:
             assert points(on(rankings, day, ROAMER)[1], "other_host", "absent_owner_host") < 10
+
+
+def test_usb_on_another_persons_machine_counts_for_an_administrator(rankings: Rankings) -> None:
+    _, score = on(rankings, HISTORY + 4, ADMINS[1])
+    assert points(score, "other_host_channel") >= 10
+    for day in range(HISTORY, DAYS):
+        for user in [*ADMINS, *USB_USERS]:
+            if (day, user) != (HISTORY + 4, ADMINS[1]):
+                assert points(on(rankings, day, user)[1], "other_host_channel") == 0
 
 
 def test_mail_fan_out_is_judged_against_the_persons_own_mail(rankings: Rankings) -> None:

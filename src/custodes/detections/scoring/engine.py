@@ -32,6 +32,7 @@ NOVELTY = {
     "resource": "new_resource",
     "owner": "other_host",
     "channel": "new_channel",
+    "owner_channel": "other_host_channel",
 }
 LATEST_ZONE = timedelta(hours=14)
 DAMP_POINTS = 15.0
@@ -163,6 +164,7 @@ class ScoringEngine:
             today.machines.add(host)
             if owner is not None and owner != key:
                 seen = [*(s for s in seen if s[0] != "host"), ("owner", owner)]
+                seen += [("owner_channel", f"{owner} {kind_value}") for kind, kind_value in seen if kind == "channel"]
                 if owner not in today.owners:
                     today.owners[owner] = event.id
             elif owner is None:
