@@ -24,18 +24,19 @@ from custodes.config import ScoringSettings
 from custodes.detections.scoring.engine import ScoringEngine
 from custodes.detections.scoring.evaluate import evaluate, load_labels, read_events
 from custodes.detections.scoring.identity import IdentityResolver, load_directory
+from custodes.detections.scoring.risk import DayScore
 from custodes.detections.scoring.simulate import SHAPES, SimulationSettings, simulate
 
 
 def throughput(folder: Path, settings: ScoringSettings) -> tuple[float, float, int]:
-    """(feature updates/s excluding day closing, end-to-end events/s, events)."""
+    """(feature updates/s excluding day closing, end-to-end events/s, median bytes of one entity's stored state)."""
     events = list(read_events(sorted(folder.glob("*.ndjson"))))
     resolver = IdentityResolver(load_directory(folder / "directory.json"), settings.identities)
     engine = ScoringEngine(settings, resolver, org_domains=["corp.example"])
     closing = 0.0
     close = engine.close_date
 
-    def timed(day: int) -> object:
+    def timed(day: int) -> list[DayScore]:
         nonlocal closing
         started = time.perf_counter()
         result = close(day)
@@ -47,7 +48,9 @@ def throughput(folder: Path, settings: ScoringSettings) -> tuple[float, float, i
     for event in events:
         engine.observe(event)
     total = time.perf_counter() - started
-    return len(events) / (total - closing), len(events) / total, len(events)
+    engine.flush()
+    sizes = sorted(len(orjson.dumps(s.to_json())) for s in engine.states.values())
+    return len(events) / (total - closing), len(events) / total, sizes[len(sizes) // 2]
 
 
 def main() -> None:
@@ -63,7 +66,7 @@ def main() -> None:
         f"{'recall@b':>8} {'FF/1k/d':>7} {'delay':>5} {'upd/s':>8} {'e2e/s':>8} {'state B':>7}"
     )
     print(header)
-    failures = []
+    failures: list[tuple[str, int, int, int, str]] = []
     for shape, history, population, seed in itertools.product(args.shapes, args.history, args.population, args.seeds):
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
@@ -78,32 +81,27 @@ def main() -> None:
             sim = simulate(knobs, folder)
             settings = ScoringSettings(directory=folder / "directory.json", pseudonymise=False)
             result = evaluate(sim.files, load_labels(folder / "labels.json"), settings)
-            updates, end_to_end, _ = throughput(folder, settings)
-            resolver = IdentityResolver(load_directory(folder / "directory.json"), settings.identities)
-            engine = ScoringEngine(settings, resolver, org_domains=["corp.example"])
-            for event in read_events(sim.files):
-                engine.observe(event)
-            engine.flush()
-            sizes = sorted(len(orjson.dumps(s.to_json())) for s in engine.states.values())
+            updates, end_to_end, state_bytes = throughput(folder, settings)
             delays = [i.delay_days for i in result.incidents if i.delay_days is not None]
             print(
                 f"{shape:>6} {history:>4} {population:>6} {seed:>4} {result.events:>9} {result.budget:>6} "
                 f"{result.caught:>3}/{len(result.incidents):<3} {result.mean_percentile:>6.2f} "
                 f"{100 * result.recall[result.budget]:>7.1f}% {result.false_findings_per_1000_user_days:>7.3f} "
                 f"{(sum(delays) / len(delays)) if delays else float('nan'):>5.1f} {updates:>8.0f} "
-                f"{end_to_end:>8.0f} {sizes[len(sizes) // 2]:>7}",
+                f"{end_to_end:>8.0f} {state_bytes:>7}",
                 flush=True,
             )
-            missed = [f"{i.incident} {i.scenario}" for i in result.incidents if not i.caught]
+            bars = {
+                "every insider caught": result.caught == len(result.incidents),
+                "percentile >= 97": result.mean_percentile >= 97,
+                "FF < 1": result.false_findings_per_1000_user_days < 1,
+                "upd/s >= 100k": updates >= 100_000,
+            }
+            print("       " + " | ".join(f"{bar} {'PASS' if ok else 'FAIL'}" for bar, ok in bars.items()))
+            missed = [f"{i.incident} {i.scenario} (best rank {i.best_rank})" for i in result.incidents if not i.caught]
             if missed:
                 print(f"       missed: {', '.join(missed)}")
-                failures.append((shape, history, population, seed, "caught"))
-            if result.mean_percentile < 97:
-                failures.append((shape, history, population, seed, "percentile"))
-            if result.false_findings_per_1000_user_days >= 1:
-                failures.append((shape, history, population, seed, "false findings"))
-            if updates < 100_000:
-                failures.append((shape, history, population, seed, "throughput"))
+            failures += [(shape, history, population, seed, bar) for bar, ok in bars.items() if not ok]
     print("all bars met" if not failures else f"bars missed: {failures}")
 
 

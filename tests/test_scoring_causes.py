@@ -64,9 +64,7 @@ def run(days: int, extra: Extra, skip: Callable[[int, int], bool] | None = None)
     settings = ScoringSettings(pseudonymise=False, warmup_days=5)
     resolver = IdentityResolver([person(i) for i in range(PEOPLE)], settings.identities)
     rankings: dict[date, list[DayScore]] = {}
-    engine = ScoringEngine(
-        settings, resolver, org_domains=["corp.example"], on_ranking=lambda day, r: rankings.setdefault(day, r)
-    )
+    engine = ScoringEngine(settings, resolver, org_domains=["corp.example"], on_ranking=rankings.__setitem__)
     rng = random.Random(11)
     number = 0
     for day in range(days):

@@ -248,7 +248,7 @@ def test_watchlists_multiply_and_sigma_findings_add_points() -> None:
 def test_malformed_records_are_skipped_not_fatal() -> None:
     settings = ScoringSettings(pseudonymise=False)
     engine = ScoringEngine(settings, IdentityResolver([], settings.identities))
-    bad = [
+    bad: list[dict[str, Any]] = [
         {"eventType": "user.session.start", "published": "2024-03-04T09:00:00Z", "actor": "not-an-object"},
         {"eventName": "GetObject", "eventSource": "s3", "userIdentity": ["x"]},
         {"id": {"applicationName": "drive"}, "actor": {"email": "a@b.c"}, "events": [{"parameters": "x"}]},

@@ -168,3 +168,18 @@ def test_shapes_change_the_organisation_not_just_the_draw(tmp_path: Path) -> Non
     assert noisy[1] > office[1] and noisy[2] > office[2]
     with pytest.raises(ValueError, match="unknown --shape"):
         simulate(SimulationSettings(shape="flat"), tmp_path / "x")
+
+
+def test_the_endpoint_shape_is_seen_only_through_endpoints_with_a_bare_directory(tmp_path: Path) -> None:
+    knobs = SimulationSettings(population=120, days=30, seed=25, warmup_days=20, shape="endpoint")
+    sim = simulate(knobs, tmp_path)
+    assert [p.name for p in sim.files] == ["endpoint.ndjson"] and sorted(tmp_path.glob("*.ndjson")) == sim.files
+    directory = orjson.loads((tmp_path / "directory.json").read_bytes())
+    assert all(set(p) == {"id", "display_name", "department", "title", "timezone", "aliases"} for p in directory)
+    assert {label.scenario for label in sim.labels} == set(SCENARIOS[:5])
+    settings = ScoringSettings(directory=tmp_path / "directory.json", pseudonymise=False)
+    result = evaluate(sim.files, load_labels(tmp_path / "labels.json"), settings, budget_share=0.04)
+    missed = [(i.scenario, i.best_rank) for i in result.incidents if not i.caught]
+    assert missed == [], f"not within the top {result.budget} before the incident ended: {missed}"
+    with pytest.raises(ValueError, match="--shape endpoint shows no cloud records"):
+        simulate(SimulationSettings(shape="endpoint", scenarios=("mfa_fatigue",)), tmp_path / "x")

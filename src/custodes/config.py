@@ -633,7 +633,7 @@ class ScoringSettings(Section):
     warmup_days: int = Field(default=7, ge=0, description="active days before first-seen features count")
     lateness_hours: float = Field(default=2.0, ge=0)
     threshold: float = Field(default=65.0, gt=0, description="raise a finding at this risk")
-    top_k: int = Field(default=3, ge=0, description="raise a finding on entering the day's top k ...")
+    top_k: int = Field(default=1, ge=0, description="raise a finding on entering the day's top k ...")
     top_k_min_risk: float = Field(default=50.0, ge=0, description="... with at least this risk")
     finding_cooldown_days: int = Field(default=7, ge=0)
     sigma_points: dict[str, float] = Field(
@@ -662,8 +662,39 @@ class ScoringSettings(Section):
             "outlook.com",
             "icloud.com",
             "proton.me",
+            "protonmail.com",
             "gmx.com",
-        ]
+            "gmx.net",
+            "gmx.de",
+            "web.de",
+            "aol.com",
+            "aim.com",
+            "msn.com",
+            "live.com",
+            "me.com",
+            "mac.com",
+            "ymail.com",
+            "rocketmail.com",
+            "mail.com",
+            "yandex.com",
+            "zoho.com",
+            "comcast.net",
+            "verizon.net",
+            "att.net",
+            "sbcglobal.net",
+            "bellsouth.net",
+            "cox.net",
+            "charter.net",
+            "earthlink.net",
+            "optonline.net",
+            "juno.com",
+            "netzero.com",
+            "netzero.net",
+            "btinternet.com",
+            "qq.com",
+            "163.com",
+        ],
+        description="personal mailbox providers (webmail and consumer ISPs)",
     )
     personal_cloud_domains: list[str] = Field(
         default_factory=lambda: [
@@ -735,6 +766,17 @@ class ScoringSettings(Section):
             "seek.com.au",
             "naukri.com",
             "xing.com",
+            "snagajob.com",
+            "theladders.com",
+            "flexjobs.com",
+            "usajobs.gov",
+            "careeronestop.org",
+            "jobhuntersbible.com",
+            "job-hunt.org",
+            "hotjobs.yahoo.com",
+            "indeed.co.uk",
+            "monster.co.uk",
+            "glassdoor.co.uk",
         ],
         description="job search sites (domain, subdomain or domain/path prefix)",
     )

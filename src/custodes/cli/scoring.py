@@ -30,7 +30,11 @@ def simulate(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 1,
     noise: Annotated[float, typer.Option(help="Rate of benign anomalies (travel, new devices, ...), 1 = usual.")] = 1.0,
     shape: Annotated[
-        str, typer.Option(help="Organisation shape: office, noisy (roaming admins, heavy USB, travel), subtle.")
+        str,
+        typer.Option(
+            help="Organisation shape: office, noisy (roaming admins, heavy USB, travel), subtle (noisy, small acts), "
+            "endpoint (noisy, endpoint records only, bare directory)."
+        ),
     ] = "office",
     scenario: Annotated[
         list[str] | None, typer.Option("--scenario", help="Scenario to inject (repeat; default: all).")

@@ -22,6 +22,9 @@ MIN_PEERS = 5
 SEEN_CAPS = {"resource": 600, "host": 40, "device": 40, "country": 30, "asn": 40}
 HOURS = 48
 DAMPED_WEIGHT = 0.2
+OWNER_MIN_DAYS = 3.0
+OWNER_LEAD = 1.5
+MACHINES_CAP = 20
 
 
 @dataclass(slots=True)
@@ -36,6 +39,8 @@ class DayState:
     events: int = 0
     owners: dict[str, str] = field(default_factory=dict)
     """Owners of other people's machines used today -> the first such event."""
+    machines: set[str] = field(default_factory=set)
+    """Machines (lower-case names) used today."""
     start: datetime | None = None
     end: datetime | None = None
 
@@ -49,6 +54,7 @@ class DayState:
             "sigma": [list(s) for s in self.sigma],
             "events": self.events,
             "owners": self.owners,
+            "machines": sorted(self.machines),
         }
 
     @classmethod
@@ -62,6 +68,7 @@ class DayState:
             sigma=[(str(a), str(b), float(c)) for a, b, c in data["sigma"]],
             events=int(data["events"]),
             owners={str(k): str(v) for k, v in data.get("owners", {}).items()},
+            machines={str(m) for m in data.get("machines", [])},
         )
 
 
@@ -75,9 +82,13 @@ class EntityState:
     department: str
     tz: ZoneInfo
     days: float = 0.0
+    weekend_days: float = 0.0
+    """The part of `days` that fell on weekends (the hour profile's weekend half is relative to it)."""
     active_days: int = 0
     stats: dict[str, list[float]] = field(default_factory=dict)
     hours: list[float] = field(default_factory=lambda: [0.0] * HOURS)
+    machines: dict[str, float] = field(default_factory=dict)
+    """Forgotten counts of active days on each machine (the most used ones, at most `MACHINES_CAP`)."""
     seen: dict[str, dict[str, int]] = field(default_factory=dict)
     risk: float = 0.0
     risk_day: int = 0
@@ -92,6 +103,7 @@ class EntityState:
         exfiltration does not become the entity's new normal overnight.
         """
         self.days = self.days * forget + 1.0
+        self.weekend_days = self.weekend_days * forget + (1.0 if weekend else 0.0)
         self.active_days += 1
         for values in self.stats.values():
             values[NZ] *= forget
@@ -112,6 +124,13 @@ class EntityState:
             values[S2] += weight * logged * logged
             values[SRAW] += weight * value
             values[LAST] = float(today.day)
+        machines = self.machines
+        for machine in machines:
+            machines[machine] *= forget
+        for machine in today.machines:
+            machines[machine] = machines.get(machine, 0.0) + 1.0
+        if len(machines) > MACHINES_CAP:
+            self.machines = dict(sorted(machines.items(), key=lambda item: -item[1])[:MACHINES_CAP])
         offset = 24 if weekend else 0
         hours = self.hours
         for i in range(HOURS):
@@ -131,6 +150,10 @@ class EntityState:
                 keep = sorted(values.items(), key=lambda item: item[1], reverse=True)[:cap]
                 self.seen[kind] = dict(keep)
 
+    def part_days(self, weekend: bool) -> float:
+        """Active (forgotten) days on weekends, or on weekdays."""
+        return self.weekend_days if weekend else self.days - self.weekend_days
+
     def usual(self, name: str) -> float:
         """The entity's average daily value of a feature over its active days."""
         values = self.stats.get(name)
@@ -144,9 +167,11 @@ class EntityState:
             "department": self.department,
             "tz": self.tz.key,
             "days": self.days,
+            "weekend_days": self.weekend_days,
             "active_days": self.active_days,
             "stats": self.stats,
             "hours": self.hours,
+            "machines": self.machines,
             "seen": self.seen,
             "risk": self.risk,
             "risk_day": self.risk_day,
@@ -165,9 +190,11 @@ class EntityState:
             department=str(data["department"]),
             tz=ZoneInfo(str(data["tz"])),
             days=float(data["days"]),
+            weekend_days=float(data.get("weekend_days", 0.0)),
             active_days=int(data["active_days"]),
             stats={str(k): [float(x) for x in v] for k, v in data["stats"].items()},
             hours=[float(h) for h in data["hours"]],
+            machines={str(k): float(v) for k, v in data.get("machines", {}).items()},
             seen={str(k): {str(a): int(b) for a, b in v.items()} for k, v in data["seen"].items()},
             risk=float(data["risk"]),
             risk_day=int(data["risk_day"]),
@@ -193,7 +220,8 @@ class PeerStats:
 
     features: dict[str, dict[str, PeerFeature]] = field(default_factory=dict)
     hours: dict[str, list[float]] = field(default_factory=dict)
-    """Per group: the share of a member's active days with activity in each hour of weekday and weekend."""
+    """Per group: the share of a member's active weekdays (weekend days) with activity in each weekday (weekend)
+    hour."""
     members: dict[str, int] = field(default_factory=dict)
 
     def group_for(self, state: EntityState) -> str:
@@ -223,7 +251,9 @@ def peer_stats(states: Iterable[EntityState]) -> PeerStats:
             days[group] += state.days
             profile = hours.setdefault(group, [0.0] * HOURS)
             for i, value in enumerate(state.hours):
-                profile[i] += value / state.days
+                part = state.part_days(i >= HOURS // 2)
+                if part > 0:
+                    profile[i] += value / part
             group_sums = sums[group]
             for name, values in state.stats.items():
                 acc = group_sums.get(name)
@@ -252,3 +282,27 @@ def peer_stats(states: Iterable[EntityState]) -> PeerStats:
     for group, profile in hours.items():
         stats.hours[group] = [value / members[group] for value in profile]
     return stats
+
+
+def machine_owners(states: Iterable[EntityState]) -> dict[str, str]:
+    """Each machine's owner as usage shows it: the person with at least `OWNER_MIN_DAYS` (forgotten) active days on
+    it and `OWNER_LEAD` times the days of anyone else there (administrators passing by do not share a machine; a
+    pool used alike by several people has no owner)."""
+    best: dict[str, tuple[float, str]] = {}
+    second: dict[str, float] = defaultdict(float)
+    for state in states:
+        if state.kind != "person":
+            continue
+        for machine, days in state.machines.items():
+            top = best.get(machine)
+            if top is None or days > top[0]:
+                if top is not None:
+                    second[machine] = max(second[machine], top[0])
+                best[machine] = (days, state.key)
+            else:
+                second[machine] = max(second[machine], days)
+    return {
+        machine: key
+        for machine, (days, key) in best.items()
+        if days >= OWNER_MIN_DAYS and days >= OWNER_LEAD * second[machine]
+    }

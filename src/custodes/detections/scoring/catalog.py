@@ -11,7 +11,8 @@ class Feature:
 
     `weight` scales its surprise into points; `family` groups features whose points are capped together;
     `stage` places it in the collect -> stage -> exfiltrate -> delete sequence; `noun` is how a sentence names it;
-    `novelty` marks first-seen counters (they only count once an entity has a history).
+    `novelty` marks first-seen counters (they only count once an entity has a history); `peak` marks features
+    whose daily value is the day's largest single amount rather than a sum.
     """
 
     name: str
@@ -21,6 +22,7 @@ class Feature:
     stage: str | None = None
     novelty: bool = False
     bytes: bool = False
+    peak: bool = False
 
 
 FEATURES: tuple[Feature, ...] = (
@@ -38,6 +40,7 @@ FEATURES: tuple[Feature, ...] = (
     Feature("job_search", "behaviour", 0.6, "visits to job sites"),
     Feature("competitor_visit", "behaviour", 0.6, "visits to competitors' sites"),
     Feature("mail_recipients", "behaviour", 0.8, "mail recipients"),
+    Feature("mail_fanout", "behaviour", 2.0, "recipients of their widest mail", peak=True),
     Feature("privilege_grant", "access", 1.5, "privilege or role grants"),
     Feature("self_grant", "access", 3.0, "privileges granted to themselves"),
     Feature("sensitive_api", "access", 1.5, "sensitive cloud API calls"),
@@ -64,16 +67,34 @@ FEATURES: tuple[Feature, ...] = (
         stage="exfiltrate",
         novelty=True,
     ),
+    Feature(
+        "other_host_channel",
+        "exfiltration",
+        2.0,
+        "first data movements on the machine of another person",
+        stage="exfiltrate",
+        novelty=True,
+    ),
     Feature("leak_upload", "exfiltration", 3.0, "uploads to leak or paste sites", stage="exfiltrate"),
     Feature("personal_mail", "exfiltration", 1.5, "mails to personal addresses", stage="exfiltrate"),
     Feature("mail_forwarding", "exfiltration", 2.5, "mail forwarding rules", stage="exfiltrate"),
     Feature("external_share", "exfiltration", 1.5, "external shares", stage="exfiltrate"),
 )
 
-CHANNELS: frozenset[str] = frozenset(
-    {"usb", "usb_files", "cloud_upload", "cloud_visit", "leak_upload", "leak_visit", "personal_mail", "external_share"}
-)
-"""Data-movement channels: a person's first use of one (in `first_seen_days`) also counts as `new_channel`."""
+CHANNELS: dict[str, str] = {
+    "usb": "usb",
+    "usb_files": "usb",
+    "cloud_upload": "personal cloud",
+    "cloud_visit": "personal cloud",
+    "leak_upload": "leak site",
+    "leak_visit": "leak site",
+    "personal_mail": "personal mail",
+    "external_share": "external share",
+}
+"""Features of a data-movement channel -> the channel: a person's first use of a channel (in `first_seen_days`) also
+counts once as `new_channel`, however many of its features the day shows."""
+
+PEAKS: frozenset[str] = frozenset(feature.name for feature in FEATURES if feature.peak)
 
 BY_NAME: dict[str, Feature] = {feature.name: feature for feature in FEATURES}
 NAMES: tuple[str, ...] = tuple(feature.name for feature in FEATURES)

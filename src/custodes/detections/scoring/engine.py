@@ -14,8 +14,8 @@ from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from custodes.config import ScoringSettings
-from custodes.detections.scoring.baselines import DayState, EntityState, PeerStats, peer_stats
-from custodes.detections.scoring.catalog import CHANNELS
+from custodes.detections.scoring.baselines import DayState, EntityState, PeerStats, machine_owners, peer_stats
+from custodes.detections.scoring.catalog import CHANNELS, PEAKS
 from custodes.detections.scoring.explain import sentences
 from custodes.detections.scoring.features import Extractor, record_time
 from custodes.detections.scoring.identity import IdentityResolver, Person
@@ -32,6 +32,7 @@ NOVELTY = {
     "resource": "new_resource",
     "owner": "other_host",
     "channel": "new_channel",
+    "owner_channel": "other_host_channel",
 }
 LATEST_ZONE = timedelta(hours=14)
 DAMP_POINTS = 15.0
@@ -77,6 +78,8 @@ class ScoringEngine:
         self.present: dict[int, set[str]] = {}
         """Per local day (ordinal): the entities with an event of their own (kept in memory only)."""
         self.top: set[str] = set()
+        self.owners: dict[str, str] = {}
+        """Machines whose owner the directory does not name -> the person who uses them (learned, see baselines)."""
         self.findings: list[Finding] = []
         self.scores: list[DayScore] = []
         self.dirty: set[str] = set()
@@ -142,19 +145,26 @@ class ScoringEngine:
         evidence = today.evidence
         seen = obs.seen
         for name, amount in obs.features:
-            counts[name] = counts.get(name, 0.0) + amount
+            if name in PEAKS:
+                counts[name] = max(counts.get(name, 0.0), amount)
+            else:
+                counts[name] = counts.get(name, 0.0) + amount
             ids = evidence.get(name)
             if ids is None:
                 evidence[name] = [event.id]
             elif len(ids) < EVIDENCE_PER_FEATURE:
                 ids.append(event.id)
-            if name in CHANNELS:
-                seen = [*seen, ("channel", name)]
+            channel = CHANNELS.get(name)
+            if channel is not None:
+                seen = [*seen, ("channel", channel)]
         self.present.setdefault(today.day, set()).add(key)
         if obs.host is not None:
-            owner = self.resolver.host_owner(obs.host)
+            host = obs.host.lower()
+            owner = self.resolver.host_owner(host) or self.owners.get(host)
+            today.machines.add(host)
             if owner is not None and owner != key:
                 seen = [*(s for s in seen if s[0] != "host"), ("owner", owner)]
+                seen += [("owner_channel", f"{owner} {kind_value}") for kind, kind_value in seen if kind == "channel"]
                 if owner not in today.owners:
                     today.owners[owner] = event.id
             elif owner is None:
@@ -317,7 +327,7 @@ class ScoringEngine:
                 carried = self.model.decayed(state, day)
                 if carried > 0.01:
                     ranking.append(DayScore(state.key, state.kind, when, 0.0, carried, [], {}, [], []))
-        ranking.sort(key=lambda s: -s.risk)
+        ranking.sort(key=self.model.rank_key, reverse=True)
         k = self.settings.top_k
         top = {s.entity for s in ranking[:k] if s.risk >= self.settings.top_k_min_risk} if k else set()
         for score in ranking[:k]:
@@ -327,11 +337,16 @@ class ScoringEngine:
         self.scores.extend(s for s in scored.values())
         if self.on_ranking is not None:
             self.on_ranking(when, ranking)
-        self.peers = peer_stats(self.states.values())
+        self.refresh_groups()
         self.days_closed += 1
         self.closed_through = day
         self._schedule()
         return ranking
+
+    def refresh_groups(self) -> None:
+        """Recompute what is pooled over entities: peer statistics and learned machine owners."""
+        self.peers = peer_stats(self.states.values())
+        self.owners = machine_owners(self.states.values())
 
     def _finding(self, state: EntityState, score: DayScore, reason: str) -> Finding | None:
         day = score.day.toordinal()

@@ -428,6 +428,7 @@ class Extractor:
         if not recipients:
             return
         features.append(("mail_recipients", float(len(recipients))))
+        features.append(("mail_fanout", float(len(recipients))))
         if any(_domain_of(r) in self.personal for r in recipients):
             features.append(("personal_mail", 1.0))
             size = sum(_int((a.get("file") or {}).get("size")) for a in _list(email.get("attachments")))

@@ -106,12 +106,13 @@ def off_hours(state: EntityState, today: DayState, peers: PeerStats, weekend: bo
     offset = 24 if weekend else 0
     own = state.hours
     peer = peers.hours.get(peers.group_for(state))
+    part = state.part_days(weekend)
     count = 0
     for hour, events in enumerate(today.hours):
         if not events:
             continue
         peer_share = peer[offset + hour] if peer is not None else 0.0
-        share = (own[offset + hour] + HOUR_PRIOR_DAYS * peer_share) / (state.days + HOUR_PRIOR_DAYS)
+        share = (own[offset + hour] + HOUR_PRIOR_DAYS * peer_share) / (part + HOUR_PRIOR_DAYS)
         if share < OFF_HOURS_PROBABILITY:
             count += 1
     return count
@@ -234,6 +235,15 @@ class RiskModel:
             bonus += SEQUENCE_POINTS["departure_data"]
             modifiers["sequence:departure->data movement"] = SEQUENCE_POINTS["departure_data"]
         return bonus
+
+    @staticmethod
+    def rank_key(score: DayScore) -> tuple[float, float]:
+        """How a day's ranking orders entities: the day's own points plus the risk carried from earlier days, the
+        carried part counting at most as much as the day's own points (so people already surfaced on earlier days
+        do not crowd out fresh evidence, while small acts on consecutive days still add up); carried risk breaks ties.
+        """
+        carried = max(0.0, score.risk - score.points)
+        return score.points + min(carried, score.points), score.risk
 
     def decayed(self, state: EntityState, day: int) -> float:
         """The entity's risk carried into `day` (ordinal)."""

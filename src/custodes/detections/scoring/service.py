@@ -19,7 +19,7 @@ import orjson
 import sqlalchemy as sa
 
 from custodes.config import ScoringSettings
-from custodes.detections.scoring.baselines import EntityState, peer_stats
+from custodes.detections.scoring.baselines import EntityState
 from custodes.detections.scoring.engine import DETECTOR, ScoringEngine
 from custodes.detections.scoring.identity import IdentityResolver, load_directory
 from custodes.detections.scoring.privacy import Pseudonymizer
@@ -177,7 +177,7 @@ class ScoringService:
             if engine.closed_through is not None:
                 engine._schedule()
         if engine.states:
-            engine.peers = peer_stats(engine.states.values())
+            engine.refresh_groups()
         self.engine, self._saved_clock, self._stale = engine, clock, False
 
     async def ingest(self, tx: Transaction, events: Sequence[Event], findings: Sequence[Finding]) -> list[Finding]:

@@ -14,7 +14,7 @@ import random
 import zlib
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, BinaryIO, TextIO
@@ -76,10 +76,14 @@ JOB_SITES = ("www.indeed.com", "www.glassdoor.com", "www.monster.com")
 FIRST = ("alex", "sam", "kim", "lee", "pat", "jo", "max", "ari", "kai", "ren", "mia", "eva", "noa", "ian", "zoe")
 LAST = ("smith", "jones", "brown", "garcia", "miller", "davis", "lopez", "wilson", "clark", "young", "hall", "king")
 AWS_DEPARTMENTS = ("Engineering", "IT")
-SHAPES = ("office", "noisy", "subtle")
+SHAPES = ("office", "noisy", "subtle", "endpoint")
 """Structurally different organisations: `office` as described in docs/scoring.md; `noisy` adds administrators who
 log on to colleagues' machines every day, a department that uses USB all day, frequent travellers and benign visits
-to job, cloud and paste sites; `subtle` is `noisy` with insiders who move a few files at a time."""
+to job, cloud and paste sites; `subtle` is `noisy` with insiders who move a few files at a time; `endpoint` is
+`noisy` seen only through endpoint records (logons, USB, web, mail, files) with a bare directory (no machines, no
+HR dates, no watchlists), as in the CERT datasets, so only the endpoint-visible scenarios run."""
+ENDPOINT_SCENARIOS = SCENARIOS[:5]
+"""The scenarios an endpoint-only organisation shows (the CERT ones)."""
 BENIGN_SITES = ("www.dropbox.com", "pastebin.com", "www.glassdoor.com", "wetransfer.com")
 READ_CALLS = ("DescribeInstances", "ListBuckets", "DescribeSecurityGroups", "GetCallerIdentity", "ListRoles")
 
@@ -204,6 +208,8 @@ class Generator:
         return local.astimezone(UTC)
 
     def emit(self, when: datetime, source: str, record: dict[str, Any]) -> None:
+        if self.s.shape == "endpoint" and source != "endpoint":
+            return
         day = (when.date() - self.s.start).days
         self.buckets[day].append((when, source, record))
 
@@ -883,11 +889,20 @@ class Generator:
             for handle in files.values():
                 handle.close()
         people = [actor.person for actor in self.actors]
-        (out / "directory.json").write_bytes(orjson.dumps([p.to_json() for p in people], option=orjson.OPT_INDENT_2))
+        entries = [p.to_json() for p in people]
+        if self.s.shape == "endpoint":
+            entries = [
+                {k: e[k] for k in ("id", "display_name", "department", "title", "timezone", "aliases")} for e in entries
+            ]
+        (out / "directory.json").write_bytes(orjson.dumps(entries, option=orjson.OPT_INDENT_2))
         write_labels(self.labels, out / "labels.json", self.s)
         with (out / "labels.csv").open("w", newline="", encoding="utf-8") as text:
             _labels_csv(self.labels, text)
-        return Simulation(people, self.labels, counts, [out / f"{source}.ndjson" for source in SOURCES])
+        written = ("endpoint",) if self.s.shape == "endpoint" else SOURCES
+        for source in SOURCES:
+            if source not in written:
+                (out / f"{source}.ndjson").unlink()
+        return Simulation(people, self.labels, counts, [out / f"{source}.ndjson" for source in written])
 
     def _flush(self, day: int, files: dict[str, BinaryIO], counts: dict[str, int]) -> None:
         """Write the records of UTC days up to `day` in time order (later local days cannot add to them)."""
@@ -926,6 +941,14 @@ def simulate(settings: SimulationSettings, out: Path) -> Simulation:
     unknown = [s for s in settings.scenarios if s not in SCENARIOS]
     if unknown:
         raise ValueError(f"unknown scenario {unknown[0]!r} (known: {', '.join(SCENARIOS)})")
+    if settings.shape == "endpoint":
+        hidden = [s for s in settings.scenarios if s not in ENDPOINT_SCENARIOS]
+        if hidden and settings.scenarios != SCENARIOS:
+            raise ValueError(
+                f"--shape endpoint shows no cloud records, so --scenario {hidden[0]} cannot be seen "
+                f"(endpoint scenarios: {', '.join(ENDPOINT_SCENARIOS)})"
+            )
+        settings = replace(settings, scenarios=tuple(s for s in settings.scenarios if s in ENDPOINT_SCENARIOS))
     if settings.population < 20:
         raise ValueError("population must be at least 20")
     if settings.days < settings.warmup_days + 10:
