@@ -30,9 +30,10 @@ from console_support import (
     sso_provider,
     with_sso,
 )
-from custodes.config import DatabaseSettings, Settings
+from custodes.config import DatabaseSettings, OidcSettings, Settings
 from custodes.sandbox.oidc import OidcState, create_app
 from custodes.sandbox.server import running
+from custodes.server.console.oidc import OidcClient, OidcError
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,9 +46,8 @@ class Sso:
 
 
 @pytest.fixture
-async def sso(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Sso]:
+async def sso(database: DatabaseSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Sso]:
     provider = sso_provider()
-    database = DatabaseSettings(url=f"sqlite+aiosqlite:///{tmp_path / 'store.db'}")
     async with running(create_app(provider)) as issuer:
         settings = with_sso(settings_for(database, tmp_path, monkeypatch), issuer, monkeypatch)
         async with served(settings) as console:
@@ -136,6 +136,37 @@ async def test_sign_in_through_the_provider_acts_with_the_mapped_role(sso: Sso) 
         entries = await tx.audit_entries()
     approvals = [e for e in entries if e.action == "approval.approve"]
     assert [e.actor for e in approvals] == ["api:oidc:carol"]
+    signin = next(e for e in entries if e.action == "console.signin")
+    assert signin.actor == "api:oidc:carol" and signin.details["groups"] == ["soc-approvers"]
+    assert signin.details["role"] == "approver"
+
+
+async def test_a_rotated_signing_key_is_read_again(sso: Sso) -> None:
+    async with browser() as http:
+        assert (await sign_in(http, sso.console.url, "carol"))[0] == 200
+    sso.provider.rotate_key()
+    async with browser() as http:
+        status, page = await sign_in(http, sso.console.url, "carol")
+        assert status == 200 and "Signed in" in page
+
+
+async def test_an_unreachable_provider_is_named(unused_tcp_port: int) -> None:
+    settings = OidcSettings.model_validate(
+        {
+            "issuer": f"http://127.0.0.1:{unused_tcp_port}",
+            "client_id": "c",
+            "client_secret": "env:T_SSO",
+            "roles": {"g": "viewer"},
+        },
+        context={"environ": {"T_SSO": SSO_SECRET}},
+    )
+    with pytest.raises(OidcError) as caught:
+        await OidcClient(settings).begin("/", "http://127.0.0.1/signin/oidc/callback")
+    assert caught.value.status == 502
+    assert str(caught.value) == (
+        f"The identity provider's discovery document (http://127.0.0.1:{unused_tcp_port}/.well-known/"
+        "openid-configuration) could not be read: ClientConnectorError."
+    )
 
 
 async def test_a_viewer_by_group_is_refused_what_the_role_may_not(sso: Sso) -> None:

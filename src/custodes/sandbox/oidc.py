@@ -9,7 +9,8 @@
   code is refused (``invalid_grant``). Answers an access token and an RS256 ID token (``iss``, ``sub``, ``aud``,
   ``exp``, ``iat``, ``nonce``, ``preferred_username``, ``name``, ``groups``) signed with the key in ``/jwks``.
 
-Tests can have the next ID token altered (claims overridden, or signed with a key not in ``/jwks``).
+Tests can have the next ID token altered (claims overridden, or signed with a key not in ``/jwks``) and rotate
+the signing key.
 """
 
 from __future__ import annotations
@@ -30,7 +31,10 @@ from jwt.algorithms import RSAAlgorithm
 
 CODE_SECONDS = 60
 TOKEN_SECONDS = 300
-KEY_ID = "sandbox-1"
+
+
+def _new_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,17 +64,16 @@ class _Tamper:
 
 @dataclass
 class OidcState:
-    """Registered clients (id to secret and redirect URIs), users, issued codes and injected token faults."""
+    """Registered clients (id to secret and redirect URIs), users, issued and used codes, the signing key and
+    injected token faults."""
 
     clients: dict[str, tuple[str, tuple[str, ...]]] = field(default_factory=dict)
     users: dict[str, OidcUser] = field(default_factory=dict)
     codes: dict[str, _Grant] = field(default_factory=dict)
     used: set[str] = field(default_factory=set)
-    tokens_issued: int = 0
     _tamper: list[_Tamper] = field(default_factory=list)
-    key: rsa.RSAPrivateKey = field(
-        default_factory=lambda: rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    )
+    key: rsa.RSAPrivateKey = field(default_factory=_new_key)
+    key_id: str = "sandbox-1"
 
     def register(self, client_id: str, secret: str, *redirect_uris: str) -> None:
         """Register a confidential client and the exact redirect URIs it may use."""
@@ -84,6 +87,11 @@ class OidcState:
         """Make the next ID token carry these claims instead (e.g. ``nonce``, ``aud``, ``exp``), or be signed with
         a key that is not in ``/jwks``."""
         self._tamper.append(_Tamper(claims, foreign_key))
+
+    def rotate_key(self) -> None:
+        """Sign from now on with a new key under a new key id (``/jwks`` then publishes only the new one)."""
+        self.key = _new_key()
+        self.key_id = f"sandbox-{int(self.key_id.rsplit('-', 1)[1]) + 1}"
 
     def next_tamper(self) -> _Tamper | None:
         """The alteration for the token being issued now, if any."""
@@ -121,8 +129,9 @@ async def _discovery(request: web.Request) -> web.Response:
 
 
 async def _jwks(request: web.Request) -> web.Response:
-    public = RSAAlgorithm.to_jwk(request.app[STATE].key.public_key(), as_dict=True)
-    return web.json_response({"keys": [{**public, "kid": KEY_ID, "use": "sig", "alg": "RS256"}]})
+    state = request.app[STATE]
+    public = RSAAlgorithm.to_jwk(state.key.public_key(), as_dict=True)
+    return web.json_response({"keys": [{**public, "kid": state.key_id, "use": "sig", "alg": "RS256"}]})
 
 
 def _authorize_problem(state: OidcState, params: dict[str, str]) -> str | None:
@@ -228,7 +237,6 @@ async def _token(request: web.Request) -> web.Response:
         return _error(400, "invalid_grant", "the code was issued to another client or redirect_uri")
     if not hmac.compare_digest(_pkce(form.get("code_verifier", "")), grant.challenge):
         return _error(400, "invalid_grant", "code_verifier does not match the code_challenge")
-    state.tokens_issued += 1
     return web.json_response(
         {
             "access_token": secrets.token_urlsafe(24),
@@ -259,8 +267,8 @@ def _id_token(state: OidcState, grant: _Grant, issuer: str) -> str:
     if tamper is not None:
         claims.update(tamper.claims)
         if tamper.foreign_key:
-            key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    return jwt.encode(claims, key, algorithm="RS256", headers={"kid": KEY_ID})
+            key = _new_key()
+    return jwt.encode(claims, key, algorithm="RS256", headers={"kid": state.key_id})
 
 
 def create_app(state: OidcState | None = None) -> web.Application:

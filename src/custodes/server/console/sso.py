@@ -8,6 +8,7 @@ from aiohttp import web
 from custodes.server.console.oidc import OidcClient, OidcError, Pending
 from custodes.server.console.session import COOKIE, LIFETIME_SECONDS
 from custodes.server.console.web import console_key, cookie, local, render, secure, signin_page
+from custodes.server.context import services_key
 
 PENDING_COOKIE = "custodes_oidc"
 PENDING_SECONDS = 600
@@ -44,7 +45,8 @@ async def start(request: web.Request) -> web.StreamResponse:
 
 async def callback(request: web.Request) -> web.StreamResponse:
     """GET /signin/oidc/callback: match the provider's answer to the sign-in this browser started, redeem the code,
-    validate the ID token and map the person's groups to a role; a session, or the sign-in page saying why not."""
+    validate the ID token and map the person's groups to a role; a session (the sign-in audited as
+    `console.signin`), or the sign-in page saying why not."""
     client = _client(request)
     console = request.app[console_key]
     payload = console.sessions.unseal("oidc", request.cookies.get(PENDING_COOKIE))
@@ -56,6 +58,9 @@ async def callback(request: web.Request) -> web.StreamResponse:
     except OidcError as exc:
         response = signin_page(request, pending.target if pending else "/", exc.status, str(exc))
     else:
+        async with request.app[services_key].store.transaction() as tx:
+            details = {"via": "oidc", "role": identity.role, "groups": list(identity.groups)}
+            await tx.audit(f"api:{identity.principal}", "console.signin", identity.principal, details)
         # A page of this site moves on to the target: a redirect chain that began at the provider is cross-site,
         # and the browser would not send the new SameSite=Strict session cookie along it.
         response = render(request, None, "signed-in.html", target=pending.target, who=identity.principal)
