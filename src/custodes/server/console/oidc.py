@@ -195,7 +195,11 @@ class OidcClient:
     async def _key(self, kid: str | None) -> jwt.PyJWK:
         for fresh in (False, True):
             if fresh or self._keys is None:
-                self._keys = jwt.PyJWKSet.from_dict(await self._get((await self.provider()).jwks_uri, "key set"))
+                jwks_uri = (await self.provider()).jwks_uri
+                try:
+                    self._keys = jwt.PyJWKSet.from_dict(await self._get(jwks_uri, "key set"))
+                except jwt.PyJWTError as exc:
+                    raise OidcError(502, f"The identity provider's key set ({jwks_uri}) is not usable: {exc}") from None
             match = [key for key in self._keys.keys if kid is None or key.key_id == kid]
             if len(match) == 1:
                 return match[0]

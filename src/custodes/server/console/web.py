@@ -181,7 +181,8 @@ def cookie(
     samesite: str = "Strict",
     path: str = "/",
 ) -> None:
-    """Set an HttpOnly, SameSite=Strict cookie for the whole site (Secure when the request came over HTTPS)."""
+    """Set an HttpOnly cookie, SameSite=Strict for the whole site unless told otherwise (Secure when the request
+    came over HTTPS)."""
     response.set_cookie(
         name, value, max_age=max_age, path=path, httponly=True, samesite=samesite, secure=request.secure
     )
