@@ -16,10 +16,11 @@ import aiohttp
 import orjson
 import pytest
 
-from custodes.config import DatabaseSettings, Settings
+from custodes.config import ConsoleSettings, DatabaseSettings, Settings
 from custodes.detections.scoring.risk import Contribution, DayScore
 from custodes.detections.scoring.service import pseudonymizer_for, score_row
 from custodes.model import utcnow
+from custodes.sandbox.oidc import OidcState
 from custodes.server.auth import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from custodes.server.serve import serving
 from custodes.services import Services
@@ -210,3 +211,36 @@ async def served(settings: Settings) -> AsyncIterator[Served]:
     async with await Services.open(settings) as services, serving(services, "127.0.0.1", 0) as url:
         run_id = await seed(url, services)
         yield Served(url, services, run_id)
+
+
+SSO_CLIENT = "custodes-console"
+SSO_SECRET = "sso-client-secret-0123456789"
+SSO_ROLES = {"soc-approvers": "approver", "soc-admins": "admin", "auditors": "viewer"}
+SSO_USERS = {
+    "carol": ("Carol Approver", ("staff", "soc-approvers")),
+    "vic": ("Vic Viewer", ("staff", "auditors")),
+    "mallory": ("Mallory Contractor", ("contractors",)),
+}
+SSO_PASSWORD = "correct horse battery staple"
+
+
+def sso_provider() -> OidcState:
+    """A simulated identity provider with an approver, a viewer and a person in no mapped group."""
+    state = OidcState()
+    for username, (name, groups) in SSO_USERS.items():
+        state.add_user(username, SSO_PASSWORD, name, groups)
+    return state
+
+
+def with_sso(settings: Settings, issuer: str, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """`settings` signing in to the console through the provider at `issuer` (groups mapped by SSO_ROLES)."""
+    monkeypatch.setenv("T_SSO", SSO_SECRET)
+    settings.console = ConsoleSettings.model_validate(
+        {"oidc": {"issuer": issuer, "client_id": SSO_CLIENT, "client_secret": "env:T_SSO", "roles": SSO_ROLES}}
+    )
+    return settings
+
+
+def register_console(state: OidcState, console_url: str) -> None:
+    """Register the console as the provider's client, with its callback as the one redirect URI."""
+    state.register(SSO_CLIENT, SSO_SECRET, f"{console_url}/signin/oidc/callback")

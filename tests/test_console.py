@@ -58,6 +58,8 @@ async def test_sign_in_sets_a_signed_strict_session(console: Served) -> None:
             html = await r.text()
             assert r.headers["Content-Security-Policy"].startswith("default-src 'none'")
             assert r.headers["X-Frame-Options"] == "DENY"
+            assert 'id="sso"' not in html  # single sign-on is not configured
+        assert (await page(http, url, "/signin/oidc"))[0] == 404
         form = csrf_of(html)
         async with http.post(f"{url}/signin", data={"token": TOKENS["analyst"], "next": "/"}) as r:
             assert r.status == 403 and "expired or came from another site" in await r.text()

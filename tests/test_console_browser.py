@@ -9,8 +9,9 @@ import os
 import queue
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractAsyncContextManager, contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 from selenium import webdriver
@@ -22,8 +23,20 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as seen
 from selenium.webdriver.support.ui import WebDriverWait
 
-from console_support import PEOPLE, TOKENS, Served, served, settings_for
-from custodes.config import DatabaseSettings, Settings
+from console_support import (
+    PEOPLE,
+    SSO_PASSWORD,
+    TOKENS,
+    Served,
+    register_console,
+    served,
+    settings_for,
+    sso_provider,
+    with_sso,
+)
+from custodes.config import DatabaseSettings
+from custodes.sandbox.oidc import create_app
+from custodes.sandbox.server import running
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -39,6 +52,7 @@ FLAGS = (
     "--window-size=1280,900",
 )
 SHOTS = os.environ.get("CUSTODES_CONSOLE_SCREENSHOTS")
+T = TypeVar("T")
 
 
 @pytest.fixture(scope="module")
@@ -65,15 +79,16 @@ def chrome(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
 
 
 @contextmanager
-def in_thread(settings: Settings) -> Iterator[Served]:
-    """Serve the seeded console from its own event loop in a thread (Selenium blocks the test's thread)."""
-    ready: queue.Queue[tuple[Served, Callable[[], None]] | BaseException] = queue.Queue()
+def in_thread(serve: Callable[[], AbstractAsyncContextManager[T]]) -> Iterator[T]:
+    """Serve (the seeded console, a simulator) from its own event loop in a thread (Selenium blocks the test's
+    thread)."""
+    ready: queue.Queue[tuple[T, Callable[[], None]] | BaseException] = queue.Queue()
 
     async def main() -> None:
         stopping = asyncio.Event()
         loop = asyncio.get_running_loop()
         try:
-            async with served(settings) as running:
+            async with serve() as running:
                 ready.put((running, lambda: loop.call_soon_threadsafe(stopping.set)))
                 await stopping.wait()
         except BaseException as exc:
@@ -97,7 +112,7 @@ def in_thread(settings: Settings) -> Iterator[Served]:
 def console(chrome: WebDriver, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Served]:
     """A seeded console on SQLite (the store suite covers PostgreSQL), and a browser with no cookies."""
     database = DatabaseSettings(url=f"sqlite+aiosqlite:///{tmp_path / 'store.db'}")
-    with in_thread(settings_for(database, tmp_path, monkeypatch)) as running:
+    with in_thread(lambda: served(settings_for(database, tmp_path, monkeypatch))) as running:
         chrome.delete_all_cookies()
         chrome.get_log("browser")  # start with an empty log
         yield running
@@ -216,7 +231,7 @@ def unfiled(chrome: WebDriver, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     """A seeded console whose findings do not open cases by themselves (an analyst triages them)."""
     settings = settings_for(DatabaseSettings(url=f"sqlite+aiosqlite:///{tmp_path / 'store.db'}"), tmp_path, monkeypatch)
     settings.cases.auto_open = False
-    with in_thread(settings) as running:
+    with in_thread(lambda: served(settings)) as running:
         chrome.delete_all_cookies()
         chrome.get_log("browser")
         yield running
@@ -257,3 +272,34 @@ def test_triage_a_finding_into_a_case(chrome: WebDriver, unfiled: Served) -> Non
     chrome.back()
     chrome.back()
     assert page_problems(chrome) == []
+
+
+@pytest.fixture
+def sso_console(chrome: WebDriver, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Served]:
+    """A seeded console signing in through the sandbox OpenID Connect provider (each on its own loopback port)."""
+    provider = sso_provider()
+    with in_thread(lambda: running(create_app(provider))) as issuer:
+        database = DatabaseSettings(url=f"sqlite+aiosqlite:///{tmp_path / 'store.db'}")
+        settings = with_sso(settings_for(database, tmp_path, monkeypatch), issuer, monkeypatch)
+        with in_thread(lambda: served(settings)) as console:
+            register_console(provider, console.url)
+            chrome.delete_all_cookies()
+            chrome.get_log("browser")
+            yield console
+
+
+def test_sign_in_through_single_sign_on(chrome: WebDriver, sso_console: Served) -> None:
+    url = sso_console.url
+    chrome.get(f"{url}/approvals")
+    WebDriverWait(chrome, 10).until(seen.title_contains("Sign in"))
+    chrome.find_element(By.ID, "sso").send_keys(Keys.ENTER)
+    WebDriverWait(chrome, 10).until(seen.title_contains("Sandbox identity provider"))
+    chrome.find_element(By.ID, "username").send_keys("carol")
+    chrome.find_element(By.ID, "password").send_keys(SSO_PASSWORD, Keys.ENTER)
+    # the provider redirects to the callback, whose page moves on to the page first asked for
+    WebDriverWait(chrome, 10).until(seen.url_to_be(f"{url}/approvals"))
+    WebDriverWait(chrome, 10).until(seen.presence_of_element_located((By.CSS_SELECTOR, "form.who")))
+    who = chrome.find_element(By.CSS_SELECTOR, "form.who").text
+    assert "oidc:carol" in who and chrome.find_element(By.CSS_SELECTOR, ".role").text == "approver"
+    assert chrome.find_elements(By.XPATH, "//button[starts-with(normalize-space(), 'Approve plan')]")
+    assert [problem for problem in page_problems(chrome) if url in problem] == []

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -394,12 +395,16 @@ class ReceiverSettings(Section):
         return self
 
 
+ROLE_PATTERN = "^(viewer|analyst|approver|admin|privacy_officer)$"
+"""The roles a token or a single sign-on group grants."""
+
+
 class ApiToken(Section):
     """A bearer token for the REST API and the role it grants."""
 
     name: str = Field(min_length=1, max_length=200, pattern=r"^[^\s:]+$", description="who the token is (approvals)")
     token: Secret
-    role: str = Field(default="viewer", pattern="^(viewer|analyst|approver|admin|privacy_officer)$")
+    role: str = Field(default="viewer", pattern=ROLE_PATTERN)
 
     @field_validator("token", mode="after")
     @classmethod
@@ -866,6 +871,59 @@ CasePriority = Literal["low", "medium", "high", "critical"]
 DEFAULT_SLA_HOURS: dict[CasePriority, float] = {"critical": 1.0, "high": 4.0, "medium": 24.0, "low": 72.0}
 
 
+def _https_or_loopback(url: str, what: str) -> str:
+    """`url` if it is https, or http to a loopback host (a local provider, tests); ValueError otherwise."""
+    parts = urlsplit(url)
+    loopback = parts.hostname in {"localhost", "127.0.0.1", "::1"}
+    if not parts.hostname or parts.scheme not in {"https", "http"} or (parts.scheme == "http" and not loopback):
+        raise ValueError(f"{what} must be an https:// URL (http:// only to localhost), not {url!r}")
+    return url
+
+
+class OidcSettings(Section):
+    """Console sign-in through an OpenID Connect provider (authorization code flow with PKCE)."""
+
+    issuer: str = Field(description="the provider's issuer URL; discovery is read from <issuer>/.well-known/...")
+    client_id: str = Field(min_length=1)
+    client_secret: Secret = Field(description="secret reference")
+    scopes: list[str] = Field(default_factory=lambda: ["openid", "profile", "groups"])
+    groups_claim: str = Field(default="groups", min_length=1, description="the ID token claim listing groups")
+    username_claim: str = Field(
+        default="preferred_username", min_length=1, description="the ID token claim naming the person"
+    )
+    roles: dict[str, Annotated[str, Field(pattern=ROLE_PATTERN)]] = Field(
+        min_length=1, description="group name to Custodes role; a person in no listed group cannot sign in"
+    )
+    redirect_uri: str | None = Field(
+        default=None,
+        description="the callback URL registered with the provider (…/signin/oidc/callback); unset: derived from "
+        "the request's scheme and host",
+    )
+
+    @field_validator("issuer", mode="after")
+    @classmethod
+    def _issuer_url(cls, issuer: str) -> str:
+        return _https_or_loopback(issuer.rstrip("/"), "issuer")
+
+    @field_validator("redirect_uri", mode="after")
+    @classmethod
+    def _redirect_url(cls, uri: str | None) -> str | None:
+        return None if uri is None else _https_or_loopback(uri, "redirect_uri")
+
+    @field_validator("scopes", mode="after")
+    @classmethod
+    def _openid_scope(cls, scopes: list[str]) -> list[str]:
+        if "openid" not in scopes:
+            raise ValueError("scopes must include openid")
+        return scopes
+
+
+class ConsoleSettings(Section):
+    """The SOC console."""
+
+    oidc: OidcSettings | None = Field(default=None, description="single sign-on; unset: API tokens only")
+
+
 class CaseSettings(Section):
     """Cases (docs/cases.md): whether findings open or join a case per person, and the time to triage by priority."""
 
@@ -904,6 +962,7 @@ class Settings(Section):
     access_review: AccessReviewSettings = Field(default_factory=AccessReviewSettings)
     cluster: ClusterSettings = Field(default_factory=ClusterSettings)
     cases: CaseSettings = Field(default_factory=CaseSettings)
+    console: ConsoleSettings = Field(default_factory=ConsoleSettings)
 
     @model_validator(mode="after")
     def _known_to_the_redactor(self) -> Settings:

@@ -21,12 +21,12 @@ from custodes.server.console.web import (
     console_key,
     cookie,
     local,
-    new_nonce,
     page,
     render,
     same_origin,
     secure,
     see_other,
+    signin_page,
 )
 from custodes.server.context import services_key
 from custodes.server.endpoints import ApiError
@@ -36,25 +36,9 @@ PAGE_SIZE = 50
 AUDIT_PAGE = 50
 
 
-def _signin_page(request: web.Request, target: str, status: int = 200, problem: str | None = None) -> web.Response:
-    """The sign-in form, its CSRF token bound to a fresh nonce kept in a short-lived cookie."""
-    nonce = new_nonce()
-    response = render(
-        request,
-        None,
-        "signin.html",
-        status,
-        next=target,
-        signin_csrf=request.app[console_key].sessions.csrf(nonce),
-        problem=problem,
-    )
-    cookie(response, PRE_COOKIE, nonce, max_age=900, request=request)
-    return response
-
-
 async def signin_form(request: web.Request) -> web.StreamResponse:
     """GET /signin: the sign-in form."""
-    return secure(_signin_page(request, local(request.query.get("next"))))
+    return secure(signin_page(request, local(request.query.get("next"))))
 
 
 async def signin(request: web.Request) -> web.StreamResponse:
@@ -66,11 +50,11 @@ async def signin(request: web.Request) -> web.StreamResponse:
         request.cookies.get(PRE_COOKIE), str(form.get("csrf") or "")
     ):
         problem = "The sign-in form expired or came from another site. Try again."
-        return secure(_signin_page(request, target, 403, problem))
+        return secure(signin_page(request, target, 403, problem))
     value = console.sessions.sign_in(request.app[services_key].settings.server.api_tokens, str(form.get("token") or ""))
     if value is None:
         problem = "That API token is not known here. Check it and try again."
-        return secure(_signin_page(request, target, 401, problem))
+        return secure(signin_page(request, target, 401, problem))
     redirect = see_other(target)
     cookie(redirect, COOKIE, value, max_age=LIFETIME_SECONDS, request=request)
     redirect.del_cookie(PRE_COOKIE, path="/")

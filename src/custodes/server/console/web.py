@@ -15,7 +15,8 @@ from aiohttp import web
 
 from custodes.server.api import meta
 from custodes.server.console.bridge import may
-from custodes.server.console.session import COOKIE, Session, Sessions
+from custodes.server.console.oidc import OidcClient
+from custodes.server.console.session import COOKIE, PRE_COOKIE, Session, Sessions
 from custodes.server.context import services_key
 from custodes.server.endpoints import ApiError
 
@@ -37,10 +38,17 @@ HEADERS = {
 
 @dataclass(slots=True)
 class Console:
-    """The console's shared state: its templates and its session signer."""
+    """The console's shared state: its templates, its session signer and its single sign-on client (if any)."""
 
     templates: jinja2.Environment
     sessions: Sessions
+    oidc: OidcClient | None = None
+
+    def session(self, request: web.Request) -> Session | None:
+        """The request's signed-in session, if its cookie still stands for one."""
+        tokens = request.app[services_key].settings.server.api_tokens
+        roles = self.oidc.settings.roles if self.oidc is not None else None
+        return self.sessions.check(tokens, request.cookies.get(COOKIE), sso_roles=roles)
 
 
 console_key = web.AppKey("console", Console)
@@ -124,8 +132,7 @@ def page(handler: PageHandler) -> Callable[[web.Request], Awaitable[web.StreamRe
 
     async def handle(request: web.Request) -> web.StreamResponse:
         console = request.app[console_key]
-        tokens = request.app[services_key].settings.server.api_tokens
-        session = console.sessions.check(tokens, request.cookies.get(COOKIE))
+        session = console.session(request)
         if session is None:
             if request.method != "GET":
                 return secure(render(request, None, "error.html", 401, title="Signed out", message=SIGNED_OUT))
@@ -164,6 +171,37 @@ def new_nonce() -> str:
     return secrets.token_urlsafe(16)
 
 
-def cookie(response: web.StreamResponse, name: str, value: str, *, max_age: int, request: web.Request) -> None:
-    """Set an HttpOnly, SameSite=Strict cookie for the whole site (Secure when the request came over HTTPS)."""
-    response.set_cookie(name, value, max_age=max_age, path="/", httponly=True, samesite="Strict", secure=request.secure)
+def cookie(
+    response: web.StreamResponse,
+    name: str,
+    value: str,
+    *,
+    max_age: int,
+    request: web.Request,
+    samesite: str = "Strict",
+    path: str = "/",
+) -> None:
+    """Set an HttpOnly cookie, SameSite=Strict for the whole site unless told otherwise (Secure when the request
+    came over HTTPS)."""
+    response.set_cookie(
+        name, value, max_age=max_age, path=path, httponly=True, samesite=samesite, secure=request.secure
+    )
+
+
+def signin_page(request: web.Request, target: str, status: int = 200, problem: str | None = None) -> web.Response:
+    """The sign-in form (and the single sign-on link when it is configured), its CSRF token bound to a fresh nonce
+    kept in a short-lived cookie."""
+    nonce = new_nonce()
+    console = request.app[console_key]
+    response = render(
+        request,
+        None,
+        "signin.html",
+        status,
+        next=target,
+        signin_csrf=console.sessions.csrf(nonce),
+        problem=problem,
+        sso=console.oidc is not None,
+    )
+    cookie(response, PRE_COOKIE, nonce, max_age=900, request=request)
+    return response
