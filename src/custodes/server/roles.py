@@ -1,12 +1,13 @@
 """The roles of a cluster (`custodes serve --role receiver|worker|runner`), each one part of what `--role all` runs.
 
-- receiver: the HTTP service (webhooks, API) and the pull connectors; events go to the bus (`PublishingPipeline`).
+- receiver: the HTTP service (webhooks, API) and, in the one receiver holding their lease (`ConnectorLease`), the
+  pull connectors; events go to the bus (`PublishingPipeline`).
 - worker: consumes partitions (`DetectionWorker`): stores events, detects, correlates, owes playbook starts.
 - runner: starts what the outbox owes (claimed with SKIP LOCKED), reaps stalled runs, runs the hunt and playbook
   schedules (one run per slot), re-scores behaviour when the store changed (one runner at a time), applies
   retention.
 
-Workers and runners serve /healthz, /readyz and /metrics on `server.host`:`server.port` (`server.health`).
+Workers and runners serve /healthz, /readyz and /metrics on `server.host`:`server.port` (`custodes.server.health`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+from custodes.bus.lease import ConnectorLease, lease_key
 from custodes.bus.publisher import Publisher
 from custodes.bus.receiving import PublishingPipeline
 from custodes.bus.scoring import rescore
@@ -74,10 +76,10 @@ async def _receive(services: Services, stop: asyncio.Event) -> None:
 
     settings = services.settings
     supervisor = ConnectorSupervisor.from_settings(settings, ConnectorRuntime(services.pipeline), services.http)
+    key = lease_key(settings.database.schema_name, settings.cluster.exchange)
     async with serving(services, settings.server.host, settings.server.port, supervisor) as url:
         log.info(f"receiver serving on {url}")
-        supervisor.start_all()
-        await stop.wait()
+        await ConnectorLease(services.store, supervisor, key).run(stop)
         await supervisor.close()
 
 
