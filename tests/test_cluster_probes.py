@@ -1,6 +1,7 @@
 """A detection worker and a playbook runner serve /healthz, /readyz and /metrics on the server's port: ready once
 connected and holding every partition's consumer (worker) or once the store answers (runner), with the worker's
-deliveries committed, redeliveries and partitions owned, and the runner's outbox claims and starts."""
+deliveries committed, redeliveries and partitions owned, and the runner's outbox claims and starts. A worker is
+not ready before it connects, nor while a partition's channel is closed."""
 
 from __future__ import annotations
 
@@ -19,8 +20,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from custodes.bus.publisher import Publisher
 from custodes.bus.topology import queue_name
 from custodes.bus.wire import Envelope
+from custodes.bus.worker import DetectionWorker
 from custodes.config import DatabaseSettings, Role, Settings, load_settings
 from custodes.model import Event, LogSource
+from custodes.server.metrics import Metrics, WorkerMetrics
 from custodes.server.roles import serve_role
 from custodes.services import Services
 from test_cluster import AMQP_URL, postgres  # noqa: F401 (a fixture)
@@ -150,3 +153,31 @@ async def test_a_worker_and_a_runner_answer_their_probes_and_metrics(
             await asyncio.gather(*roles)
         for url in (worker_url, runner_url):
             assert await status(http, url) == (0, {}), "the listener stops with its role"
+
+
+async def test_a_worker_is_not_ready_until_connected_nor_while_a_partition_has_no_consumer(
+    tmp_path: Path,
+    postgres: DatabaseSettings,  # noqa: F811 (the fixture)
+    exchange: str,
+) -> None:
+    settings = settings_for(tmp_path, postgres, exchange, free_port())
+    async with await Services.open(settings) as services:
+        worker = DetectionWorker(services, settings.cluster, WorkerMetrics(Metrics().registry))
+        assert await worker.unready() == "not connected to RabbitMQ"
+        stop = asyncio.Event()
+        running = asyncio.create_task(worker.run(stop))
+        try:
+
+            async def ready() -> bool:
+                return await worker.unready() is None
+
+            await eventually("the worker ready", ready)
+            assert worker.consumer is not None
+            channel = worker.consumer.partitions[1].channel
+            assert channel is not None
+            await channel.close()  # as when the broker closes a channel
+            assert await worker.unready() == "not subscribed to partition(s) 1"
+        finally:
+            stop.set()
+            await running
+        assert await worker.unready() == "not connected to RabbitMQ"
