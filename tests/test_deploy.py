@@ -269,6 +269,8 @@ def test_chart_deployments_run_the_roles_with_settings_custodes_loads(tmp_path: 
         assert container["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
         assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
         assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+        scrape = {key: pod["metadata"]["annotations"][f"prometheus.io/{key}"] for key in ("scrape", "port", "path")}
+        assert scrape == {"scrape": "true", "port": str(settings.server.port), "path": "/metrics"}
     (service,) = by_kind(manifests, "Service").values()
     receiver_labels = deployments["soc-custodes-receiver"]["spec"]["template"]["metadata"]["labels"]
     assert service["spec"]["selector"].items() <= receiver_labels.items()
