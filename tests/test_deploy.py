@@ -122,9 +122,8 @@ def test_compose_services_run_roles_the_cli_accepts() -> None:
     for name in ("receiver", "worker", "runner"):
         assert services[name]["depends_on"]["migrate"] == {"condition": "service_completed_successfully"}
         assert services[name]["depends_on"]["rabbitmq"] == {"condition": "service_healthy"}
-    # only receivers serve HTTP: the image's /healthz check stays on for them and is off for the others
-    assert "healthcheck" not in services["receiver"]
-    assert services["worker"]["healthcheck"] == services["runner"]["healthcheck"] == {"disable": True}
+    # every role serves /healthz: the image's check stays on for each (test_deploy_topology.py runs it)
+    assert not any("healthcheck" in services[name] for name in ("receiver", "worker", "runner"))
     with pytest.raises(typer.BadParameter, match="'detector' is not one of"):
         parse_command_line(["serve", "--role", "detector"])
 
@@ -264,13 +263,14 @@ def test_chart_deployments_run_the_roles_with_settings_custodes_loads(tmp_path: 
         assert settings.cluster.amqp_url is not None and settings.cluster.amqp_url.reveal() == SECRET_DATA["amqp-url"]
         assert settings.server.host == "0.0.0.0"  # noqa: S104 (a container listens on its pod's address)
         assert settings.cluster.partitions == 16
-        if role is Role.RECEIVER:
-            (port,) = container["ports"]
-            assert port["containerPort"] == settings.server.port
-            assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
-            assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
-        else:
-            assert "ports" not in container and "readinessProbe" not in container
+        # every role serves its probes and /metrics on the server's port
+        (port,) = container["ports"]
+        assert (port["name"], port["containerPort"]) == ("http", settings.server.port)
+        assert container["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+        assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+        assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+        scrape = {key: pod["metadata"]["annotations"][f"prometheus.io/{key}"] for key in ("scrape", "port", "path")}
+        assert scrape == {"scrape": "true", "port": str(settings.server.port), "path": "/metrics"}
     (service,) = by_kind(manifests, "Service").values()
     receiver_labels = deployments["soc-custodes-receiver"]["spec"]["template"]["metadata"]["labels"]
     assert service["spec"]["selector"].items() <= receiver_labels.items()

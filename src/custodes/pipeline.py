@@ -109,6 +109,8 @@ class Pipeline:
         self.claim_lease = claim_lease
         """How long a drain holds the outbox rows it claimed before another may start them: short, since a row a
         dead process claimed waits that long, and a second start of a row is a no-op anyway (one run per row)."""
+        self.claimed_starts = 0
+        """Outbox rows this pipeline's drains claimed since it was made."""
 
     async def ingest(
         self,
@@ -316,6 +318,7 @@ class Pipeline:
         while True:
             async with self.store.transaction() as tx:
                 owed = await tx.claim_starts(limit, self.claim_lease)
+            self.claimed_starts += len(owed)
             if not owed:
                 return runs
             for playbook, subject, receiver in owed:

@@ -59,6 +59,11 @@ class PartitionConsumer:
             await self._release(partition)
             await self._consume(partition)
 
+    def unsubscribed(self) -> list[int]:
+        """The partitions without an open channel consuming them (none once subscribed, unless the broker closed
+        one)."""
+        return [p.number for p in self.partitions if p.channel is None or p.channel.is_closed]
+
     async def close(self) -> None:
         """Stop consuming; messages not acknowledged go back to their queues."""
         for partition in self.partitions:

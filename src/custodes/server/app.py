@@ -8,15 +8,14 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 
-import sqlalchemy as sa
 from aiohttp import web
-from sqlalchemy.exc import SQLAlchemyError
 
 from custodes import logs
 from custodes.connectors.supervisor import ConnectorSupervisor
 from custodes.server import api, console, endpoints, webhooks
 from custodes.server.connections import ConnectionLimits, limits_key
 from custodes.server.context import ingest_key, metrics_key, services_key, supervisor_key, tasks_key
+from custodes.server.health import healthz, store_unready
 from custodes.server.ingest import IngestQueue
 from custodes.server.metrics import CONTENT_TYPE_LATEST, ConnectorCollector, Metrics
 from custodes.server.responses import error, json_response
@@ -80,20 +79,13 @@ async def refuse_nul(request: web.Request, handler: Handler) -> web.StreamRespon
     return await handler(request)
 
 
-async def healthz(_request: web.Request) -> web.Response:
-    """Liveness: the process serves requests."""
-    return json_response({"status": "ok"})
-
-
 async def readyz(request: web.Request) -> web.Response:
     """Readiness: the store answers and the webhook writer runs."""
     if not request.app[ingest_key].running:
         return error(503, "not_ready", "the webhook writer is not running")
-    try:
-        async with request.app[services_key].store.engine.connect() as conn:
-            await conn.execute(sa.text("SELECT 1"))
-    except (OSError, SQLAlchemyError) as exc:
-        return error(503, "not_ready", f"the store does not answer: {type(exc).__name__}")
+    reason = await store_unready(request.app[services_key].store)
+    if reason is not None:
+        return error(503, "not_ready", reason)
     return json_response({"status": "ready"})
 
 

@@ -15,7 +15,7 @@ from custodes.model import utcnow
 if TYPE_CHECKING:
     from custodes.connectors.supervisor import ConnectorSupervisor
 
-__all__ = ["CONTENT_TYPE_LATEST", "ConnectorCollector", "Metrics"]
+__all__ = ["CONTENT_TYPE_LATEST", "ConnectorCollector", "Metrics", "RunnerMetrics", "WorkerMetrics"]
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -116,6 +116,50 @@ class Metrics:
     def render(self) -> bytes:
         """The text exposition format."""
         return generate_latest(self.registry)
+
+
+class WorkerMetrics:
+    """A detection worker's partitions: deliveries committed and redelivered by partition, partitions it owns by
+    the assignment, and how long a batch takes from its handling to its commit."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.committed = Counter(
+            "custodes_partition_deliveries_committed",
+            "Deliveries committed (then acknowledged), by partition",
+            ["partition"],
+            registry=registry,
+        )
+        self.redelivered = Counter(
+            "custodes_partition_redeliveries",
+            "Deliveries the broker had delivered before (a worker died or gave the partition up), by partition",
+            ["partition"],
+            registry=registry,
+        )
+        self.owned = Gauge(
+            "custodes_partitions_owned", "Partitions the assignment gives this worker", registry=registry
+        )
+        self.commit_seconds = Histogram(
+            "custodes_partition_commit_seconds",
+            "Time to store, detect on and commit one batch of a partition",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+
+
+class RunnerMetrics:
+    """A playbook runner's work: owed starts claimed from the outbox, runs they started, stalled runs resumed or
+    failed."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.claimed = Counter(
+            "custodes_outbox_claimed", "Outbox rows (owed playbook starts) this runner claimed", registry=registry
+        )
+        self.started = Counter(
+            "custodes_outbox_runs_started", "Playbook runs started from the outbox", registry=registry
+        )
+        self.reaped = Counter(
+            "custodes_runs_reaped", "Stalled playbook runs this runner resumed or failed", registry=registry
+        )
 
 
 class ConnectorCollector(Collector):

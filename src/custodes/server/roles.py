@@ -1,10 +1,13 @@
 """The roles of a cluster (`custodes serve --role receiver|worker|runner`), each one part of what `--role all` runs.
 
-- receiver: the HTTP service (webhooks, API) and the pull connectors; events go to the bus (`PublishingPipeline`).
+- receiver: the HTTP service (webhooks, API) and, in the one receiver holding their lease (`ConnectorLease`), the
+  pull connectors; events go to the bus (`PublishingPipeline`).
 - worker: consumes partitions (`DetectionWorker`): stores events, detects, correlates, owes playbook starts.
 - runner: starts what the outbox owes (claimed with SKIP LOCKED), reaps stalled runs, runs the hunt and playbook
   schedules (one run per slot), re-scores behaviour when the store changed (one runner at a time), applies
   retention.
+
+Workers and runners serve /healthz, /readyz and /metrics on `server.host`:`server.port` (`custodes.server.health`).
 """
 
 from __future__ import annotations
@@ -12,8 +15,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
+from custodes.bus.lease import ConnectorLease, lease_key
 from custodes.bus.publisher import Publisher
 from custodes.bus.receiving import PublishingPipeline
 from custodes.bus.scoring import rescore
@@ -21,6 +27,8 @@ from custodes.bus.worker import DetectionWorker
 from custodes.config import Role
 from custodes.connectors.runtime import ConnectorRuntime
 from custodes.connectors.supervisor import ConnectorSupervisor
+from custodes.server.health import Readiness, health_serving, store_unready
+from custodes.server.metrics import Metrics, RunnerMetrics, WorkerMetrics
 from custodes.services import Services
 
 log = logging.getLogger(__name__)
@@ -42,9 +50,25 @@ async def serve_role(services: Services, role: Role, stop: asyncio.Event) -> Non
         finally:
             await publisher.close()
     elif role is Role.WORKER:
-        await DetectionWorker(services, cluster).run(stop)
+        metrics = Metrics()
+        worker = DetectionWorker(services, cluster, WorkerMetrics(metrics.registry))
+        async with _probes(services, metrics, worker.unready):
+            await worker.run(stop)
     else:
-        await _run(services, stop)
+        metrics = Metrics()
+
+        async def unready() -> str | None:
+            return await store_unready(services.store)
+
+        async with _probes(services, metrics, unready):
+            await _run(services, RunnerMetrics(metrics.registry), stop)
+
+
+@asynccontextmanager
+async def _probes(services: Services, metrics: Metrics, ready: Readiness) -> AsyncIterator[None]:
+    async with health_serving(services.settings.server, metrics, ready) as url:
+        log.info(f"probes and metrics on {url}")
+        yield
 
 
 async def _receive(services: Services, stop: asyncio.Event) -> None:
@@ -52,14 +76,14 @@ async def _receive(services: Services, stop: asyncio.Event) -> None:
 
     settings = services.settings
     supervisor = ConnectorSupervisor.from_settings(settings, ConnectorRuntime(services.pipeline), services.http)
+    key = lease_key(settings.database.schema_name, settings.cluster.exchange)
     async with serving(services, settings.server.host, settings.server.port, supervisor) as url:
         log.info(f"receiver serving on {url}")
-        supervisor.start_all()
-        await stop.wait()
+        await ConnectorLease(services.store, supervisor, key).run(stop)
         await supervisor.close()
 
 
-async def _run(services: Services, stop: asyncio.Event) -> None:
+async def _run(services: Services, metrics: RunnerMetrics, stop: asyncio.Event) -> None:
     from custodes.server.serve import RETENTION_INTERVAL_SECONDS, reap_once, start_schedules
 
     scheduler = start_schedules(services)
@@ -82,7 +106,11 @@ async def _run(services: Services, stop: asyncio.Event) -> None:
         if now - last_retention >= RETENTION_INTERVAL_SECONDS:
             last_retention = now
             await services.store.apply_retention()
-        await reap_once(services, reap=now - last_reap >= reap_every)
+        claimed = services.pipeline.claimed_starts
+        started, reaped = await reap_once(services, reap=now - last_reap >= reap_every)
+        metrics.claimed.inc(services.pipeline.claimed_starts - claimed)
+        metrics.started.inc(started)
+        metrics.reaped.inc(reaped)
         if now - last_reap >= reap_every:
             last_reap = now
         with contextlib.suppress(TimeoutError):

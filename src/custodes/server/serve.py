@@ -8,7 +8,7 @@ import gc
 import logging
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
 from datetime import datetime
 
 from custodes import logs
@@ -23,7 +23,7 @@ from custodes.inventory.schedule import review_loop
 from custodes.playbooks.loader import LoadedPlaybook, unconfigured_receivers
 from custodes.playbooks.runner import EngineError, Runner
 from custodes.server.app import create_app
-from custodes.server.connections import listening
+from custodes.server.health import listening_on
 from custodes.services import Services
 
 log = logging.getLogger(__name__)
@@ -35,14 +35,7 @@ async def serving(
     services: Services, host: str, port: int, supervisor: ConnectorSupervisor | None = None
 ) -> AsyncIterator[str]:
     """Serve the application on host:port (0 picks a free port); yields the base URL."""
-    async with AsyncExitStack() as stack:
-        try:
-            url = await stack.enter_async_context(listening(create_app(services, supervisor), host, port))
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot listen on {host}:{port}: {exc.strerror}",
-                hint="choose another port with --port or server.port",
-            ) from None
+    async with listening_on(create_app(services, supervisor), host, port) as url:
         yield url
 
 
@@ -198,8 +191,9 @@ async def _reaper_loop(services: Services) -> None:
         await asyncio.sleep(services.settings.playbooks.stale_after_seconds / 2)
 
 
-async def reap_once(services: Services, *, reap: bool = True) -> None:
-    """Start what the outbox owes, then (with `reap`) resume or fail stalled runs; failures are logged."""
+async def reap_once(services: Services, *, reap: bool = True) -> tuple[int, int]:
+    """Start what the outbox owes, then (with `reap`) resume or fail stalled runs; failures are logged. (Runs
+    started, runs resumed or failed.)"""
     try:
         started = await services.pipeline.drain()
         if started:
@@ -207,6 +201,7 @@ async def reap_once(services: Services, *, reap: bool = True) -> None:
         touched = await services.runner.reap() if reap else []
     except Exception:
         log.exception("the playbook reaper failed; trying again later")
-    else:
-        if touched:
-            log.info("reaper: %d playbook run(s) resumed or failed", len(touched))
+        return 0, 0
+    if touched:
+        log.info("reaper: %d playbook run(s) resumed or failed", len(touched))
+    return len(started), len(touched)
