@@ -41,12 +41,12 @@ async def serving(
 
 async def serve_forever(settings: Settings, role: Role = Role.ALL) -> None:
     """Open the services and serve until SIGINT or SIGTERM: everything (`all`), or one role of a cluster."""
-    logs.configure()
     if role is not Role.ALL:
         check_cluster(settings, role)
     missing = missing_paths(settings, hunts=settings.hunts.schedule)
     if missing is not None:
         raise missing
+    logs.configure()  # once the settings are known good: a refused start prints its one line and installs nothing
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
