@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from console_support import PEOPLE, Served, api, okta_record, post_events, served, settings_for
+from console_support import PEOPLE, Served, api, okta_record, page, post_events, served, settings_for, signed_in
 from custodes.cases.filing import file_findings
 from custodes.cases.hold import prune_evidence
 from custodes.config import DatabaseSettings
@@ -172,6 +172,42 @@ async def test_escalation_restricts_to_named_people_and_holds_the_evidence(site:
     )
     assert status == 200 and granted == {"changed": True}
     assert (await api(site.url, "GET", path, "viewer"))[0] == 200
+
+
+async def test_what_a_restricted_case_groups_is_hidden_from_outsiders(site: Served) -> None:
+    held = await bundle(site, "need-to-know")
+    case = await alice_case(site)
+    path = f"/api/cases/{case['id']}"
+    assert (await api(site.url, "POST", f"{path}/members", "analyst", {"kind": "run", "ref": site.run_id}))[0] == 200
+    finding = next(m["ref"] for m in case["members"] if m["kind"] == "finding")
+    subject = case["subject"]
+    escalate = {"status": "escalated_hr", "need_to_know": ["approver-token"], "reason": "HR review"}
+    assert (await api(site.url, "PATCH", path, "analyst", escalate))[0] == 200
+    reads = {
+        f"/api/findings/{finding}": None,
+        f"/api/runs/{site.run_id}": None,
+        f"/api/entities/{subject}/timeline": None,
+        f"/api/entities/{subject}/risk": None,
+    }
+    lists = {"/api/findings?limit=500": ("findings", finding), "/api/runs?limit=500": ("runs", site.run_id)}
+    lists["/api/evidence?limit=500"] = ("bundles", held)
+    for who, sees in (("viewer", False), ("admin", False), ("approver", True), ("analyst", True)):
+        for item in reads:
+            assert (await api(site.url, "GET", item, who))[0] == (200 if sees else 404), (who, item)
+        for listing, (key, ident) in lists.items():
+            status, body = await api(site.url, "GET", listing, who)
+            assert status == 200 and (ident in [row["id"] for row in body[key]]) == sees, (who, listing)
+    for who, status in (("admin", 404), ("analyst", 200)):
+        verify = await api(site.url, "POST", f"/api/evidence/{held}/verify", who, {"reason": "check"})
+        assert verify[0] == status, (who, verify)
+    others = (await api(site.url, "GET", "/api/findings?limit=500", "viewer"))[1]["findings"]
+    assert others and all(f["entity"] != subject for f in others), "other people's findings stay listed"
+    async with await signed_in(site.url, "viewer") as http:
+        assert (await page(http, site.url, f"/people/{subject}"))[0] == 404
+        assert (await page(http, site.url, f"/runs/{site.run_id}"))[0] == 404
+    async with await signed_in(site.url, "approver") as http:
+        status, html = await page(http, site.url, f"/people/{subject}")
+        assert status == 200 and finding in html
 
 
 async def test_feedback_suppresses_the_pattern_for_that_person_until_revoked(site: Served) -> None:

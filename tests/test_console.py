@@ -12,7 +12,18 @@ import aiohttp
 import pytest
 import sqlalchemy as sa
 
-from console_support import PEOPLE, TOKENS, Served, day_score, served, settings_for, write_scores
+from console_support import (
+    PEOPLE,
+    TOKENS,
+    Served,
+    csrf_of,
+    day_score,
+    page,
+    served,
+    settings_for,
+    signed_in,
+    write_scores,
+)
 from custodes.cases import book
 from custodes.config import DatabaseSettings
 from custodes.detections.scoring.service import pseudonymizer_for
@@ -24,29 +35,6 @@ from custodes.server.console.pages import PAGE_SIZE
 async def console(database: DatabaseSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Served]:
     async with served(settings_for(database, tmp_path, monkeypatch)) as running:
         yield running
-
-
-def csrf_of(html: str) -> str:
-    found = re.search(r'name="csrf" value="([^"]+)"', html)
-    assert found, html
-    return found.group(1)
-
-
-async def signed_in(url: str, who: str) -> aiohttp.ClientSession:
-    """A browser-like client (cookie jar) signed in with a role's token."""
-    http = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
-    async with http.get(f"{url}/signin") as r:
-        form = csrf_of(await r.text())
-    async with http.post(
-        f"{url}/signin", data={"token": TOKENS[who], "csrf": form, "next": "/"}, allow_redirects=False
-    ) as r:
-        assert r.status == 303, await r.text()
-    return http
-
-
-async def page(http: aiohttp.ClientSession, url: str, path: str) -> tuple[int, str]:
-    async with http.get(f"{url}{path}", allow_redirects=False) as r:
-        return r.status, await r.text()
 
 
 async def test_sign_in_sets_a_signed_strict_session(console: Served) -> None:

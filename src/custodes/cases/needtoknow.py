@@ -1,0 +1,49 @@
+"""Need to know beyond the case itself: the findings, runs, evidence bundles and day scores a restricted case
+groups, and the person it is about, are hidden from principals not on its access list.
+
+Each check is one query over indexed columns (`case_members (kind, ref)`, `case_access (case_id, principal)`), used
+as a subquery by the lists so that hiding costs no query per row.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+from custodes.store import Transaction
+from custodes.store.cases import case_access, case_members, cases
+
+
+def _closed_to(principal: str) -> sa.ColumnElement[bool]:
+    """Restricted cases whose access list does not name `principal`."""
+    allowed = sa.select(case_access.c.case_id).where(
+        case_access.c.case_id == cases.c.id, case_access.c.principal == principal
+    )
+    return sa.and_(cases.c.restricted.is_(True), ~allowed.exists())
+
+
+def hidden(kind: str, principal: str) -> sa.Select[Any]:
+    """The refs of `kind` (finding, run, evidence, score) grouped by a restricted case `principal` is not on."""
+    return (
+        sa.select(case_members.c.ref)
+        .join(cases, cases.c.id == case_members.c.case_id)
+        .where(case_members.c.kind == kind, _closed_to(principal))
+    )
+
+
+def hidden_people(principal: str) -> sa.Select[Any]:
+    """The people (stored names) restricted cases `principal` is not on are about."""
+    return sa.select(cases.c.subject).where(cases.c.subject.is_not(None), _closed_to(principal))
+
+
+async def conceals(tx: Transaction, kind: str, ref: str, principal: str) -> bool:
+    """Whether a restricted case `principal` is not on groups this item."""
+    query = hidden(kind, principal).where(case_members.c.ref == ref).limit(1)
+    return (await tx.conn.execute(query)).first() is not None
+
+
+async def conceals_person(tx: Transaction, subject: str, principal: str) -> bool:
+    """Whether `subject` is the person of a restricted case `principal` is not on."""
+    query = hidden_people(principal).where(cases.c.subject == subject).limit(1)
+    return (await tx.conn.execute(query)).first() is not None
