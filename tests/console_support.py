@@ -35,6 +35,7 @@ TOKENS = {
     "approver": "tok-approver-0123456789",
     "approver2": "tok-approver2-0123456789",
     "admin": "tok-admin-0123456789",
+    "legal": "tok-legal-0123456789",
 }
 ROLE_OF = {"approver2": "approver"}
 PLAYBOOK = """\

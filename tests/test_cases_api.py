@@ -173,6 +173,25 @@ async def test_escalation_restricts_to_named_people_and_holds_the_evidence(site:
     assert status == 200 and granted == {"changed": True}
     assert (await api(site.url, "GET", path, "viewer"))[0] == 200
 
+    lift = {"reason": "matter settled"}
+    assert (await api(site.url, "POST", f"{path}/hold/lift", "analyst", lift))[0] == 403
+    status, bad = await api(site.url, "POST", f"{path}/hold/lift", "legal", {"reason": " "})
+    assert status == 400 and bad["error"]["field"] == "reason"
+    assert (await api(site.url, "POST", "/api/cases/case-nope/hold/lift", "legal", lift))[0] == 404
+    status, lifted = await api(site.url, "POST", f"{path}/hold/lift", "legal", lift)
+    assert status == 200 and lifted == {"released": [held]}
+    assert (await api(site.url, "POST", f"{path}/hold/lift", "admin", lift))[1]["error"]["code"] == "conflict"
+    custody = [entry for _, entry in custody_entries(open_bundle(held_row["location"], settings)) if entry]
+    assert custody[-1]["what"] == f"legal hold lifted (case {case['id']})" and custody[-1]["why"] == "matter settled"
+    after = (await api(site.url, "GET", path, "analyst"))[1]
+    assert after["restricted"] and not after["legal_hold"] and after["timeline"][-2]["kind"] == "hold_lifted"
+    audit = (await api(site.url, "GET", "/api/audit?limit=1000", "admin"))[1]["entries"]
+    assert ("case.hold_lifted", case["id"], "api:legal-token") in [
+        (a["action"], a["subject"], a["actor"]) for a in audit
+    ]
+    pruned = await prune_evidence(site.services.store, settings, timedelta(0), "custodes:retention")
+    assert pruned.deleted == [held] and not await asyncio.to_thread(Path(held_row["location"]).exists)
+
 
 async def test_what_a_restricted_case_groups_is_hidden_from_outsiders(site: Served) -> None:
     held = await bundle(site, "need-to-know")

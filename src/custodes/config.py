@@ -399,7 +399,7 @@ class ApiToken(Section):
 
     name: str = Field(min_length=1, max_length=200, pattern=r"^[^\s:]+$", description="who the token is (approvals)")
     token: Secret
-    role: str = Field(default="viewer", pattern="^(viewer|analyst|approver|admin|privacy_officer)$")
+    role: str = Field(default="viewer", pattern="^(viewer|analyst|approver|admin|privacy_officer|legal)$")
 
     @field_validator("token", mode="after")
     @classmethod

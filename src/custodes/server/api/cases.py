@@ -4,20 +4,17 @@ grant need-to-know access. A restricted case answers 404 to anyone not on its ac
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import date, datetime
+from datetime import datetime
 from typing import Any, Literal, Self
 
-import sqlalchemy as sa
 from pydantic import Field
 
 from custodes.cases import book, feedback
 from custodes.cases.book import CaseError
-from custodes.cases.hold import place_hold
+from custodes.cases.hold import lift_hold, place_hold
 from custodes.model import utcnow
-from custodes.responder.evidence import recorded_bundle
 from custodes.server.endpoints import ApiError, Call, Model, Names, NoInput, RevealQuery, endpoint
 from custodes.store import Transaction
-from custodes.store.tables import scoring_scores
 
 OpenStatus = Literal["new", "triage", "investigating", "escalated_hr", "escalated_legal"]
 StatusName = OpenStatus | Literal["closed"]
@@ -193,6 +190,18 @@ class AccessIn(Model):
 
     principals: list[str] = Field(min_length=1, max_length=100)
     reason: str = Field(min_length=1, max_length=4000, pattern=TEXT)
+
+
+class LiftIn(Model):
+    """Why a legal hold is lifted."""
+
+    reason: str = Field(min_length=1, max_length=4000, pattern=TEXT)
+
+
+class Lifted(Model):
+    """The evidence bundles a lifted hold released (retention may delete them unless another case holds them)."""
+
+    released: list[str]
 
 
 class Changed(Model):
@@ -409,24 +418,6 @@ async def comment_case(call: Call[NoInput, CommentIn]) -> CommentOut:
     return CommentOut.of(row)
 
 
-async def _exists(tx: Transaction, kind: str, ref: str) -> bool:
-    """Whether the finding, run, evidence bundle or day score (`<scored entity>@<YYYY-MM-DD>`, the entity as
-    scoring keys it: its pseudonym when pseudonymising) a member names is stored."""
-    if kind == "finding":
-        return await tx.get_finding(ref) is not None
-    if kind == "run":
-        return await tx.get_run(ref) is not None
-    if kind == "evidence":
-        return await recorded_bundle(tx, ref) is not None
-    entity, _, day = ref.rpartition("@")
-    try:
-        scored = date.fromisoformat(day)
-    except ValueError:
-        return False
-    query = sa.select(scoring_scores.c.risk).where(scoring_scores.c.entity == entity, scoring_scores.c.day == scored)
-    return (await tx.conn.execute(query)).first() is not None
-
-
 @endpoint(
     "POST",
     "/api/cases/{id}/members",
@@ -441,7 +432,7 @@ async def link_member(call: Call[NoInput, MemberIn]) -> Changed:
     ref = call.body.ref
     async with call.services.store.transaction() as tx:
         case = await _case(call, tx)
-        if not await _exists(tx, call.body.kind, ref):
+        if not await book.member_exists(tx, call.body.kind, ref):
             raise ApiError(404, "not_found", f"no {call.body.kind} {ref!r}", field="ref")
         changed = await book.link(tx, case["id"], f"api:{call.caller}", call.body.kind, ref)
     if changed and call.body.kind == "evidence" and case["legal_hold"]:
@@ -483,9 +474,30 @@ async def grant_access(call: Call[NoInput, AccessIn]) -> Changed:
     """An admin may add people to any case's access list, even one they cannot see (audited with the reason)."""
     ident = call.request.match_info["id"]
     async with call.services.store.transaction() as tx:
-        case = await book.get_case(tx, ident)
-        if case is None:
-            raise ApiError(404, "not_found", f"no case {ident!r}")
-        added = await book.grant(tx, ident, f"api:{call.caller}", call.body.principals)
-        await tx.audit(f"api:{call.caller}", "case.access", ident, {"added": added, "reason": call.body.reason})
+        try:
+            added = await book.grant_access(tx, ident, f"api:{call.caller}", call.body.principals, call.body.reason)
+        except CaseError as exc:
+            raise _failed(exc) from None
     return Changed(changed=bool(added))
+
+
+@endpoint(
+    "POST",
+    "/api/cases/{id}/hold/lift",
+    role="legal",
+    summary="Lift a case's legal hold",
+    body=LiftIn,
+    response=Lifted,
+    tags=("cases",),
+    errors={409: "the case is not under legal hold"},
+)
+async def lift_case_hold(call: Call[NoInput, LiftIn]) -> Lifted:
+    """Legal or an admin lifts the hold (the restriction stays), even on a case they cannot see: audited
+    (`case.hold_lifted`), written in each held bundle's chain of custody, and the S3 Object Lock legal hold cleared
+    unless another case still holds the bundle."""
+    ident, evidence = call.request.match_info["id"], call.services.settings.responder.evidence
+    try:
+        released = await lift_hold(call.services.store, evidence, ident, f"api:{call.caller}", call.body.reason)
+    except CaseError as exc:
+        raise _failed(exc) from None
+    return Lifted(released=released)
