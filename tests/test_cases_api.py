@@ -276,6 +276,21 @@ async def test_revealing_names_inside_a_case_is_audited_on_its_timeline(site: Se
     revealed = [e for e in shown["timeline"] if e["kind"] == "revealed"]
     assert revealed and revealed[-1]["details"] == {"reason": "HR interview"}
     assert revealed[-1]["actor"] == "api:admin-token"
+    again = (await api(site.url, "GET", f"{path}?reveal=HR%20interview", "admin"))[1]["timeline"]
+    assert len([e for e in again if e["kind"] == "revealed"]) == 2, "each API read is its own reveal action"
+
+    async def console_reveals() -> list[dict[str, Any]]:
+        timeline = (await api(site.url, "GET", path, "admin"))[1]["timeline"]
+        return [e for e in timeline if e["kind"] == "revealed" and "view" in e["details"]]
+
+    for session in range(2):
+        async with await signed_in(site.url, "admin") as http:
+            for reason in ("case review", "case review", "case review", "legal hold check", "case review"):
+                status, html = await page(http, site.url, f"/cases/{case['id']}?reveal={reason.replace(' ', '%20')}")
+                assert status == 200 and ALICE in html
+        views = await console_reveals()
+        assert [e["details"]["reason"] for e in views] == ["case review", "legal hold check"] * (session + 1)
+    assert len({e["details"]["view"] for e in views}) == 2, "a new sign-in is a new reveal action"
     status, created = await api(site.url, "POST", "/api/cases", "analyst", {"title": "x", "subject": ALICE})
     assert status == 403 and created["error"]["code"] == "reveal_required"
     incident = {"title": "Badge cloning at the Leeds office", "priority": "high", "findings": ["nope"]}

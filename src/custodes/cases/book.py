@@ -85,6 +85,19 @@ async def record(tx: Transaction, case_id: str, actor: str, kind: str, details: 
     await tx.audit(actor, f"case.{kind}", case_id, dict(details))
 
 
+async def reveal(tx: Transaction, case_id: str, actor: str, reason: str, *, view: str | None = None) -> bool:
+    """Record on a case's timeline that `actor` saw it with real names, for `reason` (`revealed`). A `view` names
+    one reveal action that spans several reads (a console session): it is recorded once per view and reason.
+    Return whether an entry was added."""
+    details = {"reason": reason} if view is None else {"reason": reason, "view": view}
+    if view is not None:
+        seen = [(e["actor"], e["details"]) for e in await timeline(tx, case_id) if e["kind"] == "revealed"]
+        if (actor, details) in seen:
+            return False
+    await record(tx, case_id, actor, "revealed", details)
+    return True
+
+
 async def open_case(
     tx: Transaction,
     settings: CaseSettings,

@@ -185,7 +185,7 @@ def case_show(
         async with session.services.store.transaction() as tx:
             row = await _visible(session, tx, case)
             if session.reveal is not None:
-                await book.record(tx, case, session.actor, "revealed", {"reason": session.reveal})
+                await book.reveal(tx, case, session.actor, session.reveal)
             detail = {
                 **row,
                 "subject": names(row["subject"]),

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Literal, Self
 
+from aiohttp import web
 from pydantic import Field
 
 from custodes.cases import book, feedback
@@ -23,6 +24,11 @@ PriorityName = Literal["low", "medium", "high", "critical"]
 KindName = Literal["finding", "run", "evidence", "score"]
 TEXT = r"[^\s\x1c-\x1f\x85]"
 """Free text must hold something besides white space (as JSON Schema, pydantic and Python's `strip` all count it)."""
+
+
+REVEAL_VIEW: web.RequestKey[str] = web.RequestKey("reveal_view", str)
+"""Request key under which the console names the reveal action a read belongs to (one per sign-in session): such
+reads put one `revealed` entry per reason on the case's timeline, not one per page load."""
 
 
 class CaseOut(Model):
@@ -322,13 +328,15 @@ async def create_case(call: Call[NoInput, CaseCreate]) -> CaseDetail:
 )
 async def get_case(call: Call[RevealQuery, NoInput]) -> CaseDetail:
     """A case with its members, timeline, comments, access list and feedback. Revealing names here is audited and
-    written on the case's timeline (`revealed`, with the reason)."""
+    written on the case's timeline (`revealed`, with the reason): once per request, or once per console session
+    and reason."""
     async with call.services.store.transaction() as tx:
         case = await _case(call, tx)
     names = await call.people()
     if call.revealed:
+        view = call.request.get(REVEAL_VIEW)
         async with call.services.store.transaction() as tx:
-            await book.record(tx, case["id"], f"api:{call.caller}", "revealed", {"reason": call.query.reveal})
+            await book.reveal(tx, case["id"], f"api:{call.caller}", str(call.query.reveal), view=view)
     return await detail(call, names, case["id"])
 
 

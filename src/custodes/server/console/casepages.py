@@ -3,6 +3,7 @@ into a case. Every read and change is the API operation of the same name, as the
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -43,8 +44,10 @@ async def queue(request: web.Request, session: Session) -> web.StreamResponse:
 
 @page
 async def case_page(request: web.Request, session: Session) -> web.StreamResponse:
-    """GET /cases/{id}: a case with its members, timeline and comments, and the changes the role may make."""
+    """GET /cases/{id}: a case with its members, timeline and comments, and the changes the role may make. With
+    `?reveal=` the first view in a sign-in session (per reason) puts `revealed` on the timeline; reloads do not."""
     query = {"reveal": request.query["reveal"]} if request.query.get("reveal") else {}
+    request[cases.REVEAL_VIEW] = hashlib.sha256(session.sid.encode()).hexdigest()[:16]
     case = await invoke(request, session, cases.get_case, query=query)
     titles = await _finding_titles(request, session, [m.ref for m in case.members if m.kind == "finding"])
     return render(
