@@ -221,12 +221,18 @@ async def test_what_a_restricted_case_groups_is_hidden_from_outsiders(site: Serv
         assert verify[0] == status, (who, verify)
     others = (await api(site.url, "GET", "/api/findings?limit=500", "viewer"))[1]["findings"]
     assert others and all(f["entity"] != subject for f in others), "other people's findings stay listed"
+    for who, sees in (("viewer", False), ("approver", True)):
+        listed = (await api(site.url, "GET", "/api/entities", who))[1]["entities"]
+        assert (subject in [e["id"] for e in listed]) == sees and len(listed) > 1, (who, listed)
     async with await signed_in(site.url, "viewer") as http:
         assert (await page(http, site.url, f"/people/{subject}"))[0] == 404
         assert (await page(http, site.url, f"/runs/{site.run_id}"))[0] == 404
+        status, board = await page(http, site.url, "/")
+        assert status == 200 and f"/people/{subject}" not in board and "/people/p-" in board
     async with await signed_in(site.url, "approver") as http:
         status, html = await page(http, site.url, f"/people/{subject}")
         assert status == 200 and finding in html
+        assert f"/people/{subject}" in (await page(http, site.url, "/"))[1]
 
 
 async def test_feedback_suppresses_the_pattern_for_that_person_until_revoked(site: Served) -> None:

@@ -1,5 +1,6 @@
-"""Need to know beyond the case itself: the findings, runs, evidence bundles and day scores a restricted case
-groups, and the person it is about, are hidden from principals not on its access list.
+"""Need to know beyond the case itself: the findings, runs and evidence bundles a restricted case groups, and the
+person it is about (their timeline, risk and place on the risk board), are hidden from principals not on its
+access list.
 
 Each check is one query over indexed columns (`case_members (kind, ref)`, `case_access (case_id, principal)`), used
 as a subquery by the lists so that hiding costs no query per row.
@@ -13,6 +14,7 @@ import sqlalchemy as sa
 
 from custodes.store import Transaction
 from custodes.store.cases import case_access, case_members, cases
+from custodes.store.tables import entities
 
 
 def _closed_to(principal: str) -> sa.ColumnElement[bool]:
@@ -35,6 +37,13 @@ def hidden(kind: str, principal: str) -> sa.Select[Any]:
 def hidden_people(principal: str) -> sa.Select[Any]:
     """The people (stored names) restricted cases `principal` is not on are about."""
     return sa.select(cases.c.subject).where(cases.c.subject.is_not(None), _closed_to(principal))
+
+
+def hidden_keys(principal: str) -> sa.CompoundSelect[Any]:
+    """`hidden_people` and their pseudonyms (what day scores are keyed by when pseudonymising)."""
+    people = hidden_people(principal)
+    aliases = sa.select(entities.c.pseudonym).where(entities.c.id.in_(people), entities.c.pseudonym.is_not(None))
+    return sa.union_all(people, aliases)
 
 
 async def conceals(tx: Transaction, kind: str, ref: str, principal: str) -> bool:

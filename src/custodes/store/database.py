@@ -273,9 +273,12 @@ class Transaction:
         ]
         await upserts.write(self.conn, upserts.widen(self._dialect, entities, "id", "first_seen", "last_seen"), rows)
 
-    async def list_entities(self, limit: int = 100) -> list[dict[str, Any]]:
-        """Entities, most recently seen first."""
-        result = await self.conn.execute(sa.select(entities).order_by(entities.c.last_seen.desc()).limit(limit))
+    async def list_entities(self, limit: int = 100, hide: sa.Select[Any] | None = None) -> list[dict[str, Any]]:
+        """Entities, most recently seen first; `hide` selects ids to leave out."""
+        query = sa.select(entities).order_by(entities.c.last_seen.desc()).limit(limit)
+        if hide is not None:
+            query = query.where(entities.c.id.not_in(hide))
+        result = await self.conn.execute(query)
         return [
             {**row, "first_seen": _utc(row["first_seen"]), "last_seen": _utc(row["last_seen"])}
             for row in result.mappings()

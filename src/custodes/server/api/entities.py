@@ -70,10 +70,10 @@ class TimelineQuery(RevealQuery):
     tags=("entities",),
 )
 async def list_entities(call: Call[EntityQuery, NoInput]) -> EntityList:
-    """Most recently seen first."""
+    """Most recently seen first (without the people of restricted cases the caller is not on)."""
     names = await call.people()
     async with call.services.store.transaction() as tx:
-        rows = await tx.list_entities(limit=call.query.limit)
+        rows = await tx.list_entities(limit=call.query.limit, hide=needtoknow.hidden_people(call.caller))
     return EntityList(
         entities=[
             EntityOut(
