@@ -200,6 +200,9 @@ async def test_what_a_restricted_case_groups_is_hidden_from_outsiders(site: Serv
     assert (await api(site.url, "POST", f"{path}/members", "analyst", {"kind": "run", "ref": site.run_id}))[0] == 200
     finding = next(m["ref"] for m in case["members"] if m["kind"] == "finding")
     subject = case["subject"]
+    given = {"finding": finding, "case": case["id"], "verdict": "benign", "reason": "handover"}
+    status, verdict = await api(site.url, "POST", "/api/feedback", "analyst", given)
+    assert status == 201
     escalate = {"status": "escalated_hr", "need_to_know": ["approver-token"], "reason": "HR review"}
     assert (await api(site.url, "PATCH", path, "analyst", escalate))[0] == 200
     reads = {
@@ -210,6 +213,7 @@ async def test_what_a_restricted_case_groups_is_hidden_from_outsiders(site: Serv
     }
     lists = {"/api/findings?limit=500": ("findings", finding), "/api/runs?limit=500": ("runs", site.run_id)}
     lists["/api/evidence?limit=500"] = ("bundles", held)
+    lists["/api/feedback"] = ("feedback", verdict["id"])
     for who, sees in (("viewer", False), ("admin", False), ("approver", True), ("analyst", True)):
         for item in reads:
             assert (await api(site.url, "GET", item, who))[0] == (200 if sees else 404), (who, item)
@@ -219,6 +223,9 @@ async def test_what_a_restricted_case_groups_is_hidden_from_outsiders(site: Serv
     for who, status in (("admin", 404), ("analyst", 200)):
         verify = await api(site.url, "POST", f"/api/evidence/{held}/verify", who, {"reason": "check"})
         assert verify[0] == status, (who, verify)
+        assert (await api(site.url, "GET", f"/api/entities/{subject}/sessions", who))[0] == status
+        again = await api(site.url, "POST", "/api/feedback", who, {**given, "case": None})
+        assert again[0] == (404 if status == 404 else 201), (who, again)
     others = (await api(site.url, "GET", "/api/findings?limit=500", "viewer"))[1]["findings"]
     assert others and all(f["entity"] != subject for f in others), "other people's findings stay listed"
     for who, sees in (("viewer", False), ("approver", True)):
