@@ -226,6 +226,8 @@ async def test_what_a_restricted_case_groups_is_hidden_from_outsiders(site: Serv
         assert (await api(site.url, "GET", f"/api/entities/{subject}/sessions", who))[0] == status
         again = await api(site.url, "POST", "/api/feedback", who, {**given, "case": None})
         assert again[0] == (404 if status == 404 else 201), (who, again)
+        revoked = await api(site.url, "POST", f"/api/feedback/{verdict['id']}/revoke", who)
+        assert revoked[0] == (404 if status == 404 else 200), (who, revoked)
     others = (await api(site.url, "GET", "/api/findings?limit=500", "viewer"))[1]["findings"]
     assert others and all(f["entity"] != subject for f in others), "other people's findings stay listed"
     for who, sees in (("viewer", False), ("approver", True)):

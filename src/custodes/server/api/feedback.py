@@ -117,9 +117,13 @@ async def give_feedback(call: Call[NoInput, FeedbackIn]) -> FeedbackOut:
 )
 async def revoke_feedback(call: Call[NoInput, NoInput]) -> FeedbackOut:
     """The pattern counts again for the person from now on; the record stays, marked revoked."""
+    ident = call.request.match_info["id"]
     async with call.services.store.transaction() as tx:
+        given = await feedback.get(tx, ident)
+        if given is not None and await needtoknow.conceals_person(tx, str(given["entity"]), call.caller):
+            raise ApiError(404, "not_found", f"no feedback {ident!r} you may see")
         try:
-            row = await feedback.revoke(tx, call.request.match_info["id"], f"api:{call.caller}")
+            row = await feedback.revoke(tx, ident, f"api:{call.caller}")
         except CaseError as exc:
             raise ApiError(404 if exc.code == "not_found" else 409, exc.code, str(exc)) from None
     return FeedbackOut.of(row, await call.people())
