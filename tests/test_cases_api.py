@@ -224,6 +224,8 @@ async def test_what_a_restricted_case_groups_is_hidden_from_outsiders(site: Serv
         verify = await api(site.url, "POST", f"/api/evidence/{held}/verify", who, {"reason": "check"})
         assert verify[0] == status, (who, verify)
         assert (await api(site.url, "GET", f"/api/entities/{subject}/sessions", who))[0] == status
+        opened = await api(site.url, "POST", "/api/cases", who, {"title": "Copy", "findings": [finding]})
+        assert opened[0] == (404 if status == 404 else 201), (who, opened)
         again = await api(site.url, "POST", "/api/feedback", who, {**given, "case": None})
         assert again[0] == (404 if status == 404 else 201), (who, again)
         revoked = await api(site.url, "POST", f"/api/feedback/{verdict['id']}/revoke", who)

@@ -10,7 +10,7 @@ from typing import Any, Literal, Self
 from aiohttp import web
 from pydantic import Field
 
-from custodes.cases import book, feedback
+from custodes.cases import book, feedback, needtoknow
 from custodes.cases.book import CaseError
 from custodes.cases.hold import lift_hold, place_hold
 from custodes.model import utcnow
@@ -231,6 +231,12 @@ async def _case(call: Call[Any, Any], tx: Transaction, ident: str | None = None)
     return case
 
 
+async def _stored(call: Call[Any, Any], tx: Transaction, kind: str, ref: str) -> bool:
+    """Whether an item to link is stored and the caller may see it (need to know hides the items of restricted
+    cases the caller is not on)."""
+    return await book.member_exists(tx, kind, ref) and not await needtoknow.conceals(tx, kind, ref, call.caller)
+
+
 async def detail(call: Call[Any, Any], names: Names, case_id: str) -> CaseDetail:
     """A case's full view for the caller."""
     async with call.services.store.transaction() as tx:
@@ -299,7 +305,7 @@ async def create_case(call: Call[NoInput, CaseCreate]) -> CaseDetail:
     actor = f"api:{call.caller}"
     async with call.services.store.transaction() as tx:
         for ident in body.findings:
-            if await tx.get_finding(ident) is None:
+            if not await _stored(call, tx, "finding", ident):
                 raise ApiError(404, "not_found", f"no finding {ident!r}", field="findings")
         try:
             row = await book.open_case(
@@ -440,7 +446,7 @@ async def link_member(call: Call[NoInput, MemberIn]) -> Changed:
     ref = call.body.ref
     async with call.services.store.transaction() as tx:
         case = await _case(call, tx)
-        if not await book.member_exists(tx, call.body.kind, ref):
+        if not await _stored(call, tx, call.body.kind, ref):
             raise ApiError(404, "not_found", f"no {call.body.kind} {ref!r}", field="ref")
         changed = await book.link(tx, case["id"], f"api:{call.caller}", call.body.kind, ref)
     if changed and call.body.kind == "evidence" and case["legal_hold"]:

@@ -10,7 +10,7 @@ from typing import Any
 from aiohttp import web
 from multidict import MultiDictProxy
 
-from custodes.cases import book
+from custodes.cases import book, needtoknow
 from custodes.server.api import cases, feedback, findings
 from custodes.server.console.bridge import call_for, invoke
 from custodes.server.console.session import Session
@@ -140,6 +140,8 @@ async def _finding(request: web.Request, session: Session, ident: str) -> Mappin
     names = await call.people()
     async with call.services.store.transaction() as tx:
         found = await tx.get_finding(ident)
+        if found is not None and await needtoknow.conceals(tx, "finding", ident, session.token_name):
+            found = None
     if found is None:
         raise ApiError(404, "not_found", f"no finding {ident!r}")
     return findings.FindingOut.of(found, names).model_dump()
