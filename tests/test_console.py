@@ -271,6 +271,11 @@ async def test_an_analyst_acknowledges_a_finding(console: Served) -> None:
     assert any(e.action == "finding.update" and e.actor == "api:analyst-token" for e in entries)
 
 
+async def book_grant(console: Served, case_id: str, principal: str) -> None:
+    async with console.services.store.transaction() as tx:
+        await book.grant(tx, case_id, "api:admin-token", [principal])
+
+
 async def test_case_pages_respect_roles_and_need_to_know(console: Served) -> None:
     url = console.url
     alice = (await pseudonymizer_for(console.services.settings.scoring, console.services.store))(PEOPLE[0])
@@ -295,5 +300,20 @@ async def test_case_pages_respect_roles_and_need_to_know(console: Served) -> Non
         status, html = await page(viewer, url, path)
         assert status == 404
         assert case["id"] not in (await page(viewer, url, "/cases"))[1]
+        status, html = await page(analyst, url, path)
+        assert "legal hold" in html and "Lift legal hold" not in html, "only legal or an admin may lift it"
+        async with analyst.post(f"{url}{path}/hold/lift", data={"csrf": csrf_of(html), "reason": "x"}) as r:
+            assert r.status == 403 and "needs the legal role" in await r.text()
+        async with await signed_in(url, "legal") as legal:
+            status, html = await page(legal, url, path)
+            assert status == 404, "legal not on the access list does not see the case"
+        await book_grant(console, case["id"], "legal-token")
+        async with await signed_in(url, "legal") as legal:
+            status, html = await page(legal, url, path)
+            assert "Lift legal hold" in html
+            lift = {"csrf": csrf_of(html), "reason": "matter settled"}
+            async with legal.post(f"{url}{path}/hold/lift", data=lift) as r:
+                lifted = await r.text()
+            assert r.status == 200 and "Updated." in lifted and "Lift legal hold" not in lifted
         status, person = await page(analyst, url, f"/people/{alice}")
         assert f'href="{path}"' in person, "the person's finding links to its case"

@@ -61,6 +61,7 @@ async def case_page(request: web.Request, session: Session) -> web.StreamRespons
         dispositions=DISPOSITIONS,
         update_case=cases.update_case,
         close_case=cases.close_case,
+        lift_case_hold=cases.lift_case_hold,
         comment_case=cases.comment_case,
         give_feedback=feedback.give_feedback,
         revoke_feedback=feedback.revoke_feedback,
@@ -103,6 +104,14 @@ async def close(request: web.Request, session: Session) -> web.StreamResponse:
     form = await request.post()
     body = {"disposition": _form_text(form, "disposition"), "reason": _form_text(form, "reason")}
     await invoke(request, session, cases.close_case, body=body)
+    return _back(request.match_info["id"], "updated")
+
+
+@page
+async def lift(request: web.Request, session: Session) -> web.StreamResponse:
+    """POST /cases/{id}/hold/lift: lift the case's legal hold, with a reason (legal or admin)."""
+    form = await request.post()
+    await invoke(request, session, cases.lift_case_hold, body={"reason": _form_text(form, "reason")})
     return _back(request.match_info["id"], "updated")
 
 
@@ -191,6 +200,7 @@ def routes(app: web.Application) -> None:
     app.router.add_get("/cases/{id}", case_page)
     app.router.add_post("/cases/{id}/update", update)
     app.router.add_post("/cases/{id}/close", close)
+    app.router.add_post("/cases/{id}/hold/lift", lift)
     app.router.add_post("/cases/{id}/comment", comment)
     app.router.add_post("/cases/{id}/triage", triage)
     app.router.add_post("/cases/{id}/feedback", give)
