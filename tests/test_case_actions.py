@@ -139,5 +139,5 @@ async def test_undoing_an_escalation_lifts_its_restriction_and_legal_hold(engine
     assert whats[-1] == f"legal hold lifted (case {case['id']})"
     async with store.transaction() as tx:
         kinds = [event["kind"] for event in await book.timeline(tx, str(case["id"]))]
-    assert kinds[-4:] == ["updated", "unrestricted", "hold_lifted", "bundle_released"]
+    assert kinds[-4:] == ["hold_lifted", "bundle_released", "updated", "unrestricted"]
     assert (await prune_evidence(store, settings, timedelta(0), "retention")).deleted == [bundle]

@@ -409,15 +409,19 @@ async def unrestrict(tx: Transaction, case_id: str, actor: str, reason: str) -> 
     await record(tx, case_id, actor, "unrestricted", {"reason": reason})
 
 
-async def lift_hold(tx: Transaction, case_id: str, actor: str, reason: str) -> None:
-    """Lift a case's legal hold (its restriction stays): timeline `hold_lifted` and audit `case.hold_lifted`."""
-    case = await get_case(tx, case_id)
+def liftable(case: Mapping[str, Any] | None, case_id: str, reason: str) -> None:
+    """CaseError unless the case exists, is under legal hold and a reason is given."""
     if case is None:
         raise CaseError(f"no case {case_id!r}", code="not_found")
     if not case["legal_hold"]:
         raise CaseError(f"case {case_id} is not under legal hold", code="conflict")
     if not reason.strip():
         raise CaseError("reason: lifting a legal hold needs one", field="reason")
+
+
+async def lift_hold(tx: Transaction, case_id: str, actor: str, reason: str) -> None:
+    """Lift a case's legal hold (its restriction stays): timeline `hold_lifted` and audit `case.hold_lifted`."""
+    liftable(await get_case(tx, case_id), case_id, reason)
     await tx.conn.execute(sa.update(cases).where(cases.c.id == case_id).values(legal_hold=False, updated_at=utcnow()))
     await record(tx, case_id, actor, "hold_lifted", {"reason": reason.strip()})
 

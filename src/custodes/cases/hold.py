@@ -88,22 +88,25 @@ def _mark(location: str, settings: EvidenceSettings, who: str, why: str, case_id
 async def lift_hold(store: Store, settings: EvidenceSettings, case_id: str, who: str, why: str) -> list[str]:
     """Lift a case's legal hold: the flag (audited, on its timeline), then for each bundle it held a "legal hold
     lifted" entry in the chain of custody and, unless another case still holds the bundle, the S3 Object Lock
-    legal hold cleared. Return the ids of the bundles released. CaseError when there is no hold to lift."""
+    legal hold cleared. Return the ids of the bundles released. CaseError when there is no hold to lift; an
+    ActionError from the bundles' storage leaves the case held (lifting again retries)."""
     async with store.transaction() as tx:
+        book.liftable(await book.get_case(tx, case_id), case_id, why)
         marked = _marked(await book.timeline(tx, case_id))
-        await book.lift_hold(tx, case_id, who, why)
-        still = await book.held_bundles(tx)
+        held = await book.held_bundles(tx)
         found = [await recorded_bundle(tx, ref) for ref in sorted(marked)]
         rows = [row for row in found if row is not None]
-    released: list[str] = []
+    released: dict[str, list[str]] = {}
     for row in rows:
         ident = str(row["id"])
-        others = still.get(ident, [])
+        others = [other for other in held.get(ident, []) if other != case_id]
         await asyncio.to_thread(_release, str(row["location"]), settings, who, why, case_id, others)
-        async with store.transaction() as tx:
+        released[ident] = others
+    async with store.transaction() as tx:
+        await book.lift_hold(tx, case_id, who, why)
+        for ident, others in released.items():
             await book.record(tx, case_id, who, "bundle_released", {"bundle": ident, "still_held_by": others})
-        released.append(ident)
-    return released
+    return list(released)
 
 
 def _release(location: str, settings: EvidenceSettings, who: str, why: str, case_id: str, others: list[str]) -> None:

@@ -399,6 +399,7 @@ def case_lift_hold(
     """Lift a case's legal hold (legal or admin): retention may then delete its evidence bundles."""
     from custodes.cases.book import CaseError
     from custodes.cases.hold import lift_hold
+    from custodes.responder.registry import ActionError
 
     async def body(session: Session) -> None:
         evidence = session.services.settings.responder.evidence
@@ -406,6 +407,8 @@ def case_lift_hold(
             released = await lift_hold(session.services.store, evidence, case, session.actor, reason)
         except CaseError as exc:
             raise _failed(exc) from None
+        except ActionError as exc:
+            raise CustodesError(f"the hold stays; a bundle's storage failed: {exc}") from None
         console.print(f"case {case}: legal hold lifted; released {', '.join(released) or 'no bundles'}")
 
     run(_session(config, token, "legal", None, body))

@@ -191,24 +191,15 @@ async def revert(
     escalated the case, lift the restriction and the legal hold it placed."""
     if (dry := _dry(ctx, f"revert this run's change to case {case}")) is not None:
         return dry
+    found, last = await _last_change(ctx, case)
+    if last is None:
+        return {"changed": False, "case": found["id"]}
+    why = f"undo of run {ctx.run_id}"
+    before = {name: value["from"] for name, value in last["details"].items() if isinstance(value, dict)}
+    lift = before.get("legal_hold") is False and bool(found["legal_hold"])
+    if lift:  # first, so that storage failing leaves the change in place for a retry
+        await hold.lift_hold(_store(ctx), ctx.settings.evidence, found["id"], ctx.actor, why)
     async with _store(ctx).transaction() as tx:
-        found = await _resolve_any(tx, case)
-        events = await book.timeline(tx, found["id"])
-        reverted = {e["details"].get("revert_of") for e in events}
-        changes = [
-            e
-            for e in events
-            if e["kind"] in ("updated", "closed")
-            and ctx.run_id is not None
-            and e["details"].get("run") == ctx.run_id
-            and "revert_of" not in e["details"]
-            and e["seq"] not in reverted
-        ]
-        if not changes:
-            return {"changed": False, "case": found["id"]}
-        last = changes[-1]
-        why = f"undo of run {ctx.run_id}"
-        before = {name: value["from"] for name, value in last["details"].items() if isinstance(value, dict)}
         try:
             change = await book.update(
                 tx,
@@ -224,13 +215,28 @@ async def revert(
             )
         except CaseError as exc:
             raise _failed(exc) from None
-        unrestrict = before.get("restricted") is False and change.case["restricted"]
+        unrestrict = before.get("restricted") is False and bool(change.case["restricted"])
         if unrestrict:
             await book.unrestrict(tx, found["id"], ctx.actor, why)
-    lift = before.get("legal_hold") is False and change.case["legal_hold"]
-    if lift:
-        await hold.lift_hold(_store(ctx), ctx.settings.evidence, found["id"], ctx.actor, why)
     return {"changed": bool(change.changed) or unrestrict or lift, "case": found["id"]}
+
+
+async def _last_change(ctx: ActionContext, case: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The case and this run's latest change to it not yet reverted (None when there is none)."""
+    async with _store(ctx).transaction() as tx:
+        found = await _resolve_any(tx, case)
+        events = await book.timeline(tx, found["id"])
+    reverted = {e["details"].get("revert_of") for e in events}
+    changes = [
+        e
+        for e in events
+        if e["kind"] in ("updated", "closed")
+        and ctx.run_id is not None
+        and e["details"].get("run") == ctx.run_id
+        and "revert_of" not in e["details"]
+        and e["seq"] not in reverted
+    ]
+    return found, changes[-1] if changes else None
 
 
 async def _resolve_any(tx: Transaction, case: str) -> dict[str, Any]:

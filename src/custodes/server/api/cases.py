@@ -14,6 +14,7 @@ from custodes.cases import book, feedback, needtoknow
 from custodes.cases.book import CaseError
 from custodes.cases.hold import lift_hold, place_hold
 from custodes.model import utcnow
+from custodes.responder.registry import ActionError
 from custodes.server.endpoints import ApiError, Call, Model, Names, NoInput, RevealQuery, endpoint
 from custodes.store import Transaction
 
@@ -503,7 +504,7 @@ async def grant_access(call: Call[NoInput, AccessIn]) -> Changed:
     body=LiftIn,
     response=Lifted,
     tags=("cases",),
-    errors={409: "the case is not under legal hold"},
+    errors={409: "the case is not under legal hold", 502: "a bundle's storage could not be changed (the hold stays)"},
 )
 async def lift_case_hold(call: Call[NoInput, LiftIn]) -> Lifted:
     """Legal or an admin lifts the hold (the restriction stays), even on a case they cannot see: audited
@@ -514,4 +515,6 @@ async def lift_case_hold(call: Call[NoInput, LiftIn]) -> Lifted:
         released = await lift_hold(call.services.store, evidence, ident, f"api:{call.caller}", call.body.reason)
     except CaseError as exc:
         raise _failed(exc) from None
+    except ActionError as exc:
+        raise ApiError(502, "evidence_unreachable", f"the hold stays; a bundle's storage failed: {exc}") from None
     return Lifted(released=released)
