@@ -4,6 +4,7 @@ several people, a run waiting for approval, connector health and audit entries."
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -35,6 +36,7 @@ TOKENS = {
     "approver": "tok-approver-0123456789",
     "approver2": "tok-approver2-0123456789",
     "admin": "tok-admin-0123456789",
+    "legal": "tok-legal-0123456789",
 }
 ROLE_OF = {"approver2": "approver"}
 PLAYBOOK = """\
@@ -132,6 +134,29 @@ async def write_scores(store: Store, scores: list[DayScore]) -> None:
             tx.conn.dialect.name, scoring_scores, ("entity", "day"), ("risk", "points", "detail", "event_ids")
         )
         await upserts.write(tx.conn, statement, [score_row(score, now) for score in scores])
+
+
+def csrf_of(html: str) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert found, html
+    return found.group(1)
+
+
+async def signed_in(url: str, who: str) -> aiohttp.ClientSession:
+    """A browser-like client (cookie jar) signed in with a role's token."""
+    http = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+    async with http.get(f"{url}/signin") as r:
+        form = csrf_of(await r.text())
+    async with http.post(
+        f"{url}/signin", data={"token": TOKENS[who], "csrf": form, "next": "/"}, allow_redirects=False
+    ) as r:
+        assert r.status == 303, await r.text()
+    return http
+
+
+async def page(http: aiohttp.ClientSession, url: str, path: str) -> tuple[int, str]:
+    async with http.get(f"{url}{path}", allow_redirects=False) as r:
+        return r.status, await r.text()
 
 
 async def api(url: str, method: str, path: str, who: str, json: Any = None) -> tuple[int, Any]:

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from console_support import PEOPLE, Served, api, okta_record, post_events, served, settings_for
+from console_support import PEOPLE, Served, api, okta_record, page, post_events, served, settings_for, signed_in
 from custodes.cases.filing import file_findings
 from custodes.cases.hold import prune_evidence
 from custodes.config import DatabaseSettings
@@ -173,6 +173,78 @@ async def test_escalation_restricts_to_named_people_and_holds_the_evidence(site:
     assert status == 200 and granted == {"changed": True}
     assert (await api(site.url, "GET", path, "viewer"))[0] == 200
 
+    lift = {"reason": "matter settled"}
+    assert (await api(site.url, "POST", f"{path}/hold/lift", "analyst", lift))[0] == 403
+    status, bad = await api(site.url, "POST", f"{path}/hold/lift", "legal", {"reason": " "})
+    assert status == 400 and bad["error"]["field"] == "reason"
+    assert (await api(site.url, "POST", "/api/cases/case-nope/hold/lift", "legal", lift))[0] == 404
+    status, lifted = await api(site.url, "POST", f"{path}/hold/lift", "legal", lift)
+    assert status == 200 and lifted == {"released": [held]}
+    assert (await api(site.url, "POST", f"{path}/hold/lift", "admin", lift))[1]["error"]["code"] == "conflict"
+    custody = [entry for _, entry in custody_entries(open_bundle(held_row["location"], settings)) if entry]
+    assert custody[-1]["what"] == f"legal hold lifted (case {case['id']})" and custody[-1]["why"] == "matter settled"
+    after = (await api(site.url, "GET", path, "analyst"))[1]
+    assert after["restricted"] and not after["legal_hold"] and after["timeline"][-2]["kind"] == "hold_lifted"
+    audit = (await api(site.url, "GET", "/api/audit?limit=1000", "admin"))[1]["entries"]
+    assert ("case.hold_lifted", case["id"], "api:legal-token") in [
+        (a["action"], a["subject"], a["actor"]) for a in audit
+    ]
+    pruned = await prune_evidence(site.services.store, settings, timedelta(0), "custodes:retention")
+    assert pruned.deleted == [held] and not await asyncio.to_thread(Path(held_row["location"]).exists)
+
+
+async def test_what_a_restricted_case_groups_is_hidden_from_outsiders(site: Served) -> None:
+    held = await bundle(site, "need-to-know")
+    case = await alice_case(site)
+    path = f"/api/cases/{case['id']}"
+    assert (await api(site.url, "POST", f"{path}/members", "analyst", {"kind": "run", "ref": site.run_id}))[0] == 200
+    finding = next(m["ref"] for m in case["members"] if m["kind"] == "finding")
+    subject = case["subject"]
+    given = {"finding": finding, "case": case["id"], "verdict": "benign", "reason": "handover"}
+    status, verdict = await api(site.url, "POST", "/api/feedback", "analyst", given)
+    assert status == 201
+    escalate = {"status": "escalated_hr", "need_to_know": ["approver-token"], "reason": "HR review"}
+    assert (await api(site.url, "PATCH", path, "analyst", escalate))[0] == 200
+    reads = {
+        f"/api/findings/{finding}": None,
+        f"/api/runs/{site.run_id}": None,
+        f"/api/entities/{subject}/timeline": None,
+        f"/api/entities/{subject}/risk": None,
+    }
+    lists = {"/api/findings?limit=500": ("findings", finding), "/api/runs?limit=500": ("runs", site.run_id)}
+    lists["/api/evidence?limit=500"] = ("bundles", held)
+    lists["/api/feedback"] = ("feedback", verdict["id"])
+    for who, sees in (("viewer", False), ("admin", False), ("approver", True), ("analyst", True)):
+        for item in reads:
+            assert (await api(site.url, "GET", item, who))[0] == (200 if sees else 404), (who, item)
+        for listing, (key, ident) in lists.items():
+            status, body = await api(site.url, "GET", listing, who)
+            assert status == 200 and (ident in [row["id"] for row in body[key]]) == sees, (who, listing)
+    for who, status in (("admin", 404), ("analyst", 200)):
+        verify = await api(site.url, "POST", f"/api/evidence/{held}/verify", who, {"reason": "check"})
+        assert verify[0] == status, (who, verify)
+        assert (await api(site.url, "GET", f"/api/entities/{subject}/sessions", who))[0] == status
+        opened = await api(site.url, "POST", "/api/cases", who, {"title": "Copy", "findings": [finding]})
+        assert opened[0] == (404 if status == 404 else 201), (who, opened)
+        again = await api(site.url, "POST", "/api/feedback", who, {**given, "case": None})
+        assert again[0] == (404 if status == 404 else 201), (who, again)
+        revoked = await api(site.url, "POST", f"/api/feedback/{verdict['id']}/revoke", who)
+        assert revoked[0] == (404 if status == 404 else 200), (who, revoked)
+    others = (await api(site.url, "GET", "/api/findings?limit=500", "viewer"))[1]["findings"]
+    assert others and all(f["entity"] != subject for f in others), "other people's findings stay listed"
+    for who, sees in (("viewer", False), ("approver", True)):
+        listed = (await api(site.url, "GET", "/api/entities", who))[1]["entities"]
+        assert (subject in [e["id"] for e in listed]) == sees and len(listed) > 1, (who, listed)
+    async with await signed_in(site.url, "viewer") as http:
+        assert (await page(http, site.url, f"/people/{subject}"))[0] == 404
+        assert (await page(http, site.url, f"/runs/{site.run_id}"))[0] == 404
+        status, board = await page(http, site.url, "/")
+        assert status == 200 and f"/people/{subject}" not in board and "/people/p-" in board
+    async with await signed_in(site.url, "approver") as http:
+        status, html = await page(http, site.url, f"/people/{subject}")
+        assert status == 200 and finding in html
+        assert f"/people/{subject}" in (await page(http, site.url, "/"))[1]
+
 
 async def test_feedback_suppresses_the_pattern_for_that_person_until_revoked(site: Served) -> None:
     case = await alice_case(site)
@@ -221,6 +293,21 @@ async def test_revealing_names_inside_a_case_is_audited_on_its_timeline(site: Se
     revealed = [e for e in shown["timeline"] if e["kind"] == "revealed"]
     assert revealed and revealed[-1]["details"] == {"reason": "HR interview"}
     assert revealed[-1]["actor"] == "api:admin-token"
+    again = (await api(site.url, "GET", f"{path}?reveal=HR%20interview", "admin"))[1]["timeline"]
+    assert len([e for e in again if e["kind"] == "revealed"]) == 2, "each API read is its own reveal action"
+
+    async def console_reveals() -> list[dict[str, Any]]:
+        timeline = (await api(site.url, "GET", path, "admin"))[1]["timeline"]
+        return [e for e in timeline if e["kind"] == "revealed" and "view" in e["details"]]
+
+    for session in range(2):
+        async with await signed_in(site.url, "admin") as http:
+            for reason in ("case review", "case review", "case review", "legal hold check", "case review"):
+                status, html = await page(http, site.url, f"/cases/{case['id']}?reveal={reason.replace(' ', '%20')}")
+                assert status == 200 and ALICE in html
+        views = await console_reveals()
+        assert [e["details"]["reason"] for e in views] == ["case review", "legal hold check"] * (session + 1)
+    assert len({e["details"]["view"] for e in views}) == 2, "a new sign-in is a new reveal action"
     status, created = await api(site.url, "POST", "/api/cases", "analyst", {"title": "x", "subject": ALICE})
     assert status == 403 and created["error"]["code"] == "reveal_required"
     incident = {"title": "Badge cloning at the Leeds office", "priority": "high", "findings": ["nope"]}

@@ -1,5 +1,6 @@
 """`custodes case` and `custodes feedback` as a user runs them: replayed findings open a case, which is triaged,
-commented, closed with a disposition; feedback is given, listed and revoked; bad input is one line and exit 2."""
+commented, closed with a disposition; feedback is given, listed and revoked; access is granted and a legal hold
+lifted by the roles allowed; bad input is one line and exit 2."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from custodes.cli import app
+from custodes.config import DatabaseSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 STORY = ROOT / "src" / "custodes" / "demo"
@@ -23,9 +25,9 @@ class Outcome:
     stderr: str
 
 
-def custodes(config: Path, *args: str, who: str = "ann") -> Outcome:
-    env = {f"T_{name.upper()}": token for name, (token, _) in TOKENS.items()}
-    env |= {"COLUMNS": "200", "CUSTODES_API_TOKEN": TOKENS[who][0]}
+def custodes(config: Path, *args: str, who: str = "ann", tokens: dict[str, tuple[str, str]] = TOKENS) -> Outcome:
+    env = {f"T_{name.upper()}": token for name, (token, _) in tokens.items()}
+    env |= {"COLUMNS": "200", "CUSTODES_API_TOKEN": tokens[who][0]}
     result = CliRunner().invoke(app, [*args, "--config", str(config)], env=env)
     return Outcome(result.exit_code, result.stdout, result.stderr)
 
@@ -83,3 +85,53 @@ def test_a_case_from_replayed_findings_to_a_disposition(tmp_path: Path) -> None:
     table = custodes(config, "case", "show", case["id"]).stdout
     assert f"case {case['id']}" in table and "closed (benign)" in table and "assigned to ann" in table
     assert "benign: handover before leaving" in table and "cli:ann" in table
+
+
+def test_granting_access_lifting_a_hold_and_linking_only_what_exists(
+    database: DatabaseSettings, tmp_path: Path
+) -> None:
+    config = tmp_path / "custodes.yaml"
+    (tmp_path / "playbooks").mkdir()
+    people = TOKENS | {"ada": ("tok-admin-0123456789", "admin"), "lee": ("tok-legal-0123456789", "legal")}
+    tokens = ", ".join(f"{{name: {n}, token: 'env:T_{n.upper()}', role: {r}}}" for n, (_, r) in people.items())
+    schema = f"\n  schema_name: {database.schema_name}" if database.schema_name else ""
+    config.write_text(
+        f"database:\n  url: '{database.url}'{schema}\n"
+        f"detection:\n  rules: [{ROOT / 'detections' / 'rules'}]\n"
+        f"playbooks:\n  paths: [{tmp_path / 'playbooks'}]\n"
+        f"responder:\n  evidence:\n    directory: {tmp_path / 'evidence'}\n"
+        f"server:\n  api_tokens: [{tokens}]\n"
+    )
+
+    def as_(who: str, *args: str) -> Outcome:
+        return custodes(config, *args, who=who, tokens=people)
+
+    assert as_("ann", "replay", "--source", "cloudtrail", str(STORY / "cloudtrail.json")).returncode == 0
+    [case] = json.loads(as_("ann", "case", "list", "--json").stdout)
+    for kind in ("finding", "run", "evidence"):
+        missing = as_("ann", "case", "link", case["id"], kind, "nope")
+        assert missing.returncode == 2 and f"no {kind} 'nope'" in missing.stderr, missing
+    assert "--kind: 'badge' is not one of" in as_("ann", "case", "link", case["id"], "badge", "x").stderr
+
+    escalate = ("case", "update", case["id"], "--status", "escalated_legal", "--need-to-know", "lee")
+    assert as_("ann", *escalate, "--reason", "counsel").returncode == 0
+    assert "you may see" in as_("vic", "case", "show", case["id"]).stderr
+    grant = ("case", "grant", case["id"], "vic", "--reason", "HR partner")
+    assert "needs the admin role" in as_("ann", *grant).stderr
+    assert "no case 'case-nope'" in as_("ada", "case", "grant", "case-nope", "vic", "--reason", "x").stderr
+    assert (
+        "--reason: granting access needs one" in as_("ada", "case", "grant", case["id"], "vic", "--reason", " ").stderr
+    )
+    granted = as_("ada", *grant)
+    assert granted.returncode == 0 and "added vic" in granted.stdout
+    assert as_("vic", "case", "show", case["id"]).returncode == 0
+
+    lift = ("case", "lift-hold", case["id"], "--reason", "matter settled")
+    assert "needs the legal role" in as_("ann", *lift).stderr
+    lifted = as_("lee", *lift)
+    assert lifted.returncode == 0 and "legal hold lifted" in lifted.stdout, lifted
+    again = as_("ada", *lift)
+    assert again.returncode == 2 and "is not under legal hold" in again.stderr
+    shown = json.loads(as_("lee", "case", "show", case["id"], "--json").stdout)
+    assert shown["legal_hold"] is False and shown["restricted"] is True
+    assert [e["kind"] for e in shown["timeline"]][-1] == "hold_lifted"

@@ -12,8 +12,19 @@ import aiohttp
 import pytest
 import sqlalchemy as sa
 
-from console_support import PEOPLE, TOKENS, Served, day_score, served, settings_for, write_scores
-from custodes.cases import book
+from console_support import (
+    PEOPLE,
+    TOKENS,
+    Served,
+    csrf_of,
+    day_score,
+    page,
+    served,
+    settings_for,
+    signed_in,
+    write_scores,
+)
+from custodes.cases import book, needtoknow
 from custodes.config import DatabaseSettings
 from custodes.detections.scoring.service import pseudonymizer_for
 from custodes.server.console import queries
@@ -24,29 +35,6 @@ from custodes.server.console.pages import PAGE_SIZE
 async def console(database: DatabaseSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Served]:
     async with served(settings_for(database, tmp_path, monkeypatch)) as running:
         yield running
-
-
-def csrf_of(html: str) -> str:
-    found = re.search(r'name="csrf" value="([^"]+)"', html)
-    assert found, html
-    return found.group(1)
-
-
-async def signed_in(url: str, who: str) -> aiohttp.ClientSession:
-    """A browser-like client (cookie jar) signed in with a role's token."""
-    http = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
-    async with http.get(f"{url}/signin") as r:
-        form = csrf_of(await r.text())
-    async with http.post(
-        f"{url}/signin", data={"token": TOKENS[who], "csrf": form, "next": "/"}, allow_redirects=False
-    ) as r:
-        assert r.status == 303, await r.text()
-    return http
-
-
-async def page(http: aiohttp.ClientSession, url: str, path: str) -> tuple[int, str]:
-    async with http.get(f"{url}{path}", allow_redirects=False) as r:
-        return r.status, await r.text()
 
 
 async def test_sign_in_sets_a_signed_strict_session(console: Served) -> None:
@@ -248,10 +236,12 @@ async def test_the_board_pages_through_an_index(console: Served) -> None:
     compiled = str(statement.compile(compile_kwargs={"literal_binds": True}))
     assert "LIMIT 50 OFFSET 50" in compiled and "ORDER BY scoring_scores.risk DESC" in compiled
     if store.dialect == "sqlite":
-        async with store.transaction() as tx:
-            plan = (await tx.conn.execute(sa.text(f"EXPLAIN QUERY PLAN {compiled}"))).all()
-        detail = " ".join(str(row[-1]) for row in plan)
-        assert "USING INDEX ix_scoring_scores_day_risk" in detail and "TEMP B-TREE" not in detail, detail
+        hiding = queries.ranking_query(day, limit=PAGE_SIZE, offset=PAGE_SIZE, hide=needtoknow.hidden_keys("viewer"))
+        for query in (compiled, str(hiding.compile(compile_kwargs={"literal_binds": True}))):
+            async with store.transaction() as tx:
+                plan = (await tx.conn.execute(sa.text(f"EXPLAIN QUERY PLAN {query}"))).all()
+            detail = " ".join(str(row[-1]) for row in plan)
+            assert "USING INDEX ix_scoring_scores_day_risk" in detail and "TEMP B-TREE" not in detail, detail
 
 
 async def test_an_analyst_acknowledges_a_finding(console: Served) -> None:
@@ -283,6 +273,11 @@ async def test_an_analyst_acknowledges_a_finding(console: Served) -> None:
     assert any(e.action == "finding.update" and e.actor == "api:analyst-token" for e in entries)
 
 
+async def book_grant(console: Served, case_id: str, principal: str) -> None:
+    async with console.services.store.transaction() as tx:
+        await book.grant(tx, case_id, "api:admin-token", [principal])
+
+
 async def test_case_pages_respect_roles_and_need_to_know(console: Served) -> None:
     url = console.url
     alice = (await pseudonymizer_for(console.services.settings.scoring, console.services.store))(PEOPLE[0])
@@ -307,5 +302,20 @@ async def test_case_pages_respect_roles_and_need_to_know(console: Served) -> Non
         status, html = await page(viewer, url, path)
         assert status == 404
         assert case["id"] not in (await page(viewer, url, "/cases"))[1]
+        status, html = await page(analyst, url, path)
+        assert "legal hold" in html and "Lift legal hold" not in html, "only legal or an admin may lift it"
+        async with analyst.post(f"{url}{path}/hold/lift", data={"csrf": csrf_of(html), "reason": "x"}) as r:
+            assert r.status == 403 and "needs the legal role" in await r.text()
+        async with await signed_in(url, "legal") as legal:
+            status, html = await page(legal, url, path)
+            assert status == 404, "legal not on the access list does not see the case"
+        await book_grant(console, case["id"], "legal-token")
+        async with await signed_in(url, "legal") as legal:
+            status, html = await page(legal, url, path)
+            assert "Lift legal hold" in html
+            lift = {"csrf": csrf_of(html), "reason": "matter settled"}
+            async with legal.post(f"{url}{path}/hold/lift", data=lift) as r:
+                lifted = await r.text()
+            assert r.status == 200 and "Updated." in lifted and "Lift legal hold" not in lifted
         status, person = await page(analyst, url, f"/people/{alice}")
         assert f'href="{path}"' in person, "the person's finding links to its case"

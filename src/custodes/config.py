@@ -395,7 +395,7 @@ class ReceiverSettings(Section):
         return self
 
 
-ROLE_PATTERN = "^(viewer|analyst|approver|admin|privacy_officer)$"
+ROLE_PATTERN = "^(viewer|analyst|approver|admin|privacy_officer|legal)$"
 """The roles a token or a single sign-on group grants."""
 
 

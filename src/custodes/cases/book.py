@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -29,6 +29,7 @@ from custodes.store.cases import (
     case_members,
     cases,
 )
+from custodes.store.tables import evidence_bundles, scoring_scores
 
 ESCALATED = ("escalated_hr", "escalated_legal")
 MAX_COMMENT = 20_000
@@ -82,6 +83,19 @@ async def record(tx: Transaction, case_id: str, actor: str, kind: str, details: 
         [{"case_id": case_id, "at": utcnow(), "actor": actor, "kind": kind, "details": dict(details)}],
     )
     await tx.audit(actor, f"case.{kind}", case_id, dict(details))
+
+
+async def reveal(tx: Transaction, case_id: str, actor: str, reason: str, *, view: str | None = None) -> bool:
+    """Record on a case's timeline that `actor` saw it with real names, for `reason` (`revealed`). A `view` names
+    one reveal action that spans several reads (a console session): it is recorded once per view and reason.
+    Return whether an entry was added."""
+    details = {"reason": reason} if view is None else {"reason": reason, "view": view}
+    if view is not None:
+        seen = [(e["actor"], e["details"]) for e in await timeline(tx, case_id) if e["kind"] == "revealed"]
+        if (actor, details) in seen:
+            return False
+    await record(tx, case_id, actor, "revealed", details)
+    return True
 
 
 async def open_case(
@@ -218,6 +232,26 @@ async def comments(tx: Transaction, case_id: str) -> list[dict[str, Any]]:
     return [aware(row) for row in (await tx.conn.execute(query)).mappings()]
 
 
+async def member_exists(tx: Transaction, kind: str, ref: str) -> bool:
+    """Whether the finding, run, evidence bundle or day score (`<scored entity>@<YYYY-MM-DD>`, the entity as
+    scoring keys it: its pseudonym when pseudonymising) a member names is stored."""
+    _check(kind, MEMBER_KINDS, "kind")
+    if kind == "finding":
+        return await tx.get_finding(ref) is not None
+    if kind == "run":
+        return await tx.get_run(ref) is not None
+    if kind == "evidence":
+        found = await tx.conn.execute(sa.select(evidence_bundles.c.id).where(evidence_bundles.c.id == ref))
+        return found.first() is not None
+    entity, _, day = ref.rpartition("@")
+    try:
+        scored = date.fromisoformat(day)
+    except ValueError:
+        return False
+    query = sa.select(scoring_scores.c.risk).where(scoring_scores.c.entity == entity, scoring_scores.c.day == scored)
+    return (await tx.conn.execute(query)).first() is not None
+
+
 async def link(tx: Transaction, case_id: str, actor: str, kind: str, ref: str, *, run_id: str | None = None) -> bool:
     """Add a member to a case; False when it already was one."""
     _check(kind, MEMBER_KINDS, "kind")
@@ -273,6 +307,18 @@ async def grant(tx: Transaction, case_id: str, actor: str, principals: Iterable[
     return added
 
 
+async def grant_access(tx: Transaction, case_id: str, actor: str, principals: Iterable[str], reason: str) -> list[str]:
+    """An admin puts people on any case's access list, even one they cannot see; audited `case.access` with the
+    reason. Return those newly added."""
+    if not reason.strip():
+        raise CaseError("reason: granting access needs one", field="reason")
+    if await get_case(tx, case_id) is None:
+        raise CaseError(f"no case {case_id!r}", code="not_found")
+    added = await grant(tx, case_id, actor, principals)
+    await tx.audit(actor, "case.access", case_id, {"added": added, "reason": reason.strip()})
+    return added
+
+
 async def update(
     tx: Transaction,
     settings: CaseSettings,
@@ -323,8 +369,10 @@ async def update(
     if "priority" in changed and case["first_triaged_at"] is None:
         values["due_at"] = due_at(settings, str(priority), case["opened_at"])
     if status in ESCALATED:
-        values["restricted"] = True
-        values["legal_hold"] = True
+        for flag in ("restricted", "legal_hold"):
+            if not case[flag]:
+                values[flag] = True
+                changed[flag] = (False, True)
     if not values:
         return Change(case, {})
     values["updated_at"] = now
@@ -352,6 +400,30 @@ async def withdraw(tx: Transaction, case_id: str, actor: str, *, run_id: str | N
 def principal_of(actor: str) -> str:
     """The access-list name of an actor: the token name of `api:<name>` or `cli:<name>`."""
     return actor.removeprefix("api:").removeprefix("cli:")
+
+
+async def unrestrict(tx: Transaction, case_id: str, actor: str, reason: str) -> None:
+    """Open a restricted case to every viewer again (the undo of the escalation that restricted it); timeline
+    `unrestricted`, audit `case.unrestricted`. Its access list is kept."""
+    await tx.conn.execute(sa.update(cases).where(cases.c.id == case_id).values(restricted=False, updated_at=utcnow()))
+    await record(tx, case_id, actor, "unrestricted", {"reason": reason})
+
+
+def liftable(case: Mapping[str, Any] | None, case_id: str, reason: str) -> None:
+    """CaseError unless the case exists, is under legal hold and a reason is given."""
+    if case is None:
+        raise CaseError(f"no case {case_id!r}", code="not_found")
+    if not case["legal_hold"]:
+        raise CaseError(f"case {case_id} is not under legal hold", code="conflict")
+    if not reason.strip():
+        raise CaseError("reason: lifting a legal hold needs one", field="reason")
+
+
+async def lift_hold(tx: Transaction, case_id: str, actor: str, reason: str) -> None:
+    """Lift a case's legal hold (its restriction stays): timeline `hold_lifted` and audit `case.hold_lifted`."""
+    liftable(await get_case(tx, case_id), case_id, reason)
+    await tx.conn.execute(sa.update(cases).where(cases.c.id == case_id).values(legal_hold=False, updated_at=utcnow()))
+    await record(tx, case_id, actor, "hold_lifted", {"reason": reason.strip()})
 
 
 async def held_bundles(tx: Transaction) -> dict[str, list[str]]:

@@ -96,9 +96,12 @@ async def listing(
     finding_id: str | None = None,
     active: bool | None = None,
     limit: int = 200,
+    hide: sa.Select[Any] | None = None,
 ) -> list[dict[str, Any]]:
-    """Feedback records, newest first, filtered."""
+    """Feedback records, newest first, filtered; `hide` selects people whose feedback to leave out."""
     query = sa.select(feedback).order_by(feedback.c.created_at.desc(), feedback.c.id).limit(limit)
+    if hide is not None:
+        query = query.where(feedback.c.entity.not_in(hide))
     for column, value in (
         (feedback.c.entity, entity),
         (feedback.c.case_id, case_id),

@@ -8,7 +8,7 @@ import asyncio
 import shutil
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
@@ -46,8 +46,7 @@ async def hold_bundles(store: Store, settings: EvidenceSettings, case_id: str, w
         if case["subject"] is not None:
             for row in await list_bundles(tx, entity=case["subject"], limit=10_000):
                 await book.link(tx, case_id, who, "evidence", str(row["id"]))
-        events = await book.timeline(tx, case_id)
-        marked = {e["details"].get("bundle") for e in events if e["kind"] == "bundle_held"}
+        marked = _marked(await book.timeline(tx, case_id))
         wanted = [m["ref"] for m in await book.members(tx, case_id) if m["kind"] == "evidence"]
         found = [await recorded_bundle(tx, ref) for ref in wanted if ref not in marked]
         rows = [row for row in found if row is not None]
@@ -60,17 +59,61 @@ async def hold_bundles(store: Store, settings: EvidenceSettings, case_id: str, w
     return held
 
 
+def _marked(events: list[dict[str, Any]]) -> set[str]:
+    """The bundles marked held since the case's hold was last lifted."""
+    marked: set[str] = set()
+    for event in events:
+        if event["kind"] == "hold_lifted":
+            marked.clear()
+        elif event["kind"] == "bundle_held":
+            marked.add(str(event["details"].get("bundle")))
+    return marked
+
+
+def _object_hold(bundle: S3Bundle, status: str) -> None:
+    """Set (`ON`) or clear (`OFF`) the S3 Object Lock legal hold on every object of a bundle."""
+    for name in bundle.names():
+        bundle._call(
+            "put_object_legal_hold", Bucket=bundle.bucket, Key=bundle.prefix + name, LegalHold={"Status": status}
+        )
+
+
 def _mark(location: str, settings: EvidenceSettings, who: str, why: str, case_id: str) -> None:
     bundle = open_bundle(location, settings)
-    if isinstance(bundle, S3Bundle):
-        for name in bundle.names():
-            bundle._call(
-                "put_object_legal_hold",
-                Bucket=bundle.bucket,
-                Key=bundle.prefix + name,
-                LegalHold={"Status": "ON"},
-            )
     append_custody(bundle, who=who, what=f"legal hold placed (case {case_id})", why=why, case=case_id)
+    if isinstance(bundle, S3Bundle):
+        _object_hold(bundle, "ON")
+
+
+async def lift_hold(store: Store, settings: EvidenceSettings, case_id: str, who: str, why: str) -> list[str]:
+    """Lift a case's legal hold: the flag (audited, on its timeline), then for each bundle it held a "legal hold
+    lifted" entry in the chain of custody and, unless another case still holds the bundle, the S3 Object Lock
+    legal hold cleared. Return the ids of the bundles released. CaseError when there is no hold to lift; an
+    ActionError from the bundles' storage leaves the case held (lifting again retries)."""
+    async with store.transaction() as tx:
+        book.liftable(await book.get_case(tx, case_id), case_id, why)
+        marked = _marked(await book.timeline(tx, case_id))
+        held = await book.held_bundles(tx)
+        found = [await recorded_bundle(tx, ref) for ref in sorted(marked)]
+        rows = [row for row in found if row is not None]
+    released: dict[str, list[str]] = {}
+    for row in rows:
+        ident = str(row["id"])
+        others = [other for other in held.get(ident, []) if other != case_id]
+        await asyncio.to_thread(_release, str(row["location"]), settings, who, why, case_id, others)
+        released[ident] = others
+    async with store.transaction() as tx:
+        await book.lift_hold(tx, case_id, who, why)
+        for ident, others in released.items():
+            await book.record(tx, case_id, who, "bundle_released", {"bundle": ident, "still_held_by": others})
+    return list(released)
+
+
+def _release(location: str, settings: EvidenceSettings, who: str, why: str, case_id: str, others: list[str]) -> None:
+    bundle = open_bundle(location, settings)
+    if isinstance(bundle, S3Bundle) and not others:
+        _object_hold(bundle, "OFF")
+    append_custody(bundle, who=who, what=f"legal hold lifted (case {case_id})", why=why, case=case_id)
 
 
 @dataclass(slots=True)

@@ -16,7 +16,9 @@ from custodes.cli.app import app
 from custodes.cli.common import ConfigOption, JsonOption, TokenOption, console, identify, run, settings_from
 from custodes.errors import CustodesError
 
-case_app = typer.Typer(help="Cases: list, show, open, update, comment, link, close.", no_args_is_help=True)
+case_app = typer.Typer(
+    help="Cases: list, show, open, update, comment, link, grant, lift-hold, close.", no_args_is_help=True
+)
 feedback_app = typer.Typer(help="Analyst feedback: list, give, revoke.", no_args_is_help=True)
 app.add_typer(case_app, name="case")
 app.add_typer(feedback_app, name="feedback")
@@ -183,7 +185,7 @@ def case_show(
         async with session.services.store.transaction() as tx:
             row = await _visible(session, tx, case)
             if session.reveal is not None:
-                await book.record(tx, case, session.actor, "revealed", {"reason": session.reveal})
+                await book.reveal(tx, case, session.actor, session.reveal)
             detail = {
                 **row,
                 "subject": names(row["subject"]),
@@ -350,6 +352,8 @@ def case_link(
         async with session.services.store.transaction() as tx:
             await _visible(session, tx, case)
             try:
+                if not remove and not await book.member_exists(tx, kind, ref):
+                    raise CustodesError(f"no {kind} {ref!r} (REF names no stored {kind})")
                 change = book.unlink if remove else book.link
                 done = await change(tx, case, session.actor, kind, ref)
             except CaseError as exc:
@@ -360,6 +364,54 @@ def case_link(
         console.print(f"{kind} {ref} {verb}" if done else f"{kind} {ref}: nothing to change", highlight=False)
 
     run(_session(config, token, "analyst", None, body))
+
+
+@case_app.command("grant")
+def case_grant(
+    case: Annotated[str, typer.Argument(help="The case id.")],
+    principals: Annotated[list[str], typer.Argument(help="Token or user names to put on its access list.")],
+    reason: Annotated[str, typer.Option(help="Why (audited).")],
+    token: TokenOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Put people on a case's access list (admin; works on a restricted case you cannot see; audited)."""
+    from custodes.cases import book
+    from custodes.cases.book import CaseError
+
+    async def body(session: Session) -> None:
+        async with session.services.store.transaction() as tx:
+            try:
+                added = await book.grant_access(tx, case, session.actor, principals, reason)
+            except CaseError as exc:
+                raise _failed(exc) from None
+        console.print(f"case {case}: added {', '.join(added)}" if added else f"case {case}: nothing to change")
+
+    run(_session(config, token, "admin", None, body))
+
+
+@case_app.command("lift-hold")
+def case_lift_hold(
+    case: Annotated[str, typer.Argument(help="The case id.")],
+    reason: Annotated[str, typer.Option(help="Why (audited, and in each bundle's chain of custody).")],
+    token: TokenOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Lift a case's legal hold (legal or admin): retention may then delete its evidence bundles."""
+    from custodes.cases.book import CaseError
+    from custodes.cases.hold import lift_hold
+    from custodes.responder.registry import ActionError
+
+    async def body(session: Session) -> None:
+        evidence = session.services.settings.responder.evidence
+        try:
+            released = await lift_hold(session.services.store, evidence, case, session.actor, reason)
+        except CaseError as exc:
+            raise _failed(exc) from None
+        except ActionError as exc:
+            raise CustodesError(f"the hold stays; a bundle's storage failed: {exc}") from None
+        console.print(f"case {case}: legal hold lifted; released {', '.join(released) or 'no bundles'}")
+
+    run(_session(config, token, "legal", None, body))
 
 
 @case_app.command("close")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from custodes.cases import book
+from custodes.cases import book, hold
 from custodes.cases.book import CaseError
 from custodes.config import CaseSettings
 from custodes.model import stable_id
@@ -169,6 +169,8 @@ async def _change(
             )
         except CaseError as exc:
             raise _failed(exc) from None
+    if "legal_hold" in change.changed:
+        await hold.hold_bundles(_store(ctx), ctx.settings.evidence, found["id"], ctx.actor, why or str(status))
     changed = {name: {"from": before, "to": after} for name, (before, after) in change.changed.items()}
     return {"changed": bool(changed), "case": found["id"], "fields": changed}
 
@@ -185,27 +187,19 @@ async def revert(
     need_to_know: list[str] | None = None,
     reason: str = "",
 ) -> dict[str, Any]:
-    """Undo `case.update` or `case.close`: put back the values this run's latest change replaced (a restriction
-    to need-to-know and a legal hold stay)."""
+    """Undo `case.update` or `case.close`: put back the values this run's latest change replaced; when that change
+    escalated the case, lift the restriction and the legal hold it placed."""
     if (dry := _dry(ctx, f"revert this run's change to case {case}")) is not None:
         return dry
+    found, last = await _last_change(ctx, case)
+    if last is None:
+        return {"changed": False, "case": found["id"]}
+    why = f"undo of run {ctx.run_id}"
+    before = {name: value["from"] for name, value in last["details"].items() if isinstance(value, dict)}
+    lift = before.get("legal_hold") is False and bool(found["legal_hold"])
+    if lift:  # first, so that storage failing leaves the change in place for a retry
+        await hold.lift_hold(_store(ctx), ctx.settings.evidence, found["id"], ctx.actor, why)
     async with _store(ctx).transaction() as tx:
-        found = await _resolve_any(tx, case)
-        events = await book.timeline(tx, found["id"])
-        reverted = {e["details"].get("revert_of") for e in events}
-        changes = [
-            e
-            for e in events
-            if e["kind"] in ("updated", "closed")
-            and ctx.run_id is not None
-            and e["details"].get("run") == ctx.run_id
-            and "revert_of" not in e["details"]
-            and e["seq"] not in reverted
-        ]
-        if not changes:
-            return {"changed": False, "case": found["id"]}
-        last = changes[-1]
-        before = {name: value["from"] for name, value in last["details"].items() if isinstance(value, dict)}
         try:
             change = await book.update(
                 tx,
@@ -215,13 +209,34 @@ async def revert(
                 status=before.get("status"),
                 assignee=before.get("assignee"),
                 priority=before.get("priority"),
-                reason=f"undo of run {ctx.run_id}",
+                reason=why,
                 run_id=ctx.run_id,
                 revert_of=int(last["seq"]),
             )
         except CaseError as exc:
             raise _failed(exc) from None
-    return {"changed": bool(change.changed), "case": found["id"]}
+        unrestrict = before.get("restricted") is False and bool(change.case["restricted"])
+        if unrestrict:
+            await book.unrestrict(tx, found["id"], ctx.actor, why)
+    return {"changed": bool(change.changed) or unrestrict or lift, "case": found["id"]}
+
+
+async def _last_change(ctx: ActionContext, case: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The case and this run's latest change to it not yet reverted (None when there is none)."""
+    async with _store(ctx).transaction() as tx:
+        found = await _resolve_any(tx, case)
+        events = await book.timeline(tx, found["id"])
+    reverted = {e["details"].get("revert_of") for e in events}
+    changes = [
+        e
+        for e in events
+        if e["kind"] in ("updated", "closed")
+        and ctx.run_id is not None
+        and e["details"].get("run") == ctx.run_id
+        and "revert_of" not in e["details"]
+        and e["seq"] not in reverted
+    ]
+    return found, changes[-1] if changes else None
 
 
 async def _resolve_any(tx: Transaction, case: str) -> dict[str, Any]:

@@ -458,9 +458,13 @@ async def bundle_by_location(tx: Transaction, location: str) -> dict[str, Any] |
     return None if row is None else dict(row)
 
 
-async def list_bundles(tx: Transaction, *, entity: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-    """Recorded bundles, newest first."""
+async def list_bundles(
+    tx: Transaction, *, entity: str | None = None, limit: int = 100, hide: sa.Select[Any] | None = None
+) -> list[dict[str, Any]]:
+    """Recorded bundles, newest first; `hide` selects ids to leave out."""
     query = sa.select(evidence_bundles).order_by(evidence_bundles.c.created_at.desc()).limit(limit)
+    if hide is not None:
+        query = query.where(evidence_bundles.c.id.not_in(hide))
     if entity is not None:
         query = query.where(evidence_bundles.c.entity == entity)
     return [dict(row) for row in (await tx.conn.execute(query)).mappings()]

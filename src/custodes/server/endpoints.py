@@ -21,9 +21,12 @@ from custodes.server.limits import json_depth_exceeds
 from custodes.server.responses import error, json_response
 from custodes.services import Services
 
-ROLES = ("viewer", "analyst", "approver", "admin", "privacy_officer")
-RANK = {"viewer": 0, "privacy_officer": 0, "analyst": 1, "approver": 2, "admin": 3}
-"""Viewer < analyst < approver < admin. The privacy officer reads like a viewer and alone may re-identify."""
+ROLES = ("viewer", "analyst", "approver", "admin", "privacy_officer", "legal")
+RANK = {"viewer": 0, "privacy_officer": 0, "legal": 0, "analyst": 1, "approver": 2, "admin": 3}
+"""Viewer < analyst < approver < admin. The privacy officer and legal read like a viewer; besides admin, the
+privacy officer alone may re-identify and legal alone may lift a legal hold."""
+SPECIALISTS = ("privacy_officer", "legal")
+"""Roles that, besides admin, alone may call the endpoints that need them."""
 
 QueryT = TypeVar("QueryT", bound=BaseModel)
 BodyT = TypeVar("BodyT", bound=BaseModel)
@@ -215,8 +218,8 @@ def endpoint(
 
 def allowed(role: str, needed: str) -> bool:
     """Whether `role` may call an endpoint that needs `needed`."""
-    if needed == "privacy_officer":
-        return role in {"privacy_officer", "admin"}
+    if needed in SPECIALISTS:
+        return role in {needed, "admin"}
     return RANK[role] >= RANK[needed]
 
 

@@ -273,9 +273,12 @@ class Transaction:
         ]
         await upserts.write(self.conn, upserts.widen(self._dialect, entities, "id", "first_seen", "last_seen"), rows)
 
-    async def list_entities(self, limit: int = 100) -> list[dict[str, Any]]:
-        """Entities, most recently seen first."""
-        result = await self.conn.execute(sa.select(entities).order_by(entities.c.last_seen.desc()).limit(limit))
+    async def list_entities(self, limit: int = 100, hide: sa.Select[Any] | None = None) -> list[dict[str, Any]]:
+        """Entities, most recently seen first; `hide` selects ids to leave out."""
+        query = sa.select(entities).order_by(entities.c.last_seen.desc()).limit(limit)
+        if hide is not None:
+            query = query.where(entities.c.id.not_in(hide))
+        result = await self.conn.execute(query)
         return [
             {**row, "first_seen": _utc(row["first_seen"]), "last_seen": _utc(row["last_seen"])}
             for row in result.mappings()
@@ -337,9 +340,13 @@ class Transaction:
         min_severity: Severity | None = None,
         status: FindingStatus | None = None,
         entity: str | None = None,
+        hide: sa.Select[Any] | None = None,
     ) -> list[Finding]:
-        """Findings, newest first; `before` is the (created_at, id) of the last row of the previous page."""
+        """Findings, newest first; `before` is the (created_at, id) of the last row of the previous page; `hide`
+        selects ids to leave out."""
         query = sa.select(findings).order_by(findings.c.created_at.desc(), findings.c.id.desc()).limit(limit)
+        if hide is not None:
+            query = query.where(findings.c.id.not_in(hide))
         if before is not None:
             query = query.where(sa.tuple_(findings.c.created_at, findings.c.id) < sa.tuple_(*before))
         if min_severity is not None:
@@ -718,11 +725,18 @@ class Transaction:
         return run
 
     async def list_runs(
-        self, *, limit: int = 50, finding_id: str | None = None, status: RunStatus | None = None
+        self,
+        *,
+        limit: int = 50,
+        finding_id: str | None = None,
+        status: RunStatus | None = None,
+        hide: sa.Select[Any] | None = None,
     ) -> list[Run]:
-        """Runs, newest first, each with its steps."""
+        """Runs, newest first, each with its steps; `hide` selects ids to leave out."""
         await self.flush()
         query = sa.select(runs.c.id).order_by(runs.c.created_at.desc(), runs.c.id).limit(limit)
+        if hide is not None:
+            query = query.where(runs.c.id.not_in(hide))
         if finding_id is not None:
             query = query.where(runs.c.finding_id == finding_id)
         if status is not None:

@@ -4,20 +4,19 @@ grant need-to-know access. A restricted case answers 404 to anyone not on its ac
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import date, datetime
+from datetime import datetime
 from typing import Any, Literal, Self
 
-import sqlalchemy as sa
+from aiohttp import web
 from pydantic import Field
 
-from custodes.cases import book, feedback
+from custodes.cases import book, feedback, needtoknow
 from custodes.cases.book import CaseError
-from custodes.cases.hold import place_hold
+from custodes.cases.hold import lift_hold, place_hold
 from custodes.model import utcnow
-from custodes.responder.evidence import recorded_bundle
+from custodes.responder.registry import ActionError
 from custodes.server.endpoints import ApiError, Call, Model, Names, NoInput, RevealQuery, endpoint
 from custodes.store import Transaction
-from custodes.store.tables import scoring_scores
 
 OpenStatus = Literal["new", "triage", "investigating", "escalated_hr", "escalated_legal"]
 StatusName = OpenStatus | Literal["closed"]
@@ -26,6 +25,11 @@ PriorityName = Literal["low", "medium", "high", "critical"]
 KindName = Literal["finding", "run", "evidence", "score"]
 TEXT = r"[^\s\x1c-\x1f\x85]"
 """Free text must hold something besides white space (as JSON Schema, pydantic and Python's `strip` all count it)."""
+
+
+REVEAL_VIEW: web.RequestKey[str] = web.RequestKey("reveal_view", str)
+"""Request key under which the console names the reveal action a read belongs to (one per sign-in session): such
+reads put one `revealed` entry per reason on the case's timeline, not one per page load."""
 
 
 class CaseOut(Model):
@@ -195,6 +199,18 @@ class AccessIn(Model):
     reason: str = Field(min_length=1, max_length=4000, pattern=TEXT)
 
 
+class LiftIn(Model):
+    """Why a legal hold is lifted."""
+
+    reason: str = Field(min_length=1, max_length=4000, pattern=TEXT)
+
+
+class Lifted(Model):
+    """The evidence bundles a lifted hold released (retention may delete them unless another case holds them)."""
+
+    released: list[str]
+
+
 class Changed(Model):
     """Whether a change changed anything."""
 
@@ -214,6 +230,12 @@ async def _case(call: Call[Any, Any], tx: Transaction, ident: str | None = None)
     if case is None or not await book.visible(tx, case, call.caller):
         raise ApiError(404, "not_found", f"no case {ident!r} you may see")
     return case
+
+
+async def _stored(call: Call[Any, Any], tx: Transaction, kind: str, ref: str) -> bool:
+    """Whether an item to link is stored and the caller may see it (need to know hides the items of restricted
+    cases the caller is not on)."""
+    return await book.member_exists(tx, kind, ref) and not await needtoknow.conceals(tx, kind, ref, call.caller)
 
 
 async def detail(call: Call[Any, Any], names: Names, case_id: str) -> CaseDetail:
@@ -284,7 +306,7 @@ async def create_case(call: Call[NoInput, CaseCreate]) -> CaseDetail:
     actor = f"api:{call.caller}"
     async with call.services.store.transaction() as tx:
         for ident in body.findings:
-            if await tx.get_finding(ident) is None:
+            if not await _stored(call, tx, "finding", ident):
                 raise ApiError(404, "not_found", f"no finding {ident!r}", field="findings")
         try:
             row = await book.open_case(
@@ -313,13 +335,15 @@ async def create_case(call: Call[NoInput, CaseCreate]) -> CaseDetail:
 )
 async def get_case(call: Call[RevealQuery, NoInput]) -> CaseDetail:
     """A case with its members, timeline, comments, access list and feedback. Revealing names here is audited and
-    written on the case's timeline (`revealed`, with the reason)."""
+    written on the case's timeline (`revealed`, with the reason): once per request, or once per console session
+    and reason."""
     async with call.services.store.transaction() as tx:
         case = await _case(call, tx)
     names = await call.people()
     if call.revealed:
+        view = call.request.get(REVEAL_VIEW)
         async with call.services.store.transaction() as tx:
-            await book.record(tx, case["id"], f"api:{call.caller}", "revealed", {"reason": call.query.reveal})
+            await book.reveal(tx, case["id"], f"api:{call.caller}", str(call.query.reveal), view=view)
     return await detail(call, names, case["id"])
 
 
@@ -409,24 +433,6 @@ async def comment_case(call: Call[NoInput, CommentIn]) -> CommentOut:
     return CommentOut.of(row)
 
 
-async def _exists(tx: Transaction, kind: str, ref: str) -> bool:
-    """Whether the finding, run, evidence bundle or day score (`<scored entity>@<YYYY-MM-DD>`, the entity as
-    scoring keys it: its pseudonym when pseudonymising) a member names is stored."""
-    if kind == "finding":
-        return await tx.get_finding(ref) is not None
-    if kind == "run":
-        return await tx.get_run(ref) is not None
-    if kind == "evidence":
-        return await recorded_bundle(tx, ref) is not None
-    entity, _, day = ref.rpartition("@")
-    try:
-        scored = date.fromisoformat(day)
-    except ValueError:
-        return False
-    query = sa.select(scoring_scores.c.risk).where(scoring_scores.c.entity == entity, scoring_scores.c.day == scored)
-    return (await tx.conn.execute(query)).first() is not None
-
-
 @endpoint(
     "POST",
     "/api/cases/{id}/members",
@@ -441,7 +447,7 @@ async def link_member(call: Call[NoInput, MemberIn]) -> Changed:
     ref = call.body.ref
     async with call.services.store.transaction() as tx:
         case = await _case(call, tx)
-        if not await _exists(tx, call.body.kind, ref):
+        if not await _stored(call, tx, call.body.kind, ref):
             raise ApiError(404, "not_found", f"no {call.body.kind} {ref!r}", field="ref")
         changed = await book.link(tx, case["id"], f"api:{call.caller}", call.body.kind, ref)
     if changed and call.body.kind == "evidence" and case["legal_hold"]:
@@ -483,9 +489,32 @@ async def grant_access(call: Call[NoInput, AccessIn]) -> Changed:
     """An admin may add people to any case's access list, even one they cannot see (audited with the reason)."""
     ident = call.request.match_info["id"]
     async with call.services.store.transaction() as tx:
-        case = await book.get_case(tx, ident)
-        if case is None:
-            raise ApiError(404, "not_found", f"no case {ident!r}")
-        added = await book.grant(tx, ident, f"api:{call.caller}", call.body.principals)
-        await tx.audit(f"api:{call.caller}", "case.access", ident, {"added": added, "reason": call.body.reason})
+        try:
+            added = await book.grant_access(tx, ident, f"api:{call.caller}", call.body.principals, call.body.reason)
+        except CaseError as exc:
+            raise _failed(exc) from None
     return Changed(changed=bool(added))
+
+
+@endpoint(
+    "POST",
+    "/api/cases/{id}/hold/lift",
+    role="legal",
+    summary="Lift a case's legal hold",
+    body=LiftIn,
+    response=Lifted,
+    tags=("cases",),
+    errors={409: "the case is not under legal hold", 502: "a bundle's storage could not be changed (the hold stays)"},
+)
+async def lift_case_hold(call: Call[NoInput, LiftIn]) -> Lifted:
+    """Legal or an admin lifts the hold (the restriction stays), even on a case they cannot see: audited
+    (`case.hold_lifted`), written in each held bundle's chain of custody, and the S3 Object Lock legal hold cleared
+    unless another case still holds the bundle."""
+    ident, evidence = call.request.match_info["id"], call.services.settings.responder.evidence
+    try:
+        released = await lift_hold(call.services.store, evidence, ident, f"api:{call.caller}", call.body.reason)
+    except CaseError as exc:
+        raise _failed(exc) from None
+    except ActionError as exc:
+        raise ApiError(502, "evidence_unreachable", f"the hold stays; a bundle's storage failed: {exc}") from None
+    return Lifted(released=released)

@@ -7,7 +7,8 @@ from typing import Any
 
 from pydantic import Field
 
-from custodes.server.endpoints import Call, IsoDateTime, Model, NoInput, RevealQuery, endpoint
+from custodes.cases import needtoknow
+from custodes.server.endpoints import ApiError, Call, IsoDateTime, Model, NoInput, RevealQuery, endpoint
 
 
 class EntityOut(Model):
@@ -69,10 +70,10 @@ class TimelineQuery(RevealQuery):
     tags=("entities",),
 )
 async def list_entities(call: Call[EntityQuery, NoInput]) -> EntityList:
-    """Most recently seen first."""
+    """Most recently seen first (without the people of restricted cases the caller is not on)."""
     names = await call.people()
     async with call.services.store.transaction() as tx:
-        rows = await tx.list_entities(limit=call.query.limit)
+        rows = await tx.list_entities(limit=call.query.limit, hide=needtoknow.hidden_people(call.caller))
     return EntityList(
         entities=[
             EntityOut(
@@ -81,6 +82,17 @@ async def list_entities(call: Call[EntityQuery, NoInput]) -> EntityList:
             for row in rows
         ]
     )
+
+
+async def visible_person(call: Call[Any, Any], asked: str) -> str:
+    """The stored name of the person a request names, 404 when a restricted case the caller is not on is about
+    them (as for a person never seen)."""
+    entity = await call.person(asked)
+    async with call.services.store.transaction() as tx:
+        hidden = await needtoknow.conceals_person(tx, entity, call.caller)
+    if hidden:
+        raise ApiError(404, "not_found", f"no entity {asked!r} you may see")
+    return entity
 
 
 @endpoint(
@@ -96,7 +108,7 @@ async def entity_timeline(call: Call[TimelineQuery, NoInput]) -> Timeline:
     """The entity's events, newest first."""
     names = await call.people()
     revealed = names("probe") == "probe"  # names pass unchanged only when this call reveals them
-    entity = await call.person(call.request.match_info["id"])
+    entity = await visible_person(call, call.request.match_info["id"])
     async with call.services.store.transaction() as tx:
         found = await tx.events_for_actor(entity, limit=call.query.limit, before=call.query.before)
     return Timeline(

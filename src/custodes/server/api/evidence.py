@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import Field
 
+from custodes.cases import needtoknow
 from custodes.responder.evidence import list_bundles, open_bundle, recorded_bundle, verify_recorded
 from custodes.responder.registry import ActionError
 from custodes.server.endpoints import ApiError, Call, Model, Names, NoInput, RevealQuery, endpoint
@@ -93,7 +94,9 @@ async def list_evidence(call: Call[BundleQuery, NoInput]) -> BundleList:
     names = await call.people()
     entity = None if call.query.entity is None else await call.person(call.query.entity)
     async with call.services.store.transaction() as tx:
-        rows = await list_bundles(tx, entity=entity, limit=call.query.limit)
+        rows = await list_bundles(
+            tx, entity=entity, limit=call.query.limit, hide=needtoknow.hidden("evidence", call.caller)
+        )
     return BundleList(bundles=[BundleOut.of(row, names) for row in rows])
 
 
@@ -113,8 +116,10 @@ async def verify_evidence(call: Call[NoInput, VerifyRequest]) -> VerificationOut
     ident = call.request.match_info["id"]
     async with call.services.store.transaction() as tx:
         row = await recorded_bundle(tx, ident)
+        if row is not None and await needtoknow.conceals(tx, "evidence", ident, call.caller):
+            row = None
     if row is None:
-        raise ApiError(404, "not_found", f"no evidence bundle {ident!r}")
+        raise ApiError(404, "not_found", f"no evidence bundle {ident!r} you may see")
     try:
         bundle = await asyncio.to_thread(open_bundle, str(row["location"]), call.services.settings.responder.evidence)
         report = await verify_recorded(call.services.store, bundle, who=f"api:{call.caller}", why=call.body.reason)

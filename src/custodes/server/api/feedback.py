@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from custodes.cases import feedback
+from custodes.cases import feedback, needtoknow
 from custodes.cases.book import CaseError
 from custodes.server.api.cases import TEXT, FeedbackOut
 from custodes.server.endpoints import ApiError, Call, Model, NoInput, RevealQuery, endpoint
@@ -51,13 +51,20 @@ class FeedbackIn(Model):
     tags=("cases",),
 )
 async def list_feedback(call: Call[FeedbackQuery, NoInput]) -> FeedbackList:
-    """Feedback records, newest first, active and revoked."""
+    """Feedback records, newest first, active and revoked (without those about the people of restricted cases the
+    caller is not on)."""
     q = call.query
     names = await call.people()
     entity = await call.person(q.entity) if q.entity else None
     async with call.services.store.transaction() as tx:
         rows = await feedback.listing(
-            tx, entity=entity, case_id=q.case, finding_id=q.finding, active=q.active, limit=q.limit
+            tx,
+            entity=entity,
+            case_id=q.case,
+            finding_id=q.finding,
+            active=q.active,
+            limit=q.limit,
+            hide=needtoknow.hidden_people(call.caller),
         )
     return FeedbackList(feedback=[FeedbackOut.of(row, names) for row in rows])
 
@@ -77,6 +84,8 @@ async def give_feedback(call: Call[NoInput, FeedbackIn]) -> FeedbackOut:
     body = call.body
     async with call.services.store.transaction() as tx:
         finding = await tx.get_finding(body.finding)
+        if finding is not None and await needtoknow.conceals(tx, "finding", finding.id, call.caller):
+            finding = None
         if finding is None or finding.entity is None:
             raise ApiError(404, "not_found", f"no finding {body.finding!r} about a person", field="finding")
         try:
@@ -108,9 +117,13 @@ async def give_feedback(call: Call[NoInput, FeedbackIn]) -> FeedbackOut:
 )
 async def revoke_feedback(call: Call[NoInput, NoInput]) -> FeedbackOut:
     """The pattern counts again for the person from now on; the record stays, marked revoked."""
+    ident = call.request.match_info["id"]
     async with call.services.store.transaction() as tx:
+        given = await feedback.get(tx, ident)
+        if given is not None and await needtoknow.conceals_person(tx, str(given["entity"]), call.caller):
+            raise ApiError(404, "not_found", f"no feedback {ident!r} you may see")
         try:
-            row = await feedback.revoke(tx, call.request.match_info["id"], f"api:{call.caller}")
+            row = await feedback.revoke(tx, ident, f"api:{call.caller}")
         except CaseError as exc:
             raise ApiError(404 if exc.code == "not_found" else 409, exc.code, str(exc)) from None
     return FeedbackOut.of(row, await call.people())

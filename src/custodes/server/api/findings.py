@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from custodes.cases import book, feedback
+from custodes.cases import book, feedback, needtoknow
 from custodes.model import Finding, FindingStatus, Severity
 from custodes.server.endpoints import ApiError, Call, Model, Names, NoInput, RevealQuery, endpoint
 
@@ -117,6 +117,7 @@ async def list_findings(call: Call[FindingQuery, NoInput]) -> FindingPage:
             entity=entity,
             min_severity=Severity.parse(q.min_severity) if q.min_severity else None,
             status=FindingStatus(q.status) if q.status else None,
+            hide=needtoknow.hidden("finding", call.caller),
         )
     page = found[: q.limit]
     return FindingPage(
@@ -128,8 +129,10 @@ async def _finding(call: Call[Any, Any]) -> Finding:
     ident = call.request.match_info["id"]
     async with call.services.store.transaction() as tx:
         finding = await tx.get_finding(ident)
+        if finding is not None and await needtoknow.conceals(tx, "finding", ident, call.caller):
+            finding = None
     if finding is None:
-        raise ApiError(404, "not_found", f"no finding {ident!r}")
+        raise ApiError(404, "not_found", f"no finding {ident!r} you may see")
     return finding
 
 

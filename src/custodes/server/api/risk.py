@@ -10,6 +10,7 @@ from custodes.detections.scoring.explain import sentences
 from custodes.detections.scoring.privacy import is_pseudonym
 from custodes.detections.scoring.risk import DayScore
 from custodes.detections.scoring.service import entity_scores, pseudonymizer_for, resolver_for
+from custodes.server.api.entities import visible_person
 from custodes.server.endpoints import Call, Model, NoInput, RevealQuery, endpoint
 
 
@@ -108,6 +109,7 @@ async def entity_risk(call: Call[RiskQuery, NoInput]) -> EntityRisk:
     names = await call.people()
     revealed = names("probe") == "probe"
     asked = call.request.match_info["id"]
+    await visible_person(call, asked)
     settings = call.services.settings.scoring
     service = call.services.pipeline.scoring
     resolver = (

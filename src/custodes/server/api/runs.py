@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from pydantic import Field, StrictBool
 
+from custodes.cases import needtoknow
 from custodes.model import Run, RunStatus, StepRecord
 from custodes.playbooks.runner import EngineError, person_of
 from custodes.playbooks.schema import input_problems
@@ -167,8 +168,10 @@ async def _run(call: Call[Any, Any]) -> Run:
     ident = call.request.match_info["id"]
     async with call.services.store.transaction() as tx:
         run = await tx.get_run(ident)
+        if run is not None and await needtoknow.conceals(tx, "run", ident, call.caller):
+            run = None
     if run is None:
-        raise ApiError(404, "not_found", f"no run {ident!r}")
+        raise ApiError(404, "not_found", f"no run {ident!r} you may see")
     return run
 
 
@@ -179,7 +182,10 @@ async def list_runs(call: Call[RunQuery, NoInput]) -> RunList:
     names = await _names(call)
     async with call.services.store.transaction() as tx:
         found = await tx.list_runs(
-            limit=q.limit, finding_id=q.finding, status=RunStatus(q.status) if q.status else None
+            limit=q.limit,
+            finding_id=q.finding,
+            status=RunStatus(q.status) if q.status else None,
+            hide=needtoknow.hidden("run", call.caller),
         )
     return RunList(runs=[RunOut.of(run, names) for run in found])
 

@@ -9,6 +9,7 @@ from pydantic import Field
 
 from custodes.connectors.sessions import sessions_from
 from custodes.model import utcnow
+from custodes.server.api.entities import visible_person
 from custodes.server.endpoints import ApiError, Call, IsoDateTime, Model, NoInput, RevealQuery, endpoint
 from custodes.store.tables import events
 
@@ -65,7 +66,7 @@ class SessionList(Model):
 async def entity_sessions(call: Call[SessionQuery, NoInput]) -> SessionList:
     """Teleport and sudo sessions built from the entity's stored events (docs/connectors.md)."""
     names = await call.people()
-    entity = await call.person(call.request.match_info["id"])
+    entity = await visible_person(call, call.request.match_info["id"])
     until = call.query.until or utcnow()
     since = call.query.since or until - timedelta(days=7)
     query = (

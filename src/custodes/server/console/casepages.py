@@ -3,13 +3,14 @@ into a case. Every read and change is the API operation of the same name, as the
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
 from multidict import MultiDictProxy
 
-from custodes.cases import book
+from custodes.cases import book, needtoknow
 from custodes.server.api import cases, feedback, findings
 from custodes.server.console.bridge import call_for, invoke
 from custodes.server.console.session import Session
@@ -43,8 +44,10 @@ async def queue(request: web.Request, session: Session) -> web.StreamResponse:
 
 @page
 async def case_page(request: web.Request, session: Session) -> web.StreamResponse:
-    """GET /cases/{id}: a case with its members, timeline and comments, and the changes the role may make."""
+    """GET /cases/{id}: a case with its members, timeline and comments, and the changes the role may make. With
+    `?reveal=` the first view in a sign-in session (per reason) puts `revealed` on the timeline; reloads do not."""
     query = {"reveal": request.query["reveal"]} if request.query.get("reveal") else {}
+    request[cases.REVEAL_VIEW] = hashlib.sha256(session.sid.encode()).hexdigest()[:16]
     case = await invoke(request, session, cases.get_case, query=query)
     titles = await _finding_titles(request, session, [m.ref for m in case.members if m.kind == "finding"])
     return render(
@@ -58,6 +61,7 @@ async def case_page(request: web.Request, session: Session) -> web.StreamRespons
         dispositions=DISPOSITIONS,
         update_case=cases.update_case,
         close_case=cases.close_case,
+        lift_case_hold=cases.lift_case_hold,
         comment_case=cases.comment_case,
         give_feedback=feedback.give_feedback,
         revoke_feedback=feedback.revoke_feedback,
@@ -104,6 +108,14 @@ async def close(request: web.Request, session: Session) -> web.StreamResponse:
 
 
 @page
+async def lift(request: web.Request, session: Session) -> web.StreamResponse:
+    """POST /cases/{id}/hold/lift: lift the case's legal hold, with a reason (legal or admin)."""
+    form = await request.post()
+    await invoke(request, session, cases.lift_case_hold, body={"reason": _form_text(form, "reason")})
+    return _back(request.match_info["id"], "updated")
+
+
+@page
 async def comment(request: web.Request, session: Session) -> web.StreamResponse:
     """POST /cases/{id}/comment: add a comment."""
     form = await request.post()
@@ -137,6 +149,8 @@ async def _finding(request: web.Request, session: Session, ident: str) -> Mappin
     names = await call.people()
     async with call.services.store.transaction() as tx:
         found = await tx.get_finding(ident)
+        if found is not None and await needtoknow.conceals(tx, "finding", ident, session.token_name):
+            found = None
     if found is None:
         raise ApiError(404, "not_found", f"no finding {ident!r}")
     return findings.FindingOut.of(found, names).model_dump()
@@ -186,6 +200,7 @@ def routes(app: web.Application) -> None:
     app.router.add_get("/cases/{id}", case_page)
     app.router.add_post("/cases/{id}/update", update)
     app.router.add_post("/cases/{id}/close", close)
+    app.router.add_post("/cases/{id}/hold/lift", lift)
     app.router.add_post("/cases/{id}/comment", comment)
     app.router.add_post("/cases/{id}/triage", triage)
     app.router.add_post("/cases/{id}/feedback", give)

@@ -11,6 +11,7 @@ from urllib.parse import quote
 import sqlalchemy as sa
 from aiohttp import web
 
+from custodes.cases import needtoknow
 from custodes.model import utcnow
 from custodes.server.api import cases, catalog, connectors, entities, evidence, findings, manage, meta, risk, runs
 from custodes.server.console import casepages, queries
@@ -87,15 +88,16 @@ def _page_number(request: web.Request) -> int:
 
 @page
 async def board(request: web.Request, session: Session) -> web.StreamResponse:
-    """GET /: people ranked by the day's risk, with the strongest reasons in sentences; paged."""
+    """GET /: people ranked by the day's risk, with the strongest reasons in sentences; paged (without the people
+    of restricted cases the user is not on)."""
     number = _page_number(request)
     call = call_for(request, session)
     names = await call.people()
     async with call.services.store.transaction() as tx:
         day = _day(request.query.get("day")) or await queries.score_day(tx)
-        rows = (
-            [] if day is None else await queries.ranked(tx, day, limit=PAGE_SIZE + 1, offset=(number - 1) * PAGE_SIZE)
-        )
+        hide = needtoknow.hidden_keys(session.token_name)
+        offset = (number - 1) * PAGE_SIZE
+        rows = [] if day is None else await queries.ranked(tx, day, limit=PAGE_SIZE + 1, offset=offset, hide=hide)
         before = None if day is None else await queries.score_day(tx, before=day)
         after = None if day is None else await queries.score_day(tx, after=day)
     people = [

@@ -41,21 +41,26 @@ async def score_day(tx: Transaction, *, before: date | None = None, after: date 
     return date.fromisoformat(found) if isinstance(found, str) else found
 
 
-def ranking_query(day: date, *, limit: int, offset: int) -> sa.Select[Any]:
+def ranking_query(day: date, *, limit: int, offset: int, hide: sa.CompoundSelect[Any] | None = None) -> sa.Select[Any]:
     """The day's scores, highest risk first, one page: an index range scan on (day, risk) that stops after
-    `offset + limit` rows."""
-    return (
-        sa.select(scoring_scores.c.entity, scoring_scores.c.risk, scoring_scores.c.points, scoring_scores.c.detail)
-        .where(scoring_scores.c.day == day)
-        .order_by(scoring_scores.c.risk.desc())
-        .limit(limit)
-        .offset(offset)
-    )
+    `offset + limit` rows; `hide` selects scored entities to leave out."""
+    query = sa.select(scoring_scores.c.entity, scoring_scores.c.risk, scoring_scores.c.points, scoring_scores.c.detail)
+    if hide is not None:
+        query = query.where(scoring_scores.c.entity.not_in(hide))
+    return query.where(scoring_scores.c.day == day).order_by(scoring_scores.c.risk.desc()).limit(limit).offset(offset)
 
 
-async def ranked(tx: Transaction, day: date, *, limit: int, offset: int = 0, reasons: int = 3) -> list[Ranked]:
-    """One page of the day's ranking, each with its strongest reasons in sentences."""
-    rows = await tx.conn.execute(ranking_query(day, limit=limit, offset=offset))
+async def ranked(
+    tx: Transaction,
+    day: date,
+    *,
+    limit: int,
+    offset: int = 0,
+    reasons: int = 3,
+    hide: sa.CompoundSelect[Any] | None = None,
+) -> list[Ranked]:
+    """One page of the day's ranking, each with its strongest reasons in sentences; `hide` as `ranking_query`."""
+    rows = await tx.conn.execute(ranking_query(day, limit=limit, offset=offset, hide=hide))
     page = []
     for row in rows.mappings():
         score = day_score(dict(row["detail"]))
