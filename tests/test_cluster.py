@@ -20,6 +20,7 @@ import time as clock
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
@@ -90,23 +91,30 @@ def _record(who: str, operation: str, when: datetime) -> dict[str, Any]:
     }
 
 
-@pytest.fixture
-async def exchange() -> AsyncIterator[str]:
-    """A fresh exchange name (its partition queues are deleted afterwards), the plugin enabled."""
+@asynccontextmanager
+async def fresh_exchange(prefix: str, partitions: int) -> AsyncIterator[str]:
+    """A fresh exchange name, the consistent-hash plugin enabled; its partition queues and itself deleted afterwards."""
     plugins = shutil.which("rabbitmq-plugins")
     assert plugins is not None, "RabbitMQ is not installed"
     enabling = await asyncio.create_subprocess_exec(
         plugins, "enable", "--quiet", "rabbitmq_consistent_hash_exchange", stdout=subprocess.DEVNULL
     )
     assert await enabling.wait() == 0
-    name = f"custodes.test.{uuid.uuid4().hex[:10]}"
+    name = f"{prefix}.{uuid.uuid4().hex[:10]}"
     yield name
     connection = await aio_pika.connect(AMQP_URL)
     async with connection:
         channel = await connection.channel()
-        for partition in range(PARTITIONS):
+        for partition in range(partitions):
             await channel.queue_delete(queue_name(name, partition))
         await channel.exchange_delete(name)
+
+
+@pytest.fixture
+async def exchange() -> AsyncIterator[str]:
+    """A fresh exchange of PARTITIONS partition queues."""
+    async with fresh_exchange("custodes.test", PARTITIONS) as name:
+        yield name
 
 
 def configuration(path: Path, database: DatabaseSettings, exchange: str, chat_url: str) -> Path:

@@ -7,18 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-import aio_pika
 import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from custodes.bus.publisher import Publisher
-from custodes.bus.topology import queue_name
 from custodes.bus.wire import Envelope
 from custodes.bus.worker import DetectionWorker
 from custodes.config import DatabaseSettings, Role, Settings, load_settings
@@ -26,7 +23,7 @@ from custodes.model import Event, LogSource
 from custodes.server.metrics import Metrics, WorkerMetrics
 from custodes.server.roles import serve_role
 from custodes.services import Services
-from test_cluster import AMQP_URL, postgres  # noqa: F401 (a fixture)
+from test_cluster import AMQP_URL, fresh_exchange, postgres  # noqa: F401 (a fixture)
 from test_webhook_durability import free_port
 
 pytestmark = pytest.mark.needs_postgres
@@ -49,14 +46,8 @@ def settings_for(tmp_path: Path, database: DatabaseSettings, exchange: str, port
 @pytest.fixture
 async def exchange() -> AsyncIterator[str]:
     """An exchange name of its own, its queues and itself deleted afterwards."""
-    name = f"custodes.probes.{uuid.uuid4().hex[:10]}"
-    yield name
-    connection = await aio_pika.connect(AMQP_URL)
-    async with connection:
-        channel = await connection.channel()
-        for partition in range(PARTITIONS):
-            await channel.queue_delete(queue_name(name, partition))
-        await channel.exchange_delete(name)
+    async with fresh_exchange("custodes.probes", PARTITIONS) as name:
+        yield name
 
 
 async def eventually(what: str, check: Callable[[], Awaitable[bool]]) -> None:

@@ -10,11 +10,9 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aio_pika
 import aiohttp
 import orjson
 import pytest
@@ -22,10 +20,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import OKTA_TOKEN
 from custodes.bus.lease import LEASE_SECONDS
-from custodes.bus.topology import queue_name
 from custodes.config import DatabaseSettings
 from custodes.sandbox import okta
-from test_cluster import AMQP_URL, postgres  # noqa: F401 (a fixture)
+from test_cluster import AMQP_URL, fresh_exchange, postgres  # noqa: F401 (a fixture)
 from test_webhook_durability import ROOT, free_port
 
 pytestmark = pytest.mark.needs_postgres
@@ -36,14 +33,8 @@ PARTITIONS = 2
 @pytest.fixture
 async def exchange() -> AsyncIterator[str]:
     """An exchange name of its own, its queues and itself deleted afterwards."""
-    name = f"custodes.lease.{uuid.uuid4().hex[:10]}"
-    yield name
-    connection = await aio_pika.connect(AMQP_URL)
-    async with connection:
-        channel = await connection.channel()
-        for partition in range(PARTITIONS):
-            await channel.queue_delete(queue_name(name, partition))
-        await channel.exchange_delete(name)
+    async with fresh_exchange("custodes.lease", PARTITIONS) as name:
+        yield name
 
 
 async def running(http: aiohttp.ClientSession, url: str) -> float | None:

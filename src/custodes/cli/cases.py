@@ -89,13 +89,18 @@ class Session:
 def _session(
     config: Any, token: str | None, role: str, reveal: str | None, body: Callable[[Session], Awaitable[None]]
 ) -> Callable[[], Awaitable[None]]:
+    """The command's work as `token` (at least `role`), with a case's refusals as one line naming the option."""
+    from custodes.cases.book import CaseError
     from custodes.services import Services
 
     async def work() -> None:
         settings = settings_from(config)
         name, held = identify(settings, token, role)
         async with await Services.open(settings) as services:
-            await body(Session(services, name, held, reveal))
+            try:
+                await body(Session(services, name, held, reveal))
+            except CaseError as exc:
+                raise _failed(exc) from None
 
     return work
 
@@ -234,7 +239,6 @@ def case_open(
 ) -> None:
     """Open a case (due by the SLA of its priority)."""
     from custodes.cases import book
-    from custodes.cases.book import CaseError
 
     async def body(session: Session) -> None:
         who = await session.person(subject) if subject else None
@@ -242,19 +246,16 @@ def case_open(
             for ident in finding or []:
                 if await tx.get_finding(ident) is None:
                     raise CustodesError(f"--finding: no finding {ident!r}")
-            try:
-                row = await book.open_case(
-                    tx,
-                    session.services.settings.cases,
-                    actor=session.actor,
-                    title=title,
-                    subject=who,
-                    priority=priority,
-                    assignee=assignee,
-                    members=[("finding", ident) for ident in finding or []],
-                )
-            except CaseError as exc:
-                raise _failed(exc) from None
+            row = await book.open_case(
+                tx,
+                session.services.settings.cases,
+                actor=session.actor,
+                title=title,
+                subject=who,
+                priority=priority,
+                assignee=assignee,
+                members=[("finding", ident) for ident in finding or []],
+            )
         if as_json:
             _json({"id": row["id"], "due_at": row["due_at"]})
         else:
@@ -278,7 +279,6 @@ def case_update(
 ) -> None:
     """Move a case on; escalating to HR or legal restricts it to --need-to-know and holds its evidence."""
     from custodes.cases import book
-    from custodes.cases.book import CaseError
     from custodes.cases.hold import place_hold
 
     async def body(session: Session) -> None:
@@ -286,20 +286,17 @@ def case_update(
             raise CustodesError("--status: close a case with `custodes case close`")
         async with session.services.store.transaction() as tx:
             before = await _visible(session, tx, case)
-            try:
-                change = await book.update(
-                    tx,
-                    session.services.settings.cases,
-                    case,
-                    session.actor,
-                    status=status,
-                    assignee=assignee,
-                    priority=priority,
-                    need_to_know=need_to_know or (),
-                    reason=reason,
-                )
-            except CaseError as exc:
-                raise _failed(exc) from None
+            change = await book.update(
+                tx,
+                session.services.settings.cases,
+                case,
+                session.actor,
+                status=status,
+                assignee=assignee,
+                priority=priority,
+                need_to_know=need_to_know or (),
+                reason=reason,
+            )
         held = []
         if change.case["legal_hold"] and not before["legal_hold"]:
             held = await place_hold(session.services, case, session.actor, reason or str(status))
@@ -320,15 +317,11 @@ def case_comment(
 ) -> None:
     """Comment on a case."""
     from custodes.cases import book
-    from custodes.cases.book import CaseError
 
     async def body(session: Session) -> None:
         async with session.services.store.transaction() as tx:
             await _visible(session, tx, case)
-            try:
-                await book.comment(tx, case, session.actor, text)
-            except CaseError as exc:
-                raise _failed(exc) from None
+            await book.comment(tx, case, session.actor, text)
         console.print(f"commented on case {case}", highlight=False)
 
     run(_session(config, token, "analyst", None, body))
@@ -345,19 +338,15 @@ def case_link(
 ) -> None:
     """Link an item to a case (or unlink it with --remove); a bundle linked to a case under legal hold is held."""
     from custodes.cases import book
-    from custodes.cases.book import CaseError
     from custodes.cases.hold import place_hold
 
     async def body(session: Session) -> None:
         async with session.services.store.transaction() as tx:
             await _visible(session, tx, case)
-            try:
-                if not remove and not await book.member_exists(tx, kind, ref):
-                    raise CustodesError(f"no {kind} {ref!r} (REF names no stored {kind})")
-                change = book.unlink if remove else book.link
-                done = await change(tx, case, session.actor, kind, ref)
-            except CaseError as exc:
-                raise _failed(exc) from None
+            if not remove and not await book.member_exists(tx, kind, ref):
+                raise CustodesError(f"no {kind} {ref!r} (REF names no stored {kind})")
+            change = book.unlink if remove else book.link
+            done = await change(tx, case, session.actor, kind, ref)
         if done and kind == "evidence" and not remove:
             await place_hold(session.services, case, session.actor, "linked")
         verb = "unlinked" if remove else "linked"
@@ -376,14 +365,10 @@ def case_grant(
 ) -> None:
     """Put people on a case's access list (admin; works on a restricted case you cannot see; audited)."""
     from custodes.cases import book
-    from custodes.cases.book import CaseError
 
     async def body(session: Session) -> None:
         async with session.services.store.transaction() as tx:
-            try:
-                added = await book.grant_access(tx, case, session.actor, principals, reason)
-            except CaseError as exc:
-                raise _failed(exc) from None
+            added = await book.grant_access(tx, case, session.actor, principals, reason)
         console.print(f"case {case}: added {', '.join(added)}" if added else f"case {case}: nothing to change")
 
     run(_session(config, token, "admin", None, body))
@@ -397,7 +382,6 @@ def case_lift_hold(
     config: ConfigOption = None,
 ) -> None:
     """Lift a case's legal hold (legal or admin): retention may then delete its evidence bundles."""
-    from custodes.cases.book import CaseError
     from custodes.cases.hold import lift_hold
     from custodes.responder.registry import ActionError
 
@@ -405,8 +389,6 @@ def case_lift_hold(
         evidence = session.services.settings.responder.evidence
         try:
             released = await lift_hold(session.services.store, evidence, case, session.actor, reason)
-        except CaseError as exc:
-            raise _failed(exc) from None
         except ActionError as exc:
             raise CustodesError(f"the hold stays; a bundle's storage failed: {exc}") from None
         console.print(f"case {case}: legal hold lifted; released {', '.join(released) or 'no bundles'}")
@@ -424,25 +406,21 @@ def case_close(
 ) -> None:
     """Close a case with a disposition."""
     from custodes.cases import book
-    from custodes.cases.book import CaseError
 
     async def body(session: Session) -> None:
         async with session.services.store.transaction() as tx:
             row = await _visible(session, tx, case)
             if row["status"] == "closed":
                 raise CustodesError(f"case {case} is already closed")
-            try:
-                await book.update(
-                    tx,
-                    session.services.settings.cases,
-                    case,
-                    session.actor,
-                    status="closed",
-                    disposition=disposition,
-                    reason=reason,
-                )
-            except CaseError as exc:
-                raise _failed(exc) from None
+            await book.update(
+                tx,
+                session.services.settings.cases,
+                case,
+                session.actor,
+                status="closed",
+                disposition=disposition,
+                reason=reason,
+            )
         console.print(f"case {case} closed: {disposition}", highlight=False)
 
     run(_session(config, token, "analyst", None, body))
@@ -502,28 +480,24 @@ def feedback_give(
 ) -> None:
     """Suppress or down-weight a finding's pattern (its rule) for its person from now on."""
     from custodes.cases import feedback
-    from custodes.cases.book import CaseError
 
     async def body(session: Session) -> None:
         async with session.services.store.transaction() as tx:
             found = await tx.get_finding(finding)
             if found is None or found.entity is None:
                 raise CustodesError(f"--finding: no finding {finding!r} about a person")
-            try:
-                row = await feedback.give(
-                    tx,
-                    actor=session.actor,
-                    entity=found.entity,
-                    pattern=found.rule_id,
-                    verdict=verdict,
-                    reason=reason,
-                    effect=effect,
-                    weight=weight,
-                    case_id=case,
-                    finding_id=finding,
-                )
-            except CaseError as exc:
-                raise _failed(exc) from None
+            row = await feedback.give(
+                tx,
+                actor=session.actor,
+                entity=found.entity,
+                pattern=found.rule_id,
+                verdict=verdict,
+                reason=reason,
+                effect=effect,
+                weight=weight,
+                case_id=case,
+                finding_id=finding,
+            )
         console.print(f"feedback {row['id']}: {effect} {found.rule_id} for this person", highlight=False)
 
     run(_session(config, token, "analyst", None, body))
@@ -537,14 +511,10 @@ def feedback_revoke(
 ) -> None:
     """Revoke feedback: the pattern counts again from now on."""
     from custodes.cases import feedback
-    from custodes.cases.book import CaseError
 
     async def body(session: Session) -> None:
         async with session.services.store.transaction() as tx:
-            try:
-                await feedback.revoke(tx, ident, session.actor)
-            except CaseError as exc:
-                raise _failed(exc) from None
+            await feedback.revoke(tx, ident, session.actor)
         console.print(f"feedback {ident} revoked", highlight=False)
 
     run(_session(config, token, "analyst", None, body))
