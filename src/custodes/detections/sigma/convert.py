@@ -156,11 +156,9 @@ def _convert_one(
             queries = backend.convert_rule(rule)
         else:
             return Conversion(rule_id, rule.title, file, None, False, f"{type(rule).__name__} cannot be converted")
-    except (SigmaError, NotImplementedError) as exc:  # pySigma backends raise NotImplementedError for what they
-        # cannot express (a modifier, a correlation type): the rule is then matched in process, with the reason
+    except Exception as exc:  # a backend refuses what it cannot express (a modifier, a correlation type) or fails
+        # on an unusual rule: either way the rule is matched in process, and the reason is said
         return Conversion(rule_id, rule.title, file, None, False, f"{target} backend: {_message(exc)}")
-    except Exception as exc:  # backends fail on unusual rules in many ways; the rule falls back to in-process
-        return Conversion(rule_id, rule.title, file, None, False, f"{target} backend failed: {_message(exc)}")
     if not queries and not rule._output:
         reason = "used by correlation rules only (no `generate: true`): nothing to run on its own"
         return Conversion(rule_id, rule.title, file, None, True, reason)
