@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 import orjson
-import sqlalchemy as sa
-from alembic.runtime.migration import MigrationContext
 
 from custodes.cli.app import app
 from custodes.cli.common import ConfigOption, JsonOption, console, run, settings_from
 
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+
 
 def _heads(connection: sa.Connection) -> list[str]:
+    from alembic.runtime.migration import MigrationContext
+
     return sorted(MigrationContext.configure(connection).get_current_heads())
 
 

@@ -6,11 +6,10 @@ import gc
 import re
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Final
+from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
 import typer
@@ -24,8 +23,6 @@ from custodes.errors import CustodesError
 
 if TYPE_CHECKING:
     from custodes.config import SourceSettings
-    from custodes.detections.sigma.compiler import CompiledRule
-    from custodes.detections.sigma.engine import SigmaEngine
     from custodes.detections.sigma.ruleset import RuleSet
 
 rules_app = typer.Typer(help="Work with Sigma rules.", no_args_is_help=True)
@@ -308,10 +305,6 @@ def _statuses(files: list[Path]) -> dict[str, str]:
     return statuses
 
 
-_BATCH: Final = 1000
-"""Matches written to stdout at a time, and records between progress updates."""
-
-
 @rules_app.command("match")
 def rules_match(
     rules: Annotated[list[Path], typer.Option("--rules", "-r", help="Rule files or folders (repeatable).")],
@@ -320,16 +313,25 @@ def rules_match(
     ],
     source: SourceOption = None,
     config: ConfigOption = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            min=1,
+            help="Processes sharing an uncompressed NDJSON file (default: one per core, each given 16 MiB or more).",
+        ),
+    ] = None,
 ) -> None:
     """Match a log file against rules; print one JSON object per match (rule_id, rule_title, level, line, event_id).
 
     Without --source every rule is tried on every record (rules used as written, logsource ignored); with it,
     records map through the source's format and rules apply by its logsource, processed by its pipeline. The
-    file is streamed (memory stays bounded whatever its size) and each record is tested only against the rules
-    whose literal values it holds. Compiled rule sets are cached on disk (see `CUSTODES_CACHE_DIR`).
+    file is streamed (memory stays bounded whatever its size); NDJSON lines holding none of the rules' literals
+    are skipped undecoded, and each record is tested only against the rules whose literal values it holds.
+    Compiled rule sets are cached on disk (see `CUSTODES_CACHE_DIR`).
     """
-    from custodes.connectors.files import iter_records
     from custodes.detections.sigma.cache import load_rules_cached
+    from custodes.detections.sigma.filematch import RecordMatcher, match_file
 
     def work() -> None:
         _require([*rules, events])
@@ -337,84 +339,18 @@ def rules_match(
         ruleset = load_rules_cached(rules, source_settings.pipeline_name if source_settings is not None else None)
         for rejection in ruleset.rejections:
             err.print(f"[yellow]rejected:[/yellow] {rejection}", highlight=False, soft_wrap=True)
-        matcher = _Matcher(ruleset, source_settings, source or "file")
+        matcher = RecordMatcher(ruleset, source_settings, source or "file")
         gc.freeze()  # the rules live as long as the command: collections of the records' garbage skip them
-        matched = 0
-        out: list[bytes] = []
         with _progress("matching", None) as progress:
             task = progress.task_ids[0]
-            for number, record, warning in iter_records(events):
-                if warning:
-                    err.print(f"[yellow]warning:[/yellow] {warning}", highlight=False, soft_wrap=True)
-                hits = matcher.match(record)
-                if hits:
-                    event_id = matcher.event_id(record)
-                    for rule in hits:
-                        out.append(
-                            orjson.dumps(
-                                {
-                                    "rule_id": rule.id,
-                                    "rule_title": rule.title,
-                                    "level": rule.level.label,
-                                    "line": number,
-                                    "event_id": event_id,
-                                }
-                            )
-                        )
-                    if len(out) >= _BATCH:
-                        matched += _flush(out)
-                if number % _BATCH == 0:
-                    progress.advance(task, _BATCH)
-            matched += _flush(out)
+            matched = match_file(
+                events,
+                matcher,
+                workers=workers,
+                write=sys.stdout.write,
+                warn=lambda text: err.print(f"[yellow]warning:[/yellow] {text}", highlight=False, soft_wrap=True),
+                progress=lambda done: progress.update(task, completed=done),
+            )
         err.print(f"{matched} matches", highlight=False)
 
     run(work)
-
-
-def _flush(lines: list[bytes]) -> int:
-    """Write `lines` to stdout, one JSON object a line, and empty the list; how many were written."""
-    count = len(lines)
-    if count:
-        sys.stdout.write(b"\n".join(lines).decode() + "\n")
-        lines.clear()
-    return count
-
-
-class _Matcher:
-    """The matching path of `rules match`: the index on every path, the event envelope only where needed.
-
-    With a source, records whose logsource is the source's (every format but those that derive it from the
-    record) go straight to the engine's index; the envelope is built only for records that match (for the event
-    id), or for every record when rules read the enrichment (`custodes.*`, computed from the event). Without a
-    source, one index over every rule tests the record as written.
-    """
-
-    def __init__(self, ruleset: RuleSet, source: SourceSettings | None, name: str) -> None:
-        from custodes.config import SourceSettings
-        from custodes.connectors.envelope import VARYING_LOGSOURCE, to_event
-        from custodes.detections.sigma.engine import SigmaEngine
-        from custodes.detections.sigma.index import RuleIndex
-
-        self._to_event = to_event
-        self._settings = source or SourceSettings(format="generic")
-        self._name = name
-        self._match: Callable[[dict[str, Any]], list[CompiledRule]]
-        if source is None:
-            self._match = RuleIndex(ruleset.rules).match
-        elif source.format in VARYING_LOGSOURCE or any(rule.contextual for rule in ruleset.rules):
-            self._match = partial(self._match_event, SigmaEngine(ruleset))
-        else:
-            self._match = partial(SigmaEngine(ruleset).match_record, self._settings.logsource)
-
-    def match(self, record: Any) -> list[CompiledRule]:
-        """The rules `record` matches, in load order."""
-        if type(record) is not dict:
-            record = self._to_event(record, self._settings, self._name).raw
-        return self._match(record)
-
-    def _match_event(self, engine: SigmaEngine, record: dict[str, Any]) -> list[CompiledRule]:
-        return engine.match(self._to_event(record, self._settings, self._name))
-
-    def event_id(self, record: Any) -> str:
-        """The id of the event `record` maps to (as the service would store it)."""
-        return self._to_event(record, self._settings, self._name).id

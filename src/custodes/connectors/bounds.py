@@ -8,28 +8,11 @@ any transaction. The raw record is never bounded here: it is kept whole, up to t
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Any
 
-import sqlalchemy as sa
+from custodes.widths import ENTITY, EVENT_TEXT, LOGSOURCE_TEXT, RULE_ID, TITLE
 
-from custodes.store.tables import events, findings
-
-
-def width(column: sa.Column[Any]) -> int:
-    """The number of characters a string column holds."""
-    length = getattr(column.type, "length", None)
-    if not isinstance(length, int):
-        raise TypeError(f"column {column.name} has no length")
-    return length
-
-
-EVENT_TEXT: Final = {name: width(events.c[name]) for name in ("actor", "action", "target", "src_ip")}
-"""The envelope's identifiers and the characters each may have."""
-LOGSOURCE_TEXT: Final = {name: width(events.c[name]) for name in ("product", "service", "category")}
-"""The logsource names (a record can name its service, e.g. a Google Workspace application)."""
-RULE_ID: Final = width(findings.c.rule_id)
-TITLE: Final = width(findings.c.title)
-ENTITY: Final = width(findings.c.entity)
+__all__ = ["ENTITY", "EVENT_TEXT", "LOGSOURCE_TEXT", "RULE_ID", "TITLE", "clamped", "path_of", "too_long"]
 
 
 def too_long(value: str, limit: int, name: str) -> str | None:

@@ -193,7 +193,7 @@ def okta(record: dict[str, Any], settings: SourceSettings, source: str) -> Event
     if record.get("eventType") is None:
         b.warnings.append("eventType missing")
     return b.event(
-        record.get("uuid"),
+        record.get(ID_KEYS["okta"]),
         b.time("published"),
         actor=_text(dig(record, "actor.alternateId")),
         action=_text(record.get("eventType")),
@@ -234,7 +234,7 @@ def cloudtrail(record: dict[str, Any], settings: SourceSettings, source: str) ->
         else None
     )
     return b.event(
-        record.get("eventID"),
+        record.get(ID_KEYS["cloudtrail"]),
         b.time("eventTime", "@timestamp"),
         actor=_cloudtrail_actor(record.get("userIdentity")),
         action=_text(record.get("eventName")),
@@ -357,7 +357,7 @@ def azure_activity(record: dict[str, Any], settings: SourceSettings, source: str
         operation = operation.get("value")
     result = record.get("resultType") or dig(record, "status.value")
     return b.event(
-        record.get("eventDataId"),
+        record.get(ID_KEYS["azure_activity"]),
         b.time("time", "eventTimestamp"),
         actor=_text(record.get("caller") or dig(record, "identity.claims.name")),
         action=_text(operation),
@@ -380,7 +380,7 @@ def gcp_audit(record: dict[str, Any], settings: SourceSettings, source: str) -> 
     if not payload:
         b.warnings.append("protoPayload missing")
     return b.event(
-        record.get("insertId"),
+        record.get(ID_KEYS["gcp_audit"]),
         b.time("timestamp", "receiveTimestamp"),
         actor=_text(dig(payload, "authenticationInfo.principalEmail")),
         action=_text(payload.get("methodName")),
@@ -414,7 +414,7 @@ def github(record: dict[str, Any], settings: SourceSettings, source: str) -> Eve
     """GitHub organisation and enterprise audit log events."""
     b = _Builder(record, settings, source)
     return b.event(
-        record.get("_document_id"),
+        record.get(ID_KEYS["github"]),
         b.time("@timestamp", "created_at"),
         actor=_text(record.get("actor")),
         action=_text(record.get("action")),
@@ -427,7 +427,7 @@ def m365(record: dict[str, Any], settings: SourceSettings, source: str) -> Event
     """Microsoft 365 unified audit log records (Office 365 Management Activity API)."""
     b = _Builder(record, settings, source)
     return b.event(
-        record.get("Id"),
+        record.get(ID_KEYS["m365"]),
         b.time("CreationTime"),
         actor=_text(record.get("UserId")),
         action=_text(record.get("Operation")),
@@ -507,7 +507,7 @@ def teleport(record: dict[str, Any], settings: SourceSettings, source: str) -> E
         outcome = Outcome.UNKNOWN
     target = record.get("server_hostname") or record.get("db_name") or record.get("app_name") or record.get("url")
     return b.event(
-        record.get("uid"),
+        record.get(ID_KEYS["teleport"]),
         b.time("time", "ei"),
         actor=_text(record.get("user")),
         action=_text(record.get("event")),
@@ -578,6 +578,17 @@ MAPPERS: dict[str, Mapper] = {
 }
 
 
+ID_KEYS: Final = {
+    "okta": "uuid",
+    "cloudtrail": "eventID",
+    "azure_activity": "eventDataId",
+    "gcp_audit": "insertId",
+    "github": "_document_id",
+    "m365": "Id",
+    "teleport": "uid",
+}
+"""The key of the vendor's own event id, for formats where it is one top-level key (the others derive it)."""
+
 VARYING_LOGSOURCE: Final = frozenset({"google_workspace"})
 """Formats whose events' logsource depends on the record (elsewhere it is the source's `logsource`)."""
 
@@ -588,6 +599,15 @@ def mapper_for(settings: SourceSettings) -> Mapper:
         return MAPPERS[settings.format]
     except KeyError:
         raise ValueError(f"unknown source format {settings.format!r} (known: {', '.join(MAPPERS)})") from None
+
+
+def event_id(record: Any, settings: SourceSettings, source: str) -> str:
+    """The id `to_event` gives the record's event, read without mapping the rest where the format names its key."""
+    key = ID_KEYS.get(settings.format)
+    if key is None or not isinstance(record, dict):
+        return to_event(record, settings, source).id
+    vendor = _text(record.get(key))
+    return stable_id(source, record if vendor is None else vendor)
 
 
 def to_event(record: Any, settings: SourceSettings, source: str) -> Event:

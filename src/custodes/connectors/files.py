@@ -7,12 +7,14 @@ from __future__ import annotations
 import codecs
 import gzip
 import hashlib
+import itertools
 import json
+import os
 import zlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any, Final, cast
+from typing import IO, Any, Final, Protocol, cast
 
 import orjson
 
@@ -30,6 +32,7 @@ _SNIFF_BYTES: Final = 1 << 20
 _LONGEST_ELEMENT: Final = 64 << 20
 """A JSON document element still unparsed after this many characters past its start is reported as malformed."""
 _WHITESPACE: Final = " \t\r\n"
+_OBJECT_ENDS: Final = (b"}", b"}\r")
 _DECODER: Final = json.JSONDecoder()
 
 _Row = tuple[int, Any, str | None]
@@ -54,14 +57,24 @@ def _chunks(stream: IO[bytes]) -> Iterator[bytes]:
         yield chunk
 
 
-def iter_records(path: Path) -> Iterator[_Row]:
+class Screen(Protocol):
+    """Picks, in a block of NDJSON lines, those worth decoding (`detections.sigma.linefilter.LineScreen`)."""
+
+    def select(self, block: bytes, lines: list[bytes]) -> Collection[int]:
+        """The positions in `lines` (`block` split at newlines) of the lines to decode."""
+        ...
+
+
+def iter_records(path: Path, screen: Screen | None = None) -> Iterator[_Row]:
     """Yield (record number, decoded record, warning) from a log file in any supported layout, streaming it.
 
     A malformed line of an NDJSON file is kept as a string record with a warning naming its line; a
-    malformed JSON document (array or object) is an error naming line and column.
+    malformed JSON document (array or object) is an error naming line and column. With a `screen`, the lines of
+    an NDJSON file shaped like an object (`{...}`) that it does not pick are skipped undecoded (so a malformed
+    one among them is not reported).
     """
     with _opened(path) as stream:
-        yield from parse_stream(_chunks(stream), path)
+        yield from parse_stream(_chunks(stream), path, screen)
 
 
 def read_bytes(path: Path) -> bytes:
@@ -70,8 +83,53 @@ def read_bytes(path: Path) -> bytes:
         return stream.read()
 
 
-def parse_stream(chunks: Iterator[bytes], path: Path) -> Iterator[_Row]:
-    """`iter_records` over chunks of (decompressed) content: NDJSON line by line, documents element by element.
+def parse_stream(chunks: Iterator[bytes], path: Path, screen: Screen | None = None) -> Iterator[_Row]:
+    """`iter_records` over chunks of (decompressed) content: NDJSON line by line, documents element by element."""
+    layout, head = _sniff(chunks)
+    if layout == "document":
+        yield from _Document(path, _rejoin(head, chunks)).records()
+    elif layout == "ndjson":
+        yield from _ndjson(path, _rejoin(head, chunks), screen)
+
+
+def ndjson_ranges(path: Path, count: int) -> list[tuple[int, int]] | None:
+    """Up to `count` byte ranges of an uncompressed NDJSON file, each of whole lines (`iter_range` reads one);
+    None for a compressed file or one JSON document."""
+    with _opened(path) as stream:
+        if isinstance(stream, gzip.GzipFile) or _sniff(_chunks(stream))[0] != "ndjson":
+            return None
+        size = os.fstat(stream.fileno()).st_size
+        cuts = [0]
+        for part in range(1, count):
+            stream.seek(max(size * part // count, cuts[-1]))
+            while chunk := stream.read(CHUNK_BYTES):
+                end = chunk.find(b"\n")
+                if end >= 0:
+                    cuts.append(stream.tell() - len(chunk) + end + 1)
+                    break
+            else:
+                break
+        cuts.append(size)
+    return [(start, stop) for start, stop in itertools.pairwise(cuts) if stop > start]
+
+
+def iter_range(path: Path, start: int, stop: int, screen: Screen | None = None) -> Iterator[_Row]:
+    """`iter_records` over the lines of an NDJSON file from byte `start` to `stop` (line boundaries), numbered as
+    lines of the whole file."""
+    with _opened(path) as stream:
+        number = 0
+        while stream.tell() < start:
+            number += stream.read(min(CHUNK_BYTES, start - stream.tell())).count(b"\n")
+
+        def span() -> Iterator[bytes]:
+            while (left := stop - stream.tell()) > 0 and (chunk := stream.read(min(CHUNK_BYTES, left))):
+                yield chunk
+
+        yield from _ndjson(path, span(), screen, number)
+
+
+def _sniff(chunks: Iterator[bytes]) -> tuple[str | None, bytes]:
+    """The layout of content read from `chunks` ("ndjson", "document", or None when blank) and what was read.
 
     A file whose first line is a whole JSON object followed by more content is NDJSON; one that starts with `[`
     or `{` otherwise is one JSON document; anything else is NDJSON.
@@ -83,7 +141,7 @@ def parse_stream(chunks: Iterator[bytes], path: Path) -> Iterator[_Row]:
             break
     stripped = head.lstrip()
     if not stripped:
-        return
+        return None, head
     if stripped[:1] == b"{":
         while b"\n" not in stripped and len(stripped) < _SNIFF_BYTES:  # the first line, unless it is huge
             more = next(chunks, b"")
@@ -99,12 +157,8 @@ def parse_stream(chunks: Iterator[bytes], path: Path) -> Iterator[_Row]:
                     break
                 head, rest = head + more, rest + more
             if rest.strip():
-                yield from _ndjson(path, _rejoin(head, chunks))
-                return
-    if stripped[:1] in (b"[", b"{"):
-        yield from _Document(path, _rejoin(head, chunks)).records()
-        return
-    yield from _ndjson(path, _rejoin(head, chunks))
+                return "ndjson", head
+    return ("document" if stripped[:1] in (b"[", b"{") else "ndjson"), head
 
 
 def _is_object(line: bytes) -> bool:
@@ -119,26 +173,38 @@ def _rejoin(head: bytes, chunks: Iterator[bytes]) -> Iterator[bytes]:
     yield from chunks
 
 
-def _lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
+def _blocks(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """The content in blocks of whole lines (each without its last newline)."""
     pending = b""
     for chunk in chunks:
-        lines = (pending + chunk).split(b"\n") if pending else chunk.split(b"\n")
-        pending = lines.pop()
-        yield from lines
+        end = chunk.rfind(b"\n")
+        if end < 0:
+            pending += chunk
+            continue
+        yield pending + chunk[:end] if pending else chunk[:end]
+        pending = chunk[end + 1 :]
     if pending:
         yield pending
 
 
-def _ndjson(path: Path, chunks: Iterator[bytes]) -> Iterator[_Row]:
+def _ndjson(path: Path, chunks: Iterator[bytes], screen: Screen | None = None, number: int = 0) -> Iterator[_Row]:
+    """The rows of NDJSON content whose first line is line `number + 1` of `path`."""
     loads, decode_error = orjson.loads, orjson.JSONDecodeError
-    for number, line in enumerate(_lines(chunks), start=1):
-        try:
-            yield number, loads(line), None
-        except decode_error as exc:
-            if not line.strip():
+    for block in _blocks(chunks):
+        lines = block.split(b"\n")
+        wanted = range(len(lines)) if screen is None else screen.select(block, lines)
+        for position, line in enumerate(lines):
+            if position not in wanted and line.startswith(b"{") and line.endswith(_OBJECT_ENDS):
                 continue
-            text = line.rstrip(b"\r").decode("utf-8", errors="replace")
-            yield number, text, f"{path}:{number}:{exc.pos + 1}: invalid JSON ({exc.msg}); kept as text"
+            try:
+                yield number + position + 1, loads(line), None
+            except decode_error as exc:
+                if not line.strip():
+                    continue
+                text = line.rstrip(b"\r").decode("utf-8", errors="replace")
+                at = number + position + 1
+                yield at, text, f"{path}:{at}:{exc.pos + 1}: invalid JSON ({exc.msg}); kept as text"
+        number += len(lines)
 
 
 class _Document:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
+from custodes.widths import ENTITY, EVENT_TEXT, LOGSOURCE_TEXT, RULE_ID, TITLE
+
 metadata = sa.MetaData(
     naming_convention={
         "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -23,14 +25,14 @@ events = sa.Table(
     sa.Column("id", sa.String(64), primary_key=True),
     sa.Column("time", Timestamp, nullable=False),
     sa.Column("source", sa.String(128), nullable=False),
-    sa.Column("product", sa.String(64)),
-    sa.Column("service", sa.String(64)),
-    sa.Column("category", sa.String(64)),
-    sa.Column("actor", sa.String(512)),
-    sa.Column("action", sa.String(512)),
-    sa.Column("target", sa.String(1024)),
+    sa.Column("product", sa.String(LOGSOURCE_TEXT["product"])),
+    sa.Column("service", sa.String(LOGSOURCE_TEXT["service"])),
+    sa.Column("category", sa.String(LOGSOURCE_TEXT["category"])),
+    sa.Column("actor", sa.String(EVENT_TEXT["actor"])),
+    sa.Column("action", sa.String(EVENT_TEXT["action"])),
+    sa.Column("target", sa.String(EVENT_TEXT["target"])),
     sa.Column("outcome", sa.String(16), nullable=False),
-    sa.Column("src_ip", sa.String(64)),
+    sa.Column("src_ip", sa.String(EVENT_TEXT["src_ip"])),
     sa.Column("bytes", sa.BigInteger),
     sa.Column("raw", JSON, nullable=False),
     sa.Column("warnings", JSON, nullable=False),
@@ -58,11 +60,11 @@ findings = sa.Table(
     sa.Column("id", sa.String(64), primary_key=True),
     sa.Column("dedup_key", sa.String(64), nullable=False),
     sa.Column("detector", sa.String(32), nullable=False),
-    sa.Column("rule_id", sa.String(128), nullable=False),
-    sa.Column("title", sa.String(512), nullable=False),
+    sa.Column("rule_id", sa.String(RULE_ID), nullable=False),
+    sa.Column("title", sa.String(TITLE), nullable=False),
     sa.Column("description", sa.Text),
     sa.Column("severity", sa.SmallInteger, nullable=False),
-    sa.Column("entity", sa.String(512)),
+    sa.Column("entity", sa.String(ENTITY)),
     sa.Column("source", sa.String(128)),
     sa.Column("tags", JSON, nullable=False),
     sa.Column("event_ids", JSON, nullable=False),

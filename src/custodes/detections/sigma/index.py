@@ -50,6 +50,7 @@ class RuleIndex:
                 for name, value in (*option.exact, *option.numbers):
                     distinct.setdefault(name, set()).add(value)
         spread = Counter({name: len(values) for name, values in distinct.items()})
+        self._spread = spread
         always: list[int] = []
         exact: dict[str, dict[str, list[int]]] = {}
         numbers: dict[str, dict[int | float, list[int]]] = {}
@@ -92,6 +93,20 @@ class RuleIndex:
             "substring": indexed - len(exact),
             "always": len(self.always),
         }
+
+    def literals(self) -> frozenset[str] | None:
+        """Texts of which every record a rule here matches holds one in some string, case-folded (equal to it or
+        containing it): for each rule, the texts of its cheapest requirement without numbers, a short text
+        counting as common. None when a rule has no such requirement (it may match a record holding none).
+        """
+        texts: set[str] = set()
+        for rule in self.rules:
+            options = [option for option in rule.requirements if not option.numbers]
+            if not options:
+                return None
+            chosen = min(options, key=lambda option: _text_cost(option, self._spread))
+            texts.update(text for _, text in (*chosen.exact, *chosen.contains))
+        return frozenset(texts)
 
     def candidates(self, record: _Record) -> list[CompiledRule]:
         """The rules that may match `record`, in load order (a superset of those that do)."""
@@ -182,3 +197,9 @@ def _cost(option: Requirement, spread: Counter[str]) -> float:
     exact = sum(1.0 / (1 + spread[name]) ** 2 for name, _ in (*option.exact, *option.numbers))
     contains = sum(4.0 / len(text) ** 2 for _, text in option.contains)
     return exact + contains
+
+
+def _text_cost(option: Requirement, spread: Counter[str]) -> float:
+    """`_cost` for a search of the texts anywhere in a record's line, where a short text is found far more often."""
+    shortest = min(len(text) for _, text in (*option.exact, *option.contains))
+    return _cost(option, spread) * (1 + 16 / max(shortest, 1) ** 2)

@@ -1,0 +1,253 @@
+"""A log file matched against a rule set, as `custodes rules match` runs it: one JSON line per match, in file order.
+
+Records are read streaming (`connectors.files`), NDJSON lines screened for the rules' literals before decoding
+(`linefilter`), each record tested only against the rules of the index it meets, and the envelope built only for
+the event id of a record that matches. An uncompressed NDJSON file is cut at line ends into ranges matched by
+forked processes (the parent takes the first; each other range's matches and warnings go to a file of its own,
+written out in order when the parent has done its own), so the output is the same whatever the number of workers.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import multiprocessing
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+import orjson
+
+from custodes.connectors.files import iter_range, iter_records, ndjson_ranges
+from custodes.errors import CustodesError
+
+if TYPE_CHECKING:
+    from custodes.config import SourceSettings
+    from custodes.detections.sigma.compiler import CompiledRule
+    from custodes.detections.sigma.engine import SigmaEngine
+    from custodes.detections.sigma.index import RuleIndex
+    from custodes.detections.sigma.linefilter import LineScreen
+    from custodes.detections.sigma.ruleset import RuleSet
+
+BATCH: Final = 1000
+"""Matches written at a time, and records between progress reports."""
+RANGE_BYTES: Final = 16 << 20
+"""The least a worker is given when the number of workers is left to the file's size."""
+
+_Write = Callable[[str], object]
+_Progress = Callable[[int], None]
+_Counts = ctypes.Array[ctypes.c_int64]
+"""Records read so far by each worker (the parent's first), shared memory the progress is shown from."""
+_Rows = Iterable[tuple[int, Any, str | None]]
+
+
+class RecordMatcher:
+    """The rules a record matches, and its event id: the index on every path, the envelope only where needed.
+
+    With a source, records whose logsource is the source's (every format but those that derive it from the
+    record) go straight to the engine's index; the envelope is built only for the event id of a record that
+    matches, or for every record when rules read the enrichment (`custodes.*`, computed from the event). Without
+    a source, one index over every rule tests the record as written.
+    """
+
+    def __init__(self, ruleset: RuleSet, source: SourceSettings | None, name: str) -> None:
+        from custodes.config import SourceSettings
+        from custodes.connectors.envelope import VARYING_LOGSOURCE, event_id, to_event
+        from custodes.detections.sigma.engine import SigmaEngine
+        from custodes.detections.sigma.index import RuleIndex
+
+        self._to_event = to_event
+        self._event_id = event_id
+        self._settings = source or SourceSettings(format="generic")
+        self._name = name
+        self._match: Callable[[dict[str, Any]], list[CompiledRule]]
+        self._index: RuleIndex | None = None  # the rules records are tested against as written, where one is
+        if source is None:
+            self._index = RuleIndex(ruleset.rules)
+            self._match = self._index.match
+        elif source.format in VARYING_LOGSOURCE or any(rule.contextual for rule in ruleset.rules):
+            self._match = partial(self._match_event, SigmaEngine(ruleset))
+        else:
+            engine = SigmaEngine(ruleset)
+            self._index = engine.index_for(self._settings.logsource)
+            self._match = partial(engine.match_record, self._settings.logsource)
+
+    def screen(self) -> LineScreen | None:
+        """A screen over NDJSON lines for the rules, where records are tested as written (not through the envelope)."""
+        from custodes.detections.sigma.linefilter import LineScreen
+
+        return LineScreen.build(self._index.literals()) if self._index is not None else None
+
+    def match(self, record: Any) -> list[CompiledRule]:
+        """The rules `record` matches, in load order."""
+        if type(record) is not dict:
+            record = self._to_event(record, self._settings, self._name).raw
+        return self._match(record)
+
+    def _match_event(self, engine: SigmaEngine, record: dict[str, Any]) -> list[CompiledRule]:
+        return engine.match(self._to_event(record, self._settings, self._name))
+
+    def event_id(self, record: Any) -> str:
+        """The id of the event `record` maps to (as the service would store it)."""
+        return self._event_id(record, self._settings, self._name)
+
+
+def match_file(
+    path: Path,
+    matcher: RecordMatcher,
+    *,
+    workers: int | None,
+    write: _Write,
+    warn: _Write,
+    progress: _Progress,
+) -> int:
+    """Write each match of the records of `path` as a JSON line through `write`; the number of matches.
+
+    `warn` gets each warning (a malformed line), `progress` the number of records read so far. `workers`
+    processes share an uncompressed NDJSON file (None: one per core, each given at least `RANGE_BYTES`).
+    """
+    screen = matcher.screen()
+    ranges = _ranges(path, workers)
+    if ranges is None:
+        return _match_rows(iter_records(path, screen), matcher, write, warn, progress)
+    counts = multiprocessing.get_context("fork").RawArray(ctypes.c_int64, len(ranges))
+    with tempfile.TemporaryDirectory(prefix="custodes-match-", ignore_cleanup_errors=True) as folder:
+        spool = Path(folder)
+        started = [
+            _start(path, span, matcher, screen, spool / str(part), counts, part)
+            for part, span in enumerate(ranges[1:], start=1)
+        ]
+
+        def own(done: int) -> None:
+            counts[0] = done
+            progress(sum(counts))
+
+        matched = _match_rows(iter_range(path, *ranges[0], screen), matcher, write, warn, own)
+        for part, process in enumerate(started, start=1):
+            while process.exitcode is None:
+                process.join(0.2)
+                progress(sum(counts))
+            failure = (spool / f"{part}.error").read_text() if process.exitcode else ""
+            if process.exitcode:
+                raise CustodesError(failure or f"a worker matching {path} stopped (exit code {process.exitcode})")
+            for warning in _lines(spool / f"{part}.warnings"):
+                warn(warning)
+            for block in _blocks(spool / f"{part}.matches"):
+                write(block)
+                matched += block.count("\n")
+    return matched
+
+
+def _ranges(path: Path, workers: int | None) -> list[tuple[int, int]] | None:
+    """The byte ranges the workers take, or None to read the file in this process alone."""
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    count = workers if workers is not None else min(cores, max(1, path.stat().st_size // RANGE_BYTES))
+    if count < 2:
+        return None
+    ranges = ndjson_ranges(path, count)
+    return ranges if ranges is not None and len(ranges) > 1 else None
+
+
+def _start(
+    path: Path,
+    span: tuple[int, int],
+    matcher: RecordMatcher,
+    screen: LineScreen | None,
+    spool: Path,
+    counts: _Counts,
+    part: int,
+) -> multiprocessing.process.BaseProcess:
+    """A forked process matching the lines of `span`, its matches and warnings spooled beside `spool`."""
+    import sys
+
+    sys.stdout.flush()  # a forked process flushes the streams it inherits when it ends
+    sys.stderr.flush()
+    process = multiprocessing.get_context("fork").Process(
+        target=_worker, args=(path, span, matcher, screen, spool, counts, part), daemon=True
+    )
+    process.start()
+    return process
+
+
+def _worker(
+    path: Path,
+    span: tuple[int, int],
+    matcher: RecordMatcher,
+    screen: LineScreen | None,
+    spool: Path,
+    counts: _Counts,
+    part: int,
+) -> None:
+    try:
+        with (
+            spool.with_suffix(".matches").open("w", encoding="utf-8") as matches,
+            spool.with_suffix(".warnings").open("w", encoding="utf-8") as warnings,
+        ):
+
+            def done(number: int) -> None:
+                counts[part] = number
+
+            rows = iter_range(path, *span, screen)
+            _match_rows(rows, matcher, matches.write, lambda text: warnings.write(text + "\n"), done)
+    except BaseException as exc:
+        spool.with_suffix(".error").write_text(str(exc) or type(exc).__name__)
+        raise SystemExit(1) from None
+
+
+def _match_rows(rows: _Rows, matcher: RecordMatcher, write: _Write, warn: _Write, progress: _Progress) -> int:
+    """Match `rows`, writing each match as a JSON line (in batches); the number of matches."""
+    matched = 0
+    out: list[bytes] = []
+    read = shown = 0
+    for number, record, warning in rows:
+        read += 1
+        if warning:
+            warn(warning)
+        hits = matcher.match(record)
+        if hits:
+            event_id = matcher.event_id(record)
+            out.extend(
+                orjson.dumps(
+                    {
+                        "rule_id": rule.id,
+                        "rule_title": rule.title,
+                        "level": rule.level.label,
+                        "line": number,
+                        "event_id": event_id,
+                    }
+                )
+                for rule in hits
+            )
+            if len(out) >= BATCH:
+                matched += _flush(out, write)
+        if number - shown >= BATCH:
+            progress(read)
+            shown = number
+    matched += _flush(out, write)
+    progress(read)
+    return matched
+
+
+def _flush(lines: list[bytes], write: _Write) -> int:
+    """Write `lines`, one JSON object a line, and empty the list; how many were written."""
+    count = len(lines)
+    if count:
+        write(b"\n".join(lines).decode() + "\n")
+        lines.clear()
+    return count
+
+
+def _lines(path: Path) -> Iterator[str]:
+    with path.open(encoding="utf-8") as lines:
+        for line in lines:
+            yield line.rstrip("\n")
+
+
+def _blocks(path: Path) -> Iterator[str]:
+    """The text of `path` in blocks of whole lines."""
+    with path.open(encoding="utf-8") as text:
+        while block := text.read(1 << 20):
+            yield block + text.readline()

@@ -1,0 +1,111 @@
+"""A screen over NDJSON lines: the lines that may hold a record some rule matches, found without decoding them.
+
+Every record a rule matches has a string holding one of the rule's literal texts, case-folded (`RuleIndex.literals`).
+Such a string is written in its line as JSON spells it, so the line holds the text's JSON spelling, whatever the
+letter case. That is certain only where the spelling of a string is unique: the screen therefore also takes every
+line in which it is not, or in which a value's text as rules read it may not be spelled out:
+
+- a `\\u` escape (any character may be written so), or an escaped `/` where a literal holds a `/`;
+- any byte outside ASCII (case folding outside ASCII can yield ASCII letters, and undecodable bytes are replaced);
+- where a literal could be part of Python's text of a float (digits, `.`, `e`, ...): a number with an exponent, of
+  16 or more digits, or under 0.0001, which Python spells differently (`1e3` is read as `1000.0`, and rules
+  compare numbers by that text). Integers, `true` and `false` are spelled as JSON spells them.
+
+A line whose JSON is malformed is kept as its text (`connectors.files`), which holds the literal itself; both
+spellings are searched. `connectors.files` decodes the lines the screen takes and every line that is not shaped
+like an object (`{...}`), so the records skipped are objects that no rule can match.
+
+The search is Hyperscan's (every literal at once, case-insensitive, over a block of lines); without it there is no
+screen and every line is decoded.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections.abc import Collection, Iterable
+from itertools import accumulate
+from typing import Any, Final
+
+_SHORT_ESCAPES: Final = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_HAZARDS: Final = (rb"\\u", rb"[\x80-\xff]")
+_SLASH: Final = rb"\\/"
+_NUMBER_START: Final = rb"[:,\[][\x20\t\r\n]*-?"
+_NUMBERS: Final = (
+    _NUMBER_START + rb"[0-9]+(\.[0-9]+)?[eE]",
+    _NUMBER_START + rb"[0-9.]{17}",
+    _NUMBER_START + rb"0\.0000",
+)
+_FLOAT_TEXT: Final = frozenset("0123456789.e+-infa")
+"""The characters of Python's text of a float (`1e+16`, `inf`, `nan`); other texts are never part of one."""
+
+
+class LineScreen:
+    """A compiled search for a set of literal texts and for the lines where spelling is not unique."""
+
+    def __init__(self, database: Any) -> None:
+        self._database = database
+
+    @classmethod
+    def build(cls, literals: Iterable[str] | None) -> LineScreen | None:
+        """The screen for `literals` (case-folded texts); None without Hyperscan, or when a literal is empty."""
+        if literals is None:
+            return None
+        patterns: set[bytes] = set()
+        hazards = list(_HAZARDS)
+        for literal in literals:
+            if not literal:
+                return None  # an empty text is in every line
+            patterns.update(_pattern(spelling) for spelling in _spellings(literal))
+            if "/" in literal and _SLASH not in hazards:
+                hazards.append(_SLASH)
+            if _FLOAT_TEXT.issuperset(literal) and _NUMBERS[0] not in hazards:
+                hazards.extend(_NUMBERS)
+        try:
+            import hyperscan
+        except ImportError:
+            return None
+        expressions = [*hazards, *sorted(patterns)]
+        database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+        try:
+            database.compile(
+                expressions=expressions,
+                ids=list(range(len(expressions))),
+                elements=len(expressions),
+                flags=[0] * len(hazards) + [hyperscan.HS_FLAG_CASELESS] * len(patterns),
+            )
+        except hyperscan.error:  # e.g. a processor Hyperscan does not support
+            return None
+        return cls(database)
+
+    def select(self, block: bytes, lines: list[bytes]) -> Collection[int]:
+        """The positions in `lines` (`block` split at newlines) of the lines the screen takes."""
+        ends: list[int] = []
+        self._database.scan(block, match_event_handler=_found, context=ends)
+        if not ends:
+            return ()
+        starts = list(accumulate((len(line) + 1 for line in lines), initial=0))
+        return {bisect_right(starts, end - 1) - 1 for end in ends}
+
+
+def _found(_pattern: int, _start: int, end: int, _flags: int, ends: list[int]) -> None:
+    ends.append(end)
+
+
+def _spellings(literal: str) -> set[str]:
+    """The literal as a JSON string spells it and as it stands (in a malformed line kept as text).
+
+    Characters JSON can only write as `\\u` escapes, and non-ASCII ones, leave a spelling out: a line holding them
+    is taken for its `\\u` escape or its non-ASCII bytes.
+    """
+    found = set()
+    if literal.isascii() and "\n" not in literal:
+        found.add(literal)
+    spelled = "".join(_SHORT_ESCAPES.get(char, char) for char in literal)
+    if spelled.isascii() and all(char >= " " for char in spelled):
+        found.add(spelled)
+    return found
+
+
+def _pattern(text: str) -> bytes:
+    """A Hyperscan expression matching `text` literally."""
+    return b"".join(bytes([byte]) if chr(byte).isalnum() else b"\\x%02x" % byte for byte in text.encode())
