@@ -15,8 +15,8 @@ from custodes.config import Settings, load_settings
 from custodes.errors import CustodesError, describe
 from custodes.redaction import redact, redact_every_record
 
-console = Console()
-err = Console(stderr=True)
+console = Console(emoji=False)  # ":1234:" in a file position is not an emoji code
+err = Console(stderr=True, emoji=False)
 
 ConfigOption = Annotated[
     Path | None,

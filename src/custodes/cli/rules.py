@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import orjson
 import typer
 import yaml
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -348,7 +349,9 @@ def rules_match(
                 matcher,
                 workers=workers,
                 write=sys.stdout.write,
-                warn=lambda text: err.print(f"[yellow]warning:[/yellow] {text}", highlight=False, soft_wrap=True),
+                warn=lambda text: err.print(
+                    f"[yellow]warning:[/yellow] {escape(text)}", highlight=False, soft_wrap=True
+                ),
                 progress=lambda done: progress.update(task, completed=done),
             )
         err.print(f"{matched} matches", highlight=False)

@@ -11,7 +11,7 @@ import itertools
 import json
 import os
 import zlib
-from collections.abc import AsyncIterator, Collection, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Final, Protocol, cast
@@ -32,7 +32,6 @@ _SNIFF_BYTES: Final = 1 << 20
 _LONGEST_ELEMENT: Final = 64 << 20
 """A JSON document element still unparsed after this many characters past its start is reported as malformed."""
 _WHITESPACE: Final = " \t\r\n"
-_OBJECT_ENDS: Final = (b"}", b"}\r")
 _DECODER: Final = json.JSONDecoder()
 
 _Row = tuple[int, Any, str | None]
@@ -60,8 +59,8 @@ def _chunks(stream: IO[bytes]) -> Iterator[bytes]:
 class Screen(Protocol):
     """Picks, in a block of NDJSON lines, those worth decoding (`detections.sigma.linefilter.LineScreen`)."""
 
-    def select(self, block: bytes, lines: list[bytes]) -> Collection[int]:
-        """The positions in `lines` (`block` split at newlines) of the lines to decode."""
+    def lines(self, block: bytes) -> Iterable[tuple[int, bytes]]:
+        """The lines of `block` to decode, with their positions in it (in order); all the others are objects."""
         ...
 
 
@@ -70,8 +69,8 @@ def iter_records(path: Path, screen: Screen | None = None) -> Iterator[_Row]:
 
     A malformed line of an NDJSON file is kept as a string record with a warning naming its line; a
     malformed JSON document (array or object) is an error naming line and column. With a `screen`, the lines of
-    an NDJSON file shaped like an object (`{...}`) that it does not pick are skipped undecoded (so a malformed
-    one among them is not reported).
+    an NDJSON file it does not pick (each shaped like an object, `{...}`) are skipped undecoded, so a malformed
+    one among them is not reported.
     """
     with _opened(path) as stream:
         yield from parse_stream(_chunks(stream), path, screen)
@@ -191,11 +190,8 @@ def _ndjson(path: Path, chunks: Iterator[bytes], screen: Screen | None = None, n
     """The rows of NDJSON content whose first line is line `number + 1` of `path`."""
     loads, decode_error = orjson.loads, orjson.JSONDecodeError
     for block in _blocks(chunks):
-        lines = block.split(b"\n")
-        wanted = range(len(lines)) if screen is None else screen.select(block, lines)
-        for position, line in enumerate(lines):
-            if position not in wanted and line.startswith(b"{") and line.endswith(_OBJECT_ENDS):
-                continue
+        rows = enumerate(block.split(b"\n")) if screen is None else screen.lines(block)
+        for position, line in rows:
             try:
                 yield number + position + 1, loads(line), None
             except decode_error as exc:
@@ -204,7 +200,7 @@ def _ndjson(path: Path, chunks: Iterator[bytes], screen: Screen | None = None, n
                 text = line.rstrip(b"\r").decode("utf-8", errors="replace")
                 at = number + position + 1
                 yield at, text, f"{path}:{at}:{exc.pos + 1}: invalid JSON ({exc.msg}); kept as text"
-        number += len(lines)
+        number += block.count(b"\n") + 1
 
 
 class _Document:

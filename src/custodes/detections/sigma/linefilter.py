@@ -12,8 +12,8 @@ line in which it is not, or in which a value's text as rules read it may not be 
   compare numbers by that text). Integers, `true` and `false` are spelled as JSON spells them.
 
 A line whose JSON is malformed is kept as its text (`connectors.files`), which holds the literal itself; both
-spellings are searched. `connectors.files` decodes the lines the screen takes and every line that is not shaped
-like an object (`{...}`), so the records skipped are objects that no rule can match.
+spellings are searched. The screen also takes every line not shaped like an object (`{...}`): the lines it leaves
+are objects that no rule can match, and only those are skipped undecoded (`connectors.files`).
 
 The search is Hyperscan's (every literal at once, case-insensitive, over a block of lines); without it there is no
 screen and every line is decoded.
@@ -21,13 +21,14 @@ screen and every line is decoded.
 
 from __future__ import annotations
 
-from bisect import bisect_right
-from collections.abc import Collection, Iterable
-from itertools import accumulate
+from collections.abc import Iterable, Iterator
 from typing import Any, Final
 
 _SHORT_ESCAPES: Final = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 _HAZARDS: Final = (rb"\\u", rb"[\x80-\xff]")
+_SHAPES: Final = (rb"\n[^{]", rb"[^}\r]\n", rb"[^}]\r\n")
+"""A line not starting with `{` or not ending with `}` (before an optional carriage return)."""
+_OBJECT_ENDS: Final = (b"}", b"}\r")
 _SLASH: Final = rb"\\/"
 _NUMBER_START: Final = rb"[:,\[][\x20\t\r\n]*-?"
 _NUMBERS: Final = (
@@ -51,7 +52,7 @@ class LineScreen:
         if literals is None:
             return None
         patterns: set[bytes] = set()
-        hazards = list(_HAZARDS)
+        hazards = [*_HAZARDS, *_SHAPES]
         for literal in literals:
             if not literal:
                 return None  # an empty text is in every line
@@ -77,14 +78,28 @@ class LineScreen:
             return None
         return cls(database)
 
-    def select(self, block: bytes, lines: list[bytes]) -> Collection[int]:
-        """The positions in `lines` (`block` split at newlines) of the lines the screen takes."""
+    def lines(self, block: bytes) -> Iterator[tuple[int, bytes]]:
+        """The lines of `block` (NDJSON lines joined by newlines) the screen takes, with their positions, in order."""
+        if not block:
+            yield 0, block
+            return
         ends: list[int] = []
         self._database.scan(block, match_event_handler=_found, context=ends)
-        if not ends:
-            return ()
-        starts = list(accumulate((len(line) + 1 for line in lines), initial=0))
-        return {bisect_right(starts, end - 1) - 1 for end in ends}
+        if block[:1] != b"{":
+            ends.append(1)
+        if not block.endswith(_OBJECT_ENDS):
+            ends.append(len(block))
+        ends.sort()
+        position = counted = 0
+        previous = -1
+        for end in ends:  # the match's last byte is in the line (or is the newline ending it)
+            start = block.rfind(b"\n", 0, end - 1) + 1
+            if start == previous:
+                continue
+            position += block.count(b"\n", counted, start)
+            counted = previous = start
+            stop = block.find(b"\n", start)
+            yield position, block[start:] if stop < 0 else block[start:stop]
 
 
 def _found(_pattern: int, _start: int, end: int, _flags: int, ends: list[int]) -> None:

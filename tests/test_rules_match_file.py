@@ -1,0 +1,219 @@
+"""`rules match` over files: the line screen never hides a match, workers give the output of one process.
+
+The oracle decodes every line and tests every rule on every record (no index, no screen); `rules match` must print
+exactly its matches, with the same warnings, whatever the spelling of the JSON and the number of workers.
+"""
+
+from __future__ import annotations
+
+import gzip
+import itertools
+import json
+import random
+from pathlib import Path
+
+import orjson
+import pytest
+from typer.testing import CliRunner
+
+from custodes.cli import app
+from custodes.config import SourceSettings
+from custodes.connectors.envelope import ID_KEYS, event_id, to_event
+from custodes.connectors.files import iter_range, iter_records, ndjson_ranges
+from custodes.detections.sigma.filematch import RecordMatcher
+from custodes.detections.sigma.loader import load_rules
+
+runner = CliRunner()
+
+RULES = {
+    "quote": ("Quote and backslash", "commandLine|contains: 'say \"hi\" C:\\\\temp'"),
+    "slash": ("Slash", "path|endswith: '/etc/shadow'"),
+    "digits": ("Digits only", "amount|contains: '1000'"),
+    "float": ("A float's text", "ratio: '0.3'"),
+    "kelvin": ("Kelvin folds to k", "unit|startswith: 'kel'"),
+    "keyword": ("Keyword", "keywords: ['exfiltrate']"),
+    "bool": ("Boolean", "flag: 'true'"),
+    "exact": ("Exact name", "eventName: ConsoleLogin"),
+    "value": ("Text record", "value|contains: 'badline'"),
+}
+
+
+def write_rules(folder: Path) -> Path:
+    folder.mkdir()
+    for number, (name, (title, detection)) in enumerate(RULES.items()):
+        field, value = detection.split(": ", 1)
+        body = (
+            f"  keywords: {value}\n  condition: keywords"
+            if field == "keywords"
+            else f"  sel:\n    {field}: {value}\n  condition: sel"
+        )
+        (folder / f"{name}.yml").write_text(
+            f"title: {title}\nid: 00000000-0000-4000-8000-{number:012d}\nstatus: test\nlevel: high\n"
+            f"logsource: {{product: test}}\ndetection:\n{body}\n"
+        )
+    return folder
+
+
+def spell(value: str, rng: random.Random) -> str:
+    """A JSON string literal for `value`, each character escaped as \\uXXXX now and then, letter case changed."""
+    out = ['"']
+    for char in value:
+        if rng.random() < 0.5 and char.isalpha():
+            char = char.upper() if rng.random() < 0.5 else char.lower()
+        if rng.random() < 0.08 or char in '"\\' or ord(char) < 0x20:
+            out.append(f"\\u{ord(char):04x}" if rng.random() < 0.5 or char not in '"\\' else "\\" + char)
+        elif char == "/" and rng.random() < 0.3:
+            out.append("\\/")
+        else:
+            out.append(char)
+    out.append('"')
+    return "".join(out)
+
+
+TEXTS = [
+    'say "hi" C:\\temp now',
+    "/etc/shadow",
+    "/etc/passwd",
+    "ConsoleLogin",
+    "consolelogin",
+    "Exfiltrate the data",
+    "\u212aelvin",
+    "kelvin",
+    "nothing here",
+    "1000",
+    "naïve",
+]
+NUMBERS = [
+    "1e3",
+    "1000",
+    "1.0E3",
+    "0.29999999999999999",
+    "0.3",
+    "1e-05",
+    "12345678901234567890.5",
+    "7",
+    "true",
+    "false",
+]
+FIELDS = ["commandLine", "path", "amount", "ratio", "unit", "note", "flag", "eventName"]
+
+
+def random_lines(rng: random.Random, count: int) -> list[str]:
+    lines = []
+    for _ in range(count):
+        roll = rng.random()
+        if roll < 0.05:
+            lines.append(rng.choice(["badline {", "{broken badline", "", "   ", "[1, 2]", '"exfiltrate"', "42"]))
+            continue
+        members = []
+        for field in rng.sample(FIELDS, rng.randint(1, 4)):
+            value = rng.choice(NUMBERS) if rng.random() < 0.3 else spell(rng.choice(TEXTS), rng)
+            members.append(f'"{field}":{rng.choice(["", " "])}{value}')
+        if rng.random() < 0.1:
+            members.append(f'"nested":{{"deep":[{spell(rng.choice(TEXTS), rng)}]}}')
+        line = "{" + ",".join(members) + "}"
+        if rng.random() < 0.05:
+            line = line[:-1]  # malformed, shaped like an object at the start only
+        lines.append(line + ("\r" if rng.random() < 0.1 else ""))
+    return lines
+
+
+def oracle(rules: Path, events: Path) -> tuple[list[tuple[str, int]], list[str]]:
+    """Every line decoded, every rule tested on every record: (rule id, line) of each match, and the warnings."""
+    loaded = load_rules([rules]).rules
+    matcher = RecordMatcher(load_rules([rules]), None, "file")
+    found, warnings = [], []
+    for number, record, warning in iter_records(events):
+        if warning:
+            warnings.append(warning)
+        raw = record if isinstance(record, dict) else to_event(record, SourceSettings(format="generic"), "file").raw
+        found.extend((rule.id, number) for rule in loaded if rule.match(raw))
+        assert [rule.id for rule in matcher.match(record)] == [rule.id for rule in loaded if rule.match(raw)]
+    return found, warnings
+
+
+def run_match(rules: Path, events: Path, *extra: str) -> tuple[list[tuple[str, int]], str]:
+    result = runner.invoke(app, ["rules", "match", "--rules", str(rules), "--events", str(events), *extra])
+    assert result.exit_code == 0, result.output
+    found = [json.loads(line) for line in result.stdout.splitlines()]
+    return [(item["rule_id"], item["line"]) for item in found], result.stderr
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_the_screen_never_hides_a_match_whatever_the_spelling(tmp_path: Path, seed: int) -> None:
+    rules = write_rules(tmp_path / "rules")
+    events = tmp_path / "events.ndjson"
+    events.write_text("\n".join(random_lines(random.Random(seed), 3000)) + "\n", encoding="utf-8")
+    screen = RecordMatcher(load_rules([rules]), None, "file").screen()
+    assert screen is not None
+    decoded = sum(1 for _ in iter_records(events, screen))
+    assert decoded < 2900  # the screen skips lines, so the comparison below tests it
+    expected, warnings = oracle(rules, events)
+    assert {rule for rule, _ in expected} == {f"00000000-0000-4000-8000-{n:012d}" for n in range(len(RULES))}
+    found, stderr = run_match(rules, events, "--workers", "1")
+    assert found == expected
+    shown = [line.removeprefix("warning: ") for line in stderr.splitlines() if line.startswith("warning: ")]
+    assert warnings and shown == warnings  # every malformed line here is not shaped like an object
+
+
+def test_the_spelling_cases_each_need_the_screen_to_take_their_line(tmp_path: Path) -> None:
+    """Each line below matches only as the rule reads the value (escape, float text, folding), not as written."""
+    rules = write_rules(tmp_path / "rules")
+    events = tmp_path / "events.ndjson"
+    lines = [
+        '{"commandLine": "say \\u0022hi\\" C:\\\\temp"}',
+        '{"path": "\\/etc\\/shadow"}',
+        '{"amount": 1e3}',
+        '{"ratio": 0.29999999999999999}',
+        '{"unit": "\u212aelvin"}',
+        '{"note": "exfiltr\\u0061te"}',
+        '{"flag": true}',
+        '{"eventName": "CONSOLELOGIN"}',
+        "badline",
+        '{"note": "harmless"}',
+    ]
+    events.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    expected, _ = oracle(rules, events)
+    assert [line for _, line in expected] == list(range(1, 10))
+    found, _ = run_match(rules, events)
+    assert found == expected
+
+
+def test_workers_print_what_one_process_prints(tmp_path: Path) -> None:
+    rules = write_rules(tmp_path / "rules")
+    events = tmp_path / "events.ndjson"
+    lines = random_lines(random.Random(7), 4000)
+    for at in (0, 1000, 2000, 3999):
+        lines[at] = "badline {"  # a warning in every worker's range
+    events.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    one, one_err = run_match(rules, events, "--workers", "1")
+    three, three_err = run_match(rules, events, "--workers", "3")
+    assert three == one and one
+    assert one == oracle(rules, events)[0]
+    assert three_err == one_err and one_err.count("badline") == 0 and one_err.count("invalid JSON") >= 4
+
+
+def test_ranges_cut_ndjson_at_line_ends_and_read_it_whole(tmp_path: Path) -> None:
+    events = tmp_path / "events.ndjson"
+    lines = [orjson.dumps({"n": n, "pad": "x" * (n % 50)}).decode() for n in range(500)]
+    events.write_text("\n".join(lines) + "\n")
+    ranges = ndjson_ranges(events, 4)
+    assert ranges is not None and len(ranges) == 4
+    assert ranges[0][0] == 0 and ranges[-1][1] == events.stat().st_size
+    assert all(stop == start for (_, stop), (start, _) in itertools.pairwise(ranges))
+    rows = [row for span in ranges for row in iter_range(events, *span)]
+    assert rows == list(iter_records(events))
+    many = ndjson_ranges(events, 1000)
+    assert many is not None and len(many) <= 500  # never more ranges than lines
+    packed = tmp_path / "events.ndjson.gz"
+    packed.write_bytes(gzip.compress(events.read_bytes()))
+    document = tmp_path / "records.json"
+    document.write_text(json.dumps({"Records": [{"n": 1}, {"n": 2}]}))
+    assert ndjson_ranges(packed, 2) is None and ndjson_ranges(document, 2) is None
+
+
+@pytest.mark.parametrize("fmt", sorted(ID_KEYS))
+def test_event_ids_read_alone_are_the_envelopes(fmt: str) -> None:
+    settings = SourceSettings(format=fmt)
+    for record in ({ID_KEYS[fmt]: "vendor-1", "other": 1}, {"other": 2}, {ID_KEYS[fmt]: ["a"]}, "text"):
+        assert event_id(record, settings, "src") == to_event(record, settings, "src").id
