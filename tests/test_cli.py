@@ -48,6 +48,31 @@ def test_help_explains_the_commands() -> None:
         assert command in result.output
 
 
+def test_the_console_script_imports_only_the_group_a_command_names() -> None:
+    from custodes.cli import MODULES
+
+    added = {group.name: group.typer_instance for group in app.registered_groups}
+    modules = {
+        name: {command.callback.__module__ for command in typer.registered_commands} for name, typer in added.items()
+    }
+    modules.update(
+        {
+            command.name or command.callback.__name__: {command.callback.__module__}
+            for command in app.registered_commands
+        }
+    )  # type: ignore[union-attr]
+    assert modules == {name: {f"custodes.cli.{module}"} for name, module in MODULES.items()}
+    probe = (
+        "import sys\nfrom custodes.cli.main import main\nsys.argv = ['custodes', *sys.argv[1:]]\ntry:\n    main()\n"
+        "except SystemExit:\n    pass\nprint(sorted(m for m in sys.modules if m.startswith('custodes.cli.')))"
+    )
+    for args, loaded in ((["rules", "--help"], "custodes.cli.rules"), (["--help"], "custodes.cli.service")):
+        done = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True, check=True)
+        imported = json.loads(done.stdout.strip().splitlines()[-1].replace("'", '"'))
+        assert loaded in imported and ("custodes.cli.service" in imported) == (args == ["--help"])
+        assert "Usage: custodes" in done.stdout
+
+
 def test_a_malformed_config_is_one_located_line_and_exit_2(tmp_path: Path) -> None:
     config = tmp_path / "custodes.yaml"
     config.write_text("server:\n  port: [8080\n")

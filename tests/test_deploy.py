@@ -166,7 +166,7 @@ def test_dockerfile_is_multi_stage_non_root_and_runs_the_cli() -> None:
     assert all(int(part) >= 1000 for part in user.split(":"))
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["scripts"]
     entrypoint = dockerfile_instruction("ENTRYPOINT")
-    assert entrypoint == ["custodes"] and scripts["custodes"] == "custodes.cli:app"
+    assert entrypoint == ["custodes"] and scripts["custodes"] == "custodes.cli.main:main"
     command, params = parse_command_line(dockerfile_instruction("CMD"))
     assert (command, params["role"]) == ("serve", Role.ALL)
     healthcheck = dockerfile_instruction("HEALTHCHECK")

@@ -1,5 +1,5 @@
 """`python -m custodes` runs the command line."""
 
-from custodes.cli import app
+from custodes.cli.main import main
 
-app(prog_name="custodes")
+main(prog_name="custodes")

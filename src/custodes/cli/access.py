@@ -12,8 +12,8 @@ import orjson
 import typer
 from rich.table import Table
 
-from custodes.cli.app import app
 from custodes.cli.common import ConfigOption, JsonOption, console, run, settings_from
+from custodes.cli.root import app
 
 inventory_app = typer.Typer(help="Identity inventory from Entra ID, Okta and AWS IAM.", no_args_is_help=True)
 access_app = typer.Typer(help="Access reviews over the identity inventory.", no_args_is_help=True)

@@ -9,8 +9,8 @@ from typing import Any
 import orjson
 import typer
 
-from custodes.cli.app import app
 from custodes.cli.common import ConfigOption, JsonOption, console, err, run, settings_from
+from custodes.cli.root import app
 
 audit_app = typer.Typer(help="The hash-chained audit log.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")

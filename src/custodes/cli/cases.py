@@ -12,8 +12,8 @@ import orjson
 import typer
 from rich.table import Table
 
-from custodes.cli.app import app
 from custodes.cli.common import ConfigOption, JsonOption, TokenOption, console, identify, run, settings_from
+from custodes.cli.root import app
 from custodes.errors import CustodesError
 
 case_app = typer.Typer(

@@ -17,8 +17,8 @@ from rich.progress import BarColumn, TaskProgressColumn, TextColumn, TimeElapsed
 from rich.progress import Progress as RichProgress
 from rich.table import Table
 
-from custodes.cli.app import app
 from custodes.cli.common import ConfigOption, JsonOption, console, err, run, settings_from
+from custodes.cli.root import app
 from custodes.config import Settings, resolve_secret
 from custodes.errors import CustodesError, describe
 from custodes.model import utcnow

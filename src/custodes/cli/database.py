@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from custodes.cli.app import app
 from custodes.cli.common import ConfigOption, JsonOption, console, run, settings_from
+from custodes.cli.root import app
 
 if TYPE_CHECKING:
     import sqlalchemy as sa

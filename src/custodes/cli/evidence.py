@@ -9,8 +9,8 @@ import orjson
 import typer
 from rich.table import Table
 
-from custodes.cli.app import app
 from custodes.cli.common import ConfigOption, JsonOption, console, err, run, settings_from
+from custodes.cli.root import app
 
 evidence_app = typer.Typer(help="Preserved evidence bundles: verify and list.", no_args_is_help=True)
 app.add_typer(evidence_app, name="evidence")

@@ -10,8 +10,8 @@ import typer
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from custodes.cli.app import app
 from custodes.cli.common import ConfigOption, JsonOption, console, err, run, settings_from
+from custodes.cli.root import app
 from custodes.errors import ConfigError
 from custodes.model import utcnow
 

@@ -9,8 +9,8 @@ from typing import Annotated
 
 import typer
 
-from custodes.cli.app import app
 from custodes.cli.common import ConfigOption, console, run, settings_from
+from custodes.cli.root import app
 
 report_app = typer.Typer(help="Reports from the store.", no_args_is_help=True)
 app.add_typer(report_app, name="report")

@@ -18,8 +18,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from custodes.cli.app import app
 from custodes.cli.common import ConfigOption, JsonOption, console, err, run, settings_from
+from custodes.cli.root import app
 from custodes.errors import CustodesError
 
 if TYPE_CHECKING:
@@ -319,7 +319,7 @@ def rules_match(
         typer.Option(
             "--workers",
             min=1,
-            help="Processes sharing an uncompressed NDJSON file (default: one per core, each given 16 MiB or more).",
+            help="Processes sharing an uncompressed NDJSON file (default: one per core, each given 1 MiB or more).",
         ),
     ] = None,
 ) -> None:

@@ -10,8 +10,8 @@ import orjson
 import typer
 from rich.table import Table
 
-from custodes.cli.app import app
 from custodes.cli.common import ConfigOption, JsonOption, TokenOption, console, identify, run, settings_from
+from custodes.cli.root import app
 from custodes.model import Run
 
 run_app = typer.Typer(

@@ -10,8 +10,8 @@ import orjson
 import typer
 from rich.table import Table
 
-from custodes.cli.app import app
 from custodes.cli.common import ConfigOption, JsonOption, TokenOption, console, identify, run, settings_from
+from custodes.cli.root import app
 from custodes.errors import CustodesError
 
 eval_app = typer.Typer(help="Measure detection against labelled data.", no_args_is_help=True)

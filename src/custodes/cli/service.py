@@ -11,8 +11,8 @@ import orjson
 import typer
 from rich.table import Table
 
-from custodes.cli.app import app
 from custodes.cli.common import ConfigOption, JsonOption, console, run, settings_from
+from custodes.cli.root import app
 from custodes.config import Role
 from custodes.errors import CustodesError
 

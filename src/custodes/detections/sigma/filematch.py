@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 BATCH: Final = 1000
 """Matches written at a time, and records between progress reports."""
-RANGE_BYTES: Final = 16 << 20
+RANGE_BYTES: Final = 1 << 20
 """The least a worker is given when the number of workers is left to the file's size."""
 
 _Write = Callable[[str], object]
