@@ -10,7 +10,9 @@ import gzip
 import itertools
 import json
 import random
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -19,11 +21,14 @@ from typer.testing import CliRunner
 from custodes.cli import app
 from custodes.config import SourceSettings
 from custodes.connectors.envelope import ID_KEYS, event_id, to_event
-from custodes.connectors.files import iter_range, iter_records, ndjson_ranges
+from custodes.connectors.files import Screen, iter_range, iter_records, ndjson_ranges
+from custodes.detections.sigma import filematch
 from custodes.detections.sigma.filematch import RecordMatcher
 from custodes.detections.sigma.loader import load_rules
+from custodes.errors import CustodesError
 
 runner = CliRunner()
+Row = tuple[int, Any, str | None]
 
 RULES = {
     "quote": ("Quote and backslash", "commandLine|contains: 'say \"hi\" C:\\\\temp'"),
@@ -191,6 +196,25 @@ def test_workers_print_what_one_process_prints(tmp_path: Path) -> None:
     assert three == one and one
     assert one == oracle(rules, events)[0]
     assert three_err == one_err and one_err.count("badline") == 0 and one_err.count("invalid JSON") >= 4
+
+
+def test_a_failing_worker_is_one_error_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rules = write_rules(tmp_path / "rules")
+    events = tmp_path / "events.ndjson"
+    events.write_text("\n".join(random_lines(random.Random(9), 500)) + "\n", encoding="utf-8")
+    real = filematch.iter_range
+
+    def failing(
+        path: Path, start: int, stop: int, screen: Screen | None = None
+    ) -> Iterator[tuple[int, Any, str | None]]:
+        if start > 0:  # the forked workers' ranges
+            raise CustodesError.at(path, "cannot read log file: disk gone")
+        return real(path, start, stop, screen)
+
+    monkeypatch.setattr(filematch, "iter_range", failing)
+    result = runner.invoke(app, ["rules", "match", "--rules", str(rules), "--events", str(events), "--workers", "2"])
+    assert result.exit_code == 2 and f"{events}: cannot read log file: disk gone" in result.stderr
+    assert "Traceback" not in result.output
 
 
 def test_ranges_cut_ndjson_at_line_ends_and_read_it_whole(tmp_path: Path) -> None:

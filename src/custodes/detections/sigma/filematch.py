@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import ctypes
 import multiprocessing
+import os
+import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -114,26 +117,26 @@ def match_file(
     counts = multiprocessing.get_context("fork").RawArray(ctypes.c_int64, len(ranges))
     with tempfile.TemporaryDirectory(prefix="custodes-match-", ignore_cleanup_errors=True) as folder:
         spool = Path(folder)
-        started = [
-            _start(path, span, matcher, screen, spool / str(part), counts, part)
-            for part, span in enumerate(ranges[1:], start=1)
+        parts = [
+            _Part(path, span, matcher, screen, spool, counts, number) for number, span in enumerate(ranges[1:], start=1)
         ]
+        started = [(part, part.start()) for part in parts]
 
         def own(done: int) -> None:
             counts[0] = done
             progress(sum(counts))
 
         matched = _match_rows(iter_range(path, *ranges[0], screen), matcher, write, warn, own)
-        for part, process in enumerate(started, start=1):
+        for part, process in started:
             while process.exitcode is None:
                 process.join(0.2)
                 progress(sum(counts))
-            failure = (spool / f"{part}.error").read_text() if process.exitcode else ""
             if process.exitcode:
+                failure = part.file("error").read_text() if part.file("error").exists() else ""
                 raise CustodesError(failure or f"a worker matching {path} stopped (exit code {process.exitcode})")
-            for warning in _lines(spool / f"{part}.warnings"):
+            for warning in _lines(part.file("warnings")):
                 warn(warning)
-            for block in _blocks(spool / f"{part}.matches"):
+            for block in _blocks(part.file("matches")):
                 write(block)
                 matched += block.count("\n")
     return matched
@@ -141,8 +144,6 @@ def match_file(
 
 def _ranges(path: Path, workers: int | None) -> list[tuple[int, int]] | None:
     """The byte ranges the workers take, or None to read the file in this process alone."""
-    import os
-
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     count = workers if workers is not None else min(cores, max(1, path.stat().st_size // RANGE_BYTES))
     if count < 2:
@@ -151,50 +152,46 @@ def _ranges(path: Path, workers: int | None) -> list[tuple[int, int]] | None:
     return ranges if ranges is not None and len(ranges) > 1 else None
 
 
-def _start(
-    path: Path,
-    span: tuple[int, int],
-    matcher: RecordMatcher,
-    screen: LineScreen | None,
-    spool: Path,
-    counts: _Counts,
-    part: int,
-) -> multiprocessing.process.BaseProcess:
-    """A forked process matching the lines of `span`, its matches and warnings spooled beside `spool`."""
-    import sys
+@dataclass(frozen=True)
+class _Part:
+    """A forked process's share of the file: the lines of `span`, matched into files of its own in `spool`."""
 
-    sys.stdout.flush()  # a forked process flushes the streams it inherits when it ends
-    sys.stderr.flush()
-    process = multiprocessing.get_context("fork").Process(
-        target=_worker, args=(path, span, matcher, screen, spool, counts, part), daemon=True
-    )
-    process.start()
-    return process
+    path: Path
+    span: tuple[int, int]
+    matcher: RecordMatcher
+    screen: LineScreen | None
+    spool: Path
+    counts: _Counts
+    number: int
 
+    def file(self, kind: str) -> Path:
+        """Where its `matches`, `warnings` or `error` go."""
+        return self.spool / f"{self.number}.{kind}"
 
-def _worker(
-    path: Path,
-    span: tuple[int, int],
-    matcher: RecordMatcher,
-    screen: LineScreen | None,
-    spool: Path,
-    counts: _Counts,
-    part: int,
-) -> None:
-    try:
-        with (
-            spool.with_suffix(".matches").open("w", encoding="utf-8") as matches,
-            spool.with_suffix(".warnings").open("w", encoding="utf-8") as warnings,
-        ):
+    def start(self) -> multiprocessing.process.BaseProcess:
+        """The process, started."""
+        sys.stdout.flush()  # a forked process flushes the streams it inherits when it ends
+        sys.stderr.flush()
+        process = multiprocessing.get_context("fork").Process(target=self.run, daemon=True)
+        process.start()
+        return process
 
-            def done(number: int) -> None:
-                counts[part] = number
+    def run(self) -> None:
+        """Match the lines of `span` (in the forked process); a failure is written for the parent to report."""
+        try:
+            with (
+                self.file("matches").open("w", encoding="utf-8") as matches,
+                self.file("warnings").open("w", encoding="utf-8") as warnings,
+            ):
+                rows = iter_range(self.path, *self.span, self.screen)
+                _match_rows(rows, self.matcher, matches.write, lambda text: warnings.write(text + "\n"), self.done)
+        except BaseException as exc:
+            self.file("error").write_text(str(exc) or type(exc).__name__)
+            raise SystemExit(1) from None
 
-            rows = iter_range(path, *span, screen)
-            _match_rows(rows, matcher, matches.write, lambda text: warnings.write(text + "\n"), done)
-    except BaseException as exc:
-        spool.with_suffix(".error").write_text(str(exc) or type(exc).__name__)
-        raise SystemExit(1) from None
+    def done(self, records: int) -> None:
+        """Note the records read so far (the parent shows progress from them)."""
+        self.counts[self.number] = records
 
 
 def _match_rows(rows: _Rows, matcher: RecordMatcher, write: _Write, warn: _Write, progress: _Progress) -> int:
