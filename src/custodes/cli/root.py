@@ -10,3 +10,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
+
+
+@app.callback()
+def root() -> None:
+    """A group whatever commands are added (with one command alone, Typer would run it without its name)."""
