@@ -9,7 +9,9 @@ from __future__ import annotations
 import gzip
 import itertools
 import json
+import os
 import random
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -104,8 +106,9 @@ FIELDS = ["commandLine", "path", "amount", "ratio", "unit", "note", "flag", "eve
 
 
 def random_lines(rng: random.Random, count: int) -> list[str]:
-    lines = []
-    for _ in range(count):
+    """NDJSON lines in every spelling; the first an object (a file starting otherwise could be one JSON document)."""
+    lines = ['{"note": "first"}']
+    for _ in range(count - 1):
         roll = rng.random()
         if roll < 0.05:
             lines.append(rng.choice(["badline {", "{broken badline", "", "   ", "[1, 2]", '"exfiltrate"', "42"]))
@@ -196,6 +199,19 @@ def test_workers_print_what_one_process_prints(tmp_path: Path) -> None:
     assert three == one and one
     assert one == oracle(rules, events)[0]
     assert three_err == one_err and one_err.count("badline") == 0 and one_err.count("invalid JSON") >= 4
+
+
+def test_a_pipe_is_read_once_by_one_process(tmp_path: Path) -> None:
+    rules = write_rules(tmp_path / "rules")
+    events = tmp_path / "events.ndjson"
+    events.write_text("\n".join(random_lines(random.Random(11), 800)) + "\n", encoding="utf-8")
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    writer = threading.Thread(target=lambda: pipe.write_bytes(events.read_bytes()))
+    writer.start()
+    found, _ = run_match(rules, pipe, "--workers", "2")
+    writer.join()
+    assert found == oracle(rules, events)[0] and found
 
 
 def test_a_failing_worker_is_one_error_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -42,8 +42,7 @@ def _opened(path: Path) -> Iterator[IO[bytes]]:
     """The file's (decompressed) byte stream; errors while opening or reading name the file."""
     try:
         with path.open("rb") as raw:
-            compressed = raw.read(2) == GZIP_MAGIC
-            raw.seek(0)
+            compressed = raw.peek(2)[:2] == GZIP_MAGIC  # peeked, not read: a pipe (/dev/stdin) cannot seek back
             yield cast(IO[bytes], gzip.GzipFile(fileobj=raw)) if compressed else raw
     except FileNotFoundError:
         raise CustodesError.at(path, "file not found") from None
@@ -93,7 +92,9 @@ def parse_stream(chunks: Iterator[bytes], path: Path, screen: Screen | None = No
 
 def ndjson_ranges(path: Path, count: int) -> list[tuple[int, int]] | None:
     """Up to `count` byte ranges of an uncompressed NDJSON file, each of whole lines (`iter_range` reads one);
-    None for a compressed file or one JSON document."""
+    None for a compressed file, one JSON document, or what is not a regular file (a pipe is read once)."""
+    if not path.is_file():
+        return None
     with _opened(path) as stream:
         if isinstance(stream, gzip.GzipFile) or _sniff(_chunks(stream))[0] != "ndjson":
             return None
