@@ -319,6 +319,7 @@ def rules_match(
         typer.Option(
             "--workers",
             min=1,
+            max=64,
             help="Processes sharing an uncompressed NDJSON file (default: one per core, each given 1 MiB or more).",
         ),
     ] = None,
