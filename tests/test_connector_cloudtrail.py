@@ -124,8 +124,14 @@ async def test_queue_files_with_faults_land_exactly_once_and_messages_go_after_c
     faults.add(Fault(delay=1.0, method="GET", path=f"/{BUCKET}/"))
     connector = queue_connector(url, queue_url)
     runtime = ConnectorRuntime(services.pipeline)
-    report = await runtime.poll(connector, kind="cloudtrail_sqs")
-    assert report.stored == 103 and report.duplicates == 0
+    stored = duplicates = 0
+    for _ in range(5):  # a receive that timed out on a loaded machine leaves its messages in flight for a second
+        report = await runtime.poll(connector, kind="cloudtrail_sqs")
+        stored, duplicates = stored + report.stored, duplicates + report.duplicates
+        if stored >= 103:
+            break
+        await asyncio.sleep(1.1)
+    assert stored == 103 and duplicates == 0
     assert event_ids(await stored_raw(services, "cloudtrail")) == event_ids(RECORDS)
     assert faults.pending == []
     await asyncio.sleep(1.2)  # the visibility timeout of the received messages

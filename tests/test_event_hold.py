@@ -78,10 +78,15 @@ async def eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:
 
 
 async def delivered(services: Services, source: str, count: int) -> None:
+    """`count` events of `source` stored, and the batches that stored them taken by the hold (which happens after
+    their commit, under the lock batches feeding scoring hold)."""
+
     async def done() -> bool:
         return await stored(services, source) == count
 
     await eventually(done, f"{count} {source} events stored")
+    async with services.pipeline.correlator.guarded(always=True):
+        pass
 
 
 def append(path: Path, lines: list[bytes]) -> None:
