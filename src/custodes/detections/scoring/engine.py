@@ -36,6 +36,8 @@ NOVELTY = {
 }
 LATEST_ZONE = timedelta(hours=14)
 DAMP_POINTS = 15.0
+REVIEW_STRONGER = 1.5
+"""How much stronger (in the day's own points) a person already under review must be to take a budget place again."""
 PRUNE_EVERY_DAYS = 7
 
 Ranking = Callable[[date, list[DayScore]], None]
@@ -328,6 +330,7 @@ class ScoringEngine:
                 if carried > 0.01:
                     ranking.append(DayScore(state.key, state.kind, when, 0.0, carried, [], {}, [], []))
         ranking.sort(key=self.model.rank_key, reverse=True)
+        ranking = self._review_order(day, ranking)
         k = self.settings.top_k
         top = {s.entity for s in ranking[:k] if s.risk >= self.settings.top_k_min_risk} if k else set()
         for score in ranking[:k]:
@@ -342,6 +345,40 @@ class ScoringEngine:
         self.closed_through = day
         self._schedule()
         return ranking
+
+    @property
+    def review_slots(self) -> int:
+        """The daily review budget in people: `review_budget` of the directory's persons (of the persons seen when
+        the directory names none), at least one."""
+        people = self.resolver.population or sum(1 for s in self.states.values() if s.kind == "person")
+        return max(1, round(people * self.settings.review_budget))
+
+    def _review_order(self, day: int, ranking: list[DayScore]) -> list[DayScore]:
+        """The day's ranking with its first `review_slots` places given to new leads.
+
+        A person ranked within the budget in the last `review_days` days is already with the analysts: they take a
+        place there again only when the day's own points are `REVIEW_STRONGER` times those they were ranked for;
+        otherwise they follow the budget's places, in their order. Those within the budget are marked reviewed.
+        """
+        slots, window = self.review_slots, self.settings.review_days
+        leads: list[DayScore] = []
+        for score in ranking:
+            if len(leads) == slots:
+                break
+            state = self.states[score.entity]
+            reviewed = state.reviewed_day
+            held = reviewed is not None and 0 < day - reviewed <= window
+            if not held or score.points >= REVIEW_STRONGER * state.reviewed_points:
+                leads.append(score)
+        for score in leads:
+            if score.points > 0:
+                state = self.states[score.entity]
+                held = state.reviewed_day is not None and 0 < day - state.reviewed_day <= window
+                state.reviewed_points = max(score.points, state.reviewed_points) if held else score.points
+                state.reviewed_day = day
+                self.dirty.add(state.key)
+        chosen = {score.entity for score in leads}
+        return leads + [score for score in ranking if score.entity not in chosen]
 
     def refresh_groups(self) -> None:
         """Recompute what is pooled over entities: peer statistics and learned machine owners."""

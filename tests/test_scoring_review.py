@@ -1,0 +1,71 @@
+"""The daily review budget: its places go to new leads, not to people the analysts already have."""
+
+from __future__ import annotations
+
+import random
+from datetime import date, timedelta
+
+from custodes.config import ScoringSettings
+from custodes.detections.scoring.engine import ScoringEngine
+from custodes.detections.scoring.identity import IdentityResolver
+from custodes.detections.scoring.risk import DayScore
+from custodes.model import Event
+from test_scoring_engine import START, ecs, normal_day, person, theft_day
+
+PEOPLE = 30
+
+
+def small_theft(i: int, day: int) -> list[Event]:
+    base = START + timedelta(days=day, hours=14)
+    user = f"user{i}"
+    events = [ecs(user, base, "host", "usb-device-connected", device={"type": "usb"})]
+    for n in range(6):
+        file = {"path": f"E:\\{n}.xlsx", "size": 1_000_000}
+        events.append(ecs(user, base + timedelta(seconds=n + 1), "file", "removable-media-write", file=file))
+    return events
+
+
+def rankings(settings: ScoringSettings, extra: dict[int, list[Event]]) -> dict[date, list[DayScore]]:
+    rng = random.Random(5)
+    resolver = IdentityResolver([person(i) for i in range(PEOPLE)], settings.identities)
+    seen: dict[date, list[DayScore]] = {}
+    engine = ScoringEngine(
+        settings, resolver, org_domains=["corp.example"], on_ranking=lambda day, ranking: seen.update({day: ranking})
+    )
+    for day in range(24):
+        events = [e for i in range(PEOPLE) for e in normal_day(rng, i, day)] + extra.get(day, [])
+        for event in sorted(events, key=lambda e: e.time):
+            engine.observe(event)
+    engine.flush()
+    return seen
+
+
+def test_a_person_already_ranked_within_the_budget_leaves_the_next_place_to_a_new_lead() -> None:
+    extra = {20: theft_day(7, 20), 21: theft_day(7, 21) + small_theft(3, 21)}
+    second = (START + timedelta(days=21)).date()
+    settings = ScoringSettings(pseudonymise=False, warmup_days=5, review_budget=1 / PEOPLE)
+    without_review = rankings(settings.model_copy(update={"review_days": 0}), extra)[second]
+    assert [s.entity for s in without_review[:2]] == ["user7@corp.example", "user3@corp.example"]
+    with_review = rankings(settings, extra)
+    assert with_review[(START + timedelta(days=20)).date()][0].entity == "user7@corp.example"
+    assert [s.entity for s in with_review[second][:2]] == ["user3@corp.example", "user7@corp.example"]
+
+
+def _score(entity: str, points: float) -> DayScore:
+    return DayScore(entity, "person", date(2024, 3, 20), points, points, [], {}, [], [])
+
+
+def test_clearly_stronger_evidence_takes_a_place_again_and_the_hold_ends() -> None:
+    settings = ScoringSettings(pseudonymise=False, review_budget=1 / PEOPLE, review_days=3)
+    engine = ScoringEngine(settings, IdentityResolver([person(i) for i in range(PEOPLE)], settings.identities))
+    for name in ("a", "b"):
+        engine.state_for(name, "person")
+    assert engine.review_slots == 1
+    first = engine._review_order(100, [_score("a", 60), _score("b", 30)])
+    assert first[0].entity == "a" and engine.states["a"].reviewed_points == 60
+    assert [s.entity for s in engine._review_order(101, [_score("a", 80), _score("b", 30)])] == ["b", "a"]
+    assert [s.entity for s in engine._review_order(102, [_score("a", 95), _score("b", 40)])] == ["a", "b"]
+    assert engine.states["a"].reviewed_points == 95
+    assert [s.entity for s in engine._review_order(103, [_score("a", 100), _score("b", 40)])] == ["a", "b"]
+    assert engine._review_order(104, [_score("a", 100), _score("b", 50)])[0].entity == "b"
+    assert engine._review_order(106, [_score("a", 100), _score("b", 80)])[0].entity == "a"
