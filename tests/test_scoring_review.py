@@ -8,7 +8,7 @@ from datetime import date, timedelta
 from custodes.config import ScoringSettings
 from custodes.detections.scoring.engine import ScoringEngine
 from custodes.detections.scoring.identity import IdentityResolver
-from custodes.detections.scoring.risk import DayScore
+from custodes.detections.scoring.risk import Contribution, DayScore
 from custodes.model import Event
 from test_scoring_engine import START, ecs, normal_day, person, theft_day
 
@@ -51,21 +51,28 @@ def test_a_person_already_ranked_within_the_budget_leaves_the_next_place_to_a_ne
     assert [s.entity for s in with_review[second][:2]] == ["user3@corp.example", "user7@corp.example"]
 
 
-def _score(entity: str, points: float) -> DayScore:
-    return DayScore(entity, "person", date(2024, 3, 20), points, points, [], {}, [], [])
+def _score(entity: str, points: float, feature: str = "usb_files") -> DayScore:
+    contribution = Contribution(feature, 1.0, 0.0, 0.0, points, 9.0, 0.0, None, 20)
+    return DayScore(entity, "person", date(2024, 3, 20), points, points, [contribution], {}, [], [])
 
 
-def test_clearly_stronger_evidence_takes_a_place_again_and_the_hold_ends() -> None:
+def test_clearly_stronger_or_new_evidence_takes_a_place_again_and_the_hold_ends() -> None:
     settings = ScoringSettings(pseudonymise=False, review_budget=1 / PEOPLE, review_days=3)
     engine = ScoringEngine(settings, IdentityResolver([person(i) for i in range(PEOPLE)], settings.identities))
     for name in ("a", "b"):
         engine.state_for(name, "person")
     assert engine.review_slots == 1
-    first = engine._review_order(100, [_score("a", 60), _score("b", 30)])
-    assert first[0].entity == "a" and engine.states["a"].reviewed_points == 60
-    assert [s.entity for s in engine._review_order(101, [_score("a", 80), _score("b", 30)])] == ["b", "a"]
-    assert [s.entity for s in engine._review_order(102, [_score("a", 95), _score("b", 40)])] == ["a", "b"]
+
+    def order(day: int, *scores: DayScore) -> list[str]:
+        return [s.entity for s in engine._review_order(day, list(scores))]
+
+    assert order(100, _score("a", 60), _score("b", 30)) == ["a", "b"]
+    assert engine.states["a"].reviewed_points == 60
+    assert order(101, _score("a", 80), _score("b", 30)) == ["b", "a"]
+    assert order(102, _score("a", 95), _score("b", 40)) == ["a", "b"]
     assert engine.states["a"].reviewed_points == 95
-    assert [s.entity for s in engine._review_order(103, [_score("a", 100), _score("b", 40)])] == ["a", "b"]
-    assert engine._review_order(104, [_score("a", 100), _score("b", 50)])[0].entity == "b"
-    assert engine._review_order(106, [_score("a", 100), _score("b", 80)])[0].entity == "a"
+    assert order(103, _score("a", 100), _score("b", 50)) == ["b", "a"]
+    assert order(104, _score("a", 100, "download"), _score("b", 30)) == ["a", "b"]
+    assert engine.states["a"].reviewed_features == ["download", "usb_files"]
+    assert order(105, _score("a", 100, "download"), _score("b", 30, "print")) == ["b", "a"]
+    assert order(109, _score("a", 100, "download"), _score("b", 80)) == ["a", "b"]

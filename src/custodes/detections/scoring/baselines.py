@@ -98,6 +98,8 @@ class EntityState:
     """The last date (ordinal) the entity was ranked within the daily review budget."""
     reviewed_points: float = 0.0
     """The day's own points it was ranked there for (the strongest, while it stays under review)."""
+    reviewed_features: list[str] = field(default_factory=list)
+    """The features it was ranked there for (all of them, while it stays under review)."""
     open: DayState | None = None
 
     def fold(self, today: DayState, forget: float, weekend: bool, damped: frozenset[str] = frozenset()) -> None:
@@ -183,6 +185,7 @@ class EntityState:
             "last_finding_day": self.last_finding_day,
             "reviewed_day": self.reviewed_day,
             "reviewed_points": self.reviewed_points,
+            "reviewed_features": self.reviewed_features,
             "open": None if self.open is None else self.open.to_json(),
         }
 
@@ -208,6 +211,7 @@ class EntityState:
             last_finding_day=None if data.get("last_finding_day") is None else int(data["last_finding_day"]),
             reviewed_day=None if data.get("reviewed_day") is None else int(data["reviewed_day"]),
             reviewed_points=float(data.get("reviewed_points", 0.0)),
+            reviewed_features=[str(f) for f in data.get("reviewed_features", [])],
             open=None if data.get("open") is None else DayState.from_json(data["open"]),
         )
 

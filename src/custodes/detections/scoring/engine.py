@@ -356,29 +356,44 @@ class ScoringEngine:
     def _review_order(self, day: int, ranking: list[DayScore]) -> list[DayScore]:
         """The day's ranking with its first `review_slots` places given to new leads.
 
-        A person ranked within the budget in the last `review_days` days is already with the analysts: they take a
-        place there again only when the day's own points are `REVIEW_STRONGER` times those they were ranked for;
-        otherwise they follow the budget's places, in their order. Those within the budget are marked reviewed.
+        A person ranked within the budget in the last `review_days` days is already with the analysts. They compete
+        for the budget with the day's points that come from features they were not ranked for (new kinds of
+        evidence), or with all of them when the day's own points are `REVIEW_STRONGER` times those they were ranked
+        for; they keep their order after the budget's places otherwise. Those within the budget are marked reviewed.
         """
-        slots, window = self.review_slots, self.settings.review_days
-        leads: list[DayScore] = []
-        for score in ranking:
-            if len(leads) == slots:
-                break
-            state = self.states[score.entity]
-            reviewed = state.reviewed_day
-            held = reviewed is not None and 0 < day - reviewed <= window
-            if not held or score.points >= REVIEW_STRONGER * state.reviewed_points:
-                leads.append(score)
+        slots = self.review_slots
+        keyed = sorted(enumerate(ranking), key=lambda item: (-self._lead_key(day, item[1]), item[0]))
+        leads = [score for _, score in keyed[:slots]]
         for score in leads:
             if score.points > 0:
-                state = self.states[score.entity]
-                held = state.reviewed_day is not None and 0 < day - state.reviewed_day <= window
-                state.reviewed_points = max(score.points, state.reviewed_points) if held else score.points
-                state.reviewed_day = day
-                self.dirty.add(state.key)
+                self._reviewed(day, self.states[score.entity], score)
         chosen = {score.entity for score in leads}
         return leads + [score for score in ranking if score.entity not in chosen]
+
+    def _held(self, day: int, state: EntityState) -> bool:
+        reviewed = state.reviewed_day
+        return reviewed is not None and 0 < day - reviewed <= self.settings.review_days
+
+    def _lead_key(self, day: int, score: DayScore) -> float:
+        """What a score counts for a place within the review budget (see `_review_order`)."""
+        key = self.model.rank_key(score)[0]
+        state = self.states[score.entity]
+        if not self._held(day, state) or score.points >= REVIEW_STRONGER * state.reviewed_points:
+            return key
+        raw = sum(c.points for c in score.contributions)
+        fresh = sum(c.points for c in score.contributions if c.feature not in state.reviewed_features)
+        return score.points * fresh / raw if raw > 0 else 0.0
+
+    def _reviewed(self, day: int, state: EntityState, score: DayScore) -> None:
+        features = {c.feature for c in score.contributions}
+        if self._held(day, state):
+            state.reviewed_points = max(score.points, state.reviewed_points)
+            state.reviewed_features = sorted(features.union(state.reviewed_features))
+        else:
+            state.reviewed_points = score.points
+            state.reviewed_features = sorted(features)
+        state.reviewed_day = day
+        self.dirty.add(state.key)
 
     def refresh_groups(self) -> None:
         """Recompute what is pooled over entities: peer statistics and learned machine owners."""
