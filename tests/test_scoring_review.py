@@ -25,7 +25,9 @@ def small_theft(i: int, day: int) -> list[Event]:
     return events
 
 
-def rankings(settings: ScoringSettings, extra: dict[int, list[Event]]) -> dict[date, list[DayScore]]:
+def rankings(
+    settings: ScoringSettings, extra: dict[int, list[Event]], findings: list[str] | None = None
+) -> dict[date, list[DayScore]]:
     rng = random.Random(5)
     resolver = IdentityResolver([person(i) for i in range(PEOPLE)], settings.identities)
     seen: dict[date, list[DayScore]] = {}
@@ -37,16 +39,24 @@ def rankings(settings: ScoringSettings, extra: dict[int, list[Event]]) -> dict[d
         for event in sorted(events, key=lambda e: e.time):
             engine.observe(event)
     engine.flush()
+    if findings is not None:
+        findings += [f"{f.entity} {f.first_seen.date()} {f.rule_id}" for f in engine.take_findings()]
     return seen
 
 
 def test_a_person_already_ranked_within_the_budget_leaves_the_next_place_to_a_new_lead() -> None:
     extra = {20: theft_day(7, 20), 21: theft_day(7, 21) + small_theft(3, 21)}
     second = (START + timedelta(days=21)).date()
-    settings = ScoringSettings(pseudonymise=False, warmup_days=5, review_budget=1 / PEOPLE)
-    without_review = rankings(settings.model_copy(update={"review_days": 0}), extra)[second]
+    settings = ScoringSettings(
+        pseudonymise=False, warmup_days=5, review_budget=1 / PEOPLE, top_k_min_risk=1, threshold=500
+    )
+    plain: list[str] = []
+    without_review = rankings(settings.model_copy(update={"review_days": 0}), extra, plain)[second]
     assert [s.entity for s in without_review[:2]] == ["user7@corp.example", "user3@corp.example"]
-    with_review = rankings(settings, extra)
+    reviewed: list[str] = []
+    with_review = rankings(settings, extra, reviewed)
+    # Findings are for the strongest days whoever has them: the review budget reorders the ranking only.
+    assert reviewed == plain and any("user7" in f for f in plain), (reviewed, plain)
     assert with_review[(START + timedelta(days=20)).date()][0].entity == "user7@corp.example"
     assert [s.entity for s in with_review[second][:2]] == ["user3@corp.example", "user7@corp.example"]
 

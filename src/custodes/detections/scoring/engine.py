@@ -330,13 +330,13 @@ class ScoringEngine:
                 if carried > 0.01:
                     ranking.append(DayScore(state.key, state.kind, when, 0.0, carried, [], {}, [], []))
         ranking.sort(key=self.model.rank_key, reverse=True)
-        ranking = self._review_order(day, ranking)
         k = self.settings.top_k
         top = {s.entity for s in ranking[:k] if s.risk >= self.settings.top_k_min_risk} if k else set()
         for score in ranking[:k]:
             if score.entity in top and score.entity not in self.top and score.contributions:
                 self._finding(self.states[score.entity], score, "top_k")
         self.top = top
+        ranking = self._review_order(day, ranking)
         self.scores.extend(s for s in scored.values())
         if self.on_ranking is not None:
             self.on_ranking(when, ranking)
