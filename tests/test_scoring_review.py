@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 from datetime import date, timedelta
 
+import pytest
+
 from custodes.config import ScoringSettings
 from custodes.detections.scoring.engine import ScoringEngine
 from custodes.detections.scoring.identity import IdentityResolver
@@ -86,3 +88,19 @@ def test_clearly_stronger_or_new_evidence_takes_a_place_again_and_the_hold_ends(
     assert engine.states["a"].reviewed_features == ["download", "usb_files"]
     assert order(105, _score("a", 100, "download"), _score("b", 30, "print")) == ["b", "a"]
     assert order(109, _score("a", 100, "download"), _score("b", 80)) == ["a", "b"]
+
+
+def test_a_mail_to_everyone_is_not_capped_with_soft_behaviour_signals() -> None:
+    everyone = {"address": [f"user{i}@corp.example" for i in range(PEOPLE)]}
+    when = START + timedelta(days=20, hours=22)
+    mass = ecs("user5", when, "email", "send", email={"direction": "outbound", "to": everyone})
+    settings = ScoringSettings(pseudonymise=False, warmup_days=5)
+    day = rankings(settings, {20: [mass]})[when.date()]
+    top = day[0]
+    assert top.entity == "user5@corp.example"
+    fanout = next(c for c in top.contributions if c.feature == "mail_fanout")
+    behaviour = sum(c.points for c in top.contributions if c.feature in ("mail_recipients", "off_hours"))
+    assert fanout.points > 20 and behaviour > 10
+    assert top.points == pytest.approx(fanout.points + behaviour)
+    assert top.points > settings.family_caps["behaviour"]
+    assert not [m for m in top.modifiers if m.startswith("cap:")]

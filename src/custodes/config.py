@@ -656,6 +656,7 @@ class ScoringSettings(Section):
             "access": 50.0,
             "data": 45.0,
             "exfiltration": 70.0,
+            "communication": 50.0,
             "behaviour": 35.0,
             "sigma": 40.0,
         }
