@@ -645,7 +645,7 @@ class ScoringSettings(Section):
         default=0.005, gt=0, le=1, description="analysts' daily review budget as a share of people (at least one)"
     )
     review_days: int = Field(
-        default=7, ge=0, description="a person ranked within the budget keeps out of it this many days after"
+        default=7, ge=0, description="days a person ranked within the budget needs new or stronger evidence to re-enter"
     )
     sigma_points: dict[str, float] = Field(
         default_factory=lambda: {"informational": 0.0, "low": 3.0, "medium": 8.0, "high": 15.0, "critical": 25.0}
