@@ -641,6 +641,12 @@ class ScoringSettings(Section):
     top_k: int = Field(default=1, ge=0, description="raise a finding on entering the day's top k ...")
     top_k_min_risk: float = Field(default=50.0, ge=0, description="... with at least this risk")
     finding_cooldown_days: int = Field(default=7, ge=0)
+    review_budget: float = Field(
+        default=0.005, gt=0, le=1, description="analysts' daily review budget as a share of people (at least one)"
+    )
+    review_days: int = Field(
+        default=7, ge=0, description="days a person ranked within the budget needs new or stronger evidence to re-enter"
+    )
     sigma_points: dict[str, float] = Field(
         default_factory=lambda: {"informational": 0.0, "low": 3.0, "medium": 8.0, "high": 15.0, "critical": 25.0}
     )
@@ -650,6 +656,7 @@ class ScoringSettings(Section):
             "access": 50.0,
             "data": 45.0,
             "exfiltration": 70.0,
+            "communication": 50.0,
             "behaviour": 35.0,
             "sigma": 40.0,
         }

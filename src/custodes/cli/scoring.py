@@ -87,7 +87,10 @@ def eval_scoring(
     events: Annotated[list[Path], typer.Option("--events", help="Log files (any layout `replay` reads); repeat.")],
     labels: Annotated[Path, typer.Option("--labels", help="Labels (JSON or CSV).")],
     directory: Annotated[Path | None, typer.Option(help="People file (default: scoring.directory).")] = None,
-    budget_share: Annotated[float, typer.Option(help="Daily analyst budget as a share of people.")] = 0.005,
+    budget_share: Annotated[
+        float | None,
+        typer.Option(help="Daily review budget as a share of people (default: scoring.review_budget)."),
+    ] = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:

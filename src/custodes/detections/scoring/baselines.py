@@ -94,6 +94,12 @@ class EntityState:
     risk_day: int = 0
     stages: dict[str, int] = field(default_factory=dict)
     last_finding_day: int | None = None
+    reviewed_day: int | None = None
+    """The last date (ordinal) the entity was ranked within the daily review budget."""
+    reviewed_points: float = 0.0
+    """The day's own points it was ranked there for (the strongest, while it stays under review)."""
+    reviewed_features: list[str] = field(default_factory=list)
+    """The features it was ranked there for (all of them, while it stays under review)."""
     open: DayState | None = None
 
     def fold(self, today: DayState, forget: float, weekend: bool, damped: frozenset[str] = frozenset()) -> None:
@@ -177,6 +183,9 @@ class EntityState:
             "risk_day": self.risk_day,
             "stages": self.stages,
             "last_finding_day": self.last_finding_day,
+            "reviewed_day": self.reviewed_day,
+            "reviewed_points": self.reviewed_points,
+            "reviewed_features": self.reviewed_features,
             "open": None if self.open is None else self.open.to_json(),
         }
 
@@ -200,6 +209,9 @@ class EntityState:
             risk_day=int(data["risk_day"]),
             stages={str(k): int(v) for k, v in data["stages"].items()},
             last_finding_day=None if data.get("last_finding_day") is None else int(data["last_finding_day"]),
+            reviewed_day=None if data.get("reviewed_day") is None else int(data["reviewed_day"]),
+            reviewed_points=float(data.get("reviewed_points", 0.0)),
+            reviewed_features=[str(f) for f in data.get("reviewed_features", [])],
             open=None if data.get("open") is None else DayState.from_json(data["open"]),
         )
 

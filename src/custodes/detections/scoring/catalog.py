@@ -40,7 +40,7 @@ FEATURES: tuple[Feature, ...] = (
     Feature("job_search", "behaviour", 0.6, "visits to job sites"),
     Feature("competitor_visit", "behaviour", 0.6, "visits to competitors' sites"),
     Feature("mail_recipients", "behaviour", 0.8, "mail recipients"),
-    Feature("mail_fanout", "behaviour", 2.0, "recipients of their widest mail", peak=True),
+    Feature("mail_fanout", "communication", 2.0, "recipients of their widest mail", peak=True),
     Feature("privilege_grant", "access", 1.5, "privilege or role grants"),
     Feature("self_grant", "access", 3.0, "privileges granted to themselves"),
     Feature("sensitive_api", "access", 1.5, "sensitive cloud API calls"),
@@ -99,4 +99,4 @@ PEAKS: frozenset[str] = frozenset(feature.name for feature in FEATURES if featur
 BY_NAME: dict[str, Feature] = {feature.name: feature for feature in FEATURES}
 NAMES: tuple[str, ...] = tuple(feature.name for feature in FEATURES)
 INDEX: dict[str, int] = {name: i for i, name in enumerate(NAMES)}
-FAMILIES: tuple[str, ...] = ("identity", "access", "data", "exfiltration", "behaviour", "sigma")
+FAMILIES: tuple[str, ...] = ("identity", "access", "data", "exfiltration", "communication", "behaviour", "sigma")

@@ -36,6 +36,8 @@ NOVELTY = {
 }
 LATEST_ZONE = timedelta(hours=14)
 DAMP_POINTS = 15.0
+REVIEW_STRONGER = 1.5
+"""How much stronger (in the day's own points) a person already under review must be to take a budget place again."""
 PRUNE_EVERY_DAYS = 7
 
 Ranking = Callable[[date, list[DayScore]], None]
@@ -334,6 +336,7 @@ class ScoringEngine:
             if score.entity in top and score.entity not in self.top and score.contributions:
                 self._finding(self.states[score.entity], score, "top_k")
         self.top = top
+        ranking = self._review_order(day, ranking)
         self.scores.extend(s for s in scored.values())
         if self.on_ranking is not None:
             self.on_ranking(when, ranking)
@@ -342,6 +345,55 @@ class ScoringEngine:
         self.closed_through = day
         self._schedule()
         return ranking
+
+    @property
+    def review_slots(self) -> int:
+        """The daily review budget in people: `review_budget` of the directory's persons (of the persons seen when
+        the directory names none), at least one."""
+        people = self.resolver.population or sum(1 for s in self.states.values() if s.kind == "person")
+        return max(1, round(people * self.settings.review_budget))
+
+    def _review_order(self, day: int, ranking: list[DayScore]) -> list[DayScore]:
+        """The day's ranking with its first `review_slots` places given to new leads.
+
+        A person ranked within the budget in the last `review_days` days is already with the analysts. They compete
+        for the budget with the day's points that come from features they were not ranked for (new kinds of
+        evidence), or with all of them when the day's own points are `REVIEW_STRONGER` times those they were ranked
+        for; they keep their order after the budget's places otherwise. Those within the budget are marked reviewed.
+        """
+        slots = self.review_slots
+        keyed = sorted(enumerate(ranking), key=lambda item: (-self._lead_key(day, item[1]), item[0]))
+        leads = [score for _, score in keyed[:slots]]
+        for score in leads:
+            if score.points > 0:
+                self._reviewed(day, self.states[score.entity], score)
+        chosen = {score.entity for score in leads}
+        return leads + [score for score in ranking if score.entity not in chosen]
+
+    def _held(self, day: int, state: EntityState) -> bool:
+        reviewed = state.reviewed_day
+        return reviewed is not None and 0 < day - reviewed <= self.settings.review_days
+
+    def _lead_key(self, day: int, score: DayScore) -> float:
+        """What a score counts for a place within the review budget (see `_review_order`)."""
+        key = self.model.rank_key(score)[0]
+        state = self.states[score.entity]
+        if not self._held(day, state) or score.points >= REVIEW_STRONGER * state.reviewed_points:
+            return key
+        raw = sum(c.points for c in score.contributions)
+        fresh = sum(c.points for c in score.contributions if c.feature not in state.reviewed_features)
+        return score.points * fresh / raw if raw > 0 else 0.0
+
+    def _reviewed(self, day: int, state: EntityState, score: DayScore) -> None:
+        features = {c.feature for c in score.contributions}
+        if self._held(day, state):
+            state.reviewed_points = max(score.points, state.reviewed_points)
+            state.reviewed_features = sorted(features.union(state.reviewed_features))
+        else:
+            state.reviewed_points = score.points
+            state.reviewed_features = sorted(features)
+        state.reviewed_day = day
+        self.dirty.add(state.key)
 
     def refresh_groups(self) -> None:
         """Recompute what is pooled over entities: peer statistics and learned machine owners."""

@@ -225,9 +225,15 @@ def evaluate(
     labels: list[LabelRow],
     settings: ScoringSettings,
     *,
-    budget_share: float = 0.005,
+    budget_share: float | None = None,
 ) -> Evaluation:
-    """Score the events with a fresh engine and measure it against the labels."""
+    """Score the events with a fresh engine and measure it against the labels.
+
+    The budget is the engine's daily review budget (`review_budget`, or `budget_share` in its place): the ranking
+    evaluated is the one the engine orders for that budget.
+    """
+    if budget_share is not None:
+        settings = settings.model_copy(update={"review_budget": budget_share})
     people = load_directory(settings.directory) if settings.directory is not None else []
     resolver = IdentityResolver(people, settings.identities)
     domains = {p.id.rpartition("@")[2] for p in people if "@" in p.id}
@@ -251,7 +257,7 @@ def evaluate(
             malicious[(key, day)] = label.incident
             day += timedelta(days=1)
     population = max(1, sum(1 for p in people if p.kind == "person"))
-    budget = max(1, round(population * budget_share))
+    budget = max(1, round(population * settings.review_budget))
     budgets = sorted({*FIXED_BUDGETS, budget})
     hits: dict[int, int] = defaultdict(int)
     percentiles: list[float] = []

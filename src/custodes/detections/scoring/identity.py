@@ -192,6 +192,11 @@ class IdentityResolver:
             self._hosts[host.lower()] = person.id
         self._cache.clear()
 
+    @property
+    def population(self) -> int:
+        """How many persons (not service accounts) the directory names."""
+        return sum(1 for person in self.people.values() if person.kind == PERSON)
+
     def key_of(self, canonical: str) -> str:
         """The entity key scores are stored under: the pseudonym, or the canonical id."""
         return canonical if self.pseudonym is None else self.pseudonym(canonical)
