@@ -212,6 +212,16 @@ def test_the_same_day_without_theft_raises_nothing() -> None:
     assert all(score.risk < settings.top_k_min_risk for score in engine.take_scores())
 
 
+def test_the_day_leader_below_threshold_is_ranked_not_raised_unless_top_k_asks() -> None:
+    # A finding for whoever leads each day is a daily quota: on quiet days it goes to benign people.
+    settings = ScoringSettings(pseudonymise=False, warmup_days=5, threshold=10_000)
+    engine, ranking = run_org(settings, days=26, thief=7, theft=22)
+    assert ranking[0].entity == "user7@corp.example" and ranking[0].risk >= settings.top_k_min_risk
+    assert engine.take_findings() == []
+    engine, _ = run_org(settings.model_copy(update={"top_k": 1}), days=26, thief=7, theft=22)
+    assert [f.rule_id for f in engine.take_findings() if f.entity == "user7@corp.example"] == ["scoring.top_k"]
+
+
 def test_watchlists_multiply_and_sigma_findings_add_points() -> None:
     settings = ScoringSettings(pseudonymise=False, warmup_days=5)
     _, plain_rank = run_org(settings, days=26, thief=7, theft=22)

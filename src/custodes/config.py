@@ -638,7 +638,11 @@ class ScoringSettings(Section):
     warmup_days: int = Field(default=7, ge=0, description="active days before first-seen features count")
     lateness_hours: float = Field(default=2.0, ge=0)
     threshold: float = Field(default=65.0, gt=0, description="raise a finding at this risk")
-    top_k: int = Field(default=1, ge=0, description="raise a finding on entering the day's top k ...")
+    top_k: int = Field(
+        default=0,
+        ge=0,
+        description="raise a finding on entering the day's top k ... (0: none; the ranking is the daily queue)",
+    )
     top_k_min_risk: float = Field(default=50.0, ge=0, description="... with at least this risk")
     finding_cooldown_days: int = Field(default=7, ge=0)
     review_budget: float = Field(
