@@ -50,7 +50,7 @@ def test_a_person_already_ranked_within_the_budget_leaves_the_next_place_to_a_ne
     extra = {20: theft_day(7, 20), 21: theft_day(7, 21) + small_theft(3, 21)}
     second = (START + timedelta(days=21)).date()
     settings = ScoringSettings(
-        pseudonymise=False, warmup_days=5, review_budget=1 / PEOPLE, top_k_min_risk=1, threshold=500
+        pseudonymise=False, warmup_days=5, review_budget=1 / PEOPLE, top_k=1, top_k_min_risk=1, threshold=500
     )
     plain: list[str] = []
     without_review = rankings(settings.model_copy(update={"review_days": 0}), extra, plain)[second]
