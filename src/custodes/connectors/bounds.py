@@ -1,4 +1,4 @@
-"""Length bounds on the envelope's text fields, which are the widths of the store's columns.
+"""Length bounds on the envelope's text fields, which are the widths of the store's columns (`custodes.widths`).
 
 A value longer than its column fails the whole transaction it is written in on PostgreSQL (and with it every
 record committed alongside), while SQLite would keep it: the two stores would disagree. The envelope's
@@ -9,10 +9,6 @@ any transaction. The raw record is never bounded here: it is kept whole, up to t
 from __future__ import annotations
 
 from typing import Any
-
-from custodes.widths import ENTITY, EVENT_TEXT, LOGSOURCE_TEXT, RULE_ID, TITLE
-
-__all__ = ["ENTITY", "EVENT_TEXT", "LOGSOURCE_TEXT", "RULE_ID", "TITLE", "clamped", "path_of", "too_long"]
 
 
 def too_long(value: str, limit: int, name: str) -> str | None:

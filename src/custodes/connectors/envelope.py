@@ -14,8 +14,9 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from custodes.config import SourceSettings
-from custodes.connectors.bounds import EVENT_TEXT, LOGSOURCE_TEXT, path_of, too_long
+from custodes.connectors.bounds import path_of, too_long
 from custodes.model import Event, LogSource, Outcome, stable_id
+from custodes.widths import EVENT_TEXT, LOGSOURCE_TEXT
 
 Mapper = Callable[[dict[str, Any], SourceSettings, str], Event]
 MAX_BIGINT = 2**63 - 1

@@ -43,6 +43,11 @@ PRUNE_EVERY_DAYS = 7
 Ranking = Callable[[date, list[DayScore]], None]
 
 
+def review_places(people: int, share: float) -> int:
+    """The daily review budget in places: `share` of `people`, at least one."""
+    return max(1, round(people * share))
+
+
 def _zone(name: str | None, default: ZoneInfo) -> ZoneInfo:
     if not name:
         return default
@@ -351,7 +356,7 @@ class ScoringEngine:
         """The daily review budget in people: `review_budget` of the directory's persons (of the persons seen when
         the directory names none), at least one."""
         people = self.resolver.population or sum(1 for s in self.states.values() if s.kind == "person")
-        return max(1, round(people * self.settings.review_budget))
+        return review_places(people, self.settings.review_budget)
 
     def _review_order(self, day: int, ranking: list[DayScore]) -> list[DayScore]:
         """The day's ranking with its first `review_slots` places given to new leads.

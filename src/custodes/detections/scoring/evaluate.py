@@ -25,7 +25,7 @@ from custodes.config import ScoringSettings
 from custodes.connectors.envelope import parse_time
 from custodes.connectors.files import iter_records, read_bytes
 from custodes.detections.scoring.cert import cert_records
-from custodes.detections.scoring.engine import ScoringEngine
+from custodes.detections.scoring.engine import ScoringEngine, review_places
 from custodes.detections.scoring.features import record_time
 from custodes.detections.scoring.identity import IdentityResolver, load_directory
 from custodes.detections.scoring.risk import DayScore
@@ -257,7 +257,7 @@ def evaluate(
             malicious[(key, day)] = label.incident
             day += timedelta(days=1)
     population = max(1, sum(1 for p in people if p.kind == "person"))
-    budget = max(1, round(population * settings.review_budget))
+    budget = review_places(population, settings.review_budget)
     budgets = sorted({*FIXED_BUDGETS, budget})
     hits: dict[int, int] = defaultdict(int)
     percentiles: list[float] = []

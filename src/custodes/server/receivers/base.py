@@ -6,9 +6,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from custodes.connectors.bounds import ENTITY, RULE_ID, TITLE, clamped, too_long
+from custodes.connectors.bounds import clamped, too_long
 from custodes.connectors.envelope import dig, parse_time, whole_number
 from custodes.model import Event, Finding, LogSource, Severity, stable_id, utcnow
+from custodes.widths import ENTITY, RULE_ID, TITLE
 
 
 class BadDelivery(ValueError):
