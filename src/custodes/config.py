@@ -12,6 +12,7 @@ import os
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
+from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -27,7 +28,6 @@ from pydantic import (
     model_validator,
 )
 from pydantic.json_schema import JsonSchemaValue
-from pydantic.networks import IPvAnyNetwork
 from pydantic_core import CoreSchema, core_schema
 from ruamel.yaml import YAML
 
@@ -351,7 +351,7 @@ class ReceiverAuth(Section):
     scheme: AuthScheme = Field(description="hmac, bearer, header, url_token (with allow_from) or client_state")
     secret: Secret
     header: str = Field(default="Authorization", description="header carrying the secret (scheme header)")
-    allow_from: list[IPvAnyNetwork] = Field(default_factory=list, description="sender networks (url_token)")
+    allow_from: list[IPv4Network | IPv6Network] = Field(default_factory=list, description="sender networks (url_token)")
 
     @field_validator("secret", mode="after")
     @classmethod

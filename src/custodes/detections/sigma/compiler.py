@@ -615,18 +615,23 @@ class _StringPatterns:
         if self.suffixes:
             suffixes = tuple(self.suffixes)
             checks.append(lambda text: text.endswith(suffixes))
-        if len(self.substrings) == 1:
-            substring = self.substrings[0]
-            checks.append(lambda text: substring in text)
-        elif len(self.substrings) < _AUTOMATON_MIN:
-            substrings = tuple(self.substrings)
-            checks.append(lambda text: any(part in text for part in substrings))
-        else:
-            checks.append(_substring_automaton(self.substrings))
+        if self.substrings:
+            checks.append(_substring_check(self.substrings))
         if self.regexes:
             pattern = re.compile("|".join(f"(?:{regex})" for regex in self.regexes), re.DOTALL)
             checks.append(lambda text: pattern.fullmatch(text) is not None)
         return checks
+
+
+def _substring_check(substrings: list[str]) -> Callable[[str], bool]:
+    """Whether a text contains any of `substrings`: `in` for a few, an automaton for many."""
+    if len(substrings) == 1:
+        substring = substrings[0]
+        return lambda text: substring in text
+    if len(substrings) < _AUTOMATON_MIN:
+        items = tuple(substrings)
+        return lambda text: any(part in text for part in items)
+    return _substring_automaton(substrings)
 
 
 def _substring_automaton(substrings: list[str]) -> Callable[[str], bool]:
