@@ -71,10 +71,9 @@ class RecordMatcher:
             self._match = self._index.match
         elif source.format in VARYING_LOGSOURCE or any(rule.contextual for rule in ruleset.rules):
             self._match = partial(self._match_event, SigmaEngine(ruleset))
-        else:
-            engine = SigmaEngine(ruleset)
-            self._index = engine.index_for(self._settings.logsource)
-            self._match = partial(engine.match_record, self._settings.logsource)
+        else:  # no rule reads the enrichment: the engine's index for the source's logsource is all there is
+            self._index = SigmaEngine(ruleset).index_for(self._settings.logsource)
+            self._match = self._index.match
 
     def screen(self) -> LineScreen | None:
         """A screen over NDJSON lines for the rules, where records are tested as written (not through the envelope)."""
@@ -198,6 +197,7 @@ def _match_rows(rows: _Rows, matcher: RecordMatcher, write: _Write, warn: _Write
     """Match `rows`, writing each match as a JSON line (in batches); the number of matches."""
     matched = 0
     out: list[bytes] = []
+    heads: dict[int, bytes] = {}  # each rule's part of its lines (by the rule's identity), encoded once
     read = shown = 0
     for number, record, warning in rows:
         read += 1
@@ -205,19 +205,12 @@ def _match_rows(rows: _Rows, matcher: RecordMatcher, write: _Write, warn: _Write
             warn(warning)
         hits = matcher.match(record)
         if hits:
-            event_id = matcher.event_id(record)
-            out.extend(
-                orjson.dumps(
-                    {
-                        "rule_id": rule.id,
-                        "rule_title": rule.title,
-                        "level": rule.level.label,
-                        "line": number,
-                        "event_id": event_id,
-                    }
-                )
-                for rule in hits
-            )
+            tail = b',"event_id":%b}' % orjson.dumps(matcher.event_id(record))
+            for rule in hits:
+                head = heads.get(id(rule))
+                if head is None:
+                    head = heads[id(rule)] = _head(rule)
+                out.append(b"%b%d%b" % (head, number, tail))
             if len(out) >= BATCH:
                 matched += _flush(out, write)
         if number - shown >= BATCH:
@@ -226,6 +219,12 @@ def _match_rows(rows: _Rows, matcher: RecordMatcher, write: _Write, warn: _Write
     matched += _flush(out, write)
     progress(read)
     return matched
+
+
+def _head(rule: CompiledRule) -> bytes:
+    """The start of a match line of `rule`, up to the line number: `{"rule_id":...,"line":`."""
+    fields = orjson.dumps({"rule_id": rule.id, "rule_title": rule.title, "level": rule.level.label, "line": 0})
+    return fields[: -len(b"0}")]
 
 
 def _flush(lines: list[bytes], write: _Write) -> int:
