@@ -58,8 +58,9 @@ def _chunks(stream: IO[bytes]) -> Iterator[bytes]:
 class Screen(Protocol):
     """Picks, in a block of NDJSON lines, those worth decoding (`detections.sigma.linefilter.LineScreen`)."""
 
-    def taken(self, block: bytes, lines: list[bytes]) -> Iterable[int]:
-        """The positions of the lines of `block` (split into `lines`) to decode, in order; the others are objects."""
+    def lines(self, block: bytes) -> tuple[list[tuple[int, bytes]], int]:
+        """The lines of `block` to decode with their positions in it (in order; the others are objects), and the
+        number of lines in the block."""
         ...
 
 
@@ -191,9 +192,13 @@ def _ndjson(path: Path, chunks: Iterator[bytes], screen: Screen | None = None, n
     """The rows of NDJSON content whose first line is line `number + 1` of `path`."""
     loads, decode_error = orjson.loads, orjson.JSONDecodeError
     for block in _blocks(chunks):
-        lines = block.split(b"\n")
-        for position in range(len(lines)) if screen is None else screen.taken(block, lines):
-            line = lines[position]
+        if screen is None:
+            lines = block.split(b"\n")
+            rows: Iterable[tuple[int, bytes]] = enumerate(lines)
+            count = len(lines)
+        else:
+            rows, count = screen.lines(block)
+        for position, line in rows:
             try:
                 yield number + position + 1, loads(line), None
             except decode_error as exc:
@@ -202,7 +207,7 @@ def _ndjson(path: Path, chunks: Iterator[bytes], screen: Screen | None = None, n
                 text = line.rstrip(b"\r").decode("utf-8", errors="replace")
                 at = number + position + 1
                 yield at, text, f"{path}:{at}:{exc.pos + 1}: invalid JSON ({exc.msg}); kept as text"
-        number += len(lines)
+        number += count
 
 
 class _Document:

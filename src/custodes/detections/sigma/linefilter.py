@@ -21,9 +21,7 @@ screen and every line is decoded.
 
 from __future__ import annotations
 
-from bisect import bisect_right
 from collections.abc import Iterable
-from itertools import accumulate
 from typing import Any, Final
 
 _SHORT_ESCAPES: Final = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
@@ -38,7 +36,6 @@ _NUMBERS: Final = (
     _NUMBER_START + rb"[0-9.]{17}",
     _NUMBER_START + rb"0\.0000",
 )
-_PLUS_ONE: Final = (1).__add__
 _FLOAT_TEXT: Final = frozenset("0123456789.e+-infa")
 """The characters of Python's text of a float (`1e+16`, `inf`, `nan`); other texts are never part of one."""
 
@@ -81,18 +78,30 @@ class LineScreen:
             return None
         return cls(database)
 
-    def taken(self, block: bytes, lines: list[bytes]) -> list[int]:
-        """The positions of the lines of `block` (`lines`: the block split at newlines) the screen takes, in order."""
+    def lines(self, block: bytes) -> tuple[list[tuple[int, bytes]], int]:
+        """The lines of `block` (NDJSON lines joined by newlines) the screen takes, with their positions, in order;
+        and the number of lines in the block (its newlines are counted once, on the way)."""
+        if not block:
+            return [(0, block)], 1
         ends: list[int] = []
         self._database.scan(block, match_event_handler=_found, context=ends)
         if block[:1] != b"{":
             ends.append(1)
         if not block.endswith(_OBJECT_ENDS):
             ends.append(len(block))
-        if not ends:
-            return []
-        following = list(accumulate(map(_PLUS_ONE, map(len, lines))))  # where each line's successor starts
-        return sorted({bisect_right(following, end - 1) for end in ends})  # the match's last byte is in the line
+        ends.sort()
+        taken: list[tuple[int, bytes]] = []
+        position = counted = 0
+        previous = -1
+        for end in ends:  # the match's last byte is in the line (or is the newline ending it)
+            start = block.rfind(b"\n", 0, end - 1) + 1
+            if start == previous:
+                continue
+            position += block.count(b"\n", counted, start)
+            counted = previous = start
+            stop = block.find(b"\n", start)
+            taken.append((position, block[start:] if stop < 0 else block[start:stop]))
+        return taken, position + block.count(b"\n", counted) + 1
 
 
 def _found(_pattern: int, _start: int, end: int, _flags: int, ends: list[int]) -> None:
