@@ -7,6 +7,7 @@ exactly its matches, with the same warnings, whatever the spelling of the JSON a
 from __future__ import annotations
 
 import gzip
+import hashlib
 import itertools
 import json
 import os
@@ -185,6 +186,23 @@ def test_the_spelling_cases_each_need_the_screen_to_take_their_line(tmp_path: Pa
     assert [line for _, line in expected] == list(range(1, 10))
     found, _ = run_match(rules, events)
     assert found == expected
+
+
+def test_the_compiled_screen_is_cached_and_a_damaged_one_is_compiled_again(tmp_path: Path, _rule_cache: Path) -> None:
+    rules = write_rules(tmp_path / "rules")
+    events = tmp_path / "events.ndjson"
+    events.write_text("\n".join(random_lines(random.Random(5), 500)) + "\n", encoding="utf-8")
+    expected, _ = oracle(rules, events)
+    assert run_match(rules, events, "--workers", "1")[0] == expected
+    (stored,) = _rule_cache.glob("*.hsdb")
+    assert stored.stat().st_mode & 0o777 == 0o600
+    assert run_match(rules, events, "--workers", "1")[0] == expected  # read back from the entry
+    body = stored.read_bytes().partition(b"\n")[2]
+    damaged = bytearray(body)
+    damaged[len(damaged) // 2] ^= 0xFF  # a damaged database with a valid entry checksum: Hyperscan refuses it
+    stored.write_bytes(hashlib.sha256(damaged).hexdigest().encode() + b"\n" + bytes(damaged))
+    assert run_match(rules, events, "--workers", "1")[0] == expected
+    assert stored.read_bytes().partition(b"\n")[2] == body  # compiled again and stored
 
 
 def test_workers_print_what_one_process_prints(tmp_path: Path) -> None:

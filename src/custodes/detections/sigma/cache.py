@@ -10,7 +10,8 @@ Entries live in a folder of the user's own (`$CUSTODES_CACHE_DIR`, else `$XDG_CA
 else `~/.cache/custodes/rulesets`), created with mode 0700, each file 0600 and starting with the SHA-256 of its
 body, checked on every read. A folder or file owned by someone else or writable by others is not used; neither is
 an entry that fails its check (the rules are loaded from their files instead). `CUSTODES_CACHE_DIR=off` turns
-the cache off. Rule sets with correlation rules are not cached (they always load from their files).
+the cache off. Rule sets with correlation rules are not cached (they always load from their files). The same
+folder keeps the line screens' compiled Hyperscan databases (`linefilter`), under the same checks.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from custodes.model import LogSource, Severity
 CACHE_ENV: Final = "CUSTODES_CACHE_DIR"
 _FORMAT: Final = "custodes-ruleset-cache 1"
 _KEEP: Final = 16
-"""Entries kept in the folder; older ones are removed when a new one is written."""
+"""Entries of a kind kept in the folder; older ones are removed when a new one is written."""
 _PACKAGE: Final = Path(__file__).resolve().parent
 
 
@@ -111,6 +112,21 @@ def _distributions() -> list[str]:
 
 
 def _read(entry: Path) -> RuleSet | None:
+    body = read_entry(entry)
+    if body is None:
+        return None
+    try:
+        return _decode(orjson.loads(body))
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, UnsupportedRuleError):
+        return None
+
+
+def _write(folder: Path, entry: Path, ruleset: RuleSet) -> None:
+    write_entry(folder, entry, orjson.dumps(_encode(ruleset)))
+
+
+def read_entry(entry: Path) -> bytes | None:
+    """The body of a cache entry; None when it is missing, not privately the user's, or fails its checksum."""
     try:
         descriptor = os.open(entry, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
     except OSError:
@@ -120,22 +136,17 @@ def _read(entry: Path) -> RuleSet | None:
             return None
         data = file.read()
     checksum, _, body = data.partition(b"\n")
-    if hashlib.sha256(body).hexdigest().encode() != checksum:
-        return None
-    try:
-        return _decode(orjson.loads(body))
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, UnsupportedRuleError):
-        return None
+    return body if hashlib.sha256(body).hexdigest().encode() == checksum else None
 
 
-def _write(folder: Path, entry: Path, ruleset: RuleSet) -> None:
-    body = orjson.dumps(_encode(ruleset))
+def write_entry(folder: Path, entry: Path, body: bytes) -> None:
+    """Write a cache entry (0600, atomically, its checksum first), keeping the newest `_KEEP` of its kind."""
     try:
         descriptor, temporary = tempfile.mkstemp(dir=folder, prefix=".", suffix=".tmp")  # mode 0600
         with os.fdopen(descriptor, "wb") as file:
             file.write(hashlib.sha256(body).hexdigest().encode() + b"\n" + body)
         os.replace(temporary, entry)
-        entries = sorted(folder.glob("*.json"), key=lambda path: path.stat().st_mtime, reverse=True)
+        entries = sorted(folder.glob(f"*{entry.suffix}"), key=lambda path: path.stat().st_mtime, reverse=True)
         for old in entries[_KEEP:]:
             old.unlink(missing_ok=True)
     except OSError:

@@ -21,9 +21,13 @@ screen and every line is decoded.
 
 from __future__ import annotations
 
+import hashlib
+import platform
 from collections.abc import Iterable
 from typing import Any, Final
 
+_FORMAT: Final = "custodes-line-screen 1"
+"""Changes when the expressions a screen compiles change meaning (its cached databases are then not read)."""
 _SHORT_ESCAPES: Final = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 _HAZARDS: Final = (rb"\\u", rb"[\x80-\xff]")
 _SHAPES: Final = (rb"\n[^{]", rb"[^}\r]\n", rb"[^}]\r\n")
@@ -66,17 +70,11 @@ class LineScreen:
         except ImportError:
             return None
         expressions = [*hazards, *sorted(patterns)]
-        database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+        flags = [0] * len(hazards) + [hyperscan.HS_FLAG_CASELESS] * len(patterns)
         try:
-            database.compile(
-                expressions=expressions,
-                ids=list(range(len(expressions))),
-                elements=len(expressions),
-                flags=[0] * len(hazards) + [hyperscan.HS_FLAG_CASELESS] * len(patterns),
-            )
+            return cls(_database(hyperscan, expressions, flags))
         except hyperscan.error:  # e.g. a processor Hyperscan does not support
             return None
-        return cls(database)
 
     def lines(self, block: bytes) -> tuple[list[tuple[int, bytes]], int]:
         """The lines of `block` (NDJSON lines joined by newlines) the screen takes, with their positions, in order;
@@ -102,6 +100,30 @@ class LineScreen:
             stop = block.find(b"\n", start)
             taken.append((position, block[start:] if stop < 0 else block[start:stop]))
         return taken, position + block.count(b"\n", counted) + 1
+
+
+def _database(hyperscan: Any, expressions: list[bytes], flags: list[int]) -> Any:
+    """The block-mode database of `expressions`: from the rule-set cache's folder, else compiled (and stored)."""
+    from custodes.detections.sigma.cache import cache_folder, read_entry, write_entry
+
+    folder = cache_folder()
+    digest = hashlib.sha256(f"{_FORMAT}\x00{hyperscan.__version__}\x00{platform.machine()}".encode())
+    for expression, flag in zip(expressions, flags, strict=True):
+        digest.update(b"%d\x00%b\x00" % (flag, expression))
+    entry = folder / f"{digest.hexdigest()}.hsdb" if folder is not None else None
+    stored = read_entry(entry) if entry is not None else None
+    if stored is not None:
+        try:  # Hyperscan checks the database's own checksum and that it suits this processor
+            database = hyperscan.loadb(stored, mode=hyperscan.HS_MODE_BLOCK)
+            database.scratch = hyperscan.Scratch(database)
+            return database
+        except hyperscan.error:
+            pass
+    database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+    database.compile(expressions=expressions, ids=list(range(len(expressions))), elements=len(expressions), flags=flags)
+    if folder is not None and entry is not None:
+        write_entry(folder, entry, hyperscan.dumpb(database))
+    return database
 
 
 def _found(_pattern: int, _start: int, end: int, _flags: int, ends: list[int]) -> None:
