@@ -275,3 +275,17 @@ def test_event_ids_read_alone_are_the_envelopes(fmt: str) -> None:
     settings = SourceSettings(format=fmt)
     for record in ({ID_KEYS[fmt]: "vendor-1", "other": 1}, {"other": 2}, {ID_KEYS[fmt]: ["a"]}, "text"):
         assert event_id(record, settings, "src") == to_event(record, settings, "src").id
+
+
+@pytest.mark.parametrize("fields", [{}, {"id": "meta.uid|event.id"}, {"id": "uid"}])
+def test_generic_event_ids_read_alone_are_the_envelopes(fields: dict[str, str]) -> None:
+    settings = SourceSettings(format="generic", fields=fields)
+    records = [
+        {"event": {"id": "e-1"}, "meta": {"uid": 7}},
+        {"event": {"id": None}, "meta": {"uid": "u-2"}, "uid": ["x"]},
+        {"event.id": "dotted", "uid": True},
+        {"other": 3},
+        [1, 2],
+    ]
+    for record in records:
+        assert event_id(record, settings, "src") == to_event(record, settings, "src").id

@@ -264,11 +264,7 @@ def generic(record: dict[str, Any], settings: SourceSettings, source: str) -> Ev
     paths = {**GENERIC_DEFAULTS, **settings.fields}
 
     def pick(name: str) -> Any:
-        for path in paths[name].split("|"):
-            value = dig(record, path)
-            if value is not None:
-                return value
-        return None
+        return _pick(record, paths[name])
 
     outcome_text = (_text(pick("outcome")) or "").lower()
     outcome = Outcome(outcome_text) if outcome_text in {"success", "failure"} else Outcome.UNKNOWN
@@ -282,6 +278,15 @@ def generic(record: dict[str, Any], settings: SourceSettings, source: str) -> Ev
         src_ip=_text(pick("src_ip")),
         bytes=b.integer(paths["bytes"], pick("bytes")),
     )
+
+
+def _pick(record: dict[str, Any], paths: str) -> Any:
+    """The value at the first of `paths` (dotted, `|`-separated) that the record holds, not null."""
+    for path in paths.split("|"):
+        value = dig(record, path)
+        if value is not None:
+            return value
+    return None
 
 
 def _first(value: Any) -> Any:
@@ -604,10 +609,14 @@ def mapper_for(settings: SourceSettings) -> Mapper:
 
 def event_id(record: Any, settings: SourceSettings, source: str) -> str:
     """The id `to_event` gives the record's event, read without mapping the rest where the format names its key."""
-    key = ID_KEYS.get(settings.format)
-    if key is None or not isinstance(record, dict):
+    if not isinstance(record, dict):
         return to_event(record, settings, source).id
-    vendor = _text(record.get(key))
+    if settings.format == "generic":
+        vendor = _text(_pick(record, settings.fields.get("id", GENERIC_DEFAULTS["id"])))
+    elif (key := ID_KEYS.get(settings.format)) is not None:
+        vendor = _text(record.get(key))
+    else:
+        return to_event(record, settings, source).id
     return stable_id(source, record if vendor is None else vendor)
 
 
