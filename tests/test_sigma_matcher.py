@@ -1116,7 +1116,12 @@ def test_index_files_rules_by_exact_values_substrings_or_not_at_all(tmp_path: Pa
 
     always = ["e_negated", "g_short"]
     assert titles(index.candidates({"eventName": "ListBuckets"})) == always
-    assert titles(index.candidates({"eventName": "STOPLOGGING"})) == ["a_exact", *always]
+    # a_exact's eventName is expected often (a field compared with few values): it is filed under its userAgent
+    # substring too, and is a candidate only when an event meets both; so is c_substring (two short substrings)
+    assert titles(index.candidates({"eventName": "STOPLOGGING"})) == always
+    assert titles(index.candidates({"userAgent": "aws-cli/2"})) == always
+    assert titles(index.candidates({"eventName": "STOPLOGGING", "userAgent": "AWS-CLI/2"})) == ["a_exact", *always]
+    assert titles(index.candidates({"userAgent": "Python/3.11"})) == always
     assert titles(index.candidates({"eventSource": ["x", "CloudTrail.amazonaws.com"]})) == ["b_either", *always]
     assert titles(index.candidates({"userAgent": "Boto3/1.0 Python/3.11"})) == ["c_substring", *always]
     assert titles(index.candidates({"deep": [{"text": "run MimiKatz"}]})) == ["d_keyword", *always]

@@ -11,6 +11,11 @@ and files the rule under it:
   over every string of the event);
 - rules without a requirement are tested against every event.
 
+A rule whose chosen requirement many events are expected to meet (a short substring, a value of a field compared
+with few values) is also filed under its next requirement (one without keywords), and is a candidate only for an
+event that meets both: `Image|endswith: '\\powershell.exe'` alone no longer makes every PowerShell event a
+candidate of every rule that also asks for a command-line substring.
+
 The index only ever narrows the rules a matcher is run on, in load order, so results are identical to testing
 every rule.
 """
@@ -34,6 +39,10 @@ from custodes.detections.sigma.compiler import (
 from custodes.detections.sigma.requirement import Requirement
 
 _SEPARATOR: Final = "\x00"
+_PAIR_ABOVE: Final = 0.01
+"""A rule whose cheapest requirement is expected to be met by more than this share of events (a substring under
+20 characters, a value of a field compared with few values) is also filed under its next requirement, and is a
+candidate only when an event meets both."""
 
 _Record = dict[str, Any]
 _Positions = tuple[int, ...]
@@ -52,21 +61,31 @@ class RuleIndex:
         spread = Counter({name: len(values) for name, values in distinct.items()})
         self._spread = spread
         always: list[int] = []
+        paired: set[int] = set()
         exact: dict[str, dict[str, list[int]]] = {}
         numbers: dict[str, dict[int | float, list[int]]] = {}
         contains: dict[str | None, dict[str, list[int]]] = {}
+
+        def file(option: Requirement, entry: int) -> None:
+            for name, value in option.exact:
+                exact.setdefault(name, {}).setdefault(value, []).append(entry)
+            for name, number in option.numbers:
+                numbers.setdefault(name, {}).setdefault(number, []).append(entry)
+            for scope, literal in option.contains:
+                contains.setdefault(scope, {}).setdefault(literal, []).append(entry)
+
         for position, rule in enumerate(self.rules):
             if not rule.requirements:
                 always.append(position)
                 continue
-            chosen = min(rule.requirements, key=lambda option: _cost(option, spread))
-            for name, value in chosen.exact:
-                exact.setdefault(name, {}).setdefault(value, []).append(position)
-            for name, number in chosen.numbers:
-                numbers.setdefault(name, {}).setdefault(number, []).append(position)
-            for scope, literal in chosen.contains:
-                contains.setdefault(scope, {}).setdefault(literal, []).append(position)
+            chosen, *others = sorted(rule.requirements, key=lambda option: _cost(option, spread))
+            file(chosen, position)
+            second = next((option for option in others if not any(scope is None for scope, _ in option.contains)), None)
+            if second is not None and _cost(chosen, spread) > _PAIR_ABOVE:
+                file(second, ~position)  # filed as ~position: the rule is a candidate only when both are met
+                paired.add(position)
         self.always: _Positions = tuple(always)
+        self._paired = frozenset(paired)
         self._exact: tuple[tuple[Callable[[_Record], Any], dict[str, _Positions]], ...] = tuple(
             (field_getter(name), {value: tuple(positions) for value, positions in table.items()})
             for name, table in sorted(exact.items(), key=lambda item: -len(item[1]))
@@ -85,7 +104,9 @@ class RuleIndex:
         """How the rules are filed: by exact value, by substring, or tested against every event."""
         tables: list[dict[Any, _Positions]] = [table for _, table in self._exact]
         tables.extend(table for _, table in self._numbers)
-        exact = {position for table in tables for positions in table.values() for position in positions}
+        exact = {
+            position for table in tables for positions in table.values() for position in positions if position >= 0
+        }
         indexed = len(self.rules) - len(self.always)
         return {
             "rules": len(self.rules),
@@ -163,7 +184,13 @@ class RuleIndex:
                 found = hit if found is None else found + hit
         if found is None:
             return self.always
-        if not self.always and _increasing(found):
+        if self._paired:
+            hits = set(found)
+            paired = self._paired
+            found = tuple(
+                position for position in hits if position >= 0 and (position not in paired or ~position in hits)
+            )
+        elif not self.always and _increasing(found):
             return found
         return sorted({*found, *self.always})
 
