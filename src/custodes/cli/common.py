@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
+import inspect
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -67,7 +67,9 @@ def run(work: Callable[[], object]) -> None:
     redact_every_record()
     try:
         result = work()
-        if asyncio.iscoroutine(result):
+        if inspect.iscoroutine(result):
+            import asyncio  # only commands that run a coroutine pay for importing it
+
             asyncio.run(result)
     except CustodesError as exc:
         for problem in exc.problems:

@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import gc
+import itertools
 import re
 import sys
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
 import typer
-import yaml
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from custodes.cli.common import ConfigOption, JsonOption, console, err, run, settings_from
 from custodes.cli.root import app
@@ -62,8 +60,14 @@ def _load(paths: Sequence[Path], source: SourceSettings | None) -> RuleSet:
 
 
 @contextmanager
-def _progress(description: str, total: int | None) -> Iterator[Progress]:
-    """A progress bar on stderr (shown only on a terminal, so piped JSON stays clean)."""
+def _progress(description: str, total: int | None) -> Iterator[Callable[[int], None]]:
+    """A progress bar on stderr, set through the function given to the count done so far; shown only on a terminal
+    (so piped JSON stays clean), and off one Rich's progress is not even imported."""
+    if not err.is_terminal:
+        yield lambda done: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -71,10 +75,9 @@ def _progress(description: str, total: int | None) -> Iterator[Progress]:
         TimeElapsedColumn(),
         console=err,
         transient=True,
-        disable=not err.is_terminal,
     ) as progress:
-        progress.add_task(description, total=total)
-        yield progress
+        task = progress.add_task(description, total=total)
+        yield lambda done: progress.update(task, completed=done)
 
 
 @rules_app.command("lint")
@@ -194,14 +197,9 @@ def rules_convert(
             raise CustodesError(f"unknown target {target!r} (choose one of: {', '.join(TARGETS)})")
         _require(paths)
         source_settings = _source(config, source)
-        with _progress("converting", count_rules(paths)) as progress:
-            task = progress.task_ids[0]
-            conversions = convert_rules(
-                paths,
-                target,
-                source_settings,
-                on_rule=lambda: progress.advance(task),
-            )
+        converted = itertools.count(1)
+        with _progress("converting", count_rules(paths)) as show:
+            conversions = convert_rules(paths, target, source_settings, on_rule=lambda: show(next(converted)))
         relevant = [c for c in conversions if c.applies]
         if as_json:
             _write_json(
@@ -247,6 +245,8 @@ def rules_stats(
     as_json: JsonOption = False,
 ) -> None:
     """Summarise a rule set: rules by logsource, level and status, and rejections by reason."""
+    from rich.table import Table
+
     from custodes.detections.sigma.examples import rule_files
 
     def work() -> None:
@@ -294,6 +294,8 @@ def rules_stats(
 
 def _statuses(files: list[Path]) -> dict[str, str]:
     """Rule id -> declared status (read from the YAML; the compiled rule does not keep it)."""
+    import yaml
+
     statuses: dict[str, str] = {}
     for file in files:
         try:
@@ -343,8 +345,7 @@ def rules_match(
             err.print(f"[yellow]rejected:[/yellow] {rejection}", highlight=False, soft_wrap=True)
         matcher = RecordMatcher(ruleset, source_settings, source or "file")
         gc.freeze()  # the rules live as long as the command: collections of the records' garbage skip them
-        with _progress("matching", None) as progress:
-            task = progress.task_ids[0]
+        with _progress("matching", None) as show:
             matched = match_file(
                 events,
                 matcher,
@@ -353,7 +354,7 @@ def rules_match(
                 warn=lambda text: err.print(
                     f"[yellow]warning:[/yellow] {escape(text)}", highlight=False, soft_wrap=True
                 ),
-                progress=lambda done: progress.update(task, completed=done),
+                progress=show,
             )
         err.print(f"{matched} matches", highlight=False)
 
