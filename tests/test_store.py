@@ -143,6 +143,17 @@ async def test_findings_page_by_cursor(store: Store) -> None:
     assert sorted(seen) == [f"f{i}" for i in range(5)] and len(seen) == 5
 
 
+async def test_findings_by_time_after_a_moment_are_selected_by_the_store(store: Store) -> None:
+    async with store.transaction() as tx:
+        for index in range(4):
+            found = finding(f"f{index}", f"e{index}", minutes=10 * index, key=f"k{index}")
+            await tx.record_finding(found, timedelta(0))
+        assert [f.id for f in await tx.findings_by_time(exclude_detector="scoring")] == ["f0", "f1", "f2", "f3"]
+        after = await tx.findings_by_time(exclude_detector="scoring", after=T0 + timedelta(minutes=10))
+        assert [f.id for f in after] == ["f2", "f3"]  # strictly after
+        assert await tx.findings_by_time(exclude_detector="sigma") == []
+
+
 async def test_runs_are_created_once_per_playbook_and_finding(store: Store) -> None:
     run = Run(
         id="run1",

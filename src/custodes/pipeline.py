@@ -245,11 +245,7 @@ class Pipeline:
                 return
             after = None if cursor is None else (cursor, "\U0010ffff")
             held = await tx.events_in_time_order(after, limit=10**9)
-            found = [
-                f
-                for f in await tx.findings_by_time(exclude_detector=DETECTOR)
-                if cursor is None or f.last_seen > cursor
-            ]
+            found = await tx.findings_by_time(exclude_detector=DETECTOR, after=cursor)
         self.hold.restore(held, found, cursor)
 
     async def owe(self, tx: Transaction, found: Sequence[Finding]) -> None:

@@ -234,9 +234,11 @@ class Transaction:
         query = query.order_by(events.c.time, events.c.id).limit(limit)
         return [_event(row) for row in (await self.conn.execute(query)).mappings()]
 
-    async def findings_by_time(self, *, exclude_detector: str) -> list[Finding]:
-        """Every finding except one detector's, by (last seen, id)."""
+    async def findings_by_time(self, *, exclude_detector: str, after: datetime | None = None) -> list[Finding]:
+        """Every finding except one detector's (last seen after `after`, when given), by (last seen, id)."""
         query = sa.select(findings).where(findings.c.detector != exclude_detector)
+        if after is not None:
+            query = query.where(findings.c.last_seen > after)
         query = query.order_by(findings.c.last_seen, findings.c.id)
         return [_finding(row) for row in (await self.conn.execute(query)).mappings()]
 
