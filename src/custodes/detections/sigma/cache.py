@@ -54,7 +54,7 @@ def load_rules_cached(paths: Sequence[Path], pipeline: str | None, environ: Mapp
         return cached
     ruleset = _load(paths, pipeline)
     if not ruleset.correlations:
-        _write(folder, entry, ruleset)
+        _write(entry, ruleset)
     return ruleset
 
 
@@ -121,8 +121,8 @@ def _read(entry: Path) -> RuleSet | None:
         return None
 
 
-def _write(folder: Path, entry: Path, ruleset: RuleSet) -> None:
-    write_entry(folder, entry, orjson.dumps(_encode(ruleset)))
+def _write(entry: Path, ruleset: RuleSet) -> None:
+    write_entry(entry, orjson.dumps(_encode(ruleset)))
 
 
 def read_entry(entry: Path) -> bytes | None:
@@ -139,8 +139,9 @@ def read_entry(entry: Path) -> bytes | None:
     return body if hashlib.sha256(body).hexdigest().encode() == checksum else None
 
 
-def write_entry(folder: Path, entry: Path, body: bytes) -> None:
+def write_entry(entry: Path, body: bytes) -> None:
     """Write a cache entry (0600, atomically, its checksum first), keeping the newest `_KEEP` of its kind."""
+    folder = entry.parent
     try:
         descriptor, temporary = tempfile.mkstemp(dir=folder, prefix=".", suffix=".tmp")  # mode 0600
         with os.fdopen(descriptor, "wb") as file:

@@ -110,8 +110,8 @@ def _database(hyperscan: Any, expressions: list[bytes], flags: list[int]) -> Any
     digest = hashlib.sha256(f"{_FORMAT}\x00{hyperscan.__version__}\x00{platform.machine()}".encode())
     for expression, flag in zip(expressions, flags, strict=True):
         digest.update(b"%d\x00%b\x00" % (flag, expression))
-    entry = folder / f"{digest.hexdigest()}.hsdb" if folder is not None else None
-    stored = read_entry(entry) if entry is not None else None
+    entry = None if folder is None else folder / f"{digest.hexdigest()}.hsdb"
+    stored = None if entry is None else read_entry(entry)
     if stored is not None:
         try:  # Hyperscan checks the database's own checksum and that it suits this processor
             database = hyperscan.loadb(stored, mode=hyperscan.HS_MODE_BLOCK)
@@ -121,8 +121,8 @@ def _database(hyperscan: Any, expressions: list[bytes], flags: list[int]) -> Any
             pass
     database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
     database.compile(expressions=expressions, ids=list(range(len(expressions))), elements=len(expressions), flags=flags)
-    if folder is not None and entry is not None:
-        write_entry(folder, entry, hyperscan.dumpb(database))
+    if entry is not None:
+        write_entry(entry, hyperscan.dumpb(database))
     return database
 
 
