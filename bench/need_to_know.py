@@ -103,7 +103,8 @@ async def run(database: DatabaseSettings, people: int, every: int, repeat: int) 
 
         async def board_page(hide: bool) -> None:
             async with store.transaction() as tx:
-                page = await queries.ranked(tx, DAY, limit=51, hide=needtoknow.hidden_keys("viewer") if hide else None)
+                hidden = needtoknow.hidden_keys("viewer") if hide else None
+                page = await queries.ranked(tx, DAY, closed=True, limit=51, hide=hidden)
             assert len(page) == 51
 
         for label, work in (("GET /api/findings query (50)", findings_page), ("risk board ranking (51)", board_page)):

@@ -131,7 +131,7 @@ async def write_scores(store: Store, scores: list[DayScore]) -> None:
     now = utcnow()
     async with store.transaction() as tx:
         statement = upserts.upsert(
-            tx.conn.dialect.name, scoring_scores, ("entity", "day"), ("risk", "points", "detail", "event_ids")
+            tx.conn.dialect.name, scoring_scores, ("entity", "day"), ("risk", "points", "place", "detail", "event_ids")
         )
         await upserts.write(tx.conn, statement, [score_row(score, now) for score in scores])
 

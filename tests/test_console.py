@@ -217,31 +217,53 @@ async def test_admin_disables_and_enables_a_rule(console: Served) -> None:
         assert rule not in console.services.pipeline.disabled_rules
 
 
-async def test_the_board_pages_through_an_index(console: Served) -> None:
-    store = console.services.store
-    day = date.today() + timedelta(days=1)
-    await write_scores(store, [day_score(f"p-{n:016x}", day, float(n)) for n in range(2 * PAGE_SIZE + 5)])
+async def board_pages(console: Served, day: date) -> tuple[list[list[str]], list[str]]:
+    """The people on each of the day's three board pages, and the pages' HTML."""
     http = await signed_in(console.url, "viewer")
+    shown, pages = [], []
     async with http:
-        shown = []
         for number in (1, 2, 3):
             status, html = await page(http, console.url, f"/?day={day}&page={number}")
             assert status == 200
             shown.append(re.findall(r'href="/people/(p-[0-9a-f]{16})"', html))
-            assert ("Lower risk" in html) == (number < 3)
+            pages.append(html)
+            assert ("Later in the queue" in html) == (number < 3)
     assert [len(rows) for rows in shown] == [PAGE_SIZE, PAGE_SIZE, 5]
+    return shown, pages
+
+
+@pytest.mark.parametrize("closed", [False, True])
+async def test_the_board_pages_through_an_index_in_review_order(console: Served, closed: bool) -> None:
+    store = console.services.store
+    day = date.today() + timedelta(days=1)
+    count = 2 * PAGE_SIZE + 5
+    scores = [day_score(f"p-{n:016x}", day, float(n)) for n in range(count)]
+    if closed:  # the engine's review order: here every third person first, then the others by risk
+        order = sorted(range(count), key=lambda n: (n % 3 != 0, -n))
+        for place, n in enumerate(order, start=1):
+            scores[n].place = place
+    await write_scores(store, scores)
+    shown, pages = await board_pages(console, day)
     everyone = [n for rows in shown for n in rows]
-    assert everyone == [f"p-{n:016x}" for n in reversed(range(2 * PAGE_SIZE + 5))]
-    statement = queries.ranking_query(day, limit=PAGE_SIZE, offset=PAGE_SIZE)
+    expected = order if closed else list(reversed(range(count)))
+    assert everyone == [f"p-{n:016x}" for n in expected]
+    assert ("People in review order" in pages[0]) == closed and ("the day is still open" in pages[0]) == (not closed)
+    async with store.transaction() as tx:
+        assert await queries.day_closed(tx, day) == closed
+    statement = queries.ranking_query(day, closed=closed, limit=PAGE_SIZE, offset=PAGE_SIZE)
     compiled = str(statement.compile(compile_kwargs={"literal_binds": True}))
-    assert "LIMIT 50 OFFSET 50" in compiled and "ORDER BY scoring_scores.risk DESC" in compiled
+    order_by = "ORDER BY scoring_scores.place" if closed else "ORDER BY scoring_scores.risk DESC"
+    assert "LIMIT 50 OFFSET 50" in compiled and order_by in compiled
     if store.dialect == "sqlite":
-        hiding = queries.ranking_query(day, limit=PAGE_SIZE, offset=PAGE_SIZE, hide=needtoknow.hidden_keys("viewer"))
+        hiding = queries.ranking_query(
+            day, closed=closed, limit=PAGE_SIZE, offset=PAGE_SIZE, hide=needtoknow.hidden_keys("viewer")
+        )
+        index = "ix_scoring_scores_day_place" if closed else "ix_scoring_scores_day_risk"
         for query in (compiled, str(hiding.compile(compile_kwargs={"literal_binds": True}))):
             async with store.transaction() as tx:
                 plan = (await tx.conn.execute(sa.text(f"EXPLAIN QUERY PLAN {query}"))).all()
             detail = " ".join(str(row[-1]) for row in plan)
-            assert "USING INDEX ix_scoring_scores_day_risk" in detail and "TEMP B-TREE" not in detail, detail
+            assert f"USING INDEX {index}" in detail and "TEMP B-TREE" not in detail, detail
 
 
 async def test_an_analyst_acknowledges_a_finding(console: Served) -> None:

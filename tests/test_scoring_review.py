@@ -104,3 +104,14 @@ def test_a_mail_to_everyone_is_not_capped_with_soft_behaviour_signals() -> None:
     assert top.points == pytest.approx(fanout.points + behaviour)
     assert top.points > settings.family_caps["behaviour"]
     assert not [m for m in top.modifiers if m.startswith("cap:")]
+
+
+def test_each_closed_days_scores_carry_their_place_in_the_review_order() -> None:
+    extra = {20: theft_day(7, 20), 21: theft_day(7, 21) + small_theft(3, 21)}
+    settings = ScoringSettings(pseudonymise=False, warmup_days=5, review_budget=1 / PEOPLE)
+    ranked = rankings(settings, extra)
+    for day, ranking in ranked.items():
+        assert [score.place for score in ranking] == list(range(1, len(ranking) + 1)), day
+    second = ranked[(START + timedelta(days=21)).date()]
+    assert second[0].entity == "user3@corp.example" and second[0].place == 1  # the new lead, not the risk leader
+    assert next(s for s in second if s.entity == "user7@corp.example").place == 2

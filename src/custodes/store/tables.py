@@ -275,10 +275,12 @@ scoring_scores = sa.Table(
     sa.Column("day", sa.Date, primary_key=True),
     sa.Column("risk", sa.Float, nullable=False),
     sa.Column("points", sa.Float, nullable=False),
+    sa.Column("place", sa.Integer, nullable=True),  # in the closed day's review order (1 first); null while open
     sa.Column("detail", JSON, nullable=False),
     sa.Column("event_ids", JSON, nullable=False),
     sa.Column("created_at", Timestamp, nullable=False),
     sa.Index(None, "day", "risk"),
+    sa.Index(None, "day", "place"),
 )
 
 scoring_meta = sa.Table(

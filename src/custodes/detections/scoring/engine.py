@@ -342,6 +342,8 @@ class ScoringEngine:
                 self._finding(self.states[score.entity], score, "top_k")
         self.top = top
         ranking = self._review_order(day, ranking)
+        for place, score in enumerate(ranking, start=1):
+            score.place = place
         self.scores.extend(s for s in scored.values())
         if self.on_ranking is not None:
             self.on_ranking(when, ranking)

@@ -66,7 +66,8 @@ class Contribution:
 
 @dataclass(slots=True)
 class DayScore:
-    """An entity's score for one local day, with everything needed to explain it."""
+    """An entity's score for one local day, with everything needed to explain it; `place` is its place in the
+    day's review order once the day is closed (1 first), None while the day is open."""
 
     entity: str
     kind: str
@@ -77,6 +78,7 @@ class DayScore:
     modifiers: dict[str, float]
     watchlists: list[str]
     sigma: list[tuple[str, str, float]]
+    place: int | None = None
 
     @property
     def event_ids(self) -> list[str]:

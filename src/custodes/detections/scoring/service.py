@@ -227,10 +227,10 @@ class ScoringService:
             await upserts.write(tx.conn, statement, rows)
         scores = engine.take_scores()
         if scores:
-            columns = ("risk", "points", "detail", "event_ids")
+            updated = ("risk", "points", "place", "detail", "event_ids")
             await upserts.write(
                 tx.conn,
-                upserts.upsert(tx.conn.dialect.name, scoring_scores, ("entity", "day"), columns),
+                upserts.upsert(tx.conn.dialect.name, scoring_scores, ("entity", "day"), updated),
                 [score_row(score, now) for score in scores],
             )
         clock = {
@@ -343,6 +343,7 @@ def score_row(score: DayScore, now: datetime) -> dict[str, Any]:
         "day": score.day,
         "risk": score.risk,
         "points": score.points,
+        "place": score.place,
         "detail": detail,
         "event_ids": score.event_ids,
         "created_at": now,
@@ -355,11 +356,11 @@ async def entity_scores(tx: Transaction, entity: str, *, day: date | None = None
     if day is not None:
         query = query.where(scoring_scores.c.day == day)
     query = query.order_by(scoring_scores.c.day.desc()).limit(limit)
-    return [day_score(dict(row["detail"])) for row in (await tx.conn.execute(query)).mappings()]
+    return [day_score(dict(row["detail"]), row["place"]) for row in (await tx.conn.execute(query)).mappings()]
 
 
-def day_score(detail: dict[str, Any]) -> DayScore:
-    """A DayScore back from its stored form."""
+def day_score(detail: dict[str, Any], place: int | None = None) -> DayScore:
+    """A DayScore back from its stored form (and its stored review place)."""
     contributions = [
         Contribution(
             feature=c["feature"],
@@ -385,4 +386,5 @@ def day_score(detail: dict[str, Any]) -> DayScore:
         modifiers={k: float(v) for k, v in detail["modifiers"].items()},
         watchlists=list(detail["watchlists"]),
         sigma=[(str(a), str(b), float(c)) for a, b, c in detail["sigma"]],
+        place=place,
     )

@@ -48,6 +48,10 @@ class DayScoreOut(Model):
     risk: float
     points: float
     provisional: bool = Field(description="the day is still open: the score may rise until it closes")
+    place: int | None = Field(
+        description="its place in the closed day's review order (1 first: new leads within the review budget, then "
+        "by risk); null while the day is open"
+    )
     contributions: list[ContributionOut]
     modifiers: dict[str, float]
     watchlists: list[str]
@@ -63,6 +67,7 @@ class DayScoreOut(Model):
             risk=round(score.risk, 3),
             points=round(score.points, 3),
             provisional=provisional,
+            place=score.place,
             contributions=[
                 ContributionOut(
                     feature=c.feature,

@@ -88,8 +88,8 @@ def _page_number(request: web.Request) -> int:
 
 @page
 async def board(request: web.Request, session: Session) -> web.StreamResponse:
-    """GET /: people ranked by the day's risk, with the strongest reasons in sentences; paged (without the people
-    of restricted cases the user is not on)."""
+    """GET /: the day's people in review order (by risk while the day is open), with the strongest reasons in
+    sentences; paged (without the people of restricted cases the user is not on)."""
     number = _page_number(request)
     call = call_for(request, session)
     names = await call.people()
@@ -97,7 +97,12 @@ async def board(request: web.Request, session: Session) -> web.StreamResponse:
         day = _day(request.query.get("day")) or await queries.score_day(tx)
         hide = needtoknow.hidden_keys(session.token_name)
         offset = (number - 1) * PAGE_SIZE
-        rows = [] if day is None else await queries.ranked(tx, day, limit=PAGE_SIZE + 1, offset=offset, hide=hide)
+        closed = day is not None and await queries.day_closed(tx, day)
+        rows = (
+            []
+            if day is None
+            else await queries.ranked(tx, day, closed=closed, limit=PAGE_SIZE + 1, offset=offset, hide=hide)
+        )
         before = None if day is None else await queries.score_day(tx, before=day)
         after = None if day is None else await queries.score_day(tx, after=day)
     people = [
@@ -112,6 +117,7 @@ async def board(request: web.Request, session: Session) -> web.StreamResponse:
         before=before,
         after=after,
         people=people,
+        closed=closed,
         number=number,
         first_rank=(number - 1) * PAGE_SIZE + 1,
         more=len(rows) > PAGE_SIZE,

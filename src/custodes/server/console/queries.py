@@ -1,5 +1,5 @@
-"""The console's own read queries, each paged and served by an index: the day's risk ranking, a person's runs and
-the rules' recent matches."""
+"""The console's own read queries, each paged and served by an index: the day's ranking (in review order), a
+person's runs and the rules' recent matches."""
 
 from __future__ import annotations
 
@@ -41,26 +41,41 @@ async def score_day(tx: Transaction, *, before: date | None = None, after: date 
     return date.fromisoformat(found) if isinstance(found, str) else found
 
 
-def ranking_query(day: date, *, limit: int, offset: int, hide: sa.CompoundSelect[Any] | None = None) -> sa.Select[Any]:
-    """The day's scores, highest risk first, one page: an index range scan on (day, risk) that stops after
-    `offset + limit` rows; `hide` selects scored entities to leave out."""
-    query = sa.select(scoring_scores.c.entity, scoring_scores.c.risk, scoring_scores.c.points, scoring_scores.c.detail)
+async def day_closed(tx: Transaction, day: date) -> bool:
+    """Whether the day is closed: its scores have places in the engine's review order (one seek in (day, place))."""
+    table = scoring_scores
+    query = sa.select(table.c.place).where(table.c.day == day, table.c.place.is_not(None)).limit(1)
+    return (await tx.conn.execute(query)).first() is not None
+
+
+def ranking_query(
+    day: date, *, closed: bool, limit: int, offset: int, hide: sa.CompoundSelect[Any] | None = None
+) -> sa.Select[Any]:
+    """The day's scores in the order analysts review them, one page: a closed day in the engine's review order
+    (new leads within the review budget first, then by risk; the (day, place) index), an open day by risk, highest
+    first (the (day, risk) index); the scan stops after `offset + limit` rows; `hide` selects scored entities to
+    leave out."""
+    table = scoring_scores
+    query = sa.select(table.c.entity, table.c.risk, table.c.points, table.c.detail)
     if hide is not None:
-        query = query.where(scoring_scores.c.entity.not_in(hide))
-    return query.where(scoring_scores.c.day == day).order_by(scoring_scores.c.risk.desc()).limit(limit).offset(offset)
+        query = query.where(table.c.entity.not_in(hide))
+    order = table.c.place if closed else table.c.risk.desc()
+    return query.where(table.c.day == day).order_by(order).limit(limit).offset(offset)
 
 
 async def ranked(
     tx: Transaction,
     day: date,
     *,
+    closed: bool,
     limit: int,
     offset: int = 0,
     reasons: int = 3,
     hide: sa.CompoundSelect[Any] | None = None,
 ) -> list[Ranked]:
-    """One page of the day's ranking, each with its strongest reasons in sentences; `hide` as `ranking_query`."""
-    rows = await tx.conn.execute(ranking_query(day, limit=limit, offset=offset, hide=hide))
+    """One page of the day's ranking, each with its strongest reasons in sentences; `closed` and `hide` as
+    `ranking_query`."""
+    rows = await tx.conn.execute(ranking_query(day, closed=closed, limit=limit, offset=offset, hide=hide))
     page = []
     for row in rows.mappings():
         score = day_score(dict(row["detail"]))
