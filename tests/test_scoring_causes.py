@@ -155,3 +155,26 @@ def test_an_administrator_on_an_absent_owners_machine_is_visible() -> None:
     assert rank == 0
     contribution = next(c for c in score.contributions if c.feature == "absent_owner_host")
     assert contribution.value == 1 and contribution.event_ids
+
+
+def test_domain_lists_match_a_domain_its_subdomains_and_path_prefixes() -> None:
+    from custodes.detections.scoring.features import DomainList
+
+    def listed(target: str, entries: list[str]) -> bool:  # the rule, entry by entry
+        host, _, path = target.partition("/")
+        for entry in (e.lower() for e in entries):
+            domain, slash, prefix = entry.partition("/")
+            if (host == domain or host.endswith("." + domain)) and (not slash or path.startswith(prefix)):
+                return True
+        return False
+
+    rng = random.Random(3)
+    labels = ["mega", "nz", "jobs", "example", "com", "co", "uk", "www", "x"]
+    entries = ["Mega.nz", "example.com/Careers", "jobs.example.co.uk", "x/", "com/a/b", "uk"]
+    domains = DomainList(entries)
+    for _ in range(3000):
+        host = ".".join(rng.choice(labels) for _ in range(rng.randint(1, 4)))
+        path = rng.choice(["", "/", "/careers", "/careers/1", "/a/b/c", "/a", "/x"])
+        target = host + path
+        assert (target in domains) == listed(target, entries), target
+    assert "www.mega.nz" in domains and "notmega.nz" not in domains and "example.com/careers/x" in domains

@@ -150,10 +150,10 @@ class Extractor:
 
     def __init__(self, settings: ScoringSettings, org_domains: Iterable[str] = ()) -> None:
         self.personal = frozenset(d.lower() for d in settings.personal_domains)
-        self.cloud = tuple(d.lower() for d in settings.personal_cloud_domains)
-        self.leak = tuple(d.lower() for d in settings.leak_domains)
-        self.jobs = tuple(d.lower() for d in settings.job_domains)
-        self.competitors = tuple(d.lower() for d in settings.competitor_domains)
+        self.cloud = DomainList(settings.personal_cloud_domains)
+        self.leak = DomainList(settings.leak_domains)
+        self.jobs = DomainList(settings.job_domains)
+        self.competitors = DomainList(settings.competitor_domains)
         self.org_domains = frozenset(d.lower() for d in org_domains)
 
     def extract(self, raw: dict[str, Any]) -> Observation | None:
@@ -443,15 +443,15 @@ class Extractor:
         request = (raw.get("http") or {}).get("request") or {}
         method = str(request.get("method") or "").upper()
         sending = method in ("POST", "PUT")
-        if _listed(domain, self.leak):
+        if domain in self.leak:
             features.append(("leak_upload" if sending else "leak_visit", 1.0))
-        elif _listed(domain, self.cloud):
+        elif domain in self.cloud:
             features.append(("cloud_upload" if sending else "cloud_visit", 1.0))
         else:
             target = domain + str(url.get("path") or "")
-            if _listed(target, self.jobs):
+            if target in self.jobs:
                 features.append(("job_search", 1.0))
-            elif _listed(target, self.competitors):
+            elif target in self.competitors:
                 features.append(("competitor_visit", 1.0))
             return
         size = _int(request.get("bytes") or (request.get("body") or {}).get("bytes"))
@@ -459,11 +459,29 @@ class Extractor:
             features.append(("upload_bytes", float(size)))
 
 
-def _listed(target: str, entries: tuple[str, ...]) -> bool:
-    """Whether `host[/path]` is listed: the entry's domain or a subdomain of it, under the entry's path if any."""
-    host, _, path = target.partition("/")
-    for entry in entries:
-        listed, slash, prefix = entry.partition("/")
-        if (host == listed or host.endswith("." + listed)) and (not slash or path.startswith(prefix)):
-            return True
-    return False
+class DomainList:
+    """Listed domains, each with an optional path prefix (`example.com/jobs`), looked up by host and parent domain.
+
+    `host[/path]` is in the list when its host is a listed domain or a subdomain of one, and its path starts with
+    that entry's prefix if it has one: one dictionary lookup per label of the host, whatever the list's length.
+    """
+
+    def __init__(self, entries: Iterable[str]) -> None:
+        self._prefixes: dict[str, list[str]] = {}
+        for entry in entries:
+            domain, _, prefix = entry.lower().partition("/")
+            self._prefixes.setdefault(domain, []).append(prefix)
+
+    def __contains__(self, target: object) -> bool:
+        if not isinstance(target, str):
+            return False
+        host, _, path = target.partition("/")
+        name = host
+        while True:
+            prefixes = self._prefixes.get(name)
+            if prefixes is not None and any(path.startswith(prefix) for prefix in prefixes):
+                return True
+            dot = name.find(".")
+            if dot < 0:
+                return False
+            name = name[dot + 1 :]
