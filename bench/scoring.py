@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/scoring.py                 # 1000 people, every shape, seeds 1-2, 10 and 60 days of history
     .venv/bin/python bench/scoring.py --population 300 --shapes noisy --seeds 1 --history 10
+    .venv/bin/python bench/scoring.py --population 400 --history 5 --set learning_days=3   # a setting changed
 
 Each organisation has `history` quiet days before insiders may act and 12 days after. Bars (issues 5 and 15):
 every injected incident caught within a 0.5% daily budget before its end, mean percentile of
@@ -19,6 +20,7 @@ import time
 from pathlib import Path
 
 import orjson
+import yaml
 
 from custodes.config import ScoringSettings
 from custodes.detections.scoring.engine import ScoringEngine
@@ -60,7 +62,15 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--history", type=int, nargs="+", default=[10, 60], help="quiet days before insiders act")
     parser.add_argument("--noise", type=float, default=1.0)
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a scoring setting other than its default, as YAML (e.g. --set learning_days=3); repeatable",
+    )
     args = parser.parse_args()
+    overrides = {name: yaml.safe_load(value) for name, _, value in (item.partition("=") for item in args.set)}
     header = (
         f"{'shape':>6} {'hist':>4} {'people':>6} {'seed':>4} {'events':>9} {'budget':>6} {'caught':>7} {'pctile':>6} "
         f"{'recall@b':>8} {'FF/1k/d':>7} {'delay':>5} {'upd/s':>8} {'e2e/s':>8} {'state B':>7}"
@@ -79,7 +89,7 @@ def main() -> None:
                 shape=shape,
             )
             sim = simulate(knobs, folder)
-            settings = ScoringSettings(directory=folder / "directory.json", pseudonymise=False)
+            settings = ScoringSettings(directory=folder / "directory.json", pseudonymise=False, **overrides)
             result = evaluate(sim.files, load_labels(folder / "labels.json"), settings)
             updates, end_to_end, state_bytes = throughput(folder, settings)
             delays = [i.delay_days for i in result.incidents if i.delay_days is not None]

@@ -258,8 +258,8 @@ class ScoringEngine:
 
     @property
     def learning(self) -> bool:
-        """True until `warmup_days` dates have closed: baselines are built, nothing is scored."""
-        return self.days_closed < self.settings.warmup_days
+        """True until `learning_days` dates have closed: baselines are built, nothing is scored."""
+        return self.days_closed < self.settings.learning_days
 
     def score_open(self, state: EntityState) -> DayScore | None:
         """The provisional score of an entity's open day."""
@@ -297,7 +297,11 @@ class ScoringEngine:
             state.stages[stage] = today.day
         state.risk = score.risk
         state.risk_day = today.day
-        damped = frozenset(c.feature for c in score.contributions) if score.points >= DAMP_POINTS else frozenset()
+        damped = (  # an unsettled baseline learns everything: its anomalies are judged on too little history
+            frozenset(c.feature for c in score.contributions)
+            if score.points >= DAMP_POINTS and self._settled(state)
+            else frozenset()
+        )
         state.fold(today, self.forget, day.weekday() >= 5, damped)
         if state.active_days % PRUNE_EVERY_DAYS == 0:
             state.prune(today.day, self.settings.first_seen_days)
@@ -407,7 +411,16 @@ class ScoringEngine:
         self.peers = peer_stats(self.states.values())
         self.owners = machine_owners(self.states.values())
 
+    def _settled(self, state: EntityState) -> bool:
+        """Whether the person has the `warmup_days` active days of their own that a finding needs."""
+        return state.active_days >= self.settings.warmup_days
+
     def _finding(self, state: EntityState, score: DayScore, reason: str) -> Finding | None:
+        """A finding for the score, unless the day has no evidence of its own (its risk is only carried), the
+        person's own baseline is not yet settled (fewer than `warmup_days` active days: they are ranked by what is
+        known, peers standing in for their history, but not alerted on), or they had one within the cooldown."""
+        if score.points <= 0 or not self._settled(state):
+            return None
         day = score.day.toordinal()
         last = state.last_finding_day
         if last is not None and 0 <= day - last < max(1, self.settings.finding_cooldown_days):
