@@ -268,3 +268,30 @@ def test_malformed_records_are_skipped_not_fatal() -> None:
     for n, record in enumerate(bad):
         engine.observe(Event(str(n), START, "x", LogSource(), record))
     assert engine.unreadable >= 3 and engine.take_findings() == []
+
+
+def test_a_theft_on_the_fourth_date_is_ranked_first_and_raised_only_once_the_person_is_settled() -> None:
+    # Cold start: three dates close before anything is scored; a person's own warm-up (warmup_days active days)
+    # gates findings, not the ranking. The old single warm-up scored nothing for the first warmup_days dates.
+    settings = ScoringSettings(pseudonymise=False, learning_days=3, warmup_days=7)
+    engine, ranking = run_org(settings, days=12, thief=7, theft=4)
+    assert ranking and ranking[0].entity == "user7@corp.example" and ranking[0].points > 0
+    assert ranking[0].place == 1
+    assert engine.take_findings() == []  # four active days of their own: ranked, not alerted on
+    old = settings.model_copy(update={"learning_days": 7})
+    _, unscored = run_org(old, days=12, thief=7, theft=4)
+    assert all(score.points == 0 for score in unscored)
+    engine, _ = run_org(settings, days=12, thief=7, theft=9)  # settled by then: the same theft is raised
+    assert [f.entity for f in engine.take_findings()] == ["user7@corp.example"]
+
+
+def test_a_day_without_evidence_of_its_own_raises_nothing_whatever_it_carries() -> None:
+    # The theft falls on the person's fourth active day, a Thursday (unsettled: ranked, not raised); on the Friday
+    # they are settled, ordinary, and carry most of the theft's risk: that alone is no finding.
+    settings = ScoringSettings(pseudonymise=False, learning_days=3, warmup_days=4, threshold=30)
+    engine, _ = run_org(settings, days=5, thief=7, theft=3)
+    scores = {s.day: s for s in engine.take_scores() if s.entity == "user7@corp.example"}
+    assert scores[(START + timedelta(days=3)).date()].points >= settings.threshold
+    after = scores[(START + timedelta(days=4)).date()]
+    assert after.points == 0 and after.risk >= settings.threshold
+    assert [f for f in engine.take_findings() if f.entity == "user7@corp.example"] == []

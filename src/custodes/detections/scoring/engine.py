@@ -274,7 +274,7 @@ class ScoringEngine:
             state = self.states.get(key)
             score = None if state is None else self.score_open(state)
             if state is not None and score is not None and score.risk >= self.settings.threshold:
-                self._finding(state, score, "threshold")
+                self._finding(state, score, "threshold", state.active_days)
 
     def _absent_owners(self, today: DayState) -> None:
         """Count the machines used today whose owners have had no event of their own this day."""
@@ -289,6 +289,7 @@ class ScoringEngine:
         assert today is not None
         self._absent_owners(today)
         day = date.fromordinal(today.day)
+        history = state.active_days  # the days before this one
         if self.learning:
             score = DayScore(state.key, state.kind, day, 0.0, 0.0, [], {}, [], [])
         else:
@@ -299,7 +300,7 @@ class ScoringEngine:
         state.risk_day = today.day
         damped = (  # an unsettled baseline learns everything: its anomalies are judged on too little history
             frozenset(c.feature for c in score.contributions)
-            if score.points >= DAMP_POINTS and self._settled(state)
+            if score.points >= DAMP_POINTS and history >= self.settings.warmup_days
             else frozenset()
         )
         state.fold(today, self.forget, day.weekday() >= 5, damped)
@@ -309,7 +310,7 @@ class ScoringEngine:
         self.pending.setdefault(today.day, []).append(score)
         self.dirty.add(state.key)
         if score.risk >= self.settings.threshold:
-            self._finding(state, score, "threshold")
+            self._finding(state, score, "threshold", history)
         return score
 
     def sweep(self) -> None:
@@ -343,7 +344,8 @@ class ScoringEngine:
         top = {s.entity for s in ranking[:k] if s.risk >= self.settings.top_k_min_risk} if k else set()
         for score in ranking[:k]:
             if score.entity in top and score.entity not in self.top and score.contributions:
-                self._finding(self.states[score.entity], score, "top_k")
+                state = self.states[score.entity]
+                self._finding(state, score, "top_k", state.active_days - 1)  # the day is folded in by now
         self.top = top
         ranking = self._review_order(day, ranking)
         for place, score in enumerate(ranking, start=1):
@@ -411,15 +413,12 @@ class ScoringEngine:
         self.peers = peer_stats(self.states.values())
         self.owners = machine_owners(self.states.values())
 
-    def _settled(self, state: EntityState) -> bool:
-        """Whether the person has the `warmup_days` active days of their own that a finding needs."""
-        return state.active_days >= self.settings.warmup_days
-
-    def _finding(self, state: EntityState, score: DayScore, reason: str) -> Finding | None:
+    def _finding(self, state: EntityState, score: DayScore, reason: str, history: int) -> Finding | None:
         """A finding for the score, unless the day has no evidence of its own (its risk is only carried), the
-        person's own baseline is not yet settled (fewer than `warmup_days` active days: they are ranked by what is
-        known, peers standing in for their history, but not alerted on), or they had one within the cooldown."""
-        if score.points <= 0 or not self._settled(state):
+        person's baseline was not yet settled (`history`, their active days before the scored day, under
+        `warmup_days`: they are ranked by what is known, peers standing in for their history, but not alerted on),
+        or they had one within the cooldown."""
+        if score.points <= 0 or history < self.settings.warmup_days:
             return None
         day = score.day.toordinal()
         last = state.last_finding_day
