@@ -294,7 +294,7 @@ async def test_a_cluster_raises_what_one_process_raises_through_a_killed_worker(
             async with store.transaction() as tx:
                 committers = set((await tx.conn.execute(sa.select(cluster_partitions.c.worker))).scalars())
                 ran = list(await tx.conn.execute(sa.select(runs.c.finding_id, runs.c.status)))
-            cluster_scores = await scores(store)
+            cluster_scores = await settled_scores(store, reference_scores)
         finally:
             await cluster.stop()
             await store.close()
@@ -336,6 +336,18 @@ async def stored_once(store: Store, expected: int) -> None:
             return
         await asyncio.sleep(0.1)
     raise AssertionError(f"{await count(store, events)} of {expected} events stored")
+
+
+async def settled_scores(store: Store, reference: Scores, seconds: float = 60.0) -> Scores:
+    """The cluster's day scores once they are the reference's (the scoring runner re-scores after the last
+    findings are in, so it may still be at work when they are), or as they are after `seconds`."""
+    found = await scores(store)
+    for _ in range(int(seconds / 0.2)):
+        if found == reference:
+            break
+        await asyncio.sleep(0.2)
+        found = await scores(store)
+    return found
 
 
 async def settled(store: Store, reference: Counter[Any], state: chat.ChatState) -> list[Any]:

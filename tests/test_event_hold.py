@@ -130,7 +130,7 @@ async def test_a_lagging_live_source_holds_dates_so_scores_equal_a_time_ordered_
         assert scoring is not None
         assert services.pipeline.event_time()["hold"]["held"] == {}
         assert dict(scoring.engine.late_by_source) == {}
-        risks, _ = await outcome(services)
+        risks = (await outcome(services))[0]
     assert risks == expected
 
 

@@ -54,17 +54,30 @@ def settings_for(org: Path, db: Path) -> Settings:
     )
 
 
-async def outcome(services: Services) -> tuple[dict[tuple[str, str], float], set[tuple[str, str, str]]]:
-    """Risk per person-day and the scoring findings (rule, entity, day) a run stored."""
+Outcome = tuple[dict[tuple[str, str], float], set[tuple[str, str, str]], set[tuple[str, str]]]
+
+
+async def outcome(services: Services) -> Outcome:
+    """Risk per person-day, the scoring findings (rule, entity, day) a run stored, and the person-days a finding
+    is owed for: risk at the threshold with points of the day's own, the person past their own warm-up."""
+    settings = services.settings.scoring
+    table = scoring_scores
     async with services.store.transaction() as tx:
-        rows = await tx.conn.execute(sa.select(scoring_scores.c.entity, scoring_scores.c.day, scoring_scores.c.risk))
+        rows = list(await tx.conn.execute(sa.select(table.c.entity, table.c.day, table.c.risk, table.c.detail)))
         risks = {(r.entity, str(r.day)): round(r.risk, 6) for r in rows}
+        owed = {
+            (r.entity, str(r.day))
+            for r in rows
+            if r.risk >= settings.threshold
+            and r.detail["points"] > 0
+            and min(c["history_days"] for c in r.detail["contributions"]) >= settings.warmup_days
+        }
         query = sa.select(findings.c.rule_id, findings.c.entity, findings.c.first_seen)
         found = {
             (r.rule_id, r.entity, str(r.first_seen)[:10])
             for r in await tx.conn.execute(query.where(findings.c.detector == "scoring"))
         }
-    return risks, found
+    return risks, found, owed
 
 
 def events_of(org: Path, settings: Settings) -> list[Event]:
@@ -75,7 +88,7 @@ def events_of(org: Path, settings: Settings) -> list[Event]:
     ]
 
 
-async def time_ordered(org: Path, db: Path) -> tuple[dict[tuple[str, str], float], set[tuple[str, str, str]]]:
+async def time_ordered(org: Path, db: Path) -> Outcome:
     """The reference: every source merged in event-time order, scored live batch by batch."""
     settings = settings_for(org, db)
     events = sorted(events_of(org, settings), key=lambda e: (e.time, e.id))
@@ -94,7 +107,7 @@ async def replayed(org: Path, db: Path, files: list[tuple[str, Path]]) -> Any:
         for source, path in files:
             connector = FileConnector(f"replay:{path}", source, settings.source(source), [path])
             await services.pipeline.replay(connector, close=True)
-        risks, stored = await outcome(services)
+        risks, stored, _ = await outcome(services)
         scoring = services.pipeline.scoring
         assert scoring is not None
         await scoring.rescore(services.store)
@@ -103,7 +116,7 @@ async def replayed(org: Path, db: Path, files: list[tuple[str, Path]]) -> Any:
 
 
 async def test_shuffled_and_source_by_source_replays_score_as_a_time_ordered_run(org: Path, tmp_path: Path) -> None:
-    risks, found = await time_ordered(org, tmp_path / "a" / "store.db")
+    risks, found, owed = await time_ordered(org, tmp_path / "a" / "store.db")
     assert len(risks) > 300 and any(risk >= 40 for risk in risks.values()) and found
     rng = random.Random(3)
     shuffled: list[tuple[str, Path]] = []
@@ -122,13 +135,14 @@ async def test_shuffled_and_source_by_source_replays_score_as_a_time_ordered_run
     assert by_source_risks == risks
     assert shuffled_implied == by_source_implied and shuffled_implied <= shuffled_found
     assert by_source_implied <= by_source_found
-    # every day whose final risk crosses the threshold was flagged in both runs (a finding the same day or, within
-    # the cooldown, earlier); mid-day (provisional) findings can differ with what had arrived at the time
+    # every day a finding is owed for (its final risk crosses the threshold with points of its own, the person past
+    # their own warm-up) was flagged in both runs (a finding the same day or, within the cooldown, earlier);
+    # mid-day (provisional) findings can differ with what had arrived at the time
+    assert owed
     for run in (found, shuffled_found):
         flagged = {(entity, day) for _, entity, day in run}
-        for (entity, day), risk in risks.items():
-            if risk >= 40:
-                assert any(e == entity and d <= day for e, d in flagged), (entity, day)
+        for entity, day in owed:
+            assert any(e == entity and d <= day for e, d in flagged), (entity, day)
 
 
 async def test_replay_closes_the_last_date_and_a_late_source_is_counted(org: Path, tmp_path: Path) -> None:
