@@ -258,12 +258,13 @@ def peer_stats(states: Iterable[EntityState]) -> PeerStats:
     for state in states:
         if state.kind != "person" or state.days <= 0:
             continue
+        parts = (state.part_days(False), state.part_days(True))  # weekdays, weekend days
         for group in (state.group, "dept:" + state.department, "*"):
             members[group] += 1
             days[group] += state.days
             profile = hours.setdefault(group, [0.0] * HOURS)
             for i, value in enumerate(state.hours):
-                part = state.part_days(i >= HOURS // 2)
+                part = parts[i >= HOURS // 2]
                 if part > 0:
                     profile[i] += value / part
             group_sums = sums[group]
