@@ -261,23 +261,27 @@ GENERIC_DEFAULTS = {
 def generic(record: dict[str, Any], settings: SourceSettings, source: str) -> Event:
     """Any JSON record, with envelope fields read from configured dotted paths (ECS names by default)."""
     b = _Builder(record, settings, source)
-    paths = {**GENERIC_DEFAULTS, **settings.fields}
 
     def pick(name: str) -> Any:
-        return _pick(record, paths[name])
+        return _pick(record, _generic_paths(settings, name))
 
     outcome_text = (_text(pick("outcome")) or "").lower()
     outcome = Outcome(outcome_text) if outcome_text in {"success", "failure"} else Outcome.UNKNOWN
     return b.event(
         pick("id"),
-        b.time(*paths["time"].split("|")),
+        b.time(*_generic_paths(settings, "time").split("|")),
         actor=_text(pick("actor")),
         action=_text(pick("action")),
         target=_text(pick("target")),
         outcome=outcome,
         src_ip=_text(pick("src_ip")),
-        bytes=b.integer(paths["bytes"], pick("bytes")),
+        bytes=b.integer(_generic_paths(settings, "bytes"), pick("bytes")),
     )
+
+
+def _generic_paths(settings: SourceSettings, name: str) -> str:
+    """Where a generic record holds envelope field `name`: the source's `fields`, else the ECS default."""
+    return settings.fields.get(name, GENERIC_DEFAULTS[name])
 
 
 def _pick(record: dict[str, Any], paths: str) -> Any:
@@ -612,7 +616,7 @@ def event_id(record: Any, settings: SourceSettings, source: str) -> str:
     if not isinstance(record, dict):
         return to_event(record, settings, source).id
     if settings.format == "generic":
-        vendor = _text(_pick(record, settings.fields.get("id", GENERIC_DEFAULTS["id"])))
+        vendor = _text(_pick(record, _generic_paths(settings, "id")))
     elif (key := ID_KEYS.get(settings.format)) is not None:
         vendor = _text(record.get(key))
     else:
