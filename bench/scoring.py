@@ -8,7 +8,8 @@ Each organisation has `history` quiet days before insiders may act and 12 days a
 every injected incident caught within a 0.5% daily budget before its end, mean percentile of
 malicious user-days >= 97, fewer than 1 false finding per 1,000 users per day, >= 100,000 feature updates/s on one
 core. Throughput is `ScoringEngine.observe` over events already decoded, with day closing (ranking, peer statistics)
-timed separately.
+timed separately. `could` is the most incidents any ranking could catch with that budget (`most_catchable`): where
+more incidents act only on the same days than the budget has places, no ranking catches them all.
 """
 
 from __future__ import annotations
@@ -72,8 +73,8 @@ def main() -> None:
     args = parser.parse_args()
     overrides = {name: yaml.safe_load(value) for name, _, value in (item.partition("=") for item in args.set)}
     header = (
-        f"{'shape':>6} {'hist':>4} {'people':>6} {'seed':>4} {'events':>9} {'budget':>6} {'caught':>7} {'pctile':>6} "
-        f"{'recall@b':>8} {'FF/1k/d':>7} {'delay':>5} {'upd/s':>8} {'e2e/s':>8} {'state B':>7}"
+        f"{'shape':>6} {'hist':>4} {'people':>6} {'seed':>4} {'events':>9} {'budget':>6} {'caught':>7} {'could':>5} "
+        f"{'pctile':>6} {'recall@b':>8} {'FF/1k/d':>7} {'delay':>5} {'upd/s':>8} {'e2e/s':>8} {'state B':>7}"
     )
     print(header)
     failures: list[tuple[str, int, int, int, str]] = []
@@ -95,7 +96,7 @@ def main() -> None:
             delays = [i.delay_days for i in result.incidents if i.delay_days is not None]
             print(
                 f"{shape:>6} {history:>4} {population:>6} {seed:>4} {result.events:>9} {result.budget:>6} "
-                f"{result.caught:>3}/{len(result.incidents):<3} {result.mean_percentile:>6.2f} "
+                f"{result.caught:>3}/{len(result.incidents):<3} {result.catchable:>5} {result.mean_percentile:>6.2f} "
                 f"{100 * result.recall[result.budget]:>7.1f}% {result.false_findings_per_1000_user_days:>7.3f} "
                 f"{(sum(delays) / len(delays)) if delays else float('nan'):>5.1f} {updates:>8.0f} "
                 f"{end_to_end:>8.0f} {state_bytes:>7}",

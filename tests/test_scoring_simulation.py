@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+from datetime import date, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import orjson
 import pytest
@@ -13,7 +15,7 @@ from custodes.cli import app
 from custodes.config import ScoringSettings, SourceSettings
 from custodes.connectors.envelope import to_event
 from custodes.connectors.files import iter_records
-from custodes.detections.scoring.evaluate import evaluate, load_labels
+from custodes.detections.scoring.evaluate import evaluate, load_labels, most_catchable
 from custodes.detections.scoring.simulate import SCENARIOS, SimulationSettings, simulate
 from custodes.errors import CustodesError
 
@@ -97,6 +99,7 @@ def test_eval_scoring_command_reports_json(org: Path) -> None:
     assert result.exit_code == 0, result.output
     report = orjson.loads(result.stdout)
     assert report["population"] == 100 and set(report["recall"]) >= {"25", "50", "100"}
+    assert report["incidents_caught"] <= report["incidents_catchable"] <= len(report["incidents"])
     assert len(report["incidents"]) == 5 and report["mean_percentile"] > 90
     missing = runner.invoke(app, ["eval", "scoring", "--events", "/nope.ndjson", "--labels", str(org / "labels.csv")])
     assert missing.exit_code == 2 and "no such file" in missing.output
@@ -183,3 +186,38 @@ def test_the_endpoint_shape_is_seen_only_through_endpoints_with_a_bare_directory
     assert missed == [], f"not within the top {result.budget} before the incident ended: {missed}"
     with pytest.raises(ValueError, match="--shape endpoint shows no cloud records"):
         simulate(SimulationSettings(shape="endpoint", scenarios=("mfa_fatigue",)), tmp_path / "x")
+
+
+def test_most_catchable_is_a_maximum_matching_of_incidents_to_daily_places() -> None:
+    d = [date(2024, 3, day) for day in range(1, 6)]
+    # Three incidents act only on day 1 with one place a day: one of them at most.
+    assert most_catchable({"a": [d[0]], "b": [d[0]], "c": [d[0]]}, 1) == 1
+    assert most_catchable({"a": [d[0]], "b": [d[0]], "c": [d[0]]}, 2) == 2
+    # A greedy choice of day 1 for "a" would block "b"; the matching moves "a" to day 2.
+    assert most_catchable({"a": [d[0], d[1]], "b": [d[0]], "c": [d[1], d[2]]}, 1) == 3
+    # Chains of moves: each incident shares its first day with the next one's only day.
+    chain = {"a": [d[0], d[1]], "b": [d[1], d[2]], "c": [d[2], d[3]], "d": [d[3], d[4]], "e": [d[0]]}
+    assert most_catchable(chain, 1) == 5
+    assert most_catchable({"a": [], "b": [d[4]]}, 3) == 1
+
+
+def test_labels_cover_every_local_day_a_malicious_act_falls_on(tmp_path: Path) -> None:
+    """An act begun before midnight whose writes run past it labels both local days (the copies are the act)."""
+    knobs = SimulationSettings(population=60, days=40, seed=5, warmup_days=20, insiders=6, scenarios=SCENARIOS[:1])
+    sim = simulate(knobs, tmp_path)
+    people = {p["id"]: p for p in orjson.loads((tmp_path / "directory.json").read_bytes())}
+    labelled = {
+        (label.person, label.start.astimezone(ZoneInfo(people[label.person]["timezone"])).date())
+        for label in sim.labels
+    }
+    insiders = {alias: label.person for label in sim.labels for alias in people[label.person]["aliases"]}
+    writes = set()
+    for _, record, _ in iter_records(tmp_path / "endpoint.ndjson"):
+        if not isinstance(record["event"], dict) or record["event"]["action"] != "removable-media-write":
+            continue  # Teleport sessions name their event with a string
+        person = insiders.get(record["user"]["name"])
+        if person is not None:
+            when = datetime.fromisoformat(record["@timestamp"]).astimezone(ZoneInfo(people[person]["timezone"]))
+            if when.hour >= 21 or when.hour < 3:  # the leak's late-night copies, not the person's earlier habits
+                writes.add((person, when.date()))
+    assert writes and writes <= labelled

@@ -118,6 +118,10 @@ def eval_scoring(
             table.add_row(f"recall of malicious user-days, top {k}/day", f"{100 * recall:.1f}%")
         table.add_row("mean percentile of malicious user-days", f"{result.mean_percentile:.2f}")
         table.add_row(f"incidents caught within top {result.budget}/day", f"{result.caught}/{len(result.incidents)}")
+        table.add_row(
+            f"incidents any ranking could catch within top {result.budget}/day",
+            f"{result.catchable}/{len(result.incidents)}",
+        )
         delays = [i.delay_days for i in result.incidents if i.delay_days is not None]
         table.add_row("days from first act to detection (mean)", f"{sum(delays) / len(delays):.1f}" if delays else "-")
         table.add_row("false findings per 1,000 users per day", f"{result.false_findings_per_1000_user_days:.3f}")

@@ -89,6 +89,7 @@ class Evaluation:
     incidents: list[IncidentResult]
     false_findings: int
     true_findings: int
+    catchable: int = 0
     percentiles: list[float] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -114,6 +115,7 @@ class Evaluation:
             "recall": {str(k): round(v, 4) for k, v in self.recall.items()},
             "mean_percentile": round(self.mean_percentile, 3),
             "incidents_caught": self.caught,
+            "incidents_catchable": self.catchable,
             "incidents": [
                 {
                     "incident": i.incident,
@@ -130,6 +132,33 @@ class Evaluation:
             "false_findings_per_1000_user_days": round(self.false_findings_per_1000_user_days, 4),
             "warnings": self.warnings,
         }
+
+
+def most_catchable(chances: dict[str, list[date]], budget: int) -> int:
+    """The most incidents any ranking could catch with `budget` places a day, each incident on one of its
+    malicious days (`chances`): a maximum matching of incidents to days' places (augmenting paths).
+
+    A bound on `Evaluation.caught`: where incidents crowd the same days beyond the budget, no ranking catches
+    them all, and the report says so rather than counting it against the engine alone.
+    """
+    taken: dict[date, list[str]] = defaultdict(list)
+
+    def place(incident: str, seen: set[date]) -> bool:
+        for day in chances[incident]:
+            if day in seen:
+                continue
+            seen.add(day)
+            holders = taken[day]
+            if len(holders) < budget:
+                holders.append(incident)
+                return True
+            for n, holder in enumerate(holders):
+                if place(holder, seen):
+                    holders[n] = incident
+                    return True
+        return False
+
+    return sum(1 for incident in chances if place(incident, set()))
 
 
 def load_labels(path: Path) -> list[LabelRow]:
@@ -327,6 +356,11 @@ def evaluate(
         else:
             false_findings += 1
     total = len(malicious)
+    scored = set(closed)
+    chances = {
+        r.incident: sorted({d for (_, d), i in malicious.items() if i == r.incident and d in scored})
+        for r in incidents.values()
+    }
     return Evaluation(
         population=population,
         days=len(closed),
@@ -339,6 +373,7 @@ def evaluate(
         incidents=sorted(incidents.values(), key=lambda r: r.incident),
         false_findings=false_findings,
         true_findings=true_findings,
+        catchable=most_catchable(chances, budget),
         percentiles=percentiles,
         warnings=warnings,
     )

@@ -213,8 +213,10 @@ class Generator:
         day = (when.date() - self.s.start).days
         self.buckets[day].append((when, source, record))
 
-    def act(self, incident: str, scenario: str, actor: Actor, role: str, when: datetime) -> None:
-        self.acts[(incident, scenario, actor.person.id, role)].append(when)
+    def act(self, incident: str, scenario: str, actor: Actor, role: str, *times: datetime) -> None:
+        """Label the malicious events at `times` (each act's first and last event, so a labelled day is every
+        local day the act's events fall on)."""
+        self.acts[(incident, scenario, actor.person.id, role)].extend(times)
 
     def vary(self, mean: float) -> float:
         """A person's own rate around a department's mean."""
@@ -498,7 +500,8 @@ class Generator:
         http = {"request": {"method": method, "bytes": size or 900}, "response": {"status_code": 200}}
         self.ecs(actor, when, "web", "http-request", url={"domain": domain, "path": path}, http=http)
 
-    def usb_copy(self, actor: Actor, when: datetime, files: int, host: str | None = None) -> None:
+    def usb_copy(self, actor: Actor, when: datetime, files: int, host: str | None = None) -> datetime:
+        """Connect a USB device at `when` and write `files` to it; the time of the last write."""
         if self.s.shape == "subtle" and actor.person.id in self.insiders:
             files = max(1, files // 4)
         device = {"id": self.uid()[:12], "type": "usb", "manufacturer": "SanDisk"}
@@ -515,6 +518,7 @@ class Generator:
                 device=device,
                 file={"path": path, "size": size},
             )
+        return when + timedelta(seconds=20 * files)
 
     # normal behaviour -----------------------------------------------------------------------------
     def workday(self, actor: Actor, day: int, weekend: bool) -> None:
@@ -688,8 +692,8 @@ class Generator:
                 when = self.at(a, day, rng.uniform(22, 25))
                 self.okta(a, when, "user.session.start")
                 self.ecs(a, when + timedelta(minutes=1), "authentication", "logged-in")
-                self.usb_copy(a, when + timedelta(minutes=5), 5 + self.poisson(15))
-                self.act(incident, scenario, a, "insider", when)
+                copied = self.usb_copy(a, when + timedelta(minutes=5), 5 + self.poisson(15))
+                self.act(incident, scenario, a, "insider", when, copied)
                 if i == len(days) - 1:
                     for n in range(rng.randint(1, 3)):
                         leak = when + timedelta(minutes=30 + n)
@@ -707,8 +711,8 @@ class Generator:
                         self.web(a, self.at(a, day, rng.uniform(9, 17)), rng.choice(JOB_SITES), path="/jobs")
             for day in range(start, start + rng.randint(3, 5)):
                 when = self.at(a, day, rng.uniform(10, 17))
-                self.usb_copy(a, when, 20 + self.poisson(30))
-                self.act(incident, scenario, a, "insider", when)
+                copied = self.usb_copy(a, when, 20 + self.poisson(30))
+                self.act(incident, scenario, a, "insider", when, copied)
             self.leave(a, start + rng.randint(6, 9), notice=start - 3)
         elif scenario == "sysadmin_keylogger":
             a = self.pick(lambda x: x.person.title == "Systems Administrator")
@@ -717,8 +721,8 @@ class Generator:
             day = self.window(6)
             when = self.at(a, day, rng.uniform(12, 13))
             self.ecs(a, when, "authentication", "logged-in", victim.host)
-            self.usb_copy(a, when + timedelta(minutes=2), 1, victim.host)
-            self.act(incident, scenario, a, "insider", when)
+            copied = self.usb_copy(a, when + timedelta(minutes=2), 1, victim.host)
+            self.act(incident, scenario, a, "insider", when, copied)
             later_day = day + rng.randint(2, 5)
             when = self.at(boss, later_day, rng.uniform(21, 23))
             self.okta(boss, when, "user.session.start", client=(a.country, a.asn, a.ip), device=a.devices[0])
