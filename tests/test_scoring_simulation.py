@@ -16,7 +16,7 @@ from custodes.config import ScoringSettings, SourceSettings
 from custodes.connectors.envelope import to_event
 from custodes.connectors.files import iter_records
 from custodes.detections.scoring.evaluate import evaluate, load_labels, most_catchable
-from custodes.detections.scoring.simulate import SCENARIOS, SimulationSettings, simulate
+from custodes.detections.scoring.simulate import DEVICE_SCENARIOS, SCENARIOS, SimulationSettings, simulate
 from custodes.errors import CustodesError
 
 runner = CliRunner()
@@ -71,7 +71,12 @@ def test_knobs_change_the_draw(tmp_path: Path) -> None:
     quiet = simulate(
         SimulationSettings(population=40, days=31, seed=1, warmup_days=20, noise=0.0, insiders=0), tmp_path / "c"
     )
-    assert quiet.labels == [] and sum(quiet.events.values()) < sum(a.events.values())
+    assert quiet.labels == []
+
+    def failures(folder: Path) -> int:  # benign MFA failures are noise; the insider's push bombing is too
+        return sum(1 for _, r, _ in iter_records(folder / "okta.ndjson") if r["outcome"]["result"] == "FAILURE")
+
+    assert failures(tmp_path / "c") == 0 < failures(tmp_path / "a")
     with pytest.raises(ValueError, match="unknown scenario"):
         simulate(SimulationSettings(scenarios=("nope",)), tmp_path / "d")
 
@@ -184,8 +189,25 @@ def test_the_endpoint_shape_is_seen_only_through_endpoints_with_a_bare_directory
     result = evaluate(sim.files, load_labels(tmp_path / "labels.json"), settings, budget_share=0.04)
     missed = [(i.scenario, i.best_rank) for i in result.incidents if not i.caught]
     assert missed == [], f"not within the top {result.budget} before the incident ended: {missed}"
-    with pytest.raises(ValueError, match="--shape endpoint shows no cloud records"):
+    with pytest.raises(ValueError, match="--shape endpoint shows endpoint records only"):
         simulate(SimulationSettings(shape="endpoint", scenarios=("mfa_fatigue",)), tmp_path / "x")
+
+
+def test_the_devices_shape_shows_logons_and_removable_media_only(tmp_path: Path) -> None:
+    knobs = SimulationSettings(population=120, days=30, seed=26, warmup_days=20, shape="devices")
+    sim = simulate(knobs, tmp_path)
+    assert [p.name for p in sim.files] == ["endpoint.ndjson"]
+    actions = {record["event"]["action"] for _, record, _ in iter_records(tmp_path / "endpoint.ndjson")}
+    assert actions == {"logged-in", "logged-off", "usb-device-connected", "usb-device-disconnected"}
+    directory = orjson.loads((tmp_path / "directory.json").read_bytes())
+    assert all("hosts" not in p and "watchlists" not in p for p in directory)
+    assert {label.scenario for label in sim.labels} == set(DEVICE_SCENARIOS)
+    settings = ScoringSettings(directory=tmp_path / "directory.json", pseudonymise=False)
+    result = evaluate(sim.files, load_labels(tmp_path / "labels.json"), settings, budget_share=0.04)
+    missed = [(i.scenario, i.best_rank) for i in result.incidents if not i.caught]
+    assert missed == [], f"not within the top {result.budget} before the incident ended: {missed}"
+    with pytest.raises(ValueError, match="--shape devices shows endpoint records only, so --scenario layoff_dropbox"):
+        simulate(SimulationSettings(shape="devices", scenarios=("layoff_dropbox",)), tmp_path / "x")
 
 
 def test_most_catchable_is_a_maximum_matching_of_incidents_to_daily_places() -> None:

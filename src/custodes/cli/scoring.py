@@ -33,7 +33,8 @@ def simulate(
         str,
         typer.Option(
             help="Organisation shape: office, noisy (roaming admins, heavy USB, travel), subtle (noisy, small acts), "
-            "endpoint (noisy, endpoint records only, bare directory)."
+            "endpoint (noisy, endpoint records only, bare directory), devices (endpoint, logons and removable media "
+            "only)."
         ),
     ] = "office",
     scenario: Annotated[

@@ -76,14 +76,21 @@ JOB_SITES = ("www.indeed.com", "www.glassdoor.com", "www.monster.com")
 FIRST = ("alex", "sam", "kim", "lee", "pat", "jo", "max", "ari", "kai", "ren", "mia", "eva", "noa", "ian", "zoe")
 LAST = ("smith", "jones", "brown", "garcia", "miller", "davis", "lopez", "wilson", "clark", "young", "hall", "king")
 AWS_DEPARTMENTS = ("Engineering", "IT")
-SHAPES = ("office", "noisy", "subtle", "endpoint")
+SHAPES = ("office", "noisy", "subtle", "endpoint", "devices")
 """Structurally different organisations: `office` as described in docs/scoring.md; `noisy` adds administrators who
 log on to colleagues' machines every day, a department that uses USB all day, frequent travellers and benign visits
 to job, cloud and paste sites; `subtle` is `noisy` with insiders who move a few files at a time; `endpoint` is
 `noisy` seen only through endpoint records (logons, USB, web, mail, files) with a bare directory (no machines, no
-HR dates, no watchlists), as in the CERT datasets, so only the endpoint-visible scenarios run."""
+HR dates, no watchlists), as in the CERT datasets, so only the endpoint-visible scenarios run; `devices` is
+`endpoint` seen only through logons, logoffs and removable-media connections and disconnections (no file writes,
+web, mail or file records), so only the scenarios those show run."""
 ENDPOINT_SCENARIOS = SCENARIOS[:5]
 """The scenarios an endpoint-only organisation shows (the CERT ones)."""
+DEVICE_SCENARIOS = ("after_hours_usb_leak", "job_search_usb", "sysadmin_keylogger", "other_machine_mail")
+"""The scenarios logons and removable media alone show (a layoff's uploads are web requests)."""
+VISIBLE_SCENARIOS = {"endpoint": ENDPOINT_SCENARIOS, "devices": DEVICE_SCENARIOS}
+"""Shapes seen through endpoint records only, and the scenarios each can show."""
+DEVICE_ACTIONS = frozenset({"logged-in", "logged-off", "usb-device-connected", "usb-device-disconnected"})
 BENIGN_SITES = ("www.dropbox.com", "pastebin.com", "www.glassdoor.com", "wetransfer.com")
 READ_CALLS = ("DescribeInstances", "ListBuckets", "DescribeSecurityGroups", "GetCallerIdentity", "ListRoles")
 
@@ -208,7 +215,9 @@ class Generator:
         return local.astimezone(UTC)
 
     def emit(self, when: datetime, source: str, record: dict[str, Any]) -> None:
-        if self.s.shape == "endpoint" and source != "endpoint":
+        if self.s.shape in VISIBLE_SCENARIOS and source != "endpoint":
+            return
+        if self.s.shape == "devices" and _action(record) not in DEVICE_ACTIONS:
             return
         day = (when.date() - self.s.start).days
         self.buckets[day].append((when, source, record))
@@ -518,7 +527,9 @@ class Generator:
                 device=device,
                 file={"path": path, "size": size},
             )
-        return when + timedelta(seconds=20 * files)
+        last = when + timedelta(seconds=20 * files)
+        self.ecs(actor, last + timedelta(seconds=30), "host", "usb-device-disconnected", host, device=device)
+        return last
 
     # normal behaviour -----------------------------------------------------------------------------
     def workday(self, actor: Actor, day: int, weekend: bool) -> None:
@@ -599,7 +610,8 @@ class Generator:
                 visibility="shared_externally",
             )
         if actor.usb and rng.random() < actor.usb:
-            self.usb_copy(actor, self.at(actor, day, rng.uniform(start, end)), 1 + self.poisson(2))
+            for _ in range(1 + self.poisson(0.5)):
+                self.usb_copy(actor, self.at(actor, day, rng.uniform(start, end)), 1 + self.poisson(2))
         for _ in range(self.poisson(actor.prints * scale)):
             self.ecs(actor, self.at(actor, day, rng.uniform(start, end)), "process", "document-printed")
         department, title = actor.person.department, actor.person.title
@@ -647,6 +659,7 @@ class Generator:
                 self.ecs(actor, self.at(actor, day, rng.uniform(start, end)), "authentication", "logged-in", other)
         if self.s.shape != "office" and rng.random() < 0.05 * noise:
             self.web(actor, self.at(actor, day, rng.uniform(start, end)), rng.choice(BENIGN_SITES))
+        self.ecs(actor, self.at(actor, day, end), "authentication", "logged-off")
         if actor.evening and rng.random() < actor.evening:
             evening = rng.uniform(19.5, 22.5)
             self.okta(actor, self.at(actor, day, evening), "user.session.start", client=client)
@@ -709,10 +722,10 @@ class Generator:
                 if rng.random() < 0.7:
                     for _ in range(1 + self.poisson(3)):
                         self.web(a, self.at(a, day, rng.uniform(9, 17)), rng.choice(JOB_SITES), path="/jobs")
-            for day in range(start, start + rng.randint(3, 5)):
-                when = self.at(a, day, rng.uniform(10, 17))
-                copied = self.usb_copy(a, when, 20 + self.poisson(30))
-                self.act(incident, scenario, a, "insider", when, copied)
+            for day in range(start, start + rng.randint(3, 5)):  # several sessions a day: a markedly higher rate
+                for when in sorted(self.at(a, day, rng.uniform(10, 17)) for _ in range(2 + self.poisson(2))):
+                    copied = self.usb_copy(a, when, 10 + self.poisson(15))
+                    self.act(incident, scenario, a, "insider", when, copied)
             self.leave(a, start + rng.randint(6, 9), notice=start - 3)
         elif scenario == "sysadmin_keylogger":
             a = self.pick(lambda x: x.person.title == "Systems Administrator")
@@ -726,6 +739,7 @@ class Generator:
             later_day = day + rng.randint(2, 5)
             when = self.at(boss, later_day, rng.uniform(21, 23))
             self.okta(boss, when, "user.session.start", client=(a.country, a.asn, a.ip), device=a.devices[0])
+            self.ecs(boss, when, "authentication", "logged-in", a.host, source={"ip": a.ip})
             everyone = [f"{x.user}@{DOMAIN}" for x in self.actors]
             self.mail(boss, when + timedelta(minutes=5), everyone)
             self.act(incident, scenario, boss, "compromised", when)
@@ -894,7 +908,7 @@ class Generator:
                 handle.close()
         people = [actor.person for actor in self.actors]
         entries = [p.to_json() for p in people]
-        if self.s.shape == "endpoint":
+        if self.s.shape in VISIBLE_SCENARIOS:
             entries = [
                 {k: e[k] for k in ("id", "display_name", "department", "title", "timezone", "aliases")} for e in entries
             ]
@@ -902,7 +916,7 @@ class Generator:
         write_labels(self.labels, out / "labels.json", self.s)
         with (out / "labels.csv").open("w", newline="", encoding="utf-8") as text:
             _labels_csv(self.labels, text)
-        written = ("endpoint",) if self.s.shape == "endpoint" else SOURCES
+        written = ("endpoint",) if self.s.shape in VISIBLE_SCENARIOS else SOURCES
         for source in SOURCES:
             if source not in written:
                 (out / f"{source}.ndjson").unlink()
@@ -945,14 +959,15 @@ def simulate(settings: SimulationSettings, out: Path) -> Simulation:
     unknown = [s for s in settings.scenarios if s not in SCENARIOS]
     if unknown:
         raise ValueError(f"unknown scenario {unknown[0]!r} (known: {', '.join(SCENARIOS)})")
-    if settings.shape == "endpoint":
-        hidden = [s for s in settings.scenarios if s not in ENDPOINT_SCENARIOS]
+    visible = VISIBLE_SCENARIOS.get(settings.shape)
+    if visible is not None:
+        hidden = [s for s in settings.scenarios if s not in visible]
         if hidden and settings.scenarios != SCENARIOS:
             raise ValueError(
-                f"--shape endpoint shows no cloud records, so --scenario {hidden[0]} cannot be seen "
-                f"(endpoint scenarios: {', '.join(ENDPOINT_SCENARIOS)})"
+                f"--shape {settings.shape} shows endpoint records only, so --scenario {hidden[0]} cannot be seen "
+                f"({settings.shape} scenarios: {', '.join(visible)})"
             )
-        settings = replace(settings, scenarios=tuple(s for s in settings.scenarios if s in ENDPOINT_SCENARIOS))
+        settings = replace(settings, scenarios=tuple(s for s in settings.scenarios if s in visible))
     if settings.population < 20:
         raise ValueError("population must be at least 20")
     if settings.days < settings.warmup_days + 10:
@@ -961,3 +976,9 @@ def simulate(settings: SimulationSettings, out: Path) -> Simulation:
             f"{settings.warmup_days + 10} or more, or a smaller --warmup-days (at most {settings.days - 10})"
         )
     return Generator(settings).run(out)
+
+
+def _action(record: dict[str, Any]) -> str | None:
+    """An ECS record's `event.action` (None for records that name their event otherwise, as Teleport's do)."""
+    event = record.get("event")
+    return event.get("action") if isinstance(event, dict) else None
