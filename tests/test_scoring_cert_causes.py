@@ -1,8 +1,9 @@
 """The causes of missed insiders, re-checked on a small hand-built organisation in the CERT CSV layout.
 
 Forty people, an LDAP CSV that names no machine owners (they are learned from use), ten days of history and
-default settings: a first-ever USB use, a USB spike, a leak-site visit against an upload, an administrator on an
-absent colleague's machine and a mail to many recipients must each stand out on their day.
+default settings: a first-ever USB use, a USB spike, a sustained rise in USB use, a leak-site visit against an
+upload, an administrator on an absent colleague's machine and a mail to many recipients must each stand out on
+their day.
 """
 
 from __future__ import annotations
@@ -20,17 +21,20 @@ from custodes.detections.scoring.baselines import EntityState, machine_owners
 from custodes.detections.scoring.cert import cert_records
 from custodes.detections.scoring.engine import ScoringEngine
 from custodes.detections.scoring.evaluate import read_events
+from custodes.detections.scoring.explain import sentences
 from custodes.detections.scoring.features import Extractor
 from custodes.detections.scoring.identity import IdentityResolver, load_directory
 from custodes.detections.scoring.risk import DayScore
 
 START = datetime(2010, 1, 4)
-DAYS = 15
+DAYS = 19
+RISE = 15  # the riser's first day of three connections (after the other causes' days)
 ENGINEERS = [f"ENG{n:04d}" for n in range(30)]
 ADMINS = [f"ADM{n:04d}" for n in range(5)]
 SALES = [f"SAL{n:04d}" for n in range(5)]
 FIRST_USB, SPIKE, VISITOR, UPLOADER, MAILER, ABSENT = ENGINEERS[0], ENGINEERS[20], ENGINEERS[1], "ENG0002", "ENG0003", 5
 LIST_OWNER, ROAMER = SALES[0], ADMINS[0]
+RISER = ENGINEERS[4]  # one USB connection every third day, then three a day for four days
 USB_USERS = set(ENGINEERS[20:])
 HISTORY = 10
 
@@ -127,6 +131,11 @@ def rankings(tmp_path_factory: pytest.TempPathFactory) -> Rankings:
     for day in range(DAYS):
         org.day(day, {absent_owner} if day == HISTORY + 2 else set())
         at = START + timedelta(days=day, hours=13)
+        if day < RISE and day % 3 == 0:
+            org.usb(at, RISER)
+        if day >= RISE:
+            for k in range(3):
+                org.usb(at + timedelta(hours=k), RISER)
         if day == HISTORY:  # first-ever USB use, where a third of the peers use USB every day
             org.usb(at, FIRST_USB)
         if day == HISTORY + 1:  # 8 connections by someone who makes 1-2 a day
@@ -180,6 +189,19 @@ def test_a_usb_spike_ranks_first(rankings: Rankings) -> None:
     rank, score = on(rankings, HISTORY + 1, SPIKE)
     assert points(score, "usb") >= 10
     assert rank == 0
+
+
+def test_a_sustained_rise_in_usb_use_keeps_counting_as_the_baseline_catches_up(rankings: Rankings) -> None:
+    """Three connections a day from someone who made one every third day: each day alone is a modest spike, which
+    the baseline learns; the seven days' total keeps rising against their usual week."""
+    for day in range(RISE + 1, DAYS):
+        rank, score = on(rankings, day, RISER)
+        assert points(score, "usb_week") > 0, day
+        assert rank == 0, (day, rank)
+    _, last = on(rankings, DAYS - 1, RISER)
+    assert any("removable media connections in seven active days" in line for line in sentences(last))
+    for user in sorted(USB_USERS):  # a steady one or two a day, and the day after a burst: the week is as usual
+        assert points(on(rankings, HISTORY + 2, user)[1], "usb_week") == 0, user
 
 
 def test_a_leak_site_visit_counts_weaker_than_an_upload(rankings: Rankings) -> None:

@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from custodes.config import ScoringSettings
 from custodes.detections.scoring.baselines import DayState, EntityState, PeerStats, machine_owners, peer_stats
-from custodes.detections.scoring.catalog import CHANNELS, PEAKS
+from custodes.detections.scoring.catalog import BY_NAME, CHANNELS, PEAKS
 from custodes.detections.scoring.explain import sentences
 from custodes.detections.scoring.features import Extractor, record_time
 from custodes.detections.scoring.identity import IdentityResolver, Person
@@ -36,6 +36,10 @@ NOVELTY = {
 }
 LATEST_ZONE = timedelta(hours=14)
 DAMP_POINTS = 15.0
+DAMP_SD = 1.0
+"""A data-movement amount this many deviations above the person's usual is damped into their baseline whatever the
+day's points: a rise sustained over days keeps counting rather than becoming the new normal by its second day."""
+EXFIL = "exfiltration"
 REVIEW_STRONGER = 1.5
 """How much stronger (in the day's own points) a person already under review must be to take a budget place again."""
 PRUNE_EVERY_DAYS = 7
@@ -299,8 +303,12 @@ class ScoringEngine:
         state.risk = score.risk
         state.risk_day = today.day
         damped = (  # an unsettled baseline learns everything: its anomalies are judged on too little history
-            frozenset(c.feature for c in score.contributions)
-            if score.points >= DAMP_POINTS and history >= self.settings.warmup_days
+            frozenset(
+                c.feature
+                for c in score.contributions
+                if score.points >= DAMP_POINTS or (c.magnitude_sd >= DAMP_SD and BY_NAME[c.feature].family == EXFIL)
+            )
+            if history >= self.settings.warmup_days
             else frozenset()
         )
         state.fold(today, self.forget, day.weekday() >= 5, damped)
