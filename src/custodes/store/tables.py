@@ -75,6 +75,7 @@ findings = sa.Table(
     sa.Column("created_at", Timestamp, nullable=False),
     sa.Index(None, "dedup_key", "last_seen"),
     sa.Index(None, "created_at"),
+    sa.Index(None, "last_seen", "id"),
 )
 
 runs = sa.Table(
