@@ -17,8 +17,6 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from custodes.detections.scoring.catalog import WINDOW_DAYS, WINDOWS
-
 NZ, S1, S2, SRAW, LAST = range(5)
 MIN_PEERS = 5
 SEEN_CAPS = {"resource": 600, "host": 40, "device": 40, "country": 30, "asn": 40}
@@ -27,7 +25,6 @@ DAMPED_WEIGHT = 0.2
 OWNER_MIN_DAYS = 3.0
 OWNER_LEAD = 1.5
 MACHINES_CAP = 20
-_WINDOWED = frozenset(WINDOWS.values())
 
 
 @dataclass(slots=True)
@@ -103,8 +100,6 @@ class EntityState:
     """The day's own points it was ranked there for (the strongest, while it stays under review)."""
     reviewed_features: list[str] = field(default_factory=list)
     """The features it was ranked there for (all of them, while it stays under review)."""
-    recent: dict[str, list[float]] = field(default_factory=dict)
-    """The values, on each of the last `WINDOW_DAYS` - 1 active days, of the features window features add up."""
     open: DayState | None = None
 
     def fold(self, today: DayState, forget: float, weekend: bool, damped: frozenset[str] = frozenset()) -> None:
@@ -142,12 +137,6 @@ class EntityState:
             machines[machine] = machines.get(machine, 0.0) + 1.0
         if len(machines) > MACHINES_CAP:
             self.machines = dict(sorted(machines.items(), key=lambda item: -item[1])[:MACHINES_CAP])
-        for name in _WINDOWED:
-            kept = [*self.recent.get(name, ()), today.counts.get(name, 0.0)][1 - WINDOW_DAYS :]
-            if any(kept):
-                self.recent[name] = kept
-            else:
-                self.recent.pop(name, None)
         offset = 24 if weekend else 0
         hours = self.hours
         for i in range(HOURS):
@@ -176,13 +165,6 @@ class EntityState:
         values = self.stats.get(name)
         return 0.0 if values is None or self.days <= 0 else values[SRAW] / self.days
 
-    def window(self, name: str, today: DayState) -> float:
-        """Feature `name`'s total over the `WINDOW_DAYS` active days ending with `today`, each earlier day counting
-        at most today's amount: a sustained rise adds up, one past burst does not carry into the days after it
-        (the risk it raised decays on its own)."""
-        value = today.counts.get(name, 0.0)
-        return value + sum(min(earlier, value) for earlier in self.recent.get(name, ()))
-
     def to_json(self) -> dict[str, Any]:
         """Serialisable form."""
         return {
@@ -204,7 +186,6 @@ class EntityState:
             "reviewed_day": self.reviewed_day,
             "reviewed_points": self.reviewed_points,
             "reviewed_features": self.reviewed_features,
-            "recent": self.recent,
             "open": None if self.open is None else self.open.to_json(),
         }
 
@@ -231,7 +212,6 @@ class EntityState:
             reviewed_day=None if data.get("reviewed_day") is None else int(data["reviewed_day"]),
             reviewed_points=float(data.get("reviewed_points", 0.0)),
             reviewed_features=[str(f) for f in data.get("reviewed_features", [])],
-            recent={str(name): [float(value) for value in values] for name, values in data.get("recent", {}).items()},
             open=None if data.get("open") is None else DayState.from_json(data["open"]),
         )
 

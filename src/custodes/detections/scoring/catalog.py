@@ -12,10 +12,7 @@ class Feature:
     `weight` scales its surprise into points; `family` groups features whose points are capped together;
     `stage` places it in the collect -> stage -> exfiltrate -> delete sequence; `noun` is how a sentence names it;
     `novelty` marks first-seen counters (they only count once an entity has a history); `peak` marks features
-    whose daily value is the day's largest single amount rather than a sum; `window_of` marks a feature whose
-    value is another's total over the entity's last `WINDOW_DAYS` active days, counted on the days that feature is
-    non-zero and judged against that many days of the entity's usual daily amount of it (the day's occurrence is
-    the other feature's).
+    whose daily value is the day's largest single amount rather than a sum.
     """
 
     name: str
@@ -26,11 +23,6 @@ class Feature:
     novelty: bool = False
     bytes: bool = False
     peak: bool = False
-    window_of: str | None = None
-
-
-WINDOW_DAYS = 7
-"""The active days a window feature adds up (today and the six before it)."""
 
 
 FEATURES: tuple[Feature, ...] = (
@@ -62,22 +54,6 @@ FEATURES: tuple[Feature, ...] = (
     Feature("delete", "data", 0.8, "deletions", stage="delete"),
     Feature("usb", "exfiltration", 1.5, "removable media connections", stage="exfiltrate"),
     Feature("usb_files", "exfiltration", 1.5, "files written to removable media", stage="exfiltrate"),
-    Feature(
-        "usb_week",
-        "exfiltration",
-        1.5,
-        "removable media connections in seven active days",
-        stage="exfiltrate",
-        window_of="usb",
-    ),
-    Feature(
-        "usb_files_week",
-        "exfiltration",
-        1.5,
-        "files written to removable media in seven active days",
-        stage="exfiltrate",
-        window_of="usb_files",
-    ),
     Feature("print", "exfiltration", 0.8, "print jobs", stage="exfiltrate"),
     Feature("cloud_upload", "exfiltration", 2.0, "uploads to personal cloud", stage="exfiltrate"),
     Feature("upload_bytes", "exfiltration", 1.0, "bytes sent out", stage="exfiltrate", bytes=True),
@@ -119,8 +95,6 @@ CHANNELS: dict[str, str] = {
 counts once as `new_channel`, however many of its features the day shows."""
 
 PEAKS: frozenset[str] = frozenset(feature.name for feature in FEATURES if feature.peak)
-WINDOWS: dict[str, str] = {feature.name: feature.window_of for feature in FEATURES if feature.window_of is not None}
-"""Window features -> the feature each adds up over `WINDOW_DAYS`."""
 
 BY_NAME: dict[str, Feature] = {feature.name: feature for feature in FEATURES}
 NAMES: tuple[str, ...] = tuple(feature.name for feature in FEATURES)

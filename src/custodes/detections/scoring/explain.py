@@ -55,8 +55,6 @@ def sentence(c: Contribution) -> str:
     if feature.novelty:
         return f"{amount(c.feature, c.value)} {feature.noun}{peers}"
     if c.last_seen_days_ago is None or c.usual <= 0:
-        if feature.window_of is not None:  # a first use: its own feature says so
-            return f"{amount(c.feature, c.value)} {feature.noun}{peers}"
         window = f"{MEMORY_DAYS} days" if c.history_days >= MEMORY_DAYS else f"{c.history_days} days of history"
         first = FIRST.get(c.feature, f"first {feature.noun}")
         return f"{first} in {window} ({amount(c.feature, c.value)}){peers}"

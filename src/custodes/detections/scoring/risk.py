@@ -16,7 +16,7 @@ from typing import Any
 
 from custodes.config import ScoringSettings
 from custodes.detections.scoring.baselines import LAST, NZ, S1, S2, DayState, EntityState, PeerStats
-from custodes.detections.scoring.catalog import BY_NAME, FAMILIES, WINDOW_DAYS, WINDOWS
+from custodes.detections.scoring.catalog import BY_NAME, FAMILIES
 
 DEAD_BAND_BITS = 4.0
 BITS_PER_SD = 1.5
@@ -150,30 +150,6 @@ class RiskModel:
         magnitude = min(MAX_MAGNITUDE_SD, max(0.0, (math.log1p(value) - mean) / math.sqrt(var)))
         return occurrence, magnitude
 
-    def window_surprise(
-        self, state: EntityState, peers: PeerStats, group: str, name: str, value: float
-    ) -> tuple[float, float]:
-        """(expected, magnitude in standard deviations) of window feature `name` totalling `value`: the expectation
-        is `WINDOW_DAYS` of the entity's usual daily amount of the feature it adds up (the peers' median daily
-        amount standing in for the days of `shrinkage_days` its history lacks), the spread its own windows'
-        (shrunk toward the peers', at least `MIN_VAR_LOG`)."""
-        k = self.settings.shrinkage_days
-        source = WINDOWS[name]
-        peer_source = peers.feature(group, source)
-        lacking = max(0.0, k - state.days)
-        daily = (state.days * state.usual(source) + lacking * (peer_source.median if peer_source else 0.0)) / max(
-            state.days + lacking, 1.0
-        )
-        expected = WINDOW_DAYS * daily
-        own, peer = state.stats.get(name), peers.feature(group, name)
-        nz = own[NZ] if own is not None else 0.0
-        var_own = max(own[S2] / nz - (own[S1] / nz) ** 2, 0.0) if own is not None and nz > 0 else 0.0
-        var_peer = peer.var_log if peer is not None else 1.0
-        weight = nz / (nz + k)
-        var = max(weight * var_own + (1 - weight) * var_peer, MIN_VAR_LOG)
-        magnitude = (math.log1p(value) - math.log1p(expected)) / math.sqrt(var)
-        return expected, min(MAX_MAGNITUDE_SD, max(0.0, magnitude))
-
     def score(
         self, state: EntityState, today: DayState, peers: PeerStats, day: date, watchlists: list[str]
     ) -> DayScore:
@@ -185,11 +161,6 @@ class RiskModel:
         else:
             today.counts.pop("off_hours", None)
         counts = today.counts
-        for name, source in WINDOWS.items():  # a rise needs a level to rise from: not on a first use
-            if counts.get(source, 0.0) > 0 and source in state.stats:
-                counts[name] = state.window(source, today)
-            else:
-                counts.pop(name, None)
         group = peers.group_for(state)
         contributions: list[Contribution] = []
         families = dict.fromkeys(FAMILIES, 0.0)
@@ -199,12 +170,7 @@ class RiskModel:
             feature = BY_NAME.get(name)
             if feature is None or value <= 0 or (feature.novelty and not settled):
                 continue
-            if feature.window_of is None:
-                occurrence, magnitude = self.surprise(state, peers, group, name, value)
-                usual = state.usual(name)
-            else:  # the day's use is its feature's occurrence; the window adds only the amount
-                occurrence = 0.0
-                usual, magnitude = self.window_surprise(state, peers, group, name, value)
+            occurrence, magnitude = self.surprise(state, peers, group, name, value)
             per_sd = EXFILTRATION_BITS_PER_SD if feature.family == "exfiltration" else BITS_PER_SD
             bits = occurrence + per_sd * magnitude
             points = self.weights[name] * POINTS_PER_BIT * max(0.0, bits - DEAD_BAND_BITS)
@@ -217,7 +183,7 @@ class RiskModel:
                 Contribution(
                     feature=name,
                     value=value,
-                    usual=usual,
+                    usual=state.usual(name),
                     peer_usual=0.0 if peer is None else peer.median,
                     points=points,
                     occurrence_bits=occurrence,
