@@ -48,6 +48,17 @@ def test_help_explains_the_commands() -> None:
         assert command in result.output
 
 
+def test_help_reflows_a_commands_text_to_the_terminal() -> None:
+    """A docstring's line breaks are not the terminal's: its paragraphs are joined and wrapped to the width."""
+    result = runner.invoke(app, ["rules", "match", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    assert "logsource ignored); with it, records map through the source's format" in result.output
+    assert (
+        "(custodes: {examples: {match: [...], no_match: [...]}})"
+        in runner.invoke(app, ["rules", "test", "--help"], env={"COLUMNS": "200"}).output
+    )  # brackets are text, not markup
+
+
 def test_the_console_script_imports_only_the_group_a_command_names() -> None:
     from custodes.cli import MODULES
 

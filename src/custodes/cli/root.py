@@ -8,7 +8,7 @@ app = typer.Typer(
     help="Custodes: pull audit events, detect insider threats with Sigma rules, respond with YAML playbooks.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    rich_markup_mode="rich",
+    rich_markup_mode="markdown",
 )
 
 
