@@ -7,11 +7,15 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+import pytest
+
 from custodes.config import ScoringSettings
+from custodes.detections.scoring.catalog import BY_NAME
 from custodes.detections.scoring.engine import ScoringEngine
+from custodes.detections.scoring.explain import sentences
 from custodes.detections.scoring.features import Extractor
 from custodes.detections.scoring.identity import IdentityResolver, Person
-from custodes.detections.scoring.risk import DayScore
+from custodes.detections.scoring.risk import FAMILY_REST, DayScore
 from custodes.model import Event, LogSource
 
 START = datetime(2024, 3, 4, tzinfo=UTC)
@@ -115,8 +119,6 @@ def test_visits_to_leak_and_cloud_sites_are_signals_weaker_than_uploads() -> Non
     assert web("rival.example", "/blog") == []
     weights = ScoringSettings().feature_weights
     assert weights == {}  # the catalogue's weights apply
-    from custodes.detections.scoring.catalog import BY_NAME
-
     assert BY_NAME["leak_visit"].weight < BY_NAME["leak_upload"].weight
     assert BY_NAME["cloud_visit"].weight < BY_NAME["cloud_upload"].weight
 
@@ -134,6 +136,24 @@ def test_a_usb_spike_scores_substantially() -> None:
     rank, score = day_of(rankings, 15, 3)
     assert points(score, "usb") >= 10
     assert rank == 0
+
+
+def test_one_act_seen_through_several_features_of_a_family_counts_once_in_full() -> None:
+    """A copy of 40 files to USB shows as connections, files written and bytes: the strongest counts in full, the
+    others of the family at half, and the explanation says how much that left out."""
+    when = START + timedelta(days=15, hours=11)
+    writes = [
+        usb(3, when + timedelta(seconds=n), "removable-media-write") | {"file": {"path": f"E:\\{n}.docx", "size": 9e6}}
+        for n in range(40)
+    ]
+    copy = [usb(3, when + timedelta(minutes=m)) for m in range(0, 60, 10)] + writes
+    rankings = run(17, lambda day: copy if day == 15 else [])
+    _, score = day_of(rankings, 15, 3)
+    measures = sorted(c.points for c in score.contributions if c.feature in ("usb", "usb_files", "upload_bytes"))
+    assert len(measures) == 3 and all(m > 0 for m in measures)
+    family = [c.points for c in score.contributions if BY_NAME[c.feature].family == "exfiltration"]
+    assert score.modifiers["overlap:exfiltration"] == pytest.approx((1 - FAMILY_REST) * (sum(family) - max(family)))
+    assert any("exfiltration signs after the strongest counted at half" in line for line in sentences(score))
 
 
 def test_a_roaming_administrator_is_quiet_on_an_ordinary_day() -> None:

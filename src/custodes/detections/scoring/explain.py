@@ -78,4 +78,6 @@ def sentences(score: DayScore) -> list[str]:
             lines.append(f"sequence {what} (+{value:.0f})")
         elif kind == "cap":
             lines.append(f"{what} points capped ({value:.0f} not counted)")
+        elif kind == "overlap":
+            lines.append(f"{what} signs after the strongest counted at half ({value:.0f} not counted)")
     return lines

@@ -30,6 +30,9 @@ OFF_HOURS_PROBABILITY = 0.03
 HOUR_PRIOR_DAYS = 5.0
 SEQUENCE_WINDOW_DAYS = 7
 STAGE_MIN_POINTS = 2.0
+FAMILY_REST = 0.5
+"""Within a family, the features after the day's strongest count this much: one act is often seen through several
+of them (a USB copy's connections, files and bytes), and should count once in full, not once per measure."""
 SEQUENCE_POINTS = {"collect_exfiltrate": 8.0, "staged": 4.0, "exfiltrate_delete": 6.0, "departure_data": 10.0}
 
 
@@ -164,6 +167,7 @@ class RiskModel:
         group = peers.group_for(state)
         contributions: list[Contribution] = []
         families = dict.fromkeys(FAMILIES, 0.0)
+        by_family: dict[str, list[float]] = {}
         stages: set[str] = set()
         settled = state.active_days >= self.settings.warmup_days
         for name, value in counts.items():
@@ -193,12 +197,18 @@ class RiskModel:
                     event_ids=list(today.evidence.get(name, ())),
                 )
             )
-            families[feature.family] += points
+            by_family.setdefault(feature.family, []).append(points)
             if feature.stage is not None and points >= STAGE_MIN_POINTS:
                 stages.add(feature.stage)
+        modifiers: dict[str, float] = {}
+        for family, values in by_family.items():
+            strongest = max(values)
+            rest = sum(values) - strongest
+            families[family] += strongest + FAMILY_REST * rest
+            if rest > 0:
+                modifiers[f"overlap:{family}"] = (1 - FAMILY_REST) * rest
         sigma_points = sum(points for _, _, points in today.sigma)
         families["sigma"] += sigma_points
-        modifiers: dict[str, float] = {}
         capped = 0.0
         for family, points in families.items():
             cap = self.settings.family_caps.get(family, math.inf)
