@@ -63,9 +63,11 @@ def office_day(rng: random.Random, user: int, day: int) -> list[dict[str, Any]]:
     return records
 
 
-def run(days: int, extra: Extra, skip: Callable[[int, int], bool] | None = None) -> dict[date, list[DayScore]]:
+def run(
+    days: int, extra: Extra, skip: Callable[[int, int], bool] | None = None, **knobs: Any
+) -> dict[date, list[DayScore]]:
     """Score `days` of office life plus `extra(day)` records; the rankings of every closed date."""
-    settings = ScoringSettings(pseudonymise=False, warmup_days=5)
+    settings = ScoringSettings(pseudonymise=False, warmup_days=5, **knobs)
     resolver = IdentityResolver([person(i) for i in range(PEOPLE)], settings.identities)
     rankings: dict[date, list[DayScore]] = {}
     engine = ScoringEngine(settings, resolver, org_domains=["corp.example"], on_ranking=rankings.__setitem__)
@@ -154,6 +156,17 @@ def test_one_act_seen_through_several_features_of_a_family_counts_once_in_full()
     family = [c.points for c in score.contributions if BY_NAME[c.feature].family == "exfiltration"]
     assert score.modifiers["overlap:exfiltration"] == pytest.approx((1 - FAMILY_REST) * (sum(family) - max(family)))
     assert any("exfiltration signs after the strongest counted at half" in line for line in sentences(score))
+
+
+def test_a_newcomer_on_a_colleagues_machine_counts_from_their_novelty_days() -> None:
+    """Person 7 starts on day 12; on their fourth day they log on to person 8's machine. How often they meet new
+    machines is their peers' (who keep to their own) until their history says: it counts, before their warm-up."""
+    late = lambda person, day: person == 7 and day < 12  # noqa: E731
+    visit = lambda day: [logon(7, START + timedelta(days=day, hours=15), "WS-8")] if day == 15 else []  # noqa: E731
+    rank, score = day_of(run(17, visit, late), 15, 7)
+    assert points(score, "other_host") > 0 and rank == 0
+    _, waiting = day_of(run(17, visit, late, novelty_days=5), 15, 7)
+    assert points(waiting, "other_host") == 0
 
 
 def test_a_roaming_administrator_is_quiet_on_an_ordinary_day() -> None:

@@ -636,13 +636,22 @@ class ScoringSettings(Section):
     shrinkage_days: float = Field(default=10.0, gt=0, description="pseudo-days of peer evidence in a baseline")
     first_seen_days: int = Field(default=180, ge=1)
     warmup_days: int = Field(
-        default=7, ge=0, description="a person's active days before their first-seen features and odd hours count"
+        default=7,
+        ge=0,
+        description="a person's active days before their odd hours count, their anomalies are damped into their "
+        "baseline and they can raise a finding",
+    )
+    novelty_days: int = Field(
+        default=3,
+        ge=0,
+        description="a person's active days before their first-seen features count (how often they meet new things "
+        "is their peers' until their own history says)",
     )
     learning_days: int = Field(
         default=3,
         ge=0,
         description="dates closed before anything is scored (peer statistics form); each person's own first-seen "
-        "features and odd hours still wait for their warmup_days",
+        "features wait for their novelty_days, odd hours and findings for their warmup_days",
     )
     lateness_hours: float = Field(default=2.0, ge=0)
     threshold: float = Field(default=65.0, gt=0, description="raise a finding at this risk")

@@ -169,10 +169,10 @@ class RiskModel:
         families = dict.fromkeys(FAMILIES, 0.0)
         by_family: dict[str, list[float]] = {}
         stages: set[str] = set()
-        settled = state.active_days >= self.settings.warmup_days
+        novel = state.active_days >= self.settings.novelty_days
         for name, value in counts.items():
             feature = BY_NAME.get(name)
-            if feature is None or value <= 0 or (feature.novelty and not settled):
+            if feature is None or value <= 0 or (feature.novelty and not novel):
                 continue
             occurrence, magnitude = self.surprise(state, peers, group, name, value)
             per_sd = EXFILTRATION_BITS_PER_SD if feature.family == "exfiltration" else BITS_PER_SD
