@@ -100,3 +100,5 @@ BY_NAME: dict[str, Feature] = {feature.name: feature for feature in FEATURES}
 NAMES: tuple[str, ...] = tuple(feature.name for feature in FEATURES)
 INDEX: dict[str, int] = {name: i for i, name in enumerate(NAMES)}
 FAMILIES: tuple[str, ...] = ("identity", "access", "data", "exfiltration", "communication", "behaviour", "sigma")
+EXFILTRATION = "exfiltration"
+"""The family of data-movement channels (their rate spikes weigh more, and are damped into baselines)."""

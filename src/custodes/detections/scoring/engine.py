@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from custodes.config import ScoringSettings
 from custodes.detections.scoring.baselines import DayState, EntityState, PeerStats, machine_owners, peer_stats
-from custodes.detections.scoring.catalog import BY_NAME, CHANNELS, PEAKS
+from custodes.detections.scoring.catalog import BY_NAME, CHANNELS, EXFILTRATION, PEAKS
 from custodes.detections.scoring.explain import sentences
 from custodes.detections.scoring.features import Extractor, record_time
 from custodes.detections.scoring.identity import IdentityResolver, Person
@@ -39,7 +39,6 @@ DAMP_POINTS = 15.0
 DAMP_SD = 1.0
 """A data-movement amount this many deviations above the person's usual is damped into their baseline whatever the
 day's points: a rise sustained over days keeps counting rather than becoming the new normal by its second day."""
-EXFIL = "exfiltration"
 REVIEW_STRONGER = 1.5
 """How much stronger (in the day's own points) a person already under review must be to take a budget place again."""
 PRUNE_EVERY_DAYS = 7
@@ -306,7 +305,8 @@ class ScoringEngine:
             frozenset(
                 c.feature
                 for c in score.contributions
-                if score.points >= DAMP_POINTS or (c.magnitude_sd >= DAMP_SD and BY_NAME[c.feature].family == EXFIL)
+                if score.points >= DAMP_POINTS
+                or (c.magnitude_sd >= DAMP_SD and BY_NAME[c.feature].family == EXFILTRATION)
             )
             if history >= self.settings.warmup_days
             else frozenset()

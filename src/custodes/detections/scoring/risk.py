@@ -16,7 +16,7 @@ from typing import Any
 
 from custodes.config import ScoringSettings
 from custodes.detections.scoring.baselines import LAST, NZ, S1, S2, DayState, EntityState, PeerStats
-from custodes.detections.scoring.catalog import BY_NAME, FAMILIES
+from custodes.detections.scoring.catalog import BY_NAME, EXFILTRATION, FAMILIES
 
 DEAD_BAND_BITS = 4.0
 BITS_PER_SD = 1.5
@@ -175,7 +175,7 @@ class RiskModel:
             if feature is None or value <= 0 or (feature.novelty and not novel):
                 continue
             occurrence, magnitude = self.surprise(state, peers, group, name, value)
-            per_sd = EXFILTRATION_BITS_PER_SD if feature.family == "exfiltration" else BITS_PER_SD
+            per_sd = EXFILTRATION_BITS_PER_SD if feature.family == EXFILTRATION else BITS_PER_SD
             bits = occurrence + per_sd * magnitude
             points = self.weights[name] * POINTS_PER_BIT * max(0.0, bits - DEAD_BAND_BITS)
             if points <= 0:
