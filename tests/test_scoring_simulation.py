@@ -16,7 +16,13 @@ from custodes.config import ScoringSettings, SourceSettings
 from custodes.connectors.envelope import to_event
 from custodes.connectors.files import iter_records
 from custodes.detections.scoring.evaluate import evaluate, load_labels, most_catchable
-from custodes.detections.scoring.simulate import DEVICE_SCENARIOS, SCENARIOS, SimulationSettings, simulate
+from custodes.detections.scoring.simulate import (
+    DEVICE_SCENARIOS,
+    SCENARIOS,
+    Simulation,
+    SimulationSettings,
+    simulate,
+)
 from custodes.errors import CustodesError
 
 runner = CliRunner()
@@ -178,6 +184,14 @@ def test_shapes_change_the_organisation_not_just_the_draw(tmp_path: Path) -> Non
         simulate(SimulationSettings(shape="flat"), tmp_path / "x")
 
 
+def assert_every_insider_caught(sim: Simulation, folder: Path) -> None:
+    """Every incident of `sim` (written to `folder`) ranked within a budget of 4 % of people a day."""
+    settings = ScoringSettings(directory=folder / "directory.json", pseudonymise=False)
+    result = evaluate(sim.files, load_labels(folder / "labels.json"), settings, budget_share=0.04)
+    missed = [(i.scenario, i.best_rank) for i in result.incidents if not i.caught]
+    assert missed == [], f"not within the top {result.budget} before the incident ended: {missed}"
+
+
 def test_the_endpoint_shape_is_seen_only_through_endpoints_with_a_bare_directory(tmp_path: Path) -> None:
     knobs = SimulationSettings(population=120, days=30, seed=25, warmup_days=20, shape="endpoint")
     sim = simulate(knobs, tmp_path)
@@ -185,10 +199,7 @@ def test_the_endpoint_shape_is_seen_only_through_endpoints_with_a_bare_directory
     directory = orjson.loads((tmp_path / "directory.json").read_bytes())
     assert all(set(p) == {"id", "display_name", "department", "title", "timezone", "aliases"} for p in directory)
     assert {label.scenario for label in sim.labels} == set(SCENARIOS[:5])
-    settings = ScoringSettings(directory=tmp_path / "directory.json", pseudonymise=False)
-    result = evaluate(sim.files, load_labels(tmp_path / "labels.json"), settings, budget_share=0.04)
-    missed = [(i.scenario, i.best_rank) for i in result.incidents if not i.caught]
-    assert missed == [], f"not within the top {result.budget} before the incident ended: {missed}"
+    assert_every_insider_caught(sim, tmp_path)
     with pytest.raises(ValueError, match="--shape endpoint shows endpoint records only"):
         simulate(SimulationSettings(shape="endpoint", scenarios=("mfa_fatigue",)), tmp_path / "x")
 
@@ -202,10 +213,7 @@ def test_the_devices_shape_shows_logons_and_removable_media_only(tmp_path: Path)
     directory = orjson.loads((tmp_path / "directory.json").read_bytes())
     assert all("hosts" not in p and "watchlists" not in p for p in directory)
     assert {label.scenario for label in sim.labels} == set(DEVICE_SCENARIOS)
-    settings = ScoringSettings(directory=tmp_path / "directory.json", pseudonymise=False)
-    result = evaluate(sim.files, load_labels(tmp_path / "labels.json"), settings, budget_share=0.04)
-    missed = [(i.scenario, i.best_rank) for i in result.incidents if not i.caught]
-    assert missed == [], f"not within the top {result.budget} before the incident ended: {missed}"
+    assert_every_insider_caught(sim, tmp_path)
     with pytest.raises(ValueError, match="--shape devices shows endpoint records only, so --scenario layoff_dropbox"):
         simulate(SimulationSettings(shape="devices", scenarios=("layoff_dropbox",)), tmp_path / "x")
 
