@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import gzip
 import random
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -11,6 +13,7 @@ import orjson
 import pytest
 
 from custodes.config import ScoringSettings
+from custodes.detections.scoring.cert import cert_records
 from custodes.detections.scoring.evaluate import evaluate, load_labels
 from custodes.detections.scoring.features import Extractor
 from custodes.detections.scoring.identity import load_directory
@@ -109,6 +112,26 @@ def test_cert_files_are_scored_and_the_usb_leak_ranks_first(cert: Path) -> None:
     disconnect = {"event": {"category": ["host"], "action": "usb-device-disconnected"}, "user": {"name": "a"}}
     observation = Extractor(settings).extract(disconnect)
     assert observation is not None and observation.features == []
+
+
+def test_cert_csvs_are_read_as_they_come_gzip_and_multi_line_fields_included(cert: Path, tmp_path: Path) -> None:
+    def lines() -> Iterator[str]:  # rows become records as their lines arrive: a web log of gigabytes is not held
+        yield "id,date,user,pc,activity\r\n"
+        yield "{A},01/04/2010 08:00:00,DTAA/X,PC-1,Logon\r\n"
+        raise AssertionError("read past the first row")
+
+    records = cert_records(tmp_path / "logon.csv", lines())
+    assert records is not None and next(records)[1]["event"]["action"] == "logged-in"
+    text = (cert / "http.csv").read_bytes().decode()  # as the csv module wrote it: rows end with CR LF
+    quoted = text.replace(",x\r\n", ',"a page, over\ntwo lines"\r\n', 3)
+    assert quoted.count("\n") == text.count("\n") + 3
+    packed = tmp_path / "http.csv.gz"
+    packed.write_bytes(gzip.compress(quoted.encode()))
+    settings = ScoringSettings(directory=cert / "LDAP.csv", pseudonymise=False, warmup_days=5)
+    files = [cert / f"{name}.csv" for name in ("logon", "device", "email", "file")]
+    plain = evaluate([*files, cert / "http.csv"], load_labels(cert / "labels.json"), settings, budget_share=0.025)
+    streamed = evaluate([*files, packed], load_labels(cert / "labels.json"), settings, budget_share=0.025)
+    assert streamed.events == plain.events and streamed.caught == plain.caught == 1
 
 
 def test_a_csv_that_is_not_cert_is_refused_with_its_name(cert: Path) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import codecs
 import gzip
 import hashlib
+import io
 import itertools
 import json
 import os
@@ -76,10 +77,12 @@ def iter_records(path: Path, screen: Screen | None = None) -> Iterator[_Row]:
         yield from parse_stream(_chunks(stream), path, screen)
 
 
-def read_bytes(path: Path) -> bytes:
-    """A log file's whole (decompressed) content, for formats read as one piece (CSV)."""
+@contextmanager
+def text_lines(path: Path) -> Iterator[IO[str]]:
+    """A log file's (decompressed) content as UTF-8 text (undecodable bytes replaced, line ends kept as written),
+    streamed: for formats read row by row (CSV)."""
     with _opened(path) as stream:
-        return stream.read()
+        yield io.TextIOWrapper(stream, encoding="utf-8", errors="replace", newline="")
 
 
 def parse_stream(chunks: Iterator[bytes], path: Path, screen: Screen | None = None) -> Iterator[_Row]:

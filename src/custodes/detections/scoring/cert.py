@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -37,8 +37,8 @@ def cert_kind(header: list[str]) -> str | None:
     return None
 
 
-def _rows(path: Path, data: bytes) -> tuple[list[str], Iterator[tuple[int, dict[str, str]]]]:
-    reader = csv.reader(io.StringIO(data.decode("utf-8", errors="replace")))
+def _rows(lines: Iterable[str]) -> tuple[list[str], Iterator[tuple[int, dict[str, str]]]]:
+    reader = csv.reader(lines)
     header = [h.strip().lower() for h in next(reader, [])]
 
     def rows() -> Iterator[tuple[int, dict[str, str]]]:
@@ -97,9 +97,10 @@ def _record(kind: str, row: dict[str, str]) -> dict[str, Any]:
     return _base(row, "file", actions.get(activity, "open")) | {"file": file}
 
 
-def cert_records(path: Path, data: bytes) -> Iterator[tuple[int, dict[str, Any]]] | None:
-    """(line, ECS record) of a CERT event CSV, or None when the file is not one; a bad row names its line."""
-    header, rows = _rows(path, data)
+def cert_records(path: Path, lines: Iterable[str]) -> Iterator[tuple[int, dict[str, Any]]] | None:
+    """(line, ECS record) of a CERT event CSV read from `lines` as they come (the text of `path`: a dataset's web
+    log runs to gigabytes), or None when the file is not one; a bad row names its line."""
+    header, rows = _rows(lines)
     kind = cert_kind(header)
     if kind is None:
         return None
@@ -116,7 +117,7 @@ def cert_records(path: Path, data: bytes) -> Iterator[tuple[int, dict[str, Any]]
 
 def cert_people(path: Path, data: bytes) -> list[dict[str, Any]]:
     """Directory entries (Custodes JSON form) of a CERT LDAP CSV (employee_name, user_id, email, role, department)."""
-    header, rows = _rows(path, data)
+    header, rows = _rows(io.StringIO(data.decode("utf-8", errors="replace"), newline=""))
     if not {"user_id", "email"} <= set(header):
         raise CustodesError.at(path, "a CSV directory needs the CERT LDAP columns user_id and email")
     people = []

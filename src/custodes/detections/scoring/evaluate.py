@@ -23,7 +23,7 @@ import orjson
 
 from custodes.config import ScoringSettings
 from custodes.connectors.envelope import parse_time
-from custodes.connectors.files import iter_records, read_bytes
+from custodes.connectors.files import iter_records, text_lines
 from custodes.detections.scoring.cert import cert_records
 from custodes.detections.scoring.engine import ScoringEngine, review_places
 from custodes.detections.scoring.features import record_time
@@ -206,11 +206,9 @@ def _records(path: Path) -> Iterator[tuple[datetime, int, Event]]:
     with one outside the default ingest window (custodes.timewindow) are skipped."""
     tag = path.name
     window, now = TimeWindow(), utcnow()
-    if path.suffix.lower() == ".csv":
-        cert = cert_records(path, read_bytes(path))
-        if cert is None:
-            raise CustodesError.at(path, "a CSV event file must be a CERT logon, device, http, email or file CSV")
-        rows: Iterator[tuple[int, Any]] = cert
+    rows: Iterator[tuple[int, Any]]
+    if path.name.lower().endswith((".csv", ".csv.gz")):
+        rows = _cert_rows(path)
     else:
         rows = ((number, record) for number, record, _ in iter_records(path))
     for number, record in rows:
@@ -220,6 +218,14 @@ def _records(path: Path) -> Iterator[tuple[datetime, int, Event]]:
         if when is None or not window.accepts(when, now):
             continue
         yield when, number, Event(f"{tag}:{number}", when, tag, NO_SOURCE, record)
+
+
+def _cert_rows(path: Path) -> Iterator[tuple[int, Any]]:
+    with text_lines(path) as lines:
+        cert = cert_records(path, lines)
+        if cert is None:
+            raise CustodesError.at(path, "a CSV event file must be a CERT logon, device, http, email or file CSV")
+        yield from cert
 
 
 def out_of_order(path: Path) -> int:
