@@ -134,6 +134,25 @@ def test_cert_csvs_are_read_as_they_come_gzip_and_multi_line_fields_included(cer
     assert streamed.events == plain.events and streamed.caught == plain.caught == 1
 
 
+def test_a_cert_csv_out_of_time_order_is_sorted_and_said_so(cert: Path, tmp_path: Path) -> None:
+    header, *rows = (cert / "logon.csv").read_bytes().decode().splitlines(keepends=True)
+    (tmp_path / "logon.csv").write_text(header + "".join(reversed(rows)), newline="")
+    settings = ScoringSettings(directory=cert / "LDAP.csv", pseudonymise=False, warmup_days=5)
+    files = [cert / f"{name}.csv" for name in ("device", "http", "email", "file")]
+    ordered = evaluate([*files, cert / "logon.csv"], load_labels(cert / "labels.json"), settings, budget_share=0.025)
+    reversed_ = evaluate(
+        [*files, tmp_path / "logon.csv"], load_labels(cert / "labels.json"), settings, budget_share=0.025
+    )
+    assert reversed_.warnings == [
+        f"{tmp_path / 'logon.csv'}: {len(rows) - 1} records out of time order; the file was sorted by time in memory"
+    ]
+    assert (reversed_.events, reversed_.caught, reversed_.mean_percentile) == (
+        ordered.events,
+        ordered.caught,
+        ordered.mean_percentile,
+    )
+
+
 def test_a_csv_that_is_not_cert_is_refused_with_its_name(cert: Path) -> None:
     (cert / "other.csv").write_text("a,b\n1,2\n")
     with pytest.raises(CustodesError, match="CERT logon, device"):

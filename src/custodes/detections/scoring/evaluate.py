@@ -12,7 +12,7 @@ import heapq
 import io
 import time
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -24,7 +24,7 @@ import orjson
 from custodes.config import ScoringSettings
 from custodes.connectors.envelope import parse_time
 from custodes.connectors.files import iter_records, text_lines
-from custodes.detections.scoring.cert import cert_records
+from custodes.detections.scoring.cert import cert_records, cert_times
 from custodes.detections.scoring.engine import ScoringEngine, review_places
 from custodes.detections.scoring.features import record_time
 from custodes.detections.scoring.identity import IdentityResolver, load_directory
@@ -206,11 +206,9 @@ def _records(path: Path) -> Iterator[tuple[datetime, int, Event]]:
     with one outside the default ingest window (custodes.timewindow) are skipped."""
     tag = path.name
     window, now = TimeWindow(), utcnow()
-    rows: Iterator[tuple[int, Any]]
-    if path.name.lower().endswith((".csv", ".csv.gz")):
-        rows = _cert_rows(path)
-    else:
-        rows = ((number, record) for number, record, _ in iter_records(path))
+    rows: Iterator[tuple[int, Any]] = (
+        _cert_rows(path) if _is_cert(path) else ((number, record) for number, record, _ in iter_records(path))
+    )
     for number, record in rows:
         if not isinstance(record, dict):
             continue
@@ -230,14 +228,25 @@ def _cert_rows(path: Path) -> Iterator[tuple[int, Any]]:
 
 def out_of_order(path: Path) -> int:
     """How many records of a file are earlier than a record before them."""
+    if _is_cert(path):
+        with text_lines(path) as lines:
+            return _late(cert_times(lines))  # the date column alone: a bad row is reported by the reading pass
+    return _late(when for when, _, _ in _records(path))
+
+
+def _late(times: Iterable[Any]) -> int:
     late = 0
-    latest: datetime | None = None
-    for when, _, _ in _records(path):
+    latest = None
+    for when in times:
         if latest is not None and when < latest:
             late += 1
         else:
             latest = when
     return late
+
+
+def _is_cert(path: Path) -> bool:
+    return path.name.lower().endswith((".csv", ".csv.gz"))
 
 
 def read_events(paths: Sequence[Path], warnings: list[str] | None = None) -> Iterator[Event]:
