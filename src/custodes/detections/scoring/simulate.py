@@ -91,6 +91,7 @@ DEVICE_SCENARIOS = ("after_hours_usb_leak", "job_search_usb", "sysadmin_keylogge
 VISIBLE_SCENARIOS = {"endpoint": ENDPOINT_SCENARIOS, "devices": DEVICE_SCENARIOS}
 """Shapes seen through endpoint records only, and the scenarios each can show."""
 DEVICE_ACTIONS = frozenset({"logged-in", "logged-off", "usb-device-connected", "usb-device-disconnected"})
+"""The endpoint records the `devices` shape keeps (CERT logon and device files)."""
 BENIGN_SITES = ("www.dropbox.com", "pastebin.com", "www.glassdoor.com", "wetransfer.com")
 READ_CALLS = ("DescribeInstances", "ListBuckets", "DescribeSecurityGroups", "GetCallerIdentity", "ListRoles")
 
