@@ -12,7 +12,7 @@ import heapq
 import io
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -89,7 +89,7 @@ class Evaluation:
     incidents: list[IncidentResult]
     false_findings: int
     true_findings: int
-    catchable: int = 0
+    catchable: int
     percentiles: list[float] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -134,7 +134,7 @@ class Evaluation:
         }
 
 
-def most_catchable(chances: dict[str, list[date]], budget: int) -> int:
+def most_catchable(chances: Mapping[str, Collection[date]], budget: int) -> int:
     """The most incidents any ranking could catch with `budget` places a day, each incident on one of its
     malicious days (`chances`): a maximum matching of incidents to days' places (augmenting paths).
 
@@ -372,10 +372,10 @@ def evaluate(
             false_findings += 1
     total = len(malicious)
     scored = set(closed)
-    chances = {
-        r.incident: sorted({d for (_, d), i in malicious.items() if i == r.incident and d in scored})
-        for r in incidents.values()
-    }
+    chances: dict[str, set[date]] = {incident: set() for incident in incidents}
+    for (_, day), incident in malicious.items():
+        if day in scored:
+            chances[incident].add(day)
     return Evaluation(
         population=population,
         days=len(closed),

@@ -97,14 +97,12 @@ async def board(request: web.Request, session: Session) -> web.StreamResponse:
         day = _day(request.query.get("day")) or await queries.score_day(tx)
         hide = needtoknow.hidden_keys(session.token_name)
         offset = (number - 1) * PAGE_SIZE
-        closed = day is not None and await queries.day_closed(tx, day)
-        rows = (
-            []
-            if day is None
-            else await queries.ranked(tx, day, closed=closed, limit=PAGE_SIZE + 1, offset=offset, hide=hide)
-        )
-        before = None if day is None else await queries.score_day(tx, before=day)
-        after = None if day is None else await queries.score_day(tx, after=day)
+        closed, rows, before, after = False, [], None, None
+        if day is not None:
+            closed = await queries.day_closed(tx, day)
+            rows = await queries.ranked(tx, day, closed=closed, limit=PAGE_SIZE + 1, offset=offset, hide=hide)
+            before = await queries.score_day(tx, before=day)
+            after = await queries.score_day(tx, after=day)
     people = [
         {"entity": names(row.entity) or row.entity, "kind": row.kind, "risk": row.risk, "reasons": row.reasons}
         for row in rows[:PAGE_SIZE]
