@@ -27,7 +27,7 @@ from elasticsearch import AsyncElasticsearch
 from elasticsearch.helpers import async_bulk
 from moto.server import ThreadedMotoServer
 
-from custodes.config import DatabaseSettings, Settings, SourceSettings
+from custodes.config import DatabaseSettings, Settings
 from custodes.connectors import cloudtrail as ct
 from custodes.connectors import splunk
 from custodes.connectors.base import Batch
@@ -39,6 +39,7 @@ from custodes.sandbox import elasticsearch as es_sim
 from custodes.sandbox import splunk as splunk_sim
 from custodes.sandbox.server import running
 from custodes.services import Services
+from custodes.sources import SourceSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 OTRF = ROOT.parent / "shared" / "datasets" / "otrf-cloudtrail" / "ec2_proxy_s3_exfiltration_2020-09-14011940.json"

@@ -19,7 +19,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from custodes.config import DatabaseSettings, Secret, Settings, SourceSettings
+from custodes.config import DatabaseSettings, Secret, Settings
 from custodes.connectors.base import Connector
 from custodes.connectors.entra import DEFAULT_SOURCES, EntraFeed, EntraOptions, GraphAuth, GraphClient
 from custodes.connectors.github import DEFAULT_SOURCE as GITHUB_SOURCE
@@ -32,6 +32,7 @@ from custodes.connectors.runtime import ConnectorRuntime
 from custodes.sandbox import github, google, graph, okta
 from custodes.sandbox.server import running
 from custodes.services import Services
+from custodes.sources import SourceSettings
 
 
 async def measure(name: str, count: int, make: Callable[[str], Connector], app: web.Application, root: Path) -> None:

@@ -33,7 +33,7 @@ import sqlalchemy as sa
 
 from conftest import POSTGRES_URL, _drop_schema
 from custodes.bus.topology import queue_name
-from custodes.config import DatabaseSettings, SourceSettings, load_settings
+from custodes.config import DatabaseSettings, load_settings
 from custodes.connectors.envelope import to_event
 from custodes.connectors.files import iter_records
 from custodes.detections.scoring.simulate import SCENARIOS, SimulationSettings, simulate
@@ -42,6 +42,7 @@ from custodes.sandbox import chat
 from custodes.sandbox.server import running
 from custodes.server.auth import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from custodes.services import Services
+from custodes.sources import SourceSettings
 from custodes.store import Store
 from custodes.store.tables import cluster_partitions, events, findings, outbox, runs, scoring_scores
 from test_webhook_durability import ROOT, SECRET, free_port

@@ -15,13 +15,13 @@ import pytest
 
 from conftest import SHARED
 from connector_support import FAST, poll, services, stored_raw
-from custodes.config import SourceSettings
 from custodes.connectors import cloudtrail as ct
 from custodes.connectors.runtime import ConnectorRuntime
 from custodes.sandbox import cloudtrail as sim
 from custodes.sandbox.pathfaults import Fault, Faults, proxy_app
 from custodes.sandbox.server import running
 from custodes.services import Services
+from custodes.sources import SourceSettings
 
 __all__ = ["services"]
 

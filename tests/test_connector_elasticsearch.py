@@ -13,7 +13,6 @@ from sigma.backends.elasticsearch.elasticsearch_lucene import LuceneBackend
 from sigma.collection import SigmaCollection
 
 from connector_support import FAST, poll, services, stored_raw
-from custodes.config import SourceSettings
 from custodes.connectors.elasticsearch import ElasticsearchConnector, ElasticsearchOptions
 from custodes.connectors.retry import SourceError
 from custodes.connectors.runtime import ConnectorRuntime
@@ -21,6 +20,7 @@ from custodes.sandbox import elasticsearch as sim
 from custodes.sandbox.pathfaults import Fault
 from custodes.sandbox.server import running
 from custodes.services import Services
+from custodes.sources import SourceSettings
 
 __all__ = ["services"]
 

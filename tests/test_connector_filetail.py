@@ -10,11 +10,11 @@ from typing import Any
 import orjson
 
 from connector_support import poll, services, stored_raw
-from custodes.config import SourceSettings
 from custodes.connectors.envelope import to_event
 from custodes.connectors.filetail import FileTailConnector, FileTailOptions, parse_auditd_line, parse_sudo_line
 from custodes.model import Outcome
 from custodes.services import Services
+from custodes.sources import SourceSettings
 
 __all__ = ["services"]
 

@@ -12,7 +12,7 @@ import pytest
 
 from conftest import OKTA_TOKEN
 from connector_support import services, stored_raw
-from custodes.config import Secret, SourceSettings
+from custodes.config import Secret
 from custodes.connectors.okta import OktaLogOptions, OktaSystemLog
 from custodes.connectors.options import RetryOptions
 from custodes.connectors.runtime import ConnectorRuntime
@@ -21,6 +21,7 @@ from custodes.sandbox import okta
 from custodes.sandbox.pathfaults import Fault
 from custodes.sandbox.server import running
 from custodes.services import Services
+from custodes.sources import SourceSettings
 
 __all__ = ["services"]
 

@@ -24,7 +24,8 @@ CHILD = """
 import asyncio, os, sys, orjson
 from pathlib import Path
 import aiohttp
-from custodes.config import DatabaseSettings, Secret, Settings, SourceSettings
+from custodes.config import DatabaseSettings, Secret, Settings
+from custodes.sources import SourceSettings
 from custodes.connectors.okta import OktaLogOptions, OktaSystemLog
 from custodes.connectors.options import RetryOptions
 from custodes.connectors.runtime import ConnectorRuntime

@@ -10,7 +10,6 @@ import orjson
 import pytest
 
 from connector_support import FAST, poll, services, stored_raw
-from custodes.config import SourceSettings
 from custodes.connectors import splunk
 from custodes.connectors.retry import SourceError
 from custodes.connectors.runtime import ConnectorRuntime
@@ -18,6 +17,7 @@ from custodes.sandbox import splunk as sim
 from custodes.sandbox.pathfaults import Fault
 from custodes.sandbox.server import running
 from custodes.services import Services
+from custodes.sources import SourceSettings
 
 __all__ = ["services"]
 

@@ -12,7 +12,7 @@ import pytest
 
 from conftest import OKTA_TOKEN, SHARED
 from connector_support import services, stored_raw
-from custodes.config import Secret, SourceSettings
+from custodes.config import Secret
 from custodes.connectors.envelope import FieldError, strict_fields, to_event
 from custodes.connectors.github import DEFAULT_SOURCE as GITHUB_SOURCE
 from custodes.connectors.github import GitHubAuditLog, GitHubOptions
@@ -23,6 +23,7 @@ from custodes.connectors.runtime import ConnectorRuntime
 from custodes.sandbox import github, google, okta
 from custodes.sandbox.server import running
 from custodes.services import Services
+from custodes.sources import SourceSettings
 
 __all__ = ["services"]
 

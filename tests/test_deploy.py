@@ -252,7 +252,7 @@ def test_chart_deployments_run_the_roles_with_settings_custodes_loads(tmp_path: 
         assert container["securityContext"]["readOnlyRootFilesystem"] is True
         command, params = parse_command_line([*entrypoint[1:], *container["args"]])
         role = params["role"]
-        assert command == "serve" and pod["metadata"]["labels"]["app.kubernetes.io/component"] == role.value
+        assert command == "serve" and pod["metadata"]["labels"]["app.kubernetes.io/component"] == role
         environ = container_environment(container, "custodes")
         mount = next(m for m in container["volumeMounts"] if m["name"] == "config")
         volume = next(v for v in pod["spec"]["volumes"] if v["name"] == "config")

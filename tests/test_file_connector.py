@@ -13,11 +13,12 @@ import orjson
 import pytest
 
 from conftest import SHARED
-from custodes.config import SourceSettings, load_settings
+from custodes.config import load_settings
 from custodes.connectors.envelope import parse_time, to_event
 from custodes.connectors.files import FileConnector, iter_records, parse_stream
 from custodes.errors import CustodesError
 from custodes.model import Event, Outcome
+from custodes.sources import SourceSettings
 
 SETTINGS = load_settings(None, environ={})
 OKTA = SETTINGS.source("okta")

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from custodes.config import EnrichmentSettings, SourceSettings
+from custodes.config import EnrichmentSettings
 from custodes.connectors.envelope import to_event
 from custodes.detections.scoring.identity import load_directory
 from custodes.detections.sigma.engine import SigmaEngine
@@ -19,6 +19,7 @@ from custodes.detections.sigma.examples import read_examples, rule_files, run_ex
 from custodes.detections.sigma.loader import load_rules
 from custodes.detections.sigma.pipelines import pipeline_named
 from custodes.model import Event, LogSource
+from custodes.sources import SourceSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 RULES = ROOT / "detections" / "rules"

@@ -11,11 +11,12 @@ import pytest
 from typer.testing import CliRunner
 
 from custodes.cli import app
-from custodes.config import SourceSettings, load_settings
+from custodes.config import load_settings
 from custodes.connectors.envelope import to_event
 from custodes.detections.sigma.engine import SigmaEngine
 from custodes.detections.sigma.loader import load_rules
 from custodes.detections.sigma.pipelines import pipeline_named
+from custodes.sources import SourceSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"

@@ -12,6 +12,8 @@ import itertools
 import json
 import os
 import random
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,13 +24,14 @@ import pytest
 from typer.testing import CliRunner
 
 from custodes.cli import app
-from custodes.config import SourceSettings
+from custodes.config import load_settings
 from custodes.connectors.envelope import ID_KEYS, event_id, to_event
 from custodes.connectors.files import Screen, iter_range, iter_records, ndjson_ranges
 from custodes.detections.sigma import filematch
 from custodes.detections.sigma.filematch import RecordMatcher
 from custodes.detections.sigma.loader import load_rules
 from custodes.errors import CustodesError
+from custodes.sources import DEFAULT_SOURCES, SourceSettings, builtin_source, is_override
 
 runner = CliRunner()
 Row = tuple[int, Any, str | None]
@@ -289,3 +292,54 @@ def test_generic_event_ids_read_alone_are_the_envelopes(fields: dict[str, str]) 
     ]
     for record in records:
         assert event_id(record, settings, "src") == to_event(record, settings, "src").id
+
+
+def test_a_builtin_source_needs_no_settings_unless_configuration_applies(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(None, environ={})
+    for name in DEFAULT_SOURCES:
+        assert builtin_source(None, name, {}) == settings.source(name) == DEFAULT_SOURCES[name]
+    assert builtin_source(None, "m365", {}) is None  # not built in: the settings say it is unknown
+    assert builtin_source(tmp_path / "given.yaml", "cloudtrail", {}) is None
+    assert builtin_source(None, "cloudtrail", {"CUSTODES_CONFIG": "elsewhere.yaml"}) is None
+    assert builtin_source(None, "cloudtrail", {"CUSTODES_SOURCES__CLOUDTRAIL__PRODUCT": "x"}) is None
+    assert builtin_source(None, "cloudtrail", {"CUSTODES_DATABASE_URL": "sqlite+aiosqlite:///x"}) is None
+    assert builtin_source(None, "cloudtrail", {"CUSTODES_API_TOKEN": "x", "HOME": "/"}) == DEFAULT_SOURCES["cloudtrail"]
+    (tmp_path / "custodes.yaml").write_text("sources:\n  cloudtrail: {format: generic, fields: {id: eventID}}\n")
+    assert builtin_source(None, "cloudtrail", {}) is None
+    assert load_settings(None, environ={}).source("cloudtrail").format == "generic"
+
+
+def test_rules_match_on_a_builtin_source_loads_no_settings_model_and_a_config_file_still_counts(tmp_path: Path) -> None:
+    rules = tmp_path / "login.yml"
+    rules.write_text(
+        "title: Console login\nid: 00000000-0000-4000-8000-000000000001\n"
+        "logsource: {product: aws, service: cloudtrail}\n"
+        "detection:\n  sel:\n    eventName: ConsoleLogin\n  condition: sel\n"
+    )
+    events = tmp_path / "events.ndjson"
+    events.write_text('{"eventName": "ConsoleLogin", "eventID": "e1"}\n{"eventName": "Other"}\n', encoding="utf-8")
+    probe = (
+        "import sys\nfrom custodes.cli.main import main\nsys.argv = ['custodes', *sys.argv[1:]]\ntry:\n    main()\n"
+        "except SystemExit:\n    pass\nprint('settings' if 'custodes.config' in sys.modules else 'none')"
+    )
+    command = [sys.executable, "-c", probe, "rules", "match", "-r", str(rules), "-e", str(events), "-s", "cloudtrail"]
+    environment = {key: value for key, value in os.environ.items() if not is_override(key) and key != "CUSTODES_CONFIG"}
+    subprocess.run(command, capture_output=True, cwd=tmp_path, env=environment, check=True)  # the rules cached
+    plain = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, env=environment, check=True)
+    *matches, loaded = plain.stdout.splitlines()
+    assert loaded == "none"
+    assert [json.loads(line)["line"] for line in matches] == [1]
+    assert json.loads(matches[0])["event_id"] == event_id(
+        {"eventID": "e1"}, DEFAULT_SOURCES["cloudtrail"], "cloudtrail"
+    )
+    generic = SourceSettings(format="generic", product="aws", service="cloudtrail", fields={"id": "eventName"})
+    (tmp_path / "custodes.yaml").write_text(
+        "sources:\n  cloudtrail: {format: generic, product: aws, service: cloudtrail, fields: {id: eventName}}\n"
+    )
+    configured = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, env=environment, check=True)
+    *matches, loaded = configured.stdout.splitlines()
+    assert loaded == "settings"
+    assert json.loads(matches[0])["event_id"] == event_id({"eventName": "ConsoleLogin"}, generic, "cloudtrail")

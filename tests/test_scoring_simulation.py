@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from custodes.cli import app
-from custodes.config import ScoringSettings, SourceSettings
+from custodes.config import ScoringSettings
 from custodes.connectors.envelope import to_event
 from custodes.connectors.files import iter_records
 from custodes.detections.scoring.evaluate import evaluate, load_labels, most_catchable
@@ -24,6 +24,7 @@ from custodes.detections.scoring.simulate import (
     simulate,
 )
 from custodes.errors import CustodesError
+from custodes.sources import SourceSettings
 
 runner = CliRunner()
 

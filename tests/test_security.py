@@ -11,8 +11,7 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
-from click.testing import Result
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from custodes.cli import app
 from custodes.config import MIN_SECRET_CHARS, DatabaseSettings, Settings, load_settings

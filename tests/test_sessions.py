@@ -19,7 +19,6 @@ from custodes.config import (
     ResponderSettings,
     S3Connection,
     Settings,
-    SourceSettings,
 )
 from custodes.connectors import filetail, sdk
 from custodes.connectors.envelope import to_event
@@ -28,6 +27,7 @@ from custodes.model import Outcome
 from custodes.responder import catalog
 from custodes.responder.evidence import LocalBundle, verify_bundle
 from custodes.responder.registry import ActionContext
+from custodes.sources import SourceSettings
 from custodes.store import Store
 
 DATA = Path(__file__).with_name("data")

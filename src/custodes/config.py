@@ -32,12 +32,10 @@ from pydantic_core import CoreSchema, core_schema
 from ruamel.yaml import YAML
 
 from custodes.errors import ConfigError, CustodesError, Location, Problem
-from custodes.model import LogSource
 from custodes.redaction import REDACTOR
+from custodes.sources import DATABASE_URL_ENV, DEFAULT_SOURCES, ENV_PREFIX, SourceSettings, config_file, is_override
 from custodes.yamlfile import YamlDocument, load_yaml
 
-ENV_PREFIX = "CUSTODES_"
-DEFAULT_CONFIG = Path("custodes.yaml")
 MIN_SECRET_CHARS = 16
 """The shortest webhook secret or API token accepted: an empty or short one would let anyone in."""
 ASCII_WHITESPACE = " \t\n\r\x0b\x0c"
@@ -166,70 +164,6 @@ class DatabaseSettings(Section):
     @classmethod
     def _strong_key(cls, key: Secret | None) -> Secret | None:
         return None if key is None else strong_secret(key)
-
-
-SourceFormatName = Literal[
-    "okta",
-    "cloudtrail",
-    "entra_signin_graph",
-    "entra_signin_diagnostic",
-    "entra_audit_graph",
-    "entra_audit_diagnostic",
-    "azure_activity",
-    "gcp_audit",
-    "google_workspace",
-    "github",
-    "m365",
-    "auditd",
-    "teleport",
-    "vault",
-    "sudo",
-    "generic",
-]
-"""The record formats Custodes reads (see `custodes.detections.sigma.pipelines.FORMATS`)."""
-
-
-class SourceSettings(Section):
-    """A configured event source: its Sigma logsource, how its records map to the envelope, and the pySigma
-    pipeline that fits rules to its records."""
-
-    format: SourceFormatName = Field(description="how records map to the event envelope")
-    pipeline: SourceFormatName | Literal["none"] | None = Field(
-        default=None,
-        description="field-mapping pipeline for rules matched against this source: a format name, or 'none' "
-        "(default: the format's own)",
-    )
-    product: str | None = None
-    service: str | None = None
-    category: str | None = None
-    fields: dict[str, str] = Field(
-        default_factory=dict,
-        description="generic format only: envelope field -> dotted path in the record (id, time, actor, ...)",
-    )
-
-    @property
-    def logsource(self) -> LogSource:
-        """The Sigma logsource this source's events carry: the declared one, else the format's."""
-        if self.product is None and self.service is None and self.category is None:
-            from custodes.detections.sigma.pipelines import FORMATS
-
-            known = FORMATS.get(self.format)
-            default = known.logsource if known is not None else LogSource()
-            if default.service is None or not default.service.endswith("*"):
-                return default
-            return LogSource(default.product, None, default.category)
-        return LogSource(self.product, self.service, self.category)
-
-    @property
-    def pipeline_name(self) -> str:
-        """The name of the pipeline rules are processed with for this source (`none` for no pipeline)."""
-        return self.pipeline or self.format
-
-
-DEFAULT_SOURCES = {
-    "okta": SourceSettings(format="okta", product="okta", service="okta"),
-    "cloudtrail": SourceSettings(format="cloudtrail", product="aws", service="cloudtrail"),
-}
 
 
 SuppressValue = str | int | float | bool | None
@@ -1089,9 +1023,9 @@ def _env_overrides(environ: dict[str, str]) -> list[tuple[tuple[str, ...], Any]]
     yaml = YAML(typ="safe")
     overrides: list[tuple[tuple[str, ...], Any]] = []
     for name, raw in sorted(environ.items()):
-        if name == "CUSTODES_DATABASE_URL":
+        if name == DATABASE_URL_ENV:
             overrides.append((("database", "url"), raw))
-        elif name.startswith(ENV_PREFIX) and "__" in name:
+        elif is_override(name):
             path = tuple(part.lower() for part in name.removeprefix(ENV_PREFIX).split("__"))
             try:
                 value = yaml.load(raw) if raw.strip() else raw
@@ -1118,9 +1052,8 @@ def load_settings(path: Path | None = None, environ: dict[str, str] | None = Non
     Every problem is reported at once, each with the file, line and column or the environment variable.
     """
     environ = dict(os.environ if environ is None else environ)
-    file = path if path is not None else Path(environ.get("CUSTODES_CONFIG", DEFAULT_CONFIG))
-    explicit = path is not None or "CUSTODES_CONFIG" in environ
-    doc = load_yaml(file) if file.exists() or explicit else YamlDocument(str(file), {}, None)
+    file, named = config_file(path, environ)
+    doc = load_yaml(file) if file.exists() or named else YamlDocument(str(file), {}, None)
     if doc.data is None:
         doc.data = {}
     if not isinstance(doc.data, dict):

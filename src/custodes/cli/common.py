@@ -6,14 +6,17 @@ import inspect
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
-from custodes.config import Settings, load_settings
 from custodes.errors import CustodesError, describe
 from custodes.redaction import redact, redact_every_record
+
+if TYPE_CHECKING:
+    from custodes.config import Settings
+    from custodes.sources import SourceSettings
 
 console = Console(emoji=False)  # ":1234:" in a file position is not an emoji code
 err = Console(stderr=True, emoji=False)
@@ -91,4 +94,14 @@ def run(work: Callable[[], object]) -> None:
 
 def settings_from(config: Path | None) -> Settings:
     """Load settings, failing as a located CustodesError."""
+    from custodes.config import load_settings
+
     return load_settings(config)
+
+
+def source_from(config: Path | None, name: str) -> SourceSettings:
+    """Source `name` of the settings; a built-in source is taken as it is when no configuration applies (the
+    settings models, a tenth of a second to load, are then not loaded)."""
+    from custodes.sources import builtin_source
+
+    return builtin_source(config, name) or settings_from(config).source(name)

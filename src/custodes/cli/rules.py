@@ -16,13 +16,13 @@ import orjson
 import typer
 from rich.markup import escape
 
-from custodes.cli.common import ConfigOption, JsonOption, console, err, run, settings_from
+from custodes.cli.common import ConfigOption, JsonOption, console, err, run, source_from
 from custodes.cli.root import app
 from custodes.errors import CustodesError
 
 if TYPE_CHECKING:
-    from custodes.config import SourceSettings
     from custodes.detections.sigma.ruleset import RuleSet
+    from custodes.sources import SourceSettings
 
 rules_app = typer.Typer(help="Work with Sigma rules.", no_args_is_help=True)
 app.add_typer(rules_app, name="rules")
@@ -49,7 +49,7 @@ def _require(paths: Sequence[Path]) -> None:
 
 
 def _source(config: Path | None, name: str | None) -> SourceSettings | None:
-    return settings_from(config).source(name) if name is not None else None
+    return source_from(config, name) if name is not None else None
 
 
 def _load(paths: Sequence[Path], source: SourceSettings | None) -> RuleSet:

@@ -29,7 +29,7 @@ from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
 from multidict import CIMultiDict
 from pydantic import Field
 
-from custodes.config import Section, SourceSettings
+from custodes.config import Section
 from custodes.connectors.base import Batch
 from custodes.connectors.envelope import to_event
 from custodes.connectors.http import RateLimiter
@@ -37,6 +37,7 @@ from custodes.connectors.retry import RetryPolicy, SourceError, Transient, call
 from custodes.connectors.runtime import RangeBackfill, sweep
 from custodes.model import Event, utcnow
 from custodes.responder.http import retry_delay
+from custodes.sources import SourceSettings
 
 log = logging.getLogger(__name__)
 

@@ -25,13 +25,14 @@ from elastic_transport import ConnectionTimeout
 from elasticsearch import ApiError, AsyncElasticsearch
 from pydantic import Field, field_validator, model_validator
 
-from custodes.config import Section, SourceSettings
+from custodes.config import Section
 from custodes.connectors.base import Batch
 from custodes.connectors.envelope import iso_millis, parse_time, to_event
 from custodes.connectors.retry import RetryPolicy, SourceError, Transient, call
 from custodes.connectors.runtime import RangeBackfill
 from custodes.model import Event, stable_id, utcnow
 from custodes.responder.http import retry_delay
+from custodes.sources import SourceSettings
 
 log = logging.getLogger(__name__)
 

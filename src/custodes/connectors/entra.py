@@ -18,7 +18,6 @@ import aiohttp
 from pydantic import Field
 from yarl import URL
 
-from custodes.config import SourceSettings
 from custodes.connectors.base import Batch
 from custodes.connectors.envelope import to_event
 from custodes.connectors.graph_auth import GraphAuth
@@ -26,6 +25,7 @@ from custodes.connectors.http import RateLimiter, get_json
 from custodes.connectors.options import PollOptions
 from custodes.connectors.runtime import backfill_name, sweep
 from custodes.model import Event, utcnow
+from custodes.sources import SourceSettings
 
 GRAPH_URL = "https://graph.microsoft.com"
 

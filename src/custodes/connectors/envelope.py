@@ -13,9 +13,9 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from custodes.config import SourceSettings
 from custodes.connectors.bounds import path_of, too_long
 from custodes.model import Event, LogSource, Outcome, stable_id
+from custodes.sources import SourceSettings
 from custodes.widths import EVENT_TEXT, LOGSOURCE_TEXT
 
 Mapper = Callable[[dict[str, Any], SourceSettings, str], Event]

@@ -19,11 +19,11 @@ from typing import IO, Any, Final, Protocol, cast
 
 import orjson
 
-from custodes.config import SourceSettings
 from custodes.connectors.base import Batch
 from custodes.connectors.envelope import to_event
 from custodes.errors import CustodesError, Location, Problem
 from custodes.model import Event
+from custodes.sources import SourceSettings
 
 GZIP_MAGIC: Final = b"\x1f\x8b"
 CHUNK_BYTES: Final = 1 << 20

@@ -19,11 +19,12 @@ from typing import Any, Literal
 import orjson
 from pydantic import Field
 
-from custodes.config import Section, SourceSettings
+from custodes.config import Section
 from custodes.connectors.base import Batch
 from custodes.connectors.envelope import to_event
 from custodes.connectors.files import FINGERPRINT_BYTES, fingerprint
 from custodes.model import Event, utcnow
+from custodes.sources import SourceSettings
 
 LineParser = Callable[[str, datetime], tuple[dict[str, Any], str | None]]
 

@@ -17,13 +17,13 @@ from typing import Any
 
 from yarl import URL
 
-from custodes.config import SourceSettings
 from custodes.connectors.base import Batch
 from custodes.connectors.envelope import to_event
 from custodes.connectors.http import get_json, links
 from custodes.connectors.options import PollOptions
 from custodes.connectors.poller import TokenPoller
 from custodes.connectors.runtime import Watermark
+from custodes.sources import SourceSettings
 
 GITHUB_API = "https://api.github.com"
 DEFAULT_SOURCE = SourceSettings(format="github")

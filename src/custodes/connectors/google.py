@@ -15,7 +15,6 @@ from typing import Any, Literal
 from pydantic import Field
 from yarl import URL
 
-from custodes.config import SourceSettings
 from custodes.connectors.base import Batch
 from custodes.connectors.envelope import iso_millis, to_event
 from custodes.connectors.http import get_json
@@ -23,6 +22,7 @@ from custodes.connectors.options import PollOptions
 from custodes.connectors.poller import TokenPoller
 from custodes.connectors.runtime import sweep
 from custodes.model import Event
+from custodes.sources import SourceSettings
 
 REPORTS_URL = "https://admin.googleapis.com"
 Application = Literal["login", "drive", "admin", "token", "saml", "groups", "user_accounts"]

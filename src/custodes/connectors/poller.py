@@ -9,10 +9,11 @@ from typing import Generic, Self, TypeVar
 
 import aiohttp
 
-from custodes.config import Secret, SourceSettings
+from custodes.config import Secret
 from custodes.connectors.options import PollOptions
 from custodes.connectors.runtime import backfill_name
 from custodes.model import utcnow
+from custodes.sources import SourceSettings
 
 OptionsT = TypeVar("OptionsT", bound=PollOptions)
 

@@ -9,12 +9,13 @@ from typing import TypeVar
 import aiohttp
 from pydantic import BaseModel, ValidationError
 
-from custodes.config import ConnectorSettings, Secret, Settings, SourceSettings
+from custodes.config import ConnectorSettings, Secret, Settings
 from custodes.connectors import entra, github, google, okta, sdk
 from custodes.connectors.graph_auth import GraphAuth
 from custodes.connectors.http import RateLimiter
 from custodes.connectors.runtime import Scheduled
 from custodes.errors import ConfigError, Location, Problem
+from custodes.sources import SourceSettings
 
 Options = TypeVar("Options", bound=BaseModel)
 Builder = Callable[[str, ConnectorSettings, Settings, aiohttp.ClientSession], list[Scheduled]]

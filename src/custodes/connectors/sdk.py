@@ -14,11 +14,12 @@ from typing import Any, Final, Literal
 
 from pydantic import ValidationError
 
-from custodes.config import ConnectorSettings, Settings, SourceSettings
+from custodes.config import ConnectorSettings, Settings
 from custodes.connectors import cloudtrail, elasticsearch, filetail, splunk
 from custodes.connectors.base import Batch
 from custodes.errors import ConfigError
 from custodes.model import Event
+from custodes.sources import SourceSettings
 
 Builder = Callable[[str, str, SourceSettings, dict[str, Any], dict[str, str]], Any]
 

@@ -23,13 +23,14 @@ import splunklib.client as splunk_client
 import splunklib.results as splunk_results
 from pydantic import Field
 
-from custodes.config import Section, SourceSettings
+from custodes.config import Section
 from custodes.connectors.base import Batch
 from custodes.connectors.envelope import iso_millis, parse_time, to_event
 from custodes.connectors.retry import RetryPolicy, SourceError, Transient, call
 from custodes.connectors.runtime import RangeBackfill
 from custodes.model import Event, stable_id, utcnow
 from custodes.responder.http import retry_delay
+from custodes.sources import SourceSettings
 
 
 class SplunkOptions(Section):

@@ -21,7 +21,7 @@ from typing import Any, Final
 
 from sqlalchemy.exc import IntegrityError
 
-from custodes.config import ConnectorSettings, Settings, SourceSettings
+from custodes.config import ConnectorSettings, Settings
 from custodes.connectors import sdk
 from custodes.detections.findings import findings_for
 from custodes.detections.sigma.compiler import CompiledRule
@@ -38,6 +38,7 @@ from custodes.hunts.definition import Hunt, LoadedHunt
 from custodes.hunts.records import HuntRun, RunTrigger
 from custodes.model import Event, Finding, utcnow
 from custodes.pipeline import Pipeline
+from custodes.sources import SourceSettings
 
 log = logging.getLogger(__name__)
 

@@ -266,9 +266,27 @@ def _getter(name: str) -> _Getter:
 
         return get_two
 
+    # `_walk`'s lookups with each level's dotted rest joined once: (key, the rest as one dotted key, or None)
+    steps = tuple(
+        (part, ".".join(parts[index:]) if 0 < index < len(parts) - 1 else None) for index, part in enumerate(parts)
+    )
+
     def get(event: dict[str, Any]) -> Any:
         value = event.get(name, _MISSING)
-        return _walk(event, parts, 0) if value is _MISSING else value
+        if value is not _MISSING:
+            return value
+        current: Any = event
+        for index, (part, rest) in enumerate(steps):
+            if not isinstance(current, dict):
+                return _walk(current, parts, index)  # a list (each element walked on) or a scalar (missing)
+            if rest is not None:
+                value = current.get(rest, _MISSING)
+                if value is not _MISSING:
+                    return value
+            current = current.get(part, _MISSING)
+            if current is _MISSING:
+                return _MISSING
+        return current
 
     return get
 

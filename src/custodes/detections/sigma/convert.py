@@ -24,11 +24,11 @@ from sigma.filters import SigmaFilter
 from sigma.rule import SigmaDetection, SigmaDetectionItem, SigmaRule, SigmaRuleBase
 from sigma.types import SigmaFieldReference, SigmaRegularExpression
 
-from custodes.config import SourceSettings
 from custodes.detections.sigma.enrichment import ENRICHMENT_FIELD, ENRICHMENT_PREFIX
 from custodes.detections.sigma.pipelines import AppliesToLogSource, pipeline_named, source_logsource
 from custodes.detections.sigma.ruleset import RULE_SUFFIXES
 from custodes.model import LogSource
+from custodes.sources import SourceSettings
 
 Target = Literal["lucene", "esql", "eql", "splunk"]
 TARGETS: Final[tuple[Target, ...]] = ("lucene", "esql", "eql", "splunk")

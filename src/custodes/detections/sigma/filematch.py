@@ -26,12 +26,12 @@ from custodes.connectors.files import iter_range, iter_records, ndjson_ranges
 from custodes.errors import CustodesError
 
 if TYPE_CHECKING:
-    from custodes.config import SourceSettings
     from custodes.detections.sigma.compiler import CompiledRule
     from custodes.detections.sigma.engine import SigmaEngine
     from custodes.detections.sigma.index import RuleIndex
     from custodes.detections.sigma.linefilter import LineScreen
     from custodes.detections.sigma.ruleset import RuleSet
+    from custodes.sources import SourceSettings
 
 BATCH: Final = 1000
 """Matches written at a time, and records between progress reports."""
@@ -55,10 +55,10 @@ class RecordMatcher:
     """
 
     def __init__(self, ruleset: RuleSet, source: SourceSettings | None, name: str) -> None:
-        from custodes.config import SourceSettings
         from custodes.connectors.envelope import VARYING_LOGSOURCE, event_id, to_event
         from custodes.detections.sigma.engine import SigmaEngine
         from custodes.detections.sigma.index import RuleIndex
+        from custodes.sources import SourceSettings
 
         self._to_event = to_event
         self._event_id = event_id

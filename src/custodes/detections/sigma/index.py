@@ -184,7 +184,7 @@ class RuleIndex:
                 found = hit if found is None else found + hit
         if found is None:
             return self.always
-        if self._paired:
+        if self._paired and (min(found) < 0 or not self._paired.isdisjoint(found)):
             hits = set(found)
             paired = self._paired
             found = tuple(

@@ -11,7 +11,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
-from custodes.config import SourceSettings
 from custodes.detections.sigma.compiler import CompiledRule
 from custodes.detections.sigma.engine import SigmaEngine
 from custodes.detections.sigma.enrichment import EventContext
@@ -19,6 +18,7 @@ from custodes.detections.sigma.loader import RuleOptions, load_rules
 from custodes.detections.sigma.pipelines import NO_PIPELINE, pipeline_named
 from custodes.detections.sigma.ruleset import RuleSet
 from custodes.model import Event
+from custodes.sources import SourceSettings
 
 
 class EventMatcher(Protocol):
