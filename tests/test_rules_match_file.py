@@ -15,7 +15,7 @@ import random
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -242,11 +242,11 @@ def test_a_failing_worker_is_one_error_line(tmp_path: Path, monkeypatch: pytest.
     real = filematch.iter_range
 
     def failing(
-        path: Path, start: int, stop: int, screen: Screen | None = None
+        path: Path, start: int, stop: int, screen: Screen | None = None, ended: Callable[[int], object] | None = None
     ) -> Iterator[tuple[int, Any, str | None]]:
         if start > 0:  # the forked workers' ranges
             raise CustodesError.at(path, "cannot read log file: disk gone")
-        return real(path, start, stop, screen)
+        return real(path, start, stop, screen, ended)
 
     monkeypatch.setattr(filematch, "iter_range", failing)
     result = runner.invoke(app, ["rules", "match", "--rules", str(rules), "--events", str(events), "--workers", "2"])
@@ -262,8 +262,12 @@ def test_ranges_cut_ndjson_at_line_ends_and_read_it_whole(tmp_path: Path) -> Non
     assert ranges is not None and len(ranges) == 4
     assert ranges[0][0] == 0 and ranges[-1][1] == events.stat().st_size
     assert all(stop == start for (_, stop), (start, _) in itertools.pairwise(ranges))
-    rows = [row for span in ranges for row in iter_range(events, *span)]
-    assert rows == list(iter_records(events))
+    rows: list[Row] = []
+    counted: list[int] = []
+    for span in ranges:  # each range numbered from 1, its count given at its end
+        rows.extend((number + sum(counted), record, warning) for number, record, warning in iter_range(events, *span))
+        list(iter_range(events, *span, ended=counted.append))
+    assert rows == list(iter_records(events)) and sum(counted) == 500
     many = ndjson_ranges(events, 1000)
     assert many is not None and len(many) <= 500  # never more ranges than lines
     packed = tmp_path / "events.ndjson.gz"

@@ -12,7 +12,7 @@ import itertools
 import json
 import os
 import zlib
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Final, Protocol, cast
@@ -117,19 +117,20 @@ def ndjson_ranges(path: Path, count: int) -> list[tuple[int, int]] | None:
     return [(start, stop) for start, stop in itertools.pairwise(cuts) if stop > start]
 
 
-def iter_range(path: Path, start: int, stop: int, screen: Screen | None = None) -> Iterator[_Row]:
-    """`iter_records` over the lines of an NDJSON file from byte `start` to `stop` (line boundaries), numbered as
-    lines of the whole file."""
+def iter_range(
+    path: Path, start: int, stop: int, screen: Screen | None = None, ended: Callable[[int], object] | None = None
+) -> Iterator[_Row]:
+    """`iter_records` over the lines of an NDJSON file from byte `start` to `stop` (line boundaries), numbered from
+    1 at `start` (the lines before are not read: whoever knows their number adds it); `ended` is given the number
+    of lines in the range once they are read."""
     with _opened(path) as stream:
-        number = 0
-        while stream.tell() < start:
-            number += stream.read(min(CHUNK_BYTES, start - stream.tell())).count(b"\n")
+        stream.seek(start)
 
         def span() -> Iterator[bytes]:
             while (left := stop - stream.tell()) > 0 and (chunk := stream.read(min(CHUNK_BYTES, left))):
                 yield chunk
 
-        yield from _ndjson(path, span(), screen, number)
+        yield from _ndjson(path, span(), screen, ended=ended)
 
 
 def _sniff(chunks: Iterator[bytes]) -> tuple[str | None, bytes]:
@@ -191,8 +192,11 @@ def _blocks(chunks: Iterator[bytes]) -> Iterator[bytes]:
         yield pending
 
 
-def _ndjson(path: Path, chunks: Iterator[bytes], screen: Screen | None = None, number: int = 0) -> Iterator[_Row]:
-    """The rows of NDJSON content whose first line is line `number + 1` of `path`."""
+def _ndjson(
+    path: Path, chunks: Iterator[bytes], screen: Screen | None = None, ended: Callable[[int], object] | None = None
+) -> Iterator[_Row]:
+    """The rows of NDJSON content (its lines numbered from 1); `ended` is given the number of lines at the end."""
+    number = 0
     loads, decode_error = orjson.loads, orjson.JSONDecodeError
     for block in _blocks(chunks):
         if screen is None:
@@ -211,6 +215,8 @@ def _ndjson(path: Path, chunks: Iterator[bytes], screen: Screen | None = None, n
                 at = number + position + 1
                 yield at, text, f"{path}:{at}:{exc.pos + 1}: invalid JSON ({exc.msg}); kept as text"
         number += count
+    if ended is not None:
+        ended(number)
 
 
 class _Document:

@@ -5,6 +5,8 @@ Records are read streaming (`connectors.files`), NDJSON lines screened for the r
 the event id of a record that matches. An uncompressed NDJSON file is cut at line ends into ranges matched by
 forked processes (the parent takes the first; each other range's matches and warnings go to a file of its own,
 written out in order when the parent has done its own), so the output is the same whatever the number of workers.
+A worker numbers the lines of its range from 1 and does not read the lines before it: each range's count is
+shared when it is read, and the parent adds the counts of the ranges before to the numbers it writes out.
 """
 
 from __future__ import annotations
@@ -41,7 +43,9 @@ RANGE_BYTES: Final = 1 << 20
 _Write = Callable[[str], object]
 _Progress = Callable[[int], None]
 _Counts = ctypes.Array[ctypes.c_int64]
-"""Records read so far by each worker (the parent's first), shared memory the progress is shown from."""
+"""A figure for each worker (the parent's first) in shared memory: records read so far, or lines in its range."""
+_LINE_KEY: Final = ',"line":'
+"""Where a match line's number starts (a JSON string escapes its quotes: the key's text is found nowhere before)."""
 _Rows = Iterable[tuple[int, Any, str | None]]
 
 
@@ -113,11 +117,13 @@ def match_file(
     ranges = _ranges(path, workers)
     if ranges is None:
         return _match_rows(iter_records(path, screen), matcher, write, warn, progress)
-    counts = multiprocessing.get_context("fork").RawArray(ctypes.c_int64, len(ranges))
+    shared = multiprocessing.get_context("fork")
+    counts, lines = shared.RawArray(ctypes.c_int64, len(ranges)), shared.RawArray(ctypes.c_int64, len(ranges))
     with tempfile.TemporaryDirectory(prefix="custodes-match-", ignore_cleanup_errors=True) as folder:
         spool = Path(folder)
         parts = [
-            _Part(path, span, matcher, screen, spool, counts, number) for number, span in enumerate(ranges[1:], start=1)
+            _Part(path, span, matcher, screen, spool, counts, lines, number)
+            for number, span in enumerate(ranges[1:], start=1)
         ]
         started = [(part, part.start()) for part in parts]
 
@@ -125,7 +131,8 @@ def match_file(
             counts[0] = done
             progress(sum(counts))
 
-        matched = _match_rows(iter_range(path, *ranges[0], screen), matcher, write, warn, own)
+        rows = iter_range(path, *ranges[0], screen, partial(lines.__setitem__, 0))
+        matched = _match_rows(rows, matcher, write, warn, own)
         for part, process in started:
             while process.exitcode is None:
                 process.join(0.2)
@@ -133,10 +140,11 @@ def match_file(
             if process.exitcode:
                 failure = part.file("error").read_text() if part.file("error").exists() else ""
                 raise CustodesError(failure or f"a worker matching {path} stopped (exit code {process.exitcode})")
+            before = sum(lines[: part.number])
             for warning in _lines(part.file("warnings")):
-                warn(warning)
+                warn(_shifted_warning(warning, f"{path}:", before))
             for block in _blocks(part.file("matches")):
-                write(block)
+                write(_shifted(block, before))
                 matched += block.count("\n")
     return matched
 
@@ -161,6 +169,7 @@ class _Part:
     screen: LineScreen | None
     spool: Path
     counts: _Counts
+    lines: _Counts
     number: int
 
     def file(self, kind: str) -> Path:
@@ -182,7 +191,7 @@ class _Part:
                 self.file("matches").open("w", encoding="utf-8") as matches,
                 self.file("warnings").open("w", encoding="utf-8") as warnings,
             ):
-                rows = iter_range(self.path, *self.span, self.screen)
+                rows = iter_range(self.path, *self.span, self.screen, partial(self.lines.__setitem__, self.number))
                 _match_rows(rows, self.matcher, matches.write, lambda text: warnings.write(text + "\n"), self.done)
         except BaseException as exc:
             self.file("error").write_text(str(exc) or type(exc).__name__)
@@ -234,6 +243,22 @@ def _flush(lines: list[bytes], write: _Write) -> int:
         write(b"\n".join(lines).decode() + "\n")
         lines.clear()
     return count
+
+
+def _shifted(block: str, before: int) -> str:
+    """Match lines numbered within a worker's range, numbered as lines of the file (`before` lines precede it)."""
+    head, *numbered = block.split(_LINE_KEY)  # each line's number starts one of these pieces, its end a ","
+    shifted = [head]
+    for piece in numbered:
+        end = piece.index(",")
+        shifted.append(f"{int(piece[:end]) + before}{piece[end:]}")
+    return _LINE_KEY.join(shifted)
+
+
+def _shifted_warning(warning: str, prefix: str, before: int) -> str:
+    """A warning `PATH:LINE:...` about a line of a worker's range, numbered as a line of the file."""
+    number, _, rest = warning.removeprefix(prefix).partition(":")
+    return f"{prefix}{int(number) + before}:{rest}"
 
 
 def _lines(path: Path) -> Iterator[str]:
