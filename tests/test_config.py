@@ -77,13 +77,19 @@ def test_a_missing_environment_secret_names_the_variable(tmp_path: Path) -> None
 
 
 def test_every_problem_is_located(tmp_path: Path) -> None:
-    path = write(tmp_path, "server:\n  port: not-a-port\n  hots: 1\nsources:\n  s:\n    format: syslog\n")
+    path = write(
+        tmp_path,
+        "server:\n  port: not-a-port\n  hots: 1\nsources:\n  s:\n    format: syslog\n  t:\n    format: okta\n"
+        "    colour: red\n  u:\n    product: aws\n",
+    )
     with pytest.raises(ConfigError) as caught:
         load_settings(path, environ={})
     text = str(caught.value)
     assert f"{path}:2:9 (server.port)" in text
     assert f"{path}:3:3 (server.hots): unknown field 'hots'" in text
     assert f"{path}:6:13 (sources.s.format)" in text
+    assert f"{path}:9:5 (sources.t.colour): unknown field 'colour'" in text
+    assert "(sources.u.format): missing required field 'format'" in text
 
 
 def test_bad_yaml_and_missing_file_are_located(tmp_path: Path) -> None:

@@ -16,6 +16,8 @@ from custodes.errors import CustodesError, Location, Problem
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 PathKey = tuple[str | int, ...]
+_UNKNOWN = frozenset({"extra_forbidden", "unexpected_keyword_argument"})
+"""A key the section does not have: a model's, and a dataclass's (`custodes.sources.SourceSettings`)."""
 
 
 @dataclass(slots=True)
@@ -57,7 +59,7 @@ class YamlDocument:
         found = []
         for error in exc.errors(include_url=False):
             path = prefix + tuple(part for part in error["loc"] if isinstance(part, str | int))
-            at_value = error.get("type") not in {"missing", "extra_forbidden"}
+            at_value = error.get("type") not in {"missing", *_UNKNOWN}
             located = self.locate(_document_path(self.data, path), at_value=at_value)
             found.append(Problem(located, _message(error)))
         return found
@@ -96,7 +98,7 @@ def _message(error: Any) -> str:
     field = error["loc"][-1] if error["loc"] else None
     if kind == "missing":
         return f"missing required field {field!r}"
-    if kind == "extra_forbidden":
+    if kind in _UNKNOWN:
         return f"unknown field {field!r}"
     return str(error["msg"]).removeprefix("Value error, ")
 
