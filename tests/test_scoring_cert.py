@@ -102,6 +102,29 @@ def test_ldap_csv_is_a_directory(cert: Path) -> None:
         load_directory(cert / "bad.csv")
 
 
+def test_a_folder_of_monthly_ldap_snapshots_is_everyone_in_any_as_the_latest_names_them(tmp_path: Path) -> None:
+    header = "employee_name,user_id,email,role,business_unit,functional_unit,department,team,supervisor\n"
+    folder = tmp_path / "LDAP"
+    folder.mkdir()
+    (folder / "2010-01.csv").write_text(
+        header
+        + "Ann,AAA0001,ann@dtaa.com,Salesman,1,Sales,Sales,1,Bob\nCid,CCC0003,cid@dtaa.com,IT Admin,1,IT,IT,2,Bob\n"
+    )
+    (folder / "2010-02.csv").write_text(header + "Ann,AAA0001,ann@dtaa.com,Manager,1,Sales,Sales,1,Bob\n")
+    (folder / "notes.txt").write_text("not a snapshot")
+    people = {person.id: person for person in load_directory(folder)}
+    assert set(people) == {"ann@dtaa.com", "cid@dtaa.com"}  # Cid left after January: still in the directory
+    assert people["ann@dtaa.com"].title == "Manager" and people["cid@dtaa.com"].aliases == ["CCC0003"]
+    assert people["cid@dtaa.com"].departure_date is None  # leaving is not read off the snapshots
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(CustodesError, match="CERT LDAP CSV files"):
+        load_directory(empty)
+    (folder / "2010-03.csv").write_text("name,role\nx,y\n")
+    with pytest.raises(CustodesError, match=r"2010-03\.csv.*user_id and email"):
+        load_directory(folder)
+
+
 def test_cert_files_are_scored_and_the_usb_leak_ranks_first(cert: Path) -> None:
     settings = ScoringSettings(directory=cert / "LDAP.csv", pseudonymise=False, warmup_days=5)
     files = [cert / f"{name}.csv" for name in ("logon", "device", "http", "email", "file")]

@@ -116,10 +116,15 @@ def person_from_json(record: dict[str, Any]) -> Person:
 
 
 def load_directory(path: Path) -> list[Person]:
-    """People from a JSON file (a list, or {"people": [...]}) or a CERT LDAP CSV; a bad entry names its position."""
+    """People from a JSON file (a list, or {"people": [...]}), a CERT LDAP CSV, or a folder of CERT LDAP CSVs (the
+    datasets' monthly snapshots: everyone in any of them, as the latest names them); a bad entry names its position.
+    """
     try:
-        raw = path.read_bytes()
-        data = cert_people(path, raw) if path.suffix.lower() == ".csv" else orjson.loads(raw)
+        if path.is_dir():
+            data: Any = _snapshots(path)
+        else:
+            raw = path.read_bytes()
+            data = cert_people(path, raw) if path.suffix.lower() == ".csv" else orjson.loads(raw)
     except FileNotFoundError:
         raise CustodesError.at(path, "directory file not found") from None
     except orjson.JSONDecodeError as exc:
@@ -136,6 +141,19 @@ def load_directory(path: Path) -> list[Person]:
         except (KeyError, ValueError, TypeError) as exc:
             raise CustodesError.at(path, f"person #{number}: {exc}") from None
     return people
+
+
+def _snapshots(folder: Path) -> list[dict[str, Any]]:
+    """The people of every CERT LDAP CSV in `folder`, read in name order (`2010-01.csv` before `2010-02.csv`): each
+    person once, with the attributes of the last file naming them. Who left stays (their events are still theirs);
+    when they left is not read: it would tell the evaluation which people go, as a label does."""
+    files = sorted(file for file in folder.iterdir() if file.suffix.lower() == ".csv" and file.is_file())
+    if not files:
+        raise CustodesError.at(folder, "a directory folder holds CERT LDAP CSV files (one a month); none found")
+    people: dict[str, dict[str, Any]] = {}
+    for file in files:
+        people.update((person["id"], person) for person in cert_people(file, file.read_bytes()))
+    return list(people.values())
 
 
 def normalise(name: str) -> str:
