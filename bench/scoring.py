@@ -3,8 +3,11 @@
     .venv/bin/python bench/scoring.py                 # 1000 people, every shape, seeds 1-2, 10 and 60 days of history
     .venv/bin/python bench/scoring.py --population 300 --shapes noisy --seeds 1 --history 10
     .venv/bin/python bench/scoring.py --population 400 --history 5 --set learning_days=3   # a setting changed
+    .venv/bin/python bench/scoring.py --shapes devices --history 10 --acting-days 50 --insiders 70 \
+        --scenarios after_hours_usb_leak job_search_usb sysadmin_keylogger    # CERT r4.2's density and scenarios
 
-Each organisation has `history` quiet days before insiders may act and 12 days after. Bars (issues 5 and 15):
+Each organisation has `history` quiet days before insiders may act and `--acting-days` (12) days after, with
+`--insiders` incidents (one per 100 people) of the `--scenarios` (all) in turn. Bars (issues 5 and 15):
 every injected incident caught within a 0.5% daily budget before its end, mean percentile of
 malicious user-days >= 97, fewer than 1 false finding per 1,000 users per day, >= 100,000 feature updates/s on one
 core. Throughput is `ScoringEngine.observe` over events already decoded, with day closing (ranking, peer statistics)
@@ -28,7 +31,7 @@ from custodes.detections.scoring.engine import ScoringEngine
 from custodes.detections.scoring.evaluate import evaluate, load_labels, read_events
 from custodes.detections.scoring.identity import IdentityResolver, load_directory
 from custodes.detections.scoring.risk import DayScore
-from custodes.detections.scoring.simulate import SHAPES, SimulationSettings, simulate
+from custodes.detections.scoring.simulate import SCENARIOS, SHAPES, SimulationSettings, simulate
 
 
 def throughput(folder: Path, settings: ScoringSettings) -> tuple[float, float, int]:
@@ -63,6 +66,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--history", type=int, nargs="+", default=[10, 60], help="quiet days before insiders act")
     parser.add_argument("--noise", type=float, default=1.0)
+    parser.add_argument("--acting-days", type=int, default=12, help="days after the history in which insiders act")
+    parser.add_argument("--insiders", type=int, help="incidents injected (default: one per 100 people)")
+    parser.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=SCENARIOS)
     parser.add_argument(
         "--set",
         action="append",
@@ -83,11 +89,13 @@ def main() -> None:
             folder = Path(tmp)
             knobs = SimulationSettings(
                 population=population,
-                days=history + 12,
+                days=history + args.acting_days,
                 warmup_days=history,
                 seed=seed,
                 noise=args.noise,
                 shape=shape,
+                scenarios=tuple(args.scenarios),
+                insiders=args.insiders,
             )
             sim = simulate(knobs, folder)
             settings = ScoringSettings(directory=folder / "directory.json", pseudonymise=False, **overrides)
