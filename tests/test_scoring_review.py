@@ -8,6 +8,7 @@ from datetime import date, timedelta
 import pytest
 
 from custodes.config import ScoringSettings
+from custodes.detections.scoring.baselines import EntityState
 from custodes.detections.scoring.engine import ScoringEngine
 from custodes.detections.scoring.identity import IdentityResolver
 from custodes.detections.scoring.risk import FAMILY_REST, Contribution, DayScore
@@ -85,9 +86,41 @@ def test_clearly_stronger_or_new_evidence_takes_a_place_again_and_the_hold_ends(
     assert engine.states["a"].reviewed_points == 95
     assert order(103, _score("a", 100), _score("b", 50)) == ["b", "a"]
     assert order(104, _score("a", 100, "download"), _score("b", 30)) == ["a", "b"]
-    assert engine.states["a"].reviewed_features == ["download", "usb_files"]
+    assert engine.states["a"].reviewed_features == {"download": 100, "usb_files": 95}
     assert order(105, _score("a", 100, "download"), _score("b", 30, "print")) == ["b", "a"]
     assert order(109, _score("a", 100, "download"), _score("b", 80)) == ["a", "b"]
+
+
+def test_one_kind_of_evidence_clearly_stronger_than_when_it_was_ranked_takes_a_place_again() -> None:
+    settings = ScoringSettings(pseudonymise=False, review_budget=1 / PEOPLE, review_days=7)
+    engine = ScoringEngine(settings, IdentityResolver([person(i) for i in range(PEOPLE)], settings.identities))
+    for name in ("a", "b"):
+        engine.state_for(name, "person")
+
+    def day_of(entity: str, **points: float) -> DayScore:
+        parts = [Contribution(feature, 1.0, 0.0, 0.0, value, 9.0, 0.0, None, 20) for feature, value in points.items()]
+        total = sum(points.values())
+        return DayScore(entity, "person", date(2024, 3, 20), total, total, parts, {}, [], [])
+
+    def first(day: int, *scores: DayScore) -> str:
+        return engine._review_order(day, list(scores))[0].entity
+
+    # A first USB day at night, ranked for its odd hours and first use more than for its one connection ...
+    assert first(100, day_of("a", off_hours=16, new_channel=15, usb=8), day_of("b", off_hours=10)) == "a"
+    # ... then the same connections and hours again: held, the place goes to the new lead.
+    assert first(101, day_of("a", off_hours=7, usb=7), day_of("b", off_hours=6)) == "b"
+    # A USB rate three times the one it was ranked for is stronger evidence, though the day's total is lower.
+    assert first(102, day_of("a", usb=27), day_of("b", off_hours=17)) == "a"
+    assert engine.states["a"].reviewed_features == {"new_channel": 15, "off_hours": 16, "usb": 27}
+    assert first(103, day_of("a", usb=30), day_of("b", off_hours=17)) == "b"  # not 1.5 times 27
+
+
+def test_a_state_stored_with_reviewed_features_as_a_list_reads_them_at_the_days_points() -> None:
+    settings = ScoringSettings(pseudonymise=False)
+    engine = ScoringEngine(settings, IdentityResolver([person(0)], settings.identities))
+    stored = engine.state_for("a", "person").to_json()
+    stored.update(reviewed_day=100, reviewed_points=40.0, reviewed_features=["usb", "off_hours"])
+    assert EntityState.from_json("a", stored).reviewed_features == {"usb": 40.0, "off_hours": 40.0}
 
 
 def test_a_mail_to_everyone_is_not_capped_with_soft_behaviour_signals() -> None:

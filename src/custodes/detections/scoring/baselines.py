@@ -98,8 +98,8 @@ class EntityState:
     """The last date (ordinal) the entity was ranked within the daily review budget."""
     reviewed_points: float = 0.0
     """The day's own points it was ranked there for (the strongest, while it stays under review)."""
-    reviewed_features: list[str] = field(default_factory=list)
-    """The features it was ranked there for (all of them, while it stays under review)."""
+    reviewed_features: dict[str, float] = field(default_factory=dict)
+    """The features it was ranked there for, each with its strongest points on such a day (while under review)."""
     open: DayState | None = None
 
     def fold(self, today: DayState, forget: float, weekend: bool, damped: frozenset[str] = frozenset()) -> None:
@@ -211,9 +211,17 @@ class EntityState:
             last_finding_day=None if data.get("last_finding_day") is None else int(data["last_finding_day"]),
             reviewed_day=None if data.get("reviewed_day") is None else int(data["reviewed_day"]),
             reviewed_points=float(data.get("reviewed_points", 0.0)),
-            reviewed_features=[str(f) for f in data.get("reviewed_features", [])],
+            reviewed_features=_reviewed_features(data.get("reviewed_features"), float(data.get("reviewed_points", 0))),
             open=None if data.get("open") is None else DayState.from_json(data["open"]),
         )
+
+
+def _reviewed_features(stored: Any, points: float) -> dict[str, float]:
+    """Stored reviewed features: feature -> points; a list (states stored before points were kept per feature) gives
+    each feature the day's points, the most it can have counted."""
+    if isinstance(stored, dict):
+        return {str(feature): float(value) for feature, value in stored.items()}
+    return {str(feature): points for feature in stored or []}
 
 
 @dataclass(frozen=True, slots=True)

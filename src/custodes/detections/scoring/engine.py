@@ -40,7 +40,8 @@ DAMP_SD = 1.0
 """A data-movement amount this many deviations above the person's usual is damped into their baseline whatever the
 day's points: a rise sustained over days keeps counting rather than becoming the new normal by its second day."""
 REVIEW_STRONGER = 1.5
-"""How much stronger (in the day's own points) a person already under review must be to take a budget place again."""
+"""How much stronger a person already under review must be to take a budget place again: in the day's own points,
+or in one feature's points against that feature's when they were ranked for it."""
 PRUNE_EVERY_DAYS = 7
 
 Ranking = Callable[[date, list[DayScore]], None]
@@ -378,9 +379,11 @@ class ScoringEngine:
         """The day's ranking with its first `review_slots` places given to new leads.
 
         A person ranked within the budget in the last `review_days` days is already with the analysts. They compete
-        for the budget with the day's points that come from features they were not ranked for (new kinds of
-        evidence), or with all of them when the day's own points are `REVIEW_STRONGER` times those they were ranked
-        for; they keep their order after the budget's places otherwise. Those within the budget are marked reviewed.
+        for the budget with the day's points that come from new or stronger evidence: features they were not ranked
+        for, and features now `REVIEW_STRONGER` times the points they were ranked for (a USB rate tripled since a
+        first USB day was reviewed); or with all of them when the day's own points are `REVIEW_STRONGER` times those
+        they were ranked for. They keep their order after the budget's places otherwise. Those within the budget are
+        marked reviewed.
         """
         slots = self.review_slots
         keyed = sorted(enumerate(ranking), key=lambda item: (-self._lead_key(day, item[1]), item[0]))
@@ -401,18 +404,18 @@ class ScoringEngine:
         state = self.states[score.entity]
         if not self._held(day, state) or score.points >= REVIEW_STRONGER * state.reviewed_points:
             return key
+        reviewed = state.reviewed_features
         raw = sum(c.points for c in score.contributions)
-        fresh = sum(c.points for c in score.contributions if c.feature not in state.reviewed_features)
+        fresh = sum(c.points for c in score.contributions if c.points >= REVIEW_STRONGER * reviewed.get(c.feature, 0.0))
         return score.points * fresh / raw if raw > 0 else 0.0
 
     def _reviewed(self, day: int, state: EntityState, score: DayScore) -> None:
-        features = {c.feature for c in score.contributions}
-        if self._held(day, state):
-            state.reviewed_points = max(score.points, state.reviewed_points)
-            state.reviewed_features = sorted(features.union(state.reviewed_features))
-        else:
-            state.reviewed_points = score.points
-            state.reviewed_features = sorted(features)
+        held = self._held(day, state)
+        features = dict(state.reviewed_features) if held else {}
+        for c in score.contributions:
+            features[c.feature] = max(c.points, features.get(c.feature, 0.0))
+        state.reviewed_points = max(score.points, state.reviewed_points) if held else score.points
+        state.reviewed_features = dict(sorted(features.items()))
         state.reviewed_day = day
         self.dirty.add(state.key)
 
