@@ -252,6 +252,7 @@ def _getter(name: str) -> _Getter:
     if "." not in name:
         return lambda event: event.get(name, _MISSING)
     parts = tuple(name.split("."))
+    rests = tuple(".".join(parts[index:]) for index in range(len(parts)))  # joined once, not on every lookup
     if len(parts) == 2:  # the common `requestParameters.userName`: the same lookups as `_walk`, inline
         outer, inner = parts
 
@@ -262,31 +263,13 @@ def _getter(name: str) -> _Getter:
             parent = event.get(outer, _MISSING)
             if type(parent) is dict:
                 return parent.get(inner, _MISSING)
-            return _walk(event, parts, 0) if type(parent) is list else _MISSING
+            return _walk(event, parts, rests, 0) if type(parent) is list else _MISSING
 
         return get_two
 
-    # `_walk`'s lookups with each level's dotted rest joined once: (key, the rest as one dotted key, or None)
-    steps = tuple(
-        (part, ".".join(parts[index:]) if 0 < index < len(parts) - 1 else None) for index, part in enumerate(parts)
-    )
-
     def get(event: dict[str, Any]) -> Any:
         value = event.get(name, _MISSING)
-        if value is not _MISSING:
-            return value
-        current: Any = event
-        for index, (part, rest) in enumerate(steps):
-            if not isinstance(current, dict):
-                return _walk(current, parts, index)  # a list (each element walked on) or a scalar (missing)
-            if rest is not None:
-                value = current.get(rest, _MISSING)
-                if value is not _MISSING:
-                    return value
-            current = current.get(part, _MISSING)
-            if current is _MISSING:
-                return _MISSING
-        return current
+        return _walk(event, parts, rests, 0) if value is _MISSING else value
 
     return get
 
@@ -320,12 +303,13 @@ def folded_strings(event: dict[str, Any]) -> list[str]:
     return [text.lower() for text in _strings(event)]
 
 
-def _walk(node: Any, parts: tuple[str, ...], start: int) -> Any:
+def _walk(node: Any, parts: tuple[str, ...], rests: tuple[str, ...], start: int) -> Any:
+    """`parts` looked up from `node` on, level `start` first; `rests[i]` is `parts[i:]` joined by dots."""
     current = node
     for index in range(start, len(parts)):
         if isinstance(current, dict):
             if index > start and len(parts) - index > 1:  # a nested key may itself contain dots
-                value = current.get(".".join(parts[index:]), _MISSING)
+                value = current.get(rests[index], _MISSING)
                 if value is not _MISSING:
                     return value
             current = current.get(parts[index], _MISSING)
@@ -334,7 +318,7 @@ def _walk(node: Any, parts: tuple[str, ...], start: int) -> Any:
         elif isinstance(current, list):
             found: list[Any] = []
             for element in current:
-                value = _walk(element, parts, index)
+                value = _walk(element, parts, rests, index)
                 if isinstance(value, list):
                     found.extend(value)
                 elif value is not _MISSING:
