@@ -11,7 +11,9 @@ from pathlib import Path
 
 import orjson
 import pytest
+from typer.testing import CliRunner
 
+from custodes.cli import app
 from custodes.config import ScoringSettings
 from custodes.detections.scoring.cert import cert_records
 from custodes.detections.scoring.evaluate import evaluate, load_labels
@@ -183,3 +185,74 @@ def test_a_csv_that_is_not_cert_is_refused_with_its_name(cert: Path) -> None:
     (cert / "broken.csv").write_text("id,date,user,pc,activity\nX,yesterday,U,PC,Logon\n")
     with pytest.raises(CustodesError, match="line 2: not a CERT logon or device row"):
         evaluate([cert / "broken.csv"], [], ScoringSettings(pseudonymise=False))
+
+
+def answers(cert: Path, folder: Path) -> Path:
+    """An answers folder as the datasets ship it: `insiders.csv` for two releases and one details file."""
+    acts = []
+    for kind in ("device", "file", "http"):
+        with (cert / f"{kind}.csv").open(newline="") as handle:
+            for row in list(csv.reader(handle))[1:]:
+                when = datetime.strptime(row[1], "%m/%d/%Y %H:%M:%S")
+                if row[2].endswith(INSIDER) and when.hour == 23:
+                    acts.append([kind, *row])
+    assert len(acts) == 8
+    act = START + timedelta(days=ACT_DAY, hours=23)
+    acts.append(["logon", "{K1}", stamp(act + timedelta(days=1)), USERS[3], "PC-0007", "Logon"])
+    (folder / "r4.2-1").mkdir(parents=True)
+    with (folder / "r4.2-1" / f"r4.2-1-{INSIDER}.csv").open("w", newline="") as handle:
+        csv.writer(handle).writerows(acts)  # no header; the web upload's content is quoted
+    (folder / "insiders.csv").write_text(
+        "dataset,scenario,details,user,start,end\n"
+        f"4.2,1,r4.2-1-{INSIDER}.csv,{INSIDER},{stamp(act)},{stamp(act + timedelta(days=1))}\n"
+        f"4.2,2,r4.2-2-{USERS[9]}.csv,{USERS[9]},{stamp(act - timedelta(days=3))},{stamp(act - timedelta(days=1))}\n"
+        f"4.1,1,r4.1-1-ZZZ0001.csv,ZZZ0001,{stamp(act)},{stamp(act)}\n"
+    )
+    return folder
+
+
+def test_cert_answers_are_labels_one_per_person_and_day_of_the_details_acts(cert: Path, tmp_path: Path) -> None:
+    folder = answers(cert, tmp_path / "answers")
+    with pytest.raises(CustodesError, match=r"insiders\.csv: lists insiders of CERT datasets 4\.1, 4\.2: name"):
+        load_labels(folder)
+    with pytest.raises(CustodesError, match=r"dataset 5\.2 is not among them with --dataset"):
+        load_labels(folder, dataset="5.2")
+    warnings: list[str] = []
+    labels = load_labels(folder / "insiders.csv", dataset="r4.2", warnings=warnings)
+    act = START + timedelta(days=ACT_DAY, hours=23)
+    day, next_day = act.date(), act.date() + timedelta(days=1)
+    got = [(x.incident, x.scenario, x.person, x.role, x.start.date(), x.end.date()) for x in labels]
+    assert got == [
+        (f"r4.2-1-{INSIDER}", "after_hours_usb_leak", INSIDER, "insider", day, day),
+        (f"r4.2-1-{INSIDER}", "after_hours_usb_leak", USERS[3], "compromised", next_day, next_day),
+        (f"r4.2-2-{USERS[9]}", "job_search_usb", USERS[9], "insider", day - timedelta(days=3), day - timedelta(days=1)),
+    ]
+    assert labels[0].end - labels[0].start == timedelta(minutes=20)  # the day's first and last act
+    assert warnings == [
+        f"1 insiders' details files are not beside {folder / 'insiders.csv'} (for example r4.2-*/r4.2-2-{USERS[9]}"
+        ".csv): each of them counts every day from its start to its end as malicious"
+    ]
+    settings = ScoringSettings(directory=cert / "LDAP.csv", pseudonymise=False, warmup_days=5)
+    files = [cert / f"{name}.csv" for name in ("logon", "device", "http", "email", "file")]
+    result = evaluate(files, [x for x in labels if x.person == INSIDER], settings, budget_share=0.025)
+    assert result.caught == 1 and result.incidents[0].best_rank == 1 and result.malicious_user_days == 1
+    (folder / "r4.2-1" / f"r4.2-1-{INSIDER}.csv").write_text("device,{A},yesterday,X,PC-1,Connect\n")
+    with pytest.raises(CustodesError, match=rf"r4\.2-1-{INSIDER}\.csv: line 1: not a CERT answers record"):
+        load_labels(folder, dataset="4.2")
+
+
+def test_eval_scoring_takes_the_answers_folder_and_the_release(cert: Path, tmp_path: Path) -> None:
+    folder = answers(cert, tmp_path / "answers")
+    args = ["eval", "scoring", "--labels", str(folder), "--directory", str(cert / "LDAP.csv"), "--json"]
+    for name in ("logon", "device", "http", "email", "file"):
+        args += ["--events", str(cert / f"{name}.csv")]
+    unnamed = CliRunner().invoke(app, args)
+    assert unnamed.exit_code == 2 and "CERT datasets 4.1, 4.2: name the one the events are from" in unnamed.output
+    result = CliRunner().invoke(app, [*args, "--dataset", "4.2", "--budget-share", "0.025"])
+    assert result.exit_code == 0, result.output
+    report = orjson.loads(result.stdout)
+    assert [(i["incident"], i["caught"]) for i in report["incidents"]] == [
+        (f"r4.2-1-{INSIDER}", True),
+        (f"r4.2-2-{USERS[9]}", False),
+    ]
+    assert report["warnings"][0].startswith("1 insiders' details files are not beside")

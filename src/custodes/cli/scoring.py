@@ -86,11 +86,22 @@ def simulate(
 @eval_app.command("scoring")
 def eval_scoring(
     events: Annotated[list[Path], typer.Option("--events", help="Log files (any layout `replay` reads); repeat.")],
-    labels: Annotated[Path, typer.Option("--labels", help="Labels (JSON or CSV).")],
+    labels: Annotated[
+        Path,
+        typer.Option(
+            "--labels",
+            help="Labels: JSON or CSV (incident, scenario, person, role, start, end), or a CERT dataset's answers "
+            "(insiders.csv, or its folder with the insiders' details files).",
+        ),
+    ],
     directory: Annotated[Path | None, typer.Option(help="People file (default: scoring.directory).")] = None,
     budget_share: Annotated[
         float | None,
         typer.Option(help="Daily review budget as a share of people (default: scoring.review_budget)."),
+    ] = None,
+    dataset: Annotated[
+        str | None,
+        typer.Option(help="With CERT answers for several releases: the one the events are from (e.g. 4.2)."),
     ] = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
@@ -106,7 +117,10 @@ def eval_scoring(
         missing = [str(f) for f in [*events, labels] if not f.exists()]
         if missing:
             raise CustodesError(f"no such file: {', '.join(missing)}")
-        result = evaluate(events, load_labels(labels), settings, budget_share=budget_share)
+        label_warnings: list[str] = []
+        rows = load_labels(labels, dataset=dataset, warnings=label_warnings)
+        result = evaluate(events, rows, settings, budget_share=budget_share)
+        result.warnings[:0] = label_warnings
         for warning in result.warnings:
             typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW, err=True)
         if as_json:

@@ -3,7 +3,8 @@
 The CSVs of the CMU CERT synthetic insider-threat datasets (r4.2 and later layouts) become the ECS documents the
 feature extractor reads: logons with the machine, USB connects and disconnects, web requests (uploads as POST),
 outbound and inbound mail with recipients and attachment size, and file operations (copies to removable media as
-removable-media writes). Times (`MM/DD/YYYY HH:MM:SS`, no zone) are read as UTC. An LDAP CSV becomes directory entries.
+removable-media writes). Times (`MM/DD/YYYY HH:MM:SS`, no zone) are read as UTC. An LDAP CSV becomes directory entries,
+and the datasets' answers (`insiders.csv` with each insider's details file) become labels.
 """
 
 from __future__ import annotations
@@ -53,6 +54,10 @@ def _time(value: str) -> str:
     return datetime.strptime(value.strip(), "%m/%d/%Y %H:%M:%S").replace(tzinfo=UTC).isoformat()
 
 
+def _user(value: str) -> str:
+    return value.strip().rpartition("/")[2]
+
+
 def _addresses(value: str | None) -> list[str]:
     return [a.strip() for a in (value or "").split(";") if a.strip()]
 
@@ -61,7 +66,7 @@ def _base(row: dict[str, str], category: str, action: str) -> dict[str, Any]:
     return {
         "@timestamp": _time(row["date"]),
         "event": {"id": row["id"], "category": [category], "action": action},
-        "user": {"name": row["user"].rpartition("/")[2]},
+        "user": {"name": _user(row["user"])},
         "host": {"name": row["pc"]},
     }
 
@@ -144,3 +149,90 @@ def cert_people(path: Path, data: bytes) -> list[dict[str, Any]]:
             }
         )
     return people
+
+
+ANSWER_COLUMNS = frozenset({"dataset", "scenario", "user", "start", "end"})
+"""Columns of the answers' `insiders.csv`: one row per insider of every dataset release."""
+SCENARIOS = {
+    "1": "after_hours_usb_leak",
+    "2": "job_search_usb",
+    "3": "sysadmin_keylogger",
+    "4": "other_machine_mail",
+    "5": "layoff_dropbox",
+}
+"""The datasets' scenario numbers by the names `custodes simulate` gives the same scenarios."""
+
+
+def is_answers(header: Iterable[str] | None) -> bool:
+    """Whether a CSV header is the answers' `insiders.csv`."""
+    return {h.strip().lower() for h in header or ()} >= ANSWER_COLUMNS
+
+
+def _answer_time(value: str) -> str:
+    try:
+        return _time(value)
+    except ValueError:
+        return value.strip()  # ISO times are taken as they are; anything else is refused with the label's number
+
+
+def cert_answers(
+    path: Path, rows: Iterable[dict[str, str]], dataset: str | None, warnings: list[str] | None = None
+) -> list[dict[str, str]]:
+    """Label rows (incident, scenario, person, role, start, end) of the answers' `insiders.csv` (`path`) for one
+    dataset release (`dataset`, e.g. "4.2"; needed when the file lists several).
+
+    Each insider's details file (`r4.2-1/r4.2-1-AAM0658.csv` beside the list: the malicious records themselves)
+    gives one row per person and day it has acts on, the person being the record's user (an account other than the
+    insider's is labelled `compromised`). Without it, the insider's whole interval counts, with a warning.
+    """
+    rows = [{k.strip().lower(): (v or "").strip() for k, v in row.items() if k} for row in rows]
+    releases = sorted({row["dataset"].removeprefix("r") for row in rows})
+    wanted = (dataset or "").strip().removeprefix("r") or (releases[0] if len(releases) == 1 else None)
+    if wanted is None or wanted not in releases:
+        named = f"dataset {dataset} is not among them" if dataset else "name the one the events are from"
+        raise CustodesError.at(
+            path, f"lists insiders of CERT datasets {', '.join(releases) or 'none'}: {named} with --dataset"
+        )
+    labels: list[dict[str, str]] = []
+    missing: list[str] = []
+    for row in rows:
+        if row["dataset"].removeprefix("r") != wanted:
+            continue
+        insider, scenario = _user(row["user"]), row["scenario"]
+        name = row.get("details") or ""
+        incident = Path(name).stem if name else f"r{wanted}-{scenario}-{insider}"
+        label = {"incident": incident, "scenario": SCENARIOS.get(scenario, f"scenario {scenario}"), "person": insider}
+        places = (path.parent / f"r{wanted}-{scenario}" / name, path.parent / name) if name else ()
+        details = next((p for p in places if p.is_file()), None)
+        if details is None:
+            missing.append(name or incident)
+            labels.append(label | {"start": _answer_time(row["start"]), "end": _answer_time(row["end"])})
+            continue
+        for person, (first, last) in _acts(details).items():
+            role = "insider" if person[0].lower() == insider.lower() else "compromised"
+            labels.append(label | {"person": person[0], "role": role, "start": first, "end": last})
+    if missing and warnings is not None:
+        warnings.append(
+            f"{len(missing)} insiders' details files are not beside {path} (for example r{wanted}-*/{missing[0]}): "
+            "each of them counts every day from its start to its end as malicious"
+        )
+    return labels
+
+
+def _acts(details: Path) -> dict[tuple[str, str], tuple[str, str]]:
+    """(user, UTC date) -> first and last time of the malicious records of an answers' details file (rows of
+    `kind,id,date,user,pc,...` without a header)."""
+    acts: dict[tuple[str, str], tuple[str, str]] = {}
+    with details.open(encoding="utf-8", errors="replace", newline="") as lines:
+        for number, fields in enumerate(csv.reader(lines), start=1):
+            if not fields:
+                continue
+            try:
+                when = _time(fields[2])
+                user = _user(fields[3])
+            except (IndexError, ValueError) as exc:
+                raise CustodesError.at(details, f"line {number}: not a CERT answers record ({exc})") from None
+            key = (user, when[:10])
+            first, last = acts.get(key, (when, when))
+            acts[key] = (min(first, when), max(last, when))
+    return acts

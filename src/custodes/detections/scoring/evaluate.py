@@ -24,7 +24,7 @@ import orjson
 from custodes.config import ScoringSettings
 from custodes.connectors.envelope import parse_time
 from custodes.connectors.files import iter_records, text_lines
-from custodes.detections.scoring.cert import cert_records, cert_times
+from custodes.detections.scoring.cert import cert_answers, cert_records, cert_times, is_answers
 from custodes.detections.scoring.engine import ScoringEngine, review_places
 from custodes.detections.scoring.features import record_time
 from custodes.detections.scoring.identity import IdentityResolver, load_directory
@@ -161,15 +161,21 @@ def most_catchable(chances: Mapping[str, Collection[date]], budget: int) -> int:
     return sum(1 for incident in chances if place(incident, set()))
 
 
-def load_labels(path: Path) -> list[LabelRow]:
-    """Labels from JSON (a list, or {"labels": [...]}) or CSV with incident, scenario, person, role, start, end."""
+def load_labels(path: Path, *, dataset: str | None = None, warnings: list[str] | None = None) -> list[LabelRow]:
+    """Labels from JSON (a list, or {"labels": [...]}), CSV with incident, scenario, person, role, start, end, or
+    the CERT datasets' answers (`insiders.csv`, or the folder holding it, for the release `dataset`)."""
+    if path.is_dir():
+        path = path / "insiders.csv"
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise CustodesError.at(path, f"cannot read labels: {exc.strerror}") from None
     rows: list[dict[str, Any]]
     if path.suffix.lower() == ".csv":
-        rows = list(csv.DictReader(io.StringIO(data.decode("utf-8"))))
+        reader = csv.DictReader(io.StringIO(data.decode("utf-8-sig", errors="replace"), newline=""))
+        rows = list(reader)
+        if is_answers(reader.fieldnames):
+            rows = cert_answers(path, rows, dataset, warnings)
     else:
         try:
             body = orjson.loads(data)
