@@ -219,6 +219,39 @@ def test_the_devices_shape_shows_logons_and_removable_media_only(tmp_path: Path)
         simulate(SimulationSettings(shape="devices", scenarios=("layoff_dropbox",)), tmp_path / "x")
 
 
+def test_the_desktops_shape_adds_unlocks_shared_machines_late_sessions_and_missing_logons(tmp_path: Path) -> None:
+    knobs = SimulationSettings(population=120, days=30, seed=27, warmup_days=20, shape="desktops")
+    sim = simulate(knobs, tmp_path)
+    logons: dict[tuple[str, str], list[datetime]] = {}
+    logoffs: set[tuple[str, str]] = set()
+    hosts: set[str] = set()
+    for _, record, _ in iter_records(tmp_path / "endpoint.ndjson"):
+        action, when = record["event"]["action"], datetime.fromisoformat(record["@timestamp"])
+        key = (record["user"]["name"], when.date().isoformat())
+        if action == "logged-in":
+            logons.setdefault(key, []).append(when)
+            hosts.add(record["host"]["name"])
+        elif action == "logged-off":
+            logoffs.add(key)
+    assert {label.scenario for label in sim.labels} == set(DEVICE_SCENARIOS)
+    assert sum(len(times) > 3 for times in logons.values()) > 100  # screen unlocks are logons
+    assert sum(host.startswith("LAB-") for host in hosts) >= 5  # a pool of shared machines
+    assert len(logoffs - set(logons)) > 0  # a day's only logon missing from the records
+    zones = {
+        alias: ZoneInfo(p["timezone"])
+        for p in orjson.loads((tmp_path / "directory.json").read_bytes())
+        for alias in p["aliases"]
+    }
+    insiders = {label.person.partition("@")[0].replace(".", "") for label in sim.labels}
+    late_days: dict[str, int] = {}
+    for (user, _), times in logons.items():
+        if user not in insiders and any(when.astimezone(zones[user]).hour >= 20 for when in times):
+            late_days[user] = late_days.get(user, 0) + 1
+    late = [user for user, days in late_days.items() if days >= 3]
+    assert len(late) >= 2  # after-hours logons as a habit (on three days or more), not only the insiders'
+    assert_every_insider_caught(sim, tmp_path)
+
+
 def test_most_catchable_is_a_maximum_matching_of_incidents_to_daily_places() -> None:
     d = [date(2024, 3, day) for day in range(1, 6)]
     # Three incidents act only on day 1 with one place a day: one of them at most.

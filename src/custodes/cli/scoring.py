@@ -34,7 +34,7 @@ def simulate(
         typer.Option(
             help="Organisation shape: office, noisy (roaming admins, heavy USB, travel), subtle (noisy, small acts), "
             "endpoint (noisy, endpoint records only, bare directory), devices (endpoint, logons and removable media "
-            "only)."
+            "only), desktops (devices with screen unlocks, shared machines, after-hours habits, missing logons)."
         ),
     ] = "office",
     scenario: Annotated[

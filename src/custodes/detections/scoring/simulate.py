@@ -76,22 +76,29 @@ JOB_SITES = ("www.indeed.com", "www.glassdoor.com", "www.monster.com")
 FIRST = ("alex", "sam", "kim", "lee", "pat", "jo", "max", "ari", "kai", "ren", "mia", "eva", "noa", "ian", "zoe")
 LAST = ("smith", "jones", "brown", "garcia", "miller", "davis", "lopez", "wilson", "clark", "young", "hall", "king")
 AWS_DEPARTMENTS = ("Engineering", "IT")
-SHAPES = ("office", "noisy", "subtle", "endpoint", "devices")
+SHAPES = ("office", "noisy", "subtle", "endpoint", "devices", "desktops")
 """Structurally different organisations: `office` as described in docs/scoring.md; `noisy` adds administrators who
 log on to colleagues' machines every day, a department that uses USB all day, frequent travellers and benign visits
 to job, cloud and paste sites; `subtle` is `noisy` with insiders who move a few files at a time; `endpoint` is
 `noisy` seen only through endpoint records (logons, USB, web, mail, files) with a bare directory (no machines, no
 HR dates, no watchlists), as in the CERT datasets, so only the endpoint-visible scenarios run; `devices` is
 `endpoint` seen only through logons, logoffs and removable-media connections and disconnections (no file writes,
-web, mail or file records), so only the scenarios those show run."""
+web, mail or file records), so only the scenarios those show run; `desktops` is `devices` with a desktop fleet's
+habits: screen unlocks logged as logons (several a day), a pool of shared machines (one for ten people) that some
+people use beside their own, people who log on to their machine after hours as a habit, and logons missing from the
+records at random (1 %)."""
 ENDPOINT_SCENARIOS = SCENARIOS[:5]
 """The scenarios an endpoint-only organisation shows (the CERT ones)."""
 DEVICE_SCENARIOS = ("after_hours_usb_leak", "job_search_usb", "sysadmin_keylogger", "other_machine_mail")
 """The scenarios logons and removable media alone show (a layoff's uploads are web requests)."""
-VISIBLE_SCENARIOS = {"endpoint": ENDPOINT_SCENARIOS, "devices": DEVICE_SCENARIOS}
+VISIBLE_SCENARIOS = {"endpoint": ENDPOINT_SCENARIOS, "devices": DEVICE_SCENARIOS, "desktops": DEVICE_SCENARIOS}
 """Shapes seen through endpoint records only, and the scenarios each can show."""
 DEVICE_ACTIONS = frozenset({"logged-in", "logged-off", "usb-device-connected", "usb-device-disconnected"})
-"""The endpoint records the `devices` shape keeps (CERT logon and device files)."""
+"""The endpoint records the `devices` and `desktops` shapes keep (CERT logon and device files)."""
+DEVICE_SHAPES = ("devices", "desktops")
+"""Shapes seen through logons and removable media alone."""
+MISSING_LOGONS = 0.01
+"""The share of logons the `desktops` shape leaves out of the records."""
 BENIGN_SITES = ("www.dropbox.com", "pastebin.com", "www.glassdoor.com", "wetransfer.com")
 READ_CALLS = ("DescribeInstances", "ListBuckets", "DescribeSecurityGroups", "GetCallerIdentity", "ListRoles")
 
@@ -170,6 +177,9 @@ class Actor:
     travel_until: int = -1
     abroad: tuple[str, int, str] = ("", 0, "")
     handover: bool = False
+    unlocks: float = 0.0
+    shared: float = 0.0
+    late: float = 0.0
 
     @property
     def email(self) -> str:
@@ -218,7 +228,9 @@ class Generator:
     def emit(self, when: datetime, source: str, record: dict[str, Any]) -> None:
         if self.s.shape in VISIBLE_SCENARIOS and source != "endpoint":
             return
-        if self.s.shape == "devices" and _action(record) not in DEVICE_ACTIONS:
+        if self.s.shape in DEVICE_SHAPES and _action(record) not in DEVICE_ACTIONS:
+            return
+        if self.s.shape == "desktops" and _action(record) == "logged-in" and self.rng.random() < MISSING_LOGONS:
             return
         day = (when.date() - self.s.start).days
         self.buckets[day].append((when, source, record))
@@ -305,6 +317,8 @@ class Generator:
             )
             if self.s.shape != "office":
                 self.noisy_habits(actor)
+            if self.s.shape == "desktops":
+                self.desktop_habits(actor)
             self.actors.append(actor)
         departments: dict[str, list[Actor]] = defaultdict(list)
         for actor in self.actors:
@@ -321,6 +335,13 @@ class Generator:
             actor.usb = self.vary(0.9)
         if rng.random() < 0.1:
             actor.traveller = True
+
+    def desktop_habits(self, actor: Actor) -> None:
+        """The `desktops` shape: screen unlocks, shared machines, habitual after-hours logons."""
+        rng = self.rng
+        actor.unlocks = self.vary(2.0) if rng.random() < 0.7 else 0.0
+        actor.shared = rng.uniform(0.1, 0.5) if rng.random() < 0.15 else 0.0
+        actor.late = rng.uniform(0.1, 0.4) if rng.random() < 0.1 else 0.0
 
     def hr(self) -> None:
         """Benign departures (with handover downloads) and, when a layoff scenario runs, a layoff wave."""
@@ -661,11 +682,27 @@ class Generator:
         if self.s.shape != "office" and rng.random() < 0.05 * noise:
             self.web(actor, self.at(actor, day, rng.uniform(start, end)), rng.choice(BENIGN_SITES))
         self.ecs(actor, self.at(actor, day, end), "authentication", "logged-off")
+        self.desktop_day(actor, day, start, end, scale)
         if actor.evening and rng.random() < actor.evening:
             evening = rng.uniform(19.5, 22.5)
             self.okta(actor, self.at(actor, day, evening), "user.session.start", client=client)
             for _ in range(self.poisson(3)):
                 self.drive(actor, self.at(actor, day, evening + rng.uniform(0, 1)), "view", rng.choice(team))
+
+    def desktop_day(self, actor: Actor, day: int, start: float, end: float, scale: float) -> None:
+        """The `desktops` habits of a day: unlocks, a session on a shared machine, an after-hours session."""
+        rng = self.rng
+        for _ in range(self.poisson(actor.unlocks * scale)):
+            self.ecs(actor, self.at(actor, day, rng.uniform(start, end)), "authentication", "logged-in")
+        if actor.shared and rng.random() < actor.shared:
+            host = f"LAB-{rng.randrange(max(1, self.s.population // 10)):04d}"
+            when = rng.uniform(start, end - 0.5)
+            self.ecs(actor, self.at(actor, day, when), "authentication", "logged-in", host)
+            self.ecs(actor, self.at(actor, day, when + rng.uniform(0.2, 2)), "authentication", "logged-off", host)
+        if actor.late and rng.random() < actor.late:
+            when = rng.uniform(19.5, 23.5)
+            self.ecs(actor, self.at(actor, day, when), "authentication", "logged-in")
+            self.ecs(actor, self.at(actor, day, when + rng.uniform(0.3, 1.5)), "authentication", "logged-off")
 
     def noise_events(self, actor: Actor, day: int) -> None:
         rng, noise = self.rng, self.s.noise
@@ -699,7 +736,7 @@ class Generator:
     def inject(self, incident: str, scenario: str) -> None:
         rng = self.rng
         if scenario == "after_hours_usb_leak":
-            a = self.pick(lambda x: not x.usb and not x.evening and x.person.department != "IT")
+            a = self.pick(lambda x: not x.usb and not x.evening and not x.late and x.person.department != "IT")
             start = self.window(8)
             days = sorted(rng.sample(range(start, start + 8), rng.randint(2, 4)))
             for i, day in enumerate(days):
