@@ -87,7 +87,9 @@ def test_clearly_stronger_or_new_evidence_takes_a_place_again_and_the_hold_ends(
     assert order(103, _score("a", 100), _score("b", 50)) == ["b", "a"]
     assert order(104, _score("a", 100, "download"), _score("b", 30)) == ["a", "b"]
     assert engine.states["a"].reviewed_features == {"download": 100, "usb_files": 95}
-    assert order(105, _score("a", 100, "download"), _score("b", 30, "print")) == ["b", "a"]
+    # Held, a repeat counts at a third: ahead of a new lead of under a third of its points, behind one of more.
+    assert order(105, _score("a", 100, "download"), _score("b", 30, "print")) == ["a", "b"]
+    assert order(106, _score("a", 100, "download"), _score("b", 40, "print")) == ["b", "a"]
     assert order(109, _score("a", 100, "download"), _score("b", 80)) == ["a", "b"]
 
 

@@ -42,6 +42,9 @@ day's points: a rise sustained over days keeps counting rather than becoming the
 REVIEW_STRONGER = 1.5
 """How much stronger a person already under review must be to take a budget place again: in the day's own points,
 or in one feature's points against that feature's when they were ranked for it."""
+REVIEW_REPEAT = 1 / 3
+"""What the points a person under review repeats (features neither new nor stronger) count for a budget place: a
+repeat at three times a fresh lead's points still comes before it, so the budget does not go to next to nothing."""
 PRUNE_EVERY_DAYS = 7
 
 Ranking = Callable[[date, list[DayScore]], None]
@@ -381,9 +384,9 @@ class ScoringEngine:
         A person ranked within the budget in the last `review_days` days is already with the analysts. They compete
         for the budget with the day's points that come from new or stronger evidence: features they were not ranked
         for, and features now `REVIEW_STRONGER` times the points they were ranked for (a USB rate tripled since a
-        first USB day was reviewed); or with all of them when the day's own points are `REVIEW_STRONGER` times those
-        they were ranked for. They keep their order after the budget's places otherwise. Those within the budget are
-        marked reviewed.
+        first USB day was reviewed), the points they repeat counting at `REVIEW_REPEAT`; or with all of them when the
+        day's own points are `REVIEW_STRONGER` times those they were ranked for. Those within the budget are marked
+        reviewed.
         """
         slots = self.review_slots
         keyed = sorted(enumerate(ranking), key=lambda item: (-self._lead_key(day, item[1]), item[0]))
@@ -407,7 +410,7 @@ class ScoringEngine:
         reviewed = state.reviewed_features
         raw = sum(c.points for c in score.contributions)
         fresh = sum(c.points for c in score.contributions if c.points >= REVIEW_STRONGER * reviewed.get(c.feature, 0.0))
-        return score.points * fresh / raw if raw > 0 else 0.0
+        return score.points * (fresh + REVIEW_REPEAT * (raw - fresh)) / raw if raw > 0 else 0.0
 
     def _reviewed(self, day: int, state: EntityState, score: DayScore) -> None:
         held = self._held(day, state)
