@@ -230,6 +230,8 @@ class RiskModel:
     def _sequences(
         self, state: EntityState, day: int, stages: set[str], watchlists: list[str], modifiers: dict[str, float]
     ) -> float:
+        if not stages:  # every sequence ends with a stage of today's
+            return 0.0
         window = {
             stage: last for stage, last in state.stages.items() if 0 <= day - last <= SEQUENCE_WINDOW_DAYS
         } | dict.fromkeys(stages, day)
