@@ -217,6 +217,8 @@ def test_cert_answers_are_labels_one_per_person_and_day_of_the_details_acts(cert
         load_labels(folder)
     with pytest.raises(CustodesError, match=r"dataset 5\.2 is not among them with --dataset"):
         load_labels(folder, dataset="5.2")
+    with pytest.raises(CustodesError, match=r"labels\.json: --dataset names a CERT release, but these labels are not"):
+        load_labels(cert / "labels.json", dataset="4.2")
     warnings: list[str] = []
     labels = load_labels(folder / "insiders.csv", dataset="r4.2", warnings=warnings)
     act = START + timedelta(days=ACT_DAY, hours=23)

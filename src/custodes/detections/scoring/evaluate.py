@@ -171,10 +171,12 @@ def load_labels(path: Path, *, dataset: str | None = None, warnings: list[str] |
     except OSError as exc:
         raise CustodesError.at(path, f"cannot read labels: {exc.strerror}") from None
     rows: list[dict[str, Any]]
+    answers = False
     if path.suffix.lower() == ".csv":
         reader = csv.DictReader(io.StringIO(data.decode("utf-8-sig", errors="replace"), newline=""))
         rows = list(reader)
-        if is_answers(reader.fieldnames):
+        answers = is_answers(reader.fieldnames)
+        if answers:
             rows = cert_answers(path, rows, dataset, warnings)
     else:
         try:
@@ -182,6 +184,8 @@ def load_labels(path: Path, *, dataset: str | None = None, warnings: list[str] |
         except orjson.JSONDecodeError as exc:
             raise CustodesError.at(path, f"invalid JSON: {exc.msg}") from None
         rows = body.get("labels", []) if isinstance(body, dict) else body
+    if dataset is not None and not answers:
+        raise CustodesError.at(path, "--dataset names a CERT release, but these labels are not a CERT answers list")
     labels = []
     for number, row in enumerate(rows, start=1):
         try:
