@@ -207,6 +207,7 @@ def answers(cert: Path, folder: Path) -> Path:
         f"4.2,1,r4.2-1-{INSIDER}.csv,{INSIDER},{stamp(act)},{stamp(act + timedelta(days=1))}\n"
         f"4.2,2,r4.2-2-{USERS[9]}.csv,{USERS[9]},{stamp(act - timedelta(days=3))},{stamp(act - timedelta(days=1))}\n"
         f"4.1,1,r4.1-1-ZZZ0001.csv,ZZZ0001,{stamp(act)},{stamp(act)}\n"
+        "4.2,1,,,,\n"  # a row naming no insider is skipped
     )
     return folder
 

@@ -196,7 +196,7 @@ def cert_answers(
     labels: list[dict[str, str]] = []
     missing: list[str] = []
     for row in rows:
-        if row["dataset"].removeprefix("r") != wanted:
+        if row["dataset"].removeprefix("r") != wanted or not row["user"]:
             continue
         insider, scenario = _user(row["user"]), row["scenario"]
         name = row.get("details") or ""
@@ -208,9 +208,9 @@ def cert_answers(
             missing.append(name or incident)
             labels.append(label | {"start": _answer_time(row["start"]), "end": _answer_time(row["end"])})
             continue
-        for person, (first, last) in _acts(details).items():
-            role = "insider" if person[0].lower() == insider.lower() else "compromised"
-            labels.append(label | {"person": person[0], "role": role, "start": first, "end": last})
+        for (user, _), (first, last) in _acts(details).items():
+            role = "insider" if user.lower() == insider.lower() else "compromised"
+            labels.append(label | {"person": user, "role": role, "start": first, "end": last})
     if missing and warnings is not None:
         warnings.append(
             f"{len(missing)} insiders' details files are not beside {path} (for example r{wanted}-*/{missing[0]}): "
