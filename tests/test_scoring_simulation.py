@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from collections import Counter
 from datetime import date, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -219,30 +220,37 @@ def test_the_devices_shape_shows_logons_and_removable_media_only(tmp_path: Path)
         simulate(SimulationSettings(shape="devices", scenarios=("layoff_dropbox",)), tmp_path / "x")
 
 
-def test_the_desktops_shape_adds_unlocks_shared_machines_late_sessions_and_missing_logons(tmp_path: Path) -> None:
+def test_the_desktops_shape_adds_unlocks_shared_machines_desks_late_sessions_and_missing_logons(tmp_path: Path) -> None:
     knobs = SimulationSettings(population=120, days=30, seed=27, warmup_days=20, shape="desktops")
     sim = simulate(knobs, tmp_path)
     logons: dict[tuple[str, str], list[datetime]] = {}
     logoffs: set[tuple[str, str]] = set()
     hosts: set[str] = set()
+    used: dict[str, Counter[str]] = {}
     for _, record, _ in iter_records(tmp_path / "endpoint.ndjson"):
         action, when = record["event"]["action"], datetime.fromisoformat(record["@timestamp"])
         key = (record["user"]["name"], when.date().isoformat())
         if action == "logged-in":
             logons.setdefault(key, []).append(when)
             hosts.add(record["host"]["name"])
+            used.setdefault(record["user"]["name"], Counter())[record["host"]["name"]] += 1
         elif action == "logged-off":
             logoffs.add(key)
     assert {label.scenario for label in sim.labels} == set(DEVICE_SCENARIOS)
     assert sum(len(times) > 3 for times in logons.values()) > 100  # screen unlocks are logons
     assert sum(host.startswith("LAB-") for host in hosts) >= 5  # a pool of shared machines
     assert len(logoffs - set(logons)) > 0  # a day's only logon missing from the records
-    zones = {
-        alias: ZoneInfo(p["timezone"])
-        for p in orjson.loads((tmp_path / "directory.json").read_bytes())
-        for alias in p["aliases"]
-    }
+    people = orjson.loads((tmp_path / "directory.json").read_bytes())
+    zones = {alias: ZoneInfo(p["timezone"]) for p in people for alias in p["aliases"]}
     insiders = {label.person.partition("@")[0].replace(".", "") for label in sim.labels}
+    admins = {alias for p in people if p["department"] == "IT" for alias in p["aliases"]}  # they roam every day
+    owners = {counts.most_common(1)[0][0]: user for user, counts in used.items()}
+    at_desks = {
+        user
+        for user, counts in used.items()
+        if user not in insiders | admins and any(owners.get(host, user) != user for host in counts)
+    }
+    assert len(at_desks) >= 5  # now and then at a colleague's desk
     late_days: dict[str, int] = {}
     for (user, _), times in logons.items():
         if user not in insiders and any(when.astimezone(zones[user]).hour >= 20 for when in times):

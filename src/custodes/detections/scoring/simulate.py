@@ -85,8 +85,8 @@ HR dates, no watchlists), as in the CERT datasets, so only the endpoint-visible 
 `endpoint` seen only through logons, logoffs and removable-media connections and disconnections (no file writes,
 web, mail or file records), so only the scenarios those show run; `desktops` is `devices` with a desktop fleet's
 habits: screen unlocks logged as logons (several a day), a pool of shared machines (one for ten people) that some
-people use beside their own, people who log on to their machine after hours as a habit, and logons missing from the
-records at random (1 %)."""
+people use beside their own, people who now and then log on at a colleague's desk, people who log on to their
+machine after hours as a habit, and logons missing from the records at random (1 %)."""
 ENDPOINT_SCENARIOS = SCENARIOS[:5]
 """The scenarios an endpoint-only organisation shows (the CERT ones)."""
 DEVICE_SCENARIOS = ("after_hours_usb_leak", "job_search_usb", "sysadmin_keylogger", "other_machine_mail")
@@ -179,6 +179,7 @@ class Actor:
     handover: bool = False
     unlocks: float = 0.0
     shared: float = 0.0
+    borrows: float = 0.0
     late: float = 0.0
 
     @property
@@ -337,10 +338,11 @@ class Generator:
             actor.traveller = True
 
     def desktop_habits(self, actor: Actor) -> None:
-        """The `desktops` shape: screen unlocks, shared machines, habitual after-hours logons."""
+        """The `desktops` shape: screen unlocks, shared machines, colleagues' desks, habitual after-hours logons."""
         rng = self.rng
         actor.unlocks = self.vary(2.0) if rng.random() < 0.7 else 0.0
         actor.shared = rng.uniform(0.1, 0.5) if rng.random() < 0.15 else 0.0
+        actor.borrows = rng.uniform(0.02, 0.1) if rng.random() < 0.12 else 0.0
         actor.late = rng.uniform(0.1, 0.4) if rng.random() < 0.1 else 0.0
 
     def hr(self) -> None:
@@ -690,19 +692,25 @@ class Generator:
                 self.drive(actor, self.at(actor, day, evening + rng.uniform(0, 1)), "view", rng.choice(team))
 
     def desktop_day(self, actor: Actor, day: int, start: float, end: float, scale: float) -> None:
-        """The `desktops` habits of a day: unlocks, a session on a shared machine, an after-hours session."""
+        """The `desktops` habits of a day: unlocks, a session on a shared machine or at a colleague's desk, an
+        after-hours session."""
         rng = self.rng
         for _ in range(self.poisson(actor.unlocks * scale)):
             self.ecs(actor, self.at(actor, day, rng.uniform(start, end)), "authentication", "logged-in")
         if actor.shared and rng.random() < actor.shared:
-            host = f"LAB-{rng.randrange(max(1, self.s.population // 10)):04d}"
-            when = rng.uniform(start, end - 0.5)
-            self.ecs(actor, self.at(actor, day, when), "authentication", "logged-in", host)
-            self.ecs(actor, self.at(actor, day, when + rng.uniform(0.2, 2)), "authentication", "logged-off", host)
+            self.session(
+                actor, day, rng.uniform(start, end - 0.5), f"LAB-{rng.randrange(self.s.population // 10 or 1):04d}"
+            )
+        if actor.borrows and rng.random() < actor.borrows:
+            team = self.by_department[actor.person.department or ""]
+            self.session(actor, day, rng.uniform(start, end - 0.5), rng.choice(team).host)
         if actor.late and rng.random() < actor.late:
-            when = rng.uniform(19.5, 23.5)
-            self.ecs(actor, self.at(actor, day, when), "authentication", "logged-in")
-            self.ecs(actor, self.at(actor, day, when + rng.uniform(0.3, 1.5)), "authentication", "logged-off")
+            self.session(actor, day, rng.uniform(19.5, 23.5), actor.host)
+
+    def session(self, actor: Actor, day: int, hour: float, host: str) -> None:
+        """A logon to `host` at a local hour and its logoff a little later."""
+        self.ecs(actor, self.at(actor, day, hour), "authentication", "logged-in", host)
+        self.ecs(actor, self.at(actor, day, hour + self.rng.uniform(0.2, 1.5)), "authentication", "logged-off", host)
 
     def noise_events(self, actor: Actor, day: int) -> None:
         rng, noise = self.rng, self.s.noise
