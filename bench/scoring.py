@@ -5,6 +5,7 @@
     .venv/bin/python bench/scoring.py --population 400 --history 5 --set learning_days=3   # a setting changed
     .venv/bin/python bench/scoring.py --shapes devices --history 10 --acting-days 50 --insiders 70 \
         --scenarios after_hours_usb_leak job_search_usb sysadmin_keylogger    # CERT r4.2's density and scenarios
+    .venv/bin/python bench/scoring.py --shapes devices desktops --cert    # evaluated through the CERT layout
 
 Each organisation has `history` quiet days before insiders may act and `--acting-days` (12) days after, with
 `--insiders` incidents (one per 100 people) of the `--scenarios` (all) in turn. Bars (issues 5 and 15):
@@ -12,7 +13,9 @@ every injected incident caught within a 0.5% daily budget before its end, mean p
 malicious user-days >= 97, fewer than 1 false finding per 1,000 users per day, >= 100,000 feature updates/s on one
 core. Throughput is `ScoringEngine.observe` over events already decoded, with day closing (ranking, peer statistics)
 timed separately. `could` is the most incidents any ranking could catch with that budget (`most_catchable`): where
-more incidents act only on the same days than the budget has places, no ranking catches them all.
+more incidents act only on the same days than the budget has places, no ranking catches them all. With `--cert`
+(shapes `devices` and `desktops`) the organisation is evaluated as the held-out benchmark is: through CERT
+`logon.csv`, `device.csv` and `LDAP.csv`, labelled by the answers' details files.
 """
 
 from __future__ import annotations
@@ -27,11 +30,12 @@ import orjson
 import yaml
 
 from custodes.config import ScoringSettings
+from custodes.detections.scoring.cert_layout import write_cert
 from custodes.detections.scoring.engine import ScoringEngine
 from custodes.detections.scoring.evaluate import evaluate, load_labels, read_events
 from custodes.detections.scoring.identity import IdentityResolver, load_directory
 from custodes.detections.scoring.risk import DayScore
-from custodes.detections.scoring.simulate import SCENARIOS, SHAPES, SimulationSettings, simulate
+from custodes.detections.scoring.simulate import DEVICE_SHAPES, SCENARIOS, SHAPES, SimulationSettings, simulate
 
 
 def throughput(folder: Path, settings: ScoringSettings) -> tuple[float, float, int]:
@@ -69,6 +73,7 @@ def main() -> None:
     parser.add_argument("--acting-days", type=int, default=12, help="days after the history in which insiders act")
     parser.add_argument("--insiders", type=int, help="incidents injected (default: one per 100 people)")
     parser.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=SCENARIOS)
+    parser.add_argument("--cert", action="store_true", help="evaluate through the CERT layout (devices, desktops)")
     parser.add_argument(
         "--set",
         action="append",
@@ -77,6 +82,8 @@ def main() -> None:
         help="a scoring setting other than its default, as YAML (e.g. --set learning_days=3); repeatable",
     )
     args = parser.parse_args()
+    if args.cert and not set(args.shapes) <= set(DEVICE_SHAPES):
+        parser.error(f"--cert needs --shapes among {', '.join(DEVICE_SHAPES)}")
     overrides = {name: yaml.safe_load(value) for name, _, value in (item.partition("=") for item in args.set)}
     header = (
         f"{'shape':>6} {'hist':>4} {'people':>6} {'seed':>4} {'events':>9} {'budget':>6} {'caught':>7} {'could':>5} "
@@ -99,7 +106,13 @@ def main() -> None:
             )
             sim = simulate(knobs, folder)
             settings = ScoringSettings(directory=folder / "directory.json", pseudonymise=False, **overrides)
-            result = evaluate(sim.files, load_labels(folder / "labels.json"), settings)
+            if args.cert:
+                write_cert(sim, folder)
+                cert = settings.model_copy(update={"directory": folder / "LDAP.csv"})
+                files = [folder / "logon.csv", folder / "device.csv"]
+                result = evaluate(files, load_labels(folder / "answers"), cert)
+            else:
+                result = evaluate(sim.files, load_labels(folder / "labels.json"), settings)
             updates, end_to_end, state_bytes = throughput(folder, settings)
             delays = [i.delay_days for i in result.incidents if i.delay_days is not None]
             print(

@@ -293,3 +293,30 @@ def test_labels_cover_every_local_day_a_malicious_act_falls_on(tmp_path: Path) -
             if when.hour >= 21 or when.hour < 3:  # the leak's late-night copies, not the person's earlier habits
                 writes.add((person, when.date()))
     assert writes and writes <= labelled
+
+
+def test_a_simulation_in_the_cert_layout_is_evaluated_as_its_ndjson_is(tmp_path: Path) -> None:
+    args = ["simulate", str(tmp_path), "--population", "120", "--days", "30", "--warmup-days", "20", "--seed", "26"]
+    written = runner.invoke(app, [*args, "--shape", "devices", "--layout", "cert", "--json"])
+    assert written.exit_code == 0, written.output
+    files = orjson.loads(written.stdout)["cert"]
+    assert {Path(f).name for f in files} >= {"logon.csv", "device.csv", "LDAP.csv", "insiders.csv"}
+    assert (tmp_path / "logon.csv").read_text().splitlines()[0] == "id,date,user,pc,activity"
+    refused = runner.invoke(app, ["simulate", str(tmp_path / "x"), "--layout", "cert"])
+    assert refused.exit_code == 2 and "--layout cert writes logons and devices only" in refused.output
+    settings = ScoringSettings(directory=tmp_path / "directory.json", pseudonymise=False)
+    ndjson = evaluate(
+        [tmp_path / "endpoint.ndjson"], load_labels(tmp_path / "labels.json"), settings, budget_share=0.04
+    )
+    warnings: list[str] = []
+    labels = load_labels(tmp_path / "answers", warnings=warnings)
+    assert warnings == [] and {label.role for label in labels} == {"insider", "compromised"}
+    cert_settings = settings.model_copy(update={"directory": tmp_path / "LDAP.csv"})
+    events = [tmp_path / "logon.csv", tmp_path / "device.csv"]
+    cert = evaluate(events, labels, cert_settings, budget_share=0.04)
+    assert cert.warnings == [] and cert.events == ndjson.events and cert.population == ndjson.population
+    assert sorted((i.scenario, i.caught) for i in cert.incidents) == sorted(
+        (i.scenario, i.caught) for i in ndjson.incidents
+    )
+    # The details list records: a labelled day whose only act is a file write (not in these files) is not one.
+    assert 0 < cert.malicious_user_days <= ndjson.malicious_user_days

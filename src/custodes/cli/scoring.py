@@ -44,12 +44,25 @@ def simulate(
     warmup_days: Annotated[
         int | None, typer.Option(help="Quiet days before any incident (default: 21, or --days - 10 if shorter).")
     ] = None,
+    layout: Annotated[
+        str,
+        typer.Option(
+            help="ndjson, or cert: with --shape devices or desktops, also the CERT datasets' logon.csv, device.csv, "
+            "LDAP.csv and answers/ (release sim), for `eval scoring` as on the datasets."
+        ),
+    ] = "ndjson",
     as_json: JsonOption = False,
 ) -> None:
     """Generate an organisation's raw vendor logs with insider scenarios injected, plus labels."""
-    from custodes.detections.scoring.simulate import SCENARIOS, SimulationSettings, simulate
+    from custodes.detections.scoring.simulate import DEVICE_SHAPES, SCENARIOS, SimulationSettings, simulate
 
     def work() -> None:
+        if layout not in ("ndjson", "cert"):
+            raise CustodesError(f"unknown --layout {layout!r}: ndjson or cert")
+        if layout == "cert" and shape not in DEVICE_SHAPES:
+            raise CustodesError(
+                f"--layout cert writes logons and devices only: use --shape {' or '.join(DEVICE_SHAPES)}"
+            )
         knobs = SimulationSettings(
             population=population,
             days=days,
@@ -72,12 +85,17 @@ def simulate(
             "directory": str(out / "directory.json"),
             "labels": str(out / "labels.json"),
         }
+        if layout == "cert":
+            from custodes.detections.scoring.cert_layout import write_cert
+
+            summary["cert"] = [str(f) for f in write_cert(result, out)]
         if as_json:
             sys.stdout.write(orjson.dumps(summary).decode() + "\n")
             return
         console.print(
             f"{sum(result.events.values())} events from {len(result.people)} people over {days} days, "
             f"{summary['incidents']} incidents; labels in {summary['labels']}"
+            + ("; CERT layout: logon.csv, device.csv, LDAP.csv, answers/ (--dataset sim)" if layout == "cert" else "")
         )
 
     run(work)
