@@ -31,7 +31,7 @@ COLUMNS = ["id", "date", "user", "pc", "activity"]
 LDAP_COLUMNS = ["employee_name", "user_id", "email", "role", "business_unit", "functional_unit", "department", "team"]
 NUMBERS = {name: number for number, name in SCENARIOS.items()}
 SLACK = timedelta(seconds=1)
-"""Labels keep microseconds, records milliseconds: a record this close to a labelled act is one of its records."""
+"""Acts keep microseconds, records milliseconds: a record this close to an act is one of its records."""
 
 Row = tuple[datetime, datetime, str, list[str]]
 """A record's time, its local time without a zone (the order of a CERT file), its file and its columns."""
@@ -68,25 +68,25 @@ def write_cert(sim: Simulation, out: Path) -> list[Path]:
 
 
 def _answers(sim: Simulation, folder: Path, by_person: dict[str, list[Row]], zones: dict[str, ZoneInfo]) -> list[Path]:
-    """`insiders.csv` and each incident's details file: its people's records within its labelled acts."""
+    """`insiders.csv` and each incident's details file: its people's records within its acts."""
     incidents: dict[str, list[Label]] = defaultdict(list)
-    for label in sim.labels:
-        incidents[label.incident].append(label)
+    for act in sim.acts:
+        incidents[act.incident].append(act)
     user_id = {p.id: p.aliases[1] for p in sim.people}
     listed, written = [], []
-    for labels in incidents.values():
-        insider = next(label for label in labels if label.role == "insider")
+    for acts in incidents.values():
+        insider = next(act for act in acts if act.role == "insider")
         number = NUMBERS[insider.scenario]
         name = f"r{RELEASE}-{number}-{user_id[insider.person]}.csv"
         zone = zones[insider.person]
-        first, last = min(label.start for label in labels), max(label.end for label in labels)
+        first, last = min(act.start for act in acts), max(act.end for act in acts)
         start, end = (when.astimezone(zone).strftime(TIME) for when in (first, last))
         listed.append([RELEASE, number, name, user_id[insider.person], start, end])
         details = [
             [kind, *columns]
-            for label in labels
-            for when, _, kind, columns in by_person[label.person]
-            if label.start - SLACK <= when <= label.end + SLACK
+            for act in acts
+            for when, _, kind, columns in by_person[act.person]
+            if act.start - SLACK <= when <= act.end + SLACK
         ]
         (folder / f"r{RELEASE}-{number}").mkdir(parents=True, exist_ok=True)
         written.append(_csv(folder / f"r{RELEASE}-{number}" / name, None, details))

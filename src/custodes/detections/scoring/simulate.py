@@ -201,6 +201,8 @@ class Simulation:
     labels: list[Label]
     events: dict[str, int] = field(default_factory=dict)
     files: list[Path] = field(default_factory=list)
+    acts: list[Label] = field(default_factory=list)
+    """Each malicious act from its first event to its last (the labels are their local days)."""
 
 
 class Generator:
@@ -214,7 +216,7 @@ class Generator:
         self.labels: list[Label] = []
         self.insiders: set[str] = set()
         self.layoff_day: int | None = None
-        self.acts: dict[tuple[str, str, str, str], list[datetime]] = defaultdict(list)
+        self.acts: dict[tuple[str, str, str, str], list[tuple[datetime, datetime]]] = defaultdict(list)
 
     # helpers ------------------------------------------------------------------------------------------
     def uid(self) -> str:
@@ -239,7 +241,7 @@ class Generator:
     def act(self, incident: str, scenario: str, actor: Actor, role: str, *times: datetime) -> None:
         """Label the malicious events at `times` (each act's first and last event, so a labelled day is every
         local day the act's events fall on)."""
-        self.acts[(incident, scenario, actor.person.id, role)].extend(times)
+        self.acts[(incident, scenario, actor.person.id, role)].append((min(times), max(times)))
 
     def vary(self, mean: float) -> float:
         """A person's own rate around a department's mean."""
@@ -922,11 +924,14 @@ class Generator:
         for number in range(self.s.insider_count()):
             scenario = self.s.scenarios[number % len(self.s.scenarios)]
             self.inject(f"incident-{number + 1:03d}", scenario)
-        for (incident, scenario, person, role), times in self.acts.items():
+        acts = []
+        for (incident, scenario, person, role), spans in self.acts.items():
             zone = next(a.zone for a in self.actors if a.person.id == person)
             by_day: dict[date, list[datetime]] = defaultdict(list)
-            for when in times:
-                by_day[when.astimezone(zone).date()].append(when)
+            for span in spans:
+                acts.append(Label(incident, scenario, person, role, *span))
+                for when in span:
+                    by_day[when.astimezone(zone).date()].append(when)
             for whens in by_day.values():
                 self.labels.append(Label(incident, scenario, person, role, min(whens), max(whens)))
         self.labels.sort(key=lambda label: (label.start, label.person))
@@ -966,7 +971,8 @@ class Generator:
         for source in SOURCES:
             if source not in written:
                 (out / f"{source}.ndjson").unlink()
-        return Simulation(people, self.labels, counts, [out / f"{source}.ndjson" for source in written])
+        paths = [out / f"{source}.ndjson" for source in written]
+        return Simulation(people, self.labels, counts, paths, sorted(acts, key=lambda act: act.start))
 
     def _flush(self, day: int, files: dict[str, BinaryIO], counts: dict[str, int]) -> None:
         """Write the records of UTC days up to `day` in time order (later local days cannot add to them)."""
