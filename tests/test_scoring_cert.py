@@ -259,3 +259,20 @@ def test_eval_scoring_takes_the_answers_folder_and_the_release(cert: Path, tmp_p
         (f"r4.2-2-{USERS[9]}", False),
     ]
     assert report["warnings"][0].startswith("1 insiders' details files are not beside")
+
+
+def test_labelled_days_without_an_event_of_the_person_are_said(cert: Path, tmp_path: Path) -> None:
+    header, *rows = (cert / "logon.csv").read_text().splitlines(keepends=True)
+    day = START + timedelta(days=5)
+    away = [r for r in rows if not (INSIDER in r and r.split(",")[1].startswith(day.strftime("%m/%d/%Y")))]
+    assert len(away) == len(rows) - 2
+    (tmp_path / "logon.csv").write_text(header + "".join(away))
+    act = (day + timedelta(hours=12)).isoformat() + "Z"
+    (tmp_path / "labels.json").write_bytes(orjson.dumps([{"person": INSIDER, "start": act, "end": act}]))
+    settings = ScoringSettings(directory=cert / "LDAP.csv", pseudonymise=False, warmup_days=5)
+    labels = load_labels(tmp_path / "labels.json")
+    assert evaluate([cert / "logon.csv"], labels, settings).warnings == []
+    assert evaluate([tmp_path / "logon.csv"], labels, settings).warnings == [
+        "1 of 1 labelled malicious user-days have no event of the person in the files scored (they count as "
+        "missed): their acts are in records not given, or were not recorded"
+    ]

@@ -363,6 +363,14 @@ def evaluate(
         )
     if engine.late_events:
         warnings.append(f"{engine.late_events} events arrived after their day had closed and were not scored")
+    active = {(score.entity, score.day) for score in engine.take_scores()}
+    scored_days = set(closed)
+    unseen = sum(1 for key, day in malicious if day in scored_days and (key, day) not in active)
+    if unseen:
+        warnings.append(
+            f"{unseen} of {len(malicious)} labelled malicious user-days have no event of the person in the files "
+            "scored (they count as missed): their acts are in records not given, or were not recorded"
+        )
     false_findings = true_findings = 0
     by_entity: dict[str, list[IncidentResult]] = defaultdict(list)
     for result in incidents.values():
