@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from custodes.connectors.files import text_lines
 from custodes.errors import CustodesError
 
 KINDS: dict[str, frozenset[str]] = {
@@ -50,8 +51,12 @@ def _rows(lines: Iterable[str]) -> tuple[list[str], Iterator[tuple[int, dict[str
     return header, rows()
 
 
+TIME_FORMAT = "%m/%d/%Y %H:%M:%S"
+"""The datasets' times: local, without a zone."""
+
+
 def _time(value: str) -> str:
-    return datetime.strptime(value.strip(), "%m/%d/%Y %H:%M:%S").replace(tzinfo=UTC).isoformat()
+    return datetime.strptime(value.strip(), TIME_FORMAT).replace(tzinfo=UTC).isoformat()
 
 
 def _user(value: str) -> str:
@@ -223,7 +228,7 @@ def _acts(details: Path) -> dict[tuple[str, str], tuple[str, str]]:
     """(user, UTC date) -> first and last time of the malicious records of an answers' details file (rows of
     `kind,id,date,user,pc,...` without a header)."""
     acts: dict[tuple[str, str], tuple[str, str]] = {}
-    with details.open(encoding="utf-8", errors="replace", newline="") as lines:
+    with text_lines(details) as lines:
         for number, fields in enumerate(csv.reader(lines), start=1):
             if not fields:
                 continue

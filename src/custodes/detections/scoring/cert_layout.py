@@ -14,9 +14,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-import orjson
-
-from custodes.detections.scoring.cert import SCENARIOS
+from custodes.connectors.files import iter_records
+from custodes.detections.scoring.cert import SCENARIOS, TIME_FORMAT
 from custodes.detections.scoring.simulate import Label, Simulation
 
 RELEASE = "sim"
@@ -35,26 +34,28 @@ SLACK = timedelta(seconds=1)
 
 Row = tuple[datetime, datetime, str, list[str]]
 """A record's time, its local time without a zone (the order of a CERT file), its file and its columns."""
-TIME = "%m/%d/%Y %H:%M:%S"
 
 
 def write_cert(sim: Simulation, out: Path) -> list[Path]:
     """Write `sim` (its `endpoint.ndjson` in `out`) in the CERT layout into `out`; the files written."""
-    zones = {p.id: ZoneInfo(p.timezone or "UTC") for p in sim.people}
-    user_ids = {p.aliases[1]: p for p in sim.people}  # the endpoint records name people by their dotless alias
+    zones = {p.aliases[1]: ZoneInfo(p.timezone or "UTC") for p in sim.people}  # records name people by this alias
     rows: dict[str, list[Row]] = {"logon": [], "device": []}
-    by_person: dict[str, list[Row]] = defaultdict(list)
-    with (out / "endpoint.ndjson").open("rb") as records:
-        for line in records:
-            record = orjson.loads(line)
-            kind, activity = ACTIVITIES[record["event"]["action"]]
-            user = record["user"]["name"]
-            when = datetime.fromisoformat(record["@timestamp"])
-            local = when.astimezone(zones[user_ids[user].id]).replace(tzinfo=None)
-            columns = ["{" + record["event"]["id"] + "}", local.strftime(TIME), user, record["host"]["name"], activity]
-            row = (when, local, kind, columns)
-            rows[kind].append(row)
-            by_person[user_ids[user].id].append(row)
+    by_user: dict[str, list[Row]] = defaultdict(list)
+    for _, record, _ in iter_records(out / "endpoint.ndjson"):
+        kind, activity = ACTIVITIES[record["event"]["action"]]
+        user = record["user"]["name"]
+        when = datetime.fromisoformat(record["@timestamp"])
+        local = when.astimezone(zones[user]).replace(tzinfo=None)
+        columns = [
+            "{" + record["event"]["id"] + "}",
+            local.strftime(TIME_FORMAT),
+            user,
+            record["host"]["name"],
+            activity,
+        ]
+        row = (when, local, kind, columns)
+        rows[kind].append(row)
+        by_user[user].append(row)
     written = []
     for kind, kept in rows.items():
         kept.sort(key=lambda row: row[1])
@@ -64,28 +65,27 @@ def write_cert(sim: Simulation, out: Path) -> list[Path]:
         for p in sim.people
     ]
     written.append(_csv(out / "LDAP.csv", LDAP_COLUMNS, people))
-    return [*written, *_answers(sim, out / "answers", by_person, zones)]
+    return [*written, *_answers(sim, out / "answers", by_user, zones)]
 
 
-def _answers(sim: Simulation, folder: Path, by_person: dict[str, list[Row]], zones: dict[str, ZoneInfo]) -> list[Path]:
+def _answers(sim: Simulation, folder: Path, by_user: dict[str, list[Row]], zones: dict[str, ZoneInfo]) -> list[Path]:
     """`insiders.csv` and each incident's details file: its people's records within its acts."""
     incidents: dict[str, list[Label]] = defaultdict(list)
     for act in sim.acts:
         incidents[act.incident].append(act)
-    user_id = {p.id: p.aliases[1] for p in sim.people}
+    user_of = {p.id: p.aliases[1] for p in sim.people}
     listed, written = [], []
     for acts in incidents.values():
         insider = next(act for act in acts if act.role == "insider")
-        number = NUMBERS[insider.scenario]
-        name = f"r{RELEASE}-{number}-{user_id[insider.person]}.csv"
-        zone = zones[insider.person]
+        number, user = NUMBERS[insider.scenario], user_of[insider.person]
+        name = f"r{RELEASE}-{number}-{user}.csv"
         first, last = min(act.start for act in acts), max(act.end for act in acts)
-        start, end = (when.astimezone(zone).strftime(TIME) for when in (first, last))
-        listed.append([RELEASE, number, name, user_id[insider.person], start, end])
+        start, end = (when.astimezone(zones[user]).strftime(TIME_FORMAT) for when in (first, last))
+        listed.append([RELEASE, number, name, user, start, end])
         details = [
             [kind, *columns]
             for act in acts
-            for when, _, kind, columns in by_person[act.person]
+            for when, _, kind, columns in by_user[user_of[act.person]]
             if act.start - SLACK <= when <= act.end + SLACK
         ]
         (folder / f"r{RELEASE}-{number}").mkdir(parents=True, exist_ok=True)

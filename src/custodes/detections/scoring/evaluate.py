@@ -364,8 +364,8 @@ def evaluate(
     if engine.late_events:
         warnings.append(f"{engine.late_events} events arrived after their day had closed and were not scored")
     active = {(score.entity, score.day) for score in engine.take_scores()}
-    scored_days = set(closed)
-    unseen = sum(1 for key, day in malicious if day in scored_days and (key, day) not in active)
+    scored = set(closed)
+    unseen = sum(1 for key, day in malicious if day in scored and (key, day) not in active)
     if unseen:
         warnings.append(
             f"{unseen} of {len(malicious)} labelled malicious user-days have no event of the person in the files "
@@ -389,7 +389,6 @@ def evaluate(
         else:
             false_findings += 1
     total = len(malicious)
-    scored = set(closed)
     chances: dict[str, set[date]] = {incident: set() for incident in incidents}
     for (_, day), incident in malicious.items():
         if day in scored:
