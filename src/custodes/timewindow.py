@@ -19,7 +19,7 @@ OUT_OF_WINDOW = "time outside the accepted window"
 
 def out_of_window(event: Event) -> bool:
     """Whether the event's stated time was replaced by its ingestion time for being absurd."""
-    return any(warning.startswith(OUT_OF_WINDOW) for warning in event.warnings)
+    return bool(event.warnings) and any(warning.startswith(OUT_OF_WINDOW) for warning in event.warnings)
 
 
 @dataclass(frozen=True, slots=True)

@@ -138,9 +138,7 @@ class EntityState:
         if len(machines) > MACHINES_CAP:
             self.machines = dict(sorted(machines.items(), key=lambda item: -item[1])[:MACHINES_CAP])
         offset = 24 if weekend else 0
-        hours = self.hours
-        for i in range(HOURS):
-            hours[i] *= forget
+        hours = self.hours = [share * forget for share in self.hours]
         for hour, count in enumerate(today.hours):
             if count:
                 hours[offset + hour] += 1.0

@@ -49,6 +49,8 @@ class Person:
 
     def watchlists_on(self, day: date) -> list[str]:
         """Watchlists the person is on that day (`departing` from the notice date)."""
+        if not self.watchlists and self.notice_date is None:
+            return []
         names = [name for name, since in self.watchlists.items() if since <= day]
         if self.notice_date is not None and self.notice_date <= day and "departing" not in names:
             names.append("departing")
