@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+import math
 import random
+from dataclasses import astuple
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
+
+import orjson
+import pytest
 
 from custodes.config import IdentitySettings, ScoringSettings
+from custodes.detections.scoring.baselines import (
+    DAMPED_WEIGHT,
+    SCALE_LIMIT,
+    DayState,
+    EntityState,
+    machine_owners,
+    peer_stats,
+)
 from custodes.detections.scoring.engine import ScoringEngine
 from custodes.detections.scoring.explain import sentences
 from custodes.detections.scoring.features import Extractor
@@ -295,3 +309,41 @@ def test_a_day_without_evidence_of_its_own_raises_nothing_whatever_it_carries() 
     after = scores[(START + timedelta(days=4)).date()]
     assert after.points == 0 and after.risk >= settings.threshold
     assert [f for f in engine.take_findings() if f.entity == "user7@corp.example"] == []
+
+
+def test_forgetting_by_scale_keeps_the_sums_a_day_by_day_forgetting_gives() -> None:
+    """Forgetting divides one scale rather than every sum; the sums read, stored and pooled are the forgotten ones,
+    also after the scale has been brought back to 1 (here after about 330 days at a forget factor of a half)."""
+    forget = 0.5
+    state = EntityState(key="k", kind="person", group="g", department="d", tz=ZoneInfo("UTC"))
+    expected = {"usb": [0.0, 0.0, 0.0, 0.0], "hour": 0.0, "machine": 0.0}
+    for day in range(400):
+        today = DayState(day, counts={"usb": float(1 + day % 3)}, machines={"ws-1"})
+        today.hours[9] = 1
+        damped = frozenset({"usb"}) if day % 5 == 0 else frozenset()
+        state.fold(today, forget, weekend=False, damped=damped)
+        weight = DAMPED_WEIGHT if damped else 1.0
+        logged = math.log1p(1 + day % 3)
+        sums = expected["usb"]
+        assert isinstance(sums, list)
+        sums[:] = [s * forget for s in sums]
+        sums[0] += weight
+        sums[1] += weight * logged
+        sums[2] += weight * logged * logged
+        sums[3] += weight * (1 + day % 3)
+        expected["hour"] = float(expected["hour"]) * forget + 1.0  # type: ignore[arg-type]
+        expected["machine"] = float(expected["machine"]) * forget + 1.0  # type: ignore[arg-type]
+        assert state.scale <= SCALE_LIMIT
+        if day in (10, 320, 399):
+            assert state.feature_sums()["usb"][:4] == pytest.approx(expected["usb"])
+            assert state.hour_profile()[9] == pytest.approx(expected["hour"])
+            assert state.machine_days() == pytest.approx({"ws-1": expected["machine"]})
+            assert state.usual("usb") == pytest.approx(expected["usb"][3] / state.days)  # type: ignore[index]
+    assert state.scale < 2.0**100  # brought back to 1 once, and grown again since
+    stored = EntityState.from_json("k", orjson.loads(orjson.dumps(state.to_json())))
+    assert stored.scale == 1.0
+    assert stored.feature_sums()["usb"] == pytest.approx(state.feature_sums()["usb"])
+    pooled = [astuple(peer_stats([s]).features["*"]["usb"]) for s in (stored, state)]
+    assert pooled[0] == pytest.approx(pooled[1])
+    assert stored.machine_days() == pytest.approx(state.machine_days())
+    assert machine_owners([stored]) == machine_owners([state])

@@ -25,6 +25,7 @@ DAMPED_WEIGHT = 0.2
 OWNER_MIN_DAYS = 3.0
 OWNER_LEAD = 1.5
 MACHINES_CAP = 20
+SCALE_LIMIT = 1e100
 
 
 @dataclass(slots=True)
@@ -86,9 +87,16 @@ class EntityState:
     """The part of `days` that fell on weekends (the hour profile's weekend half is relative to it)."""
     active_days: int = 0
     stats: dict[str, list[float]] = field(default_factory=dict)
+    """Per feature: forgotten count of days with it, sums of log(1 + value) and of its square, sum of values (each
+    times `scale`), and the last day (ordinal) with it."""
     hours: list[float] = field(default_factory=lambda: [0.0] * HOURS)
+    """Forgotten counts of active days with activity in each hour of the week (weekdays, then weekends), times
+    `scale` (see `hour_profile`)."""
     machines: dict[str, float] = field(default_factory=dict)
-    """Forgotten counts of active days on each machine (the most used ones, at most `MACHINES_CAP`)."""
+    """Forgotten counts of active days on each machine (the most used ones, at most `MACHINES_CAP`), times `scale`."""
+    scale: float = 1.0
+    """What the forgotten sums in `stats`, `hours` and `machines` are kept multiplied by: forgetting a day divides the
+    scale instead of multiplying every sum (a day costs what it holds, not what the history holds)."""
     seen: dict[str, dict[str, int]] = field(default_factory=dict)
     risk: float = 0.0
     risk_day: int = 0
@@ -111,11 +119,10 @@ class EntityState:
         self.days = self.days * forget + 1.0
         self.weekend_days = self.weekend_days * forget + (1.0 if weekend else 0.0)
         self.active_days += 1
-        for values in self.stats.values():
-            values[NZ] *= forget
-            values[S1] *= forget
-            values[S2] *= forget
-            values[SRAW] *= forget
+        self.scale /= forget
+        if self.scale > SCALE_LIMIT:
+            self._rescale()
+        scale = self.scale
         for name, value in today.counts.items():
             if value <= 0:
                 continue
@@ -124,24 +131,47 @@ class EntityState:
                 found = self.stats[name] = [0.0, 0.0, 0.0, 0.0, 0.0]
             values = found
             logged = math.log1p(value)
-            weight = DAMPED_WEIGHT if name in damped else 1.0
+            weight = (DAMPED_WEIGHT if name in damped else 1.0) * scale
             values[NZ] += weight
             values[S1] += weight * logged
             values[S2] += weight * logged * logged
             values[SRAW] += weight * value
             values[LAST] = float(today.day)
         machines = self.machines
-        for machine in machines:
-            machines[machine] *= forget
         for machine in today.machines:
-            machines[machine] = machines.get(machine, 0.0) + 1.0
+            machines[machine] = machines.get(machine, 0.0) + scale
         if len(machines) > MACHINES_CAP:
             self.machines = dict(sorted(machines.items(), key=lambda item: -item[1])[:MACHINES_CAP])
         offset = 24 if weekend else 0
-        hours = self.hours = [share * forget for share in self.hours]
+        hours = self.hours
         for hour, count in enumerate(today.hours):
             if count:
-                hours[offset + hour] += 1.0
+                hours[offset + hour] += scale
+
+    def _rescale(self) -> None:
+        """Bring the forgotten sums back to a scale of 1 (before the scale grows past what a float holds)."""
+        self.stats = self.feature_sums()
+        self.hours = self.hour_profile()
+        self.machines = self.machine_days()
+        self.scale = 1.0
+
+    def feature_sums(self) -> dict[str, list[float]]:
+        """`stats` as they are (count, sums), not multiplied by `scale`."""
+        scale = self.scale
+        return {
+            name: [values[NZ] / scale, values[S1] / scale, values[S2] / scale, values[SRAW] / scale, values[LAST]]
+            for name, values in self.stats.items()
+        }
+
+    def hour_profile(self) -> list[float]:
+        """Forgotten counts of active days with activity in each hour of the week (weekdays, then weekends)."""
+        scale = self.scale
+        return [count / scale for count in self.hours]
+
+    def machine_days(self) -> dict[str, float]:
+        """Forgotten counts of active days on each machine."""
+        scale = self.scale
+        return {machine: days / scale for machine, days in self.machines.items()}
 
     def prune(self, today: int, memory_days: int) -> None:
         """Forget first-seen values older than `memory_days`, and keep each memory within its cap."""
@@ -161,7 +191,7 @@ class EntityState:
     def usual(self, name: str) -> float:
         """The entity's average daily value of a feature over its active days."""
         values = self.stats.get(name)
-        return 0.0 if values is None or self.days <= 0 else values[SRAW] / self.days
+        return 0.0 if values is None or self.days <= 0 else values[SRAW] / self.scale / self.days
 
     def to_json(self) -> dict[str, Any]:
         """Serialisable form."""
@@ -173,9 +203,9 @@ class EntityState:
             "days": self.days,
             "weekend_days": self.weekend_days,
             "active_days": self.active_days,
-            "stats": self.stats,
-            "hours": self.hours,
-            "machines": self.machines,
+            "stats": self.feature_sums(),
+            "hours": self.hour_profile(),
+            "machines": self.machine_days(),
             "seen": self.seen,
             "risk": self.risk,
             "risk_day": self.risk_day,
@@ -265,16 +295,17 @@ def peer_stats(states: Iterable[EntityState]) -> PeerStats:
         if state.kind != "person" or state.days <= 0:
             continue
         parts = (state.part_days(False), state.part_days(True))  # weekdays, weekend days
+        own_hours, own_stats = state.hour_profile(), state.feature_sums()
         for group in (state.group, "dept:" + state.department, "*"):
             members[group] += 1
             days[group] += state.days
             profile = hours.setdefault(group, [0.0] * HOURS)
-            for i, value in enumerate(state.hours):
+            for i, value in enumerate(own_hours):
                 part = parts[i >= HOURS // 2]
                 if part > 0:
                     profile[i] += value / part
             group_sums = sums[group]
-            for name, values in state.stats.items():
+            for name, values in own_stats.items():
                 acc = group_sums.get(name)
                 if acc is None:
                     acc = group_sums[name] = [0.0, 0.0, 0.0]
@@ -312,7 +343,7 @@ def machine_owners(states: Iterable[EntityState]) -> dict[str, str]:
     for state in states:
         if state.kind != "person":
             continue
-        for machine, days in state.machines.items():
+        for machine, days in state.machine_days().items():
             top = best.get(machine)
             if top is None or days > top[0]:
                 if top is not None:

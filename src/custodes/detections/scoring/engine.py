@@ -301,8 +301,9 @@ class ScoringEngine:
             score = DayScore(state.key, state.kind, day, 0.0, 0.0, [], {}, [], [])
         else:
             score = self.model.score(state, today, self.peers, day, self.watchlists(state.key, day))
-        for stage in self.model.stages_of(score):
-            state.stages[stage] = today.day
+        if score.contributions:
+            for stage in self.model.stages_of(score):
+                state.stages[stage] = today.day
         state.risk = score.risk
         state.risk_day = today.day
         damped = (  # an unsettled baseline learns everything: its anomalies are judged on too little history

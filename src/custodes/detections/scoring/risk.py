@@ -109,7 +109,7 @@ class DayScore:
 def off_hours(state: EntityState, today: DayState, peers: PeerStats, weekend: bool) -> int:
     """Hours today with activity at an hour of the week the entity (shrunk toward peers) is rarely active in."""
     offset = 24 if weekend else 0
-    own = state.hours
+    own, scale = state.hours, state.scale
     peer = peers.hours.get(peers.group_for(state))
     part = state.part_days(weekend)
     count = 0
@@ -117,7 +117,7 @@ def off_hours(state: EntityState, today: DayState, peers: PeerStats, weekend: bo
         if not events:
             continue
         peer_share = peer[offset + hour] if peer is not None else 0.0
-        share = (own[offset + hour] + HOUR_PRIOR_DAYS * peer_share) / (part + HOUR_PRIOR_DAYS)
+        share = (own[offset + hour] / scale + HOUR_PRIOR_DAYS * peer_share) / (part + HOUR_PRIOR_DAYS)
         if share < OFF_HOURS_PROBABILITY:
             count += 1
     return count
@@ -139,12 +139,12 @@ class RiskModel:
         peer = peers.feature(group, name)
         rate, mean_g, var_g = (peer.rate, peer.mean_log, peer.var_log) if peer is not None else (0.0, 0.0, 1.0)
         own = state.stats.get(name)
-        nz = own[NZ] if own is not None else 0.0
+        nz = own[NZ] / state.scale if own is not None else 0.0
         probability = min(1.0, (nz + k * rate + 0.1) / (state.days + k + 1.0))
         occurrence = min(MAX_OCCURRENCE_BITS, -math.log2(probability))
-        if own is not None and nz > 0:
-            mean_p = own[S1] / nz
-            var_p = max(own[S2] / nz - mean_p * mean_p, 0.0)
+        if own is not None and nz > 0:  # moments of the person's own days (ratios of sums: the scale cancels)
+            mean_p = own[S1] / own[NZ]
+            var_p = max(own[S2] / own[NZ] - mean_p * mean_p, 0.0)
         else:
             mean_p, var_p = mean_g, var_g
         weight = nz / (nz + k)
@@ -166,7 +166,6 @@ class RiskModel:
         counts = today.counts
         group = peers.group_for(state)
         contributions: list[Contribution] = []
-        families = dict.fromkeys(FAMILIES, 0.0)
         by_family: dict[str, list[float]] = {}
         stages: set[str] = set()
         novel = state.active_days >= self.settings.novelty_days
@@ -201,20 +200,7 @@ class RiskModel:
             if feature.stage is not None and points >= STAGE_MIN_POINTS:
                 stages.add(feature.stage)
         modifiers: dict[str, float] = {}
-        for family, values in by_family.items():
-            strongest = max(values)
-            rest = sum(values) - strongest
-            families[family] += strongest + FAMILY_REST * rest
-            if rest > 0:
-                modifiers[f"overlap:{family}"] = (1 - FAMILY_REST) * rest
-        sigma_points = sum(points for _, _, points in today.sigma)
-        families["sigma"] += sigma_points
-        capped = 0.0
-        for family, points in families.items():
-            cap = self.settings.family_caps.get(family, math.inf)
-            if points > cap:
-                modifiers[f"cap:{family}"] = points - cap
-            capped += min(points, cap)
+        capped = self._capped(by_family, today.sigma, modifiers) if by_family or today.sigma else 0.0
         bonus = self._sequences(state, today.day, stages, watchlists, modifiers)
         multiplier = 1.0
         for name in watchlists:
@@ -226,6 +212,27 @@ class RiskModel:
         risk = self.decayed(state, today.day) + points
         contributions.sort(key=lambda c: -c.points)
         return DayScore(state.key, state.kind, day, points, risk, contributions, modifiers, watchlists, today.sigma)
+
+    def _capped(
+        self, by_family: dict[str, list[float]], sigma: list[tuple[str, str, float]], modifiers: dict[str, float]
+    ) -> float:
+        """The day's points summed by family (after the strongest of a family, its features at `FAMILY_REST`) and
+        capped per family; the overlaps and caps applied go into `modifiers`."""
+        families = dict.fromkeys(FAMILIES, 0.0)
+        for family, values in by_family.items():
+            strongest = max(values)
+            rest = sum(values) - strongest
+            families[family] += strongest + FAMILY_REST * rest
+            if rest > 0:
+                modifiers[f"overlap:{family}"] = (1 - FAMILY_REST) * rest
+        families["sigma"] += sum(points for _, _, points in sigma)
+        capped = 0.0
+        for family, points in families.items():
+            cap = self.settings.family_caps.get(family, math.inf)
+            if points > cap:
+                modifiers[f"cap:{family}"] = points - cap
+            capped += min(points, cap)
+        return capped
 
     def _sequences(
         self, state: EntityState, day: int, stages: set[str], watchlists: list[str], modifiers: dict[str, float]
