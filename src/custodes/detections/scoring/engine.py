@@ -147,10 +147,11 @@ class ScoringEngine:
             if today is None:
                 self.late_by_source[event.source] += 1
                 return None
-            if today.start is None:
+            if today.start is None:  # the day's first event
                 midnight = local.replace(hour=0, minute=0, second=0, microsecond=0)
                 today.start = midnight.astimezone(UTC)
                 today.end = (midnight + timedelta(days=1)).astimezone(UTC)
+                self.present.setdefault(today.day, set()).add(key)
             hour = local.hour
         self.observed += 1
         today.events += 1
@@ -171,7 +172,6 @@ class ScoringEngine:
             channel = CHANNELS.get(name)
             if channel is not None:
                 seen = [*seen, ("channel", channel)]
-        self.present.setdefault(today.day, set()).add(key)
         if obs.host is not None:
             host = obs.host.lower()
             owner = self.resolver.host_owner(host) or self.owners.get(host)
@@ -285,6 +285,8 @@ class ScoringEngine:
 
     def _absent_owners(self, today: DayState) -> None:
         """Count the machines used today whose owners have had no event of their own this day."""
+        if not today.owners:
+            return
         present = self.present.get(today.day, set())
         absent = [event_id for owner, event_id in today.owners.items() if owner not in present]
         if absent:
@@ -313,7 +315,7 @@ class ScoringEngine:
                 if score.points >= DAMP_POINTS
                 or (c.magnitude_sd >= DAMP_SD and BY_NAME[c.feature].family == EXFILTRATION)
             )
-            if history >= self.settings.warmup_days
+            if score.contributions and history >= self.settings.warmup_days
             else frozenset()
         )
         state.fold(today, self.forget, day.weekday() >= 5, damped)

@@ -106,11 +106,12 @@ class DayScore:
         }
 
 
-def off_hours(state: EntityState, today: DayState, peers: PeerStats, weekend: bool) -> int:
-    """Hours today with activity at an hour of the week the entity (shrunk toward peers) is rarely active in."""
+def off_hours(state: EntityState, today: DayState, peers: PeerStats, group: str, weekend: bool) -> int:
+    """Hours today with activity at an hour of the week the entity (shrunk toward its peer `group`) is rarely
+    active in."""
     offset = 24 if weekend else 0
     own, scale = state.hours, state.scale
-    peer = peers.hours.get(peers.group_for(state))
+    peer = peers.hours.get(group)
     part = state.part_days(weekend)
     count = 0
     for hour, events in enumerate(today.hours):
@@ -158,13 +159,13 @@ class RiskModel:
     ) -> DayScore:
         """The day's score; sets the day's derived `off_hours` count, does not change `state` (see `fold`)."""
         weekend = day.weekday() >= 5
-        late = off_hours(state, today, peers, weekend) if state.active_days >= self.settings.warmup_days else 0
+        group = peers.group_for(state)
+        late = off_hours(state, today, peers, group, weekend) if state.active_days >= self.settings.warmup_days else 0
         if late:
             today.counts["off_hours"] = float(late)
         else:
             today.counts.pop("off_hours", None)
         counts = today.counts
-        group = peers.group_for(state)
         contributions: list[Contribution] = []
         by_family: dict[str, list[float]] = {}
         stages: set[str] = set()
