@@ -347,3 +347,43 @@ def test_forgetting_by_scale_keeps_the_sums_a_day_by_day_forgetting_gives() -> N
     assert pooled[0] == pytest.approx(pooled[1])
     assert stored.machine_days() == pytest.approx(state.machine_days())
     assert machine_owners([stored]) == machine_owners([state])
+
+
+def test_local_days_follow_each_persons_zone_across_a_clock_change() -> None:
+    """31 March 2024 is 23 hours long in London: two people there, one in New York, each day bounded by its zone."""
+    people = [
+        Person(id=f"{name}@corp.example", department="Finance", title="Analyst", timezone=zone)
+        for name, zone in (("ann", "Europe/London"), ("bob", "Europe/London"), ("cy", "America/New_York"))
+    ]
+    settings = ScoringSettings(pseudonymise=False)
+    engine = ScoringEngine(settings, IdentityResolver(people, settings.identities), org_domains=["corp.example"])
+    seen: list[tuple[str, date, int]] = []
+    close = engine._close
+
+    def closing(state: EntityState) -> DayScore:
+        assert state.open is not None
+        seen.append((state.key.partition("@")[0], date.fromordinal(state.open.day), state.open.events))
+        return close(state)
+
+    engine._close = closing  # type: ignore[method-assign]
+    times = {
+        "ann": ["2024-03-31T00:30:00+00:00", "2024-03-31T22:30:00+00:00", "2024-03-31T23:10:00+00:00"],
+        "bob": ["2024-03-31T09:00:00+00:00", "2024-03-31T23:30:00+00:00"],
+        "cy": ["2024-03-31T03:30:00+00:00", "2024-03-31T04:30:00+00:00", "2024-04-01T03:00:00+00:00"],
+    }
+    events = [
+        ecs(name, datetime.fromisoformat(when), "authentication", "logged-in")
+        for name, stamps in times.items()
+        for when in stamps
+    ]
+    for event in sorted(events, key=lambda e: e.time):
+        engine.observe(event)
+    engine.flush()
+    assert sorted(seen) == [
+        ("ann", date(2024, 3, 31), 2),  # 00:30 GMT and 23:30 BST
+        ("ann", date(2024, 4, 1), 1),  # 00:10 BST
+        ("bob", date(2024, 3, 31), 1),
+        ("bob", date(2024, 4, 1), 1),  # 00:30 BST
+        ("cy", date(2024, 3, 30), 1),  # 23:30 EDT
+        ("cy", date(2024, 3, 31), 2),
+    ]

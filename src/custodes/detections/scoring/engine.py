@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterable
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from custodes.config import ScoringSettings
@@ -91,6 +91,8 @@ class ScoringEngine:
         self.pending: dict[int, list[DayScore]] = {}
         self.present: dict[int, set[str]] = {}
         """Per local day (ordinal): the entities with an event of their own (kept in memory only)."""
+        self.bounds: dict[tuple[tzinfo | None, int], tuple[datetime, datetime]] = {}
+        """Per time zone and local day (ordinal) of an open day: its start and end in UTC."""
         self.top: set[str] = set()
         self.owners: dict[str, str] = {}
         """Machines whose owner the directory does not name -> the person who uses them (learned, see baselines)."""
@@ -148,9 +150,7 @@ class ScoringEngine:
                 self.late_by_source[event.source] += 1
                 return None
             if today.start is None:  # the day's first event
-                midnight = local.replace(hour=0, minute=0, second=0, microsecond=0)
-                today.start = midnight.astimezone(UTC)
-                today.end = (midnight + timedelta(days=1)).astimezone(UTC)
+                today.start, today.end = self._bounds(local)
                 self.present.setdefault(today.day, set()).add(key)
             hour = local.hour
         self.observed += 1
@@ -191,6 +191,16 @@ class ScoringEngine:
             if self.next_close is not None and when >= self.next_close:
                 self.sweep()
         return key
+
+    def _bounds(self, local: datetime) -> tuple[datetime, datetime]:
+        """The start and end (UTC) of the local day `local` falls on; one computation per zone and day."""
+        key = (local.tzinfo, local.toordinal())
+        found = self.bounds.get(key)
+        if found is None:
+            midnight = local.replace(hour=0, minute=0, second=0, microsecond=0)
+            found = (midnight.astimezone(UTC), (midnight + timedelta(days=1)).astimezone(UTC))
+            self.bounds[key] = found
+        return found
 
     def _novelty(self, state: EntityState, today: DayState, seen: list[tuple[str, str]], event_id: str) -> None:
         # Everything is new on an entity's first day: that day only fills the memory. Later days count novelty
@@ -347,6 +357,8 @@ class ScoringEngine:
                 self._close(state)
         scored = {score.entity: score for score in self.pending.pop(day, [])}
         self.present.pop(day, None)
+        for closed in [key for key in self.bounds if key[1] <= day]:
+            del self.bounds[closed]
         ranking = list(scored.values())
         when = date.fromordinal(day)
         for state in self.states.values():
