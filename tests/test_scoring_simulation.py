@@ -114,6 +114,17 @@ def test_eval_scoring_command_reports_json(org: Path) -> None:
     assert report["population"] == 100 and set(report["recall"]) >= {"25", "50", "100"}
     assert report["incidents_caught"] <= report["incidents_catchable"] <= len(report["incidents"])
     assert len(report["incidents"]) == 5 and report["mean_percentile"] > 90
+    scenarios = report["scenarios"]  # the same measures, scenario by scenario, adding up to the whole
+    assert [s["scenario"] for s in scenarios] == sorted({i["scenario"] for i in report["incidents"]})
+    assert sum(s["incidents"] for s in scenarios) == 5
+    assert sum(s["caught"] for s in scenarios) == report["incidents_caught"]
+    assert sum(s["malicious_user_days"] for s in scenarios) == report["malicious_user_days"]
+    within = sum(s["recall_at_budget"] * s["malicious_user_days"] for s in scenarios)
+    assert within / report["malicious_user_days"] == pytest.approx(report["recall"][str(report["budget"])], abs=1e-3)
+    text = runner.invoke(app, args)
+    assert text.exit_code == 0 and f"by scenario, within the top {report['budget']}/day" in text.output
+    for s in scenarios:
+        assert f"{s['caught']}/{s['incidents']}" in text.output
     missing = runner.invoke(app, ["eval", "scoring", "--events", "/nope.ndjson", "--labels", str(org / "labels.csv")])
     assert missing.exit_code == 2 and "no such file" in missing.output
 

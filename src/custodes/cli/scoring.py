@@ -159,6 +159,23 @@ def eval_scoring(
         table.add_row("days from first act to detection (mean)", f"{sum(delays) / len(delays):.1f}" if delays else "-")
         table.add_row("false findings per 1,000 users per day", f"{result.false_findings_per_1000_user_days:.3f}")
         console.print(table)
+        by_scenario = Table(
+            "scenario",
+            "caught",
+            "malicious user-days",
+            "recall",
+            "mean percentile",
+            title=f"by scenario, within the top {result.budget}/day",
+        )
+        for s in result.scenarios:
+            by_scenario.add_row(
+                s.scenario,
+                f"{s.caught}/{s.incidents}",
+                str(s.malicious_user_days),
+                f"{100 * s.recall:.1f}%",
+                f"{s.mean_percentile:.2f}",
+            )
+        console.print(by_scenario)
         detail = Table("incident", "scenario", "caught", "best rank", "delay (days)")
         for i in result.incidents:
             delay = "-" if i.delay_days is None else str(i.delay_days)

@@ -75,6 +75,29 @@ class IncidentResult:
 
 
 @dataclass(slots=True)
+class ScenarioResult:
+    """How the incidents of one scenario fared together."""
+
+    scenario: str
+    incidents: int = 0
+    caught: int = 0
+    malicious_user_days: int = 0
+    within_budget: int = 0
+    """Malicious user-days ranked within the daily budget."""
+    percentiles: list[float] = field(default_factory=list)
+
+    @property
+    def recall(self) -> float:
+        """Share of the scenario's malicious user-days ranked within the daily budget."""
+        return self.within_budget / self.malicious_user_days if self.malicious_user_days else 0.0
+
+    @property
+    def mean_percentile(self) -> float:
+        """Mean percentile of the scenario's malicious user-days on closed dates (0 where unranked)."""
+        return sum(self.percentiles) / len(self.percentiles) if self.percentiles else 0.0
+
+
+@dataclass(slots=True)
 class Evaluation:
     """The report of `custodes eval scoring`."""
 
@@ -92,6 +115,8 @@ class Evaluation:
     catchable: int
     percentiles: list[float] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    scenarios: list[ScenarioResult] = field(default_factory=list)
+    """Each scenario's incidents, caught, recall at the budget and mean percentile (labels name them)."""
 
     @property
     def false_findings_per_1000_user_days(self) -> float:
@@ -130,6 +155,17 @@ class Evaluation:
             "false_findings": self.false_findings,
             "true_findings": self.true_findings,
             "false_findings_per_1000_user_days": round(self.false_findings_per_1000_user_days, 4),
+            "scenarios": [
+                {
+                    "scenario": s.scenario,
+                    "incidents": s.incidents,
+                    "caught": s.caught,
+                    "malicious_user_days": s.malicious_user_days,
+                    "recall_at_budget": round(s.recall, 4),
+                    "mean_percentile": round(s.mean_percentile, 3),
+                }
+                for s in self.scenarios
+            ],
             "warnings": self.warnings,
         }
 
@@ -317,8 +353,10 @@ def evaluate(
     percentiles: list[float] = []
     closed: list[date] = []
     labelled_days: dict[date, list[tuple[str, str]]] = defaultdict(list)
+    scenarios = {r.scenario: ScenarioResult(r.scenario) for r in sorted(incidents.values(), key=lambda r: r.scenario)}
     for (key, day), incident in malicious.items():
         labelled_days[day].append((key, incident))
+        scenarios[incidents[incident].scenario].malicious_user_days += 1
 
     def on_ranking(day: date, ranking: list[DayScore]) -> None:
         closed.append(day)
@@ -329,13 +367,17 @@ def evaluate(
         position = {score.entity: rank for rank, score in enumerate(ranking) if score.risk > 0}
         for key, incident in wanted:
             rank = position.get(key)
-            percentiles.append(0.0 if rank is None else 100.0 * (size - 1 - rank) / max(1, size - 1))
+            result = incidents[incident]
+            percentile = 0.0 if rank is None else 100.0 * (size - 1 - rank) / max(1, size - 1)
+            percentiles.append(percentile)
+            scenarios[result.scenario].percentiles.append(percentile)
             if rank is None:
                 continue
             for k in budgets:
                 if rank < k:
                     hits[k] += 1
-            result = incidents[incident]
+            if rank < budget:
+                scenarios[result.scenario].within_budget += 1
             result.best_rank = rank + 1 if result.best_rank is None else min(result.best_rank, rank + 1)
             if rank < budget and result.detected is None and day <= result.last_day:
                 result.detected = day
@@ -389,6 +431,9 @@ def evaluate(
         else:
             false_findings += 1
     total = len(malicious)
+    for result in incidents.values():
+        scenarios[result.scenario].incidents += 1
+        scenarios[result.scenario].caught += result.caught
     chances: dict[str, set[date]] = {incident: set() for incident in incidents}
     for (_, day), incident in malicious.items():
         if day in scored:
@@ -408,4 +453,5 @@ def evaluate(
         catchable=most_catchable(chances, budget),
         percentiles=percentiles,
         warnings=warnings,
+        scenarios=list(scenarios.values()),
     )
