@@ -135,6 +135,13 @@ def main() -> None:
                 "upd/s >= 100k": updates >= 100_000,
             }
             print("       " + " | ".join(f"{bar} {'PASS' if ok else 'FAIL'}" for bar, ok in bars.items()))
+            print(
+                "       by scenario (caught, recall@b, pctile): "
+                + " | ".join(
+                    f"{s.scenario} {s.caught}/{s.incidents} {100 * s.recall:.1f}% {s.mean_percentile:.2f}"
+                    for s in result.scenarios
+                )
+            )
             missed = [f"{i.incident} {i.scenario} (best rank {i.best_rank})" for i in result.incidents if not i.caught]
             if missed:
                 print(f"       missed: {', '.join(missed)}")
