@@ -16,7 +16,7 @@ from custodes.cli import app
 from custodes.config import ScoringSettings
 from custodes.connectors.envelope import to_event
 from custodes.connectors.files import iter_records
-from custodes.detections.scoring.evaluate import evaluate, load_labels, most_catchable
+from custodes.detections.scoring.evaluate import PROGRESS_EVENTS, evaluate, load_labels, most_catchable
 from custodes.detections.scoring.simulate import (
     DEVICE_SCENARIOS,
     SCENARIOS,
@@ -153,7 +153,9 @@ def test_eval_sorts_a_file_out_of_time_order_and_says_so(org: Path, tmp_path: Pa
     reversed_endpoint = tmp_path / "endpoint.ndjson"
     lines = (org / "endpoint.ndjson").read_bytes().splitlines()
     reversed_endpoint.write_bytes(b"\n".join(reversed(lines)) + b"\n")
-    ordered = evaluate(files, labels, settings)
+    read: list[int] = []
+    ordered = evaluate(files, labels, settings, progress=read.append)
+    assert read == sorted(read) and read[0] == PROGRESS_EVENTS and read[-1] == ordered.events > PROGRESS_EVENTS
     shuffled = evaluate([reversed_endpoint if f.name == "endpoint.ndjson" else f for f in files], labels, settings)
     assert ordered.warnings == []
     assert shuffled.mean_percentile == ordered.mean_percentile

@@ -7,8 +7,7 @@ import itertools
 import re
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -16,7 +15,7 @@ import orjson
 import typer
 from rich.markup import escape
 
-from custodes.cli.common import ConfigOption, JsonOption, console, err, run, source_from
+from custodes.cli.common import ConfigOption, JsonOption, console, err, progress, run, source_from
 from custodes.cli.root import app
 from custodes.errors import CustodesError
 
@@ -57,27 +56,6 @@ def _load(paths: Sequence[Path], source: SourceSettings | None) -> RuleSet:
     from custodes.detections.sigma.pipelines import pipeline_named
 
     return load_rules(paths, pipeline=pipeline_named(source.pipeline_name) if source is not None else None)
-
-
-@contextmanager
-def _progress(description: str, total: int | None) -> Iterator[Callable[[int], None]]:
-    """A progress bar on stderr, set through the function given to the count done so far; shown only on a terminal
-    (so piped JSON stays clean), and off one Rich's progress is not even imported."""
-    if not err.is_terminal:
-        yield lambda done: None
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        transient=True,
-    ) as progress:
-        task = progress.add_task(description, total=total)
-        yield lambda done: progress.update(task, completed=done)
 
 
 @rules_app.command("lint")
@@ -198,7 +176,7 @@ def rules_convert(
         _require(paths)
         source_settings = _source(config, source)
         converted = itertools.count(1)
-        with _progress("converting", count_rules(paths)) as show:
+        with progress("converting", count_rules(paths)) as show:
             conversions = convert_rules(paths, target, source_settings, on_rule=lambda: show(next(converted)))
         relevant = [c for c in conversions if c.applies]
         if as_json:
@@ -345,7 +323,7 @@ def rules_match(
             err.print(f"[yellow]rejected:[/yellow] {rejection}", highlight=False, soft_wrap=True)
         matcher = RecordMatcher(ruleset, source_settings, source or "file")
         gc.freeze()  # the rules live as long as the command: collections of the records' garbage skip them
-        with _progress("matching", None) as show:
+        with progress("matching", None) as show:
             matched = match_file(
                 events,
                 matcher,

@@ -10,7 +10,7 @@ import orjson
 import typer
 from rich.table import Table
 
-from custodes.cli.common import ConfigOption, JsonOption, TokenOption, console, identify, run, settings_from
+from custodes.cli.common import ConfigOption, JsonOption, TokenOption, console, identify, progress, run, settings_from
 from custodes.cli.root import app
 from custodes.errors import CustodesError
 
@@ -137,7 +137,8 @@ def eval_scoring(
             raise CustodesError(f"no such file: {', '.join(missing)}")
         label_warnings: list[str] = []
         rows = load_labels(labels, dataset=dataset, warnings=label_warnings)
-        result = evaluate(events, rows, settings, budget_share=budget_share)
+        with progress("scoring events", None) as show:
+            result = evaluate(events, rows, settings, budget_share=budget_share, progress=show)
         result.warnings[:0] = label_warnings
         for warning in result.warnings:
             typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW, err=True)

@@ -12,7 +12,7 @@ import heapq
 import io
 import time
 from collections import defaultdict
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -35,6 +35,7 @@ from custodes.timewindow import TimeWindow
 
 FIXED_BUDGETS = (25, 50, 100)
 TRUE_FINDING_GRACE_DAYS = 7
+PROGRESS_EVENTS = 10_000
 NO_SOURCE = LogSource()
 
 
@@ -316,11 +317,13 @@ def evaluate(
     settings: ScoringSettings,
     *,
     budget_share: float | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> Evaluation:
     """Score the events with a fresh engine and measure it against the labels.
 
     The budget is the engine's daily review budget (`review_budget`, or `budget_share` in its place): the ranking
-    evaluated is the one the engine orders for that budget.
+    evaluated is the one the engine orders for that budget. `progress` is given the count of events read so far,
+    every `PROGRESS_EVENTS` and at the end.
     """
     if budget_share is not None:
         settings = settings.model_copy(update={"review_budget": budget_share})
@@ -389,7 +392,11 @@ def evaluate(
     for event in read_events(paths, warnings):
         engine.observe(event)
         count += 1
+        if progress is not None and count % PROGRESS_EVENTS == 0:
+            progress(count)
     engine.flush()
+    if progress is not None:
+        progress(count)
     seconds = time.perf_counter() - started
     unknown = sorted(
         {
