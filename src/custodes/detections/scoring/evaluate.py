@@ -11,7 +11,7 @@ import csv
 import heapq
 import io
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -352,14 +352,13 @@ def evaluate(
     population = max(1, sum(1 for p in people if p.kind == "person"))
     budget = review_places(population, settings.review_budget)
     budgets = sorted({*FIXED_BUDGETS, budget})
-    hits: dict[int, int] = defaultdict(int)
-    percentiles: list[float] = []
+    # Each labelled user-day on a closed date: its scenario, rank (None: unranked) and percentile; every measure of
+    # the whole and of each scenario is read from these.
+    ranked: list[tuple[str, int | None, float]] = []
     closed: list[date] = []
     labelled_days: dict[date, list[tuple[str, str]]] = defaultdict(list)
-    scenarios = {r.scenario: ScenarioResult(r.scenario) for r in sorted(incidents.values(), key=lambda r: r.scenario)}
     for (key, day), incident in malicious.items():
         labelled_days[day].append((key, incident))
-        scenarios[incidents[incident].scenario].malicious_user_days += 1
 
     def on_ranking(day: date, ranking: list[DayScore]) -> None:
         closed.append(day)
@@ -371,16 +370,11 @@ def evaluate(
         for key, incident in wanted:
             rank = position.get(key)
             result = incidents[incident]
-            percentile = 0.0 if rank is None else 100.0 * (size - 1 - rank) / max(1, size - 1)
-            percentiles.append(percentile)
-            scenarios[result.scenario].percentiles.append(percentile)
+            ranked.append(
+                (result.scenario, rank, 0.0 if rank is None else 100.0 * (size - 1 - rank) / max(1, size - 1))
+            )
             if rank is None:
                 continue
-            for k in budgets:
-                if rank < k:
-                    hits[k] += 1
-            if rank < budget:
-                scenarios[result.scenario].within_budget += 1
             result.best_rank = rank + 1 if result.best_rank is None else min(result.best_rank, rank + 1)
             if rank < budget and result.detected is None and day <= result.last_day:
                 result.detected = day
@@ -438,9 +432,7 @@ def evaluate(
         else:
             false_findings += 1
     total = len(malicious)
-    for result in incidents.values():
-        scenarios[result.scenario].incidents += 1
-        scenarios[result.scenario].caught += result.caught
+    percentiles = [percentile for _, _, percentile in ranked]
     chances: dict[str, set[date]] = {incident: set() for incident in incidents}
     for (_, day), incident in malicious.items():
         if day in scored:
@@ -452,7 +444,7 @@ def evaluate(
         seconds=seconds,
         budget=budget,
         malicious_user_days=total,
-        recall={k: hits[k] / total if total else 0.0 for k in budgets},
+        recall={k: _within(ranked, k) / total if total else 0.0 for k in budgets},
         mean_percentile=sum(percentiles) / len(percentiles) if percentiles else 0.0,
         incidents=sorted(incidents.values(), key=lambda r: r.incident),
         false_findings=false_findings,
@@ -460,5 +452,32 @@ def evaluate(
         catchable=most_catchable(chances, budget),
         percentiles=percentiles,
         warnings=warnings,
-        scenarios=list(scenarios.values()),
+        scenarios=_by_scenario(incidents.values(), malicious.values(), ranked, budget),
     )
+
+
+def _within(ranked: Iterable[tuple[str, int | None, float]], budget: int) -> int:
+    """How many of the ranked user-days are within the first `budget` places."""
+    return sum(1 for _, rank, _ in ranked if rank is not None and rank < budget)
+
+
+def _by_scenario(
+    incidents: Iterable[IncidentResult],
+    malicious: Iterable[str],
+    ranked: list[tuple[str, int | None, float]],
+    budget: int,
+) -> list[ScenarioResult]:
+    """The measures of each scenario, from its incidents, its labelled user-days and their ranks."""
+    by_incident = {result.incident: result for result in incidents}
+    days = Counter(by_incident[incident].scenario for incident in malicious)
+    return [
+        ScenarioResult(
+            scenario=scenario,
+            incidents=sum(1 for r in by_incident.values() if r.scenario == scenario),
+            caught=sum(1 for r in by_incident.values() if r.scenario == scenario and r.caught),
+            malicious_user_days=days[scenario],
+            within_budget=_within((row for row in ranked if row[0] == scenario), budget),
+            percentiles=[percentile for name, _, percentile in ranked if name == scenario],
+        )
+        for scenario in sorted({r.scenario for r in by_incident.values()})
+    ]
