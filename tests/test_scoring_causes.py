@@ -140,6 +140,27 @@ def test_a_usb_spike_scores_substantially() -> None:
     assert rank == 0
 
 
+def test_a_channel_used_markedly_more_over_several_days_scores_as_a_rise() -> None:
+    """Person 0 connects a drive on one day in four; then three times a day, four days running. No day alone is
+    far from their habit; the run of days is, judged against their own days before it. The habit never rises."""
+
+    def extra(day: int) -> list[dict[str, Any]]:
+        connections = 3 if day >= 24 else int(day % 4 == 0)
+        return [usb(0, START + timedelta(days=day, hours=10, minutes=20 * m)) for m in range(connections)]
+
+    rankings = run(28, extra)
+    assert [points(day_of(rankings, day, 0)[1], "usb_rise") for day in range(24)] == [0.0] * 24
+    first = points(day_of(rankings, 24, 0)[1], "usb_rise")
+    rank, score = day_of(rankings, 27, 0)
+    assert points(score, "usb_rise") > max(first, points(score, "usb"), 10)
+    assert rank == 0
+    rise = next(c for c in score.contributions if c.feature == "usb_rise")
+    assert rise.value == 12 and rise.event_ids
+    assert any(
+        line.startswith("12 removable media connections in their last 5 active days") for line in sentences(score)
+    )
+
+
 def test_one_act_seen_through_several_features_of_a_family_counts_once_in_full() -> None:
     """A copy of 40 files to USB shows as connections, files written and bytes: the strongest counts in full, the
     others of the family at half, and the explanation says how much that left out."""

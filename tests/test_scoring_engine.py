@@ -21,12 +21,13 @@ from custodes.detections.scoring.baselines import (
     machine_owners,
     peer_stats,
 )
+from custodes.detections.scoring.catalog import RISE_DAYS
 from custodes.detections.scoring.engine import ScoringEngine
 from custodes.detections.scoring.explain import sentences
 from custodes.detections.scoring.features import Extractor
 from custodes.detections.scoring.identity import IdentityResolver, Person
 from custodes.detections.scoring.privacy import Pseudonymizer, is_pseudonym
-from custodes.detections.scoring.risk import DayScore
+from custodes.detections.scoring.risk import MIN_VAR_LOG, DayScore, RiskModel
 from custodes.model import Event, Finding, LogSource, Severity
 
 START = datetime(2024, 3, 4, tzinfo=UTC)
@@ -347,6 +348,37 @@ def test_forgetting_by_scale_keeps_the_sums_a_day_by_day_forgetting_gives() -> N
     assert pooled[0] == pytest.approx(pooled[1])
     assert stored.machine_days() == pytest.approx(state.machine_days())
     assert machine_owners([stored]) == machine_owners([state])
+
+
+def test_a_rise_is_judged_against_the_days_before_the_window_and_survives_a_store_round_trip() -> None:
+    """The last RISE_DAYS - 1 active days stay apart; older ones join the reference (forgotten, in full), which a
+    rise over the window is measured against: log(1 + amount) a day, the habit's rate uncertain after few days."""
+    forget = 0.9
+    state = EntityState(key="k", kind="person", group="g", department="d", tz=ZoneInfo("UTC"))
+    for day in range(12):
+        state.fold(DayState(day, counts={"usb": 2.0} if day % 3 == 0 else {"signin": 1.0}), forget, weekend=False)
+    assert [day for day, _ in state.recent] == list(range(12 - RISE_DAYS + 1, 12))
+    kept = 12 - RISE_DAYS + 1  # days 0-7 are the reference; the channel was used on days 0, 3 and 6
+    weights = [forget ** (kept - 1 - day) for day in range(0, kept, 3)]
+    days = sum(forget**k for k in range(kept))
+    assert state.reference_days == pytest.approx(days)
+    logged = math.log1p(2.0)
+    assert state.reference["usb"] == pytest.approx([sum(weights) * x for x in (1.0, 2.0, logged, logged * logged)])
+    assert "signin" not in state.reference
+    stored = EntityState.from_json("k", orjson.loads(orjson.dumps(state.to_json())))
+    assert (stored.recent, stored.reference, stored.reference_days) == (
+        state.recent,
+        state.reference,
+        state.reference_days,
+    )
+    ((name, total, usual, rise),) = RiskModel.rises(stored, {"usb": 6.0})
+    assert (name, total, usual) == ("usb_rise", 8.0, pytest.approx(RISE_DAYS * 2.0 * sum(weights) / days))
+    rate = (sum(weights) + 0.5) / (days + 1)  # the days used, with a Jeffreys prior
+    mean, second = rate * logged, rate * (logged * logged + MIN_VAR_LOG)  # one value seen: the least spread
+    var = RISE_DAYS * (second - mean * mean) + RISE_DAYS * (RISE_DAYS - 1) * rate * (1 - rate) / (days + 2) * logged**2
+    window = math.log1p(6.0) + math.log1p(2.0)  # today's 6, and day 9's 2
+    assert rise == pytest.approx((window - RISE_DAYS * mean) / math.sqrt(var))
+    assert RiskModel.rises(stored, {"signin": 3.0}) == []
 
 
 def test_local_days_follow_each_persons_zone_across_a_clock_change() -> None:

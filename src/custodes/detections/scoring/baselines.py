@@ -17,7 +17,11 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from custodes.detections.scoring.catalog import CHANNELS, RISE_DAYS
+
 NZ, S1, S2, SRAW, LAST = range(5)
+USED, AMOUNT, LOGGED, LOGGED2 = range(4)
+"""A channel's reference sums (`EntityState.reference`): days used, amount, log(1 + amount) and its square."""
 MIN_PEERS = 5
 SEEN_CAPS = {"resource": 600, "host": 40, "device": 40, "country": 30, "asn": 40}
 HOURS = 48
@@ -97,6 +101,13 @@ class EntityState:
     scale: float = 1.0
     """What the forgotten sums in `stats`, `hours` and `machines` are kept multiplied by: forgetting a day divides the
     scale instead of multiplying every sum (a day costs what it holds, not what the history holds)."""
+    recent: list[tuple[int, dict[str, float]]] = field(default_factory=list)
+    """The last `RISE_DAYS` - 1 active days (ordinal, data-movement channel amounts), before they join `reference`."""
+    reference: dict[str, list[float]] = field(default_factory=dict)
+    """Per channel feature: forgotten sums over the active days before `recent` (`USED`, `AMOUNT`, `LOGGED`,
+    `LOGGED2`), learned in full: what a rise over the last days is judged against."""
+    reference_days: float = 0.0
+    """Forgotten count of the active days in `reference`."""
     seen: dict[str, dict[str, int]] = field(default_factory=dict)
     risk: float = 0.0
     risk_day: int = 0
@@ -147,6 +158,27 @@ class EntityState:
         for hour, count in enumerate(today.hours):
             if count:
                 hours[offset + hour] += scale
+        self._remember(today, forget)
+
+    def _remember(self, today: DayState, forget: float) -> None:
+        """Keep today's channel amounts among the recent days; the oldest recent day joins the reference."""
+        self.recent.append((today.day, {n: v for n, v in today.counts.items() if n in CHANNELS and v > 0}))
+        if len(self.recent) < RISE_DAYS:
+            return
+        _, oldest = self.recent.pop(0)
+        self.reference_days = self.reference_days * forget + 1.0
+        reference = self.reference
+        for sums in reference.values():
+            sums[:] = [total * forget for total in sums]
+        for name, value in oldest.items():
+            found = reference.get(name)
+            if found is None:
+                found = reference[name] = [0.0, 0.0, 0.0, 0.0]
+            logged = math.log1p(value)
+            found[USED] += 1.0
+            found[AMOUNT] += value
+            found[LOGGED] += logged
+            found[LOGGED2] += logged * logged
 
     def _rescale(self) -> None:
         """Bring the forgotten sums back to a scale of 1 (before the scale grows past what a float holds)."""
@@ -206,6 +238,9 @@ class EntityState:
             "stats": self.feature_sums(),
             "hours": self.hour_profile(),
             "machines": self.machine_days(),
+            "recent": [[day, amounts] for day, amounts in self.recent],
+            "reference": self.reference,
+            "reference_days": self.reference_days,
             "seen": self.seen,
             "risk": self.risk,
             "risk_day": self.risk_day,
@@ -232,6 +267,9 @@ class EntityState:
             stats={str(k): [float(x) for x in v] for k, v in data["stats"].items()},
             hours=[float(h) for h in data["hours"]],
             machines={str(k): float(v) for k, v in data.get("machines", {}).items()},
+            recent=[(int(day), {str(k): float(v) for k, v in kept.items()}) for day, kept in data.get("recent", [])],
+            reference={str(k): [float(x) for x in v] for k, v in data.get("reference", {}).items()},
+            reference_days=float(data.get("reference_days", 0.0)),
             seen={str(k): {str(a): int(b) for a, b in v.items()} for k, v in data["seen"].items()},
             risk=float(data["risk"]),
             risk_day=int(data["risk_day"]),

@@ -12,7 +12,8 @@ class Feature:
     `weight` scales its surprise into points; `family` groups features whose points are capped together;
     `stage` places it in the collect -> stage -> exfiltrate -> delete sequence; `noun` is how a sentence names it;
     `novelty` marks first-seen counters (they only count once an entity has a history); `peak` marks features
-    whose daily value is the day's largest single amount rather than a sum.
+    whose daily value is the day's largest single amount rather than a sum; `rise_of` names the channel feature
+    whose total over the entity's last active days a rise feature measures (see `RISE_DAYS`).
     """
 
     name: str
@@ -23,7 +24,11 @@ class Feature:
     novelty: bool = False
     bytes: bool = False
     peak: bool = False
+    rise_of: str | None = None
 
+
+EXFILTRATION = "exfiltration"
+"""The family of data-movement channels (their rate spikes weigh more, and are damped into baselines)."""
 
 FEATURES: tuple[Feature, ...] = (
     Feature("signin", "identity", 0.2, "sign-ins"),
@@ -94,11 +99,29 @@ CHANNELS: dict[str, str] = {
 """Features of a data-movement channel -> the channel: a person's first use of a channel (in `first_seen_days`) also
 counts once as `new_channel`, however many of its features the day shows."""
 
+RISE_DAYS = 5
+"""A rise feature's window: the entity's last active days, today included."""
+RISES: tuple[Feature, ...] = tuple(
+    Feature(
+        f"{base.name}_rise",
+        EXFILTRATION,
+        base.weight,
+        f"{base.noun} in their last {RISE_DAYS} active days",
+        stage="exfiltrate",
+        bytes=base.bytes,
+        rise_of=base.name,
+    )
+    for base in FEATURES
+    if base.name in CHANNELS
+)
+"""A channel used markedly more over several days than the entity's own habit before them (a job seeker's weeks of
+thumb-drive copies at a higher rate): each day alone may be ordinary for them, the run of days is not."""
+FEATURES += RISES
+
+REVIEWED_AS: dict[str, str] = {feature.name: feature.rise_of or feature.name for feature in FEATURES}
+"""The evidence a feature counts as for the review budget: a rise is more of its channel, not a new lead."""
+
 PEAKS: frozenset[str] = frozenset(feature.name for feature in FEATURES if feature.peak)
 
 BY_NAME: dict[str, Feature] = {feature.name: feature for feature in FEATURES}
-NAMES: tuple[str, ...] = tuple(feature.name for feature in FEATURES)
-INDEX: dict[str, int] = {name: i for i, name in enumerate(NAMES)}
 FAMILIES: tuple[str, ...] = ("identity", "access", "data", "exfiltration", "communication", "behaviour", "sigma")
-EXFILTRATION = "exfiltration"
-"""The family of data-movement channels (their rate spikes weigh more, and are damped into baselines)."""

@@ -48,22 +48,25 @@ def _ratio(value: float, usual: float) -> str:
     return f"{ratio:.0f}x" if ratio >= 10 else f"{ratio:.1f}x"
 
 
+def _against_usual(c: Contribution) -> str:
+    return f"{_ratio(c.value, c.usual)} their usual {amount(c.feature, c.usual)}"
+
+
 def sentence(c: Contribution) -> str:
     """One contribution as a sentence fragment."""
     feature = BY_NAME[c.feature]
     peers = f"; {_ratio(c.value, c.peer_usual)} the peer median {feature.noun}" if c.peer_usual > 0 else ""
     if feature.novelty:
         return f"{amount(c.feature, c.value)} {feature.noun}{peers}"
+    if feature.rise_of is not None:  # judged against their own days before the window, not their peers
+        return f"{amount(c.feature, c.value)} {feature.noun}, {_against_usual(c)} for as many days"
     if c.last_seen_days_ago is None or c.usual <= 0:
         window = f"{MEMORY_DAYS} days" if c.history_days >= MEMORY_DAYS else f"{c.history_days} days of history"
         first = FIRST.get(c.feature, f"first {feature.noun}")
         return f"{first} in {window} ({amount(c.feature, c.value)}){peers}"
     if c.usual < 0.05:
         return f"{amount(c.feature, c.value)} {feature.noun}, rare for them{peers}"
-    return (
-        f"{amount(c.feature, c.value)} {feature.noun}, {_ratio(c.value, c.usual)} their usual "
-        f"{amount(c.feature, c.usual)}{peers}"
-    )
+    return f"{amount(c.feature, c.value)} {feature.noun}, {_against_usual(c)}{peers}"
 
 
 def sentences(score: DayScore) -> list[str]:

@@ -15,8 +15,20 @@ from datetime import date
 from typing import Any
 
 from custodes.config import ScoringSettings
-from custodes.detections.scoring.baselines import LAST, NZ, S1, S2, DayState, EntityState, PeerStats
-from custodes.detections.scoring.catalog import BY_NAME, EXFILTRATION, FAMILIES
+from custodes.detections.scoring.baselines import (
+    AMOUNT,
+    LAST,
+    LOGGED,
+    LOGGED2,
+    NZ,
+    S1,
+    S2,
+    USED,
+    DayState,
+    EntityState,
+    PeerStats,
+)
+from custodes.detections.scoring.catalog import BY_NAME, EXFILTRATION, FAMILIES, RISES
 
 DEAD_BAND_BITS = 4.0
 BITS_PER_SD = 1.5
@@ -33,6 +45,8 @@ STAGE_MIN_POINTS = 2.0
 FAMILY_REST = 0.5
 """Within a family, the features after the day's strongest count this much: one act is often seen through several
 of them (a USB copy's connections, files and bytes), and should count once in full, not once per measure."""
+MIN_REFERENCE_DAYS = 5.0
+"""Active days before the recent ones an entity needs before a rise over its last days is judged."""
 SEQUENCE_POINTS = {"collect_exfiltrate": 8.0, "staged": 4.0, "exfiltrate_delete": 6.0, "departure_data": 10.0}
 
 
@@ -154,6 +168,42 @@ class RiskModel:
         magnitude = min(MAX_MAGNITUDE_SD, max(0.0, (math.log1p(value) - mean) / math.sqrt(var)))
         return occurrence, magnitude
 
+    @staticmethod
+    def rises(state: EntityState, counts: dict[str, float]) -> list[tuple[str, float, float, float]]:
+        """(rise feature, total over the last active days, the total the entity's own habit gives for as many days,
+        standard deviations above that habit) of each channel used today that the entity has used before.
+
+        Measured in log(1 + amount) per day, as a day's amounts are (a clumpy channel, dozens of files in one
+        copy, does not make a rise of one busy day), against the entity's own days before the window, learned in
+        full: not shrunk toward peers nor damped, since a biased habit adds up to a false rise over several days.
+        How often the habit uses the channel is uncertain after few days (a Beta posterior, Jeffreys prior), and that
+        uncertainty is shared by the window's days; a day's amount varies at least as `MIN_VAR_LOG` allows."""
+        days = state.reference_days
+        recent = state.recent
+        span = len(recent) + 1
+        found = []
+        for feature in RISES:
+            base = feature.rise_of
+            assert base is not None
+            value = counts.get(base, 0.0)
+            sums = state.reference.get(base)
+            if value <= 0 or sums is None or sums[USED] <= 0:
+                continue
+            used = sums[USED]
+            logged = sums[LOGGED] / used  # a day's amount when used, and its second moment
+            second = max(sums[LOGGED2] / used, logged * logged + MIN_VAR_LOG)
+            rate = (used + 0.5) / (days + 1.0)
+            mean = rate * logged
+            daily = rate * second - mean * mean
+            shared = rate * (1.0 - rate) / (days + 2.0) * logged * logged  # the rate's uncertainty, common to all
+            var = span * daily + span * (span - 1) * shared
+            amounts = [value, *(kept.get(base, 0.0) for _, kept in recent)]
+            rise = (sum(math.log1p(a) for a in amounts) - span * mean) / math.sqrt(var)
+            if rise > 0:
+                usual = span * sums[AMOUNT] / days
+                found.append((feature.name, sum(amounts), usual, min(MAX_MAGNITUDE_SD, rise)))
+        return found
+
     def score(
         self, state: EntityState, today: DayState, peers: PeerStats, day: date, watchlists: list[str]
     ) -> DayScore:
@@ -200,6 +250,29 @@ class RiskModel:
             by_family.setdefault(feature.family, []).append(points)
             if feature.stage is not None and points >= STAGE_MIN_POINTS:
                 stages.add(feature.stage)
+        if state.reference_days >= MIN_REFERENCE_DAYS and state.reference:
+            for name, total, usual, rise in self.rises(state, counts):
+                bits = BITS_PER_SD * rise
+                points = self.weights[name] * POINTS_PER_BIT * max(0.0, bits - DEAD_BAND_BITS)
+                if points <= 0:
+                    continue
+                base = BY_NAME[name].rise_of or name
+                contributions.append(
+                    Contribution(
+                        feature=name,
+                        value=total,
+                        usual=usual,
+                        peer_usual=0.0,
+                        points=points,
+                        occurrence_bits=0.0,
+                        magnitude_sd=rise,
+                        last_seen_days_ago=None,
+                        history_days=state.active_days,
+                        event_ids=list(today.evidence.get(base, ())),
+                    )
+                )
+                by_family.setdefault(EXFILTRATION, []).append(points)
+                stages.add("exfiltrate")
         modifiers: dict[str, float] = {}
         capped = self._capped(by_family, today.sigma, modifiers) if by_family or today.sigma else 0.0
         bonus = self._sequences(state, today.day, stages, watchlists, modifiers)
