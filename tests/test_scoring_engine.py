@@ -340,6 +340,7 @@ def test_forgetting_by_scale_keeps_the_sums_a_day_by_day_forgetting_gives() -> N
             assert state.hour_profile()[9] == pytest.approx(expected["hour"])
             assert state.machine_days() == pytest.approx({"ws-1": expected["machine"]})
             assert state.usual("usb") == pytest.approx(expected["usb"][3] / state.days)  # type: ignore[index]
+            assert state.reference_sums()["usb"][0] == pytest.approx(state.reference_days)  # used on every day
     assert state.scale < 2.0**100  # brought back to 1 once, and grown again since
     stored = EntityState.from_json("k", orjson.loads(orjson.dumps(state.to_json())))
     assert stored.scale == 1.0
@@ -347,6 +348,7 @@ def test_forgetting_by_scale_keeps_the_sums_a_day_by_day_forgetting_gives() -> N
     pooled = [astuple(peer_stats([s]).features["*"]["usb"]) for s in (stored, state)]
     assert pooled[0] == pytest.approx(pooled[1])
     assert stored.machine_days() == pytest.approx(state.machine_days())
+    assert stored.reference_sums()["usb"] == pytest.approx(state.reference_sums()["usb"])
     assert machine_owners([stored]) == machine_owners([state])
 
 
@@ -357,20 +359,18 @@ def test_a_rise_is_judged_against_the_days_before_the_window_and_survives_a_stor
     state = EntityState(key="k", kind="person", group="g", department="d", tz=ZoneInfo("UTC"))
     for day in range(12):
         state.fold(DayState(day, counts={"usb": 2.0} if day % 3 == 0 else {"signin": 1.0}), forget, weekend=False)
-    assert [day for day, _ in state.recent] == list(range(12 - RISE_DAYS + 1, 12))
+    assert state.recent == [(10, {"usb": 2.0})]  # day 9, the tenth active day: the only use among the last four
     kept = 12 - RISE_DAYS + 1  # days 0-7 are the reference; the channel was used on days 0, 3 and 6
     weights = [forget ** (kept - 1 - day) for day in range(0, kept, 3)]
     days = sum(forget**k for k in range(kept))
     assert state.reference_days == pytest.approx(days)
     logged = math.log1p(2.0)
-    assert state.reference["usb"] == pytest.approx([sum(weights) * x for x in (1.0, 2.0, logged, logged * logged)])
-    assert "signin" not in state.reference
+    sums = state.reference_sums()
+    assert sums["usb"] == pytest.approx([sum(weights) * x for x in (1.0, 2.0, logged, logged * logged)])
+    assert "signin" not in sums
     stored = EntityState.from_json("k", orjson.loads(orjson.dumps(state.to_json())))
-    assert (stored.recent, stored.reference, stored.reference_days) == (
-        state.recent,
-        state.reference,
-        state.reference_days,
-    )
+    assert (stored.recent, stored.reference_days) == (state.recent, state.reference_days)
+    assert stored.reference_sums()["usb"] == pytest.approx(sums["usb"])
     ((name, total, usual, rise),) = RiskModel.rises(stored, {"usb": 6.0})
     assert (name, total, usual) == ("usb_rise", 8.0, pytest.approx(RISE_DAYS * 2.0 * sum(weights) / days))
     rate = (sum(weights) + 0.5) / (days + 1)  # the days used, with a Jeffreys prior

@@ -102,12 +102,13 @@ class EntityState:
     """What the forgotten sums in `stats`, `hours` and `machines` are kept multiplied by: forgetting a day divides the
     scale instead of multiplying every sum (a day costs what it holds, not what the history holds)."""
     recent: list[tuple[int, dict[str, float]]] = field(default_factory=list)
-    """The last `RISE_DAYS` - 1 active days (ordinal, data-movement channel amounts), before they join `reference`."""
+    """The days among the last `RISE_DAYS` - 1 active ones that moved data: (`active_days` once the day was folded,
+    data-movement channel amounts), before they join `reference`."""
     reference: dict[str, list[float]] = field(default_factory=dict)
-    """Per channel feature: forgotten sums over the active days before `recent` (`USED`, `AMOUNT`, `LOGGED`,
-    `LOGGED2`), learned in full: what a rise over the last days is judged against."""
+    """Per channel feature: forgotten sums over the active days before those (`USED`, `AMOUNT`, `LOGGED`,
+    `LOGGED2`, each times `scale`; see `reference_sums`), learned in full: what a rise over days is judged against."""
     reference_days: float = 0.0
-    """Forgotten count of the active days in `reference`."""
+    """Forgotten count of the active days before the last `RISE_DAYS` - 1 (a day without a channel counting)."""
     seen: dict[str, dict[str, int]] = field(default_factory=dict)
     risk: float = 0.0
     risk_day: int = 0
@@ -134,9 +135,14 @@ class EntityState:
         if self.scale > SCALE_LIMIT:
             self._rescale()
         scale = self.scale
+        moved: dict[str, float] | None = None
         for name, value in today.counts.items():
             if value <= 0:
                 continue
+            if name in CHANNELS:
+                if moved is None:
+                    moved = {}
+                moved[name] = value
             found = self.stats.get(name)
             if found is None:
                 found = self.stats[name] = [0.0, 0.0, 0.0, 0.0, 0.0]
@@ -158,33 +164,40 @@ class EntityState:
         for hour, count in enumerate(today.hours):
             if count:
                 hours[offset + hour] += scale
-        self._remember(today, forget)
+        self._remember(moved, forget)
 
-    def _remember(self, today: DayState, forget: float) -> None:
-        """Keep today's channel amounts among the recent days; the oldest recent day joins the reference."""
-        self.recent.append((today.day, {n: v for n, v in today.counts.items() if n in CHANNELS and v > 0}))
-        if len(self.recent) < RISE_DAYS:
-            return
-        _, oldest = self.recent.pop(0)
-        self.reference_days = self.reference_days * forget + 1.0
-        reference = self.reference
-        for sums in reference.values():
-            sums[:] = [total * forget for total in sums]
-        for name, value in oldest.items():
-            found = reference.get(name)
-            if found is None:
-                found = reference[name] = [0.0, 0.0, 0.0, 0.0]
-            logged = math.log1p(value)
-            found[USED] += 1.0
-            found[AMOUNT] += value
-            found[LOGGED] += logged
-            found[LOGGED2] += logged * logged
+    def _remember(self, moved: dict[str, float] | None, forget: float) -> None:
+        """Keep a day's channel amounts among the recent days; a day older than those joins the reference."""
+        active = self.active_days
+        if active >= RISE_DAYS:
+            self.reference_days = self.reference_days * forget + 1.0
+        recent = self.recent
+        if moved is not None:
+            recent.append((active, moved))
+        while recent and active - recent[0][0] >= RISE_DAYS - 1:
+            _, oldest = recent.pop(0)
+            reference, scale = self.reference, self.scale
+            for name, value in oldest.items():
+                found = reference.get(name)
+                if found is None:
+                    found = reference[name] = [0.0, 0.0, 0.0, 0.0]
+                logged = math.log1p(value)
+                found[USED] += scale
+                found[AMOUNT] += scale * value
+                found[LOGGED] += scale * logged
+                found[LOGGED2] += scale * logged * logged
+
+    def reference_sums(self) -> dict[str, list[float]]:
+        """`reference` as it is (`USED`, `AMOUNT`, `LOGGED`, `LOGGED2` of each channel), not multiplied by `scale`."""
+        scale = self.scale
+        return {name: [total / scale for total in sums] for name, sums in self.reference.items()}
 
     def _rescale(self) -> None:
         """Bring the forgotten sums back to a scale of 1 (before the scale grows past what a float holds)."""
         self.stats = self.feature_sums()
         self.hours = self.hour_profile()
         self.machines = self.machine_days()
+        self.reference = self.reference_sums()
         self.scale = 1.0
 
     def feature_sums(self) -> dict[str, list[float]]:
@@ -239,7 +252,7 @@ class EntityState:
             "hours": self.hour_profile(),
             "machines": self.machine_days(),
             "recent": [[day, amounts] for day, amounts in self.recent],
-            "reference": self.reference,
+            "reference": self.reference_sums(),
             "reference_days": self.reference_days,
             "seen": self.seen,
             "risk": self.risk,

@@ -118,9 +118,6 @@ RISES: tuple[Feature, ...] = tuple(
 thumb-drive copies at a higher rate): each day alone may be ordinary for them, the run of days is not."""
 FEATURES += RISES
 
-REVIEWED_AS: dict[str, str] = {feature.name: feature.rise_of or feature.name for feature in FEATURES}
-"""The evidence a feature counts as for the review budget: a rise is more of its channel, not a new lead."""
-
 PEAKS: frozenset[str] = frozenset(feature.name for feature in FEATURES if feature.peak)
 
 BY_NAME: dict[str, Feature] = {feature.name: feature for feature in FEATURES}

@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from custodes.config import ScoringSettings
 from custodes.detections.scoring.baselines import DayState, EntityState, PeerStats, machine_owners, peer_stats
-from custodes.detections.scoring.catalog import BY_NAME, CHANNELS, EXFILTRATION, PEAKS, REVIEWED_AS
+from custodes.detections.scoring.catalog import BY_NAME, CHANNELS, EXFILTRATION, PEAKS
 from custodes.detections.scoring.explain import sentences
 from custodes.detections.scoring.features import Extractor, record_time
 from custodes.detections.scoring.identity import IdentityResolver, Person
@@ -398,10 +398,10 @@ class ScoringEngine:
 
         A person ranked within the budget in the last `review_days` days is already with the analysts. They compete
         for the budget with the day's points that come from new or stronger evidence: features they were not ranked
-        for, and features now `REVIEW_STRONGER` times the points they were ranked for (a USB rate tripled since a
-        first USB day was reviewed; a rise over days counts as its channel's feature), the points they repeat
-        counting at `REVIEW_REPEAT`; or with all of them when the day's own points are `REVIEW_STRONGER` times those
-        they were ranked for. Those within the budget are marked reviewed.
+        for (a rise over days of a channel whose single day was reviewed is one), and features now `REVIEW_STRONGER`
+        times the points they were ranked for (a USB rate tripled since a first USB day was reviewed), the points
+        they repeat counting at `REVIEW_REPEAT`; or with all of them when the day's own points are `REVIEW_STRONGER`
+        times those they were ranked for. Those within the budget are marked reviewed.
         """
         slots = self.review_slots
         keyed = sorted(enumerate(ranking), key=lambda item: (-self._lead_key(day, item[1]), item[0]))
@@ -424,19 +424,14 @@ class ScoringEngine:
             return key
         reviewed = state.reviewed_features
         raw = sum(c.points for c in score.contributions)
-        fresh = sum(
-            c.points
-            for c in score.contributions
-            if c.points >= REVIEW_STRONGER * reviewed.get(REVIEWED_AS[c.feature], 0.0)
-        )
+        fresh = sum(c.points for c in score.contributions if c.points >= REVIEW_STRONGER * reviewed.get(c.feature, 0.0))
         return score.points * (fresh + REVIEW_REPEAT * (raw - fresh)) / raw if raw > 0 else 0.0
 
     def _reviewed(self, day: int, state: EntityState, score: DayScore) -> None:
         held = self._held(day, state)
         features = dict(state.reviewed_features) if held else {}
         for c in score.contributions:
-            name = REVIEWED_AS[c.feature]
-            features[name] = max(c.points, features.get(name, 0.0))
+            features[c.feature] = max(c.points, features.get(c.feature, 0.0))
         state.reviewed_points = max(score.points, state.reviewed_points) if held else score.points
         state.reviewed_features = dict(sorted(features.items()))
         state.reviewed_day = day

@@ -28,7 +28,7 @@ from custodes.detections.scoring.baselines import (
     EntityState,
     PeerStats,
 )
-from custodes.detections.scoring.catalog import BY_NAME, EXFILTRATION, FAMILIES, RISES
+from custodes.detections.scoring.catalog import BY_NAME, EXFILTRATION, FAMILIES, RISE_DAYS, RISES
 
 DEAD_BAND_BITS = 4.0
 BITS_PER_SD = 1.5
@@ -180,19 +180,18 @@ class RiskModel:
         uncertainty is shared by the window's days; a day's amount varies at least as `MIN_VAR_LOG` allows."""
         days = state.reference_days
         recent = state.recent
-        span = len(recent) + 1
+        span = 1 + min(state.active_days, RISE_DAYS - 1)
         found = []
         for feature in RISES:
             base = feature.rise_of
             assert base is not None
             value = counts.get(base, 0.0)
-            sums = state.reference.get(base)
-            if value <= 0 or sums is None or sums[USED] <= 0:
+            sums = state.reference.get(base) if value > 0 else None
+            if sums is None or sums[USED] <= 0:
                 continue
-            used = sums[USED]
-            logged = sums[LOGGED] / used  # a day's amount when used, and its second moment
-            second = max(sums[LOGGED2] / used, logged * logged + MIN_VAR_LOG)
-            rate = (used + 0.5) / (days + 1.0)
+            logged = sums[LOGGED] / sums[USED]  # a day's amount when used, and its second moment (the scale cancels)
+            second = max(sums[LOGGED2] / sums[USED], logged * logged + MIN_VAR_LOG)
+            rate = (sums[USED] / state.scale + 0.5) / (days + 1.0)
             mean = rate * logged
             daily = rate * second - mean * mean
             shared = rate * (1.0 - rate) / (days + 2.0) * logged * logged  # the rate's uncertainty, common to all
@@ -200,7 +199,7 @@ class RiskModel:
             amounts = [value, *(kept.get(base, 0.0) for _, kept in recent)]
             rise = (sum(math.log1p(a) for a in amounts) - span * mean) / math.sqrt(var)
             if rise > 0:
-                usual = span * sums[AMOUNT] / days
+                usual = span * sums[AMOUNT] / state.scale / days
                 found.append((feature.name, sum(amounts), usual, min(MAX_MAGNITUDE_SD, rise)))
         return found
 
