@@ -168,6 +168,10 @@ class RiskModel:
         magnitude = min(MAX_MAGNITUDE_SD, max(0.0, (math.log1p(value) - mean) / math.sqrt(var)))
         return occurrence, magnitude
 
+    def _points(self, name: str, bits: float) -> float:
+        """A feature's points for its surprise: the bits above the dead band, times its weight."""
+        return self.weights[name] * POINTS_PER_BIT * max(0.0, bits - DEAD_BAND_BITS)
+
     @staticmethod
     def rises(state: EntityState, counts: dict[str, float]) -> list[tuple[str, float, float, float]]:
         """(rise feature, total over the last active days, the total the entity's own habit gives for as many days,
@@ -225,8 +229,7 @@ class RiskModel:
                 continue
             occurrence, magnitude = self.surprise(state, peers, group, name, value)
             per_sd = EXFILTRATION_BITS_PER_SD if feature.family == EXFILTRATION else BITS_PER_SD
-            bits = occurrence + per_sd * magnitude
-            points = self.weights[name] * POINTS_PER_BIT * max(0.0, bits - DEAD_BAND_BITS)
+            points = self._points(name, occurrence + per_sd * magnitude)
             if points <= 0:
                 continue
             own = state.stats.get(name)
@@ -246,13 +249,9 @@ class RiskModel:
                     event_ids=list(today.evidence.get(name, ())),
                 )
             )
-            by_family.setdefault(feature.family, []).append(points)
-            if feature.stage is not None and points >= STAGE_MIN_POINTS:
-                stages.add(feature.stage)
         if state.reference_days >= MIN_REFERENCE_DAYS and state.reference:
             for name, total, usual, rise in self.rises(state, counts):
-                bits = BITS_PER_SD * rise
-                points = self.weights[name] * POINTS_PER_BIT * max(0.0, bits - DEAD_BAND_BITS)
+                points = self._points(name, BITS_PER_SD * rise)
                 if points <= 0:
                     continue
                 base = BY_NAME[name].rise_of or name
@@ -270,8 +269,11 @@ class RiskModel:
                         event_ids=list(today.evidence.get(base, ())),
                     )
                 )
-                by_family.setdefault(EXFILTRATION, []).append(points)
-                stages.add("exfiltrate")
+        for c in contributions:
+            feature = BY_NAME[c.feature]
+            by_family.setdefault(feature.family, []).append(c.points)
+            if feature.stage is not None and c.points >= STAGE_MIN_POINTS:
+                stages.add(feature.stage)
         modifiers: dict[str, float] = {}
         capped = self._capped(by_family, today.sigma, modifiers) if by_family or today.sigma else 0.0
         bonus = self._sequences(state, today.day, stages, watchlists, modifiers)
