@@ -181,8 +181,11 @@ class RiskModel:
         copy, does not make a rise of one busy day), against the entity's own days before the window, learned in
         full: not shrunk toward peers nor damped, since a biased habit adds up to a false rise over several days.
         How often the habit uses the channel is uncertain after few days (a Beta posterior, Jeffreys prior), and that
-        uncertainty is shared by the window's days; a day's amount varies at least as `MIN_VAR_LOG` allows."""
+        uncertainty is shared by the window's days; a day's amount varies at least as `MIN_VAR_LOG` allows. Nothing
+        is judged before the reference has `MIN_REFERENCE_DAYS`."""
         days = state.reference_days
+        if days < MIN_REFERENCE_DAYS or not state.reference:
+            return []
         recent = state.recent
         span = 1 + min(state.active_days, RISE_DAYS - 1)
         found = []
@@ -249,26 +252,25 @@ class RiskModel:
                     event_ids=list(today.evidence.get(name, ())),
                 )
             )
-        if state.reference_days >= MIN_REFERENCE_DAYS and state.reference:
-            for name, total, usual, rise in self.rises(state, counts):
-                points = self._points(name, BITS_PER_SD * rise)
-                if points <= 0:
-                    continue
-                base = BY_NAME[name].rise_of or name
-                contributions.append(
-                    Contribution(
-                        feature=name,
-                        value=total,
-                        usual=usual,
-                        peer_usual=0.0,
-                        points=points,
-                        occurrence_bits=0.0,
-                        magnitude_sd=rise,
-                        last_seen_days_ago=None,
-                        history_days=state.active_days,
-                        event_ids=list(today.evidence.get(base, ())),
-                    )
+        for name, total, usual, rise in self.rises(state, counts):
+            points = self._points(name, BITS_PER_SD * rise)
+            if points <= 0:
+                continue
+            base = BY_NAME[name].rise_of or name
+            contributions.append(
+                Contribution(
+                    feature=name,
+                    value=total,
+                    usual=usual,
+                    peer_usual=0.0,
+                    points=points,
+                    occurrence_bits=0.0,
+                    magnitude_sd=rise,
+                    last_seen_days_ago=None,
+                    history_days=state.active_days,
+                    event_ids=list(today.evidence.get(base, ())),
                 )
+            )
         for c in contributions:
             feature = BY_NAME[c.feature]
             by_family.setdefault(feature.family, []).append(c.points)
