@@ -12,7 +12,7 @@ import pytest
 from custodes.config import ScoringSettings
 from custodes.detections.scoring.catalog import BY_NAME
 from custodes.detections.scoring.engine import ScoringEngine
-from custodes.detections.scoring.explain import sentences
+from custodes.detections.scoring.explain import sentence, sentences
 from custodes.detections.scoring.features import Extractor
 from custodes.detections.scoring.identity import IdentityResolver, Person
 from custodes.detections.scoring.risk import FAMILY_REST, DayScore
@@ -158,6 +158,33 @@ def test_a_channel_used_markedly_more_over_several_days_scores_as_a_rise() -> No
     assert rise.value == 12 and rise.event_ids
     assert any(
         line.startswith("12 removable media connections in their last 5 active days") for line in sentences(score)
+    )
+
+
+def test_weeks_of_a_channel_used_more_often_score_as_a_rise_over_the_longer_window() -> None:
+    """Person 0 connects a drive once on one day in five; then once on four days in five, for weeks. Every such day
+    is what they do; the weeks are not, and only the longer window, whose reference has not yet taken them in,
+    shows it."""
+
+    def extra(day: int) -> list[dict[str, Any]]:
+        used = day % 5 != 4 if day >= 30 else day % 5 == 0
+        return [usb(0, START + timedelta(days=day, hours=10))] if used else []
+
+    rankings = run(50, extra)
+    assert [points(day_of(rankings, day, 0)[1], "usb") for day in range(30, 50)] == [0.0] * 20
+    assert [points(day_of(rankings, day, 0)[1], "usb_rise") for day in range(30)] == [0.0] * 30
+    rises = [
+        (rank, rise)
+        for day in range(30, 50)
+        for rank, score in [day_of(rankings, day, 0)]
+        for rise in score.contributions
+        if rise.feature == "usb_rise"
+    ]
+    rank, strongest = max(rises, key=lambda item: item[1].points)
+    assert rank == 0 and strongest.days == 15 and strongest.points > 5
+    assert 2 * strongest.usual < strongest.value <= 15
+    assert f"removable media connections in their last 15 active days, {strongest.value / strongest.usual:.1f}x" in (
+        sentence(strongest)
     )
 
 

@@ -21,7 +21,7 @@ from custodes.detections.scoring.baselines import (
     machine_owners,
     peer_stats,
 )
-from custodes.detections.scoring.catalog import RISE_DAYS
+from custodes.detections.scoring.catalog import RISE_WINDOWS
 from custodes.detections.scoring.engine import ScoringEngine
 from custodes.detections.scoring.explain import sentences
 from custodes.detections.scoring.features import Extractor
@@ -340,7 +340,8 @@ def test_forgetting_by_scale_keeps_the_sums_a_day_by_day_forgetting_gives() -> N
             assert state.hour_profile()[9] == pytest.approx(expected["hour"])
             assert state.machine_days() == pytest.approx({"ws-1": expected["machine"]})
             assert state.usual("usb") == pytest.approx(expected["usb"][3] / state.days)  # type: ignore[index]
-            assert state.reference_sums()["usb"][0] == pytest.approx(state.reference_days)  # used on every day
+            for reference, days in zip(state.reference_sums(), state.reference_days, strict=True):
+                assert reference.get("usb", [0.0])[0] == pytest.approx(days)  # used on every day
     assert state.scale < 2.0**100  # brought back to 1 once, and grown again since
     stored = EntityState.from_json("k", orjson.loads(orjson.dumps(state.to_json())))
     assert stored.scale == 1.0
@@ -348,37 +349,62 @@ def test_forgetting_by_scale_keeps_the_sums_a_day_by_day_forgetting_gives() -> N
     pooled = [astuple(peer_stats([s]).features["*"]["usb"]) for s in (stored, state)]
     assert pooled[0] == pytest.approx(pooled[1])
     assert stored.machine_days() == pytest.approx(state.machine_days())
-    assert stored.reference_sums()["usb"] == pytest.approx(state.reference_sums()["usb"])
+    for restored, reference in zip(stored.reference_sums(), state.reference_sums(), strict=True):
+        assert restored["usb"] == pytest.approx(reference["usb"])
     assert machine_owners([stored]) == machine_owners([state])
 
 
-def test_a_rise_is_judged_against_the_days_before_the_window_and_survives_a_store_round_trip() -> None:
-    """The last RISE_DAYS - 1 active days stay apart; older ones join the reference (forgotten, in full), which a
-    rise over the window is measured against: log(1 + amount) a day, the habit's rate uncertain after few days."""
+def _rise_sd(sums: list[float], days: float, window: list[float]) -> float:
+    """A rise's standard deviations as docs/scoring.md states them: log(1 + amount) a day over the window against
+    the reference's days used (Jeffreys prior on the rate) and log amounts (spread at least MIN_VAR_LOG)."""
+    used, _, logged, logged2 = sums
+    span = len(window)
+    rate = (used + 0.5) / (days + 1)
+    mean = rate * logged / used
+    second = rate * max(logged2 / used, (logged / used) ** 2 + MIN_VAR_LOG)
+    var = span * (second - mean * mean) + span * (span - 1) * rate * (1 - rate) / (days + 2) * (logged / used) ** 2
+    return (sum(math.log1p(a) for a in window) - span * mean) / math.sqrt(var)
+
+
+def test_a_rise_is_judged_against_the_days_before_each_window_and_survives_a_store_round_trip() -> None:
+    """Recent days stay apart; a day leaving a window joins that window's reference (forgotten, in full), which a
+    rise over the window is measured against. The stronger window is the rise."""
+    short, long = RISE_WINDOWS
     forget = 0.9
     state = EntityState(key="k", kind="person", group="g", department="d", tz=ZoneInfo("UTC"))
     for day in range(12):
         state.fold(DayState(day, counts={"usb": 2.0} if day % 3 == 0 else {"signin": 1.0}), forget, weekend=False)
-    assert state.recent == [(10, {"usb": 2.0})]  # day 9, the tenth active day: the only use among the last four
-    kept = 12 - RISE_DAYS + 1  # days 0-7 are the reference; the channel was used on days 0, 3 and 6
+    assert state.recent == [(1, {"usb": 2.0}), (4, {"usb": 2.0}), (7, {"usb": 2.0}), (10, {"usb": 2.0})]
+    kept = 12 - short + 1  # days 0-7 are the short window's reference; the channel was used on days 0, 3 and 6
     weights = [forget ** (kept - 1 - day) for day in range(0, kept, 3)]
     days = sum(forget**k for k in range(kept))
-    assert state.reference_days == pytest.approx(days)
+    assert state.reference_days == pytest.approx([days, 0.0])  # nothing has left the long window yet
     logged = math.log1p(2.0)
     sums = state.reference_sums()
-    assert sums["usb"] == pytest.approx([sum(weights) * x for x in (1.0, 2.0, logged, logged * logged)])
-    assert "signin" not in sums
+    assert sums[0]["usb"] == pytest.approx([sum(weights) * x for x in (1.0, 2.0, logged, logged * logged)])
+    assert "signin" not in sums[0] and sums[1] == {}
     stored = EntityState.from_json("k", orjson.loads(orjson.dumps(state.to_json())))
     assert (stored.recent, stored.reference_days) == (state.recent, state.reference_days)
-    assert stored.reference_sums()["usb"] == pytest.approx(sums["usb"])
-    ((name, total, usual, rise),) = RiskModel.rises(stored, {"usb": 6.0})
-    assert (name, total, usual) == ("usb_rise", 8.0, pytest.approx(RISE_DAYS * 2.0 * sum(weights) / days))
-    rate = (sum(weights) + 0.5) / (days + 1)  # the days used, with a Jeffreys prior
-    mean, second = rate * logged, rate * (logged * logged + MIN_VAR_LOG)  # one value seen: the least spread
-    var = RISE_DAYS * (second - mean * mean) + RISE_DAYS * (RISE_DAYS - 1) * rate * (1 - rate) / (days + 2) * logged**2
-    window = math.log1p(6.0) + math.log1p(2.0)  # today's 6, and day 9's 2
-    assert rise == pytest.approx((window - RISE_DAYS * mean) / math.sqrt(var))
+    assert stored.reference_sums()[0]["usb"] == pytest.approx(sums[0]["usb"])
+    ((name, total, usual, rise, span),) = RiskModel.rises(stored, {"usb": 6.0})
+    assert (name, total, usual, span) == ("usb_rise", 8.0, pytest.approx(short * 2.0 * sum(weights) / days), short)
+    assert rise == pytest.approx(_rise_sd(sums[0]["usb"], days, [6.0, 2.0, 0.0, 0.0, 0.0]))  # today's 6, day 9's 2
     assert RiskModel.rises(stored, {"signin": 3.0}) == []
+    for day in range(12, 30):  # weeks of daily use: the short window's reference takes them in, the long one's not
+        state.fold(DayState(day, counts={"usb": 2.0}), forget, weekend=False)
+    assert [day for day, _ in state.recent] == list(range(17, 31))
+    sums = state.reference_sums()
+    ((_, total, usual, rise, span),) = RiskModel.rises(state, {"usb": 2.0})
+    assert (total, span) == (2.0 * long, long)
+    assert usual == pytest.approx(long * sums[1]["usb"][1] / state.reference_days[1])
+    assert rise == pytest.approx(_rise_sd(sums[1]["usb"], state.reference_days[1], [2.0] * long))
+    assert rise > _rise_sd(sums[0]["usb"], state.reference_days[0], [2.0] * short)
+    assert state.reference_days[1] == pytest.approx(sum(forget**k for k in range(30 - long + 1)))
+    legacy = state.to_json() | {"reference": sums[0], "reference_days": state.reference_days[0]}
+    del legacy["references"]
+    restored = EntityState.from_json("k", legacy)  # stored with one reference: every window starts from it
+    assert [reference["usb"] for reference in restored.reference_sums()] == [sums[0]["usb"]] * 2
+    assert restored.reference_days == pytest.approx([state.reference_days[0]] * 2)
 
 
 def test_local_days_follow_each_persons_zone_across_a_clock_change() -> None:

@@ -17,11 +17,13 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from custodes.detections.scoring.catalog import CHANNELS, RISE_DAYS
+from custodes.detections.scoring.catalog import CHANNELS, RISE_WINDOWS
 
 NZ, S1, S2, SRAW, LAST = range(5)
 USED, AMOUNT, LOGGED, LOGGED2 = range(4)
-"""A channel's reference sums (`EntityState.reference`): days used, amount, log(1 + amount) and its square."""
+"""A channel's reference sums (`EntityState.references`): days used, amount, log(1 + amount) and its square."""
+RECENT_DAYS = max(RISE_WINDOWS) - 1
+"""The active days before today the longest rise window holds."""
 MIN_PEERS = 5
 SEEN_CAPS = {"resource": 600, "host": 40, "device": 40, "country": 30, "asn": 40}
 HOURS = 48
@@ -102,13 +104,14 @@ class EntityState:
     """What the forgotten sums in `stats`, `hours` and `machines` are kept multiplied by: forgetting a day divides the
     scale instead of multiplying every sum (a day costs what it holds, not what the history holds)."""
     recent: list[tuple[int, dict[str, float]]] = field(default_factory=list)
-    """The days among the last `RISE_DAYS` - 1 active ones that moved data: (`active_days` once the day was folded,
-    data-movement channel amounts), before they join `reference`."""
-    reference: dict[str, list[float]] = field(default_factory=dict)
-    """Per channel feature: forgotten sums over the active days before those (`USED`, `AMOUNT`, `LOGGED`,
-    `LOGGED2`, each times `scale`; see `reference_sums`), learned in full: what a rise over days is judged against."""
-    reference_days: float = 0.0
-    """Forgotten count of the active days before the last `RISE_DAYS` - 1 (a day without a channel counting)."""
+    """The days among the last `RECENT_DAYS` active ones that moved data: (`active_days` once the day was folded,
+    data-movement channel amounts)."""
+    references: list[dict[str, list[float]]] = field(default_factory=lambda: [{} for _ in RISE_WINDOWS])
+    """Per rise window (`RISE_WINDOWS`), per channel feature: forgotten sums over the active days before the window
+    (`USED`, `AMOUNT`, `LOGGED`, `LOGGED2`, each times `scale`; see `reference_sums`), learned in full: what a rise
+    over that window is judged against. A day joins a window's reference as it leaves the window."""
+    reference_days: list[float] = field(default_factory=lambda: [0.0 for _ in RISE_WINDOWS])
+    """Per rise window: forgotten count of the active days before it (a day without a channel counting)."""
     seen: dict[str, dict[str, int]] = field(default_factory=dict)
     risk: float = 0.0
     risk_day: int = 0
@@ -167,37 +170,37 @@ class EntityState:
         self._remember(moved, forget)
 
     def _remember(self, moved: dict[str, float] | None, forget: float) -> None:
-        """Keep a day's channel amounts among the recent days; a day older than those joins the reference."""
+        """Keep a day's channel amounts among the recent days; a day leaving a rise window joins its reference."""
         active = self.active_days
-        if active >= RISE_DAYS:
-            self.reference_days = self.reference_days * forget + 1.0
+        for index, window in enumerate(RISE_WINDOWS):
+            if active >= window:
+                self.reference_days[index] = self.reference_days[index] * forget + 1.0
         recent = self.recent
         if moved is not None:
             recent.append((active, moved))
-        while recent and active - recent[0][0] >= RISE_DAYS - 1:
-            _, oldest = recent.pop(0)
-            reference, scale = self.reference, self.scale
-            for name, value in oldest.items():
-                found = reference.get(name)
-                if found is None:
-                    found = reference[name] = [0.0, 0.0, 0.0, 0.0]
-                logged = math.log1p(value)
-                found[USED] += scale
-                found[AMOUNT] += scale * value
-                found[LOGGED] += scale * logged
-                found[LOGGED2] += scale * logged * logged
-
-    def reference_sums(self) -> dict[str, list[float]]:
-        """`reference` as it is (`USED`, `AMOUNT`, `LOGGED`, `LOGGED2` of each channel), not multiplied by `scale`."""
         scale = self.scale
-        return {name: [total / scale for total in sums] for name, sums in self.reference.items()}
+        for day, amounts in recent:
+            for index, window in enumerate(RISE_WINDOWS):
+                if active - day == window - 1:
+                    _add_day(self.references[index], amounts, scale)
+        while recent and active - recent[0][0] >= RECENT_DAYS:
+            recent.pop(0)
+
+    def reference_sums(self) -> list[dict[str, list[float]]]:
+        """`references` as they are (`USED`, `AMOUNT`, `LOGGED`, `LOGGED2` of each channel per window), not multiplied
+        by `scale`."""
+        scale = self.scale
+        return [
+            {name: [total / scale for total in sums] for name, sums in reference.items()}
+            for reference in self.references
+        ]
 
     def _rescale(self) -> None:
         """Bring the forgotten sums back to a scale of 1 (before the scale grows past what a float holds)."""
         self.stats = self.feature_sums()
         self.hours = self.hour_profile()
         self.machines = self.machine_days()
-        self.reference = self.reference_sums()
+        self.references = self.reference_sums()
         self.scale = 1.0
 
     def feature_sums(self) -> dict[str, list[float]]:
@@ -252,7 +255,7 @@ class EntityState:
             "hours": self.hour_profile(),
             "machines": self.machine_days(),
             "recent": [[day, amounts] for day, amounts in self.recent],
-            "reference": self.reference_sums(),
+            "references": self.reference_sums(),
             "reference_days": self.reference_days,
             "seen": self.seen,
             "risk": self.risk,
@@ -281,8 +284,8 @@ class EntityState:
             hours=[float(h) for h in data["hours"]],
             machines={str(k): float(v) for k, v in data.get("machines", {}).items()},
             recent=[(int(day), {str(k): float(v) for k, v in kept.items()}) for day, kept in data.get("recent", [])],
-            reference={str(k): [float(x) for x in v] for k, v in data.get("reference", {}).items()},
-            reference_days=float(data.get("reference_days", 0.0)),
+            references=_references(data),
+            reference_days=_reference_days(data.get("reference_days")),
             seen={str(k): {str(a): int(b) for a, b in v.items()} for k, v in data["seen"].items()},
             risk=float(data["risk"]),
             risk_day=int(data["risk_day"]),
@@ -293,6 +296,36 @@ class EntityState:
             reviewed_features=_reviewed_features(data.get("reviewed_features"), float(data.get("reviewed_points", 0))),
             open=None if data.get("open") is None else DayState.from_json(data["open"]),
         )
+
+
+def _add_day(reference: dict[str, list[float]], amounts: dict[str, float], weight: float) -> None:
+    """Add one day's channel amounts to a reference's sums, with `weight`."""
+    for name, value in amounts.items():
+        found = reference.get(name)
+        if found is None:
+            found = reference[name] = [0.0, 0.0, 0.0, 0.0]
+        logged = math.log1p(value)
+        found[USED] += weight
+        found[AMOUNT] += weight * value
+        found[LOGGED] += weight * logged
+        found[LOGGED2] += weight * logged * logged
+
+
+def _references(data: dict[str, Any]) -> list[dict[str, list[float]]]:
+    """Stored rise references, one per window; a state stored with one reference (before the windows were several)
+    or with other windows gives its first to every window."""
+    stored = data.get("references")
+    if not isinstance(stored, list) or len(stored) != len(RISE_WINDOWS):
+        stored = [stored[0] if stored else data.get("reference", {})] * len(RISE_WINDOWS)
+    return [{str(k): [float(x) for x in v] for k, v in reference.items()} for reference in stored]
+
+
+def _reference_days(stored: Any) -> list[float]:
+    """Stored reference day counts, one per window (a single count, or other windows': the first for every one)."""
+    if isinstance(stored, list) and len(stored) == len(RISE_WINDOWS):
+        return [float(days) for days in stored]
+    first = stored[0] if isinstance(stored, list) and stored else stored
+    return [float(first or 0.0)] * len(RISE_WINDOWS)
 
 
 def _reviewed_features(stored: Any, points: float) -> dict[str, float]:

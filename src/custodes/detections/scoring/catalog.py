@@ -13,7 +13,7 @@ class Feature:
     `stage` places it in the collect -> stage -> exfiltrate -> delete sequence; `noun` is how a sentence names it;
     `novelty` marks first-seen counters (they only count once an entity has a history); `peak` marks features
     whose daily value is the day's largest single amount rather than a sum; `rise_of` names the channel feature
-    whose total over the entity's last active days a rise feature measures (see `RISE_DAYS`).
+    whose total over the entity's last active days a rise feature measures (see `RISE_WINDOWS`).
     """
 
     name: str
@@ -99,14 +99,15 @@ CHANNELS: dict[str, str] = {
 """Features of a data-movement channel -> the channel: a person's first use of a channel (in `first_seen_days`) also
 counts once as `new_channel`, however many of its features the day shows."""
 
-RISE_DAYS = 5
-"""A rise feature's window: the entity's last active days, today included."""
+RISE_WINDOWS = (5, 15)
+"""A rise feature's windows, in the entity's last active days (today included): a few days of several copies, and
+weeks of a few copies on most days. The stronger of the two is the rise."""
 RISES: tuple[Feature, ...] = tuple(
     Feature(
         f"{base.name}_rise",
         EXFILTRATION,
         base.weight,
-        f"{base.noun} in their last {RISE_DAYS} active days",
+        base.noun,
         stage="exfiltrate",
         bytes=base.bytes,
         rise_of=base.name,

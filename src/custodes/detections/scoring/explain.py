@@ -59,7 +59,8 @@ def sentence(c: Contribution) -> str:
     if feature.novelty:
         return f"{amount(c.feature, c.value)} {feature.noun}{peers}"
     if feature.rise_of is not None:  # judged against their own days before the window, not their peers
-        return f"{amount(c.feature, c.value)} {feature.noun}, {_against_usual(c)} for as many days"
+        within = f"in their last {c.days} active days"
+        return f"{amount(c.feature, c.value)} {feature.noun} {within}, {_against_usual(c)} for as many days"
     if c.last_seen_days_ago is None or c.usual <= 0:
         window = f"{MEMORY_DAYS} days" if c.history_days >= MEMORY_DAYS else f"{c.history_days} days of history"
         first = FIRST.get(c.feature, f"first {feature.noun}")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any
+from typing import Any, NamedTuple
 
 from custodes.config import ScoringSettings
 from custodes.detections.scoring.baselines import (
@@ -28,7 +28,7 @@ from custodes.detections.scoring.baselines import (
     EntityState,
     PeerStats,
 )
-from custodes.detections.scoring.catalog import BY_NAME, EXFILTRATION, FAMILIES, RISE_DAYS, RISES
+from custodes.detections.scoring.catalog import BY_NAME, EXFILTRATION, FAMILIES, RISE_WINDOWS, RISES
 
 DEAD_BAND_BITS = 4.0
 BITS_PER_SD = 1.5
@@ -46,7 +46,7 @@ FAMILY_REST = 0.5
 """Within a family, the features after the day's strongest count this much: one act is often seen through several
 of them (a USB copy's connections, files and bytes), and should count once in full, not once per measure."""
 MIN_REFERENCE_DAYS = 5.0
-"""Active days before the recent ones an entity needs before a rise over its last days is judged."""
+"""Active days before a rise window an entity needs before a rise over that window is judged."""
 SEQUENCE_POINTS = {"collect_exfiltrate": 8.0, "staged": 4.0, "exfiltrate_delete": 6.0, "departure_data": 10.0}
 
 
@@ -64,6 +64,8 @@ class Contribution:
     last_seen_days_ago: int | None
     history_days: int
     event_ids: list[str] = field(default_factory=list)
+    days: int = 1
+    """The active days `value` and `usual` cover: 1, or a rise's window."""
 
     def to_json(self) -> dict[str, Any]:
         """Serialisable form."""
@@ -78,7 +80,22 @@ class Contribution:
             "last_seen_days_ago": self.last_seen_days_ago,
             "history_days": self.history_days,
             "event_ids": self.event_ids,
+            "days": self.days,
         }
+
+
+class Rise(NamedTuple):
+    """A channel used more over an entity's last active days than its own habit before them gives."""
+
+    feature: str
+    total: float
+    """The channel's amount over the window, today included."""
+    usual: float
+    """What the entity's habit gives for as many active days."""
+    sd: float
+    """Standard deviations above the habit (capped at `MAX_MAGNITUDE_SD`)."""
+    days: int
+    """The window's active days."""
 
 
 @dataclass(slots=True)
@@ -138,6 +155,19 @@ def off_hours(state: EntityState, today: DayState, peers: PeerStats, group: str,
     return count
 
 
+def _deviation(sums: list[float], days: float, scale: float, span: int, amounts: list[float]) -> float:
+    """Standard deviations the log(1 + amount) of a window's `span` days (`amounts`: the days that moved data) lie
+    above what a reference (`sums` times `scale`, over `days`) gives for as many days."""
+    logged = sums[LOGGED] / sums[USED]  # a day's amount when used, and its second moment (the scale cancels)
+    second = max(sums[LOGGED2] / sums[USED], logged * logged + MIN_VAR_LOG)
+    rate = (sums[USED] / scale + 0.5) / (days + 1.0)
+    mean = rate * logged
+    daily = rate * second - mean * mean
+    shared = rate * (1.0 - rate) / (days + 2.0) * logged * logged  # the rate's uncertainty, common to all days
+    var = span * daily + span * (span - 1) * shared
+    return (sum(math.log1p(a) for a in amounts) - span * mean) / math.sqrt(var)
+
+
 class RiskModel:
     """Scores an entity's day from its baseline and its peers'."""
 
@@ -173,42 +203,37 @@ class RiskModel:
         return self.weights[name] * POINTS_PER_BIT * max(0.0, bits - DEAD_BAND_BITS)
 
     @staticmethod
-    def rises(state: EntityState, counts: dict[str, float]) -> list[tuple[str, float, float, float]]:
-        """(rise feature, total over the last active days, the total the entity's own habit gives for as many days,
-        standard deviations above that habit) of each channel used today that the entity has used before.
+    def rises(state: EntityState, counts: dict[str, float]) -> list[Rise]:
+        """The rise of each channel used today that the entity has used before, over the window of `RISE_WINDOWS`
+        where it is strongest.
 
         Measured in log(1 + amount) per day, as a day's amounts are (a clumpy channel, dozens of files in one
         copy, does not make a rise of one busy day), against the entity's own days before the window, learned in
         full: not shrunk toward peers nor damped, since a biased habit adds up to a false rise over several days.
         How often the habit uses the channel is uncertain after few days (a Beta posterior, Jeffreys prior), and that
-        uncertainty is shared by the window's days; a day's amount varies at least as `MIN_VAR_LOG` allows. Nothing
-        is judged before the reference has `MIN_REFERENCE_DAYS`."""
-        days = state.reference_days
-        if days < MIN_REFERENCE_DAYS or not state.reference:
-            return []
-        recent = state.recent
-        span = 1 + min(state.active_days, RISE_DAYS - 1)
-        found = []
-        for feature in RISES:
-            base = feature.rise_of
-            assert base is not None
-            value = counts.get(base, 0.0)
-            sums = state.reference.get(base) if value > 0 else None
-            if sums is None or sums[USED] <= 0:
+        uncertainty is shared by the window's days; a day's amount varies at least as `MIN_VAR_LOG` allows. A window
+        is not judged before its reference has `MIN_REFERENCE_DAYS`."""
+        found: dict[str, Rise] = {}
+        for window, reference, days in zip(RISE_WINDOWS, state.references, state.reference_days, strict=True):
+            if days < MIN_REFERENCE_DAYS or not reference:
                 continue
-            logged = sums[LOGGED] / sums[USED]  # a day's amount when used, and its second moment (the scale cancels)
-            second = max(sums[LOGGED2] / sums[USED], logged * logged + MIN_VAR_LOG)
-            rate = (sums[USED] / state.scale + 0.5) / (days + 1.0)
-            mean = rate * logged
-            daily = rate * second - mean * mean
-            shared = rate * (1.0 - rate) / (days + 2.0) * logged * logged  # the rate's uncertainty, common to all
-            var = span * daily + span * (span - 1) * shared
-            amounts = [value, *(kept.get(base, 0.0) for _, kept in recent)]
-            rise = (sum(math.log1p(a) for a in amounts) - span * mean) / math.sqrt(var)
-            if rise > 0:
-                usual = span * sums[AMOUNT] / state.scale / days
-                found.append((feature.name, sum(amounts), usual, min(MAX_MAGNITUDE_SD, rise)))
-        return found
+            span = 1 + min(state.active_days, window - 1)
+            first = state.active_days - (window - 1)  # the oldest recent day in the window is after this one
+            inside = [kept for day, kept in state.recent if day > first]
+            for feature in RISES:
+                base = feature.rise_of
+                assert base is not None
+                value = counts.get(base, 0.0)
+                sums = reference.get(base) if value > 0 else None
+                if sums is None or sums[USED] <= 0:
+                    continue
+                amounts = [value, *(kept.get(base, 0.0) for kept in inside)]
+                rise = _deviation(sums, days, state.scale, span, amounts)
+                strongest = found.get(feature.name)
+                if rise > 0 and (strongest is None or rise > strongest.sd):
+                    usual = span * sums[AMOUNT] / state.scale / days
+                    found[feature.name] = Rise(feature.name, sum(amounts), usual, min(MAX_MAGNITUDE_SD, rise), span)
+        return list(found.values())
 
     def score(
         self, state: EntityState, today: DayState, peers: PeerStats, day: date, watchlists: list[str]
@@ -252,23 +277,24 @@ class RiskModel:
                     event_ids=list(today.evidence.get(name, ())),
                 )
             )
-        for name, total, usual, rise in self.rises(state, counts):
-            points = self._points(name, BITS_PER_SD * rise)
+        for rise in self.rises(state, counts):
+            points = self._points(rise.feature, BITS_PER_SD * rise.sd)
             if points <= 0:
                 continue
-            base = BY_NAME[name].rise_of or name
+            base = BY_NAME[rise.feature].rise_of or rise.feature
             contributions.append(
                 Contribution(
-                    feature=name,
-                    value=total,
-                    usual=usual,
+                    feature=rise.feature,
+                    value=rise.total,
+                    usual=rise.usual,
                     peer_usual=0.0,
                     points=points,
                     occurrence_bits=0.0,
-                    magnitude_sd=rise,
+                    magnitude_sd=rise.sd,
                     last_seen_days_ago=None,
                     history_days=state.active_days,
                     event_ids=list(today.evidence.get(base, ())),
+                    days=rise.days,
                 )
             )
         for c in contributions:

@@ -373,6 +373,7 @@ def day_score(detail: dict[str, Any], place: int | None = None) -> DayScore:
             last_seen_days_ago=c["last_seen_days_ago"],
             history_days=int(c["history_days"]),
             event_ids=list(c["event_ids"]),
+            days=int(c.get("days", 1)),
         )
         for c in detail["contributions"]
     ]

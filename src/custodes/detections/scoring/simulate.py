@@ -100,6 +100,8 @@ DEVICE_SHAPES = ("devices", "desktops")
 MISSING_LOGONS = 0.01
 """The share of logons the `desktops` shape leaves out of the records."""
 BENIGN_SITES = ("www.dropbox.com", "pastebin.com", "www.glassdoor.com", "wetransfer.com")
+USB_SESSIONS = 1.5
+"""Removable-media sessions on a day a person uses removable media."""
 READ_CALLS = ("DescribeInstances", "ListBuckets", "DescribeSecurityGroups", "GetCallerIdentity", "ListRoles")
 
 
@@ -636,7 +638,7 @@ class Generator:
                 visibility="shared_externally",
             )
         if actor.usb and rng.random() < actor.usb:
-            for _ in range(1 + self.poisson(0.5)):
+            for _ in range(1 + self.poisson(USB_SESSIONS - 1)):
                 self.usb_copy(actor, self.at(actor, day, rng.uniform(start, end)), 1 + self.poisson(2))
         for _ in range(self.poisson(actor.prints * scale)):
             self.ecs(actor, self.at(actor, day, rng.uniform(start, end)), "process", "document-printed")
@@ -735,6 +737,10 @@ class Generator:
         self.insiders.add(actor.person.id)
         return actor
 
+    def weekend(self, day: int) -> bool:
+        """Whether a day of the simulation falls on a weekend."""
+        return (self.s.start + timedelta(days=day)).weekday() >= 5
+
     def window(self, length: int) -> int:
         return self.rng.randint(self.s.warmup_days, max(self.s.warmup_days, self.s.days - length - 1))
 
@@ -770,11 +776,28 @@ class Generator:
                 if rng.random() < 0.7:
                     for _ in range(1 + self.poisson(3)):
                         self.web(a, self.at(a, day, rng.uniform(9, 17)), rng.choice(JOB_SITES), path="/jobs")
-            for day in range(start, start + rng.randint(3, 5)):  # several sessions a day: a markedly higher rate
-                for when in sorted(self.at(a, day, rng.uniform(10, 17)) for _ in range(2 + self.poisson(2))):
-                    copied = self.usb_copy(a, when, 10 + self.poisson(15))
+            room = self.s.days - start - 4
+            if room >= 10 and rng.random() < 0.5:  # weeks at 3-6 times their habit's sessions, a few files each
+                rate = rng.uniform(3, 6) * a.usb * USB_SESSIONS
+                share, length, files = min(0.9, rate), rng.randint(10, min(30, room)), 2
+                days = [d for d in range(start, start + length) if not self.weekend(d) and rng.random() < share]
+                last, gap = start + length, (2, 5)
+
+                def sessions() -> int:
+                    return 1 + self.poisson(rate / share - 1)
+
+            else:  # a few days in a row of several sessions a day, many files each
+                days, files = list(range(start, start + rng.randint(3, 5))), 10
+                last, gap = start, (6, 9)
+
+                def sessions() -> int:
+                    return 2 + self.poisson(2)
+
+            for day in days:
+                for when in sorted(self.at(a, day, rng.uniform(10, 17)) for _ in range(sessions())):
+                    copied = self.usb_copy(a, when, files + self.poisson(15 if files == 10 else 6))
                     self.act(incident, scenario, a, "insider", when, copied)
-            self.leave(a, start + rng.randint(6, 9), notice=start - 3)
+            self.leave(a, last + rng.randint(*gap), notice=start - 3)
         elif scenario == "sysadmin_keylogger":
             a = self.pick(lambda x: x.person.title == "Systems Administrator")
             victim = rng.choice([x for x in self.actors if x is not a])
@@ -946,7 +969,7 @@ class Generator:
                     if departure is not None and today > departure:
                         continue
                     self.noise_events(actor, day)
-                    weekend = today.weekday() >= 5
+                    weekend = self.weekend(day)
                     if weekend and self.rng.random() >= actor.weekend:
                         continue
                     if not weekend and self.rng.random() < 0.04:

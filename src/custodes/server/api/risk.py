@@ -30,6 +30,7 @@ class ContributionOut(Model):
     points: float
     last_seen_days_ago: int | None
     history_days: int
+    days: int = Field(description="the active days `value` and `usual` cover: 1, or a rise's window")
     event_ids: list[str] = Field(description="the events behind it")
 
 
@@ -77,6 +78,7 @@ class DayScoreOut(Model):
                     points=round(c.points, 3),
                     last_seen_days_ago=c.last_seen_days_ago,
                     history_days=c.history_days,
+                    days=c.days,
                     event_ids=c.event_ids,
                 )
                 for c in score.contributions
