@@ -374,7 +374,7 @@ def test_a_rise_is_judged_against_the_days_before_each_window_and_survives_a_sto
     state = EntityState(key="k", kind="person", group="g", department="d", tz=ZoneInfo("UTC"))
     for day in range(12):
         state.fold(DayState(day, counts={"usb": 2.0} if day % 3 == 0 else {"signin": 1.0}), forget, weekend=False)
-    assert state.recent == [(1, {"usb": 2.0}), (4, {"usb": 2.0}), (7, {"usb": 2.0}), (10, {"usb": 2.0})]
+    assert state.recent == {1: {"usb": 2.0}, 4: {"usb": 2.0}, 7: {"usb": 2.0}, 10: {"usb": 2.0}}
     kept = 12 - short + 1  # days 0-7 are the short window's reference; the channel was used on days 0, 3 and 6
     weights = [forget ** (kept - 1 - day) for day in range(0, kept, 3)]
     days = sum(forget**k for k in range(kept))
@@ -392,7 +392,7 @@ def test_a_rise_is_judged_against_the_days_before_each_window_and_survives_a_sto
     assert RiskModel.rises(stored, {"signin": 3.0}) == []
     for day in range(12, 30):  # weeks of daily use: the short window's reference takes them in, the long one's not
         state.fold(DayState(day, counts={"usb": 2.0}), forget, weekend=False)
-    assert [day for day, _ in state.recent] == list(range(17, 31))
+    assert list(state.recent) == list(range(17, 31))
     sums = state.reference_sums()
     ((_, total, usual, rise, span),) = RiskModel.rises(state, {"usb": 2.0})
     assert (total, span) == (2.0 * long, long)

@@ -103,9 +103,9 @@ class EntityState:
     scale: float = 1.0
     """What the forgotten sums in `stats`, `hours` and `machines` are kept multiplied by: forgetting a day divides the
     scale instead of multiplying every sum (a day costs what it holds, not what the history holds)."""
-    recent: list[tuple[int, dict[str, float]]] = field(default_factory=list)
-    """The days among the last `RECENT_DAYS` active ones that moved data: (`active_days` once the day was folded,
-    data-movement channel amounts)."""
+    recent: dict[int, dict[str, float]] = field(default_factory=dict)
+    """The days among the last `RECENT_DAYS` active ones that moved data, oldest first: `active_days` once the day
+    was folded -> data-movement channel amounts."""
     references: list[dict[str, list[float]]] = field(default_factory=lambda: [{} for _ in RISE_WINDOWS])
     """Per rise window (`RISE_WINDOWS`), per channel feature: forgotten sums over the active days before the window
     (`USED`, `AMOUNT`, `LOGGED`, `LOGGED2`, each times `scale`; see `reference_sums`), learned in full: what a rise
@@ -177,14 +177,15 @@ class EntityState:
                 self.reference_days[index] = self.reference_days[index] * forget + 1.0
         recent = self.recent
         if moved is not None:
-            recent.append((active, moved))
-        scale = self.scale
-        for day, amounts in recent:
-            for index, window in enumerate(RISE_WINDOWS):
-                if active - day == window - 1:
-                    _add_day(self.references[index], amounts, scale)
-        while recent and active - recent[0][0] >= RECENT_DAYS:
-            recent.pop(0)
+            recent[active] = moved
+        if not recent:
+            return
+        for index, window in enumerate(RISE_WINDOWS):
+            leaving = recent.get(active - window + 1)
+            if leaving is not None:
+                _add_day(self.references[index], leaving, self.scale)
+        for day in [day for day in recent if active - day >= RECENT_DAYS]:
+            del recent[day]
 
     def reference_sums(self) -> list[dict[str, list[float]]]:
         """`references` as they are (`USED`, `AMOUNT`, `LOGGED`, `LOGGED2` of each channel per window), not multiplied
@@ -254,7 +255,7 @@ class EntityState:
             "stats": self.feature_sums(),
             "hours": self.hour_profile(),
             "machines": self.machine_days(),
-            "recent": [[day, amounts] for day, amounts in self.recent],
+            "recent": [[day, amounts] for day, amounts in self.recent.items()],
             "references": self.reference_sums(),
             "reference_days": self.reference_days,
             "seen": self.seen,
@@ -283,7 +284,7 @@ class EntityState:
             stats={str(k): [float(x) for x in v] for k, v in data["stats"].items()},
             hours=[float(h) for h in data["hours"]],
             machines={str(k): float(v) for k, v in data.get("machines", {}).items()},
-            recent=[(int(day), {str(k): float(v) for k, v in kept.items()}) for day, kept in data.get("recent", [])],
+            recent={int(day): {str(k): float(v) for k, v in kept.items()} for day, kept in data.get("recent", [])},
             references=_references(data),
             reference_days=_reference_days(data.get("reference_days")),
             seen={str(k): {str(a): int(b) for a, b in v.items()} for k, v in data["seen"].items()},

@@ -118,6 +118,8 @@ RISES: tuple[Feature, ...] = tuple(
 """A channel used markedly more over several days than the entity's own habit before them (a job seeker's weeks of
 thumb-drive copies at a higher rate): each day alone may be ordinary for them, the run of days is not."""
 FEATURES += RISES
+RISE_OF: dict[str, str] = {feature.rise_of: feature.name for feature in RISES if feature.rise_of is not None}
+"""Channel feature -> its rise feature."""
 
 PEAKS: frozenset[str] = frozenset(feature.name for feature in FEATURES if feature.peak)
 

@@ -28,7 +28,7 @@ from custodes.detections.scoring.baselines import (
     EntityState,
     PeerStats,
 )
-from custodes.detections.scoring.catalog import BY_NAME, EXFILTRATION, FAMILIES, RISE_WINDOWS, RISES
+from custodes.detections.scoring.catalog import BY_NAME, EXFILTRATION, FAMILIES, RISE_OF, RISE_WINDOWS
 
 DEAD_BAND_BITS = 4.0
 BITS_PER_SD = 1.5
@@ -215,24 +215,24 @@ class RiskModel:
         is not judged before its reference has `MIN_REFERENCE_DAYS`."""
         found: dict[str, Rise] = {}
         for window, reference, days in zip(RISE_WINDOWS, state.references, state.reference_days, strict=True):
-            if days < MIN_REFERENCE_DAYS or not reference:
+            if days < MIN_REFERENCE_DAYS:
+                continue
+            used = [(base, sums, value) for base, sums in reference.items() if (value := counts.get(base, 0.0)) > 0]
+            if not used:
                 continue
             span = 1 + min(state.active_days, window - 1)
             first = state.active_days - (window - 1)  # the oldest recent day in the window is after this one
-            inside = [kept for day, kept in state.recent if day > first]
-            for feature in RISES:
-                base = feature.rise_of
-                assert base is not None
-                value = counts.get(base, 0.0)
-                sums = reference.get(base) if value > 0 else None
-                if sums is None or sums[USED] <= 0:
+            inside = [kept for day, kept in state.recent.items() if day > first]
+            for base, sums, value in used:
+                name = RISE_OF.get(base)  # None: a channel stored by a version that had it
+                if sums[USED] <= 0 or name is None:
                     continue
                 amounts = [value, *(kept.get(base, 0.0) for kept in inside)]
                 rise = _deviation(sums, days, state.scale, span, amounts)
-                strongest = found.get(feature.name)
+                strongest = found.get(name)
                 if rise > 0 and (strongest is None or rise > strongest.sd):
                     usual = span * sums[AMOUNT] / state.scale / days
-                    found[feature.name] = Rise(feature.name, sum(amounts), usual, min(MAX_MAGNITUDE_SD, rise), span)
+                    found[name] = Rise(name, sum(amounts), usual, min(MAX_MAGNITUDE_SD, rise), span)
         return list(found.values())
 
     def score(
