@@ -229,6 +229,7 @@ async def test_entity_risk_explains_scores_pseudonymised(api: Api) -> None:
         contributions=[
             Contribution("download_bytes", 9e9, 2e8, 3e8, 10.0, 1.5, 4.2, 1, 30, ["ev-1", "ev-2"]),
             Contribution("new_country", 1.0, 0.0, 0.0, 2.5, 2.0, 0.0, None, 30, ["ev-3"]),
+            Contribution("usb_rise", 18.0, 5.1, 0.0, 2.0, 0.0, 3.7, None, 30, ["ev-4"], days=15),
         ],
         modifiers={"watchlist:departing": 1.5},
         watchlists=["departing"],
@@ -246,7 +247,11 @@ async def test_entity_risk_explains_scores_pseudonymised(api: Api) -> None:
     status, named = await call(url, "GET", "/api/entities/ann@example.com/risk?reveal=case+7", "privacy_officer")
     assert status == 200 and named["entity"] == "ann@example.com" and named["risk"] == 71.0
     newest = body["scores"][0]
-    assert newest["provisional"] is False and newest["event_ids"] == ["ev-1", "ev-2", "ev-3"]
+    assert newest["provisional"] is False and newest["event_ids"] == ["ev-1", "ev-2", "ev-3", "ev-4"]
+    rise = next(c for c in newest["contributions"] if c["feature"] == "usb_rise")
+    assert (rise["days"], newest["contributions"][0]["days"]) == (15, 1)  # a rise's window, stored and served
+    sentence = "18 removable media connections in their last 15 active days, 3.5x their usual 5.1"
+    assert sentence in newest["explanation"][2]
     first = newest["contributions"][0]
     assert (first["feature"], first["value"], first["usual"], first["peer_usual"], first["points"]) == (
         "download_bytes",
