@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 from collections import Counter
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -333,3 +333,38 @@ def test_a_simulation_in_the_cert_layout_is_evaluated_as_its_ndjson_is(tmp_path:
     )
     # The details list records: a labelled day whose only act is a file write (not in these files) is not one.
     assert 0 < cert.malicious_user_days <= ndjson.malicious_user_days
+
+
+def test_job_seekers_rise_for_a_few_days_in_a_row_or_over_weeks_above_their_own_rate(tmp_path: Path) -> None:
+    """Where the organisation leaves room, some job seekers copy a little on most working days for weeks, at several
+    times their own rate before; the others copy a lot on three to five days in a row."""
+    knobs = SimulationSettings(
+        population=300, days=60, seed=8, warmup_days=10, insiders=12, scenarios=("job_search_usb",), shape="devices"
+    )
+    sim = simulate(knobs, tmp_path)
+    people = {p["id"]: p for p in orjson.loads((tmp_path / "directory.json").read_bytes())}
+    days: dict[str, set[date]] = {}
+    for label in sim.labels:
+        zone = ZoneInfo(people[label.person]["timezone"])
+        days.setdefault(label.person, set()).add(label.start.astimezone(zone).date())
+    connections: Counter[tuple[str, bool]] = Counter()  # (person, during their acts) -> connections
+    aliases = {alias: person for person in days for alias in people[person]["aliases"]}
+    for _, record, _ in iter_records(tmp_path / "endpoint.ndjson"):
+        person = aliases.get(record.get("user", {}).get("name"))
+        if person is not None and record["event"]["action"] == "usb-device-connected":
+            when = datetime.fromisoformat(record["@timestamp"]).astimezone(ZoneInfo(people[person]["timezone"]))
+            connections[(person, min(days[person]) <= when.date() <= max(days[person]))] += 1
+    weeks = [person for person, acts in days.items() if (max(acts) - min(acts)).days >= 9]
+    short = [person for person, acts in days.items() if (max(acts) - min(acts)).days <= 4]
+    assert weeks and short and len(weeks) + len(short) == len(days)
+    for person in weeks:
+        acts = days[person]
+        assert all(day.weekday() < 5 for day in acts)  # at work
+        before = (min(acts) - knobs.start).days
+        rate_before = connections[(person, False)] / before  # a generous bound: days after the acts count too
+        rate_during = connections[(person, True)] / ((max(acts) - min(acts)).days + 1)
+        assert rate_during > 2 * rate_before, person
+    for person in short:
+        assert len(days[person]) >= 3 and sorted(days[person]) == [
+            min(days[person]) + timedelta(days=n) for n in range(len(days[person]))
+        ]
