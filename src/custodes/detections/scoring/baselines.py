@@ -184,8 +184,8 @@ class EntityState:
             leaving = recent.get(active - window + 1)
             if leaving is not None:
                 _add_day(self.references[index], leaving, self.scale)
-        for day in [day for day in recent if active - day >= RECENT_DAYS]:
-            del recent[day]
+        while recent and active - (oldest := next(iter(recent))) >= RECENT_DAYS:
+            del recent[oldest]
 
     def reference_sums(self) -> list[dict[str, list[float]]]:
         """`references` as they are (`USED`, `AMOUNT`, `LOGGED`, `LOGGED2` of each channel per window), not multiplied

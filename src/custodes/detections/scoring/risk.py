@@ -213,20 +213,22 @@ class RiskModel:
         How often the habit uses the channel is uncertain after few days (a Beta posterior, Jeffreys prior), and that
         uncertainty is shared by the window's days; a day's amount varies at least as `MIN_VAR_LOG` allows. A window
         is not judged before its reference has `MIN_REFERENCE_DAYS`."""
+        used = [(base, name, value) for base, value in counts.items() if value > 0 and (name := RISE_OF.get(base))]
         found: dict[str, Rise] = {}
+        if not used:
+            return []
         for window, reference, days in zip(RISE_WINDOWS, state.references, state.reference_days, strict=True):
             if days < MIN_REFERENCE_DAYS:
                 continue
-            used = [(base, sums, value) for base, sums in reference.items() if (value := counts.get(base, 0.0)) > 0]
-            if not used:
-                continue
             span = 1 + min(state.active_days, window - 1)
             first = state.active_days - (window - 1)  # the oldest recent day in the window is after this one
-            inside = [kept for day, kept in state.recent.items() if day > first]
-            for base, sums, value in used:
-                name = RISE_OF.get(base)  # None: a channel stored by a version that had it
-                if sums[USED] <= 0 or name is None:
+            inside: list[dict[str, float]] | None = None
+            for base, name, value in used:
+                sums = reference.get(base)
+                if sums is None or sums[USED] <= 0:
                     continue
+                if inside is None:
+                    inside = [kept for day, kept in state.recent.items() if day > first]
                 amounts = [value, *(kept.get(base, 0.0) for kept in inside)]
                 rise = _deviation(sums, days, state.scale, span, amounts)
                 strongest = found.get(name)
