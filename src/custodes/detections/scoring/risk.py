@@ -214,9 +214,9 @@ class RiskModel:
         uncertainty is shared by the window's days; a day's amount varies at least as `MIN_VAR_LOG` allows. A window
         is not judged before its reference has `MIN_REFERENCE_DAYS`."""
         used = [(base, name, value) for base, value in counts.items() if value > 0 and (name := RISE_OF.get(base))]
-        found: dict[str, Rise] = {}
         if not used:
             return []
+        found: dict[str, Rise] = {}
         for window, reference, days in zip(RISE_WINDOWS, state.references, state.reference_days, strict=True):
             if days < MIN_REFERENCE_DAYS:
                 continue

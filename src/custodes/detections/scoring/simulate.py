@@ -777,25 +777,20 @@ class Generator:
                     for _ in range(1 + self.poisson(3)):
                         self.web(a, self.at(a, day, rng.uniform(9, 17)), rng.choice(JOB_SITES), path="/jobs")
             room = self.s.days - start - 4
+            # sessions a day and files a session: at least the first, plus a Poisson draw of mean the second
             if room >= 10 and rng.random() < 0.5:  # weeks at 3-6 times their habit's sessions, a few files each
                 rate = rng.uniform(3, 6) * a.usb * USB_SESSIONS
-                share, length, files = min(0.9, rate), rng.randint(10, min(30, room)), 2
+                share, length = min(0.9, rate), rng.randint(10, min(30, room))
                 days = [d for d in range(start, start + length) if not self.weekend(d) and rng.random() < share]
-                last, gap = start + length, (2, 5)
-
-                def sessions() -> int:
-                    return 1 + self.poisson(rate / share - 1)
-
+                sessions, files, last, gap = (1, rate / share - 1), (2, 6), start + length, (2, 5)
             else:  # a few days in a row of several sessions a day, many files each
-                days, files = list(range(start, start + rng.randint(3, 5))), 10
-                last, gap = start, (6, 9)
-
-                def sessions() -> int:
-                    return 2 + self.poisson(2)
-
+                days = list(range(start, start + rng.randint(3, 5)))
+                sessions, files, last, gap = (2, 2), (10, 15), start, (6, 9)
             for day in days:
-                for when in sorted(self.at(a, day, rng.uniform(10, 17)) for _ in range(sessions())):
-                    copied = self.usb_copy(a, when, files + self.poisson(15 if files == 10 else 6))
+                for when in sorted(
+                    self.at(a, day, rng.uniform(10, 17)) for _ in range(sessions[0] + self.poisson(sessions[1]))
+                ):
+                    copied = self.usb_copy(a, when, files[0] + self.poisson(files[1]))
                     self.act(incident, scenario, a, "insider", when, copied)
             self.leave(a, last + rng.randint(*gap), notice=start - 3)
         elif scenario == "sysadmin_keylogger":
