@@ -11,14 +11,15 @@ from __future__ import annotations
 import math
 import statistics
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 from custodes.detections.scoring.catalog import CHANNELS, RISE_WINDOWS
 
+T = TypeVar("T")
 NZ, S1, S2, SRAW, LAST = range(5)
 USED, AMOUNT, LOGGED, LOGGED2 = range(4)
 """A channel's reference sums (`EntityState.references`): days used, amount, log(1 + amount) and its square."""
@@ -171,16 +172,12 @@ class EntityState:
 
     def _remember(self, moved: dict[str, float] | None, forget: float) -> None:
         """Keep a day's channel amounts among the recent days; a day leaving a rise window joins its reference."""
-        active = self.active_days
+        active, recent = self.active_days, self.recent
+        if moved is not None:
+            recent[active] = moved
         for index, window in enumerate(RISE_WINDOWS):
             if active >= window:
                 self.reference_days[index] = self.reference_days[index] * forget + 1.0
-        recent = self.recent
-        if moved is not None:
-            recent[active] = moved
-        if not recent:
-            return
-        for index, window in enumerate(RISE_WINDOWS):
             leaving = recent.get(active - window + 1)
             if leaving is not None:
                 _add_day(self.references[index], leaving, self.scale)
@@ -285,8 +282,8 @@ class EntityState:
             hours=[float(h) for h in data["hours"]],
             machines={str(k): float(v) for k, v in data.get("machines", {}).items()},
             recent={int(day): {str(k): float(v) for k, v in kept.items()} for day, kept in data.get("recent", [])},
-            references=_references(data),
-            reference_days=_reference_days(data.get("reference_days")),
+            references=_per_window(data.get("references", data.get("reference")), _sums),
+            reference_days=_per_window(data.get("reference_days"), _days),
             seen={str(k): {str(a): int(b) for a, b in v.items()} for k, v in data["seen"].items()},
             risk=float(data["risk"]),
             risk_day=int(data["risk_day"]),
@@ -312,21 +309,24 @@ def _add_day(reference: dict[str, list[float]], amounts: dict[str, float], weigh
         found[LOGGED2] += weight * logged * logged
 
 
-def _references(data: dict[str, Any]) -> list[dict[str, list[float]]]:
-    """Stored rise references, one per window; a state stored with one reference (before the windows were several)
-    or with other windows gives its first to every window."""
-    stored = data.get("references")
-    if not isinstance(stored, list) or len(stored) != len(RISE_WINDOWS):
-        stored = [stored[0] if stored else data.get("reference", {})] * len(RISE_WINDOWS)
-    return [{str(k): [float(x) for x in v] for k, v in reference.items()} for reference in stored]
+def _sums(stored: dict[str, Any] | None) -> dict[str, list[float]]:
+    """Stored reference sums of one window."""
+    return {str(k): [float(x) for x in v] for k, v in (stored or {}).items()}
 
 
-def _reference_days(stored: Any) -> list[float]:
-    """Stored reference day counts, one per window (a single count, or other windows': the first for every one)."""
-    if isinstance(stored, list) and len(stored) == len(RISE_WINDOWS):
-        return [float(days) for days in stored]
-    first = stored[0] if isinstance(stored, list) and stored else stored
-    return [float(first or 0.0)] * len(RISE_WINDOWS)
+def _days(stored: float | None) -> float:
+    """A stored reference day count of one window."""
+    return float(stored or 0.0)
+
+
+def _per_window(stored: Any, read: Callable[[Any], T]) -> list[T]:
+    """A stored value per rise window, each `read`; one value (a state stored before the windows were several) or
+    other windows' values give the first to every window."""
+    if isinstance(stored, list):
+        if len(stored) == len(RISE_WINDOWS):
+            return [read(value) for value in stored]
+        stored = stored[0] if stored else None
+    return [read(stored) for _ in RISE_WINDOWS]
 
 
 def _reviewed_features(stored: Any, points: float) -> dict[str, float]:

@@ -217,11 +217,10 @@ class RiskModel:
         if not used:
             return []
         found: dict[str, Rise] = {}
-        for window, reference, days in zip(RISE_WINDOWS, state.references, state.reference_days, strict=True):
-            if days < MIN_REFERENCE_DAYS:
+        for span, reference, days in zip(RISE_WINDOWS, state.references, state.reference_days, strict=True):
+            if days < MIN_REFERENCE_DAYS:  # a window's reference counts days only once the window is full
                 continue
-            span = 1 + min(state.active_days, window - 1)
-            first = state.active_days - (window - 1)  # the oldest recent day in the window is after this one
+            first = state.active_days - (span - 1)  # the oldest recent day in the window is after this one
             inside: list[dict[str, float]] | None = None
             for base, name, value in used:
                 sums = reference.get(base)
