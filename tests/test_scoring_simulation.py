@@ -368,3 +368,36 @@ def test_job_seekers_rise_for_a_few_days_in_a_row_or_over_weeks_above_their_own_
         assert len(days[person]) >= 3 and sorted(days[person]) == [
             min(days[person]) + timedelta(days=n) for n in range(len(days[person]))
         ]
+
+
+def test_an_after_hours_leak_is_by_someone_who_never_used_a_drive_however_long_before_it_starts(tmp_path: Path) -> None:
+    """Benign people take up USB now and then; the insider picked for the after-hours leak (CERT scenario 1: someone
+    who used neither drives nor late hours) keeps the habits they were picked for until the act."""
+    knobs = SimulationSettings(
+        population=100,
+        days=200,
+        noise=4.0,
+        seed=4,
+        warmup_days=10,
+        insiders=20,
+        scenarios=("after_hours_usb_leak",),
+        shape="devices",
+    )
+    sim = simulate(knobs, tmp_path)
+    people = {p["id"]: p for p in orjson.loads((tmp_path / "directory.json").read_bytes())}
+    first: dict[str, datetime] = {}
+    for label in sim.labels:
+        first[label.person] = min(first.get(label.person, label.start), label.start)
+    assert len(first) == 20
+    aliases = {alias: person for person in first for alias in people[person]["aliases"]}
+    connected: Counter[str] = Counter()  # insider -> drive connections before their first act
+    others = 0  # everyone else's: drives are in use around them
+    for _, record, _ in iter_records(tmp_path / "endpoint.ndjson"):
+        if record["event"]["action"] != "usb-device-connected":
+            continue
+        person = aliases.get(record["user"]["name"])
+        if person is None:
+            others += 1
+        elif datetime.fromisoformat(record["@timestamp"]) < first[person]:
+            connected[person] += 1
+    assert others and not connected
