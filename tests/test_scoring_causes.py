@@ -259,3 +259,50 @@ def test_domain_lists_match_a_domain_its_subdomains_and_path_prefixes() -> None:
         target = host + path
         assert (target in domains) == listed(target, entries), target
     assert "www.mega.nz" in domains and "notmega.nz" not in domains and "example.com/careers/x" in domains
+
+
+def test_an_attack_on_the_accounts_mfa_and_data_collection_on_one_day_add_the_takeover_sequence() -> None:
+    """Denied MFA pushes (an attack on the account's authentication) and, the same day, reads of files the person
+    never opens: the account taken over and used to collect data adds the takeover -> collect sequence. The
+    reads alone, the attack alone, and reads the day after an attack, do not."""
+
+    def denied(user: int, when: datetime) -> list[dict[str, Any]]:
+        stamps = [(when + timedelta(minutes=n)).isoformat() for n in range(12)]
+        return [
+            {
+                "eventType": "user.mfa.okta_verify.deny_push",
+                "published": at,
+                "@timestamp": at,
+                "actor": {"alternateId": f"user{user}@corp.example"},
+                "outcome": {"result": "DENY"},
+            }
+            for at in stamps
+        ]
+
+    def reads(user: int, when: datetime) -> list[dict[str, Any]]:
+        return [
+            record(user, when + timedelta(minutes=n), "file", "open", file={"path": f"\\\\fs\\finance\\{n}.xlsx"})
+            for n in range(40)
+        ]
+
+    def extra(day: int) -> list[dict[str, Any]]:
+        base = START + timedelta(days=day, hours=10)
+        if day == 14:
+            return denied(5, base)
+        if day == 15:
+            return [*denied(3, base), *reads(3, base + timedelta(hours=1)), *reads(4, base), *reads(5, base)]
+        return [*denied(6, base)] if day == 16 else []
+
+    rankings = run(18, extra)
+    _, taken_over = day_of(rankings, 15, 3)
+    assert points(taken_over, "mfa_failed") > 0 and points(taken_over, "file_access") > 0
+    assert taken_over.modifiers["sequence:takeover->collect"] == 8.0
+    assert "sequence takeover->collect (+8)" in sentences(taken_over)
+    _, reader = day_of(rankings, 15, 4)
+    _, attacked_before = day_of(rankings, 14, 5)
+    _, read_after = day_of(rankings, 15, 5)
+    _, attacked = day_of(rankings, 16, 6)
+    assert points(reader, "file_access") > 0 and points(read_after, "file_access") > 0
+    assert points(attacked_before, "mfa_failed") > 0 and points(attacked, "mfa_failed") > 0
+    for score in (reader, attacked_before, read_after, attacked):
+        assert not any(name.startswith("sequence:") for name in score.modifiers), score.entity

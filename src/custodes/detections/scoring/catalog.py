@@ -10,7 +10,8 @@ class Feature:
     """One daily feature of an entity.
 
     `weight` scales its surprise into points; `family` groups features whose points are capped together;
-    `stage` places it in the collect -> stage -> exfiltrate -> delete sequence; `noun` is how a sentence names it;
+    `stage` places it in the collect -> stage -> exfiltrate -> delete sequence (or marks an attack on the account's
+    authentication: `takeover`); `noun` is how a sentence names it;
     `novelty` marks first-seen counters (they only count once an entity has a history); `peak` marks features
     whose daily value is the day's largest single amount rather than a sum; `rise_of` names the channel feature
     whose total over the entity's last active days a rise feature measures (see `RISE_WINDOWS`).
@@ -33,8 +34,8 @@ EXFILTRATION = "exfiltration"
 FEATURES: tuple[Feature, ...] = (
     Feature("signin", "identity", 0.2, "sign-ins"),
     Feature("signin_failed", "identity", 0.6, "failed sign-ins"),
-    Feature("mfa_failed", "identity", 1.2, "failed or denied MFA prompts"),
-    Feature("factor_change", "identity", 1.0, "MFA factor changes"),
+    Feature("mfa_failed", "identity", 1.2, "failed or denied MFA prompts", stage="takeover"),
+    Feature("factor_change", "identity", 1.0, "MFA factor changes", stage="takeover"),
     Feature("new_device", "identity", 1.0, "sign-ins from a new device", novelty=True),
     Feature("new_country", "identity", 1.2, "sign-ins from a new country", novelty=True),
     Feature("new_asn", "identity", 0.6, "sign-ins from a new network (ASN)", novelty=True),

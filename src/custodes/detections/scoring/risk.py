@@ -47,7 +47,13 @@ FAMILY_REST = 0.5
 of them (a USB copy's connections, files and bytes), and should count once in full, not once per measure."""
 MIN_REFERENCE_DAYS = 5.0
 """Active days before a rise window an entity needs before a rise over that window is judged."""
-SEQUENCE_POINTS = {"collect_exfiltrate": 8.0, "staged": 4.0, "exfiltrate_delete": 6.0, "departure_data": 10.0}
+SEQUENCE_POINTS = {
+    "collect_exfiltrate": 8.0,
+    "staged": 4.0,
+    "exfiltrate_delete": 6.0,
+    "departure_data": 10.0,
+    "takeover_collect": 8.0,
+}
 
 
 @dataclass(slots=True)
@@ -359,6 +365,9 @@ class RiskModel:
         if stages & {"collect", "exfiltrate"} and {"departing", "on_notice"} & set(watchlists):
             bonus += SEQUENCE_POINTS["departure_data"]
             modifiers["sequence:departure->data movement"] = SEQUENCE_POINTS["departure_data"]
+        if "collect" in stages and "takeover" in stages:
+            bonus += SEQUENCE_POINTS["takeover_collect"]
+            modifiers["sequence:takeover->collect"] = SEQUENCE_POINTS["takeover_collect"]
         return bonus
 
     @staticmethod
