@@ -725,9 +725,10 @@ class Generator:
             actor.travel_until = day + rng.randint(2, 5)
         if rng.random() < 0.004 * noise:
             actor.devices.insert(0, self.uid()[:16])
-        # Benign people take up USB now and then; an insider keeps the habits they were picked for (the draw is
-        # made all the same, so the rest of the organisation is unchanged), so that a scenario's premise, as the
-        # after-hours leak's "someone who never used a drive", holds however long before the act it starts.
+        # Benign people take up USB now and then; an insider keeps the habits they were picked for, so that a
+        # scenario's premise (the after-hours leak's "someone who never used a drive") holds however long before
+        # the act the organisation starts. The draw is made all the same: an organisation changes only where an
+        # insider would have taken USB up, from that day on.
         if not actor.usb and rng.random() < 0.0005 * noise and actor.person.id not in self.insiders:
             actor.usb = 0.2
 
