@@ -14,6 +14,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from operator import add
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
@@ -369,6 +370,11 @@ class PeerStats:
         return self.features.get(group, {}).get(name)
 
 
+def _shares(counts: list[float], scale: float, days: float) -> list[float]:
+    """Forgotten counts of days (kept times `scale`) as shares of `days` (none without days)."""
+    return [count / scale / days for count in counts] if days > 0 else [0.0] * len(counts)
+
+
 def peer_stats(states: Iterable[EntityState]) -> PeerStats:
     """Pool the baselines of persons into group statistics."""
     sums: dict[str, dict[str, list[float]]] = defaultdict(dict)
@@ -376,28 +382,35 @@ def peer_stats(states: Iterable[EntityState]) -> PeerStats:
     days: dict[str, float] = defaultdict(float)
     hours: dict[str, list[float]] = {}
     members: dict[str, int] = defaultdict(int)
+    half = HOURS // 2
     for state in states:
         if state.kind != "person" or state.days <= 0:
             continue
-        parts = (state.part_days(False), state.part_days(True))  # weekdays, weekend days
-        own_hours, own_stats = state.hour_profile(), state.feature_sums()
+        # What the person adds to each of the three groups they count in, computed once: the share of their weekdays
+        # (weekend days) active in each weekday (weekend) hour, and per feature the (forgotten) days with it, the
+        # sums of its log amounts and squares, and its mean daily amount.
+        scale, active = state.scale, state.days
+        shares = _shares(state.hours[:half], scale, state.part_days(False))
+        shares += _shares(state.hours[half:], scale, state.part_days(True))
+        own = [
+            (name, values[NZ] / scale, values[S1] / scale, values[S2] / scale, values[SRAW] / scale / active)
+            for name, values in state.stats.items()
+        ]
         for group in (state.group, "dept:" + state.department, "*"):
             members[group] += 1
-            days[group] += state.days
-            profile = hours.setdefault(group, [0.0] * HOURS)
-            for i, value in enumerate(own_hours):
-                part = parts[i >= HOURS // 2]
-                if part > 0:
-                    profile[i] += value / part
-            group_sums = sums[group]
-            for name, values in own_stats.items():
+            days[group] += active
+            pooled = hours.get(group)
+            hours[group] = shares.copy() if pooled is None else list(map(add, pooled, shares))
+            group_sums, group_means = sums[group], means[group]
+            for name, nz, s1, s2, mean in own:
                 acc = group_sums.get(name)
                 if acc is None:
-                    acc = group_sums[name] = [0.0, 0.0, 0.0]
-                acc[0] += values[NZ]
-                acc[1] += values[S1]
-                acc[2] += values[S2]
-                means[group][name].append(values[SRAW] / state.days)
+                    group_sums[name] = [nz, s1, s2]
+                else:
+                    acc[0] += nz
+                    acc[1] += s1
+                    acc[2] += s2
+                group_means[name].append(mean)
     stats = PeerStats(members=dict(members))
     for group, group_sums in sums.items():
         features: dict[str, PeerFeature] = {}
