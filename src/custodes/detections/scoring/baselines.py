@@ -370,9 +370,9 @@ class PeerStats:
         return self.features.get(group, {}).get(name)
 
 
-def _shares(counts: list[float], scale: float, days: float) -> list[float]:
-    """Forgotten counts of days (kept times `scale`) as shares of `days` (none without days)."""
-    return [count / scale / days for count in counts] if days > 0 else [0.0] * len(counts)
+def _shares(counts: list[float], days: float) -> list[float]:
+    """Counts of days as shares of `days` (none without days)."""
+    return [count / days for count in counts] if days > 0 else [0.0] * len(counts)
 
 
 def peer_stats(states: Iterable[EntityState]) -> PeerStats:
@@ -389,12 +389,11 @@ def peer_stats(states: Iterable[EntityState]) -> PeerStats:
         # What the person adds to each of the three groups they count in, computed once: the share of their weekdays
         # (weekend days) active in each weekday (weekend) hour, and per feature the (forgotten) days with it, the
         # sums of its log amounts and squares, and its mean daily amount.
-        scale, active = state.scale, state.days
-        shares = _shares(state.hours[:half], scale, state.part_days(False))
-        shares += _shares(state.hours[half:], scale, state.part_days(True))
+        active, profile = state.days, state.hour_profile()
+        shares = _shares(profile[:half], state.part_days(False)) + _shares(profile[half:], state.part_days(True))
         own = [
-            (name, values[NZ] / scale, values[S1] / scale, values[S2] / scale, values[SRAW] / scale / active)
-            for name, values in state.stats.items()
+            (name, values[NZ], values[S1], values[S2], values[SRAW] / active)
+            for name, values in state.feature_sums().items()
         ]
         for group in (state.group, "dept:" + state.department, "*"):
             members[group] += 1
