@@ -291,7 +291,7 @@ def test_an_attack_on_the_accounts_mfa_and_data_collection_on_one_day_add_the_ta
             return denied(5, base)
         if day == 15:
             return [*denied(3, base), *reads(3, base + timedelta(hours=1)), *reads(4, base), *reads(5, base)]
-        return [*denied(6, base)] if day == 16 else []
+        return denied(6, base) if day == 16 else []
 
     rankings = run(18, extra)
     _, taken_over = day_of(rankings, 15, 3)
