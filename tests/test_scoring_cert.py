@@ -242,6 +242,11 @@ def test_cert_answers_are_labels_one_per_person_and_day_of_the_details_acts(cert
     (folder / "r4.2-1" / f"r4.2-1-{INSIDER}.csv").write_text("device,{A},yesterday,X,PC-1,Connect\n")
     with pytest.raises(CustodesError, match=rf"r4\.2-1-{INSIDER}\.csv: line 1: not a CERT answers record"):
         load_labels(folder, dataset="4.2")
+    (folder / "r4.2-1" / f"r4.2-1-{INSIDER}.csv").unlink()  # its row's own times count then
+    listed = (folder / "insiders.csv").read_text().replace(stamp(act - timedelta(days=1)), "soon")
+    (folder / "insiders.csv").write_text(listed)
+    with pytest.raises(CustodesError, match=r"insiders\.csv: line 3: end 'soon' is not a time; write MM/DD/YYYY"):
+        load_labels(folder, dataset="4.2")
 
 
 def test_eval_scoring_takes_the_answers_folder_and_the_release(cert: Path, tmp_path: Path) -> None:

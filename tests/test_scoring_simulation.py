@@ -169,6 +169,24 @@ def test_eval_refuses_backwards_labels_and_warns_on_unknown_people(org: Path, tm
     (tmp_path / "backwards.json").write_bytes(orjson.dumps(backwards))
     with pytest.raises(CustodesError, match=r"label #1 .*end .* is before start"):
         load_labels(tmp_path / "backwards.json")
+    header = "incident,scenario,person,role,start,end\n"
+    broken = {
+        "no_person.csv": (
+            header + "i1,s,,insider,2024-03-19T12:00:00Z,2024-03-20T12:00:00Z\n",
+            "line 2: person is missing",
+        ),
+        "bad_end.csv": (
+            header + "i1,s,a@b.example,insider,2024-03-19T12:00:00Z,later\n",
+            "line 2: end 'later' is not a",
+        ),
+        "scalar.json": ('{"labels": 5}', r"labels are a JSON list of objects"),
+        "not_object.json": ('[["a"]]', "label #1: a label is an object with person, start and end"),
+        "bool_time.json": ('[{"person": "a", "start": true, "end": 1}]', "label #1: start True is not a time"),
+    }
+    for name, (text, message) in broken.items():
+        (tmp_path / name).write_text(text)
+        with pytest.raises(CustodesError, match=message):
+            load_labels(tmp_path / name)
     stranger = [*rows, dict(rows[0], incident="ghost", person="nobody@elsewhere.example")]
     (tmp_path / "stranger.json").write_bytes(orjson.dumps(stranger))
     settings = ScoringSettings(directory=org / "directory.json", pseudonymise=False)

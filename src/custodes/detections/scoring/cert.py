@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from custodes.connectors.envelope import parse_time
 from custodes.connectors.files import text_lines
 from custodes.errors import CustodesError
 
@@ -173,11 +174,19 @@ def is_answers(header: Iterable[str] | None) -> bool:
     return {h.strip().lower() for h in header or ()} >= ANSWER_COLUMNS
 
 
-def _answer_time(value: str) -> str:
+def _answer_time(path: Path, line: int, row: dict[str, str], name: str) -> str:
+    """A time of an `insiders.csv` row: the datasets' own form, or ISO 8601 as it is."""
+    value = row[name]
     try:
         return _time(value)
     except ValueError:
-        return value.strip()  # ISO times are taken as they are; anything else is refused with the label's number
+        try:
+            parse_time(value)
+        except (ValueError, TypeError):
+            raise CustodesError.at(
+                path, f"line {line}: {name} {value!r} is not a time; write MM/DD/YYYY HH:MM:SS as the datasets do"
+            ) from None
+        return value.strip()
 
 
 def cert_answers(
@@ -200,7 +209,7 @@ def cert_answers(
         )
     labels: list[dict[str, str]] = []
     missing: list[str] = []
-    for row in rows:
+    for line, row in enumerate(rows, start=2):
         if row["dataset"].removeprefix("r") != wanted or not row["user"]:
             continue
         insider, scenario = _user(row["user"]), row["scenario"]
@@ -211,7 +220,8 @@ def cert_answers(
         details = next((p for p in places if p.is_file()), None)
         if details is None:
             missing.append(name or incident)
-            labels.append(label | {"start": _answer_time(row["start"]), "end": _answer_time(row["end"])})
+            times = {edge: _answer_time(path, line, row, edge) for edge in ("start", "end")}
+            labels.append(label | times)
             continue
         for (user, _), (first, last) in _acts(details).items():
             role = "insider" if user.lower() == insider.lower() else "compromised"

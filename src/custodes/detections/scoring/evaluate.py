@@ -221,31 +221,48 @@ def load_labels(path: Path, *, dataset: str | None = None, warnings: list[str] |
         except orjson.JSONDecodeError as exc:
             raise CustodesError.at(path, f"invalid JSON: {exc.msg}") from None
         rows = body.get("labels", []) if isinstance(body, dict) else body
+        if not isinstance(rows, list):
+            raise CustodesError.at(path, 'labels are a JSON list of objects, or {"labels": [...]}')
     if dataset is not None and not answers:
         raise CustodesError.at(path, "--dataset names a CERT release, but these labels are not a CERT answers list")
     labels = []
     for number, row in enumerate(rows, start=1):
-        try:
-            labels.append(
-                LabelRow(
-                    incident=str(row.get("incident") or row["person"]),
-                    scenario=str(row.get("scenario") or "-"),
-                    person=str(row["person"]),
-                    role=str(row.get("role") or "insider"),
-                    start=parse_time(row["start"]),
-                    end=parse_time(row["end"]),
-                )
-            )
-        except (KeyError, ValueError, TypeError, AttributeError) as exc:
-            raise CustodesError.at(path, f"label #{number}: {exc}") from None
-        label = labels[-1]
+        where = f"line {number + 1}" if path.suffix.lower() == ".csv" and not answers else f"label #{number}"
+        if not isinstance(row, dict):
+            raise CustodesError.at(path, f"{where}: a label is an object with person, start and end")
+        label = LabelRow(
+            incident=str(row.get("incident") or _label_field(path, where, row, "person")),
+            scenario=str(row.get("scenario") or "-"),
+            person=str(_label_field(path, where, row, "person")),
+            role=str(row.get("role") or "insider"),
+            start=_label_time(path, where, row, "start"),
+            end=_label_time(path, where, row, "end"),
+        )
         if label.end < label.start:
             raise CustodesError.at(
                 path,
-                f"label #{number} ({label.person}): end {label.end.isoformat()} is before start "
+                f"{where} ({label.person}): end {label.end.isoformat()} is before start "
                 f"{label.start.isoformat()}; fix the interval",
             )
+        labels.append(label)
     return labels
+
+
+def _label_field(path: Path, where: str, row: dict[str, Any], name: str) -> Any:
+    value = row.get(name)
+    if value is None or value == "":
+        raise CustodesError.at(path, f"{where}: {name} is missing; every label needs person, start and end")
+    return value
+
+
+def _label_time(path: Path, where: str, row: dict[str, Any], name: str) -> datetime:
+    value = _label_field(path, where, row, name)
+    try:
+        return parse_time(value)
+    except (ValueError, TypeError, OverflowError, OSError):
+        raise CustodesError.at(
+            path, f"{where}: {name} {value!r} is not a time; write ISO 8601 (2024-03-04T09:00:00Z) or epoch seconds"
+        ) from None
 
 
 def _records(path: Path) -> Iterator[tuple[datetime, int, Event]]:
