@@ -194,6 +194,57 @@ def test_eval_refuses_backwards_labels_and_warns_on_unknown_people(org: Path, tm
     assert [w for w in result.warnings if "neither the directory nor the events" in w and "nobody@" in w]
 
 
+def test_eval_says_how_many_records_of_each_file_it_could_not_score_and_why(org: Path, tmp_path: Path) -> None:
+    lines = (org / "endpoint.ndjson").read_bytes().splitlines()
+    first = orjson.loads(lines[50])  # the next record's own: in time order where they go
+    unusable = [
+        b'{"a":' * 2000 + b"1" + b"}" * 2000,  # deeper than a JSON reader goes
+        b'{"event": {"category": ["authentication"]',  # cut short
+        b"[1, 2]",  # JSON, but not a record
+        orjson.dumps({**first, "@timestamp": None}),  # no time
+        orjson.dumps({**first, "@timestamp": "1985-01-01T00:00:00Z"}),  # before the accepted window
+        orjson.dumps({**first, "user": ["not", "a", "user"]}),  # no actor the engine reads
+        orjson.dumps({"@timestamp": first["@timestamp"], "kind": "unknown vendor"}),  # a shape it does not know
+    ]
+    mixed = tmp_path / "endpoint.ndjson"
+    mixed.write_bytes(b"\n".join([*lines[:50], *unusable, *lines[50:]]) + b"\n")
+    settings = ScoringSettings(directory=org / "directory.json", pseudonymise=False)
+    clean = evaluate([org / "endpoint.ndjson"], [], settings)
+    result = evaluate([mixed], [], settings)
+    assert clean.warnings == [] and result.events == clean.events + 2
+    assert result.warnings == [
+        f"{mixed}: 5 records were not scored: 3 not a JSON object, 1 without a time, 1 with a time outside the "
+        f"accepted window (custodes.timewindow) (the first: {mixed}:51:5122: invalid JSON (depth limit exceeded))",
+        "endpoint.ndjson: 2 records named no actor the scoring engine reads (or are of a shape it does not know) "
+        "and were not scored",
+    ]
+
+
+def test_a_stray_early_record_leaves_a_gap_that_is_said_and_learns_nothing(org: Path, tmp_path: Path) -> None:
+    lines = (org / "endpoint.ndjson").read_bytes().splitlines()
+    record = orjson.loads(lines[0])
+    stray = orjson.dumps({**record, "@timestamp": "2023-12-01T12:00:00Z"})  # months before the rest
+    (tmp_path / "endpoint.ndjson").write_bytes(b"\n".join([stray, *lines]) + b"\n")
+    settings = ScoringSettings(directory=org / "directory.json", pseudonymise=False)
+    labels = load_labels(org / "labels.json")
+    files = sorted(org.glob("*.ndjson"))
+    clean = evaluate(files, labels, settings)
+    result = evaluate(
+        [tmp_path / "endpoint.ndjson" if f.name == "endpoint.ndjson" else f for f in files], labels, settings
+    )
+    gap = [w for w in result.warnings if "have no event at all" in w]
+    assert gap and gap[0].startswith(
+        "93 dates between the first and the last event have no event at all (from 2023-12-02"
+    )
+    # the empty dates are neither days of the report nor learning dates: what is scored after them is unchanged
+    assert result.days == clean.days + 1
+    assert (result.false_findings, result.mean_percentile, result.recall) == (
+        clean.false_findings,
+        clean.mean_percentile,
+        clean.recall,
+    )
+
+
 def test_shapes_change_the_organisation_not_just_the_draw(tmp_path: Path) -> None:
     def other_machine_logons(shape: str) -> tuple[int, int, int]:
         knobs = SimulationSettings(population=60, days=12, seed=5, warmup_days=2, shape=shape, insiders=0)

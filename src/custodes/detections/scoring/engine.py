@@ -105,8 +105,11 @@ class ScoringEngine:
         self.untimed = 0
         """Events skipped for a time outside the accepted window (see custodes.timewindow)."""
         self.unreadable = 0
+        self.unattributed: Counter[str] = Counter()
+        """Records naming no actor the extractor reads, or of a shape it does not know, by source (in memory)."""
         self.observed = 0
         self.days_closed = 0
+        """Dates closed on which some entity had a day (see `close_date`)."""
 
     # state ----------------------------------------------------------------------------------------
     def state_for(self, key: str, kind: str) -> EntityState:
@@ -133,6 +136,7 @@ class ScoringEngine:
             self.unreadable += 1
             return None
         if obs is None:
+            self.unattributed[event.source] += 1
             return None
         if out_of_window(event):
             self.untimed += 1
@@ -275,7 +279,7 @@ class ScoringEngine:
 
     @property
     def learning(self) -> bool:
-        """True until `learning_days` dates have closed: baselines are built, nothing is scored."""
+        """True until `learning_days` dates with activity have closed: baselines are built, nothing is scored."""
         return self.days_closed < self.settings.learning_days
 
     def score_open(self, state: EntityState) -> DayScore | None:
@@ -351,7 +355,11 @@ class ScoringEngine:
             self.close_date(self.closed_through + 1)
 
     def close_date(self, day: int) -> list[DayScore]:
-        """Close `day` (ordinal) for every entity; rank the day; raise top-k findings; refresh peer statistics."""
+        """Close `day` (ordinal) for every entity; rank the day; raise top-k findings; refresh peer statistics.
+
+        A date on which no entity had a day (a gap in the data, or the dates after a stray early record) is ranked
+        on carried risk alone: it changes no baseline, so peer statistics are kept, and it is not one of the
+        `learning_days`."""
         for state in self.states.values():
             if state.open is not None and state.open.day <= day:
                 self._close(state)
@@ -380,8 +388,9 @@ class ScoringEngine:
         self.scores.extend(s for s in scored.values())
         if self.on_ranking is not None:
             self.on_ranking(when, ranking)
-        self.refresh_groups()
-        self.days_closed += 1
+        if scored:
+            self.refresh_groups()
+            self.days_closed += 1
         self.closed_through = day
         self._schedule()
         return ranking

@@ -265,19 +265,49 @@ def _label_time(path: Path, where: str, row: dict[str, Any], name: str) -> datet
         ) from None
 
 
-def _records(path: Path) -> Iterator[tuple[datetime, int, Event]]:
-    """(time, record number, event) of a log file or CERT CSV, as they stand in the file; records without a time or
-    with one outside the default ingest window (custodes.timewindow) are skipped."""
+SKIPPED = {
+    "unreadable": "not a JSON object",
+    "untimed": "without a time",
+    "outside": "with a time outside the accepted window (custodes.timewindow)",
+}
+"""Why `_records` skips a record, as the warning says it."""
+
+
+@dataclass(slots=True)
+class Skipped:
+    """The records of one file that `_records` skipped, by reason (`SKIPPED`), and the first malformed line's own
+    warning."""
+
+    counts: Counter[str] = field(default_factory=Counter)
+    first: str | None = None
+
+    def warning(self, path: Path) -> str | None:
+        """What to tell of them (None: none were skipped)."""
+        parts = [f"{self.counts[reason]} {text}" for reason, text in SKIPPED.items() if self.counts[reason]]
+        if not parts:
+            return None
+        example = f" (the first: {self.first})" if self.first else ""
+        return f"{path}: {self.counts.total()} records were not scored: {', '.join(parts)}{example}"
+
+
+def _records(path: Path, skipped: Skipped | None = None) -> Iterator[tuple[datetime, int, Event]]:
+    """(time, record number, event) of a log file or CERT CSV, as they stand in the file; records that are not
+    objects, without a time or with one outside the default ingest window (custodes.timewindow) are skipped, and
+    counted in `skipped`."""
     tag = path.name
     window, now = TimeWindow(), utcnow()
-    rows: Iterator[tuple[int, Any]] = (
-        _cert_rows(path) if _is_cert(path) else ((number, record) for number, record, _ in iter_records(path))
+    rows: Iterator[tuple[int, Any, str | None]] = (
+        ((number, record, None) for number, record in _cert_rows(path)) if _is_cert(path) else iter_records(path)
     )
-    for number, record in rows:
+    tally = Skipped() if skipped is None else skipped
+    for number, record, warning in rows:
         if not isinstance(record, dict):
+            tally.counts["unreadable"] += 1
+            tally.first = tally.first or (warning or "").removesuffix("; kept as text") or None
             continue
         when = record_time(record)
         if when is None or not window.accepts(when, now):
+            tally.counts["untimed" if when is None else "outside"] += 1
             continue
         yield when, number, Event(f"{tag}:{number}", when, tag, NO_SOURCE, record)
 
@@ -314,18 +344,23 @@ def _is_cert(path: Path) -> bool:
 
 
 def read_events(paths: Sequence[Path], warnings: list[str] | None = None) -> Iterator[Event]:
-    """Events from log files, merged in time order; a file not in time order is sorted (in memory) with a warning."""
+    """Events from log files, merged in time order; a file not in time order is sorted (in memory), and records
+    that cannot be scored are skipped, each with a warning once the files are read."""
     streams: list[Iterator[tuple[datetime, int, Event]]] = []
+    skipped = {path: Skipped() for path in paths}
     for path in paths:
         late = out_of_order(path)
+        records = _records(path, skipped[path])
         if late:
             if warnings is not None:
                 warnings.append(f"{path}: {late} records out of time order; the file was sorted by time in memory")
-            streams.append(iter(sorted(_records(path), key=lambda item: (item[0], item[1]))))
+            streams.append(iter(sorted(records, key=lambda item: (item[0], item[1]))))
         else:
-            streams.append(_records(path))
+            streams.append(records)
     for _, _, event in heapq.merge(*streams, key=lambda item: item[0]):
         yield event
+    if warnings is not None:
+        warnings += [text for path in dict.fromkeys(paths) if (text := skipped[path].warning(path))]
 
 
 def evaluate(
@@ -421,6 +456,16 @@ def evaluate(
             f"{len(unknown)} labelled people are in neither the directory nor the events "
             f"(their malicious days count as missed): {', '.join(unknown[:10])}{' ...' if len(unknown) > 10 else ''}"
         )
+    for source, ignored in sorted(engine.unattributed.items()):
+        warnings.append(
+            f"{source}: {ignored} records named no actor the scoring engine reads (or are of a shape it does not "
+            "know) and were not scored"
+        )
+    if engine.unreadable:
+        warnings.append(
+            f"{engine.unreadable} records had a field of a type their vendor does not use (a list for an object, "
+            "say) and were not scored"
+        )
     if engine.late_events:
         warnings.append(f"{engine.late_events} events arrived after their day had closed and were not scored")
     active = {(score.entity, score.day) for score in engine.take_scores()}
@@ -430,6 +475,13 @@ def evaluate(
         warnings.append(
             f"{unseen} of {len(malicious)} labelled malicious user-days have no event of the person in the files "
             "scored (they count as missed): their acts are in records not given, or were not recorded"
+        )
+    dated = {day for _, day in active}
+    gaps = {day for day in scored - dated if min(dated) < day < max(dated)} if dated else set()
+    if gaps:
+        warnings.append(
+            f"{len(gaps)} dates between the first and the last event have no event at all (from {min(gaps)} to "
+            f"{max(gaps)}): a gap in the files, or a record with a wrong time; they are not counted as days"
         )
     false_findings = true_findings = 0
     by_entity: dict[str, list[IncidentResult]] = defaultdict(list)
@@ -456,7 +508,7 @@ def evaluate(
             chances[incident].add(day)
     return Evaluation(
         population=population,
-        days=len(closed),
+        days=len(scored - gaps),
         events=count,
         seconds=seconds,
         budget=budget,
