@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import math
 import random
+import re
 from dataclasses import astuple
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -25,9 +27,10 @@ from custodes.detections.scoring.catalog import RISE_WINDOWS
 from custodes.detections.scoring.engine import ScoringEngine
 from custodes.detections.scoring.explain import sentences
 from custodes.detections.scoring.features import Extractor
-from custodes.detections.scoring.identity import IdentityResolver, Person
+from custodes.detections.scoring.identity import IdentityResolver, Person, load_directory
 from custodes.detections.scoring.privacy import Pseudonymizer, is_pseudonym
 from custodes.detections.scoring.risk import MIN_VAR_LOG, DayScore, RiskModel
+from custodes.errors import CustodesError
 from custodes.model import Event, Finding, LogSource, Severity
 
 START = datetime(2024, 3, 4, tzinfo=UTC)
@@ -124,6 +127,25 @@ def test_identity_resolution_joins_every_source_and_separates_service_accounts()
     assert resolver.resolve("dependabot[bot]")[1] == "service"
     assert resolver.resolve("someone@else.example") == ("someone@else.example", "person")
     assert resolver.resolve("jdoe@gmail.com")[0] != key[0]
+
+
+def test_a_directory_entry_that_cannot_be_read_names_its_position_and_field(tmp_path: Path) -> None:
+    broken = {
+        '[{"display_name": "x"}]': "person #1: id is missing",
+        '[{"id": "a"}, {"id": "b", "notice_date": "soon"}]': "person #2: notice_date: 'soon' is not a date",
+        '[{"id": "a", "watchlists": {"vip": "x"}}]': "person #1: watchlists.vip: 'x' is not a date",
+        '[{"id": "a", "watchlists": ["vip"]}]': "person #1: watchlists: an object of watchlist names",
+        '[{"id": "a", "profile": {"login": "a@b", "terminationDate": 7}}]': "person #1: profile.terminationDate: 7",
+        '["a"]': "person #1: not an object",
+        '{"people": 3}': "a directory is a JSON list of people",
+    }
+    for number, (text, message) in enumerate(broken.items()):
+        (tmp_path / f"{number}.json").write_text(text)
+        with pytest.raises(CustodesError, match=re.escape(message)):
+            load_directory(tmp_path / f"{number}.json")
+    (tmp_path / "good.json").write_text('[{"id": "a", "watchlists": {"vip": null}, "notice_date": "2024-03-04"}]')
+    [person] = load_directory(tmp_path / "good.json")
+    assert person.watchlists == {"vip": date.min} and person.notice_date == date(2024, 3, 4)
 
 
 def test_pseudonymised_resolver_never_exposes_the_name() -> None:

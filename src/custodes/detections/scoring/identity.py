@@ -74,10 +74,13 @@ class Person:
         }
 
 
-def _date(value: Any) -> date | None:
+def _date(value: Any, field: str) -> date | None:
     if value in (None, ""):
         return None
-    return date.fromisoformat(str(value)[:10])
+    try:
+        return date.fromisoformat(str(value)[:10])
+    except ValueError:
+        raise ValueError(f"{field}: {value!r} is not a date (YYYY-MM-DD)") from None
 
 
 def person_from_json(record: dict[str, Any]) -> Person:
@@ -97,10 +100,13 @@ def person_from_json(record: dict[str, Any]) -> Person:
             timezone=profile.get("timezone"),
             aliases=aliases,
             watchlists=watch,
-            notice_date=_date(profile.get("noticeDate")),
-            departure_date=_date(profile.get("terminationDate")),
+            notice_date=_date(profile.get("noticeDate"), "profile.noticeDate"),
+            departure_date=_date(profile.get("terminationDate"), "profile.terminationDate"),
         )
-    watchlists = {str(k): _date(v) or date.min for k, v in dict(record.get("watchlists") or {}).items()}
+    listed = record.get("watchlists") or {}
+    if not isinstance(listed, dict):
+        raise ValueError("watchlists: an object of watchlist names and the dates they start (or null)")
+    watchlists = {str(k): _date(v, f"watchlists.{k}") or date.min for k, v in listed.items()}
     return Person(
         id=str(record["id"]),
         display_name=record.get("display_name"),
@@ -112,8 +118,8 @@ def person_from_json(record: dict[str, Any]) -> Person:
         aliases=[str(a) for a in record.get("aliases") or []],
         hosts=[str(h) for h in record.get("hosts") or []],
         watchlists=watchlists,
-        notice_date=_date(record.get("notice_date")),
-        departure_date=_date(record.get("departure_date")),
+        notice_date=_date(record.get("notice_date"), "notice_date"),
+        departure_date=_date(record.get("departure_date"), "departure_date"),
     )
 
 
@@ -140,7 +146,9 @@ def load_directory(path: Path) -> list[Person]:
             if not isinstance(entry, dict):
                 raise ValueError("not an object")
             people.append(person_from_json(entry))
-        except (KeyError, ValueError, TypeError) as exc:
+        except KeyError as exc:
+            raise CustodesError.at(path, f"person #{number}: {exc.args[0]} is missing") from None
+        except (ValueError, TypeError) as exc:
             raise CustodesError.at(path, f"person #{number}: {exc}") from None
     return people
 
