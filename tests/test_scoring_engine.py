@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 
 import orjson
 import pytest
+from pydantic import ValidationError
 
 from custodes.config import IdentitySettings, ScoringSettings
 from custodes.detections.scoring.baselines import (
@@ -27,7 +28,7 @@ from custodes.detections.scoring.catalog import RISE_WINDOWS
 from custodes.detections.scoring.engine import ScoringEngine
 from custodes.detections.scoring.explain import sentences
 from custodes.detections.scoring.features import Extractor
-from custodes.detections.scoring.identity import IdentityResolver, Person, load_directory
+from custodes.detections.scoring.identity import IdentityResolver, Person, load_directory, zone_warning
 from custodes.detections.scoring.privacy import Pseudonymizer, is_pseudonym
 from custodes.detections.scoring.risk import MIN_VAR_LOG, DayScore, RiskModel
 from custodes.errors import CustodesError
@@ -146,6 +147,17 @@ def test_a_directory_entry_that_cannot_be_read_names_its_position_and_field(tmp_
     (tmp_path / "good.json").write_text('[{"id": "a", "watchlists": {"vip": null}, "notice_date": "2024-03-04"}]')
     [person] = load_directory(tmp_path / "good.json")
     assert person.watchlists == {"vip": date.min} and person.notice_date == date(2024, 3, 4)
+
+
+def test_a_time_zone_that_is_not_one_is_refused_in_settings_and_said_of_directory_people() -> None:
+    with pytest.raises(ValidationError, match="'Mars/Base' is not an IANA time zone name"):
+        ScoringSettings(default_timezone="Mars/Base")
+    people = [Person(id=f"p{n}@corp.example", timezone=zone) for n, zone in enumerate(["Europe/London", "CET+1", None])]
+    assert zone_warning(people[::2], "UTC") is None
+    assert zone_warning(people, "Asia/Tokyo") == (
+        "1 people in the directory have a time zone that is not an IANA name (Europe/London, say), so their days are "
+        "Asia/Tokyo's: p1@corp.example: 'CET+1'"
+    )
 
 
 def test_pseudonymised_resolver_never_exposes_the_name() -> None:

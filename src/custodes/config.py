@@ -16,6 +16,7 @@ from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     BaseModel,
@@ -762,6 +763,15 @@ class ScoringSettings(Section):
     )
     reidentify_roles: list[str] = Field(default_factory=lambda: ["privacy_officer", "admin"])
     max_state_bytes: int = Field(default=65536, ge=4096, description="bound on one entity's stored baseline")
+
+    @field_validator("default_timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is not an IANA time zone name (UTC, Europe/London, Asia/Tokyo)") from None
+        return value
 
 
 class HuntSettings(Section):

@@ -27,7 +27,7 @@ from custodes.connectors.files import iter_records, text_lines
 from custodes.detections.scoring.cert import cert_answers, cert_records, cert_times, is_answers
 from custodes.detections.scoring.engine import ScoringEngine, review_places
 from custodes.detections.scoring.features import record_time
-from custodes.detections.scoring.identity import IdentityResolver, load_directory
+from custodes.detections.scoring.identity import IdentityResolver, load_directory, zone_warning
 from custodes.detections.scoring.risk import DayScore
 from custodes.errors import CustodesError
 from custodes.model import Event, LogSource, utcnow
@@ -432,7 +432,7 @@ def evaluate(
                 result.detected = day
 
     engine = ScoringEngine(settings, resolver, org_domains=domains, on_ranking=on_ranking)
-    warnings: list[str] = []
+    warnings = [text] if (text := zone_warning(people, settings.default_timezone)) is not None else []
     started = time.perf_counter()
     count = 0
     for event in read_events(paths, warnings):

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
 
@@ -151,6 +152,24 @@ def load_directory(path: Path) -> list[Person]:
         except (ValueError, TypeError) as exc:
             raise CustodesError.at(path, f"person #{number}: {exc}") from None
     return people
+
+
+def zone_warning(people: Iterable[Person], default: str) -> str | None:
+    """What to say of the people whose time zone is not an IANA name (their local days are the `default` zone's);
+    None when there are none."""
+    unknown: list[str] = []
+    for person in people:
+        if person.timezone:
+            try:
+                ZoneInfo(person.timezone)
+            except (ZoneInfoNotFoundError, ValueError):
+                unknown.append(f"{person.id}: {person.timezone!r}")
+    if not unknown:
+        return None
+    return (
+        f"{len(unknown)} people in the directory have a time zone that is not an IANA name (Europe/London, say), so "
+        f"their days are {default}'s: {', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''}"
+    )
 
 
 def _snapshots(folder: Path) -> list[dict[str, Any]]:

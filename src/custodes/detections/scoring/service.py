@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from custodes.config import ScoringSettings
 from custodes.detections.scoring.baselines import EntityState
 from custodes.detections.scoring.engine import DETECTOR, ScoringEngine
-from custodes.detections.scoring.identity import IdentityResolver, load_directory
+from custodes.detections.scoring.identity import IdentityResolver, load_directory, zone_warning
 from custodes.detections.scoring.privacy import Pseudonymizer
 from custodes.detections.scoring.risk import Contribution, DayScore
 from custodes.errors import ConfigError
@@ -131,6 +131,8 @@ async def entity_for_pseudonym(store: Store, pseudonymizer: Pseudonymizer, pseud
 def resolver_for(settings: ScoringSettings, pseudonymizer: Pseudonymizer | None) -> IdentityResolver:
     """An identity resolver from the configured directory and mappings."""
     people = load_directory(settings.directory) if settings.directory is not None else []
+    if (warning := zone_warning(people, settings.default_timezone)) is not None:
+        log.warning("%s", warning)
     return IdentityResolver(people, settings.identities, pseudonymizer if settings.pseudonymise else None)
 
 
