@@ -144,6 +144,18 @@ def test_simulate_command(tmp_path: Path) -> None:
     assert orjson.loads(short.stdout)["incidents"] >= 1
     too_short = runner.invoke(app, ["simulate", str(tmp_path / "t"), "--days", "20", "--warmup-days", "15"])
     assert too_short.exit_code == 2 and "--days" in too_short.output and "--warmup-days" in too_short.output
+    out_of_range = {
+        ("--population", "0"): "--population 0 is too small: 20 people or more",
+        ("--days", "0"): "--days 0 is too short: 11 or more",
+        ("--noise", "-1"): "--noise -1.0 is below 0",
+        ("--insiders", "-2"): "--insiders -2 is out of range: 0 to half the people (150)",
+        ("--insiders", "151"): "--insiders 151 is out of range: 0 to half the people (150)",
+        ("--warmup-days", "0"): "--warmup-days 0 is below 1",
+    }
+    for option, message in out_of_range.items():
+        refused = runner.invoke(app, ["simulate", str(tmp_path / "r"), *option])
+        assert refused.exit_code == 2 and message in " ".join(refused.output.split()), (option, refused.output)
+    assert not (tmp_path / "r").exists()
 
 
 def test_eval_sorts_a_file_out_of_time_order_and_says_so(org: Path, tmp_path: Path) -> None:

@@ -1043,7 +1043,18 @@ def simulate(settings: SimulationSettings, out: Path) -> Simulation:
             )
         settings = replace(settings, scenarios=tuple(s for s in settings.scenarios if s in visible))
     if settings.population < 20:
-        raise ValueError("population must be at least 20")
+        raise ValueError(f"--population {settings.population} is too small: 20 people or more (peers to compare)")
+    if settings.noise < 0:
+        raise ValueError(f"--noise {settings.noise} is below 0: 0 is no benign anomaly, 1 the usual rate")
+    if settings.insiders is not None and not 0 <= settings.insiders <= settings.population // 2:
+        raise ValueError(
+            f"--insiders {settings.insiders} is out of range: 0 to half the people ({settings.population // 2}), "
+            "each incident with an insider of its own"
+        )
+    if settings.warmup_days < 1:
+        raise ValueError(f"--warmup-days {settings.warmup_days} is below 1: at least one quiet day comes first")
+    if settings.days < 11:
+        raise ValueError(f"--days {settings.days} is too short: 11 or more (quiet days, then 10 in which insiders act)")
     if settings.days < settings.warmup_days + 10:
         raise ValueError(
             f"--days {settings.days} is too short for --warmup-days {settings.warmup_days}: give --days "
