@@ -204,6 +204,9 @@ def test_eval_refuses_backwards_labels_and_warns_on_unknown_people(org: Path, tm
     settings = ScoringSettings(directory=org / "directory.json", pseudonymise=False)
     result = evaluate([org / "okta.ndjson"], load_labels(tmp_path / "stranger.json"), settings)
     assert [w for w in result.warnings if "neither the directory nor the events" in w and "nobody@" in w]
+    for share in (0.0, -0.1, 1.5, float("nan")):
+        with pytest.raises(CustodesError, match=rf"--budget-share {share} is out of range"):
+            evaluate([org / "okta.ndjson"], [], settings, budget_share=share)
 
 
 def test_eval_says_how_many_records_of_each_file_it_could_not_score_and_why(org: Path, tmp_path: Path) -> None:

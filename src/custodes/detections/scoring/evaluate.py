@@ -378,6 +378,10 @@ def evaluate(
     every `PROGRESS_EVENTS` and at the end.
     """
     if budget_share is not None:
+        if not 0 < budget_share <= 1:
+            raise CustodesError(
+                f"--budget-share {budget_share} is out of range: a share of people above 0, at most 1 (0.005 is 0.5 %)"
+            )
         settings = settings.model_copy(update={"review_budget": budget_share})
     people = load_directory(settings.directory) if settings.directory is not None else []
     resolver = IdentityResolver(people, settings.identities)
