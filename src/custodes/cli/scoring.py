@@ -189,11 +189,13 @@ def eval_scoring(
 @entity_app.command("explain")
 def entity_explain(
     user: Annotated[str, typer.Argument(help="Pseudonym, or any name of the person (login, UPN, e-mail, ...).")],
-    days: Annotated[int, typer.Option(help="How many recent day scores.")] = 3,
+    days: Annotated[int, typer.Option(min=1, max=366, help="How many recent day scores.")] = 3,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Explain an entity's recent risk in plain sentences: features, their usual and peer values, modifiers."""
+    if not user.strip():
+        raise typer.BadParameter("name a person: a pseudonym, login, UPN or e-mail", param_hint="USER")
     from custodes.detections.scoring.explain import sentences
     from custodes.detections.scoring.privacy import is_pseudonym
     from custodes.detections.scoring.service import entity_scores, pseudonymizer_for, resolver_for
