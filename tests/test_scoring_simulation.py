@@ -263,7 +263,9 @@ def test_a_stray_early_record_leaves_a_gap_that_is_said_and_learns_nothing(org: 
 def test_shapes_change_the_organisation_not_just_the_draw(tmp_path: Path) -> None:
     def other_machine_logons(shape: str) -> tuple[int, int, int]:
         knobs = SimulationSettings(population=60, days=12, seed=5, warmup_days=2, shape=shape, insiders=0)
-        simulate(knobs, tmp_path / shape)
+        written: list[int] = []
+        simulate(knobs, tmp_path / shape, written.append)
+        assert written == list(range(1, 13))  # the progress of the days written
         people = {
             p["aliases"][1]: p["hosts"][0] for p in orjson.loads((tmp_path / shape / "directory.json").read_bytes())
         }

@@ -74,7 +74,8 @@ def simulate(
             warmup_days=min(21, max(1, days - 10)) if warmup_days is None else warmup_days,
         )
         try:
-            result = simulate(knobs, out)
+            with progress("simulating days", days) as show:
+                result = simulate(knobs, out, show)
         except ValueError as exc:
             raise CustodesError(str(exc)) from None
         summary = {

@@ -940,7 +940,7 @@ class Generator:
             raise ValueError(f"unknown scenario {scenario!r} (known: {', '.join(SCENARIOS)})")
 
     # output ---------------------------------------------------------------------------------------
-    def run(self, out: Path) -> Simulation:
+    def run(self, out: Path, progress: Callable[[int], None] | None = None) -> Simulation:
         self.people()
         self.hr()
         for number in range(self.s.insider_count()):
@@ -975,6 +975,8 @@ class Generator:
                         continue
                     self.workday(actor, day, weekend)
                 self._flush(day - 2, files, counts)
+                if progress is not None:
+                    progress(day + 1)
             self._flush(max(self.buckets, default=0), files, counts)
         finally:
             for handle in files.values():
@@ -1026,8 +1028,9 @@ def _labels_csv(labels: list[Label], handle: TextIO) -> None:
         writer.writerow(label.to_json())
 
 
-def simulate(settings: SimulationSettings, out: Path) -> Simulation:
-    """Generate an organisation's logs into `out` (one NDJSON file per source), its directory and labels."""
+def simulate(settings: SimulationSettings, out: Path, progress: Callable[[int], None] | None = None) -> Simulation:
+    """Generate an organisation's logs into `out` (one NDJSON file per source), its directory and labels;
+    `progress` is given the count of days written so far."""
     if settings.shape not in SHAPES:
         raise ValueError(f"unknown --shape {settings.shape!r} (known: {', '.join(SHAPES)})")
     unknown = [s for s in settings.scenarios if s not in SCENARIOS]
@@ -1060,7 +1063,7 @@ def simulate(settings: SimulationSettings, out: Path) -> Simulation:
             f"--days {settings.days} is too short for --warmup-days {settings.warmup_days}: give --days "
             f"{settings.warmup_days + 10} or more, or a smaller --warmup-days (at most {settings.days - 10})"
         )
-    return Generator(settings).run(out)
+    return Generator(settings).run(out, progress)
 
 
 def _action(record: dict[str, Any]) -> str | None:
