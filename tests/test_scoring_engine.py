@@ -403,7 +403,7 @@ def _rise_sd(sums: list[float], days: float, window: list[float]) -> float:
 def test_a_rise_is_judged_against_the_days_before_each_window_and_survives_a_store_round_trip() -> None:
     """Recent days stay apart; a day leaving a window joins that window's reference (forgotten, in full), which a
     rise over the window is measured against. The stronger window is the rise."""
-    short, long = RISE_WINDOWS
+    short, long = RISE_WINDOWS[0], RISE_WINDOWS[-1]
     forget = 0.9
     state = EntityState(key="k", kind="person", group="g", department="d", tz=ZoneInfo("UTC"))
     for day in range(12):
@@ -412,11 +412,13 @@ def test_a_rise_is_judged_against_the_days_before_each_window_and_survives_a_sto
     kept = 12 - short + 1  # days 0-7 are the short window's reference; the channel was used on days 0, 3 and 6
     weights = [forget ** (kept - 1 - day) for day in range(0, kept, 3)]
     days = sum(forget**k for k in range(kept))
-    assert state.reference_days == pytest.approx([days, 0.0])  # nothing has left the long window yet
+    # a window's reference counts the days that have left it: none yet from the longest
+    assert state.reference_days == pytest.approx([sum(forget**k for k in range(max(0, 13 - w))) for w in RISE_WINDOWS])
+    assert state.reference_days[0] == pytest.approx(days) and state.reference_days[-1] == 0.0
     logged = math.log1p(2.0)
     sums = state.reference_sums()
     assert sums[0]["usb"] == pytest.approx([sum(weights) * x for x in (1.0, 2.0, logged, logged * logged)])
-    assert "signin" not in sums[0] and sums[1] == {}
+    assert "signin" not in sums[0] and sums[-1] == {}
     stored = EntityState.from_json("k", orjson.loads(orjson.dumps(state.to_json())))
     assert (stored.recent, stored.reference_days) == (state.recent, state.reference_days)
     assert stored.reference_sums()[0]["usb"] == pytest.approx(sums[0]["usb"])
@@ -430,15 +432,15 @@ def test_a_rise_is_judged_against_the_days_before_each_window_and_survives_a_sto
     sums = state.reference_sums()
     ((_, total, usual, rise, span),) = RiskModel.rises(state, {"usb": 2.0})
     assert (total, span) == (2.0 * long, long)
-    assert usual == pytest.approx(long * sums[1]["usb"][1] / state.reference_days[1])
-    assert rise == pytest.approx(_rise_sd(sums[1]["usb"], state.reference_days[1], [2.0] * long))
+    assert usual == pytest.approx(long * sums[-1]["usb"][1] / state.reference_days[-1])
+    assert rise == pytest.approx(_rise_sd(sums[-1]["usb"], state.reference_days[-1], [2.0] * long))
     assert rise > _rise_sd(sums[0]["usb"], state.reference_days[0], [2.0] * short)
-    assert state.reference_days[1] == pytest.approx(sum(forget**k for k in range(30 - long + 1)))
+    assert state.reference_days[-1] == pytest.approx(sum(forget**k for k in range(30 - long + 1)))
     legacy = state.to_json() | {"reference": sums[0], "reference_days": state.reference_days[0]}
     del legacy["references"]
     restored = EntityState.from_json("k", legacy)  # stored with one reference: every window starts from it
-    assert [reference["usb"] for reference in restored.reference_sums()] == [sums[0]["usb"]] * 2
-    assert restored.reference_days == pytest.approx([state.reference_days[0]] * 2)
+    assert [reference["usb"] for reference in restored.reference_sums()] == [sums[0]["usb"]] * len(RISE_WINDOWS)
+    assert restored.reference_days == pytest.approx([state.reference_days[0]] * len(RISE_WINDOWS))
 
 
 def test_local_days_follow_each_persons_zone_across_a_clock_change() -> None:

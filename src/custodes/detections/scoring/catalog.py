@@ -100,9 +100,9 @@ CHANNELS: dict[str, str] = {
 """Features of a data-movement channel -> the channel: a person's first use of a channel (in `first_seen_days`) also
 counts once as `new_channel`, however many of its features the day shows."""
 
-RISE_WINDOWS = (5, 15)
+RISE_WINDOWS = (5, 10, 15)
 """A rise feature's windows, in the entity's last active days (today included): a few days of several copies, and
-weeks of a few copies on most days. The stronger of the two is the rise."""
+one to three weeks of a few copies on most days. The strongest of them is the rise."""
 RISES: tuple[Feature, ...] = tuple(
     Feature(
         f"{base.name}_rise",
