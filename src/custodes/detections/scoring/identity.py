@@ -75,13 +75,14 @@ class Person:
         }
 
 
-def _date(value: Any, field: str) -> date | None:
+def _date(value: Any, name: str) -> date | None:
+    """The date `value` starts with (None: no value); `name` is the field a bad one is reported as."""
     if value in (None, ""):
         return None
     try:
         return date.fromisoformat(str(value)[:10])
     except ValueError:
-        raise ValueError(f"{field}: {value!r} is not a date (YYYY-MM-DD)") from None
+        raise ValueError(f"{name}: {value!r} is not a date (YYYY-MM-DD)") from None
 
 
 def person_from_json(record: dict[str, Any]) -> Person:
