@@ -437,10 +437,36 @@ def test_a_rise_is_judged_against_the_days_before_each_window_and_survives_a_sto
     assert rise > _rise_sd(sums[0]["usb"], state.reference_days[0], [2.0] * short)
     assert state.reference_days[-1] == pytest.approx(sum(forget**k for k in range(30 - long + 1)))
     legacy = state.to_json() | {"reference": sums[0], "reference_days": state.reference_days[0]}
-    del legacy["references"]
+    del legacy["references"], legacy["rise_windows"]
     restored = EntityState.from_json("k", legacy)  # stored with one reference: every window starts from it
     assert [reference["usb"] for reference in restored.reference_sums()] == [sums[0]["usb"]] * len(RISE_WINDOWS)
     assert restored.reference_days == pytest.approx([state.reference_days[0]] * len(RISE_WINDOWS))
+
+
+def test_a_state_stored_with_other_rise_windows_gives_each_window_the_reference_of_one_at_least_as_long() -> None:
+    # The days before a longer window are those before a shorter one less a few, none of them inside it; a window
+    # longer than any stored starts empty and fills as days leave it.
+    def stored(spans: list[int] | None) -> dict[str, Any]:
+        data = EntityState(key="k", kind="person", group="g", department="d", tz=ZoneInfo("UTC")).to_json()
+        data["references"] = [{"usb": [float(span), 0.0, 0.0, 0.0]} for span in spans or (5, 15)]
+        data["reference_days"] = [float(span) for span in spans or (5, 15)]
+        if spans is None:  # stored before the windows were stored with it: two windows were 5 and 15 days
+            del data["rise_windows"]
+        else:
+            data["rise_windows"] = spans
+        return data
+
+    def spans_taken(data: dict[str, Any]) -> list[float]:
+        state = EntityState.from_json("k", data)
+        assert [r["usb"][0] if r else 0.0 for r in state.reference_sums()] == state.reference_days
+        return state.reference_days
+
+    assert RISE_WINDOWS == (5, 10, 15)
+    assert spans_taken(stored(None)) == [5.0, 15.0, 15.0]
+    assert spans_taken(stored([15, 5])) == [5.0, 15.0, 15.0]
+    assert spans_taken(stored([3, 12])) == [12.0, 12.0, 0.0]
+    assert spans_taken(stored([5, 10, 15])) == [5.0, 10.0, 15.0]
+    assert spans_taken(stored([5, 20, 40])) == [5.0, 20.0, 20.0]
 
 
 def test_local_days_follow_each_persons_zone_across_a_clock_change() -> None:

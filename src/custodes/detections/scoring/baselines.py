@@ -256,6 +256,7 @@ class EntityState:
             "recent": [[day, amounts] for day, amounts in self.recent.items()],
             "references": self.reference_sums(),
             "reference_days": self.reference_days,
+            "rise_windows": list(RISE_WINDOWS),
             "seen": self.seen,
             "risk": self.risk,
             "risk_day": self.risk_day,
@@ -283,8 +284,8 @@ class EntityState:
             hours=[float(h) for h in data["hours"]],
             machines={str(k): float(v) for k, v in data.get("machines", {}).items()},
             recent={int(day): {str(k): float(v) for k, v in kept.items()} for day, kept in data.get("recent", [])},
-            references=_per_window(data.get("references", data.get("reference")), _sums),
-            reference_days=_per_window(data.get("reference_days"), _days),
+            references=_per_window(data.get("references", data.get("reference")), _sums, data.get("rise_windows")),
+            reference_days=_per_window(data.get("reference_days"), _days, data.get("rise_windows")),
             seen={str(k): {str(a): int(b) for a, b in v.items()} for k, v in data["seen"].items()},
             risk=float(data["risk"]),
             risk_day=int(data["risk_day"]),
@@ -320,12 +321,22 @@ def _days(stored: float | None) -> float:
     return float(stored or 0.0)
 
 
-def _per_window(stored: Any, read: Callable[[Any], T]) -> list[T]:
-    """A stored value per rise window, each `read`; one value (a state stored before the windows were several) or
-    other windows' values give the first to every window."""
+STORED_WINDOWS = {2: (5, 15)}
+"""The rise windows of states stored before they were stored with them, by how many there were."""
+
+
+def _per_window(stored: Any, read: Callable[[Any], T], spans: Any = None) -> list[T]:
+    """A stored value per rise window, each `read`. Stored for other windows (`spans`, else `STORED_WINDOWS`), each
+    window takes the value of the shortest stored window at least as long (the days before a longer window are the
+    days before a shorter one less a few, none inside it) and starts empty where none is as long; one value (a state
+    stored before the windows were several) gives it to every window."""
     if isinstance(stored, list):
-        if len(stored) == len(RISE_WINDOWS):
+        known = tuple(spans) if isinstance(spans, list) else STORED_WINDOWS.get(len(stored))
+        if known == RISE_WINDOWS or (known is None and len(stored) == len(RISE_WINDOWS)):
             return [read(value) for value in stored]
+        if known is not None and len(known) == len(stored):
+            longer = sorted(zip(known, stored, strict=True), key=lambda pair: pair[0])
+            return [read(next((value for span, value in longer if span >= window), None)) for window in RISE_WINDOWS]
         stored = stored[0] if stored else None
     return [read(stored) for _ in RISE_WINDOWS]
 
