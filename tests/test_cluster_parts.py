@@ -122,3 +122,33 @@ async def test_an_event_the_broker_does_not_take_is_an_error_not_an_acceptance()
         channel = await publisher.connection.channel()
         await channel.exchange_delete(exchange)
         await publisher.close()
+
+
+async def test_a_subscription_the_broker_refuses_is_tried_until_it_takes(caplog: pytest.LogCaptureFixture) -> None:
+    import aio_pika
+
+    from custodes.bus.consumer import PartitionConsumer
+    from test_cluster import AMQP_URL
+
+    exchange = f"custodes.test.{uuid.uuid4().hex[:10]}"
+    connection = await aio_pika.connect_robust(AMQP_URL)
+    try:
+        admin = await connection.channel()
+        # a classic queue where the partition's quorum queue goes: the broker refuses its declaration until it is gone
+        await admin.declare_queue(queue_name(exchange, 0), durable=True)
+
+        async def handle(partition: int, batch: object) -> None:
+            return None
+
+        consumer = PartitionConsumer(connection, exchange, 1, handle, batch=10)
+        subscribing = asyncio.create_task(consumer.subscribe([0]))
+        await asyncio.sleep(0.6)
+        assert not subscribing.done() and consumer.unsubscribed() == [0]
+        await admin.queue_delete(queue_name(exchange, 0))
+        await asyncio.wait_for(subscribing, 10)
+        assert consumer.unsubscribed() == []
+        assert "partition 0: the broker refused the subscription (ChannelPreconditionFailed" in caplog.text
+        await consumer.close()
+        await admin.queue_delete(queue_name(exchange, 0))
+    finally:
+        await connection.close()

@@ -8,11 +8,14 @@ assignment hands partitions over that way)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
+from aio_pika.exceptions import CONNECTION_EXCEPTIONS
 
 from custodes.bus.topology import QUEUE_ARGUMENTS, queue_name
 
@@ -21,6 +24,10 @@ log = logging.getLogger(__name__)
 Handler = Callable[[int, Sequence[AbstractIncomingMessage]], Awaitable[None]]
 """Commits what a batch of one partition's messages produced; raising leaves them unacknowledged."""
 RETRY_SECONDS = 1.0
+SUBSCRIBE_SECONDS = 30.0
+"""How long a subscription the broker refuses is tried again before it is an error: a quorum queue declared by
+several workers at once can refuse a consumer until its replica has started (RabbitMQ closes the connection with
+INTERNAL_ERROR), and a connection the broker closed takes the robust connection a few seconds to reopen."""
 
 
 @dataclass(slots=True)
@@ -49,7 +56,7 @@ class PartitionConsumer:
         """Subscribe to the partitions in this order (the first ones are offered to this worker first)."""
         for number in order:
             partition = self.partitions[number]
-            await self._consume(partition)
+            await self._subscribe(partition)
             partition.task = asyncio.get_running_loop().create_task(self._work(partition))
 
     async def resubscribe(self, number: int) -> None:
@@ -57,7 +64,7 @@ class PartitionConsumer:
         partition = self.partitions[number]
         async with partition.lock:
             await self._release(partition)
-            await self._consume(partition)
+            await self._subscribe(partition)
 
     def unsubscribed(self) -> list[int]:
         """The partitions without an open channel consuming them (none once subscribed, unless the broker closed
@@ -72,6 +79,29 @@ class PartitionConsumer:
         await asyncio.gather(*(p.task for p in self.partitions if p.task is not None), return_exceptions=True)
         for partition in self.partitions:
             await self._release(partition)
+
+    async def _subscribe(self, partition: _Partition) -> None:
+        """Consume the partition, trying again for `SUBSCRIBE_SECONDS` (backing off) while the broker refuses."""
+        deadline = time.monotonic() + SUBSCRIBE_SECONDS
+        delay = RETRY_SECONDS / 4
+        while True:
+            try:
+                await self._consume(partition)
+                return
+            except CONNECTION_EXCEPTIONS as exc:
+                with contextlib.suppress(*CONNECTION_EXCEPTIONS):
+                    await self._release(partition)
+                if time.monotonic() + delay > deadline:
+                    raise
+                log.warning(
+                    "partition %d: the broker refused the subscription (%s: %s); trying again in %.2f s",
+                    partition.number,
+                    type(exc).__name__,
+                    exc,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 4 * RETRY_SECONDS)
 
     async def _consume(self, partition: _Partition) -> None:
         channel = await self.connection.channel(publisher_confirms=False)
@@ -117,5 +147,5 @@ class PartitionConsumer:
                     )
                     await self._release(partition)
                     await asyncio.sleep(RETRY_SECONDS)
-                    await self._consume(partition)
+                    await self._subscribe(partition)
                     continue
