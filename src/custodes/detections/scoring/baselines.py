@@ -331,12 +331,10 @@ def _per_window(stored: Any, read: Callable[[Any], T], spans: Any = None) -> lis
     days before a shorter one less a few, none inside it) and starts empty where none is as long; one value (a state
     stored before the windows were several) gives it to every window."""
     if isinstance(stored, list):
-        known = tuple(spans) if isinstance(spans, list) else STORED_WINDOWS.get(len(stored))
-        if known == RISE_WINDOWS or (known is None and len(stored) == len(RISE_WINDOWS)):
-            return [read(value) for value in stored]
-        if known is not None and len(known) == len(stored):
-            longer = sorted(zip(known, stored, strict=True), key=lambda pair: pair[0])
-            return [read(next((value for span, value in longer if span >= window), None)) for window in RISE_WINDOWS]
+        known = tuple(spans) if isinstance(spans, list) else STORED_WINDOWS.get(len(stored), ())
+        if len(known) == len(stored):
+            by_span = sorted(zip(known, stored, strict=True), key=lambda pair: pair[0])
+            return [read(next((value for span, value in by_span if span >= window), None)) for window in RISE_WINDOWS]
         stored = stored[0] if stored else None
     return [read(stored) for _ in RISE_WINDOWS]
 

@@ -11,14 +11,14 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable
 from datetime import UTC, date, datetime, timedelta, tzinfo
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from custodes.config import ScoringSettings
 from custodes.detections.scoring.baselines import DayState, EntityState, PeerStats, machine_owners, peer_stats
 from custodes.detections.scoring.catalog import BY_NAME, CHANNELS, EXFILTRATION, PEAKS
 from custodes.detections.scoring.explain import sentences
 from custodes.detections.scoring.features import Extractor, record_time
-from custodes.detections.scoring.identity import IdentityResolver, Person
+from custodes.detections.scoring.identity import IdentityResolver, Person, time_zone, zone_of
 from custodes.detections.scoring.risk import DayScore, RiskModel
 from custodes.model import Event, Finding, Severity, stable_id
 from custodes.timewindow import out_of_window
@@ -55,15 +55,6 @@ def review_places(people: int, share: float) -> int:
     return max(1, round(people * share))
 
 
-def _zone(name: str | None, default: ZoneInfo) -> ZoneInfo:
-    if not name:
-        return default
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        return default
-
-
 class ScoringEngine:
     """Behaviour scoring over a stream of events and Sigma findings."""
 
@@ -79,7 +70,7 @@ class ScoringEngine:
         self.resolver = resolver
         self.extractor = Extractor(settings, org_domains)
         self.model = RiskModel(settings)
-        self.default_zone = _zone(settings.default_timezone, ZoneInfo("UTC"))
+        self.default_zone = time_zone(settings.default_timezone) or ZoneInfo("UTC")
         self.states: dict[str, EntityState] = {}
         self.peers = PeerStats()
         self.watermark: datetime | None = None
@@ -122,7 +113,7 @@ class ScoringEngine:
                 kind=kind,
                 group=person.peer_group if person is not None else "-/-",
                 department=(person.department or "-") if person is not None else "-",
-                tz=_zone(person.timezone if person is not None else None, self.default_zone),
+                tz=zone_of(person, self.default_zone),
             )
             self.states[key] = state
         return state

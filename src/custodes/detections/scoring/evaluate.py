@@ -230,10 +230,11 @@ def load_labels(path: Path, *, dataset: str | None = None, warnings: list[str] |
         where = f"line {number + 1}" if path.suffix.lower() == ".csv" and not answers else f"label #{number}"
         if not isinstance(row, dict):
             raise CustodesError.at(path, f"{where}: a label is an object with person, start and end")
+        person = str(_label_field(path, where, row, "person"))
         label = LabelRow(
-            incident=str(row.get("incident") or _label_field(path, where, row, "person")),
+            incident=str(row.get("incident") or person),
             scenario=str(row.get("scenario") or "-"),
-            person=str(_label_field(path, where, row, "person")),
+            person=person,
             role=str(row.get("role") or "insider"),
             start=_label_time(path, where, row, "start"),
             end=_label_time(path, where, row, "end"),

@@ -155,16 +155,25 @@ def load_directory(path: Path) -> list[Person]:
     return people
 
 
+def time_zone(name: str | None) -> ZoneInfo | None:
+    """The IANA time zone `name`; None when none is named or it is not one."""
+    if not name:
+        return None
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return None
+
+
+def zone_of(person: Person | None, default: ZoneInfo) -> ZoneInfo:
+    """The time zone a person's local days are in: theirs, else `default`."""
+    return (time_zone(person.timezone) if person is not None else None) or default
+
+
 def zone_warning(people: Iterable[Person], default: str) -> str | None:
     """What to say of the people whose time zone is not an IANA name (their local days are the `default` zone's);
     None when there are none."""
-    unknown: list[str] = []
-    for person in people:
-        if person.timezone:
-            try:
-                ZoneInfo(person.timezone)
-            except (ZoneInfoNotFoundError, ValueError):
-                unknown.append(f"{person.id}: {person.timezone!r}")
+    unknown = [f"{p.id}: {p.timezone!r}" for p in people if p.timezone and time_zone(p.timezone) is None]
     if not unknown:
         return None
     return (
