@@ -235,6 +235,21 @@ def test_eval_says_how_many_records_of_each_file_it_could_not_score_and_why(org:
     ]
 
 
+def test_a_labelled_person_whose_zone_is_not_one_is_evaluated_in_the_default_zone(org: Path, tmp_path: Path) -> None:
+    people = orjson.loads((org / "directory.json").read_bytes())
+    labels = load_labels(org / "labels.json")
+    insider = next(p for p in people if p["id"] == labels[0].person)
+    insider["timezone"] = "Mars/Base"
+    (tmp_path / "directory.json").write_bytes(orjson.dumps(people))
+    settings = ScoringSettings(directory=tmp_path / "directory.json", pseudonymise=False)
+    result = evaluate([org / "endpoint.ndjson"], labels, settings)
+    assert result.warnings[0] == (
+        "1 people in the directory have a time zone that is not an IANA name (Europe/London, say), so their days "
+        f"are UTC's: {insider['id']}: 'Mars/Base'"
+    )
+    assert result.incidents and result.malicious_user_days > 0
+
+
 def test_a_stray_early_record_leaves_a_gap_that_is_said_and_learns_nothing(org: Path, tmp_path: Path) -> None:
     lines = (org / "endpoint.ndjson").read_bytes().splitlines()
     record = orjson.loads(lines[0])

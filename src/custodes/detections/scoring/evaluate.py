@@ -27,7 +27,7 @@ from custodes.connectors.files import iter_records, text_lines
 from custodes.detections.scoring.cert import cert_answers, cert_records, cert_times, is_answers
 from custodes.detections.scoring.engine import ScoringEngine, review_places
 from custodes.detections.scoring.features import record_time
-from custodes.detections.scoring.identity import IdentityResolver, load_directory, zone_warning
+from custodes.detections.scoring.identity import IdentityResolver, load_directory, zone_of, zone_warning
 from custodes.detections.scoring.risk import DayScore
 from custodes.errors import CustodesError
 from custodes.model import Event, LogSource, utcnow
@@ -393,7 +393,7 @@ def evaluate(
     for label in labels:
         key = resolver.resolve(label.person)[0]
         person = resolver.person(key)
-        zone = ZoneInfo(person.timezone) if person is not None and person.timezone else default_zone
+        zone = zone_of(person, default_zone)
         day = label.start.astimezone(zone).date()
         last = label.end.astimezone(zone).date()
         result = incidents.get(label.incident)
@@ -495,8 +495,7 @@ def evaluate(
             by_entity[key].append(result)
     for finding in engine.take_findings():
         assert finding.entity is not None
-        person = resolver.person(finding.entity)
-        zone = ZoneInfo(person.timezone) if person is not None and person.timezone else default_zone
+        zone = zone_of(resolver.person(finding.entity), default_zone)
         day = finding.first_seen.astimezone(zone).date()
         matched = [r for r in by_entity.get(finding.entity, []) if r.first_day <= day <= r.last_day + timedelta(days=7)]
         if matched:
