@@ -11,6 +11,7 @@ import orjson
 
 from connector_support import poll, services, stored_raw
 from custodes.connectors.envelope import to_event
+from custodes.connectors.files import BOM
 from custodes.connectors.filetail import FileTailConnector, FileTailOptions, parse_auditd_line, parse_sudo_line
 from custodes.model import Outcome
 from custodes.services import Services
@@ -207,3 +208,13 @@ async def test_vault_audit_log_batches_resume_by_offset(tmp_path: Path, services
     assert checkpoint is not None
     assert (checkpoint["inode"], checkpoint["offset"]) == (log.stat().st_ino, log.stat().st_size)
     assert await poll(services, connector) == 0
+
+
+async def test_a_byte_order_mark_before_the_first_line_is_no_part_of_it(tmp_path: Path, services: Services) -> None:
+    log = tmp_path / "teleport.log"
+    log.write_bytes(BOM + orjson.dumps(SESSION[0]) + b"\n")
+    connector = tail(log, "json", TELEPORT, "teleport")
+    assert await poll(services, connector) == 1
+    write(log, [orjson.dumps(SESSION[1]).decode()])
+    assert await poll(services, connector) == 1
+    assert [raw["uid"] for raw in await stored_raw(services, "teleport")] == [SESSION[0]["uid"], SESSION[1]["uid"]]

@@ -15,7 +15,7 @@ import pytest
 from conftest import SHARED
 from custodes.config import load_settings
 from custodes.connectors.envelope import parse_time, to_event
-from custodes.connectors.files import FileConnector, iter_records, parse_stream
+from custodes.connectors.files import BOM, FileConnector, iter_records, parse_stream
 from custodes.errors import CustodesError
 from custodes.model import Event, Outcome
 from custodes.sources import SourceSettings
@@ -127,6 +127,21 @@ def test_every_layout_is_read(tmp_path: Path) -> None:
     assert [r for _, r, _ in iter_records(tmp_path / "one.json")] == [records[0]]
     (tmp_path / "empty.json").write_bytes(b"  \n")
     assert list(iter_records(tmp_path / "empty.json")) == []
+
+
+def test_a_byte_order_mark_at_the_start_is_skipped_in_every_layout(tmp_path: Path) -> None:
+    records = [{"eventID": f"e{i}", "eventTime": "2026-11-19T02:00:00Z"} for i in range(3)]
+    layouts = {
+        "lines.ndjson": b"\n".join(orjson.dumps(r) for r in records) + b"\n",
+        "array.json": orjson.dumps(records, option=orjson.OPT_INDENT_2),
+        "trail.json": orjson.dumps({"Records": records}),
+    }
+    for name, data in layouts.items():
+        for path, content in ((tmp_path / name, BOM + data), (tmp_path / f"{name}.gz", gzip.compress(BOM + data))):
+            path.write_bytes(content)
+            assert list(iter_records(path)) == [(n, r, None) for n, r in enumerate(records, start=1)], path.name
+    (tmp_path / "mark.ndjson").write_bytes(BOM)
+    assert list(iter_records(tmp_path / "mark.ndjson")) == []
 
 
 def test_a_malformed_ndjson_line_is_kept_with_its_line(tmp_path: Path) -> None:

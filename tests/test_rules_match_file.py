@@ -26,7 +26,7 @@ from typer.testing import CliRunner
 from custodes.cli import app
 from custodes.config import load_settings
 from custodes.connectors.envelope import ID_KEYS, event_id, to_event
-from custodes.connectors.files import Screen, iter_range, iter_records, ndjson_ranges
+from custodes.connectors.files import BOM, Screen, iter_range, iter_records, ndjson_ranges
 from custodes.detections.sigma import filematch
 from custodes.detections.sigma.filematch import RecordMatcher
 from custodes.detections.sigma.loader import load_rules
@@ -275,6 +275,11 @@ def test_ranges_cut_ndjson_at_line_ends_and_read_it_whole(tmp_path: Path) -> Non
     document = tmp_path / "records.json"
     document.write_text(json.dumps({"Records": [{"n": 1}, {"n": 2}]}))
     assert ndjson_ranges(packed, 2) is None and ndjson_ranges(document, 2) is None
+    marked = tmp_path / "marked.ndjson"  # a byte order mark before the first line is no part of it
+    marked.write_bytes(BOM + events.read_bytes())
+    spans = ndjson_ranges(marked, 4)
+    assert spans is not None and spans[0][0] == len(BOM)
+    assert [row for span in spans for row in iter_range(marked, *span)][:1] == rows[:1]
 
 
 @pytest.mark.parametrize("fmt", sorted(ID_KEYS))

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from custodes.cli import app
 from custodes.config import ScoringSettings
+from custodes.connectors.files import BOM
 from custodes.detections.scoring.cert import cert_records
 from custodes.detections.scoring.evaluate import evaluate, load_labels
 from custodes.detections.scoring.features import Extractor
@@ -176,6 +177,38 @@ def test_a_cert_csv_out_of_time_order_is_sorted_and_said_so(cert: Path, tmp_path
         ordered.caught,
         ordered.mean_percentile,
     )
+
+
+def test_files_saved_with_a_byte_order_mark_and_crlf_read_as_the_datasets_do(cert: Path, tmp_path: Path) -> None:
+    for name in ("logon.csv", "device.csv", "LDAP.csv", "labels.json"):  # as a Windows spreadsheet saves them
+        text = (cert / name).read_bytes().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+        (tmp_path / name).write_bytes(BOM + text)
+    folder = answers(cert, tmp_path / "answers")
+    (folder / "insiders.csv").write_bytes(BOM + (folder / "insiders.csv").read_bytes())
+    people = load_directory(cert / "LDAP.csv")
+    assert load_directory(tmp_path / "LDAP.csv") == people and people[0].display_name == "Name ABC0000"
+    settings = ScoringSettings(directory=cert / "LDAP.csv", pseudonymise=False, warmup_days=5)
+    marked = settings.model_copy(update={"directory": tmp_path / "LDAP.csv"})
+    plain = evaluate([cert / "logon.csv", cert / "device.csv"], load_labels(cert / "labels.json"), settings)
+    read = evaluate([tmp_path / "logon.csv", tmp_path / "device.csv"], load_labels(tmp_path / "labels.json"), marked)
+    assert read.warnings == plain.warnings == []
+    assert (read.events, read.caught, read.mean_percentile) == (plain.events, plain.caught, plain.mean_percentile)
+    assert len(load_labels(folder, dataset="4.2")) == 3
+
+
+def test_files_without_events_are_refused_and_labels_off_their_dates_are_said(cert: Path, tmp_path: Path) -> None:
+    (tmp_path / "logon.csv").write_text("id,date,user,pc,activity\n")
+    settings = ScoringSettings(directory=cert / "LDAP.csv", pseudonymise=False, warmup_days=5)
+    labels = load_labels(cert / "labels.json")
+    with pytest.raises(CustodesError, match=r"no events in .*logon.csv: nothing to score"):
+        evaluate([tmp_path / "logon.csv"], labels, settings)
+    act = START + timedelta(days=400)  # a year after the files end: the labels of another release, say
+    (tmp_path / "later.json").write_bytes(orjson.dumps([{"person": INSIDER, "start": act, "end": act}]))
+    result = evaluate([cert / "logon.csv"], load_labels(tmp_path / "later.json"), settings)
+    assert result.warnings == [
+        f"1 of 1 labelled malicious user-days (from {act.date()} to {act.date()}) are on no date the events cover "
+        "(they count as missed): are the labels of these files' release?"
+    ]
 
 
 def test_a_csv_that_is_not_cert_is_refused_with_its_name(cert: Path) -> None:

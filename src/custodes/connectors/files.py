@@ -26,6 +26,8 @@ from custodes.model import Event
 from custodes.sources import SourceSettings
 
 GZIP_MAGIC: Final = b"\x1f\x8b"
+BOM: Final = codecs.BOM_UTF8
+"""A UTF-8 byte order mark, which Windows tools write at the start of a file: skipped where a file starts with it."""
 CHUNK_BYTES: Final = 1 << 20
 """How much is read (after decompression) at a time."""
 _SNIFF_BYTES: Final = 1 << 20
@@ -40,11 +42,15 @@ _Row = tuple[int, Any, str | None]
 
 @contextmanager
 def _opened(path: Path) -> Iterator[IO[bytes]]:
-    """The file's (decompressed) byte stream; errors while opening or reading name the file."""
+    """The file's (decompressed) byte stream, past a leading byte order mark; errors while opening or reading name
+    the file."""
     try:
         with path.open("rb") as raw:
             compressed = raw.peek(2)[:2] == GZIP_MAGIC  # peeked, not read: a pipe (/dev/stdin) cannot seek back
-            yield cast(IO[bytes], gzip.GzipFile(fileobj=raw)) if compressed else raw
+            stream = gzip.GzipFile(fileobj=raw) if compressed else raw
+            if stream.peek(len(BOM)).startswith(BOM):
+                stream.read(len(BOM))
+            yield cast(IO[bytes], stream)
     except FileNotFoundError:
         raise CustodesError.at(path, "file not found") from None
     except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
@@ -100,10 +106,11 @@ def ndjson_ranges(path: Path, count: int) -> list[tuple[int, int]] | None:
     if not path.is_file():
         return None
     with _opened(path) as stream:
+        first = stream.tell()  # past a byte order mark
         if isinstance(stream, gzip.GzipFile) or _sniff(_chunks(stream))[0] != "ndjson":
             return None
         size = os.fstat(stream.fileno()).st_size
-        cuts = [0]
+        cuts = [first]
         for part in range(1, count):
             stream.seek(max(size * part // count, cuts[-1]))
             while chunk := stream.read(CHUNK_BYTES):

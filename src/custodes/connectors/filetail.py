@@ -22,7 +22,7 @@ from pydantic import Field
 from custodes.config import Section
 from custodes.connectors.base import Batch
 from custodes.connectors.envelope import to_event
-from custodes.connectors.files import FINGERPRINT_BYTES, fingerprint
+from custodes.connectors.files import BOM, FINGERPRINT_BYTES, fingerprint
 from custodes.model import Event, utcnow
 from custodes.sources import SourceSettings
 
@@ -177,8 +177,9 @@ def _lines(path: Path, offset: int) -> Iterator[tuple[str, int]]:
         for raw in handle:
             if not raw.endswith(b"\n"):
                 return
+            text = (raw.removeprefix(BOM) if position == 0 else raw).decode("utf-8", errors="replace")
             position += len(raw)
-            yield raw.decode("utf-8", errors="replace").rstrip("\r\n"), position
+            yield text.rstrip("\r\n"), position
 
 
 def _head(path: Path, offset: int) -> str:

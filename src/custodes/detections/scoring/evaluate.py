@@ -23,7 +23,7 @@ import orjson
 
 from custodes.config import ScoringSettings
 from custodes.connectors.envelope import parse_time
-from custodes.connectors.files import iter_records, text_lines
+from custodes.connectors.files import BOM, iter_records, text_lines
 from custodes.detections.scoring.cert import cert_answers, cert_records, cert_times, is_answers
 from custodes.detections.scoring.engine import ScoringEngine, review_places
 from custodes.detections.scoring.features import record_time
@@ -204,13 +204,13 @@ def load_labels(path: Path, *, dataset: str | None = None, warnings: list[str] |
     if path.is_dir():
         path = path / "insiders.csv"
     try:
-        data = path.read_bytes()
+        data = path.read_bytes().removeprefix(BOM)
     except OSError as exc:
         raise CustodesError.at(path, f"cannot read labels: {exc.strerror}") from None
     rows: list[dict[str, Any]]
     answers = False
     if path.suffix.lower() == ".csv":
-        reader = csv.DictReader(io.StringIO(data.decode("utf-8-sig", errors="replace"), newline=""))
+        reader = csv.DictReader(io.StringIO(data.decode("utf-8", errors="replace"), newline=""))
         rows = list(reader)
         answers = is_answers(reader.fieldnames)
         if answers:
@@ -448,6 +448,9 @@ def evaluate(
     engine.flush()
     if progress is not None:
         progress(count)
+    if not count:
+        names = ", ".join(str(path) for path in paths)
+        raise CustodesError(f"no events in {names}: nothing to score; give the files the events are in")
     seconds = time.perf_counter() - started
     unknown = sorted(
         {
@@ -480,6 +483,12 @@ def evaluate(
         warnings.append(
             f"{unseen} of {len(malicious)} labelled malicious user-days have no event of the person in the files "
             "scored (they count as missed): their acts are in records not given, or were not recorded"
+        )
+    outside = sorted(day for _, day in malicious if day not in scored)
+    if outside:
+        warnings.append(
+            f"{len(outside)} of {len(malicious)} labelled malicious user-days (from {outside[0]} to {outside[-1]}) "
+            "are on no date the events cover (they count as missed): are the labels of these files' release?"
         )
     dated = {day for _, day in active}
     gaps = {day for day in scored - dated if min(dated) < day < max(dated)} if dated else set()

@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import orjson
 
 from custodes.config import IdentitySettings
+from custodes.connectors.files import BOM
 from custodes.detections.scoring.cert import cert_people
 from custodes.errors import CustodesError
 
@@ -133,7 +134,7 @@ def load_directory(path: Path) -> list[Person]:
         if path.is_dir():
             data: Any = _snapshots(path)
         else:
-            raw = path.read_bytes()
+            raw = path.read_bytes().removeprefix(BOM)
             data = cert_people(path, raw) if path.suffix.lower() == ".csv" else orjson.loads(raw)
     except FileNotFoundError:
         raise CustodesError.at(path, "directory file not found") from None
