@@ -202,6 +202,10 @@ def test_files_without_events_are_refused_and_labels_off_their_dates_are_said(ce
     labels = load_labels(cert / "labels.json")
     with pytest.raises(CustodesError, match=r"no events in .*logon.csv: nothing to score"):
         evaluate([tmp_path / "logon.csv"], labels, settings)
+    with pytest.raises(CustodesError, match="is a folder, not a log file: name the files in it"):
+        evaluate([cert], labels, settings)
+    with pytest.raises(CustodesError, match=r"a labels folder is the CERT answers folder, with insiders\.csv"):
+        load_labels(tmp_path)
     act = START + timedelta(days=400)  # a year after the files end: the labels of another release, say
     (tmp_path / "later.json").write_bytes(orjson.dumps([{"person": INSIDER, "start": act, "end": act}]))
     result = evaluate([cert / "logon.csv"], load_labels(tmp_path / "later.json"), settings)

@@ -53,6 +53,8 @@ def _opened(path: Path) -> Iterator[IO[bytes]]:
             yield cast(IO[bytes], stream)
     except FileNotFoundError:
         raise CustodesError.at(path, "file not found") from None
+    except IsADirectoryError:
+        raise CustodesError.at(path, "is a folder, not a log file: name the files in it") from None
     except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
         raise CustodesError.at(path, f"cannot read log file: {exc}") from None
 

@@ -202,6 +202,8 @@ def load_labels(path: Path, *, dataset: str | None = None, warnings: list[str] |
     """Labels from JSON (a list, or {"labels": [...]}), CSV with incident, scenario, person, role, start, end, or
     the CERT datasets' answers (`insiders.csv`, or the folder holding it, for the release `dataset`)."""
     if path.is_dir():
+        if not (path / "insiders.csv").is_file():
+            raise CustodesError.at(path, "a labels folder is the CERT answers folder, with insiders.csv; none here")
         path = path / "insiders.csv"
     try:
         data = path.read_bytes().removeprefix(BOM)
