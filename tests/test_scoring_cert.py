@@ -170,7 +170,7 @@ def test_a_cert_csv_out_of_time_order_is_sorted_and_said_so(cert: Path, tmp_path
         [*files, tmp_path / "logon.csv"], load_labels(cert / "labels.json"), settings, budget_share=0.025
     )
     assert reversed_.warnings == [
-        f"{tmp_path / 'logon.csv'}: {len(rows) - 1} records out of time order; the file was sorted by time in memory"
+        f"{tmp_path / 'logon.csv'}: {len(rows) - 1} records out of time order; the file was sorted by time"
     ]
     assert (reversed_.events, reversed_.caught, reversed_.mean_percentile) == (
         ordered.events,

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import csv
+import random
 from collections import Counter
-from datetime import date, datetime, timedelta
+from dataclasses import replace
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -16,6 +18,7 @@ from custodes.cli import app
 from custodes.config import ScoringSettings
 from custodes.connectors.envelope import to_event
 from custodes.connectors.files import iter_records
+from custodes.detections.scoring import timesort
 from custodes.detections.scoring.evaluate import PROGRESS_EVENTS, evaluate, load_labels, most_catchable
 from custodes.detections.scoring.simulate import (
     DEVICE_SCENARIOS,
@@ -25,6 +28,7 @@ from custodes.detections.scoring.simulate import (
     simulate,
 )
 from custodes.errors import CustodesError
+from custodes.model import Event, LogSource
 from custodes.sources import SourceSettings
 
 runner = CliRunner()
@@ -158,7 +162,9 @@ def test_simulate_command(tmp_path: Path) -> None:
     assert not (tmp_path / "r").exists()
 
 
-def test_eval_sorts_a_file_out_of_time_order_and_says_so(org: Path, tmp_path: Path) -> None:
+def test_eval_sorts_a_file_out_of_time_order_and_says_so(
+    org: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     settings = ScoringSettings(directory=org / "directory.json", pseudonymise=False)
     labels = load_labels(org / "labels.json")
     files = sorted(org.glob("*.ndjson"))
@@ -172,6 +178,23 @@ def test_eval_sorts_a_file_out_of_time_order_and_says_so(org: Path, tmp_path: Pa
     assert ordered.warnings == []
     assert shuffled.mean_percentile == ordered.mean_percentile
     assert [w for w in shuffled.warnings if "out of time order" in w and "endpoint.ndjson" in w]
+    monkeypatch.setattr(timesort, "RUN_EVENTS", 1000)  # sorted in runs spilled to disk, then merged
+    spilled = evaluate([reversed_endpoint if f.name == "endpoint.ndjson" else f for f in files], labels, settings)
+    assert replace(spilled, seconds=0.0) == replace(shuffled, seconds=0.0)
+
+
+def test_events_sorted_in_runs_on_disk_come_back_as_sorted_in_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = random.Random(5)
+    start = datetime(2024, 3, 4, tzinfo=UTC)
+    events = []
+    for number in range(1, 2501):
+        when = start + timedelta(seconds=rng.randrange(900), microseconds=rng.randrange(3))  # ties included
+        raw = {"n": number, "nested": {"list": [1, "two", None], "text": "é\u2028"}, "ok": rng.random() < 0.5}
+        events.append((when, number, Event(f"f:{number}", when, "f", LogSource(product="x"), raw)))
+    expected = sorted(events, key=lambda item: (item[0], item[1]))
+    for run in (10_000, 7, 1000):  # in memory alone; many runs and an uneven last one
+        monkeypatch.setattr(timesort, "RUN_EVENTS", run)
+        assert list(timesort.in_time_order(iter(events), LogSource(product="x"))) == expected, run
 
 
 def test_eval_refuses_backwards_labels_and_warns_on_unknown_people(org: Path, tmp_path: Path) -> None:

@@ -29,6 +29,7 @@ from custodes.detections.scoring.engine import ScoringEngine, review_places
 from custodes.detections.scoring.features import record_time
 from custodes.detections.scoring.identity import IdentityResolver, load_directory, zone_of, zone_warning
 from custodes.detections.scoring.risk import DayScore
+from custodes.detections.scoring.timesort import in_time_order
 from custodes.errors import CustodesError
 from custodes.model import Event, LogSource, utcnow
 from custodes.timewindow import TimeWindow
@@ -347,8 +348,8 @@ def _is_cert(path: Path) -> bool:
 
 
 def read_events(paths: Sequence[Path], warnings: list[str] | None = None) -> Iterator[Event]:
-    """Events from log files, merged in time order; a file not in time order is sorted (in memory), and records
-    that cannot be scored are skipped, each with a warning once the files are read."""
+    """Events from log files, merged in time order; a file not in time order is sorted (in bounded memory:
+    `timesort`), and records that cannot be scored are skipped, each with a warning once the files are read."""
     streams: list[Iterator[tuple[datetime, int, Event]]] = []
     skipped = {path: Skipped() for path in paths}
     for path in paths:
@@ -356,8 +357,8 @@ def read_events(paths: Sequence[Path], warnings: list[str] | None = None) -> Ite
         records = _records(path, skipped[path])
         if late:
             if warnings is not None:
-                warnings.append(f"{path}: {late} records out of time order; the file was sorted by time in memory")
-            streams.append(iter(sorted(records, key=lambda item: (item[0], item[1]))))
+                warnings.append(f"{path}: {late} records out of time order; the file was sorted by time")
+            streams.append(in_time_order(records, NO_SOURCE))
         else:
             streams.append(records)
     for _, _, event in heapq.merge(*streams, key=lambda item: item[0]):
