@@ -189,7 +189,7 @@ def test_events_sorted_in_runs_on_disk_come_back_as_sorted_in_memory(monkeypatch
     events = []
     for number in range(1, 2501):
         when = start + timedelta(seconds=rng.randrange(900), microseconds=rng.randrange(3))  # ties included
-        raw = {"n": number, "nested": {"list": [1, "two", None], "text": "é\u2028"}, "ok": rng.random() < 0.5}
+        raw = {"n": number, "nested": {"list": [1, "two", None], "text": "é\u2028"}, "big": 10**30 + number}
         events.append((when, number, Event(f"f:{number}", when, "f", LogSource(product="x"), raw)))
     expected = sorted(events, key=lambda item: (item[0], item[1]))
     for run in (10_000, 7, 1000):  # in memory alone; many runs and an uneven last one
