@@ -22,8 +22,12 @@ from custodes.model import Event, LogSource
 RUN_EVENTS = 100_000
 """Events sorted in memory at a time (a run of CERT logon records adds about 90 MB to an evaluation's peak)."""
 
+BLOCK_EVENTS = 1000
+"""Events written and read back with one `marshal` call (a block is read whole, its length before it)."""
+
 Timed = tuple[datetime, int, Event]
-"""An event with its time and its record number in the file: the order sorted by."""
+"""An event with its time and its record number in the file: the order sorted by (a file's record numbers are
+distinct, so the event itself is never compared)."""
 
 
 def _key(item: Timed) -> tuple[datetime, int]:
@@ -44,22 +48,21 @@ def in_time_order(events: Iterable[Timed], logsource: LogSource) -> Iterator[Tim
                 run = []
         run.sort(key=_key)
         readers = [_read(files.enter_context(path.open("rb")), logsource) for path in runs]
-        yield from heapq.merge(*readers, run, key=_key) if readers else run
+        yield from heapq.merge(*readers, run) if readers else run
 
 
 def _spill(run: list[Timed], path: Path) -> Path:
     run.sort(key=_key)
     with path.open("wb") as out:
-        for when, number, event in run:
-            marshal.dump((when.isoformat(), number, event.id, event.source, event.raw), out)
+        for start in range(0, len(run), BLOCK_EVENTS):
+            block = run[start : start + BLOCK_EVENTS]
+            data = marshal.dumps([(when.isoformat(), number, e.id, e.source, e.raw) for when, number, e in block])
+            out.write(len(data).to_bytes(8, "little") + data)
     return path
 
 
 def _read(handle: IO[bytes], logsource: LogSource) -> Iterator[Timed]:
-    while True:
-        try:
-            when, number, ident, source, raw = marshal.load(handle)  # noqa: S302 (this process's own run file)
-        except EOFError:
-            return
-        moment = datetime.fromisoformat(when)
-        yield moment, number, Event(ident, moment, source, logsource, raw)
+    while size := int.from_bytes(handle.read(8), "little"):
+        for when, number, ident, source, raw in marshal.loads(handle.read(size)):  # noqa: S302 (our own run file)
+            moment = datetime.fromisoformat(when)
+            yield moment, number, Event(ident, moment, source, logsource, raw)
