@@ -26,6 +26,7 @@ START = datetime(2010, 1, 4)
 USERS = [f"ABC{n:04d}" for n in range(40)]
 INSIDER = USERS[7]
 ACT_DAY = 12
+HEADER = "id,date,user,pc,activity\n"
 
 
 def stamp(when: datetime) -> str:
@@ -213,6 +214,19 @@ def test_files_without_events_are_refused_and_labels_off_their_dates_are_said(ce
         f"1 of 1 labelled malicious user-days (from {act.date()} to {act.date()}) are on no date the events cover "
         "(they count as missed): are the labels of these files' release?"
     ]
+
+
+def test_cert_times_read_alike_padded_or_not_and_impossible_ones_are_refused(tmp_path: Path) -> None:
+    def first_time(value: str) -> str:
+        rows = cert_records(tmp_path / "logon.csv", [HEADER, f"{{A}},{value},DTAA/X,PC-1,Logon\n"])
+        assert rows is not None
+        return str(next(rows)[1]["@timestamp"])
+
+    assert first_time("01/04/2010 08:00:05") == first_time("1/4/2010 8:00:05") == "2010-01-04T08:00:05+00:00"
+    assert first_time("02/29/2012 23:59:59") == "2012-02-29T23:59:59+00:00"
+    for impossible in ("02/30/2010 08:00:00", "13/04/2010 08:00:00", "01/04/2010 24:00:00", "2010-01-04 08:00:00"):
+        with pytest.raises(CustodesError, match="line 2: not a CERT logon or device row"):
+            first_time(impossible)
 
 
 def test_a_csv_that_is_not_cert_is_refused_with_its_name(cert: Path) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -56,8 +57,17 @@ TIME_FORMAT = "%m/%d/%Y %H:%M:%S"
 """The datasets' times: local, without a zone."""
 
 
+PADDED_TIME = re.compile(r"([0-9]{2})/([0-9]{2})/([0-9]{4}) ([0-9]{2}):([0-9]{2}):([0-9]{2})")
+"""`TIME_FORMAT` as the datasets write it, every field zero-padded: read without `strptime` (a fifth of its cost)."""
+
+
 def _time(value: str) -> str:
-    return datetime.strptime(value.strip(), TIME_FORMAT).replace(tzinfo=UTC).isoformat()
+    text = value.strip()
+    padded = PADDED_TIME.fullmatch(text)
+    if padded is None:
+        return datetime.strptime(text, TIME_FORMAT).replace(tzinfo=UTC).isoformat()
+    month, day, year, hour, minute, second = map(int, padded.groups())
+    return datetime(year, month, day, hour, minute, second, tzinfo=UTC).isoformat()
 
 
 def _user(value: str) -> str:
