@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import errno
 import random
 from collections import Counter
 from dataclasses import replace
@@ -195,6 +196,13 @@ def test_events_sorted_in_runs_on_disk_come_back_as_sorted_in_memory(monkeypatch
     for run in (10_000, 7, 1000):  # in memory alone; many runs and an uneven last one
         monkeypatch.setattr(timesort, "RUN_EVENTS", run)
         assert list(timesort.in_time_order(iter(events), LogSource(product="x"))) == expected, run
+
+    def full(*_: object, **__: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "open", full)  # the disk is full: said with what to do
+    with pytest.raises(CustodesError, match=r"cannot write a run .* \(No space left on device\): set TMPDIR"):
+        list(timesort.in_time_order(iter(events), LogSource(product="x")))
 
 
 def test_eval_refuses_backwards_labels_and_warns_on_unknown_people(org: Path, tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO
 
+from custodes.errors import CustodesError
 from custodes.model import Event, LogSource
 
 RUN_EVENTS = 100_000
@@ -53,11 +54,18 @@ def in_time_order(events: Iterable[Timed], logsource: LogSource) -> Iterator[Tim
 
 def _spill(run: list[Timed], path: Path) -> Path:
     run.sort(key=_key)
-    with path.open("wb") as out:
-        for start in range(0, len(run), BLOCK_EVENTS):
-            block = run[start : start + BLOCK_EVENTS]
-            data = marshal.dumps([(when.isoformat(), number, e.id, e.source, e.raw) for when, number, e in block])
-            out.write(len(data).to_bytes(8, "little") + data)
+    try:
+        with path.open("wb") as out:
+            for start in range(0, len(run), BLOCK_EVENTS):
+                block = run[start : start + BLOCK_EVENTS]
+                data = marshal.dumps([(when.isoformat(), number, e.id, e.source, e.raw) for when, number, e in block])
+                out.write(len(data).to_bytes(8, "little") + data)
+    except OSError as exc:
+        raise CustodesError.at(
+            path.parent,
+            f"cannot write a run of events being sorted by time ({exc.strerror}): set TMPDIR to a folder with room "
+            "for the file's records, or give the file in time order",
+        ) from None
     return path
 
 
