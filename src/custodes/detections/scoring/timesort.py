@@ -1,9 +1,10 @@
 """A file's events put in time order in bounded memory, for `eval scoring` (a file out of order may be gigabytes).
 
 Events are taken `RUN_EVENTS` at a time, each run sorted and written to a temporary file; the runs are then merged
-as they are read back, so memory holds one run while sorting and one event per run while merging. A file of fewer
-events than a run is sorted in memory alone. Runs are written with `marshal`, which keeps what a record decoded from
-JSON holds exactly (integers past 64 bits, NaN) and is read back only by this process, from its own private folder.
+as they are read back, so memory holds one run while sorting and, while merging, the last run and one block of
+`BLOCK_EVENTS` per run written. A file of fewer events than a run is sorted in memory alone. Runs are written with
+`marshal`, which keeps what a record decoded from JSON holds exactly (integers past 64 bits, NaN) and is read back
+only by this process, from its own private folder.
 """
 
 from __future__ import annotations
@@ -39,12 +40,11 @@ def in_time_order(events: Iterable[Timed], logsource: LogSource) -> Iterator[Tim
     """`events` sorted by time (then record number), in runs of `RUN_EVENTS` spilled to temporary files; every
     event read back has `logsource`, as the events given do."""
     run: list[Timed] = []
-    run_events = RUN_EVENTS
     with tempfile.TemporaryDirectory(prefix="custodes-timesort-") as folder, ExitStack() as files:
         runs: list[Path] = []
         for item in events:
             run.append(item)
-            if len(run) >= run_events:
+            if len(run) >= RUN_EVENTS:
                 runs.append(_spill(run, Path(folder) / f"run-{len(runs)}"))
                 run = []
         run.sort(key=_key)
