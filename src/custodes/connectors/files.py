@@ -85,6 +85,11 @@ def iter_records(path: Path, screen: Screen | None = None) -> Iterator[_Row]:
         yield from parse_stream(_chunks(stream), path, screen)
 
 
+def file_bytes(path: Path) -> bytes:
+    """A file read whole (a directory, labels), past a leading byte order mark."""
+    return path.read_bytes().removeprefix(BOM)
+
+
 @contextmanager
 def text_lines(path: Path) -> Iterator[IO[str]]:
     """A log file's (decompressed) content as UTF-8 text (undecodable bytes replaced, line ends kept as written),

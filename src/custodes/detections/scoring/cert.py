@@ -147,7 +147,7 @@ def cert_times(lines: Iterable[str]) -> Iterator[str]:
 
 def cert_people(path: Path, data: bytes) -> list[dict[str, Any]]:
     """Directory entries (Custodes JSON form) of a CERT LDAP CSV (employee_name, user_id, email, role, department)."""
-    header, rows = _rows(io.StringIO(data.decode("utf-8-sig", errors="replace"), newline=""))
+    header, rows = _rows(io.StringIO(data.decode("utf-8", errors="replace"), newline=""))
     if not {"user_id", "email"} <= set(header):
         raise CustodesError.at(path, "a CSV directory needs the CERT LDAP columns user_id and email")
     people = []

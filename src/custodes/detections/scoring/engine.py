@@ -18,7 +18,7 @@ from custodes.detections.scoring.baselines import DayState, EntityState, PeerSta
 from custodes.detections.scoring.catalog import BY_NAME, CHANNELS, EXFILTRATION, PEAKS
 from custodes.detections.scoring.explain import sentences
 from custodes.detections.scoring.features import Extractor, record_time
-from custodes.detections.scoring.identity import IdentityResolver, Person, time_zone, zone_of
+from custodes.detections.scoring.identity import IdentityResolver, Person, zone_of
 from custodes.detections.scoring.risk import DayScore, RiskModel
 from custodes.model import Event, Finding, Severity, stable_id
 from custodes.timewindow import out_of_window
@@ -70,7 +70,7 @@ class ScoringEngine:
         self.resolver = resolver
         self.extractor = Extractor(settings, org_domains)
         self.model = RiskModel(settings)
-        self.default_zone = time_zone(settings.default_timezone) or ZoneInfo("UTC")
+        self.default_zone = ZoneInfo(settings.default_timezone)  # an IANA name: the settings check it
         self.states: dict[str, EntityState] = {}
         self.peers = PeerStats()
         self.watermark: datetime | None = None

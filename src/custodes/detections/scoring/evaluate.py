@@ -23,7 +23,7 @@ import orjson
 
 from custodes.config import ScoringSettings
 from custodes.connectors.envelope import parse_time
-from custodes.connectors.files import BOM, iter_records, text_lines
+from custodes.connectors.files import file_bytes, iter_records, text_lines
 from custodes.detections.scoring.cert import cert_answers, cert_records, cert_times, is_answers
 from custodes.detections.scoring.engine import ScoringEngine, review_places
 from custodes.detections.scoring.features import record_time
@@ -207,7 +207,7 @@ def load_labels(path: Path, *, dataset: str | None = None, warnings: list[str] |
             raise CustodesError.at(path, "a labels folder is the CERT answers folder, with insiders.csv; none here")
         path = path / "insiders.csv"
     try:
-        data = path.read_bytes().removeprefix(BOM)
+        data = file_bytes(path)
     except OSError as exc:
         raise CustodesError.at(path, f"cannot read labels: {exc.strerror}") from None
     rows: list[dict[str, Any]]

@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import orjson
 
 from custodes.config import IdentitySettings
-from custodes.connectors.files import BOM
+from custodes.connectors.files import file_bytes
 from custodes.detections.scoring.cert import cert_people
 from custodes.errors import CustodesError
 
@@ -134,7 +134,7 @@ def load_directory(path: Path) -> list[Person]:
         if path.is_dir():
             data: Any = _snapshots(path)
         else:
-            raw = path.read_bytes().removeprefix(BOM)
+            raw = file_bytes(path)
             data = cert_people(path, raw) if path.suffix.lower() == ".csv" else orjson.loads(raw)
     except FileNotFoundError:
         raise CustodesError.at(path, "directory file not found") from None
@@ -192,7 +192,7 @@ def _snapshots(folder: Path) -> list[dict[str, Any]]:
         raise CustodesError.at(folder, "a directory folder holds CERT LDAP CSV files (one a month); none found")
     people: dict[str, dict[str, Any]] = {}
     for file in files:
-        people.update((person["id"], person) for person in cert_people(file, file.read_bytes()))
+        people.update((person["id"], person) for person in cert_people(file, file_bytes(file)))
     return list(people.values())
 
 
