@@ -21,11 +21,12 @@ from aiohttp import web
 
 from custodes.config import DatabaseSettings, Secret, Settings
 from custodes.connectors.base import Connector
-from custodes.connectors.entra import DEFAULT_SOURCES, EntraFeed, EntraOptions, GraphAuth, GraphClient
+from custodes.connectors.entra import DEFAULT_SOURCES, EntraFeed, EntraOptions, GraphClient
 from custodes.connectors.github import DEFAULT_SOURCE as GITHUB_SOURCE
 from custodes.connectors.github import GitHubAuditLog, GitHubOptions
 from custodes.connectors.google import DEFAULT_SOURCE as GOOGLE_SOURCE
 from custodes.connectors.google import GoogleWorkspaceActivities, GoogleWorkspaceOptions
+from custodes.connectors.graph_auth import GraphAuth
 from custodes.connectors.http import RateLimiter
 from custodes.connectors.okta import OktaLogOptions, OktaSystemLog
 from custodes.connectors.runtime import ConnectorRuntime
@@ -110,10 +111,10 @@ async def run_all(http: aiohttp.ClientSession, root: Path, count: int, now: floa
         options = GoogleWorkspaceOptions(base_url=url, applications=["drive"], lookback_seconds=count + 60)
         return GoogleWorkspaceActivities(
             "gws/drive",
-            "drive",
             "google_workspace",
             GOOGLE_SOURCE,
             http,
+            application="drive",
             token=Secret(google_state.token, "env:B"),
             options=options,
         )

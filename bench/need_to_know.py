@@ -17,6 +17,7 @@ import asyncio
 import tempfile
 import uuid
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -108,8 +109,8 @@ async def run(database: DatabaseSettings, people: int, every: int, repeat: int) 
             assert len(page) == 51
 
         for label, work in (("GET /api/findings query (50)", findings_page), ("risk board ranking (51)", board_page)):
-            plain = await median_ms(repeat, lambda work=work: work(False))
-            hidden = await median_ms(repeat, lambda work=work: work(True))
+            plain = await median_ms(repeat, partial(work, False))
+            hidden = await median_ms(repeat, partial(work, True))
             print(f"{label}: {hidden:.2f} ms median with need to know; reference without: {plain:.2f} ms")
     finally:
         await store.close()

@@ -41,7 +41,7 @@ def resident_mib() -> float:
 def regression_events(ruleset: RuleSet) -> list[tuple[LogSource, dict[str, Any]]]:
     """(logsource of the sample's rule, flattened record) for every record of every Windows sample."""
     logsources = {rule.id: rule.logsource for rule in ruleset.rules}
-    events = []
+    events: list[tuple[LogSource, dict[str, Any]]] = []
     seen: set[Path] = set()
     for info in sorted((SIGMAHQ / "regression_data").rglob("info.yml")):
         metadata = yaml.load(info.read_text(encoding="utf-8"), Loader=yaml.CSafeLoader)

@@ -134,7 +134,7 @@ def render_chart(values: dict[str, Any] | None = None, *, release: str = "soc") 
 
     with Chart.load(CHART) as chart:
         rendered = chart.render(values, name=release, namespace="security", is_install=True)
-    manifests = []
+    manifests: list[dict[str, Any]] = []
     for text in rendered.values():
         manifests.extend(doc for doc in YAML(typ="safe").load_all(StringIO(text)) if doc is not None)
     return manifests

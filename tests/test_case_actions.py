@@ -14,7 +14,7 @@ from custodes.cases import book
 from custodes.cases.hold import prune_evidence
 from custodes.config import EvidenceSettings, PlaybookSettings, ResponderSettings
 from custodes.model import RunStatus
-from custodes.playbooks.loader import load_playbooks
+from custodes.playbooks.loader import LoadedPlaybook, load_playbooks
 from custodes.playbooks.runner import Runner
 from custodes.responder import catalog
 from custodes.responder.evidence import custody_entries, open_bundle, recorded_bundle
@@ -67,8 +67,17 @@ async def engine(store: Store, tmp_path: Path) -> AsyncIterator[Runner]:
         yield Runner(store, catalog, settings, http, playbooks=loaded, engine=PlaybookSettings())
 
 
-def playbook(engine: Runner, name: str) -> object:
+def playbook(engine: Runner, name: str) -> LoadedPlaybook:
     return next(p for p in engine.playbooks.values() if p.playbook.name == name)
+
+
+def custody_whats(address: str, settings: EvidenceSettings) -> list[object]:
+    """What each custody record of the bundle at `address` says, in order (every record readable)."""
+    whats: list[object] = []
+    for name, entry in custody_entries(open_bundle(address, settings)):
+        assert entry is not None, f"unreadable custody record {name}"
+        whats.append(entry["what"])
+    return whats
 
 
 async def case_of(store: Store, subject: str) -> dict[str, object]:
@@ -127,7 +136,7 @@ async def test_undoing_an_escalation_lifts_its_restriction_and_legal_hold(engine
         row = await recorded_bundle(tx, bundle)
     assert row is not None
     settings = engine.settings.evidence
-    whats = [entry["what"] for _, entry in custody_entries(open_bundle(row["location"], settings))]
+    whats = custody_whats(row["location"], settings)
     assert whats[-1] == f"legal hold placed (case {case['id']})", "the playbook's escalation holds the evidence"
     assert (await prune_evidence(store, settings, timedelta(0), "retention")).refused == {bundle: [case["id"]]}
 
@@ -135,7 +144,7 @@ async def test_undoing_an_escalation_lifts_its_restriction_and_legal_hold(engine
     assert reverted.action == "case.revert" and reverted.status is RunStatus.SUCCEEDED, reverted.error
     case = await case_of(store, person)
     assert case["status"] == "investigating" and not case["restricted"] and not case["legal_hold"]
-    whats = [entry["what"] for _, entry in custody_entries(open_bundle(row["location"], settings))]
+    whats = custody_whats(row["location"], settings)
     assert whats[-1] == f"legal hold lifted (case {case['id']})"
     async with store.transaction() as tx:
         kinds = [event["kind"] for event in await book.timeline(tx, str(case["id"]))]

@@ -50,6 +50,15 @@ def evidence_settings(moto_url: str, bucket: str) -> EvidenceSettings:
     return EvidenceSettings(s3=s3)
 
 
+def custody_whats(address: str, settings: EvidenceSettings) -> list[object]:
+    """What each custody record of the bundle at `address` says, in order (every record readable)."""
+    whats: list[object] = []
+    for name, entry in custody_entries(open_bundle(address, settings)):
+        assert entry is not None, f"unreadable custody record {name}"
+        whats.append(entry["what"])
+    return whats
+
+
 async def escalated_case(store: Store, title: str) -> str:
     async with store.transaction() as tx:
         case = await book.open_case(tx, CaseSettings(), actor="api:analyst", title=title, subject=ALICE)
@@ -96,7 +105,7 @@ async def test_lifting_a_hold_clears_object_lock_and_lets_retention_delete(
 
     assert await lift_hold(store, evidence, second, "api:legal", "HR done") == [ident]
     assert holds(s3, name, prefix) == {"OFF"}
-    whats = [entry["what"] for _, entry in custody_entries(open_bundle(f"s3://{name}/{prefix[:-1]}", evidence))]
+    whats = custody_whats(f"s3://{name}/{prefix[:-1]}", evidence)
     assert whats.count(f"legal hold placed (case {first})") == 1
     assert f"legal hold lifted (case {first})" in whats and whats[-1] == f"legal hold lifted (case {second})"
     with pytest.raises(CaseError) as twice:

@@ -62,16 +62,13 @@ def test_help_reflows_a_commands_text_to_the_terminal() -> None:
 def test_the_console_script_imports_only_the_group_a_command_names() -> None:
     from custodes.cli import MODULES
 
-    added = {group.name: group.typer_instance for group in app.registered_groups}
-    modules = {
-        name: {command.callback.__module__ for command in typer.registered_commands} for name, typer in added.items()
-    }
-    modules.update(
-        {
-            command.name or command.callback.__name__: {command.callback.__module__}
-            for command in app.registered_commands
-        }
-    )  # type: ignore[union-attr]
+    modules: dict[str | None, set[str]] = {}
+    for group in app.registered_groups:
+        assert group.typer_instance is not None, group.name
+        modules[group.name] = {command.callback.__module__ for command in group.typer_instance.registered_commands}
+    for command in app.registered_commands:
+        assert command.callback is not None, command.name
+        modules[command.name or command.callback.__name__] = {command.callback.__module__}
     assert modules == {name: {f"custodes.cli.{module}"} for name, module in MODULES.items()}
     probe = (
         "import sys\nfrom custodes.cli.main import main\nsys.argv = ['custodes', *sys.argv[1:]]\ntry:\n    main()\n"

@@ -107,6 +107,8 @@ async def test_drains_claim_disjoint_outbox_rows(store: Store) -> None:
 
 
 async def test_an_event_the_broker_does_not_take_is_an_error_not_an_acceptance() -> None:
+    from aio_pika import Exchange
+
     from test_cluster import AMQP_URL
 
     exchange = f"custodes.test.{uuid.uuid4().hex[:10]}"
@@ -114,6 +116,7 @@ async def test_an_event_the_broker_does_not_take_is_an_error_not_an_acceptance()
     try:
         event = Event("e1", datetime.now(UTC), "okta", LogSource("okta", "okta"), {}, "alice")
         await publisher.publish([("alice", Envelope(event))])
+        assert isinstance(publisher.exchange, Exchange)  # declared on the publisher's own channel
         for partition in range(2):
             await publisher.exchange.channel.queue_delete(queue_name(exchange, partition))
         with pytest.raises(BusError, match="1 of 1 events not confirmed"):

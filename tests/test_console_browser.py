@@ -82,7 +82,7 @@ def chrome(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
 def in_thread(serve: Callable[[], AbstractAsyncContextManager[T]]) -> Iterator[T]:
     """Serve (the seeded console, a simulator) from its own event loop in a thread (Selenium blocks the test's
     thread)."""
-    ready: queue.Queue[tuple[T, Callable[[], None]] | BaseException] = queue.Queue()
+    ready: queue.Queue[tuple[T, Callable[[], object]] | BaseException] = queue.Queue()
 
     async def main() -> None:
         stopping = asyncio.Event()

@@ -320,12 +320,13 @@ def test_chart_values_reach_the_settings(tmp_path: Path) -> None:
 def test_chart_refuses_bad_values_naming_where() -> None:
     from helm_python.errors import HelmValuesError
 
-    for values, where in [
+    refused: list[tuple[dict[str, Any], str]] = [
         ({"worker": {"replicas": "two"}}, "at '/worker/replicas': got string, want integer"),
         ({"cluster": {"partitions": 0}}, "at '/cluster/partitions': minimum: got 0, want 1"),
         ({"receivers": {"replicas": 1}}, "additional properties 'receivers' not allowed"),
         ({"cluster": {"exchange": "a b"}}, "at '/cluster/exchange'"),
-    ]:
+    ]
+    for values, where in refused:
         with pytest.raises(HelmValuesError, match=re.escape(where)):
             render_chart(values)
     # the chart's limits are the settings' own

@@ -240,7 +240,9 @@ async def ready(replicas: list[Replica], schema: str, exchange: str) -> None:
                 return False
             for partition in range(PARTITIONS):
                 queue = await channel.declare_queue(queue_name(exchange, partition), passive=True)
-                if queue.declaration_result.consumer_count < 1:
+                consumers = queue.declaration_result.consumer_count
+                assert consumers is not None, "a passive declaration answers with the queue's consumer count"
+                if consumers < 1:
                     return False
             return True
 

@@ -203,9 +203,9 @@ async def test_approval_applies_to_the_hashed_plan_with_separation_of_duties(
     assert done.status is RunStatus.SUCCEEDED and len(world.org.mutations()) == 1
     assert texts(world) == ["succeeded"]
     denied = await engine.start_manual(loaded[0], {"user": "bob@example.com"}, requested_by="ann")
-    digest = denied.steps[0].plan_hash
-    assert digest is not None and digest != step.plan_hash
-    result = await engine.decide(denied.id, "suspend", "cio", approve=False, plan_hash=digest)
+    denied_hash = denied.steps[0].plan_hash
+    assert denied_hash is not None and denied_hash != step.plan_hash
+    result = await engine.decide(denied.id, "suspend", "cio", approve=False, plan_hash=denied_hash)
     assert result.status is RunStatus.FAILED and "denied by cio" in (result.error or "")
     async with store.transaction() as tx:
         actions = [e.action for e in await tx.audit_entries()]

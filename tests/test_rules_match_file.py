@@ -17,7 +17,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import pytest
@@ -31,7 +31,7 @@ from custodes.detections.sigma import filematch
 from custodes.detections.sigma.filematch import RecordMatcher
 from custodes.detections.sigma.loader import load_rules
 from custodes.errors import CustodesError
-from custodes.sources import DEFAULT_SOURCES, SourceSettings, builtin_source, is_override
+from custodes.sources import DEFAULT_SOURCES, SourceFormatName, SourceSettings, builtin_source, is_override
 
 runner = CliRunner()
 Row = tuple[int, Any, str | None]
@@ -134,7 +134,8 @@ def oracle(rules: Path, events: Path) -> tuple[list[tuple[str, int]], list[str]]
     """Every line decoded, every rule tested on every record: (rule id, line) of each match, and the warnings."""
     loaded = load_rules([rules]).rules
     matcher = RecordMatcher(load_rules([rules]), None, "file")
-    found, warnings = [], []
+    found: list[tuple[str, int]] = []
+    warnings: list[str] = []
     for number, record, warning in iter_records(events):
         if warning:
             warnings.append(warning)
@@ -239,7 +240,7 @@ def test_a_failing_worker_is_one_error_line(tmp_path: Path, monkeypatch: pytest.
     rules = write_rules(tmp_path / "rules")
     events = tmp_path / "events.ndjson"
     events.write_text("\n".join(random_lines(random.Random(9), 500)) + "\n", encoding="utf-8")
-    real = filematch.iter_range
+    real = iter_range  # the function filematch imports, replaced there below
 
     def failing(
         path: Path, start: int, stop: int, screen: Screen | None = None, ended: Callable[[int], object] | None = None
@@ -284,7 +285,7 @@ def test_ranges_cut_ndjson_at_line_ends_and_read_it_whole(tmp_path: Path) -> Non
 
 @pytest.mark.parametrize("fmt", sorted(ID_KEYS))
 def test_event_ids_read_alone_are_the_envelopes(fmt: str) -> None:
-    settings = SourceSettings(format=fmt)
+    settings = SourceSettings(format=cast("SourceFormatName", fmt))  # ID_KEYS is keyed by format names
     for record in ({ID_KEYS[fmt]: "vendor-1", "other": 1}, {"other": 2}, {ID_KEYS[fmt]: ["a"]}, "text"):
         assert event_id(record, settings, "src") == to_event(record, settings, "src").id
 

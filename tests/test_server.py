@@ -137,8 +137,8 @@ async def test_bad_bodies_get_clear_4xx_and_the_server_keeps_serving(server: tup
         assert response.status == 415
     status, _ = await get(url, "/healthz", token=None)
     assert status == 200
-    status, body = await post(url, orjson.dumps(okta_event("after")))
-    assert status == 202 and body["stored"] == 1
+    status, answer = await post(url, orjson.dumps(okta_event("after")))
+    assert status == 202 and answer["stored"] == 1
 
 
 async def test_missing_headers_and_replays(server: tuple[str, Services]) -> None:

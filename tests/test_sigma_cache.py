@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -159,7 +160,7 @@ detection:
     (missing and present) or reference or words
 """
 
-EVENTS = [
+EVENTS: list[dict[str, Any]] = [
     {"name": "xxabcdyy", "path": "C:\\\\x\\\\a.exe"},
     {"name": "AbCd", "path": "C:\\\\x\\\\a.exe"},
     {"name": "aXcYYd"},

@@ -1126,6 +1126,7 @@ def test_index_files_rules_by_exact_values_substrings_or_not_at_all(tmp_path: Pa
     assert titles(index.candidates({"userAgent": "Boto3/1.0 Python/3.11"})) == ["c_substring", *always]
     assert titles(index.candidates({"deep": [{"text": "run MimiKatz"}]})) == ["d_keyword", *always]
     # a field number is looked up by numeric value, as the rule compares it: numbers, numeric strings, lists
+    value: object
     for value in (4688, 4688.0, "4688", " 4688", "4688.0", ["1", 4688], [[4688]]):
         assert titles(index.candidates({"EventID": value})) == ["e_negated", "f_number", "g_short"], value
         assert index.match({"EventID": value}) == [rule for rule in ruleset.rules if rule.match({"EventID": value})]

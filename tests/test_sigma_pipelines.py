@@ -229,7 +229,7 @@ correlation:
 def test_conversions_use_the_pipeline_and_say_why_they_are_not_exact(tmp_path: Path) -> None:
     gws = SIGMAHQ / "cloud" / "gcp" / "gworkspace" / "login" / "gcp_gworkspace_suspicious_login.yml"
     for target in ("lucene", "esql", "eql", "splunk"):
-        (conversion,) = convert_rules([gws], target, SourceSettings(format="google_workspace"))  # type: ignore[arg-type]
+        (conversion,) = convert_rules([gws], target, SourceSettings(format="google_workspace"))
         assert conversion.exact and conversion.query is not None
         assert "id.applicationName" in conversion.query and "login" in conversion.query
         assert "login.googleapis.com" not in conversion.query

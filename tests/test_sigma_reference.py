@@ -25,7 +25,7 @@ import random
 import re
 import sqlite3
 import string
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -253,7 +253,7 @@ def _in_class(items: Any, char: str, constants: Any) -> bool:
     """Whether `char` belongs to a parsed character class (`[...]`, `\\d`, ...)."""
     negated = False
     inside = False
-    categories = {
+    categories: dict[Any, Callable[[str], bool]] = {
         constants.CATEGORY_DIGIT: str.isdigit,
         constants.CATEGORY_SPACE: str.isspace,
         constants.CATEGORY_WORD: lambda c: c.isalnum() or c == "_",
@@ -324,7 +324,7 @@ def sqlite_matches(queries: dict[str, list[str]], assignments: list[Assignment],
         rows.append(row)
     placeholders = ", ".join("?" * (len(columns) + 1))
     connection.executemany(f"INSERT INTO logs VALUES ({placeholders})", rows)  # noqa: S608 - placeholders only
-    found = set()
+    found: set[tuple[str, int]] = set()
     for rule_id, rule_queries in queries.items():
         for query in rule_queries:
             assert query.startswith("SELECT * FROM logs WHERE "), query

@@ -287,7 +287,7 @@ async def test_sqlite_durability_is_configurable(tmp_path: Path) -> None:
     for setting, expected in (("FULL", 2), ("NORMAL", 1)):
         opened = await Store.open(
             DatabaseSettings(url=f"sqlite+aiosqlite:///{tmp_path / setting}.db", sqlite_synchronous=setting)
-        )  # type: ignore[arg-type]
+        )
         try:
             async with opened.engine.connect() as conn:
                 assert (await conn.exec_driver_sql("PRAGMA synchronous")).scalar_one() == expected

@@ -78,12 +78,11 @@ async def test_sqlite_stores_the_text_sqlalchemy_stores(tmp_path: Path) -> None:
     async with store.transaction() as tx:
         await tx.conn.execute(sa.insert(scoring_scores), [score("through-sqlalchemy")])
         await upserts.write(tx.conn, upserts.upsert("sqlite", scoring_scores, ("entity", "day"), ()), [score("here")])
-        stored = (
-            await tx.conn.exec_driver_sql(
-                "SELECT entity, day, typeof(risk), risk, typeof(points), points, detail, event_ids, created_at "
-                "FROM scoring_scores ORDER BY entity"
-            )
-        ).all()
+        result = await tx.conn.exec_driver_sql(
+            "SELECT entity, day, typeof(risk), risk, typeof(points), points, detail, event_ids, created_at "
+            "FROM scoring_scores ORDER BY entity"
+        )
+        stored = [tuple(row) for row in result]
     await store.close()
     assert stored[0][1:] == stored[1][1:]
     assert stored[0][1] == "2026-01-02" and stored[0][-1] == "0999-01-02 03:04:05.000006"
