@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from custodes.cli import app
 from custodes.config import ScoringSettings
 from custodes.connectors.files import BOM
-from custodes.detections.scoring.cert import cert_records
+from custodes.detections.scoring.cert import cert_records, cert_times
 from custodes.detections.scoring.evaluate import evaluate, load_labels
 from custodes.detections.scoring.features import Extractor
 from custodes.detections.scoring.identity import load_directory
@@ -147,8 +147,10 @@ def test_cert_csvs_are_read_as_they_come_gzip_and_multi_line_fields_included(cer
         yield "{A},01/04/2010 08:00:00,DTAA/X,PC-1,Logon\r\n"
         raise AssertionError("read past the first row")
 
-    records = cert_records(tmp_path / "logon.csv", lines())
-    assert records is not None and next(records)[1]["event"]["action"] == "logged-in"
+    records = cert_records(lines())
+    assert records is not None
+    first = next(records)[1]
+    assert first is not None and first["event"]["action"] == "logged-in"
     text = (cert / "http.csv").read_bytes().decode()  # as the csv module wrote it: rows end with CR LF
     quoted = text.replace(",x\r\n", ',"a page, over\ntwo lines"\r\n', 3)
     assert quoted.count("\n") == text.count("\n") + 3
@@ -218,24 +220,50 @@ def test_files_without_events_are_refused_and_labels_off_their_dates_are_said(ce
 
 def test_cert_times_read_alike_padded_or_not_and_impossible_ones_are_refused(tmp_path: Path) -> None:
     def first_time(value: str) -> str:
-        rows = cert_records(tmp_path / "logon.csv", [HEADER, f"{{A}},{value},DTAA/X,PC-1,Logon\n"])
+        rows = cert_records([HEADER, f"{{A}},{value},DTAA/X,PC-1,Logon\n"])
         assert rows is not None
-        return str(next(rows)[1]["@timestamp"])
+        _, record, problem = next(rows)
+        return str(record["@timestamp"]) if record is not None else str(problem)
+
+    def order_time(value: str) -> list[str]:  # what the time-order check reads of the row
+        return list(cert_times([HEADER, f"{{A}},{value},DTAA/X,PC-1,Logon\n"]))
 
     assert first_time("01/04/2010 08:00:05") == first_time("1/4/2010 8:00:05") == "2010-01-04T08:00:05+00:00"
+    assert order_time("01/04/2010 08:00:05") == order_time("1/4/2010 8:00:05") == ["2010-01-04T08:00:05"]
     assert first_time("02/29/2012 23:59:59") == "2012-02-29T23:59:59+00:00"
     for impossible in ("02/30/2010 08:00:00", "13/04/2010 08:00:00", "01/04/2010 24:00:00", "2010-01-04 08:00:00"):
-        with pytest.raises(CustodesError, match="line 2: not a CERT logon or device row"):
-            first_time(impossible)
+        assert first_time(impossible).startswith("line 2: not a CERT logon or device row (")
+    assert order_time("2010-01-04 08:00:00") == order_time("yesterday") == []  # no time to order by
 
 
 def test_a_csv_that_is_not_cert_is_refused_with_its_name(cert: Path) -> None:
     (cert / "other.csv").write_text("a,b\n1,2\n")
     with pytest.raises(CustodesError, match="CERT logon, device"):
         evaluate([cert / "other.csv"], [], ScoringSettings(pseudonymise=False))
-    (cert / "broken.csv").write_text("id,date,user,pc,activity\nX,yesterday,U,PC,Logon\n")
-    with pytest.raises(CustodesError, match="line 2: not a CERT logon or device row"):
-        evaluate([cert / "broken.csv"], [], ScoringSettings(pseudonymise=False))
+
+
+def test_rows_not_of_their_cert_file_are_skipped_and_said_with_their_line(cert: Path, tmp_path: Path) -> None:
+    settings = ScoringSettings(directory=cert / "LDAP.csv", pseudonymise=False, warmup_days=5)
+    labels = load_labels(cert / "labels.json")
+    lines = (cert / "logon.csv").read_text().splitlines(keepends=True)
+    when = lines[1].split(",")[1]  # in time order, so that nothing is sorted
+    broken = [
+        f'{{Q}},{when},DTAA/X,PC-1,"a quoted\nfield over two lines",Logon\n',  # a row as the CSV reader reads it
+        f"{{B1}},{when},DTAA/X\n",  # cut short
+        "{B2},yesterday,DTAA/X,PC-1,Logon\n",  # not a time
+        f'{{B3}},{when},DTAA/X,"PC-{"x" * 200_000}",Logon\n',  # a field past the CSV reader's limit
+    ]
+    (tmp_path / "logon.csv").write_text("".join([*lines[:2], *broken, *lines[2:]]))
+    plain = evaluate([cert / "logon.csv"], labels, settings)
+    read = evaluate([tmp_path / "logon.csv"], labels, settings)
+    assert read.warnings == [
+        f"{tmp_path / 'logon.csv'}: 3 records were not scored: 3 not a row of the CERT file's kind "
+        "(the first: line 5: not a CERT logon or device row (no pc))"
+    ]
+    assert (read.events, read.caught, read.mean_percentile) == (plain.events + 1, plain.caught, plain.mean_percentile)
+    (tmp_path / "only.csv").write_text("id,date,user,pc,activity\nX,yesterday,U,PC,Logon\n")
+    with pytest.raises(CustodesError, match=r"no events in .*only\.csv: nothing to score"):
+        evaluate([tmp_path / "only.csv"], labels, settings)
 
 
 def answers(cert: Path, folder: Path) -> Path:

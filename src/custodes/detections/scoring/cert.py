@@ -41,14 +41,27 @@ def cert_kind(header: list[str]) -> str | None:
     return None
 
 
-def _rows(lines: Iterable[str]) -> tuple[list[str], Iterator[tuple[int, dict[str, str]]]]:
+def _rows(lines: Iterable[str]) -> tuple[list[str], Iterator[tuple[int, list[str] | str]]]:
+    """The header (lower case) of a CSV and its non-empty rows, each with the line it starts on; a row the CSV
+    reader cannot read (a field past its size limit, say) is what is wrong with it, and reading goes on."""
     reader = csv.reader(lines)
-    header = [h.strip().lower() for h in next(reader, [])]
+    try:
+        header = [h.strip().lower() for h in next(reader, [])]
+    except csv.Error:
+        header = []
 
-    def rows() -> Iterator[tuple[int, dict[str, str]]]:
-        for number, row in enumerate(reader, start=2):
+    def rows() -> Iterator[tuple[int, list[str] | str]]:
+        while True:
+            number = reader.line_num + 1
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                yield number, str(exc)
+                continue
             if row:
-                yield number, dict(zip(header, row, strict=False))
+                yield number, row
 
     return header, rows()
 
@@ -118,31 +131,48 @@ def _record(kind: str, row: dict[str, str]) -> dict[str, Any]:
     return _base(row, "file", actions.get(activity, "open")) | {"file": file}
 
 
-def cert_records(path: Path, lines: Iterable[str]) -> Iterator[tuple[int, dict[str, Any]]] | None:
-    """(line, ECS record) of a CERT event CSV read from `lines` as they come (the text of `path`: a dataset's web
-    log runs to gigabytes), or None when the file is not one; a bad row names its line."""
+CertRow = tuple[int, dict[str, Any] | None, str | None]
+"""(line, ECS record, None) of a CERT row, or (line, None, what is wrong with it) of a row that is not one."""
+
+
+def cert_records(lines: Iterable[str]) -> Iterator[CertRow] | None:
+    """The rows of a CERT event CSV read from `lines` as they come (a dataset's web log runs to gigabytes) as ECS
+    records, or None when the CSV is not one; a row that is not one of its kind says why, naming its line."""
     header, rows = _rows(lines)
     kind = cert_kind(header)
     if kind is None:
         return None
 
-    def records() -> Iterator[tuple[int, dict[str, Any]]]:
+    def records() -> Iterator[CertRow]:
         for number, row in rows:
             try:
-                yield number, _record(kind, row)
-            except (KeyError, ValueError, AttributeError) as exc:
-                raise CustodesError.at(path, f"line {number}: not a CERT {KIND_NAMES[kind]} row ({exc})") from None
+                if isinstance(row, str):
+                    raise ValueError(row)
+                yield number, _record(kind, dict(zip(header, row, strict=False))), None
+            except KeyError as exc:  # a row shorter than the header
+                yield number, None, f"line {number}: not a CERT {KIND_NAMES[kind]} row (no {exc.args[0]})"
+            except ValueError as exc:
+                yield number, None, f"line {number}: not a CERT {KIND_NAMES[kind]} row ({exc})"
 
     return records()
 
 
 def cert_times(lines: Iterable[str]) -> Iterator[str]:
-    """Each row's time of a CERT event CSV as a text that sorts as the time does (`YYYY MM DD HH:MM:SS`), read
-    without building the records: enough to tell whether a file is in time order."""
-    _, rows = _rows(lines)
+    """The time of each row of a CERT event CSV that has one, as text that sorts as the time does
+    (`YYYY-MM-DDTHH:MM:SS`), read without building the records: enough to tell whether a file is in time order."""
+    header, rows = _rows(lines)
+    if "date" not in header:
+        return
+    column = header.index("date")
     for _, row in rows:
-        value = row.get("date", "").strip()
-        yield f"{value[6:10]} {value[:2]} {value[3:5]} {value[11:]}"
+        value = row[column].strip() if isinstance(row, list) and len(row) > column else ""
+        if PADDED_TIME.fullmatch(value):  # the datasets' own form, read by position (a gigabytes-long web log)
+            yield f"{value[6:10]}-{value[:2]}-{value[3:5]}T{value[11:]}"
+            continue
+        try:
+            yield _time(value)[:19]
+        except ValueError:  # no time: the reading pass counts the row as not one of its file's
+            continue
 
 
 def cert_people(path: Path, data: bytes) -> list[dict[str, Any]]:
@@ -151,7 +181,10 @@ def cert_people(path: Path, data: bytes) -> list[dict[str, Any]]:
     if not {"user_id", "email"} <= set(header):
         raise CustodesError.at(path, "a CSV directory needs the CERT LDAP columns user_id and email")
     people = []
-    for number, row in rows:
+    for number, fields in rows:
+        if isinstance(fields, str):
+            raise CustodesError.at(path, f"line {number}: not a CSV row ({fields})")
+        row = dict(zip(header, fields, strict=False))
         user, email = row.get("user_id", "").strip(), row.get("email", "").strip()
         if not user or not email:
             raise CustodesError.at(path, f"line {number}: user_id and email are required")

@@ -24,7 +24,7 @@ import orjson
 from custodes.config import ScoringSettings
 from custodes.connectors.envelope import parse_time
 from custodes.connectors.files import file_bytes, iter_records, text_lines
-from custodes.detections.scoring.cert import cert_answers, cert_records, cert_times, is_answers
+from custodes.detections.scoring.cert import CertRow, cert_answers, cert_records, cert_times, is_answers
 from custodes.detections.scoring.engine import ScoringEngine, review_places
 from custodes.detections.scoring.features import record_time
 from custodes.detections.scoring.identity import IdentityResolver, load_directory, zone_of, zone_warning
@@ -271,6 +271,7 @@ def _label_time(path: Path, where: str, row: dict[str, Any], name: str) -> datet
 
 SKIPPED = {
     "unreadable": "not a JSON object",
+    "bad_row": "not a row of the CERT file's kind",
     "untimed": "without a time",
     "outside": "with a time outside the accepted window (custodes.timewindow)",
 }
@@ -300,13 +301,12 @@ def _records(path: Path, skipped: Skipped | None = None) -> Iterator[tuple[datet
     counted in `skipped`."""
     tag = path.name
     window, now = TimeWindow(), utcnow()
-    rows: Iterator[tuple[int, Any, str | None]] = (
-        ((number, record, None) for number, record in _cert_rows(path)) if _is_cert(path) else iter_records(path)
-    )
+    cert = _is_cert(path)
+    rows: Iterator[tuple[int, Any, str | None]] = _cert_rows(path) if cert else iter_records(path)
     tally = Skipped() if skipped is None else skipped
     for number, record, warning in rows:
         if not isinstance(record, dict):
-            tally.counts["unreadable"] += 1
+            tally.counts["bad_row" if cert else "unreadable"] += 1
             tally.first = tally.first or (warning or "").removesuffix("; kept as text") or None
             continue
         when = record_time(record)
@@ -316,9 +316,9 @@ def _records(path: Path, skipped: Skipped | None = None) -> Iterator[tuple[datet
         yield when, number, Event(f"{tag}:{number}", when, tag, NO_SOURCE, record)
 
 
-def _cert_rows(path: Path) -> Iterator[tuple[int, Any]]:
+def _cert_rows(path: Path) -> Iterator[CertRow]:
     with text_lines(path) as lines:
-        cert = cert_records(path, lines)
+        cert = cert_records(lines)
         if cert is None:
             raise CustodesError.at(path, "a CSV event file must be a CERT logon, device, http, email or file CSV")
         yield from cert
