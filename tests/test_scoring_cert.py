@@ -229,6 +229,8 @@ def test_cert_times_read_alike_padded_or_not_and_impossible_ones_are_refused(tmp
         return list(cert_times([HEADER, f"{{A}},{value},DTAA/X,PC-1,Logon\n"]))
 
     assert first_time("01/04/2010 08:00:05") == first_time("1/4/2010 8:00:05") == "2010-01-04T08:00:05+00:00"
+    assert first_time("1/4/2010 8:00") == "2010-01-04T08:00:00+00:00"  # as a spreadsheet saves it, without seconds
+    assert order_time("1/4/2010 8:00") == ["2010-01-04T08:00:00"]
     assert order_time("01/04/2010 08:00:05") == order_time("1/4/2010 8:00:05") == ["2010-01-04T08:00:05"]
     assert first_time("02/29/2012 23:59:59") == "2012-02-29T23:59:59+00:00"
     for impossible in ("02/30/2010 08:00:00", "13/04/2010 08:00:00", "01/04/2010 24:00:00", "2010-01-04 08:00:00"):

@@ -3,7 +3,8 @@
 The CSVs of the CMU CERT synthetic insider-threat datasets (r4.2 and later layouts) become the ECS documents the
 feature extractor reads: logons with the machine, USB connects and disconnects, web requests (uploads as POST),
 outbound and inbound mail with recipients and attachment size, and file operations (copies to removable media as
-removable-media writes). Times (`MM/DD/YYYY HH:MM:SS`, no zone) are read as UTC. An LDAP CSV becomes directory entries,
+removable-media writes). Times (`MM/DD/YYYY HH:MM:SS`, no zone; without seconds as
+a spreadsheet saves them) are read as UTC. An LDAP CSV becomes directory entries,
 and the datasets' answers (`insiders.csv` with each insider's details file) become labels.
 """
 
@@ -74,11 +75,16 @@ PADDED_TIME = re.compile(r"([0-9]{2})/([0-9]{2})/([0-9]{4}) ([0-9]{2}):([0-9]{2}
 """`TIME_FORMAT` as the datasets write it, every field zero-padded: read without `strptime` (a fifth of its cost)."""
 
 
+SHORT_TIME_FORMAT = "%m/%d/%Y %H:%M"
+"""`TIME_FORMAT` without seconds, as a spreadsheet saves the datasets' times by default."""
+
+
 def _time(value: str) -> str:
     text = value.strip()
     padded = PADDED_TIME.fullmatch(text)
     if padded is None:
-        return datetime.strptime(text, TIME_FORMAT).replace(tzinfo=UTC).isoformat()
+        form = TIME_FORMAT if text.count(":") == 2 else SHORT_TIME_FORMAT
+        return datetime.strptime(text, form).replace(tzinfo=UTC).isoformat()
     month, day, year, hour, minute, second = map(int, padded.groups())
     return datetime(year, month, day, hour, minute, second, tzinfo=UTC).isoformat()
 
