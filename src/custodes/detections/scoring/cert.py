@@ -3,9 +3,9 @@
 The CSVs of the CMU CERT synthetic insider-threat datasets (r4.2 and later layouts) become the ECS documents the
 feature extractor reads: logons with the machine, USB connects and disconnects, web requests (uploads as POST),
 outbound and inbound mail with recipients and attachment size, and file operations (copies to removable media as
-removable-media writes). Times (`MM/DD/YYYY HH:MM:SS`, no zone; without seconds as
-a spreadsheet saves them) are read as UTC. An LDAP CSV becomes directory entries,
-and the datasets' answers (`insiders.csv` with each insider's details file) become labels.
+removable-media writes). Times (`MM/DD/YYYY HH:MM:SS`, no zone; without seconds as a spreadsheet saves them) are
+read as UTC. An LDAP CSV becomes directory entries, and the datasets' answers (`insiders.csv` with each insider's
+details file) become labels.
 """
 
 from __future__ import annotations
