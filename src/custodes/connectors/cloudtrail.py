@@ -302,24 +302,36 @@ class CloudTrailBucketConnector:
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     clock: Callable[[], datetime] = utcnow
 
-    async def _children(self, prefix: str) -> list[str]:
-        names: list[str] = []
+    async def _listing(
+        self, prefix: str, *, delimiter: str | None = None, after: str | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Each ListObjectsV2 answer for the keys under `prefix`, following its continuation tokens; `delimiter`
+        goes with every request, `after` (StartAfter) with the first."""
         token: str | None = None
         while True:
-            extra = {"ContinuationToken": token} if token else {}
+            extra: dict[str, Any] = {"ContinuationToken": token} if token else {}
+            if delimiter is not None:
+                extra["Delimiter"] = delimiter
+            if after and not token:
+                extra["StartAfter"] = after
             answer = await _aws(
                 "s3 list objects",
                 self.policy,
                 self.s3.list_objects_v2,
                 Bucket=self.options.bucket,
                 Prefix=prefix,
-                Delimiter="/",
                 **extra,
             )
-            names += [p["Prefix"][len(prefix) : -1] for p in answer.get("CommonPrefixes") or []]
+            yield answer
             token = answer.get("NextContinuationToken")
             if not token:
-                return names
+                return
+
+    async def _children(self, prefix: str) -> list[str]:
+        names: list[str] = []
+        async for answer in self._listing(prefix, delimiter="/"):
+            names += [p["Prefix"][len(prefix) : -1] for p in answer.get("CommonPrefixes") or []]
+        return names
 
     async def locations(self) -> list[str]:
         """The ``.../CloudTrail/<region>/`` prefixes to scan: configured, or found in the bucket."""
@@ -361,25 +373,10 @@ class CloudTrailBucketConnector:
                     yield Batch(events, {"positions": dict(positions)}, warnings)
 
     async def _keys(self, prefix: str, after: str | None) -> AsyncIterator[str]:
-        token: str | None = None
-        while True:
-            extra: dict[str, Any] = {"ContinuationToken": token} if token else {}
-            if after and not token:
-                extra["StartAfter"] = after
-            answer = await _aws(
-                "s3 list objects",
-                self.policy,
-                self.s3.list_objects_v2,
-                Bucket=self.options.bucket,
-                Prefix=prefix,
-                **extra,
-            )
+        async for answer in self._listing(prefix, after=after):
             for item in answer.get("Contents") or []:
                 if is_log_file(item["Key"]):
                     yield item["Key"]
-            token = answer.get("NextContinuationToken")
-            if not token:
-                return
 
 
 class BucketBackfill(RangeBackfill[CloudTrailBucketConnector]):

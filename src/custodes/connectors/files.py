@@ -270,26 +270,13 @@ class _Document:
         if self._next():
             raise self._error("Extra data")
 
-    def _elements(self) -> Iterator[Any]:
+    def _items(self, closing: str) -> Iterator[str]:
+        """Walk the comma-separated items of an array or object up to `closing` (consumed): before each item,
+        yield its first character with the position on it, for the caller to read the item."""
         first = True
         while True:
             found = self._next()
-            if found == "]":
-                self.pos += 1
-                return
-            if not first:
-                if found != ",":
-                    raise self._error("Expecting ',' delimiter")
-                self.pos += 1
-                self._next()
-            first = False
-            yield self._value()
-
-    def _members(self) -> Iterator[str]:
-        first = True
-        while True:
-            found = self._next()
-            if found == "}":
+            if found == closing:
                 self.pos += 1
                 return
             if not first:
@@ -298,6 +285,14 @@ class _Document:
                 self.pos += 1
                 found = self._next()
             first = False
+            yield found
+
+    def _elements(self) -> Iterator[Any]:
+        for _ in self._items("]"):
+            yield self._value()
+
+    def _members(self) -> Iterator[str]:
+        for found in self._items("}"):
             if found != '"':
                 raise self._error("Expecting property name enclosed in double quotes")
             key = self._value()

@@ -19,7 +19,7 @@ from yarl import URL
 
 from custodes.connectors.base import Batch
 from custodes.connectors.envelope import to_event
-from custodes.connectors.http import get_json, links
+from custodes.connectors.http import links
 from custodes.connectors.options import PollOptions
 from custodes.connectors.poller import TokenPoller
 from custodes.connectors.runtime import Watermark
@@ -74,13 +74,7 @@ class GitHubAuditLog(TokenPoller[GitHubOptions]):
         }
         stalls = 0
         while True:
-            response = await get_json(
-                self.http,
-                url,
-                headers=headers,
-                policy=self.options.retry.policy,
-                timeout_seconds=self.options.timeout_seconds,
-            )
+            response = await self._get(url, headers)
             records = response.data
             if not isinstance(records, list):
                 raise ValueError("the audit log answered with something other than a JSON array")

@@ -17,7 +17,6 @@ from yarl import URL
 
 from custodes.connectors.base import Batch
 from custodes.connectors.envelope import iso_millis, to_event
-from custodes.connectors.http import get_json
 from custodes.connectors.options import PollOptions
 from custodes.connectors.poller import TokenPoller
 from custodes.connectors.runtime import sweep
@@ -52,13 +51,7 @@ class GoogleWorkspaceActivities(TokenPoller[GoogleWorkspaceOptions]):
             query["pageToken"] = cursor
         url = str(URL(self.options.base_url.rstrip("/") + path).with_query(query))
         headers = {"Authorization": f"Bearer {self.token.reveal()}", "Accept": "application/json"}
-        response = await get_json(
-            self.http,
-            url,
-            headers=headers,
-            policy=self.options.retry.policy,
-            timeout_seconds=self.options.timeout_seconds,
-        )
+        response = await self._get(url, headers)
         body = response.data
         if not isinstance(body, dict):
             raise ValueError("the Reports API answered with something other than a JSON object")

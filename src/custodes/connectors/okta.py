@@ -16,7 +16,7 @@ from yarl import URL
 
 from custodes.connectors.base import Batch
 from custodes.connectors.envelope import iso_millis, to_event
-from custodes.connectors.http import get_json, links
+from custodes.connectors.http import links
 from custodes.connectors.options import PollOptions
 from custodes.connectors.poller import TokenPoller
 
@@ -53,15 +53,8 @@ class OktaSystemLog(TokenPoller[OktaLogOptions]):
         recent: list[str] = [str(i) for i in state.get("recent", [])]
         path = str(state.get("next") or self._first_page())
         headers = {"Authorization": f"SSWS {self.token.reveal()}", "Accept": "application/json"}
-        policy = self.options.retry.policy
         while True:
-            response = await get_json(
-                self.http,
-                self.base_url + path,
-                headers=headers,
-                policy=policy,
-                timeout_seconds=self.options.timeout_seconds,
-            )
+            response = await self._get(self.base_url + path, headers)
             records = response.data
             if not isinstance(records, list):
                 raise ValueError(f"GET {LOGS}: expected a JSON array of log events, got {type(records).__name__}")
