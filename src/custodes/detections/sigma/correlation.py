@@ -56,6 +56,7 @@ from sigma.correlations import (
 
 from custodes.detections.sigma.compiler import CompiledRule, UnsupportedRuleError
 from custodes.detections.sigma.fields import field_value, field_values
+from custodes.detections.sigma.logsources import LogsourceKey, applies, logsource_key
 from custodes.model import Event, Finding, LogSource, Severity, stable_id
 
 if TYPE_CHECKING:
@@ -498,7 +499,7 @@ class Correlator:
         self.states: dict[str, CorrelationState] = {}
         self.silent: frozenset[str] = frozenset(rule_id for ruleset in rulesets for rule_id in ruleset.silent)
         self._by_rule: dict[CompiledRule, list[tuple[CorrelationState, CompiledCorrelation]]] = {}
-        wanted: dict[str, set[_Key]] = {}
+        wanted: dict[str, set[LogsourceKey]] = {}
         for ruleset in rulesets:
             rules = {rule.id: rule for rule in ruleset.rules}
             for correlation in ruleset.correlations:
@@ -510,9 +511,9 @@ class Correlator:
                     base = rules.get(rule_id)
                     if base is not None:
                         self._by_rule.setdefault(base, []).append((state, correlation))
-                        wanted.setdefault(correlation.id, set()).add(_key(base.logsource))
+                        wanted.setdefault(correlation.id, set()).add(logsource_key(base.logsource))
         self._wanted = [(self.states[correlation_id], keys) for correlation_id, keys in wanted.items()]
-        self._routes: dict[_Key, tuple[CorrelationState, ...]] = {}
+        self._routes: dict[LogsourceKey, tuple[CorrelationState, ...]] = {}
         self.loaded = not self.states
         self._lock = asyncio.Lock()
         self.late_by_source: Counter[str] = Counter()
@@ -637,29 +638,14 @@ class Correlator:
             await tx.save_correlation_state(clocks, upserts, deleted)
 
     def _routed(self, logsource: LogSource) -> tuple[CorrelationState, ...]:
-        key = _key(logsource)
+        key = logsource_key(logsource)
         routed = self._routes.get(key)
         if routed is None:
-            routed = tuple(state for state, wanted in self._wanted if any(_applies(want, key) for want in wanted))
+            routed = tuple(state for state, wanted in self._wanted if any(applies(want, key) for want in wanted))
             if len(self._routes) >= 256:
                 self._routes.clear()
             self._routes[key] = routed
         return routed
-
-
-_Key = tuple[str | None, str | None, str | None]
-
-
-def _key(logsource: LogSource) -> _Key:
-    return _lower(logsource.product), _lower(logsource.service), _lower(logsource.category)
-
-
-def _lower(part: str | None) -> str | None:
-    return part.lower() if part is not None else None
-
-
-def _applies(wanted: _Key, actual: _Key) -> bool:
-    return all(want is None or want == have for want, have in zip(wanted, actual, strict=True))
 
 
 def _entry_value(rule: CompiledCorrelation, raw: dict[str, Any], names: tuple[str, ...]) -> Any:

@@ -7,12 +7,11 @@ from typing import Any, Final
 from custodes.detections.sigma.compiler import CompiledRule
 from custodes.detections.sigma.enrichment import EventContext
 from custodes.detections.sigma.index import RuleIndex
+from custodes.detections.sigma.logsources import LogsourceKey, applies, logsource_key
 from custodes.detections.sigma.ruleset import RuleSet
 from custodes.model import Event, LogSource
 
 _CACHE_SIZE: Final = 256
-
-_Key = tuple[str | None, str | None, str | None]
 
 
 class SigmaEngine:
@@ -33,20 +32,20 @@ class SigmaEngine:
         self.ruleset = ruleset
         self.indexed = indexed
         self.context = context or EventContext()
-        self._rules = [(rule, _key(rule.logsource)) for rule in ruleset.rules]
-        self._routes: dict[_Key, tuple[CompiledRule, ...]] = {}
-        self._indexes: dict[_Key, RuleIndex] = {}
+        self._rules = [(rule, logsource_key(rule.logsource)) for rule in ruleset.rules]
+        self._routes: dict[LogsourceKey, tuple[CompiledRule, ...]] = {}
+        self._indexes: dict[LogsourceKey, RuleIndex] = {}
         self._last: tuple[LogSource | None, RuleIndex | None] = (None, None)
         self._contextual = any(rule.contextual for rule in ruleset.rules)
-        self._context_indexes: dict[_Key, RuleIndex | None] = {}
+        self._context_indexes: dict[LogsourceKey, RuleIndex | None] = {}
         self._order = {id(rule): position for position, rule in enumerate(ruleset.rules)}
 
     def rules_for(self, logsource: LogSource) -> tuple[CompiledRule, ...]:
         """The rules that apply to events of `logsource`, in load order."""
-        key = _key(logsource)
+        key = logsource_key(logsource)
         routed = self._routes.get(key)
         if routed is None:
-            routed = tuple(rule for rule, wanted in self._rules if _applies(wanted, key))
+            routed = tuple(rule for rule, wanted in self._rules if applies(wanted, key))
             if len(self._routes) >= _CACHE_SIZE:
                 self._routes.clear()
             self._routes[key] = routed
@@ -54,7 +53,7 @@ class SigmaEngine:
 
     def index_for(self, logsource: LogSource) -> RuleIndex:
         """The index over the rules that apply to events of `logsource`."""
-        key = _key(logsource)
+        key = logsource_key(logsource)
         index = self._indexes.get(key)
         if index is None:
             index = RuleIndex(tuple(rule for rule in self.rules_for(logsource) if not rule.contextual))
@@ -91,7 +90,7 @@ class SigmaEngine:
 
     def context_index_for(self, logsource: LogSource) -> RuleIndex | None:
         """The index over the contextual rules that apply to events of `logsource`; None when there are none."""
-        key = _key(logsource)
+        key = logsource_key(logsource)
         if key not in self._context_indexes:
             rules = tuple(rule for rule in self.rules_for(logsource) if rule.contextual)
             if len(self._context_indexes) >= _CACHE_SIZE:
@@ -112,15 +111,3 @@ class SigmaEngine:
         if not extra:
             return matched
         return sorted([*matched, *extra], key=lambda rule: self._order[id(rule)])
-
-
-def _key(logsource: LogSource) -> _Key:
-    return _lower(logsource.product), _lower(logsource.service), _lower(logsource.category)
-
-
-def _lower(part: str | None) -> str | None:
-    return part.lower() if part is not None else None
-
-
-def _applies(wanted: _Key, actual: _Key) -> bool:
-    return all(want is None or want == have for want, have in zip(wanted, actual, strict=True))

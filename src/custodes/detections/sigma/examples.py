@@ -39,6 +39,7 @@ import yaml
 
 from custodes.detections.sigma.compiler import CompiledRule
 from custodes.detections.sigma.correlation import CompiledCorrelation, Correlator
+from custodes.detections.sigma.loader import mapping_child
 from custodes.detections.sigma.ruleset import RULE_SUFFIXES, RuleSet
 from custodes.errors import Location, Problem
 from custodes.model import Event
@@ -103,13 +104,17 @@ def read_examples(path: Path) -> ExampleFile:
     for node in documents:
         if not isinstance(node, yaml.MappingNode):
             continue
-        rule_id = _scalar(_child(node, "id")) or _scalar(_child(node, "name")) or _scalar(_child(node, "title"))
+        rule_id = (
+            _scalar(mapping_child(node, "id"))
+            or _scalar(mapping_child(node, "name"))
+            or _scalar(mapping_child(node, "title"))
+        )
         if rule_id is None:
             continue
         found.rule_ids.append(rule_id)
-        attribute = _child(node, ATTRIBUTE)
+        attribute = mapping_child(node, ATTRIBUTE)
         if attribute is not None:
-            _read_attribute(path, rule_id, attribute, found, sequences=_child(node, "correlation") is not None)
+            _read_attribute(path, rule_id, attribute, found, sequences=mapping_child(node, "correlation") is not None)
     return found
 
 
@@ -122,7 +127,7 @@ def _read_attribute(path: Path, rule_id: str, attribute: yaml.Node, found: Examp
     if not isinstance(attribute, yaml.MappingNode):
         problem(attribute, f"'{ATTRIBUTE}' must be a mapping")
         return
-    examples = _child(attribute, "examples")
+    examples = mapping_child(attribute, "examples")
     if examples is None:
         return
     if not isinstance(examples, yaml.MappingNode):
@@ -184,14 +189,6 @@ def _time(value: Any) -> datetime | None:
     if not isinstance(value, datetime):
         return None
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)  # YAML timestamps load as naive UTC
-
-
-def _child(node: yaml.Node, key: str) -> yaml.Node | None:
-    if isinstance(node, yaml.MappingNode):
-        for key_node, value in node.value:
-            if key_node.value == key:
-                return value  # type: ignore[no-any-return]
-    return None
 
 
 def _scalar(node: yaml.Node | None) -> str | None:

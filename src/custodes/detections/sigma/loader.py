@@ -490,7 +490,7 @@ class _Locator:
     def _field_key(self, rule: SigmaRuleBase, name: str) -> tuple[int, int] | None:
         """Position of the first detection key for field `name` (with or without modifiers)."""
         document = self._rule_document(rule)
-        detection = _child(document, "detection") if document is not None else None
+        detection = mapping_child(document, "detection") if document is not None else None
         pending = [detection] if detection is not None else []
         while pending:
             node = pending.pop(0)
@@ -512,7 +512,8 @@ class _Locator:
         return mappings[0] if len(mappings) == 1 else None
 
 
-def _child(node: yaml.Node, key: str) -> yaml.Node | None:
+def mapping_child(node: yaml.Node, key: str) -> yaml.Node | None:
+    """The value node under `key` when `node` is a YAML mapping that has it, else None."""
     if isinstance(node, yaml.MappingNode):
         for key_node, value in node.value:
             if key_node.value == key:
