@@ -8,12 +8,13 @@ next requests fail with 429 and a ``Retry-After`` header, or with a 5xx.
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from aiohttp import web
+
+from custodes.sandbox.statusfaults import StatusFaults
 
 _CONTENT_KEYS = ("text", "blocks", "attachments", "sections")
 
@@ -26,19 +27,13 @@ class ChatMessage:
     payload: dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
-class _Fault:
-    status: int
-    retry_after: int
-
-
 class ChatState:
     """Accepted messages, the number of requests each hook received, and injected faults."""
 
     def __init__(self) -> None:
         self.messages: list[ChatMessage] = []
         self.attempts: dict[str, int] = {}
-        self._faults: deque[_Fault] = deque()
+        self._faults = StatusFaults()
 
     def messages_for(self, hook: str) -> list[dict[str, Any]]:
         """The payloads a hook accepted, oldest first."""
@@ -46,9 +41,7 @@ class ChatState:
 
     def fail_next(self, count: int = 1, *, status: int = 429, retry_after: int = 1) -> None:
         """Answer the next `count` requests with `status`: 429 carries ``Retry-After: retry_after``."""
-        if status != 429 and not 500 <= status <= 599:
-            raise ValueError("an injected fault is a 429 or a 5xx status")
-        self._faults.extend(_Fault(status, retry_after) for _ in range(count))
+        self._faults.add(count, status, retry_after)
 
 
 STATE = web.AppKey("chat_state", ChatState)
@@ -58,8 +51,7 @@ async def _receive(request: web.Request) -> web.Response:
     state = request.app[STATE]
     hook = request.match_info["name"]
     state.attempts[hook] = state.attempts.get(hook, 0) + 1
-    if state._faults:
-        fault = state._faults.popleft()
+    if (fault := state._faults.take()) is not None:
         if fault.status == 429:
             return web.Response(status=429, text="rate_limited", headers={"Retry-After": str(fault.retry_after)})
         return web.Response(status=fault.status, text="internal_error")

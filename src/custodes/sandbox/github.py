@@ -24,6 +24,7 @@ from typing import Any
 
 from aiohttp import web
 
+from custodes.sandbox.paging import injected_page
 from custodes.sandbox.pathfaults import Fault, Faults, middleware
 
 DOCS = "https://docs.github.com/rest/orgs/orgs#get-the-audit-log-for-an-organization"
@@ -157,15 +158,8 @@ async def audit_log(request: web.Request) -> web.Response:
         rows.reverse()
     if after is not None:
         rows = [i for i in rows if ((i[0], i[1]) > after if order == "asc" else (i[0], i[1]) < after)]
-    page = rows[:size]
-    cursor = query.get("after")
-    if page and state.empty_pages:
-        state.empty_pages -= 1
-        page = []
-    elif page and state.repeat_pages:
-        state.repeat_pages -= 1
-    elif page:
-        cursor = _cursor(page[-1][0], page[-1][1])
+    page, advanced = injected_page(state, rows[:size])
+    cursor = _cursor(page[-1][0], page[-1][1]) if advanced else query.get("after")
     response = web.json_response([copy.deepcopy(item[2]) for item in page])
     if len(rows) > len(page):
         target = request.url.update_query(after=cursor) if cursor else request.url

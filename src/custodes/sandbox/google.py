@@ -10,7 +10,6 @@ when there are none). Bearer tokens; errors in Google's JSON error format (``{"e
 
 from __future__ import annotations
 
-import base64
 import bisect
 import copy
 import secrets
@@ -20,9 +19,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 from aiohttp import web
 
+from custodes.sandbox.paging import injected_page, page_token, read_page_token
 from custodes.sandbox.pathfaults import Fault, Faults, middleware
 
 APPLICATIONS = frozenset(
@@ -118,17 +117,6 @@ def _parse(value: str) -> float:
     return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
-def _token(value: dict[str, Any]) -> str:
-    return base64.urlsafe_b64encode(orjson.dumps(value)).decode().rstrip("=")
-
-
-def _untoken(value: str) -> dict[str, Any]:
-    decoded = orjson.loads(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)))
-    if not isinstance(decoded, dict):
-        raise ValueError("bad token")
-    return decoded
-
-
 async def activities(request: web.Request) -> web.Response:
     """List activities of one application, newest first."""
     state = request.app[STATE]
@@ -140,7 +128,7 @@ async def activities(request: web.Request) -> web.Response:
         start = _parse(query["startTime"]) if "startTime" in query else None
         end = _parse(query["endTime"]) if "endTime" in query else state.clock()
         size = int(query.get("maxResults", "1000"))
-        position = _untoken(query["pageToken"]) if "pageToken" in query else {}
+        position = read_page_token(query["pageToken"]) if "pageToken" in query else {}
     except (ValueError, KeyError):
         return google_error(400, "invalid", "Invalid value for a request parameter")
     if not 1 <= size <= 1000:
@@ -151,20 +139,13 @@ async def activities(request: web.Request) -> web.Response:
     if "at" in position:
         mark = (float(position["at"]), str(position["key"]))
         rows = [item for item in rows if (item[0], item[1]) < mark]
-    page = rows[:size]
-    following: dict[str, Any] | None = position
-    if page and state.empty_pages:
-        state.empty_pages -= 1
-        page = []
-    elif page and state.repeat_pages:
-        state.repeat_pages -= 1
-    elif page:
-        following = {"at": page[-1][0], "key": page[-1][1]}
+    page, advanced = injected_page(state, rows[:size])
+    following: dict[str, Any] | None = {"at": page[-1][0], "key": page[-1][1]} if advanced else position
     body: dict[str, Any] = {"kind": "admin#reports#activities", "etag": f'"{secrets.token_urlsafe(16)}"'}
     if page:
         body["items"] = [copy.deepcopy(item[2]) for item in page]
     if len(rows) > len(page) and following is not None:
-        body["nextPageToken"] = _token(following) if following else query.get("pageToken", _token({}))
+        body["nextPageToken"] = page_token(following) if following else query.get("pageToken", page_token({}))
     return web.json_response(body)
 
 

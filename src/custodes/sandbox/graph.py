@@ -35,7 +35,6 @@ the registration report follows the methods left. Unknown objects are 404
 
 from __future__ import annotations
 
-import base64
 import bisect
 import copy
 import math
@@ -52,6 +51,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from custodes.sandbox.paging import injected_page, page_token, read_page_token
 from custodes.sandbox.pathfaults import Fault, Faults, middleware
 
 AUTHORITY = "https://login.microsoftonline.com"
@@ -363,17 +363,6 @@ def method_kind(method: dict[str, Any]) -> str:
     return str(method.get("@odata.type", "")).removeprefix("#microsoft.graph.").removesuffix("AuthenticationMethod")
 
 
-def _b64(value: dict[str, Any]) -> str:
-    return base64.urlsafe_b64encode(orjson.dumps(value)).decode().rstrip("=")
-
-
-def _unb64(value: str) -> dict[str, Any]:
-    decoded = orjson.loads(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)))
-    if not isinstance(decoded, dict):
-        raise ValueError("not a token")
-    return decoded
-
-
 async def openid_configuration(request: web.Request) -> web.Response:
     """The tenant's OpenID configuration, naming the real authority's endpoints."""
     tenant = request.match_info["tenant"]
@@ -497,7 +486,7 @@ def _feed(name: str) -> Callable[[web.Request], Any]:
         skip = query.get("$skiptoken")
         try:
             if skip is not None:
-                position = _unb64(skip)
+                position = read_page_token(skip)
                 expression, top = str(position["filter"]), int(position["top"])
             else:
                 position, expression = {}, query.get("$filter", "")
@@ -516,14 +505,9 @@ def _feed(name: str) -> Callable[[web.Request], Any]:
         if "at" in position:
             mark = (float(position["at"]), str(position["id"]))
             rows = [item for item in rows if (item[0], item[1]) < mark]
-        page = rows[:top]
+        page, advanced = injected_page(state, rows[:top])
         following: dict[str, Any] | None = {"filter": expression, "top": top, **position}
-        if page and state.empty_pages:
-            state.empty_pages -= 1
-            page = []
-        elif page and state.repeat_pages:
-            state.repeat_pages -= 1
-        elif page:
+        if advanced:
             following = {"filter": expression, "top": top, "at": page[-1][0], "id": page[-1][1]}
         if len(rows) <= len(page):
             following = None
@@ -532,7 +516,7 @@ def _feed(name: str) -> Callable[[web.Request], Any]:
             "value": [copy.deepcopy(item[2]) for item in page],
         }
         if following is not None:
-            body["@odata.nextLink"] = str(request.url.with_query({"$skiptoken": _b64(following)}))
+            body["@odata.nextLink"] = str(request.url.with_query({"$skiptoken": page_token(following)}))
         return web.json_response(body)
 
     return handle
@@ -546,7 +530,7 @@ def _collection(request: web.Request, items: list[dict[str, Any]], context: str)
     query = request.query
     try:
         if "$skiptoken" in query:
-            position = _unb64(query["$skiptoken"])
+            position = read_page_token(query["$skiptoken"])
             skip, top, select = int(position["skip"]), int(position["top"]), str(position["select"])
         else:
             skip, top, select = 0, int(query.get("$top", "100")), query.get("$select", "")
@@ -562,7 +546,7 @@ def _collection(request: web.Request, items: list[dict[str, Any]], context: str)
         page = [{key: value for key, value in item.items() if key != "signInActivity"} for item in page]
     body: dict[str, Any] = {"@odata.context": f"https://graph.microsoft.com/v1.0/$metadata#{context}", "value": page}
     if skip + top < len(items):
-        token = _b64({"skip": skip + top, "top": top, "select": select})
+        token = page_token({"skip": skip + top, "top": top, "select": select})
         body["@odata.nextLink"] = str(request.url.with_query({"$skiptoken": token}))
     return web.json_response(copy.deepcopy(body))
 

@@ -13,21 +13,16 @@ from __future__ import annotations
 
 import base64
 import re
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from aiohttp import web
 
+from custodes.sandbox.statusfaults import StatusFaults
+
 PRIORITIES = ("Highest", "High", "Medium", "Low", "Lowest")
 _CLAUSE = re.compile(r'\s*(\w+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([\w.@-]+))\s*', re.ASCII)
-
-
-@dataclass(slots=True)
-class _Fault:
-    status: int
-    retry_after: int
 
 
 @dataclass(slots=True)
@@ -40,13 +35,11 @@ class JiraState:
     issue_types: set[str] = field(default_factory=lambda: {"Task", "Bug", "Incident"})
     issues: list[dict[str, Any]] = field(default_factory=list)
     requests: int = 0
-    _faults: deque[_Fault] = field(default_factory=deque)
+    _faults: StatusFaults = field(default_factory=StatusFaults)
 
     def fail_next(self, count: int = 1, *, status: int = 429, retry_after: int = 1) -> None:
         """Answer the next `count` requests with `status` (429 carries ``Retry-After``)."""
-        if status != 429 and not 500 <= status <= 599:
-            raise ValueError("an injected fault is a 429 or a 5xx status")
-        self._faults.extend(_Fault(status, retry_after) for _ in range(count))
+        self._faults.add(count, status, retry_after)
 
     def created(self, project: str | None = None) -> list[dict[str, Any]]:
         """Issues created so far (optionally in one project)."""
@@ -64,8 +57,7 @@ def _errors(status: int, messages: list[str], errors: dict[str, str] | None = No
 async def _guard(request: web.Request, handler: Any) -> web.StreamResponse:
     state = request.app[STATE]
     state.requests += 1
-    if state._faults:
-        fault = state._faults.popleft()
+    if (fault := state._faults.take()) is not None:
         if fault.status == 429:
             return web.json_response(
                 {"errorMessages": ["Rate limit exceeded."], "errors": {}},

@@ -48,6 +48,7 @@ from typing import Any
 
 from aiohttp import web
 
+from custodes.sandbox.paging import injected_page
 from custodes.sandbox.pathfaults import Fault, Faults, middleware
 
 DEFAULT_TOKEN = "sandbox-okta-token"  # noqa: S105 (the simulator's own, not a credential)
@@ -411,25 +412,7 @@ def _render(user: dict[str, Any], request: web.Request) -> dict[str, Any]:
 
 
 async def _list_users(request: web.Request) -> web.Response:
-    state = request.app[STATE]
-    try:
-        limit = min(int(request.query.get("limit", str(MAX_PAGE))), MAX_PAGE)
-    except ValueError:
-        limit = 0
-    if limit < 1:
-        return okta_error(400, "E0000001", "Api validation failed: limit", ["limit: must be a positive integer"])
-    users = list(state.users.values())
-    after = request.query.get("after")
-    if after is not None:
-        ids = [user["id"] for user in users]
-        users = users[ids.index(after) + 1 :] if after in ids else []
-    page = users[:limit]
-    response = web.json_response([_render(user, request) for user in page])
-    response.headers.add("link", f'<{request.url}>; rel="self"')
-    if len(users) > limit:
-        following = request.url.update_query(after=page[-1]["id"], limit=str(limit))
-        response.headers.add("link", f'<{following}>; rel="next"')
-    return response
+    return _paged(request, list(request.app[STATE].users.values()), lambda user: _render(user, request))
 
 
 async def _get_user(request: web.Request) -> web.Response:
@@ -440,8 +423,13 @@ async def _get_user(request: web.Request) -> web.Response:
     return web.json_response(_render(user, request))
 
 
-def _paged(request: web.Request, items: list[dict[str, Any]]) -> web.Response:
-    """A page of `items` by ``limit`` (1..200) and ``after`` (the last id of the previous page)."""
+def _paged(
+    request: web.Request,
+    items: list[dict[str, Any]],
+    render: Callable[[dict[str, Any]], dict[str, Any]] = copy.deepcopy,
+) -> web.Response:
+    """A page of `items` by ``limit`` (1..200) and ``after`` (the last id of the previous page), each item as
+    `render` shows it (a copy by default)."""
     try:
         limit = min(int(request.query.get("limit", str(MAX_PAGE))), MAX_PAGE)
     except ValueError:
@@ -453,7 +441,7 @@ def _paged(request: web.Request, items: list[dict[str, Any]]) -> web.Response:
         ids = [item["id"] for item in items]
         items = items[ids.index(after) + 1 :] if after in ids else []
     page = items[:limit]
-    response = web.json_response(copy.deepcopy(page))
+    response = web.json_response([render(item) for item in page])
     response.headers.add("link", f'<{request.url}>; rel="self"')
     if len(items) > limit:
         following = request.url.update_query(after=page[-1]["id"], limit=str(limit))
@@ -641,15 +629,8 @@ async def _list_logs(request: web.Request) -> web.Response:
     if position is not None:
         descending = order == "DESCENDING"
         matching = [i for i in matching if ((i[0], i[1]) < position if descending else (i[0], i[1]) > position)]
-    page = matching[:limit]
-    following: str | None = after
-    if page and state.empty_pages:
-        state.empty_pages -= 1
-        page = []
-    elif page and state.repeat_pages:
-        state.repeat_pages -= 1
-    elif page:
-        following = _cursor(page[-1][0], page[-1][1])
+    page, advanced = injected_page(state, matching[:limit])
+    following = _cursor(page[-1][0], page[-1][1]) if advanced else after
     response = web.json_response([copy.deepcopy(item[2]) for item in page])
     response.headers.add("link", f'<{request.url}>; rel="self"')
     more = len(matching) > len(page) or (page == [] and bool(matching))

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import uuid
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,12 +20,7 @@ import orjson
 from aiohttp import web
 
 from custodes.model import utcnow
-
-
-@dataclass(slots=True)
-class _Fault:
-    status: int
-    retry_after: int
+from custodes.sandbox.statusfaults import StatusFaults
 
 
 @dataclass(slots=True)
@@ -37,13 +31,11 @@ class ServiceNowState:
     password: str
     incidents: list[dict[str, str]] = field(default_factory=list)
     requests: int = 0
-    _faults: deque[_Fault] = field(default_factory=deque)
+    _faults: StatusFaults = field(default_factory=StatusFaults)
 
     def fail_next(self, count: int = 1, *, status: int = 429, retry_after: int = 1) -> None:
         """Answer the next `count` requests with `status` (429 carries ``Retry-After``)."""
-        if status != 429 and not 500 <= status <= 599:
-            raise ValueError("an injected fault is a 429 or a 5xx status")
-        self._faults.extend(_Fault(status, retry_after) for _ in range(count))
+        self._faults.add(count, status, retry_after)
 
 
 STATE = web.AppKey("servicenow_state", ServiceNowState)
@@ -58,8 +50,7 @@ def _failure(status: int, message: str, detail: str, headers: dict[str, str] | N
 async def _guard(request: web.Request, handler: Any) -> web.StreamResponse:
     state = request.app[STATE]
     state.requests += 1
-    if state._faults:
-        fault = state._faults.popleft()
+    if (fault := state._faults.take()) is not None:
         if fault.status == 429:
             reset = int(utcnow().timestamp()) + fault.retry_after
             return _failure(
