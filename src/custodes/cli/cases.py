@@ -27,6 +27,7 @@ RevealOption = Annotated[
     str | None,
     typer.Option("--reveal", help="Show real names, for this reason (a re-identification role; audited)."),
 ]
+CaseArgument = Annotated[str, typer.Argument(help="The case id.")]
 
 
 @dataclass(slots=True)
@@ -176,7 +177,7 @@ def case_list(
 
 @case_app.command("show")
 def case_show(
-    case: Annotated[str, typer.Argument(help="The case id.")],
+    case: CaseArgument,
     reveal: RevealOption = None,
     token: TokenOption = None,
     config: ConfigOption = None,
@@ -266,7 +267,7 @@ def case_open(
 
 @case_app.command("update")
 def case_update(
-    case: Annotated[str, typer.Argument(help="The case id.")],
+    case: CaseArgument,
     status: Annotated[str | None, typer.Option(help="triage, investigating, escalated_hr, escalated_legal.")] = None,
     assignee: Annotated[str | None, typer.Option(help="Who works it.")] = None,
     priority: Annotated[str | None, typer.Option(help="low, medium, high or critical.")] = None,
@@ -310,7 +311,7 @@ def case_update(
 
 @case_app.command("comment")
 def case_comment(
-    case: Annotated[str, typer.Argument(help="The case id.")],
+    case: CaseArgument,
     text: Annotated[str, typer.Argument(help="The comment.")],
     token: TokenOption = None,
     config: ConfigOption = None,
@@ -329,7 +330,7 @@ def case_comment(
 
 @case_app.command("link")
 def case_link(
-    case: Annotated[str, typer.Argument(help="The case id.")],
+    case: CaseArgument,
     kind: Annotated[str, typer.Argument(help="finding, run, evidence or score.")],
     ref: Annotated[str, typer.Argument(help="Its id (a day score: <scored entity>@<YYYY-MM-DD>).")],
     remove: Annotated[bool, typer.Option("--remove", help="Unlink instead.")] = False,
@@ -357,7 +358,7 @@ def case_link(
 
 @case_app.command("grant")
 def case_grant(
-    case: Annotated[str, typer.Argument(help="The case id.")],
+    case: CaseArgument,
     principals: Annotated[list[str], typer.Argument(help="Token or user names to put on its access list.")],
     reason: Annotated[str, typer.Option(help="Why (audited).")],
     token: TokenOption = None,
@@ -376,7 +377,7 @@ def case_grant(
 
 @case_app.command("lift-hold")
 def case_lift_hold(
-    case: Annotated[str, typer.Argument(help="The case id.")],
+    case: CaseArgument,
     reason: Annotated[str, typer.Option(help="Why (audited, and in each bundle's chain of custody).")],
     token: TokenOption = None,
     config: ConfigOption = None,
@@ -398,7 +399,7 @@ def case_lift_hold(
 
 @case_app.command("close")
 def case_close(
-    case: Annotated[str, typer.Argument(help="The case id.")],
+    case: CaseArgument,
     disposition: Annotated[str, typer.Option(help="malicious, negligent, compromised or benign.")],
     reason: Annotated[str, typer.Option(help="Why (on the timeline).")],
     token: TokenOption = None,

@@ -7,7 +7,6 @@ import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import quote
 
@@ -33,6 +32,7 @@ connectors_app = typer.Typer(
     help="Pull connectors: status, start and stop in `custodes serve`, poll once, backfill.", no_args_is_help=True
 )
 app.add_typer(connectors_app, name="connectors")
+ConnectorArgument = Annotated[str, typer.Argument(help="Configured connector (connectors.<name>).")]
 
 
 def _when(value: datetime | None) -> str | None:
@@ -145,7 +145,7 @@ def _parse_when(text: str, option: str) -> datetime:
 
 @connectors_app.command("backfill")
 def backfill(
-    name: Annotated[str, typer.Argument(help="Configured connector (connectors.<name>).")],
+    name: ConnectorArgument,
     start: Annotated[str, typer.Option("--from", help="Start of the range (ISO 8601; UTC unless it says).")],
     end: Annotated[str, typer.Option("--to", help="End of the range (ISO 8601).")],
     config: ConfigOption = None,
@@ -297,47 +297,45 @@ TokenOption = Annotated[
 ]
 
 
-def _control(action: str, name: str, config: Path | None, url: str | None, token: str, as_json: bool) -> None:
-    async def work() -> None:
-        settings = settings_from(config)
-        base = _service(url, settings)
-        answer = await _call_service("POST", base, token, f"/api/connectors/{quote(name, safe='')}/{action}")
-        if as_json:
-            sys.stdout.write(orjson.dumps(answer).decode() + "\n")
-            return
-        console.print(f"{answer['name']} ({answer['kind']}): {answer['state']} - {', '.join(answer['connectors'])}")
+def _control_command(action: str, doc: str) -> None:
+    """Register `custodes connectors <action>`, which has the running service (through its REST API) `action` a
+    connector; `doc` is the command's help."""
 
-    run(work)
+    def command(
+        name: ConnectorArgument,
+        config: ConfigOption = None,
+        url: UrlOption = None,
+        token: TokenOption = TOKEN_REFERENCE,
+        as_json: JsonOption = False,
+    ) -> None:
+        async def work() -> None:
+            settings = settings_from(config)
+            base = _service(url, settings)
+            answer = await _call_service("POST", base, token, f"/api/connectors/{quote(name, safe='')}/{action}")
+            if as_json:
+                sys.stdout.write(orjson.dumps(answer).decode() + "\n")
+                return
+            console.print(f"{answer['name']} ({answer['kind']}): {answer['state']} - {', '.join(answer['connectors'])}")
+
+        run(work)
+
+    command.__doc__ = doc
+    connectors_app.command(action)(command)
 
 
-@connectors_app.command("start")
-def start(
-    name: Annotated[str, typer.Argument(help="Configured connector (connectors.<name>).")],
-    config: ConfigOption = None,
-    url: UrlOption = None,
-    token: TokenOption = TOKEN_REFERENCE,
-    as_json: JsonOption = False,
-) -> None:
-    """Start a connector in the running `custodes serve` (through its REST API; needs an admin token)."""
-    _control("start", name, config, url, token, as_json)
-
-
-@connectors_app.command("stop")
-def stop(
-    name: Annotated[str, typer.Argument(help="Configured connector (connectors.<name>).")],
-    config: ConfigOption = None,
-    url: UrlOption = None,
-    token: TokenOption = TOKEN_REFERENCE,
-    as_json: JsonOption = False,
-) -> None:
+_control_command(
+    "start", "Start a connector in the running `custodes serve` (through its REST API; needs an admin token)."
+)
+_control_command(
+    "stop",
     """Stop a connector in the running `custodes serve` once its batch under way is committed; it stays stopped
-    until `start` or a restart of the service (set `enabled: false` to keep it off)."""
-    _control("stop", name, config, url, token, as_json)
+    until `start` or a restart of the service (set `enabled: false` to keep it off).""",
+)
 
 
 @connectors_app.command("poll")
 def poll(
-    name: Annotated[str, typer.Argument(help="Configured connector (connectors.<name>).")],
+    name: ConnectorArgument,
     config: ConfigOption = None,
     playbooks: Annotated[bool, typer.Option(help="Run triggered playbooks.")] = True,
     as_json: JsonOption = False,
