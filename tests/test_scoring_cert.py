@@ -113,11 +113,15 @@ def test_a_folder_of_monthly_ldap_snapshots_is_everyone_in_any_as_the_latest_nam
     (folder / "2010-01.csv").write_text(
         header
         + "Ann,AAA0001,ann@dtaa.com,Salesman,1,Sales,Sales,1,Bob\nCid,CCC0003,cid@dtaa.com,IT Admin,1,IT,IT,2,Bob\n"
+        + "Dee,DDD0004,dee@dtaa.com,Engineer,1,2 - Research,1 - Lab,3,Bob\n"
+        + "Eve,EEE0005,eve@dtaa.com,Engineer,1,3 - Manufacturing,1 - Lab,4,Bob\n"
     )
     (folder / "2010-02.csv").write_text(header + "Ann,AAA0001,ann@dtaa.com,Manager,1,Sales,Sales,1,Bob\n")
     (folder / "notes.txt").write_text("not a snapshot")
     people = {person.id: person for person in load_directory(folder)}
-    assert set(people) == {"ann@dtaa.com", "cid@dtaa.com"}  # Cid left after January: still in the directory
+    assert set(people) == {"ann@dtaa.com", "cid@dtaa.com", "dee@dtaa.com", "eve@dtaa.com"}  # Cid left after January
+    departments = [people[f"{name}@dtaa.com"].department for name in ("ann", "cid", "dee", "eve")]
+    assert departments == ["Sales", "IT", "2 - Research / 1 - Lab", "3 - Manufacturing / 1 - Lab"]  # a Lab of each
     assert people["ann@dtaa.com"].title == "Manager" and people["cid@dtaa.com"].aliases == ["CCC0003"]
     assert people["cid@dtaa.com"].departure_date is None  # leaving is not read off the snapshots
     empty = tmp_path / "empty"

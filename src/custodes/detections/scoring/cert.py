@@ -181,8 +181,16 @@ def cert_times(lines: Iterable[str]) -> Iterator[str]:
             continue
 
 
+def _department(row: dict[str, str]) -> str | None:
+    """An LDAP row's department within its functional unit: departments of two units may share a name (a `Sales`
+    of each), and a peer group is one department's people."""
+    unit, department = ((row.get(name) or "").strip() for name in ("functional_unit", "department"))
+    return (f"{unit} / {department}" if unit and department and unit != department else department or unit) or None
+
+
 def cert_people(path: Path, data: bytes) -> list[dict[str, Any]]:
-    """Directory entries (Custodes JSON form) of a CERT LDAP CSV (employee_name, user_id, email, role, department)."""
+    """Directory entries (Custodes JSON form) of a CERT LDAP CSV (employee_name, user_id, email, role, functional_unit,
+    department)."""
     header, rows = _rows(io.StringIO(data.decode("utf-8", errors="replace"), newline=""))
     if not {"user_id", "email"} <= set(header):
         raise CustodesError.at(path, "a CSV directory needs the CERT LDAP columns user_id and email")
@@ -198,7 +206,7 @@ def cert_people(path: Path, data: bytes) -> list[dict[str, Any]]:
             {
                 "id": email.lower(),
                 "display_name": row.get("employee_name", "").strip() or None,
-                "department": (row.get("department") or row.get("functional_unit") or "").strip() or None,
+                "department": _department(row),
                 "title": (row.get("role") or "").strip() or None,
                 "aliases": [user],
             }
