@@ -15,7 +15,8 @@ import pytest
 from moto.server import ThreadedMotoServer
 from sqlalchemy.engine import make_url
 
-from custodes.config import DatabaseSettings
+from custodes.config import DatabaseSettings, EvidenceSettings
+from custodes.responder.evidence import custody_entries, open_bundle
 from custodes.sandbox import okta
 from custodes.sandbox.server import running
 from custodes.store import Store
@@ -88,6 +89,15 @@ def moto_url() -> Iterator[str]:
         yield f"http://{host}:{port}"
     finally:
         server.stop()
+
+
+def custody_whats(address: str, settings: EvidenceSettings) -> list[object]:
+    """What each custody record of the bundle at `address` says, in order (every record readable)."""
+    whats: list[object] = []
+    for name, entry in custody_entries(open_bundle(address, settings)):
+        assert entry is not None, f"unreadable custody record {name}"
+        whats.append(entry["what"])
+    return whats
 
 
 def moto_client(service: str, url: str) -> Any:

@@ -10,6 +10,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from conftest import custody_whats
 from custodes.cases import book
 from custodes.cases.hold import prune_evidence
 from custodes.config import EvidenceSettings, PlaybookSettings, ResponderSettings
@@ -17,7 +18,7 @@ from custodes.model import RunStatus
 from custodes.playbooks.loader import LoadedPlaybook, load_playbooks
 from custodes.playbooks.runner import Runner
 from custodes.responder import catalog
-from custodes.responder.evidence import custody_entries, open_bundle, recorded_bundle
+from custodes.responder.evidence import recorded_bundle
 from custodes.responder.registry import ActionContext
 from custodes.store import Store
 
@@ -69,15 +70,6 @@ async def engine(store: Store, tmp_path: Path) -> AsyncIterator[Runner]:
 
 def playbook(engine: Runner, name: str) -> LoadedPlaybook:
     return next(p for p in engine.playbooks.values() if p.playbook.name == name)
-
-
-def custody_whats(address: str, settings: EvidenceSettings) -> list[object]:
-    """What each custody record of the bundle at `address` says, in order (every record readable)."""
-    whats: list[object] = []
-    for name, entry in custody_entries(open_bundle(address, settings)):
-        assert entry is not None, f"unreadable custody record {name}"
-        whats.append(entry["what"])
-    return whats
 
 
 async def case_of(store: Store, subject: str) -> dict[str, object]:

@@ -12,13 +12,12 @@ from typing import Any
 import aiohttp
 import pytest
 
-from conftest import moto_client
+from conftest import custody_whats, moto_client
 from custodes.cases import book
 from custodes.cases.book import CaseError
 from custodes.cases.hold import hold_bundles, lift_hold, prune_evidence
 from custodes.config import CaseSettings, EvidenceSettings, ResponderSettings, S3EvidenceStore
 from custodes.responder import catalog
-from custodes.responder.evidence import custody_entries, open_bundle
 from custodes.responder.registry import ActionContext
 from custodes.store import Store
 
@@ -48,15 +47,6 @@ def evidence_settings(moto_url: str, bucket: str) -> EvidenceSettings:
         }
     )
     return EvidenceSettings(s3=s3)
-
-
-def custody_whats(address: str, settings: EvidenceSettings) -> list[object]:
-    """What each custody record of the bundle at `address` says, in order (every record readable)."""
-    whats: list[object] = []
-    for name, entry in custody_entries(open_bundle(address, settings)):
-        assert entry is not None, f"unreadable custody record {name}"
-        whats.append(entry["what"])
-    return whats
 
 
 async def escalated_case(store: Store, title: str) -> str:
