@@ -297,8 +297,8 @@ class Skipped:
 
 def _records(path: Path, skipped: Skipped | None = None) -> Iterator[tuple[datetime, int, Event]]:
     """(time, record number, event) of a log file or CERT CSV, as they stand in the file; records that are not
-    objects, without a time or with one outside the default ingest window (custodes.timewindow) are skipped, and
-    counted in `skipped`."""
+    objects (rows not of their CERT file's kind), without a time or with one outside the default ingest window
+    (custodes.timewindow) are skipped, and counted in `skipped`."""
     tag = path.name
     window, now = TimeWindow(), utcnow()
     cert = _is_cert(path)
