@@ -150,8 +150,3 @@ def build(name: str, entry: ConnectorSettings, app: Settings, http: aiohttp.Clie
         known = ", ".join(sorted(BUILDERS))
         raise ConfigError(f"connectors.{name}.kind: unknown kind {entry.kind!r} (known: {known})") from None
     return [replace(item, max_backoff=entry.max_backoff_seconds) for item in builder(name, entry, app, http)]
-
-
-def build_all(app: Settings, http: aiohttp.ClientSession) -> list[Scheduled]:
-    """Every enabled configured connector."""
-    return [item for name, entry in app.connectors.items() if entry.enabled for item in build(name, entry, app, http)]

@@ -703,11 +703,6 @@ class Transaction:
         query = sa.select(findings).where(findings.c.created_at >= since).order_by(findings.c.created_at).limit(limit)
         return [_finding(row) for row in (await self.conn.execute(query)).mappings()]
 
-    async def set_run_status(self, run_id: str, status: RunStatus) -> None:
-        """Move a run to a non-final status."""
-        await self.flush()
-        await self.conn.execute(sa.update(runs).where(runs.c.id == run_id).values(status=status.value))
-
     async def save_step(self, run_id: str, step: StepRecord) -> None:
         """Insert or update a step record."""
         await self.flush()
