@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import time
 from collections.abc import AsyncIterator
@@ -151,6 +152,51 @@ async def test_missing_headers_and_replays(server: tuple[str, Services]) -> None
         assert "missing" in (await response.json())["error"]["message"]
     status, body = await post(url, orjson.dumps(okta_event("u1")), stamp=int(time.time()) - 301)
     assert status == 401 and "replay window" in body["error"]["message"]
+
+
+async def raw_status(url: str, request: bytes) -> bytes:
+    """The status code the server answers exact request bytes with (no client normalising the headers)."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(request)
+    await writer.drain()
+    response = await reader.read()
+    writer.close()
+    return response.split(b" ", 2)[1]
+
+
+@pytest.mark.parametrize(
+    ("timestamp", "signature"),
+    [
+        (b"1" + b"0" * 400, None),  # once an OverflowError comparing it with the clock
+        (b"9" * 5000, None),  # more digits than int() converts
+        (b"-" + b"1" * 400, None),
+        ("\uff11\uff17\uff19\uff16".encode(), None),  # full-width digits: int() takes them, senders never send them
+        (b"1_796_000_000", None),
+        (None, "sha256=\u00e9".encode()),  # non-ASCII: once a TypeError in compare_digest
+        (None, b"sha256=\xff\xfe"),  # not UTF-8
+    ],
+)
+async def test_odd_timestamps_and_signatures_are_401(
+    server: tuple[str, Services], timestamp: bytes | None, signature: bytes | None
+) -> None:
+    stamp = timestamp if timestamp is not None else str(int(time.time())).encode()
+    body = orjson.dumps(okta_event("odd"))
+    mac = signature if signature is not None else sign(SECRET, stamp.decode(), body).encode()
+    request = (
+        b"POST /webhooks/generic HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\n"
+        + b"%s: %s\r\n%s: %s\r\n" % (TIMESTAMP_HEADER.encode(), stamp, SIGNATURE_HEADER.encode(), mac)
+        + b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
+    assert await raw_status(server[0], request) == b"401"
+    async with server[1].store.transaction() as tx:
+        assert await tx.count_events() == 0
+
+
+@pytest.mark.parametrize("authorization", [b"Bearer \xff\xfe", b"\xff\xfe", "Bearer \u00e9".encode()])
+async def test_a_token_that_is_not_utf8_is_401(server: tuple[str, Services], authorization: bytes) -> None:
+    request = b"GET /api/findings HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: " + authorization
+    assert await raw_status(server[0], request + b"\r\n\r\n") == b"401"
 
 
 async def test_findings_api_requires_a_token_and_pages(server: tuple[str, Services]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import re
 from collections.abc import Mapping, Sequence
 
 from custodes.config import ASCII_WHITESPACE, ApiToken, ReceiverAuth
@@ -12,6 +13,9 @@ from custodes.config import ASCII_WHITESPACE, ApiToken, ReceiverAuth
 TIMESTAMP_HEADER = "X-Custodes-Timestamp"
 SIGNATURE_HEADER = "X-Custodes-Signature"
 SCHEME = "sha256="
+UNIX_SECONDS = re.compile("[0-9]{1,19}")
+"""A timestamp as senders write it: ASCII digits, no more than a 64-bit integer has (not `int()`'s wider syntax:
+signs, underscores, other scripts' digits, thousands of digits)."""
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:
@@ -30,14 +34,18 @@ def verify_signature(
     """Check a webhook's timestamp is within `tolerance` seconds and its signature matches; raise AuthError."""
     if not timestamp or not signature:
         raise AuthError(f"missing {TIMESTAMP_HEADER} or {SIGNATURE_HEADER} header")
-    try:
-        sent = int(timestamp)
-    except ValueError:
-        raise AuthError(f"{TIMESTAMP_HEADER} must be unix seconds") from None
-    if abs(now - sent) > tolerance:
+    if not UNIX_SECONDS.fullmatch(timestamp):
+        raise AuthError(f"{TIMESTAMP_HEADER} must be unix seconds (1 to 19 ASCII digits)")
+    if abs(now - int(timestamp)) > tolerance:
         raise AuthError(f"timestamp outside the {tolerance}s replay window; check the sender's clock")
-    if not secret or not hmac.compare_digest(sign(secret, timestamp, body), presented(signature)):
+    if not secret or not hmac.compare_digest(sign(secret, timestamp, body).encode(), octets(presented(signature))):
         raise AuthError("signature does not match the body")
+
+
+def octets(value: str) -> bytes:
+    """A header value's bytes as sent: aiohttp decodes headers as UTF-8 with surrogate escapes, so a value that is
+    not UTF-8 (never a configured credential) still compares, unequal, rather than failing to encode."""
+    return value.encode("utf-8", "surrogateescape")
 
 
 def presented(value: str) -> str:
@@ -61,10 +69,10 @@ def token_role(tokens: Sequence[ApiToken], authorization: str | None) -> tuple[s
 
 def find_token(tokens: Sequence[ApiToken], value: str) -> ApiToken | None:
     """The configured token exactly equal to `value` (compared in constant time), if any."""
-    given = value.encode()
+    given = octets(value)
     found = None
     for token in tokens:
-        if given and hmac.compare_digest(token.token.reveal().encode(), given):
+        if given and hmac.compare_digest(octets(token.token.reveal()), given):
             found = token
     return found
 
@@ -109,5 +117,5 @@ def authenticate(
 def _same(expected: str, given: str, what: str) -> None:
     if not given:
         raise AuthError(f"missing {what}")
-    if not expected or not hmac.compare_digest(expected.encode(), given.encode()):
+    if not expected or not hmac.compare_digest(octets(expected), octets(given)):
         raise AuthError(f"wrong {what}")
