@@ -102,6 +102,24 @@ async def test_a_tampered_or_orphaned_session_is_refused(console: Served) -> Non
     assert await status_with(value) == 303
 
 
+async def test_undecodable_cookies_and_forms_get_a_page_not_a_500(console: Served) -> None:
+    url = console.url
+    async with aiohttp.ClientSession() as bare:
+        for cookie in ("e30.\u00e9", "\u00e9.\u00e9"):  # non-ASCII text where the signature goes
+            headers = {"Cookie": f"custodes_session={cookie}"}
+            async with bare.get(f"{url}/", headers=headers, allow_redirects=False) as r:
+                assert r.status == 303  # no session: to the sign-in page
+    urlencoded = {"Content-Type": "application/x-www-form-urlencoded"}
+    broken_multipart = {"Content-Type": "multipart/form-data; boundary=b"}
+    http = await signed_in(url, "admin")
+    async with http:
+        for path in ("/signin", "/rules/x/disable"):
+            for body, headers in ((b"token=\xff&csrf=\xff", urlencoded), (b"--b\r\n", broken_multipart)):
+                async with http.post(f"{url}{path}", data=body, headers=headers) as r:
+                    assert r.status == 400 and "form could not be read" in await r.text(), (path, body)
+        assert (await page(http, url, "/"))[0] == 200
+
+
 async def test_every_page_as_admin(console: Served) -> None:
     url = console.url
     pseudonym = await pseudonymizer_for(console.services.settings.scoring, console.services.store)

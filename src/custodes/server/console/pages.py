@@ -19,10 +19,12 @@ from custodes.server.console.bridge import call_for, invoke, may
 from custodes.server.console.chart import risk_chart
 from custodes.server.console.session import COOKIE, LIFETIME_SECONDS, PRE_COOKIE, Session
 from custodes.server.console.web import (
+    BAD_FORM,
     console_key,
     cookie,
     local,
     page,
+    read_form,
     render,
     same_origin,
     secure,
@@ -45,7 +47,9 @@ async def signin_form(request: web.Request) -> web.StreamResponse:
 async def signin(request: web.Request) -> web.StreamResponse:
     """POST /signin: check the form's CSRF token and the API token; start a signed session."""
     console = request.app[console_key]
-    form = await request.post()
+    form = await read_form(request)
+    if form is None:
+        return secure(signin_page(request, "/", 400, BAD_FORM))
     target = local(str(form.get("next") or "/"))
     if not same_origin(request) or not console.sessions.csrf_ok(
         request.cookies.get(PRE_COOKIE), str(form.get("csrf") or "")

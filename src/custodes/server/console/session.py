@@ -24,6 +24,8 @@ from typing import Any
 import orjson
 
 from custodes.config import ApiToken
+from custodes.server.auth import find_token, octets
+from custodes.server.auth import presented as presented_credential
 from custodes.server.endpoints import RANK
 
 COOKIE = "custodes_session"
@@ -66,7 +68,7 @@ class Sessions:
         if not sealed or "." not in sealed:
             return None
         body, signature = sealed.rsplit(".", 1)
-        if not hmac.compare_digest(self._mac(purpose, body.encode()), signature):
+        if not hmac.compare_digest(self._mac(purpose, octets(body)).encode(), octets(signature)):
             return None
         try:
             payload = orjson.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
@@ -81,10 +83,8 @@ class Sessions:
 
     def sign_in(self, tokens: Sequence[ApiToken], presented: str, *, now: float | None = None) -> str | None:
         """The cookie value for a session of the token presented, or None when no token matches."""
-        match = next(
-            (t for t in tokens if hmac.compare_digest(t.token.reveal().encode(), presented.strip().encode())), None
-        )
-        if match is None or not presented.strip():
+        match = find_token(tokens, presented_credential(presented))
+        if match is None:
             return None
         return self._session({"n": match.name, "f": self._fingerprint(match)}, now)
 
@@ -119,11 +119,13 @@ class Sessions:
 
     def csrf(self, binding: str) -> str:
         """The CSRF token of a session id (or of the sign-in nonce)."""
-        return self._mac("csrf", binding.encode())
+        return self._mac("csrf", octets(binding))
 
     def csrf_ok(self, binding: str | None, presented: str | None) -> bool:
         """Whether a form's CSRF token belongs to this session (or sign-in nonce)."""
-        return bool(binding and presented) and hmac.compare_digest(self.csrf(binding or ""), presented or "")
+        return bool(binding and presented) and hmac.compare_digest(
+            self.csrf(binding or "").encode(), octets(presented or "")
+        )
 
 
 def mapped_role(groups: Sequence[object], roles: Mapping[str, str]) -> str | None:

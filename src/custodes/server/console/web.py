@@ -12,6 +12,8 @@ from urllib.parse import quote, urlsplit
 
 import jinja2
 from aiohttp import web
+from aiohttp.web_request import FileField
+from multidict import MultiDictProxy
 
 from custodes.server.api import meta
 from custodes.server.console.bridge import may
@@ -138,7 +140,9 @@ def page(handler: PageHandler) -> Callable[[web.Request], Awaitable[web.StreamRe
                 return secure(render(request, None, "error.html", 401, title="Signed out", message=SIGNED_OUT))
             return secure(see_other(f"/signin?next={quote(request.path_qs)}"))
         if request.method == "POST":
-            form = await request.post()
+            form = await read_form(request)
+            if form is None:
+                return secure(render(request, session, "error.html", 400, title="Not accepted", message=BAD_FORM))
             presented = form.get("csrf") or request.headers.get("X-CSRF-Token")
             if not same_origin(request) or not console.sessions.csrf_ok(session.sid, str(presented or "")):
                 return secure(render(request, session, "error.html", 403, title="Refused", message=STALE_FORM))
@@ -159,6 +163,16 @@ def page(handler: PageHandler) -> Callable[[web.Request], Awaitable[web.StreamRe
     return handle
 
 
+async def read_form(request: web.Request) -> MultiDictProxy[str | bytes | bytearray | FileField] | None:
+    """The POSTed form, or None when it cannot be read: URL-encoded text that is not UTF-8, a malformed multipart
+    body. Read once here, the handlers' own `request.post()` then gets the same form."""
+    try:
+        return await request.post()
+    except ValueError:  # UnicodeDecodeError included
+        return None
+
+
+BAD_FORM = "The form could not be read (not UTF-8, or a malformed multipart body). Reload the page and try again."
 SIGNED_OUT = "Your session has ended. Sign in again and repeat the change."
 STALE_FORM = (
     "The form's security token is missing or stale (or it came from another site). Reload the page and try again."
