@@ -128,6 +128,28 @@ def test_the_shipped_hunts_load() -> None:
     assert {item.hunt.name for item in loaded} == {"cloudtrail-audit-tampering", "iam-privilege-abuse"}
 
 
+async def test_the_shipped_hunts_take_their_rules_from_the_rule_pack_in_an_empty_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Installed as a package, Custodes runs in an empty folder: once their connectors are configured, the shipped
+    hunts run the shipped rules (`detection.rules`), not rules from a folder relative to the working folder."""
+    monkeypatch.chdir(tmp_path)
+    connectors = {
+        "trail-bucket": ConnectorSettings(kind="cloudtrail_s3", credentials=AWS_KEYS, options={"bucket": BUCKET}),
+        "cloudtrail-api": ConnectorSettings(kind="cloudtrail_lookup", credentials=AWS_KEYS),
+    }
+    settings = Settings(database=DatabaseSettings(url=f"sqlite+aiosqlite:///{tmp_path / 'store.db'}"))
+    settings.connectors = connectors
+    settings.scoring.enabled = False
+    async with await Services.open(settings) as services:
+        runner = HuntRunner(settings, services.pipeline, load_hunts(settings.hunts.paths, settings))
+        planned = {name: {item.rule.id for item in runner.plan(name).in_process} for name in runner.hunts}
+    assert planned == {
+        "cloudtrail-audit-tampering": {TAMPERING},
+        "iam-privilege-abuse": {OTHER_KEY, "3b18e24c-a3f8-4e20-8cb6-57ba0a9dc352"},
+    }
+
+
 def test_latest_slot_is_the_last_fire_time_not_after_now() -> None:
     cron = CronTrigger.from_crontab("*/15 * * * *", timezone="UTC")
     assert latest_slot(cron, T0 + timedelta(minutes=44, seconds=59)) == T0 + timedelta(minutes=30)
