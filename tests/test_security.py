@@ -117,6 +117,25 @@ def test_configuration_files_refuse_aliases(tmp_path: Path) -> None:
         load_settings(config, environ={})
 
 
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ("steps: " + "[" * 100_000 + "]" * 100_000 + "\n", "1:107"),  # once minutes in ruamel's scanner
+        ("".join(" " * i + "k:\n" for i in range(3000)), "101:101"),  # once a RecursionError
+    ],
+)
+def test_deeply_nested_yaml_is_refused_where_it_gets_too_deep(tmp_path: Path, text: str, where: str) -> None:
+    playbook = tmp_path / "deep.yml"
+    playbook.write_text(text)
+    result = CliRunner().invoke(app, ["playbook", "validate", str(playbook)])
+    assert result.exit_code == 2, result.output
+    assert f"deep.yml:{where}: YAML nests deeper than 100 levels" in result.output
+    config = tmp_path / "custodes.yaml"
+    config.write_text(text)
+    with pytest.raises(CustodesError, match=rf"custodes.yaml:{where}: YAML nests deeper than 100 levels"):
+        load_settings(config, environ={})
+
+
 def test_a_graph_receiver_without_its_source_refuses_to_start(tmp_path: Path) -> None:
     config = tmp_path / "custodes.yaml"
     config.write_text("webhooks:\n  graph:\n    kind: graph\n    auth: {scheme: client_state, secret: 'env:STATE'}\n")

@@ -10,12 +10,14 @@ from pydantic import BaseModel, ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
-from ruamel.yaml.events import AliasEvent
+from ruamel.yaml.events import AliasEvent, CollectionEndEvent, CollectionStartEvent, Event
 
 from custodes.errors import CustodesError, Location, Problem
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 PathKey = tuple[str | int, ...]
+MAX_DEPTH = 100
+"""Collections nested in one another in a YAML file, at most (Custodes' own files nest fewer than 10)."""
 _UNKNOWN = frozenset({"extra_forbidden", "unexpected_keyword_argument"})
 """A key the section does not have: a model's, and a dataclass's (`custodes.sources.SourceSettings`)."""
 
@@ -111,25 +113,31 @@ def _plain(node: Any) -> Any:
     return node
 
 
+def _refused(file: str, event: Event, message: str) -> CustodesError:
+    mark = event.start_mark
+    return CustodesError([Problem(Location(file, mark.line + 1, mark.column + 1), message)])
+
+
 def parse_yaml(text: str, file: str) -> YamlDocument:
     """Parse YAML text; syntax errors become a located CustodesError.
 
     Aliases (``*name``, and ``<<: *name`` merges) are refused before anything is built: a few hundred bytes of
-    nested aliases expand to billions of values (the "billion laughs"), and no Custodes file needs them.
+    nested aliases expand to billions of values (the "billion laughs"), and no Custodes file needs them. So is
+    nesting deeper than MAX_DEPTH, where it starts: building deeper documents recurses (RecursionError), and ruamel's
+    scanner takes time quadratic in the depth of flow collections (minutes for a file of 100,000 brackets).
     """
     yaml = YAML(typ="rt")
     try:
+        depth = 0
         for event in yaml.parse(text):
             if isinstance(event, AliasEvent):
-                mark = event.start_mark
-                raise CustodesError(
-                    [
-                        Problem(
-                            Location(file, mark.line + 1, mark.column + 1),
-                            f"YAML aliases are not allowed (*{event.anchor}): write the value out",
-                        )
-                    ]
-                )
+                raise _refused(file, event, f"YAML aliases are not allowed (*{event.anchor}): write the value out")
+            if isinstance(event, CollectionStartEvent):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    raise _refused(file, event, f"YAML nests deeper than {MAX_DEPTH} levels: flatten it")
+            elif isinstance(event, CollectionEndEvent):
+                depth -= 1
         tree = yaml.load(text)
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark

@@ -10,7 +10,7 @@ import asyncio
 
 from pydantic import Field
 
-from custodes.errors import CustodesError, Location, Problem
+from custodes.errors import CustodesError, Problem
 from custodes.playbooks.loader import check
 from custodes.responder import catalog
 from custodes.server.endpoints import ApiError, Call, Model, NoInput, endpoint
@@ -60,8 +60,6 @@ def _validate(source: PlaybookSource, secrets: list[str], receivers: list[str]) 
         document = parse_yaml(source.yaml, file)
     except CustodesError as exc:
         return exc.problems
-    except RecursionError:
-        return [Problem(Location(file), "invalid YAML: nests too deeply")]
     return check(document, catalog, secrets=secrets, receivers=receivers)[1]
 
 
