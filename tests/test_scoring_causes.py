@@ -15,7 +15,7 @@ from custodes.detections.scoring.engine import ScoringEngine
 from custodes.detections.scoring.explain import sentence, sentences
 from custodes.detections.scoring.features import Extractor
 from custodes.detections.scoring.identity import IdentityResolver, Person
-from custodes.detections.scoring.risk import FAMILY_REST, DayScore
+from custodes.detections.scoring.risk import FAMILY_REST, Contribution, DayScore
 from custodes.model import Event, LogSource
 
 START = datetime(2024, 3, 4, tzinfo=UTC)
@@ -306,3 +306,13 @@ def test_an_attack_on_the_accounts_mfa_and_data_collection_on_one_day_add_the_ta
     assert points(attacked_before, "mfa_failed") > 0 and points(attacked, "mfa_failed") > 0
     for score in (reader, attacked_before, read_after, attacked):
         assert not any(name.startswith("sequence:") for name in score.modifiers), score.entity
+
+
+def test_a_count_of_first_times_reads_as_one_whatever_the_count() -> None:
+    def first_times(feature: str, value: float, peer: float) -> str:
+        return sentence(Contribution(feature, value, 0.0, peer, 20.0, 6.0, 0.0, None, 12))
+
+    assert first_times("new_channel", 1, 0.05) == (
+        "first uses of a data-movement channel: 1; 20x the peer median first uses of a data-movement channel"
+    )
+    assert first_times("new_device", 2, 0.0) == "sign-ins from a new device: 2"

@@ -114,6 +114,8 @@ async def test_pipeline_records_scoring_findings_and_cli_explains_them(
     assert explained.exit_code == 0, explained.output
     assert "first files written to USB" in explained.output and "upload to personal cloud" in explained.output
     assert "user7" not in explained.output.replace("CORP\\user7", "")
+    for line in explained.output.splitlines():  # a long sentence wraps under its own start, within the width
+        assert line.startswith((scoring[0].entity or "", "  - ", "    ")) and len(line) <= 80, line
     for bad in (["CORP\\user7", "--days", "0"], [" "]):
         refused_args = await asyncio.to_thread(runner.invoke, app, ["entity", "explain", *bad, "-c", str(config)])
         assert refused_args.exit_code == 2 and "Invalid value for" in refused_args.output, refused_args.output

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import sys
+import textwrap
 from pathlib import Path
 from typing import Annotated
 
 import orjson
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from custodes.cli.common import ConfigOption, JsonOption, TokenOption, console, identify, progress, run, settings_from
 from custodes.cli.root import app
@@ -218,9 +220,11 @@ def entity_explain(
             sys.stdout.write(orjson.dumps([s.to_json() for s in scores]).decode() + "\n")
             return
         for score in scores:
-            console.print(f"[bold]{key}[/bold] {score.day}: risk {score.risk:.0f} ({score.points:.0f} points that day)")
-            for line in sentences(score) or ["nothing unusual"]:
-                console.print(f"  - {line}", highlight=False)
+            heading = f"{key} {score.day}: risk {score.risk:.0f} ({score.points:.0f} points that day)"
+            console.print(Text(heading, style="bold"), soft_wrap=True)
+            for line in sentences(score) or ["nothing unusual"]:  # as text: a rule title is never read as markup
+                wrapped = textwrap.fill(line, max(40, console.width), initial_indent="  - ", subsequent_indent="    ")
+                console.print(Text(wrapped), soft_wrap=True, highlight=False)
 
     run(work)
 

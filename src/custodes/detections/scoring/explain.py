@@ -56,8 +56,8 @@ def sentence(c: Contribution) -> str:
     """One contribution as a sentence fragment."""
     feature = BY_NAME[c.feature]
     peers = f"; {_ratio(c.value, c.peer_usual)} the peer median {feature.noun}" if c.peer_usual > 0 else ""
-    if feature.novelty:
-        return f"{amount(c.feature, c.value)} {feature.noun}{peers}"
+    if feature.novelty:  # a count of first times: "sign-ins from a new device: 2"
+        return f"{feature.noun}: {amount(c.feature, c.value)}{peers}"
     if feature.rise_of is not None:  # judged against their own days before the window, not their peers
         within = f"in their last {c.days} active days"
         return f"{amount(c.feature, c.value)} {feature.noun} {within}, {_against_usual(c)} for as many days"
