@@ -15,7 +15,7 @@ from custodes.cli.root import app
 from custodes.model import Run
 
 run_app = typer.Typer(
-    help="Playbook runs: show, approve, deny, resume, reap, undo, cancel; the kill switch.", no_args_is_help=True
+    help="Playbook runs: list, show, approve, deny, resume, reap, undo, cancel; the kill switch.", no_args_is_help=True
 )
 app.add_typer(run_app, name="run")
 
