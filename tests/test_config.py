@@ -107,6 +107,23 @@ def test_a_bad_environment_override_names_the_variable(tmp_path: Path) -> None:
         load_settings(write(tmp_path, "{}\n"), environ={"CUSTODES_SERVER__PORT": "eighty"})
 
 
+@pytest.mark.parametrize(
+    ("variable", "where"),
+    [
+        ("CUSTODES_BOGUS__X", r"environment CUSTODES_BOGUS__X \(bogus\): unknown field 'bogus'"),
+        ("CUSTODES_SERVER__HOST__X", r"environment CUSTODES_SERVER__HOST__X \(server.host\): Input should be a valid"),
+    ],
+)
+def test_a_section_or_value_an_override_made_is_blamed_on_the_variable(
+    tmp_path: Path, variable: str, where: str
+) -> None:
+    """Once blamed on custodes.yaml:1:1 (or the file's `host:`), where the problem is not."""
+    for text in ("{}\n", "server:\n  host: 127.0.0.1\n"):
+        with pytest.raises(ConfigError, match=where) as raised:
+            load_settings(write(tmp_path, text), environ={variable: "1"})
+        assert "custodes.yaml" not in str(raised.value)
+
+
 def test_unknown_source_says_what_is_configured() -> None:
     settings = load_settings(None, environ={})
     with pytest.raises(ConfigError, match=r"unknown source 'nope' \(configured sources: cloudtrail, okta\)"):

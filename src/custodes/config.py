@@ -1045,15 +1045,20 @@ def _env_overrides(environ: dict[str, str]) -> list[tuple[tuple[str, ...], Any]]
     return overrides
 
 
-def _apply(data: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+def _apply(data: dict[str, Any], path: tuple[str, ...], value: Any) -> tuple[str, ...]:
+    """Set `path` to `value`, making the mappings on the way; returns the path of the outermost value the
+    override made or replaced (so a problem there, e.g. an unknown section, is the variable's, not the file's)."""
     node = data
-    for key in path[:-1]:
+    made: tuple[str, ...] | None = None
+    for depth, key in enumerate(path[:-1], start=1):
         child = node.get(key)
         if not isinstance(child, dict):
             child = {}
             node[key] = child
+            made = made or path[:depth]
         node = child
     node[path[-1]] = value
+    return made or path
 
 
 def load_settings(path: Path | None = None, environ: dict[str, str] | None = None) -> Settings:
@@ -1071,8 +1076,7 @@ def load_settings(path: Path | None = None, environ: dict[str, str] | None = Non
     data: dict[str, Any] = doc.data
     overridden: dict[tuple[str, ...], str] = {}
     for key_path, value in _env_overrides(environ):
-        _apply(data, key_path, value)
-        overridden[key_path] = ENV_PREFIX + "__".join(part.upper() for part in key_path)
+        overridden[_apply(data, key_path, value)] = ENV_PREFIX + "__".join(part.upper() for part in key_path)
     try:
         return doc.validate(Settings, context={"environ": environ})
     except CustodesError as exc:
