@@ -164,6 +164,21 @@ def test_a_malformed_document_is_located(tmp_path: Path) -> None:
         list(iter_records(tmp_path / "absent.json"))
 
 
+@pytest.mark.parametrize(
+    ("text", "where", "what"),
+    [
+        ("[" * 100_000 + "]" * 100_000, "1:2", "the value nests too deeply"),  # once a RecursionError, exit 1
+        ('{"Records": [\n  {"a": 1},\n  {"b": ' + "[" * 5000 + "]" * 5000 + "}]}", "3:3", "the value nests too deeply"),
+        ('[\n {"uuid": "a", "published": ' + "9" * 5000 + "}]", "2:2", "a number has more than 4300 digits"),
+    ],
+)
+def test_a_document_too_deep_or_with_a_huge_number_is_located(tmp_path: Path, text: str, where: str, what: str) -> None:
+    path = tmp_path / "log.json"
+    path.write_text(text)
+    with pytest.raises(CustodesError, match=rf"{path}:{where}: invalid JSON: {what}"):
+        list(iter_records(path))
+
+
 async def test_replay_resumes_from_its_checkpoint(tmp_path: Path) -> None:
     path = tmp_path / "okta.ndjson"
     lines = [orjson.dumps({"uuid": f"u{i}", "published": "2026-11-19T02:00:00Z", "eventType": "t"}) for i in range(5)]

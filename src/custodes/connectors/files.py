@@ -11,6 +11,7 @@ import io
 import itertools
 import json
 import os
+import sys
 import zlib
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -325,6 +326,10 @@ class _Document:
                 if cut and len(self.text) - self.pos < _LONGEST_ELEMENT and self._more():
                     continue
                 raise error from None
+            except RecursionError:  # the decoder recurses per level: about 1,000 levels are too deep
+                raise self._error("the value nests too deeply") from None
+            except ValueError:  # an integer of more digits than Python converts (sys.get_int_max_str_digits)
+                raise self._error(f"a number has more than {sys.get_int_max_str_digits()} digits") from None
             if end < len(self.text):
                 self.pos = end
                 return value
