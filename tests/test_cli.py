@@ -110,6 +110,22 @@ def test_bad_rules_and_playbooks_exit_2_with_locations(tmp_path: Path) -> None:
     assert shipped.returncode == 0 and json.loads(shipped.stdout)["rejected"] == []
 
 
+def test_text_in_brackets_is_printed_as_it_is(tmp_path: Path) -> None:
+    """Paths, titles and messages were once read as Rich markup: "[/x]" failed the command with a MarkupError
+    traceback, and "[a-z]" vanished from the message."""
+    folder = tmp_path / "odd[" / "x]"
+    folder.mkdir(parents=True)
+    (folder / "p.yml").write_text("name: Bad Name\nversion: 1\ntrigger: {findings: {}}\nsteps: []\n")
+    result = custodes("playbook", "validate", str(folder / "p.yml"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert f"{folder / 'p.yml'}:1:7 (name): String should match pattern '^[a-z][a-z0-9_-]*$'" in result.stderr
+    rule = tmp_path / "rule.yml"
+    rule.write_text("title: '[/b] [bold]x'\nlogsource: {product: okta}\ndetection:\n  sel: {a|nomod: 1}\n")
+    linted = custodes("rules", "lint", str(rule))
+    assert linted.returncode == 2 and "Traceback" not in linted.stderr, linted.stderr
+    assert "rule '[/b] [bold]x'" in linted.stderr
+
+
 def test_replay_detects_and_resumes(tmp_path: Path) -> None:
     config = tmp_path / "custodes.yaml"
     (tmp_path / "playbooks").mkdir()

@@ -11,6 +11,7 @@ from typing import Annotated
 import orjson
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from custodes.cli.common import ConfigOption, JsonOption, console, run, settings_from
 from custodes.cli.root import app
@@ -58,7 +59,7 @@ def collect(
             for column in ("connector", "kind", "accounts", "warnings", "error"):
                 table.add_column(column, justify="right" if column in ("accounts", "warnings") else "left")
             for o in outcomes:
-                error = f"[red]{o.error}[/red]" if o.error else ""
+                error = Text(o.error, style="red") if o.error else ""
                 table.add_row(o.connector, o.kind, str(o.accounts), str(o.warnings), error)
             console.print(table)
         if any(o.error for o in outcomes):
@@ -107,7 +108,7 @@ def review(
             dormant.add_column(column)
         for d in result.dormant:
             idle = "-" if d.idle_days is None else str(d.idle_days)
-            mark = "[red]yes[/red]" if d.privileged else "no"
+            mark = Text("yes", style="red") if d.privileged else "no"
             dormant.add_row(d.entity, d.account, d.login or "", _day(d.last_activity), idle, mark)
         no_mfa = Table(title="Privileged accounts without MFA")
         for column in ("entity", "account", "login", "privileges", "mfa"):
@@ -130,6 +131,6 @@ def review(
         for table in (dormant, no_mfa, unused, sod):
             console.print(table)
         if result.warnings:
-            console.print(f"[yellow]{len(result.warnings)} accounts carry vendor data warnings (see --json)[/yellow]")
+            console.print(f"{len(result.warnings)} accounts carry vendor data warnings (see --json)", style="yellow")
 
     run(work)

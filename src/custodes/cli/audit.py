@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 import typer
 
-from custodes.cli.common import ConfigOption, JsonOption, console, err, run, settings_from
+from custodes.cli.common import ConfigOption, JsonOption, console, err, run, settings_from, styled
 from custodes.cli.root import app
 
 audit_app = typer.Typer(help="The hash-chained audit log.", no_args_is_help=True)
@@ -56,7 +56,7 @@ def audit_verify(config: ConfigOption = None, as_json: JsonOption = False) -> No
             sys.stdout.write(orjson.dumps(body).decode() + "\n")
         else:
             for problem in problems:
-                err.print(f"[red]tampered:[/red] {problem}", highlight=False, soft_wrap=True)
+                err.print(styled("tampered:", "red", f" {problem}"), highlight=False, soft_wrap=True)
             if not problems:
                 console.print(
                     f"audit log intact: {report.checked} entries verified; head entry {report.head_seq} "
@@ -65,8 +65,12 @@ def audit_verify(config: ConfigOption = None, as_json: JsonOption = False) -> No
                 )
             if settings.database.audit_key is None:
                 err.print(
-                    "[yellow]warning:[/yellow] the chain is not keyed: anyone who can write the store could rewrite "
-                    "it whole; set database.audit_key (docs/configuration.md)",
+                    styled(
+                        "warning:",
+                        "yellow",
+                        " the chain is not keyed: anyone who can write the store could rewrite it whole; set "
+                        "database.audit_key (docs/configuration.md)",
+                    ),
                     highlight=False,
                     soft_wrap=True,
                 )

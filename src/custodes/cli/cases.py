@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import orjson
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from custodes.cli.common import ConfigOption, JsonOption, TokenOption, console, identify, run, settings_from
 from custodes.cli.root import app
@@ -205,9 +206,12 @@ def case_show(
             return
         decided = f" ({row['disposition']})" if row["disposition"] else ""
         console.print(
-            f"case {row['id']} [bold]{row['title']}[/bold]: {row['status']}{decided}, {row['priority']} priority, "
-            f"about {detail['subject'] or 'no one'}, assigned to {row['assignee'] or 'no one'}, "
-            f"due {_when(row['due_at'])}",
+            Text.assemble(
+                f"case {row['id']} ",
+                (row["title"], "bold"),
+                f": {row['status']}{decided}, {row['priority']} priority, about {detail['subject'] or 'no one'}, "
+                f"assigned to {row['assignee'] or 'no one'}, due {_when(row['due_at'])}",
+            ),
             highlight=False,
         )
         if row["restricted"]:

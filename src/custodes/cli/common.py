@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from custodes.errors import CustodesError, describe
 from custodes.redaction import redact, redact_every_record
@@ -19,8 +20,16 @@ if TYPE_CHECKING:
     from custodes.config import Settings
     from custodes.sources import SourceSettings
 
-console = Console(emoji=False)  # ":1234:" in a file position is not an emoji code
-err = Console(stderr=True, emoji=False)
+console = Console(emoji=False, markup=False)
+"""Standard output. Text is printed as it is: never as an emoji code (":1234:" in a file position) nor as Rich
+markup (a path, rule title, comment or vendor error holding "[/x]" once failed the command with a MarkupError,
+and "[a-z]" in a message vanished); styles are given as such (`styled`, `Text`, `style=`)."""
+err = Console(stderr=True, emoji=False, markup=False)
+
+
+def styled(label: str, style: str, text: str = "") -> Text:
+    """`label` in `style`, then `text` exactly as it is."""
+    return Text.assemble((label, style), text)
 
 
 @contextmanager
@@ -34,7 +43,7 @@ def progress(description: str, total: int | None) -> Iterator[Callable[[int], No
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     with Progress(
-        TextColumn("{task.description}"),
+        TextColumn("{task.description}", markup=False),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
@@ -100,9 +109,9 @@ def run(work: Callable[[], object]) -> None:
             asyncio.run(result)
     except CustodesError as exc:
         for problem in exc.problems:
-            err.print(f"[red]error:[/red] {redact(str(problem))}", highlight=False, soft_wrap=True)
+            err.print(styled("error:", "red", f" {redact(str(problem))}"), highlight=False, soft_wrap=True)
         if exc.hint:
-            err.print(f"[dim]hint: {exc.hint}[/dim]", highlight=False, soft_wrap=True)
+            err.print(f"hint: {exc.hint}", style="dim", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
@@ -111,8 +120,8 @@ def run(work: Callable[[], object]) -> None:
     except Exception as exc:  # anything else still gets one line; CUSTODES_DEBUG=1 shows the traceback
         if os.environ.get("CUSTODES_DEBUG"):
             raise
-        err.print(f"[red]error:[/red] {redact(describe(exc))}", highlight=False, soft_wrap=True)
-        err.print("[dim]hint: set CUSTODES_DEBUG=1 to see where it failed[/dim]", highlight=False)
+        err.print(styled("error:", "red", f" {redact(describe(exc))}"), highlight=False, soft_wrap=True)
+        err.print("hint: set CUSTODES_DEBUG=1 to see where it failed", style="dim", highlight=False)
         raise typer.Exit(1) from None
 
 

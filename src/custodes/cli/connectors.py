@@ -15,6 +15,7 @@ import typer
 from rich.progress import BarColumn, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.progress import Progress as RichProgress
 from rich.table import Table
+from rich.text import Text
 
 from custodes.cli.common import ConfigOption, JsonOption, console, err, run, settings_from
 from custodes.cli.root import app
@@ -120,7 +121,7 @@ def status(
             failing = row["consecutive_failures"] > 0
             error = row["last_error"] or ""
             if failing:
-                error = f"[red]{error}[/red] ({row['consecutive_failures']}x)"
+                error = Text.assemble((error, "red"), f" ({row['consecutive_failures']}x)")
             table.add_row(
                 row["connector"],
                 row["kind"],
@@ -224,7 +225,7 @@ def time_progress(first: datetime, last: datetime, *, quiet: bool) -> Iterator[P
     read oldest first by most sources; a newest-first source jumps to the end with its last page)."""
     span = (last - first).total_seconds()
     bar = RichProgress(
-        TextColumn("{task.description}"),
+        TextColumn("{task.description}", markup=False),
         BarColumn(),
         TaskProgressColumn(),
         TextColumn("{task.fields[events]} events"),

@@ -9,7 +9,7 @@ import orjson
 import typer
 from rich.table import Table
 
-from custodes.cli.common import ConfigOption, JsonOption, console, err, run, settings_from
+from custodes.cli.common import ConfigOption, JsonOption, console, err, run, settings_from, styled
 from custodes.cli.root import app
 
 evidence_app = typer.Typer(help="Preserved evidence bundles: verify and list.", no_args_is_help=True)
@@ -57,7 +57,7 @@ def evidence_verify(
         else:
             label = "tampered" if report.found else "not found"
             for problem in report.problems:
-                err.print(f"[red]{label}:[/red] {problem}", highlight=False, soft_wrap=True)
+                err.print(styled(f"{label}:", "red", f" {problem}"), highlight=False, soft_wrap=True)
         if not report.ok:
             raise typer.Exit(1)
 
@@ -132,7 +132,7 @@ def evidence_prune(
             for ident, cases in report.refused.items():
                 console.print(f"kept {ident}: legal hold (case {', '.join(cases)})", highlight=False)
             for ident, problem in report.failed.items():
-                err.print(f"[red]not deleted:[/red] {ident}: {problem}", highlight=False, soft_wrap=True)
+                err.print(styled("not deleted:", "red", f" {ident}: {problem}"), highlight=False, soft_wrap=True)
         if report.failed:
             raise typer.Exit(1)
 

@@ -9,8 +9,9 @@ import orjson
 import typer
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
-from custodes.cli.common import ConfigOption, JsonOption, console, err, run, settings_from
+from custodes.cli.common import ConfigOption, JsonOption, console, err, run, settings_from, styled
 from custodes.cli.root import app
 from custodes.errors import ConfigError
 from custodes.model import utcnow
@@ -103,7 +104,12 @@ def run_hunt(
             if since >= until:
                 raise ConfigError("--from must be before --to")
             plan = runner.plan(name)
-            columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
+            columns = (
+                SpinnerColumn(),
+                TextColumn("{task.description}", markup=False),
+                BarColumn(),
+                TimeElapsedColumn(),
+            )
             with Progress(*columns, console=err, transient=True, disable=as_json or not err.is_terminal) as bar:
                 task = bar.add_task(f"hunt {name}", total=max(plan.steps, 1))
                 steps: list[str] = []
@@ -128,8 +134,12 @@ def _report(result: HuntRun, as_json: bool) -> None:
         console.print_json(orjson.dumps(result.as_json()).decode())
         return
     console.print(
-        f"hunt [bold]{result.hunt}[/bold] {result.status}: [{result.window_start.isoformat()}, "
-        f"{result.window_end.isoformat()}), {result.events_scanned} events read, {len(result.findings)} findings"
+        Text.assemble(
+            "hunt ",
+            (result.hunt, "bold"),
+            f" {result.status}: [{result.window_start.isoformat()}, {result.window_end.isoformat()}), "
+            f"{result.events_scanned} events read, {len(result.findings)} findings",
+        )
     )
     table = Table("rule", "how", "query or reason")
     for item in result.pushed_down:
@@ -138,4 +148,4 @@ def _report(result: HuntRun, as_json: bool) -> None:
         table.add_row(str(item["title"]), "in process", str(item["reason"]))
     console.print(table)
     if result.error:
-        err.print(f"[red]error:[/red] {result.error}", highlight=False)
+        err.print(styled("error:", "red", f" {result.error}"), highlight=False)

@@ -10,7 +10,17 @@ import orjson
 import typer
 from rich.table import Table
 
-from custodes.cli.common import ConfigOption, JsonOption, TokenOption, console, err, identify, run, settings_from
+from custodes.cli.common import (
+    ConfigOption,
+    JsonOption,
+    TokenOption,
+    console,
+    err,
+    identify,
+    run,
+    settings_from,
+    styled,
+)
 from custodes.cli.root import app
 from custodes.errors import CustodesError
 
@@ -61,7 +71,7 @@ def playbook_validate(paths: PathsArgument, config: ConfigOption = None) -> None
             if problems:
                 raise CustodesError(problems, hint="add the channel under responder.channels, or fix the step")
         for item in loaded:
-            console.print(f"[green]ok[/green] {item.file} ({item.playbook.name} v{item.playbook.version})")
+            console.print(styled("ok", "green", f" {item.file} ({item.playbook.name} v{item.playbook.version})"))
 
     run(work)
 
@@ -75,7 +85,7 @@ def playbook_lint(paths: PathsArgument) -> None:
     def work() -> None:
         warnings = [problem for item in _load(paths) for problem in lint(item, catalog)]
         for problem in warnings:
-            err.print(f"[yellow]warning:[/yellow] {problem}", highlight=False, soft_wrap=True)
+            err.print(styled("warning:", "yellow", f" {problem}"), highlight=False, soft_wrap=True)
         console.print(f"{len(warnings)} warning(s)")
         if warnings:
             raise typer.Exit(1)
@@ -182,10 +192,10 @@ def playbook_test(paths: PathsArgument) -> None:
             for result in await run_tests(file, loaded, catalog):
                 total += 1
                 if result.ok:
-                    console.print(f"[green]PASS[/green] {file.name}: {result.name}", highlight=False)
+                    console.print(styled("PASS", "green", f" {file.name}: {result.name}"), highlight=False)
                     continue
                 failed += 1
-                console.print(f"[red]FAIL[/red] {file.name}: {result.name}", highlight=False)
+                console.print(styled("FAIL", "red", f" {file.name}: {result.name}"), highlight=False)
                 for failure in result.failures:
                     console.print(f"    {failure}", highlight=False)
         console.print(f"{total - failed} passed, {failed} failed")

@@ -13,9 +13,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
 import typer
-from rich.markup import escape
 
-from custodes.cli.common import ConfigOption, JsonOption, console, err, progress, run, source_from
+from custodes.cli.common import ConfigOption, JsonOption, console, err, progress, run, source_from, styled
 from custodes.cli.root import app
 from custodes.errors import CustodesError
 
@@ -78,7 +77,7 @@ def rules_lint(paths: PathsArgument, as_json: JsonOption = False) -> None:
             _write_json(out)
         else:
             for rejection in ruleset.rejections:
-                err.print(f"[yellow]rejected:[/yellow] {rejection}", highlight=False, soft_wrap=True)
+                err.print(styled("rejected:", "yellow", f" {rejection}"), highlight=False, soft_wrap=True)
             console.print(
                 f"{len(ruleset.rules)} rules and {len(ruleset.correlations)} correlation rules loaded, "
                 f"{len(ruleset.rejections)} rejected"
@@ -143,9 +142,9 @@ def rules_test(
             )
         else:
             for result in failures:
-                err.print(f"[red]FAIL[/red] {result.problem()}", highlight=False, soft_wrap=True)
+                err.print(styled("FAIL", "red", f" {result.problem()}"), highlight=False, soft_wrap=True)
             for problem in problems:
-                err.print(f"[red]error:[/red] {problem}", highlight=False, soft_wrap=True)
+                err.print(styled("error:", "red", f" {problem}"), highlight=False, soft_wrap=True)
             console.print(
                 f"{passed} of {len(results)} examples passed; {len(without)} rules without examples",
                 highlight=False,
@@ -196,13 +195,13 @@ def rules_convert(
         else:
             for c in relevant:
                 if c.query is not None:
-                    console.print(f"[dim]# {c.title} ({c.rule_id})[/dim]", highlight=False, soft_wrap=True)
+                    console.print(f"# {c.title} ({c.rule_id})", style="dim", highlight=False, soft_wrap=True)
                     sys.stdout.flush()
-                    console.print(c.query, highlight=False, markup=False, soft_wrap=True)
+                    console.print(c.query, highlight=False, soft_wrap=True)
                 if not c.exact:
                     what = "approximate" if c.query is not None else "not converted"
                     err.print(
-                        f"[yellow]{what}[/yellow] {c.file or c.title}: {c.reason}; matched in process instead",
+                        styled(what, "yellow", f" {c.file or c.title}: {c.reason}; matched in process instead"),
                         highlight=False,
                         soft_wrap=True,
                     )
@@ -320,7 +319,7 @@ def rules_match(
         source_settings = _source(config, source)
         ruleset = load_rules_cached(rules, source_settings.pipeline_name if source_settings is not None else None)
         for rejection in ruleset.rejections:
-            err.print(f"[yellow]rejected:[/yellow] {rejection}", highlight=False, soft_wrap=True)
+            err.print(styled("rejected:", "yellow", f" {rejection}"), highlight=False, soft_wrap=True)
         matcher = RecordMatcher(ruleset, source_settings, source or "file")
         gc.freeze()  # the rules live as long as the command: collections of the records' garbage skip them
         with progress("matching", None) as show:
@@ -329,9 +328,7 @@ def rules_match(
                 matcher,
                 workers=workers,
                 write=sys.stdout.write,
-                warn=lambda text: err.print(
-                    f"[yellow]warning:[/yellow] {escape(text)}", highlight=False, soft_wrap=True
-                ),
+                warn=lambda text: err.print(styled("warning:", "yellow", f" {text}"), highlight=False, soft_wrap=True),
                 progress=show,
             )
         err.print(f"{matched} matches", highlight=False)

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import orjson
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from custodes.cli.common import ConfigOption, JsonOption, TokenOption, console, identify, run, settings_from
 from custodes.cli.root import app
@@ -55,7 +56,9 @@ def print_run(item: Run, as_json: bool) -> None:
     if as_json:
         sys.stdout.write(orjson.dumps(run_json(item)).decode() + "\n")
         return
-    console.print(f"run {item.id} {item.playbook}@{item.playbook_version}: [bold]{item.status.value}[/bold]")
+    console.print(
+        Text.assemble(f"run {item.id} {item.playbook}@{item.playbook_version}: ", (item.status.value, "bold"))
+    )
     if item.error:
         console.print(f"  error: {item.error}", highlight=False)
     table = Table("step", "action", "status", "target", "detail")

@@ -27,6 +27,7 @@ import orjson
 from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
+from rich.text import Text
 
 from custodes.config import (
     ApiToken,
@@ -156,15 +157,20 @@ async def _approve_waiting(http: aiohttp.ClientSession, url: str, services: Serv
         if not pending:
             for run in waiting:
                 console.print(
-                    f"[yellow]Still waiting[/]: {run['playbook']} needs another approver "
-                    "(soc-lead has decided already, and one person's approval does not count twice)"
+                    Text.assemble(
+                        ("Still waiting", "yellow"),
+                        f": {run['playbook']} needs another approver "
+                        "(soc-lead has decided already, and one person's approval does not count twice)",
+                    )
                 )
             return
         for run, step in pending:
             plan = "; ".join(item["description"] for item in step["plan"] or [])
             console.print(
-                f"[bold]Approval requested[/] by {run['requested_by']} for {run['playbook']}: "
-                f"{plan} (plan {step['plan_hash'][:12]})"
+                Text.assemble(
+                    ("Approval requested", "bold"),
+                    f" by {run['requested_by']} for {run['playbook']}: {plan} (plan {step['plan_hash'][:12]})",
+                )
             )
             body = {
                 "step": step["step_id"],
@@ -173,7 +179,9 @@ async def _approve_waiting(http: aiohttp.ClientSession, url: str, services: Serv
             }
             await _api(http, "POST", f"{url}/api/runs/{run['id']}/approve", approver, body)
             decided.add((run["id"], step["step_id"], step["plan_hash"]))
-            console.print("[green]Approved[/] by soc-lead (role approver) through POST /api/runs/<id>/approve")
+            console.print(
+                Text.assemble(("Approved", "green"), " by soc-lead (role approver) through POST /api/runs/<id>/approve")
+            )
 
 
 async def _findings(http: aiohttp.ClientSession, url: str, console: Console) -> list[dict[str, Any]]:
@@ -216,7 +224,7 @@ def _findings_table(found: list[dict[str, Any]]) -> Table:
     for finding in found:
         style = SEVERITY_STYLE.get(finding["severity"], "")
         table.add_row(
-            f"[{style}]{finding['severity']}[/]",
+            Text(finding["severity"], style=style),
             finding["title"],
             finding["entity"] or "-",
             str(finding["count"]),
@@ -246,13 +254,13 @@ def _actions_table(runs: list[Run]) -> Table:
                 f"{number}. {run.playbook}",
                 "-",
                 "-",
-                f"[dim]{run.status.value}[/]",
+                Text(run.status.value, style="dim"),
                 run.error or "queued behind another containment run for this person",
             )
         for step in run.steps:
             style = STATUS_STYLE.get(step.status.value, "")
             label = f"{number}. {run.playbook}" if step.position == 0 else ""
-            table.add_row(label, step.step_id, step.action, f"[{style}]{step.status.value}[/]", _outcome(step))
+            table.add_row(label, step.step_id, step.action, Text(step.status.value, style=style), _outcome(step))
         table.add_section()
     return table
 
