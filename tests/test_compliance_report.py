@@ -437,6 +437,19 @@ def test_the_cli_writes_the_report_and_audits_it(tmp_path: Path) -> None:
     assert entries[-1].details == {"framework": "hipaa", **report["period"], "format": "json"}
 
 
+def test_an_out_path_that_cannot_be_written_is_one_line_before_anything_is_audited(tmp_path: Path) -> None:
+    """Once 'FileNotFoundError: [Errno 2] ...', exit 1, after the report was made and audited."""
+    db = tmp_path / "store.db"
+    config = tmp_path / "custodes.yaml"
+    config.write_text(f"database:\n  url: sqlite+aiosqlite:///{db}\n")
+    out = tmp_path / "absent" / "report.pdf"
+    args = ["report", "compliance", "-c", str(config), "--framework", "soc2", "--from", "2026-11-01"]
+    result = CliRunner().invoke(app, [*args, "--to", "2026-11-02", "--out", str(out)])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == f"error: {out}: --out: no such folder to write the report in"
+    assert not db.exists()  # refused before the store was opened: nothing audited
+
+
 @pytest.fixture
 async def api(
     database: DatabaseSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

@@ -11,6 +11,7 @@ import typer
 
 from custodes.cli.common import ConfigOption, console, run, settings_from
 from custodes.cli.root import app
+from custodes.errors import CustodesError
 
 report_app = typer.Typer(help="Reports from the store.", no_args_is_help=True)
 app.add_typer(report_app, name="report")
@@ -38,6 +39,8 @@ def compliance(
         check_framework(framework)
         check_format(fmt)
         period = period_of(start, end)
+        if out is not None and not out.absolute().parent.is_dir():  # before the report is made and audited
+            raise CustodesError.at(out.absolute(), "--out: no such folder to write the report in")
         settings = settings_from(config)
         store = await Store.open(settings.database)
         try:
@@ -47,7 +50,10 @@ def compliance(
         if out is None:
             sys.stdout.buffer.write(data)
             return
-        out.write_bytes(data)
+        try:
+            out.write_bytes(data)
+        except OSError as exc:
+            raise CustodesError.at(out.absolute(), f"--out: cannot write the report: {exc.strerror}") from None
         console.print(f"compliance report ({framework}, {fmt}) written to {out}", highlight=False)
 
     run(work)
