@@ -108,3 +108,27 @@ async def test_connections_over_the_cap_are_refused_with_503(guarded: str, caplo
     again[1].write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert (await closed_by_server(*again)).startswith(b"HTTP/1.1 200 OK")
     assert not [r for r in caplog.records if r.exc_info], "no tracebacks"
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "why"),
+    [
+        (b"GET /healthz?" + b"x" * 70_000 + b" HTTP/1.1\r\n\r\n", "Got more than 65536 bytes"),
+        (b"POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999999\r\n\r\n", "Content-Length"),
+        (
+            b"POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Encoding: br\r\nContent-Length: 2\r\n\r\nxx",
+            "content-encoding",
+        ),
+    ],
+)
+async def test_a_request_that_does_not_parse_is_one_log_line(
+    guarded: str, caplog: pytest.LogCaptureFixture, request_bytes: bytes, why: str
+) -> None:
+    """aiohttp once logged each at error level with a traceback: anyone could fill the logs with them."""
+    caplog.set_level("INFO")
+    reader, writer = await connect(guarded)
+    writer.write(request_bytes)
+    assert (await closed_by_server(reader, writer)).split(b"\r\n")[0].endswith(b" 400 Bad Request")
+    refused = [r for r in caplog.records if r.name == "aiohttp.server"]
+    assert len(refused) == 1 and refused[0].levelname == "INFO" and refused[0].exc_info is None
+    assert refused[0].getMessage().startswith("request refused from 127.0.0.1: 400 ") and why in refused[0].getMessage()

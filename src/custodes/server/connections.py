@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from custodes.config import ServerSettings
 
@@ -168,11 +169,34 @@ class Guarded(asyncio.Protocol):
 limits_key = web.AppKey("connection_limits", ConnectionLimits)
 
 
+class MalformedRequests(logging.Filter):
+    """aiohttp logs a request it cannot parse (a line or header over the limits, a bad Content-Length or chunk,
+    an unsupported Content-Encoding) as an error with a traceback, once per request anyone can send: this makes
+    it one line at info level, naming what was wrong, as the connection guard's own refusals are."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        problem = record.exc_info[1] if record.exc_info else None
+        if isinstance(problem, HttpProcessingError):
+            peer = record.getMessage().rpartition(" from ")[2]  # "Error handling request from <peer>"
+            record.msg, record.args = "request refused from %s: %s %s", (peer, problem.code, problem.message)
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.exc_info = record.exc_text = None
+        return True
+
+
+def quiet_malformed_requests() -> None:
+    """Install `MalformedRequests` on aiohttp's server logger (once)."""
+    logger = logging.getLogger("aiohttp.server")
+    if not any(isinstance(existing, MalformedRequests) for existing in logger.filters):
+        logger.addFilter(MalformedRequests())
+
+
 @asynccontextmanager
 async def listening(app: web.Application, host: str, port: int) -> AsyncIterator[str]:
     """Serve `app` on host:port (0 picks a free port) with its `limits_key` bounds on every connection; yield the
     base URL, then stop accepting, close every connection and clean up."""
     limits = app[limits_key]
+    quiet_malformed_requests()
     # aiohttp's own keep-alive close is only a backstop: the guard's deadlines come first, with their log line
     backstop = 2 * limits.settings.idle_timeout_seconds + limits.settings.header_timeout_seconds
     runner = web.AppRunner(app, access_log=None, keepalive_timeout=backstop)
