@@ -136,6 +136,18 @@ def test_deeply_nested_yaml_is_refused_where_it_gets_too_deep(tmp_path: Path, te
         load_settings(config, environ={})
 
 
+@pytest.mark.parametrize(
+    ("text", "found"), [("", "is empty"), ("- a\n- b\n", "holds a list"), ("text\n", "holds a string")]
+)
+def test_a_playbook_file_that_is_not_a_mapping_says_so(tmp_path: Path, text: str, found: str) -> None:
+    """Once "Input should be a valid dictionary or instance of Playbook"."""
+    playbook = tmp_path / "p.yml"
+    playbook.write_text(text)
+    result = CliRunner().invoke(app, ["playbook", "validate", str(playbook)])
+    assert result.exit_code == 2
+    assert f"p.yml:1:1: the file {found}; expected a mapping with name, trigger, steps" in result.output
+
+
 def test_a_graph_receiver_without_its_source_refuses_to_start(tmp_path: Path) -> None:
     config = tmp_path / "custodes.yaml"
     config.write_text("webhooks:\n  graph:\n    kind: graph\n    auth: {scheme: client_state, secret: 'env:STATE'}\n")

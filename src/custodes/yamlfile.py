@@ -51,6 +51,11 @@ class YamlDocument:
 
     def validate(self, model: type[ModelT], *, context: dict[str, Any] | None = None) -> ModelT:
         """Validate the document against a pydantic model, raising every error with its position."""
+        if not isinstance(self.data, dict):  # pydantic would say "a valid dictionary or instance of <class>"
+            found = "is empty" if self.data is None else f"holds a {_KINDS.get(type(self.data), 'single value')}"
+            fields = ", ".join(name for name, info in model.model_fields.items() if info.is_required())
+            expected = f"a mapping with {fields}" if fields else "a mapping"
+            raise CustodesError([Problem(Location(self.file, 1, 1), f"the file {found}; expected {expected}")])
         try:
             return model.model_validate(self.data, context=context)
         except ValidationError as exc:
@@ -65,6 +70,9 @@ class YamlDocument:
             located = self.locate(_document_path(self.data, path), at_value=at_value)
             found.append(Problem(located, _message(error)))
         return found
+
+
+_KINDS = {list: "list", str: "string"}
 
 
 def _position(pair: Any) -> tuple[int, int]:
