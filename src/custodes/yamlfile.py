@@ -72,7 +72,7 @@ class YamlDocument:
         return found
 
 
-_KINDS = {list: "list", str: "string"}
+_KINDS: dict[type, str] = {list: "list", str: "string"}
 
 
 def _position(pair: Any) -> tuple[int, int]:
