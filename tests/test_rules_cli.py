@@ -47,6 +47,18 @@ def lines(output: str) -> list[dict[str, object]]:
     return [json.loads(line) for line in output.splitlines() if line.startswith("{")]
 
 
+def test_a_rule_rejected_for_a_huge_title_is_reported_in_one_short_line(tmp_path: Path) -> None:
+    """The whole title (here 1 MB) was once repeated in the report."""
+    rule = tmp_path / "long.yml"
+    rule.write_text(
+        f"title: {'x' * 1_000_000}\nlogsource: {{product: okta}}\ndetection: {{s: {{a: 1}}, condition: s}}\n"
+    )
+    result = runner.invoke(app, ["rules", "lint", str(rule)])
+    assert result.exit_code == 2
+    assert f"long.yml:1:1: rule '{'x' * 117}...': Sigma rule title length must not exceed 256" in result.output
+    assert len(result.output) < 1000
+
+
 def test_match_prints_one_json_object_per_match(tmp_path: Path) -> None:
     events = tmp_path / "events.ndjson"
     events.write_text(

@@ -15,6 +15,9 @@ if TYPE_CHECKING:
 
 RULE_SUFFIXES: Final = frozenset({".yml", ".yaml"})
 
+MAX_NAME_CHARS = 120
+"""The most of a rejected rule's title (or id) a report repeats."""
+
 
 @dataclass(frozen=True, slots=True)
 class Rejection:
@@ -35,6 +38,8 @@ class Rejection:
     def problem(self) -> Problem:
         """The rejection as a located problem, naming the rule when it is known."""
         name = self.title or self.rule_id
+        if name and len(name) > MAX_NAME_CHARS:  # a title too long is a reason of its own, not to be echoed whole
+            name = name[: MAX_NAME_CHARS - 3] + "..."
         return Problem(self.location, f"rule {name!r}: {self.reason}" if name else self.reason)
 
     def __str__(self) -> str:
