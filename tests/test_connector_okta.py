@@ -13,6 +13,7 @@ import pytest
 from conftest import OKTA_TOKEN
 from connector_support import services, stored_raw
 from custodes.config import Secret
+from custodes.connectors.http import links
 from custodes.connectors.okta import OktaLogOptions, OktaSystemLog
 from custodes.connectors.options import RetryOptions
 from custodes.connectors.runtime import ConnectorRuntime
@@ -198,3 +199,14 @@ async def test_overlong_fields_are_dropped_with_a_warning_and_never_fail_the_bat
     assert stored["long-2"].warnings == [
         "client.ipAddress: 65 characters, more than the 64 an event's src_ip may have; src_ip dropped"
     ]
+
+
+def test_a_malformed_link_target_is_named() -> None:
+    """Once a bare "ValueError: Invalid IPv6 URL" from the connector, with nothing saying where it came from."""
+    assert links({"Link": '</api/v1/logs?after=x>; rel="next", <https://o.example/>; rel="self"'}) == {
+        "next": "/api/v1/logs?after=x",
+        "self": "https://o.example/",
+    }
+    for target in ("http://[::1", "https://o.example:99999/"):
+        with pytest.raises(ValueError, match=r"the response's Link header names a malformed URL \(.*\): 'http"):
+            links({"Link": f'<{target}>; rel="next"'})

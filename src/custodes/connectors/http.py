@@ -12,6 +12,7 @@ import time
 from collections.abc import AsyncIterator, Mapping
 
 import aiohttp
+from yarl import URL
 
 from custodes.responder.http import HttpResponse, RetryPolicy, send
 
@@ -63,6 +64,10 @@ def links(headers: Mapping[str, str]) -> dict[str, str]:
     found: dict[str, str] = {}
     for value in values:
         for target, rel in _LINK.findall(value):
+            try:
+                URL(target)
+            except ValueError as exc:  # followed later, it would fail there as a bare "Invalid IPv6 URL"
+                raise ValueError(f"the response's Link header names a malformed URL ({exc}): {target!r}") from None
             for name in rel.split():
                 found.setdefault(name, target)
     return found
