@@ -126,6 +126,21 @@ def test_text_in_brackets_is_printed_as_it_is(tmp_path: Path) -> None:
     assert "rule '[/b] [bold]x'" in linted.stderr
 
 
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["playbook", "backtest", str(ROOT / "playbooks" / "logging-tampering.yml"), "--days"],
+        ["evidence", "prune", "--older-than-days"],
+    ],
+)
+@pytest.mark.parametrize("days", ["nan", "inf", "1e400", "99999999999", "-1"])
+def test_a_number_of_days_out_of_range_is_a_usage_error(command: list[str], days: str) -> None:
+    """Once 'ValueError: cannot convert float NaN to integer' or an OverflowError, exit 1, from date arithmetic."""
+    result = runner.invoke(app, [*command, days])
+    assert result.exit_code == 2
+    assert "must be a number of days from 0 to 36500" in re.sub(r"[\s│]+", " ", result.output)  # out of its box
+
+
 def test_replay_detects_and_resumes(tmp_path: Path) -> None:
     config = tmp_path / "custodes.yaml"
     (tmp_path / "playbooks").mkdir()

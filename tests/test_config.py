@@ -124,6 +124,21 @@ def test_a_section_or_value_an_override_made_is_blamed_on_the_variable(
         assert "custodes.yaml" not in str(raised.value)
 
 
+@pytest.mark.parametrize(
+    ("variable", "field"),
+    [
+        ("CUSTODES_INGEST__MAX_HOLD_HOURS", "ingest.max_hold_hours"),
+        ("CUSTODES_INGEST__MAX_FUTURE_SKEW_HOURS", "ingest.max_future_skew_hours"),
+        ("CUSTODES_ACCESS_REVIEW__DORMANT_DAYS", "access_review.dormant_days"),
+        ("CUSTODES_ACCESS_REVIEW__UNUSED_DAYS", "access_review.unused_days"),
+    ],
+)
+def test_a_span_beyond_a_century_is_refused_naming_the_setting(tmp_path: Path, variable: str, field: str) -> None:
+    """Once accepted, then an OverflowError ('Python int too large to convert to C int') when the span was used."""
+    with pytest.raises(ConfigError, match=rf"environment {variable} \({field}\): Input should be less than"):
+        load_settings(write(tmp_path, "{}\n"), environ={variable: "99999999999"})
+
+
 def test_unknown_source_says_what_is_configured() -> None:
     settings = load_settings(None, environ={})
     with pytest.raises(ConfigError, match=r"unknown source 'nope' \(configured sources: cloudtrail, okta\)"):

@@ -32,6 +32,7 @@ from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema, core_schema
 from ruamel.yaml import YAML
 
+from custodes.durations import MAX_DAYS, MAX_HOURS
 from custodes.errors import ConfigError, CustodesError, Location, Problem
 from custodes.redaction import REDACTOR
 from custodes.sources import DATABASE_URL_ENV, DEFAULT_SOURCES, ENV_PREFIX, SourceSettings, config_file, is_override
@@ -213,13 +214,16 @@ class EnrichmentSettings(Section):
 class IngestSettings(Section):
     """The event times accepted as stated: a record outside the window is kept with its ingestion time and a warning."""
 
-    max_future_skew_hours: float = Field(default=24.0, ge=0, description="accept times at most this far ahead")
+    max_future_skew_hours: float = Field(
+        default=24.0, ge=0, le=MAX_HOURS, description="accept times at most this far ahead"
+    )
     earliest_time: datetime = Field(
         default=datetime(1990, 1, 1, tzinfo=UTC), description="accept times from this instant on"
     )
     max_hold_hours: float = Field(
         default=2.0,
         ge=0,
+        le=MAX_HOURS,
         description="a live source lagging behind the newest event time holds scoring's dates open at most this long",
     )
 
@@ -794,8 +798,12 @@ class HuntSettings(Section):
 class AccessReviewSettings(Section):
     """`custodes access review`: thresholds, privileged role names and separation-of-duty role pairs."""
 
-    dormant_days: int = Field(default=90, ge=1, description="an enabled account not signed in for this long")
-    unused_days: int = Field(default=90, ge=1, description="a grant (access key, role) not used for this long")
+    dormant_days: int = Field(
+        default=90, ge=1, le=MAX_DAYS, description="an enabled account not signed in for this long"
+    )
+    unused_days: int = Field(
+        default=90, ge=1, le=MAX_DAYS, description="a grant (access key, role) not used for this long"
+    )
     privileged_roles: list[str] = Field(
         default_factory=list,
         description="role, group or policy names that are privileged, beyond the built-in admin roles",

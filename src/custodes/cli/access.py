@@ -15,6 +15,7 @@ from rich.text import Text
 
 from custodes.cli.common import ConfigOption, JsonOption, console, run, settings_from
 from custodes.cli.root import app
+from custodes.durations import MAX_DAYS
 
 inventory_app = typer.Typer(help="Identity inventory from Entra ID, Okta and AWS IAM.", no_args_is_help=True)
 access_app = typer.Typer(help="Access reviews over the identity inventory.", no_args_is_help=True)
@@ -72,10 +73,11 @@ def collect(
 def review(
     config: ConfigOption = None,
     dormant_days: Annotated[
-        int | None, typer.Option("--dormant-days", min=1, help="Dormant after this many days without sign-in.")
+        int | None,
+        typer.Option("--dormant-days", min=1, max=MAX_DAYS, help="Dormant after this many days without sign-in."),
     ] = None,
     unused_days: Annotated[
-        int | None, typer.Option("--unused-days", min=1, help="Access unused for this many days.")
+        int | None, typer.Option("--unused-days", min=1, max=MAX_DAYS, help="Access unused for this many days.")
     ] = None,
     as_json: JsonOption = False,
 ) -> None:

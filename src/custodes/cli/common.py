@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
+from custodes.durations import MAX_DAYS
 from custodes.errors import CustodesError, describe
 from custodes.redaction import redact, redact_every_record
 
@@ -25,6 +26,13 @@ console = Console(emoji=False, markup=False)
 markup (a path, rule title, comment or vendor error holding "[/x]" once failed the command with a MarkupError,
 and "[a-z]" in a message vanished); styles are given as such (`styled`, `Text`, `style=`)."""
 err = Console(stderr=True, emoji=False, markup=False)
+
+
+def days_within(value: float | None) -> float | None:
+    """Check a number of days given as an option: from 0 to MAX_DAYS, and a number (not nan, inf)."""
+    if value is not None and not 0 <= value <= MAX_DAYS:  # NaN fails both comparisons
+        raise typer.BadParameter(f"must be a number of days from 0 to {MAX_DAYS}")
+    return value
 
 
 def styled(label: str, style: str, text: str = "") -> Text:

@@ -9,7 +9,7 @@ import orjson
 import typer
 from rich.table import Table
 
-from custodes.cli.common import ConfigOption, JsonOption, console, err, run, settings_from, styled
+from custodes.cli.common import ConfigOption, JsonOption, console, days_within, err, run, settings_from, styled
 from custodes.cli.root import app
 
 evidence_app = typer.Typer(help="Preserved evidence bundles: verify and list.", no_args_is_help=True)
@@ -104,7 +104,9 @@ def evidence_list(
 
 @evidence_app.command("prune")
 def evidence_prune(
-    older_than_days: Annotated[float, typer.Option("--older-than-days", min=0, help="Delete bundles older than this.")],
+    older_than_days: Annotated[
+        float, typer.Option("--older-than-days", callback=days_within, help="Delete bundles older than this.")
+    ],
     by: Annotated[str | None, typer.Option("--by", help="Who is deleting (default: the login name).")] = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,

@@ -15,6 +15,7 @@ from custodes.cli.common import (
     JsonOption,
     TokenOption,
     console,
+    days_within,
     err,
     identify,
     run,
@@ -210,7 +211,7 @@ def playbook_backtest(
     paths: PathsArgument,
     config: ConfigOption = None,
     name: Annotated[str | None, typer.Option(help="The playbook, when PATHS hold several.")] = None,
-    days: Annotated[float, typer.Option(help="How many days of stored findings to replay.")] = 30,
+    days: Annotated[float, typer.Option(callback=days_within, help="How many days of stored findings to replay.")] = 30,
     as_json: JsonOption = False,
 ) -> None:
     """Replay stored findings through a draft playbook in dry run: which steps would fire, against whom, how often."""
