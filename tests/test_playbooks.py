@@ -141,6 +141,24 @@ def test_event_data_is_never_rendered_as_a_template() -> None:
         render("{{ missing }}", {})
 
 
+@pytest.mark.parametrize(
+    ("expression", "why"),
+    [
+        ("{{ 9 ** 999999999 }}", "a power of more than 1000000 bits"),  # once minutes of CPU (the loop held)
+        ("{{ (10 ** 100000) ** 100 }}", "a power of more than 1000000 bits"),
+        (
+            "n={{ 'x' * 10 ** 11 }}",
+            r"repeating 1 item\(s\) that often makes more than 1000000",
+        ),  # once 100 GB asked for
+        ("{{ 10 ** 10 * [finding] }}", r"repeating 1 item\(s\) that often makes more than 1000000"),
+    ],
+)
+def test_an_expression_too_costly_to_evaluate_is_refused(expression: str, why: str) -> None:
+    with pytest.raises(ExpressionError, match=rf"cannot evaluate .*: {why}"):
+        render(expression, {"finding": {}})
+    assert render("{{ 2 ** 10 }} {{ 'ab' * 2 }} {{ [0] * 3 }} {{ 3 * 4 }}", {}) == "1024 abab [0, 0, 0] 12"
+
+
 @pytest.fixture(autouse=True)
 def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(http, "retry_policy", http.RetryPolicy(attempts=2, max_wait=0.01, backoff=0.001))

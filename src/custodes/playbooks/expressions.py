@@ -12,9 +12,36 @@ from functools import lru_cache
 from typing import Any
 
 from jinja2 import StrictUndefined, TemplateError, Undefined, meta, nodes
+from jinja2.exceptions import SecurityError
+from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-_ENV = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
+MAX_RESULT = 1_000_000
+"""The most items (characters, list items) a `*` may make, and about the most bits a `**` may: beyond, one expression
+would hold the worker for minutes or exhaust memory (`{{ 9 ** 999999999 }}`, `{{ 'x' * 10**11 }}`)."""
+
+
+class _Sandbox(ImmutableSandboxedEnvironment):
+    """Jinja's immutable sandbox, with `*` and `**` checked before they run (so never folded while compiling)."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
+        if operator == "**" and _int(left) and _int(right) and right > 0 and abs(left) > 1:
+            if right * abs(left).bit_length() > MAX_RESULT:
+                raise SecurityError(f"a power of more than {MAX_RESULT} bits")  # the operands may be too long to print
+        elif operator == "*":
+            for count, sized in ((left, right), (right, left)):
+                if _int(count) and isinstance(sized, str | list | tuple) and count * len(sized) > MAX_RESULT:
+                    raise SecurityError(f"repeating {len(sized)} item(s) that often makes more than {MAX_RESULT}")
+        return super().call_binop(context, operator, left, right)
+
+
+def _int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+_ENV = _Sandbox(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
 _WHOLE = re.compile(r"^\s*\{\{(?P<expr>.*)\}\}\s*$", re.DOTALL)
 
 
