@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -98,6 +99,17 @@ def custody_whats(address: str, settings: EvidenceSettings) -> list[object]:
         assert entry is not None, f"unreadable custody record {name}"
         whats.append(entry["what"])
     return whats
+
+
+async def raw_request(url: str, request: bytes) -> bytes:
+    """Send exact bytes (no client normalising headers) and read the response until the server closes."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(request)
+    await writer.drain()
+    response = await reader.read()
+    writer.close()
+    return response
 
 
 def moto_client(service: str, url: str) -> Any:

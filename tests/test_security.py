@@ -13,6 +13,7 @@ import orjson
 import pytest
 from typer.testing import CliRunner, Result
 
+from conftest import raw_request
 from custodes.cli import app
 from custodes.config import MIN_SECRET_CHARS, DatabaseSettings, Settings, load_settings
 from custodes.errors import ConfigError, CustodesError
@@ -35,17 +36,6 @@ def test_empty_or_short_secrets_refuse_to_start(tmp_path: Path, value: str) -> N
     assert "webhooks.hook.auth.secret" in text and "server.api_tokens.0.token" in text
     assert f"at least {MIN_SECRET_CHARS} characters" in text
     assert value.strip() == "" or value not in text
-
-
-async def raw_request(url: str, request: bytes) -> bytes:
-    """Send exact bytes (no client normalising headers) and read the response until the server closes."""
-    host, port = url.removeprefix("http://").rsplit(":", 1)
-    reader, writer = await asyncio.open_connection(host, int(port))
-    writer.write(request)
-    await writer.drain()
-    response = await reader.read()
-    writer.close()
-    return response
 
 
 @pytest.fixture

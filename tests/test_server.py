@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import time
 from collections.abc import AsyncIterator
@@ -13,6 +12,7 @@ import aiohttp
 import orjson
 import pytest
 
+from conftest import raw_request
 from custodes.config import DatabaseSettings, Settings
 from custodes.server.auth import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from custodes.server.serve import serving, settle_garbage_collector
@@ -156,13 +156,7 @@ async def test_missing_headers_and_replays(server: tuple[str, Services]) -> None
 
 async def raw_status(url: str, request: bytes) -> bytes:
     """The status code the server answers exact request bytes with (no client normalising the headers)."""
-    host, port = url.removeprefix("http://").rsplit(":", 1)
-    reader, writer = await asyncio.open_connection(host, int(port))
-    writer.write(request)
-    await writer.drain()
-    response = await reader.read()
-    writer.close()
-    return response.split(b" ", 2)[1]
+    return (await raw_request(url, request)).split(b" ", 2)[1]
 
 
 @pytest.mark.parametrize(
