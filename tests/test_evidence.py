@@ -285,6 +285,10 @@ async def test_cli_verify_and_list(
     assert gone.exit_code == 1
     assert f"not found: no evidence bundle at {missing}" in " ".join(gone.output.split())
     assert "tampered" not in gone.output
+    for address, said in ((str(runs_file), "is a file: a bundle is a directory"), ("s3:///x", "s3://bucket/prefix")):
+        refused = await asyncio.to_thread(runner.invoke, app, ["evidence", "verify", address, "-c", str(config)])
+        assert refused.exit_code == 2 and said in " ".join(refused.output.split()), refused.output
+        assert "Traceback" not in refused.output and "ActionError" not in refused.output
 
 
 # S3 with Object Lock on moto in server mode ------------------------------------------------------

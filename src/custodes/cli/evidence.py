@@ -11,6 +11,7 @@ from rich.table import Table
 
 from custodes.cli.common import ConfigOption, JsonOption, console, days_within, err, run, settings_from, styled
 from custodes.cli.root import app
+from custodes.errors import CustodesError
 
 evidence_app = typer.Typer(help="Preserved evidence bundles: verify and list.", no_args_is_help=True)
 app.add_typer(evidence_app, name="evidence")
@@ -27,13 +28,17 @@ def evidence_verify(
     """Prove a bundle unchanged: recompute every SHA-256 against its manifest (and the store's record of it)
     and check its chain of custody; record this access in it. Exit 1 naming each file that changed."""
     from custodes.responder.evidence import open_bundle, verify_recorded
+    from custodes.responder.registry import ActionError
     from custodes.store import Store
 
     async def work() -> Any:
         settings = settings_from(config)
-        store = await Store.open(settings.database)
         try:
             location = open_bundle(bundle, settings.responder.evidence)
+        except ActionError as exc:  # an address that names no bundle: a file, or s3:// without a bucket
+            raise CustodesError(str(exc), hint="name a bundle directory or s3://bucket/prefix") from None
+        store = await Store.open(settings.database)
+        try:
             report = await verify_recorded(store, location, who=by or getpass.getuser(), why=reason)
         finally:
             await store.close()

@@ -186,6 +186,11 @@ def open_bundle(address: str, settings: EvidenceSettings) -> BundleLocation:
         configured = settings.s3 is not None and settings.s3.bucket == bucket
         config = settings.s3 if settings.s3 is not None else S3EvidenceStore(bucket=bucket)
         return S3Bundle(s3_client(config), bucket, prefix, config if configured else None)
+    if Path(address).is_file():
+        raise ActionError(
+            f"{address!r} is a file: a bundle is a directory (with its {MANIFEST}) or s3://bucket/prefix",
+            code="invalid_argument",
+        )
     return LocalBundle(Path(address))
 
 
