@@ -151,14 +151,18 @@ def cert_records(lines: Iterable[str]) -> Iterator[CertRow] | None:
 
     def records() -> Iterator[CertRow]:
         for number, row in rows:
-            try:
-                if isinstance(row, str):
-                    raise ValueError(row)
-                yield number, _record(kind, dict(zip(header, row, strict=False))), None
-            except KeyError as exc:  # a row shorter than the header
-                yield number, None, f"line {number}: not a CERT {KIND_NAMES[kind]} row (no {exc.args[0]})"
-            except ValueError as exc:
-                yield number, None, f"line {number}: not a CERT {KIND_NAMES[kind]} row ({exc})"
+            problem = row if isinstance(row, str) else None
+            if problem is None:
+                try:
+                    record = _record(kind, dict(zip(header, row, strict=False)))
+                except KeyError as exc:  # a row shorter than the header
+                    problem = f"no {exc.args[0]}"
+                except ValueError as exc:
+                    problem = str(exc)
+                else:
+                    yield number, record, None
+                    continue
+            yield number, None, f"line {number}: not a CERT {KIND_NAMES[kind]} row ({problem})"
 
     return records()
 
