@@ -366,3 +366,61 @@ def test_labelled_days_without_an_event_of_the_person_are_said(cert: Path, tmp_p
         "1 of 1 labelled malicious user-days have no event of the person in the files scored (they count as "
         "missed): their acts are in records not given, or were not recorded"
     ]
+
+
+def test_days_whose_acts_are_only_in_records_not_scored_are_measured_apart(cert: Path, tmp_path: Path) -> None:
+    folder = answers(cert, tmp_path / "answers")
+    seeker = USERS[9]
+    with (cert / "http.csv").open(newline="") as handle:
+        visits = [["http", *row] for row in list(csv.reader(handle))[1:] if row[2].endswith(seeker)]
+    act = START + timedelta(days=ACT_DAY)
+    days = {(act - timedelta(days=n)).strftime("%m/%d/%Y") for n in (1, 2, 3)}
+    visits = [row for row in visits if row[2][:10] in days]
+    (folder / "r4.2-2").mkdir()
+    with (folder / "r4.2-2" / f"r4.2-2-{seeker}.csv").open("w", newline="") as handle:
+        csv.writer(handle).writerows(visits)  # the job seeker's acts are web visits alone
+    labels = load_labels(folder, dataset="4.2")
+    assert [(x.person, sorted(x.kinds)) for x in labels] == [
+        (INSIDER, ["device", "file", "http"]),
+        (USERS[3], ["logon"]),
+        *[(seeker, ["http"])] * 3,
+    ]
+    settings = ScoringSettings(directory=cert / "LDAP.csv", pseudonymise=False, warmup_days=5)
+    every = [cert / f"{name}.csv" for name in ("logon", "device", "http", "email", "file")]
+    whole = evaluate(every, labels, settings, budget_share=0.025)
+    assert whole.in_data is None and whole.warnings == [] and whole.malicious_user_days == 5
+    scored = evaluate([cert / "logon.csv", cert / "device.csv"], labels, settings, budget_share=0.025)
+    shown = scored.in_data
+    assert shown is not None and shown.kinds == ["device", "logon"] and shown.malicious_user_days == 2
+    assert scored.malicious_user_days == 5 and scored.recall[1] == 0.2
+    assert shown.recall == 0.5  # the insider's night copy is first; the account used the next day is not
+    account = evaluate([cert / "logon.csv", cert / "device.csv"], labels[1:2], settings, budget_share=0.025)
+    assert shown.mean_percentile == pytest.approx((100 + account.mean_percentile) / 2)  # the web visits' days apart
+    assert shown.mean_percentile != pytest.approx(scored.mean_percentile)
+    assert scored.warnings == [
+        "3 of 5 labelled malicious user-days have acts only in records of kinds the files scored do not hold (they "
+        "hold device, logon): they count as missed; on the other 2, recall within the top 1/day is 50.0% and the "
+        f"mean percentile {shown.mean_percentile:.2f}"
+    ]
+    args = ["eval", "scoring", "--labels", str(folder), "--dataset", "4.2", "--directory", str(cert / "LDAP.csv")]
+    args += ["--events", str(cert / "logon.csv"), "--events", str(cert / "device.csv"), "--budget-share", "0.025"]
+    table = CliRunner().invoke(app, args, env={"COLUMNS": "160"})
+    assert table.exit_code == 0, table.output
+    assert "recall of those with acts in device, logon records, top 1/day │ 50.0%" in table.stdout
+    report = orjson.loads(CliRunner().invoke(app, [*args, "--json"]).stdout)
+    got = report["in_data"]
+    assert (got["kinds"], got["malicious_user_days"], got["recall_at_budget"]) == (["device", "logon"], 2, 0.5)
+
+
+def test_labels_may_say_which_kinds_of_record_their_acts_are_in(tmp_path: Path) -> None:
+    rows = [
+        {"person": "a", "start": "2024-03-04T09:00:00Z", "end": "2024-03-04T10:00:00Z", "kinds": ["HTTP", "device"]},
+        {"person": "b", "start": "2024-03-04T09:00:00Z", "end": "2024-03-04T10:00:00Z", "kinds": "email; file"},
+        {"person": "c", "start": "2024-03-04T09:00:00Z", "end": "2024-03-04T10:00:00Z"},
+    ]
+    (tmp_path / "labels.json").write_bytes(orjson.dumps(rows))
+    got = [sorted(label.kinds) for label in load_labels(tmp_path / "labels.json")]
+    assert got == [["device", "http"], ["email", "file"], []]
+    (tmp_path / "labels.json").write_bytes(orjson.dumps([rows[0] | {"kinds": {"http": 1}}]))
+    with pytest.raises(CustodesError, match=r"labels\.json: label #1: kinds \{'http': 1\} is not a list of record"):
+        load_labels(tmp_path / "labels.json")

@@ -154,6 +154,10 @@ def eval_scoring(
         for k, recall in result.recall.items():
             table.add_row(f"recall of malicious user-days, top {k}/day", f"{100 * recall:.1f}%")
         table.add_row("mean percentile of malicious user-days", f"{result.mean_percentile:.2f}")
+        if (shown := result.in_data) is not None:
+            held = f"of those with acts in {', '.join(shown.kinds)} records"
+            table.add_row(f"recall {held}, top {result.budget}/day", f"{100 * shown.recall:.1f}%")
+            table.add_row(f"mean percentile {held}", f"{shown.mean_percentile:.2f}")
         table.add_row(f"incidents caught within top {result.budget}/day", f"{result.caught}/{len(result.incidents)}")
         table.add_row(
             f"incidents any ranking could catch within top {result.budget}/day",

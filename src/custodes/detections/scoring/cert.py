@@ -31,6 +31,8 @@ KINDS: dict[str, frozenset[str]] = {
 }
 """Columns of each CERT file; logon and device files share theirs, so each row's activity tells them apart."""
 KIND_NAMES = {"email": "email", "file": "file", "http": "http", "logon": "logon or device"}
+RECORD_KINDS = {"authentication": "logon", "host": "device", "web": "http", "email": "email", "file": "file"}
+"""The CERT kind of a record (as an answers' details row names it first) by the category `_record` gives it."""
 
 
 def cert_kind(header: list[str]) -> str | None:
@@ -258,7 +260,8 @@ def cert_answers(
 
     Each insider's details file (`r4.2-1/r4.2-1-AAM0658.csv` beside the list: the malicious records themselves)
     gives one row per person and day it has acts on, the person being the record's user (an account other than the
-    insider's is labelled `compromised`). Without it, the insider's whole interval counts, with a warning.
+    insider's is labelled `compromised`) and the kinds of record its acts are in (`kinds`: `http device`). Without
+    it, the insider's whole interval counts, with a warning.
     """
     rows = [{k.strip().lower(): (v or "").strip() for k, v in row.items() if k} for row in rows]
     releases = sorted({row["dataset"].removeprefix("r") for row in rows})
@@ -284,9 +287,9 @@ def cert_answers(
             times = {edge: _answer_time(path, line, row, edge) for edge in ("start", "end")}
             labels.append(label | times)
             continue
-        for (user, _), (first, last) in _acts(details).items():
+        for (user, _), (first, last, kinds) in _acts(details).items():
             role = "insider" if user.lower() == insider.lower() else "compromised"
-            labels.append(label | {"person": user, "role": role, "start": first, "end": last})
+            labels.append(label | {"person": user, "role": role, "start": first, "end": last, "kinds": kinds})
     if missing and warnings is not None:
         warnings.append(
             f"{len(missing)} insiders' details files are not beside {path} (for example r{wanted}-*/{missing[0]}): "
@@ -295,10 +298,10 @@ def cert_answers(
     return labels
 
 
-def _acts(details: Path) -> dict[tuple[str, str], tuple[str, str]]:
-    """(user, UTC date) -> first and last time of the malicious records of an answers' details file (rows of
-    `kind,id,date,user,pc,...` without a header)."""
-    acts: dict[tuple[str, str], tuple[str, str]] = {}
+def _acts(details: Path) -> dict[tuple[str, str], tuple[str, str, str]]:
+    """(user, UTC date) -> first and last time and the kinds (`http device`) of the malicious records of an answers'
+    details file (rows of `kind,id,date,user,pc,...` without a header)."""
+    acts: dict[tuple[str, str], tuple[str, str, str]] = {}
     with text_lines(details) as lines:
         for number, fields in enumerate(csv.reader(lines), start=1):
             if not fields:
@@ -309,6 +312,8 @@ def _acts(details: Path) -> dict[tuple[str, str], tuple[str, str]]:
             except (IndexError, ValueError) as exc:
                 raise CustodesError.at(details, f"line {number}: not a CERT answers record ({exc})") from None
             key = (user, when[:10])
-            first, last = acts.get(key, (when, when))
-            acts[key] = (min(first, when), max(last, when))
+            first, last, kinds = acts.get(key, (when, when, ""))
+            kind = fields[0].strip().lower()
+            kinds = kinds if kind in kinds.split() else f"{kinds} {kind}".strip()
+            acts[key] = (min(first, when), max(last, when), kinds)
     return acts

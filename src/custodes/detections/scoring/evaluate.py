@@ -16,7 +16,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, S
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 import orjson
@@ -24,7 +24,14 @@ import orjson
 from custodes.config import ScoringSettings
 from custodes.connectors.envelope import parse_time
 from custodes.connectors.files import file_bytes, iter_records, text_lines
-from custodes.detections.scoring.cert import CertRow, cert_answers, cert_records, cert_times, is_answers
+from custodes.detections.scoring.cert import (
+    RECORD_KINDS,
+    CertRow,
+    cert_answers,
+    cert_records,
+    cert_times,
+    is_answers,
+)
 from custodes.detections.scoring.engine import ScoringEngine, review_places
 from custodes.detections.scoring.features import record_time
 from custodes.detections.scoring.identity import IdentityResolver, load_directory, zone_of, zone_warning
@@ -50,6 +57,40 @@ class LabelRow:
     role: str
     start: datetime
     end: datetime
+    kinds: frozenset[str] = frozenset()
+    """The kinds of record the acts are in (CERT: logon, device, http, email, file); empty: not said."""
+
+
+class RankedDay(NamedTuple):
+    """A labelled malicious user-day on a closed date: its scenario, rank (None: unranked) and percentile."""
+
+    scenario: str
+    rank: int | None
+    percentile: float
+    user_day: tuple[str, date]
+
+
+@dataclass(slots=True)
+class InData:
+    """The measures of the labelled malicious user-days whose acts are in records of the kinds the files scored
+    hold, where some are not (a CERT web log's job-site visits, say, when only logons and removable media are
+    scored)."""
+
+    kinds: list[str]
+    """The kinds of record the files scored hold."""
+    malicious_user_days: int
+    recall: float
+    """Share of those user-days ranked within the daily budget."""
+    mean_percentile: float
+
+    def to_json(self) -> dict[str, Any]:
+        """Serialisable form."""
+        return {
+            "kinds": self.kinds,
+            "malicious_user_days": self.malicious_user_days,
+            "recall_at_budget": round(self.recall, 4),
+            "mean_percentile": round(self.mean_percentile, 3),
+        }
 
 
 @dataclass(slots=True)
@@ -119,6 +160,8 @@ class Evaluation:
     warnings: list[str] = field(default_factory=list)
     scenarios: list[ScenarioResult] = field(default_factory=list)
     """Each scenario's incidents, caught, recall at the budget and mean percentile (labels name them)."""
+    in_data: InData | None = None
+    """The measures of the malicious user-days with acts in the files scored, where some have none there."""
 
     @property
     def false_findings_per_1000_user_days(self) -> float:
@@ -168,6 +211,7 @@ class Evaluation:
                 }
                 for s in self.scenarios
             ],
+            "in_data": None if self.in_data is None else self.in_data.to_json(),
             "warnings": self.warnings,
         }
 
@@ -241,6 +285,7 @@ def load_labels(path: Path, *, dataset: str | None = None, warnings: list[str] |
             role=str(row.get("role") or "insider"),
             start=_label_time(path, where, row, "start"),
             end=_label_time(path, where, row, "end"),
+            kinds=_label_kinds(path, where, row),
         )
         if label.end < label.start:
             raise CustodesError.at(
@@ -257,6 +302,16 @@ def _label_field(path: Path, where: str, row: dict[str, Any], name: str) -> Any:
     if value is None or value == "":
         raise CustodesError.at(path, f"{where}: {name} is missing; every label needs person, start and end")
     return value
+
+
+def _label_kinds(path: Path, where: str, row: dict[str, Any]) -> frozenset[str]:
+    value = row.get("kinds") or []
+    names = value.replace(",", " ").replace(";", " ").split() if isinstance(value, str) else value
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        raise CustodesError.at(
+            path, f'{where}: kinds {value!r} is not a list of record kinds; write them as ["http", "device"]'
+        )
+    return frozenset(name.strip().lower() for name in names if name.strip())
 
 
 def _label_time(path: Path, where: str, row: dict[str, Any], name: str) -> datetime:
@@ -295,10 +350,12 @@ class Skipped:
         return f"{path}: {self.counts.total()} records were not scored: {', '.join(parts)}{example}"
 
 
-def _records(path: Path, skipped: Skipped | None = None) -> Iterator[tuple[datetime, int, Event]]:
+def _records(
+    path: Path, skipped: Skipped | None = None, kinds: set[str] | None = None
+) -> Iterator[tuple[datetime, int, Event]]:
     """(time, record number, event) of a log file or CERT CSV, as they stand in the file; records that are not
     objects (rows not of their CERT file's kind), without a time or with one outside the default ingest window
-    (custodes.timewindow) are skipped, and counted in `skipped`."""
+    (custodes.timewindow) are skipped, and counted in `skipped`. A CERT CSV's kinds of record go into `kinds`."""
     tag = path.name
     window, now = TimeWindow(), utcnow()
     cert = _is_cert(path)
@@ -313,6 +370,8 @@ def _records(path: Path, skipped: Skipped | None = None) -> Iterator[tuple[datet
         if when is None or not window.accepts(when, now):
             tally.counts["untimed" if when is None else "outside"] += 1
             continue
+        if cert and kinds is not None:
+            kinds.add(RECORD_KINDS[record["event"]["category"][0]])
         yield when, number, Event(f"{tag}:{number}", when, tag, NO_SOURCE, record)
 
 
@@ -347,14 +406,17 @@ def _is_cert(path: Path) -> bool:
     return path.name.lower().endswith((".csv", ".csv.gz"))
 
 
-def read_events(paths: Sequence[Path], warnings: list[str] | None = None) -> Iterator[Event]:
+def read_events(
+    paths: Sequence[Path], warnings: list[str] | None = None, kinds: set[str] | None = None
+) -> Iterator[Event]:
     """Events from log files, merged in time order; a file not in time order is sorted (in bounded memory:
-    `timesort`), and records that cannot be scored are skipped, each with a warning once the files are read."""
+    `timesort`), and records that cannot be scored are skipped, each with a warning once the files are read. The
+    kinds of record read from CERT CSVs (logon, device, http, email, file) go into `kinds`."""
     streams: list[Iterator[tuple[datetime, int, Event]]] = []
     skipped = {path: Skipped() for path in paths}
     for path in paths:
         late = out_of_order(path)
-        records = _records(path, skipped[path])
+        records = _records(path, skipped[path], kinds)
         if late:
             if warnings is not None:
                 warnings.append(f"{path}: {late} records out of time order; the file was sorted by time")
@@ -393,6 +455,7 @@ def evaluate(
     default_zone = ZoneInfo(settings.default_timezone)
     incidents: dict[str, IncidentResult] = {}
     malicious: dict[tuple[str, date], str] = {}
+    acts_in: dict[tuple[str, date], set[str]] = defaultdict(set)
     for label in labels:
         key = resolver.resolve(label.person)[0]
         person = resolver.person(key)
@@ -408,13 +471,13 @@ def evaluate(
         result.last_day = max(result.last_day, last)
         while day <= last:
             malicious[(key, day)] = label.incident
+            acts_in[(key, day)] |= label.kinds
             day += timedelta(days=1)
     population = max(1, sum(1 for p in people if p.kind == "person"))
     budget = review_places(population, settings.review_budget)
     budgets = sorted({*FIXED_BUDGETS, budget})
-    # Each labelled user-day on a closed date: its scenario, rank (None: unranked) and percentile; every measure of
-    # the whole and of each scenario is read from these.
-    ranked: list[tuple[str, int | None, float]] = []
+    # Every measure of the whole and of each scenario is read from the labelled user-days on closed dates.
+    ranked: list[RankedDay] = []
     closed: list[date] = []
     labelled_days: dict[date, list[tuple[str, str]]] = defaultdict(list)
     for (key, day), incident in malicious.items():
@@ -430,9 +493,8 @@ def evaluate(
         for key, incident in wanted:
             rank = position.get(key)
             result = incidents[incident]
-            ranked.append(
-                (result.scenario, rank, 0.0 if rank is None else 100.0 * (size - 1 - rank) / max(1, size - 1))
-            )
+            percentile = 0.0 if rank is None else 100.0 * (size - 1 - rank) / max(1, size - 1)
+            ranked.append(RankedDay(result.scenario, rank, percentile, (key, day)))
             if rank is None:
                 continue
             result.best_rank = rank + 1 if result.best_rank is None else min(result.best_rank, rank + 1)
@@ -443,7 +505,8 @@ def evaluate(
     warnings = [text] if (text := zone_warning(people, settings.default_timezone)) is not None else []
     started = time.perf_counter()
     count = 0
-    for event in read_events(paths, warnings):
+    kinds: set[str] = set()
+    for event in read_events(paths, warnings, kinds):
         engine.observe(event)
         count += 1
         if progress is not None and count % PROGRESS_EVENTS == 0:
@@ -517,7 +580,16 @@ def evaluate(
         else:
             false_findings += 1
     total = len(malicious)
-    percentiles = [percentile for _, _, percentile in ranked]
+    percentiles = [row.percentile for row in ranked]
+    in_data = _in_data(malicious, acts_in, kinds if all(_is_cert(p) for p in paths) else None, ranked, budget)
+    if in_data is not None:
+        hidden = total - in_data.malicious_user_days
+        warnings.append(
+            f"{hidden} of {total} labelled malicious user-days have acts only in records of kinds the files scored "
+            f"do not hold (they hold {', '.join(in_data.kinds)}): they count as missed; on the other "
+            f"{in_data.malicious_user_days}, recall within the top {budget}/day is {100 * in_data.recall:.1f}% and "
+            f"the mean percentile {in_data.mean_percentile:.2f}"
+        )
     chances: dict[str, set[date]] = {incident: set() for incident in incidents}
     for (_, day), incident in malicious.items():
         if day in scored:
@@ -538,18 +610,43 @@ def evaluate(
         percentiles=percentiles,
         warnings=warnings,
         scenarios=_by_scenario(incidents.values(), malicious.values(), ranked, budget),
+        in_data=in_data,
     )
 
 
-def _within(ranked: Iterable[tuple[str, int | None, float]], budget: int) -> int:
+def _in_data(
+    malicious: Mapping[tuple[str, date], str],
+    acts_in: Mapping[tuple[str, date], set[str]],
+    kinds: set[str] | None,
+    ranked: list[RankedDay],
+    budget: int,
+) -> InData | None:
+    """The measures of the malicious user-days with acts in records of the `kinds` the files hold (None: the files'
+    kinds are not known, or no labelled day has its acts elsewhere only)."""
+    if kinds is None:
+        return None
+    hidden = {user_day for user_day in malicious if acts_in[user_day] and not acts_in[user_day] & kinds}
+    if not hidden:
+        return None
+    shown = [row for row in ranked if row.user_day not in hidden]
+    days = len(malicious) - len(hidden)
+    return InData(
+        kinds=sorted(kinds),
+        malicious_user_days=days,
+        recall=_within(shown, budget) / days if days else 0.0,
+        mean_percentile=sum(row.percentile for row in shown) / len(shown) if shown else 0.0,
+    )
+
+
+def _within(ranked: Iterable[RankedDay], budget: int) -> int:
     """How many of the ranked user-days are within the first `budget` places."""
-    return sum(1 for _, rank, _ in ranked if rank is not None and rank < budget)
+    return sum(1 for row in ranked if row.rank is not None and row.rank < budget)
 
 
 def _by_scenario(
     incidents: Iterable[IncidentResult],
     malicious: Iterable[str],
-    ranked: list[tuple[str, int | None, float]],
+    ranked: list[RankedDay],
     budget: int,
 ) -> list[ScenarioResult]:
     """The measures of each scenario, from its incidents, its labelled user-days and their ranks."""
@@ -561,8 +658,8 @@ def _by_scenario(
             incidents=sum(1 for r in by_incident.values() if r.scenario == scenario),
             caught=sum(1 for r in by_incident.values() if r.scenario == scenario and r.caught),
             malicious_user_days=days[scenario],
-            within_budget=_within((row for row in ranked if row[0] == scenario), budget),
-            percentiles=[percentile for name, _, percentile in ranked if name == scenario],
+            within_budget=_within((row for row in ranked if row.scenario == scenario), budget),
+            percentiles=[row.percentile for row in ranked if row.scenario == scenario],
         )
         for scenario in sorted({r.scenario for r in by_incident.values()})
     ]
