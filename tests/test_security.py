@@ -4,6 +4,7 @@ whose source exists, approvals by authenticated identity."""
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from custodes.config import MIN_SECRET_CHARS, DatabaseSettings, Settings, load_s
 from custodes.errors import ConfigError, CustodesError
 from custodes.server.serve import serving
 from custodes.services import Services
+from custodes.yamlfile import load_yaml
 
 TOKEN = "api-token-for-security-tests"
 
@@ -136,6 +138,20 @@ def test_a_playbook_file_that_is_not_a_mapping_says_so(tmp_path: Path, text: str
     result = CliRunner().invoke(app, ["playbook", "validate", str(playbook)])
     assert result.exit_code == 2
     assert f"p.yml:1:1: the file {found}; expected a mapping with name, trigger, steps" in result.output
+
+
+def test_a_playbook_or_hunt_that_is_no_regular_file_is_refused_not_read(tmp_path: Path) -> None:
+    """A FIFO named as a playbook, or lying in a playbooks folder, once waited for a writer forever."""
+    (tmp_path / "book").mkdir()
+    os.mkfifo(tmp_path / "book" / "pipe.yml")
+    (tmp_path / "book" / "folder.yml").mkdir()
+    for named in (tmp_path / "book" / "pipe.yml", tmp_path / "book"):
+        result = CliRunner().invoke(app, ["playbook", "validate", str(named)])
+        assert result.exit_code == 2, result.output
+        assert "pipe.yml: cannot read file: not a regular file (a folder, a FIFO or a device)" in result.output
+    assert "folder.yml: cannot read file: not a regular file" in result.output
+    with pytest.raises(CustodesError, match=r"pipe\.yml: cannot read file: not a regular file"):
+        load_yaml(tmp_path / "book" / "pipe.yml")
 
 
 def test_a_graph_receiver_without_its_source_refuses_to_start(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import os
 import textwrap
 from datetime import UTC, datetime
 from pathlib import Path
@@ -739,11 +740,13 @@ def test_folders_are_walked_and_problems_recorded_per_file(tmp_path: Path) -> No
     (tmp_path / "empty.yml").write_text("")
     (tmp_path / "list.yml").write_text("- a\n- b\n")
     (tmp_path / "notes.txt").write_text("not a rule")
-    ruleset = load_rules([tmp_path, tmp_path / "missing"])
+    os.mkfifo(tmp_path / "pipe.yml")  # neither walked nor read when named: reading it would wait for a writer
+    ruleset = load_rules([tmp_path, tmp_path / "missing", tmp_path / "pipe.yml"])
     assert [rule.source for rule in ruleset.rules] == [tmp_path / "copy.yml"]
     reasons = {rejection.file.name: rejection.reason for rejection in ruleset.rejections}
     assert reasons == {
         "missing": "no such file or directory",
+        "pipe.yml": "not a regular file (a FIFO or a device)",
         "empty.yml": "the file contains no Sigma rule",
         "list.yml": "YAML document 1 is a list, not a mapping",
         "good.yaml": f"duplicate rule id {RULE_ID} (first loaded from {tmp_path / 'copy.yml'})",

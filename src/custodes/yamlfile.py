@@ -158,10 +158,18 @@ def parse_yaml(text: str, file: str) -> YamlDocument:
     return YamlDocument(file, _plain(tree), tree)
 
 
+def file_text(path: Path) -> str:
+    """A file's UTF-8 text. Anything but a regular file is an OSError, not read: a folder, a device, or a FIFO,
+    which would wait for a writer."""
+    if path.exists() and not path.is_file():
+        raise OSError(f"not a regular file (a folder, a FIFO or a device): {path}")
+    return path.read_text(encoding="utf-8")
+
+
 def load_yaml(path: Path) -> YamlDocument:
     """Read and parse a YAML file; a missing or unreadable file is a CustodesError naming it."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = file_text(path)
     except FileNotFoundError:
         raise CustodesError.at(path, "file not found") from None
     except (OSError, UnicodeDecodeError) as exc:

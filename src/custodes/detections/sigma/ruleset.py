@@ -71,7 +71,8 @@ def rule_files(paths: Sequence[Path], ruleset: RuleSet) -> Iterator[Path]:
         elif path.is_file():
             found = [path]
         else:
-            ruleset.rejections.append(Rejection(path, None, None, "no such file or directory"))
+            reason = "not a regular file (a FIFO or a device)" if path.exists() else "no such file or directory"
+            ruleset.rejections.append(Rejection(path, None, None, reason))
             continue
         for file in found:
             resolved = file.resolve()
