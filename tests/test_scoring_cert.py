@@ -413,7 +413,7 @@ def test_days_whose_acts_are_only_in_records_not_scored_are_measured_apart(cert:
 
 
 def test_labels_may_say_which_kinds_of_record_their_acts_are_in(tmp_path: Path) -> None:
-    rows = [
+    rows: list[dict[str, object]] = [
         {"person": "a", "start": "2024-03-04T09:00:00Z", "end": "2024-03-04T10:00:00Z", "kinds": ["HTTP", "device"]},
         {"person": "b", "start": "2024-03-04T09:00:00Z", "end": "2024-03-04T10:00:00Z", "kinds": "email; file"},
         {"person": "c", "start": "2024-03-04T09:00:00Z", "end": "2024-03-04T10:00:00Z"},
