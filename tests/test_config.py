@@ -41,6 +41,47 @@ def test_file_values_and_environment_overrides(tmp_path: Path) -> None:
     assert settings.source("okta").format == "okta"
 
 
+@pytest.mark.parametrize(
+    ("given", "opened"),
+    [
+        ("sqlite:///var/c.db", "sqlite+aiosqlite:///var/c.db"),
+        ("SQLITE+aiosqlite:///var/c.db", "sqlite+aiosqlite:///var/c.db"),
+        ("postgres://u:pw@db:5432/c", "postgresql+asyncpg://u:pw@db:5432/c"),
+        ("postgresql://u@db/c", "postgresql+asyncpg://u@db/c"),
+        ("postgresql+asyncpg://u@db/c", "postgresql+asyncpg://u@db/c"),
+    ],
+)
+def test_a_store_url_names_its_database_and_gets_the_driver_custodes_opens_it_with(
+    tmp_path: Path, given: str, opened: str
+) -> None:
+    assert load_settings(write(tmp_path, f"database:\n  url: {given}\n"), environ={}).database.url == opened
+    assert load_settings(None, environ={"CUSTODES_DATABASE_URL": given}).database.url == opened
+
+
+@pytest.mark.parametrize(
+    ("given", "said"),
+    [
+        ("mysql://root:hunter2@db/c", "scheme 'mysql'"),
+        ("postgresql+psycopg2://u:hunter2@db/c", "scheme 'postgresql+psycopg2'"),
+        ("var/custodes.db", "a URL without a scheme"),
+    ],
+)
+def test_a_store_url_custodes_cannot_open_is_refused_by_its_scheme_and_its_source(
+    tmp_path: Path, given: str, said: str
+) -> None:
+    """Once SQLAlchemy's 'The asyncio extension requires an async driver' when the store was first opened."""
+    path = write(tmp_path, f"database:\n  url: {given}\n")
+    expected = f"{said} is not a store Custodes opens: write sqlite:///path/to/file.db or postgresql://"
+    with pytest.raises(ConfigError) as file_error:
+        load_settings(path, environ={})
+    assert f"custodes.yaml:2:8 (database.url): {expected}" in str(file_error.value)
+    for variable in ("CUSTODES_DATABASE_URL", "CUSTODES_DATABASE__URL"):
+        with pytest.raises(ConfigError) as env_error:
+            load_settings(None, environ={variable: given})
+        assert f"environment {variable} (database.url): {expected}" in str(env_error.value)
+        assert "hunter2" not in str(env_error.value) + str(file_error.value)
+
+
 def test_secrets_are_references_and_never_print(tmp_path: Path) -> None:
     secret_file = tmp_path / "token"
     secret_file.write_text("file-secret-value\n")

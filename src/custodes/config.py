@@ -127,6 +127,16 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+STORE_SCHEMES = {
+    "sqlite": "sqlite+aiosqlite",
+    "sqlite+aiosqlite": "sqlite+aiosqlite",
+    "postgresql": "postgresql+asyncpg",
+    "postgres": "postgresql+asyncpg",
+    "postgresql+asyncpg": "postgresql+asyncpg",
+}
+"""The URL schemes a store may be named by, each with the asynchronous driver the store opens it with."""
+
+
 class DatabaseSettings(Section):
     """Where the store lives: a SQLite file by default, PostgreSQL by URL."""
 
@@ -161,6 +171,22 @@ class DatabaseSettings(Section):
         default=None,
         description="also checkpoint the head as objects in an S3 bucket with Object Lock (prefix e.g. audit/)",
     )
+
+    @field_validator("url", mode="after")
+    @classmethod
+    def _async_driver(cls, value: str) -> str:
+        """`sqlite:///...` and `postgresql://...` (or `postgres://`) name the store with the driver it is opened
+        with; a scheme or driver Custodes does not open is refused by its scheme alone (the URL may hold a
+        password)."""
+        scheme, found, rest = value.strip().partition("://")
+        driver = STORE_SCHEMES.get(scheme.lower()) if found else None
+        if driver is None:
+            named = f"scheme {scheme!r}" if found else "a URL without a scheme"
+            raise ValueError(
+                f"{named} is not a store Custodes opens: write sqlite:///path/to/file.db or "
+                "postgresql://user@host:5432/db (opened with aiosqlite and asyncpg)"
+            )
+        return f"{driver}://{rest}"
 
     @field_validator("audit_key", mode="after")
     @classmethod
@@ -1037,19 +1063,20 @@ def missing_paths(settings: Settings, *, hunts: bool = False) -> ConfigError | N
     )
 
 
-def _env_overrides(environ: dict[str, str]) -> list[tuple[tuple[str, ...], Any]]:
+def _env_overrides(environ: dict[str, str]) -> list[tuple[tuple[str, ...], Any, str]]:
+    """(setting path, value, variable) of each override in the environment."""
     yaml = YAML(typ="safe")
-    overrides: list[tuple[tuple[str, ...], Any]] = []
+    overrides: list[tuple[tuple[str, ...], Any, str]] = []
     for name, raw in sorted(environ.items()):
         if name == DATABASE_URL_ENV:
-            overrides.append((("database", "url"), raw))
+            overrides.append((("database", "url"), raw, name))
         elif is_override(name):
             path = tuple(part.lower() for part in name.removeprefix(ENV_PREFIX).split("__"))
             try:
                 value = yaml.load(raw) if raw.strip() else raw
             except Exception:
                 value = raw
-            overrides.append((path, raw if isinstance(value, dict | list) else value))
+            overrides.append((path, raw if isinstance(value, dict | list) else value, name))
     return overrides
 
 
@@ -1083,8 +1110,8 @@ def load_settings(path: Path | None = None, environ: dict[str, str] | None = Non
         raise ConfigError.at(file, "the configuration must be a mapping of sections", line=1, column=1)
     data: dict[str, Any] = doc.data
     overridden: dict[tuple[str, ...], str] = {}
-    for key_path, value in _env_overrides(environ):
-        overridden[_apply(data, key_path, value)] = ENV_PREFIX + "__".join(part.upper() for part in key_path)
+    for key_path, value, variable in _env_overrides(environ):
+        overridden[_apply(data, key_path, value)] = variable
     try:
         return doc.validate(Settings, context={"environ": environ})
     except CustodesError as exc:

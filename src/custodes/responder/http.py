@@ -185,7 +185,8 @@ async def send(
         target = URL(url)
     except ValueError:
         raise ActionError(f"{method.upper()}: invalid URL", code="invalid_argument") from None
-    where = f"{method.upper()} {target.scheme}://{target.host}" if target.host else f"{method.upper()} <no host>"
+    place = target.host_port_subcomponent  # the port when the URL names one; no credentials, path or query
+    where = f"{method.upper()} {target.scheme}://{place}" if target.host else f"{method.upper()} <no host>"
     body = orjson.dumps(json) if json is not None else None
     request_headers = {"Accept": "application/json", **(headers or {})}
     if body is not None:
