@@ -283,6 +283,34 @@ async def test_broken_vendor_json_is_a_clear_error(
     assert not broken_json.value.retryable
 
 
+async def test_a_web_page_or_text_for_an_answer_is_said_in_one_line(
+    session: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pages = {
+        "page": "<!DOCTYPE HTML>\n<html><head>\n<title>Sign in -\n Corporate Proxy</title></head><body>...",
+        "text": "Not Found:\nno such user\n",
+    }
+
+    async def refused(request: web.Request) -> web.Response:
+        return web.Response(status=404, text=pages[request.match_info["user"]], content_type="text/html")
+
+    app = web.Application()
+    app.router.add_get("/api/v1/users/{user}", refused)
+    async with running(app) as url:
+        ctx = ActionContext(settings=settings_for(url, monkeypatch), http=session, idempotency_key="k")
+        said = {}
+        for user in pages:
+            with pytest.raises(ActionError) as refusal:
+                await call(ctx, "okta.suspend_user", user=user)
+            said[user] = str(refusal.value)
+    where = f"GET {url}: HTTP 404: "  # the sandbox's port named
+    assert said == {
+        "page": f"{where}an HTML page titled 'Sign in - Corporate Proxy', not an API's answer: is the address the "
+        "vendor's API?",
+        "text": f"{where}Not Found: no such user",
+    }
+
+
 def test_retry_delay_honours_retry_after_and_okta_reset() -> None:
     now = 1_700_000_000.0
     assert http.retry_delay(429, {"Retry-After": "7"}, now=now) == 7.0

@@ -28,6 +28,9 @@ from custodes.responder.registry import ActionError
 log = logging.getLogger(__name__)
 
 _TOKEN = re.compile(r"[a-z][a-z0-9_]{0,63}")
+_HTML = re.compile(r"<(!doctype\s+html|html)[\s>]", re.IGNORECASE)
+"""An error body that is a web page (a proxy's, a sign-in portal's, a web server's), not the vendor API's."""
+_TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 _TRANSIENT = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError)
 
 
@@ -115,7 +118,11 @@ def _vendor_error(data: Any) -> tuple[str | None, str | None]:
             return error, _text(data.get("error_description") or data.get("message")) or error
     if isinstance(data, str) and data.strip():
         text = data.strip()
-        return (text if _TOKEN.fullmatch(text) else None), text[:300]
+        if _HTML.match(text):
+            title = _TITLE.search(text)
+            named = f" titled {' '.join(title.group(1).split())[:120]!r}" if title else ""
+            return None, f"an HTML page{named}, not an API's answer: is the address the vendor's API?"
+        return (text if _TOKEN.fullmatch(text) else None), " ".join(text.split())[:300]
     return None, None
 
 
