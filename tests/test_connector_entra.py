@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from connector_support import services, stored_raw
 from custodes.config import ConnectorSettings, Secret, Settings
@@ -149,3 +150,26 @@ async def test_the_registry_builds_one_connector_per_feed(tenant: Tenant, servic
         assert [item.connector.name for item in built] == ["entra/signins", "entra/audits", "entra/risk"]
         with pytest.raises(Exception, match=r"connectors\.entra\.options\.client_id"):
             registry.build("entra", entry.model_copy(update={"options": {"tenant_id": "t"}}), Settings(), http)
+
+
+async def test_a_next_link_away_from_graph_is_not_followed_with_the_token(tenant: Tenant) -> None:
+    """`@odata.nextLink` once took the app's bearer token to whatever origin a page named."""
+    state, login = tenant
+    asked: list[str | None] = []
+
+    async def elsewhere(request: web.Request) -> web.Response:
+        asked.append(request.headers.get("Authorization"))
+        return web.json_response({"value": []})
+
+    async def users(request: web.Request) -> web.Response:
+        return web.json_response({"value": [{"id": "1"}], "@odata.nextLink": f"{away}/v1.0/users?$skiptoken=2"})
+
+    collector, api = web.Application(), web.Application()
+    collector.router.add_get("/{tail:.*}", elsewhere)
+    api.router.add_get("/v1.0/users", users)
+    async with running(collector) as away, running(api) as url, aiohttp.ClientSession() as http:
+        graph_client = client(http, state, login)
+        graph_client.options = graph_client.options.model_copy(update={"graph_url": url})
+        with pytest.raises(ValueError, match=rf"the next page's link leads to {away}, away from the API at {url}"):
+            await graph_client.all("/v1.0/users")
+    assert asked == []

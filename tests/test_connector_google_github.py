@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from connector_support import services, stored_raw
 from custodes.config import Secret
@@ -15,6 +16,7 @@ from custodes.connectors.github import DEFAULT_SOURCE as GITHUB_SOURCE
 from custodes.connectors.github import GitHubAuditLog, GitHubOptions
 from custodes.connectors.google import DEFAULT_SOURCE as GOOGLE_SOURCE
 from custodes.connectors.google import GoogleWorkspaceActivities, GoogleWorkspaceOptions
+from custodes.connectors.http import next_page
 from custodes.connectors.options import RetryOptions
 from custodes.connectors.runtime import ConnectorRuntime
 from custodes.sandbox import github, google
@@ -134,3 +136,41 @@ async def test_audit_log_backfill_reads_its_range_once(org: Org, services: Servi
     assert sorted(r["_document_id"] for r in await stored_raw(services, "github")) == sorted(
         r["_document_id"] for r in inside
     )
+
+
+async def test_a_next_link_away_from_the_api_is_not_followed_with_the_token(services: Services) -> None:
+    """The audit log's `Link: rel="next"` once took the connector, and its bearer token, to any origin named."""
+    state = github.GitHubState()
+    record = state.add_event("git.clone", "dev", time.time() - 60)
+    asked: list[str | None] = []
+
+    async def elsewhere(request: web.Request) -> web.Response:
+        asked.append(request.headers.get("Authorization"))
+        return web.json_response([])
+
+    async def page(request: web.Request) -> web.Response:
+        return web.json_response([record], headers={"Link": f'<{away}/orgs/{state.org}/audit-log?after=2>; rel="next"'})
+
+    collector, api = web.Application(), web.Application()
+    collector.router.add_get("/{tail:.*}", elsewhere)
+    api.router.add_get("/orgs/{org}/audit-log", page)
+    async with running(collector) as away, running(api) as url, aiohttp.ClientSession() as http:
+        with pytest.raises(ValueError, match=rf"the next page's link leads to {away}, away from the API at {url}: not"):
+            await ConnectorRuntime(services.pipeline).poll(audit_log(http, state, url))
+    assert asked == []
+
+
+def test_next_links_resolve_against_their_page_and_stay_on_its_origin() -> None:
+    page = "https://graph.example.com/v1.0/users?$top=5"
+    assert next_page(page, "/v1.0/users?$skiptoken=x") == "https://graph.example.com/v1.0/users?$skiptoken=x"
+    assert next_page(page, "https://graph.example.com/v1.0/users?a=1") == "https://graph.example.com/v1.0/users?a=1"
+    for target, origin in [
+        ("https://evil.example/v1.0/users", "https://evil.example"),
+        ("http://graph.example.com/v1.0/users", "http://graph.example.com"),
+        ("https://graph.example.com:8443/v1.0/users", "https://graph.example.com:8443"),
+        ("//evil.example/x", "https://evil.example"),
+    ]:
+        with pytest.raises(ValueError, match=rf"leads to {origin}, away from the API at https://graph\.example\.com:"):
+            next_page(page, target)
+    with pytest.raises(ValueError, match=r"the next page's link is a malformed URL \(.*\): 'http://\[::1'"):
+        next_page(page, "http://[::1")

@@ -21,7 +21,7 @@ from yarl import URL
 from custodes.connectors.base import Batch
 from custodes.connectors.envelope import to_event
 from custodes.connectors.graph_auth import GraphAuth
-from custodes.connectors.http import RateLimiter, get_json
+from custodes.connectors.http import RateLimiter, get_json, next_page
 from custodes.connectors.options import PollOptions
 from custodes.connectors.runtime import backfill_name, sweep
 from custodes.model import Event, utcnow
@@ -104,13 +104,15 @@ class GraphClient:
     async def all(self, path: str, params: dict[str, str] | None = None) -> list[dict[str, Any]]:
         """Every item of a collection, following ``@odata.nextLink``."""
         items: list[dict[str, Any]] = []
-        page = await self.get(self.url(path), params)
+        url = self.url(path)
+        page = await self.get(url, params)
         while True:
             items += [item for item in page.get("value", []) if isinstance(item, dict)]
             following = page.get("@odata.nextLink")
             if not isinstance(following, str):
                 return items
-            page = await self.get(following)
+            url = next_page(url, following)
+            page = await self.get(url)
 
 
 def graph_time(value: datetime) -> str:
@@ -154,20 +156,18 @@ class EntraFeed:
 
     async def _page(self, start: datetime, end: datetime, cursor: str | None) -> tuple[list[Event], str | None]:
         path, prop, _ = FEEDS[self.feed]
-        if cursor is None:
-            params = {
-                "$filter": f"{prop} ge {graph_time(start)} and {prop} le {graph_time(end)}",
-                "$top": str(self.client.options.page_size),
-            }
-            page = await self.client.get(self.client.url(path), params)
-        else:
-            page = await self.client.get(cursor)
+        url = cursor or self.client.url(path)
+        params = {
+            "$filter": f"{prop} ge {graph_time(start)} and {prop} le {graph_time(end)}",
+            "$top": str(self.client.options.page_size),
+        }
+        page = await self.client.get(url, None if cursor else params)
         records = page.get("value")
         if not isinstance(records, list):
             raise ValueError(f"Graph {path}: the page has no 'value' array")
         following = page.get("@odata.nextLink")
         events = [to_event(record, self.settings, self.source) for record in records]
-        return events, following if isinstance(following, str) else None
+        return events, next_page(url, following) if isinstance(following, str) else None
 
     def batches(self, checkpoint: dict[str, Any] | None) -> AsyncIterator[Batch]:
         """One complete sweep (or the rest of an interrupted one)."""

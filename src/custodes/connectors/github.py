@@ -19,7 +19,7 @@ from yarl import URL
 
 from custodes.connectors.base import Batch
 from custodes.connectors.envelope import to_event
-from custodes.connectors.http import links
+from custodes.connectors.http import links, next_page
 from custodes.connectors.options import PollOptions
 from custodes.connectors.poller import TokenPoller
 from custodes.connectors.runtime import Watermark
@@ -80,7 +80,8 @@ class GitHubAuditLog(TokenPoller[GitHubOptions]):
                 raise ValueError("the audit log answered with something other than a JSON array")
             events = mark.fresh(to_event(record, self.settings, self.source) for record in records)
             mark.advance(max((event.time for event in events), default=None), self.options.overlap)
-            following = links(response.headers).get("next")
+            target = links(response.headers).get("next")
+            following = None if target is None else next_page(url, target)
             stalls = stalls + 1 if following == url or not records else 0
             value: dict[str, Any] = {"watermark": mark.dump(), "next": following}
             if following is None and self.window is not None:

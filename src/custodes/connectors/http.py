@@ -73,6 +73,23 @@ def links(headers: Mapping[str, str]) -> dict[str, str]:
     return found
 
 
+def next_page(page: str, target: str) -> str:
+    """A pagination link (`Link: rel="next"`, `@odata.nextLink`) resolved against the page it came with; refused
+    when it leaves the API's origin (scheme, host and port), since the request to it carries the connector's
+    credentials."""
+    try:
+        here = URL(page)
+        there = here.join(URL(target))
+    except ValueError as exc:
+        raise ValueError(f"the next page's link is a malformed URL ({exc}): {target!r}") from None
+    if there.origin() != here.origin():
+        raise ValueError(
+            f"the next page's link leads to {there.origin()}, away from the API at {here.origin()}: not followed, "
+            "since the request would carry the connector's credentials there"
+        )
+    return str(there)
+
+
 def exhausted_wait(headers: Mapping[str, str], *, now: float, cap: float) -> float:
     """Seconds to pause when a response says no requests are left in the window (Okta, GitHub), else 0."""
     remaining = headers.get("X-Rate-Limit-Remaining") or headers.get("X-RateLimit-Remaining")

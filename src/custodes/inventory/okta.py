@@ -10,7 +10,7 @@ from urllib.parse import quote
 import aiohttp
 
 from custodes.config import Secret
-from custodes.connectors.http import get_json, links
+from custodes.connectors.http import get_json, links, next_page
 from custodes.connectors.okta import OktaLogOptions
 from custodes.inventory.model import Account, Grant, Snapshot
 from custodes.model import utcnow
@@ -64,7 +64,8 @@ class OktaReader:
             policy=self.options.retry.policy,
             timeout_seconds=self.options.timeout_seconds,
         )
-        return response.data, links(response.headers).get("next")
+        target = links(response.headers).get("next")
+        return response.data, None if target is None else next_page(url, target)
 
     async def all(self, path: str) -> list[dict[str, Any]]:
         """Every item of a list, following ``rel="next"``."""
