@@ -311,6 +311,45 @@ async def test_a_web_page_or_text_for_an_answer_is_said_in_one_line(
     }
 
 
+async def test_an_answer_past_the_body_limit_is_refused_unread(
+    session: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A vendor (or anything at its address) answering with gigabytes was read whole into memory."""
+    monkeypatch.setattr(http, "MAX_BODY_BYTES", 4 * 2**20)
+    sent: list[int] = []
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        if request.match_info["user"] == "fine":  # under the limit: read as ever
+            return web.json_response({"id": "u1", "status": "SUSPENDED", "padding": "x" * (3 * 2**20)})
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        if request.match_info["user"] == "declared":
+            response.content_length = 64 * 2**20
+        await response.prepare(request)
+        try:
+            for _ in range(64):
+                await response.write(b" " * 2**20)
+                sent.append(1)
+        except ConnectionError:
+            pass
+        return response
+
+    app = web.Application()
+    app.router.add_get("/api/v1/users/{user}", answer)
+    async with running(app) as url:
+        ctx = ActionContext(settings=settings_for(url, monkeypatch), http=session, idempotency_key="k")
+        assert (await call(ctx, "okta.suspend_user", user="fine"))["changed"] is False
+        for user in ("declared", "streamed"):
+            sent.clear()
+            with pytest.raises(ActionError) as refusal:
+                await call(ctx, "okta.suspend_user", user=user)
+            assert refusal.value.code == "response_too_large" and not refusal.value.retryable
+            assert str(refusal.value) == (
+                f"GET {url}: HTTP 200: the answer is larger than 4 MiB, more than an API's page; not read (is the "
+                "address the vendor's API?)"
+            )
+            assert len(sent) < 64
+
+
 def test_retry_delay_honours_retry_after_and_okta_reset() -> None:
     now = 1_700_000_000.0
     assert http.retry_delay(429, {"Retry-After": "7"}, now=now) == 7.0

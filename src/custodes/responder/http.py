@@ -32,6 +32,9 @@ _HTML = re.compile(r"<(!doctype\s+html|html)[\s>]", re.IGNORECASE)
 """An error body that is a web page (a proxy's, a sign-in portal's, a web server's), not the vendor API's."""
 _TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 _TRANSIENT = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError)
+MAX_BODY_BYTES = 128 * 2**20
+"""The largest response body read (decompressed): a vendor's page is a few megabytes; beyond this it is no API's
+answer, and reading it whole could exhaust memory."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +133,25 @@ def _text(value: Any) -> str | None:
     return str(value) if value is not None else None
 
 
+async def _body(response: aiohttp.ClientResponse, where: str) -> bytes:
+    """The response's body, refused past `MAX_BODY_BYTES` (whether its length is declared or not)."""
+    declared = response.content_length
+    if declared is None or declared <= MAX_BODY_BYTES:
+        chunks, size = [], 0
+        async for chunk in response.content.iter_chunked(2**20):
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                break
+            chunks.append(chunk)
+        else:
+            return b"".join(chunks)
+    raise ActionError(
+        f"{where}: HTTP {response.status}: the answer is larger than {MAX_BODY_BYTES // 2**20} MiB, more than an "
+        "API's page; not read (is the address the vendor's API?)",
+        code="response_too_large",
+    )
+
+
 def _decode(raw: bytes, content_type: str) -> Any:
     """The body as JSON when it says it is JSON, else as text; ValueError when its JSON is broken."""
     if not raw:
@@ -210,7 +232,7 @@ async def send(
             data=body,
             timeout=aiohttp.ClientTimeout(total=timeout_seconds),
         ) as response:
-            raw = await response.read()
+            raw = await _body(response, where)
         try:
             data = _decode(raw, response.content_type)
         except ValueError as error:
