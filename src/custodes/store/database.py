@@ -1013,16 +1013,11 @@ def _engine(settings: DatabaseSettings) -> AsyncEngine:
         sa_event.listen(engine.sync_engine, "connect", partial(_sqlite_pragmas, settings))
         sa_event.listen(engine.sync_engine, "begin", _sqlite_begin)
         return engine
-    if backend == "postgresql":
-        connect_args: dict[str, Any] = {}
-        if settings.schema_name:
-            connect_args["server_settings"] = {"search_path": settings.schema_name}
-        return create_async_engine(
-            url, echo=settings.echo, connect_args=connect_args, pool_pre_ping=True, **upserts.JSON_CODEC
-        )
-    raise ConfigError(
-        f"unsupported database URL scheme {url.drivername!r}",
-        hint="use sqlite+aiosqlite:///path/to/file.db or postgresql+asyncpg://user@host/db",
+    connect_args: dict[str, Any] = {}  # PostgreSQL, the one other store `DatabaseSettings.url` admits
+    if settings.schema_name:
+        connect_args["server_settings"] = {"search_path": settings.schema_name}
+    return create_async_engine(
+        url, echo=settings.echo, connect_args=connect_args, pool_pre_ping=True, **upserts.JSON_CODEC
     )
 
 
