@@ -7,8 +7,11 @@ import asyncio
 import random
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import orjson
+import pytest
 import sqlalchemy as sa
 from typer.testing import CliRunner
 
@@ -17,6 +20,7 @@ from custodes.config import DatabaseSettings, ScoringSettings, Settings
 from custodes.detections.scoring.identity import Person
 from custodes.detections.scoring.privacy import is_pseudonym
 from custodes.detections.scoring.service import ScoringService, entity_scores
+from custodes.errors import CustodesError
 from custodes.services import Services
 from custodes.store import Store
 from custodes.store.tables import scoring_state
@@ -178,3 +182,38 @@ async def test_the_clock_is_written_when_it_changes_and_again_after_a_rollback(s
         sa.event.remove(store.engine.sync_engine, "before_cursor_execute", statement)
     reopened = await ScoringService.open(settings, store)
     assert reopened.engine.watermark == service.engine.watermark
+
+
+async def test_services_that_fail_to_open_close_what_they_opened(
+    database: DatabaseSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A broken scoring directory, read after the store and the HTTP session are open, once left both open
+    ("Unclosed client session" on every such failed command)."""
+    (tmp_path / "people.json").write_text('[{"id": "a@example.com", ')
+    settings = Settings.model_validate(
+        {
+            "database": database.model_dump(),
+            "detection": {"rules": [str(tmp_path)]},
+            "playbooks": {"paths": [str(tmp_path)]},
+            "scoring": {"directory": str(tmp_path / "people.json")},
+        }
+    )
+    closed: list[Store] = []
+    store_close = Store.close
+
+    async def recorded(store: Store) -> None:
+        closed.append(store)
+        await store_close(store)
+
+    sessions: list[aiohttp.ClientSession] = []
+    session = aiohttp.ClientSession
+
+    def made(**options: Any) -> aiohttp.ClientSession:
+        sessions.append(session(**options))
+        return sessions[-1]
+
+    monkeypatch.setattr(Store, "close", recorded)
+    monkeypatch.setattr(aiohttp, "ClientSession", made)
+    with pytest.raises(CustodesError, match=r"people\.json: invalid JSON"):
+        await Services.open(settings)
+    assert len(sessions) == 1 and sessions[0].closed and len(closed) == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import timedelta
 from types import TracebackType
@@ -55,41 +56,45 @@ class Services:
         if problems:
             raise ConfigError(problems, hint="fix or remove the override; `custodes rules lint` lists the rules")
         playbooks = load_playbooks(settings.playbooks.paths, catalog, secrets=settings.playbooks.secrets)
-        store = await Store.open(settings.database)
-        timeout = aiohttp.ClientTimeout(total=settings.responder.http_timeout_seconds)
-        http = aiohttp.ClientSession(timeout=timeout, raise_for_status=False)
-        runner = Runner(
-            store, catalog, settings.responder, http, playbooks=playbooks, engine=settings.playbooks, app=settings
-        )
-        engine = RoutedEngine.load(
-            settings.detection.rules,
-            settings.sources,
-            unprocessed=rules,
-            options=options,
-            context=EventContext.from_settings(settings),
-        )
-        limits = settings.detection.correlation
-        correlator = Correlator(
-            [loaded.ruleset for loaded in engine.engines.values()],
-            max_groups=limits.max_groups,
-            max_events_per_group=limits.max_events_per_group,
-        )
-        pipeline = Pipeline(
-            store,
-            engine,
-            playbooks,
-            runner,
-            dedup_window=timedelta(seconds=settings.detection.dedup_window_seconds),
-            correlator=correlator,
-            window=TimeWindow.from_settings(settings.ingest),
-            hold=EventTimeHold(timedelta(hours=settings.ingest.max_hold_hours)),
-            cases=settings.cases,
-        )
-        if settings.scoring.enabled:
-            pipeline.scoring = await ScoringService.open(settings.scoring, store)
-            await pipeline.restore_held()
-        pipeline.disabled_playbooks, pipeline.disabled_rules = await load_disabled(store)
-        return cls(settings, store, rules, playbooks, http, pipeline)
+        async with AsyncExitStack() as opened:  # what opened is closed again if a later part fails
+            store = await Store.open(settings.database)
+            opened.push_async_callback(store.close)
+            timeout = aiohttp.ClientTimeout(total=settings.responder.http_timeout_seconds)
+            http = aiohttp.ClientSession(timeout=timeout, raise_for_status=False)
+            opened.push_async_callback(http.close)
+            runner = Runner(
+                store, catalog, settings.responder, http, playbooks=playbooks, engine=settings.playbooks, app=settings
+            )
+            engine = RoutedEngine.load(
+                settings.detection.rules,
+                settings.sources,
+                unprocessed=rules,
+                options=options,
+                context=EventContext.from_settings(settings),
+            )
+            limits = settings.detection.correlation
+            correlator = Correlator(
+                [loaded.ruleset for loaded in engine.engines.values()],
+                max_groups=limits.max_groups,
+                max_events_per_group=limits.max_events_per_group,
+            )
+            pipeline = Pipeline(
+                store,
+                engine,
+                playbooks,
+                runner,
+                dedup_window=timedelta(seconds=settings.detection.dedup_window_seconds),
+                correlator=correlator,
+                window=TimeWindow.from_settings(settings.ingest),
+                hold=EventTimeHold(timedelta(hours=settings.ingest.max_hold_hours)),
+                cases=settings.cases,
+            )
+            if settings.scoring.enabled:
+                pipeline.scoring = await ScoringService.open(settings.scoring, store)
+                await pipeline.restore_held()
+            pipeline.disabled_playbooks, pipeline.disabled_rules = await load_disabled(store)
+            opened.pop_all()
+            return cls(settings, store, rules, playbooks, http, pipeline)
 
     async def close(self) -> None:
         """Close the HTTP session and the store."""
