@@ -151,12 +151,34 @@ def test_event_data_is_never_rendered_as_a_template() -> None:
             r"repeating 1 item\(s\) that often makes more than 1000000",
         ),  # once 100 GB asked for
         ("{{ 10 ** 10 * [finding] }}", r"repeating 1 item\(s\) that often makes more than 1000000"),
+        ("{{ 'x' | center(10 ** 10) }}", "center"),  # each of these once built the string, gigabytes at a time
+        ("{{ 'x'.rjust(10 ** 9) }}", "rjust"),
+        ("{{ 'x'.zfill(10 ** 9) }}", "zfill"),
+        ("{{ ('\t' * 1000).expandtabs(10 ** 6) }}", "expandtabs"),
+        ("{{ ('a' * 1000).replace('a', 'a' * 2000) }}", "replace"),
+        ("{{ ('a' * 1000) | replace('a', 'a' * 2000) }}", "replace"),
+        ("{{ 'x' | indent(10 ** 9) }}", "indent"),
+        ("{{ '%0999999999d' % 1 }}", "the format"),
+        ("{{ '%.999999999f' % 1.5 }}", "the format"),
+        ("{{ '%*d' % (10 ** 9, 1) }}", "the format"),
+        ("{{ '%0999999999d' | format(1) }}", "the format"),
+        ("{{ '{:>999999999}'.format(1) }}", "the format"),
+        ("{{ '{:{w}}'.format(1, w=10 ** 9) }}", "the format"),
+        ("{{ '{x:>999999999}'.format_map({'x': 1}) }}", "the format"),
+        ("{{ '%0" + "9" * 5000 + "d' % 1 }}", "the format"),  # a width past int()'s digit limit
     ],
 )
 def test_an_expression_too_costly_to_evaluate_is_refused(expression: str, why: str) -> None:
     with pytest.raises(ExpressionError, match=rf"cannot evaluate .*: {why}"):
         render(expression, {"finding": {}})
     assert render("{{ 2 ** 10 }} {{ 'ab' * 2 }} {{ [0] * 3 }} {{ 3 * 4 }}", {}) == "1024 abab [0, 0, 0] 12"
+    fair = (
+        "{{ 'ab' | center(6) }}|{{ '%05d' % 42 }}|{{ '%*d' % (4, 3) }}|{{ '{:>4}'.format('x') }}|"
+        "{{ '{a:>{w}}'.format(a='y', w=3) }}|{{ '{x}'.format_map({'x': 3}) }}|{{ 'a\tb'.expandtabs(4) }}|"
+        "{{ 'aa'.replace('a', 'bb') }}|{{ 'aa' | replace('a', 'c', 1) }}|{{ 'x\ny' | indent(2, first=True) }}|"
+        "{{ '%s-%s' | format(1, 2) }}|{{ 10 % 3 }}|{{ 'ab'.ljust(3) }}|"
+    )
+    assert render(fair, {}) == "  ab  |00042|   3|   x|  y|3|a   b|bbbb|ca|  x\n  y|1-2|1|ab |"
 
 
 @pytest.fixture(autouse=True)

@@ -7,8 +7,9 @@ and are never rendered again, so an event field holding ``{{ ... }}`` stays an i
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from functools import lru_cache
+from string import Formatter
 from typing import Any
 
 from jinja2 import StrictUndefined, TemplateError, Undefined, meta, nodes
@@ -17,14 +18,63 @@ from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 MAX_RESULT = 1_000_000
-"""The most items (characters, list items) a `*` may make, and about the most bits a `**` may: beyond, one expression
-would hold the worker for minutes or exhaust memory (`{{ 9 ** 999999999 }}`, `{{ 'x' * 10**11 }}`)."""
+"""The most items (characters, list items) one operation may make, and about the most bits a `**` may: beyond, one
+expression would hold the worker for minutes or exhaust memory (`{{ 9 ** 999999999 }}`, `{{ 'x' * 10**11 }}`,
+`{{ 'x' | center(10**10) }}`, `{{ '%0999999999d' % 1 }}`)."""
+_NUMBER = re.compile(r"[0-9]+")
+_PRINTF = re.compile(r"%(?:\([^)]*\))?[#0 +-]*(\*|[0-9]*)(?:\.(\*|[0-9]*))?")
+_PADDING = frozenset({"center", "ljust", "rjust", "zfill"})
+
+
+def _cap(size: int, what: str) -> None:
+    if size > MAX_RESULT:
+        raise SecurityError(f"{what} makes more than {MAX_RESULT} characters")
+
+
+def _widest(text: str) -> int:
+    """The largest number written in `text` (a format's widths and precisions), without reading a huge one."""
+    digits = [run for run in _NUMBER.findall(text)]
+    return max((MAX_RESULT + 1 if len(run) > 7 else int(run) for run in digits), default=0)
+
+
+def _largest(values: Iterable[Any]) -> int:
+    return max((value for value in values if _int(value)), default=0)
+
+
+def _check_printf(template: str, values: Any) -> None:
+    """`template % values`: its widths and precisions, and those given by `*`."""
+    specs = _PRINTF.findall(template)
+    _cap(len(template) + max((_widest(width + "." + precision) for width, precision in specs), default=0), "the format")
+    if any("*" in (width, precision) for width, precision in specs):
+        _cap(_largest(values if isinstance(values, tuple) else (values,)), "the format")
+
+
+def _check_format(template: str, args: Iterable[Any], kwargs: Mapping[str, Any]) -> None:
+    """`template.format(...)`: the widths and precisions in its fields, and any given in nested fields."""
+    specs = [spec or "" for _, _, spec, _ in Formatter().parse(template)]
+    _cap(len(template) + max((_widest(spec) for spec in specs), default=0), "the format")
+    if any("{" in spec for spec in specs):
+        _cap(_largest([*args, *kwargs.values()]), "the format")
+
+
+def _check_str_call(text: str, name: str, args: tuple[Any, ...]) -> None:
+    """The size a padding, tab-expanding or replacing call on `text` makes, before it is made."""
+    if name in _PADDING and args and _int(args[0]):
+        _cap(args[0], f"{name}()")
+    elif name == "expandtabs":
+        _cap(len(text) + text.count("\t") * (args[0] if args and _int(args[0]) else 8), "expandtabs()")
+    elif name == "replace" and len(args) >= 2 and isinstance(args[0], str) and isinstance(args[1], str):
+        found = text.count(args[0]) if args[0] else len(text) + 1
+        if len(args) > 2 and _int(args[2]) and args[2] >= 0:
+            found = min(found, args[2])
+        _cap(len(text) + found * max(0, len(args[1]) - len(args[0])), "replace()")
 
 
 class _Sandbox(ImmutableSandboxedEnvironment):
-    """Jinja's immutable sandbox, with `*` and `**` checked before they run (so never folded while compiling)."""
+    """Jinja's immutable sandbox, with what makes large values checked before it runs: `*`, `**` and `%` (so
+    never folded while compiling), padding, tab-expanding, replacing and formatting strings."""
 
-    intercepted_binops = frozenset({"*", "**"})
+    intercepted_binops = frozenset({"*", "**", "%"})
 
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
         if operator == "**" and _int(left) and _int(right) and right > 0 and abs(left) > 1:
@@ -34,14 +84,54 @@ class _Sandbox(ImmutableSandboxedEnvironment):
             for count, sized in ((left, right), (right, left)):
                 if _int(count) and isinstance(sized, str | list | tuple) and count * len(sized) > MAX_RESULT:
                     raise SecurityError(f"repeating {len(sized)} item(s) that often makes more than {MAX_RESULT}")
+        elif operator == "%" and isinstance(left, str):
+            _check_printf(left, right)
         return super().call_binop(context, operator, left, right)
+
+    def call(__self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+        method = getattr(__obj, "__wrapped__", __obj)  # str.format comes wrapped by the sandbox
+        text = getattr(method, "__self__", None)
+        if isinstance(text, str):
+            name = getattr(method, "__name__", "")
+            if name in ("format", "format_map"):
+                mapping = args[0] if name == "format_map" and args and isinstance(args[0], Mapping) else kwargs
+                _check_format(text, args if name == "format" else (), mapping)
+            else:
+                _check_str_call(text, name, args)
+        return super().call(__context, __obj, *args, **kwargs)
 
 
 def _int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _checked_filters(env: _Sandbox) -> None:
+    """Jinja's own filters that make strings, checked as the methods are (filters are called directly)."""
+    center, indent, replace, format_ = (env.filters[name] for name in ("center", "indent", "replace", "format"))
+
+    def checked_center(value: Any, width: int = 80) -> str:
+        _check_str_call(str(value), "center", (width,))
+        return str(center(value, width))
+
+    def checked_indent(value: Any, width: int | str = 4, *args: Any, **kwargs: Any) -> str:
+        step = len(width) if isinstance(width, str) else width if _int(width) else 0
+        _cap(len(str(value)) + (str(value).count("\n") + 1) * step, "indent()")
+        return str(indent(value, width, *args, **kwargs))
+
+    def checked_replace(eval_ctx: Any, value: Any, old: Any, new: Any, count: int | None = None) -> Any:
+        _check_str_call(str(value), "replace", (str(old), str(new), -1 if count is None else count))
+        return replace(eval_ctx, value, old, new, count)
+
+    def checked_format(value: Any, *args: Any, **kwargs: Any) -> str:
+        _check_printf(str(value), kwargs if kwargs else tuple(args))
+        return str(format_(value, *args, **kwargs))
+
+    checked_replace.jinja_pass_arg = replace.jinja_pass_arg  # type: ignore[attr-defined]
+    env.filters.update(center=checked_center, indent=checked_indent, replace=checked_replace, format=checked_format)
+
+
 _ENV = _Sandbox(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
+_checked_filters(_ENV)
 _WHOLE = re.compile(r"^\s*\{\{(?P<expr>.*)\}\}\s*$", re.DOTALL)
 
 
