@@ -397,6 +397,11 @@ def test_days_whose_acts_are_only_in_records_not_scored_are_measured_apart(cert:
     account = evaluate([cert / "logon.csv", cert / "device.csv"], labels[1:2], settings, budget_share=0.025)
     assert shown.mean_percentile == pytest.approx((100 + account.mean_percentile) / 2)  # the web visits' days apart
     assert shown.mean_percentile != pytest.approx(scored.mean_percentile)
+    by_scenario = {s.scenario: s for s in scored.scenarios}
+    seeking, leak = by_scenario["job_search_usb"], by_scenario["after_hours_usb_leak"]
+    assert leak.in_data is None and leak.malicious_user_days == 2  # every day of it has acts in the files
+    assert seeking.malicious_user_days == 3 and seeking.in_data is not None
+    assert (seeking.in_data.malicious_user_days, seeking.in_data.recall) == (0, 0.0)
     assert scored.warnings == [
         "3 of 5 labelled malicious user-days have acts only in records of kinds the files scored do not hold (they "
         "hold device, logon): they count as missed; on the other 2, recall within the top 1/day is 50.0% and the "
@@ -410,6 +415,13 @@ def test_days_whose_acts_are_only_in_records_not_scored_are_measured_apart(cert:
     report = orjson.loads(CliRunner().invoke(app, [*args, "--json"]).stdout)
     got = report["in_data"]
     assert (got["kinds"], got["malicious_user_days"], got["recall_at_budget"]) == (["device", "logon"], 2, 0.5)
+    assert [(s["scenario"], s["in_data"] and s["in_data"]["malicious_user_days"]) for s in report["scenarios"]] == [
+        ("after_hours_usb_leak", None),
+        ("job_search_usb", 0),
+    ]
+    seeker_row = next(line for line in table.stdout.splitlines() if line.startswith("│ job_search_usb "))
+    cells = [cell.strip() for cell in seeker_row.split("│")[1:-1]]
+    assert cells == ["job_search_usb", "0/1", "3", "0.0%", "0.00", "0", "-", "-"]  # no day with an act in the files
 
 
 def test_labels_may_say_which_kinds_of_record_their_acts_are_in(tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import textwrap
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import orjson
 import typer
@@ -15,6 +15,9 @@ from rich.text import Text
 from custodes.cli.common import ConfigOption, JsonOption, TokenOption, console, identify, progress, run, settings_from
 from custodes.cli.root import app
 from custodes.errors import CustodesError
+
+if TYPE_CHECKING:
+    from custodes.detections.scoring.evaluate import InData, ScenarioResult
 
 eval_app = typer.Typer(help="Measure detection against labelled data.", no_args_is_help=True)
 entity_app = typer.Typer(help="Entities: risk explanations and re-identification.", no_args_is_help=True)
@@ -167,22 +170,19 @@ def eval_scoring(
         table.add_row("days from first act to detection (mean)", f"{sum(delays) / len(delays):.1f}" if delays else "-")
         table.add_row("false findings per 1,000 users per day", f"{result.false_findings_per_1000_user_days:.3f}")
         console.print(table)
+        apart = result.in_data is not None  # the days with acts in the files' kinds of record, measured apart
         by_scenario = Table(
             "scenario",
             "caught",
             "malicious user-days",
             "recall",
             "mean percentile",
+            *(["days with acts in the files", "their recall", "their mean percentile"] if apart else []),
             title=f"by scenario, within the top {result.budget}/day",
         )
-        for s in result.scenarios:
-            by_scenario.add_row(
-                s.scenario,
-                f"{s.caught}/{s.incidents}",
-                str(s.malicious_user_days),
-                f"{100 * s.recall:.1f}%",
-                f"{s.mean_percentile:.2f}",
-            )
+        for s in result.scenarios:  # a scenario whose every day has acts in the files is measured there as a whole
+            apart_measures = _day_measures(s.in_data or s) if apart else []
+            by_scenario.add_row(s.scenario, f"{s.caught}/{s.incidents}", *_day_measures(s), *apart_measures)
         console.print(by_scenario)
         detail = Table("incident", "scenario", "caught", "best rank", "delay (days)")
         for i in result.incidents:
@@ -191,6 +191,13 @@ def eval_scoring(
         console.print(detail)
 
     run(work)
+
+
+def _day_measures(measured: ScenarioResult | InData) -> list[str]:
+    """Malicious user-days, their recall within the budget and mean percentile, as the scenario table shows them."""
+    if not measured.malicious_user_days:
+        return ["0", "-", "-"]
+    return [str(measured.malicious_user_days), f"{100 * measured.recall:.1f}%", f"{measured.mean_percentile:.2f}"]
 
 
 @entity_app.command("explain")

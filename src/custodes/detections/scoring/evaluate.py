@@ -128,6 +128,8 @@ class ScenarioResult:
     within_budget: int = 0
     """Malicious user-days ranked within the daily budget."""
     percentiles: list[float] = field(default_factory=list)
+    in_data: InData | None = None
+    """The measures of the scenario's days with acts in the files scored, where some have none there."""
 
     @property
     def recall(self) -> float:
@@ -208,6 +210,7 @@ class Evaluation:
                     "malicious_user_days": s.malicious_user_days,
                     "recall_at_budget": round(s.recall, 4),
                     "mean_percentile": round(s.mean_percentile, 3),
+                    "in_data": None if s.in_data is None else s.in_data.to_json(),
                 }
                 for s in self.scenarios
             ],
@@ -581,12 +584,13 @@ def evaluate(
             false_findings += 1
     total = len(malicious)
     percentiles = [row.percentile for row in ranked]
-    in_data = _in_data(malicious, acts_in, kinds if all(_is_cert(p) for p in paths) else None, ranked, budget)
+    known = kinds if all(_is_cert(p) for p in paths) else set()  # a log file's kinds of record are not known
+    hidden = {day for day in malicious if known and acts_in[day] and not acts_in[day] & known}
+    in_data = _in_data(total, hidden, ranked, budget, known)
     if in_data is not None:
-        hidden = total - in_data.malicious_user_days
         warnings.append(
-            f"{hidden} of {total} labelled malicious user-days have acts only in records of kinds the files scored "
-            f"do not hold (they hold {', '.join(in_data.kinds)}): they count as missed; on the other "
+            f"{len(hidden)} of {total} labelled malicious user-days have acts only in records of kinds the files "
+            f"scored do not hold (they hold {', '.join(in_data.kinds)}): they count as missed; on the other "
             f"{in_data.malicious_user_days}, recall within the top {budget}/day is {100 * in_data.recall:.1f}% and "
             f"the mean percentile {in_data.mean_percentile:.2f}"
         )
@@ -609,27 +613,20 @@ def evaluate(
         catchable=most_catchable(chances, budget),
         percentiles=percentiles,
         warnings=warnings,
-        scenarios=_by_scenario(incidents.values(), malicious.values(), ranked, budget),
+        scenarios=_by_scenario(incidents.values(), malicious, ranked, budget, (hidden, known)),
         in_data=in_data,
     )
 
 
 def _in_data(
-    malicious: Mapping[tuple[str, date], str],
-    acts_in: Mapping[tuple[str, date], set[str]],
-    kinds: set[str] | None,
-    ranked: list[RankedDay],
-    budget: int,
+    total: int, hidden: Collection[tuple[str, date]], ranked: Iterable[RankedDay], budget: int, kinds: set[str]
 ) -> InData | None:
-    """The measures of the malicious user-days with acts in records of the `kinds` the files hold (None: the files'
-    kinds are not known, or no labelled day has its acts elsewhere only)."""
-    if kinds is None:
-        return None
-    hidden = {user_day for user_day in malicious if acts_in[user_day] and not acts_in[user_day] & kinds}
+    """The measures of `total` malicious user-days but the `hidden` ones, whose acts are only in records of kinds
+    other than the files' (None: none is)."""
     if not hidden:
         return None
     shown = [row for row in ranked if row.user_day not in hidden]
-    days = len(malicious) - len(hidden)
+    days = total - len(hidden)
     return InData(
         kinds=sorted(kinds),
         malicious_user_days=days,
@@ -645,21 +642,29 @@ def _within(ranked: Iterable[RankedDay], budget: int) -> int:
 
 def _by_scenario(
     incidents: Iterable[IncidentResult],
-    malicious: Iterable[str],
+    malicious: Mapping[tuple[str, date], str],
     ranked: list[RankedDay],
     budget: int,
+    apart: tuple[set[tuple[str, date]], set[str]],
 ) -> list[ScenarioResult]:
-    """The measures of each scenario, from its incidents, its labelled user-days and their ranks."""
+    """The measures of each scenario, from its incidents, its labelled user-days and their ranks, and those of its
+    days with acts in the files' kinds of record apart (`apart`: the hidden user-days and the files' kinds)."""
     by_incident = {result.incident: result for result in incidents}
-    days = Counter(by_incident[incident].scenario for incident in malicious)
-    return [
-        ScenarioResult(
-            scenario=scenario,
-            incidents=sum(1 for r in by_incident.values() if r.scenario == scenario),
-            caught=sum(1 for r in by_incident.values() if r.scenario == scenario and r.caught),
-            malicious_user_days=days[scenario],
-            within_budget=_within((row for row in ranked if row.scenario == scenario), budget),
-            percentiles=[row.percentile for row in ranked if row.scenario == scenario],
+    days = Counter(by_incident[incident].scenario for incident in malicious.values())
+    hidden, kinds = apart
+    results = []
+    for scenario in sorted({r.scenario for r in by_incident.values()}):
+        rows = [row for row in ranked if row.scenario == scenario]
+        unseen = {day for day in hidden if by_incident[malicious[day]].scenario == scenario}
+        results.append(
+            ScenarioResult(
+                scenario=scenario,
+                incidents=sum(1 for r in by_incident.values() if r.scenario == scenario),
+                caught=sum(1 for r in by_incident.values() if r.scenario == scenario and r.caught),
+                malicious_user_days=days[scenario],
+                within_budget=_within(rows, budget),
+                percentiles=[row.percentile for row in rows],
+                in_data=_in_data(days[scenario], unseen, rows, budget, kinds),
+            )
         )
-        for scenario in sorted({r.scenario for r in by_incident.values()})
-    ]
+    return results
