@@ -14,6 +14,7 @@ import pytest
 
 from conftest import SHARED
 from custodes.config import load_settings
+from custodes.connectors import files
 from custodes.connectors.envelope import parse_time, to_event
 from custodes.connectors.files import BOM, FileConnector, iter_records, parse_stream
 from custodes.errors import CustodesError
@@ -268,3 +269,18 @@ def test_a_truncated_document_is_an_error_whatever_the_chunks(tmp_path: Path) ->
         for size in (1, 3, len(data)):
             with pytest.raises(CustodesError, match=r"invalid JSON"):
                 list(parse_stream(pieces(data, size), tmp_path / "cut.json"))
+
+
+def test_a_line_without_an_end_past_the_longest_record_is_refused_not_read_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`custodes replay /dev/zero` once read on until memory ran out: NUL bytes make one line that never ends."""
+    monkeypatch.setattr(files, "_LONGEST_RECORD", 3 << 20)
+    path = tmp_path / "binary.ndjson"
+    path.write_bytes(b'{"a": 1}\n{"a": 2}\n' + b"\x00" * (4 << 20) + b"\n{}\n")
+    read: list[Any] = []
+    with pytest.raises(CustodesError, match=r"binary\.ndjson: line 3: more than 3 MiB without a line end: not a log"):
+        read.extend(record for _, record, _ in iter_records(path))
+    assert read == [{"a": 1}, {"a": 2}]
+    path.write_bytes(b'{"a": 1}\n{"b": "' + b"x" * (2 << 20) + b'"}\n')  # a long record within the bound is read
+    assert [len(str(record)) for _, record, _ in iter_records(path)] == [8, (2 << 20) + 9]

@@ -33,8 +33,9 @@ CHUNK_BYTES: Final = 1 << 20
 """How much is read (after decompression) at a time."""
 _SNIFF_BYTES: Final = 1 << 20
 """A file starting with `{` is NDJSON if its first line, found within this many bytes, is a whole object."""
-_LONGEST_ELEMENT: Final = 64 << 20
-"""A JSON document element still unparsed after this many characters past its start is reported as malformed."""
+_LONGEST_RECORD: Final = 64 << 20
+"""A JSON document element still unparsed after this many characters past its start, or an NDJSON line without its
+end after this many bytes (`/dev/zero`, a binary file), is reported as malformed rather than read on."""
 _WHITESPACE: Final = " \t\r\n"
 _DECODER: Final = json.JSONDecoder()
 
@@ -193,13 +194,19 @@ def _rejoin(head: bytes, chunks: Iterator[bytes]) -> Iterator[bytes]:
     yield from chunks
 
 
+class _LongLine(Exception):
+    """A line past `_LONGEST_RECORD` bytes without its end."""
+
+
 def _blocks(chunks: Iterator[bytes]) -> Iterator[bytes]:
-    """The content in blocks of whole lines (each without its last newline)."""
+    """The content in blocks of whole lines (each without its last newline); `_LongLine` past a line too long."""
     pending = b""
     for chunk in chunks:
         end = chunk.rfind(b"\n")
         if end < 0:
             pending += chunk
+            if len(pending) > _LONGEST_RECORD:
+                raise _LongLine
             continue
         yield pending + chunk[:end] if pending else chunk[:end]
         pending = chunk[end + 1 :]
@@ -213,23 +220,30 @@ def _ndjson(
     """The rows of NDJSON content (its lines numbered from 1); `ended` is given the number of lines at the end."""
     number = 0
     loads, decode_error = orjson.loads, orjson.JSONDecodeError
-    for block in _blocks(chunks):
-        if screen is None:
-            lines = block.split(b"\n")
-            rows: Iterable[tuple[int, bytes]] = enumerate(lines)
-            count = len(lines)
-        else:
-            rows, count = screen.lines(block)
-        for position, line in rows:
-            try:
-                yield number + position + 1, loads(line), None
-            except decode_error as exc:
-                if not line.strip():
-                    continue
-                text = line.rstrip(b"\r").decode("utf-8", errors="replace")
-                at = number + position + 1
-                yield at, text, f"{path}:{at}:{exc.pos + 1}: invalid JSON ({exc.msg}); kept as text"
-        number += count
+    try:
+        for block in _blocks(chunks):
+            if screen is None:
+                lines = block.split(b"\n")
+                rows: Iterable[tuple[int, bytes]] = enumerate(lines)
+                count = len(lines)
+            else:
+                rows, count = screen.lines(block)
+            for position, line in rows:
+                try:
+                    yield number + position + 1, loads(line), None
+                except decode_error as exc:
+                    if not line.strip():
+                        continue
+                    text = line.rstrip(b"\r").decode("utf-8", errors="replace")
+                    at = number + position + 1
+                    yield at, text, f"{path}:{at}:{exc.pos + 1}: invalid JSON ({exc.msg}); kept as text"
+            number += count
+    except _LongLine:
+        raise CustodesError.at(
+            path,
+            f"line {number + 1}: more than {_LONGEST_RECORD >> 20} MiB without a line end: not a log of records "
+            "(a binary file, a stream of NUL bytes?)",
+        ) from None
     if ended is not None:
         ended(number)
 
@@ -323,7 +337,7 @@ class _Document:
             except json.JSONDecodeError as exc:
                 error = self._error(exc.msg, exc.pos)  # located before `_more` drops the consumed text
                 cut = exc.msg.startswith("Unterminated string") or exc.pos >= len(self.text) - 16
-                if cut and len(self.text) - self.pos < _LONGEST_ELEMENT and self._more():
+                if cut and len(self.text) - self.pos < _LONGEST_RECORD and self._more():
                     continue
                 raise error from None
             except RecursionError:  # the decoder recurses per level: about 1,000 levels are too deep
