@@ -158,18 +158,13 @@ def parse_yaml(text: str, file: str) -> YamlDocument:
     return YamlDocument(file, _plain(tree), tree)
 
 
-def file_text(path: Path) -> str:
-    """A file's UTF-8 text. Anything but a regular file is an OSError, not read: a folder, a device, or a FIFO,
-    which would wait for a writer."""
-    if path.exists() and not path.is_file():
-        raise OSError(f"not a regular file (a folder, a FIFO or a device): {path}")
-    return path.read_text(encoding="utf-8")
-
-
 def load_yaml(path: Path) -> YamlDocument:
-    """Read and parse a YAML file; a missing or unreadable file is a CustodesError naming it."""
+    """Read and parse a YAML file; a missing or unreadable file, or one that is not a regular file (a folder, a
+    device, or a FIFO, which would wait for a writer), is a CustodesError naming it."""
+    if path.exists() and not path.is_file():
+        raise CustodesError.at(path, "cannot read file: not a regular file (a folder, a FIFO or a device)")
     try:
-        text = file_text(path)
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise CustodesError.at(path, "file not found") from None
     except (OSError, UnicodeDecodeError) as exc:

@@ -135,16 +135,17 @@ def _text(value: Any) -> str | None:
 
 async def _body(response: aiohttp.ClientResponse, where: str) -> bytes:
     """The response's body, refused past `MAX_BODY_BYTES` (whether its length is declared or not)."""
-    declared = response.content_length
-    if declared is None or declared <= MAX_BODY_BYTES:
-        chunks, size = [], 0
+    chunks: list[bytes] = []
+    size = declared = response.content_length or 0  # a declared length past the bound is refused unread
+    if declared <= MAX_BODY_BYTES:
+        size = 0
         async for chunk in response.content.iter_chunked(2**20):
+            chunks.append(chunk)
             size += len(chunk)
             if size > MAX_BODY_BYTES:
                 break
-            chunks.append(chunk)
-        else:
-            return b"".join(chunks)
+    if size <= MAX_BODY_BYTES:
+        return b"".join(chunks)
     raise ActionError(
         f"{where}: HTTP {response.status}: the answer is larger than {MAX_BODY_BYTES // 2**20} MiB, more than an "
         "API's page; not read (is the address the vendor's API?)",
