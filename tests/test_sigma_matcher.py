@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import os
+import random
+import re
 import textwrap
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,7 +16,7 @@ from sigma.processing.pipeline import ProcessingItem, ProcessingPipeline
 from sigma.processing.transformations import FieldMappingTransformation
 
 from custodes.detections.findings import findings_for
-from custodes.detections.sigma.compiler import CompiledRule
+from custodes.detections.sigma.compiler import CompiledRule, _glob_check
 from custodes.detections.sigma.engine import SigmaEngine
 from custodes.detections.sigma.index import RuleIndex
 from custodes.detections.sigma.loader import load_rules
@@ -1177,3 +1179,17 @@ def test_case_sensitive_regexes_require_their_longest_literal(
     rule = compile_detection(tmp_path, f"selection:\n    arn{modifier}: '{pattern}'\ncondition: selection\n")
     expected = () if required is None else (Requirement(contains=frozenset({("arn", required)})),)
     assert rule.requirements == expected
+
+
+def test_wildcard_patterns_match_as_their_regex_would_in_linear_time(tmp_path: Path) -> None:
+    """`*a*b*`-style values were one backtracking regex, quadratic or worse on a crafted value (a script block of
+    100,000 characters took seconds per rule); they are now literal segments found in order, with the same answers."""
+    rng = random.Random(7)
+    for _ in range(20_000):
+        segments = ["".join(rng.choice("ab\\.") for _ in range(rng.randint(0, 3))) for _ in range(rng.randint(2, 5))]
+        text = "".join(rng.choice("ab\\.") for _ in range(rng.randint(0, 12)))
+        expected = re.fullmatch(".*".join(map(re.escape, segments)), text, re.DOTALL) is not None
+        assert _glob_check([segments])(text) is expected, (segments, text)
+    rule = compile_detection(tmp_path, "selection:\n    Image: '*\\\\*.exe'\ncondition: selection\n")
+    crafted = "\\" * 200_000  # no '.exe' anywhere: each '\\' once began a fresh backtracking search
+    check(rule, [{"Image": crafted + "x.EXE"}, {"Image": "C:\\a\\b.exe"}], [{"Image": crafted}, {"Image": "b.exe"}])

@@ -582,6 +582,8 @@ class _StringPatterns:
         self.prefixes: list[str] = []
         self.suffixes: list[str] = []
         self.substrings: list[str] = []
+        self.globs: list[list[str]] = []
+        """Patterns of literals around two or more `*` (and no `?`): their literal segments."""
         self.regexes: list[str] = []
         self.any_text = False
 
@@ -601,6 +603,14 @@ class _StringPatterns:
             self.prefixes.append(strings[0])
         elif len(literal) == 3 and literal[0] is multi and literal[2] is multi and len(strings) == 1:
             self.substrings.append(strings[0])
+        elif not any(part is SINGLE for part in literal):
+            segments = [""]
+            for part in literal:
+                if isinstance(part, str):
+                    segments[-1] += part
+                else:
+                    segments.append("")
+            self.globs.append(segments)
         else:
             self.regexes.append("".join(_regex_part(part) for part in literal))
 
@@ -619,10 +629,38 @@ class _StringPatterns:
             checks.append(lambda text: text.endswith(suffixes))
         if self.substrings:
             checks.append(_substring_check(self.substrings))
+        if self.globs:
+            checks.append(_glob_check(self.globs))
         if self.regexes:
             pattern = re.compile("|".join(f"(?:{regex})" for regex in self.regexes), re.DOTALL)
             checks.append(lambda text: pattern.fullmatch(text) is not None)
         return checks
+
+
+def _glob_check(globs: list[list[str]]) -> Callable[[str], bool]:
+    """Whether a text matches any of `globs` whole, each the literal segments around its `*`s: the first a prefix,
+    the last a suffix, those between found in order between them (the leftmost place of each is always the best).
+    Linear in the text, where a backtracking regex is quadratic or worse on a crafted value (`*\\*.exe` as a regex
+    took 5.8 s on 100,000 characters without a match)."""
+    patterns = [(glob[0], glob[1:-1], glob[-1]) for glob in globs]
+
+    def matches_any(text: str) -> bool:
+        size = len(text)
+        for first, middle, last in patterns:
+            end = size - len(last)
+            if end < len(first) or not text.startswith(first) or not text.endswith(last):
+                continue
+            position = len(first)
+            for segment in middle:
+                found = text.find(segment, position, end)
+                if found < 0:
+                    break
+                position = found + len(segment)
+            else:
+                return True
+        return False
+
+    return matches_any
 
 
 def _substring_check(substrings: list[str]) -> Callable[[str], bool]:
