@@ -16,10 +16,12 @@ from sigma.processing.pipeline import ProcessingItem, ProcessingPipeline
 from sigma.processing.transformations import FieldMappingTransformation
 
 from custodes.detections.findings import findings_for
+from custodes.detections.sigma import regexes
 from custodes.detections.sigma.compiler import CompiledRule, _glob_check
 from custodes.detections.sigma.engine import SigmaEngine
 from custodes.detections.sigma.index import RuleIndex
 from custodes.detections.sigma.loader import load_rules
+from custodes.detections.sigma.regexes import backtracks
 from custodes.detections.sigma.requirement import Requirement
 from custodes.detections.sigma.ruleset import RuleSet
 from custodes.model import Event, LogSource, Severity, stable_id
@@ -1193,3 +1195,22 @@ def test_wildcard_patterns_match_as_their_regex_would_in_linear_time(tmp_path: P
     rule = compile_detection(tmp_path, "selection:\n    Image: '*\\\\*.exe'\ncondition: selection\n")
     crafted = "\\" * 200_000  # no '.exe' anywhere: each '\\' once began a fresh backtracking search
     check(rule, [{"Image": crafted + "x.EXE"}, {"Image": "C:\\a\\b.exe"}], [{"Image": crafted}, {"Image": "b.exe"}])
+
+
+def test_patterns_that_backtrack_without_bound_cannot_stall_matching(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SigmaHQ's Invoke-Obfuscation VAR launcher pattern took 0.44 s on a command line ending in 22 `)`, four
+    times more for each two more: one crafted event could hold matching for hours."""
+    shapes = {r"(?:.*\)){1,}x": True, r"(a+)+$": True, r"(a|aa)+c": True, r"(\s+\S+)*z": True}
+    shapes |= {r"abc": False, r"a+b+": False, r"(?:ab){2,3}": False, r"(?>a+)+b": False, r"\d{1,5}(?:/c|/r)": False}
+    assert {shape: backtracks(shape) for shape in shapes} == shapes
+    launcher = r'cmd.{0,5}(?:/c|/r)(?:\s|)"set\s[a-zA-Z]{3,6}.*(?:\{\d\}){1,}\\"\s+?-f(?:.*\)){1,}.*"'
+    rule = compile_detection(tmp_path, f"selection:\n    CommandLine|re: '{launcher}'\ncondition: selection\n")
+    crafted = 'cmd /c "set abcd {0}\\" -f' + ")" * 60
+    check(rule, [{"CommandLine": crafted + '"'}], [{"CommandLine": crafted}, {"CommandLine": "cmd /c set"}])
+    monkeypatch.setattr(regexes, "SEARCH_SECONDS", 0.05)
+    search = regexes.search_test(r"(a|aa)+c", 0)  # one even the guarded engine cannot cut short
+    with caplog.at_level("WARNING", logger="custodes.detections.sigma.regexes"):
+        assert search("a" * 80) is True and search("aac") is True and search("b") is False
+    assert "took more than 0.05 s on a 80-character value; counted as a match" in caplog.text

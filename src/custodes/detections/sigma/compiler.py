@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Final
 import ahocorasick
 
 from custodes.detections.sigma.enrichment import ENRICHMENT_FIELD, ENRICHMENT_PREFIX
+from custodes.detections.sigma.regexes import search_test
 from custodes.model import LogSource, Severity
 
 if TYPE_CHECKING:
@@ -824,10 +825,10 @@ def _any_test(tests: list[_ValueTest]) -> _ValueTest:
 
 def _regex_test(regex: str, flags: int) -> _ValueTest:
     try:
-        pattern = re.compile(regex, flags)
+        search = search_test(regex, flags)
     except re.error as exc:
         raise UnsupportedRuleError(f"invalid regular expression {regex!r}: {exc}") from None
-    return lambda raw, text, folded: pattern.search(text) is not None
+    return lambda raw, text, folded: search(text)
 
 
 def _compare_test(operator_name: str, bound: float) -> _ValueTest:
