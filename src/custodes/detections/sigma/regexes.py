@@ -36,7 +36,7 @@ def search_test(pattern: str, flags: int) -> Callable[[str], bool]:
     if not backtracks(pattern, flags):
         return lambda text: compiled.search(text) is not None
     try:
-        guarded = regex.compile(pattern, flags | regex.VERSION0)
+        guarded = regex.compile(pattern, flags | regex.VERSION0)  # Sigma's flags (i, m, s) have the same values
     except regex.error:  # a pattern only `re` reads: searched as written
         return lambda text: compiled.search(text) is not None
 
