@@ -33,11 +33,8 @@ _UNBOUNDED = 16
 def search_test(pattern: str, flags: int) -> Callable[[str], bool]:
     """Whether a text contains a match of `pattern` (with `re` flags); `re.error` when it is not a valid pattern."""
     compiled = re.compile(pattern, flags)
-    if not backtracks(pattern, flags):
-        return lambda text: compiled.search(text) is not None
-    try:
-        guarded = regex.compile(pattern, flags | regex.VERSION0)  # Sigma's flags (i, m, s) have the same values
-    except regex.error:  # a pattern only `re` reads: searched as written
+    guarded = _guarded(pattern, flags) if backtracks(pattern, flags) else None
+    if guarded is None:
         return lambda text: compiled.search(text) is not None
 
     def search(text: str) -> bool:
@@ -53,6 +50,15 @@ def search_test(pattern: str, flags: int) -> Callable[[str], bool]:
             return True
 
     return search
+
+
+def _guarded(pattern: str, flags: int) -> regex.Pattern[str] | None:
+    """`pattern` compiled by `regex` (Sigma's flags, i, m and s, have the same values in both modules); None for a
+    pattern only `re` reads, which is then searched as written."""
+    try:
+        return regex.compile(pattern, flags | regex.VERSION0)
+    except regex.error:
+        return None
 
 
 def backtracks(pattern: str, flags: int = 0) -> bool:
