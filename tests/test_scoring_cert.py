@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from custodes.cli import app
 from custodes.config import ScoringSettings
+from custodes.connectors import files
 from custodes.connectors.files import BOM
 from custodes.detections.scoring.cert import cert_records, cert_times
 from custodes.detections.scoring.evaluate import evaluate, load_labels
@@ -436,3 +437,15 @@ def test_labels_may_say_which_kinds_of_record_their_acts_are_in(tmp_path: Path) 
     (tmp_path / "labels.json").write_bytes(orjson.dumps([rows[0] | {"kinds": {"http": 1}}]))
     with pytest.raises(CustodesError, match=r"labels\.json: label #1: kinds \{'http': 1\} is not a list of record"):
         load_labels(tmp_path / "labels.json")
+
+
+def test_a_cert_csv_line_without_an_end_is_refused_not_read_on(
+    cert: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A CSV named as events that never ends a line (`/dev/zero`, a binary file) was read on until memory ran out."""
+    monkeypatch.setattr(files, "_LONGEST_RECORD", 3 << 20)
+    header, first, *_ = (cert / "logon.csv").read_text().splitlines(keepends=True)
+    (tmp_path / "logon.csv").write_bytes((header + first).encode() + b"\x00" * (4 << 20))
+    settings = ScoringSettings(directory=cert / "LDAP.csv", pseudonymise=False, warmup_days=5)
+    with pytest.raises(CustodesError, match=r"logon\.csv: line 3: more than 3 MiB without a line end: not a log"):
+        evaluate([tmp_path / "logon.csv"], load_labels(cert / "labels.json"), settings)

@@ -93,11 +93,29 @@ def file_bytes(path: Path) -> bytes:
 
 
 @contextmanager
-def text_lines(path: Path) -> Iterator[IO[str]]:
-    """A log file's (decompressed) content as UTF-8 text (undecodable bytes replaced, line ends kept as written),
-    streamed: for formats read row by row (CSV)."""
+def text_lines(path: Path) -> Iterator[Iterator[str]]:
+    """A log file's (decompressed) content as lines of UTF-8 text (undecodable bytes replaced, line ends kept as
+    written), streamed: for formats read row by row (CSV). A line past `_LONGEST_RECORD` characters without its
+    end is an error naming it."""
     with _opened(path) as stream:
-        yield io.TextIOWrapper(stream, encoding="utf-8", errors="replace", newline="")
+        yield _bounded_lines(path, io.TextIOWrapper(stream, encoding="utf-8", errors="replace", newline=""))
+
+
+def _bounded_lines(path: Path, text: IO[str]) -> Iterator[str]:
+    number = 0
+    while line := text.readline(_LONGEST_RECORD + 1):
+        number += 1
+        if len(line) > _LONGEST_RECORD:
+            raise _long_line(path, number)
+        yield line
+
+
+def _long_line(path: Path, number: int) -> CustodesError:
+    return CustodesError.at(
+        path,
+        f"line {number}: more than {_LONGEST_RECORD >> 20} MiB without a line end: not a log of records "
+        "(a binary file, a stream of NUL bytes?)",
+    )
 
 
 def parse_stream(chunks: Iterator[bytes], path: Path, screen: Screen | None = None) -> Iterator[_Row]:
@@ -239,11 +257,7 @@ def _ndjson(
                     yield at, text, f"{path}:{at}:{exc.pos + 1}: invalid JSON ({exc.msg}); kept as text"
             number += count
     except _LongLine:
-        raise CustodesError.at(
-            path,
-            f"line {number + 1}: more than {_LONGEST_RECORD >> 20} MiB without a line end: not a log of records "
-            "(a binary file, a stream of NUL bytes?)",
-        ) from None
+        raise _long_line(path, number + 1) from None
     if ended is not None:
         ended(number)
 
