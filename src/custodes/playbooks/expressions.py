@@ -12,7 +12,7 @@ from functools import lru_cache
 from string import Formatter
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateError, Undefined, meta, nodes
+from jinja2 import StrictUndefined, TemplateError, Undefined, meta, nodes, pass_eval_context
 from jinja2.exceptions import SecurityError
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -118,6 +118,7 @@ def _checked_filters(env: _Sandbox) -> None:
         _cap(len(str(value)) + (str(value).count("\n") + 1) * step, "indent()")
         return str(indent(value, width, *args, **kwargs))
 
+    @pass_eval_context  # as Jinja's own `replace`, which it calls
     def checked_replace(eval_ctx: Any, value: Any, old: Any, new: Any, count: int | None = None) -> Any:
         _check_str_call(str(value), "replace", (str(old), str(new), -1 if count is None else count))
         return replace(eval_ctx, value, old, new, count)
@@ -126,7 +127,6 @@ def _checked_filters(env: _Sandbox) -> None:
         _check_printf(str(value), kwargs if kwargs else tuple(args))
         return str(format_(value, *args, **kwargs))
 
-    checked_replace.jinja_pass_arg = replace.jinja_pass_arg  # type: ignore[attr-defined]
     env.filters.update(center=checked_center, indent=checked_indent, replace=checked_replace, format=checked_format)
 
 
