@@ -21,7 +21,7 @@ from yarl import URL
 from custodes.connectors.base import Batch
 from custodes.connectors.envelope import to_event
 from custodes.connectors.graph_auth import GraphAuth
-from custodes.connectors.http import RateLimiter, get_json, next_page
+from custodes.connectors.http import PageTrail, RateLimiter, get_json, next_page
 from custodes.connectors.options import PollOptions
 from custodes.connectors.runtime import backfill_name, sweep
 from custodes.model import Event, utcnow
@@ -106,12 +106,13 @@ class GraphClient:
         items: list[dict[str, Any]] = []
         url = self.url(path)
         page = await self.get(url, params)
+        trail = PageTrail(url)
         while True:
             items += [item for item in page.get("value", []) if isinstance(item, dict)]
             following = page.get("@odata.nextLink")
             if not isinstance(following, str):
                 return items
-            url = next_page(url, following)
+            url = trail.follow(url, following)
             page = await self.get(url)
 
 

@@ -2,8 +2,8 @@
 
 Each round asks for ``phrase=created:>=<watermark - overlap>`` with ``order=asc`` and follows the ``Link``
 ``rel="next"`` (``after`` cursor); every page commits with the watermark (its newest event), the ids seen in the
-overlap window, and the next link, so an interrupted round resumes at that link; an empty page or a repeated
-cursor is followed again, up to `MAX_STALLS` times in a row. Throttling: the primary limit
+overlap window, and the next link, so an interrupted round resumes at that link; an empty page or a link back to a
+page the round has read is followed again, up to `MAX_STALLS` times in a row. Throttling: the primary limit
 (403/429 with ``X-RateLimit-Remaining: 0``) waits for ``X-RateLimit-Reset``, the secondary one its
 ``Retry-After``; a response with no requests left pauses until the reset.
 """
@@ -28,7 +28,8 @@ from custodes.sources import SourceSettings
 GITHUB_API = "https://api.github.com"
 DEFAULT_SOURCE = SourceSettings(format="github")
 MAX_STALLS = 3
-"""Empty pages or repeated cursors in a row after which a round ends (the next one resumes at the link)."""
+"""Empty pages or links back to pages already read, in a row, after which a round ends (the next one resumes at the
+link)."""
 
 
 class GitHubOptions(PollOptions):
@@ -72,7 +73,7 @@ class GitHubAuditLog(TokenPoller[GitHubOptions]):
             "Accept": "application/vnd.github+json",
             "X-GitHub-Api-Version": "2022-11-28",
         }
-        stalls = 0
+        stalls, read = 0, {url}
         while True:
             response = await self._get(url, headers)
             records = response.data
@@ -82,7 +83,7 @@ class GitHubAuditLog(TokenPoller[GitHubOptions]):
             mark.advance(max((event.time for event in events), default=None), self.options.overlap)
             target = links(response.headers).get("next")
             following = None if target is None else next_page(url, target)
-            stalls = stalls + 1 if following == url or not records else 0
+            stalls = stalls + 1 if following in read or not records else 0
             value: dict[str, Any] = {"watermark": mark.dump(), "next": following}
             if following is None and self.window is not None:
                 value["done"] = True
@@ -90,3 +91,4 @@ class GitHubAuditLog(TokenPoller[GitHubOptions]):
             if following is None or stalls > MAX_STALLS:
                 return
             url = following
+            read.add(url)

@@ -90,6 +90,25 @@ def next_page(page: str, target: str) -> str:
     return str(there)
 
 
+class PageTrail:
+    """The pages one listing has read: a next link back to any of them is a loop in the vendor's pagination, refused
+    rather than followed for ever."""
+
+    def __init__(self, first: str) -> None:
+        self.read = {first}
+
+    def follow(self, page: str, target: str) -> str:
+        """`next_page(page, target)`, refused when it is a page this listing has already read."""
+        url = next_page(page, target)
+        if url in self.read:
+            raise ValueError(
+                f"the next page's link returns to a page already read ({URL(url).path}, after {len(self.read)} "
+                "pages): the API's pagination loops; not followed"
+            )
+        self.read.add(url)
+        return url
+
+
 def exhausted_wait(headers: Mapping[str, str], *, now: float, cap: float) -> float:
     """Seconds to pause when a response says no requests are left in the window (Okta, GitHub), else 0."""
     remaining = headers.get("X-Rate-Limit-Remaining") or headers.get("X-RateLimit-Remaining")

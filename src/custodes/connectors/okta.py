@@ -2,7 +2,8 @@
 
 The checkpoint is the next link (path and query) plus the ids of the last events emitted, which drop a page
 served twice (a repeated cursor). Polling without ``until`` always returns a next link, so a round ends on a
-page shorter than ``limit`` and the next round starts from the saved link.
+page shorter than ``limit``, or on a link back to a page the round has read, and the next round starts from the
+saved link.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ class OktaSystemLog(TokenPoller[OktaLogOptions]):
         recent: list[str] = [str(i) for i in state.get("recent", [])]
         path = str(state.get("next") or self._first_page())
         headers = {"Authorization": f"SSWS {self.token.reveal()}", "Accept": "application/json"}
+        read = {path}
         while True:
             response = await self._get(self.base_url + path, headers)
             records = response.data
@@ -73,6 +75,7 @@ class OktaSystemLog(TokenPoller[OktaLogOptions]):
             if done:
                 value["done"] = True
             yield Batch(events, value)
-            if following is None or following == path or len(records) < self.options.page_size:
+            if following is None or following in read or len(records) < self.options.page_size:
                 return
             path = following
+            read.add(path)

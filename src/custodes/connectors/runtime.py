@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -29,6 +30,8 @@ log = logging.getLogger(__name__)
 
 MAX_SEEN_IDS = 20_000
 MAX_REPEATED_CURSORS = 3
+"""How many times one sweep takes a cursor the API gave before (the same page again, or a cycle of pages) before
+the round fails and the next one resumes from the saved cursor."""
 
 
 @runtime_checkable
@@ -148,8 +151,9 @@ async def sweep(
 
     A sweep reads [watermark - overlap, now] page by page; every page is committed with the sweep's progress
     (its range and the next cursor), so a crash resumes mid-sweep, and the watermark advances to the sweep's
-    end only once the last page is read. Ids already emitted inside the overlap are dropped. With `window`,
-    the one sweep over that range is a backfill, and a finished backfill yields nothing more.
+    end only once the last page is read. Ids already emitted inside the overlap are dropped. A cursor given more
+    than `MAX_REPEATED_CURSORS` times again fails the round. With `window`, the one sweep over that range is a
+    backfill, and a finished backfill yields nothing more.
     """
     state = checkpoint or {}
     if window is not None and state.get("done"):
@@ -167,7 +171,7 @@ async def sweep(
     resumed = cursor is not None
     previous_end = None if mark.time is None else mark.time.isoformat()
     horizon = (end - overlap).isoformat()
-    repeats = 0
+    given: Counter[str] = Counter()
     while True:
         try:
             events, following = await fetch(start, end, cursor)
@@ -179,12 +183,10 @@ async def sweep(
             continue
         resumed = False
         fresh = mark.fresh(events)
-        if following is not None and following == cursor:
-            repeats += 1
-            if repeats > MAX_REPEATED_CURSORS:
-                raise RuntimeError("the API keeps answering with the cursor it was given; resuming next round")
-        else:
-            repeats = 0
+        if following is not None:
+            given[following] += 1
+            if given[following] > 1 + MAX_REPEATED_CURSORS:  # served again, after a page or a cycle of them
+                raise RuntimeError("the API keeps answering with cursors it has given before; resuming next round")
         if following is None:
             mark.advance(end, overlap)
             done: dict[str, Any] = {"watermark": mark.dump(), "sweep": None}

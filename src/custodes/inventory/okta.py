@@ -10,7 +10,7 @@ from urllib.parse import quote
 import aiohttp
 
 from custodes.config import Secret
-from custodes.connectors.http import get_json, links, next_page
+from custodes.connectors.http import PageTrail, get_json, links, next_page
 from custodes.connectors.okta import OktaLogOptions
 from custodes.inventory.model import Account, Grant, Snapshot
 from custodes.model import utcnow
@@ -70,14 +70,16 @@ class OktaReader:
     async def all(self, path: str) -> list[dict[str, Any]]:
         """Every item of a list, following ``rel="next"``."""
         items: list[dict[str, Any]] = []
-        url: str | None = f"{self.base_url}{path}?limit={min(self.options.page_size, MAX_PAGE)}"
-        while url is not None:
+        url = f"{self.base_url}{path}?limit={min(self.options.page_size, MAX_PAGE)}"
+        trail = PageTrail(url)
+        while True:
             data, following = await self.get(url)
             if not isinstance(data, list):
                 raise ValueError(f"Okta {path}: expected a JSON array, got {type(data).__name__}")
             items += [item for item in data if isinstance(item, dict)]
-            url = following if following != url else None
-        return items
+            if following is None:
+                return items
+            url = trail.follow(url, following)
 
 
 async def collect(name: str, reader: OktaReader) -> Snapshot:
