@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -129,3 +130,27 @@ async def test_backfill_reads_a_range_once(splunkd: Splunk, services: Services) 
     assert report.stored == 7, "logins at 300 s to 580 s: [start, end) excludes the end"
     assert numbers(await stored_raw(services, "splunk")) == list(range(16, 30, 2))[:8] or report.stored == 8
     assert (await runtime.backfill(es, T0 + timedelta(minutes=5), T0 + timedelta(minutes=10))).received == 0
+
+
+async def test_a_window_with_more_results_than_its_bound_is_read_in_halves(splunkd: Splunk, services: Services) -> None:
+    """A busy window was held whole in memory, however many results; now `max_window_results` bounds it."""
+    state, url = splunkd
+    burst = T0 + timedelta(minutes=10, milliseconds=500)  # more logins in one millisecond than the bound
+    for n in range(300, 312):
+        state.index(burst, orjson.dumps({"n": n}).decode(), index="auth", action="login")
+    assert await poll(services, connector(url, max_window_results=4)) == 32
+    assert numbers(await stored_raw(services, "splunk")) == [*range(0, 40, 2), *range(300, 312)]
+    windows = [
+        (float(form["earliest_time"]), float(form["latest_time"]))
+        for _method, path, form in state.requests
+        if path == EXPORT
+    ]
+    spans = [round(high - low, 3) for low, high in windows]
+    assert 120.0 in spans[spans.index(0.001) :], "halved down to the burst's millisecond, then grown back"
+    assert windows[0][0] == (T0 - timedelta(seconds=60)).timestamp() and windows[-1][1] == NOW.timestamp()
+    kept: list[tuple[float, float]] = []
+    for low, high in windows:  # a window read whole follows the last one read whole; a halved one is read again
+        while kept and kept[-1][0] == low:
+            kept.pop()
+        kept.append((low, high))
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(kept)), "the windows read whole leave no gap"

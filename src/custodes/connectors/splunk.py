@@ -2,9 +2,12 @@
 
 Each poll reads ``[cursor - overlap, now - settle)`` in windows of `window_seconds`, oldest window first. A
 window is read whole (an export stream cannot resume) and committed as one batch with the cursor moved to its
-end, so a crash repeats at most one window, and the store keeps nothing twice. Results are identified by
-index and ``_cd`` (bucket and offset), or by a hash of time, host, source and ``_raw`` when ``_cd`` is absent;
-ids within `overlap` of the cursor are kept in the checkpoint so the overlap re-read sends nothing twice.
+end, so a crash repeats at most one window, and the store keeps nothing twice. A window with more than
+`max_window_results` results is not held whole: its export is closed there and the window halved until one
+fits (down to `SMALLEST_WINDOW`, read whole), and the windows after it grow back to `window_seconds` by
+doubling. Results are identified by index and ``_cd`` (bucket and offset), or by a hash of time, host, source
+and ``_raw`` when ``_cd`` is absent; ids within `overlap` of the cursor are kept in the checkpoint so the
+overlap re-read sends nothing twice.
 splunk-sdk is synchronous, so calls run in a worker thread.
 """
 
@@ -41,12 +44,23 @@ class SplunkOptions(Section):
     scheme: str = Field(default="https", pattern="^https?$")
     search: str = Field(description="the search, e.g. 'search index=auth sourcetype=okta'")
     window_seconds: float = Field(default=300.0, gt=0, description="one export per window")
+    max_window_results: int = Field(
+        default=50_000, ge=1, description="a window with more results is halved until one fits (memory per window)"
+    )
     overlap_seconds: float = Field(default=300.0, ge=0, description="re-read this far behind the cursor")
     settle_seconds: float = Field(default=60.0, ge=0, description="leave the newest seconds for the next poll")
     start: datetime | None = Field(default=None, description="first poll starts here (default: 1 hour ago)")
     raw_json: bool = Field(default=True, description="a _raw holding a JSON object is the vendor record")
     timeout_seconds: float = Field(default=60.0, gt=0)
     verify: bool = True
+
+
+SMALLEST_WINDOW = timedelta(milliseconds=1)
+"""The narrowest window an export is halved to (the precision of the times sent): read whole, however many."""
+
+
+class _WindowTooLarge(Exception):
+    """A window's export passed `max_window_results`: read again in halves."""
 
 
 def _transient(error: Exception) -> Exception:
@@ -77,7 +91,9 @@ class SplunkConnector:
     clock: Callable[[], datetime] = utcnow
     _service: Any = field(default=None, init=False, repr=False)
 
-    def _export(self, earliest: datetime, latest: datetime) -> tuple[list[dict[str, Any]], list[str]]:
+    def _export(
+        self, earliest: datetime, latest: datetime, limit: int | None
+    ) -> tuple[list[dict[str, Any]], list[str]]:
         if self._service is None:
             self._service = self.connect()
         stream = self._service.jobs.export(
@@ -92,6 +108,8 @@ class SplunkConnector:
             for item in splunk_results.JSONResultsReader(stream):
                 if isinstance(item, dict):
                     found.append(item)
+                    if limit is not None and len(found) > limit:
+                        raise _WindowTooLarge
                 elif isinstance(item, splunk_results.Message):
                     if item.type in ("FATAL", "ERROR"):
                         raise SourceError(f"splunk search: {item.type}: {item.message}")
@@ -100,11 +118,13 @@ class SplunkConnector:
             stream.close()
         return found, notes
 
-    async def _window(self, earliest: datetime, latest: datetime) -> tuple[list[dict[str, Any]], list[str]]:
+    async def _window(
+        self, earliest: datetime, latest: datetime, limit: int | None
+    ) -> tuple[list[dict[str, Any]], list[str]]:
         async def attempt() -> tuple[list[dict[str, Any]], list[str]]:
             try:
-                return await asyncio.to_thread(self._export, earliest, latest)
-            except SourceError:
+                return await asyncio.to_thread(self._export, earliest, latest, limit)
+            except (SourceError, _WindowTooLarge):
                 raise
             except Exception as error:
                 classified = _transient(error)
@@ -134,10 +154,16 @@ class SplunkConnector:
     ) -> AsyncIterator[Batch]:
         step = timedelta(seconds=self.options.window_seconds)
         overlap = self.options.overlap_seconds
-        low = start
+        low, span = start, step
         while low < end:
-            high = min(low + step, end)
-            results, notes = await self._window(low, high)
+            high = min(low + span, end)
+            limit = self.options.max_window_results if high - low > SMALLEST_WINDOW else None
+            try:
+                results, notes = await self._window(low, high, limit)
+            except _WindowTooLarge:
+                span = max(SMALLEST_WINDOW, (high - low) / 2)
+                continue
+            span = min(step, span * 2)
             events: list[Event] = []
             for result in reversed(results):
                 key, event = self._event(result)
