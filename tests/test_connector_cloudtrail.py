@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import logging
+import zlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -74,13 +76,14 @@ def put(s3: Any, objects: dict[str, bytes]) -> None:
         s3.put_object(Bucket=BUCKET, Key=key, Body=body)
 
 
-def queue_connector(url: str, queue_url: str) -> ct.CloudTrailQueueConnector:
+def queue_connector(url: str, queue_url: str, **more: Any) -> ct.CloudTrailQueueConnector:
     options = {
         "endpoint_url": url,
         "queue_url": queue_url,
         "wait_seconds": 0,
         "visibility_timeout": 1,
         "timeout_seconds": 0.5,
+        **more,
     }
     connector = ct.build_queue("trail", "cloudtrail", SOURCE, options, CREDENTIALS)
     connector.policy = FAST
@@ -155,6 +158,32 @@ async def test_a_batch_that_fails_to_commit_leaves_its_messages_for_redelivery(
     await batches.aclose()  # the consumer died before committing: nothing is deleted
     await asyncio.sleep(1.2)  # the visibility timeout of the received messages
     assert await poll(services, connector) == 30
+
+
+def padded_log_file(size: int) -> bytes:
+    """A valid, empty log file of `size` bytes (spaces inside its JSON), gzipped: a few kilobytes that inflate."""
+    squeeze = zlib.compressobj(wbits=31)
+    parts = [squeeze.compress(b'{"Records": [')]
+    parts += [squeeze.compress(b" " * 2**20) for _ in range(size // 2**20)]
+    return b"".join([*parts, squeeze.compress(b"]}"), squeeze.flush()])
+
+
+async def test_log_files_past_max_file_bytes_are_skipped_unread_and_said(
+    aws: tuple[str, Faults], services: Services, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A gzip bomb in the trail bucket was inflated whole in memory (16 GiB of JSON from 16 MiB of gzip)."""
+    bomb = padded_log_file(64 * 2**20)
+    assert len(bomb) < 2**20 and ct.parse_log_file(bomb, SOURCE, "c", "f", limit=64 * 2**20 + 16) == ([], [])
+    plain = b'{"Records": [' + b" " * 2**20 + b"]}"
+    objects = {key_for(1): bomb, key_for(2): log_file(RECORDS[:30]), key_for(3): plain}
+    _s3, _sqs, queue_url = await asyncio.to_thread(queue_setup, url := aws[0], objects)
+    with caplog.at_level(logging.WARNING, logger="custodes.connectors.runtime"):
+        connector = queue_connector(url, queue_url, max_file_bytes=2**20)
+        assert (await ConnectorRuntime(services.pipeline).poll(connector, kind="cloudtrail_sqs")).stored == 30
+    skipped = sorted(r.getMessage() for r in caplog.records if "max_file_bytes" in r.getMessage())
+    assert skipped == [
+        f"trail: s3://{BUCKET}/{key_for(n)}: larger than max_file_bytes (1,048,576 bytes); skipped" for n in (1, 3)
+    ]
 
 
 async def test_a_bucket_scan_hunts_a_range_and_resumes(aws: tuple[str, Faults], services: Services) -> None:

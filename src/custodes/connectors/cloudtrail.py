@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import io
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from dataclasses import KW_ONLY, dataclass, field
@@ -42,6 +43,8 @@ from custodes.sources import SourceSettings
 log = logging.getLogger(__name__)
 
 GZIP_MAGIC = b"\x1f\x8b"
+MAX_FILE_BYTES = 256 * 2**20
+"""The largest log file read by default (decompressed; `max_file_bytes`)."""
 _RETRYABLE_CODES = {
     "ThrottlingException",
     "Throttling",
@@ -63,7 +66,15 @@ class AwsOptions(Section):
     timeout_seconds: float = Field(default=30.0, gt=0)
 
 
-class QueueOptions(AwsOptions):
+class LogFileOptions(AwsOptions):
+    """What the connectors that read CloudTrail log files from S3 share: how large a file they read."""
+
+    max_file_bytes: int = Field(
+        default=MAX_FILE_BYTES, ge=1, description="a log file larger than this (decompressed) is skipped with a warning"
+    )
+
+
+class QueueOptions(LogFileOptions):
     """Options of a ``cloudtrail_sqs`` connector."""
 
     queue_url: str
@@ -73,7 +84,7 @@ class QueueOptions(AwsOptions):
     max_receives: int = Field(default=100, ge=1, description="receives per poll at most")
 
 
-class BucketOptions(AwsOptions):
+class BucketOptions(LogFileOptions):
     """Options of a ``cloudtrail_s3`` connector."""
 
     bucket: str
@@ -148,19 +159,36 @@ def is_log_file(key: str) -> bool:
     return key.endswith(".json.gz") or key.endswith(".json")
 
 
+def _content(data: bytes, limit: int) -> bytes | None:
+    """A log file's content, gunzipped when it is gzip; None past `limit` bytes (a gzip bomb is never inflated
+    whole)."""
+    if len(data) > limit:
+        return None
+    if data[:2] != GZIP_MAGIC:
+        return data
+    with gzip.GzipFile(fileobj=io.BytesIO(data)) as stream:
+        content = stream.read(limit + 1)
+    return content if len(content) <= limit else None
+
+
 def parse_log_file(
     data: bytes,
     settings: SourceSettings,
     source: str,
     where: str,
     within: tuple[datetime, datetime] | None = None,
+    limit: int = MAX_FILE_BYTES,
 ) -> tuple[list[Event], list[str]]:
-    """The events of one CloudTrail log file (gzipped or not), and warnings for what could not be read.
+    """The events of one CloudTrail log file (gzipped or not, at most `limit` bytes decompressed), and warnings for
+    what could not be read.
 
     With `within`, only records whose ``eventTime`` falls in ``[start, end)`` are kept.
     """
     try:
-        document = orjson.loads(gzip.decompress(data) if data[:2] == GZIP_MAGIC else data)
+        content = _content(data, limit)
+        if content is None:
+            return [], [f"{where}: larger than max_file_bytes ({limit:,} bytes); skipped"]
+        document = orjson.loads(content)
     except (OSError, EOFError, orjson.JSONDecodeError) as error:
         return [], [f"{where}: not a CloudTrail log file ({type(error).__name__}); skipped"]
     records = document.get("Records") if isinstance(document, dict) else None
@@ -170,6 +198,18 @@ def parse_log_file(
     if within is not None:
         events = [event for event in events if within[0] <= event.time < within[1]]
     return events, []
+
+
+async def read_object(answer: dict[str, Any], limit: int) -> bytes:
+    """The body of a ``GetObject`` answer, at most `limit` + 1 bytes of it (more than `limit` is a file too large to
+    read, which `parse_log_file` says)."""
+    body = answer["Body"]
+    try:
+        return await asyncio.to_thread(body.read, limit + 1)
+    except (BotoCoreError, OSError) as error:
+        raise SourceError(f"s3 get object: {type(error).__name__} while reading") from None
+    finally:
+        body.close()
 
 
 def notified_objects(body: str) -> tuple[list[tuple[str, str]], str | None]:
@@ -219,12 +259,8 @@ class CloudTrailQueueConnector:
             if "NoSuchKey" in str(error):
                 return [], [f"{where}: announced but gone; skipped"]
             raise
-        body = answer["Body"]
-        try:
-            data = await asyncio.to_thread(body.read)
-        except (BotoCoreError, OSError) as error:
-            raise SourceError(f"s3 get object: {type(error).__name__} while reading") from None
-        return parse_log_file(data, self.settings, self.source, where)
+        data = await read_object(answer, self.options.max_file_bytes)
+        return parse_log_file(data, self.settings, self.source, where, limit=self.options.max_file_bytes)
 
     async def batches(self, checkpoint: dict[str, Any] | None) -> AsyncGenerator[Batch, None]:
         """One batch per receive, until the queue is empty or `max_receives` is reached."""
@@ -366,9 +402,10 @@ class CloudTrailBucketConnector:
                     answer = await _aws(
                         "s3 get object", self.policy, self.s3.get_object, Bucket=self.options.bucket, Key=key
                     )
-                    data = await asyncio.to_thread(answer["Body"].read)
+                    data = await read_object(answer, self.options.max_file_bytes)
                     where = f"s3://{self.options.bucket}/{key}"
-                    events, warnings = parse_log_file(data, self.settings, self.source, where, within)
+                    limit = self.options.max_file_bytes
+                    events, warnings = parse_log_file(data, self.settings, self.source, where, within, limit)
                     positions[location] = {"day": day.isoformat(), "after": key}
                     yield Batch(events, {"positions": dict(positions)}, warnings)
 
