@@ -8,8 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 from connector_support import poll, services, stored_raw
+from custodes.connectors import filetail
 from custodes.connectors.envelope import to_event
 from custodes.connectors.files import BOM
 from custodes.connectors.filetail import FileTailConnector, FileTailOptions, parse_auditd_line, parse_sudo_line
@@ -218,3 +220,29 @@ async def test_a_byte_order_mark_before_the_first_line_is_no_part_of_it(tmp_path
     write(log, [orjson.dumps(SESSION[1]).decode()])
     assert await poll(services, connector) == 1
     assert [raw["uid"] for raw in await stored_raw(services, "teleport")] == [SESSION[0]["uid"], SESSION[1]["uid"]]
+
+
+async def test_a_line_past_the_bound_is_skipped_unheld_and_said(
+    tmp_path: Path, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A line without end was read whole on every poll (a Vault request logged with a huge body), however long."""
+    monkeypatch.setattr(filetail, "LONGEST_RECORD", 1 << 20)
+    log = tmp_path / "vault.log"
+    first = orjson.dumps({**SESSION[0], "uid": "u-1"}).decode()
+    write(log, [first])
+    long = orjson.dumps({**SESSION[1], "uid": "u-long", "padding": "x" * (3 << 20)}).decode()
+    with log.open("a") as handle:
+        handle.write(long[: 2 << 20])  # still being written, already past the bound
+    connector = tail(log, "json", TELEPORT, "teleport")
+    batches = [batch async for batch in connector.batches(None)]
+    assert [e.raw["uid"] for b in batches for e in b.events] == ["u-1"] and not any(b.warnings for b in batches)
+    assert batches[-1].checkpoint["offset"] == len(first) + 1, "the long line waits for its end"
+    with log.open("a") as handle:
+        handle.write(long[2 << 20 :] + "\n")
+    write(log, [orjson.dumps({**SESSION[2], "uid": "u-3"}).decode()])
+    batches = [batch async for batch in connector.batches(batches[-1].checkpoint)]
+    assert [e.raw["uid"] for b in batches for e in b.events] == ["u-3"]
+    assert [w for b in batches for w in b.warnings] == [
+        f"{log}: the line at offset {len(first) + 1} is longer than 1 MiB; skipped"
+    ]
+    assert batches[-1].checkpoint["offset"] == log.stat().st_size

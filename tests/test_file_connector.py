@@ -275,7 +275,7 @@ def test_a_line_without_an_end_past_the_longest_record_is_refused_not_read_on(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`custodes replay /dev/zero` once read on until memory ran out: NUL bytes make one line that never ends."""
-    monkeypatch.setattr(files, "_LONGEST_RECORD", 3 << 20)
+    monkeypatch.setattr(files, "LONGEST_RECORD", 3 << 20)
     path = tmp_path / "binary.ndjson"
     path.write_bytes(b'{"a": 1}\n{"a": 2}\n' + b"\x00" * (4 << 20) + b"\n{}\n")
     read: list[Any] = []

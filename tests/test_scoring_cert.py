@@ -443,7 +443,7 @@ def test_a_cert_csv_line_without_an_end_is_refused_not_read_on(
     cert: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A CSV named as events that never ends a line (`/dev/zero`, a binary file) was read on until memory ran out."""
-    monkeypatch.setattr(files, "_LONGEST_RECORD", 3 << 20)
+    monkeypatch.setattr(files, "LONGEST_RECORD", 3 << 20)
     header, first, *_ = (cert / "logon.csv").read_text().splitlines(keepends=True)
     (tmp_path / "logon.csv").write_bytes((header + first).encode() + b"\x00" * (4 << 20))
     settings = ScoringSettings(directory=cert / "LDAP.csv", pseudonymise=False, warmup_days=5)

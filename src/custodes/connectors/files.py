@@ -33,7 +33,7 @@ CHUNK_BYTES: Final = 1 << 20
 """How much is read (after decompression) at a time."""
 _SNIFF_BYTES: Final = 1 << 20
 """A file starting with `{` is NDJSON if its first line, found within this many bytes, is a whole object."""
-_LONGEST_RECORD: Final = 64 << 20
+LONGEST_RECORD: Final = 64 << 20
 """A JSON document element still unparsed after this many characters past its start, or an NDJSON line without its
 end after this many bytes (`/dev/zero`, a binary file), is reported as malformed rather than read on."""
 _WHITESPACE: Final = " \t\r\n"
@@ -95,7 +95,7 @@ def file_bytes(path: Path) -> bytes:
 @contextmanager
 def text_lines(path: Path) -> Iterator[Iterator[str]]:
     """A log file's (decompressed) content as lines of UTF-8 text (undecodable bytes replaced, line ends kept as
-    written), streamed: for formats read row by row (CSV). A line past `_LONGEST_RECORD` characters without its
+    written), streamed: for formats read row by row (CSV). A line past `LONGEST_RECORD` characters without its
     end is an error naming it."""
     with _opened(path) as stream:
         yield _bounded_lines(path, io.TextIOWrapper(stream, encoding="utf-8", errors="replace", newline=""))
@@ -103,9 +103,9 @@ def text_lines(path: Path) -> Iterator[Iterator[str]]:
 
 def _bounded_lines(path: Path, text: IO[str]) -> Iterator[str]:
     number = 0
-    while line := text.readline(_LONGEST_RECORD + 1):
+    while line := text.readline(LONGEST_RECORD + 1):
         number += 1
-        if len(line) > _LONGEST_RECORD:
+        if len(line) > LONGEST_RECORD:
             raise _long_line(path, number)
         yield line
 
@@ -113,7 +113,7 @@ def _bounded_lines(path: Path, text: IO[str]) -> Iterator[str]:
 def _long_line(path: Path, number: int) -> CustodesError:
     return CustodesError.at(
         path,
-        f"line {number}: more than {_LONGEST_RECORD >> 20} MiB without a line end: not a log of records "
+        f"line {number}: more than {LONGEST_RECORD >> 20} MiB without a line end: not a log of records "
         "(a binary file, a stream of NUL bytes?)",
     )
 
@@ -213,7 +213,7 @@ def _rejoin(head: bytes, chunks: Iterator[bytes]) -> Iterator[bytes]:
 
 
 class _LongLine(Exception):
-    """A line past `_LONGEST_RECORD` bytes without its end."""
+    """A line past `LONGEST_RECORD` bytes without its end."""
 
 
 def _blocks(chunks: Iterator[bytes]) -> Iterator[bytes]:
@@ -223,7 +223,7 @@ def _blocks(chunks: Iterator[bytes]) -> Iterator[bytes]:
         end = chunk.rfind(b"\n")
         if end < 0:
             pending += chunk
-            if len(pending) > _LONGEST_RECORD:
+            if len(pending) > LONGEST_RECORD:
                 raise _LongLine
             continue
         yield pending + chunk[:end] if pending else chunk[:end]
@@ -351,7 +351,7 @@ class _Document:
             except json.JSONDecodeError as exc:
                 error = self._error(exc.msg, exc.pos)  # located before `_more` drops the consumed text
                 cut = exc.msg.startswith("Unterminated string") or exc.pos >= len(self.text) - 16
-                if cut and len(self.text) - self.pos < _LONGEST_RECORD and self._more():
+                if cut and len(self.text) - self.pos < LONGEST_RECORD and self._more():
                     continue
                 raise error from None
             except RecursionError:  # the decoder recurses per level: about 1,000 levels are too deep

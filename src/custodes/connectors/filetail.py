@@ -5,7 +5,9 @@ shows another inode, the file was rotated by rename: the rest of the old file is
 name holding that inode (``path.1`` by default), then the new file from its start. When the file is shorter
 than the offset, or its first bytes differ from those committed, it was truncated in place (copytruncate)
 and is read from its start. A line still being
-written (no newline yet) waits for the next poll. A line that cannot be parsed is kept, as text, with a warning.
+written (no newline yet) waits for the next poll. A line that cannot be parsed is kept, as text, with a warning;
+a line longer than `LONGEST_RECORD` is skipped, read in chunks and never held whole, with a warning naming its
+offset (a tail does not stop on one line).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import re
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 import orjson
 from pydantic import Field
@@ -22,7 +24,7 @@ from pydantic import Field
 from custodes.config import Section
 from custodes.connectors.base import Batch
 from custodes.connectors.envelope import to_event
-from custodes.connectors.files import BOM, FINGERPRINT_BYTES, fingerprint
+from custodes.connectors.files import BOM, FINGERPRINT_BYTES, LONGEST_RECORD, fingerprint
 from custodes.model import Event, utcnow
 from custodes.sources import SourceSettings
 
@@ -169,17 +171,32 @@ def default_source(options: dict[str, Any]) -> str | None:
 
 
 # the tail ----------------------------------------------------------------------------------------------
-def _lines(path: Path, offset: int) -> Iterator[tuple[str, int]]:
-    """Complete lines from `offset`, each with the offset after it."""
+def _lines(path: Path, offset: int) -> Iterator[tuple[str | None, int]]:
+    """Complete lines from `offset`, each with the offset after it; None in place of a line longer than
+    `LONGEST_RECORD`."""
     with path.open("rb") as handle:
         handle.seek(offset)
         position = offset
-        for raw in handle:
+        while raw := handle.readline(LONGEST_RECORD + 1):
             if not raw.endswith(b"\n"):
-                return
+                if len(raw) <= LONGEST_RECORD or (end := _line_end(handle)) is None:
+                    return  # still being written
+                handle.seek(end)
+                position = end
+                yield None, position
+                continue
             text = (raw.removeprefix(BOM) if position == 0 else raw).decode("utf-8", errors="replace")
             position += len(raw)
             yield text.rstrip("\r\n"), position
+
+
+def _line_end(handle: BinaryIO) -> int | None:
+    """The offset after the next newline from where `handle` stands, read a megabyte at a time; None before one."""
+    while chunk := handle.read(1 << 20):
+        found = chunk.find(b"\n")
+        if found >= 0:
+            return handle.tell() - len(chunk) + found + 1
+    return None
 
 
 def _head(path: Path, offset: int) -> str:
@@ -251,9 +268,13 @@ class FileTailConnector:
         """Batches of the complete lines after `offset`; with `moved`, at least one (the new position)."""
         now = self.clock()
         events: list[Event] = []
-        position = offset
+        notes: list[str] = []
+        position = start = offset
         for line, position in _lines(path, offset):
-            if not line.strip():
+            if line is None:
+                notes.append(f"{path}: the line at offset {start} is longer than {LONGEST_RECORD >> 20} MiB; skipped")
+            start = position
+            if not line or not line.strip():
                 continue
             record, warning = self.parse(line, now)
             event = to_event(record, self.settings, self.source)
@@ -261,10 +282,10 @@ class FileTailConnector:
                 event.warnings.append(f"{path}: {warning}")
             events.append(event)
             if len(events) >= self.options.batch_lines:
-                yield Batch(events, {"inode": inode, "offset": position, "head": _head(path, position)})
-                events = []
-        if events or position != offset or moved:
-            yield Batch(events, {"inode": inode, "offset": position, "head": _head(path, position)})
+                yield Batch(events, {"inode": inode, "offset": position, "head": _head(path, position)}, notes)
+                events, notes = [], []
+        if events or notes or position != offset or moved:
+            yield Batch(events, {"inode": inode, "offset": position, "head": _head(path, position)}, notes)
 
 
 def build(
