@@ -174,3 +174,17 @@ def test_next_links_resolve_against_their_page_and_stay_on_its_origin() -> None:
             next_page(page, target)
     with pytest.raises(ValueError, match=r"the next page's link is a malformed URL \(.*\): 'http://\[::1'"):
         next_page(page, "http://[::1")
+
+
+async def test_a_record_stamped_in_the_future_does_not_make_the_audit_log_skip_the_present(
+    services: Services,
+) -> None:
+    """The watermark once took the newest record's time as stated: one from a clock years ahead stopped every read."""
+    state = github.GitHubState()
+    state.add_event("git.clone", "dev", time.time() - 60)
+    state.add_event("repo.download_zip", "dev", time.time() + 400 * 86400 * 365)
+    async with running(github.create_app(state)) as url, aiohttp.ClientSession() as http:
+        log = audit_log(http, state, url)
+        assert (await ConnectorRuntime(services.pipeline).poll(log)).stored == 2
+        state.add_event("git.clone", "dev", time.time())
+        assert (await ConnectorRuntime(services.pipeline).poll(log)).stored == 1

@@ -1,11 +1,12 @@
 """GitHub organisation audit log: ``GET /orgs/{org}/audit-log`` in ascending order from a watermark.
 
 Each round asks for ``phrase=created:>=<watermark - overlap>`` with ``order=asc`` and follows the ``Link``
-``rel="next"`` (``after`` cursor); every page commits with the watermark (its newest event), the ids seen in the
-overlap window, and the next link, so an interrupted round resumes at that link; an empty page or a link back to a
-page the round has read is followed again, up to `MAX_STALLS` times in a row. Throttling: the primary limit
-(403/429 with ``X-RateLimit-Remaining: 0``) waits for ``X-RateLimit-Reset``, the secondary one its
-``Retry-After``; a response with no requests left pauses until the reset.
+``rel="next"`` (``after`` cursor); every page commits with the watermark (its newest event, never past the
+connector's clock: a record stamped in the future by a server whose clock runs ahead does not make the next rounds
+skip the present), the ids seen in the overlap window, and the next link, so an interrupted round resumes at that
+link; an empty page or a link back to a page the round has read is followed again, up to `MAX_STALLS` times in a
+row. Throttling: the primary limit (403/429 with ``X-RateLimit-Remaining: 0``) waits for ``X-RateLimit-Reset``, the
+secondary one its ``Retry-After``; a response with no requests left pauses until the reset.
 """
 
 from __future__ import annotations
@@ -80,7 +81,8 @@ class GitHubAuditLog(TokenPoller[GitHubOptions]):
             if not isinstance(records, list):
                 raise ValueError("the audit log answered with something other than a JSON array")
             events = mark.fresh(to_event(record, self.settings, self.source) for record in records)
-            mark.advance(max((event.time for event in events), default=None), self.options.overlap)
+            newest = max((event.time for event in events), default=None)  # a clock ahead does not skip time
+            mark.advance(None if newest is None else min(newest, self.clock()), self.options.overlap)
             target = links(response.headers).get("next")
             following = None if target is None else next_page(url, target)
             stalls = stalls + 1 if following in read or not records else 0
