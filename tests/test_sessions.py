@@ -26,7 +26,7 @@ from custodes.connectors.sessions import sessions_from
 from custodes.model import Outcome
 from custodes.responder import catalog
 from custodes.responder.evidence import LocalBundle, verify_bundle
-from custodes.responder.registry import ActionContext
+from custodes.responder.registry import ActionContext, ActionError
 from custodes.sources import SourceSettings
 from custodes.store import Store
 
@@ -138,15 +138,10 @@ async def test_evidence_seals_readable_recordings_and_references_the_rest(store:
     rows += [to_event({**r, "sid": "77", "uid": f"o{n}"}, TELEPORT, "teleport") for n, r in enumerate(other)]
     async with store.transaction() as tx:
         await tx.insert_events(rows)
-    settings = ResponderSettings(
-        evidence=EvidenceSettings(directory=tmp_path / "evidence", sudo_iolog_dir=tmp_path / "sudo-io")
+    evidence = EvidenceSettings(
+        directory=tmp_path / "evidence", sudo_iolog_dir=tmp_path / "sudo-io", recordings_dirs=[tmp_path / "teleport"]
     )
-    spec = catalog.get("evidence.collect")
-    arguments = {"entity": "carol", "since": "2026-12-03T00:00:00Z", "until": "2026-12-04T00:00:00Z", "reason": "x"}
-    async with aiohttp.ClientSession() as http:
-        ctx = ActionContext(settings, http, "k", run_id="r", store=store, actor="analyst@example.com")
-        result = await spec.fn(ctx, **spec.validate(arguments))
-    bundle = LocalBundle(Path(result["location"]))
+    bundle = await collect_for_carol(store, evidence)
     names = bundle.names()
     assert "recordings/teleport-6f1c2d3e-aaaa-bbbb-cccc-1234567890ab/6f1c.tar" in names
     assert bundle.get("recordings/teleport-6f1c2d3e-aaaa-bbbb-cccc-1234567890ab/6f1c.tar") == recording.read_bytes()
@@ -159,6 +154,61 @@ async def test_evidence_seals_readable_recordings_and_references_the_rest(store:
     sessions = orjson.loads(bundle.get("sessions.json") or b"[]")
     assert {session["kind"] for session in sessions} == {"teleport", "sudo"}
     assert verify_bundle(bundle).ok
+
+
+async def collect_for_carol(store: Store, evidence: EvidenceSettings) -> LocalBundle:
+    """The bundle `evidence.collect` seals for carol's day."""
+    spec = catalog.get("evidence.collect")
+    arguments = {"entity": "carol", "since": "2026-12-03T00:00:00Z", "until": "2026-12-04T00:00:00Z", "reason": "x"}
+    async with aiohttp.ClientSession() as http:
+        ctx = ActionContext(ResponderSettings(evidence=evidence), http, "k", run_id="r", store=store, actor="a@x.com")
+        result = await spec.fn(ctx, **spec.validate(arguments))
+    return LocalBundle(Path(result["location"]))
+
+
+async def test_recording_references_never_lead_outside_their_folders(store: Store, tmp_path: Path) -> None:
+    """A recording's reference is event data: a sudo TSID of `../..`, or a file URL naming any file, once had that
+    file (the service's own configuration, say) copied into the bundle for analysts to read."""
+    secret = tmp_path / "custodes.yaml"
+    secret.write_text("token: s3cret-value")
+    teleport = tmp_path / "teleport"
+    (teleport / "s1").mkdir(parents=True)
+    (teleport / "s1" / "part-0").write_bytes(b"chunk-0")
+    (teleport / "s1" / "link").symlink_to(secret)
+    (tmp_path / "sudo-io").mkdir()
+    references = {"s1": (teleport / "s1").as_uri(), "out": secret.as_uri(), "dots": f"{teleport}/../custodes.yaml"}
+    rows = [
+        to_event({**record, "sid": sid, "uid": f"{sid}-{n}"}, TELEPORT, "teleport")
+        for sid, reference in references.items()
+        for n, record in enumerate(teleport_lines(reference))
+    ]
+    line = (DATA / "sudo-auth.log").read_text().splitlines()[6].replace("TSID=00/00/0A", "TSID=../custodes.yaml")
+    rows.append(to_event(filetail.parse_sudo_line(line, NOW)[0], filetail.DEFAULT_SOURCES["sudo"], "sudo"))
+    async with store.transaction() as tx:
+        await tx.insert_events(rows)
+    evidence = EvidenceSettings(
+        directory=tmp_path / "evidence", sudo_iolog_dir=tmp_path / "sudo-io", recordings_dirs=[teleport]
+    )
+    bundle = await collect_for_carol(store, evidence)
+    assert (
+        bundle.get("recordings/teleport-s1/part-0") == b"chunk-0"
+        and "recordings/teleport-s1/link" not in bundle.names()
+    )
+    assert not [name for name in bundle.names() if b"s3cret" in (bundle.get(name) or b"")]
+    manifest = orjson.loads(bundle.get("manifest.json") or b"{}")
+    skipped = {item["reference"]: item["skipped"] for item in manifest["recordings"]}
+    assert skipped == {
+        references["s1"]: None,
+        references["out"]: f"{secret}: outside responder.evidence.recordings_dirs; referenced, not read",
+        references[
+            "dots"
+        ]: f"{teleport}/../custodes.yaml: outside responder.evidence.recordings_dirs; referenced, not read",
+        "sudo-io:../custodes.yaml": f"{tmp_path}/sudo-io/../custodes.yaml: outside responder.evidence.sudo_iolog_dir; "
+        "referenced, not read",
+    }
+    with pytest.raises(ActionError, match=r"'a/\.\./\.\./x' would be written outside the bundle"):
+        bundle.put("a/../../x", b"")
+    assert not (bundle.root.parent / "x").exists()
 
 
 async def test_the_api_lists_an_entitys_sessions(database: DatabaseSettings, tmp_path: Path) -> None:
@@ -208,11 +258,13 @@ async def test_evidence_fetches_and_seals_s3_stored_teleport_recordings(
     s3.put_object(Bucket="recordings", Key="sessions/9a/part-0", Body=b"chunk-0")
     s3.put_object(Bucket="recordings", Key="sessions/9a/part-1", Body=b"chunk-1")
     s3.put_object(Bucket="recordings", Key="sessions/big.tar", Body=b"x" * 10_000)
+    s3.put_object(Bucket="recordings", Key="sessions/evil/../../../escaped", Body=b"x")  # a key is any string
     references = {
         "6f1c": "s3://recordings/sessions/6f1c.tar",
         "9a": "s3://recordings/sessions/9a",
         "gone": "s3://recordings/sessions/gone.tar",
         "big": "s3://recordings/sessions/big.tar",
+        "evil": "s3://recordings/sessions/evil",
     }
     rows = [
         to_event({**record, "sid": sid, "uid": f"{sid}-{n}"}, TELEPORT, "teleport")
@@ -242,4 +294,8 @@ async def test_evidence_fetches_and_seals_s3_stored_teleport_recordings(
     assert skipped[references["6f1c"]] is None and skipped[references["9a"]] is None
     assert skipped[references["gone"]] == f"{references['gone']}: not found"
     assert "over responder.evidence.max_recording_bytes" in (skipped[references["big"]] or "")
+    assert skipped[references["evil"]] == (
+        f"{references['evil']}: an object named '../../../escaped' would leave the bundle's folder"
+    )
+    assert not [name for name in bundle.names() if "escaped" in name]
     assert verify_bundle(bundle).ok

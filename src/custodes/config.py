@@ -511,6 +511,11 @@ class EvidenceSettings(Section):
     sudo_iolog_dir: Path = Field(
         default=Path("/var/log/sudo-io"), description="sudo's iolog_dir: where a session's TSID recording is"
     )
+    recordings_dirs: list[Path] = Field(
+        default_factory=lambda: [Path("/var/lib/teleport")],
+        description="folders a file:// or absolute recording reference may be read from (Teleport's data_dir); "
+        "a reference elsewhere is kept, not read",
+    )
     max_recording_bytes: int = Field(
         default=256 * 1024 * 1024, ge=1, description="a session recording larger than this is referenced, not copied"
     )

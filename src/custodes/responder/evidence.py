@@ -70,6 +70,8 @@ class LocalBundle:
 
     def put(self, name: str, data: bytes) -> None:
         path = self.root / name
+        if not path.resolve().is_relative_to(self.root):
+            raise ActionError(f"{name!r} would be written outside the bundle {self.url}; nothing was written")
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             with path.open("xb") as handle:

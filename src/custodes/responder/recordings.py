@@ -1,11 +1,15 @@
 """Fetching the recordings of privileged sessions into evidence bundles.
 
 A recording Custodes can read is copied into the bundle (and so sealed by its manifest): a ``file://`` URL or an
-absolute path (Teleport's file session storage), or a sudo I/O log (``sudo-io:<TSID>``, the folder under
-``responder.evidence.sudo_iolog_dir``), every file of a folder; an ``s3://bucket/key`` object, or every object
-under that key as a prefix (Teleport's S3 session storage), when ``responder.evidence.recordings_s3`` says how to
-reach S3. Any other reference (``gs://``, an HTTP endpoint of Teleport's proxy, S3 without that setting) is kept
-as a reference with the reason it was not copied.
+absolute path (Teleport's file session storage) inside one of ``responder.evidence.recordings_dirs``, or a sudo I/O
+log (``sudo-io:<TSID>``, the folder under ``responder.evidence.sudo_iolog_dir``), every file of a folder; an
+``s3://bucket/key`` object, or every object under that key as a prefix (Teleport's S3 session storage), when
+``responder.evidence.recordings_s3`` says how to reach S3. Any other reference (``gs://``, an HTTP endpoint of
+Teleport's proxy, S3 without that setting) is kept as a reference with the reason it was not copied.
+
+A reference comes from event data (a log line), so it never leads outside those folders: a path that resolves
+elsewhere (``..``, a symbolic link out) is referenced, not read, and a file or object whose name would not stay in
+the bundle's folder for the recording is not copied.
 """
 
 from __future__ import annotations
@@ -43,14 +47,28 @@ class Recording:
         }
 
 
-def _local_path(reference: str, settings: EvidenceSettings) -> Path | None:
+def _local_path(reference: str, settings: EvidenceSettings) -> tuple[Path, list[Path], str] | None:
+    """The local path a reference names, the folders it must stay in and the setting naming them; None when it is
+    not local."""
     if reference.startswith("sudo-io:"):
-        return settings.sudo_iolog_dir / reference.removeprefix("sudo-io:")
+        folder = settings.sudo_iolog_dir
+        return folder / reference.removeprefix("sudo-io:"), [folder], "sudo_iolog_dir"
     if reference.startswith("file://"):
-        return Path(unquote(urlparse(reference).path))
+        return Path(unquote(urlparse(reference).path)), settings.recordings_dirs, "recordings_dirs"
     if reference.startswith("/"):
-        return Path(reference)
+        return Path(reference), settings.recordings_dirs, "recordings_dirs"
     return None
+
+
+def _within(path: Path, folders: list[Path]) -> bool:
+    """Whether `path`, symbolic links resolved, is in one of `folders`."""
+    real = path.resolve()
+    return any(real.is_relative_to(folder.resolve()) for folder in folders)
+
+
+def _plain(name: str) -> bool:
+    """Whether a relative name stays where it is put: no empty, ``.`` or ``..`` segment, no backslash."""
+    return "\\" not in name and all(part not in ("", ".", "..") for part in name.split("/"))
 
 
 def fetch(session: PrivilegedSession, settings: EvidenceSettings) -> Recording | None:
@@ -62,13 +80,17 @@ def fetch(session: PrivilegedSession, settings: EvidenceSettings) -> Recording |
     if session.recording.startswith("s3://") and settings.recordings_s3 is not None:
         _fetch_s3(recording, folder, settings.recordings_s3, settings.max_recording_bytes)
         return recording
-    path = _local_path(session.recording, settings)
-    if path is None:
+    local = _local_path(session.recording, settings)
+    if local is None:
         scheme = urlparse(session.recording).scheme or "unknown"
         recording.skipped = f"a {scheme} recording is referenced, not copied (only local files are read)"
         return recording
+    path, folders, setting = local
     try:
-        found = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+        if not _within(path, folders):
+            recording.skipped = f"{path}: outside responder.evidence.{setting}; referenced, not read"
+            return recording
+        found = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file() and _within(p, folders))
         if not found:
             recording.skipped = f"{path}: not found"
             return recording
@@ -106,10 +128,13 @@ def _fetch_s3(recording: Recording, folder: str, connection: S3Connection, limit
         if total > limit:
             recording.skipped = f"{recording.reference}: {total} bytes, over responder.evidence.max_recording_bytes"
             return
-        for name, _ in found:
-            body = client.get_object(Bucket=bucket, Key=name)["Body"].read()
-            relative = name.rpartition("/")[2] if name == key else name[len(under) :]
-            recording.files[f"{folder}/{relative}"] = body
+        names = {name: name.rpartition("/")[2] if name == key else name[len(under) :] for name, _ in found}
+        unsafe = sorted(relative for relative in names.values() if not _plain(relative))
+        if unsafe:
+            recording.skipped = f"{recording.reference}: an object named {unsafe[0]!r} would leave the bundle's folder"
+            return
+        for name, relative in names.items():
+            recording.files[f"{folder}/{relative}"] = client.get_object(Bucket=bucket, Key=name)["Body"].read()
     except ClientError as error:
         recording.files.clear()
         code = error.response.get("Error", {}).get("Code", "error")
