@@ -13,6 +13,7 @@ from sigma.backends.elasticsearch.elasticsearch_lucene import LuceneBackend
 from sigma.collection import SigmaCollection
 
 from connector_support import FAST, poll, services, stored_raw
+from custodes.connectors import runtime
 from custodes.connectors.elasticsearch import ElasticsearchConnector, ElasticsearchOptions
 from custodes.connectors.retry import SourceError
 from custodes.connectors.runtime import ConnectorRuntime
@@ -279,3 +280,20 @@ async def test_a_refused_esql_query_fails_at_once(cluster: Cluster, services: Se
     ):
         await poll(services, es)
     assert state.requests.count(("POST", "/_query")) == 1
+
+
+async def test_the_ids_a_checkpoint_keeps_are_bounded_and_a_re_read_past_them_stores_nothing_twice(
+    cluster: Cluster, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every id within the overlap was kept in each checkpoint, however many: at a busy SIEM, megabytes a commit."""
+    monkeypatch.setattr(runtime, "MAX_SEEN_IDS", 4)
+    _state, client = cluster
+    es = connector(client, query="event.action:(login OR sudo)", overlap_seconds=3600)
+    runner = ConnectorRuntime(services.pipeline)
+    assert (await runner.poll(es)).stored == 30
+    async with services.store.transaction() as tx:
+        checkpoint = await tx.get_checkpoint("es")
+    assert checkpoint is not None and len(checkpoint["seen"]) == 4
+    again = await runner.poll(es)
+    assert again.stored == 0 and again.duplicates == 26, "the overlap re-read: the 4 kept ids sent nothing again"
+    assert numbers(await stored_raw(services, "siem")) == [n for n in range(60) if n % 4 in (0, 1)]

@@ -29,7 +29,7 @@ from custodes.config import Section
 from custodes.connectors.base import Batch
 from custodes.connectors.envelope import iso_millis, parse_time, to_event
 from custodes.connectors.retry import RetryPolicy, SourceError, Transient, call
-from custodes.connectors.runtime import RangeBackfill
+from custodes.connectors.runtime import RangeBackfill, recent_ids
 from custodes.model import Event, stable_id, utcnow
 from custodes.responder.http import retry_delay
 from custodes.sources import SourceSettings
@@ -245,9 +245,9 @@ class ElasticsearchConnector:
             seen[hit["_id"]] = stamp
             mark[0] = max(mark[0], stamp)
             events.append(self._event(hit))
-        floor = mark[0] - int(self.options.overlap_seconds * 1000)
-        for key in [key for key, value in seen.items() if value < floor]:
-            del seen[key]
+        kept = recent_ids(seen, mark[0] - int(self.options.overlap_seconds * 1000))
+        seen.clear()
+        seen.update(kept)
         return Batch(events, {"watermark": _iso(mark[0]), "seen": dict(seen)})
 
     async def _pit_pages(self, start: datetime, end: datetime) -> AsyncIterator[list[dict[str, Any]]]:

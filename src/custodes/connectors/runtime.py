@@ -29,6 +29,9 @@ from custodes.store import ConnectorStatus
 log = logging.getLogger(__name__)
 
 MAX_SEEN_IDS = 20_000
+"""The most ids of events already sent a checkpoint keeps to drop from an overlap's re-read: past that, the oldest
+are forgotten and a re-read sends them again, which the store drops (event ids are deterministic)."""
+Stamp = TypeVar("Stamp", str, int, float)
 MAX_REPEATED_CURSORS = 3
 """How many times one sweep takes a cursor the API gave before (the same page again, or a cycle of pages) before
 the round fails and the next one resumes from the saved cursor."""
@@ -124,11 +127,15 @@ class Watermark:
             self.time = to
         if self.time is None:
             return
-        horizon = (self.time - overlap).isoformat()
-        kept = {key: at for key, at in self.seen.items() if at >= horizon}
-        if len(kept) > MAX_SEEN_IDS:
-            kept = dict(sorted(kept.items(), key=lambda item: item[1])[-MAX_SEEN_IDS:])
-        self.seen = kept
+        self.seen = recent_ids(self.seen, (self.time - overlap).isoformat())
+
+
+def recent_ids(seen: Mapping[str, Stamp], horizon: Stamp) -> dict[str, Stamp]:
+    """The ids seen at or after `horizon`, at most the newest `MAX_SEEN_IDS` of them."""
+    kept = {key: at for key, at in seen.items() if at >= horizon}
+    if len(kept) > MAX_SEEN_IDS:
+        kept = dict(sorted(kept.items(), key=lambda item: item[1])[-MAX_SEEN_IDS:])
+    return kept
 
 
 Progress = Callable[[Batch, IngestReport], None]

@@ -30,7 +30,7 @@ from custodes.config import Section
 from custodes.connectors.base import Batch
 from custodes.connectors.envelope import iso_millis, parse_time, to_event
 from custodes.connectors.retry import RetryPolicy, SourceError, Transient, call
-from custodes.connectors.runtime import RangeBackfill
+from custodes.connectors.runtime import RangeBackfill, recent_ids
 from custodes.model import Event, stable_id, utcnow
 from custodes.responder.http import retry_delay
 from custodes.sources import SourceSettings
@@ -173,7 +173,7 @@ class SplunkConnector:
                 events.append(event)
             cursor = high if cursor is None else max(cursor, high)
             floor = cursor.timestamp() - overlap
-            seen = {key: at for key, at in seen.items() if at >= floor}
+            seen = recent_ids(seen, floor)
             state: dict[str, Any] = {"cursor": iso_millis(cursor), "seen": dict(seen)}
             if final and high >= end:
                 state["done"] = True
