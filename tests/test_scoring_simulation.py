@@ -533,3 +533,34 @@ def test_an_after_hours_leak_is_by_someone_who_never_used_a_drive_however_long_b
         elif datetime.fromisoformat(record["@timestamp"]) < first[person]:
             connected[person] += 1
     assert others and not connected
+
+
+def test_a_missed_incident_is_shown_with_its_best_day_and_the_points_the_budget_took(tmp_path: Path) -> None:
+    """After a miss on data of one's own the question is why: the report gives the malicious day that came closest,
+    what its score held and the points of the places within the budget."""
+    knobs = SimulationSettings(population=100, days=25, warmup_days=10, seed=3, shape="devices", insiders=10)
+    sim = simulate(knobs, tmp_path)
+    settings = ScoringSettings(directory=tmp_path / "directory.json", pseudonymise=False)
+    result = evaluate(sim.files, load_labels(tmp_path / "labels.json"), settings)
+    missed = [i for i in result.incidents if not i.caught]
+    assert missed and all(i.best_day is not None and i.best_day.rank == i.best_rank for i in result.incidents)
+    for i in missed:
+        best = i.best_day
+        assert best is not None and best.rank > result.budget and best.reasons
+        assert i.first_day <= best.day <= i.last_day and best.budget_points[0] <= best.budget_points[1]
+    args = ["eval", "scoring", "--labels", str(tmp_path / "labels.json")]
+    args += ["--directory", str(tmp_path / "directory.json")]
+    args += [arg for path in sim.files for arg in ("--events", str(path))]
+    shown = runner.invoke(app, args)
+    assert shown.exit_code == 0, shown.output
+    text = " ".join(shown.stdout.split())
+    assert "Incidents missed: their best-ranked malicious day" in text
+    for i in missed:
+        best = i.best_day
+        assert best is not None
+        low, high = best.budget_points
+        said = f"{i.incident} ({i.scenario}), {best.day}: rank {best.rank}, {best.points:.1f} points"
+        said += f" (risk {best.risk:.1f}); the top {result.budget} had {low:.1f}-{high:.1f}"
+        assert f"{said} - {best.reasons[0]}" in text
+    report = orjson.loads(runner.invoke(app, [*args, "--json"]).stdout)
+    assert [i["best_day"]["rank"] for i in report["incidents"]] == [i.best_rank for i in result.incidents]

@@ -23,6 +23,8 @@ eval_app = typer.Typer(help="Measure detection against labelled data.", no_args_
 entity_app = typer.Typer(help="Entities: risk explanations and re-identification.", no_args_is_help=True)
 app.add_typer(eval_app, name="eval")
 app.add_typer(entity_app, name="entity")
+MISSED_REASONS = 3
+"""How many of a missed incident's best day's reasons the table shows (--json has them all)."""
 
 
 @app.command()
@@ -189,6 +191,18 @@ def eval_scoring(
             delay = "-" if i.delay_days is None else str(i.delay_days)
             detail.add_row(i.incident, i.scenario, "yes" if i.caught else "no", str(i.best_rank or "-"), delay)
         console.print(detail)
+        missed = [(i, i.best_day) for i in result.incidents if not i.caught and i.best_day is not None]
+        if missed:
+            console.print("[bold]Incidents missed: their best-ranked malicious day[/bold]")
+        for i, best in missed:
+            lowest, highest = best.budget_points
+            console.print(
+                f"{i.incident} ({i.scenario}), {best.day.isoformat()}: rank {best.rank}, {best.points:.1f} points "
+                f"(risk {best.risk:.1f}); the top {result.budget} had {lowest:.1f}-{highest:.1f}",
+                highlight=False,
+            )
+            for reason in best.reasons[:MISSED_REASONS] or ["risk carried from earlier days only"]:
+                console.print(f"  - {reason}", highlight=False)
 
     run(work)
 

@@ -33,6 +33,7 @@ from custodes.detections.scoring.cert import (
     is_answers,
 )
 from custodes.detections.scoring.engine import ScoringEngine, review_places
+from custodes.detections.scoring.explain import sentences
 from custodes.detections.scoring.features import record_time
 from custodes.detections.scoring.identity import IdentityResolver, load_directory, zone_of, zone_warning
 from custodes.detections.scoring.risk import DayScore
@@ -94,6 +95,32 @@ class InData:
 
 
 @dataclass(slots=True)
+class BestDay:
+    """An incident's best-ranked malicious day: what its person's score held, and the day's own points of the
+    places within the budget that it did not reach (or reached)."""
+
+    day: date
+    rank: int
+    points: float
+    risk: float
+    budget_points: tuple[float, float]
+    """The day's own points of the places within the budget: the lowest, the highest."""
+    reasons: list[str]
+    """The score's explanation, strongest first (`explain.sentences`)."""
+
+    def to_json(self) -> dict[str, Any]:
+        """Serialisable form."""
+        return {
+            "day": self.day.isoformat(),
+            "rank": self.rank,
+            "points": round(self.points, 3),
+            "risk": round(self.risk, 3),
+            "budget_points": [round(value, 3) for value in self.budget_points],
+            "reasons": self.reasons,
+        }
+
+
+@dataclass(slots=True)
 class IncidentResult:
     """How one incident fared."""
 
@@ -105,6 +132,8 @@ class IncidentResult:
     best_rank: int | None = None
     detected: date | None = None
     finding: date | None = None
+    best_day: BestDay | None = None
+    """Its best-ranked malicious day (the first of them on a tie), explained."""
 
     @property
     def caught(self) -> bool:
@@ -196,6 +225,7 @@ class Evaluation:
                     "best_rank": i.best_rank,
                     "delay_days": i.delay_days,
                     "finding": None if i.finding is None else i.finding.isoformat(),
+                    "best_day": None if i.best_day is None else i.best_day.to_json(),
                 }
                 for i in self.incidents
             ],
@@ -217,6 +247,13 @@ class Evaluation:
             "in_data": None if self.in_data is None else self.in_data.to_json(),
             "warnings": self.warnings,
         }
+
+
+def _best_day(day: date, rank: int, ranking: list[DayScore], budget: int) -> BestDay:
+    """The explanation of the score at `rank` (from 0) of a day's `ranking`, beside the budget's places."""
+    score = ranking[rank]
+    within = [place.points for place in ranking[:budget]]
+    return BestDay(day, rank + 1, score.points, score.risk, (min(within), max(within)), sentences(score))
 
 
 def most_catchable(chances: Mapping[str, Collection[date]], budget: int) -> int:
@@ -500,7 +537,9 @@ def evaluate(
             ranked.append(RankedDay(result.scenario, rank, percentile, (key, day)))
             if rank is None:
                 continue
-            result.best_rank = rank + 1 if result.best_rank is None else min(result.best_rank, rank + 1)
+            if result.best_rank is None or rank + 1 < result.best_rank:
+                result.best_rank = rank + 1
+                result.best_day = _best_day(day, rank, ranking, budget)
             if rank < budget and result.detected is None and day <= result.last_day:
                 result.detected = day
 
