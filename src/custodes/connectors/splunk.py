@@ -4,10 +4,10 @@ Each poll reads ``[cursor - overlap, now - settle)`` in windows of `window_secon
 window is read whole (an export stream cannot resume) and committed as one batch with the cursor moved to its
 end, so a crash repeats at most one window, and the store keeps nothing twice. A window with more than
 `max_window_results` results is not held whole: its export is closed there and the window halved until one
-fits (down to `SMALLEST_WINDOW`, read whole), and the windows after it grow back to `window_seconds` by
-doubling. Results are identified by index and ``_cd`` (bucket and offset), or by a hash of time, host, source
-and ``_raw`` when ``_cd`` is absent; ids within `overlap` of the cursor are kept in the checkpoint so the
-overlap re-read sends nothing twice.
+fits (down to `SMALLEST_WINDOW`, read whole); a window holding at most half the bound lets the next one
+double, back up to `window_seconds`. Results are identified by index and ``_cd`` (bucket and offset), or by a
+hash of time, host, source and ``_raw`` when ``_cd`` is absent; ids within `overlap` of the cursor are kept in
+the checkpoint so the overlap re-read sends nothing twice.
 splunk-sdk is synchronous, so calls run in a worker thread.
 """
 
@@ -163,7 +163,8 @@ class SplunkConnector:
             except _WindowTooLarge:
                 span = max(SMALLEST_WINDOW, (high - low) / 2)
                 continue
-            span = min(step, span * 2)
+            if 2 * len(results) <= self.options.max_window_results:  # room for twice as long: grow back
+                span = min(step, span * 2)
             events: list[Event] = []
             for result in reversed(results):
                 key, event = self._event(result)
