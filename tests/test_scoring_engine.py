@@ -319,6 +319,36 @@ def test_malformed_records_are_skipped_not_fatal() -> None:
     assert engine.unreadable >= 3 and engine.take_findings() == []
 
 
+def okta_signin(name: str, when: datetime, result: str) -> Event:
+    record = {
+        "eventType": "user.session.start",
+        "published": when.isoformat(),
+        "actor": {"alternateId": name, "type": "User"},
+        "outcome": {"result": result},
+    }
+    return Event(f"{name}-{when.timestamp()}-{result}", when, "okta", LogSource(), record)
+
+
+def test_failed_sign_ins_under_names_the_directory_does_not_hold_make_no_entities() -> None:
+    """A password spray under random names once made each name an entity: a baseline kept, stored and ranked."""
+    settings = ScoringSettings(pseudonymise=False)
+    engine = ScoringEngine(settings, IdentityResolver([person(1), person(2)], settings.identities))
+    rng = random.Random(4)
+    for n in range(1000):
+        when = START + timedelta(hours=9, seconds=n)
+        engine.observe(okta_signin(f"{rng.getrandbits(48):x}@corp.example", when, "FAILURE"))
+    assert engine.states == {} and engine.strangers == {"okta": 1000}
+    assert engine.observe(okta_signin("user1@corp.example", START + timedelta(hours=10), "FAILURE")) is not None
+    later = START + timedelta(hours=11)
+    assert engine.observe(okta_signin("contractor@corp.example", later, "FAILURE")) is None
+    assert engine.observe(okta_signin("contractor@corp.example", later, "SUCCESS")) == "contractor@corp.example"
+    assert engine.observe(okta_signin("contractor@corp.example", later, "FAILURE")) == "contractor@corp.example"
+    assert sorted(engine.states) == ["contractor@corp.example", "user1@corp.example"]
+    assert engine.strangers == {"okta": 1001}
+    without = ScoringEngine(settings, IdentityResolver([], settings.identities))  # no directory: nobody is a stranger
+    assert without.observe(okta_signin("anyone@corp.example", later, "FAILURE")) == "anyone@corp.example"
+
+
 def test_a_theft_on_the_fourth_date_is_ranked_first_and_raised_only_once_the_person_is_settled() -> None:
     # Cold start: three dates close before anything is scored; a person's own warm-up (warmup_days active days)
     # gates findings, not the ranking. The old single warm-up scored nothing for the first warmup_days dates.

@@ -243,6 +243,7 @@ def test_eval_refuses_backwards_labels_and_warns_on_unknown_people(org: Path, tm
 def test_eval_says_how_many_records_of_each_file_it_could_not_score_and_why(org: Path, tmp_path: Path) -> None:
     lines = (org / "endpoint.ndjson").read_bytes().splitlines()
     first = orjson.loads(lines[50])  # the next record's own: in time order where they go
+    failed = {"category": ["authentication"], "action": "logon-failed", "outcome": "failure"}
     unusable = [
         b'{"a":' * 2000 + b"1" + b"}" * 2000,  # deeper than a JSON reader goes
         b'{"event": {"category": ["authentication"]',  # cut short
@@ -251,18 +252,21 @@ def test_eval_says_how_many_records_of_each_file_it_could_not_score_and_why(org:
         orjson.dumps({**first, "@timestamp": "1985-01-01T00:00:00Z"}),  # before the accepted window
         orjson.dumps({**first, "user": ["not", "a", "user"]}),  # no actor the engine reads
         orjson.dumps({"@timestamp": first["@timestamp"], "kind": "unknown vendor"}),  # a shape it does not know
+        orjson.dumps({"@timestamp": first["@timestamp"], "event": failed, "user": {"name": "no-such-user"}}),  # sprayed
     ]
     mixed = tmp_path / "endpoint.ndjson"
     mixed.write_bytes(b"\n".join([*lines[:50], *unusable, *lines[50:]]) + b"\n")
     settings = ScoringSettings(directory=org / "directory.json", pseudonymise=False)
     clean = evaluate([org / "endpoint.ndjson"], [], settings)
     result = evaluate([mixed], [], settings)
-    assert clean.warnings == [] and result.events == clean.events + 2
+    assert clean.warnings == [] and result.events == clean.events + 3
     assert result.warnings == [
         f"{mixed}: 5 records were not scored: 3 not a JSON object, 1 without a time, 1 with a time outside the "
         f"accepted window (custodes.timewindow) (the first: {mixed}:51:5122: invalid JSON (depth limit exceeded))",
         "endpoint.ndjson: 2 records named no actor the scoring engine reads (or are of a shape it does not know) "
         "and were not scored",
+        "endpoint.ndjson: 1 records were failed sign-ins by names the directory does not hold (password spraying, "
+        "typos) and were not scored: each name would have been an entity of its own",
     ]
 
 

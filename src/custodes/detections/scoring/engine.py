@@ -34,6 +34,9 @@ NOVELTY = {
     "channel": "new_channel",
     "owner_channel": "other_host_channel",
 }
+FAILED_SIGNINS = frozenset({"signin_failed", "mfa_failed"})
+"""What an actor the directory does not name must do more than, to become an entity: anyone can fail to sign in under
+any name (password spraying, typos), and each name would be a baseline kept, stored and ranked for ever."""
 LATEST_ZONE = timedelta(hours=14)
 DAMP_POINTS = 15.0
 DAMP_SD = 1.0
@@ -98,6 +101,9 @@ class ScoringEngine:
         self.unreadable = 0
         self.unattributed: Counter[str] = Counter()
         """Records naming no actor the extractor reads, or of a shape it does not know, by source (in memory)."""
+        self.strangers: Counter[str] = Counter()
+        """Failed sign-ins by names neither the directory nor any earlier record holds, by source (in memory): not
+        scored (`FAILED_SIGNINS`)."""
         self.observed = 0
         self.days_closed = 0
         """Dates closed on which some entity had a day (see `close_date`)."""
@@ -134,7 +140,12 @@ class ScoringEngine:
             return None
         key, kind = self.resolver.resolve(obs.actor)
         when = event.time if not event.warnings else (record_time(event.raw) or event.time)
-        state = self.states.get(key) or self.state_for(key, kind)
+        state = self.states.get(key)
+        if state is None:
+            if self._stranger(key, obs.features):
+                self.strangers[event.source] += 1
+                return None
+            state = self.state_for(key, kind)
         today = state.open
         if today is not None and today.start is not None and today.start <= when < today.end:  # type: ignore[operator]
             hour = min(23, (when - today.start).seconds // 3600)
@@ -186,6 +197,16 @@ class ScoringEngine:
             if self.next_close is not None and when >= self.next_close:
                 self.sweep()
         return key
+
+    def _stranger(self, key: str, features: list[tuple[str, float]]) -> bool:
+        """Whether a record of an actor not yet an entity only fails to sign in under a name a directory in use does
+        not hold."""
+        return (
+            bool(features)
+            and all(name in FAILED_SIGNINS for name, _ in features)
+            and bool(self.resolver.people)
+            and self.resolver.person(key) is None
+        )
 
     def _bounds(self, local: datetime) -> tuple[datetime, datetime]:
         """The start and end (UTC) of the local day `local` falls on; one computation per zone and day."""

@@ -577,6 +577,11 @@ def evaluate(
             f"{source}: {ignored} records named no actor the scoring engine reads (or are of a shape it does not "
             "know) and were not scored"
         )
+    for source, failed in sorted(engine.strangers.items()):
+        warnings.append(
+            f"{source}: {failed} records were failed sign-ins by names the directory does not hold (password "
+            "spraying, typos) and were not scored: each name would have been an entity of its own"
+        )
     if engine.unreadable:
         warnings.append(
             f"{engine.unreadable} records had a field of a type their vendor does not use (a list for an object, "
