@@ -20,7 +20,7 @@ from yarl import URL
 
 from custodes.connectors.base import Batch
 from custodes.connectors.envelope import to_event
-from custodes.connectors.http import links, next_page
+from custodes.connectors.http import PageTrail, links, next_page
 from custodes.connectors.options import PollOptions
 from custodes.connectors.poller import TokenPoller
 from custodes.connectors.runtime import Watermark
@@ -74,7 +74,7 @@ class GitHubAuditLog(TokenPoller[GitHubOptions]):
             "Accept": "application/vnd.github+json",
             "X-GitHub-Api-Version": "2022-11-28",
         }
-        stalls, read = 0, {url}
+        stalls, trail = 0, PageTrail(url)
         while True:
             response = await self._get(url, headers)
             records = response.data
@@ -85,7 +85,8 @@ class GitHubAuditLog(TokenPoller[GitHubOptions]):
             mark.advance(None if newest is None else min(newest, self.clock()), self.options.overlap)
             target = links(response.headers).get("next")
             following = None if target is None else next_page(url, target)
-            stalls = stalls + 1 if following in read or not records else 0
+            revisit = following is not None and trail.again(following)
+            stalls = stalls + 1 if revisit or not records else 0
             value: dict[str, Any] = {"watermark": mark.dump(), "next": following}
             if following is None and self.window is not None:
                 value["done"] = True
@@ -93,4 +94,3 @@ class GitHubAuditLog(TokenPoller[GitHubOptions]):
             if following is None or stalls > MAX_STALLS:
                 return
             url = following
-            read.add(url)

@@ -97,15 +97,21 @@ class PageTrail:
     def __init__(self, first: str) -> None:
         self.read = {first}
 
+    def again(self, page: str) -> bool:
+        """Whether `page` is one this listing has read; it counts as read from now on."""
+        if page in self.read:
+            return True
+        self.read.add(page)
+        return False
+
     def follow(self, page: str, target: str) -> str:
         """`next_page(page, target)`, refused when it is a page this listing has already read."""
         url = next_page(page, target)
-        if url in self.read:
+        if self.again(url):
             raise ValueError(
                 f"the next page's link returns to a page already read ({URL(url).path}, after {len(self.read)} "
                 "pages): the API's pagination loops; not followed"
             )
-        self.read.add(url)
         return url
 
 

@@ -17,7 +17,7 @@ from yarl import URL
 
 from custodes.connectors.base import Batch
 from custodes.connectors.envelope import iso_millis, to_event
-from custodes.connectors.http import links
+from custodes.connectors.http import PageTrail, links
 from custodes.connectors.options import PollOptions
 from custodes.connectors.poller import TokenPoller
 
@@ -54,7 +54,7 @@ class OktaSystemLog(TokenPoller[OktaLogOptions]):
         recent: list[str] = [str(i) for i in state.get("recent", [])]
         path = str(state.get("next") or self._first_page())
         headers = {"Authorization": f"SSWS {self.token.reveal()}", "Accept": "application/json"}
-        read = {path}
+        trail = PageTrail(path)  # paths and queries: the link is followed on base_url
         while True:
             response = await self._get(self.base_url + path, headers)
             records = response.data
@@ -75,7 +75,6 @@ class OktaSystemLog(TokenPoller[OktaLogOptions]):
             if done:
                 value["done"] = True
             yield Batch(events, value)
-            if following is None or following in read or len(records) < self.options.page_size:
+            if following is None or trail.again(following) or len(records) < self.options.page_size:
                 return
             path = following
-            read.add(path)

@@ -33,8 +33,7 @@ def _cap(size: int, what: str) -> None:
 
 def _widest(text: str) -> int:
     """The largest number written in `text` (a format's widths and precisions), without reading a huge one."""
-    digits = [run for run in _NUMBER.findall(text)]
-    return max((MAX_RESULT + 1 if len(run) > 7 else int(run) for run in digits), default=0)
+    return max((MAX_RESULT + 1 if len(run) > 7 else int(run) for run in _NUMBER.findall(text)), default=0)
 
 
 def _largest(values: Iterable[Any]) -> int:

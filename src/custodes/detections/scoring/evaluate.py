@@ -629,7 +629,7 @@ def evaluate(
     total = len(malicious)
     percentiles = [row.percentile for row in ranked]
     known = kinds if all(_is_cert(p) for p in paths) else set()  # a log file's kinds of record are not known
-    hidden = {user_day for user_day in malicious if known and acts_in[user_day] and not acts_in[user_day] & known}
+    hidden = {day for day in malicious if acts_in[day] and not acts_in[day] & known} if known else set()
     in_data = _in_data(total, hidden, ranked, budget, known)
     if in_data is not None:
         warnings.append(
