@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -16,6 +17,7 @@ from custodes.detections.scoring.explain import sentence, sentences
 from custodes.detections.scoring.features import Extractor
 from custodes.detections.scoring.identity import IdentityResolver, Person
 from custodes.detections.scoring.risk import FAMILY_REST, Contribution, DayScore
+from custodes.detections.scoring.service import day_score
 from custodes.model import Event, LogSource
 
 START = datetime(2024, 3, 4, tzinfo=UTC)
@@ -316,3 +318,22 @@ def test_a_count_of_first_times_reads_as_one_whatever_the_count() -> None:
         "first uses of a data-movement channel: 1; 20x the peer median first uses of a data-movement channel"
     )
     assert first_times("new_device", 2, 0.0) == "sign-ins from a new device: 2"
+
+
+def test_an_intermittent_habit_is_told_for_the_days_it_is_used() -> None:
+    """Person 0 connects two drives every third day, then eight on one day. Their usual is two on the days they use
+    a drive, a third of their days: an average over all their days (0.7) would make eight look like 12x."""
+
+    def extra(day: int) -> list[dict[str, Any]]:
+        connections = 8 if day == 24 else 2 * int(day % 3 == 0)
+        return [usb(0, START + timedelta(days=day, hours=10, minutes=20 * m)) for m in range(connections)]
+
+    _, score = day_of(run(25, extra), 24, 0)
+    [used] = [c for c in score.contributions if c.feature == "usb"]
+    assert 0.25 < used.share < 0.4 and used.usual / used.share == pytest.approx(2)
+    assert sentence(used).startswith(
+        f"8 removable media connections, 4.0x their usual 2 on days with any ({used.share:.0%} of their days)"
+    )
+    assert sentence(replace(used, share=0.95)).startswith("8 removable media connections, 12x their usual 0.7;")
+    stored = day_score(score.to_json())
+    assert [c.share for c in stored.contributions] == [round(c.share, 4) for c in score.contributions]

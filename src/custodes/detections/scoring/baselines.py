@@ -240,6 +240,11 @@ class EntityState:
         values = self.stats.get(name)
         return 0.0 if values is None or self.days <= 0 else values[SRAW] / self.scale / self.days
 
+    def share(self, name: str) -> float:
+        """The share of the entity's active days with the feature (forgotten as the days are)."""
+        values = self.stats.get(name)
+        return 0.0 if values is None or self.days <= 0 else min(1.0, values[NZ] / self.scale / self.days)
+
     def to_json(self) -> dict[str, Any]:
         """Serialisable form."""
         return {

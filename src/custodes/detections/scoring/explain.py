@@ -48,8 +48,18 @@ def _ratio(value: float, usual: float) -> str:
     return f"{ratio:.0f}x" if ratio >= 10 else f"{ratio:.1f}x"
 
 
+INTERMITTENT = 0.9
+"""A feature on fewer of a person's active days than this is intermittent: their usual is told for the days they
+have any, with how often that is, since an average over all their days would understate what a day of use holds
+(two connections every third day are not "0.7 a day")."""
+
+
 def _against_usual(c: Contribution) -> str:
-    return f"{_ratio(c.value, c.usual)} their usual {amount(c.feature, c.usual)}"
+    if c.share >= INTERMITTENT or c.share <= 0:
+        return f"{_ratio(c.value, c.usual)} their usual {amount(c.feature, c.usual)}"
+    usual = c.usual / c.share
+    often = "under 1%" if c.share < 0.005 else f"{c.share:.0%}"
+    return f"{_ratio(c.value, usual)} their usual {amount(c.feature, usual)} on days with any ({often} of their days)"
 
 
 def sentence(c: Contribution) -> str:

@@ -72,6 +72,9 @@ class Contribution:
     event_ids: list[str] = field(default_factory=list)
     days: int = 1
     """The active days `value` and `usual` cover: 1, or a rise's window."""
+    share: float = 1.0
+    """The share of the entity's active days with the feature, so `usual / share` is their usual amount on the days
+    they have any (1 for a rise, whose `usual` is already for as many days)."""
 
     def to_json(self) -> dict[str, Any]:
         """Serialisable form."""
@@ -87,6 +90,7 @@ class Contribution:
             "history_days": self.history_days,
             "event_ids": self.event_ids,
             "days": self.days,
+            "share": round(self.share, 4),
         }
 
 
@@ -275,6 +279,7 @@ class RiskModel:
                     feature=name,
                     value=value,
                     usual=state.usual(name),
+                    share=state.share(name),
                     peer_usual=0.0 if peer is None else peer.median,
                     points=points,
                     occurrence_bits=occurrence,

@@ -376,6 +376,7 @@ def day_score(detail: dict[str, Any], place: int | None = None) -> DayScore:
             history_days=int(c["history_days"]),
             event_ids=list(c["event_ids"]),
             days=int(c.get("days", 1)),
+            share=float(c.get("share", 1.0)),
         )
         for c in detail["contributions"]
     ]

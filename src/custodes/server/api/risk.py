@@ -25,12 +25,16 @@ class ContributionOut(Model):
 
     feature: str
     value: float = Field(description="the day's amount")
-    usual: float = Field(description="the entity's usual amount")
-    peer_usual: float = Field(description="the peers' usual amount")
+    usual: float = Field(description="the entity's usual amount per active day (a day without any counting as 0)")
+    peer_usual: float = Field(description="the median of the peers' usual amounts per active day")
     points: float
     last_seen_days_ago: int | None
     history_days: int
     days: int = Field(description="the active days `value` and `usual` cover: 1, or a rise's window")
+    share: float = Field(
+        description="the share of the entity's active days with the feature: `usual / share` is their usual amount on "
+        "the days they have any (1 for a rise)"
+    )
     event_ids: list[str] = Field(description="the events behind it")
 
 
@@ -79,6 +83,7 @@ class DayScoreOut(Model):
                     last_seen_days_ago=c.last_seen_days_ago,
                     history_days=c.history_days,
                     days=c.days,
+                    share=round(c.share, 4),
                     event_ids=c.event_ids,
                 )
                 for c in score.contributions
