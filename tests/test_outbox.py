@@ -24,8 +24,11 @@ from custodes.store import Store
 from custodes.store.tables import events, findings, outbox, runs
 from test_webhook_durability import ROOT, SECRET, free_port
 
+# Both playbooks lift the hourly cap on runs (`max_runs_per_hour: 0`): the flood is hundreds of findings and records,
+# and every one of them must have its run before the test ends.
 PLAYBOOK = """\
 name: note-every-alert
+max_runs_per_hour: 0
 trigger:
   findings: {min_severity: low}
 steps:
@@ -35,6 +38,7 @@ steps:
 """
 ON_RECORD = """\
 name: note-every-record
+max_runs_per_hour: 0
 trigger:
   webhook:
     receiver: alerts

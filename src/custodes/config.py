@@ -288,6 +288,12 @@ class PlaybookSettings(Section):
     max_destructive_per_hour: int = Field(
         default=20, ge=0, description="destructive action calls allowed per rolling hour, across all runs"
     )
+    max_runs_per_hour: int = Field(
+        default=100,
+        ge=0,
+        description="runs a playbook's findings and webhook records start in any rolling hour (0: no cap); later "
+        "starts wait in the outbox until the hour allows them; a playbook's own max_runs_per_hour overrides it",
+    )
     heartbeat_seconds: float = Field(default=5.0, gt=0, description="how often a worker refreshes its runs")
     stale_after_seconds: float = Field(
         default=60.0, gt=0, description="a running run without a heartbeat for this long is resumed by the reaper"

@@ -29,6 +29,7 @@ from custodes.hold import EventTimeHold
 from custodes.model import Event, Finding, Run, utcnow
 from custodes.playbooks.loader import LoadedPlaybook
 from custodes.playbooks.runner import EngineError, Runner
+from custodes.playbooks.startcap import StartCap
 from custodes.store import Store, Transaction
 from custodes.store.text import cleaned
 from custodes.timewindow import TimeWindow, out_of_window
@@ -111,6 +112,8 @@ class Pipeline:
         dead process claimed waits that long, and a second start of a row is a no-op anyway (one run per row)."""
         self.claimed_starts = 0
         """Outbox rows this pipeline's drains claimed since it was made."""
+        self.start_cap = StartCap(store, runner.engine.max_runs_per_hour, runner.actor)
+        """Each playbook's cap on the runs its triggers start an hour (starts past it wait in the outbox)."""
 
     async def ingest(
         self,
@@ -258,6 +261,10 @@ class Pipeline:
         starts = ((loaded.playbook.name, e.id) for loaded in self.triggered_webhook(receiver) for e in records)
         await tx.enqueue_starts(starts, receiver=receiver)
 
+    def playbook(self, name: str) -> LoadedPlaybook | None:
+        """The loaded playbook of that name."""
+        return next((item for item in self.playbooks if item.playbook.name == name), None)
+
     def triggered(self, finding: Finding) -> list[LoadedPlaybook]:
         """The enabled playbooks whose finding trigger matches (before any minimum entity risk)."""
         return [
@@ -309,7 +316,8 @@ class Pipeline:
         Each row is claimed for `claim_lease` first (any number of drains, in any number of processes, share
         the outbox). A start that fails (the store unreachable) stays in the outbox, claimable again once its
         lease ends; one whose playbook is gone or switched off, whose finding or record is gone, whose entity
-        is below the trigger's minimum risk, or whose record the trigger's inputs cannot bind is dropped."""
+        is below the trigger's minimum risk, or whose record the trigger's inputs cannot bind is dropped; one whose
+        playbook started as many runs in the last hour as it may (`max_runs_per_hour`) waits there until it may."""
         runs: list[Run] = []
         while True:
             async with self.store.transaction() as tx:
@@ -319,6 +327,11 @@ class Pipeline:
                 return runs
             for playbook, subject, receiver in owed:
                 try:
+                    loaded = self.playbook(playbook)
+                    until = None if loaded is None else await self.start_cap.full_until(loaded.playbook)
+                    if until is not None:
+                        await self.start_cap.hold(playbook, subject, until)
+                        continue
                     run = await self._start_owed(playbook, subject, receiver)
                 except Exception:
                     what = "finding" if receiver is None else f"webhook {receiver} record"
@@ -343,7 +356,7 @@ class Pipeline:
     async def _start_finding(self, playbook: str, finding_id: str) -> Run | None:
         async with self.store.transaction() as tx:
             finding = await tx.get_finding(finding_id)
-        loaded = next((item for item in self.playbooks if item.playbook.name == playbook), None)
+        loaded = self.playbook(playbook)
         if finding is None or loaded is None or loaded not in self.triggered(finding):
             return None
         return await self._start(loaded, finding)

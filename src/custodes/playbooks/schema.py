@@ -239,6 +239,12 @@ class Playbook(Strict):
     entity_lock: bool = Field(
         default=True, description="one run at a time per entity: later runs for the same entity queue"
     )
+    max_runs_per_hour: int | None = Field(
+        default=None,
+        ge=0,
+        description="runs its findings and webhook records start in any rolling hour (0: no cap; default "
+        "playbooks.max_runs_per_hour); later starts wait in the outbox, none is dropped",
+    )
     trigger: Trigger
     inputs: dict[str, InputSpec] = Field(default_factory=dict, description="typed inputs, as inputs.<name>")
     steps: list[Step] = Field(min_length=1)

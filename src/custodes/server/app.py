@@ -104,6 +104,8 @@ async def metrics(request: web.Request) -> web.Response:
         registry.held.labels(source).set(count)
     for source, count in status["hold"]["released_past_bound"].items():
         registry.past_bound.labels(source).set(count)
+    for playbook, count in request.app[services_key].pipeline.start_cap.held.items():
+        registry.starts_held.labels(playbook).set(count)
     return web.Response(body=registry.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

@@ -73,6 +73,12 @@ class Metrics:
             ["source"],
             registry=self.registry,
         )
+        self.starts_held = Gauge(
+            "custodes_playbook_starts_held",
+            "Owed playbook starts held in the outbox by the playbook's max_runs_per_hour (since start), by playbook",
+            ["playbook"],
+            registry=self.registry,
+        )
         self.queue_depth = Gauge(
             "custodes_ingest_queue_depth", "Webhook records waiting for their commit", registry=self.registry
         )
@@ -148,9 +154,9 @@ class WorkerMetrics:
 
 class RunnerMetrics:
     """A playbook runner's work: owed starts claimed from the outbox, runs they started, stalled runs resumed or
-    failed."""
+    failed; and the starts held back (the service metrics' gauge, in the same registry)."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: CollectorRegistry, held: Gauge) -> None:
         self.claimed = Counter(
             "custodes_outbox_claimed", "Outbox rows (owed playbook starts) this runner claimed", registry=registry
         )
@@ -160,6 +166,7 @@ class RunnerMetrics:
         self.reaped = Counter(
             "custodes_runs_reaped", "Stalled playbook runs this runner resumed or failed", registry=registry
         )
+        self.held = held
 
 
 class ConnectorCollector(Collector):

@@ -61,7 +61,7 @@ async def serve_role(services: Services, role: Role, stop: asyncio.Event) -> Non
             return await store_unready(services.store)
 
         async with _probes(services, metrics, unready):
-            await _run(services, RunnerMetrics(metrics.registry), stop)
+            await _run(services, RunnerMetrics(metrics.registry, metrics.starts_held), stop)
 
 
 @asynccontextmanager
@@ -111,6 +111,8 @@ async def _run(services: Services, metrics: RunnerMetrics, stop: asyncio.Event) 
         metrics.claimed.inc(services.pipeline.claimed_starts - claimed)
         metrics.started.inc(started)
         metrics.reaped.inc(reaped)
+        for playbook, count in services.pipeline.start_cap.held.items():
+            metrics.held.labels(playbook).set(count)
         if now - last_reap >= reap_every:
             last_reap = now
         with contextlib.suppress(TimeoutError):

@@ -413,6 +413,27 @@ class Transaction:
             await self.conn.execute(claimed.values(claimed_until=now + lease))
         return [(row.playbook, row.finding_id, row.receiver) for row in rows]
 
+    async def hold_start(self, playbook: str, finding_id: str, until: datetime) -> None:
+        """Leave an owed start in the outbox, unclaimable until `until` (its playbook started as many runs in the
+        last hour as it may)."""
+        await self.conn.execute(
+            sa.update(outbox)
+            .where(outbox.c.playbook == playbook, outbox.c.finding_id == finding_id)
+            .values(claimed_until=until)
+        )
+
+    async def runs_started(self, playbook: str, since: datetime, by: str) -> tuple[int, datetime | None]:
+        """How many runs of `playbook` that `by` started itself (no parent) since `since`, and the oldest one's
+        start."""
+        query = sa.select(sa.func.count(), sa.func.min(runs.c.created_at)).where(
+            runs.c.playbook == playbook,
+            runs.c.created_at >= since,
+            runs.c.requested_by == by,
+            runs.c.parent_run_id.is_(None),
+        )
+        count, oldest = (await self.conn.execute(query)).one()
+        return int(count), _utc(oldest)
+
     async def clear_start(self, playbook: str, finding_id: str) -> None:
         """Forget an owed start once its run exists (or it is not to run)."""
         await self.conn.execute(

@@ -103,6 +103,7 @@ runs = sa.Table(
     sa.UniqueConstraint("playbook", "finding_id"),
     sa.Index(None, "status", "heartbeat_at"),
     sa.Index(None, "entity", "status"),
+    sa.Index(None, "playbook", "created_at"),
 )
 
 outbox = sa.Table(
