@@ -558,7 +558,7 @@ def test_a_missed_incident_is_shown_with_its_best_day_and_the_points_the_budget_
     shown = runner.invoke(app, args)
     assert shown.exit_code == 0, shown.output
     text = " ".join(shown.stdout.split())
-    assert "Incidents missed: their best-ranked malicious day" in text
+    assert "Incidents missed: their best-ranked malicious day" in text and "[bold]" not in text
     for i in missed:
         best = i.best_day
         assert best is not None

@@ -193,7 +193,7 @@ def eval_scoring(
         console.print(detail)
         missed = [(i, i.best_day) for i in result.incidents if not i.caught and i.best_day is not None]
         if missed:
-            console.print("[bold]Incidents missed: their best-ranked malicious day[/bold]")
+            console.print("Incidents missed: their best-ranked malicious day", style="bold")
         for i, best in missed:
             lowest, highest = best.budget_points
             console.print(
