@@ -141,6 +141,7 @@ async def test_every_page_as_admin(console: Served) -> None:
         assert status == 200 and "waiting" in html
         status, html = await page(http, url, "/playbooks")
         assert status == 200 and "contain" in html and ">valid<" in html
+        assert re.search(r">Last hour<.*<td>\d+ runs? of 100</td>", html, re.DOTALL)  # the default hourly cap
         status, html = await page(http, url, "/rules")
         assert status == 200 and "Okta MFA Factor Removed or Reset" in html and "Disable" in html
         status, html = await page(http, url, "/connectors")

@@ -26,6 +26,7 @@ from custodes.store import Store
 from custodes.store.tables import audit_log, outbox
 
 TOKEN = "storm-token-8d1e-0123456789"
+VIEWER = "storm-viewer-4b7a-0123456789"
 NOTE = """\
 name: {name}
 {cap}trigger:
@@ -56,6 +57,7 @@ async def storm(
     database: DatabaseSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[tuple[str, Services]]:
     monkeypatch.setenv("T_STORM_TOKEN", TOKEN)
+    monkeypatch.setenv("T_STORM_VIEWER", VIEWER)
     folder = tmp_path / "playbooks"
     folder.mkdir()
     (folder / "capped.yml").write_text(NOTE.format(name="capped", cap=""))  # the configured default: 3
@@ -64,6 +66,7 @@ async def storm(
         {
             "detection": {"rules": []},
             "playbooks": {"paths": [str(folder)], "max_runs_per_hour": 3},
+            "server": {"api_tokens": [{"name": "viewer", "token": "env:T_STORM_VIEWER", "role": "viewer"}]},
             "webhooks": {
                 "storm": {
                     "kind": "generic",
@@ -104,6 +107,15 @@ async def test_a_storm_starts_at_most_the_cap_and_the_rest_wait_in_the_outbox(
         runs = await settled(services.store, {"capped": 3, "uncapped": 8}, owed=5)
         async with http.get(f"{url}/metrics") as response:
             assert 'custodes_playbook_starts_held{playbook="capped"} 5.0' in await response.text()
+        viewer = {"Authorization": f"Bearer {VIEWER}"}
+        async with http.get(f"{url}/api/playbooks", headers=viewer) as response:
+            listed = {p["name"]: p for p in (await response.json())["playbooks"]}
+        assert {
+            name: (p["max_runs_per_hour"], p["started_last_hour"], p["owed_starts"]) for name, p in listed.items()
+        } == {
+            "capped": (3, 3, 5),
+            "uncapped": (0, 8, 0),
+        }
 
     async with services.store.transaction() as tx:
         rows = (await tx.conn.execute(sa.select(outbox.c.playbook, outbox.c.claimed_until))).all()

@@ -66,6 +66,11 @@ MAX_EVIDENCE_IDS = 200
 _DESTRUCTIVE_LOCK = 7203002
 
 
+def _started_by(since: datetime, by: str) -> tuple[sa.ColumnElement[bool], ...]:
+    """Runs `by` started itself (not a playbook's child run) since `since`."""
+    return (runs.c.created_at >= since, runs.c.requested_by == by, runs.c.parent_run_id.is_(None))
+
+
 def _utc(value: datetime | None) -> datetime | None:
     if value is None:
         return None
@@ -426,13 +431,19 @@ class Transaction:
         """How many runs of `playbook` that `by` started itself (no parent) since `since`, and the oldest one's
         start."""
         query = sa.select(sa.func.count(), sa.func.min(runs.c.created_at)).where(
-            runs.c.playbook == playbook,
-            runs.c.created_at >= since,
-            runs.c.requested_by == by,
-            runs.c.parent_run_id.is_(None),
+            runs.c.playbook == playbook, *_started_by(since, by)
         )
         count, oldest = (await self.conn.execute(query)).one()
         return int(count), _utc(oldest)
+
+    async def starts_by_playbook(self, since: datetime, by: str) -> tuple[dict[str, int], dict[str, int]]:
+        """Per playbook: the runs `by` started itself (no parent) since `since`, and the starts the outbox owes."""
+        started = sa.select(runs.c.playbook, sa.func.count()).where(*_started_by(since, by)).group_by(runs.c.playbook)
+        owed = sa.select(outbox.c.playbook, sa.func.count()).group_by(outbox.c.playbook)
+        return (
+            {name: int(count) for name, count in await self.conn.execute(started)},
+            {name: int(count) for name, count in await self.conn.execute(owed)},
+        )
 
     async def clear_start(self, playbook: str, finding_id: str) -> None:
         """Forget an owed start once its run exists (or it is not to run)."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from custodes.model import utcnow
+from custodes.playbooks.startcap import HOUR
 from custodes.server.endpoints import Call, Model, NoInput, endpoint
 
 
@@ -43,6 +45,12 @@ class PlaybookOut(Model):
     description: str
     enabled: bool = Field(description="as the file says, and not disabled through the API")
     file: str
+    max_runs_per_hour: int = Field(description="runs its findings and webhook records may start an hour (0: no cap)")
+    started_last_hour: int = Field(description="runs the service started for it in the last hour")
+    owed_starts: int = Field(
+        description="starts the outbox owes it: waiting for the hour to allow them once started_last_hour reached "
+        "max_runs_per_hour"
+    )
 
 
 class PlaybookList(Model):
@@ -77,17 +85,23 @@ async def list_rules(call: Call[NoInput, NoInput]) -> RuleList:
 
 @endpoint("GET", "/api/playbooks", role="viewer", summary="List playbooks", response=PlaybookList, tags=("catalog",))
 async def list_playbooks(call: Call[NoInput, NoInput]) -> PlaybookList:
-    """Every loaded playbook."""
-    disabled = call.services.pipeline.disabled_playbooks
+    """Every loaded playbook, with the runs it started in the last hour and the starts it is owed."""
+    pipeline = call.services.pipeline
+    cap = pipeline.start_cap
+    async with call.services.store.transaction() as tx:
+        started, owed = await tx.starts_by_playbook(utcnow() - HOUR, cap.actor)
     return PlaybookList(
         playbooks=[
             PlaybookOut(
                 name=p.playbook.name,
                 version=p.playbook.version,
                 description=p.playbook.description,
-                enabled=p.playbook.enabled and p.playbook.name not in disabled,
+                enabled=p.playbook.enabled and p.playbook.name not in pipeline.disabled_playbooks,
                 file=str(p.file),
+                max_runs_per_hour=cap.limit(p.playbook),
+                started_last_hour=started.get(p.playbook.name, 0),
+                owed_starts=owed.get(p.playbook.name, 0),
             )
-            for p in call.services.pipeline.playbooks
+            for p in pipeline.playbooks
         ]
     )
