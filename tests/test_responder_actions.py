@@ -224,7 +224,12 @@ async def test_webhook_dry_run_and_refusals(
     settings = channel_settings(url, monkeypatch, soc="/hooks/soc-secret")
     ctx = ActionContext(settings=settings, http=session, idempotency_key="k", dry_run=True)
     result = await call(ctx, "notify.webhook", channel="soc", text="hello")
-    assert result == {"delivered": False, "dry_run": True, "would": "post a message to the soc channel"}
+    assert result == {
+        "delivered": False,
+        "dry_run": True,
+        "would": "post a message to the soc channel",
+        "body": {"text": "hello"},
+    }
     assert state.attempts == {}
     assert catalog.get("notify.webhook").describe({"channel": "soc", "text": "x"}) == (
         "post a message to the soc channel"

@@ -34,6 +34,7 @@ from ruamel.yaml import YAML
 
 from custodes.durations import MAX_DAYS, MAX_HOURS
 from custodes.errors import ConfigError, CustodesError, Location, Problem
+from custodes.markup import Format as MarkupFormat
 from custodes.redaction import REDACTOR
 from custodes.sources import DATABASE_URL_ENV, DEFAULT_SOURCES, ENV_PREFIX, SourceSettings, config_file, is_override
 from custodes.yamlfile import YamlDocument, load_yaml
@@ -440,6 +441,11 @@ class NotifyChannel(Section):
     Without a URL, messages to the channel are written to the service's log and kept in the run's step output."""
 
     url: Secret | None = None
+    format: MarkupFormat = Field(
+        default="slack",
+        description="the markup the chat renders in a message's text (slack, teams or plain): values a playbook's "
+        "expressions put into `text` are escaped for it, so they show as written",
+    )
 
 
 DEFAULT_CHANNELS = {"soc": NotifyChannel()}

@@ -2,10 +2,10 @@
 outputs, audit entries, log lines and API error messages.
 
 It masks two things: every secret value of the configuration (`config.remember_secrets` runs as settings load,
-and the playbook runner adds its secrets), and credentials recognisable by their
-shape even when Custodes never saw them (a vendor error body echoing a request): Okta `SSWS` tokens, bearer
-tokens, AWS access key ids and secret keys, Slack, Teams, Discord and Power Automate webhook
-URLs, and passwords in URLs or query strings.
+and the playbook runner adds its secrets), as written and as chat markup escapes it (`custodes.markup`), and
+credentials recognisable by their shape even when Custodes never saw them (a vendor error body echoing a
+request): Okta `SSWS` tokens, bearer tokens, AWS access key ids and secret keys, Slack, Teams, Discord and Power
+Automate webhook URLs, and passwords in URLs or query strings.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ import logging
 import re
 from collections.abc import Callable
 from typing import Any
+
+from custodes.markup import ESCAPERS
 
 MASK = "***"
 MIN_KNOWN_CHARS = 8
@@ -47,10 +49,13 @@ class Redactor:
         self._values: list[str] = []
 
     def know(self, value: str) -> None:
-        """Mask this secret value from now on (values shorter than `MIN_KNOWN_CHARS` are not masked by value)."""
-        if len(value) >= MIN_KNOWN_CHARS and value not in self._values:
-            self._values.append(value)
-            self._values.sort(key=len, reverse=True)
+        """Mask this secret value from now on, also as each chat markup escapes it (a secret a playbook puts into a
+        message's text is stored so); values shorter than `MIN_KNOWN_CHARS` are not masked by value."""
+        if len(value) < MIN_KNOWN_CHARS:
+            return
+        for spelling in {value, *(escape(value) for escape in ESCAPERS.values())} - set(self._values):
+            self._values.append(spelling)
+        self._values.sort(key=len, reverse=True)
 
     def __call__(self, value: Any) -> Any:
         if isinstance(value, str):

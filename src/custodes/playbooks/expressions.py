@@ -1,14 +1,15 @@
 """Playbook expressions: Jinja2 in a sandbox with strict undefined variables.
 
 Only strings written in the playbook are templates. Values that come from events or findings enter as data
-and are never rendered again, so an event field holding ``{{ ... }}`` stays an inert string.
+and are never rendered again, so an event field holding ``{{ ... }}`` stays an inert string. Where the result is
+markup (a chat message's text), each expression's output is escaped for it, so data cannot add markup either.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from functools import lru_cache
+from functools import cache, lru_cache
 from string import Formatter
 from typing import Any
 
@@ -16,6 +17,8 @@ from jinja2 import StrictUndefined, TemplateError, Undefined, meta, nodes, pass_
 from jinja2.exceptions import SecurityError
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from custodes.markup import Escaper
 
 MAX_RESULT = 1_000_000
 """The most items (characters, list items) one operation may make, and about the most bits a `**` may: beyond, one
@@ -151,29 +154,36 @@ def _single_expression(text: str) -> str | None:
     return None if "{{" in expr or "}}" in expr else expr
 
 
+@cache
+def _escaping(escape: Escaper) -> _Sandbox:
+    """The sandbox that escapes each ``{{ }}`` output (Jinja's `finalize`, never applied to a template's own text)."""
+    return _ENV.overlay(finalize=lambda value: escape(str(value)))
+
+
 @lru_cache(maxsize=4096)
-def _compile(text: str) -> Any:
-    expr = _single_expression(text)
+def _compile(text: str, escape: Escaper | None) -> Any:
+    expr = _single_expression(text) if escape is None else None
     try:
         if expr is not None:
             return _ENV.compile_expression(expr, undefined_to_none=False)
-        return _ENV.from_string(text)
+        return (_ENV if escape is None else _escaping(escape)).from_string(text)
     except TemplateError as exc:
         raise ExpressionError(f"invalid expression {text!r}: {exc}") from None
 
 
-def render(value: Any, context: Mapping[str, Any]) -> Any:
+def render(value: Any, context: Mapping[str, Any], *, escape: Escaper | None = None) -> Any:
     """Render templates inside a playbook value (strings, lists, mappings), keeping native types.
 
     A string that is exactly one ``{{ expression }}`` yields the expression's value (a list stays a list);
-    any other string with templates yields a string.
+    any other string with templates yields a string. With `escape`, every template yields a string in which each
+    ``{{ }}`` output, a whole-string expression's value included, is escaped (the template's own text is not).
     """
     if isinstance(value, str):
         if not is_template(value):
             return value
-        compiled = _compile(value)
+        compiled = _compile(value, escape)
         try:
-            if _single_expression(value) is None:
+            if escape is not None or _single_expression(value) is None:
                 return compiled.render(**context)
             result = compiled(**context)
             if isinstance(result, Undefined):
@@ -184,9 +194,9 @@ def render(value: Any, context: Mapping[str, Any]) -> Any:
         except (TypeError, ValueError, ArithmeticError, LookupError) as exc:
             raise ExpressionError(f"cannot evaluate {value!r}: {exc}") from None
     if isinstance(value, list):
-        return [render(item, context) for item in value]
+        return [render(item, context, escape=escape) for item in value]
     if isinstance(value, dict):
-        return {key: render(item, context) for key, item in value.items()}
+        return {key: render(item, context, escape=escape) for key, item in value.items()}
     return value
 
 

@@ -744,14 +744,16 @@ class Runner:
     ) -> list[tuple[str, int, dict[str, Any]]]:
         """Each call the step makes: (record key, position, validated arguments); one per item for for_each."""
         if step.for_each is None:
-            return [(step.id, position, spec.validate(render(step.with_, state.context)))]
+            return [(step.id, position, spec.validate(spec.render(step.with_, state.context, self.settings)))]
         items = render("{{ " + step.for_each + " }}", state.context)
         if not isinstance(items, list | tuple):
             raise ValueError(f"for_each must give a list, not {type(items).__name__}")
         calls = []
         for index, item in enumerate(items):
             context = {**state.context, "item": item, "index": index}
-            calls.append((f"{step.id}[{index}]", position, spec.validate(render(step.with_, context))))
+            calls.append(
+                (f"{step.id}[{index}]", position, spec.validate(spec.render(step.with_, context, self.settings)))
+            )
         return calls
 
     def _plan(self, spec: ActionSpec, calls: list[tuple[str, int, dict[str, Any]]]) -> list[dict[str, Any]]:

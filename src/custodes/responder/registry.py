@@ -3,7 +3,8 @@
 An action is ``async def fn(ctx: ActionContext, *, param: type = default, ...) -> dict``. Its keyword
 parameters (everything after ``ctx``) are the arguments a playbook passes in ``with:``; they are validated
 against the type hints before the call. The metadata next to the code (destructive or not, its inverse,
-a one-line description of what it would do) lets the playbook engine check, plan and guard calls.
+a one-line description of what it would do, how an argument that is markup escapes the values expressions put
+into it) lets the playbook engine check, plan, render and guard calls.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import aiohttp
 from pydantic import ConfigDict, ValidationError, create_model
 
 from custodes.config import ResponderSettings, Settings
+from custodes.markup import Escaper
+from custodes.playbooks.expressions import render
 
 if TYPE_CHECKING:
     from custodes.store import Store
@@ -53,6 +56,9 @@ class ActionContext:
 
 
 ActionFn = Callable[..., Awaitable[dict[str, Any]]]
+EscaperChoice = Callable[[Mapping[str, Any], ResponderSettings], Escaper | None]
+"""How the values expressions put into an argument are escaped, chosen from the call's other (rendered) arguments
+and the settings; None renders the argument as any other."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +73,7 @@ class ActionSpec:
     plan: str
     parameters: Mapping[str, inspect.Parameter] = field(default_factory=dict)
     target: str | None = None
+    escape: Mapping[str, EscaperChoice] = field(default_factory=dict)
 
     def target_of(self, arguments: Mapping[str, Any]) -> str | None:
         """Who or what a call acts on (the value of the action's target argument), for guards and keys."""
@@ -74,6 +81,17 @@ class ActionSpec:
             return None
         value = arguments.get(self.target)
         return None if value is None else str(value)
+
+    def render(
+        self, arguments: Mapping[str, Any], context: Mapping[str, Any], settings: ResponderSettings
+    ) -> dict[str, Any]:
+        """A step's `with:` rendered over `context`; an argument the action escapes is rendered after the others,
+        with the escaper its choice takes from them and the settings."""
+        rendered = {name: render(value, context) for name, value in arguments.items() if name not in self.escape}
+        for name, choose in self.escape.items():
+            if name in arguments:
+                rendered[name] = render(arguments[name], context, escape=choose(rendered, settings))
+        return rendered
 
     def validate(self, arguments: Mapping[str, Any]) -> dict[str, Any]:
         """Check and coerce arguments against the signature; raise ArgumentError naming every problem."""
@@ -145,9 +163,11 @@ class Registry:
         undo: str | None = None,
         plan: str | None = None,
         target: str | None = None,
+        escape: Mapping[str, EscaperChoice] | None = None,
     ) -> Callable[[ActionFn], ActionFn]:
         """Register an async action; `plan` is a format string over its arguments describing the effect,
-        `target` names the argument that says who or what it acts on (guarded by protected accounts)."""
+        `target` names the argument that says who or what it acts on (guarded by protected accounts), `escape`
+        says how the values expressions put into an argument that is markup are escaped."""
 
         def register(fn: ActionFn) -> ActionFn:
             if name in self._actions:
@@ -159,6 +179,8 @@ class Registry:
             keyword = {p.name: p for p in params[1:]}
             if target is not None and target not in keyword:
                 raise TypeError(f"action {name!r}: target {target!r} is not one of its parameters")
+            if unknown := sorted(set(escape or {}) - set(keyword)):
+                raise TypeError(f"action {name!r}: escaped {', '.join(map(repr, unknown))} not among its parameters")
             description = inspect.getdoc(fn) or name
             self._actions[name] = ActionSpec(
                 name=name,
@@ -169,6 +191,7 @@ class Registry:
                 plan=plan or name,
                 parameters=keyword,
                 target=target,
+                escape=dict(escape or {}),
             )
             return fn
 
