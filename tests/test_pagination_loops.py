@@ -1,16 +1,19 @@
 """A vendor whose next links lead back to pages already read (A -> B -> A) once kept a listing or a round going for
-ever: Graph and Okta listings grew without end, an Entra sweep, a GitHub round and an Okta log round never ended."""
+ever: Graph and Okta listings grew without end, an Entra sweep, a GitHub round, an Okta log round and an
+Elasticsearch sweep whose cursor went back never ended."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from collections.abc import Awaitable
+from datetime import timedelta
 from typing import Any, TypeVar
 
 import aiohttp
 import pytest
 from aiohttp import web
+from elasticsearch import AsyncElasticsearch
 
 from conftest import OKTA_TOKEN
 from connector_support import services
@@ -22,6 +25,8 @@ from custodes.inventory.okta import OktaReader
 from custodes.sandbox import github, graph, okta
 from custodes.sandbox.server import running
 from custodes.services import Services
+from test_connector_elasticsearch import T0
+from test_connector_elasticsearch import connector as es_connector
 from test_connector_entra import client, feed
 from test_connector_google_github import audit_log
 from test_connector_okta import FAST, connector
@@ -97,3 +102,46 @@ async def test_github_and_okta_log_rounds_end_on_a_link_back_to_a_page_read(serv
     async with running(app) as url, aiohttp.ClientSession() as http:
         result = await bounded(ConnectorRuntime(services.pipeline).poll(connector(http, url, page=2), kind="okta"))
     assert result.stored == 2 and asked == ["first", "1", "2"]
+
+
+def elasticsearch_cycling(page: int) -> tuple[web.Application, list[Any]]:
+    """An Elasticsearch whose point-in-time pages go A -> B -> A: the page after B's cursor is A again."""
+    asked: list[Any] = []
+    headers = {"X-Elastic-Product": "Elasticsearch"}
+
+    def hits(first: int) -> list[dict[str, Any]]:
+        at = int((T0 + timedelta(seconds=first)).timestamp() * 1000)
+        source = {"@timestamp": (T0 + timedelta(seconds=first)).isoformat(), "event": {"action": "login"}}
+        return [
+            {"_index": "audit-a", "_id": f"d{first + n}", "_source": source, "sort": [at, first + n]}
+            for n in range(page)
+        ]
+
+    async def pit(request: web.Request) -> web.Response:
+        return web.json_response({"id": "pit-1"}, headers=headers)
+
+    async def search(request: web.Request) -> web.Response:
+        after = (await request.json()).get("search_after")
+        asked.append(after)
+        first = page if after is not None and after[1] == page - 1 else 0  # after A: B; after B (or none): A
+        return web.json_response({"pit_id": "pit-1", "hits": {"hits": hits(first)}}, headers=headers)
+
+    async def close(request: web.Request) -> web.Response:
+        return web.json_response({"succeeded": True, "num_freed": 1}, headers=headers)
+
+    app = web.Application()
+    app.router.add_post("/{index}/_pit", pit)
+    app.router.add_post("/_search", search)
+    app.router.add_delete("/_pit", close)
+    return app, asked
+
+
+async def test_an_elasticsearch_sweep_ends_on_a_cursor_that_goes_back(services: Services) -> None:
+    app, asked = elasticsearch_cycling(page=7)
+    async with running(app) as url:
+        client = AsyncElasticsearch(url, max_retries=0, request_timeout=2)
+        try:
+            result = await bounded(ConnectorRuntime(services.pipeline).poll(es_connector(client)))
+        finally:
+            await client.close()
+    assert result.stored == 14 and len(asked) == 3  # A, B, then A again: not followed

@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import logging
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import KW_ONLY, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -282,7 +282,7 @@ class ElasticsearchConnector:
                 yield hits
                 if len(hits) < opts.page_size or hits[-1].get("sort") is None:
                     break
-                if after == hits[-1]["sort"]:
+                if not _advances(hits[-1]["sort"], after):
                     log.warning("elasticsearch search: the page cursor did not advance; ending this sweep")
                     break
                 after = hits[-1]["sort"]
@@ -311,6 +311,7 @@ class ElasticsearchConnector:
         """Pages of rows of the ES|QL query in `[start, end]` as hits, by keyset on `(time, _id)`."""
         opts = self.options
         after: tuple[str, str] | None = None
+        previous: tuple[int, str] | None = None
         while True:
             text = self.esql_page(start, end, after)
             response = await self._call("esql query", functools.partial(self.client.esql.query, query=text))
@@ -330,10 +331,11 @@ class ElasticsearchConnector:
             cursor = (str(last[opts.time_field]), str(hits[-1]["_id"]))
             if len(rows) < opts.page_size:
                 break
-            if cursor == after:
+            key = (hits[-1]["sort"][0], cursor[1])
+            if not _advances(key, previous):
                 log.warning("elasticsearch esql: the page cursor did not advance; ending this sweep")
                 break
-            after = cursor
+            after, previous = cursor, key
 
     def _event(self, hit: dict[str, Any]) -> Event:
         source = hit.get("_source")
@@ -358,6 +360,17 @@ class EsBackfill(RangeBackfill[ElasticsearchConnector]):
         start = max(self.start, watermark - overlap)
         async for batch in self.parent._sweep(start, self.end, watermark, seen, final=True):
             yield batch
+
+
+def _advances(cursor: Sequence[Any], previous: Sequence[Any] | None) -> bool:
+    """Whether a page's keyset cursor is past the one before it. A sweep is sorted ascending, so a cursor that stands
+    still or goes back (a broken or hostile server: A -> B -> A) would be paged for ever."""
+    if previous is None:
+        return True
+    try:
+        return tuple(cursor) > tuple(previous)
+    except TypeError:  # values that do not compare (a sort on a field of mixed kinds): at least it must move
+        return list(cursor) != list(previous)
 
 
 def _ms(value: datetime) -> int:
