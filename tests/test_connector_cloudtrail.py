@@ -184,6 +184,12 @@ async def test_log_files_past_max_file_bytes_are_skipped_unread_and_said(
     assert skipped == [
         f"trail: s3://{BUCKET}/{key_for(n)}: larger than max_file_bytes (1,048,576 bytes); skipped" for n in (1, 3)
     ]
+    caplog.clear()  # a replay through the pipeline (as `custodes replay` and the tests' polls do) says so too
+    await asyncio.to_thread(put, ct.client("s3", ct.AwsOptions(endpoint_url=url), CREDENTIALS), {key_for(4): bomb})
+    with caplog.at_level(logging.WARNING, logger="custodes.pipeline"):
+        assert await poll(services, connector) == 0
+    said = [r.getMessage() for r in caplog.records if "max_file_bytes" in r.getMessage()]
+    assert said == [f"trail: s3://{BUCKET}/{key_for(4)}: larger than max_file_bytes (1,048,576 bytes); skipped"]
 
 
 async def test_a_bucket_scan_hunts_a_range_and_resumes(aws: tuple[str, Faults], services: Services) -> None:

@@ -421,6 +421,8 @@ class Pipeline:
         async for batch in connector.batches(checkpoint):
             report = await self.ingest(batch.events, connector=connector.name, checkpoint=batch.checkpoint, score=False)
             total.add(report)
+            for warning in batch.warnings:  # a file skipped, a record too long: said as a live round says it
+                log.warning("%s: %s", connector.name, warning)
             await asyncio.sleep(0)
         total.add(await self.settle(rescore=total.stored > 0, close=close))
         return total
