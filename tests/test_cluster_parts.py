@@ -89,7 +89,7 @@ def test_partitions_are_shared_and_only_a_leaver_s_move() -> None:
 
 async def test_drains_claim_disjoint_outbox_rows(store: Store) -> None:
     async with store.transaction() as tx:
-        await tx.enqueue_starts(("play", f"finding-{n}", 0) for n in range(30))
+        await tx.enqueue_starts(("play", f"finding-{n}") for n in range(30))
     lease = timedelta(seconds=30)
 
     async def claim() -> list[tuple[str, str, str | None]]:

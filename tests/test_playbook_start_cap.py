@@ -158,14 +158,3 @@ def test_the_cap_is_validated(tmp_path: Path) -> None:
     with pytest.raises(CustodesError) as caught:
         load_playbooks([tmp_path], catalog)
     assert "bad.yml:2:20 (max_runs_per_hour)" in str(caught.value) and "max_runs_per_hour" in str(caught.value)
-
-
-async def test_owed_starts_are_claimed_most_severe_first(store: Store) -> None:
-    """Starts a cap held back are freed together when the hour allows: the most severe finding's starts first,
-    then in the order they were owed."""
-    async with store.transaction() as tx:
-        await tx.enqueue_starts([("p", "low-1", 1), ("p", "critical", 4), ("p", "low-2", 1), ("p", "high", 3)])
-        await tx.enqueue_starts([("p", "record", 0)], receiver="hook")
-    async with store.transaction() as tx:
-        claimed = await tx.claim_starts(10, timedelta(seconds=30))
-    assert [subject for _, subject, _ in claimed] == ["critical", "high", "low-1", "low-2", "record"]

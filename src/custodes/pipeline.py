@@ -253,14 +253,12 @@ class Pipeline:
 
     async def owe(self, tx: Transaction, found: Sequence[Finding]) -> None:
         """Write the playbook starts new findings trigger to the outbox, in the findings' transaction."""
-        await tx.enqueue_starts(
-            (loaded.playbook.name, f.id, int(f.severity)) for f in found for loaded in self.triggered(f)
-        )
+        await tx.enqueue_starts((loaded.playbook.name, f.id) for f in found for loaded in self.triggered(f))
 
     async def owe_webhook(self, tx: Transaction, receiver: str, records: Sequence[Event]) -> None:
         """Write the playbook starts records a webhook receiver accepted trigger to the outbox, one per
         (playbook, record), in the records' transaction."""
-        starts = ((loaded.playbook.name, e.id, 0) for loaded in self.triggered_webhook(receiver) for e in records)
+        starts = ((loaded.playbook.name, e.id) for loaded in self.triggered_webhook(receiver) for e in records)
         await tx.enqueue_starts(starts, receiver=receiver)
 
     def playbook(self, name: str) -> LoadedPlaybook | None:

@@ -388,21 +388,19 @@ class Transaction:
         return None if row is None else _finding(row)
 
     # outbox ---------------------------------------------------------------------------------------
-    async def enqueue_starts(self, starts: Iterable[tuple[str, str, int]], *, receiver: str | None = None) -> None:
-        """Record (playbook, finding id, priority) starts owed, in the transaction that stores the findings; with
-        `receiver`, (playbook, record id, priority) starts of a webhook trigger, in the records' transaction."""
+    async def enqueue_starts(self, starts: Iterable[tuple[str, str]], *, receiver: str | None = None) -> None:
+        """Record (playbook, finding id) starts owed, in the transaction that stores the findings; with
+        `receiver`, (playbook, record id) starts of a webhook trigger, in the records' transaction."""
         now = utcnow()
         rows = [
-            {"playbook": p, "finding_id": f, "created_at": now, "receiver": receiver, "priority": priority}
-            for p, f, priority in dict.fromkeys(starts)
+            {"playbook": p, "finding_id": f, "created_at": now, "receiver": receiver} for p, f in dict.fromkeys(starts)
         ]
         if rows:
             await self.conn.execute(self._insert(outbox).on_conflict_do_nothing(), rows)
 
     async def claim_starts(self, limit: int, lease: timedelta) -> list[tuple[str, str, str | None]]:
-        """Claim owed (playbook, finding or record id, receiver or None) starts no one holds, the most severe first
-        and otherwise in the order they were written (starts a playbook's hourly cap held back, freed together, start
-        in that order), for `lease`: other drains (of this process or another) leave them alone until it ends. On
+        """Claim owed (playbook, finding or record id, receiver or None) starts no one holds, in the order they were
+        written, for `lease`: other drains (of this process or another) leave them alone until it ends. On
         PostgreSQL the rows are picked `FOR UPDATE SKIP LOCKED`, so runners claiming together never wait on nor
         take each other's rows."""
         now = utcnow()
@@ -410,7 +408,7 @@ class Transaction:
         query = (
             sa.select(outbox.c.seq, outbox.c.playbook, outbox.c.finding_id, outbox.c.receiver)
             .where(free)
-            .order_by(outbox.c.priority.desc(), outbox.c.seq)
+            .order_by(outbox.c.seq)
             .limit(limit)
             .with_for_update(skip_locked=True)
         )

@@ -118,8 +118,6 @@ outbox = sa.Table(
     # A runner's lease on the row while it starts the run (a cluster's runners claim rows with SKIP LOCKED), or the
     # end of the hour its playbook's cap holds it back for.
     sa.Column("claimed_until", Timestamp),
-    # The finding's severity (0 for a webhook record): the most severe owed starts are claimed first.
-    sa.Column("priority", sa.SmallInteger, nullable=False, server_default="0"),
     sa.UniqueConstraint("playbook", "finding_id"),
 )
 
