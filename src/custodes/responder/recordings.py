@@ -60,10 +60,10 @@ def _local_path(reference: str, settings: EvidenceSettings) -> tuple[Path, list[
     return None
 
 
-def _within(path: Path, folders: list[Path]) -> bool:
-    """Whether `path`, symbolic links resolved, is in one of `folders`."""
+def _within(path: Path, roots: list[Path]) -> bool:
+    """Whether `path`, symbolic links resolved, is in one of `roots` (folders already resolved)."""
     real = path.resolve()
-    return any(real.is_relative_to(folder.resolve()) for folder in folders)
+    return any(real.is_relative_to(root) for root in roots)
 
 
 def _plain(name: str) -> bool:
@@ -87,10 +87,11 @@ def fetch(session: PrivilegedSession, settings: EvidenceSettings) -> Recording |
         return recording
     path, folders, setting = local
     try:
-        if not _within(path, folders):
+        roots = [folder.resolve() for folder in folders]  # once, not once per file of a folder
+        if not _within(path, roots):
             recording.skipped = f"{path}: outside responder.evidence.{setting}; referenced, not read"
             return recording
-        found = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file() and _within(p, folders))
+        found = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file() and _within(p, roots))
         if not found:
             recording.skipped = f"{path}: not found"
             return recording
