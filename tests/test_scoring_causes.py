@@ -16,7 +16,14 @@ from custodes.detections.scoring.engine import ScoringEngine
 from custodes.detections.scoring.explain import sentence, sentences
 from custodes.detections.scoring.features import Extractor
 from custodes.detections.scoring.identity import IdentityResolver, Person
-from custodes.detections.scoring.risk import FAMILY_REST, Contribution, DayScore
+from custodes.detections.scoring.risk import (
+    BITS_PER_SD,
+    DEAD_BAND_BITS,
+    FAMILY_REST,
+    Contribution,
+    DayScore,
+    streak_bits,
+)
 from custodes.detections.scoring.service import day_score
 from custodes.model import Event, LogSource
 
@@ -185,9 +192,41 @@ def test_weeks_of_a_channel_used_more_often_score_as_a_rise_over_the_longer_wind
     rank, strongest = max(rises, key=lambda item: item[1].points)
     assert rank == 0 and strongest.days == 15 and strongest.points > 5
     assert 2 * strongest.usual < strongest.value <= 15
-    assert f"removable media connections in their last 15 active days, {strongest.value / strongest.usual:.1f}x" in (
-        sentence(strongest)
+    # One connection a day: the days used, more than the amounts, make the rise, and the explanation says so.
+    assert strongest.hits == strongest.value and 0.15 < strongest.share < 0.25
+    assert strongest.occurrence_bits > BITS_PER_SD * strongest.magnitude_sd
+    assert sentence(strongest) == (
+        f"removable media connections on {strongest.hits} of their last 15 active days ({strongest.value:.0f} in all), "
+        f"against {strongest.share:.0%} of their days before"
     )
+
+
+def test_a_habit_of_half_the_days_become_every_day_for_weeks_scores_its_days_used() -> None:
+    """Person 0 connects a drive on every other day (one or two connections), then on every day for three weeks (as
+    many): a job seeker's thefts. Each day's amount is what the habit gives, and their sum over the window too little
+    to score; the days used are not, and the rise says so in those terms."""
+
+    def extra(day: int) -> list[dict[str, Any]]:
+        connections = 1 + day % 2 if day >= 14 else (1 + day % 4 // 2 if day % 2 == 0 else 0)
+        return [usb(0, START + timedelta(days=day, hours=10, minutes=20 * m)) for m in range(connections)]
+
+    rankings = run(35, extra)
+    rises = [c for day in range(14, 35) for c in day_of(rankings, day, 0)[1].contributions if c.feature == "usb_rise"]
+    assert rises and all(c.days >= 10 and c.hits > c.share * c.days for c in rises)
+    strongest = max(rises, key=lambda c: c.points)
+    assert strongest.points > 5 and BITS_PER_SD * strongest.magnitude_sd < DEAD_BAND_BITS < strongest.occurrence_bits
+    assert "removable media connections on" in sentence(strongest)
+    assert [points(day_of(rankings, day, 0)[1], "usb_rise") for day in range(14)] == [0.0] * 14
+
+
+def test_days_used_surprise_by_how_well_the_habit_is_known() -> None:
+    """The beta-binomial tail of `streak_bits`: nothing at or under the habit's share, more for more days used, less
+    for a habit known from fewer days, and a long habit known no better than from the window's own length."""
+    assert streak_bits(0.5, 30, 5, 10) == 0.0 and streak_bits(0.5, 30, 0, 10) == 0.0
+    steps = [streak_bits(0.5, 30, hits, 10) for hits in range(6, 11)]
+    assert steps == sorted(steps) and steps[0] < 2.0 < 6.0 < steps[-1]
+    assert streak_bits(0.5, 4, 10, 10) < streak_bits(0.5, 10, 10, 10) == streak_bits(0.5, 300, 10, 10)
+    assert streak_bits(0.5, 30, 7, 10) < 4.0  # seven days of ten from a habit of half: no more than a drift
 
 
 def test_one_act_seen_through_several_features_of_a_family_counts_once_in_full() -> None:

@@ -452,7 +452,7 @@ def test_a_rise_is_judged_against_the_days_before_each_window_and_survives_a_sto
     stored = EntityState.from_json("k", orjson.loads(orjson.dumps(state.to_json())))
     assert (stored.recent, stored.reference_days) == (state.recent, state.reference_days)
     assert stored.reference_sums()[0]["usb"] == pytest.approx(sums[0]["usb"])
-    ((name, total, usual, rise, span),) = RiskModel.rises(stored, {"usb": 6.0})
+    ((name, total, usual, rise, span, *_),) = RiskModel.rises(stored, {"usb": 6.0})
     assert (name, total, span) == ("usb_rise", 8.0, short) and usual == pytest.approx(short * 2.0 * sum(weights) / days)
     assert rise == pytest.approx(_rise_sd(sums[0]["usb"], days, [6.0, 2.0, 0.0, 0.0, 0.0]))  # today's 6, day 9's 2
     assert RiskModel.rises(stored, {"signin": 3.0}) == []
@@ -460,7 +460,7 @@ def test_a_rise_is_judged_against_the_days_before_each_window_and_survives_a_sto
         state.fold(DayState(day, counts={"usb": 2.0}), forget, weekend=False)
     assert list(state.recent) == list(range(17, 31))
     sums = state.reference_sums()
-    ((_, total, usual, rise, span),) = RiskModel.rises(state, {"usb": 2.0})
+    ((_, total, usual, rise, span, *_),) = RiskModel.rises(state, {"usb": 2.0})
     assert (total, span) == (2.0 * long, long)
     assert usual == pytest.approx(long * sums[-1]["usb"][1] / state.reference_days[-1])
     assert rise == pytest.approx(_rise_sd(sums[-1]["usb"], state.reference_days[-1], [2.0] * long))

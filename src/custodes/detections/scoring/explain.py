@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from custodes.detections.scoring.catalog import BY_NAME
-from custodes.detections.scoring.risk import Contribution, DayScore
+from custodes.detections.scoring.risk import BITS_PER_SD, Contribution, DayScore
 
 MEMORY_DAYS = 180
 FIRST = {
@@ -54,12 +54,16 @@ have any, with how often that is, since an average over all their days would und
 (two connections every third day are not "0.7 a day")."""
 
 
+def _often(share: float) -> str:
+    return "under 1%" if share < 0.005 else f"{share:.0%}"
+
+
 def _against_usual(c: Contribution) -> str:
-    if c.share >= INTERMITTENT or c.share <= 0:
+    if c.share >= INTERMITTENT or c.share <= 0 or c.hits:  # a rise's usual is already for as many days
         return f"{_ratio(c.value, c.usual)} their usual {amount(c.feature, c.usual)}"
     usual = c.usual / c.share
-    often = "under 1%" if c.share < 0.005 else f"{c.share:.0%}"
-    return f"{_ratio(c.value, usual)} their usual {amount(c.feature, usual)} on days with any ({often} of their days)"
+    days = f"on days with any ({_often(c.share)} of their days)"
+    return f"{_ratio(c.value, usual)} their usual {amount(c.feature, usual)} {days}"
 
 
 def sentence(c: Contribution) -> str:
@@ -70,6 +74,11 @@ def sentence(c: Contribution) -> str:
         return f"{feature.noun}: {amount(c.feature, c.value)}{peers}"
     if feature.rise_of is not None:  # judged against their own days before the window, not their peers
         within = f"in their last {c.days} active days"
+        if c.occurrence_bits > BITS_PER_SD * c.magnitude_sd:  # the days used, more than the amounts, make the rise
+            return (
+                f"{feature.noun} on {c.hits} of their last {c.days} active days ({amount(c.feature, c.value)} in all), "
+                f"against {_often(c.share)} of their days before"
+            )
         return f"{amount(c.feature, c.value)} {feature.noun} {within}, {_against_usual(c)} for as many days"
     if c.last_seen_days_ago is None or c.usual <= 0:
         window = f"{MEMORY_DAYS} days" if c.history_days >= MEMORY_DAYS else f"{c.history_days} days of history"

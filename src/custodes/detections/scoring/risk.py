@@ -47,6 +47,8 @@ FAMILY_REST = 0.5
 of them (a USB copy's connections, files and bytes), and should count once in full, not once per measure."""
 MIN_REFERENCE_DAYS = 5.0
 """Active days before a rise window an entity needs before a rise over that window is judged."""
+STREAK_MIN_DAYS = 10
+"""The shortest rise window whose days used are judged (`streak_bits`): a few days' run of a habit is common."""
 SEQUENCE_POINTS = {
     "collect_exfiltrate": 8.0,
     "staged": 4.0,
@@ -74,7 +76,10 @@ class Contribution:
     """The active days `value` and `usual` cover: 1, or a rise's window."""
     share: float = 1.0
     """The share of the entity's active days with the feature, so `usual / share` is their usual amount on the days
-    they have any (1 for a rise, whose `usual` is already for as many days)."""
+    they have any (for a rise, the share of their active days before the window: its `usual` is already for as many
+    days)."""
+    hits: int = 0
+    """For a rise: the window's active days with the channel (0 for a day's own feature)."""
 
     def to_json(self) -> dict[str, Any]:
         """Serialisable form."""
@@ -91,7 +96,29 @@ class Contribution:
             "event_ids": self.event_ids,
             "days": self.days,
             "share": round(self.share, 4),
+            "hits": self.hits,
         }
+
+
+def _log_beta(a: float, b: float) -> float:
+    return math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b)
+
+
+def streak_bits(share: float, days: float, hits: int, span: int) -> float:
+    """Bits of surprise at using a channel on `hits` of `span` active days, for a habit seen on `share` of `days`
+    active days before them: the tail of the beta-binomial predictive (Jeffreys prior), so a habit known from few
+    days surprises less. A habit drifts (a project's weeks of daily copies), so it is taken as known at most as well
+    as from as many days as the window holds."""
+    known = min(days, span)
+    a, b = share * known + 0.5, max(0.0, 1.0 - share) * known + 0.5
+    if hits <= 0 or hits / span <= a / (a + b):
+        return 0.0
+    term = math.exp(_log_beta(a + span, b) - _log_beta(a, b))  # every day
+    tail = term
+    for j in range(span, hits, -1):  # the predictive of j - 1 days from that of j
+        term *= j / (span - j + 1) * (b + span - j) / (a + j - 1)
+        tail += term
+    return -math.log2(min(1.0, tail))
 
 
 class Rise(NamedTuple):
@@ -106,6 +133,18 @@ class Rise(NamedTuple):
     """Standard deviations above the habit (capped at `MAX_MAGNITUDE_SD`)."""
     days: int
     """The window's active days."""
+    share: float
+    """The share of the entity's active days before the window with the channel."""
+    hits: int
+    """The window's active days with the channel, today included."""
+    streak: float
+    """The surprise, in bits, of using the channel on `hits` of the window's days (`streak_bits`; 0 in a window
+    shorter than `STREAK_MIN_DAYS`)."""
+
+    @property
+    def bits(self) -> float:
+        """The rise's surprise: the larger of its amount's (`sd` at `BITS_PER_SD`) and its days'."""
+        return max(BITS_PER_SD * self.sd, self.streak)
 
 
 @dataclass(slots=True)
@@ -222,7 +261,9 @@ class RiskModel:
         full: not shrunk toward peers nor damped, since a biased habit adds up to a false rise over several days.
         How often the habit uses the channel is uncertain after few days (a Beta posterior, Jeffreys prior), and that
         uncertainty is shared by the window's days; a day's amount varies at least as `MIN_VAR_LOG` allows. A window
-        is not judged before its reference has `MIN_REFERENCE_DAYS`."""
+        is not judged before its reference has `MIN_REFERENCE_DAYS`. In windows of `STREAK_MIN_DAYS` or more, how
+        many of the days used the channel is judged too (`streak_bits`): a few copies on every working day for weeks,
+        from someone who copied on half of them, is a rise that the amounts, each day ordinary, show only weakly."""
         used = [(base, name, value) for base, value in counts.items() if value > 0 and (name := RISE_OF.get(base))]
         if not used:
             return []
@@ -239,11 +280,14 @@ class RiskModel:
                 if inside is None:
                     inside = [kept for day, kept in state.recent.items() if day > first]
                 amounts = [value, *(kept.get(base, 0.0) for kept in inside)]
-                rise = _deviation(sums, days, state.scale, span, amounts)
+                share = sums[USED] / state.scale / days
+                hits = sum(1 for amount in amounts if amount > 0)
+                streak = streak_bits(share, days, hits, span) if span >= STREAK_MIN_DAYS else 0.0
+                sd = min(MAX_MAGNITUDE_SD, max(0.0, _deviation(sums, days, state.scale, span, amounts)))
+                rise = Rise(name, sum(amounts), span * sums[AMOUNT] / state.scale / days, sd, span, share, hits, streak)
                 strongest = found.get(name)
-                if rise > 0 and (strongest is None or rise > strongest.sd):
-                    usual = span * sums[AMOUNT] / state.scale / days
-                    found[name] = Rise(name, sum(amounts), usual, min(MAX_MAGNITUDE_SD, rise), span)
+                if rise.bits > 0 and (strongest is None or rise.bits > strongest.bits):
+                    found[name] = rise
         return list(found.values())
 
     def score(
@@ -290,7 +334,7 @@ class RiskModel:
                 )
             )
         for rise in self.rises(state, counts):
-            points = self._points(rise.feature, BITS_PER_SD * rise.sd)
+            points = self._points(rise.feature, rise.bits)
             if points <= 0:
                 continue
             base = BY_NAME[rise.feature].rise_of or rise.feature
@@ -301,12 +345,14 @@ class RiskModel:
                     usual=rise.usual,
                     peer_usual=0.0,
                     points=points,
-                    occurrence_bits=0.0,
+                    occurrence_bits=rise.streak,
                     magnitude_sd=rise.sd,
                     last_seen_days_ago=None,
                     history_days=state.active_days,
                     event_ids=list(today.evidence.get(base, ())),
                     days=rise.days,
+                    share=rise.share,
+                    hits=rise.hits,
                 )
             )
         for c in contributions:

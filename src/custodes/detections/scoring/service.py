@@ -377,6 +377,7 @@ def day_score(detail: dict[str, Any], place: int | None = None) -> DayScore:
             event_ids=list(c["event_ids"]),
             days=int(c.get("days", 1)),
             share=float(c.get("share", 1.0)),
+            hits=int(c.get("hits", 0)),
         )
         for c in detail["contributions"]
     ]

@@ -33,8 +33,10 @@ class ContributionOut(Model):
     days: int = Field(description="the active days `value` and `usual` cover: 1, or a rise's window")
     share: float = Field(
         description="the share of the entity's active days with the feature: `usual / share` is their usual amount on "
-        "the days they have any (1 for a rise)"
+        "the days they have any (for a rise, the share of their active days before its window, whose `usual` is "
+        "already for as many days)"
     )
+    hits: int = Field(description="for a rise: the active days of its window with the channel; 0 otherwise")
     event_ids: list[str] = Field(description="the events behind it")
 
 
@@ -84,6 +86,7 @@ class DayScoreOut(Model):
                     history_days=c.history_days,
                     days=c.days,
                     share=round(c.share, 4),
+                    hits=c.hits,
                     event_ids=c.event_ids,
                 )
                 for c in score.contributions
