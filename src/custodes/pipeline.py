@@ -325,12 +325,17 @@ class Pipeline:
             self.claimed_starts += len(owed)
             if not owed:
                 return runs
-            for playbook, subject, receiver in owed:
+            held: set[str] = set()  # playbooks whose owed starts left in this batch are held back
+            for index, (playbook, subject, receiver) in enumerate(owed):
+                if playbook in held:
+                    continue
                 try:
                     loaded = self.playbook(playbook)
                     until = None if loaded is None else await self.start_cap.full_until(loaded.playbook)
                     if until is not None:
-                        await self.start_cap.hold(playbook, subject, until)
+                        rest = [later for name, later, _ in owed[index:] if name == playbook]
+                        await self.start_cap.hold(playbook, rest, until)
+                        held.add(playbook)
                         continue
                     run = await self._start_owed(playbook, subject, receiver)
                 except Exception:

@@ -71,8 +71,9 @@ class StartCap:
         )
         return until
 
-    async def hold(self, playbook: str, subject: str, until: datetime) -> None:
-        """Leave an owed start in the outbox until `until`."""
+    async def hold(self, playbook: str, subjects: list[str], until: datetime) -> None:
+        """Leave owed starts of the playbook (the findings or records they are for) in the outbox until `until`, in
+        one transaction."""
         async with self.store.transaction() as tx:
-            await tx.hold_start(playbook, subject, until)
-        self.held[playbook] += 1
+            await tx.hold_starts(playbook, subjects, until)
+        self.held[playbook] += len(subjects)

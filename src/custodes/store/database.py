@@ -418,12 +418,12 @@ class Transaction:
             await self.conn.execute(claimed.values(claimed_until=now + lease))
         return [(row.playbook, row.finding_id, row.receiver) for row in rows]
 
-    async def hold_start(self, playbook: str, finding_id: str, until: datetime) -> None:
-        """Leave an owed start in the outbox, unclaimable until `until` (its playbook started as many runs in the
+    async def hold_starts(self, playbook: str, finding_ids: list[str], until: datetime) -> None:
+        """Leave owed starts of a playbook in the outbox, unclaimable until `until` (it started as many runs in the
         last hour as it may)."""
         await self.conn.execute(
             sa.update(outbox)
-            .where(outbox.c.playbook == playbook, outbox.c.finding_id == finding_id)
+            .where(outbox.c.playbook == playbook, outbox.c.finding_id.in_(finding_ids))
             .values(claimed_until=until)
         )
 

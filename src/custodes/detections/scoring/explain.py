@@ -58,12 +58,14 @@ def _often(share: float) -> str:
     return "under 1%" if share < 0.005 else f"{share:.0%}"
 
 
+def _against(c: Contribution, usual: float) -> str:
+    return f"{_ratio(c.value, usual)} their usual {amount(c.feature, usual)}"
+
+
 def _against_usual(c: Contribution) -> str:
-    if c.share >= INTERMITTENT or c.share <= 0 or c.hits:  # a rise's usual is already for as many days
-        return f"{_ratio(c.value, c.usual)} their usual {amount(c.feature, c.usual)}"
-    usual = c.usual / c.share
-    days = f"on days with any ({_often(c.share)} of their days)"
-    return f"{_ratio(c.value, usual)} their usual {amount(c.feature, usual)} {days}"
+    if c.share >= INTERMITTENT or c.share <= 0:
+        return _against(c, c.usual)
+    return f"{_against(c, c.usual / c.share)} on days with any ({_often(c.share)} of their days)"
 
 
 def sentence(c: Contribution) -> str:
@@ -79,7 +81,7 @@ def sentence(c: Contribution) -> str:
                 f"{feature.noun} on {c.hits} of their last {c.days} active days ({amount(c.feature, c.value)} in all), "
                 f"against {_often(c.share)} of their days before"
             )
-        return f"{amount(c.feature, c.value)} {feature.noun} {within}, {_against_usual(c)} for as many days"
+        return f"{amount(c.feature, c.value)} {feature.noun} {within}, {_against(c, c.usual)} for as many days"
     if c.last_seen_days_ago is None or c.usual <= 0:
         window = f"{MEMORY_DAYS} days" if c.history_days >= MEMORY_DAYS else f"{c.history_days} days of history"
         first = FIRST.get(c.feature, f"first {feature.noun}")
