@@ -42,7 +42,8 @@ class DayState:
 
     day: int
     counts: dict[str, float] = field(default_factory=dict)
-    hours: list[int] = field(default_factory=lambda: [0] * 24)
+    hours: dict[int, int] = field(default_factory=dict)
+    """Events by local hour (0-23), for the hours that have any."""
     evidence: dict[str, list[str]] = field(default_factory=dict)
     sigma: list[tuple[str, str, float]] = field(default_factory=list)
     events: int = 0
@@ -58,7 +59,7 @@ class DayState:
         return {
             "day": self.day,
             "counts": self.counts,
-            "hours": self.hours,
+            "hours": [self.hours.get(hour, 0) for hour in range(24)],
             "evidence": self.evidence,
             "sigma": [list(s) for s in self.sigma],
             "events": self.events,
@@ -72,7 +73,7 @@ class DayState:
         return cls(
             day=int(data["day"]),
             counts={str(k): float(v) for k, v in data["counts"].items()},
-            hours=[int(h) for h in data["hours"]],
+            hours={hour: int(count) for hour, count in enumerate(data["hours"]) if count},
             evidence={str(k): [str(i) for i in v] for k, v in data["evidence"].items()},
             sigma=[(str(a), str(b), float(c)) for a, b, c in data["sigma"]],
             events=int(data["events"]),
@@ -166,9 +167,8 @@ class EntityState:
             self.machines = dict(sorted(machines.items(), key=lambda item: -item[1])[:MACHINES_CAP])
         offset = 24 if weekend else 0
         hours = self.hours
-        for hour, count in enumerate(today.hours):
-            if count:
-                hours[offset + hour] += scale
+        for hour in today.hours:
+            hours[offset + hour] += scale
         self._remember(moved, forget)
 
     def _remember(self, moved: dict[str, float] | None, forget: float) -> None:

@@ -161,7 +161,8 @@ class ScoringEngine:
             hour = local.hour
         self.observed += 1
         today.events += 1
-        today.hours[hour] += 1
+        hours = today.hours
+        hours[hour] = hours.get(hour, 0) + 1
         counts = today.counts
         evidence = today.evidence
         seen = obs.seen

@@ -194,9 +194,7 @@ def off_hours(state: EntityState, today: DayState, peers: PeerStats, group: str,
     peer = peers.hours.get(group)
     part = state.part_days(weekend)
     count = 0
-    for hour, events in enumerate(today.hours):
-        if not events:
-            continue
+    for hour in today.hours:
         peer_share = peer[offset + hour] if peer is not None else 0.0
         share = (own[offset + hour] / scale + HOUR_PRIOR_DAYS * peer_share) / (part + HOUR_PRIOR_DAYS)
         if share < OFF_HOURS_PROBABILITY:
