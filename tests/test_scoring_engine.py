@@ -418,6 +418,18 @@ def test_forgetting_by_scale_keeps_the_sums_a_day_by_day_forgetting_gives() -> N
     assert machine_owners([stored]) == machine_owners([state])
 
 
+def test_an_open_days_hours_are_stored_as_24_counts_and_read_back_as_the_hours_with_events() -> None:
+    """A day keeps only the hours that have events; its stored form lists all 24 (as days stored before did), so a
+    stored open day reads back the same whichever form wrote it, and closing it counts only those hours."""
+    today = DayState(3, hours={2: 1, 14: 5})
+    stored = orjson.loads(orjson.dumps(today.to_json()))
+    assert stored["hours"] == [0, 0, 1, *[0] * 11, 5, *[0] * 9]
+    assert DayState.from_json(stored).hours == {2: 1, 14: 5}
+    state = EntityState(key="k", kind="person", group="g", department="d", tz=ZoneInfo("UTC"))
+    state.fold(DayState.from_json(stored), 1.0, weekend=True)
+    assert [hour for hour, days in enumerate(state.hour_profile()) if days] == [24 + 2, 24 + 14]
+
+
 def _rise_sd(sums: list[float], days: float, window: list[float]) -> float:
     """A rise's standard deviations as docs/scoring.md states them: log(1 + amount) a day over the window against
     the reference's days used (Jeffreys prior on the rate) and log amounts (spread at least MIN_VAR_LOG)."""
