@@ -2,13 +2,14 @@
 
     .venv/bin/python bench/scoring_cost.py                    # the working tree against HEAD
     .venv/bin/python bench/scoring_cost.py --against 6d3ce78 --population 300 --days 60 --shape devices --seed 5
+    make compiled && .venv/bin/python bench/scoring_cost.py --against build/compiled   # against the compiled build
 
 Wall-clock throughput (bench/scoring.py) varies by a third between identical runs on a shared machine; instructions
 do not. One organisation is simulated, then valgrind's callgrind counts the instructions of a process that only
 reads its events and of one that reads and scores them (`ScoringEngine.observe` on each, then `flush`), with
 `PYTHONHASHSEED=0`, for each revision; the engine's cost is the difference. A revision other than the working tree
-is checked out into a temporary git worktree and imported from there. Needs `valgrind` on the PATH; each count
-takes one to three minutes at the default size.
+is checked out into a temporary git worktree and imported from there; a directory is imported as it is. Needs
+`valgrind` on the PATH; each count takes one to three minutes at the default size.
 """
 
 from __future__ import annotations
@@ -63,7 +64,11 @@ def git(*arguments: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--against", default="HEAD", help="the git revision compared with the working tree")
+    parser.add_argument(
+        "--against",
+        default="HEAD",
+        help="what the working tree is compared with: a git revision, or a directory holding a `custodes` package",
+    )
     parser.add_argument("--population", type=int, default=300)
     parser.add_argument("--days", type=int, default=60)
     parser.add_argument("--warmup-days", type=int, default=10)
@@ -92,18 +97,24 @@ def main() -> None:
         )
         simulate(knobs, folder)
         events = sum(1 for path in folder.glob("*.ndjson") for _ in path.open("rb"))
-        git("worktree", "add", "--detach", str(tree), args.against)
+        built = Path(args.against)
+        if built.is_dir():
+            against = built.resolve()
+        else:
+            git("worktree", "add", "--detach", str(tree), args.against)
+            against = tree / "src"
         try:
             print(f"{args.shape}, {args.population} people, {args.days} days, seed {args.seed}: {events:,} events")
             print(f"{'engine':>22} {'read only':>15} {'read + score':>15} {'engine':>15} {'per event':>10}")
             costs = []
-            for name, source in ((args.against, tree / "src"), ("working tree", ROOT / "src")):
+            for name, source in ((args.against, against), ("working tree", ROOT / "src")):
                 read, total = instructions(source, folder, False), instructions(source, folder, True)
                 costs.append(total - read)
                 print(f"{name:>22} {read:>15,} {total:>15,} {total - read:>15,} {(total - read) / events:>10,.0f}")
             print(f"working tree against {args.against}: {100 * (costs[1] / costs[0] - 1):+.2f} % instructions")
         finally:
-            git("worktree", "remove", "--force", str(tree))
+            if tree.exists():
+                git("worktree", "remove", "--force", str(tree))
 
 
 if __name__ == "__main__":

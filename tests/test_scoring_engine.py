@@ -519,15 +519,6 @@ def test_local_days_follow_each_persons_zone_across_a_clock_change() -> None:
     ]
     settings = ScoringSettings(pseudonymise=False)
     engine = ScoringEngine(settings, IdentityResolver(people, settings.identities), org_domains=["corp.example"])
-    seen: list[tuple[str, date, int]] = []
-    close = engine._close
-
-    def closing(state: EntityState) -> DayScore:
-        assert state.open is not None
-        seen.append((state.key.partition("@")[0], date.fromordinal(state.open.day), state.open.events))
-        return close(state)
-
-    engine._close = closing  # type: ignore[method-assign]
     times = {
         "ann": ["2024-03-31T00:30:00+00:00", "2024-03-31T22:30:00+00:00", "2024-03-31T23:10:00+00:00"],
         "bob": ["2024-03-31T09:00:00+00:00", "2024-03-31T23:30:00+00:00"],
@@ -538,10 +529,17 @@ def test_local_days_follow_each_persons_zone_across_a_clock_change() -> None:
         for name, stamps in times.items()
         for when in stamps
     ]
+    days: dict[tuple[str, date], int] = {}  # each person's local day -> the events it holds
     for event in sorted(events, key=lambda e: e.time):
-        engine.observe(event)
+        key = engine.observe(event)
+        assert key is not None
+        today = engine.states[key].open
+        assert today is not None
+        days[(key.partition("@")[0], date.fromordinal(today.day))] = today.events
     engine.flush()
-    assert sorted(seen) == [
+    assert {(score.entity.partition("@")[0], score.day) for score in engine.scores} == set(days)  # each closed once
+    assert len(engine.scores) == len(days)
+    assert sorted((name, day, events) for (name, day), events in days.items()) == [
         ("ann", date(2024, 3, 31), 2),  # 00:30 GMT and 23:30 BST
         ("ann", date(2024, 4, 1), 1),  # 00:10 BST
         ("bob", date(2024, 3, 31), 1),
