@@ -8,7 +8,8 @@ Wall-clock throughput (bench/scoring.py) varies by a third between identical run
 do not. One organisation is simulated, then valgrind's callgrind counts the instructions of a process that only
 reads its events and of one that reads and scores them (`ScoringEngine.observe` on each, then `flush`), with
 `PYTHONHASHSEED=0`, for each revision; the engine's cost is the difference. A revision other than the working tree
-is checked out into a temporary git worktree and imported from there; a directory is imported as it is. Needs
+is checked out into a temporary git worktree and imported from there; a directory is imported as it is. Identical
+engines differ by about 0.1 % (+0.11 % for the working tree against its own HEAD on 60 people and 25 days). Needs
 `valgrind` on the PATH; each count takes one to three minutes at the default size.
 """
 
@@ -96,7 +97,7 @@ def main() -> None:
             shape=args.shape,
         )
         simulate(knobs, folder)
-        events = sum(1 for path in folder.glob("*.ndjson") for _ in path.open("rb"))
+        events = sum(path.read_bytes().count(b"\n") for path in folder.glob("*.ndjson"))
         built = Path(args.against)
         if built.is_dir():
             against = built.resolve()
