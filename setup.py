@@ -5,22 +5,22 @@ compiler where the wheel is built, and `--no-build-isolation` so that the build 
 
     CUSTODES_COMPILE=1 pip wheel --no-deps --no-build-isolation -w dist .
 
-`make compiled` builds it beside the editable install; `make test` runs the scoring tests against it; the deploy
-image ships it (docs/performance.md, "Behaviour scoring").
+The modules compiled are pyproject.toml's `[tool.custodes] compiled`. `make compiled` builds it beside the editable
+install; `make test` runs the scoring tests against it; the deploy image ships it (docs/performance.md, "Behaviour
+scoring").
 """
 
 import os
+import tomllib
+from pathlib import Path
 
 from setuptools import setup
-
-COMPILED = [
-    f"src/custodes/detections/scoring/{name}.py"
-    for name in ("features", "baselines", "risk", "engine")  # per event and per person-day: docs/scoring.md, Bars
-]
 
 if os.environ.get("CUSTODES_COMPILE") == "1":
     from mypyc.build import mypycify
 
-    setup(ext_modules=mypycify(COMPILED, opt_level="3"))
+    project = tomllib.loads((Path(__file__).parent / "pyproject.toml").read_text(encoding="utf-8"))
+    modules = project["tool"]["custodes"]["compiled"]
+    setup(ext_modules=mypycify([f"src/{name.replace('.', '/')}.py" for name in modules], opt_level="3"))
 else:
     setup()
