@@ -25,9 +25,9 @@ Handler = Callable[[int, Sequence[AbstractIncomingMessage]], Awaitable[None]]
 """Commits what a batch of one partition's messages produced; raising leaves them unacknowledged."""
 RETRY_SECONDS = 1.0
 SUBSCRIBE_SECONDS = 30.0
-"""How long a subscription the broker refuses is tried again before it is an error: a quorum queue declared by
-several workers at once can refuse a consumer until its replica has started (RabbitMQ closes the connection with
-INTERNAL_ERROR), and a connection the broker closed takes the robust connection a few seconds to reopen."""
+"""How long a subscription the broker refuses is tried again before it is an error: a connection the broker closed
+takes the robust connection a few seconds to reopen. (A queue not yet running would refuse too, but the roles declare
+the topology one at a time before they consume: `topology.declaring`.)"""
 
 
 @dataclass(slots=True)

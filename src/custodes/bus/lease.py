@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 
 import sqlalchemy as sa
@@ -20,25 +19,20 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from custodes.connectors.supervisor import ConnectorSupervisor
 from custodes.store import Store
+from custodes.store.cluster import lock_key
 
 log = logging.getLogger(__name__)
 LEASE_SECONDS = 2.0
 """How often a receiver asks for the lease, and how often its holder checks it still holds it."""
 
 
-def lease_key(schema: str | None, exchange: str) -> int:
-    """The advisory lock's 64-bit key for a cluster (its store's schema and its exchange)."""
-    digest = hashlib.sha256(f"custodes.connectors/{schema or ''}/{exchange}".encode()).digest()
-    return int.from_bytes(digest[:8], "big", signed=True)
-
-
 class ConnectorLease:
     """Runs the supervisor's enabled connectors while this process holds the cluster's lease."""
 
-    def __init__(self, store: Store, supervisor: ConnectorSupervisor, key: int) -> None:
+    def __init__(self, store: Store, supervisor: ConnectorSupervisor, exchange: str) -> None:
         self.store = store
         self.supervisor = supervisor
-        self.key = key
+        self.key = lock_key("connectors", store.settings.schema_name, exchange)
         self.held = False
 
     async def run(self, stop: asyncio.Event) -> None:

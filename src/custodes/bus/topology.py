@@ -1,10 +1,15 @@
-"""The exchange and partition queues of a cluster, declared (idempotently) by every process that uses them."""
+"""The exchange and partition queues of a cluster, declared (idempotently) by every process that uses them, one
+process at a time."""
 
 from __future__ import annotations
 
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from aio_pika.abc import AbstractChannel, AbstractExchange
+
+from custodes.store import Store
+from custodes.store.cluster import holding, lock_key
 
 EXCHANGE_TYPE = "x-consistent-hash"
 """Routes each message by the hash of its routing key (the entity) to one bound queue (plugin
@@ -26,3 +31,11 @@ async def declare(channel: AbstractChannel, exchange: str, partitions: int) -> A
         queue = await channel.declare_queue(queue_name(exchange, partition), durable=True, arguments=QUEUE_ARGUMENTS)
         await queue.bind(declared, routing_key="1")
     return declared
+
+
+def declaring(store: Store, exchange: str) -> AbstractAsyncContextManager[None]:
+    """The cluster's declaration lock, held while a process declares the topology. RabbitMQ answers the first
+    declaration of a quorum queue once its replica runs, but a declaration made meanwhile at once, and refuses a
+    consumer of the queue until it runs (closing the connection with INTERNAL_ERROR); so replicas starting together
+    declare one after the other, and each finds the queues running when its declaration returns."""
+    return holding(store, lock_key("topology", store.settings.schema_name, exchange))

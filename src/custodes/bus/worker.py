@@ -20,7 +20,7 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 from custodes.bus.assignment import owner, preferred
 from custodes.bus.consumer import PartitionConsumer
 from custodes.bus.partition import PartitionCorrelator
-from custodes.bus.topology import queue_name
+from custodes.bus.topology import declare, declaring, queue_name
 from custodes.bus.wire import BadMessage, Envelope, decode
 from custodes.config import ClusterSettings
 from custodes.pipeline import Pipeline
@@ -115,6 +115,8 @@ class DetectionWorker:
         assert self.settings.amqp_url is not None
         connection = self.connection = await aio_pika.connect_robust(self.settings.amqp_url.reveal())
         partitions = self.settings.partitions
+        async with declaring(self.services.store, self.settings.exchange), await connection.channel() as channel:
+            await declare(channel, self.settings.exchange, partitions)
         consumer = PartitionConsumer(connection, self.settings.exchange, partitions, self.handle, BATCH)
         try:
             workers = sorted({self.name, *await self._live()})

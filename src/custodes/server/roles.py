@@ -19,10 +19,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from custodes.bus.lease import ConnectorLease, lease_key
+from custodes.bus.lease import ConnectorLease
 from custodes.bus.publisher import Publisher
 from custodes.bus.receiving import PublishingPipeline
 from custodes.bus.scoring import rescore
+from custodes.bus.topology import declaring
 from custodes.bus.worker import DetectionWorker
 from custodes.config import Role
 from custodes.connectors.runtime import ConnectorRuntime
@@ -43,7 +44,8 @@ async def serve_role(services: Services, role: Role, stop: asyncio.Event) -> Non
     cluster = services.settings.cluster
     assert cluster.amqp_url is not None  # checked at start-up (check_cluster)
     if role is Role.RECEIVER:
-        publisher = await Publisher.open(cluster.amqp_url.reveal(), cluster.exchange, cluster.partitions)
+        async with declaring(services.store, cluster.exchange):
+            publisher = await Publisher.open(cluster.amqp_url.reveal(), cluster.exchange, cluster.partitions)
         try:
             services.pipeline = PublishingPipeline(services.pipeline, publisher)
             await _receive(services, stop)
@@ -76,10 +78,9 @@ async def _receive(services: Services, stop: asyncio.Event) -> None:
 
     settings = services.settings
     supervisor = ConnectorSupervisor.from_settings(settings, ConnectorRuntime(services.pipeline), services.http)
-    key = lease_key(settings.database.schema_name, settings.cluster.exchange)
     async with serving(services, settings.server.host, settings.server.port, supervisor) as url:
         log.info(f"receiver serving on {url}")
-        await ConnectorLease(services.store, supervisor, key).run(stop)
+        await ConnectorLease(services.store, supervisor, settings.cluster.exchange).run(stop)
         await supervisor.close()
 
 
