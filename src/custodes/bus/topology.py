@@ -35,7 +35,7 @@ async def declare(channel: AbstractChannel, exchange: str, partitions: int) -> A
 
 def declaring(store: Store, exchange: str) -> AbstractAsyncContextManager[None]:
     """The cluster's declaration lock, held while a process declares the topology. RabbitMQ answers the first
-    declaration of a quorum queue once its replica runs, but a declaration made meanwhile at once, and refuses a
-    consumer of the queue until it runs (closing the connection with INTERNAL_ERROR); so replicas starting together
-    declare one after the other, and each finds the queues running when its declaration returns."""
+    declaration of a quorum queue once its replica runs, but answers another connection's declaration made meanwhile
+    at once, and a consumer of the queue before it runs closes the connection (INTERNAL_ERROR); so replicas starting
+    together declare one after the other, and each finds the queues running when its declaration returns."""
     return holding(store, lock_key("topology", store.settings.schema_name, exchange))

@@ -115,10 +115,10 @@ class DetectionWorker:
         assert self.settings.amqp_url is not None
         connection = self.connection = await aio_pika.connect_robust(self.settings.amqp_url.reveal())
         partitions = self.settings.partitions
-        async with declaring(self.services.store, self.settings.exchange), await connection.channel() as channel:
-            await declare(channel, self.settings.exchange, partitions)
         consumer = PartitionConsumer(connection, self.settings.exchange, partitions, self.handle, BATCH)
         try:
+            async with declaring(self.services.store, self.settings.exchange), await connection.channel() as channel:
+                await declare(channel, self.settings.exchange, partitions)
             workers = sorted({self.name, *await self._live()})
             await consumer.subscribe(preferred(self.name, workers, partitions))
             self.consumer = consumer
