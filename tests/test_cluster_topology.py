@@ -18,7 +18,7 @@ from custodes.config import DatabaseSettings
 from custodes.server.metrics import Metrics, WorkerMetrics
 from custodes.services import Services
 from custodes.store import Store
-from custodes.store.cluster import lock_key
+from custodes.store.locks import lock_key
 from test_cluster import fresh_exchange, postgres  # noqa: F401 (a fixture)
 from test_cluster_probes import eventually, settings_for
 from test_webhook_durability import free_port

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from custodes.connectors.supervisor import ConnectorSupervisor
 from custodes.store import Store
-from custodes.store.cluster import lock_key
+from custodes.store.locks import lock_key
 
 log = logging.getLogger(__name__)
 LEASE_SECONDS = 2.0

@@ -1,6 +1,7 @@
-"""Behaviour scoring of a cluster: one runner at a time (a PostgreSQL advisory lock) re-scores every entity from the
-shared store in event-time order whenever its events or findings changed, as `custodes replay` settles, so day
-closing, peer statistics and the top k see every partition's events, and the scores are those one process settles.
+"""Behaviour scoring of a cluster: one runner at a time (a PostgreSQL advisory lock of the store's schema) re-scores
+every entity from the shared store in event-time order whenever its events or findings changed, as `custodes replay`
+settles, so day closing, peer statistics and the top k see every partition's events, and the scores are those one
+process settles.
 
 It re-reads the stored events each time: exact, but its cost grows with what the store keeps (docs/performance.md)."""
 
@@ -13,10 +14,8 @@ import sqlalchemy as sa
 from custodes.detections.scoring.engine import DETECTOR
 from custodes.model import Finding
 from custodes.pipeline import Pipeline
+from custodes.store.locks import holding, lock_key
 from custodes.store.tables import events, findings
-
-LOCK_KEY = 7203010
-"""The advisory lock one re-scoring holds (other runners skip their turn)."""
 
 
 async def fingerprint(pipeline: Pipeline) -> tuple[Any, ...]:
@@ -34,22 +33,17 @@ async def rescore(pipeline: Pipeline, last: tuple[Any, ...] | None) -> tuple[tup
     scoring = pipeline.scoring
     if scoring is None:
         return last, []
-    async with pipeline.store.engine.connect() as lock:
-        held = (await lock.execute(sa.text(f"SELECT pg_try_advisory_lock({LOCK_KEY})"))).scalar_one()
-        await lock.commit()
+    store = pipeline.store
+    async with holding(store, lock_key("rescoring", store.settings.schema_name), wait=False) as held:
         if not held:
             return last, []
-        try:
-            seen = await fingerprint(pipeline)
-            if seen == last:
-                return last, []
-            await scoring.rescore(pipeline.store)
-            async with pipeline.store.transaction() as tx:
-                await scoring.save(tx)
-                unseen = [f for f in scoring.engine.take_findings() if await tx.get_finding(f.id) is None]
-                new, _, _ = await pipeline.record(tx, unseen)
-                await pipeline.follow_up(tx, new)
-            return seen, new
-        finally:
-            await lock.execute(sa.text(f"SELECT pg_advisory_unlock({LOCK_KEY})"))
-            await lock.commit()
+        seen = await fingerprint(pipeline)
+        if seen == last:
+            return last, []
+        await scoring.rescore(store)
+        async with store.transaction() as tx:
+            await scoring.save(tx)
+            unseen = [f for f in scoring.engine.take_findings() if await tx.get_finding(f.id) is None]
+            new, _, _ = await pipeline.record(tx, unseen)
+            await pipeline.follow_up(tx, new)
+        return seen, new

@@ -3,13 +3,14 @@ process at a time."""
 
 from __future__ import annotations
 
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from aio_pika.abc import AbstractChannel, AbstractExchange
 
 from custodes.store import Store
-from custodes.store.cluster import holding, lock_key
+from custodes.store.locks import holding, lock_key
 
 EXCHANGE_TYPE = "x-consistent-hash"
 """Routes each message by the hash of its routing key (the entity) to one bound queue (plugin
@@ -33,9 +34,11 @@ async def declare(channel: AbstractChannel, exchange: str, partitions: int) -> A
     return declared
 
 
-def declaring(store: Store, exchange: str) -> AbstractAsyncContextManager[None]:
+@asynccontextmanager
+async def declaring(store: Store, exchange: str) -> AsyncIterator[None]:
     """The cluster's declaration lock, held while a process declares the topology. RabbitMQ answers the first
     declaration of a quorum queue once its replica runs, but answers another connection's declaration made meanwhile
     at once, and a consumer of the queue before it runs closes the connection (INTERNAL_ERROR); so replicas starting
     together declare one after the other, and each finds the queues running when its declaration returns."""
-    return holding(store, lock_key("topology", store.settings.schema_name, exchange))
+    async with holding(store, lock_key("topology", store.settings.schema_name, exchange)):
+        yield

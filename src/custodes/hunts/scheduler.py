@@ -31,6 +31,7 @@ from custodes.config import DatabaseSettings, HuntSettings
 from custodes.hunts.definition import trigger
 from custodes.hunts.runner import HuntRunner
 from custodes.model import utcnow
+from custodes.store.locks import lock_key
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +39,6 @@ JOB_PREFIXES: Final = ("hunt:", "playbook:")
 FUNC_REF: Final = "custodes.hunts.scheduler:fire"
 _SYNC_DRIVERS: Final = {"sqlite": "sqlite", "postgresql": "postgresql+psycopg"}
 _active: CronScheduler | None = None
-START_LOCK: Final = 7203004
-"""PostgreSQL advisory lock key serialising scheduler start-up across processes."""
 
 
 async def fire(name: str, kind: str = "hunt") -> None:
@@ -162,11 +161,12 @@ class CronScheduler:
             timezone=UTC,
         )
         # Several `custodes serve` processes may start together on one database: create the job table and
-        # reconcile the stored jobs one process at a time (PostgreSQL advisory lock), or they collide.
+        # reconcile the stored jobs one process at a time (PostgreSQL advisory lock of the schema), or they collide.
+        start_lock = lock_key("schedules", self.database.schema_name)
         with store.engine.connect() as lock:
             serialise = lock.dialect.name == "postgresql"
             if serialise:
-                lock.execute(sa.text("SELECT pg_advisory_lock(:key)"), {"key": START_LOCK})
+                lock.execute(sa.text("SELECT pg_advisory_lock(:key)"), {"key": start_lock})
             try:
                 store.jobs_t.create(lock, checkfirst=True)
                 lock.commit()
@@ -176,7 +176,7 @@ class CronScheduler:
                 self._reconcile(scheduler, grace)
             finally:
                 if serialise:
-                    lock.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": START_LOCK})
+                    lock.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": start_lock})
                     lock.commit()
         scheduler.resume()
 

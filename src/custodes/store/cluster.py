@@ -1,11 +1,9 @@
 """What the processes of a cluster share in the store: partition state (correlation clocks and groups, with the
-deliveries they cover), the detection workers alive, and the advisory locks that make them take turns."""
+deliveries they cover) and the detection workers alive."""
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -14,7 +12,7 @@ import sqlalchemy as sa
 
 from custodes.model import utcnow
 from custodes.store import upserts
-from custodes.store.database import CorrelationGroupRecord, Store, Transaction
+from custodes.store.database import CorrelationGroupRecord, Transaction
 from custodes.store.tables import cluster_groups, cluster_partitions, cluster_workers
 
 
@@ -111,23 +109,3 @@ async def leave(tx: Transaction, exchange: str, worker: str) -> None:
     """Forget a worker that stops cleanly (its partitions are reassigned at once)."""
     table = cluster_workers
     await tx.conn.execute(sa.delete(table).where(table.c.exchange == exchange, table.c.worker == worker))
-
-
-def lock_key(purpose: str, schema: str | None, exchange: str) -> int:
-    """The 64-bit advisory lock key of one purpose of a cluster (its store's schema and its exchange)."""
-    digest = hashlib.sha256(f"custodes.{purpose}/{schema or ''}/{exchange}".encode()).digest()
-    return int.from_bytes(digest[:8], "big", signed=True)
-
-
-@asynccontextmanager
-async def holding(store: Store, key: int) -> AsyncIterator[None]:
-    """Wait for the session advisory lock `key` on a connection of its own and hold it for the block (PostgreSQL
-    frees it if the process dies)."""
-    async with store.engine.connect() as conn:
-        await conn.execute(sa.text("SELECT pg_advisory_lock(:key)"), {"key": key})
-        await conn.commit()
-        try:
-            yield
-        finally:
-            await conn.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": key})
-            await conn.commit()

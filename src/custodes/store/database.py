@@ -43,6 +43,7 @@ from custodes.model import (
 from custodes.redaction import redact
 from custodes.store import migrate, upserts
 from custodes.store.groupcommit import GroupCommit
+from custodes.store.locks import lock_key
 from custodes.store.sqlite_driver import creator
 from custodes.store.tables import (
     approvals,
@@ -63,7 +64,6 @@ from custodes.store.tables import (
 
 GENESIS_HASH = "0" * 64
 MAX_EVIDENCE_IDS = 200
-_DESTRUCTIVE_LOCK = 7203002
 
 
 def _started_by(since: datetime, by: str) -> tuple[sa.ColumnElement[bool], ...]:
@@ -178,10 +178,11 @@ class RunNotHeld(Exception):
 class Transaction:
     """Reads and writes on one connection inside one database transaction."""
 
-    def __init__(self, conn: AsyncConnection, audit_key: bytes | None = None) -> None:
+    def __init__(self, conn: AsyncConnection, audit_key: bytes | None = None, schema: str | None = None) -> None:
         self.conn = conn
         self._audit_key = audit_key
         self._dialect = conn.dialect.name
+        self._schema = schema
         self._audit_head: str | None = None
         self._controls: dict[str, Any] = {}
         self._held: dict[str, set[str]] = {}
@@ -193,6 +194,10 @@ class Transaction:
 
     def _insert(self, table: sa.Table) -> Any:
         return upserts.insert(self._dialect, table)
+
+    async def _lock(self, purpose: str) -> None:
+        """Take the store schema's advisory lock of `purpose` until the transaction ends (PostgreSQL)."""
+        await self.conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": lock_key(purpose, self._schema)})
 
     # events ---------------------------------------------------------------------------------------
     async def insert_events(self, batch: Sequence[Event]) -> set[str]:
@@ -532,7 +537,7 @@ class Transaction:
         """The chain's last hash, taking the chain's lock first (once per transaction)."""
         if self._audit_head is None:
             if self._dialect == "postgresql":
-                await self.conn.execute(sa.text("SELECT pg_advisory_xact_lock(7203001)"))
+                await self._lock("audit")
             last = (
                 await self.conn.execute(sa.select(audit_log.c.hash).order_by(audit_log.c.seq.desc()).limit(1))
             ).scalar_one_or_none()
@@ -669,7 +674,7 @@ class Transaction:
         """
         await self.flush()
         if self._dialect == "postgresql":
-            await self.conn.execute(sa.text(f"SELECT pg_advisory_xact_lock({_DESTRUCTIVE_LOCK})"))
+            await self._lock("destructive")
         query = sa.select(sa.func.count()).where(steps.c.destructive.is_(True), steps.c.started_at >= since)
         if excluding is not None:
             query = query.where(steps.c.idempotency_key != excluding)
@@ -1005,7 +1010,8 @@ class Store:
         """Apply pending Alembic migrations; on PostgreSQL, processes starting together take turns."""
         async with self.engine.begin() as conn:
             if self.dialect == "postgresql":
-                await conn.execute(sa.text("SELECT pg_advisory_xact_lock(7203002)"))
+                key = lock_key("migrations", self.settings.schema_name)
+                await conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
                 if self.settings.schema_name:
                     await conn.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{self.settings.schema_name}"'))
             await conn.run_sync(migrate.upgrade)
@@ -1014,7 +1020,7 @@ class Store:
     async def transaction(self) -> AsyncIterator[Transaction]:
         """A transaction that commits (after sending its staged writes) when the block ends without an exception."""
         async with self.engine.begin() as conn:
-            tx = Transaction(conn, self.audit_key)
+            tx = Transaction(conn, self.audit_key, self.settings.schema_name)
             yield tx
             await tx.flush()
         for callback in tx.committed:
