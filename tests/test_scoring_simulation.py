@@ -20,7 +20,7 @@ from custodes.config import ScoringSettings
 from custodes.connectors.envelope import to_event
 from custodes.connectors.files import iter_records
 from custodes.detections.scoring import timesort
-from custodes.detections.scoring.evaluate import PROGRESS_EVENTS, evaluate, load_labels, most_catchable
+from custodes.detections.scoring.evaluate import PROGRESS_EVENTS, Repeats, evaluate, load_labels, most_catchable
 from custodes.detections.scoring.simulate import (
     DEVICE_SCENARIOS,
     SCENARIOS,
@@ -182,6 +182,44 @@ def test_eval_sorts_a_file_out_of_time_order_and_says_so(
     monkeypatch.setattr(timesort, "RUN_EVENTS", 1000)  # sorted in runs spilled to disk, then merged
     spilled = evaluate([reversed_endpoint if f.name == "endpoint.ndjson" else f for f in files], labels, settings)
     assert replace(spilled, seconds=0.0) == replace(shuffled, seconds=0.0)
+
+
+def test_eval_scores_records_read_again_once_and_says_so(org: Path, tmp_path: Path) -> None:
+    settings = ScoringSettings(directory=org / "directory.json", pseudonymise=False)
+    labels = load_labels(org / "labels.json")
+    files = sorted(org.glob("*.ndjson"))
+    once = evaluate(files, labels, settings)
+    lines = (org / "endpoint.ndjson").read_bytes().splitlines()
+    third = len(lines) // 3
+    early, late = tmp_path / "early.ndjson", tmp_path / "late.ndjson"  # two exports overlapping by a third
+    early.write_bytes(b"\n".join(lines[: 2 * third]) + b"\n")
+    late.write_bytes(b"\n".join(lines[third:]) + b"\n")
+    others = [f for f in files if f.name != "endpoint.ndjson"]
+    overlapping = evaluate([*others, early, late], labels, settings)
+    twice = evaluate([*files, org / "okta.ndjson"], labels, settings)
+    for result in (overlapping, twice):
+        assert replace(result, seconds=0.0, warnings=[]) == replace(once, seconds=0.0, warnings=[])
+    assert overlapping.warnings == [
+        f"{2 * third - third} records repeat a record read before them (the same record at the same time: exports "
+        "that overlap, or a file given twice) and were scored once"
+    ]
+    okta = len((org / "okta.ndjson").read_bytes().splitlines())
+    assert [w for w in twice.warnings if w.startswith(f"{okta} records repeat a record read before them")]
+
+
+def test_records_of_one_time_are_kept_unless_the_same_record() -> None:
+    repeats = Repeats()
+    when = datetime(2024, 3, 4, 9, tzinfo=UTC)
+    later = when + timedelta(microseconds=1)
+    first, other = {"user": "ann", "n": 1}, {"n": 1, "user": "bob"}
+    kept = [
+        not repeats.repeated(when, first),
+        not repeats.repeated(when, other),  # another record of the same time
+        not repeats.repeated(when, {"n": 1, "user": "ann"}),  # the first again, its keys in another order
+        not repeats.repeated(later, first),  # the same content at another time is another event
+        not repeats.repeated(later, dict(first)),
+    ]
+    assert kept == [True, True, False, True, False] and repeats.count == 2
 
 
 def test_events_sorted_in_runs_on_disk_come_back_as_sorted_in_memory(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -446,12 +446,41 @@ def _is_cert(path: Path) -> bool:
     return path.name.lower().endswith((".csv", ".csv.gz"))
 
 
+class Repeats:
+    """Records read again (the same record at the same time: exports that overlap, a file given twice), which the
+    store would keep once (an event's id is the vendor's, else its content's): only records of one time are compared,
+    so what is kept is bounded by the most records of one time."""
+
+    __slots__ = ("count", "first", "seen", "time")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.time: datetime | None = None
+        self.first: Any = None
+        self.seen: set[bytes] | None = None
+
+    def repeated(self, when: datetime, record: Any) -> bool:
+        """Whether `record` at `when` repeats one read before it (records arrive in time order)."""
+        if when != self.time:
+            self.time, self.first, self.seen = when, record, None
+            return False
+        if self.seen is None:  # a second record of this time: the first is compared from now on
+            self.seen = {orjson.dumps(self.first, option=orjson.OPT_SORT_KEYS)}
+        content = orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
+        if content in self.seen:
+            self.count += 1
+            return True
+        self.seen.add(content)
+        return False
+
+
 def read_events(
     paths: Sequence[Path], warnings: list[str] | None = None, kinds: set[str] | None = None
 ) -> Iterator[Event]:
     """Events from log files, merged in time order; a file not in time order is sorted (in bounded memory:
-    `timesort`), and records that cannot be scored are skipped, each with a warning once the files are read. The
-    kinds of record read from CERT CSVs (logon, device, http, email, file) go into `kinds`."""
+    `timesort`), a record read again (`Repeats`) is scored once, and records that cannot be scored are skipped,
+    each with a warning once the files are read. The kinds of record read from CERT CSVs (logon, device, http,
+    email, file) go into `kinds`."""
     streams: list[Iterator[tuple[datetime, int, Event]]] = []
     skipped = {path: Skipped() for path in paths}
     for path in paths:
@@ -463,10 +492,17 @@ def read_events(
             streams.append(in_time_order(records, NO_SOURCE))
         else:
             streams.append(records)
-    for _, _, event in heapq.merge(*streams, key=lambda item: item[0]):
-        yield event
+    repeats = Repeats()
+    for when, _, event in heapq.merge(*streams, key=lambda item: item[0]):
+        if not repeats.repeated(when, event.raw):
+            yield event
     if warnings is not None:
         warnings += [text for path in dict.fromkeys(paths) if (text := skipped[path].warning(path))]
+        if repeats.count:
+            warnings.append(
+                f"{repeats.count} records repeat a record read before them (the same record at the same time: "
+                "exports that overlap, or a file given twice) and were scored once"
+            )
 
 
 def evaluate(
