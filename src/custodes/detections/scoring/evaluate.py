@@ -447,7 +447,7 @@ def _is_cert(path: Path) -> bool:
 
 
 class Repeats:
-    """Records read again (the same record at the same time: exports that overlap, a file given twice), which the
+    """Records read again (the same record at the same time: exports that overlap, a record repeated), which the
     store would keep once (an event's id is the vendor's, else its content's): only records of one time are compared,
     so what is kept is bounded by the most records of one time."""
 
@@ -478,12 +478,20 @@ def read_events(
     paths: Sequence[Path], warnings: list[str] | None = None, kinds: set[str] | None = None
 ) -> Iterator[Event]:
     """Events from log files, merged in time order; a file not in time order is sorted (in bounded memory:
-    `timesort`), a record read again (`Repeats`) is scored once, and records that cannot be scored are skipped,
-    each with a warning once the files are read. The kinds of record read from CERT CSVs (logon, device, http,
+    `timesort`), a file given twice is read once, a record read again (`Repeats`) is scored once, and records that
+    cannot be scored are skipped, each with a warning. The kinds of record read from CERT CSVs (logon, device, http,
     email, file) go into `kinds`."""
-    streams: list[Iterator[tuple[datetime, int, Event]]] = []
-    skipped = {path: Skipped() for path in paths}
+    files: dict[Path, Path] = {}  # each file once, as it was first named
+    times = Counter(path.resolve() for path in paths)
     for path in paths:
+        files.setdefault(path.resolve(), path)
+    distinct = list(files.values())
+    if warnings is not None and len(distinct) < len(paths):
+        again = ", ".join(str(path) for real, path in files.items() if times[real] > 1)
+        warnings.append(f"files given more than once were read once: {again}")
+    streams: list[Iterator[tuple[datetime, int, Event]]] = []
+    skipped = {path: Skipped() for path in distinct}
+    for path in distinct:
         late = out_of_order(path)
         records = _records(path, skipped[path], kinds)
         if late:
@@ -497,11 +505,11 @@ def read_events(
         if not repeats.repeated(when, event.raw):
             yield event
     if warnings is not None:
-        warnings += [text for path in dict.fromkeys(paths) if (text := skipped[path].warning(path))]
+        warnings += [text for path in distinct if (text := skipped[path].warning(path))]
         if repeats.count:
             warnings.append(
                 f"{repeats.count} records repeat a record read before them (the same record at the same time: "
-                "exports that overlap, or a file given twice) and were scored once"
+                "exports that overlap, or a record written twice) and were scored once"
             )
 
 
