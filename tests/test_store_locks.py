@@ -57,12 +57,11 @@ async def test_a_lock_held_elsewhere_is_reported_not_taken_until_it_is_freed(
 ) -> None:
     store = await Store.open(schemas[0])
     try:
-        key = lock_key("rescoring", schemas[0].schema_name)
-        async with holding(store, key) as held:  # waiting for a lock: tests/test_cluster_topology.py
+        async with holding(store, "rescoring") as held:  # waiting for a lock: tests/test_cluster_topology.py
             assert held
-            async with holding(store, key, wait=False) as again:
+            async with holding(store, "rescoring", wait=False) as again:
                 assert not again, "another session holds it"
-        async with holding(store, key, wait=False) as freed:
+        async with holding(store, "rescoring", wait=False) as freed:
             assert freed, "the first holder freed it"
     finally:
         await store.close()
@@ -73,8 +72,7 @@ async def test_re_scoring_skips_its_turn_only_for_its_own_schema(
 ) -> None:
     first, second = (load_settings(config_file(tmp_path, database)) for database in schemas)
     async with await Services.open(first) as mine, await Services.open(second) as theirs:
-        held = lock_key("rescoring", schemas[0].schema_name)
-        async with holding(mine.store, held) as taken:
+        async with holding(mine.store, "rescoring") as taken:
             assert taken
             assert await rescore(mine.pipeline, None) == (None, []), "a runner of the same schema skips its turn"
             scored, _ = await rescore(theirs.pipeline, None)

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from custodes.detections.scoring.engine import DETECTOR
 from custodes.model import Finding
 from custodes.pipeline import Pipeline
-from custodes.store.locks import holding, lock_key
+from custodes.store.locks import holding
 from custodes.store.tables import events, findings
 
 
@@ -34,7 +34,7 @@ async def rescore(pipeline: Pipeline, last: tuple[Any, ...] | None) -> tuple[tup
     if scoring is None:
         return last, []
     store = pipeline.store
-    async with holding(store, lock_key("rescoring", store.settings.schema_name), wait=False) as held:
+    async with holding(store, "rescoring", wait=False) as held:
         if not held:
             return last, []
         seen = await fingerprint(pipeline)

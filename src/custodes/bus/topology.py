@@ -10,7 +10,7 @@ from typing import Any
 from aio_pika.abc import AbstractChannel, AbstractExchange
 
 from custodes.store import Store
-from custodes.store.locks import holding, lock_key
+from custodes.store.locks import holding
 
 EXCHANGE_TYPE = "x-consistent-hash"
 """Routes each message by the hash of its routing key (the entity) to one bound queue (plugin
@@ -40,5 +40,5 @@ async def declaring(store: Store, exchange: str) -> AsyncIterator[None]:
     declaration of a quorum queue once its replica runs, but answers another connection's declaration made meanwhile
     at once, and a consumer of the queue before it runs closes the connection (INTERNAL_ERROR); so replicas starting
     together declare one after the other, and each finds the queues running when its declaration returns."""
-    async with holding(store, lock_key("topology", store.settings.schema_name, exchange)):
+    async with holding(store, "topology", exchange):
         yield

@@ -43,7 +43,7 @@ from custodes.model import (
 from custodes.redaction import redact
 from custodes.store import migrate, upserts
 from custodes.store.groupcommit import GroupCommit
-from custodes.store.locks import lock_key
+from custodes.store.locks import lock_key, transaction_lock
 from custodes.store.sqlite_driver import creator
 from custodes.store.tables import (
     approvals,
@@ -196,8 +196,10 @@ class Transaction:
         return upserts.insert(self._dialect, table)
 
     async def _lock(self, purpose: str) -> None:
-        """Take the store schema's advisory lock of `purpose` until the transaction ends (PostgreSQL)."""
-        await self.conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": lock_key(purpose, self._schema)})
+        """Take the store schema's advisory lock of `purpose` until the transaction ends (PostgreSQL; SQLite has one
+        writer at a time)."""
+        if self._dialect == "postgresql":
+            await transaction_lock(self.conn, lock_key(purpose, self._schema))
 
     # events ---------------------------------------------------------------------------------------
     async def insert_events(self, batch: Sequence[Event]) -> set[str]:
@@ -536,8 +538,7 @@ class Transaction:
     async def _audit_tail(self) -> str:
         """The chain's last hash, taking the chain's lock first (once per transaction)."""
         if self._audit_head is None:
-            if self._dialect == "postgresql":
-                await self._lock("audit")
+            await self._lock("audit")
             last = (
                 await self.conn.execute(sa.select(audit_log.c.hash).order_by(audit_log.c.seq.desc()).limit(1))
             ).scalar_one_or_none()
@@ -673,8 +674,7 @@ class Transaction:
         Serialised, so that counting and recording the next call happen as one step across workers.
         """
         await self.flush()
-        if self._dialect == "postgresql":
-            await self._lock("destructive")
+        await self._lock("destructive")
         query = sa.select(sa.func.count()).where(steps.c.destructive.is_(True), steps.c.started_at >= since)
         if excluding is not None:
             query = query.where(steps.c.idempotency_key != excluding)
@@ -1010,8 +1010,7 @@ class Store:
         """Apply pending Alembic migrations; on PostgreSQL, processes starting together take turns."""
         async with self.engine.begin() as conn:
             if self.dialect == "postgresql":
-                key = lock_key("migrations", self.settings.schema_name)
-                await conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+                await transaction_lock(conn, lock_key("migrations", self.settings.schema_name))
                 if self.settings.schema_name:
                     await conn.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{self.settings.schema_name}"'))
             await conn.run_sync(migrate.upgrade)

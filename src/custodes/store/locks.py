@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 if TYPE_CHECKING:
     from custodes.store.database import Store
@@ -21,11 +22,17 @@ def lock_key(purpose: str, schema: str | None, scope: str = "") -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
+async def transaction_lock(conn: AsyncConnection, key: int) -> None:
+    """Take the advisory lock `key` until the transaction on `conn` ends."""
+    await conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+
+
 @asynccontextmanager
-async def holding(store: Store, key: int, *, wait: bool = True) -> AsyncIterator[bool]:
-    """Hold the session advisory lock `key` on a connection of its own for the block, which gets whether it holds
-    it: waiting for it (`wait`), or not taken when another session holds it. PostgreSQL frees it if the process
-    dies."""
+async def holding(store: Store, purpose: str, scope: str = "", *, wait: bool = True) -> AsyncIterator[bool]:
+    """Hold the store's session advisory lock of `purpose` (`lock_key`) on a connection of its own for the block,
+    which gets whether it holds it: waiting for it (`wait`), or not taken when another session holds it. PostgreSQL
+    frees it if the process dies."""
+    key = lock_key(purpose, store.settings.schema_name, scope)
     async with store.engine.connect() as conn:
         if wait:
             await conn.execute(sa.text("SELECT pg_advisory_lock(:key)"), {"key": key})

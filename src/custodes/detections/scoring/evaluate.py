@@ -481,14 +481,13 @@ def read_events(
     `timesort`), a file given twice is read once, a record read again (`Repeats`) is scored once, and records that
     cannot be scored are skipped, each with a warning. The kinds of record read from CERT CSVs (logon, device, http,
     email, file) go into `kinds`."""
-    files: dict[Path, Path] = {}  # each file once, as it was first named
-    times = Counter(path.resolve() for path in paths)
+    names: dict[Path, list[Path]] = {}  # each file's names, in the order given
     for path in paths:
-        files.setdefault(path.resolve(), path)
-    distinct = list(files.values())
-    if warnings is not None and len(distinct) < len(paths):
-        again = ", ".join(str(path) for real, path in files.items() if times[real] > 1)
-        warnings.append(f"files given more than once were read once: {again}")
+        names.setdefault(path.resolve(), []).append(path)
+    distinct = [given[0] for given in names.values()]
+    again = [str(given[0]) for given in names.values() if len(given) > 1]
+    if warnings is not None and again:
+        warnings.append(f"files given more than once were read once: {', '.join(again)}")
     streams: list[Iterator[tuple[datetime, int, Event]]] = []
     skipped = {path: Skipped() for path in distinct}
     for path in distinct:
