@@ -240,7 +240,9 @@ def test_cert_times_read_alike_padded_or_not_and_impossible_ones_are_refused(tmp
     assert first_time("02/29/2012 23:59:59") == "2012-02-29T23:59:59+00:00"
     for impossible in ("02/30/2010 08:00:00", "13/04/2010 08:00:00", "01/04/2010 24:00:00", "2010-01-04 08:00:00"):
         assert first_time(impossible).startswith("line 2: not a CERT logon or device row (")
-    assert order_time("2010-01-04 08:00:00") == order_time("yesterday") == []  # no time to order by
+        assert order_time(impossible) == []  # skipped by the reading pass: nothing to order by
+    assert order_time("02/29/2012 23:59:59") == ["2012-02-29T23:59:59"]
+    assert order_time("yesterday") == []
 
 
 def test_a_csv_that_is_not_cert_is_refused_with_its_name(cert: Path) -> None:

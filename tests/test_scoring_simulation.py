@@ -117,6 +117,7 @@ def test_eval_scoring_command_reports_json(org: Path) -> None:
     assert result.exit_code == 0, result.output
     report = orjson.loads(result.stdout)
     assert report["population"] == 100 and set(report["recall"]) >= {"25", "50", "100"}
+    assert report["days"] == 30  # the simulated days: the empty date the engine closes before them is not one
     assert report["incidents_caught"] <= report["incidents_catchable"] <= len(report["incidents"])
     assert len(report["incidents"]) == 5 and report["mean_percentile"] > 90
     scenarios = report["scenarios"]  # the same measures, scenario by scenario, adding up to the whole
@@ -152,6 +153,7 @@ def test_simulate_command(tmp_path: Path) -> None:
     out_of_range = {
         ("--population", "0"): "--population 0 is too small: 20 people or more",
         ("--days", "0"): "--days 0 is too short: 11 or more",
+        ("--days", "99999"): "--days 99999 runs past today: the simulated days start on 2024-03-04, so",
         ("--noise", "-1"): "--noise -1.0 is below 0",
         ("--insiders", "-2"): "--insiders -2 is out of range: 0 to half the people (150)",
         ("--insiders", "151"): "--insiders 151 is out of range: 0 to half the people (150)",

@@ -77,6 +77,10 @@ PADDED_TIME = re.compile(r"([0-9]{2})/([0-9]{2})/([0-9]{4}) ([0-9]{2}):([0-9]{2}
 """`TIME_FORMAT` as the datasets write it, every field zero-padded: read without `strptime` (a fifth of its cost)."""
 
 
+VALID_TIME = re.compile(r"(?:0[1-9]|1[0-2])/(?:0[1-9]|1[0-9]|2[0-8])/[0-9]{4} (?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]")
+"""`PADDED_TIME` of a time that exists in every month and year (days to the 28th): read by position as it stands."""
+
+
 SHORT_TIME_FORMAT = "%m/%d/%Y %H:%M"
 """`TIME_FORMAT` without seconds, as a spreadsheet saves the datasets' times by default."""
 
@@ -178,12 +182,12 @@ def cert_times(lines: Iterable[str]) -> Iterator[str]:
     column = header.index("date")
     for _, row in rows:
         value = row[column].strip() if isinstance(row, list) and len(row) > column else ""
-        if PADDED_TIME.fullmatch(value):  # the datasets' own form, read by position (a gigabytes-long web log)
+        if VALID_TIME.fullmatch(value):  # the datasets' own form, read by position (a gigabytes-long web log)
             yield f"{value[6:10]}-{value[:2]}-{value[3:5]}T{value[11:]}"
             continue
         try:
             yield _time(value)[:19]
-        except ValueError:  # no time: the reading pass counts the row as not one of its file's
+        except ValueError:  # no time (or none that exists): the reading pass counts the row as not one of its file's
             continue
 
 

@@ -687,7 +687,7 @@ def evaluate(
             chances[incident].add(day)
     return Evaluation(
         population=population,
-        days=len(scored - gaps),
+        days=len(dated),  # dates someone had a day on: not the empty date closed before the first
         events=count,
         seconds=seconds,
         budget=budget,

@@ -23,6 +23,7 @@ from zoneinfo import ZoneInfo
 import orjson
 
 from custodes.detections.scoring.identity import Person
+from custodes.model import utcnow
 
 DOMAIN = "corp.example"
 UPN_DOMAIN = "corp.onmicrosoft.com"
@@ -1058,6 +1059,12 @@ def simulate(settings: SimulationSettings, out: Path, progress: Callable[[int], 
         raise ValueError(f"--warmup-days {settings.warmup_days} is below 1: at least one quiet day comes first")
     if settings.days < 11:
         raise ValueError(f"--days {settings.days} is too short: 11 or more (quiet days, then 10 in which insiders act)")
+    latest = (utcnow().date() - settings.start).days
+    if settings.days > latest:
+        raise ValueError(
+            f"--days {settings.days} runs past today: the simulated days start on {settings.start.isoformat()}, so "
+            f"{latest} at most (later records would be outside the times a replay or an evaluation accepts)"
+        )
     if settings.days < settings.warmup_days + 10:
         raise ValueError(
             f"--days {settings.days} is too short for --warmup-days {settings.warmup_days}: give --days "
