@@ -77,7 +77,9 @@ PADDED_TIME = re.compile(r"([0-9]{2})/([0-9]{2})/([0-9]{4}) ([0-9]{2}):([0-9]{2}
 """`TIME_FORMAT` as the datasets write it, every field zero-padded: read without `strptime` (a fifth of its cost)."""
 
 
-VALID_TIME = re.compile(r"(?:0[1-9]|1[0-2])/(?:0[1-9]|1[0-9]|2[0-8])/[0-9]{4} (?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]")
+VALID_TIME = re.compile(
+    r"(?:0[1-9]|1[0-2])/(?:0[1-9]|1[0-9]|2[0-8])/[0-9]{4} (?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
+)
 """`PADDED_TIME` of a time that exists in every month and year (days to the 28th): read by position as it stands."""
 
 

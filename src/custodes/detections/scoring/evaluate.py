@@ -591,6 +591,7 @@ def evaluate(
     started = time.perf_counter()
     count = 0
     kinds: set[str] = set()
+    before = len(warnings)
     for event in read_events(paths, warnings, kinds):
         engine.observe(event)
         count += 1
@@ -601,7 +602,8 @@ def evaluate(
         progress(count)
     if not count:
         names = ", ".join(str(path) for path in paths)
-        raise CustodesError(f"no events in {names}: nothing to score; give the files the events are in")
+        why = "".join(f"\n  {text}" for text in warnings[before:])  # what was read and skipped, and why
+        raise CustodesError(f"no events in {names}: nothing to score; give the files the events are in{why}")
     seconds = time.perf_counter() - started
     unknown = sorted(
         {
