@@ -36,6 +36,7 @@ from custodes.bus.topology import queue_name
 from custodes.bus.wire import Envelope
 from custodes.model import Event, LogSource, utcnow
 from custodes.server.auth import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from custodes.store.database import drop_schema
 from webhooks import SECRET, cpu_seconds, free_port, record
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -102,15 +103,6 @@ async def count(postgres: str, schema: str, table: str) -> int:
         return int(await conn.fetchval(f'SELECT count(*) FROM "{schema}".{table}'))  # noqa: S608 (names made here)
     except asyncpg.UndefinedTableError:
         return 0
-    finally:
-        await conn.close()
-
-
-async def drop(postgres: str, schema: str) -> None:
-    url = make_url(postgres)
-    conn = await asyncpg.connect(host=url.host, port=url.port or 5432, user=url.username, database=url.database)
-    try:
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
     finally:
         await conn.close()
 
@@ -190,7 +182,7 @@ async def measure(name: str, roles: Sequence[str], args: argparse.Namespace) -> 
             for _, process in processes:
                 await asyncio.wait_for(process.wait(), 30)
             os.close(log)
-            await drop(args.postgres, schema)
+            await drop_schema(args.postgres, schema)
             await delete_topology(args.amqp, exchange)
     cpu = {kind: (after[kind] - before[kind]) / args.events * 1e6 for kind in after}
     return Run(name, args.events / elapsed, cpu)

@@ -25,12 +25,12 @@ import sys
 import uuid
 
 import aio_pika
-import sqlalchemy as sa
 from aio_pika.abc import AbstractIncomingMessage
 
 from custodes.bus.topology import QUEUE_ARGUMENTS, declare, declaring, queue_name
 from custodes.config import DatabaseSettings
 from custodes.store import Store
+from custodes.store.database import drop_schema
 
 AMQP_URL = os.environ.get("CUSTODES_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 POSTGRES_URL = os.environ.get("CUSTODES_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
@@ -90,9 +90,8 @@ async def run(args: argparse.Namespace) -> None:
         print(f"without the lock: {await closed(None, args)} of {total} connections closed by the broker")
         print(f"with the lock:    {await closed(store, args)} of {total} connections closed by the broker")
     finally:
-        async with store.engine.begin() as conn:
-            await conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
         await store.close()
+        await drop_schema(POSTGRES_URL, schema)
 
 
 def main() -> None:

@@ -24,9 +24,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import aiohttp
-import asyncpg
 import sqlalchemy as sa
-from sqlalchemy.engine import make_url
 
 from custodes.config import DatabaseSettings, Settings
 from custodes.detections.scoring.risk import Contribution, DayScore
@@ -35,6 +33,7 @@ from custodes.server.console import queries
 from custodes.server.serve import serving
 from custodes.services import Services
 from custodes.store import Store, upserts
+from custodes.store.database import drop_schema
 from custodes.store.tables import entities, scoring_scores
 
 DAY = date(2026, 11, 19)
@@ -101,12 +100,7 @@ async def main(people: int, database_url: str | None, repeat: int) -> None:
             await run(database, people, repeat)
         finally:
             if database_url and schema:
-                url = make_url(database_url)
-                conn = await asyncpg.connect(
-                    host=url.host, port=url.port or 5432, user=url.username, database=url.database
-                )
-                await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-                await conn.close()
+                await drop_schema(database_url, schema)
 
 
 async def run(database: DatabaseSettings, people: int, repeat: int) -> None:

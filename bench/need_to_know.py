@@ -21,9 +21,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import sqlalchemy as sa
-from sqlalchemy.engine import make_url
 
 from console_board import DAY, median_ms, seed
 from custodes.cases import needtoknow
@@ -32,6 +30,7 @@ from custodes.model import Severity
 from custodes.server.console import queries
 from custodes.store import Store
 from custodes.store.cases import case_access, case_members, cases
+from custodes.store.database import drop_schema
 from custodes.store.tables import findings
 
 
@@ -128,12 +127,7 @@ async def main(people: int, every: int, database_url: str | None, repeat: int) -
             await run(database, people, every, repeat)
         finally:
             if database_url and schema:
-                url = make_url(database_url)
-                conn = await asyncpg.connect(
-                    host=url.host, port=url.port or 5432, user=url.username, database=url.database
-                )
-                await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-                await conn.close()
+                await drop_schema(database_url, schema)
 
 
 if __name__ == "__main__":

@@ -21,14 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import asyncpg
-from sqlalchemy.engine import make_url
 
 from custodes.config import DatabaseSettings, PlaybookSettings, ResponderSettings
 from custodes.playbooks.loader import LoadedPlaybook, load_playbooks
 from custodes.playbooks.runner import Runner
 from custodes.responder.registry import ActionContext, ActionSpec, Registry
 from custodes.store import Store
+from custodes.store.database import drop_schema
 
 POSTGRES = os.environ.get("CUSTODES_BENCH_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
 LATENCY_RUNS = 300
@@ -103,15 +102,6 @@ async def postgres_schema() -> tuple[DatabaseSettings, str]:
     return DatabaseSettings(url=POSTGRES, schema_name=schema), schema
 
 
-async def drop_schema(schema: str) -> None:
-    url = make_url(POSTGRES)
-    conn = await asyncpg.connect(host=url.host, port=url.port or 5432, user=url.username, database=url.database)
-    try:
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-    finally:
-        await conn.close()
-
-
 async def main() -> int:
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "bench.yml"
@@ -124,7 +114,7 @@ async def main() -> int:
         try:
             results["PostgreSQL"] = await measure("PostgreSQL", database, loaded)
         finally:
-            await drop_schema(schema)
+            await drop_schema(POSTGRES, schema)
     print(
         f"5-step playbook, {LATENCY_RUNS} sequential runs for latency, {THROUGHPUT_RUNS} runs ({IN_FLIGHT} in flight)"
     )

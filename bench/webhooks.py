@@ -30,11 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
-import asyncpg
 import orjson
-from sqlalchemy.engine import make_url
 
 from custodes.server.auth import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from custodes.store.database import drop_schema
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "bench-webhook-secret"
@@ -292,18 +291,6 @@ def main() -> None:
             f"(median {statistics.median(rates):,.0f}), p99 {p99s[0]:.1f}-{p99s[-1]:.1f} ms; "
             f"bar met in {met} of {len(runs)}"
         )
-
-
-async def drop_schema(url: str, schema: str) -> None:
-    """Remove the benchmark's PostgreSQL schema."""
-    parsed = make_url(url)
-    conn = await asyncpg.connect(
-        host=parsed.host, port=parsed.port or 5432, user=parsed.username, database=parsed.database
-    )
-    try:
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-    finally:
-        await conn.close()
 
 
 if __name__ == "__main__":

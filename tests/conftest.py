@@ -10,17 +10,16 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import asyncpg
 import boto3
 import pytest
 from moto.server import ThreadedMotoServer
-from sqlalchemy.engine import make_url
 
 from custodes.config import DatabaseSettings, EvidenceSettings
 from custodes.responder.evidence import custody_entries, open_bundle
 from custodes.sandbox import okta
 from custodes.sandbox.server import running
 from custodes.store import Store
+from custodes.store.database import drop_schema
 
 POSTGRES_URL = os.environ.get("CUSTODES_TEST_POSTGRES_URL")
 BACKENDS = ["sqlite", "postgresql"] if POSTGRES_URL else ["sqlite"]
@@ -54,12 +53,7 @@ def _rule_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Mo
 
 async def _drop_schema(schema: str) -> None:
     assert POSTGRES_URL is not None
-    url = make_url(POSTGRES_URL)
-    conn = await asyncpg.connect(host=url.host, port=url.port or 5432, user=url.username, database=url.database)
-    try:
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-    finally:
-        await conn.close()
+    await drop_schema(POSTGRES_URL, schema)
 
 
 OKTA_TOKEN = "test-okta-token-7f3a"
