@@ -1,5 +1,6 @@
 """Advisory locks are the store schema's own: deployments sharing one PostgreSQL database in schemas of their own
-never wait for each other's turns, and never skip a turn because another holds its lock."""
+never wait for each other's turns, and never skip a turn because another holds its lock; dropping one schema leaves
+the others whole."""
 
 from __future__ import annotations
 
@@ -8,12 +9,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from conftest import POSTGRES_URL, _drop_schema
 from custodes.bus.scoring import rescore
 from custodes.config import DatabaseSettings, load_settings
 from custodes.services import Services
 from custodes.store import Store
+from custodes.store.database import drop_schema
 from custodes.store.locks import holding, lock_key
 
 pytestmark = pytest.mark.needs_postgres
@@ -79,3 +82,23 @@ async def test_re_scoring_skips_its_turn_only_for_its_own_schema(
             assert scored is not None, "another schema's runner re-scores all the same"
         scored, _ = await rescore(mine.pipeline, None)
         assert scored is not None, "once the lock is free, the schema's runner re-scores"
+
+
+async def test_dropping_a_schema_takes_its_store_and_leaves_the_other_schema_whole(
+    schemas: tuple[DatabaseSettings, DatabaseSettings],
+) -> None:
+    assert POSTGRES_URL is not None
+    first, second = schemas
+    for settings in schemas:
+        await (await Store.open(settings)).close()
+    assert first.schema_name is not None and second.schema_name is not None
+    await drop_schema(POSTGRES_URL, first.schema_name)
+    await drop_schema(POSTGRES_URL, first.schema_name)  # nothing left to drop is no error
+    store = await Store.open(second, migrate_schema=False)
+    try:
+        async with store.engine.connect() as conn:
+            names = set((await conn.execute(sa.text("SELECT schema_name FROM information_schema.schemata"))).scalars())
+            assert first.schema_name not in names and second.schema_name in names
+            assert (await conn.execute(sa.text("SELECT count(*) FROM findings"))).scalar() == 0, "its tables stand"
+    finally:
+        await store.close()
