@@ -1,4 +1,5 @@
-"""CERT insider-threat dataset CSVs read by `custodes eval scoring`: logon, device, http, email, file and LDAP."""
+"""CERT insider-threat dataset CSVs read by `custodes eval scoring` and `custodes replay`: logon, device, http, email,
+file and LDAP."""
 
 from __future__ import annotations
 
@@ -16,8 +17,8 @@ from typer.testing import CliRunner
 from custodes.cli import app
 from custodes.config import ScoringSettings
 from custodes.connectors import files
+from custodes.connectors.cert import cert_records, cert_times
 from custodes.connectors.files import BOM
-from custodes.detections.scoring.cert import cert_records, cert_times
 from custodes.detections.scoring.evaluate import evaluate, load_labels
 from custodes.detections.scoring.features import Extractor
 from custodes.detections.scoring.identity import load_directory
@@ -155,7 +156,7 @@ def test_cert_csvs_are_read_as_they_come_gzip_and_multi_line_fields_included(cer
     records = cert_records(lines())
     assert records is not None
     first = next(records)[1]
-    assert first is not None and first["event"]["action"] == "logged-in"
+    assert isinstance(first, dict) and first["event"]["action"] == "logged-in"
     text = (cert / "http.csv").read_bytes().decode()  # as the csv module wrote it: rows end with CR LF
     quoted = text.replace(",x\r\n", ',"a page, over\ntwo lines"\r\n', 3)
     assert quoted.count("\n") == text.count("\n") + 3
@@ -228,7 +229,7 @@ def test_cert_times_read_alike_padded_or_not_and_impossible_ones_are_refused(tmp
         rows = cert_records([HEADER, f"{{A}},{value},DTAA/X,PC-1,Logon\n"])
         assert rows is not None
         _, record, problem = next(rows)
-        return str(record["@timestamp"]) if record is not None else str(problem)
+        return str(record["@timestamp"]) if isinstance(record, dict) else str(problem)
 
     def order_time(value: str) -> list[str]:  # what the time-order check reads of the row
         return list(cert_times([HEADER, f"{{A}},{value},DTAA/X,PC-1,Logon\n"]))
@@ -249,6 +250,45 @@ def test_a_csv_that_is_not_cert_is_refused_with_its_name(cert: Path) -> None:
     (cert / "other.csv").write_text("a,b\n1,2\n")
     with pytest.raises(CustodesError, match="CERT logon, device"):
         evaluate([cert / "other.csv"], [], ScoringSettings(pseudonymise=False))
+    with pytest.raises(CustodesError, match=r"other\.csv: a CSV event file must be a CERT logon, device"):
+        list(files.iter_records(cert / "other.csv"))  # as `custodes replay` reads it
+
+
+def test_replay_reads_cert_csvs_as_eval_does_and_keeps_a_row_not_of_its_kind_with_its_line(
+    cert: Path, tmp_path: Path
+) -> None:
+    lines = (cert / "device.csv").read_text().splitlines(keepends=True)
+    (tmp_path / "device.csv").write_text("".join([*lines[:3], "{B1},01/05/2010 09:00:00,DTAA/X\n", *lines[3:]]))
+    rows = list(files.iter_records(tmp_path / "device.csv"))
+    assert len(rows) == len(lines)  # every row, the header not one
+    assert rows[2] == (4, ["{B1}", "01/05/2010 09:00:00", "DTAA/X"], "line 4: not a CERT logon or device row (no pc)")
+    read = [record for _, record, warning in rows if warning is None]
+    assert read == [record for _, record, _ in files.iter_records(cert / "device.csv")]
+    assert {r["event"]["action"] for r in read} == {"usb-device-connected", "usb-device-disconnected"}
+
+
+def test_custodes_replay_stores_cert_csvs_resumes_and_entity_explain_tells_the_leak(cert: Path, tmp_path: Path) -> None:
+    config = tmp_path / "custodes.yaml"
+    config.write_text(
+        f"database: {{url: 'sqlite+aiosqlite:///{tmp_path / 'store.db'}'}}\n"
+        "sources: {cert: {format: generic}}\n"
+        f"scoring: {{directory: '{cert / 'LDAP.csv'}', pseudonymise: false, warmup_days: 5}}\n"
+    )
+    paths = [str(cert / f"{name}.csv") for name in ("logon", "device", "file", "http")]
+    rows = sum(len((cert / f"{name}.csv").read_text().splitlines()) - 1 for name in ("logon", "device", "file", "http"))
+    replayed = CliRunner().invoke(app, ["replay", *paths, "--source", "cert", "-c", str(config), "--json"])
+    assert replayed.exit_code == 0, replayed.output
+    summary = orjson.loads(replayed.stdout)
+    assert (summary["received"], summary["stored"], summary["with_warnings"]) == (rows, rows, 0)
+    again = CliRunner().invoke(app, ["replay", *paths, "--source", "cert", "-c", str(config), "--json"])
+    assert again.exit_code == 0 and orjson.loads(again.stdout)["received"] == 0, "a replay resumes where it stopped"
+    explained = CliRunner().invoke(app, ["entity", "explain", INSIDER, "-c", str(config), "--days", "5"])
+    assert explained.exit_code == 0, explained.output
+    act = (START + timedelta(days=ACT_DAY)).date().isoformat()
+    last = (START + timedelta(days=ACT_DAY + 1)).date().isoformat()  # the files' last date, closed by the replay
+    assert f"{INSIDER.lower()}@dtaa.com {act}: risk" in explained.output and f"{last}: risk" in explained.output
+    told = explained.output.split(f"{act}: risk")[1].split("@dtaa.com")[0]
+    assert "first upload to a leak or paste site" in told and "first files written to USB" in told
 
 
 def test_rows_not_of_their_cert_file_are_skipped_and_said_with_their_line(cert: Path, tmp_path: Path) -> None:

@@ -17,8 +17,8 @@ import orjson
 import pytest
 
 from custodes.config import ScoringSettings
+from custodes.connectors.cert import cert_records
 from custodes.detections.scoring.baselines import EntityState, machine_owners
-from custodes.detections.scoring.cert import cert_records
 from custodes.detections.scoring.engine import ScoringEngine
 from custodes.detections.scoring.evaluate import read_events
 from custodes.detections.scoring.explain import sentences
@@ -252,5 +252,5 @@ def test_disconnects_are_not_connections_and_categories_are_configurable(tmp_pat
     for path in (device, http):
         records = cert_records(path.read_text().splitlines(keepends=True))
         assert records is not None
-        features += [extractor.extract(raw).features for _, raw, _ in records if raw]  # type: ignore[union-attr]
+        features += [extractor.extract(raw).features for _, raw, _ in records if isinstance(raw, dict)]  # type: ignore[union-attr]
     assert features == [[], [("usb", 1.0)], [("cloud_visit", 1.0)], [("cloud_upload", 1.0)]]

@@ -289,7 +289,10 @@ def _statuses(files: list[Path]) -> dict[str, str]:
 def rules_match(
     rules: Annotated[list[Path], typer.Option("--rules", "-r", help="Rule files or folders (repeatable).")],
     events: Annotated[
-        Path, typer.Option("--events", "-e", help="NDJSON, JSON array or CloudTrail Records file (gzip too).")
+        Path,
+        typer.Option(
+            "--events", "-e", help="NDJSON, JSON array, CloudTrail Records file or CERT event CSV (gzip too)."
+        ),
     ],
     source: SourceOption = None,
     config: ConfigOption = None,

@@ -60,7 +60,9 @@ def demo(
 
 @app.command()
 def replay(
-    files: Annotated[list[Path], typer.Argument(help="Log files: NDJSON, JSON array or CloudTrail.", exists=False)],
+    files: Annotated[
+        list[Path], typer.Argument(help="Log files: NDJSON, JSON array, CloudTrail or CERT event CSV.", exists=False)
+    ],
     source: Annotated[str, typer.Option("--source", "-s", help="Configured source the files come from.")],
     config: ConfigOption = None,
     playbooks: Annotated[bool, typer.Option(help="Run triggered playbooks.")] = True,

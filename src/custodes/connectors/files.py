@@ -1,6 +1,7 @@
-"""Replay of log files: NDJSON, JSON arrays, single objects and CloudTrail `{"Records": [...]}` files, gzipped
-or not. Files are streamed (read and decompressed in chunks), so memory stays bounded whatever their size. The
-checkpoint records how many records of each file were committed, so a replay resumes."""
+"""Replay of log files: NDJSON, JSON arrays, single objects and CloudTrail `{"Records": [...]}` files, and the CERT
+insider-threat datasets' event CSVs (`custodes.connectors.cert`), gzipped or not. Files are streamed (read and
+decompressed in chunks), so memory stays bounded whatever their size. The checkpoint records how many records of
+each file were committed, so a replay resumes."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from typing import IO, Any, Final, Protocol, cast
 import orjson
 
 from custodes.connectors.base import Batch
+from custodes.connectors.cert import cert_records, is_cert_csv
 from custodes.connectors.envelope import to_event
 from custodes.errors import CustodesError, Location, Problem
 from custodes.model import Event
@@ -81,10 +83,22 @@ def iter_records(path: Path, screen: Screen | None = None) -> Iterator[_Row]:
     A malformed line of an NDJSON file is kept as a string record with a warning naming its line; a
     malformed JSON document (array or object) is an error naming line and column. With a `screen`, the lines of
     an NDJSON file it does not pick (each shaped like an object, `{...}`) are skipped undecoded, so a malformed
-    one among them is not reported.
+    one among them is not reported. A CERT dataset's event CSV (`.csv`, `.csv.gz`) yields its rows as ECS records; a
+    row that is not one of its kind is kept as its fields, with a warning naming its line.
     """
+    if is_cert_csv(path):
+        yield from _cert_csv(path)
+        return
     with _opened(path) as stream:
         yield from parse_stream(_chunks(stream), path, screen)
+
+
+def _cert_csv(path: Path) -> Iterator[_Row]:
+    with text_lines(path) as lines:
+        rows = cert_records(lines)
+        if rows is None:
+            raise CustodesError.at(path, "a CSV event file must be a CERT logon, device, http, email or file CSV")
+        yield from rows
 
 
 def file_bytes(path: Path) -> bytes:
@@ -129,8 +143,8 @@ def parse_stream(chunks: Iterator[bytes], path: Path, screen: Screen | None = No
 
 def ndjson_ranges(path: Path, count: int) -> list[tuple[int, int]] | None:
     """Up to `count` byte ranges of an uncompressed NDJSON file, each of whole lines (`iter_range` reads one);
-    None for a compressed file, one JSON document, or what is not a regular file (a pipe is read once)."""
-    if not path.is_file():
+    None for a compressed file, one JSON document, a CERT CSV, or what is not a regular file (a pipe is read once)."""
+    if not path.is_file() or is_cert_csv(path):
         return None
     with _opened(path) as stream:
         first = stream.tell()  # past a byte order mark

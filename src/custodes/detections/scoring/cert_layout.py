@@ -14,8 +14,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from custodes.connectors.cert import TIME_FORMAT
 from custodes.connectors.files import iter_records
-from custodes.detections.scoring.cert import SCENARIOS, TIME_FORMAT
+from custodes.detections.scoring.cert import SCENARIOS
 from custodes.detections.scoring.simulate import Label, Simulation
 
 RELEASE = "sim"

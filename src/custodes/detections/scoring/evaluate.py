@@ -22,16 +22,10 @@ from zoneinfo import ZoneInfo
 import orjson
 
 from custodes.config import ScoringSettings
+from custodes.connectors.cert import RECORD_KINDS, cert_times, is_cert_csv
 from custodes.connectors.envelope import parse_time
 from custodes.connectors.files import file_bytes, iter_records, text_lines
-from custodes.detections.scoring.cert import (
-    RECORD_KINDS,
-    CertRow,
-    cert_answers,
-    cert_records,
-    cert_times,
-    is_answers,
-)
+from custodes.detections.scoring.cert import cert_answers, is_answers
 from custodes.detections.scoring.engine import ScoringEngine, review_places
 from custodes.detections.scoring.explain import sentences
 from custodes.detections.scoring.features import record_time
@@ -398,8 +392,8 @@ def _records(
     (custodes.timewindow) are skipped, and counted in `skipped`. A CERT CSV's kinds of record go into `kinds`."""
     tag = path.name
     window, now = TimeWindow(), utcnow()
-    cert = _is_cert(path)
-    rows: Iterator[tuple[int, Any, str | None]] = _cert_rows(path) if cert else iter_records(path)
+    cert = is_cert_csv(path)
+    rows = iter_records(path)
     tally = Skipped() if skipped is None else skipped
     for number, record, warning in rows:
         if not isinstance(record, dict):
@@ -415,17 +409,9 @@ def _records(
         yield when, number, Event(f"{tag}:{number}", when, tag, NO_SOURCE, record)
 
 
-def _cert_rows(path: Path) -> Iterator[CertRow]:
-    with text_lines(path) as lines:
-        cert = cert_records(lines)
-        if cert is None:
-            raise CustodesError.at(path, "a CSV event file must be a CERT logon, device, http, email or file CSV")
-        yield from cert
-
-
 def out_of_order(path: Path) -> int:
     """How many records of a file are earlier than a record before them."""
-    if _is_cert(path):
+    if is_cert_csv(path):
         with text_lines(path) as lines:
             return _late(cert_times(lines))  # the date column alone: a bad row is reported by the reading pass
     return _late(when for when, _, _ in _records(path))
@@ -440,10 +426,6 @@ def _late(times: Iterable[Any]) -> int:
         else:
             latest = when
     return late
-
-
-def _is_cert(path: Path) -> bool:
-    return path.name.lower().endswith((".csv", ".csv.gz"))
 
 
 class Repeats:
@@ -673,7 +655,7 @@ def evaluate(
             false_findings += 1
     total = len(malicious)
     percentiles = [row.percentile for row in ranked]
-    known = kinds if all(_is_cert(p) for p in paths) else set()  # a log file's kinds of record are not known
+    known = kinds if all(is_cert_csv(p) for p in paths) else set()  # a log file's kinds of record are not known
     hidden = {day for day in malicious if acts_in[day] and not acts_in[day] & known} if known else set()
     in_data = _in_data(total, hidden, ranked, budget, known)
     if in_data is not None:
