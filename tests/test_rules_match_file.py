@@ -283,6 +283,29 @@ def test_ranges_cut_ndjson_at_line_ends_and_read_it_whole(tmp_path: Path) -> Non
     assert [row for span in spans for row in iter_range(marked, *span)][:1] == rows[:1]
 
 
+def test_a_cert_csv_is_matched_row_by_row_as_its_ecs_records_in_one_process(tmp_path: Path) -> None:
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "usb.yml").write_text(
+        "title: USB connected\nid: 6f1c1a52-7f0e-4d37-9a39-3d1c9b0f7c11\nlogsource: {product: windows}\n"
+        "detection:\n  sel:\n    event.action: usb-device-connected\n  condition: sel\nlevel: low\n"
+    )
+    events = tmp_path / "device.csv"
+    activities = ("Connect", "Disconnect")
+    rows = [
+        f"{{D{n}}},01/0{4 + n // 1000}/2010 09:{n % 60:02d}:00,DTAA/U{n},PC-{n},{activities[n % 2]}"
+        for n in range(3000)
+    ]
+    events.write_text("id,date,user,pc,activity\n" + "\n".join(rows) + "\n")
+    assert ndjson_ranges(events, 2) is None  # never cut into byte ranges: a CSV row may span lines
+    found, _ = run_match(rules, events, "--workers", "2")
+    assert (
+        found
+        == oracle(rules, events)[0]
+        == [("6f1c1a52-7f0e-4d37-9a39-3d1c9b0f7c11", n + 2) for n in range(0, 3000, 2)]
+    )
+
+
 @pytest.mark.parametrize("fmt", sorted(ID_KEYS))
 def test_event_ids_read_alone_are_the_envelopes(fmt: str) -> None:
     settings = SourceSettings(format=cast("SourceFormatName", fmt))  # ID_KEYS is keyed by format names
