@@ -19,6 +19,7 @@ from custodes.connectors.envelope import parse_time, to_event
 from custodes.connectors.files import BOM, FileConnector, iter_records, parse_stream
 from custodes.errors import CustodesError
 from custodes.model import Event, Outcome
+from custodes.pipeline import IngestReport
 from custodes.sources import SourceSettings
 
 SETTINGS = load_settings(None, environ={})
@@ -195,6 +196,13 @@ async def test_replay_resumes_from_its_checkpoint(tmp_path: Path) -> None:
     path.write_bytes(b"\n".join(reversed(lines)) + b"\n")
     replaced, _ = await drain(connector, checkpoint)
     assert [e.raw["uuid"] for e in replaced] == ["u4", "u3", "u2", "u1", "u0"]
+
+
+def test_a_replays_total_counts_its_ingests_without_holding_every_id_they_stored() -> None:
+    total = IngestReport()
+    for n in range(3):  # a replay's batches: a total of a year's would hold millions of ids
+        total.add(IngestReport(received=3, stored=2, duplicates=1, stored_ids={f"a{n}", f"b{n}"}))
+    assert (total.received, total.stored, total.duplicates, total.stored_ids) == (9, 6, 3, set())
 
 
 # streaming ---------------------------------------------------------------------------------------------

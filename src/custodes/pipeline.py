@@ -52,13 +52,15 @@ class IngestReport:
     merged_findings: int = 0
     runs: list[Run] = field(default_factory=list)
     stored_ids: set[str] = field(default_factory=set)
+    """The ids one ingest stored (a receiver tells each request which of its records were new); `add` leaves them
+    out of a total, which for a replay or a backfill would otherwise hold every id it stored."""
     suppressed: int = 0
     """Findings analyst feedback suppressed."""
     cases: list[str] = field(default_factory=list)
     """Cases the new findings opened or joined."""
 
     def add(self, other: IngestReport) -> None:
-        """Accumulate another report into this one."""
+        """Accumulate another report into this one (its counts and findings; not its `stored_ids`)."""
         self.received += other.received
         self.stored += other.stored
         self.duplicates += other.duplicates
@@ -66,7 +68,6 @@ class IngestReport:
         self.new_findings += other.new_findings
         self.merged_findings += other.merged_findings
         self.runs += other.runs
-        self.stored_ids |= other.stored_ids
         self.suppressed += other.suppressed
         self.cases += [case for case in other.cases if case not in self.cases]
 

@@ -33,6 +33,8 @@ KEY_META = "pseudonym_key"
 INDEX_META = "pseudonym_index"
 """The fingerprint of the key the stored entity pseudonyms were computed with."""
 INDEX_BATCH = 5_000
+SCORE_ROWS = 5_000
+"""Day scores turned into rows at a time as they are saved: a re-score saves every day of the history re-scored."""
 log = logging.getLogger(__name__)
 CLOCK_META = "clock"
 HOLD_META = "hold"
@@ -228,12 +230,11 @@ class ScoringService:
             statement = upserts.upsert(tx.conn.dialect.name, scoring_state, ("entity",), columns)
             await upserts.write(tx.conn, statement, rows)
         scores = engine.take_scores()
-        if scores:
-            updated = ("risk", "points", "place", "detail", "event_ids")
+        updated = ("risk", "points", "place", "detail", "event_ids")
+        statement = upserts.upsert(tx.conn.dialect.name, scoring_scores, ("entity", "day"), updated)
+        for start in range(0, len(scores), SCORE_ROWS):
             await upserts.write(
-                tx.conn,
-                upserts.upsert(tx.conn.dialect.name, scoring_scores, ("entity", "day"), updated),
-                [score_row(score, now) for score in scores],
+                tx.conn, statement, [score_row(score, now) for score in scores[start : start + SCORE_ROWS]]
             )
         clock = {
             "watermark": None if engine.watermark is None else engine.watermark.isoformat(),
