@@ -274,13 +274,14 @@ def test_custodes_replay_stores_cert_csvs_resumes_and_entity_explain_tells_the_l
         "sources: {cert: {format: generic}}\n"
         f"scoring: {{directory: '{cert / 'LDAP.csv'}', pseudonymise: false, warmup_days: 5}}\n"
     )
-    paths = [str(cert / f"{name}.csv") for name in ("logon", "device", "file", "http")]
-    rows = sum(len((cert / f"{name}.csv").read_text().splitlines()) - 1 for name in ("logon", "device", "file", "http"))
-    replayed = CliRunner().invoke(app, ["replay", *paths, "--source", "cert", "-c", str(config), "--json"])
+    paths = [cert / f"{name}.csv" for name in ("logon", "device", "file", "http")]
+    rows = sum(len(path.read_text().splitlines()) - 1 for path in paths)
+    replay = ["replay", *map(str, paths), "--source", "cert", "-c", str(config), "--json"]
+    replayed = CliRunner().invoke(app, replay)
     assert replayed.exit_code == 0, replayed.output
     summary = orjson.loads(replayed.stdout)
     assert (summary["received"], summary["stored"], summary["with_warnings"]) == (rows, rows, 0)
-    again = CliRunner().invoke(app, ["replay", *paths, "--source", "cert", "-c", str(config), "--json"])
+    again = CliRunner().invoke(app, replay)
     assert again.exit_code == 0 and orjson.loads(again.stdout)["received"] == 0, "a replay resumes where it stopped"
     explained = CliRunner().invoke(app, ["entity", "explain", INSIDER, "-c", str(config), "--days", "5"])
     assert explained.exit_code == 0, explained.output

@@ -16,7 +16,6 @@ from custodes.bus.scoring import rescore
 from custodes.config import DatabaseSettings, load_settings
 from custodes.services import Services
 from custodes.store import Store
-from custodes.store.database import drop_schema
 from custodes.store.locks import holding, lock_key
 
 pytestmark = pytest.mark.needs_postgres
@@ -87,13 +86,12 @@ async def test_re_scoring_skips_its_turn_only_for_its_own_schema(
 async def test_dropping_a_schema_takes_its_store_and_leaves_the_other_schema_whole(
     schemas: tuple[DatabaseSettings, DatabaseSettings],
 ) -> None:
-    assert POSTGRES_URL is not None
     first, second = schemas
     for settings in schemas:
         await (await Store.open(settings)).close()
     assert first.schema_name is not None and second.schema_name is not None
-    await drop_schema(POSTGRES_URL, first.schema_name)
-    await drop_schema(POSTGRES_URL, first.schema_name)  # nothing left to drop is no error
+    await _drop_schema(first.schema_name)
+    await _drop_schema(first.schema_name)  # nothing left to drop is no error
     store = await Store.open(second, migrate_schema=False)
     try:
         async with store.engine.connect() as conn:

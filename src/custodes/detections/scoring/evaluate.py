@@ -393,9 +393,8 @@ def _records(
     tag = path.name
     window, now = TimeWindow(), utcnow()
     cert = is_cert_csv(path)
-    rows = iter_records(path)
     tally = Skipped() if skipped is None else skipped
-    for number, record, warning in rows:
+    for number, record, warning in iter_records(path):
         if not isinstance(record, dict):
             tally.counts["bad_row" if cert else "unreadable"] += 1
             tally.first = tally.first or (warning or "").removesuffix("; kept as text") or None
