@@ -21,9 +21,10 @@ from custodes.detections.scoring.identity import Person
 from custodes.detections.scoring.privacy import is_pseudonym
 from custodes.detections.scoring.service import ScoringService, entity_scores
 from custodes.errors import CustodesError
+from custodes.model import utcnow
 from custodes.services import Services
 from custodes.store import Store
-from custodes.store.tables import scoring_state
+from custodes.store.tables import scoring_scores, scoring_scores_staged, scoring_state
 from test_scoring_engine import START, normal_day, person, theft_day
 
 runner = CliRunner()
@@ -217,3 +218,125 @@ async def test_services_that_fail_to_open_close_what_they_opened(
     with pytest.raises(CustodesError, match=r"people\.json: invalid JSON"):
         await Services.open(settings)
     assert len(sessions) == 1 and sessions[0].closed and len(closed) == 1
+
+
+async def stored_org(store: Store, days: int = 14) -> list[Any]:
+    """Thirty people's ordinary days, user7's theft on the last, stored as events (not yet scored)."""
+    rng = random.Random(9)
+    events = [e for day in range(days) for i in range(30) for e in normal_day(rng, i, day)] + theft_day(7, days - 1)
+    async with store.transaction() as tx:
+        await tx.insert_events(events)
+    return events
+
+
+async def stored_scores(store: Store) -> dict[tuple[str, Any], tuple[float, float, int | None]]:
+    async with store.transaction() as tx:
+        rows = await tx.conn.execute(sa.select(scoring_scores))
+        return {(r.entity, r.day): (r.risk, r.points, r.place) for r in rows}
+
+
+async def staged_rows(store: Store) -> int:
+    async with store.transaction() as tx:
+        return int((await tx.conn.execute(sa.select(sa.func.count()).select_from(scoring_scores_staged))).scalar_one())
+
+
+async def test_a_rescore_stages_its_day_scores_page_by_page_and_its_save_moves_them(
+    store: Store, tmp_path: Path
+) -> None:
+    settings = scoring_settings(tmp_path)
+    events = await stored_org(store)
+    streamed = await ScoringService.open(settings, store)
+    ordered = sorted(events, key=lambda e: (e.time, e.id))
+    for start in range(0, len(ordered), 500):  # as the re-score's pages: provisional findings at the same points
+        async with store.transaction() as tx:
+            await streamed.ingest(tx, ordered[start : start + 500], [])
+    expected = await stored_scores(store)
+    assert len(expected) > 300
+    async with store.transaction() as tx:
+        await tx.conn.execute(sa.delete(scoring_scores))  # what a replay into a stale store would hold
+        await tx.conn.execute(sa.insert(scoring_scores), [{**row_of(k), "risk": 99.0} for k in list(expected)[:5]])
+    service = await ScoringService.open(settings, store)
+    await service.rescore(store, page=500)
+    assert service.engine.take_scores() == []  # every closed day is in the store, not in memory
+    assert await staged_rows(store) == len(expected)
+    assert {v[0] for v in (await stored_scores(store)).values()} == {99.0}  # nothing replaced before the save
+    async with store.transaction() as tx:
+        await service.save(tx)
+    assert await stored_scores(store) == expected
+    assert await staged_rows(store) == 0
+
+
+def row_of(key: tuple[str, Any]) -> dict[str, Any]:
+    return {"entity": key[0], "day": key[1], "points": 0.0, "detail": {}, "event_ids": [], "created_at": utcnow()}
+
+
+async def test_a_rescore_whose_stage_another_emptied_changes_nothing_and_reloads(store: Store, tmp_path: Path) -> None:
+    settings = scoring_settings(tmp_path)
+    await stored_org(store)
+    first, second = await ScoringService.open(settings, store), await ScoringService.open(settings, store)
+    await first.rescore(store, page=500)
+    await second.rescore(store, page=500)
+    async with store.transaction() as tx:
+        await second.save(tx)
+    saved = await stored_scores(store)
+    with pytest.raises(CustodesError, match="another re-score"):
+        async with store.transaction() as tx:
+            await first.save(tx)
+    assert await stored_scores(store) == saved  # the failed save's transaction changed nothing
+    async with store.transaction() as tx:
+        await first.ingest(tx, [], [])  # reloads the committed state; replaces nothing
+    assert await stored_scores(store) == saved
+    assert first.engine.states.keys() == second.engine.states.keys()
+
+
+async def test_a_failed_rescore_leaves_the_store_and_the_next_save_clears_its_stage(
+    store: Store, tmp_path: Path
+) -> None:
+    settings = scoring_settings(tmp_path)
+    await stored_org(store)
+    service = await ScoringService.open(settings, store)
+    await service.rescore(store, page=500)
+    async with store.transaction() as tx:
+        await service.save(tx)
+    saved = await stored_scores(store)
+    failing = await ScoringService.open(settings, store)
+    pages = 0
+    original = store.transaction
+
+    def failing_transaction() -> Any:
+        nonlocal pages
+        pages += 1
+        if pages == 6:
+            raise OSError("the store went away")
+        return original()
+
+    store.transaction = failing_transaction  # type: ignore[method-assign]
+    try:
+        with pytest.raises(OSError):
+            await failing.rescore(store, page=500)
+    finally:
+        store.transaction = original  # type: ignore[method-assign]
+    assert await staged_rows(store) > 0 and await stored_scores(store) == saved
+    async with store.transaction() as tx:
+        await failing.ingest(tx, [], [])  # the failed re-score replaced nothing in memory either
+    assert await stored_scores(store) == saved
+    await service.rescore(store, page=500)
+    async with store.transaction() as tx:
+        await service.save(tx)
+    assert await stored_scores(store) == saved and await staged_rows(store) == 0
+
+
+async def test_a_reload_after_a_rescore_drops_its_pending_replacement(store: Store, tmp_path: Path) -> None:
+    settings = scoring_settings(tmp_path)
+    await stored_org(store)
+    service = await ScoringService.open(settings, store)
+    await service.rescore(store, page=500)
+    async with store.transaction() as tx:
+        await service.save(tx)
+    saved = await stored_scores(store)
+    await service.rescore(store, page=500)
+    service.invalidate()  # a batch failed before the re-score was saved: the next one reloads the store
+    async with store.transaction() as tx:
+        await service.ingest(tx, [], [])
+    assert await stored_scores(store) == saved
+    assert await staged_rows(store) > 0  # left to the next re-score's save

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
@@ -271,20 +273,35 @@ scoring_state = sa.Table(
     sa.Column("updated_at", Timestamp, nullable=False),
 )
 
+
+def _day_score_columns() -> list[sa.Column[Any]]:
+    return [
+        sa.Column("entity", sa.String(128), primary_key=True),
+        sa.Column("day", sa.Date, primary_key=True),
+        sa.Column("risk", sa.Float, nullable=False),
+        sa.Column("points", sa.Float, nullable=False),
+        sa.Column("place", sa.Integer, nullable=True),  # in the closed day's review order (1 first); null while open
+        sa.Column("detail", JSON, nullable=False),
+        sa.Column("event_ids", JSON, nullable=False),
+        sa.Column("created_at", Timestamp, nullable=False),
+    ]
+
+
 scoring_scores = sa.Table(
     "scoring_scores",
     metadata,
-    sa.Column("entity", sa.String(128), primary_key=True),
-    sa.Column("day", sa.Date, primary_key=True),
-    sa.Column("risk", sa.Float, nullable=False),
-    sa.Column("points", sa.Float, nullable=False),
-    sa.Column("place", sa.Integer, nullable=True),  # in the closed day's review order (1 first); null while open
-    sa.Column("detail", JSON, nullable=False),
-    sa.Column("event_ids", JSON, nullable=False),
-    sa.Column("created_at", Timestamp, nullable=False),
+    *_day_score_columns(),
     sa.Index(None, "day", "risk"),
     sa.Index(None, "day", "place"),
 )
+
+scoring_scores_staged = sa.Table(
+    "scoring_scores_staged",
+    metadata,
+    sa.Column("run", sa.String(32), primary_key=True),
+    *_day_score_columns(),
+)
+"""A re-score's day scores as it makes them, by run: its save moves them into `scoring_scores` in one transaction."""
 
 scoring_meta = sa.Table(
     "scoring_meta",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import uuid
 from collections.abc import Sequence
 from datetime import date, datetime
 from pathlib import Path
@@ -24,17 +25,24 @@ from custodes.detections.scoring.engine import DETECTOR, ScoringEngine
 from custodes.detections.scoring.identity import IdentityResolver, load_directory, zone_warning
 from custodes.detections.scoring.privacy import Pseudonymizer
 from custodes.detections.scoring.risk import Contribution, DayScore
-from custodes.errors import ConfigError
+from custodes.errors import ConfigError, CustodesError
 from custodes.model import Event, Finding, utcnow
 from custodes.store import Store, Transaction, upserts
-from custodes.store.tables import entities, events, scoring_meta, scoring_scores, scoring_state
+from custodes.store.tables import (
+    entities,
+    events,
+    scoring_meta,
+    scoring_scores,
+    scoring_scores_staged,
+    scoring_state,
+)
 
 KEY_META = "pseudonym_key"
 INDEX_META = "pseudonym_index"
 """The fingerprint of the key the stored entity pseudonyms were computed with."""
 INDEX_BATCH = 5_000
 SCORE_ROWS = 5_000
-"""Day scores turned into rows at a time as they are saved: a re-score saves every day of the history re-scored."""
+"""Day scores turned into rows at a time as they are written."""
 log = logging.getLogger(__name__)
 CLOCK_META = "clock"
 HOLD_META = "hold"
@@ -147,8 +155,9 @@ class ScoringService:
         self.pseudonymizer = pseudonymizer
         self._saved_clock: dict[str, Any] | None = None
         """The engine's clock as last committed: unchanged, it is not written again."""
-        self._replace = False
-        """After `rescore`: the stored baselines and scores are replaced on the next `save`."""
+        self._replace: tuple[str, int] | None = None
+        """After `rescore`: its run and the day scores it staged; the next `save` replaces the stored baselines and
+        scores with them."""
         self._stale = False
         """A transaction that changed the state failed: the next batch reloads it from the store."""
 
@@ -182,7 +191,7 @@ class ScoringService:
                 engine._schedule()
         if engine.states:
             engine.refresh_groups()
-        self.engine, self._saved_clock, self._stale = engine, clock, False
+        self.engine, self._saved_clock, self._stale, self._replace = engine, clock, False, None
 
     async def ingest(self, tx: Transaction, events: Sequence[Event], findings: Sequence[Finding]) -> list[Finding]:
         """Score a committed-with-this-transaction batch; return the scoring findings to record.
@@ -208,11 +217,12 @@ class ScoringService:
         """Write changed baselines (bounded), the clock and new day scores."""
         engine = self.engine
         now = utcnow()
-        if self._replace:
+        if self._replace is not None:
             engine.dirty = set(engine.states)
             await tx.conn.execute(sa.delete(scoring_state))
             await tx.conn.execute(sa.delete(scoring_scores))
-            tx.committed.append(lambda: setattr(self, "_replace", False))
+            await self._unstage(tx, *self._replace)
+            tx.committed.append(lambda: setattr(self, "_replace", None))
         rows = []
         for key in sorted(engine.dirty):
             state = engine.states.get(key)
@@ -229,13 +239,7 @@ class ScoringService:
             columns = ("kind", "state", "bytes", "updated_at")
             statement = upserts.upsert(tx.conn.dialect.name, scoring_state, ("entity",), columns)
             await upserts.write(tx.conn, statement, rows)
-        scores = engine.take_scores()
-        updated = ("risk", "points", "place", "detail", "event_ids")
-        statement = upserts.upsert(tx.conn.dialect.name, scoring_scores, ("entity", "day"), updated)
-        for start in range(0, len(scores), SCORE_ROWS):
-            await upserts.write(
-                tx.conn, statement, [score_row(score, now) for score in scores[start : start + SCORE_ROWS]]
-            )
+        await write_scores(tx, engine.take_scores(), now)
         clock = {
             "watermark": None if engine.watermark is None else engine.watermark.isoformat(),
             "closed_through": engine.closed_through,
@@ -258,8 +262,12 @@ class ScoringService:
 
         The result is that of an in-order run whatever order the events arrived in (a replay out of order, a
         source replayed after another, a backfill). Late-event counts carry over; the findings raised are kept
-        for `take_findings`; the caller persists with `save` (old state and scores are replaced)."""
+        for `take_findings`; the caller persists with `save` (old state and scores are replaced).
+
+        The day scores are staged in the store page by page as they are made (`scoring_scores_staged`, under a run
+        of their own), so memory holds the baselines and not the history; `save` moves them in its transaction."""
         old = self.engine
+        run = uuid.uuid4().hex
         engine = new_engine(self.settings, old.resolver)
         engine.late_by_source = old.late_by_source
         engine.untimed = old.untimed
@@ -279,14 +287,35 @@ class ScoringService:
                 key = engine.observe(event)
                 touched.update(() if key is None else (key,))
             engine.provisional(touched)
+            async with store.transaction() as tx:
+                await write_scores(tx, engine.take_scores(), utcnow(), run=run)
             if len(batch) < page:
                 break
             after = (batch[-1].time, batch[-1].id)
         for finding in pending[index:]:
             engine.add_finding(finding)
+        async with store.transaction() as tx:
+            staged = await tx.conn.execute(sa.select(sa.func.count()).where(scoring_scores_staged.c.run == run))
+            self._replace = (run, int(staged.scalar_one()))
         self.engine = engine
         self._saved_clock = None
-        self._replace = True
+
+    async def _unstage(self, tx: Transaction, run: str, staged: int) -> None:
+        """Move a re-score's staged day scores into `scoring_scores` and empty the stage (runs that failed
+        included); refuse when another re-score emptied it meanwhile (the next batch reloads the store)."""
+        mine = scoring_scores_staged.c.run == run
+        present = await tx.conn.execute(sa.select(sa.func.count()).where(mine))
+        if present.scalar_one() != staged:
+            self._replace = None
+            self.invalidate()
+            raise CustodesError(
+                "another re-score of this store ran meanwhile and replaced this one's staged day scores",
+                hint="nothing was changed; the store holds the other re-score's result, or re-score again",
+            )
+        names = [column.name for column in scoring_scores.c]
+        staged_columns = sa.select(*(scoring_scores_staged.c[name] for name in names)).where(mine)
+        await tx.conn.execute(sa.insert(scoring_scores).from_select(names, staged_columns))
+        await tx.conn.execute(sa.delete(scoring_scores_staged))
 
 
 async def held_since(tx: Transaction) -> tuple[bool, datetime | None]:
@@ -336,6 +365,18 @@ def shrink(state: EntityState) -> bool:
     keep = sorted(values.items(), key=lambda item: item[1], reverse=True)[: len(values) // 2]
     state.seen[kind] = dict(keep)
     return True
+
+
+async def write_scores(tx: Transaction, scores: Sequence[DayScore], now: datetime, *, run: str | None = None) -> None:
+    """Upsert day scores, `SCORE_ROWS` rows at a time: into `scoring_scores`, or staged under a re-score's `run`."""
+    table, keys = (
+        (scoring_scores, ("entity", "day")) if run is None else (scoring_scores_staged, ("run", "entity", "day"))
+    )
+    statement = upserts.upsert(tx.conn.dialect.name, table, keys, ("risk", "points", "place", "detail", "event_ids"))
+    extra = {} if run is None else {"run": run}
+    for start in range(0, len(scores), SCORE_ROWS):
+        rows = [extra | score_row(score, now) for score in scores[start : start + SCORE_ROWS]]
+        await upserts.write(tx.conn, statement, rows)
 
 
 def score_row(score: DayScore, now: datetime) -> dict[str, Any]:
