@@ -109,3 +109,37 @@ async def test_a_failing_row_fails_the_whole_write(store: Store) -> None:
             await upserts.insert_new(tx.conn, events, "id", [good, bad])
     async with store.transaction() as tx:
         assert (await tx.conn.execute(sa.select(sa.func.count()).select_from(events))).scalar_one() == 0
+
+
+def test_chunk_sizes_cover_every_row_with_few_statement_texts() -> None:
+    texts: set[int] = set()
+    for total in range(1, 1_600):
+        sizes = upserts.chunk_sizes(total, 500)
+        assert sum(sizes) == total and all(size > 0 for size in sizes)
+        texts.update(sizes)
+    assert texts == {500, 256, 128, 64, 32, 16, 8, 4, 2, 1}
+    assert upserts.chunk_sizes(0, 500) == [] and upserts.chunk_sizes(7, 3) == [3, 3, 1]
+
+
+async def test_sqlite_writes_of_every_size_share_a_few_statement_texts(tmp_path: Path) -> None:
+    store = await Store.open(DatabaseSettings(url=f"sqlite+aiosqlite:///{tmp_path / 'store.db'}"))
+    texts: set[str] = set()
+
+    def statement(_conn: object, _cursor: object, sql: str, *_rest: object) -> None:
+        if "INSERT INTO events" in sql:
+            texts.add(sql)
+
+    sa.event.listen(store.engine.sync_engine, "before_cursor_execute", statement)
+    try:
+        written = 0
+        async with store.transaction() as tx:
+            for size in [*range(1, 130), 255, 499, 500, 501, 777, 1_023]:
+                rows = [event_row(f"e{written + n}") for n in range(size)]
+                await upserts.write(tx.conn, upserts.upsert("sqlite", events, ("id",), ()), rows)
+                written += size
+            stored = (await tx.conn.execute(sa.select(sa.func.count()).select_from(events))).scalar_one()
+    finally:
+        sa.event.remove(store.engine.sync_engine, "before_cursor_execute", statement)
+        await store.close()
+    assert stored == written
+    assert len(texts) <= 10  # 500 rows, and powers of two below it (not one text for each size)

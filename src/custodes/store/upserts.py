@@ -3,15 +3,15 @@
 Building one (the dialect's insert, its ``excluded`` columns, the conflict clause) cost more than a third of a
 millisecond, more than executing a small batch; a reused statement also keeps SQLAlchemy's cache key memoised.
 
-`write` and `insert_new` send many rows. PostgreSQL gets an executemany (asyncpg sends it in one round trip). On
-SQLite the rows go in one multi-row VALUES list (up to 500 rows a statement), converted here as SQLAlchemy's SQLite
-dialect stores them (both paths write the same text), and marked deferred, so the driver sends them with the
-transaction's next statement or its commit. Each SQLite step hands Python's interpreter lock from the database
-thread to the event loop and back, which behind a busy web server costs far more than the step: an executemany takes
-a step per row, and so does RETURNING (which is why `insert_new` asks for the keys already present instead); and
-SQLAlchemy's per-row parameter processing was the larger part of the writer's time (in process, 105 -> 72 us per
-record at batches of 32). One JSON parameter unpacked by `json_each` would also be one step, but SQLite then parses
-each row once per column: four times the CPU of bound values.
+`write` and `insert_new` send many rows. PostgreSQL gets an executemany (asyncpg sends it in one round trip). On SQLite
+the rows go in multi-row VALUES lists (500 rows a statement, the rest in powers of two: see `chunk_sizes`), converted
+here as SQLAlchemy's SQLite dialect stores them (both paths write the same text), and marked deferred, so the driver
+sends them with the transaction's next statement or its commit. Each SQLite step hands Python's interpreter lock from
+the database thread to the event loop and back, which behind a busy web server costs far more than the step: an
+executemany takes a step per row, and so does RETURNING (which is why `insert_new` asks for the keys already present
+instead); and SQLAlchemy's per-row parameter processing was the larger part of the writer's time (in process, 105 -> 72
+us per record at batches of 32). One JSON parameter unpacked by `json_each` would also be one step, but SQLite then
+parses each row once per column: four times the CPU of bound values.
 """
 
 from __future__ import annotations
@@ -109,13 +109,25 @@ async def _sqlite_rows(conn: AsyncConnection, statement: Any, rows: Sequence[Map
     pick = itemgetter(*columns) if len(columns) > 1 else lambda row: (row[columns[0]],)
     converters = _converters(statement.table, columns)
     step = max(1, min(MAX_ROWS_PER_STATEMENT, SQLITE_MAX_VARIABLES // len(columns)))
-    for start in range(0, len(rows), step):
-        chunk = rows[start : start + step]
+    start = 0
+    for size in chunk_sizes(len(rows), step):
+        chunk = rows[start : start + size]
+        start += size
         values = [value for row in chunk for value in pick(row)]
         for offset in range(0, len(values), len(columns)):
             for index, convert in converters:
                 values[offset + index] = convert(values[offset + index])
         await conn.exec_driver_sql(_multirow(statement, columns, len(chunk), conn.dialect), tuple(values))
+
+
+def chunk_sizes(total: int, step: int) -> list[int]:
+    """Rows per statement for `total` rows: as many of `step` as fit, then the rest in falling powers of two.
+
+    Each count is a statement of its own text, which SQLite prepares and its connection keeps (128 of them, up to a
+    megabyte each at 500 rows): with any count for the rest, batches of every size filled that cache with texts used
+    once; so, every write of a statement shares at most `step.bit_length() + 1` texts."""
+    full, rest = divmod(total, step)
+    return [step] * full + [1 << bit for bit in reversed(range(rest.bit_length())) if rest >> bit & 1]
 
 
 @cache
