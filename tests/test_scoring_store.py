@@ -289,16 +289,21 @@ async def test_a_rescore_whose_stage_another_emptied_changes_nothing_and_reloads
     assert first.engine.states.keys() == second.engine.states.keys()
 
 
-async def test_a_failed_rescore_leaves_the_store_and_the_next_save_clears_its_stage(
-    store: Store, tmp_path: Path
-) -> None:
-    settings = scoring_settings(tmp_path)
+async def rescored_org(store: Store, settings: ScoringSettings) -> tuple[ScoringService, dict[Any, Any]]:
+    """`stored_org` re-scored and saved: the service, and the day scores stored."""
     await stored_org(store)
     service = await ScoringService.open(settings, store)
     await service.rescore(store, page=500)
     async with store.transaction() as tx:
         await service.save(tx)
-    saved = await stored_scores(store)
+    return service, await stored_scores(store)
+
+
+async def test_a_failed_rescore_leaves_the_store_and_the_next_save_clears_its_stage(
+    store: Store, tmp_path: Path
+) -> None:
+    settings = scoring_settings(tmp_path)
+    service, saved = await rescored_org(store, settings)
     failing = await ScoringService.open(settings, store)
     pages = 0
     original = store.transaction
@@ -328,12 +333,7 @@ async def test_a_failed_rescore_leaves_the_store_and_the_next_save_clears_its_st
 
 async def test_a_reload_after_a_rescore_drops_its_pending_replacement(store: Store, tmp_path: Path) -> None:
     settings = scoring_settings(tmp_path)
-    await stored_org(store)
-    service = await ScoringService.open(settings, store)
-    await service.rescore(store, page=500)
-    async with store.transaction() as tx:
-        await service.save(tx)
-    saved = await stored_scores(store)
+    service, saved = await rescored_org(store, settings)
     await service.rescore(store, page=500)
     service.invalidate()  # a batch failed before the re-score was saved: the next one reloads the store
     async with store.transaction() as tx:
