@@ -240,6 +240,10 @@ async def staged_rows(store: Store) -> int:
         return int((await tx.conn.execute(sa.select(sa.func.count()).select_from(scoring_scores_staged))).scalar_one())
 
 
+def row_of(key: tuple[str, Any]) -> dict[str, Any]:
+    return {"entity": key[0], "day": key[1], "points": 0.0, "detail": {}, "event_ids": [], "created_at": utcnow()}
+
+
 async def test_a_rescore_stages_its_day_scores_page_by_page_and_its_save_moves_them(
     store: Store, tmp_path: Path
 ) -> None:
@@ -264,10 +268,6 @@ async def test_a_rescore_stages_its_day_scores_page_by_page_and_its_save_moves_t
         await service.save(tx)
     assert await stored_scores(store) == expected
     assert await staged_rows(store) == 0
-
-
-def row_of(key: tuple[str, Any]) -> dict[str, Any]:
-    return {"entity": key[0], "day": key[1], "points": 0.0, "detail": {}, "event_ids": [], "created_at": utcnow()}
 
 
 async def test_a_rescore_whose_stage_another_emptied_changes_nothing_and_reloads(store: Store, tmp_path: Path) -> None:

@@ -123,9 +123,9 @@ async def _sqlite_rows(conn: AsyncConnection, statement: Any, rows: Sequence[Map
 def chunk_sizes(total: int, step: int) -> list[int]:
     """Rows per statement for `total` rows: as many of `step` as fit, then the rest in falling powers of two.
 
-    Each count is a statement of its own text, which SQLite prepares and its connection keeps (128 of them, up to a
-    megabyte each at 500 rows): with any count for the rest, batches of every size filled that cache with texts used
-    once; so, every write of a statement shares at most `step.bit_length() + 1` texts."""
+    Each count is a statement of its own text, which SQLite prepares and its connection keeps (128 of them, about half
+    a megabyte each at 400-500 rows): with any count for the rest, batches of every size filled that cache with texts
+    used once; so, every write of a statement shares at most `step.bit_length() + 1` texts."""
     full, rest = divmod(total, step)
     return [step] * full + [1 << bit for bit in reversed(range(rest.bit_length())) if rest >> bit & 1]
 
