@@ -287,8 +287,9 @@ class ScoringService:
                 key = engine.observe(event)
                 touched.update(() if key is None else (key,))
             engine.provisional(touched)
-            async with store.transaction() as tx:
-                await write_scores(tx, engine.take_scores(), utcnow(), run=run)
+            if scores := engine.take_scores():
+                async with store.transaction() as tx:
+                    await write_scores(tx, scores, utcnow(), run=run)
             if len(batch) < page:
                 break
             after = (batch[-1].time, batch[-1].id)
@@ -373,16 +374,16 @@ async def write_scores(tx: Transaction, scores: Sequence[DayScore], now: datetim
         (scoring_scores, ("entity", "day")) if run is None else (scoring_scores_staged, ("run", "entity", "day"))
     )
     statement = upserts.upsert(tx.conn.dialect.name, table, keys, ("risk", "points", "place", "detail", "event_ids"))
-    extra = {} if run is None else {"run": run}
     for start in range(0, len(scores), SCORE_ROWS):
-        rows = [extra | score_row(score, now) for score in scores[start : start + SCORE_ROWS]]
+        rows = [score_row(score, now, run=run) for score in scores[start : start + SCORE_ROWS]]
         await upserts.write(tx.conn, statement, rows)
 
 
-def score_row(score: DayScore, now: datetime) -> dict[str, Any]:
-    """A day score as stored."""
+def score_row(score: DayScore, now: datetime, *, run: str | None = None) -> dict[str, Any]:
+    """A day score as stored (staged, with a re-score's `run`)."""
     detail = score.to_json()
     return {
+        **({} if run is None else {"run": run}),
         "entity": score.entity,
         "day": score.day,
         "risk": score.risk,
