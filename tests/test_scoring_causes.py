@@ -7,10 +7,13 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
+import orjson
 import pytest
 
 from custodes.config import ScoringSettings
+from custodes.detections.scoring.baselines import EntityState
 from custodes.detections.scoring.catalog import BY_NAME
 from custodes.detections.scoring.engine import ScoringEngine
 from custodes.detections.scoring.explain import sentence, sentences
@@ -22,6 +25,7 @@ from custodes.detections.scoring.risk import (
     FAMILY_REST,
     Contribution,
     DayScore,
+    RiskModel,
     streak_bits,
 )
 from custodes.detections.scoring.service import day_score
@@ -100,8 +104,8 @@ def day_of(rankings: dict[date, list[DayScore]], day: int, user: int) -> tuple[i
     raise AssertionError(f"user{user} not scored on day {day}")
 
 
-def points(score: DayScore, feature: str) -> float:
-    return sum(c.points for c in score.contributions if c.feature == feature)
+def points(score: DayScore, *features: str) -> float:
+    return sum(c.points for c in score.contributions if c.feature in features)
 
 
 def test_a_usb_disconnect_is_not_a_connection() -> None:
@@ -279,6 +283,73 @@ def test_an_administrator_on_an_absent_owners_machine_is_visible() -> None:
     assert contribution.value == 1 and contribution.event_ids
 
 
+@pytest.mark.parametrize(("gap", "counted"), [(0, False), (1, True), (3, True), (7, True), (8, False)])
+def test_an_account_on_the_machine_of_someone_just_at_its_owners_is_a_takeover_sign(gap: int, counted: bool) -> None:
+    """Person 3 plugs a drive into person 4's machine; `gap` days later person 4's account logs on at person 3's
+    machine in the evening (a keylogger's harvest used from the planter's own desk). On the days of the week after
+    it counts on person 4's day and ranks them first; on the day of the visit (not yet closed and scored) or later
+    than a week it does not."""
+    plant, harvest = 10, 10 + gap
+
+    def extra(day: int) -> list[dict[str, Any]]:
+        records = []
+        if day == plant:
+            when = START + timedelta(days=day, hours=12)
+            records += [logon(3, when, "WS-4"), usb(3, when + timedelta(minutes=2)) | {"host": {"name": "WS-4"}}]
+        if day == harvest:
+            records.append(logon(4, START + timedelta(days=day, hours=21), "WS-3"))
+        return records
+
+    rankings = run(harvest + 2, extra)
+    rank, score = day_of(rankings, harvest, 4)
+    assert (points(score, "reciprocal_host") > 0) is counted
+    if counted:
+        contribution = next(c for c in score.contributions if c.feature == "reciprocal_host")
+        assert contribution.value == 1 and len(contribution.event_ids) == 1
+        assert rank == 0 and "takeover" in RiskModel(ScoringSettings()).stages_of(score)
+        assert any("who used theirs in the week before" in line for line in sentences(score))
+
+
+def test_a_colleague_at_ones_machine_makes_no_other_machine_a_takeover_sign() -> None:
+    """Person 3 used person 4's machine; person 4 then logs on at person 5's: no reciprocal use."""
+
+    def extra(day: int) -> list[dict[str, Any]]:
+        if day == 10:
+            return [logon(3, START + timedelta(days=day, hours=12), "WS-4")]
+        return [logon(4, START + timedelta(days=day, hours=15), "WS-5")] if day == 12 else []
+
+    _, score = day_of(run(14, extra), 12, 4)
+    assert points(score, "other_host") > 0 and points(score, "reciprocal_host") == 0
+
+
+def test_a_roaming_administrator_at_the_desk_of_someone_who_was_at_theirs_is_quiet() -> None:
+    """Person 5 logs on at the administrator's machine; two days later the administrator, who logs on at six
+    colleagues' desks a day, logs on at person 5's: what they do every day corroborates no takeover."""
+
+    def extra(day: int) -> list[dict[str, Any]]:
+        if day == 10:
+            return [logon(5, START + timedelta(days=day, hours=12), f"WS-{ADMIN}")]
+        return [logon(ADMIN, START + timedelta(days=day, hours=15), "WS-5")] if day == 12 else []
+
+    _, score = day_of(run(14, extra), 12, ADMIN)
+    assert points(score, "reciprocal_host") <= points(score, "other_host", "absent_owner_host") < 10
+    assert score.risk < ScoringSettings().top_k_min_risk / 2
+
+
+def test_an_account_at_the_desk_of_an_administrator_whose_visit_was_routine_is_no_takeover_sign() -> None:
+    """The administrator logs on at person 5's desk, as at six colleagues' a day; two days later person 5 logs on at
+    the administrator's desk in the evening. Unusual for person 5, but the visit before it was what the administrator
+    does every day: no reciprocal use."""
+
+    def extra(day: int) -> list[dict[str, Any]]:
+        if day == 10:
+            return [logon(ADMIN, START + timedelta(days=day, hours=15), "WS-5")]
+        return [logon(5, START + timedelta(days=day, hours=21), f"WS-{ADMIN}")] if day == 12 else []
+
+    _, score = day_of(run(14, extra), 12, 5)
+    assert points(score, "other_host") > 0 and points(score, "reciprocal_host") == 0
+
+
 def test_domain_lists_match_a_domain_its_subdomains_and_path_prefixes() -> None:
     from custodes.detections.scoring.features import DomainList
 
@@ -376,3 +447,11 @@ def test_an_intermittent_habit_is_told_for_the_days_it_is_used() -> None:
     assert sentence(replace(used, share=0.95)).startswith("8 removable media connections, 12x their usual 0.7;")
     stored = day_score(score.to_json())
     assert [c.share for c in stored.contributions] == [round(c.share, 4) for c in score.contributions]
+
+
+def test_unusual_visits_are_kept_with_a_stored_state() -> None:
+    state = EntityState("k", "person", "Finance/Analyst", "Finance", ZoneInfo("UTC"), visits={"user4@corp.example": 9})
+    data = orjson.loads(orjson.dumps(state.to_json()))
+    assert EntityState.from_json("k", data).visits == {"user4@corp.example": 9}
+    del data["visits"]  # stored before visits were kept
+    assert EntityState.from_json("k", data).visits == {}

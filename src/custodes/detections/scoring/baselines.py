@@ -116,6 +116,9 @@ class EntityState:
     reference_days: list[float] = field(default_factory=lambda: [0.0 for _ in RISE_WINDOWS])
     """Per rise window: forgotten count of the active days before it (a day without a channel counting)."""
     seen: dict[str, dict[str, int]] = field(default_factory=dict)
+    visits: dict[str, int] = field(default_factory=dict)
+    """Owners of other people's machines the entity used on a recent day scored for such a use (`OTHER_MACHINE`: unusual
+    for it) -> that day (ordinal): what `reciprocal_host` looks up."""
     risk: float = 0.0
     risk_day: int = 0
     stages: dict[str, int] = field(default_factory=dict)
@@ -263,6 +266,7 @@ class EntityState:
             "reference_days": self.reference_days,
             "rise_windows": list(RISE_WINDOWS),
             "seen": self.seen,
+            "visits": self.visits,
             "risk": self.risk,
             "risk_day": self.risk_day,
             "stages": self.stages,
@@ -292,6 +296,7 @@ class EntityState:
             references=_per_window(data.get("references", data.get("reference")), _sums, data.get("rise_windows")),
             reference_days=_per_window(data.get("reference_days"), _days, data.get("rise_windows")),
             seen={str(k): {str(a): int(b) for a, b in v.items()} for k, v in data["seen"].items()},
+            visits={str(k): int(v) for k, v in data.get("visits", {}).items()},
             risk=float(data["risk"]),
             risk_day=int(data["risk_day"]),
             stages={str(k): int(v) for k, v in data["stages"].items()},

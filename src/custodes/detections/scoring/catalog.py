@@ -14,7 +14,9 @@ class Feature:
     authentication: `takeover`); `noun` is how a sentence names it;
     `novelty` marks first-seen counters (they only count once an entity has a history); `peak` marks features
     whose daily value is the day's largest single amount rather than a sum; `rise_of` names the channel feature
-    whose total over the entity's last active days a rise feature measures (see `RISE_WINDOWS`).
+    whose total over the entity's last active days a rise feature measures (see `RISE_WINDOWS`); `within` names
+    features a sign only corroborates: it counts at most the points of the strongest of them that day, and nothing
+    without one.
     """
 
     name: str
@@ -26,10 +28,15 @@ class Feature:
     bytes: bool = False
     peak: bool = False
     rise_of: str | None = None
+    within: tuple[str, ...] = ()
 
 
 EXFILTRATION = "exfiltration"
 """The family of data-movement channels (their rate spikes weigh more, and are damped into baselines)."""
+
+OTHER_MACHINE = ("other_host", "absent_owner_host", "other_host_channel")
+"""The features of using another person's machine in a way unusual for the user: a first logon to it, a logon while its
+owner is away, a first data movement on it."""
 
 FEATURES: tuple[Feature, ...] = (
     Feature("signin", "identity", 0.2, "sign-ins"),
@@ -43,6 +50,14 @@ FEATURES: tuple[Feature, ...] = (
     Feature("new_host", "behaviour", 0.8, "logons to a machine they never used", novelty=True),
     Feature("other_host", "access", 2.0, "logons to a machine of another person they never used", novelty=True),
     Feature("absent_owner_host", "access", 2.5, "logons to the machine of a person absent that day"),
+    Feature(
+        "reciprocal_host",
+        "identity",
+        2.0,
+        "logons to the machine of a person who used theirs in the week before",
+        stage="takeover",
+        within=OTHER_MACHINE,
+    ),
     Feature("job_search", "behaviour", 0.6, "visits to job sites"),
     Feature("competitor_visit", "behaviour", 0.6, "visits to competitors' sites"),
     Feature("mail_recipients", "behaviour", 0.8, "mail recipients"),

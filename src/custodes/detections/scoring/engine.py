@@ -15,11 +15,11 @@ from zoneinfo import ZoneInfo
 
 from custodes.config import ScoringSettings
 from custodes.detections.scoring.baselines import DayState, EntityState, PeerStats, machine_owners, peer_stats
-from custodes.detections.scoring.catalog import BY_NAME, CHANNELS, EXFILTRATION, PEAKS
+from custodes.detections.scoring.catalog import BY_NAME, CHANNELS, EXFILTRATION, OTHER_MACHINE, PEAKS
 from custodes.detections.scoring.explain import sentences
 from custodes.detections.scoring.features import Extractor, record_time
 from custodes.detections.scoring.identity import IdentityResolver, Person, zone_of
-from custodes.detections.scoring.risk import DayScore, RiskModel
+from custodes.detections.scoring.risk import STAGE_MIN_POINTS, DayScore, RiskModel
 from custodes.model import Event, Finding, Severity, stable_id
 from custodes.timewindow import out_of_window
 
@@ -49,8 +49,19 @@ REVIEW_REPEAT = 1 / 3
 """What the points a person under review repeats (features neither new nor stronger) count for a budget place: a
 repeat at three times a fresh lead's points still comes before it, so the budget does not go to next to nothing."""
 PRUNE_EVERY_DAYS = 7
+RECIPROCAL_DAYS = 7
+"""How recent an unusual visit to a person's machine must be for that person's account on the visitor's machine to
+count as `reciprocal_host` (a later day's: the visit counts once its day has closed and been scored)."""
 
 Ranking = Callable[[date, list[DayScore]], None]
+
+
+def _tally(today: DayState, name: str, event_id: str) -> None:
+    """Count one more of feature `name` today, with its event as evidence (the first `EVIDENCE_PER_FEATURE`)."""
+    today.counts[name] = today.counts.get(name, 0.0) + 1.0
+    ids = today.evidence.setdefault(name, [])
+    if len(ids) < EVIDENCE_PER_FEATURE:
+        ids.append(event_id)
 
 
 def review_places(people: int, share: float) -> int:
@@ -188,6 +199,7 @@ class ScoringEngine:
                 seen += [("owner_channel", f"{owner} {kind_value}") for kind, kind_value in seen if kind == "channel"]
                 if owner not in today.owners:
                     today.owners[owner] = event.id
+                    self._reciprocal(key, owner, today, event.id)
             elif owner is None:
                 seen = [*seen, ("host", obs.host)]
         if seen:
@@ -230,12 +242,26 @@ class ScoringEngine:
                 memory = state.seen[kind] = {}
             last = memory.get(value)
             if not first_day and (last is None or today.day - last > memory_days):
-                name = NOVELTY.get(kind, "new_" + kind)
-                today.counts[name] = today.counts.get(name, 0.0) + 1.0
-                ids = today.evidence.setdefault(name, [])
-                if len(ids) < EVIDENCE_PER_FEATURE:
-                    ids.append(event_id)
+                _tally(today, NOVELTY.get(kind, "new_" + kind), event_id)
             memory[value] = today.day
+
+    def _reciprocal(self, key: str, owner: str, today: DayState, event_id: str) -> None:
+        """Count the first use today of a machine of `owner` when `owner` used a machine of `key`'s, unusually for
+        them, on a day of the last `RECIPROCAL_DAYS` before: an account on the machine of someone who was just at its
+        owner's (a keylogger planted, a password read off a desk, then the account used from the planter's desk)."""
+        visitor = self.states.get(owner)
+        last = None if visitor is None else visitor.visits.get(key)
+        if last is not None and 0 < today.day - last <= RECIPROCAL_DAYS:
+            _tally(today, "reciprocal_host", event_id)
+
+    @staticmethod
+    def _visited(state: EntityState, today: DayState, score: DayScore) -> None:
+        """Remember the owners of the machines used on a day scored for an unusual use of another person's machine
+        (see `_reciprocal`), for `RECIPROCAL_DAYS`."""
+        unusual = any(c.feature in OTHER_MACHINE and c.points >= STAGE_MIN_POINTS for c in score.contributions)
+        if unusual and today.owners:
+            kept = {owner: day for owner, day in state.visits.items() if today.day - day <= RECIPROCAL_DAYS}
+            state.visits = kept | dict.fromkeys(today.owners, today.day)
 
     def _open(self, state: EntityState, day: int) -> DayState | None:
         """The entity's open day for `day`, closing an earlier one; None for a day already closed."""
@@ -335,6 +361,7 @@ class ScoringEngine:
                 state.stages[stage] = today.day
         state.risk = score.risk
         state.risk_day = today.day
+        self._visited(state, today, score)
         damped = (  # an unsettled baseline learns everything: its anomalies are judged on too little history
             frozenset(
                 c.feature

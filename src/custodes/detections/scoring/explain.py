@@ -22,6 +22,7 @@ FIRST = {
     "mfa_failed": "first failed MFA prompt",
     "factor_change": "first MFA factor change",
     "absent_owner_host": "first logon to the machine of a person absent that day",
+    "reciprocal_host": "first logon to the machine of a person who used theirs in the week before",
     "leak_visit": "first visit to a leak or paste site",
     "cloud_visit": "first visit to personal cloud storage",
     "competitor_visit": "first visit to a competitor's site",

@@ -186,6 +186,26 @@ class DayScore:
         }
 
 
+CORROBORATING = frozenset(name for name, feature in BY_NAME.items() if feature.within)
+"""Features that only corroborate others of the day (`Feature.within`)."""
+
+
+def _corroborated(contributions: list[Contribution]) -> list[Contribution]:
+    """The day's contributions with each corroborating feature's points at most those of the strongest feature it
+    corroborates, and dropped without one: an account on the machine of someone who was just at its owner's is a
+    takeover sign where that use of another person's machine is itself unusual for the account, not where it is
+    what the account does every day (an administrator at colleagues' desks)."""
+    strongest = {c.feature: c.points for c in contributions}
+    kept = []
+    for c in contributions:
+        within = BY_NAME[c.feature].within
+        if within:
+            c.points = min(c.points, max(strongest.get(name, 0.0) for name in within))
+        if c.points > 0:
+            kept.append(c)
+    return kept
+
+
 def off_hours(state: EntityState, today: DayState, peers: PeerStats, group: str, weekend: bool) -> int:
     """Hours today with activity at an hour of the week the entity (shrunk toward its peer `group`) is rarely
     active in."""
@@ -331,6 +351,8 @@ class RiskModel:
                     event_ids=list(today.evidence.get(name, ())),
                 )
             )
+        if not CORROBORATING.isdisjoint(counts):
+            contributions = _corroborated(contributions)
         for rise in self.rises(state, counts):
             points = self._points(rise.feature, rise.bits)
             if points <= 0:

@@ -800,12 +800,15 @@ class Generator:
             self.leave(a, last + rng.randint(*gap), notice=start - 3)
         elif scenario == "sysadmin_keylogger":
             a = self.pick(lambda x: x.person.title == "Systems Administrator")
-            victim = rng.choice([x for x in self.actors if x is not a])
-            boss = rng.choice([x for x in self.actors if x is not a and x is not victim])
+            # The keylogger goes on the supervisor's machine and the supervisor's account is misused from the
+            # administrator's, as in CERT scenario 3. The account was once a second person's, drawn apart; the draw
+            # is made all the same, so an organisation is the one it was but for whose account is misused.
+            boss = rng.choice([x for x in self.actors if x is not a])
+            rng.choice([x for x in self.actors if x is not a and x is not boss])
             day = self.window(6)
             when = self.at(a, day, rng.uniform(12, 13))
-            self.ecs(a, when, "authentication", "logged-in", victim.host)
-            copied = self.usb_copy(a, when + timedelta(minutes=2), 1, victim.host)
+            self.ecs(a, when, "authentication", "logged-in", boss.host)
+            copied = self.usb_copy(a, when + timedelta(minutes=2), 1, boss.host)
             self.act(incident, scenario, a, "insider", when, copied)
             later_day = day + rng.randint(2, 5)
             when = self.at(boss, later_day, rng.uniform(21, 23))
