@@ -258,8 +258,7 @@ class ScoringEngine:
     def _visited(state: EntityState, today: DayState, score: DayScore) -> None:
         """Remember the owners of the machines used on a day scored for an unusual use of another person's machine
         (see `_reciprocal`), for `RECIPROCAL_DAYS`."""
-        unusual = any(c.feature in OTHER_MACHINE and c.points >= STAGE_MIN_POINTS for c in score.contributions)
-        if unusual and today.owners:
+        if any(c.feature in OTHER_MACHINE and c.points >= STAGE_MIN_POINTS for c in score.contributions):
             kept = {owner: day for owner, day in state.visits.items() if today.day - day <= RECIPROCAL_DAYS}
             state.visits = kept | dict.fromkeys(today.owners, today.day)
 
@@ -361,7 +360,8 @@ class ScoringEngine:
                 state.stages[stage] = today.day
         state.risk = score.risk
         state.risk_day = today.day
-        self._visited(state, today, score)
+        if today.owners and score.contributions:
+            self._visited(state, today, score)
         damped = (  # an unsettled baseline learns everything: its anomalies are judged on too little history
             frozenset(
                 c.feature
