@@ -264,6 +264,11 @@ def test_eval_refuses_backwards_labels_and_warns_on_unknown_people(org: Path, tm
         "scalar.json": ('{"labels": 5}', r"labels are a JSON list of objects"),
         "not_object.json": ('[["a"]]', "label #1: a label is an object with person, start and end"),
         "bool_time.json": ('[{"person": "a", "start": true, "end": 1}]', "label #1: start True is not a time"),
+        "other.csv": ("user,when\na@b.example,2024-03-19\n", r"not a labels CSV: its header lacks person, start, end"),
+        "no_end.csv": ("person,start\n", r"not a labels CSV: its header lacks end \(line 1 holds 'person', 'start'\)"),
+        "empty.csv": ("", r"header lacks person, start, end \(line 1 holds nothing\)"),
+        "binary.csv": ("\x00\x01\x02", r"not a labels CSV: .* holds '\\x00\\x01\\x02'"),
+        "unlabelled.json": ('{"seed": 1}', r'a JSON object of labels holds them under "labels"'),
     }
     for name, (text, message) in broken.items():
         (tmp_path / name).write_text(text)
@@ -274,6 +279,14 @@ def test_eval_refuses_backwards_labels_and_warns_on_unknown_people(org: Path, tm
     settings = ScoringSettings(directory=org / "directory.json", pseudonymise=False)
     result = evaluate([org / "okta.ndjson"], load_labels(tmp_path / "stranger.json"), settings)
     assert [w for w in result.warnings if "neither the directory nor the events" in w and "nobody@" in w]
+    (tmp_path / "none.json").write_text('{"labels": []}')
+    warned: list[str] = []
+    assert load_labels(tmp_path / "none.json", warnings=warned) == []
+    assert len(warned) == 1 and warned[0].startswith(f"{tmp_path / 'none.json'} holds no labels")
+    assert "only false findings are measured" in warned[0]
+    benign = evaluate([org / "okta.ndjson"], [], settings).to_json()  # nothing to recall: no figure pretends to be one
+    assert benign["malicious_user_days"] == 0 and benign["mean_percentile"] is None
+    assert set(benign["recall"].values()) == {None}
     for share in (0.0, -0.1, 1.5, float("nan")):
         with pytest.raises(CustodesError, match=rf"--budget-share {share} is out of range"):
             evaluate([org / "okta.ndjson"], [], settings, budget_share=share)

@@ -156,9 +156,10 @@ def eval_scoring(
         table = Table(
             "measure", "value", title=f"{result.population} people, {result.days} days, {result.events} events"
         )
+        labelled = result.malicious_user_days > 0  # without malicious user-days there is no recall to show
         for k, recall in result.recall.items():
-            table.add_row(f"recall of malicious user-days, top {k}/day", f"{100 * recall:.1f}%")
-        table.add_row("mean percentile of malicious user-days", f"{result.mean_percentile:.2f}")
+            table.add_row(f"recall of malicious user-days, top {k}/day", f"{100 * recall:.1f}%" if labelled else "-")
+        table.add_row("mean percentile of malicious user-days", f"{result.mean_percentile:.2f}" if labelled else "-")
         if (shown := result.in_data) is not None:
             held = f"of those with acts in {', '.join(shown.kinds)} records"
             table.add_row(f"recall {held}, top {result.budget}/day", f"{100 * shown.recall:.1f}%")

@@ -39,6 +39,8 @@ from custodes.timewindow import TimeWindow
 FIXED_BUDGETS = (25, 50, 100)
 TRUE_FINDING_GRACE_DAYS = 7
 PROGRESS_EVENTS = 10_000
+LABEL_COLUMNS = ("person", "start", "end")
+"""The columns every labels CSV needs (incident, scenario, role and kinds are optional)."""
 NO_SOURCE = LogSource()
 
 
@@ -199,7 +201,8 @@ class Evaluation:
         return sum(1 for i in self.incidents if i.caught)
 
     def to_json(self) -> dict[str, Any]:
-        """Serialisable form."""
+        """Serialisable form (recall and mean percentile are null without malicious user-days to measure)."""
+        labelled = self.malicious_user_days > 0
         return {
             "population": self.population,
             "days": self.days,
@@ -207,8 +210,8 @@ class Evaluation:
             "events_per_second": round(self.events / self.seconds) if self.seconds else None,
             "budget": self.budget,
             "malicious_user_days": self.malicious_user_days,
-            "recall": {str(k): round(v, 4) for k, v in self.recall.items()},
-            "mean_percentile": round(self.mean_percentile, 3),
+            "recall": {str(k): round(v, 4) if labelled else None for k, v in self.recall.items()},
+            "mean_percentile": round(self.mean_percentile, 3) if labelled else None,
             "incidents_caught": self.caught,
             "incidents_catchable": self.catchable,
             "incidents": [
@@ -296,12 +299,16 @@ def load_labels(path: Path, *, dataset: str | None = None, warnings: list[str] |
         answers = is_answers(reader.fieldnames)
         if answers:
             rows = cert_answers(path, rows, dataset, warnings)
+        else:
+            _label_header(path, reader.fieldnames)
     else:
         try:
             body = orjson.loads(data)
         except orjson.JSONDecodeError as exc:
             raise CustodesError.at(path, f"invalid JSON: {exc.msg}") from None
-        rows = body.get("labels", []) if isinstance(body, dict) else body
+        if isinstance(body, dict) and "labels" not in body:
+            raise CustodesError.at(path, 'a JSON object of labels holds them under "labels": {"labels": [...]}')
+        rows = body["labels"] if isinstance(body, dict) else body
         if not isinstance(rows, list):
             raise CustodesError.at(path, 'labels are a JSON list of objects, or {"labels": [...]}')
     if dataset is not None and not answers:
@@ -328,7 +335,24 @@ def load_labels(path: Path, *, dataset: str | None = None, warnings: list[str] |
                 f"{label.start.isoformat()}; fix the interval",
             )
         labels.append(label)
+    if not labels and warnings is not None:
+        warnings.append(
+            f"{path} holds no labels: only false findings are measured (recall, percentiles and incidents need "
+            "malicious user-days)"
+        )
     return labels
+
+
+def _label_header(path: Path, header: Sequence[str] | None) -> None:
+    """Refuse a labels CSV whose header lacks a column every label needs (an empty file, another CSV, a binary)."""
+    missing = [name for name in LABEL_COLUMNS if name not in (header or ())]
+    if missing:
+        found = ", ".join(repr(name[:40]) for name in (header or ())[:8]) or "nothing"
+        raise CustodesError.at(
+            path,
+            f"not a labels CSV: its header lacks {', '.join(missing)} (line 1 holds {found}); give a CSV with "
+            "incident, scenario, person, role, start, end, or a CERT dataset's answers (insiders.csv)",
+        )
 
 
 def _label_field(path: Path, where: str, row: dict[str, Any], name: str) -> Any:
