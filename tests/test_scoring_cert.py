@@ -246,12 +246,30 @@ def test_cert_times_read_alike_padded_or_not_and_impossible_ones_are_refused(tmp
     assert order_time("yesterday") == []
 
 
-def test_a_csv_that_is_not_cert_is_refused_with_its_name(cert: Path) -> None:
+def test_a_csv_that_is_not_cert_is_refused_with_its_name(cert: Path, tmp_path: Path) -> None:
     (cert / "other.csv").write_text("a,b\n1,2\n")
     with pytest.raises(CustodesError, match="CERT logon, device"):
         evaluate([cert / "other.csv"], [], ScoringSettings(pseudonymise=False))
     with pytest.raises(CustodesError, match=r"other\.csv: a CSV event file must be a CERT logon, device"):
         list(files.iter_records(cert / "other.csv"))  # as `custodes replay` reads it
+    misplaced = {  # a dataset's other CSVs, given as events: said where they go
+        "LDAP.csv": (
+            "employee_name,user_id,email,role\nA B,ABC0001,a@x.example,IT\n",
+            "it is a CERT LDAP file .* --directory",
+        ),
+        "insiders.csv": (
+            "dataset,scenario,details,user,start,end\n",
+            "it is the answers' insiders.csv: give it with --labels",
+        ),
+        "psychometric.csv": (
+            "employee_name,user_id,O,C\n",
+            r"a CSV event file .* \(its header holds 'employee_name', 'user_id', 'o', 'c'\)",
+        ),
+    }
+    for name, (text, message) in misplaced.items():
+        (tmp_path / name).write_text(text)
+        with pytest.raises(CustodesError, match=rf"{name}: {message}"):
+            list(files.iter_records(tmp_path / name))
 
 
 def test_replay_reads_cert_csvs_as_eval_does_and_keeps_a_row_not_of_its_kind_with_its_line(

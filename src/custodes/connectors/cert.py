@@ -25,6 +25,10 @@ KINDS: dict[str, frozenset[str]] = {
     "logon": frozenset({"id", "date", "user", "pc", "activity"}),
 }
 """Columns of each CERT file; logon and device files share theirs, so each row's activity tells them apart."""
+DIRECTORY_COLUMNS = frozenset({"user_id", "email"})
+"""Columns a CERT LDAP CSV (a directory, not events) needs."""
+ANSWER_COLUMNS = frozenset({"dataset", "scenario", "user", "start", "end"})
+"""Columns of the answers' `insiders.csv` (labels, not events): one row per insider of every dataset release."""
 KIND_NAMES = {"email": "email", "file": "file", "http": "http", "logon": "logon or device"}
 RECORD_KINDS = {"authentication": "logon", "host": "device", "web": "http", "email": "email", "file": "file"}
 """The CERT kind of a record (as an answers' details row names it first) by the category `_record` gives it."""
@@ -37,6 +41,24 @@ def cert_kind(header: list[str]) -> str | None:
         if needed <= names:
             return kind
     return None
+
+
+def is_answers(header: Iterable[str] | None) -> bool:
+    """Whether a CSV header is the answers' `insiders.csv`."""
+    return {h.strip().lower() for h in header or ()} >= ANSWER_COLUMNS
+
+
+def not_events(header: list[str]) -> str:
+    """Why a CSV with `header` is not a CERT event file, and where a dataset's other CSVs go instead."""
+    if is_answers(header):
+        return "it is the answers' insiders.csv: give it with --labels, not as events"
+    if {h.strip().lower() for h in header} >= DIRECTORY_COLUMNS:
+        return "it is a CERT LDAP file (people): give it, or its LDAP folder, with --directory, not as events"
+    shown = ", ".join(repr(h[:40]) for h in header[:8]) or "nothing"
+    return (
+        f"a CSV event file must be a CERT logon, device, http, email or file CSV (its header holds {shown}); other "
+        "logs are NDJSON or JSON"
+    )
 
 
 def csv_rows(lines: Iterable[str]) -> tuple[list[str], Iterator[tuple[int, list[str] | str]]]:

@@ -22,7 +22,7 @@ from typing import IO, Any, Final, Protocol, cast
 import orjson
 
 from custodes.connectors.base import Batch
-from custodes.connectors.cert import cert_records, is_cert_csv
+from custodes.connectors.cert import cert_records, csv_rows, is_cert_csv, not_events
 from custodes.connectors.envelope import to_event
 from custodes.errors import CustodesError, Location, Problem
 from custodes.model import Event
@@ -97,7 +97,9 @@ def _cert_csv(path: Path) -> Iterator[_Row]:
     with text_lines(path) as lines:
         rows = cert_records(lines)
         if rows is None:
-            raise CustodesError.at(path, "a CSV event file must be a CERT logon, device, http, email or file CSV")
+            with text_lines(path) as again:
+                header, _ = csv_rows(again)
+            raise CustodesError.at(path, not_events(header))
         yield from rows
 
 

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from custodes.connectors.cert import cert_time, cert_user, csv_rows
+from custodes.connectors.cert import DIRECTORY_COLUMNS, cert_time, cert_user, csv_rows
 from custodes.connectors.envelope import parse_time
 from custodes.connectors.files import text_lines
 from custodes.errors import CustodesError
@@ -30,7 +30,7 @@ def cert_people(path: Path, data: bytes) -> list[dict[str, Any]]:
     """Directory entries (Custodes JSON form) of a CERT LDAP CSV (employee_name, user_id, email, role, functional_unit,
     department)."""
     header, rows = csv_rows(io.StringIO(data.decode("utf-8", errors="replace"), newline=""))
-    if not {"user_id", "email"} <= set(header):
+    if not set(header) >= DIRECTORY_COLUMNS:
         raise CustodesError.at(path, "a CSV directory needs the CERT LDAP columns user_id and email")
     people = []
     for number, fields in rows:
@@ -52,8 +52,6 @@ def cert_people(path: Path, data: bytes) -> list[dict[str, Any]]:
     return people
 
 
-ANSWER_COLUMNS = frozenset({"dataset", "scenario", "user", "start", "end"})
-"""Columns of the answers' `insiders.csv`: one row per insider of every dataset release."""
 SCENARIOS = {
     "1": "after_hours_usb_leak",
     "2": "job_search_usb",
@@ -62,11 +60,6 @@ SCENARIOS = {
     "5": "layoff_dropbox",
 }
 """The datasets' scenario numbers by the names `custodes simulate` gives the same scenarios."""
-
-
-def is_answers(header: Iterable[str] | None) -> bool:
-    """Whether a CSV header is the answers' `insiders.csv`."""
-    return {h.strip().lower() for h in header or ()} >= ANSWER_COLUMNS
 
 
 def _answer_time(path: Path, line: int, row: dict[str, str], name: str) -> str:

@@ -22,10 +22,10 @@ from zoneinfo import ZoneInfo
 import orjson
 
 from custodes.config import ScoringSettings
-from custodes.connectors.cert import RECORD_KINDS, cert_times, is_cert_csv
+from custodes.connectors.cert import RECORD_KINDS, cert_times, is_answers, is_cert_csv
 from custodes.connectors.envelope import parse_time
 from custodes.connectors.files import file_bytes, iter_records, text_lines
-from custodes.detections.scoring.cert import cert_answers, is_answers
+from custodes.detections.scoring.cert import cert_answers
 from custodes.detections.scoring.engine import ScoringEngine, review_places
 from custodes.detections.scoring.explain import sentences
 from custodes.detections.scoring.features import record_time
