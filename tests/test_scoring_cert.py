@@ -255,11 +255,11 @@ def test_a_csv_that_is_not_cert_is_refused_with_its_name(cert: Path, tmp_path: P
     misplaced = {  # a dataset's other CSVs, given as events: said where they go
         "LDAP.csv": (
             "employee_name,user_id,email,role\nA B,ABC0001,a@x.example,IT\n",
-            "it is a CERT LDAP file .* --directory",
+            r"it is a CERT LDAP file \(people, not events\): .* \(eval scoring's --directory, or scoring\.directory\)",
         ),
         "insiders.csv": (
             "dataset,scenario,details,user,start,end\n",
-            "it is the answers' insiders.csv: give it with --labels",
+            r"it is the answers' insiders\.csv \(labels, not events\): give it to eval scoring's --labels",
         ),
         "psychometric.csv": (
             "employee_name,user_id,O,C\n",

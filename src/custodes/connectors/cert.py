@@ -51,9 +51,12 @@ def is_answers(header: Iterable[str] | None) -> bool:
 def not_events(header: list[str]) -> str:
     """Why a CSV with `header` is not a CERT event file, and where a dataset's other CSVs go instead."""
     if is_answers(header):
-        return "it is the answers' insiders.csv: give it with --labels, not as events"
+        return "it is the answers' insiders.csv (labels, not events): give it to eval scoring's --labels"
     if {h.strip().lower() for h in header} >= DIRECTORY_COLUMNS:
-        return "it is a CERT LDAP file (people): give it, or its LDAP folder, with --directory, not as events"
+        return (
+            "it is a CERT LDAP file (people, not events): give it, or its LDAP folder, as the directory (eval "
+            "scoring's --directory, or scoring.directory)"
+        )
     shown = ", ".join(repr(h[:40]) for h in header[:8]) or "nothing"
     return (
         f"a CSV event file must be a CERT logon, device, http, email or file CSV (its header holds {shown}); other "
