@@ -319,6 +319,22 @@ def test_malformed_records_are_skipped_not_fatal() -> None:
     assert engine.unreadable >= 3 and engine.take_findings() == []
 
 
+def test_an_amount_that_is_none_counts_as_no_amount_and_one_past_a_float_is_unreadable() -> None:
+    settings = ScoringSettings(pseudonymise=False)
+    engine = ScoringEngine(settings, IdentityResolver([], settings.identities))
+
+    def write(size: object) -> dict[str, Any]:
+        event = {"category": ["file"], "action": "removable-write"}
+        return {"event": event, "user": {"name": "u"}, "host": {"name": "H1"}, "file": {"path": "E:/a", "size": size}}
+
+    sizes: list[object] = [1000, -5, -(10**40), math.inf, -math.inf, math.nan, "\u00b2", "12a", "", True, 2.5e3]
+    for n, size in enumerate([*sizes, 10**400]):  # the last one converts to no float: the record is skipped
+        engine.observe(Event(str(n), START + timedelta(minutes=n), "x", LogSource(), write(size)))
+    today = engine.states["u"].open
+    assert today is not None and engine.unreadable == 1
+    assert today.counts["usb_files"] == len(sizes) and today.counts["upload_bytes"] == 1000 + 2500
+
+
 def okta_signin(name: str, when: datetime, result: str) -> Event:
     record = {
         "eventType": "user.session.start",

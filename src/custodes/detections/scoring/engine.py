@@ -140,7 +140,7 @@ class ScoringEngine:
         """Update features from one event; return the entity key it was attributed to (None: nothing to score)."""
         try:
             obs = self.extractor.extract(event.raw)
-        except (AttributeError, TypeError, ValueError, KeyError):
+        except (AttributeError, TypeError, ValueError, KeyError, OverflowError):
             self.unreadable += 1
             return None
         if obs is None:

@@ -8,6 +8,7 @@ check against first-seen memory, and the machine involved.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -106,11 +107,15 @@ def _list(value: Any) -> list[Any]:
 
 
 def _int(value: Any) -> int:
+    """A count, size or code as a record states it (a whole number, 0 or more); 0 for anything else: a negative or
+    non-finite number, a boolean, text other than ASCII digits."""
     if isinstance(value, bool):
         return 0
-    if isinstance(value, int | float):
-        return int(value)
-    if isinstance(value, str) and value.isdigit():
+    if isinstance(value, int):
+        return max(0, value)
+    if isinstance(value, float):
+        return int(value) if 0.0 <= value < math.inf else 0
+    if isinstance(value, str) and value.isascii() and value.isdigit():
         return int(value)
     return 0
 
