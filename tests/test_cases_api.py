@@ -11,7 +11,19 @@ from typing import Any
 
 import pytest
 
-from console_support import PEOPLE, Served, api, okta_record, page, post_events, served, settings_for, signed_in
+from console_support import (
+    PEOPLE,
+    Served,
+    api,
+    csrf_of,
+    okta_record,
+    page,
+    post_events,
+    served,
+    settings_for,
+    signed_in,
+)
+from custodes.cases import feedback
 from custodes.cases.filing import file_findings
 from custodes.cases.hold import prune_evidence
 from custodes.config import DatabaseSettings
@@ -282,6 +294,53 @@ async def test_feedback_suppresses_the_pattern_for_that_person_until_revoked(sit
     listed = (await api(site.url, "GET", "/api/feedback?active=false", "viewer"))[1]["feedback"]
     assert [f["id"] for f in listed] == [given["id"]]
     assert (await api(site.url, "GET", f"/api/findings/{target.id}", "viewer"))[1]["feedback"] == []
+
+
+async def test_feedback_on_a_cause_of_a_scoring_finding_is_checked_against_its_causes(site: Served) -> None:
+    now = datetime.now(UTC)
+    tags = ["scoring", "scoring.threshold", "cause.other_host", "cause.off_hours"]
+    scored = Finding(
+        "f-score", "k-score", "scoring", "scoring.threshold", "Risk 80", Severity.HIGH, ALICE, [], tags, now, now
+    )
+    case = await alice_case(site)
+    async with site.services.store.transaction() as tx:
+        await tx.record_finding(scored, timedelta(hours=1))
+        assert await file_findings(tx, site.services.settings.cases, [scored]) == [case["id"]]
+        sigma = next(f for f in await tx.list_findings(limit=100) if f.detector != "scoring")
+    body = {"finding": "f-score", "cause": "other_host", "verdict": "expected", "reason": "expected: desk-side support"}
+    status, given = await api(
+        site.url, "POST", "/api/feedback", "analyst", {**body, "effect": "downweight", "weight": 0.25}
+    )
+    assert status == 201, given
+    assert (given["kind"], given["pattern"], given["effect"], given["weight"]) == (
+        "cause",
+        "other_host",
+        "downweight",
+        0.25,
+    )
+    refused = {
+        "usb": (400, "cause: 'usb' is not a cause of f-score (its causes are off_hours, other_host)"),
+        "Other-Host": (400, None),  # not a feature's name at all
+    }
+    for cause, (code, message) in refused.items():
+        status, error = await api(site.url, "POST", "/api/feedback", "analyst", {**body, "cause": cause})
+        assert status == code and error["error"]["field"].endswith("cause"), error
+        assert message is None or error["error"]["message"] == message
+    status, error = await api(site.url, "POST", "/api/feedback", "analyst", {**body, "finding": sigma.id})
+    assert status == 400 and "it is not a behaviour-scoring finding with causes" in error["error"]["message"]
+    listed = (await api(site.url, "GET", "/api/feedback?finding=f-score", "viewer"))[1]["feedback"]
+    assert [(f["kind"], f["pattern"]) for f in listed] == [("cause", "other_host")]
+    async with await signed_in(site.url, "analyst") as http:  # the console offers the finding's causes
+        path = f"/cases/{case['id']}"
+        status, html = await page(http, site.url, path)
+        assert status == 200 and '<option value="off_hours">only the cause off_hours</option>' in html
+        form = {"csrf": csrf_of(html), "finding": "f-score", "verdict": "benign", "reason": "night shift"}
+        async with http.post(f"{site.url}{path}/feedback", data={**form, "cause": "off_hours"}) as r:
+            assert r.status == 200 and "Updated." in await r.text()
+            assert "cause <code>off_hours</code>" in await r.text()
+    async with site.services.store.transaction() as tx:
+        assert await feedback.active_for(tx, [ALICE]) == {}, "a cause's feedback suppresses no finding's rule"
+        assert [c.feature for c in (await feedback.causes(tx))[ALICE]] == ["other_host", "off_hours"]
 
 
 async def test_revealing_names_inside_a_case_is_audited_on_its_timeline(site: Served) -> None:

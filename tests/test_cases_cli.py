@@ -75,6 +75,9 @@ def test_a_case_from_replayed_findings_to_a_disposition(tmp_path: Path) -> None:
         case["id"],
     )
     assert given.returncode == 0, given.stderr
+    on_cause = ["--finding", finding, "--verdict", "expected", "--reason", "r", "--cause", "other_host"]
+    refused_cause = custodes(config, "feedback", "give", *on_cause)
+    assert refused_cause.returncode == 2 and "is not a behaviour-scoring finding with causes" in refused_cause.stderr
     [feedback] = json.loads(custodes(config, "feedback", "list", "--active", "--json").stdout)
     assert feedback["case_id"] == case["id"] and feedback["entity"].startswith("p-")
     assert custodes(config, "feedback", "revoke", feedback["id"]).returncode == 0

@@ -21,6 +21,7 @@ from custodes.detections.scoring.baselines import (
     SCALE_LIMIT,
     DayState,
     EntityState,
+    PeerStats,
     machine_owners,
     peer_stats,
 )
@@ -28,6 +29,7 @@ from custodes.detections.scoring.catalog import RISE_WINDOWS
 from custodes.detections.scoring.engine import ScoringEngine
 from custodes.detections.scoring.explain import sentences
 from custodes.detections.scoring.features import Extractor
+from custodes.detections.scoring.feedback import CauseFeedback
 from custodes.detections.scoring.identity import IdentityResolver, Person, load_directory, zone_warning
 from custodes.detections.scoring.privacy import Pseudonymizer, is_pseudonym
 from custodes.detections.scoring.risk import MIN_VAR_LOG, DayScore, RiskModel
@@ -94,7 +96,13 @@ def theft_day(i: int, day: int) -> list[Event]:
     return events
 
 
-def run_org(settings: ScoringSettings, days: int, thief: int, theft: int) -> tuple[ScoringEngine, list[DayScore]]:
+def run_org(
+    settings: ScoringSettings,
+    days: int,
+    thief: int,
+    theft: int,
+    feedback: dict[str, list[CauseFeedback]] | None = None,
+) -> tuple[ScoringEngine, list[DayScore]]:
     rng = random.Random(5)
     resolver = IdentityResolver([person(i) for i in range(30)], settings.identities)
     rankings: list[DayScore] = []
@@ -104,6 +112,7 @@ def run_org(settings: ScoringSettings, days: int, thief: int, theft: int) -> tup
             rankings.extend(ranking)
 
     engine = ScoringEngine(settings, resolver, org_domains=["corp.example"], on_ranking=on_ranking)
+    engine.model.feedback = feedback or {}
     for day in range(days):
         events = [e for i in range(30) for e in normal_day(rng, i, day)]
         if day == theft:
@@ -252,6 +261,60 @@ def test_a_first_time_usb_and_cloud_exfiltration_ranks_first_and_is_explained() 
     found = [f for f in engine.take_findings() if f.entity == "user7@corp.example"]
     assert found and found[0].detector == "scoring" and "USB" in (found[0].description or "")
     assert all(f.entity == "user7@corp.example" for f in engine.take_findings())
+
+
+def test_feedback_on_a_cause_leaves_it_out_or_scales_it_for_that_person_on_the_days_it_covers() -> None:
+    settings = ScoringSettings(pseudonymise=False, warmup_days=5)
+    theft = START + timedelta(days=22, hours=12)
+    _, plain = run_org(settings, days=26, thief=7, theft=22)
+    before = {c.feature: c.points for c in plain[0].contributions}
+    assert {"usb_files", "cloud_upload", "off_hours"} <= before.keys()
+    given = {
+        "user7@corp.example": [
+            CauseFeedback("fb-1", "usb_files", 0.0, theft - timedelta(days=3)),
+            CauseFeedback("fb-2", "cloud_upload", 0.5, theft - timedelta(days=3)),
+            CauseFeedback("fb-3", "cloud_upload", 0.8, theft - timedelta(days=5)),  # the lower factor counts
+            CauseFeedback("fb-4", "off_hours", 0.0, theft - timedelta(days=9), theft - timedelta(days=1)),  # revoked
+            CauseFeedback("fb-5", "usb", 0.0, theft + timedelta(days=1)),  # given after the day
+        ],
+        "user8@corp.example": [CauseFeedback("fb-6", "cloud_upload", 0.0, theft - timedelta(days=3))],
+    }
+    engine, ranking = run_org(settings, days=26, thief=7, theft=22, feedback=given)
+    top = next(score for score in ranking if score.entity == "user7@corp.example")
+    after = {c.feature: c.points for c in top.contributions}
+    assert "usb_files" not in after and after["cloud_upload"] == pytest.approx(before["cloud_upload"] / 2)
+    assert {name: after[name] for name in after if name != "cloud_upload"} == {
+        name: points for name, points in before.items() if name not in ("usb_files", "cloud_upload")
+    }
+    assert top.modifiers["feedback:usb_files:fb-1"] == pytest.approx(before["usb_files"])
+    assert top.modifiers["feedback:cloud_upload:fb-2"] == pytest.approx(before["cloud_upload"] / 2)
+    text = sentences(top)
+    assert "files written to removable media: analyst feedback fb-1 on this cause" in "; ".join(text)
+    assert not any("files written to removable media" in line and "feedback" not in line for line in text)
+    found = next(f for f in engine.take_findings() if f.entity == "user7@corp.example")
+    assert "cause.cloud_upload" in found.tags and "cause.usb_files" not in found.tags
+
+
+def test_feedback_on_a_channel_covers_its_rise_over_days() -> None:
+    state = EntityState(key="k", kind="person", group="g", department="d", tz=ZoneInfo("UTC"))
+    for day in range(30):  # a drive one day in three, then five connections every day
+        counts = {"usb": 5.0} if day >= 26 else {"usb": 1.0} if day % 3 == 0 else {"signin": 1.0}
+        state.fold(DayState(day, counts=counts), 0.9, weekend=False)
+    model = RiskModel(ScoringSettings(pseudonymise=False))
+    since = datetime(1, 1, 29, tzinfo=UTC)  # the day before the one scored (ordinal 30)
+
+    def scored(*given: tuple[str, float, str]) -> DayScore:
+        model.feedback = {"k": [CauseFeedback(ident, feature, factor, since) for feature, factor, ident in given]}
+        return model.score(state, DayState(30, counts={"usb": 5.0}), PeerStats(), date.fromordinal(30), [])
+
+    plain = {c.feature: c.points for c in scored().contributions}
+    assert plain.keys() == {"usb", "usb_rise"}
+    muted = scored(("usb", 0.0, "fb-1"))
+    assert not muted.contributions and muted.points == 0
+    assert muted.modifiers["feedback:usb_rise:fb-1"] == pytest.approx(plain["usb_rise"])
+    own = scored(("usb", 0.0, "fb-1"), ("usb_rise", 0.5, "fb-2"))  # a rise's own feedback comes first
+    assert [c.feature for c in own.contributions] == ["usb_rise"]
+    assert own.contributions[0].points == pytest.approx(plain["usb_rise"] / 2)
 
 
 def test_the_same_day_without_theft_raises_nothing() -> None:

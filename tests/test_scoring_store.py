@@ -15,8 +15,11 @@ import pytest
 import sqlalchemy as sa
 from typer.testing import CliRunner
 
+from custodes.cases import feedback
+from custodes.cases.book import CaseError
 from custodes.cli import app
 from custodes.config import DatabaseSettings, ScoringSettings, Settings
+from custodes.detections.scoring import service as service_module
 from custodes.detections.scoring.identity import Person
 from custodes.detections.scoring.privacy import is_pseudonym
 from custodes.detections.scoring.service import ScoringService, entity_scores
@@ -24,6 +27,7 @@ from custodes.errors import CustodesError
 from custodes.model import utcnow
 from custodes.services import Services
 from custodes.store import Store
+from custodes.store.cases import feedback as feedback_table
 from custodes.store.tables import scoring_scores, scoring_scores_staged, scoring_state
 from test_scoring_engine import START, normal_day, person, theft_day
 
@@ -110,9 +114,10 @@ async def test_pipeline_records_scoring_findings_and_cli_explains_them(
     config.write_text(
         f"database: {orjson.dumps(database.model_dump()).decode()}\n"
         f"scoring: {{directory: {directory(tmp_path)}, warmup_days: 5}}\n"
-        "server: {api_tokens: [{name: viewer, token: 'env:T1'}, {name: dpo, token: 'env:T2', role: privacy_officer}]}\n"
+        "server: {api_tokens: [{name: viewer, token: 'env:T1'}, {name: dpo, token: 'env:T2', role: privacy_officer}, "
+        "{name: ann, token: 'env:T3', role: analyst}]}\n"
     )
-    env = {"T1": "viewer-token-0123456789", "T2": "dpo-token-0123456789"}
+    env = {"T1": "viewer-token-0123456789", "T2": "dpo-token-0123456789", "T3": "analyst-token-0123456789"}
     explained = await asyncio.to_thread(
         runner.invoke, app, ["entity", "explain", "CORP\\user7", "--days", "3", "-c", str(config)], env=env
     )
@@ -124,6 +129,18 @@ async def test_pipeline_records_scoring_findings_and_cli_explains_them(
     for bad in (["CORP\\user7", "--days", "0"], [" "]):
         refused_args = await asyncio.to_thread(runner.invoke, app, ["entity", "explain", *bad, "-c", str(config)])
         assert refused_args.exit_code == 2 and "Invalid value for" in refused_args.output, refused_args.output
+    cause = ["--finding", scoring[0].id, "--cause", "usb_files", "--verdict", "expected", "--reason", "backups"]
+    given = await asyncio.to_thread(
+        runner.invoke,
+        app,
+        ["feedback", "give", *cause, "--token", "env:T3", "-c", str(config)],
+        env=env | {"COLUMNS": "200"},
+    )
+    assert given.exit_code == 0 and "suppress the scoring cause usb_files for this person" in given.output, given.output
+    listed = await asyncio.to_thread(
+        runner.invoke, app, ["feedback", "list", "--token", "env:T3", "-c", str(config)], env=env | {"COLUMNS": "200"}
+    )
+    assert listed.exit_code == 0 and "cause usb_files" in listed.output, listed.output
     pseudonym = scoring[0].entity or ""
     refused = await asyncio.to_thread(
         runner.invoke,
@@ -340,3 +357,45 @@ async def test_a_reload_after_a_rescore_drops_its_pending_replacement(store: Sto
         await service.ingest(tx, [], [])
     assert await stored_scores(store) == saved
     assert await staged_rows(store) > 0  # left to the next re-score's save
+
+
+async def test_feedback_on_a_cause_reaches_the_days_it_covers_in_the_store_and_a_rescore_keeps_them(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(service_module, "FEEDBACK_REFRESH_SECONDS", 0.0)  # each batch reads it (a second apart live)
+    service = await ScoringService.open(scoring_settings(tmp_path), store)
+    key = service.engine.resolver.resolve("user7")[0]
+    rng = random.Random(5)
+    thefts = [(START + timedelta(days=day)).date() for day in (22, 25)]
+    raised = []
+    for day in range(28):
+        events = [e for i in range(30) for e in normal_day(rng, i, day)]
+        events += theft_day(7, day) if (START + timedelta(days=day)).date() in thefts else []
+        async with store.transaction() as tx:
+            await tx.insert_events(events)
+            raised += await service.ingest(tx, sorted(events, key=lambda e: e.time), [])
+        if day == 23:  # the analyst looks at the first theft's finding: the person's USB writes are expected
+            finding = next(f for f in raised if f.entity == key)
+            async with store.transaction() as tx:
+                kind, pattern = feedback.pattern_of(finding, "usb_files")
+                given = await feedback.give(
+                    tx, actor="t", entity=key, pattern=pattern, kind=kind, verdict="expected", reason="backups"
+                )
+                with pytest.raises(CaseError, match=r"cause: 'print' is not a cause of .*\(its causes are .*usb_files"):
+                    feedback.pattern_of(finding, "print")
+                given_at = START + timedelta(days=23, hours=12)  # as if given then, in the data's own time
+                await tx.conn.execute(sa.update(feedback_table).values(created_at=given_at))
+
+    async def theft_days() -> dict[Any, tuple[set[str], dict[str, float]]]:
+        async with store.transaction() as tx:
+            days = [(await entity_scores(tx, key, day=day))[0] for day in thefts]
+        return {s.day: ({c.feature for c in s.contributions}, s.modifiers) for s in days}
+
+    streamed = await theft_days()
+    first, second = (streamed[day] for day in thefts)
+    assert "usb_files" in first[0] and not any(name.startswith("feedback:") for name in first[1])
+    assert "usb_files" not in second[0] and second[1][f"feedback:usb_files:{given['id']}"] > 0
+    await service.rescore(store, page=500)
+    async with store.transaction() as tx:
+        await service.save(tx)
+    assert await theft_days() == streamed, "a re-score applies the feedback to the days it covered, as live"

@@ -14,11 +14,15 @@ from typing import Any
 import sqlalchemy as sa
 
 from custodes.cases.book import CaseError, aware
+from custodes.detections.scoring.catalog import BY_NAME
+from custodes.detections.scoring.feedback import CAUSE, CauseFeedback
 from custodes.model import Finding, Severity, utcnow
 from custodes.store import Transaction
 from custodes.store.cases import feedback
 
 EFFECTS = ("suppress", "downweight")
+KINDS = ("rule", CAUSE)
+"""What feedback is on: a rule id (Sigma, or `scoring.<reason>`), or a behaviour-scoring cause (a feature)."""
 CHUNK = 500
 VERDICTS = ("benign", "expected", "false_positive", "malicious", "negligent", "compromised")
 
@@ -35,8 +39,18 @@ async def give(
     weight: float = 0.0,
     case_id: str | None = None,
     finding_id: str | None = None,
+    kind: str = "rule",
 ) -> dict[str, Any]:
-    """Record feedback (audited `feedback.give`); `weight` (0 to 1) scales severity when the effect is downweight."""
+    """Record feedback (audited `feedback.give`) on a rule (`kind` rule: `weight`, 0 to 1, scales the findings'
+    severity when the effect is downweight) or on a scoring cause (`kind` cause, `pattern` a feature: it scales
+    the cause's points in the person's day scores)."""
+    if kind not in KINDS:
+        raise CaseError(f"kind: {kind!r} is not one of {', '.join(KINDS)}", field="kind")
+    if kind == CAUSE and pattern not in BY_NAME:
+        raise CaseError(
+            f"cause: {pattern!r} is not a scoring feature (one of {', '.join(sorted(BY_NAME))})",
+            field="cause",
+        )
     if effect not in EFFECTS:
         raise CaseError(f"effect: {effect!r} is not one of {', '.join(EFFECTS)}", field="effect")
     if verdict not in VERDICTS:
@@ -48,7 +62,7 @@ async def give(
     row: dict[str, Any] = {
         "id": "fb-" + uuid.uuid4().hex[:16],
         "entity": entity,
-        "pattern_kind": "rule",
+        "pattern_kind": kind,
         "pattern": pattern,
         "verdict": verdict,
         "effect": effect,
@@ -62,9 +76,23 @@ async def give(
         "revoked_at": None,
     }
     await tx.conn.execute(sa.insert(feedback), [row])
-    details = {k: row[k] for k in ("entity", "pattern", "verdict", "effect", "weight", "reason", "case_id")}
+    details = {
+        k: row[k] for k in ("entity", "pattern_kind", "pattern", "verdict", "effect", "weight", "reason", "case_id")
+    }
     await tx.audit(actor, "feedback.give", str(row["id"]), details)
     return row
+
+
+def pattern_of(finding: Finding, cause: str | None) -> tuple[str, str]:
+    """What feedback on `finding` is about, (kind, pattern): its rule, or with `cause` one of the causes of a
+    behaviour-scoring finding (its tags name them `cause.<feature>`)."""
+    if cause is None:
+        return "rule", finding.rule_id
+    if f"cause.{cause}" not in finding.tags:
+        found = sorted(tag.removeprefix("cause.") for tag in finding.tags if tag.startswith("cause."))
+        has = f"its causes are {', '.join(found)}" if found else "it is not a behaviour-scoring finding with causes"
+        raise CaseError(f"cause: {cause!r} is not a cause of {finding.id} ({has})", field="cause")
+    return CAUSE, cause
 
 
 async def revoke(tx: Transaction, feedback_id: str, actor: str) -> dict[str, Any]:
@@ -121,15 +149,30 @@ def governing(rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
 
 
 async def active_for(tx: Transaction, entities: Iterable[str]) -> dict[tuple[str, str], list[dict[str, Any]]]:
-    """Active feedback about these people, by (entity, pattern)."""
+    """Active rule feedback about these people, by (entity, rule)."""
     wanted = sorted(set(entities))
     found: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for start in range(0, len(wanted), CHUNK):
         query = sa.select(feedback).where(
-            feedback.c.entity.in_(wanted[start : start + CHUNK]), feedback.c.revoked_at.is_(None)
+            feedback.c.entity.in_(wanted[start : start + CHUNK]),
+            feedback.c.pattern_kind == "rule",
+            feedback.c.revoked_at.is_(None),
         )
         for row in (await tx.conn.execute(query)).mappings():
             found.setdefault((row["entity"], row["pattern"]), []).append(dict(row))
+    return found
+
+
+async def causes(tx: Transaction) -> dict[str, list[CauseFeedback]]:
+    """Every feedback on scoring causes, in force or revoked (a re-score of the days it covered applies it), by
+    entity."""
+    query = sa.select(feedback).where(feedback.c.pattern_kind == CAUSE).order_by(feedback.c.created_at, feedback.c.id)
+    found: dict[str, list[CauseFeedback]] = {}
+    for row in (await tx.conn.execute(query)).mappings():
+        given = aware(row)
+        factor = 0.0 if given["effect"] == "suppress" else float(given["weight"])
+        item = CauseFeedback(given["id"], given["pattern"], factor, given["created_at"], given["revoked_at"])
+        found.setdefault(given["entity"], []).append(item)
     return found
 
 

@@ -460,7 +460,7 @@ def feedback_list(
             table.add_row(
                 row["id"],
                 row["entity"],
-                row["pattern"],
+                row["pattern"] if row["pattern_kind"] == "rule" else f"cause {row['pattern']}",
                 row["verdict"],
                 effect,
                 row["reason"],
@@ -478,12 +478,22 @@ def feedback_give(
     verdict: Annotated[str, typer.Option(help="benign, expected, false_positive, malicious, ...")],
     reason: Annotated[str, typer.Option(help="Why, e.g. 'benign: handover before leaving'.")],
     effect: Annotated[str, typer.Option(help="suppress, or downweight (with --weight).")] = "suppress",
-    weight: Annotated[float, typer.Option(help="Severity scale for downweight, 0 to below 1.")] = 0.0,
+    weight: Annotated[
+        float, typer.Option(help="Severity scale (a cause's: points scale) for downweight, 0 to below 1.")
+    ] = 0.0,
+    cause: Annotated[
+        str | None,
+        typer.Option(
+            help="One cause of a behaviour-scoring finding (a feature its tags name cause.<feature>, as other_host): "
+            "scale that cause's points in the person's day scores instead of suppressing the finding's rule."
+        ),
+    ] = None,
     case: Annotated[str | None, typer.Option(help="The case it was decided on.")] = None,
     token: TokenOption = None,
     config: ConfigOption = None,
 ) -> None:
-    """Suppress or down-weight a finding's pattern (its rule) for its person from now on."""
+    """Suppress or down-weight a finding's pattern for its person from now on: its rule, or with --cause one cause of
+    a behaviour-scoring finding (the person's day scores leave it out or count it at --weight)."""
     from custodes.cases import feedback
 
     async def body(session: Session) -> None:
@@ -491,11 +501,13 @@ def feedback_give(
             found = await tx.get_finding(finding)
             if found is None or found.entity is None:
                 raise CustodesError(f"--finding: no finding {finding!r} about a person")
+            kind, pattern = feedback.pattern_of(found, cause)
             row = await feedback.give(
                 tx,
                 actor=session.actor,
                 entity=found.entity,
-                pattern=found.rule_id,
+                pattern=pattern,
+                kind=kind,
                 verdict=verdict,
                 reason=reason,
                 effect=effect,
@@ -503,7 +515,8 @@ def feedback_give(
                 case_id=case,
                 finding_id=finding,
             )
-        console.print(f"feedback {row['id']}: {effect} {found.rule_id} for this person", highlight=False)
+        what = pattern if kind == "rule" else f"the scoring cause {pattern}"
+        console.print(f"feedback {row['id']}: {effect} {what} for this person", highlight=False)
 
     run(_session(config, token, "analyst", None, body))
 

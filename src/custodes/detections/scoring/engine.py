@@ -80,6 +80,8 @@ class ScoringEngine:
         org_domains: Iterable[str] = (),
         on_ranking: Ranking | None = None,
     ) -> None:
+        # Interpreted, a 30th attribute here cost 1.0 % of the engine's instructions (measured with callgrind; CPython
+        # shares instance dict keys up to about 30): state read rarely goes elsewhere (analyst feedback is the model's).
         self.settings = settings
         self.resolver = resolver
         self.extractor = Extractor(settings, org_domains)
@@ -517,7 +519,12 @@ class ScoringEngine:
             severity=severity,
             entity=state.key,
             event_ids=score.event_ids,
-            tags=["scoring", f"scoring.{reason}", *(f"watchlist.{w}" for w in score.watchlists)],
+            tags=[
+                "scoring",
+                f"scoring.{reason}",
+                *(f"watchlist.{w}" for w in score.watchlists),
+                *(f"cause.{c.feature}" for c in score.contributions),
+            ],
             first_seen=at,
             last_seen=at + timedelta(days=1) - timedelta(seconds=1),
             source=DETECTOR,

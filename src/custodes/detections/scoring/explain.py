@@ -106,4 +106,8 @@ def sentences(score: DayScore) -> list[str]:
             lines.append(f"{what} points capped ({value:.0f} not counted)")
         elif kind == "overlap":
             lines.append(f"{what} signs after the strongest counted at half ({value:.0f} not counted)")
+        elif kind == "feedback":
+            cause, _, ident = what.partition(":")
+            noun = BY_NAME[cause].noun if cause in BY_NAME else cause
+            lines.append(f"{noun}: analyst feedback {ident} on this cause ({value:.0f} not counted)")
     return lines

@@ -10,6 +10,7 @@ each family's points are capped; watchlists multiply the day's points; yesterday
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, NamedTuple
@@ -29,6 +30,7 @@ from custodes.detections.scoring.baselines import (
     PeerStats,
 )
 from custodes.detections.scoring.catalog import BY_NAME, EXFILTRATION, FAMILIES, RISE_OF, RISE_WINDOWS
+from custodes.detections.scoring.feedback import CauseFeedback, in_force
 
 DEAD_BAND_BITS = 4.0
 BITS_PER_SD = 1.5
@@ -206,6 +208,26 @@ def _corroborated(contributions: list[Contribution]) -> list[Contribution]:
     return kept
 
 
+def _with_feedback(
+    contributions: list[Contribution], feedback: Mapping[str, tuple[float, str]], modifiers: dict[str, float]
+) -> list[Contribution]:
+    """The contributions as analyst feedback on their causes leaves them: each scaled by its feature's factor (a
+    rise by its channel's, when it has none of its own; 0 leaves it out), the points it took off in `modifiers`
+    (`feedback:<feature>:<feedback id>`)."""
+    kept = []
+    for c in contributions:
+        found = feedback.get(c.feature)
+        if found is None and (channel := BY_NAME[c.feature].rise_of) is not None:
+            found = feedback.get(channel)
+        if found is not None:
+            factor, ident = found
+            modifiers[f"feedback:{c.feature}:{ident}"] = c.points * (1.0 - factor)
+            c.points *= factor
+        if c.points > 0:
+            kept.append(c)
+    return kept
+
+
 def off_hours(state: EntityState, today: DayState, peers: PeerStats, group: str, weekend: bool) -> int:
     """Hours today with activity at an hour of the week the entity (shrunk toward its peer `group`) is rarely
     active in."""
@@ -242,6 +264,9 @@ class RiskModel:
         self.settings = settings
         self.weights = {name: settings.feature_weights.get(name, f.weight) for name, f in BY_NAME.items()}
         self.decay_per_day = 0.5 ** (1.0 / settings.risk_half_life_days)
+        self.feedback: dict[str, list[CauseFeedback]] = {}
+        """Analyst feedback on entities' causes, in force or revoked, by entity key (the scoring service reads it
+        from the store; `custodes.detections.scoring.feedback`)."""
 
     def surprise(
         self, state: EntityState, peers: PeerStats, group: str, name: str, value: float
@@ -375,12 +400,15 @@ class RiskModel:
                     hits=rise.hits,
                 )
             )
+        modifiers: dict[str, float] = {}
+        given = self.feedback.get(state.key) if self.feedback else None
+        if given and (in_day := in_force(given, state.tz, day)):
+            contributions = _with_feedback(contributions, in_day, modifiers)
         for c in contributions:
             feature = BY_NAME[c.feature]
             by_family.setdefault(feature.family, []).append(c.points)
             if feature.stage is not None and c.points >= STAGE_MIN_POINTS:
                 stages.add(feature.stage)
-        modifiers: dict[str, float] = {}
         capped = self._capped(by_family, today.sigma, modifiers) if by_family or today.sigma else 0.0
         bonus = self._sequences(state, today.day, stages, watchlists, modifiers)
         multiplier = 1.0

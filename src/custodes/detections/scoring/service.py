@@ -8,8 +8,10 @@ the engine's clock and every final day score (with its contributions) in the sam
 from __future__ import annotations
 
 import logging
+import math
 import os
 import secrets
+import time
 import uuid
 from collections.abc import Sequence
 from datetime import date, datetime
@@ -19,6 +21,7 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
+from custodes.cases import feedback
 from custodes.config import ScoringSettings
 from custodes.detections.scoring.baselines import EntityState
 from custodes.detections.scoring.engine import DETECTOR, ScoringEngine
@@ -43,6 +46,9 @@ INDEX_META = "pseudonym_index"
 INDEX_BATCH = 5_000
 SCORE_ROWS = 5_000
 """Day scores turned into rows at a time as they are written."""
+FEEDBACK_REFRESH_SECONDS = 1.0
+"""How often a batch reads the feedback on causes again (given in the API, maybe in another process); it counts
+from the next day closed, so a second's delay changes no score."""
 log = logging.getLogger(__name__)
 CLOCK_META = "clock"
 HOLD_META = "hold"
@@ -160,6 +166,8 @@ class ScoringService:
         scores with them."""
         self._stale = False
         """A transaction that changed the state failed: the next batch reloads it from the store."""
+        self._feedback_read = -math.inf
+        """When (`time.monotonic`) the feedback on causes was last read from the store."""
 
     @classmethod
     async def open(cls, settings: ScoringSettings, store: Store) -> ScoringService:
@@ -174,10 +182,17 @@ class ScoringService:
         """Forget the in-memory state (a transaction that changed it failed): the next batch reloads it."""
         self._stale = True
 
+    async def read_feedback(self, tx: Transaction) -> None:
+        """Read the analyst feedback on entities' causes into the engine (given or revoked in any process)."""
+        self.engine.model.feedback = await feedback.causes(tx)
+        self._feedback_read = time.monotonic()
+
     async def load(self, tx: Transaction) -> None:
-        """Replace the engine with one holding the committed baselines and clock, and nothing else."""
+        """Replace the engine with one holding the committed baselines, clock and feedback, and nothing else."""
         engine = new_engine(self.settings, self.engine.resolver)
         engine.on_ranking = self.engine.on_ranking
+        engine.model.feedback = await feedback.causes(tx)
+        self._feedback_read = time.monotonic()
         for row in (await tx.conn.execute(sa.select(scoring_state))).mappings():
             engine.states[row["entity"]] = EntityState.from_json(row["entity"], dict(row["state"]))
         clock = await _meta(tx, CLOCK_META)
@@ -204,6 +219,8 @@ class ScoringService:
         """Score events and findings in the order given (as `ingest`); the scoring findings to record."""
         if self._stale:
             await self.load(tx)
+        elif time.monotonic() - self._feedback_read >= FEEDBACK_REFRESH_SECONDS:
+            await self.read_feedback(tx)
         touched: set[str] = set()
         for item in items:
             key = self.engine.observe(item) if isinstance(item, Event) else self.engine.add_finding(item)
@@ -273,6 +290,7 @@ class ScoringService:
         engine.untimed = old.untimed
         async with store.transaction() as tx:
             pending = await tx.findings_by_time(exclude_detector=DETECTOR)
+            engine.model.feedback = await feedback.causes(tx)
         index = 0
         after: tuple[datetime, str] | None = None
         while True:

@@ -102,6 +102,7 @@ class FeedbackOut(Model):
 
     id: str
     entity: str | None
+    kind: Literal["rule", "cause"] = Field(description="what `pattern` is: a rule id, or a scoring cause (feature)")
     pattern: str
     verdict: str
     effect: Literal["suppress", "downweight"]
@@ -118,7 +119,7 @@ class FeedbackOut(Model):
     def of(cls, row: Mapping[str, Any], names: Names) -> FeedbackOut:
         """The API view of a feedback record, its person shown through `names`."""
         fields = {k: v for k, v in row.items() if k != "pattern_kind"}
-        return cls.model_validate({**fields, "entity": names(row["entity"])})
+        return cls.model_validate({**fields, "kind": row["pattern_kind"], "entity": names(row["entity"])})
 
 
 class CaseDetail(CaseOut):

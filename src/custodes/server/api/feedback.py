@@ -31,9 +31,18 @@ class FeedbackQuery(RevealQuery):
 
 
 class FeedbackIn(Model):
-    """A verdict on a finding: its rule (a Sigma rule, or `scoring.*`) for its person."""
+    """A verdict on a finding: its rule (a Sigma rule, or `scoring.*`) for its person, or one of a behaviour-scoring
+    finding's causes (`cause`)."""
 
     finding: str = Field(max_length=64)
+    cause: str | None = Field(
+        default=None,
+        max_length=64,
+        pattern=r"^[a-z_]+$",
+        description="a cause of a behaviour-scoring finding (a feature: other_host, usb, ...; its tags name them "
+        "`cause.<feature>`): the feedback scales that cause's points in the person's day scores instead of the "
+        "finding's rule",
+    )
     case: str | None = Field(default=None, max_length=64)
     verdict: Verdict
     effect: Literal["suppress", "downweight"] = "suppress"
@@ -80,7 +89,8 @@ async def list_feedback(call: Call[FeedbackQuery, NoInput]) -> FeedbackList:
     tags=("cases",),
 )
 async def give_feedback(call: Call[NoInput, FeedbackIn]) -> FeedbackOut:
-    """From now on, the person's findings of the rule are suppressed or down-weighted (audited)."""
+    """From now on, the person's findings of the rule are suppressed or down-weighted, or with `cause`, that cause's
+    points in their day scores (audited)."""
     body = call.body
     async with call.services.store.transaction() as tx:
         finding = await tx.get_finding(body.finding)
@@ -89,11 +99,13 @@ async def give_feedback(call: Call[NoInput, FeedbackIn]) -> FeedbackOut:
         if finding is None or finding.entity is None:
             raise ApiError(404, "not_found", f"no finding {body.finding!r} about a person", field="finding")
         try:
+            kind, pattern = feedback.pattern_of(finding, body.cause)
             row = await feedback.give(
                 tx,
                 actor=f"api:{call.caller}",
                 entity=finding.entity,
-                pattern=finding.rule_id,
+                pattern=pattern,
+                kind=kind,
                 verdict=body.verdict,
                 reason=body.reason,
                 effect=body.effect,

@@ -49,13 +49,14 @@ async def case_page(request: web.Request, session: Session) -> web.StreamRespons
     query = {"reveal": request.query["reveal"]} if request.query.get("reveal") else {}
     request[cases.REVEAL_VIEW] = hashlib.sha256(session.sid.encode()).hexdigest()[:16]
     case = await invoke(request, session, cases.get_case, query=query)
-    titles = await _finding_titles(request, session, [m.ref for m in case.members if m.kind == "finding"])
+    titles, causes = await _findings(request, session, [m.ref for m in case.members if m.kind == "finding"])
     return render(
         request,
         session,
         "case.html",
         case=case,
         titles=titles,
+        causes=causes,
         statuses=[s for s in CASE_STATUSES if s not in ("closed", case.status)],
         priorities=PRIORITIES,
         dispositions=DISPOSITIONS,
@@ -68,15 +69,20 @@ async def case_page(request: web.Request, session: Session) -> web.StreamRespons
     )
 
 
-async def _finding_titles(request: web.Request, session: Session, ids: list[str]) -> dict[str, str]:
+async def _findings(
+    request: web.Request, session: Session, ids: list[str]
+) -> tuple[dict[str, str], dict[str, list[str]]]:
+    """The case's findings' titles, and the causes of its behaviour-scoring findings (feedback can be on one)."""
     call = call_for(request, session)
     titles: dict[str, str] = {}
+    causes: dict[str, list[str]] = {}
     async with call.services.store.transaction() as tx:
         for ident in ids:
             found = await tx.get_finding(ident)
             if found is not None:
                 titles[ident] = f"{found.title} ({found.severity.label}, {found.rule_id})"
-    return titles
+                causes[ident] = [tag.removeprefix("cause.") for tag in found.tags if tag.startswith("cause.")]
+    return titles, causes
 
 
 def _back(case_id: str, done: str) -> web.Response:
@@ -158,7 +164,8 @@ async def _finding(request: web.Request, session: Session, ident: str) -> Mappin
 
 @page
 async def give(request: web.Request, session: Session) -> web.StreamResponse:
-    """POST /cases/{id}/feedback: a verdict on a finding of the case (suppress or down-weight its pattern)."""
+    """POST /cases/{id}/feedback: a verdict on a finding of the case (suppress or down-weight its pattern: its rule,
+    or one cause of a behaviour-scoring finding)."""
     form = await request.post()
     body: dict[str, Any] = {
         "finding": _form_text(form, "finding"),
@@ -167,8 +174,9 @@ async def give(request: web.Request, session: Session) -> web.StreamResponse:
         "effect": _form_text(form, "effect") or "suppress",
         "reason": _form_text(form, "reason"),
     }
-    if _form_text(form, "weight"):
-        body["weight"] = _form_text(form, "weight")
+    for optional in ("weight", "cause"):
+        if _form_text(form, optional):
+            body[optional] = _form_text(form, optional)
     await invoke(request, session, feedback.give_feedback, body=body)
     return _back(request.match_info["id"], "updated")
 

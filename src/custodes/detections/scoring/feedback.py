@@ -1,0 +1,45 @@
+"""Analyst feedback on the causes of one entity's behaviour scores.
+
+A cause is a scoring feature (`catalog`); feedback on it scales its points for that entity (0: leaves it out) on the
+entity's local days from the day it was given to the day before it was revoked, so a re-score of those days gives
+what live scoring gave. A channel's feedback covers its rise over days too (`usb` covers `usb_rise`). Feedback is
+stored with the rule feedback (`custodes.cases.feedback`, pattern kind `cause`); the scoring service reads it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date, datetime, tzinfo
+
+CAUSE = "cause"
+"""The pattern kind of feedback on a scoring cause (`feedback.pattern_kind`); rule feedback's is `rule`."""
+
+
+@dataclass(frozen=True, slots=True)
+class CauseFeedback:
+    """One feedback record on a cause of one entity: its points times `factor` from `since` until `until`."""
+
+    id: str
+    feature: str
+    factor: float
+    """0 (suppress) or the down-weighting weight, below 1."""
+    since: datetime
+    until: datetime | None = None
+    """When it was revoked (None: in force)."""
+
+    def covers(self, zone: tzinfo, day: date) -> bool:
+        """Whether it is in force on the entity's local `day` (in `zone`)."""
+        if self.since.astimezone(zone).date() > day:
+            return False
+        return self.until is None or day < self.until.astimezone(zone).date()
+
+
+def in_force(given: Iterable[CauseFeedback], zone: tzinfo, day: date) -> dict[str, tuple[float, str]]:
+    """The feedback in force on the entity's `day`, by feature: (factor, feedback id); of several on one feature,
+    the lowest factor counts (suppress first), as for rule feedback."""
+    found: dict[str, tuple[float, str]] = {}
+    for item in given:
+        if item.covers(zone, day) and (item.feature not in found or item.factor < found[item.feature][0]):
+            found[item.feature] = (item.factor, item.id)
+    return found
