@@ -340,7 +340,11 @@ async def test_feedback_on_a_cause_of_a_scoring_finding_is_checked_against_its_c
             assert "cause <code>off_hours</code>" in await r.text()
     async with site.services.store.transaction() as tx:
         assert await feedback.active_for(tx, [ALICE]) == {}, "a cause's feedback suppresses no finding's rule"
-        assert [c.feature for c in (await feedback.causes(tx))[ALICE]] == ["other_host", "off_hours"]
+        causes = (await feedback.causes(tx))[ALICE]
+    assert [c.feature for c in causes] == ["other_host", "off_hours"]
+    on_finding = (await api(site.url, "GET", "/api/findings/f-score", "viewer"))[1]["feedback"]
+    assert sorted(on_finding) == sorted(c.id for c in causes)
+    assert (await api(site.url, "GET", f"/api/findings/{sigma.id}", "viewer"))[1]["feedback"] == []
 
 
 async def test_revealing_names_inside_a_case_is_audited_on_its_timeline(site: Served) -> None:

@@ -7,7 +7,7 @@ Feedback is visible (listed, shown on the finding and the case) and reversible (
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -93,6 +93,13 @@ def pattern_of(finding: Finding, cause: str | None) -> tuple[str, str]:
         has = f"its causes are {', '.join(found)}" if found else "it is not a behaviour-scoring finding with causes"
         raise CaseError(f"cause: {cause!r} is not a cause of {finding.id} ({has})", field="cause")
     return CAUSE, cause
+
+
+def concerns(row: Mapping[str, Any], finding: Finding) -> bool:
+    """Whether a feedback record about the finding's person is on its rule, or on one of its causes."""
+    if row["pattern_kind"] == CAUSE:
+        return f"cause.{row['pattern']}" in finding.tags
+    return bool(row["pattern"] == finding.rule_id)
 
 
 async def revoke(tx: Transaction, feedback_id: str, actor: str) -> dict[str, Any]:

@@ -58,7 +58,9 @@ class FindingDetail(FindingOut):
     """A finding with the cases it is in and the analyst feedback on its pattern for its person."""
 
     cases: list[str] = Field(description="ids of the cases grouping it that the caller may see")
-    feedback: list[str] = Field(description="ids of active feedback on its rule for its person (docs/cases.md)")
+    feedback: list[str] = Field(
+        description="ids of active feedback on its rule, or on one of its causes, for its person (docs/cases.md)"
+    )
 
 
 class FindingPage(Model):
@@ -146,15 +148,15 @@ async def _finding(call: Call[Any, Any]) -> Finding:
     tags=("findings",),
 )
 async def get_finding(call: Call[RevealQuery, NoInput]) -> FindingDetail:
-    """One finding by id, with its cases and the active feedback on its pattern."""
+    """One finding by id, with its cases and the active feedback on its rule or one of its causes."""
     finding = await _finding(call)
     shown = FindingOut.of(finding, await call.people())
     async with call.services.store.transaction() as tx:
         grouped = [
             c["id"] for c in await book.cases_with(tx, "finding", finding.id) if await book.visible(tx, c, call.caller)
         ]
-        active = await feedback.active_for(tx, [finding.entity] if finding.entity else [])
-    given = [row["id"] for row in active.get((finding.entity or "", finding.rule_id), [])]
+        active = await feedback.listing(tx, entity=finding.entity, active=True) if finding.entity else []
+    given = [row["id"] for row in active if feedback.concerns(row, finding)]
     return FindingDetail(**shown.model_dump(), cases=grouped, feedback=given)
 
 
