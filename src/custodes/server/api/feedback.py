@@ -1,4 +1,4 @@
-"""Analyst feedback: list it, give it (on a finding, or a person and rule), revoke it."""
+"""Analyst feedback: list it, give it (on a finding: its rule, or one of its causes), revoke it."""
 
 from __future__ import annotations
 
