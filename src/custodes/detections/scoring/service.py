@@ -191,8 +191,6 @@ class ScoringService:
         """Replace the engine with one holding the committed baselines, clock and feedback, and nothing else."""
         engine = new_engine(self.settings, self.engine.resolver)
         engine.on_ranking = self.engine.on_ranking
-        engine.model.feedback = await feedback.causes(tx)
-        self._feedback_read = time.monotonic()
         for row in (await tx.conn.execute(sa.select(scoring_state))).mappings():
             engine.states[row["entity"]] = EntityState.from_json(row["entity"], dict(row["state"]))
         clock = await _meta(tx, CLOCK_META)
@@ -207,6 +205,7 @@ class ScoringService:
         if engine.states:
             engine.refresh_groups()
         self.engine, self._saved_clock, self._stale, self._replace = engine, clock, False, None
+        await self.read_feedback(tx)
 
     async def ingest(self, tx: Transaction, events: Sequence[Event], findings: Sequence[Finding]) -> list[Finding]:
         """Score a committed-with-this-transaction batch; return the scoring findings to record.
