@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from custodes.cases.book import CaseError, aware
 from custodes.detections.scoring.catalog import BY_NAME
-from custodes.detections.scoring.feedback import CAUSE, CauseFeedback
+from custodes.detections.scoring.feedback import CAUSE, CauseFeedback, causes_in
 from custodes.model import Finding, Severity, utcnow
 from custodes.store import Transaction
 from custodes.store.cases import feedback
@@ -88,9 +88,13 @@ def pattern_of(finding: Finding, cause: str | None) -> tuple[str, str]:
     behaviour-scoring finding (its tags name them `cause.<feature>`)."""
     if cause is None:
         return "rule", finding.rule_id
-    if f"cause.{cause}" not in finding.tags:
-        found = sorted(tag.removeprefix("cause.") for tag in finding.tags if tag.startswith("cause."))
-        has = f"its causes are {', '.join(found)}" if found else "it is not a behaviour-scoring finding with causes"
+    found = causes_in(finding.tags)
+    if cause not in found:
+        has = (
+            f"its causes are {', '.join(sorted(found))}"
+            if found
+            else "it is not a behaviour-scoring finding with causes"
+        )
         raise CaseError(f"cause: {cause!r} is not a cause of {finding.id} ({has})", field="cause")
     return CAUSE, cause
 
@@ -98,7 +102,7 @@ def pattern_of(finding: Finding, cause: str | None) -> tuple[str, str]:
 def concerns(row: Mapping[str, Any], finding: Finding) -> bool:
     """Whether a feedback record about the finding's person is on its rule, or on one of its causes."""
     if row["pattern_kind"] == CAUSE:
-        return f"cause.{row['pattern']}" in finding.tags
+        return row["pattern"] in causes_in(finding.tags)
     return bool(row["pattern"] == finding.rule_id)
 
 

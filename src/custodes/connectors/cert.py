@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import csv
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -48,19 +48,24 @@ def is_answers(header: Iterable[str] | None) -> bool:
     return {h.strip().lower() for h in header or ()} >= ANSWER_COLUMNS
 
 
+def quoted(header: Sequence[str] | None) -> str:
+    """A CSV header as an error message quotes it: its first names, each cut short."""
+    return ", ".join(repr(name[:40]) for name in (header or ())[:8]) or "nothing"
+
+
 def not_events(header: list[str]) -> str:
-    """Why a CSV with `header` is not a CERT event file, and where a dataset's other CSVs go instead."""
+    """Why a CSV with `header` (as `csv_rows` reads it) is not a CERT event file, and where a dataset's other CSVs
+    go instead."""
     if is_answers(header):
         return "it is the answers' insiders.csv (labels, not events): give it to eval scoring's --labels"
-    if {h.strip().lower() for h in header} >= DIRECTORY_COLUMNS:
+    if set(header) >= DIRECTORY_COLUMNS:
         return (
             "it is a CERT LDAP file (people, not events): give it, or its LDAP folder, as the directory (eval "
             "scoring's --directory, or scoring.directory)"
         )
-    shown = ", ".join(repr(h[:40]) for h in header[:8]) or "nothing"
     return (
-        f"a CSV event file must be a CERT logon, device, http, email or file CSV (its header holds {shown}); other "
-        "logs are NDJSON or JSON"
+        f"a CSV event file must be a CERT logon, device, http, email or file CSV (its header holds {quoted(header)}); "
+        "other logs are NDJSON or JSON"
     )
 
 
@@ -175,7 +180,11 @@ where it read none, what is wrong with it)."""
 def cert_records(lines: Iterable[str]) -> Iterator[CertRow] | None:
     """The rows of a CERT event CSV read from `lines` as they come (a dataset's web log runs to gigabytes) as ECS
     records, or None when the CSV is not one; a row that is not one of its kind says why, naming its line."""
-    header, rows = csv_rows(lines)
+    return cert_rows(*csv_rows(lines))
+
+
+def cert_rows(header: list[str], rows: Iterator[tuple[int, list[str] | str]]) -> Iterator[CertRow] | None:
+    """`cert_records` of a CSV already opened with `csv_rows`."""
     kind = cert_kind(header)
     if kind is None:
         return None

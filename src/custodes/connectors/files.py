@@ -22,7 +22,7 @@ from typing import IO, Any, Final, Protocol, cast
 import orjson
 
 from custodes.connectors.base import Batch
-from custodes.connectors.cert import cert_records, csv_rows, is_cert_csv, not_events
+from custodes.connectors.cert import cert_rows, csv_rows, is_cert_csv, not_events
 from custodes.connectors.envelope import to_event
 from custodes.errors import CustodesError, Location, Problem
 from custodes.model import Event
@@ -95,12 +95,11 @@ def iter_records(path: Path, screen: Screen | None = None) -> Iterator[_Row]:
 
 def _cert_csv(path: Path) -> Iterator[_Row]:
     with text_lines(path) as lines:
-        rows = cert_records(lines)
-        if rows is None:
-            with text_lines(path) as again:
-                header, _ = csv_rows(again)
+        header, rows = csv_rows(lines)
+        records = cert_rows(header, rows)
+        if records is None:
             raise CustodesError.at(path, not_events(header))
-        yield from rows
+        yield from records
 
 
 def file_bytes(path: Path) -> bytes:

@@ -18,6 +18,7 @@ from custodes.detections.scoring.baselines import DayState, EntityState, PeerSta
 from custodes.detections.scoring.catalog import BY_NAME, CHANNELS, EXFILTRATION, OTHER_MACHINE, PEAKS
 from custodes.detections.scoring.explain import sentences
 from custodes.detections.scoring.features import Extractor, record_time
+from custodes.detections.scoring.feedback import cause_tags
 from custodes.detections.scoring.identity import IdentityResolver, Person, zone_of
 from custodes.detections.scoring.risk import STAGE_MIN_POINTS, DayScore, RiskModel
 from custodes.model import Event, Finding, Severity, stable_id
@@ -523,7 +524,7 @@ class ScoringEngine:
                 "scoring",
                 f"scoring.{reason}",
                 *(f"watchlist.{w}" for w in score.watchlists),
-                *(f"cause.{c.feature}" for c in score.contributions),
+                *cause_tags(c.feature for c in score.contributions),
             ],
             first_seen=at,
             last_seen=at + timedelta(days=1) - timedelta(seconds=1),

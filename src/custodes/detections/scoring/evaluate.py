@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo
 import orjson
 
 from custodes.config import ScoringSettings
-from custodes.connectors.cert import RECORD_KINDS, cert_times, is_answers, is_cert_csv
+from custodes.connectors.cert import RECORD_KINDS, cert_times, is_answers, is_cert_csv, quoted
 from custodes.connectors.envelope import parse_time
 from custodes.connectors.files import file_bytes, iter_records, text_lines
 from custodes.detections.scoring.cert import cert_answers
@@ -347,10 +347,9 @@ def _label_header(path: Path, header: Sequence[str] | None) -> None:
     """Refuse a labels CSV whose header lacks a column every label needs (an empty file, another CSV, a binary)."""
     missing = [name for name in LABEL_COLUMNS if name not in (header or ())]
     if missing:
-        found = ", ".join(repr(name[:40]) for name in (header or ())[:8]) or "nothing"
         raise CustodesError.at(
             path,
-            f"not a labels CSV: its header lacks {', '.join(missing)} (line 1 holds {found}); give a CSV with "
+            f"not a labels CSV: its header lacks {', '.join(missing)} (line 1 holds {quoted(header)}); give a CSV with "
             "incident, scenario, person, role, start, end, or a CERT dataset's answers (insiders.csv)",
         )
 

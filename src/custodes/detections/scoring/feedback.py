@@ -14,6 +14,18 @@ from datetime import date, datetime, tzinfo
 
 CAUSE = "cause"
 """The pattern kind of feedback on a scoring cause (`feedback.pattern_kind`); rule feedback's is `rule`."""
+CAUSE_TAG = "cause."
+"""How a behaviour-scoring finding's tags name its causes: `cause.<feature>`."""
+
+
+def cause_tags(features: Iterable[str]) -> list[str]:
+    """The tags naming these causes."""
+    return [CAUSE_TAG + feature for feature in features]
+
+
+def causes_in(tags: Iterable[str]) -> list[str]:
+    """The causes a finding's tags name (none for a finding not of behaviour scoring)."""
+    return [tag.removeprefix(CAUSE_TAG) for tag in tags if tag.startswith(CAUSE_TAG)]
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ from aiohttp import web
 from multidict import MultiDictProxy
 
 from custodes.cases import book, needtoknow
+from custodes.detections.scoring.feedback import causes_in
 from custodes.server.api import cases, feedback, findings
 from custodes.server.console.bridge import call_for, invoke
 from custodes.server.console.session import Session
@@ -81,7 +82,7 @@ async def _findings(
             found = await tx.get_finding(ident)
             if found is not None:
                 titles[ident] = f"{found.title} ({found.severity.label}, {found.rule_id})"
-                causes[ident] = [tag.removeprefix("cause.") for tag in found.tags if tag.startswith("cause.")]
+                causes[ident] = causes_in(found.tags)
     return titles, causes
 
 
