@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -184,3 +185,73 @@ def test_unknown_source_says_what_is_configured() -> None:
     settings = load_settings(None, environ={})
     with pytest.raises(ConfigError, match=r"unknown source 'nope' \(configured sources: cloudtrail, okta\)"):
         settings.source("nope")
+
+
+def test_scoring_tables_refuse_unknown_names_and_negative_values_where_they_are(tmp_path: Path) -> None:
+    """Once a misspelt feature, family or level was silently ignored and a negative weight turned points into
+    credit."""
+    path = write(
+        tmp_path,
+        "scoring:\n  feature_weights: {usb_file: 2, usb: -1}\n  family_caps: {exfiltraton: 10}\n"
+        "  sigma_points: {hgh: 3}\n  watchlists: {departing: -1}\n",
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, environ={})
+    text = str(caught.value)
+    assert f"{path}:2:31 (scoring.feature_weights.usb_file): unknown feature 'usb_file': did you mean usb_files" in text
+    assert f"{path}:2:39 (scoring.feature_weights.usb): Input should be greater than or equal to 0" in text
+    assert "(scoring.family_caps.exfiltraton): unknown family 'exfiltraton': did you mean exfiltration?" in text
+    assert "(scoring.sigma_points.hgh): unknown severity 'hgh': did you mean high?" in text
+    assert "(scoring.watchlists.departing): Input should be greater than or equal to 0" in text
+
+
+def test_a_scoring_table_given_in_part_keeps_the_other_defaults(tmp_path: Path) -> None:
+    """Once `family_caps: {data: 30}` left every other family uncapped and `sigma_points: {high: 20}` gave critical
+    findings no points."""
+    path = write(tmp_path, "scoring:\n  family_caps: {data: 30}\n  sigma_points: {high: 20}\n")
+    settings = load_settings(path, environ={"CUSTODES_SCORING__WATCHLISTS__DEPARTING": "2"}).scoring
+    assert settings.family_caps["data"] == 30 and settings.family_caps["exfiltration"] == 70
+    assert settings.sigma_points == {"informational": 0, "low": 3, "medium": 8, "high": 20, "critical": 25}
+    assert settings.watchlists == {"departing": 2, "on_notice": 1.5, "privileged": 1.2, "contractor": 1.2}
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "message"),
+    [
+        ("scoring:\n  threshold: .inf\n", "2:14 (scoring.threshold)", "Input should be a finite number"),
+        (
+            "scoring:\n  feature_weights: {usb: .nan}\n",
+            "2:26 (scoring.feature_weights.usb)",
+            "Input should be a finite number",
+        ),
+        (
+            "playbooks:\n  heartbeat_seconds: .inf\n",
+            "2:22 (playbooks.heartbeat_seconds)",
+            "Input should be a finite number",
+        ),
+    ],
+)
+def test_a_setting_is_never_infinite_or_nan(tmp_path: Path, text: str, where: str, message: str) -> None:
+    """Once `.inf` passed `gt=0`: a threshold no risk reaches, a worker that sleeps forever between heartbeats."""
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError, match=re.escape(f"{where}: {message}")):
+        load_settings(path, environ={})
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ("https://pastebin.com/raw", "is a URL: give the domain and optional path, 'pastebin.com/raw'"),
+        ("'*.pastebin.com'", "give 'pastebin.com', which covers its subdomains"),
+        ("' pastebin.com'", "is not a domain with an optional path prefix"),
+        ("''", "is not a domain with an optional path prefix"),
+    ],
+)
+def test_a_domain_list_entry_is_a_domain(tmp_path: Path, entry: str, message: str) -> None:
+    """Once a URL or a wildcard in a domain list was kept and matched nothing, silently."""
+    path = write(tmp_path, f"scoring:\n  leak_domains: [{entry}]\n")
+    with pytest.raises(ConfigError, match=rf"2:18 \(scoring.leak_domains.0\): .*{message}"):
+        load_settings(path, environ={})
+    assert load_settings(
+        write(tmp_path, "scoring:\n  job_domains: [Example.COM/Jobs]\n"), environ={}
+    ).scoring.job_domains == ["example.com/jobs"]

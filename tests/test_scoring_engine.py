@@ -25,7 +25,7 @@ from custodes.detections.scoring.baselines import (
     machine_owners,
     peer_stats,
 )
-from custodes.detections.scoring.catalog import RISE_WINDOWS
+from custodes.detections.scoring.catalog import FEATURES, RISE_WINDOWS
 from custodes.detections.scoring.engine import ScoringEngine
 from custodes.detections.scoring.explain import sentences
 from custodes.detections.scoring.features import Extractor
@@ -507,6 +507,14 @@ def test_an_open_days_hours_are_stored_as_24_counts_and_read_back_as_the_hours_w
     state = EntityState(key="k", kind="person", group="g", department="d", tz=ZoneInfo("UTC"))
     state.fold(DayState.from_json(stored), 1.0, weekend=True)
     assert [hour for hour, days in enumerate(state.hour_profile()) if days] == [24 + 2, 24 + 14]
+
+
+def test_the_docs_features_table_is_the_catalogue() -> None:
+    """The names an analyst writes in feature_weights, playbook cause tags and feedback, as docs/scoring.md lists
+    them, with the family, weight and stage the engine uses."""
+    text = (Path(__file__).parent.parent / "docs" / "scoring.md").read_text()
+    rows = re.findall(r"^\| `(\w+)` \| (\w+) \| ([\d.]+) \| ([\w-]+) \|", text, flags=re.MULTILINE)
+    assert rows == [(f.name, f.family, f"{f.weight:g}", f.stage or "-") for f in FEATURES]
 
 
 def _rise_sd(sums: list[float], days: float, window: list[float]) -> float:

@@ -9,8 +9,9 @@ scalars, so ``true`` and ``8080`` keep their types); ``CUSTODES_DATABASE_URL`` i
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
+from difflib import get_close_matches
 from enum import StrEnum
 from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
@@ -19,6 +20,7 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -32,9 +34,11 @@ from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema, core_schema
 from ruamel.yaml import YAML
 
+from custodes.detections.scoring.catalog import BY_NAME, FAMILIES
 from custodes.durations import MAX_DAYS, MAX_HOURS
 from custodes.errors import ConfigError, CustodesError, Location, Problem
 from custodes.markup import Format as MarkupFormat
+from custodes.model import Severity
 from custodes.redaction import REDACTOR
 from custodes.sources import DATABASE_URL_ENV, DEFAULT_SOURCES, ENV_PREFIX, SourceSettings, config_file, is_override
 from custodes.yamlfile import YamlDocument, load_yaml
@@ -123,9 +127,9 @@ def resolve_secret(reference: str, environ: Mapping[str, str] | None = None) -> 
 
 
 class Section(BaseModel):
-    """Base of every settings section: unknown keys are errors."""
+    """Base of every settings section: unknown keys are errors, and so are infinite or NaN numbers."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 STORE_SCHEMES = {
@@ -606,6 +610,60 @@ class IdentitySettings(Section):
     )
 
 
+NonNegative = Annotated[float, Field(ge=0)]
+
+
+def _known(kind: str, names: Iterable[str]) -> Callable[[str], str]:
+    """A validator of a name among `names`: an unknown one is refused naming the closest, or all of them."""
+    known = tuple(names)
+
+    def check(name: str) -> str:
+        if name in known:
+            return name
+        close = get_close_matches(name, known, n=3)
+        hint = f"did you mean {' or '.join(close)}?" if close else f"one of {', '.join(known)}"
+        raise ValueError(f"unknown {kind} {name!r}: {hint}")
+
+    return check
+
+
+FeatureName = Annotated[str, AfterValidator(_known("feature", BY_NAME))]
+FamilyName = Annotated[str, AfterValidator(_known("family", FAMILIES))]
+SeverityName = Annotated[str, AfterValidator(_known("severity", (level.label for level in Severity)))]
+
+
+def _domain_entry(entry: str) -> str:
+    """A domain list's entry, `domain[/path prefix]`, lower-cased; a URL, a wildcard or blanks are refused."""
+    if "://" in entry:
+        bare = entry.split("://", 1)[1]
+        raise ValueError(f"{entry!r} is a URL: give the domain and optional path, {bare!r}")
+    if entry.startswith("*."):
+        raise ValueError(f"{entry!r}: give {entry[2:]!r}, which covers its subdomains")
+    if not entry or entry != entry.strip() or " " in entry or entry.startswith(("/", ".")):
+        raise ValueError(f"{entry!r} is not a domain with an optional path prefix (example.com or example.com/jobs)")
+    return entry.lower()
+
+
+DomainEntry = Annotated[str, AfterValidator(_domain_entry)]
+
+DEFAULT_SIGMA_POINTS = {"informational": 0.0, "low": 3.0, "medium": 8.0, "high": 15.0, "critical": 25.0}
+DEFAULT_FAMILY_CAPS = {
+    "identity": 35.0,
+    "access": 50.0,
+    "data": 45.0,
+    "exfiltration": 70.0,
+    "communication": 50.0,
+    "behaviour": 35.0,
+    "sigma": 40.0,
+}
+DEFAULT_WATCHLISTS = {"departing": 1.5, "on_notice": 1.5, "privileged": 1.2, "contractor": 1.2}
+_TABLE_DEFAULTS = {
+    "sigma_points": DEFAULT_SIGMA_POINTS,
+    "family_caps": DEFAULT_FAMILY_CAPS,
+    "watchlists": DEFAULT_WATCHLISTS,
+}
+
+
 class ScoringSettings(Section):
     """Behaviour scoring: baselines, risk and the findings it raises (see docs/scoring.md)."""
 
@@ -650,26 +708,22 @@ class ScoringSettings(Section):
     review_days: int = Field(
         default=7, ge=0, description="days a person ranked within the budget needs new or stronger evidence to re-enter"
     )
-    sigma_points: dict[str, float] = Field(
-        default_factory=lambda: {"informational": 0.0, "low": 3.0, "medium": 8.0, "high": 15.0, "critical": 25.0}
+    sigma_points: dict[SeverityName, NonNegative] = Field(
+        default_factory=lambda: dict(DEFAULT_SIGMA_POINTS),
+        description="points per Sigma finding by severity (the levels given replace their defaults)",
     )
-    family_caps: dict[str, float] = Field(
-        default_factory=lambda: {
-            "identity": 35.0,
-            "access": 50.0,
-            "data": 45.0,
-            "exfiltration": 70.0,
-            "communication": 50.0,
-            "behaviour": 35.0,
-            "sigma": 40.0,
-        }
+    family_caps: dict[FamilyName, NonNegative] = Field(
+        default_factory=lambda: dict(DEFAULT_FAMILY_CAPS),
+        description="daily cap of each family's points (the families given replace their defaults)",
     )
-    watchlists: dict[str, float] = Field(
-        default_factory=lambda: {"departing": 1.5, "on_notice": 1.5, "privileged": 1.2, "contractor": 1.2},
-        description="watchlist -> multiplier of the day's points",
+    watchlists: dict[str, NonNegative] = Field(
+        default_factory=lambda: dict(DEFAULT_WATCHLISTS),
+        description="watchlist -> multiplier of the day's points (the watchlists given replace their defaults)",
     )
-    feature_weights: dict[str, float] = Field(default_factory=dict, description="feature -> weight override")
-    personal_domains: list[str] = Field(
+    feature_weights: dict[FeatureName, NonNegative] = Field(
+        default_factory=dict, description="feature -> weight override"
+    )
+    personal_domains: list[DomainEntry] = Field(
         default_factory=lambda: [
             "gmail.com",
             "yahoo.com",
@@ -711,7 +765,7 @@ class ScoringSettings(Section):
         ],
         description="personal mailbox providers (webmail and consumer ISPs)",
     )
-    personal_cloud_domains: list[str] = Field(
+    personal_cloud_domains: list[DomainEntry] = Field(
         default_factory=lambda: [
             "dropbox.com",
             "box.com",
@@ -735,7 +789,7 @@ class ScoringSettings(Section):
         ],
         description="personal cloud storage and file transfer: visits are a signal, uploads a stronger one",
     )
-    leak_domains: list[str] = Field(
+    leak_domains: list[DomainEntry] = Field(
         default_factory=lambda: [
             "wikileaks.org",
             "pastebin.com",
@@ -757,7 +811,7 @@ class ScoringSettings(Section):
         ],
         description="leak and paste sites: visits are a signal, uploads a stronger one",
     )
-    job_domains: list[str] = Field(
+    job_domains: list[DomainEntry] = Field(
         default_factory=lambda: [
             "indeed.com",
             "monster.com",
@@ -795,7 +849,7 @@ class ScoringSettings(Section):
         ],
         description="job search sites (domain, subdomain or domain/path prefix)",
     )
-    competitor_domains: list[str] = Field(
+    competitor_domains: list[DomainEntry] = Field(
         default_factory=list, description="competitors' sites (domain, subdomain or domain/path prefix)"
     )
     pseudonymise: bool = True
@@ -810,6 +864,12 @@ class ScoringSettings(Section):
     )
     reidentify_roles: list[str] = Field(default_factory=lambda: ["privacy_officer", "admin"])
     max_state_bytes: int = Field(default=65536, ge=4096, description="bound on one entity's stored baseline")
+
+    @field_validator("sigma_points", "family_caps", "watchlists", mode="after")
+    @classmethod
+    def _over_defaults(cls, value: dict[str, float], info: ValidationInfo) -> dict[str, float]:
+        """A table given in part changes the keys it names; the others keep their defaults."""
+        return {**_TABLE_DEFAULTS[str(info.field_name)], **value}
 
     @field_validator("default_timezone")
     @classmethod
