@@ -4,6 +4,7 @@ escalation, analyst feedback that suppresses a pattern and can be revoked, and r
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -345,6 +346,76 @@ async def test_feedback_on_a_cause_of_a_scoring_finding_is_checked_against_its_c
     on_finding = (await api(site.url, "GET", "/api/findings/f-score", "viewer"))[1]["feedback"]
     assert sorted(on_finding) == sorted(c.id for c in causes)
     assert (await api(site.url, "GET", f"/api/findings/{sigma.id}", "viewer"))[1]["feedback"] == []
+
+
+async def test_feedback_on_a_cause_can_cover_the_persons_department_or_peer_group(
+    database: DatabaseSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An analyst who sees a habit of a whole team (desk-side support across machines) says so once for the team."""
+    team = [("alice", "Agent"), ("carol", "Agent"), ("erin", "Lead"), ("frank", "Engineer"), ("gina", "Engineer")]
+    people = [{"id": f"{name}@example.com", "department": "Support", "title": title} for name, title in team]
+    (tmp_path / "people.json").write_text(json.dumps(people))
+    settings = settings_for(database, tmp_path, monkeypatch)
+    settings.scoring.directory = tmp_path / "people.json"
+    async with served(settings) as site:
+        now = datetime.now(UTC)
+        tags = ["scoring", "scoring.threshold", "cause.other_host"]
+        scored = {}
+        for person in (ALICE, "carol@example.com", PEOPLE[1]):  # bob is not in the directory
+            key = await pseudonym_of(site, person)
+            scored[person] = Finding(
+                f"f-{key}",
+                f"k-{key}",
+                "scoring",
+                "scoring.threshold",
+                "Risk 80",
+                Severity.HIGH,
+                key,
+                [],
+                tags,
+                now,
+                now,
+            )
+        async with site.services.store.transaction() as tx:
+            for finding in scored.values():
+                await tx.record_finding(finding, timedelta(hours=1))
+            [case_id] = await file_findings(tx, site.services.settings.cases, [scored[ALICE]])
+        body = {
+            "finding": scored[ALICE].id,
+            "cause": "other_host",
+            "verdict": "expected",
+            "reason": "desk-side support",
+        }
+        refused = {
+            ("peers", scored[ALICE].id, "other_host"): "their department and title counts 2 people in the directory, "
+            "fewer than 5; give the feedback on the person instead",
+            ("department", scored[PEOPLE[1]].id, "other_host"): "the directory has no department for this person",
+            ("department", scored[ALICE].id, None): "feedback on a rule is for its person",
+        }
+        for (scope, finding_id, cause), message in refused.items():
+            asked = {**body, "scope": scope, "finding": finding_id, "cause": cause}
+            status, error = await api(site.url, "POST", "/api/feedback", "analyst", asked)
+            assert status == 400 and error["error"]["field"].endswith("scope") and message in error["error"]["message"]
+        status, given = await api(site.url, "POST", "/api/feedback", "analyst", {**body, "scope": "department"})
+        assert status == 201 and (given["scope"], given["scope_name"]) == ("department", "Support"), given
+        async with site.services.store.transaction() as tx:
+            held = await feedback.causes(tx)
+        assert list(held) == [("department", "Support")] and held["department", "Support"][0].id == given["id"]
+        carol = scored["carol@example.com"]
+        listed = (await api(site.url, "GET", f"/api/feedback?entity={carol.entity}", "viewer"))[1]["feedback"]
+        assert [f["id"] for f in listed] == [given["id"]], "the department's feedback is about carol too"
+        assert (await api(site.url, "GET", f"/api/findings/{carol.id}", "viewer"))[1]["feedback"] == [given["id"]]
+        bob = scored[PEOPLE[1]]
+        assert (await api(site.url, "GET", f"/api/findings/{bob.id}", "viewer"))[1]["feedback"] == []
+        async with await signed_in(site.url, "analyst") as http:
+            path = f"/cases/{case_id}"
+            status, html = await page(http, site.url, path)
+            assert status == 200 and '<option value="department">a cause: for their department</option>' in html
+            form = {"csrf": csrf_of(html), "finding": scored[ALICE].id, "verdict": "benign", "reason": "support desk"}
+            async with http.post(
+                f"{site.url}{path}/feedback", data={**form, "cause": "other_host", "scope": "department"}
+            ) as r:
+                assert r.status == 200 and "cause <code>other_host</code> for department Support" in await r.text()
 
 
 async def test_revealing_names_inside_a_case_is_audited_on_its_timeline(site: Served) -> None:

@@ -29,7 +29,7 @@ from custodes.detections.scoring.catalog import FEATURES, RISE_WINDOWS
 from custodes.detections.scoring.engine import ScoringEngine
 from custodes.detections.scoring.explain import sentences
 from custodes.detections.scoring.features import Extractor
-from custodes.detections.scoring.feedback import CauseFeedback
+from custodes.detections.scoring.feedback import CauseFeedback, Holder
 from custodes.detections.scoring.identity import IdentityResolver, Person, load_directory, zone_warning
 from custodes.detections.scoring.privacy import Pseudonymizer, is_pseudonym
 from custodes.detections.scoring.risk import MIN_VAR_LOG, DayScore, RiskModel
@@ -101,7 +101,7 @@ def run_org(
     days: int,
     thief: int,
     theft: int,
-    feedback: dict[str, list[CauseFeedback]] | None = None,
+    feedback: dict[Holder, list[CauseFeedback]] | None = None,
 ) -> tuple[ScoringEngine, list[DayScore]]:
     rng = random.Random(5)
     resolver = IdentityResolver([person(i) for i in range(30)], settings.identities)
@@ -263,13 +263,22 @@ def test_a_first_time_usb_and_cloud_exfiltration_ranks_first_and_is_explained() 
     assert all(f.entity == "user7@corp.example" for f in engine.take_findings())
 
 
-def test_feedback_on_a_cause_leaves_it_out_or_scales_it_for_that_person_on_the_days_it_covers() -> None:
+THEFT = START + timedelta(days=22, hours=12)
+
+
+def theft_under(feedback: dict[Holder, list[CauseFeedback]]) -> tuple[ScoringEngine, dict[str, float], DayScore]:
+    """The thief's points on the theft day without feedback, and with it the engine and the thief's day score."""
     settings = ScoringSettings(pseudonymise=False, warmup_days=5)
-    theft = START + timedelta(days=22, hours=12)
     _, plain = run_org(settings, days=26, thief=7, theft=22)
     before = {c.feature: c.points for c in plain[0].contributions}
     assert {"usb_files", "cloud_upload", "off_hours"} <= before.keys()
-    given = {
+    engine, ranking = run_org(settings, days=26, thief=7, theft=22, feedback=feedback)
+    return engine, before, next(score for score in ranking if score.entity == "user7@corp.example")
+
+
+def test_feedback_on_a_cause_leaves_it_out_or_scales_it_for_that_person_on_the_days_it_covers() -> None:
+    theft = THEFT
+    given: dict[Holder, list[CauseFeedback]] = {
         "user7@corp.example": [
             CauseFeedback("fb-1", "usb_files", 0.0, theft - timedelta(days=3)),
             CauseFeedback("fb-2", "cloud_upload", 0.5, theft - timedelta(days=3)),
@@ -279,8 +288,7 @@ def test_feedback_on_a_cause_leaves_it_out_or_scales_it_for_that_person_on_the_d
         ],
         "user8@corp.example": [CauseFeedback("fb-6", "cloud_upload", 0.0, theft - timedelta(days=3))],
     }
-    engine, ranking = run_org(settings, days=26, thief=7, theft=22, feedback=given)
-    top = next(score for score in ranking if score.entity == "user7@corp.example")
+    engine, before, top = theft_under(given)
     after = {c.feature: c.points for c in top.contributions}
     assert "usb_files" not in after and after["cloud_upload"] == pytest.approx(before["cloud_upload"] / 2)
     assert {name: after[name] for name in after if name != "cloud_upload"} == {
@@ -293,6 +301,22 @@ def test_feedback_on_a_cause_leaves_it_out_or_scales_it_for_that_person_on_the_d
     assert not any("files written to removable media" in line and "feedback" not in line for line in text)
     found = next(f for f in engine.take_findings() if f.entity == "user7@corp.example")
     assert "cause.cloud_upload" in found.tags and "cause.usb_files" not in found.tags
+
+
+def test_feedback_on_a_cause_for_a_department_or_peer_group_covers_their_people_only() -> None:
+    since = THEFT - timedelta(days=3)
+    given: dict[Holder, list[CauseFeedback]] = {
+        ("department", "Finance"): [CauseFeedback("fb-1", "usb_files", 0.0, since)],
+        ("peers", "Finance/Analyst"): [CauseFeedback("fb-2", "cloud_upload", 0.5, since)],
+        ("department", "Sales"): [CauseFeedback("fb-3", "off_hours", 0.0, since)],  # not theirs
+        ("peers", "Finance/Manager"): [CauseFeedback("fb-4", "off_hours", 0.0, since)],  # not theirs either
+        ("department", "Finance/Analyst"): [CauseFeedback("fb-5", "off_hours", 0.0, since)],  # a group, no department
+    }
+    _, before, top = theft_under(given)
+    after = {c.feature: c.points for c in top.contributions}
+    assert "usb_files" not in after and after["cloud_upload"] == pytest.approx(before["cloud_upload"] / 2)
+    assert after["off_hours"] == pytest.approx(before["off_hours"])
+    assert {name.rpartition(":")[2] for name in top.modifiers if name.startswith("feedback:")} == {"fb-1", "fb-2"}
 
 
 def test_feedback_on_a_channel_covers_its_rise_over_days() -> None:

@@ -137,10 +137,23 @@ async def test_pipeline_records_scoring_findings_and_cli_explains_them(
         env=env | {"COLUMNS": "200"},
     )
     assert given.exit_code == 0 and "suppress the scoring cause usb_files for this person" in given.output, given.output
+    for scope, code, said in (
+        ("department", 0, "suppress the scoring cause cloud_upload for department Finance"),
+        ("team", 2, "scope: 'team' is not one of person, peers, department"),
+    ):
+        scoped = ["--finding", scoring[0].id, "--cause", "cloud_upload", "--scope", scope, *cause[4:]]
+        given = await asyncio.to_thread(
+            runner.invoke,
+            app,
+            ["feedback", "give", *scoped, "--token", "env:T3", "-c", str(config)],
+            env=env | {"COLUMNS": "200"},
+        )
+        assert given.exit_code == code and said in given.output, given.output
     listed = await asyncio.to_thread(
         runner.invoke, app, ["feedback", "list", "--token", "env:T3", "-c", str(config)], env=env | {"COLUMNS": "200"}
     )
     assert listed.exit_code == 0 and "cause usb_files" in listed.output, listed.output
+    assert "cause cloud_upload for department Finance" in listed.output, listed.output
     pseudonym = scoring[0].entity or ""
     refused = await asyncio.to_thread(
         runner.invoke,
@@ -359,8 +372,9 @@ async def test_a_reload_after_a_rescore_drops_its_pending_replacement(store: Sto
     assert await staged_rows(store) > 0  # left to the next re-score's save
 
 
+@pytest.mark.parametrize("scope", ["person", "department"])
 async def test_feedback_on_a_cause_reaches_the_days_it_covers_in_the_store_and_a_rescore_keeps_them(
-    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, scope: str
 ) -> None:
     monkeypatch.setattr(service_module, "FEEDBACK_REFRESH_SECONDS", 0.0)  # each batch reads it (a second apart live)
     service = await ScoringService.open(scoring_settings(tmp_path), store)
@@ -379,7 +393,15 @@ async def test_feedback_on_a_cause_reaches_the_days_it_covers_in_the_store_and_a
             async with store.transaction() as tx:
                 kind, pattern = feedback.pattern_of(finding, "usb_files")
                 given = await feedback.give(
-                    tx, actor="t", entity=key, pattern=pattern, kind=kind, verdict="expected", reason="backups"
+                    tx,
+                    actor="t",
+                    entity=key,
+                    pattern=pattern,
+                    kind=kind,
+                    scope=scope,
+                    scope_name=feedback.scope_of(service.engine.resolver, key, kind, scope),
+                    verdict="expected",
+                    reason="backups",
                 )
                 with pytest.raises(CaseError, match=r"cause: 'print' is not a cause of .*\(its causes are .*usb_files"):
                     feedback.pattern_of(finding, "print")

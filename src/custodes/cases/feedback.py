@@ -1,5 +1,6 @@
 """Analyst feedback: a verdict on a pattern (a rule id, Sigma or `scoring.*`) for one person, which from then on
-suppresses that person's findings of the pattern or lowers their severity, until revoked.
+suppresses that person's findings of the pattern or lowers their severity, until revoked; or on a cause of a
+behaviour score, for the person or everyone of their peer group or department.
 
 Feedback is visible (listed, shown on the finding and the case) and reversible (revoking keeps the record).
 """
@@ -14,8 +15,20 @@ from typing import Any
 import sqlalchemy as sa
 
 from custodes.cases.book import CaseError, aware
+from custodes.detections.scoring.baselines import MIN_PEERS
 from custodes.detections.scoring.catalog import BY_NAME
-from custodes.detections.scoring.feedback import CAUSE, CauseFeedback, causes_in
+from custodes.detections.scoring.feedback import (
+    CAUSE,
+    DEPARTMENT_SCOPE,
+    PEERS_SCOPE,
+    PERSON_SCOPE,
+    SCOPES,
+    CauseFeedback,
+    Holder,
+    causes_in,
+    holder,
+)
+from custodes.detections.scoring.identity import PERSON, IdentityResolver, Person
 from custodes.model import Finding, Severity, utcnow
 from custodes.store import Transaction
 from custodes.store.cases import feedback
@@ -24,6 +37,7 @@ EFFECTS = ("suppress", "downweight")
 KINDS = ("rule", CAUSE)
 """What feedback is on: a rule id (Sigma, or `scoring.<reason>`), or a behaviour-scoring cause (a feature)."""
 CHUNK = 500
+_RULE_SCOPE = "scope: feedback on a rule is for its person; a peer group or department takes feedback on a cause"
 VERDICTS = ("benign", "expected", "false_positive", "malicious", "negligent", "compromised")
 
 
@@ -40,12 +54,19 @@ async def give(
     case_id: str | None = None,
     finding_id: str | None = None,
     kind: str = "rule",
+    scope: str = PERSON_SCOPE,
+    scope_name: str | None = None,
 ) -> dict[str, Any]:
     """Record feedback (audited `feedback.give`) on a rule (`kind` rule: `weight`, 0 to 1, scales the findings'
     severity when the effect is downweight) or on a scoring cause (`kind` cause, `pattern` a feature: it scales
-    the cause's points in the person's day scores)."""
+    the cause's points in the day scores of the person, or with `scope` peers or department of everyone in the
+    group `scope_name`, as `scope_of` names it)."""
     if kind not in KINDS:
         raise CaseError(f"kind: {kind!r} is not one of {', '.join(KINDS)}", field="kind")
+    if scope not in SCOPES:
+        raise CaseError(f"scope: {scope!r} is not one of {', '.join(SCOPES)}", field="scope")
+    if scope != PERSON_SCOPE and (kind != CAUSE or not scope_name):
+        raise CaseError(_RULE_SCOPE, field="scope")
     if kind == CAUSE and pattern not in BY_NAME:
         raise CaseError(
             f"cause: {pattern!r} is not a scoring feature (one of {', '.join(sorted(BY_NAME))})",
@@ -64,6 +85,8 @@ async def give(
         "entity": entity,
         "pattern_kind": kind,
         "pattern": pattern,
+        "scope": scope,
+        "scope_name": scope_name if scope != PERSON_SCOPE else None,
         "verdict": verdict,
         "effect": effect,
         "weight": weight if effect == "downweight" else 0.0,
@@ -77,7 +100,19 @@ async def give(
     }
     await tx.conn.execute(sa.insert(feedback), [row])
     details = {
-        k: row[k] for k in ("entity", "pattern_kind", "pattern", "verdict", "effect", "weight", "reason", "case_id")
+        k: row[k]
+        for k in (
+            "entity",
+            "pattern_kind",
+            "pattern",
+            "scope",
+            "scope_name",
+            "verdict",
+            "effect",
+            "weight",
+            "reason",
+            "case_id",
+        )
     }
     await tx.audit(actor, "feedback.give", str(row["id"]), details)
     return row
@@ -97,6 +132,51 @@ def pattern_of(finding: Finding, cause: str | None) -> tuple[str, str]:
         )
         raise CaseError(f"cause: {cause!r} is not a cause of {finding.id} ({has})", field="cause")
     return CAUSE, cause
+
+
+def scope_of(resolver: IdentityResolver | None, entity: str, kind: str, scope: str) -> str | None:
+    """The name of the group feedback of `kind` with `scope` on the person `entity` covers (None for the person
+    alone): their peer group (department/title) or department, as the directory (`resolver`) has them. Only feedback
+    on a cause covers a group, and a group of fewer than `MIN_PEERS` people is refused: its feedback would single
+    someone out, and peer statistics do not stand on it either."""
+    if scope == PERSON_SCOPE:
+        return None
+    if scope not in SCOPES:
+        raise CaseError(f"scope: {scope!r} is not one of {', '.join(SCOPES)}", field="scope")
+    if kind != CAUSE:
+        raise CaseError(_RULE_SCOPE, field="scope")
+    name = None if resolver is None else groups_of(resolver, entity).get(scope)
+    part = "department and title" if scope == PEERS_SCOPE else "department"
+    if resolver is None or name is None:
+        raise CaseError(
+            f"scope: the directory has no {part} for this person; give the feedback on the person instead",
+            field="scope",
+        )
+    size = sum(p.kind == PERSON and _groups(p).get(scope) == name for p in resolver.people.values())
+    if size < MIN_PEERS:
+        raise CaseError(
+            f"scope: their {part} counts {size} people in the directory, fewer than {MIN_PEERS}; give the feedback "
+            "on the person instead",
+            field="scope",
+        )
+    return name
+
+
+def groups_of(resolver: IdentityResolver, entity: str) -> dict[str, str]:
+    """The groups of the person `entity` (by key, a scoring finding's, else by name, a Sigma finding's) feedback can
+    be given on, by scope: none outside the directory."""
+    person = resolver.person(entity) or resolver.person(resolver.resolve(entity)[0])
+    return {} if person is None else _groups(person)
+
+
+def _groups(person: Person) -> dict[str, str]:
+    """A directory entry's department, and its peer group when it has a title too."""
+    if not person.department:
+        return {}
+    found = {DEPARTMENT_SCOPE: person.department}
+    if person.title:
+        found[PEERS_SCOPE] = person.peer_group
+    return found
 
 
 def concerns(row: Mapping[str, Any], finding: Finding) -> bool:
@@ -136,13 +216,19 @@ async def listing(
     active: bool | None = None,
     limit: int = 200,
     hide: sa.Select[Any] | None = None,
+    groups: Mapping[str, str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Feedback records, newest first, filtered; `hide` selects people whose feedback to leave out."""
+    """Feedback records, newest first, filtered; about `entity`, also the feedback on its `groups` (by scope, as
+    `groups_of` gives them); `hide` selects people whose feedback to leave out."""
     query = sa.select(feedback).order_by(feedback.c.created_at.desc(), feedback.c.id).limit(limit)
     if hide is not None:
         query = query.where(feedback.c.entity.not_in(hide))
+    if entity is not None:
+        covered = [feedback.c.entity == entity]
+        for scope, name in (groups or {}).items():
+            covered.append(sa.and_(feedback.c.scope == scope, feedback.c.scope_name == name))
+        query = query.where(sa.or_(*covered))
     for column, value in (
-        (feedback.c.entity, entity),
         (feedback.c.case_id, case_id),
         (feedback.c.finding_id, finding_id),
     ):
@@ -174,16 +260,16 @@ async def active_for(tx: Transaction, entities: Iterable[str]) -> dict[tuple[str
     return found
 
 
-async def causes(tx: Transaction) -> dict[str, list[CauseFeedback]]:
+async def causes(tx: Transaction) -> dict[Holder, list[CauseFeedback]]:
     """Every feedback on scoring causes, in force or revoked (a re-score of the days it covered applies it), by
-    entity."""
+    whom it covers (`custodes.detections.scoring.feedback.holder`)."""
     query = sa.select(feedback).where(feedback.c.pattern_kind == CAUSE).order_by(feedback.c.created_at, feedback.c.id)
-    found: dict[str, list[CauseFeedback]] = {}
+    found: dict[Holder, list[CauseFeedback]] = {}
     for row in (await tx.conn.execute(query)).mappings():
         given = aware(row)
         factor = 0.0 if given["effect"] == "suppress" else float(given["weight"])
         item = CauseFeedback(given["id"], given["pattern"], factor, given["created_at"], given["revoked_at"])
-        found.setdefault(given["entity"], []).append(item)
+        found.setdefault(holder(given["scope"], given["entity"], given["scope_name"]), []).append(item)
     return found
 
 

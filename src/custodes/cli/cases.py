@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
 import typer
@@ -16,6 +16,9 @@ from rich.text import Text
 from custodes.cli.common import ConfigOption, JsonOption, TokenOption, console, identify, run, settings_from
 from custodes.cli.root import app
 from custodes.errors import CustodesError
+
+if TYPE_CHECKING:
+    from custodes.detections.scoring.identity import IdentityResolver
 
 case_app = typer.Typer(
     help="Cases: list, show, open, update, comment, link, grant, lift-hold, close.", no_args_is_help=True
@@ -55,6 +58,13 @@ class Session:
 
         pseudonymizer = await pseudonymizer_for(settings, self.services.store)
         return lambda name: name if name is None or is_pseudonym(name) else pseudonymizer(name)
+
+    async def resolver(self) -> IdentityResolver:
+        """The directory's people and how names map to entity keys (`current_resolver`)."""
+        from custodes.detections.scoring.service import current_resolver
+
+        services = self.services
+        return await current_resolver(services.settings.scoring, services.store, services.pipeline.scoring)
 
     async def revealing(self) -> bool:
         """Whether --reveal was given by a role allowed to; refused (and audited) otherwise."""
@@ -447,8 +457,9 @@ def feedback_list(
     async def body(session: Session) -> None:
         names = await session.shown()
         who = await session.person(subject) if subject else None
+        groups = feedback.groups_of(await session.resolver(), who) if who else None
         async with session.services.store.transaction() as tx:
-            rows = await feedback.listing(tx, entity=who, case_id=case, active=active)
+            rows = await feedback.listing(tx, entity=who, groups=groups, case_id=case, active=active)
         rows = [{**row, "entity": names(row["entity"])} for row in rows]
         if as_json:
             _json(rows)
@@ -460,7 +471,7 @@ def feedback_list(
             table.add_row(
                 row["id"],
                 row["entity"],
-                row["pattern"] if row["pattern_kind"] == "rule" else f"cause {row['pattern']}",
+                _pattern(row),
                 row["verdict"],
                 effect,
                 row["reason"],
@@ -470,6 +481,20 @@ def feedback_list(
         console.print(table)
 
     run(_session(config, token, "viewer", reveal, body))
+
+
+def _whom(row: dict[str, Any]) -> str | None:
+    """The group a feedback record covers beyond its person: a peer group or department (None: the person)."""
+    group = {"peers": "peer group", "department": "department"}.get(row["scope"])
+    return None if group is None else f"{group} {row['scope_name']}"
+
+
+def _pattern(row: dict[str, Any]) -> str:
+    """What a feedback record is on, and the group it covers, if any."""
+    if row["pattern_kind"] == "rule":
+        return str(row["pattern"])
+    whom = _whom(row)
+    return f"cause {row['pattern']}" + ("" if whom is None else f" for {whom}")
 
 
 @feedback_app.command("give")
@@ -488,26 +513,38 @@ def feedback_give(
             "scale that cause's points in the person's day scores instead of suppressing the finding's rule."
         ),
     ] = None,
+    scope: Annotated[
+        str,
+        typer.Option(
+            help="With --cause, whom it covers: person, peers (everyone of the person's department and title in the "
+            "directory) or department; a group of fewer than 5 people is refused."
+        ),
+    ] = "person",
     case: Annotated[str | None, typer.Option(help="The case it was decided on.")] = None,
     token: TokenOption = None,
     config: ConfigOption = None,
 ) -> None:
     """Suppress or down-weight a finding's pattern for its person from now on: its rule, or with --cause one cause of
-    a behaviour-scoring finding (the person's day scores leave it out or count it at --weight)."""
+    a behaviour-scoring finding (the person's day scores leave it out or count it at --weight; with --scope, the day
+    scores of everyone in their peer group or department)."""
     from custodes.cases import feedback
 
     async def body(session: Session) -> None:
+        resolver = await session.resolver() if scope != "person" else None
         async with session.services.store.transaction() as tx:
             found = await tx.get_finding(finding)
             if found is None or found.entity is None:
                 raise CustodesError(f"--finding: no finding {finding!r} about a person")
             kind, pattern = feedback.pattern_of(found, cause)
+            scope_name = feedback.scope_of(resolver, found.entity, kind, scope)
             row = await feedback.give(
                 tx,
                 actor=session.actor,
                 entity=found.entity,
                 pattern=pattern,
                 kind=kind,
+                scope=scope,
+                scope_name=scope_name,
                 verdict=verdict,
                 reason=reason,
                 effect=effect,
@@ -516,7 +553,7 @@ def feedback_give(
                 finding_id=finding,
             )
         what = pattern if kind == "rule" else f"the scoring cause {pattern}"
-        console.print(f"feedback {row['id']}: {effect} {what} for this person", highlight=False)
+        console.print(f"feedback {row['id']}: {effect} {what} for {_whom(row) or 'this person'}", highlight=False)
 
     run(_session(config, token, "analyst", None, body))
 

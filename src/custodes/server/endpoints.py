@@ -13,8 +13,9 @@ import orjson
 from aiohttp import web
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
+from custodes.detections.scoring.identity import IdentityResolver
 from custodes.detections.scoring.privacy import Pseudonymizer, is_pseudonym
-from custodes.detections.scoring.service import entity_for_pseudonym, pseudonymizer_for
+from custodes.detections.scoring.service import current_resolver, entity_for_pseudonym, pseudonymizer_for
 from custodes.server.auth import AuthError, token_role
 from custodes.server.context import services_key
 from custodes.server.limits import json_depth_exceeds
@@ -142,6 +143,11 @@ class Call(Generic[QueryT, BodyT]):
             )
         await self.audit("api.lookup", name, {"path": self.request.path})
         return name
+
+    async def resolver(self) -> IdentityResolver:
+        """The directory's people and how names map to entity keys (`current_resolver`)."""
+        services = self.services
+        return await current_resolver(services.settings.scoring, services.store, services.pipeline.scoring)
 
     async def audit(self, action: str, subject: str | None, details: dict[str, Any]) -> None:
         """Record a change made through the API in the hash-chained audit log."""

@@ -98,6 +98,8 @@ feedback = sa.Table(
     sa.Column("entity", sa.String(512), nullable=False),
     sa.Column("pattern_kind", sa.String(16), nullable=False),
     sa.Column("pattern", sa.String(256), nullable=False),
+    sa.Column("scope", sa.String(16), nullable=False, server_default="person"),
+    sa.Column("scope_name", sa.String(512)),
     sa.Column("verdict", sa.String(32), nullable=False),
     sa.Column("effect", sa.String(16), nullable=False),
     sa.Column("weight", sa.Float, nullable=False, server_default="0"),
@@ -111,5 +113,6 @@ feedback = sa.Table(
     sa.Index(None, "entity", "pattern_kind", "pattern"),
     sa.Index(None, "case_id"),
 )
-"""Analyst feedback: a verdict on a pattern (`rule` id or scoring `cause`) for one entity, suppressing it
-(`effect` suppress) or scaling it by `weight` (`effect` downweight) until revoked."""
+"""Analyst feedback: a verdict on a pattern (`rule` id or scoring `cause`) for one entity (`scope` person) or, on a
+cause, for the entity's peer group or department (`scope` peers or department, named by `scope_name`), suppressing
+it (`effect` suppress) or scaling it by `weight` (`effect` downweight) until revoked."""

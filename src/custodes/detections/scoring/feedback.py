@@ -1,9 +1,10 @@
-"""Analyst feedback on the causes of one entity's behaviour scores.
+"""Analyst feedback on the causes of behaviour scores: of one entity, or of everyone in its peer group or department.
 
-A cause is a scoring feature (`catalog`); feedback on it scales its points for that entity (0: leaves it out) on the
-entity's local days from the day it was given to the day before it was revoked, so a re-score of those days gives
-what live scoring gave. A channel's feedback covers its rise over days too (`usb` covers `usb_rise`). Feedback is
-stored with the rule feedback (`custodes.cases.feedback`, pattern kind `cause`); the scoring service reads it.
+A cause is a scoring feature (`catalog`); feedback on it scales its points (0: leaves it out) for the entities it
+covers on each one's local days from the day it was given to the day before it was revoked, so a re-score of those
+days gives what live scoring gave. A channel's feedback covers its rise over days too (`usb` covers `usb_rise`).
+Feedback is stored with the rule feedback (`custodes.cases.feedback`, pattern kind `cause`); the scoring service
+reads it.
 """
 
 from __future__ import annotations
@@ -14,6 +15,10 @@ from datetime import date, datetime, tzinfo
 
 CAUSE = "cause"
 """The pattern kind of feedback on a scoring cause (`feedback.pattern_kind`); rule feedback's is `rule`."""
+PERSON_SCOPE, PEERS_SCOPE, DEPARTMENT_SCOPE = "person", "peers", "department"
+SCOPES = (PERSON_SCOPE, PEERS_SCOPE, DEPARTMENT_SCOPE)
+"""Whom feedback on a cause covers: the finding's person, everyone of their peer group (department and title), or
+everyone of their department."""
 CAUSE_TAG = "cause."
 """How a behaviour-scoring finding's tags name its causes: `cause.<feature>`."""
 
@@ -26,6 +31,20 @@ def cause_tags(features: Iterable[str]) -> list[str]:
 def causes_in(tags: Iterable[str]) -> list[str]:
     """The causes a finding's tags name (none for a finding not of behaviour scoring)."""
     return [tag.removeprefix(CAUSE_TAG) for tag in tags if tag.startswith(CAUSE_TAG)]
+
+
+Holder = str | tuple[str, str]
+"""Whom a feedback record covers: an entity key, or (scope, name) for a peer group or department."""
+
+
+def holder(scope: str, entity: str, name: str | None) -> Holder:
+    """Whom feedback with this scope covers: the entity, or its group by name."""
+    return entity if scope == PERSON_SCOPE or name is None else (scope, name)
+
+
+def holders(key: str, group: str, department: str) -> tuple[Holder, ...]:
+    """What feedback about an entity is held under: its key, its peer group and its department."""
+    return key, (PEERS_SCOPE, group), (DEPARTMENT_SCOPE, department)
 
 
 @dataclass(frozen=True, slots=True)

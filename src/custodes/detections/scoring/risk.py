@@ -30,7 +30,7 @@ from custodes.detections.scoring.baselines import (
     PeerStats,
 )
 from custodes.detections.scoring.catalog import BY_NAME, EXFILTRATION, FAMILIES, RISE_OF, RISE_WINDOWS
-from custodes.detections.scoring.feedback import CauseFeedback, in_force
+from custodes.detections.scoring.feedback import CauseFeedback, Holder, holders, in_force
 
 DEAD_BAND_BITS = 4.0
 BITS_PER_SD = 1.5
@@ -264,9 +264,9 @@ class RiskModel:
         self.settings = settings
         self.weights = {name: settings.feature_weights.get(name, f.weight) for name, f in BY_NAME.items()}
         self.decay_per_day = 0.5 ** (1.0 / settings.risk_half_life_days)
-        self.feedback: dict[str, list[CauseFeedback]] = {}
-        """Analyst feedback on entities' causes, in force or revoked, by entity key (the scoring service reads it
-        from the store; `custodes.detections.scoring.feedback`)."""
+        self.feedback: dict[Holder, list[CauseFeedback]] = {}
+        """Analyst feedback on causes, in force or revoked, by whom it covers: an entity key, or a peer group or
+        department (the scoring service reads it from the store; `custodes.detections.scoring.feedback`)."""
 
     def surprise(
         self, state: EntityState, peers: PeerStats, group: str, name: str, value: float
@@ -401,7 +401,7 @@ class RiskModel:
                 )
             )
         modifiers: dict[str, float] = {}
-        given = self.feedback.get(state.key) if self.feedback else None
+        given = self._feedback_on(state) if self.feedback else None
         if given and (in_day := in_force(given, state.tz, day)):
             contributions = _with_feedback(contributions, in_day, modifiers)
         for c in contributions:
@@ -421,6 +421,12 @@ class RiskModel:
         risk = self.decayed(state, today.day) + points
         contributions.sort(key=lambda c: -c.points)
         return DayScore(state.key, state.kind, day, points, risk, contributions, modifiers, watchlists, today.sigma)
+
+    def _feedback_on(self, state: EntityState) -> list[CauseFeedback]:
+        """The feedback on causes that covers the entity: given on it, its peer group or its department."""
+        return [
+            item for key in holders(state.key, state.group, state.department) for item in self.feedback.get(key, ())
+        ]
 
     def _capped(
         self, by_family: dict[str, list[float]], sigma: list[tuple[str, str, float]], modifiers: dict[str, float]

@@ -152,6 +152,14 @@ def resolver_for(settings: ScoringSettings, pseudonymizer: Pseudonymizer | None)
     return IdentityResolver(people, settings.identities, pseudonymizer if settings.pseudonymise else None)
 
 
+async def current_resolver(settings: ScoringSettings, store: Store, service: ScoringService | None) -> IdentityResolver:
+    """The directory's people and how names map to entity keys: the scoring service's in a process that scores,
+    else read from the directory now."""
+    if service is not None:
+        return service.engine.resolver
+    return resolver_for(settings, await pseudonymizer_for(settings, store))
+
+
 class ScoringService:
     """The engine, its persistence and its findings for the pipeline."""
 

@@ -98,12 +98,16 @@ class CommentOut(Row):
 
 
 class FeedbackOut(Model):
-    """Analyst feedback on a pattern for one person."""
+    """Analyst feedback on a pattern for one person, or on a cause for their peer group or department."""
 
     id: str
-    entity: str | None
+    entity: str | None = Field(description="the person of the finding it was given on")
     kind: Literal["rule", "cause"] = Field(description="what `pattern` is: a rule id, or a scoring cause (feature)")
     pattern: str
+    scope: Literal["person", "peers", "department"] = Field(
+        description="whom it covers: the person, or everyone of the peer group or department `scope_name`"
+    )
+    scope_name: str | None = Field(description="the peer group (department/title) or department it covers")
     verdict: str
     effect: Literal["suppress", "downweight"]
     weight: float

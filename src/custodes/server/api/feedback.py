@@ -43,6 +43,12 @@ class FeedbackIn(Model):
         "`cause.<feature>`): the feedback scales that cause's points in the person's day scores instead of the "
         "finding's rule",
     )
+    scope: Literal["person", "peers", "department"] = Field(
+        default="person",
+        description="with `cause`, whom the feedback covers: the finding's person, everyone of their peer group "
+        "(department and title in the directory) or everyone of their department; a group of fewer than 5 people "
+        "is refused",
+    )
     case: str | None = Field(default=None, max_length=64)
     verdict: Verdict
     effect: Literal["suppress", "downweight"] = "suppress"
@@ -65,10 +71,12 @@ async def list_feedback(call: Call[FeedbackQuery, NoInput]) -> FeedbackList:
     q = call.query
     names = await call.people()
     entity = await call.person(q.entity) if q.entity else None
+    groups = feedback.groups_of(await call.resolver(), entity) if entity else None
     async with call.services.store.transaction() as tx:
         rows = await feedback.listing(
             tx,
             entity=entity,
+            groups=groups,
             case_id=q.case,
             finding_id=q.finding,
             active=q.active,
@@ -82,7 +90,7 @@ async def list_feedback(call: Call[FeedbackQuery, NoInput]) -> FeedbackList:
     "POST",
     "/api/feedback",
     role="analyst",
-    summary="Give feedback on a pattern for a person",
+    summary="Give feedback on a pattern for a person (a cause: or their peer group or department)",
     body=FeedbackIn,
     response=FeedbackOut,
     status=201,
@@ -90,8 +98,9 @@ async def list_feedback(call: Call[FeedbackQuery, NoInput]) -> FeedbackList:
 )
 async def give_feedback(call: Call[NoInput, FeedbackIn]) -> FeedbackOut:
     """From now on, the person's findings of the rule are suppressed or down-weighted, or with `cause`, that cause's
-    points in their day scores (audited)."""
+    points in their day scores, or with `scope`, in the day scores of their peer group or department (audited)."""
     body = call.body
+    resolver = await call.resolver() if body.scope != "person" else None
     async with call.services.store.transaction() as tx:
         finding = await tx.get_finding(body.finding)
         if finding is not None and await needtoknow.conceals(tx, "finding", finding.id, call.caller):
@@ -100,12 +109,15 @@ async def give_feedback(call: Call[NoInput, FeedbackIn]) -> FeedbackOut:
             raise ApiError(404, "not_found", f"no finding {body.finding!r} about a person", field="finding")
         try:
             kind, pattern = feedback.pattern_of(finding, body.cause)
+            scope_name = feedback.scope_of(resolver, finding.entity, kind, body.scope)
             row = await feedback.give(
                 tx,
                 actor=f"api:{call.caller}",
                 entity=finding.entity,
                 pattern=pattern,
                 kind=kind,
+                scope=body.scope,
+                scope_name=scope_name,
                 verdict=body.verdict,
                 reason=body.reason,
                 effect=body.effect,

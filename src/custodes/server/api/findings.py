@@ -151,11 +151,12 @@ async def get_finding(call: Call[RevealQuery, NoInput]) -> FindingDetail:
     """One finding by id, with its cases and the active feedback on its rule or one of its causes."""
     finding = await _finding(call)
     shown = FindingOut.of(finding, await call.people())
+    groups = feedback.groups_of(await call.resolver(), finding.entity) if finding.entity else None
     async with call.services.store.transaction() as tx:
         grouped = [
             c["id"] for c in await book.cases_with(tx, "finding", finding.id) if await book.visible(tx, c, call.caller)
         ]
-        active = await feedback.listing(tx, entity=finding.entity, active=True) if finding.entity else []
+        active = await feedback.listing(tx, entity=finding.entity, groups=groups, active=True) if finding.entity else []
     given = [row["id"] for row in active if feedback.concerns(row, finding)]
     return FindingDetail(**shown.model_dump(), cases=grouped, feedback=given)
 

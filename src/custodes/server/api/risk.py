@@ -9,7 +9,7 @@ from pydantic import Field
 from custodes.detections.scoring.explain import sentences
 from custodes.detections.scoring.privacy import is_pseudonym
 from custodes.detections.scoring.risk import DayScore
-from custodes.detections.scoring.service import entity_scores, pseudonymizer_for, resolver_for
+from custodes.detections.scoring.service import entity_scores
 from custodes.server.api.entities import visible_person
 from custodes.server.endpoints import Call, Model, NoInput, RevealQuery, endpoint
 
@@ -127,11 +127,7 @@ async def entity_risk(call: Call[RiskQuery, NoInput]) -> EntityRisk:
     await visible_person(call, asked)
     settings = call.services.settings.scoring
     service = call.services.pipeline.scoring
-    resolver = (
-        service.engine.resolver
-        if service is not None
-        else resolver_for(settings, await pseudonymizer_for(settings, call.services.store))
-    )
+    resolver = await call.resolver()
     if is_pseudonym(asked):
         # scores are keyed by pseudonym when pseudonymisation is on; by the stored name otherwise
         key = asked.strip().lower() if settings.pseudonymise else resolver.resolve(await call.person(asked))[0]

@@ -166,7 +166,7 @@ async def _finding(request: web.Request, session: Session, ident: str) -> Mappin
 @page
 async def give(request: web.Request, session: Session) -> web.StreamResponse:
     """POST /cases/{id}/feedback: a verdict on a finding of the case (suppress or down-weight its pattern: its rule,
-    or one cause of a behaviour-scoring finding)."""
+    or one cause of a behaviour-scoring finding, for the person or their peer group or department)."""
     form = await request.post()
     body: dict[str, Any] = {
         "finding": _form_text(form, "finding"),
@@ -175,7 +175,7 @@ async def give(request: web.Request, session: Session) -> web.StreamResponse:
         "effect": _form_text(form, "effect") or "suppress",
         "reason": _form_text(form, "reason"),
     }
-    for optional in ("weight", "cause"):
+    for optional in ("weight", "cause", "scope"):
         if _form_text(form, optional):
             body[optional] = _form_text(form, optional)
     await invoke(request, session, feedback.give_feedback, body=body)
