@@ -21,6 +21,7 @@ import orjson
 from custodes.config import IdentitySettings
 from custodes.connectors.files import file_bytes
 from custodes.detections.scoring.cert import cert_people
+from custodes.detections.scoring.idp_users import LIST_KEYS, PAGE_LINKS, day, user_entry
 from custodes.errors import CustodesError
 
 PERSON = "person"
@@ -76,40 +77,13 @@ class Person:
         }
 
 
-def _date(value: Any, name: str) -> date | None:
-    """The date `value` starts with (None: no value); `name` is the field a bad one is reported as."""
-    if value in (None, ""):
-        return None
-    try:
-        return date.fromisoformat(str(value)[:10])
-    except ValueError:
-        raise ValueError(f"{name}: {value!r} is not a date (YYYY-MM-DD)") from None
-
-
 def person_from_json(record: dict[str, Any]) -> Person:
-    """A Person from a Custodes directory entry or an Okta Users API user object."""
-    profile = record.get("profile")
-    if isinstance(profile, dict):
-        login = str(profile.get("login") or record["id"]).lower()
-        aliases = [str(profile[k]) for k in ("login", "email", "secondEmail") if profile.get(k)]
-        aliases.append(str(record["id"]))
-        watch = {"contractor": date.min} if str(profile.get("userType", "")).lower() == "contractor" else {}
-        first_last = " ".join(str(profile[k]) for k in ("firstName", "lastName") if profile.get(k))
-        return Person(
-            id=login,
-            display_name=first_last or None,
-            department=profile.get("department"),
-            title=profile.get("title"),
-            timezone=profile.get("timezone"),
-            aliases=aliases,
-            watchlists=watch,
-            notice_date=_date(profile.get("noticeDate"), "profile.noticeDate"),
-            departure_date=_date(profile.get("terminationDate"), "profile.terminationDate"),
-        )
+    """A Person from a Custodes directory entry, or an identity provider's user object (`idp_users`)."""
+    record = user_entry(record) or record
     listed = record.get("watchlists") or {}
     if not isinstance(listed, dict):
         raise ValueError("watchlists: an object of watchlist names and the dates they start (or null)")
-    watchlists = {str(k): _date(v, f"watchlists.{k}") or date.min for k, v in listed.items()}
+    watchlists = {str(k): day(v, f"watchlists.{k}") or date.min for k, v in listed.items()}
     return Person(
         id=str(record["id"]),
         display_name=record.get("display_name"),
@@ -121,13 +95,14 @@ def person_from_json(record: dict[str, Any]) -> Person:
         aliases=[str(a) for a in record.get("aliases") or []],
         hosts=[str(h) for h in record.get("hosts") or []],
         watchlists=watchlists,
-        notice_date=_date(record.get("notice_date"), "notice_date"),
-        departure_date=_date(record.get("departure_date"), "departure_date"),
+        notice_date=day(record.get("notice_date"), "notice_date"),
+        departure_date=day(record.get("departure_date"), "departure_date"),
     )
 
 
 def load_directory(path: Path) -> list[Person]:
-    """People from a JSON file (a list, or {"people": [...]}), a CERT LDAP CSV, or a folder of CERT LDAP CSVs (the
+    """People from a JSON file (a list of Custodes entries or identity providers' user objects, or an object holding
+    one: `people`, or a Graph or Google Directory page), a CERT LDAP CSV, or a folder of CERT LDAP CSVs (the
     datasets' monthly snapshots: everyone in any of them, as the latest names them); a bad entry names its position.
     """
     try:
@@ -140,9 +115,21 @@ def load_directory(path: Path) -> list[Person]:
         raise CustodesError.at(path, "directory file not found") from None
     except orjson.JSONDecodeError as exc:
         raise CustodesError.at(path, f"invalid JSON: {exc.msg}") from None
-    entries = data.get("people") if isinstance(data, dict) else data
-    if not isinstance(entries, list):
-        raise CustodesError.at(path, "a directory is a JSON list of people (or {'people': [...]})")
+    if isinstance(data, dict):
+        if more := next((key for key in PAGE_LINKS if data.get(key)), None):
+            raise CustodesError.at(
+                path,
+                f"this is one page of several ({more} is set), so people are missing: save every page's people in "
+                "one JSON list",
+            )
+        data = next((data[key] for key in LIST_KEYS if key in data), None)
+    if not isinstance(data, list):
+        raise CustodesError.at(
+            path,
+            "a directory is a JSON list of people (or {'people': [...]}, a Microsoft Graph page {'value': [...]}, a "
+            "Google Directory page {'users': [...]})",
+        )
+    entries = data
     people = []
     for number, entry in enumerate(entries, start=1):
         try:

@@ -1,0 +1,156 @@
+"""Directories as identity providers export them: Microsoft Graph users (Entra ID), Google Workspace Directory users
+and Okta users become people whose every name resolves to one entity."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from custodes.config import IdentitySettings
+from custodes.detections.scoring.identity import IdentityResolver, load_directory
+from custodes.errors import CustodesError
+
+GRAPH_PAGE: dict[str, Any] = {
+    "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#users",
+    "value": [
+        {
+            "id": "4f0b8f3c-2a39-4e8e-9a3b-1f7c2d9e6a11",
+            "userPrincipalName": "Jane.Doe@corp.example",
+            "mail": "jane.doe@corp.example",
+            "otherMails": ["jane@home.example"],
+            "proxyAddresses": ["SMTP:jane.doe@corp.example", "smtp:jdoe@corp.example", "X500:/o=corp/cn=jdoe"],
+            "onPremisesSamAccountName": "jdoe",
+            "displayName": "Jane Doe",
+            "department": "Finance",
+            "jobTitle": "Analyst",
+            "userType": "Member",
+            "employeeType": "Employee",
+            "employeeLeaveDateTime": "2025-06-30T00:00:00Z",
+            "mailboxSettings": {"timeZone": "Europe/Paris"},
+        },
+        {
+            "id": "9d1e2c44-77aa-4c3e-8f0e-0b5d6c7e8f90",
+            "userPrincipalName": "vendor_partner.example#EXT#@corp.onmicrosoft.com",
+            "mail": "sam@partner.example",
+            "displayName": "Sam Partner",
+            "department": None,
+            "jobTitle": None,
+            "userType": "Guest",
+        },
+    ],
+}
+
+GOOGLE_PAGE: dict[str, Any] = {
+    "kind": "admin#directory#users",
+    "users": [
+        {
+            "id": "104857600000000000001",
+            "primaryEmail": "max@corp.example",
+            "name": {"givenName": "Max", "familyName": "Roe", "fullName": "Max Roe"},
+            "isAdmin": True,
+            "aliases": ["maxr@corp.example"],
+            "emails": [{"address": "max@corp.example", "primary": True}, {"address": "max@corp-legacy.example"}],
+            "organizations": [
+                {"title": "Intern", "department": "Sales"},
+                {"title": "IT Administrator", "department": "IT", "primary": True},
+            ],
+        }
+    ],
+}
+
+
+def written(tmp_path: Path, data: Any) -> Path:
+    path = tmp_path / "people.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_graph_users_are_people_every_name_of_whom_resolves_to_them(tmp_path: Path) -> None:
+    jane, guest = load_directory(written(tmp_path, GRAPH_PAGE))
+    assert (jane.id, jane.display_name, jane.department, jane.title, jane.timezone) == (
+        "jane.doe@corp.example",
+        "Jane Doe",
+        "Finance",
+        "Analyst",
+        "Europe/Paris",
+    )
+    assert jane.departure_date == date(2025, 6, 30) and jane.watchlists == {}
+    assert guest.watchlists == {"contractor": date.min} and guest.department is None
+    resolver = IdentityResolver([jane, guest], IdentitySettings())
+    key = resolver.resolve("jane.doe@corp.example")
+    names = (
+        "Jane.Doe@corp.example",
+        "jdoe@corp.example",
+        "jane@home.example",
+        "CORP\\jdoe",
+        GRAPH_PAGE["value"][0]["id"],
+    )
+    for name in names:
+        assert resolver.resolve(name) == key, name
+    assert resolver.resolve("/o=corp/cn=jdoe") != key, "only SMTP proxy addresses are names"
+    assert resolver.resolve("sam@partner.example") == resolver.resolve(
+        "vendor_partner.example#ext#@corp.onmicrosoft.com"
+    )
+
+
+def test_google_directory_users_take_the_primary_organisation_and_admins_are_privileged(tmp_path: Path) -> None:
+    [person] = load_directory(written(tmp_path, GOOGLE_PAGE))
+    assert (person.id, person.display_name, person.department, person.title) == (
+        "max@corp.example",
+        "Max Roe",
+        "IT",
+        "IT Administrator",
+    )
+    assert person.watchlists == {"privileged": date.min}
+    resolver = IdentityResolver([person], IdentitySettings())
+    for name in ("maxr@corp.example", "max@corp-legacy.example", "104857600000000000001"):
+        assert resolver.resolve(name) == resolver.resolve("max@corp.example"), name
+
+
+def test_okta_users_keep_their_login_contractors_and_hr_dates(tmp_path: Path) -> None:
+    okta = [
+        {
+            "id": "00u1abcd",
+            "status": "ACTIVE",
+            "profile": {
+                "login": "Ann@corp.example",
+                "email": "ann@corp.example",
+                "firstName": "Ann",
+                "lastName": "Lee",
+                "department": "Legal",
+                "title": "Counsel",
+                "userType": "Contractor",
+                "noticeDate": "2025-01-10",
+            },
+        }
+    ]
+    [ann] = load_directory(written(tmp_path, okta))
+    assert (ann.id, ann.display_name, ann.aliases) == (
+        "ann@corp.example",
+        "Ann Lee",
+        ["Ann@corp.example", "ann@corp.example", "00u1abcd"],
+    )
+    assert ann.watchlists == {"contractor": date.min} and ann.notice_date == date(2025, 1, 10)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (
+            {**GRAPH_PAGE, "@odata.nextLink": "https://graph.microsoft.com/v1.0/users?$skiptoken=X"},
+            "@odata.nextLink is",
+        ),
+        ({**GOOGLE_PAGE, "nextPageToken": "Q2"}, "(nextPageToken is set), so people are missing"),
+        ({"value": [{**GRAPH_PAGE["value"][0], "employeeLeaveDateTime": "soon"}]}, "person #1: employeeLeaveDateTime"),
+        ({"value": {"userPrincipalName": "x"}}, "a directory is a JSON list of people"),
+    ],
+)
+def test_a_directory_export_that_is_partial_or_broken_is_refused_saying_why(
+    tmp_path: Path, data: Any, message: str
+) -> None:
+    with pytest.raises(CustodesError, match=message.replace("(", r"\(").replace(")", r"\)").replace("$", r"\$")):
+        load_directory(written(tmp_path, data))
