@@ -7,11 +7,12 @@ import json
 from datetime import date
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from custodes.config import IdentitySettings
-from custodes.detections.scoring.identity import IdentityResolver, load_directory
+from custodes.detections.scoring.identity import IdentityResolver, load_directory, zone_of
 from custodes.errors import CustodesError
 
 GRAPH_PAGE: dict[str, Any] = {
@@ -30,7 +31,7 @@ GRAPH_PAGE: dict[str, Any] = {
             "userType": "Member",
             "employeeType": "Employee",
             "employeeLeaveDateTime": "2025-06-30T00:00:00Z",
-            "mailboxSettings": {"timeZone": "Europe/Paris"},
+            "mailboxSettings": {"timeZone": "Romance Standard Time"},
         },
         {
             "id": "9d1e2c44-77aa-4c3e-8f0e-0b5d6c7e8f90",
@@ -76,8 +77,9 @@ def test_graph_users_are_people_every_name_of_whom_resolves_to_them(tmp_path: Pa
         "Jane Doe",
         "Finance",
         "Analyst",
-        "Europe/Paris",
+        "Romance Standard Time",
     )
+    assert zone_of(jane, ZoneInfo("UTC")) == ZoneInfo("Europe/Paris"), "a mailbox's Windows zone, as CLDR maps it"
     assert jane.departure_date == date(2025, 6, 30) and jane.watchlists == {}
     assert guest.watchlists == {"contractor": date.min} and guest.department is None
     resolver = IdentityResolver([jane, guest], IdentitySettings())

@@ -30,7 +30,7 @@ from custodes.detections.scoring.engine import ScoringEngine
 from custodes.detections.scoring.explain import sentences
 from custodes.detections.scoring.features import Extractor
 from custodes.detections.scoring.feedback import CauseFeedback, Holder
-from custodes.detections.scoring.identity import IdentityResolver, Person, load_directory, zone_warning
+from custodes.detections.scoring.identity import IdentityResolver, Person, load_directory, zone_of, zone_warning
 from custodes.detections.scoring.privacy import Pseudonymizer, is_pseudonym
 from custodes.detections.scoring.risk import MIN_VAR_LOG, DayScore, RiskModel
 from custodes.errors import CustodesError
@@ -161,12 +161,14 @@ def test_a_directory_entry_that_cannot_be_read_names_its_position_and_field(tmp_
 def test_a_time_zone_that_is_not_one_is_refused_in_settings_and_said_of_directory_people() -> None:
     with pytest.raises(ValidationError, match="'Mars/Base' is not an IANA time zone name"):
         ScoringSettings(default_timezone="Mars/Base")
-    people = [Person(id=f"p{n}@corp.example", timezone=zone) for n, zone in enumerate(["Europe/London", "CET+1", None])]
+    zones = ["Europe/London", "CET+1", None, "Pacific Standard Time"]
+    people = [Person(id=f"p{n}@corp.example", timezone=zone) for n, zone in enumerate(zones)]
     assert zone_warning(people[::2], "UTC") is None
     assert zone_warning(people, "Asia/Tokyo") == (
-        "1 people in the directory have a time zone that is not an IANA name (Europe/London, say), so their days are "
-        "Asia/Tokyo's: p1@corp.example: 'CET+1'"
+        "1 people in the directory have a time zone that is neither an IANA name (Europe/London) nor a Windows one "
+        "(GMT Standard Time), so their days are Asia/Tokyo's: p1@corp.example: 'CET+1'"
     )
+    assert zone_of(people[3], ZoneInfo("UTC")) == ZoneInfo("America/Los_Angeles"), "Windows names as CLDR maps them"
 
 
 def test_pseudonymised_resolver_never_exposes_the_name() -> None:

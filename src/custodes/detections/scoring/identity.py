@@ -17,6 +17,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
+from tzlocal.windows_tz import win_tz as WINDOWS_ZONES
 
 from custodes.config import IdentitySettings
 from custodes.connectors.files import file_bytes
@@ -144,11 +145,12 @@ def load_directory(path: Path) -> list[Person]:
 
 
 def time_zone(name: str | None) -> ZoneInfo | None:
-    """The IANA time zone `name`; None when none is named or it is not one."""
+    """The time zone `name`, an IANA name or a Windows one (`W. Europe Standard Time`, as Microsoft Graph gives a
+    mailbox's; read as CLDR maps it); None when none is named or it is neither."""
     if not name:
         return None
     try:
-        return ZoneInfo(name)
+        return ZoneInfo(WINDOWS_ZONES.get(name, name))
     except (ZoneInfoNotFoundError, ValueError):
         return None
 
@@ -159,14 +161,15 @@ def zone_of(person: Person | None, default: ZoneInfo) -> ZoneInfo:
 
 
 def zone_warning(people: Iterable[Person], default: str) -> str | None:
-    """What to say of the people whose time zone is not an IANA name (their local days are the `default` zone's);
-    None when there are none."""
+    """What to say of the people whose time zone is neither an IANA nor a Windows name (their local days are the
+    `default` zone's); None when there are none."""
     unknown = [f"{p.id}: {p.timezone!r}" for p in people if p.timezone and time_zone(p.timezone) is None]
     if not unknown:
         return None
     return (
-        f"{len(unknown)} people in the directory have a time zone that is not an IANA name (Europe/London, say), so "
-        f"their days are {default}'s: {', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''}"
+        f"{len(unknown)} people in the directory have a time zone that is neither an IANA name (Europe/London) nor "
+        f"a Windows one (GMT Standard Time), so their days are {default}'s: {', '.join(unknown[:5])}"
+        f"{' ...' if len(unknown) > 5 else ''}"
     )
 
 
