@@ -247,6 +247,33 @@ def test_vendor_records_become_features() -> None:
     assert x.extract({"unknown": "shape"}) is None
 
 
+@pytest.mark.parametrize(
+    ("code", "features"),
+    [
+        (0, [("signin", 1.0)]),
+        (500121, [("mfa_failed", 1.0)]),  # the second factor denied or timed out
+        (50074, []),  # "strong authentication is required": the prompt every MFA sign-in starts with
+        (50076, []),
+        (50140, []),  # keep me signed in
+        (50058, []),  # no single sign-on session yet
+        (50126, [("signin_failed", 1.0)]),  # a wrong password
+        (53003, [("signin_failed", 1.0)]),  # blocked by conditional access: a failure, not an MFA one
+    ],
+)
+def test_an_entra_sign_in_is_a_success_a_failure_or_an_interrupt_by_its_code(
+    code: int, features: list[tuple[str, float]]
+) -> None:
+    """Once 50074 and 50076 counted as failed MFA: every person who passes MFA daily failed it daily."""
+    signin = {
+        "createdDateTime": "2024-03-04T09:00:00Z",
+        "userPrincipalName": "jane@corp.example",
+        "status": {"errorCode": code},
+        "deviceDetail": {"deviceId": "d-1"},
+    }
+    obs = Extractor(ScoringSettings()).extract(signin)
+    assert obs is not None and obs.actor == "jane@corp.example" and obs.features == features
+
+
 def test_a_first_time_usb_and_cloud_exfiltration_ranks_first_and_is_explained() -> None:
     settings = ScoringSettings(pseudonymise=False, warmup_days=5)
     engine, ranking = run_org(settings, days=26, thief=7, theft=22)

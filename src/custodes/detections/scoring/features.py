@@ -78,7 +78,16 @@ OKTA_FACTOR = frozenset(
     }
 )
 OKTA_PRIVILEGE = frozenset({"user.account.privilege.grant", "group.user_membership.add", "iam.role.assignment"})
-ENTRA_MFA_ERRORS = frozenset({500121, 50074, 50076, 50158, 53003})
+ENTRA_MFA_ERRORS = frozenset({500121, 50158})
+"""Entra sign-in codes of a second factor that failed: denied, timed out or wrong (500121), an external challenge
+not met (50158)."""
+ENTRA_INTERRUPTS = frozenset(
+    {50074, 50076, 50072, 50079, 50058, 50097, 50125, 50129, 50140, 50199, 16000, 16001, 16003, 65001, 81010, 81012}
+)
+"""Entra sign-in codes of an interrupted sign-in, neither a success nor a failure: a step the user is sent through
+before the outcome, which a later record carries (MFA or its registration required, no single sign-on session yet,
+device authentication, keep-me-signed-in, account selection, consent, seamless SSO falling back to a password).
+Every MFA prompt starts with 50074 or 50076, so counting them as failed MFA made each person's daily MFA a failure."""
 ENTRA_PRIVILEGE = frozenset(
     {"Add member to role", "Add eligible member to role", "Add app role assignment to user", "Add member to group"}
 )
@@ -243,7 +252,7 @@ class Extractor:
                 seen.append(("asn", str(asn)))
         elif code in ENTRA_MFA_ERRORS:
             features.append(("mfa_failed", 1.0))
-        else:
+        elif code not in ENTRA_INTERRUPTS:
             features.append(("signin_failed", 1.0))
         return Observation(str(raw["userPrincipalName"]), features, seen)
 
