@@ -426,7 +426,7 @@ def test_malformed_records_are_skipped_not_fatal() -> None:
     bad: list[dict[str, Any]] = [
         {"eventType": "user.session.start", "published": "2024-03-04T09:00:00Z", "actor": "not-an-object"},
         {"eventName": "GetObject", "eventSource": "s3", "userIdentity": ["x"]},
-        {"id": {"applicationName": "drive"}, "actor": {"email": "a@b.c"}, "events": [{"parameters": "x"}]},
+        {"id": {"applicationName": "drive"}, "actor": "a@b.c", "events": [{"name": "download"}]},
         {"event": {"category": "email"}, "user": {"name": "u"}, "email": {"to": "not-a-dict"}},
         {"event": {"category": ["web"]}, "user": "u", "url": 5},
     ]

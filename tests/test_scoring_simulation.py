@@ -331,8 +331,8 @@ def test_a_labelled_person_whose_zone_is_not_one_is_evaluated_in_the_default_zon
     settings = ScoringSettings(directory=tmp_path / "directory.json", pseudonymise=False)
     result = evaluate([org / "endpoint.ndjson"], labels, settings)
     assert result.warnings[0] == (
-        "1 people in the directory have a time zone that is not an IANA name (Europe/London, say), so their days "
-        f"are UTC's: {insider['id']}: 'Mars/Base'"
+        "1 people in the directory have a time zone that is neither an IANA name (Europe/London) nor a Windows one "
+        f"(GMT Standard Time), so their days are UTC's: {insider['id']}: 'Mars/Base'"
     )
     assert result.incidents and result.malicious_user_days > 0
 

@@ -9,7 +9,7 @@ check against first-seen memory, and the machine involved.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -91,6 +91,9 @@ Every MFA prompt starts with 50074 or 50076, so counting them as failed MFA made
 ENTRA_PRIVILEGE = frozenset(
     {"Add member to role", "Add eligible member to role", "Add app role assignment to user", "Add member to group"}
 )
+ENTRA_PIM_GRANTS = ("Add member to role in PIM completed", "Add eligible member to role in PIM completed")
+"""Privileged Identity Management's audit names of a role assigned (`... (permanent)`, `... (timebound)`); a request
+(`... requested`) or a person activating a role they are eligible for is not a grant."""
 ENTRA_FACTOR = frozenset(
     {
         "User registered security info",
@@ -101,6 +104,12 @@ ENTRA_FACTOR = frozenset(
     }
 )
 GWS_EXTERNAL_VISIBILITY = frozenset({"people_with_link", "public_on_the_web", "shared_externally", "public"})
+GWS_FACTOR = frozenset({"2sv_enroll", "2sv_disable", "titanium_enroll", "titanium_unenroll"})
+"""Google account events that change its second factor (2-step verification, Advanced Protection)."""
+GWS_PRIVILEGE = frozenset({"ASSIGN_ROLE", "GRANT_ADMIN_PRIVILEGE", "GRANT_DELEGATED_ADMIN_PRIVILEGES"})
+"""Google Admin events that give a user an administrator role (`USER_EMAIL` names the user)."""
+GWS_TAKEOUT = frozenset({"CUSTOMER_TAKEOUT_CREATED", "CUSTOMER_TAKEOUT_SUCCEEDED"})
+"""Google Admin events of an export of the whole organisation's data."""
 ARCHIVE_EXTENSIONS = frozenset({"zip", "7z", "rar", "tar", "gz", "tgz"})
 GITHUB_DOWNLOADS = frozenset({"git.clone", "repo.download_zip", "git.fetch"})
 
@@ -127,6 +136,46 @@ def _int(value: Any) -> int:
     if isinstance(value, str) and value.isascii() and value.isdigit():
         return int(value)
     return 0
+
+
+def _workspace_events(raw: dict[str, Any]) -> Iterator[tuple[Any, dict[Any, Any]]]:
+    """(name, parameters) of each event of a Google Workspace activity: the Reports API's `events` list (parameters
+    a list of `{name, value | boolValue | intValue | multiValue}`), or one event flattened into the activity
+    (`name`, and `parameters` by name, as activity feeds deliver one event a record)."""
+    if "events" not in raw and "name" in raw:
+        params = raw.get("parameters")
+        yield raw["name"], params if isinstance(params, dict) else _parameters(params)
+        return
+    for item in _list(raw.get("events")):
+        if isinstance(item, dict):
+            yield item.get("name"), _parameters(item.get("parameters"))
+
+
+def _strings(value: Any) -> set[str]:
+    """A parameter's values as text: one, or each of a list."""
+    return {str(v) for v in value} if isinstance(value, list) else {str(value)} if value is not None else set()
+
+
+def _parameters(listed: Any) -> dict[Any, Any]:
+    """A Reports API parameter list by name, each its value of whichever type it has."""
+    found: dict[Any, Any] = {}
+    for param in _list(listed):
+        if isinstance(param, dict):
+            found[param.get("name")] = next(
+                (param[k] for k in ("value", "boolValue", "intValue", "multiValue") if k in param), None
+            )
+    return found
+
+
+def _entra_code(status: Any, result: Any) -> int:
+    """An Entra sign-in's error code: `status.errorCode`, else a diagnostic record's `resultType` (a code, or
+    `Success` / `Failure`; a failure without its code is -1)."""
+    if isinstance(status, dict) and status.get("errorCode") is not None:
+        return _int(status["errorCode"])
+    text = str(result if result is not None else "0").strip()
+    if text.isascii() and text.isdigit():
+        return int(text)
+    return 0 if text.lower() in ("", "success") else -1
 
 
 def _targets_self(target: Any, identity: dict[str, Any], actor: str) -> bool:
@@ -190,6 +239,12 @@ class Extractor:
             return self.teleport(raw, event)
         if isinstance(raw.get("action"), str) and isinstance(raw.get("actor"), str):
             return self.github(raw)
+        body = raw.get("properties")
+        if isinstance(body, dict) and "category" in raw:  # Entra ID as diagnostic settings export it (Event Hub)
+            if "userPrincipalName" in body and str(raw["category"]).endswith("SignInLogs"):
+                return self.entra_signin(body, raw.get("resultType"))
+            if "activityDisplayName" in body:
+                return self.entra_audit(body)
         return None
 
     # identity providers ------------------------------------------------------------------------------
@@ -231,9 +286,9 @@ class Extractor:
                 features.append(("privilege_grant", 1.0))
         return Observation(str(name), features, seen)
 
-    def entra_signin(self, raw: dict[str, Any]) -> Observation:
-        status = raw.get("status") or {}
-        code = _int(status.get("errorCode")) if isinstance(status, dict) else 0
+    def entra_signin(self, raw: dict[str, Any], result: Any = None) -> Observation:
+        """A sign-in (Graph's shape; `result`: the diagnostic record's `resultType`, read when `status` is not)."""
+        code = _entra_code(raw.get("status"), result)
         features: list[tuple[str, float]] = []
         seen: list[tuple[str, str]] = []
         if code == 0:
@@ -261,9 +316,9 @@ class Extractor:
         name = user.get("userPrincipalName")
         if not name:
             return None
-        activity = raw["activityDisplayName"]
+        activity = str(raw["activityDisplayName"])
         features: list[tuple[str, float]] = []
-        if activity in ENTRA_PRIVILEGE:
+        if activity in ENTRA_PRIVILEGE or activity.startswith(ENTRA_PIM_GRANTS):
             features.append(("privilege_grant", 1.0))
             targets = [str(t.get("userPrincipalName", "")).lower() for t in _list(raw.get("targetResources"))]
             if str(name).lower() in targets:
@@ -323,39 +378,50 @@ class Extractor:
         app = raw["id"].get("applicationName")
         features: list[tuple[str, float]] = []
         seen: list[tuple[str, str]] = []
-        for item in _list(raw.get("events")):
-            if not isinstance(item, dict):
-                continue
-            event = item.get("name")
-            params = {p.get("name"): p.get("value", p.get("boolValue")) for p in _list(item.get("parameters"))}
+        for event, params in _workspace_events(raw):
             if app == "drive":
-                doc = params.get("doc_id")
-                if event == "download":
-                    features.append(("download", 1.0))
-                    if doc:
-                        seen.append(("resource", f"gdrive:{doc}"))
-                elif event == "view":
-                    features.append(("file_access", 1.0))
-                    if doc:
-                        seen.append(("resource", f"gdrive:{doc}"))
-                elif event in ("delete", "trash"):
-                    features.append(("delete", 1.0))
-                elif event == "change_user_access":
-                    target = str(params.get("target_user") or "")
-                    if target and _domain_of(target) not in self.org_domains:
-                        features.append(("external_share", 1.0))
-                elif event in ("change_document_visibility", "change_document_access_scope") and (
-                    str(params.get("visibility") or params.get("new_value") or "") in GWS_EXTERNAL_VISIBILITY
-                ):
-                    features.append(("external_share", 1.0))
+                self._drive(str(event), params, features, seen)
             elif app == "login":
                 if event == "login_success":
                     features.append(("signin", 1.0))
                 elif event == "login_failure":
                     features.append(("signin_failed", 1.0))
-            elif app == "gmail" and event and "forward" in str(event):
+                elif event == "login_challenge" and "failed" in str(params.get("login_challenge_status")).lower():
+                    features.append(("mfa_failed", 1.0))
+            elif app == "user_accounts" and event in GWS_FACTOR:
+                features.append(("factor_change", 1.0))
+            elif app == "admin" and event in GWS_PRIVILEGE:
+                features.append(("privilege_grant", 1.0))
+                if str(params.get("USER_EMAIL") or "").lower() == str(name).lower():
+                    features.append(("self_grant", 1.0))
+            elif app == "admin" and event in GWS_TAKEOUT:
+                features.append(("sensitive_api", 1.0))
+            if event and "forward" in str(event) and app in ("gmail", "user_accounts", "login"):
                 features.append(("mail_forwarding", 1.0))
         return Observation(str(name), features, seen)
+
+    def _drive(
+        self, event: str, params: dict[Any, Any], features: list[tuple[str, float]], seen: list[tuple[str, str]]
+    ) -> None:
+        """A Drive event's features: downloads and views (with the document first seen), deletions, and shares
+        that take a document outside the organisation (a person, a wider visibility, a new owner)."""
+        doc = params.get("doc_id")
+        if event in ("download", "view"):
+            features.append(("download" if event == "download" else "file_access", 1.0))
+            if doc:
+                seen.append(("resource", f"gdrive:{doc}"))
+        elif event in ("delete", "trash"):
+            features.append(("delete", 1.0))
+        elif event in ("change_user_access", "change_owner"):
+            # a person (or new owner) by address, or a whole domain (`all`: anyone with the link)
+            target = str(params.get("target_user") or params.get("new_owner") or params.get("target_domain") or "")
+            if target and (target == "all" or _domain_of(target) not in self.org_domains):
+                features.append(("external_share", 1.0))
+        elif event in ("change_document_visibility", "change_document_access_scope"):
+            # the visibility this change set (`new_value`), else the document's
+            visibility = _strings(params.get("new_value")) or _strings(params.get("visibility"))
+            if visibility & GWS_EXTERNAL_VISIBILITY:
+                features.append(("external_share", 1.0))
 
     def github(self, raw: dict[str, Any]) -> Observation:
         action = raw["action"]
