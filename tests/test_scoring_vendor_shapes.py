@@ -111,3 +111,33 @@ def test_a_drive_share_counts_when_it_takes_a_document_outside_the_organisation(
         expected[external] += 1
         assert ("external_share" in names(observed(record))) == external, record
     assert expected[True] and expected[False], "both kinds are in the data"
+
+
+@pytest.mark.parametrize(
+    ("action", "feature"),
+    [
+        ("git.clone", "download"),
+        ("org.update_member", "privilege_grant"),  # a member's role changed
+        ("repo.add_member", "privilege_grant"),  # a collaborator added
+        ("business.add_admin", "privilege_grant"),
+        ("team.promote_maintainer", "privilege_grant"),
+        ("repo.transfer_outgoing", "external_share"),  # the repository handed to another owner
+        ("repo.access", "external_share"),  # a visibility change
+        ("org.disable_two_factor_requirement", "sensitive_api"),
+        ("secret_scanning.disable", "sensitive_api"),
+        ("protected_branch.destroy", "sensitive_api"),
+        ("repo.destroy", "delete"),
+    ],
+)
+def test_github_audit_actions_are_read_for_what_they_do(action: str, feature: str) -> None:
+    """Once a role change, a transfer out or a security control switched off gave its actor nothing, and a visibility
+    change counted as a privilege grant."""
+    found = [r for r in records("github") if r.get("action") == action and isinstance(r.get("actor"), str)]
+    assert found, action
+    for record in found:
+        assert feature in names(observed(record)), record
+
+
+def test_a_github_repository_made_private_is_no_share() -> None:
+    record = {"action": "repo.access", "actor": "cat", "repo": "my-org/my-repo", "visibility": "private"}
+    assert names(observed(record)) == set()

@@ -112,6 +112,39 @@ GWS_TAKEOUT = frozenset({"CUSTOMER_TAKEOUT_CREATED", "CUSTOMER_TAKEOUT_SUCCEEDED
 """Google Admin events of an export of the whole organisation's data."""
 ARCHIVE_EXTENSIONS = frozenset({"zip", "7z", "rar", "tar", "gz", "tgz"})
 GITHUB_DOWNLOADS = frozenset({"git.clone", "repo.download_zip", "git.fetch"})
+GITHUB_GRANTS = frozenset(
+    {
+        "org.add_member",
+        "org.update_member",
+        "team.add_member",
+        "team.promote_maintainer",
+        "repo.add_member",
+        "business.add_admin",
+        "organization_moderators.add_user",
+    }
+)
+"""GitHub audit actions that give someone (`user`) access or a role: a member, a collaborator, an administrator."""
+GITHUB_TRANSFERS = frozenset({"repo.transfer", "repo.transfer_outgoing", "repo.transfer_start"})
+"""A repository handed to another owner: the code leaves the organisation's hands."""
+GITHUB_EVASION = frozenset(
+    {
+        "org.disable_two_factor_requirement",
+        "org.saml_disabled",
+        "org.disable_oauth_app_restrictions",
+        "ip_allow_list.disable",
+        "protected_branch.destroy",
+        "protected_branch.policy_override",
+        "repository_ruleset.destroy",
+        "secret_scanning.disable",
+        "secret_scanning_new_repos.disable",
+        "repository_secret_scanning_push_protection.disable",
+        "dependabot_alerts.disable",
+        "dependabot_alerts_new_repos.disable",
+        "business_advanced_security.disabled",
+    }
+)
+"""GitHub audit actions that switch a security control off (two-factor or SSO required, branch protection, secret
+scanning): sensitive, as stopping a trail is in AWS."""
 
 
 def _domain_of(address: str) -> str:
@@ -431,8 +464,16 @@ class Extractor:
             features.append(("download", 1.0))
             if raw.get("repo"):
                 seen.append(("resource", f"github:{raw['repo']}"))
-        elif action in ("repo.access", "org.add_member", "team.add_member") or action.endswith(".promote"):
+        elif action in GITHUB_GRANTS or action.endswith(".promote"):
             features.append(("privilege_grant", 1.0))
+            if raw.get("user") and str(raw["user"]).lower() == str(raw["actor"]).lower():
+                features.append(("self_grant", 1.0))
+        elif action in GITHUB_TRANSFERS or (  # a visibility change, unless it is to private or internal
+            action == "repo.access" and str(raw.get("visibility") or "public").lower() == "public"
+        ):
+            features.append(("external_share", 1.0))
+        elif action in GITHUB_EVASION:
+            features.append(("sensitive_api", 1.0))
         elif action in ("repo.destroy", "repo.archived"):
             features.append(("delete", 1.0))
         return Observation(str(raw["actor"]), features, seen)
