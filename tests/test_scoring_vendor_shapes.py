@@ -1,6 +1,7 @@
-"""Real vendor record shapes (Panther's rule tests, `p_*` keys stripped) through behaviour scoring's feature
-extraction: Entra ID as diagnostic settings export it and Google Workspace activities one event a record are read
-for their person, with what each vendor's own fields say happened."""
+"""Real vendor record shapes (Panther's rule tests, `p_*` keys stripped; where the data has none, a record of the
+vendor's documented shape) through behaviour scoring's feature extraction: Entra ID as diagnostic settings export it,
+Google Workspace activities one event a record, GitHub audit actions and Okta's second factors are read for their
+person, with what each vendor's own fields say happened."""
 
 from __future__ import annotations
 
@@ -141,3 +142,23 @@ def test_github_audit_actions_are_read_for_what_they_do(action: str, feature: st
 def test_a_github_repository_made_private_is_no_share() -> None:
     record = {"action": "repo.access", "actor": "cat", "repo": "my-org/my-repo", "visibility": "private"}
     assert names(observed(record)) == set()
+
+
+@pytest.mark.parametrize(
+    ("event_type", "result", "failed"),
+    [
+        ("user.mfa.okta_verify.deny_push", "SUCCESS", True),  # Classic: the denial is the event
+        ("user.mfa.okta_verify.deny_push", "FAILURE", True),
+        ("user.authentication.auth_via_mfa", "FAILURE", True),  # Identity Engine: a denied or wrong factor
+        ("user.authentication.auth_via_mfa", "SUCCESS", False),
+        ("system.push.send_factor_verify_push", "SUCCESS", False),  # a push sent is no failure
+    ],
+)
+def test_an_okta_second_factor_fails_as_each_engine_logs_it(event_type: str, result: str, failed: bool) -> None:
+    record = {
+        "eventType": event_type,
+        "published": "2024-03-04T09:00:00.000Z",
+        "actor": {"alternateId": "ann@corp.example", "type": "User"},
+        "outcome": {"result": result, "reason": "INVALID_CREDENTIALS" if result == "FAILURE" else None},
+    }
+    assert names(observed(record)) == ({"mfa_failed"} if failed else set())

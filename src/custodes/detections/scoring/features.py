@@ -65,9 +65,9 @@ CT_SENSITIVE = frozenset(
     }
 )
 CT_DELETE = frozenset({"DeleteObject", "DeleteObjects", "DeleteBucket", "DeleteDBInstance", "DeleteSnapshot"})
-OKTA_MFA_FAIL = frozenset(
-    {"user.authentication.auth_via_mfa", "system.push.send_factor_verify_push", "user.mfa.okta_verify.deny_push"}
-)
+OKTA_PUSH_DENIED = "user.mfa.okta_verify.deny_push"
+"""Okta Classic's event of a user rejecting an Okta Verify push (Identity Engine logs `auth_via_mfa` failed)."""
+OKTA_MFA_FAIL = frozenset({"user.authentication.auth_via_mfa", "system.push.send_factor_verify_push", OKTA_PUSH_DENIED})
 OKTA_FACTOR = frozenset(
     {
         "user.mfa.factor.activate",
@@ -307,7 +307,7 @@ class Extractor:
                 if asn:
                     seen.append(("asn", str(asn)))
         elif kind in OKTA_MFA_FAIL:
-            if failed:
+            if failed or kind == OKTA_PUSH_DENIED:  # a denial is its own event, whatever its outcome says
                 features.append(("mfa_failed", 1.0))
         elif kind in OKTA_FACTOR:
             features.append(("factor_change", 1.0))
