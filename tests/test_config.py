@@ -255,3 +255,12 @@ def test_a_domain_list_entry_is_a_domain(tmp_path: Path, entry: str, message: st
     assert load_settings(
         write(tmp_path, "scoring:\n  job_domains: [Example.COM/Jobs]\n"), environ={}
     ).scoring.job_domains == ["example.com/jobs"]
+
+
+def test_a_service_pattern_that_is_no_regular_expression_is_refused_where_it_is(tmp_path: Path) -> None:
+    """Once `error: error: missing ), unterminated subpattern at position 0` when scoring started, without where."""
+    path = write(tmp_path, "scoring:\n  identities:\n    service_patterns: ['^svc-', '(']\n")
+    with pytest.raises(
+        ConfigError, match=re.escape("3:33 (scoring.identities.service_patterns.1): '(' is not a regular")
+    ):
+        load_settings(path, environ={})

@@ -9,6 +9,7 @@ scalars, so ``true`` and ``8080`` keep their types); ``CUSTODES_DATABASE_URL`` i
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from difflib import get_close_matches
@@ -595,6 +596,18 @@ class ConnectorSettings(Section):
     options: dict[str, Any] = Field(default_factory=dict, description="kind-specific settings")
 
 
+def _pattern(text: str) -> str:
+    """A regular expression that compiles (matched case-insensitively)."""
+    try:
+        re.compile(text, re.IGNORECASE)
+    except (re.error, OverflowError, RecursionError) as exc:
+        raise ValueError(f"{text!r} is not a regular expression: {exc}") from None
+    return text
+
+
+Pattern = Annotated[str, AfterValidator(_pattern)]
+
+
 class IdentitySettings(Section):
     """How actor names from every source resolve to one entity per person (behaviour scoring)."""
 
@@ -604,7 +617,7 @@ class IdentitySettings(Section):
     domains: dict[str, str] = Field(
         default_factory=dict, description="e-mail domain -> canonical domain, e.g. corp.onmicrosoft.com -> corp.com"
     )
-    service_patterns: list[str] = Field(
+    service_patterns: list[Pattern] = Field(
         default_factory=lambda: [r"^svc[-_.]", r"[-_.]svc$", r"\[bot\]$", r"^system$", r"^i-[0-9a-f]{8,}$"],
         description="regular expressions: matching actors are service accounts",
     )
