@@ -13,6 +13,7 @@ import pytest
 from conftest import SHARED
 from custodes.config import ScoringSettings
 from custodes.detections.scoring.features import Extractor, Observation, record_time
+from custodes.detections.scoring.identity import PERSON, SERVICE, IdentityResolver
 
 DATASETS = SHARED / "datasets" / "panther-rule-tests"
 EXTRACTOR = Extractor(ScoringSettings(), ["panther.com", "example.io", "acme.com", "example.com"])
@@ -162,3 +163,122 @@ def test_an_okta_second_factor_fails_as_each_engine_logs_it(event_type: str, res
         "outcome": {"result": result, "reason": "INVALID_CREDENTIALS" if result == "FAILURE" else None},
     }
     assert names(observed(record)) == ({"mfa_failed"} if failed else set())
+
+
+def winlogbeat_logon(user: str, host: str, logon_type: str, type_name: str | None) -> dict[str, Any]:
+    """A Windows 4624 logon as Winlogbeat and Elastic Agent ship it."""
+    winlog: dict[str, Any] = {"event_id": "4624", "event_data": {"LogonType": logon_type, "TargetUserName": user}}
+    if type_name is not None:
+        winlog["logon"] = {"type": type_name, "id": "0x8dcdc"}
+    return {
+        "@timestamp": "2024-03-04T09:00:00.000Z",
+        "event": {"code": "4624", "category": ["authentication"], "type": ["start"], "action": "logged-in"},
+        "winlog": winlog,
+        "user": {"name": user, "domain": "CORP"},
+        "host": {"name": host},
+    }
+
+
+@pytest.mark.parametrize(
+    ("logon_type", "type_name", "at_the_machine"),
+    [
+        ("2", "Interactive", True),
+        ("10", "RemoteInteractive", True),  # remote desktop: someone is using the machine
+        ("7", "Unlock", True),
+        ("3", "Network", False),  # a file share or a remote call
+        ("3", None, False),  # the number alone
+        ("5", "Service", False),
+        ("4", "Batch", False),
+    ],
+)
+def test_a_windows_logon_puts_a_person_at_a_machine_only_when_someone_sat_at_it(
+    logon_type: str, type_name: str | None, at_the_machine: bool
+) -> None:
+    """Once every network logon to a file server was a logon to a machine the person never used."""
+    obs = observed(winlogbeat_logon("jdoe", "FS01", logon_type, type_name))
+    assert obs.actor == "jdoe" and (obs.host == "FS01") == at_the_machine
+    assert (("host", "FS01") in obs.seen) == at_the_machine
+
+
+def test_windows_computer_and_built_in_accounts_are_services_not_people() -> None:
+    resolver = IdentityResolver([], ScoringSettings().identities)
+    for name in ("CORP\\WS-0142$", "NT AUTHORITY\\SYSTEM", "NT AUTHORITY\\ANONYMOUS LOGON", "Window Manager\\DWM-3"):
+        assert resolver.resolve(name)[1] == SERVICE, name
+    assert resolver.resolve("CORP\\jdoe")[1] == PERSON
+
+
+def unified_audit(operation: str, workload: str, **fields: Any) -> dict[str, Any]:
+    """A Microsoft 365 unified audit record (Office 365 Management Activity API common schema)."""
+    return {
+        "CreationTime": "2024-03-04T09:00:00",
+        "Id": "5b2c8e8e-1f2a-4a57-9a1e-9d1b1c7f0a11",
+        "Operation": operation,
+        "OrganizationId": "0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0",
+        "RecordType": 6,
+        "UserKey": "i:0h.f|membership|10032000a1b2c3d4@live.com",
+        "UserType": 0,
+        "Version": 1,
+        "Workload": workload,
+        "ClientIP": "203.0.113.7",
+        "UserId": "jane@corp.example",
+        **fields,
+    }
+
+
+DOC = "https://corp.sharepoint.com/sites/finance/Shared Documents/plan.xlsx"
+
+
+@pytest.mark.parametrize(
+    ("record", "feature"),
+    [
+        (unified_audit("FileDownloaded", "SharePoint", ObjectId=DOC), "download"),
+        (unified_audit("FileSyncDownloadedFull", "OneDrive", ObjectId=DOC), "download"),
+        (unified_audit("FileAccessed", "SharePoint", ObjectId=DOC), "file_access"),
+        (unified_audit("FileRecycled", "OneDrive", ObjectId=DOC), "delete"),
+        (unified_audit("AnonymousLinkCreated", "OneDrive", ObjectId=DOC), "external_share"),
+        (
+            unified_audit(
+                "SharingInvitationCreated",
+                "SharePoint",
+                ObjectId=DOC,
+                TargetUserOrGroupType="Guest",
+                TargetUserOrGroupName="me_gmail.com#ext#@corp.onmicrosoft.com",
+            ),
+            "external_share",
+        ),
+        (
+            unified_audit(
+                "New-InboxRule",
+                "Exchange",
+                RecordType=1,
+                Parameters=[{"Name": "Name", "Value": "sync"}, {"Name": "ForwardTo", "Value": "me@gmail.com"}],
+            ),
+            "mail_forwarding",
+        ),
+        (
+            unified_audit(
+                "Set-Mailbox",
+                "Exchange",
+                RecordType=1,
+                Parameters=[{"Name": "ForwardingSmtpAddress", "Value": "smtp:me@gmail.com"}],
+            ),
+            "mail_forwarding",
+        ),
+        (unified_audit("Add member to role.", "AzureActiveDirectory", RecordType=8), "privilege_grant"),
+    ],
+)
+def test_microsoft_365_unified_audit_records_are_read_for_their_person(record: dict[str, Any], feature: str) -> None:
+    obs = observed(record)
+    assert obs.actor == "jane@corp.example" and names(obs) == {feature}
+    assert record_time(record) is not None
+    if feature in ("download", "file_access"):
+        assert obs.seen == [("resource", f"m365:{DOC}")]
+
+
+def test_microsoft_365_records_that_move_nothing_out_count_nothing() -> None:
+    internal = unified_audit("SharingSet", "SharePoint", ObjectId=DOC, TargetUserOrGroupType="Member")
+    rule = unified_audit("New-InboxRule", "Exchange", Parameters=[{"Name": "MoveToFolder", "Value": "Archive"}])
+    cleared = unified_audit("Set-Mailbox", "Exchange", Parameters=[{"Name": "ForwardingSmtpAddress", "Value": "$null"}])
+    for record in (internal, rule, cleared):
+        assert names(observed(record)) == set(), record
+    assert EXTRACTOR.extract(unified_audit("FileDownloaded", "SharePoint", UserType=5, UserId="app@sharepoint")) is None

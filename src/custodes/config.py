@@ -618,8 +618,18 @@ class IdentitySettings(Section):
         default_factory=dict, description="e-mail domain -> canonical domain, e.g. corp.onmicrosoft.com -> corp.com"
     )
     service_patterns: list[Pattern] = Field(
-        default_factory=lambda: [r"^svc[-_.]", r"[-_.]svc$", r"\[bot\]$", r"^system$", r"^i-[0-9a-f]{8,}$"],
-        description="regular expressions: matching actors are service accounts",
+        default_factory=lambda: [
+            r"^svc[-_.]",
+            r"[-_.]svc$",
+            r"\[bot\]$",
+            r"^system$",
+            r"^i-[0-9a-f]{8,}$",
+            r"\$$",
+            r"^(anonymous logon|local service|network service)$",
+            r"^(dwm|umfd)-\d+$",
+        ],
+        description="regular expressions: matching actors are service accounts (Windows computer accounts `HOST$` and "
+        "built-in logon accounts among them)",
     )
 
 

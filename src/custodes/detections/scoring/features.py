@@ -1,7 +1,8 @@
 """Reading behaviour features out of vendor-native records and ECS documents.
 
-Each record is recognised by its shape (Okta System Log, Entra sign-in and directory audit, CloudTrail, Google
-Workspace reports, GitHub audit log, Teleport, and ECS documents as pulled from Elasticsearch), so the source name a
+Each record is recognised by its shape (Okta System Log, Entra sign-in and directory audit as Graph returns them or
+as diagnostic settings export them, CloudTrail, Google Workspace reports, GitHub audit log, the Microsoft 365 unified
+audit log, Teleport, and ECS documents as pulled from Elasticsearch, Windows logons among them), so the source name a
 deployment gives it does not matter. `Extractor.extract` returns who acted, the feature increments, the values to
 check against first-seen memory, and the machine involved.
 """
@@ -111,6 +112,32 @@ GWS_PRIVILEGE = frozenset({"ASSIGN_ROLE", "GRANT_ADMIN_PRIVILEGE", "GRANT_DELEGA
 GWS_TAKEOUT = frozenset({"CUSTOMER_TAKEOUT_CREATED", "CUSTOMER_TAKEOUT_SUCCEEDED"})
 """Google Admin events of an export of the whole organisation's data."""
 ARCHIVE_EXTENSIONS = frozenset({"zip", "7z", "rar", "tar", "gz", "tgz"})
+M365_NOT_A_PERSON = 4
+"""Unified audit `UserType` from which the actor is no person: 4 system, 5 application, 6 service principal, 7-8
+policies (0 regular, 2 admin and 3 datacenter operator are people)."""
+M365_DOWNLOADS = frozenset({"FileDownloaded", "FileSyncDownloadedFull", "FileSyncDownloadedPartial"})
+M365_READS = frozenset({"FileAccessed", "FilePreviewed"})
+M365_DELETES = frozenset(
+    {
+        "FileDeleted",
+        "FileRecycled",
+        "FileDeletedFirstStageRecycleBin",
+        "FileDeletedSecondStageRecycleBin",
+        "FolderDeleted",
+        "FolderRecycled",
+    }
+)
+M365_SHARES = frozenset({"SharingInvitationCreated", "SharingSet", "AddedToSecureLink", "AccessInvitationCreated"})
+"""SharePoint and OneDrive sharing operations: external when the target is a guest or partner (an anonymous link
+always is)."""
+M365_FORWARDING = frozenset({"New-InboxRule", "Set-InboxRule", "Set-Mailbox"})
+M365_FORWARD_TO = frozenset(
+    {"ForwardTo", "ForwardAsAttachmentTo", "RedirectTo", "ForwardingSmtpAddress", "ForwardingAddress"}
+)
+"""Exchange parameters that send a mailbox's mail elsewhere (an inbox rule's, or the mailbox's own forwarding)."""
+REMOTE_LOGONS = frozenset({"network", "batch", "service", "networkcleartext", "3", "4", "5", "8"})
+"""Windows logon types that put no one at the machine: a network logon (a file share, a remote call), a batch job,
+a service, a clear-text network logon. An interactive, unlock, remote desktop or cached logon is someone there."""
 GITHUB_DOWNLOADS = frozenset({"git.clone", "repo.download_zip", "git.fetch"})
 GITHUB_GRANTS = frozenset(
     {
@@ -200,6 +227,28 @@ def _parameters(listed: Any) -> dict[Any, Any]:
     return found
 
 
+def _logon_type(raw: dict[str, Any]) -> str:
+    """A Windows logon's type as Winlogbeat or Elastic Agent give it (`winlog.logon.type`, else the event's
+    `LogonType` number), lower case without spaces; empty when the record has none."""
+    winlog = raw.get("winlog")
+    if not isinstance(winlog, dict):
+        return ""
+    logon, data = winlog.get("logon"), winlog.get("event_data")
+    kind = logon.get("type") if isinstance(logon, dict) else None
+    if kind is None and isinstance(data, dict):
+        kind = data.get("LogonType")
+    return str(kind or "").replace(" ", "").lower()
+
+
+def _m365_parameters(raw: dict[str, Any]) -> set[str]:
+    """The names of an Exchange cmdlet's parameters that were given a value (`Parameters`: name and value pairs)."""
+    return {
+        str(p.get("Name"))
+        for p in _list(raw.get("Parameters"))
+        if isinstance(p, dict) and p.get("Value") not in (None, "", "$null", "False")
+    }
+
+
 def _entra_code(status: Any, result: Any) -> int:
     """An Entra sign-in's error code: `status.errorCode`, else a diagnostic record's `resultType` (a code, or
     `Success` / `Failure`; a failure without its code is -1)."""
@@ -232,6 +281,7 @@ def record_time(raw: dict[str, Any]) -> datetime | None:
         ident.get("time") if isinstance(ident, dict) else None,
         raw.get("created_at"),
         raw.get("time"),
+        raw.get("CreationTime"),
     ):
         if value is not None:
             try:
@@ -272,6 +322,8 @@ class Extractor:
             return self.teleport(raw, event)
         if isinstance(raw.get("action"), str) and isinstance(raw.get("actor"), str):
             return self.github(raw)
+        if "Operation" in raw and "Workload" in raw:
+            return self.m365(raw)
         body = raw.get("properties")
         if isinstance(body, dict) and "category" in raw:  # Entra ID as diagnostic settings export it (Event Hub)
             if "userPrincipalName" in body and str(raw["category"]).endswith("SignInLogs"):
@@ -478,6 +530,36 @@ class Extractor:
             features.append(("delete", 1.0))
         return Observation(str(raw["actor"]), features, seen)
 
+    def m365(self, raw: dict[str, Any]) -> Observation | None:
+        """A Microsoft 365 unified audit record (Office 365 Management Activity API): SharePoint and OneDrive file
+        operations and sharing, Exchange mailbox forwarding and permissions, directory role grants. Sign-ins are
+        left to Entra ID's own logs, which carry their detail."""
+        name = raw.get("UserId")
+        if not name or _int(raw.get("UserType")) >= M365_NOT_A_PERSON:
+            return None
+        operation = str(raw["Operation"])
+        features: list[tuple[str, float]] = []
+        seen: list[tuple[str, str]] = []
+        if operation in M365_DOWNLOADS or operation in M365_READS:
+            features.append(("download" if operation in M365_DOWNLOADS else "file_access", 1.0))
+            if raw.get("ObjectId"):
+                seen.append(("resource", f"m365:{raw['ObjectId']}"))
+        elif operation in M365_DELETES:
+            features.append(("delete", 1.0))
+        elif operation == "AnonymousLinkCreated" or (
+            operation in M365_SHARES
+            and (
+                str(raw.get("TargetUserOrGroupType")) in ("Guest", "Partner")
+                or "#ext#" in str(raw.get("TargetUserOrGroupName")).lower()
+            )
+        ):
+            features.append(("external_share", 1.0))
+        elif operation in M365_FORWARDING and _m365_parameters(raw) & M365_FORWARD_TO:
+            features.append(("mail_forwarding", 1.0))
+        elif operation == "Add-MailboxPermission" or operation.rstrip(".") in ENTRA_PRIVILEGE:
+            features.append(("privilege_grant", 1.0))
+        return Observation(str(name), features, seen)
+
     def teleport(self, raw: dict[str, Any], event: str) -> Observation:
         features = [("pam_session", 1.0)] if event == "session.start" else []
         host = raw.get("server_hostname")
@@ -504,6 +586,8 @@ class Extractor:
                 features.append(("pam_session", 1.0))
             elif str(event.get("outcome")) == "failure":
                 features.append(("signin_failed", 1.0))
+            elif _logon_type(raw) in REMOTE_LOGONS:
+                host = None  # a share, a service or a scheduled task reached the machine: nobody sat at it
             elif host:
                 seen.append(("host", str(host)))
         elif "usb" in action or "device" in action or "removable" in action or isinstance(raw.get("device"), dict):
