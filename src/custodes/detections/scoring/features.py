@@ -227,10 +227,9 @@ def _parameters(listed: Any) -> dict[Any, Any]:
     return found
 
 
-def _logon_type(raw: dict[str, Any]) -> str:
+def _logon_type(winlog: Any) -> str:
     """A Windows logon's type as Winlogbeat or Elastic Agent give it (`winlog.logon.type`, else the event's
     `LogonType` number), lower case without spaces; empty when the record has none."""
-    winlog = raw.get("winlog")
     if not isinstance(winlog, dict):
         return ""
     logon, data = winlog.get("logon"), winlog.get("event_data")
@@ -586,7 +585,7 @@ class Extractor:
                 features.append(("pam_session", 1.0))
             elif str(event.get("outcome")) == "failure":
                 features.append(("signin_failed", 1.0))
-            elif _logon_type(raw) in REMOTE_LOGONS:
+            elif "winlog" in raw and _logon_type(raw["winlog"]) in REMOTE_LOGONS:
                 host = None  # a share, a service or a scheduled task reached the machine: nobody sat at it
             elif host:
                 seen.append(("host", str(host)))
