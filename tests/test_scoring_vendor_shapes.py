@@ -282,3 +282,52 @@ def test_microsoft_365_records_that_move_nothing_out_count_nothing() -> None:
     for record in (internal, rule, cleared):
         assert names(observed(record)) == set(), record
     assert EXTRACTOR.extract(unified_audit("FileDownloaded", "SharePoint", UserType=5, UserId="app@sharepoint")) is None
+
+
+def elastic_signin(action: str, outcome: str, **fields: Any) -> dict[str, Any]:
+    """An identity provider's sign-in as Elastic's integrations store it in ECS (pulled from Elasticsearch)."""
+    return {
+        "@timestamp": "2024-03-04T09:00:00.000Z",
+        "event": {"category": ["authentication"], "type": ["start"], "action": action, "outcome": outcome},
+        "user": {"name": "ann@corp.example"},
+        "source": {"ip": "198.51.100.4", "geo": {"country_iso_code": "PT"}, "as": {"number": 3243}},
+        "user_agent": {"original": "Mozilla/5.0 (Windows NT 10.0; Win64; x64)"},
+        **fields,
+    }
+
+
+def entra_in_ecs(outcome: str, code: int) -> dict[str, Any]:
+    status = {"error_code": code}
+    azure = {"signinlogs": {"result_type": str(code), "properties": {"status": status}}}
+    return elastic_signin("Sign-in activity", outcome, azure=azure)
+
+
+@pytest.mark.parametrize(
+    ("record", "features"),
+    [
+        (elastic_signin("user.session.start", "success"), {"signin"}),
+        (elastic_signin("user.session.start", "failure"), {"signin_failed"}),
+        (elastic_signin("user.mfa.okta_verify.deny_push", "success"), {"mfa_failed"}),  # Classic's denial
+        (elastic_signin("user.authentication.auth_via_mfa", "failure"), {"mfa_failed"}),
+        (elastic_signin("user.authentication.auth_via_mfa", "success"), set()),  # a factor passed: no sign-in
+        (elastic_signin("user.authentication.sso", "success"), set()),  # a hop to an application
+        (elastic_signin("user.session.end", "success", event={"category": ["authentication"], "type": ["end"]}), set()),
+        (entra_in_ecs("success", 0), {"signin"}),
+        (entra_in_ecs("failure", 50074), set()),  # MFA required: an interrupt
+        (entra_in_ecs("failure", 500121), {"mfa_failed"}),
+        (entra_in_ecs("failure", 50126), {"signin_failed"}),
+    ],
+)
+def test_identity_provider_sign_ins_stored_as_ecs_are_sign_ins(record: dict[str, Any], features: set[str]) -> None:
+    """Once a SIEM's ECS copy of an Okta or Entra sign-in (no machine) counted nothing but its failures, all as
+    failed sign-ins."""
+    obs = observed(record)
+    assert obs.actor == "ann@corp.example" and names(obs) == features
+    if features == {"signin"}:
+        assert {kind for kind, _ in obs.seen} == {"device", "country", "asn"}
+
+
+def test_a_logon_at_a_machine_stays_a_logon_there_not_a_sign_in() -> None:
+    record = elastic_signin("logged-in", "success", host={"name": "WS-0142"})
+    obs = observed(record)
+    assert names(obs) == set() and obs.host == "WS-0142" and ("host", "WS-0142") in obs.seen

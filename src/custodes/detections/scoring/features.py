@@ -135,6 +135,22 @@ M365_FORWARD_TO = frozenset(
     {"ForwardTo", "ForwardAsAttachmentTo", "RedirectTo", "ForwardingSmtpAddress", "ForwardingAddress"}
 )
 """Exchange parameters that send a mailbox's mail elsewhere (an inbox rule's, or the mailbox's own forwarding)."""
+ECS_SIGNIN = ("login", "logon", "logged-in", "sign-in", "signin", "session.start", "session_start")
+ECS_NOT_SIGNIN = (
+    "logoff",
+    "logout",
+    "logged-off",
+    "log-off",
+    "signout",
+    "sign-out",
+    "session.end",
+    "mfa",
+    "push",
+    "challenge",
+    "sso",
+)
+"""Words of an ECS authentication action that make it a sign-in, or not one (a sign-out, an MFA step or challenge,
+an SSO hop to an application: Okta's `user.authentication.sso`)."""
 REMOTE_LOGONS = frozenset({"network", "batch", "service", "networkcleartext", "3", "4", "5", "8"})
 """Windows logon types that put no one at the machine: a network logon (a file share, a remote call), a batch job,
 a service, a clear-text network logon. An interactive, unlock, remote desktop or cached logon is someone there."""
@@ -225,6 +241,51 @@ def _parameters(listed: Any) -> dict[Any, Any]:
                 (param[k] for k in ("value", "boolValue", "intValue", "multiValue") if k in param), None
             )
     return found
+
+
+def _ecs_failure(raw: dict[str, Any], action: str) -> str | None:
+    """What a failed authentication in ECS is: a failed second factor (an MFA action, or an Entra MFA code as
+    Elastic's integration keeps it), nothing for an Entra interrupt, else a failed sign-in."""
+    azure = raw.get("azure")
+    signin = azure.get("signinlogs") if isinstance(azure, dict) else None
+    if isinstance(signin, dict):
+        properties = signin.get("properties")
+        status = properties.get("status") if isinstance(properties, dict) else None
+        code = _entra_code({"errorCode": status.get("error_code")} if isinstance(status, dict) else None, None)
+        if code == 0:
+            code = _entra_code(None, signin.get("result_type") or "-1")
+        if code in ENTRA_INTERRUPTS:
+            return None
+        if code in ENTRA_MFA_ERRORS:
+            return "mfa_failed"
+    if action in OKTA_MFA_FAIL or "mfa" in action:
+        return "mfa_failed"
+    return "signin_failed"
+
+
+def _ecs_signs_in(event: dict[str, Any], action: str) -> bool:
+    """Whether a successful ECS authentication record is a sign-in (not a sign-out, an MFA step or an SSO hop)."""
+    types = _list(event.get("type"))
+    if "end" in types or any(word in action for word in ECS_NOT_SIGNIN):
+        return False
+    return "start" in types or any(word in action for word in ECS_SIGNIN)
+
+
+def _ecs_client(raw: dict[str, Any]) -> list[tuple[str, str]]:
+    """The device (user agent), country and network (ASN) an ECS sign-in came from, to check against first-seen
+    memory."""
+    seen: list[tuple[str, str]] = []
+    agent = raw.get("user_agent")
+    if isinstance(agent, dict) and agent.get("original"):
+        seen.append(("device", str(agent["original"])))
+    source = raw.get("source")
+    if isinstance(source, dict):
+        geo, asn = source.get("geo"), source.get("as")
+        if isinstance(geo, dict) and geo.get("country_iso_code"):
+            seen.append(("country", str(geo["country_iso_code"])))
+        if isinstance(asn, dict) and asn.get("number"):
+            seen.append(("asn", str(asn["number"])))
+    return seen
 
 
 def _logon_type(winlog: Any) -> str:
@@ -583,12 +644,17 @@ class Extractor:
         elif "authentication" in categories or "session" in categories:
             if "session" in categories and ("privileged" in action or "pam" in action):
                 features.append(("pam_session", 1.0))
-            elif str(event.get("outcome")) == "failure":
-                features.append(("signin_failed", 1.0))
+            elif str(event.get("outcome")) == "failure" or action == OKTA_PUSH_DENIED:
+                failure = _ecs_failure(raw, action)
+                if failure is not None:
+                    features.append((failure, 1.0))
             elif "winlog" in raw and _logon_type(raw["winlog"]) in REMOTE_LOGONS:
                 host = None  # a share, a service or a scheduled task reached the machine: nobody sat at it
             elif host:
                 seen.append(("host", str(host)))
+            elif _ecs_signs_in(event, action):  # no machine: a sign-in to a service, as a SIEM stores an IdP's log
+                features.append(("signin", 1.0))
+                seen += _ecs_client(raw)
         elif "usb" in action or "device" in action or "removable" in action or isinstance(raw.get("device"), dict):
             file = raw.get("file") or {}
             if "disconnect" in action or "removed" in action or "eject" in action:
