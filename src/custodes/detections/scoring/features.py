@@ -229,7 +229,7 @@ def _workspace_events(raw: dict[str, Any]) -> Iterator[tuple[Any, dict[Any, Any]
 
 def _strings(value: Any) -> set[str]:
     """A parameter's values as text: one, or each of a list."""
-    return {str(v) for v in value} if isinstance(value, list) else {str(value)} if value is not None else set()
+    return {str(v) for v in _list(value)}
 
 
 def _parameters(listed: Any) -> dict[Any, Any]:
@@ -251,9 +251,8 @@ def _ecs_failure(raw: dict[str, Any], action: str) -> str | None:
     if isinstance(signin, dict):
         properties = signin.get("properties")
         status = properties.get("status") if isinstance(properties, dict) else None
-        code = _entra_code({"errorCode": status.get("error_code")} if isinstance(status, dict) else None, None)
-        if code == 0:
-            code = _entra_code(None, signin.get("result_type") or "-1")
+        error = status.get("error_code") if isinstance(status, dict) else None
+        code = _entra_code({"errorCode": error}, signin.get("result_type"))
         if code in ENTRA_INTERRUPTS:
             return None
         if code in ENTRA_MFA_ERRORS:
