@@ -5,6 +5,9 @@ person, with what each vendor's own fields say happened."""
 
 from __future__ import annotations
 
+import random
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -12,6 +15,7 @@ import pytest
 
 from conftest import SHARED
 from custodes.config import ScoringSettings
+from custodes.detections.scoring.evaluate import LabelRow, evaluate
 from custodes.detections.scoring.features import Extractor, Observation, record_time
 from custodes.detections.scoring.identity import PERSON, SERVICE, IdentityResolver
 
@@ -331,3 +335,31 @@ def test_a_logon_at_a_machine_stays_a_logon_there_not_a_sign_in() -> None:
     record = elastic_signin("logged-in", "success", host={"name": "WS-0142"})
     obs = observed(record)
     assert names(obs) == set() and obs.host == "WS-0142" and ("host", "WS-0142") in obs.seen
+
+
+def test_a_mass_download_seen_only_in_the_microsoft_365_audit_log_is_ranked_first(tmp_path: Path) -> None:
+    """The whole route on a vendor shape the simulator does not write: unified audit records in a file, scored by
+    `eval scoring`'s evaluation against a label."""
+    rng = random.Random(3)
+    people = [f"user{n}@corp.example" for n in range(30)]
+    start = datetime(2024, 3, 4, tzinfo=UTC)
+    records = []
+    for day in range(20):
+        for person in people:
+            for _ in range(rng.randint(1, 4)):
+                at = (start + timedelta(days=day, hours=rng.uniform(9, 17))).isoformat()
+                doc = f"https://corp.sharepoint.com/sites/team/doc{rng.randint(0, 40)}.docx"
+                records.append(
+                    unified_audit("FileAccessed", "SharePoint", ObjectId=doc, UserId=person, CreationTime=at)
+                )
+    thief, theft = people[11], start + timedelta(days=19, hours=20)
+    for n in range(300):
+        doc = f"https://corp.sharepoint.com/sites/finance/Shared Documents/ledger-{n}.xlsx"
+        at = (theft + timedelta(seconds=5 * n)).isoformat()
+        records.append(unified_audit("FileDownloaded", "SharePoint", ObjectId=doc, UserId=thief, CreationTime=at))
+    records.sort(key=lambda r: r["CreationTime"])
+    path = tmp_path / "audit.ndjson"
+    path.write_bytes(b"\n".join(orjson.dumps(r) for r in records))
+    label = LabelRow("incident-1", "departure_mass_download", thief, "insider", theft, theft + timedelta(hours=1))
+    result = evaluate([path], [label], ScoringSettings(pseudonymise=False, warmup_days=5))
+    assert result.caught == 1 and result.incidents[0].best_rank == 1
