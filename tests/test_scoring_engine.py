@@ -272,6 +272,8 @@ def test_an_entra_sign_in_is_a_success_a_failure_or_an_interrupt_by_its_code(
     }
     obs = Extractor(ScoringSettings()).extract(signin)
     assert obs is not None and obs.actor == "jane@corp.example" and obs.features == features
+    refreshed = {**signin, "isInteractive": False, "signInEventTypes": ["nonInteractiveUser"]}
+    assert Extractor(ScoringSettings()).extract(refreshed) is None, "a token refreshed is no act of the person's"
 
 
 def test_a_first_time_usb_and_cloud_exfiltration_ranks_first_and_is_explained() -> None:

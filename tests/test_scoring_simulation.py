@@ -315,8 +315,8 @@ def test_eval_says_how_many_records_of_each_file_it_could_not_score_and_why(org:
     assert result.warnings == [
         f"{mixed}: 5 records were not scored: 3 not a JSON object, 1 without a time, 1 with a time outside the "
         f"accepted window (custodes.timewindow) (the first: {mixed}:51:5122: invalid JSON (depth limit exceeded))",
-        "endpoint.ndjson: 2 records named no actor the scoring engine reads (or are of a shape it does not know) "
-        "and were not scored",
+        "endpoint.ndjson: 2 records named no actor the scoring engine reads, are of a shape it does not know, or are "
+        "no act of a person's own (an Entra non-interactive sign-in) and were not scored",
         "endpoint.ndjson: 1 records were failed sign-ins by names the directory does not hold (password spraying, "
         "typos) and were not scored: each name would have been an entity of its own",
     ]

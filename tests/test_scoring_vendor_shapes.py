@@ -47,7 +47,10 @@ def test_entra_sign_ins_from_diagnostic_settings_are_their_users_successes_and_f
         if str(r.get("category")).endswith("SignInLogs") and "userPrincipalName" in r.get("properties", {})
     ]
     assert len(signins) >= 15
-    for record in signins:
+    interactive = [r for r in signins if r["category"] != "NonInteractiveUserSignInLogs"]
+    assert len(interactive) < len(signins), "both kinds are in the data"
+    assert all(EXTRACTOR.extract(r) is None for r in signins if r not in interactive), "a token refreshed: no act"
+    for record in interactive:
         obs = observed(record)
         assert obs.actor == record["properties"]["userPrincipalName"] and record_time(record) is not None
         status = record["properties"].get("status") or {}

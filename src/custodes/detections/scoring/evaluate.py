@@ -623,8 +623,8 @@ def evaluate(
         )
     for source, ignored in sorted(engine.unattributed.items()):
         warnings.append(
-            f"{source}: {ignored} records named no actor the scoring engine reads (or are of a shape it does not "
-            "know) and were not scored"
+            f"{source}: {ignored} records named no actor the scoring engine reads, are of a shape it does not "
+            "know, or are no act of a person's own (an Entra non-interactive sign-in) and were not scored"
         )
     for source, failed in sorted(engine.strangers.items()):
         warnings.append(

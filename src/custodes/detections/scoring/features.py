@@ -92,6 +92,10 @@ Every MFA prompt starts with 50074 or 50076, so counting them as failed MFA made
 ENTRA_PRIVILEGE = frozenset(
     {"Add member to role", "Add eligible member to role", "Add app role assignment to user", "Add member to group"}
 )
+ENTRA_NON_INTERACTIVE, ENTRA_NON_INTERACTIVE_LOGS = "nonInteractiveUser", "NonInteractiveUserSignInLogs"
+"""How Graph (`signInEventTypes`) and diagnostic settings (`category`) mark a non-interactive sign-in: a client
+refreshing its token, at any hour from any network the device is on, hundreds a day. Read as the person's activity,
+they made every hour usual (no off-hours activity left to see); they are not scored."""
 ENTRA_PIM_GRANTS = ("Add member to role in PIM completed", "Add eligible member to role in PIM completed")
 """Privileged Identity Management's audit names of a role assigned (`... (permanent)`, `... (timebound)`); a request
 (`... requested`) or a person activating a role they are eligible for is not a grant."""
@@ -386,6 +390,8 @@ class Extractor:
         body = raw.get("properties")
         if isinstance(body, dict) and "category" in raw:  # Entra ID as diagnostic settings export it (Event Hub)
             if "userPrincipalName" in body and str(raw["category"]).endswith("SignInLogs"):
+                if raw["category"] == ENTRA_NON_INTERACTIVE_LOGS:
+                    return None
                 return self.entra_signin(body, raw.get("resultType"))
             if "activityDisplayName" in body:
                 return self.entra_audit(body)
@@ -430,8 +436,11 @@ class Extractor:
                 features.append(("privilege_grant", 1.0))
         return Observation(str(name), features, seen)
 
-    def entra_signin(self, raw: dict[str, Any], result: Any = None) -> Observation:
-        """A sign-in (Graph's shape; `result`: the diagnostic record's `resultType`, read when `status` is not)."""
+    def entra_signin(self, raw: dict[str, Any], result: Any = None) -> Observation | None:
+        """A sign-in (Graph's shape; `result`: the diagnostic record's `resultType`, read when `status` is not);
+        None for a non-interactive one."""
+        if ENTRA_NON_INTERACTIVE in _list(raw.get("signInEventTypes")):
+            return None
         code = _entra_code(raw.get("status"), result)
         features: list[tuple[str, float]] = []
         seen: list[tuple[str, str]] = []
