@@ -334,6 +334,12 @@ def test_identity_provider_sign_ins_stored_as_ecs_are_sign_ins(record: dict[str,
         assert {kind for kind, _ in obs.seen} == {"device", "country", "asn"}
 
 
+def test_a_non_interactive_entra_sign_in_stored_as_ecs_is_not_scored() -> None:
+    record = entra_in_ecs("success", 0)
+    record["azure"]["signinlogs"]["category"] = "NonInteractiveUserSignInLogs"
+    assert EXTRACTOR.extract(record) is None
+
+
 def test_a_logon_at_a_machine_stays_a_logon_there_not_a_sign_in() -> None:
     record = elastic_signin("logged-in", "success", host={"name": "WS-0142"})
     obs = observed(record)

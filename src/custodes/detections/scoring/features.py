@@ -247,6 +247,12 @@ def _parameters(listed: Any) -> dict[Any, Any]:
     return found
 
 
+def _non_interactive(azure: Any) -> bool:
+    """Whether an ECS record's `azure` object (Elastic's integration) holds a non-interactive Entra sign-in."""
+    signin = azure.get("signinlogs") if isinstance(azure, dict) else None
+    return isinstance(signin, dict) and signin.get("category") == ENTRA_NON_INTERACTIVE_LOGS
+
+
 def _ecs_failure(raw: dict[str, Any], action: str) -> str | None:
     """What a failed authentication in ECS is: a failed second factor (an MFA action, or an Entra MFA code as
     Elastic's integration keeps it), nothing for an Entra interrupt, else a failed sign-in."""
@@ -650,6 +656,8 @@ class Extractor:
         elif "web" in categories or isinstance(raw.get("url"), dict):
             self._web(raw, features)
         elif "authentication" in categories or "session" in categories:
+            if "azure" in raw and _non_interactive(raw["azure"]):
+                return None
             if "session" in categories and ("privileged" in action or "pam" in action):
                 features.append(("pam_session", 1.0))
             elif str(event.get("outcome")) == "failure" or action == OKTA_PUSH_DENIED:
