@@ -37,7 +37,6 @@ EFFECTS = ("suppress", "downweight")
 KINDS = ("rule", CAUSE)
 """What feedback is on: a rule id (Sigma, or `scoring.<reason>`), or a behaviour-scoring cause (a feature)."""
 CHUNK = 500
-_RULE_SCOPE = "scope: feedback on a rule is for its person; a peer group or department takes feedback on a cause"
 VERDICTS = ("benign", "expected", "false_positive", "malicious", "negligent", "compromised")
 
 
@@ -63,10 +62,9 @@ async def give(
     group `scope_name`, as `scope_of` names it)."""
     if kind not in KINDS:
         raise CaseError(f"kind: {kind!r} is not one of {', '.join(KINDS)}", field="kind")
-    if scope not in SCOPES:
-        raise CaseError(f"scope: {scope!r} is not one of {', '.join(SCOPES)}", field="scope")
-    if scope != PERSON_SCOPE and (kind != CAUSE or not scope_name):
-        raise CaseError(_RULE_SCOPE, field="scope")
+    _check_scope(kind, scope)
+    if scope != PERSON_SCOPE and not scope_name:
+        raise CaseError("scope: name the peer group or department (scope_of)", field="scope")
     if kind == CAUSE and pattern not in BY_NAME:
         raise CaseError(
             f"cause: {pattern!r} is not a scoring feature (one of {', '.join(sorted(BY_NAME))})",
@@ -139,12 +137,9 @@ def scope_of(resolver: IdentityResolver | None, entity: str, kind: str, scope: s
     alone): their peer group (department/title) or department, as the directory (`resolver`) has them. Only feedback
     on a cause covers a group, and a group of fewer than `MIN_PEERS` people is refused: its feedback would single
     someone out, and peer statistics do not stand on it either."""
+    _check_scope(kind, scope)
     if scope == PERSON_SCOPE:
         return None
-    if scope not in SCOPES:
-        raise CaseError(f"scope: {scope!r} is not one of {', '.join(SCOPES)}", field="scope")
-    if kind != CAUSE:
-        raise CaseError(_RULE_SCOPE, field="scope")
     name = None if resolver is None else groups_of(resolver, entity).get(scope)
     part = "department and title" if scope == PEERS_SCOPE else "department"
     if resolver is None or name is None:
@@ -160,6 +155,17 @@ def scope_of(resolver: IdentityResolver | None, entity: str, kind: str, scope: s
             field="scope",
         )
     return name
+
+
+def _check_scope(kind: str, scope: str) -> None:
+    """Refuse a scope that is none, or a group for feedback on a rule (rule feedback is per person)."""
+    if scope not in SCOPES:
+        raise CaseError(f"scope: {scope!r} is not one of {', '.join(SCOPES)}", field="scope")
+    if scope != PERSON_SCOPE and kind != CAUSE:
+        raise CaseError(
+            "scope: feedback on a rule is for its person; a peer group or department takes feedback on a cause",
+            field="scope",
+        )
 
 
 def groups_of(resolver: IdentityResolver, entity: str) -> dict[str, str]:

@@ -49,14 +49,14 @@ def _okta(record: dict[str, Any], profile: dict[str, Any]) -> dict[str, Any]:
     contractor = str(profile.get("userType", "")).lower() == "contractor"
     return _entry(
         str(profile.get("login") or record["id"]),
-        " ".join(str(profile[k]) for k in ("firstName", "lastName") if profile.get(k)),
-        profile.get("department"),
-        profile.get("title"),
-        profile.get("timezone"),
-        [profile.get(k) for k in ("login", "email", "secondEmail")] + [record["id"]],
-        ["contractor"] if contractor else [],
-        day(profile.get("noticeDate"), "profile.noticeDate"),
-        day(profile.get("terminationDate"), "profile.terminationDate"),
+        display_name=" ".join(str(profile[k]) for k in ("firstName", "lastName") if profile.get(k)),
+        department=profile.get("department"),
+        title=profile.get("title"),
+        names=[profile.get(k) for k in ("login", "email", "secondEmail")] + [record["id"]],
+        watchlists=["contractor"] if contractor else [],
+        timezone=profile.get("timezone"),
+        notice=day(profile.get("noticeDate"), "profile.noticeDate"),
+        departure=day(profile.get("terminationDate"), "profile.terminationDate"),
     )
 
 
@@ -72,14 +72,13 @@ def _graph(record: dict[str, Any]) -> dict[str, Any]:
     mailbox = record.get("mailboxSettings")
     return _entry(
         str(record["userPrincipalName"]),
-        record.get("displayName"),
-        record.get("department"),
-        record.get("jobTitle"),
-        mailbox.get("timeZone") if isinstance(mailbox, dict) else None,
-        [*names, record.get("onPremisesSamAccountName"), record.get("id")],
-        ["contractor"] if contractor else [],
-        None,
-        day(record.get("employeeLeaveDateTime"), "employeeLeaveDateTime"),
+        display_name=record.get("displayName"),
+        department=record.get("department"),
+        title=record.get("jobTitle"),
+        names=[*names, record.get("onPremisesSamAccountName"), record.get("id")],
+        watchlists=["contractor"] if contractor else [],
+        timezone=mailbox.get("timeZone") if isinstance(mailbox, dict) else None,
+        departure=day(record.get("employeeLeaveDateTime"), "employeeLeaveDateTime"),
     )
 
 
@@ -94,14 +93,11 @@ def _google(record: dict[str, Any]) -> dict[str, Any]:
     admin = bool(record.get("isAdmin") or record.get("isDelegatedAdmin"))
     return _entry(
         str(record["primaryEmail"]),
-        name.get("fullName") if isinstance(name, dict) else None,
-        organisation.get("department"),
-        organisation.get("title"),
-        None,
-        [record["primaryEmail"], *aliases, *emails, record.get("id")],
-        ["privileged"] if admin else [],
-        None,
-        None,
+        display_name=name.get("fullName") if isinstance(name, dict) else None,
+        department=organisation.get("department"),
+        title=organisation.get("title"),
+        names=[record["primaryEmail"], *aliases, *emails, record.get("id")],
+        watchlists=["privileged"] if admin else [],
     )
 
 
@@ -121,14 +117,15 @@ def _listed(value: Any) -> list[Any]:
 
 def _entry(
     login: str,
+    *,
     display_name: Any,
     department: Any,
     title: Any,
-    timezone: Any,
     names: Iterable[Any],
     watchlists: list[str],
-    notice: date | None,
-    departure: date | None,
+    timezone: Any = None,
+    notice: date | None = None,
+    departure: date | None = None,
 ) -> dict[str, Any]:
     """A Custodes directory entry: the login (lower case) as its id, the other names given as its aliases."""
     aliases = list(dict.fromkeys(str(name) for name in names if name))
