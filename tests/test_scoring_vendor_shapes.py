@@ -372,3 +372,19 @@ def test_a_mass_download_seen_only_in_the_microsoft_365_audit_log_is_ranked_firs
     label = LabelRow("incident-1", "departure_mass_download", thief, "insider", theft, theft + timedelta(hours=1))
     result = evaluate([path], [label], ScoringSettings(pseudonymise=False, warmup_days=5))
     assert result.caught == 1 and result.incidents[0].best_rank == 1
+
+
+def test_duo_authentications_are_sign_ins_failed_factors_or_policy_denials() -> None:
+    """Once no Duo record was read: a push the user marked as fraud counted for nothing."""
+    found = [r for r in records("duo") if r.get("event_type") == "authentication"]
+    assert len(found) >= 10
+    kinds = set()
+    for record in found:
+        obs = observed(record)
+        result, reason = record["result"], record.get("reason")
+        user_said_no = result == "fraud" or reason in ("user_declined", "user_marked_fraud", "anomalous_push")
+        expected = {"signin"} if result == "success" else {"mfa_failed"} if user_said_no else {"signin_failed"}
+        assert obs.actor == record["user"]["name"] and names(obs) == expected, record
+        kinds |= expected
+    assert kinds == {"signin", "mfa_failed", "signin_failed"}, "each kind is in the data"
+    assert record_time({**found[0], "isotimestamp": "2024-03-04T09:00:00+00:00"}) is not None

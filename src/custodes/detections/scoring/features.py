@@ -2,9 +2,9 @@
 
 Each record is recognised by its shape (Okta System Log, Entra sign-in and directory audit as Graph returns them or
 as diagnostic settings export them, CloudTrail, Google Workspace reports, GitHub audit log, the Microsoft 365 unified
-audit log, Teleport, and ECS documents as pulled from Elasticsearch, Windows logons among them), so the source name a
-deployment gives it does not matter. `Extractor.extract` returns who acted, the feature increments, the values to
-check against first-seen memory, and the machine involved.
+audit log, Duo authentication log, Teleport, and ECS documents as pulled from Elasticsearch, Windows logons among
+them), so the source name a deployment gives it does not matter. `Extractor.extract` returns who acted, the feature
+increments, the values to check against first-seen memory, and the machine involved.
 """
 
 from __future__ import annotations
@@ -155,6 +155,11 @@ ECS_NOT_SIGNIN = (
 )
 """Words of an ECS authentication action that make it a sign-in, or not one (a sign-out, an MFA step or challenge,
 an SSO hop to an application: Okta's `user.authentication.sso`)."""
+DUO_FACTOR_DENIED = frozenset(
+    {"user_declined", "user_marked_fraud", "user_mistake", "no_response", "invalid_passcode", "anomalous_push"}
+)
+"""Duo denial reasons of the second factor itself (the push declined, reported as fraud, left unanswered, a wrong
+passcode, a push Duo found anomalous), not of an access policy."""
 REMOTE_LOGONS = frozenset({"network", "batch", "service", "networkcleartext", "3", "4", "5", "8"})
 """Windows logon types that put no one at the machine: a network logon (a file share, a remote call), a batch job,
 a service, a clear-text network logon. An interactive, unlock, remote desktop or cached logon is someone there."""
@@ -351,6 +356,7 @@ def record_time(raw: dict[str, Any]) -> datetime | None:
         raw.get("created_at"),
         raw.get("time"),
         raw.get("CreationTime"),
+        raw.get("isotimestamp"),
     ):
         if value is not None:
             try:
@@ -393,6 +399,8 @@ class Extractor:
             return self.github(raw)
         if "Operation" in raw and "Workload" in raw:
             return self.m365(raw)
+        if raw.get("event_type") == "authentication" and "factor" in raw and "result" in raw:
+            return self.duo(raw)
         body = raw.get("properties")
         if isinstance(body, dict) and "category" in raw:  # Entra ID as diagnostic settings export it (Event Hub)
             if "userPrincipalName" in body and str(raw["category"]).endswith("SignInLogs"):
@@ -632,6 +640,34 @@ class Extractor:
             features.append(("mail_forwarding", 1.0))
         elif operation == "Add-MailboxPermission" or operation.rstrip(".") in ENTRA_PRIVILEGE:
             features.append(("privilege_grant", 1.0))
+        return Observation(str(name), features, seen)
+
+    def duo(self, raw: dict[str, Any]) -> Observation | None:
+        """A Duo authentication log entry: approved, a sign-in from its access device; denied or marked as fraud by
+        the user (or flagged by Duo as an anomalous push), a failed second factor; denied by an access policy (an
+        untrusted or out-of-date device), a failed sign-in."""
+        user = raw.get("user")
+        name = user.get("name") if isinstance(user, dict) else None
+        if not name:
+            return None
+        result, reason = str(raw["result"]).lower(), str(raw.get("reason") or "").lower()
+        features: list[tuple[str, float]] = []
+        seen: list[tuple[str, str]] = []
+        if result == "success":
+            features.append(("signin", 1.0))
+            device = raw.get("access_device")
+            if isinstance(device, dict):
+                location = device.get("location")
+                country = location.get("country") if isinstance(location, dict) else None
+                if country:
+                    seen.append(("country", str(country)))
+                ident = device.get("hostname") or "/".join(str(device[k]) for k in ("os", "browser") if device.get(k))
+                if ident:
+                    seen.append(("device", str(ident)))
+        elif result == "fraud" or reason in DUO_FACTOR_DENIED:
+            features.append(("mfa_failed", 1.0))
+        elif result in ("denied", "failure"):
+            features.append(("signin_failed", 1.0))
         return Observation(str(name), features, seen)
 
     def teleport(self, raw: dict[str, Any], event: str) -> Observation:
