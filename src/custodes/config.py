@@ -12,7 +12,6 @@ import os
 import re
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
-from difflib import get_close_matches
 from enum import StrEnum
 from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
@@ -643,6 +642,8 @@ def _known(kind: str, names: Iterable[str]) -> Callable[[str], str]:
     def check(name: str) -> str:
         if name in known:
             return name
+        from difflib import get_close_matches  # only a wrong name needs it: not on every start
+
         close = get_close_matches(name, known, n=3)
         hint = f"did you mean {' or '.join(close)}?" if close else f"one of {', '.join(known)}"
         raise ValueError(f"unknown {kind} {name!r}: {hint}")
