@@ -11,9 +11,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from custodes.config import IdentitySettings
+from custodes.config import IdentitySettings, ScoringSettings
 from custodes.detections.scoring.identity import IdentityResolver, load_directory, zone_of
+from custodes.detections.scoring.service import current_resolver
 from custodes.errors import CustodesError
+from custodes.store import Store
 
 GRAPH_PAGE: dict[str, Any] = {
     "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#users",
@@ -156,3 +158,26 @@ def test_a_directory_export_that_is_partial_or_broken_is_refused_saying_why(
 ) -> None:
     with pytest.raises(CustodesError, match=message.replace("(", r"\(").replace(")", r"\)").replace("$", r"\$")):
         load_directory(written(tmp_path, data))
+
+
+async def test_a_process_that_does_not_score_reads_the_directory_again_only_when_it_changes(
+    store: Store, tmp_path: Path
+) -> None:
+    path = written(tmp_path, GRAPH_PAGE)
+    settings = ScoringSettings(directory=path, pseudonym_key_file=str(tmp_path / "pseudonym.key"))
+    first = await current_resolver(settings, store, None)
+    assert await current_resolver(settings, store, None) is first  # unchanged: not read again
+    assert first.resolve("CORP\\jdoe")[1] == "person" and first.person(first.resolve("jdoe")[0]) is not None
+
+    replaced = tmp_path / "people.new"  # an export written beside and moved over the old one
+    replaced.write_text(json.dumps({"value": [*GRAPH_PAGE["value"], {"userPrincipalName": "new.hire@corp.example"}]}))
+    replaced.replace(path)
+    second = await current_resolver(settings, store, None)
+    assert second is not first and len(second.people) == len(first.people) + 1
+
+    plain = settings.model_copy(update={"pseudonymise": False})
+    assert (await current_resolver(plain, store, None)).resolve("jdoe")[0] == "jane.doe@corp.example"
+    renamed = settings.model_copy(
+        update={"pseudonymise": False, "identities": IdentitySettings(aliases={"jd": "jdoe"})}
+    )
+    assert (await current_resolver(renamed, store, None)).resolve("jd")[0] == "jane.doe@corp.example"

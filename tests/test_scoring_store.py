@@ -29,7 +29,7 @@ from custodes.services import Services
 from custodes.store import Store
 from custodes.store.cases import feedback as feedback_table
 from custodes.store.tables import scoring_scores, scoring_scores_staged, scoring_state
-from test_scoring_engine import START, normal_day, person, theft_day
+from test_scoring_engine import START, ecs, normal_day, person, theft_day
 
 runner = CliRunner()
 
@@ -421,3 +421,65 @@ async def test_feedback_on_a_cause_reaches_the_days_it_covers_in_the_store_and_a
     async with store.transaction() as tx:
         await service.save(tx)
     assert await theft_days() == streamed, "a re-score applies the feedback to the days it covered, as live"
+
+
+def export(path: Path, people: list[Person]) -> None:
+    """Write a directory export beside `path` and move it over (as a scheduled export does)."""
+    written = path.with_suffix(".tmp")
+    written.write_bytes(orjson.dumps([p.to_json() for p in people]))
+    written.replace(path)
+
+
+def failed_signin(user: str, day: int) -> Any:
+    record = {"category": ["authentication"], "action": "logon-failed", "outcome": "failure"}
+    return ecs(user, START + timedelta(days=day, hours=8), "authentication", "logon-failed", event=record)
+
+
+async def test_the_scoring_service_follows_a_new_directory_export_without_a_restart(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(service_module, "DIRECTORY_REFRESH_SECONDS", 0.0)
+    settings = scoring_settings(tmp_path)
+    assert settings.directory is not None
+    service = await ScoringService.open(settings, store)
+    rng = random.Random(3)
+    async with store.transaction() as tx:
+        await service.ingest(
+            tx, [e for i in range(30) for e in normal_day(rng, i, 0)] + [failed_signin("user30", 0)], []
+        )
+    key = service.engine.resolver.resolve("user7")[0]
+    assert (service.engine.states[key].group, service.engine.strangers["endpoint"]) == ("Finance/Analyst", 1)
+
+    moved = Person(
+        id="user7@corp.example",
+        department="Legal",
+        title="Counsel",
+        timezone="America/New_York",
+        aliases=["user7"],
+        notice_date=(START + timedelta(days=1)).date(),
+    )
+    people = [person(i) for i in range(30)]
+    export(settings.directory, [*people[:7], moved, *people[8:], person(30)])
+    async with store.transaction() as tx:
+        await service.ingest(tx, [*normal_day(rng, 7, 1), failed_signin("user30", 1)], [])
+    state = service.engine.states[key]
+    assert (state.group, state.department, state.tz.key) == ("Legal/Counsel", "Legal", "America/New_York")
+    assert service.engine.watchlists(key, (START + timedelta(days=1)).date()) == ["departing"]
+    hire = service.engine.resolver.resolve("user30")[0]
+    assert hire in service.engine.states and service.engine.strangers["endpoint"] == 1  # the new hire is a person
+
+    reopened = await ScoringService.open(settings, store)  # what moved was stored with the batch
+    assert reopened.engine.states[key].group == "Legal/Counsel"
+
+    (settings.directory.parent / "broken.json").write_text('[{"id": ')
+    (settings.directory.parent / "broken.json").replace(settings.directory)
+    before = service.engine.resolver
+    async with store.transaction() as tx:
+        await service.ingest(tx, normal_day(rng, 7, 2), [])
+    assert service.engine.resolver is before and service.engine.states[key].group == "Legal/Counsel"
+    assert "the directory changed but cannot be read; scoring keeps the one it read before" in caplog.text
+    assert "invalid JSON" in caplog.text
+
+    export(settings.directory, people)  # back in Finance while no process scores: a restart takes it
+    restarted = await ScoringService.open(settings, store)
+    assert restarted.engine.states[key].group == "Finance/Analyst" and key in restarted.engine.dirty

@@ -78,14 +78,14 @@ class ScoringEngine:
         settings: ScoringSettings,
         resolver: IdentityResolver,
         *,
-        org_domains: Iterable[str] = (),
+        org_domains: Iterable[str] | None = None,
         on_ranking: Ranking | None = None,
     ) -> None:
         # Interpreted, a 30th attribute here cost 1.0 % of the engine's instructions (measured with callgrind; CPython
         # shares instance dict keys up to about 30): state read rarely goes elsewhere (analyst feedback is the model's).
         self.settings = settings
         self.resolver = resolver
-        self.extractor = Extractor(settings, org_domains)
+        self.extractor = Extractor(settings, resolver.org_domains if org_domains is None else org_domains)
         self.model = RiskModel(settings)
         self.default_zone = ZoneInfo(settings.default_timezone)  # an IANA name: the settings check it
         self.states: dict[str, EntityState] = {}
@@ -127,16 +127,41 @@ class ScoringEngine:
         """The entity's state, created from its directory entry on first sight."""
         state = self.states.get(key)
         if state is None:
-            person: Person | None = self.resolver.person(key)
-            state = EntityState(
-                key=key,
-                kind=kind,
-                group=person.peer_group if person is not None else "-/-",
-                department=(person.department or "-") if person is not None else "-",
-                tz=zone_of(person, self.default_zone),
-            )
+            group, department, tz = self._profile(self.resolver.person(key))
+            state = EntityState(key=key, kind=kind, group=group, department=department, tz=tz)
             self.states[key] = state
         return state
+
+    def _profile(self, person: Person | None) -> tuple[str, str, ZoneInfo]:
+        """The peer group, department and time zone of a directory entry (or of a name it does not hold)."""
+        if person is None:
+            return "-/-", "-", self.default_zone
+        return person.peer_group, person.department or "-", zone_of(person, self.default_zone)
+
+    def adopt(self, resolver: IdentityResolver) -> None:
+        """Take the directory as read again (a new export): who is who, the organisation's domains, and each known
+        entity's peer group, department, kind and time zone (`align`)."""
+        self.resolver = resolver
+        self.extractor.org_domains = frozenset(resolver.org_domains)
+        if self.align():
+            self.refresh_groups()
+
+    def align(self) -> bool:
+        """Give each entity the directory names the peer group, department, kind and time zone it now says (a person
+        moved to another team, relocated, or listed since first seen) from the day open now on; days closed keep
+        what they were scored with. Entities it does not name keep theirs. Whether any changed (peer statistics are
+        then out of date: `refresh_groups`)."""
+        moved = False
+        for key, state in self.states.items():
+            person = self.resolver.person(key)
+            if person is None:
+                continue
+            group, department, tz = self._profile(person)
+            if (state.group, state.department, state.tz, state.kind) != (group, department, tz, person.kind):
+                state.group, state.department, state.tz, state.kind = group, department, tz, person.kind
+                self.dirty.add(key)
+                moved = True
+        return moved
 
     # streaming ------------------------------------------------------------------------------------
     def observe(self, event: Event) -> str | None:

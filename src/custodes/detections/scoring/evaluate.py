@@ -538,7 +538,6 @@ def evaluate(
         settings = settings.model_copy(update={"review_budget": budget_share})
     people = load_directory(settings.directory) if settings.directory is not None else []
     resolver = IdentityResolver(people, settings.identities)
-    domains = {p.id.rpartition("@")[2] for p in people if "@" in p.id}
     default_zone = ZoneInfo(settings.default_timezone)
     incidents: dict[str, IncidentResult] = {}
     malicious: dict[tuple[str, date], str] = {}
@@ -590,7 +589,7 @@ def evaluate(
             if rank < budget and result.detected is None and day <= result.last_day:
                 result.detected = day
 
-    engine = ScoringEngine(settings, resolver, org_domains=domains, on_ranking=on_ranking)
+    engine = ScoringEngine(settings, resolver, on_ranking=on_ranking)
     warnings = [text] if (text := zone_warning(people, settings.default_timezone)) is not None else []
     started = time.perf_counter()
     count = 0

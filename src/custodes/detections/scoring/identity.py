@@ -241,6 +241,11 @@ class IdentityResolver:
         self._cache.clear()
 
     @property
+    def org_domains(self) -> set[str]:
+        """The organisation's mail domains: those of the directory's people's ids."""
+        return {person.id.rpartition("@")[2].lower() for person in self.people.values() if "@" in person.id}
+
+    @property
     def population(self) -> int:
         """How many persons (not service accounts) the directory names."""
         return sum(1 for person in self.people.values() if person.kind == PERSON)

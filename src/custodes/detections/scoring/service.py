@@ -7,6 +7,7 @@ the engine's clock and every final day score (with its contributions) in the sam
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import os
@@ -46,6 +47,8 @@ INDEX_META = "pseudonym_index"
 INDEX_BATCH = 5_000
 SCORE_ROWS = 5_000
 """Day scores turned into rows at a time as they are written."""
+DIRECTORY_REFRESH_SECONDS = 10.0
+"""How often a batch looks whether the directory's files changed (a `stat` of each)."""
 FEEDBACK_REFRESH_SECONDS = 1.0
 """How often a batch reads the feedback on causes again (given in the API, maybe in another process); it counts
 from the next day closed, so a second's delay changes no score."""
@@ -152,12 +155,49 @@ def resolver_for(settings: ScoringSettings, pseudonymizer: Pseudonymizer | None)
     return IdentityResolver(people, settings.identities, pseudonymizer if settings.pseudonymise else None)
 
 
+def _directory_stamp(path: Path | None) -> tuple[tuple[str, int, int, int], ...]:
+    """What changes when the directory at `path` (a file, or a folder of files) is written or replaced."""
+    if path is None:
+        return ()
+    try:
+        files = sorted(path.iterdir()) if path.is_dir() else [path]
+        stamps = []
+        for file in files:
+            info = file.stat()
+            stamps.append((file.name, info.st_ino, info.st_size, info.st_mtime_ns))
+    except OSError:
+        return (("", 0, 0, 0),)
+    return tuple(stamps)
+
+
+def directory_source(settings: ScoringSettings, pseudonymizer: Pseudonymizer) -> tuple[Any, ...]:
+    """What `resolver_for` reads: the directory's files as they stand now (one `stat` each), the identity settings
+    and the pseudonym key. Equal sources give equal resolvers."""
+    return (
+        settings.directory,
+        _directory_stamp(settings.directory),
+        settings.identities.model_dump_json(),
+        settings.default_timezone,
+        settings.pseudonymise and pseudonymizer.fingerprint,
+    )
+
+
+_current: tuple[Any, IdentityResolver] | None = None
+"""The resolver `current_resolver` last read from the directory, with its `directory_source`."""
+
+
 async def current_resolver(settings: ScoringSettings, store: Store, service: ScoringService | None) -> IdentityResolver:
     """The directory's people and how names map to entity keys: the scoring service's in a process that scores,
-    else read from the directory now."""
+    else the one last read while its `directory_source` is unchanged (a process that only answers the API does not
+    read a large directory again for each request). Callers only read it."""
+    global _current
     if service is not None:
         return service.engine.resolver
-    return resolver_for(settings, await pseudonymizer_for(settings, store))
+    pseudonymizer = await pseudonymizer_for(settings, store)
+    source = directory_source(settings, pseudonymizer)
+    if _current is None or _current[0] != source:
+        _current = (source, await asyncio.to_thread(resolver_for, settings, pseudonymizer))
+    return _current[1]
 
 
 class ScoringService:
@@ -176,6 +216,9 @@ class ScoringService:
         """A transaction that changed the state failed: the next batch reloads it from the store."""
         self._feedback_read = -math.inf
         """When (`time.monotonic`) the feedback on causes was last read from the store."""
+        self._directory = directory_source(settings, pseudonymizer)
+        """The `directory_source` the engine's resolver was read from (or a read of which failed)."""
+        self._directory_checked = time.monotonic()
 
     @classmethod
     async def open(cls, settings: ScoringSettings, store: Store) -> ScoringService:
@@ -195,6 +238,24 @@ class ScoringService:
         self.engine.model.feedback = await feedback.causes(tx)
         self._feedback_read = time.monotonic()
 
+    async def follow_directory(self) -> None:
+        """Read the directory again when its files changed (a new export written or moved over it) and give it to
+        the engine (`ScoringEngine.adopt`): new hires, notice dates, departures, moves and time zones count without
+        a restart. An export that cannot be read is logged, and scoring keeps the directory it has until the files
+        change again."""
+        self._directory_checked = time.monotonic()
+        source = directory_source(self.settings, self.pseudonymizer)
+        if source == self._directory:
+            return
+        self._directory = source
+        try:
+            resolver = await asyncio.to_thread(resolver_for, self.settings, self.pseudonymizer)
+        except CustodesError as exc:
+            log.error("the directory changed but cannot be read; scoring keeps the one it read before: %s", exc)
+            return
+        self.engine.adopt(resolver)
+        log.info("the directory changed: read again, %d people", resolver.population)
+
     async def load(self, tx: Transaction) -> None:
         """Replace the engine with one holding the committed baselines, clock and feedback, and nothing else."""
         engine = new_engine(self.settings, self.engine.resolver)
@@ -211,6 +272,7 @@ class ScoringService:
             if engine.closed_through is not None:
                 engine._schedule()
         if engine.states:
+            engine.align()
             engine.refresh_groups()
         self.engine, self._saved_clock, self._stale, self._replace = engine, clock, False, None
         await self.read_feedback(tx)
@@ -228,6 +290,8 @@ class ScoringService:
             await self.load(tx)
         elif time.monotonic() - self._feedback_read >= FEEDBACK_REFRESH_SECONDS:
             await self.read_feedback(tx)
+        if time.monotonic() - self._directory_checked >= DIRECTORY_REFRESH_SECONDS:
+            await self.follow_directory()
         touched: set[str] = set()
         for item in items:
             key = self.engine.observe(item) if isinstance(item, Event) else self.engine.add_finding(item)
@@ -376,8 +440,7 @@ async def late_by_source(tx: Transaction) -> dict[str, int]:
 
 def new_engine(settings: ScoringSettings, resolver: IdentityResolver) -> ScoringEngine:
     """An empty engine; the organisation's domains are those of the directory's people."""
-    domains = {p.id.rpartition("@")[2] for p in resolver.people.values() if "@" in p.id}
-    return ScoringEngine(settings, resolver, org_domains=domains)
+    return ScoringEngine(settings, resolver)
 
 
 def shrink(state: EntityState) -> bool:
