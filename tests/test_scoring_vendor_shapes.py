@@ -16,8 +16,9 @@ import pytest
 from conftest import SHARED
 from custodes.config import ScoringSettings
 from custodes.detections.scoring.evaluate import LabelRow, evaluate
-from custodes.detections.scoring.features import Extractor, Observation, record_time
+from custodes.detections.scoring.features import Extractor, record_time
 from custodes.detections.scoring.identity import PERSON, SERVICE, IdentityResolver
+from custodes.detections.scoring.observation import Observation
 
 DATASETS = SHARED / "datasets" / "panther-rule-tests"
 EXTRACTOR = Extractor(ScoringSettings(), ["panther.com", "example.io", "acme.com", "example.com"])
@@ -388,3 +389,177 @@ def test_duo_authentications_are_sign_ins_failed_factors_or_policy_denials() -> 
         kinds |= expected
     assert kinds == {"signin", "mfa_failed", "signin_failed"}, "each kind is in the data"
     assert record_time({**found[0], "isotimestamp": "2024-03-04T09:00:00+00:00"}) is not None
+
+
+def record_named(dataset: str, test_name: str) -> dict[str, Any]:
+    """The record of one of the shared data's named tests, `p_*` keys stripped."""
+    for line in (DATASETS / f"{dataset}.ndjson").read_bytes().splitlines():
+        row = orjson.loads(line)
+        if row["test_name"] == test_name:
+            return {k: v for k, v in row["log"].items() if not k.startswith("p_")}
+    raise AssertionError(f"no test {test_name!r} in {dataset}")
+
+
+COMPANY = Extractor(ScoringSettings(), ["company.com", "company.io", "runpanther.com", "runpanther.io", "lotr.com"])
+
+
+def slack_audit(action: str, **fields: Any) -> dict[str, Any]:
+    """A Slack audit log entry as the Audit Logs API returns it."""
+    actor = {"type": "user", "user": {"id": "W123AB456", "name": "ann", "email": "ann@company.com"}}
+    return {
+        "id": "0123a45b-6c7d-8900-e12f-3456789gh0i1",
+        "date_create": 1709542800,
+        "action": action,
+        "actor": actor,
+        "context": {
+            "location": {"type": "workspace", "id": "T01234N56GB", "domain": "corp"},
+            "ua": "Slack",
+            "ip_address": "198.51.100.4",
+        },
+        **fields,
+    }
+
+
+@pytest.mark.parametrize(
+    ("record", "features"),
+    [
+        (record_named("slack", "Role Changed to Admin"), {"privilege_grant"}),
+        (record_named("slack", "Role Changed to Owner"), {"privilege_grant", "self_grant"}),  # actor and entity one
+        (record_named("slack", "Role Changed to User"), set()),
+        (record_named("slack", "SSO Setting Changed"), {"sensitive_api"}),
+        (record_named("slack", "MFA Auth Changed"), {"sensitive_api"}),
+        (record_named("slack", "User Logout"), set()),
+        (slack_audit("user_login"), {"signin"}),
+        (slack_audit("user_login_failed"), {"signin_failed"}),
+        (slack_audit("manual_export_started"), {"sensitive_api"}),  # every message and file of the workspace
+        (
+            slack_audit("file_downloaded", entity={"type": "file", "file": {"id": "F0123", "name": "plan.pdf"}}),
+            {"download"},
+        ),
+        (slack_audit("file_public_link_created", entity={"type": "file", "file": {"id": "F0123"}}), {"external_share"}),
+    ],
+)
+def test_slack_audit_entries_are_read_for_the_member_who_acted(record: dict[str, Any], features: set[str]) -> None:
+    obs = observed(record)
+    assert obs.actor == record["actor"]["user"]["email"] and names(obs) == features
+    assert record_time(slack_audit("user_login")) == datetime(2024, 3, 4, 9, tzinfo=UTC)
+    if features == {"download"}:
+        assert obs.seen == [("resource", "slack:F0123")]
+
+
+def test_a_slack_app_acting_is_no_member() -> None:
+    record = slack_audit("file_downloaded", actor={"type": "app", "app": {"id": "A1", "name": "exporter"}})
+    assert EXTRACTOR.extract(record) is None
+
+
+def box_event(event_type: str, **fields: Any) -> dict[str, Any]:
+    """A Box enterprise event (`admin_logs` stream) as the Events API returns it."""
+    return {
+        "type": "event",
+        "event_id": "f82c3ba03e41f7e8a7608363cc6c0390183c3f83",
+        "created_at": "2024-03-04T09:00:00-08:00",
+        "event_type": event_type,
+        "created_by": {"type": "user", "id": "11446498", "name": "Ann Lee", "login": "ann@company.com"},
+        "source": {"item_type": "file", "item_id": "1234567", "item_name": "plan.xlsx"},
+        **fields,
+    }
+
+
+@pytest.mark.parametrize(
+    ("record", "features"),
+    [
+        (record_named("box_dropbox", "User Download"), {"download"}),
+        (record_named("box_dropbox", "File marked malicious"), set()),
+        (record_named("box_dropbox", "Regular Event"), {"delete"}),
+        (record_named("box_dropbox", "New Login Event"), set()),  # a device added: the sign-in counts, not this
+        (box_event("LOGIN"), {"signin"}),
+        (box_event("FAILED_LOGIN"), {"signin_failed"}),
+        (box_event("DEVICE_TRUST_CHECK_FAILED"), {"signin_failed"}),  # a device the policy does not trust
+        (box_event("PREVIEW"), {"file_access"}),
+        (box_event("CHANGE_ADMIN_ROLE"), {"privilege_grant"}),
+        (
+            box_event("COLLABORATION_INVITE", accessible_by={"type": "user", "login": "me@gmail.com"}),
+            {"external_share"},
+        ),
+        (box_event("COLLABORATION_INVITE", accessible_by={"type": "user", "login": "bob@company.com"}), set()),
+    ],
+)
+def test_box_events_are_read_for_the_user_who_acted(record: dict[str, Any], features: set[str]) -> None:
+    obs = COMPANY.extract(record)
+    assert obs is not None and obs.actor == record["created_by"]["login"] and names(obs) == features
+    item = (record.get("source") or {}).get("item_id")
+    assert obs.seen == ([("resource", f"box:{item}")] if item and features & {"download", "file_access"} else [])
+
+
+def test_an_anonymous_box_viewer_is_no_one() -> None:
+    assert EXTRACTOR.extract(record_named("box_dropbox", "Previewed Anonymously")) is None
+    assert EXTRACTOR.extract(record_named("box_dropbox", "Missing Created By")) is None
+
+
+@pytest.mark.parametrize(
+    ("test_name", "actor", "features"),
+    [
+        ("File Downloaded", "alice@company.com", {"download"}),
+        ("Non-Delete Event", "alice@company.com", {"download"}),
+        ("File Deleted", "alice@company.com", {"delete"}),
+        ("external share", "alice.bob@company.com", {"external_share"}),  # a member outside the team
+        ("Folder Ownership Transfer to External", "alice.bob@company.io", set()),  # to the same company
+        ("Folder Ownership Transfer to Internal", "alice.bob@company.io", {"external_share"}),  # to example.com
+        ("2FA Disabled", "alice.bob@company.io", {"factor_change"}),
+        ("Sign-in-as Session", "adminuser@company.com", {"sensitive_api"}),  # an admin in a member's account
+    ],
+)
+def test_dropbox_team_events_are_read_for_the_member_or_admin_who_acted(
+    test_name: str, actor: str, features: set[str]
+) -> None:
+    record = record_named("box_dropbox", test_name)
+    obs = COMPANY.extract(record)
+    assert obs is not None and (obs.actor, names(obs)) == (actor, features)
+    assert COMPANY.extract({**record, "event_type": {".tag": record["event_type"]["_tag"]}}) == obs  # the API's tag
+
+
+@pytest.mark.parametrize(
+    ("test_name", "features"),
+    [
+        ("Gmail account added", {"privilege_grant", "external_share"}),
+        ("Expected account added", {"privilege_grant"}),
+        ("Manual Change", set()),  # a binding removed
+        ("GCS AllUsers Read Permission", {"privilege_grant", "external_share"}),  # a bucket open to anyone
+        ("GCP Run IAM Policy Set", {"privilege_grant"}),  # no delta logged: a policy set
+        ("Created Service Account Key", {"sensitive_api"}),
+        ("Object Get Without Copy Operation", {"download"}),
+        ("External User Ownership Invite", {"privilege_grant"}),
+    ],
+)
+def test_google_cloud_audit_entries_are_read_for_the_principal(test_name: str, features: set[str]) -> None:
+    record = record_named("gcp_audit", test_name)
+    obs = COMPANY.extract(record)
+    assert obs is not None and obs.actor == record["protoPayload"]["authenticationInfo"]["principalEmail"]
+    assert names(obs) == features
+    failed = {
+        **record,
+        "protoPayload": {**record["protoPayload"], "status": {"code": 7, "message": "PERMISSION_DENIED"}},
+    }
+    assert names(observed(failed)) == set(), "a call refused did nothing"
+
+
+def test_google_cloud_log_routing_changes_and_self_grants_count() -> None:
+    sinks = [
+        r
+        for r in records("gcp_audit")
+        if "ConfigServiceV2.DeleteSink" in str(r.get("protoPayload", {}).get("methodName"))
+    ]
+    assert sinks and all("sensitive_api" in names(observed(r)) for r in sinks)
+    delta = {"bindingDeltas": [{"action": "ADD", "role": "roles/owner", "member": "user:Ann@company.com"}]}
+    payload = {
+        "authenticationInfo": {"principalEmail": "ann@company.com"},
+        "methodName": "SetIamPolicy",
+        "serviceData": {"policyDelta": delta},
+    }
+    granted = COMPANY.extract({"protoPayload": payload, "timestamp": "2024-03-04T09:00:00Z"})
+    assert granted is not None and names(granted) == {"privilege_grant", "self_grant"}
+    assert record_time({"protoPayload": payload, "timestamp": "2024-03-04T09:00:00Z"}) == datetime(
+        2024, 3, 4, 9, tzinfo=UTC
+    )
+    resolver = IdentityResolver([], ScoringSettings().identities)
+    assert resolver.resolve("terraform@platform.iam.gserviceaccount.com")[1] == SERVICE

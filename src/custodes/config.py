@@ -626,6 +626,7 @@ class IdentitySettings(Section):
             r"\$$",
             r"^(anonymous logon|local service|network service)$",
             r"^(dwm|umfd)-\d+$",
+            r"\.gserviceaccount\.com$",
         ],
         description="regular expressions: matching actors are service accounts (Windows computer accounts `HOST$` and "
         "built-in logon accounts among them)",

@@ -2,32 +2,22 @@
 
 Each record is recognised by its shape (Okta System Log, Entra sign-in and directory audit as Graph returns them or
 as diagnostic settings export them, CloudTrail, Google Workspace reports, GitHub audit log, the Microsoft 365 unified
-audit log, Duo authentication log, Teleport, and ECS documents as pulled from Elasticsearch, Windows logons among
-them), so the source name a deployment gives it does not matter. `Extractor.extract` returns who acted, the feature
-increments, the values to check against first-seen memory, and the machine involved.
+audit log, Duo authentication log, Teleport; Slack, Box, Dropbox and Google Cloud audit logs in `saas`; and ECS
+documents as pulled from Elasticsearch, Windows logons among them), so the source name a deployment gives it does not
+matter. `Extractor.extract` returns who acted, the feature increments, the values to check against first-seen
+memory, and the machine involved.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from custodes.config import ScoringSettings
 from custodes.connectors.envelope import parse_time
-
-
-@dataclass(slots=True)
-class Observation:
-    """What one record says about one actor."""
-
-    actor: str
-    features: list[tuple[str, float]]
-    seen: list[tuple[str, str]]
-    host: str | None = None
-
+from custodes.detections.scoring import saas
+from custodes.detections.scoring.observation import Observation, as_list, domain_of, whole
 
 CT_PRIVILEGE = frozenset(
     {
@@ -199,30 +189,6 @@ GITHUB_EVASION = frozenset(
 scanning): sensitive, as stopping a trail is in AWS."""
 
 
-def _domain_of(address: str) -> str:
-    return address.rpartition("@")[2].lower()
-
-
-def _list(value: Any) -> list[Any]:
-    if value is None:
-        return []
-    return value if isinstance(value, list) else [value]
-
-
-def _int(value: Any) -> int:
-    """A count, size or code as a record states it (a whole number, 0 or more); 0 for anything else: a negative or
-    non-finite number, a boolean, text other than ASCII digits."""
-    if isinstance(value, bool):
-        return 0
-    if isinstance(value, int):
-        return max(0, value)
-    if isinstance(value, float):
-        return int(value) if 0.0 <= value < math.inf else 0
-    if isinstance(value, str) and value.isascii() and value.isdigit():
-        return int(value)
-    return 0
-
-
 def _workspace_events(raw: dict[str, Any]) -> Iterator[tuple[Any, dict[Any, Any]]]:
     """(name, parameters) of each event of a Google Workspace activity: the Reports API's `events` list (parameters
     a list of `{name, value | boolValue | intValue | multiValue}`), or one event flattened into the activity
@@ -231,20 +197,20 @@ def _workspace_events(raw: dict[str, Any]) -> Iterator[tuple[Any, dict[Any, Any]
         params = raw.get("parameters")
         yield raw["name"], params if isinstance(params, dict) else _parameters(params)
         return
-    for item in _list(raw.get("events")):
+    for item in as_list(raw.get("events")):
         if isinstance(item, dict):
             yield item.get("name"), _parameters(item.get("parameters"))
 
 
 def _strings(value: Any) -> set[str]:
     """A parameter's values as text: one, or each of a list."""
-    return {str(v) for v in _list(value)}
+    return {str(v) for v in as_list(value)}
 
 
 def _parameters(listed: Any) -> dict[Any, Any]:
     """A Reports API parameter list by name, each its value of whichever type it has."""
     found: dict[Any, Any] = {}
-    for param in _list(listed):
+    for param in as_list(listed):
         if isinstance(param, dict):
             found[param.get("name")] = next(
                 (param[k] for k in ("value", "boolValue", "intValue", "multiValue") if k in param), None
@@ -279,7 +245,7 @@ def _ecs_failure(raw: dict[str, Any], action: str) -> str | None:
 
 def _ecs_signs_in(event: dict[str, Any], action: str) -> bool:
     """Whether a successful ECS authentication record is a sign-in (not a sign-out, an MFA step or an SSO hop)."""
-    types = _list(event.get("type"))
+    types = as_list(event.get("type"))
     if "end" in types or any(word in action for word in ECS_NOT_SIGNIN):
         return False
     return "start" in types or any(word in action for word in ECS_SIGNIN)
@@ -318,7 +284,7 @@ def _m365_parameters(raw: dict[str, Any]) -> set[str]:
     """The names of an Exchange cmdlet's parameters that were given a value (`Parameters`: name and value pairs)."""
     return {
         str(p.get("Name"))
-        for p in _list(raw.get("Parameters"))
+        for p in as_list(raw.get("Parameters"))
         if isinstance(p, dict) and p.get("Value") not in (None, "", "$null", "False")
     }
 
@@ -327,7 +293,7 @@ def _entra_code(status: Any, result: Any) -> int:
     """An Entra sign-in's error code: `status.errorCode`, else a diagnostic record's `resultType` (a code, or
     `Success` / `Failure`; a failure without its code is -1)."""
     if isinstance(status, dict) and status.get("errorCode") is not None:
-        return _int(status["errorCode"])
+        return whole(status["errorCode"])
     text = str(result if result is not None else "0").strip()
     if text.isascii() and text.isdigit():
         return int(text)
@@ -357,6 +323,8 @@ def record_time(raw: dict[str, Any]) -> datetime | None:
         raw.get("time"),
         raw.get("CreationTime"),
         raw.get("isotimestamp"),
+        raw.get("date_create"),
+        raw.get("timestamp"),
     ):
         if value is not None:
             try:
@@ -401,6 +369,21 @@ class Extractor:
             return self.m365(raw)
         if raw.get("event_type") == "authentication" and "factor" in raw and "result" in raw:
             return self.duo(raw)
+        return self._others(raw)
+
+    def _others(self, raw: dict[str, Any]) -> Observation | None:
+        """The shapes tried last: collaboration and cloud services' (`saas`) and Entra ID's as diagnostic settings
+        export it; None for any other."""
+        kind = raw.get("event_type")
+        if isinstance(kind, str) and raw.get("type") == "event":
+            return saas.box(raw, self.org_domains)
+        if isinstance(kind, dict) and (tag := kind.get(".tag") or kind.get("_tag")):
+            return saas.dropbox(raw, str(tag), self.org_domains)
+        if isinstance(raw.get("action"), str) and isinstance(raw.get("actor"), dict) and "context" in raw:
+            return saas.slack(raw)
+        payload = raw.get("protoPayload")
+        if isinstance(payload, dict):
+            return saas.gcp(payload, self.org_domains)
         body = raw.get("properties")
         if isinstance(body, dict) and "category" in raw:  # Entra ID as diagnostic settings export it (Event Hub)
             if "userPrincipalName" in body and str(raw["category"]).endswith("SignInLogs"):
@@ -444,7 +427,7 @@ class Extractor:
             features.append(("factor_change", 1.0))
         elif kind in OKTA_PRIVILEGE:
             target_names = [
-                str(t.get("displayName", "")).lower() for t in _list(raw.get("target")) if isinstance(t, dict)
+                str(t.get("displayName", "")).lower() for t in as_list(raw.get("target")) if isinstance(t, dict)
             ]
             if kind != "group.user_membership.add" or any("admin" in n for n in target_names):
                 features.append(("privilege_grant", 1.0))
@@ -453,7 +436,7 @@ class Extractor:
     def entra_signin(self, raw: dict[str, Any], result: Any = None) -> Observation | None:
         """A sign-in (Graph's shape; `result`: the diagnostic record's `resultType`, read when `status` is not);
         None for a non-interactive one."""
-        if ENTRA_NON_INTERACTIVE in _list(raw.get("signInEventTypes")):
+        if ENTRA_NON_INTERACTIVE in as_list(raw.get("signInEventTypes")):
             return None
         code = _entra_code(raw.get("status"), result)
         features: list[tuple[str, float]] = []
@@ -487,7 +470,7 @@ class Extractor:
         features: list[tuple[str, float]] = []
         if activity in ENTRA_PRIVILEGE or activity.startswith(ENTRA_PIM_GRANTS):
             features.append(("privilege_grant", 1.0))
-            targets = [str(t.get("userPrincipalName", "")).lower() for t in _list(raw.get("targetResources"))]
+            targets = [str(t.get("userPrincipalName", "")).lower() for t in as_list(raw.get("targetResources"))]
             if str(name).lower() in targets:
                 features.append(("self_grant", 1.0))
         elif activity in ENTRA_FACTOR:
@@ -516,7 +499,7 @@ class Extractor:
         seen: list[tuple[str, str]] = []
         if event == "GetObject" and not failed:
             features.append(("download", 1.0))
-            moved = _int((raw.get("additionalEventData") or {}).get("bytesTransferredOut"))
+            moved = whole((raw.get("additionalEventData") or {}).get("bytesTransferredOut"))
             if moved:
                 features.append(("download_bytes", float(moved)))
             seen.append(("resource", f"s3://{params.get('bucketName')}/{params.get('key')}"))
@@ -582,7 +565,7 @@ class Extractor:
         elif event in ("change_user_access", "change_owner"):
             # a person (or new owner) by address, or a whole domain (`all`: anyone with the link)
             target = str(params.get("target_user") or params.get("new_owner") or params.get("target_domain") or "")
-            if target and (target == "all" or _domain_of(target) not in self.org_domains):
+            if target and (target == "all" or domain_of(target) not in self.org_domains):
                 features.append(("external_share", 1.0))
         elif event in ("change_document_visibility", "change_document_access_scope"):
             # the visibility this change set (`new_value`), else the document's
@@ -617,7 +600,7 @@ class Extractor:
         operations and sharing, Exchange mailbox forwarding and permissions, directory role grants. Sign-ins are
         left to Entra ID's own logs, which carry their detail."""
         name = raw.get("UserId")
-        if not name or _int(raw.get("UserType")) >= M365_NOT_A_PERSON:
+        if not name or whole(raw.get("UserType")) >= M365_NOT_A_PERSON:
             return None
         operation = str(raw["Operation"])
         features: list[tuple[str, float]] = []
@@ -681,7 +664,7 @@ class Extractor:
         name = user.get("email") or user.get("name") if isinstance(user, dict) else None
         if not name:
             return None
-        categories = _list(event.get("category"))
+        categories = as_list(event.get("category"))
         action = str(event.get("action") or "").lower()
         host_info = raw.get("host") or {}
         host = host_info.get("name") if isinstance(host_info, dict) else None
@@ -713,7 +696,7 @@ class Extractor:
                 pass  # taking a device out moves no data; only its connection counts
             elif isinstance(file, dict) and file.get("path"):
                 features.append(("usb_files", 1.0))
-                size = _int(file.get("size"))
+                size = whole(file.get("size"))
                 if size:
                     features.append(("upload_bytes", float(size)))
             else:
@@ -745,15 +728,15 @@ class Extractor:
         recipients = [
             str(address).lower()
             for part in ("to", "cc", "bcc")
-            for address in _list((email.get(part) or {}).get("address"))
+            for address in as_list((email.get(part) or {}).get("address"))
         ]
         if not recipients:
             return
         features.append(("mail_recipients", float(len(recipients))))
         features.append(("mail_fanout", float(len(recipients))))
-        if any(_domain_of(r) in self.personal for r in recipients):
+        if any(domain_of(r) in self.personal for r in recipients):
             features.append(("personal_mail", 1.0))
-            size = sum(_int((a.get("file") or {}).get("size")) for a in _list(email.get("attachments")))
+            size = sum(whole((a.get("file") or {}).get("size")) for a in as_list(email.get("attachments")))
             if size:
                 features.append(("upload_bytes", float(size)))
 
@@ -776,7 +759,7 @@ class Extractor:
             elif target in self.competitors:
                 features.append(("competitor_visit", 1.0))
             return
-        size = _int(request.get("bytes") or (request.get("body") or {}).get("bytes"))
+        size = whole(request.get("bytes") or (request.get("body") or {}).get("bytes"))
         if sending and size:
             features.append(("upload_bytes", float(size)))
 

@@ -1,0 +1,44 @@
+"""What one vendor record says about one actor (`Observation`), and the small readers of record values that every
+vendor's reader uses (`features`, `saas`)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(slots=True)
+class Observation:
+    """What one record says about one actor."""
+
+    actor: str
+    features: list[tuple[str, float]]
+    seen: list[tuple[str, str]]
+    host: str | None = None
+
+
+def domain_of(address: str) -> str:
+    """The domain of a mail address, lower-cased (the whole text when it has no `@`)."""
+    return address.rpartition("@")[2].lower()
+
+
+def as_list(value: Any) -> list[Any]:
+    """A value a record gives as one or as a list, as a list (none: empty)."""
+    if value is None:
+        return []
+    return value if isinstance(value, list) else [value]
+
+
+def whole(value: Any) -> int:
+    """A count, size or code as a record states it (a whole number, 0 or more); 0 for anything else: a negative or
+    non-finite number, a boolean, text other than ASCII digits."""
+    if isinstance(value, bool):
+        return 0
+    if isinstance(value, int):
+        return max(0, value)
+    if isinstance(value, float):
+        return int(value) if 0.0 <= value < math.inf else 0
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        return int(value)
+    return 0
