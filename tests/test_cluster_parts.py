@@ -1,5 +1,6 @@
-"""The parts of a cluster that need no broker: its settings, the roles' start-up checks, the bus envelope, the
-partition assignment, and outbox claims."""
+"""The parts of a cluster, one at a time: its settings, the roles' start-up checks, the bus envelope, the partition
+assignment, outbox claims, and (on the local RabbitMQ) a publisher's confirms, a refused subscription and a
+receiver's routing."""
 
 from __future__ import annotations
 
@@ -9,18 +10,23 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import orjson
 import pytest
 import sqlalchemy as sa
+from aio_pika.abc import AbstractIncomingMessage
 from typer.testing import CliRunner
 
 from custodes.bus.assignment import owner, preferred
 from custodes.bus.publisher import BusError, Publisher
+from custodes.bus.receiving import PublishingPipeline
 from custodes.bus.topology import queue_name
 from custodes.bus.wire import BadMessage, Envelope, decode, encode
 from custodes.cli import app
-from custodes.config import load_settings
+from custodes.config import DatabaseSettings, Settings, load_settings
+from custodes.detections.scoring import service as service_module
 from custodes.errors import ConfigError
 from custodes.model import Event, Finding, LogSource, Outcome, Severity
+from custodes.services import Services
 from custodes.store import Store
 from custodes.store.tables import outbox
 
@@ -155,3 +161,55 @@ async def test_a_subscription_the_broker_refuses_is_tried_until_it_takes(caplog:
         await admin.queue_delete(queue_name(exchange, 0))
     finally:
         await connection.close()
+
+
+async def test_a_receiver_routes_a_person_s_events_by_the_directory_as_it_stands(
+    database: DatabaseSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A name the directory did not hold routes by itself; once a new export names its person, by the person, so
+    their events meet in the partition of their other names without a receiver's restart."""
+    from test_cluster import AMQP_URL
+
+    monkeypatch.setattr(service_module, "DIRECTORY_REFRESH_SECONDS", 0.0)
+    people = tmp_path / "people.json"
+    people.write_bytes(orjson.dumps([{"id": "ann@corp.example"}]))
+    settings = Settings.model_validate(
+        {
+            "database": database.model_dump(),
+            "detection": {"rules": [str(tmp_path)]},
+            "playbooks": {"paths": [str(tmp_path)]},
+            "scoring": {"directory": str(people), "pseudonymise": False},
+        }
+    )
+    exchange = f"custodes.test.{uuid.uuid4().hex[:10]}"
+    services = await Services.open(settings)
+    publisher = await Publisher.open(AMQP_URL, exchange, 2)
+    try:
+        pipeline = PublishingPipeline(services.pipeline, publisher)
+        now = datetime.now(UTC)
+        await pipeline.ingest([Event("e1", now, "okta", LogSource("okta", "okta"), {}, "jdoe")])
+        export = tmp_path / "people.new"
+        export.write_bytes(orjson.dumps([{"id": "ann@corp.example"}, {"id": "jane@corp.example", "aliases": ["jdoe"]}]))
+        export.replace(people)
+        await pipeline.ingest([Event("e2", now, "okta", LogSource("okta", "okta"), {}, "jdoe")])
+        routed: list[tuple[str, str | None]] = []
+        both = asyncio.Event()
+
+        async def take(message: AbstractIncomingMessage) -> None:
+            routed.append((decode(message.body).event.id, message.routing_key))
+            await message.ack()
+            if len(routed) == 2:
+                both.set()
+
+        channel = await publisher.connection.channel()
+        for partition in range(2):
+            await (await channel.get_queue(queue_name(exchange, partition))).consume(take)
+        await asyncio.wait_for(both.wait(), 10)
+        assert sorted(routed) == [("e1", "jdoe"), ("e2", "jane@corp.example")]
+    finally:
+        channel = await publisher.connection.channel()
+        for partition in range(2):
+            await channel.queue_delete(queue_name(exchange, partition))
+        await channel.exchange_delete(exchange)
+        await publisher.close()
+        await services.close()

@@ -483,3 +483,19 @@ async def test_the_scoring_service_follows_a_new_directory_export_without_a_rest
     export(settings.directory, people)  # back in Finance while no process scores: a restart takes it
     restarted = await ScoringService.open(settings, store)
     assert restarted.engine.states[key].group == "Finance/Analyst" and key in restarted.engine.dirty
+
+
+async def test_a_re_score_reads_a_changed_directory_first(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cluster re-scores from the store (`bus/scoring.py`): it takes a new export as a batch does."""
+    settings = scoring_settings(tmp_path)
+    assert settings.directory is not None
+    await stored_org(store)
+    service = await ScoringService.open(settings, store)
+    monkeypatch.setattr(service_module, "DIRECTORY_REFRESH_SECONDS", 0.0)
+    export(settings.directory, [person(i, "Legal" if i == 7 else "Finance") for i in range(30)])
+    await service.rescore(store)
+    key = service.engine.resolver.resolve("user7")[0]
+    assert service.engine.states[key].department == "Legal"
+    assert service.engine.states[service.engine.resolver.resolve("user8")[0]].department == "Finance"

@@ -60,6 +60,8 @@ class PublishingPipeline(Pipeline):
         alert_of = {alert.event_ids[0]: alert for alert in alerts if alert.event_ids}
         receiver_of = {event.id: receiver for receiver, records in webhooks for event in records}
         unique = list({event.id: event for event in events}.values())
+        if self.scoring is not None:
+            await self.scoring.follow_directory()  # route by who is who in the directory as it stands
         await self.publisher.publish(
             [
                 (self.entity_key(event), Envelope(event, alert_of.get(event.id), receiver_of.get(event.id)))

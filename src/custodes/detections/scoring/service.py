@@ -241,8 +241,11 @@ class ScoringService:
     async def follow_directory(self) -> None:
         """Read the directory again when its files changed (a new export written or moved over it) and give it to
         the engine (`ScoringEngine.adopt`): new hires, notice dates, departures, moves and time zones count without
-        a restart. An export that cannot be read is logged, and scoring keeps the directory it has until the files
-        change again."""
+        a restart. Looked at once every `DIRECTORY_REFRESH_SECONDS` at most (a batch, a cluster's re-score, a
+        receiver routing events by person). An export that cannot be read is logged, and scoring keeps the directory
+        it has until the files change again."""
+        if time.monotonic() - self._directory_checked < DIRECTORY_REFRESH_SECONDS:
+            return
         self._directory_checked = time.monotonic()
         source = directory_source(self.settings, self.pseudonymizer)
         if source == self._directory:
@@ -290,8 +293,7 @@ class ScoringService:
             await self.load(tx)
         elif time.monotonic() - self._feedback_read >= FEEDBACK_REFRESH_SECONDS:
             await self.read_feedback(tx)
-        if time.monotonic() - self._directory_checked >= DIRECTORY_REFRESH_SECONDS:
-            await self.follow_directory()
+        await self.follow_directory()
         touched: set[str] = set()
         for item in items:
             key = self.engine.observe(item) if isinstance(item, Event) else self.engine.add_finding(item)
@@ -354,6 +356,7 @@ class ScoringService:
 
         The day scores are staged in the store page by page as they are made (`scoring_scores_staged`, under a run
         of their own), so memory holds the baselines and not the history; `save` moves them in its transaction."""
+        await self.follow_directory()
         old = self.engine
         run = uuid.uuid4().hex
         engine = new_engine(self.settings, old.resolver)
