@@ -1,31 +1,44 @@
 """Behaviour features out of collaboration and cloud services' audit records: Slack's audit logs, Box's and Dropbox's
 team events, and Google Cloud's audit logs (`protoPayload`). Each reader takes one record of its shape (the
-`Extractor` recognises it) and the organisation's mail domains, and returns who acted and what it counts."""
+`Extractor` recognises it) and the organisation's mail domains, and returns who acted and what it counts: the
+feature its action names in the service's table, then what the record's own fields add (a grant to oneself, a share
+outside the organisation, the resource read)."""
 
 from __future__ import annotations
 
-from collections.abc import Set
+from collections.abc import Iterable, Set
 from typing import Any
 
 from custodes.detections.scoring.observation import Observation, as_list, domain_of
 
-SLACK_GRANTS = frozenset(
-    {"role_change_to_admin", "role_change_to_owner", "owner_transferred", "primary_owner_transferred"}
-)
-"""Slack actions that make a member an admin or an owner of the workspace or organisation."""
-SLACK_EXPORTS = frozenset(
-    {
+
+def _table(**groups: Iterable[str]) -> dict[str, str]:
+    """Action -> feature, from the actions of each feature."""
+    return {action: feature for feature, actions in groups.items() for action in actions}
+
+
+SLACK = _table(
+    signin={"user_login"},
+    signin_failed={"user_login_failed"},
+    download={"file_downloaded"},
+    external_share={"file_public_link_created"},
+    privilege_grant={
+        "role_change_to_admin",
+        "role_change_to_owner",
+        "owner_transferred",
+        "primary_owner_transferred",
+        "permissions_assigned",
+    },
+    sensitive_api={
+        # the workspace's messages and files exported, as a Google Takeout
         "manual_export_started",
         "manual_export_downloaded",
         "scheduled_export_started",
         "scheduled_export_downloaded",
         "corporate_exports_approved",
         "corporate_exports_enabled",
-    }
-)
-"""Slack actions that export a workspace's messages and files (sensitive, as a Google Takeout is)."""
-SLACK_EVASION = frozenset(
-    {
+        # a control weakened: sign-in requirements, data loss prevention, legal holds, key management, device
+        # management, information barriers
         "pref.sso_setting_changed",
         "pref.two_factor_auth_changed",
         "native_dlp_rule_deactivated",
@@ -38,149 +51,109 @@ SLACK_EVASION = frozenset(
         "intune_disabled",
         "idp_configuration_deleted",
         "barrier_deleted",
-    }
+    },
 )
-"""Slack actions that weaken a control: sign-in requirements, data loss prevention, legal holds, key management,
-device management, information barriers."""
-BOX_SIGNIN_FAILED = frozenset({"FAILED_LOGIN", "DEVICE_TRUST_CHECK_FAILED"})
-"""A wrong password, or a device the enterprise's policy does not trust: a sign-in refused."""
-BOX_DOWNLOADS = frozenset({"DOWNLOAD"})
-BOX_READS = frozenset({"PREVIEW"})
-BOX_DELETES = frozenset({"DELETE", "ITEM_TRASH", "TRASH"})
-BOX_GRANTS = frozenset({"CHANGE_ADMIN_ROLE", "ADMIN_ROLE_ASSIGN"})
-BOX_INVITES = frozenset({"COLLABORATION_INVITE", "COLLABORATION_ACCEPT"})
-DROPBOX_DOWNLOADS = frozenset({"file_download", "shared_content_download"})
-DROPBOX_READS = frozenset({"file_preview", "file_view"})
-DROPBOX_DELETES = frozenset({"file_delete", "file_permanently_delete"})
-DROPBOX_SHARES = frozenset(
-    {
+"""Slack audit actions and what each counts."""
+BOX = _table(
+    signin={"LOGIN"},
+    signin_failed={"FAILED_LOGIN", "DEVICE_TRUST_CHECK_FAILED"},  # a device the policy does not trust: refused
+    download={"DOWNLOAD"},
+    file_access={"PREVIEW"},
+    delete={"DELETE", "ITEM_TRASH", "TRASH"},
+    privilege_grant={"CHANGE_ADMIN_ROLE", "ADMIN_ROLE_ASSIGN"},
+    external_share={"COLLABORATION_INVITE", "COLLABORATION_ACCEPT"},  # with a login of another domain only
+)
+"""Box enterprise event types and what each counts."""
+DROPBOX = _table(
+    signin={"login_success"},
+    signin_failed={"login_fail"},
+    download={"file_download", "shared_content_download"},
+    file_access={"file_preview", "file_view"},
+    delete={"file_delete", "file_permanently_delete"},
+    factor_change={"tfa_change_status", "tfa_remove_backup_phone", "tfa_remove_security_key"},
+    privilege_grant={"member_change_admin_role"},
+    sensitive_api={"sign_in_as_session_start"},  # an administrator in a member's account: every file in reach
+    external_share={
+        # counted when the event involves someone outside the team, or hands a folder to an owner of another domain
         "shared_content_add_member",
         "shared_content_add_invitees",
         "shared_folder_transfer_ownership",
         "shared_link_create",
         "shared_link_share",
         "file_request_create",
-    }
+    },
 )
-"""Dropbox shares: counted when the event says it involves someone outside the team (`involve_non_team_member`) or
-hands a folder to an owner of another domain."""
-DROPBOX_FACTOR = frozenset({"tfa_change_status", "tfa_remove_backup_phone", "tfa_remove_security_key"})
-DROPBOX_GRANTS = frozenset({"member_change_admin_role"})
-DROPBOX_SENSITIVE = frozenset({"sign_in_as_session_start"})
-"""An administrator signed in as a member: every file of theirs in reach."""
-GCP_IMPERSONATION = frozenset({"GenerateAccessToken", "GenerateIdToken", "SignJwt", "SignBlob"})
-"""IAM credentials calls: a token or a signature of a service account, acting as it."""
-GCP_SENSITIVE = frozenset(
-    {
+"""Dropbox team event tags and what each counts."""
+GCP = _table(
+    privilege_grant={"InsertProjectOwnershipInvite"},
+    sensitive_api={
+        # a key for a service account: a credential that outlives its maker's access
         "google.iam.admin.v1.CreateServiceAccountKey",
+        # audit logs routed away or excluded
         "google.logging.v2.ConfigServiceV2.DeleteSink",
         "google.logging.v2.ConfigServiceV2.UpdateSink",
         "google.logging.v2.ConfigServiceV2.DeleteBucket",
         "google.logging.v2.ConfigServiceV2.UpdateBucket",
         "google.logging.v2.ConfigServiceV2.DeleteExclusion",
         "google.logging.v2.ConfigServiceV2.CreateExclusion",
-    }
+        # a token or a signature of a service account (IAM credentials): acting as it
+        "GenerateAccessToken",
+        "GenerateIdToken",
+        "SignJwt",
+        "SignBlob",
+    },
+    download={"storage.objects.get"},
+    delete={"storage.objects.delete", "storage.buckets.delete"},
 )
-"""A key for a service account (a credential that outlives its maker's access), and audit logs routed away or
-excluded."""
-GCP_DOWNLOADS = frozenset({"storage.objects.get"})
-GCP_DELETES = frozenset({"storage.objects.delete", "storage.buckets.delete"})
-GCP_GRANTS = frozenset({"InsertProjectOwnershipInvite"})
+"""Google Cloud audit methods (in full, or the last part of IAM credentials' long names) and what each counts; an
+IAM policy set is read by `_gcp_policy`."""
 GCP_PUBLIC = frozenset({"allusers", "allauthenticatedusers"})
 
 
 def slack(raw: dict[str, Any]) -> Observation | None:
     """A Slack audit log entry (`action`, `actor`, `entity`, `context`) by a user."""
     actor = raw["actor"]
-    user = actor.get("user") if actor.get("type", "user") == "user" else None
-    name = user.get("email") if isinstance(user, dict) else None
+    name = _dig(actor, "user", "email") if actor.get("type", "user") == "user" else None
     if not name:
         return None
-    action = str(raw["action"])
-    features: list[tuple[str, float]] = []
-    seen: list[tuple[str, str]] = []
-    if action == "user_login":
-        features.append(("signin", 1.0))
-    elif action == "user_login_failed":
-        features.append(("signin_failed", 1.0))
-    elif action in SLACK_GRANTS or action == "permissions_assigned":
-        features.append(("privilege_grant", 1.0))
-        if str(_dig(raw.get("entity"), "user", "email")).lower() == str(name).lower():
-            features.append(("self_grant", 1.0))
-    elif action in SLACK_EXPORTS or action in SLACK_EVASION:
-        features.append(("sensitive_api", 1.0))
-    elif action == "file_downloaded":
-        features.append(("download", 1.0))
-        ident = _dig(raw.get("entity"), "file", "id")
-        if ident:
-            seen.append(("resource", f"slack:{ident}"))
-    elif action == "file_public_link_created":
-        features.append(("external_share", 1.0))
-    return Observation(str(name), features, seen)
+    feature = SLACK.get(str(raw["action"]))
+    obs = Observation(str(name), [(feature, 1.0)] if feature else [], [])
+    if feature == "privilege_grant" and str(_dig(raw.get("entity"), "user", "email")).lower() == obs.actor.lower():
+        obs.features.append(("self_grant", 1.0))
+    elif feature == "download" and (ident := _dig(raw.get("entity"), "file", "id")):
+        obs.seen.append(("resource", f"slack:{ident}"))
+    return obs
 
 
 def box(raw: dict[str, Any], org_domains: Set[str]) -> Observation | None:
-    """A Box enterprise event (`event_type`, `created_by`, `source`, `accessible_by`)."""
+    """A Box enterprise event (`event_type`, `created_by`, `source`, `accessible_by`); None for an anonymous viewer
+    of a shared link."""
     name = _dig(raw, "created_by", "login")
     if not name:
-        return None  # an anonymous viewer of a shared link
-    kind = str(raw["event_type"])
-    features: list[tuple[str, float]] = []
-    seen: list[tuple[str, str]] = []
-    if kind == "LOGIN":
-        features.append(("signin", 1.0))
-    elif kind in BOX_SIGNIN_FAILED:
-        features.append(("signin_failed", 1.0))
-    elif kind in BOX_DOWNLOADS or kind in BOX_READS:
-        features.append(("download" if kind in BOX_DOWNLOADS else "file_access", 1.0))
-        item = _dig(raw, "source", "item_id")
-        if item:
-            seen.append(("resource", f"box:{item}"))
-    elif kind in BOX_DELETES:
-        features.append(("delete", 1.0))
-    elif kind in BOX_GRANTS:
-        features.append(("privilege_grant", 1.0))
-    elif kind in BOX_INVITES:
-        invited = _dig(raw, "accessible_by", "login")
-        if invited and domain_of(str(invited)) not in org_domains:
-            features.append(("external_share", 1.0))
-    return Observation(str(name), features, seen)
+        return None
+    feature = BOX.get(str(raw["event_type"]))
+    if feature == "external_share" and not _outside(_dig(raw, "accessible_by", "login"), org_domains):
+        feature = None
+    obs = Observation(str(name), [(feature, 1.0)] if feature else [], [])
+    if feature in ("download", "file_access") and (item := _dig(raw, "source", "item_id")):
+        obs.seen.append(("resource", f"box:{item}"))
+    return obs
 
 
 def dropbox(raw: dict[str, Any], tag: str, org_domains: Set[str]) -> Observation | None:
     """A Dropbox team event (`event_type` tagged `tag`), by a team member or an administrator."""
     actor = raw.get("actor")
-    person = None
-    if isinstance(actor, dict):
-        person = actor.get("user") if isinstance(actor.get("user"), dict) else actor.get("admin")
-    name = person.get("email") if isinstance(person, dict) else None
+    name = _dig(actor, "user", "email") or _dig(actor, "admin", "email")
     if not name:
         return None
-    features: list[tuple[str, float]] = []
-    seen: list[tuple[str, str]] = []
-    if tag == "login_success":
-        features.append(("signin", 1.0))
-    elif tag == "login_fail":
-        features.append(("signin_failed", 1.0))
-    elif tag in DROPBOX_DOWNLOADS or tag in DROPBOX_READS:
-        features.append(("download" if tag in DROPBOX_DOWNLOADS else "file_access", 1.0))
-        for asset in as_list(raw.get("assets")):
-            path = _dig(asset, "path", "contextual")
-            if path:
-                seen.append(("resource", f"dropbox:{path}"))
-    elif tag in DROPBOX_DELETES:
-        features.append(("delete", 1.0))
-    elif tag in DROPBOX_SHARES:
-        owner = _dig(raw, "details", "new_owner_email")
-        if raw.get("involve_non_team_member") is True or (owner and domain_of(str(owner)) not in org_domains):
-            features.append(("external_share", 1.0))
-    elif tag in DROPBOX_FACTOR:
-        features.append(("factor_change", 1.0))
-    elif tag in DROPBOX_GRANTS:
-        features.append(("privilege_grant", 1.0))
-    elif tag in DROPBOX_SENSITIVE:
-        features.append(("sensitive_api", 1.0))
-    return Observation(str(name), features, seen)
+    feature = DROPBOX.get(tag)
+    if feature == "external_share" and raw.get("involve_non_team_member") is not True:
+        feature = "external_share" if _outside(_dig(raw, "details", "new_owner_email"), org_domains) else None
+    obs = Observation(str(name), [(feature, 1.0)] if feature else [], [])
+    if feature in ("download", "file_access"):
+        paths = (_dig(asset, "path", "contextual") for asset in as_list(raw.get("assets")))
+        obs.seen.extend(("resource", f"dropbox:{path}") for path in paths if path)
+    return obs
 
 
 def gcp(payload: dict[str, Any], org_domains: Set[str]) -> Observation | None:
@@ -188,30 +161,21 @@ def gcp(payload: dict[str, Any], org_domains: Set[str]) -> Observation | None:
     name = _dig(payload, "authenticationInfo", "principalEmail")
     if not name:
         return None
+    obs = Observation(str(name), [], [])
+    if _dig(payload, "status", "code"):
+        return obs
     method = str(payload.get("methodName") or "")
-    features: list[tuple[str, float]] = []
-    seen: list[tuple[str, str]] = []
-    status = payload.get("status")
-    if isinstance(status, dict) and status.get("code"):
-        return Observation(str(name), features, seen)
     short = method.rpartition(".")[2]
     if short.lower() in ("setiampolicy", "setiampermissions"):
-        _gcp_policy(payload, str(name).lower(), org_domains, features)
-    elif method in GCP_GRANTS:
-        features.append(("privilege_grant", 1.0))
-    elif method in GCP_SENSITIVE or short in GCP_IMPERSONATION:
-        features.append(("sensitive_api", 1.0))
-    elif method in GCP_DOWNLOADS:
-        features.append(("download", 1.0))
-        resource = payload.get("resourceName")
-        if resource:
-            seen.append(("resource", f"gcs:{resource}"))
-    elif method in GCP_DELETES:
-        features.append(("delete", 1.0))
-    return Observation(str(name), features, seen)
+        obs.features.extend(_gcp_policy(payload, obs.actor.lower(), org_domains))
+    elif feature := GCP.get(method) or GCP.get(short):
+        obs.features.append((feature, 1.0))
+        if feature == "download" and (resource := payload.get("resourceName")):
+            obs.seen.append(("resource", f"gcs:{resource}"))
+    return obs
 
 
-def _gcp_policy(payload: dict[str, Any], actor: str, org_domains: Set[str], features: list[tuple[str, float]]) -> None:
+def _gcp_policy(payload: dict[str, Any], actor: str, org_domains: Set[str]) -> list[tuple[str, float]]:
     """An IAM policy set: a grant when it adds a binding (or says nothing of what changed); shared outside when it
     adds everyone (`allUsers`, `allAuthenticatedUsers`) or an account of another domain; a grant to oneself."""
     deltas = [
@@ -222,16 +186,21 @@ def _gcp_policy(payload: dict[str, Any], actor: str, org_domains: Set[str], feat
     ]
     added = [str(d.get("member") or "").lower() for d in deltas if str(d.get("action")).upper() == "ADD"]
     if deltas and not added:
-        return  # only removals
-    features.append(("privilege_grant", 1.0))
+        return []  # only removals
+    features = [("privilege_grant", 1.0)]
     accounts = [member.partition(":")[2] or member for member in added]
     if any(member in GCP_PUBLIC for member in added) or any(
-        "@" in account and not account.endswith(".gserviceaccount.com") and domain_of(account) not in org_domains
-        for account in accounts
+        not account.endswith(".gserviceaccount.com") and _outside(account, org_domains) for account in accounts
     ):
         features.append(("external_share", 1.0))
     if actor in accounts:
         features.append(("self_grant", 1.0))
+    return features
+
+
+def _outside(address: Any, org_domains: Set[str]) -> bool:
+    """Whether `address` is a mail address of a domain other than the organisation's."""
+    return isinstance(address, str) and "@" in address and domain_of(address) not in org_domains
 
 
 def _dig(value: Any, *keys: str) -> Any:
