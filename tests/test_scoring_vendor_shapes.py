@@ -15,10 +15,12 @@ import pytest
 
 from conftest import SHARED
 from custodes.config import ScoringSettings
+from custodes.connectors.envelope import to_event
 from custodes.detections.scoring.evaluate import LabelRow, evaluate
 from custodes.detections.scoring.features import Extractor, record_time
 from custodes.detections.scoring.identity import PERSON, SERVICE, IdentityResolver
 from custodes.detections.scoring.observation import Observation
+from custodes.sources import SourceSettings
 
 DATASETS = SHARED / "datasets" / "panther-rule-tests"
 EXTRACTOR = Extractor(ScoringSettings(), ["panther.com", "example.io", "acme.com", "example.com"])
@@ -563,3 +565,59 @@ def test_google_cloud_log_routing_changes_and_self_grants_count() -> None:
     )
     resolver = IdentityResolver([], ScoringSettings().identities)
     assert resolver.resolve("terraform@platform.iam.gserviceaccount.com")[1] == SERVICE
+
+
+def cloudtrail_record(identity: dict[str, Any], event: str = "GetObject", **fields: Any) -> dict[str, Any]:
+    return {
+        "eventVersion": "1.08",
+        "eventTime": "2024-03-04T09:00:00Z",
+        "eventSource": "s3.amazonaws.com",
+        "eventName": event,
+        "userIdentity": identity,
+        "requestParameters": {"bucketName": "finance", "key": "ledger.xlsx"},
+        **fields,
+    }
+
+
+def assumed(role: str, session: str) -> dict[str, Any]:
+    return {"type": "AssumedRole", "arn": f"arn:aws:sts::123456789012:assumed-role/{role}/{session}"}
+
+
+@pytest.mark.parametrize(
+    ("identity", "actor", "kind"),
+    [
+        (assumed("AWSReservedSSO_Admin_0123abcd", "jane@corp.example"), "jane@corp.example", PERSON),
+        (assumed("BankingWAFRole", "i-0317f6c6b66ae9c40"), "i-0317f6c6b66ae9c40", SERVICE),  # an instance's role
+        (assumed("Deploy", "botocore-session-1712345678"), "role/Deploy", SERVICE),  # a name the SDK made up
+        (assumed("Deploy", "aws-go-sdk-1712345678901"), "role/Deploy", SERVICE),
+        (assumed("Deploy", "0f8fad5b-d9cb-469f-a165-70867728950e"), "role/Deploy", SERVICE),
+        ({"type": "IAMUser", "userName": "pedro", "arn": "arn:aws:iam::123456789012:user/pedro"}, "pedro", PERSON),
+        ({"type": "Root", "accountId": "123456789012"}, "root@123456789012", PERSON),
+    ],
+)
+def test_a_cloudtrail_identity_is_the_person_or_the_role_behind_it(
+    identity: dict[str, Any], actor: str, kind: str
+) -> None:
+    """Once each session an SDK named (`botocore-session-<time>`) was an entity of its own, new every hour."""
+    record = cloudtrail_record(identity)
+    assert observed(record).actor == actor
+    assert to_event(record, SourceSettings(format="cloudtrail"), "cloudtrail").actor == actor  # routed by it too
+    assert IdentityResolver([], ScoringSettings().identities).resolve(actor)[1] == kind
+
+
+def test_a_console_sign_in_failed_under_a_name_the_account_lacks_is_no_one_s() -> None:
+    """CloudTrail hides a mistyped or sprayed user name; read as a name, every such failure was one entity's."""
+    hidden = {"type": "IAMUser", "userName": "HIDDEN_DUE_TO_SECURITY_REASONS", "accountId": "123456789012"}
+    record = cloudtrail_record(hidden, "ConsoleLogin", responseElements={"ConsoleLogin": "Failure"})
+    assert EXTRACTOR.extract(record) is None
+    assert to_event(record, SourceSettings(format="cloudtrail"), "cloudtrail").actor is None
+
+
+def test_the_recorded_ec2_proxy_exfiltration_is_read_for_the_user_and_the_instance() -> None:
+    path = SHARED / "datasets" / "otrf-cloudtrail" / "ec2_proxy_s3_exfiltration_2020-09-14011940.json"
+    rows = [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+    found = [EXTRACTOR.extract(row) for row in rows]
+    assert all(obs is None for row, obs in zip(rows, found, strict=True) if row["userIdentity"]["type"] == "AWSService")
+    read = [obs for obs in found if obs is not None]
+    assert {obs.actor for obs in read} == {"pedro", "i-0317f6c6b66ae9c40"}
+    assert sum(("download", 1.0) in obs.features for obs in read) == 2  # the two objects taken

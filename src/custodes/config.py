@@ -627,6 +627,7 @@ class IdentitySettings(Section):
             r"^(anonymous logon|local service|network service)$",
             r"^(dwm|umfd)-\d+$",
             r"\.gserviceaccount\.com$",
+            r"^role/",
         ],
         description="regular expressions: matching actors are service accounts (Windows computer accounts `HOST$` and "
         "built-in logon accounts among them)",

@@ -204,15 +204,30 @@ def okta(record: dict[str, Any], settings: SourceSettings, source: str) -> Event
     )
 
 
-def _cloudtrail_actor(identity: Any) -> str | None:
-    if not isinstance(identity, dict):
+CLOUDTRAIL_HIDDEN_USER = "HIDDEN_DUE_TO_SECURITY_REASONS"
+"""The user name CloudTrail writes for a failed console sign-in under a name the account does not have."""
+SDK_SESSION = re.compile(
+    r"^(botocore-session-\d+|aws-sdk-[a-z]+-\d+|aws-go-sdk-\d+|\d{9,}|[0-9a-f]{32}"
+    r"|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$",
+    re.IGNORECASE,
+)
+"""Role session names an SDK or a scheduler generates: a new one per session, naming no one."""
+
+
+def cloudtrail_actor(identity: Any) -> str | None:
+    """Who a CloudTrail `userIdentity` names: an IAM user's name; an assumed role's session name (an SSO user's
+    address, an instance id), or the role as `role/<name>` when an SDK generated the session name
+    (`botocore-session-1712345678`: a new entity per session otherwise); the root user as `root@<account>`; None for
+    a failed console sign-in under a name the account does not have."""
+    if not isinstance(identity, dict) or identity.get("userName") == CLOUDTRAIL_HIDDEN_USER:
         return None
     kind = identity.get("type")
     if kind == "IAMUser" and identity.get("userName"):
         return str(identity["userName"])
     arn = identity.get("arn")
-    if kind == "AssumedRole" and isinstance(arn, str) and "/" in arn:
-        return arn.rsplit("/", 1)[1]
+    if kind == "AssumedRole" and isinstance(arn, str) and arn.count("/") >= 2:
+        _, role, session = arn.rsplit("/", 2)
+        return f"role/{role}" if SDK_SESSION.match(session) else session
     if kind == "Root":
         return f"root@{identity.get('accountId', 'unknown')}"
     return _text(identity.get("userName") or arn or identity.get("principalId"))
@@ -237,7 +252,7 @@ def cloudtrail(record: dict[str, Any], settings: SourceSettings, source: str) ->
     return b.event(
         record.get(ID_KEYS["cloudtrail"]),
         b.time("eventTime", "@timestamp"),
-        actor=_cloudtrail_actor(record.get("userIdentity")),
+        actor=cloudtrail_actor(record.get("userIdentity")),
         action=_text(record.get("eventName")),
         target=target,
         outcome=Outcome.FAILURE if record.get("errorCode") else Outcome.SUCCESS,

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from custodes.config import ScoringSettings
-from custodes.connectors.envelope import parse_time
+from custodes.connectors.envelope import cloudtrail_actor, parse_time
 from custodes.detections.scoring import saas
 from custodes.detections.scoring.observation import Observation, as_list, domain_of, whole
 
@@ -482,14 +482,7 @@ class Extractor:
     # cloud --------------------------------------------------------------------------------------------
     def cloudtrail(self, raw: dict[str, Any]) -> Observation | None:
         identity = raw.get("userIdentity") or {}
-        kind = identity.get("type")
-        arn = identity.get("arn") or ""
-        if kind == "AssumedRole" and "/" in arn:
-            name = arn.rsplit("/", 1)[1]
-        elif kind == "Root":
-            name = f"root@{identity.get('accountId', 'unknown')}"
-        else:
-            name = identity.get("userName") or arn or identity.get("principalId")
+        name = cloudtrail_actor(identity)
         if not name:
             return None
         event = raw["eventName"]
