@@ -621,3 +621,30 @@ def test_the_recorded_ec2_proxy_exfiltration_is_read_for_the_user_and_the_instan
     read = [obs for obs in found if obs is not None]
     assert {obs.actor for obs in read} == {"pedro", "i-0317f6c6b66ae9c40"}
     assert sum(("download", 1.0) in obs.features for obs in read) == 2  # the two objects taken
+
+
+@pytest.mark.parametrize(
+    ("test_name", "features"),
+    [
+        ("API Key Created", {"sensitive_api"}),  # a token that outlives its maker's access
+        ("MFA Disabled", {"sensitive_api"}),  # a factor switched off for everyone
+        ("Support Access Granted", {"sensitive_api"}),
+        ("User accessed another user's password", {"sensitive_api"}),
+        ("User accessed their own password", set()),
+        ("User accessed their own password - 2", set()),
+    ],
+)
+def test_okta_credentials_and_controls_touched_are_sensitive(test_name: str, features: set[str]) -> None:
+    record = record_named("okta", test_name)
+    obs = observed(record)
+    assert obs.actor == record["actor"]["alternateId"] and names(obs) == features
+
+
+def test_a_sign_in_the_person_reports_as_not_theirs_is_an_attack_on_their_account() -> None:
+    record = {
+        "eventType": "user.account.report_suspicious_activity_by_enduser",
+        "published": "2024-03-04T09:00:00.000Z",
+        "actor": {"alternateId": "ann@corp.example", "type": "User"},
+        "outcome": {"result": "SUCCESS"},
+    }
+    assert names(observed(record)) == {"mfa_failed"}

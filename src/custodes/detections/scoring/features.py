@@ -69,6 +69,20 @@ OKTA_FACTOR = frozenset(
     }
 )
 OKTA_PRIVILEGE = frozenset({"user.account.privilege.grant", "group.user_membership.add", "iam.role.assignment"})
+OKTA_SENSITIVE = frozenset(
+    {
+        "system.api_token.create",  # a credential that outlives its maker's access
+        "system.mfa.factor.deactivate",  # a factor type switched off for the whole organisation
+        "user.session.impersonation.grant",  # Okta support let into the organisation
+        "user.session.impersonation.initiate",
+        "policy.lifecycle.deactivate",  # a sign-on or password policy switched off
+        "policy.rule.deactivate",
+    }
+)
+OKTA_REVEAL = "application.user_membership.show_password"
+"""An application's stored password revealed: sensitive when it is another person's (the `User` target)."""
+OKTA_REPORTED = "user.account.report_suspicious_activity_by_enduser"
+"""The person said a sign-in or prompt was not theirs: an attack on the account's authentication."""
 ENTRA_MFA_ERRORS = frozenset({500121, 50158})
 """Entra sign-in codes of a second factor that failed: denied, timed out or wrong (500121), an external challenge
 not met (50158)."""
@@ -420,9 +434,15 @@ class Extractor:
                 asn = (raw.get("securityContext") or {}).get("asNumber")
                 if asn:
                     seen.append(("asn", str(asn)))
-        elif kind in OKTA_MFA_FAIL:
-            if failed or kind == OKTA_PUSH_DENIED:  # a denial is its own event, whatever its outcome says
+        elif kind in OKTA_MFA_FAIL or kind == OKTA_REPORTED:
+            if failed or kind in (OKTA_PUSH_DENIED, OKTA_REPORTED):  # its own event, whatever its outcome says
                 features.append(("mfa_failed", 1.0))
+        elif kind in OKTA_SENSITIVE and not failed:
+            features.append(("sensitive_api", 1.0))
+        elif kind == OKTA_REVEAL and not failed:
+            users = [t for t in as_list(raw.get("target")) if isinstance(t, dict) and t.get("type") == "User"]
+            if users and str(users[0].get("alternateId")).lower() != str(name).lower():
+                features.append(("sensitive_api", 1.0))
         elif kind in OKTA_FACTOR:
             features.append(("factor_change", 1.0))
         elif kind in OKTA_PRIVILEGE:
