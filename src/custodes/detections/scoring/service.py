@@ -48,7 +48,8 @@ INDEX_BATCH = 5_000
 SCORE_ROWS = 5_000
 """Day scores turned into rows at a time as they are written."""
 DIRECTORY_REFRESH_SECONDS = 10.0
-"""How often a batch looks whether the directory's files changed (a `stat` of each)."""
+"""How often a scoring service looks whether the directory's files changed (a `stat` of each): a new export counts
+from the batch after, at most this long after it was written."""
 FEEDBACK_REFRESH_SECONDS = 1.0
 """How often a batch reads the feedback on causes again (given in the API, maybe in another process); it counts
 from the next day closed, so a second's delay changes no score."""
