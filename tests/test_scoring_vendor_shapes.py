@@ -648,3 +648,37 @@ def test_a_sign_in_the_person_reports_as_not_theirs_is_an_attack_on_their_accoun
         "outcome": {"result": "SUCCESS"},
     }
     assert names(observed(record)) == {"mfa_failed"}
+
+
+@pytest.mark.parametrize(
+    ("test_name", "actor", "features"),
+    [
+        ("Elevate Access to All Azure Subscriptions", "attacker@example.com", {"privilege_grant", "self_grant"}),
+        ("Storage Account Keys Listed", "denethor@lotr.com", {"sensitive_api"}),
+        ("Resource Lock Deleted Successfully", "compromised-admin@company.com", {"sensitive_api"}),
+        ("Immutability Policy Deleted Successfully", "attacker@example.com", {"sensitive_api"}),
+        ("Protection Container Deleted Successfully", "compromised-admin@company.com", {"delete"}),
+        ("Versioning Disabled", "denethor@lotr.com", set()),
+    ],
+)
+def test_azure_activity_log_operations_are_read_for_the_caller(test_name: str, actor: str, features: set[str]) -> None:
+    """Once no Azure activity record was read: a Global Administrator taking every subscription counted nothing."""
+    record = record_named("azure_activity", test_name)
+    obs = observed(record)
+    assert (obs.actor, names(obs)) == (actor, features)
+    failed = {**record, "resultType": "Failure"}
+    assert names(observed(failed)) == set(), "an operation refused did nothing"
+
+
+def test_an_application_acting_in_azure_is_no_one_and_the_rest_api_s_caller_is_read() -> None:
+    by_app = [r for r in records("azure_activity") if "appid" in str((r.get("identity") or {}).get("claims"))]
+    assert by_app and all(EXTRACTOR.extract(r) is None for r in by_app)
+    rest = {
+        "caller": "ann@corp.example",
+        "operationName": {"value": "Microsoft.Authorization/roleAssignments/write", "localizedValue": "Create role"},
+        "resourceId": "/subscriptions/0000/providers/Microsoft.Authorization/roleAssignments/1111",
+        "status": {"value": "Succeeded"},
+        "eventTimestamp": "2024-03-04T09:00:00Z",
+    }
+    assert (observed(rest).actor, names(observed(rest))) == ("ann@corp.example", {"privilege_grant"})
+    assert record_time(rest) == datetime(2024, 3, 4, 9, tzinfo=UTC)

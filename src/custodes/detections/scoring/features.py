@@ -339,6 +339,7 @@ def record_time(raw: dict[str, Any]) -> datetime | None:
         raw.get("isotimestamp"),
         raw.get("date_create"),
         raw.get("timestamp"),
+        raw.get("eventTimestamp"),
     ):
         if value is not None:
             try:
@@ -386,8 +387,8 @@ class Extractor:
         return self._others(raw)
 
     def _others(self, raw: dict[str, Any]) -> Observation | None:
-        """The shapes tried last: collaboration and cloud services' (`saas`) and Entra ID's as diagnostic settings
-        export it; None for any other."""
+        """The shapes tried last: collaboration and cloud services' (`saas`), Entra ID's as diagnostic settings export
+        it, and Azure's activity log; None for any other."""
         kind = raw.get("event_type")
         if isinstance(kind, str) and raw.get("type") == "event":
             return saas.box(raw, self.org_domains)
@@ -406,6 +407,11 @@ class Extractor:
                 return self.entra_signin(body, raw.get("resultType"))
             if "activityDisplayName" in body:
                 return self.entra_audit(body)
+        operation = raw.get("operationName")
+        if isinstance(operation, dict):
+            operation = operation.get("value")
+        if isinstance(operation, str) and "resourceId" in raw:
+            return saas.azure(raw, operation)
         return None
 
     # identity providers ------------------------------------------------------------------------------

@@ -1,8 +1,8 @@
 """Behaviour features out of collaboration and cloud services' audit records: Slack's audit logs, Box's and Dropbox's
-team events, and Google Cloud's audit logs (`protoPayload`). Each reader takes one record of its shape (the
-`Extractor` recognises it) and the organisation's mail domains, and returns who acted and what it counts: the
-feature its action names in the service's table, then what the record's own fields add (a grant to oneself, a share
-outside the organisation, the resource read)."""
+team events, Google Cloud's audit logs (`protoPayload`) and Azure's activity log. Each reader takes one record of
+its shape (the `Extractor` recognises it) and the organisation's mail domains where it needs them, and returns who
+acted and what it counts: the feature its action names in the service's table, then what the record's own fields
+add (a grant to oneself, a share outside the organisation, the resource read)."""
 
 from __future__ import annotations
 
@@ -108,6 +108,34 @@ GCP = _table(
 """Google Cloud audit methods (in full, or the last part of IAM credentials' long names) and what each counts; an
 IAM policy set is read by `_gcp_policy`."""
 GCP_PUBLIC = frozenset({"allusers", "allauthenticatedusers"})
+AZURE = _table(
+    privilege_grant={"microsoft.authorization/roleassignments/write", "microsoft.authorization/elevateaccess/action"},
+    sensitive_api={
+        # keys and downloadable copies: a storage account's keys, a disk's or snapshot's download link
+        "microsoft.storage/storageaccounts/listkeys/action",
+        "microsoft.compute/disks/begingetaccess/action",
+        "microsoft.compute/snapshots/begingetaccess/action",
+        # logs, locks, alerts and retention switched off
+        "microsoft.insights/diagnosticsettings/delete",
+        "microsoft.authorization/locks/delete",
+        "microsoft.insights/actiongroups/delete",
+        "microsoft.insights/alertrules/delete",
+        "microsoft.insights/metricalerts/delete",
+        "microsoft.security/alertssuppressionrules/write",
+        "microsoft.storage/storageaccounts/blobservices/containers/immutabilitypolicies/delete",
+    },
+    delete={
+        "microsoft.storage/storageaccounts/delete",
+        "microsoft.compute/disks/delete",
+        "microsoft.compute/snapshots/delete",
+        "microsoft.keyvault/vaults/delete",
+        "microsoft.recoveryservices/vaults/backupfabrics/protectioncontainers/delete",
+    },
+)
+"""Azure Resource Manager operations (lower-cased: the log writes them in either case) and what each counts."""
+AZURE_ELEVATE = "microsoft.authorization/elevateaccess/action"
+"""A Global Administrator making themselves User Access Administrator of every subscription: a grant to oneself."""
+AZURE_UPN = "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/upn"
 
 
 def slack(raw: dict[str, Any]) -> Observation | None:
@@ -172,6 +200,23 @@ def gcp(payload: dict[str, Any], org_domains: Set[str]) -> Observation | None:
         obs.features.append((feature, 1.0))
         if feature == "download" and (resource := payload.get("resourceName")):
             obs.seen.append(("resource", f"gcs:{resource}"))
+    return obs
+
+
+def azure(raw: dict[str, Any], operation: str) -> Observation | None:
+    """An Azure activity log entry (`operationName`, `resourceId`; the caller in `identity.claims` as diagnostic
+    settings export it, or `caller` as the REST API returns it) by a person; an application acting (`appid` only)
+    is no one, and an operation that failed counts nothing."""
+    claims = _dig(raw, "identity", "claims")
+    names = [_dig(claims, AZURE_UPN), _dig(claims, "name"), raw.get("caller")]
+    name = next((str(n) for n in names if isinstance(n, str) and "@" in n), None)
+    if name is None:
+        return None
+    result = raw.get("resultType") or _dig(raw, "status", "value")
+    feature = None if str(result).lower() in ("failure", "failed") else AZURE.get(operation.lower())
+    obs = Observation(name, [(feature, 1.0)] if feature else [], [])
+    if operation.lower() == AZURE_ELEVATE and feature:
+        obs.features.append(("self_grant", 1.0))
     return obs
 
 
