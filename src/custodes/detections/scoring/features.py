@@ -2,9 +2,9 @@
 
 Each record is recognised by its shape (Okta System Log, Entra sign-in and directory audit as Graph returns them or
 as diagnostic settings export them, CloudTrail, Google Workspace reports, GitHub audit log, the Microsoft 365 unified
-audit log, Duo authentication log, Teleport; Slack, Box, Dropbox and Google Cloud audit logs in `saas`; and ECS
-documents as pulled from Elasticsearch, Windows logons among them), so the source name a deployment gives it does not
-matter. `Extractor.extract` returns who acted, the feature increments, the values to check against first-seen
+audit log, Duo authentication log, Teleport; Slack, Box, Dropbox, Google Cloud and Azure activity logs in `saas`;
+and ECS documents as pulled from Elasticsearch, Windows logons among them), so the source name a deployment gives it
+does not matter. `Extractor.extract` returns who acted, the feature increments, the values to check against first-seen
 memory, and the machine involved.
 """
 
