@@ -283,3 +283,41 @@ def test_settling_the_garbage_collector_freezes_what_is_loaded() -> None:
     finally:
         gc.unfreeze()
         gc.set_threshold(*threshold)
+
+
+async def test_the_metrics_say_which_directory_scoring_holds_and_when_an_export_could_not_be_read(
+    database: DatabaseSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from custodes.detections.scoring import service as service_module
+
+    monkeypatch.setattr(service_module, "DIRECTORY_REFRESH_SECONDS", 0.0)
+    monkeypatch.setenv("T_SECRET", SECRET)
+    people = tmp_path / "people.json"
+    people.write_bytes(orjson.dumps([{"id": "alice@example.com"}, {"id": "bob@example.com"}]))
+    (tmp_path / "playbooks").mkdir()
+    settings = Settings.model_validate(
+        {
+            "detection": {"rules": [str(ROOT / "detections" / "rules")]},
+            "playbooks": {"paths": [str(tmp_path / "playbooks")]},
+            "webhooks": {
+                "generic": {"kind": "generic", "source": "okta", "auth": {"scheme": "hmac", "secret": "env:T_SECRET"}}
+            },
+            "scoring": {"directory": str(people), "pseudonym_key_file": str(tmp_path / "pseudonym.key")},
+        }
+    )
+    settings.database = database
+
+    async def scraped(url: str) -> str:
+        async with aiohttp.ClientSession() as http, http.get(f"{url}/metrics") as response:
+            return await response.text()
+
+    async with await Services.open(settings) as services, serving(services, "127.0.0.1", 0) as url:
+        before = await scraped(url)
+        people.write_text('[{"id": "alice@example.com"}, ')  # an export cut short
+        assert (await post(url, orjson.dumps(okta_event("d1", "user.session.start"))))[0] == 202
+        after = await scraped(url)
+    assert "custodes_directory_people 2.0" in before and "custodes_directory_change_unread 0.0" in before
+    assert "custodes_directory_failed_reads_total 0.0" in before
+    assert "custodes_directory_people 2.0" in after, "the directory read before is kept"
+    assert "custodes_directory_change_unread 1.0" in after and "custodes_directory_failed_reads_total 1.0" in after
+    assert "custodes_directory_read_timestamp_seconds " in after

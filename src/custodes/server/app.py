@@ -17,7 +17,7 @@ from custodes.server.connections import ConnectionLimits, limits_key
 from custodes.server.context import ingest_key, metrics_key, services_key, supervisor_key, tasks_key
 from custodes.server.health import healthz, store_unready
 from custodes.server.ingest import IngestQueue
-from custodes.server.metrics import CONTENT_TYPE_LATEST, ConnectorCollector, Metrics
+from custodes.server.metrics import CONTENT_TYPE_LATEST, ConnectorCollector, DirectoryCollector, Metrics
 from custodes.server.responses import error, json_response
 from custodes.server.tasks import BackgroundTasks
 from custodes.services import Services
@@ -123,6 +123,7 @@ def create_app(services: Services, supervisor: ConnectorSupervisor | None = None
     tasks = BackgroundTasks()
     app[tasks_key] = tasks
     registry = Metrics()
+    registry.registry.register(DirectoryCollector(services))
     app[metrics_key] = registry
     if supervisor is not None:
         app[supervisor_key] = supervisor

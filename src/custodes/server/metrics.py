@@ -14,8 +14,16 @@ from custodes.model import utcnow
 
 if TYPE_CHECKING:
     from custodes.connectors.supervisor import ConnectorSupervisor
+    from custodes.services import Services
 
-__all__ = ["CONTENT_TYPE_LATEST", "ConnectorCollector", "Metrics", "RunnerMetrics", "WorkerMetrics"]
+__all__ = [
+    "CONTENT_TYPE_LATEST",
+    "ConnectorCollector",
+    "DirectoryCollector",
+    "Metrics",
+    "RunnerMetrics",
+    "WorkerMetrics",
+]
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -167,6 +175,36 @@ class RunnerMetrics:
             "custodes_runs_reaped", "Stalled playbook runs this runner resumed or failed", registry=registry
         )
         self.held = held
+
+
+class DirectoryCollector(Collector):
+    """The directory behaviour scoring holds, read when scraped: its people, when it was read, failed reads of a
+    changed directory since start, and whether a change is unread (`ScoringService.follow_directory`)."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    def collect(self) -> Iterator[Metric]:
+        """The directory metric families; none where nothing scores."""
+        scoring = self.services.pipeline.scoring
+        if scoring is None:
+            return
+        status = scoring.directory
+        people = GaugeMetricFamily("custodes_directory_people", "People in the directory scoring holds")
+        people.add_metric([], float(status.people))
+        read = GaugeMetricFamily(
+            "custodes_directory_read_timestamp_seconds", "When the directory scoring holds was read (Unix time)"
+        )
+        read.add_metric([], status.read_at)
+        failed = CounterMetricFamily(
+            "custodes_directory_failed_reads", "Reads of a changed directory that failed since start"
+        )
+        failed.add_metric([], float(status.failed_reads))
+        unread = GaugeMetricFamily(
+            "custodes_directory_change_unread", "1 while the directory changed but could not be read, else 0"
+        )
+        unread.add_metric([], 0.0 if status.error is None else 1.0)
+        yield from (people, read, failed, unread)
 
 
 class ConnectorCollector(Collector):

@@ -29,7 +29,7 @@ from custodes.config import Role
 from custodes.connectors.runtime import ConnectorRuntime
 from custodes.connectors.supervisor import ConnectorSupervisor
 from custodes.server.health import Readiness, health_serving, store_unready
-from custodes.server.metrics import Metrics, RunnerMetrics, WorkerMetrics
+from custodes.server.metrics import DirectoryCollector, Metrics, RunnerMetrics, WorkerMetrics
 from custodes.services import Services
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,7 @@ async def serve_role(services: Services, role: Role, stop: asyncio.Event) -> Non
             await worker.run(stop)
     else:
         metrics = Metrics()
+        metrics.registry.register(DirectoryCollector(services))  # the runner re-scores with it
 
         async def unready() -> str | None:
             return await store_unready(services.store)

@@ -15,6 +15,7 @@ import secrets
 import time
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -201,6 +202,17 @@ async def current_resolver(settings: ScoringSettings, store: Store, service: Sco
     return _current[1]
 
 
+@dataclass(slots=True)
+class DirectoryStatus:
+    """What the scoring service holds of the directory: its people, when it was read (Unix time), the reads of a
+    changed directory that failed since start, and the last one's error while the change stays unread."""
+
+    people: int
+    read_at: float
+    failed_reads: int = 0
+    error: str | None = None
+
+
 class ScoringService:
     """The engine, its persistence and its findings for the pipeline."""
 
@@ -220,6 +232,7 @@ class ScoringService:
         self._directory = directory_source(settings, pseudonymizer)
         """The `directory_source` the engine's resolver was read from (or a read of which failed)."""
         self._directory_checked = time.monotonic()
+        self.directory = DirectoryStatus(engine.resolver.population, time.time())
 
     @classmethod
     async def open(cls, settings: ScoringSettings, store: Store) -> ScoringService:
@@ -256,8 +269,11 @@ class ScoringService:
             resolver = await asyncio.to_thread(resolver_for, self.settings, self.pseudonymizer)
         except CustodesError as exc:
             log.error("the directory changed but cannot be read; scoring keeps the one it read before: %s", exc)
+            self.directory.failed_reads += 1
+            self.directory.error = str(exc)
             return
         self.engine.adopt(resolver)
+        self.directory.people, self.directory.read_at, self.directory.error = resolver.population, time.time(), None
         log.info("the directory changed: read again, %d people", resolver.population)
 
     async def load(self, tx: Transaction) -> None:
