@@ -10,7 +10,9 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from typer.testing import CliRunner
 
+from custodes.cli import app
 from custodes.config import IdentitySettings, ScoringSettings
 from custodes.detections.scoring.identity import IdentityResolver, load_directory, zone_of
 from custodes.detections.scoring.service import current_resolver
@@ -181,3 +183,45 @@ async def test_a_process_that_does_not_score_reads_the_directory_again_only_when
         update={"pseudonymise": False, "identities": IdentitySettings(aliases={"jd": "jdoe"})}
     )
     assert (await current_resolver(renamed, store, None)).resolve("jd")[0] == "jane.doe@corp.example"
+
+
+def test_directory_check_reads_an_export_against_the_one_in_use(tmp_path: Path) -> None:
+    """Before a new export goes live (scoring follows it by itself): names two people claim, time zones not read,
+    thin peer groups, and who it adds, drops, moves, re-zones or puts on notice."""
+    live = [
+        {"id": f"u{i}@corp.example", "department": "Finance", "title": "Analyst", "aliases": [f"u{i}"]}
+        for i in range(8)
+    ]
+    export = [dict(p) for p in live[1:]]
+    export[0] |= {"department": "Legal", "timezone": "W. Europe Standard Time"}
+    export[1] |= {"notice_date": "2020-01-02", "aliases": ["u2", "U3"]}  # an alias of u3's, as matched
+    export[2] |= {"timezone": "Mars/Olympus"}
+    export += [
+        {"id": "hire@corp.example", "department": "IT", "title": "Engineer"},
+        {"id": "svc-backup", "kind": "service"},
+    ]
+    (tmp_path / "live.json").write_text(json.dumps(live))
+    (tmp_path / "export.json").write_text(json.dumps(export))
+    (tmp_path / "custodes.yml").write_text(f"scoring:\n  directory: {tmp_path / 'live.json'}\n")
+    arguments = ["directory", "check", str(tmp_path / "export.json"), "--config", str(tmp_path / "custodes.yml")]
+    result = CliRunner().invoke(app, [*arguments, "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert (report["people"], report["services"], report["departments"], report["thin_groups"]) == (8, 1, 3, 2)
+    assert report["watchlists"] == {"departing": 1}
+    assert report["shared_names"] == {"u3": ["u2@corp.example", "u3@corp.example"]}
+    assert report["unknown_zones"] == ["u3@corp.example: 'Mars/Olympus'"]
+    assert report["changes"] == {
+        "added": ["hire@corp.example", "svc-backup"],
+        "removed": ["u0@corp.example"],
+        "moved": ["u1@corp.example"],
+        "rezoned": ["u1@corp.example"],
+        "on_notice": ["u2@corp.example"],
+    }
+    table = CliRunner().invoke(app, arguments)
+    assert table.exit_code == 0 and "names claimed twice (events under them go to one person): u3:" in table.output
+    (tmp_path / "export.json").write_text('[{"id": "u1@corp.example"},')
+    broken = CliRunner().invoke(app, arguments)
+    assert (
+        broken.exit_code == 2 and f"{tmp_path / 'export.json'}:1:" in broken.output and "invalid JSON" in broken.output
+    )

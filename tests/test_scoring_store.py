@@ -245,7 +245,7 @@ async def test_services_that_fail_to_open_close_what_they_opened(
 
     monkeypatch.setattr(Store, "close", recorded)
     monkeypatch.setattr(aiohttp, "ClientSession", made)
-    with pytest.raises(CustodesError, match=r"people\.json: invalid JSON"):
+    with pytest.raises(CustodesError, match=r"people\.json:1:\d+: invalid JSON"):
         await Services.open(settings)
     assert len(sessions) == 1 and sessions[0].closed and len(closed) == 1
 

@@ -1,4 +1,4 @@
-"""Behaviour scoring commands: `simulate`, `eval scoring`, `entity explain`, `entity reidentify`."""
+"""Behaviour scoring commands: `simulate`, `eval scoring`, `entity explain`, `entity reidentify`, `directory check`."""
 
 from __future__ import annotations
 
@@ -300,5 +300,76 @@ def entity_reidentify(
         if name is None:
             raise CustodesError(f"{pseudonym} matches no known person or entity")
         console.print(name, highlight=False)
+
+    run(work)
+
+
+directory_app = typer.Typer(help="The directory behaviour scoring reads.", no_args_is_help=True)
+app.add_typer(directory_app, name="directory")
+SHOWN = 10
+"""How many names of each list `directory check` prints (--json has them all)."""
+
+
+@directory_app.command("check")
+def directory_check(
+    export: Annotated[
+        Path | None,
+        typer.Argument(help="A directory export to check (default: scoring.directory, the one in use)."),
+    ] = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Check a directory export before it goes live: who scoring would read in it, names two people claim, time
+    zones it cannot read, thin peer groups, and what it changes against the directory in use. Scoring reads a
+    changed directory by itself (docs/scoring.md): check the new export, then move it over the old one."""
+    from dataclasses import asdict
+    from datetime import UTC, datetime
+
+    from custodes.detections.scoring.directory_report import check
+    from custodes.detections.scoring.identity import load_directory
+
+    def work() -> None:
+        settings = settings_from(config)
+        live_path = settings.scoring.directory
+        path = export or live_path
+        if path is None:
+            raise CustodesError("no export named and no scoring.directory configured", hint="name the export to check")
+        live = load_directory(live_path) if live_path is not None and path != live_path and live_path.exists() else None
+        report = check(load_directory(path), settings.scoring, datetime.now(UTC).date(), live)
+        if as_json:
+            sys.stdout.write(orjson.dumps(asdict(report)).decode() + "\n")
+            return
+        table = Table(title=f"Directory {path}")
+        table.add_column("what")
+        table.add_column("count", justify="right")
+        rows = [
+            ("people", report.people),
+            ("services", report.services),
+            ("departments", report.departments),
+            ("peer groups (department and title)", report.peer_groups),
+            ("peer groups of fewer than 5 (compared with their department instead)", report.thin_groups),
+            ("people without a department", report.no_department),
+            *((f"on the {name} watchlist today", count) for name, count in report.watchlists.items()),
+            ("names two or more people claim", len(report.shared_names)),
+            ("time zones not read (their days are the default zone's)", len(report.unknown_zones)),
+        ]
+        if report.changes is not None:
+            rows += [
+                (f"{name.replace('_', ' ')} against {live_path}", len(names))
+                for name, names in asdict(report.changes).items()
+            ]
+        for what, count in rows:
+            table.add_row(what, str(count))
+        console.print(table)
+        shared = [f"{name}: {', '.join(ids)}" for name, ids in report.shared_names.items()]
+        for title, names in (
+            ("names claimed twice (events under them go to one person)", shared),
+            ("time zones not read", report.unknown_zones),
+        ):
+            if names:
+                console.print(
+                    Text(f"{title}: {'; '.join(names[:SHOWN])}{' ...' if len(names) > SHOWN else ''}", style="yellow"),
+                    soft_wrap=True,
+                )
 
     run(work)

@@ -115,7 +115,7 @@ def load_directory(path: Path) -> list[Person]:
     except FileNotFoundError:
         raise CustodesError.at(path, "directory file not found") from None
     except orjson.JSONDecodeError as exc:
-        raise CustodesError.at(path, f"invalid JSON: {exc.msg}") from None
+        raise CustodesError.at(path, f"invalid JSON: {exc.msg}", line=exc.lineno, column=exc.colno) from None
     if isinstance(data, dict):
         if more := next((key for key in PAGE_LINKS if data.get(key)), None):
             raise CustodesError.at(
@@ -215,10 +215,11 @@ class IdentityResolver:
         for person in people:
             self.add(person)
         for alias, target in settings.aliases.items():
-            canonical = self._aliases.get(self._canonical(target), self._canonical(target))
-            self._aliases[self._canonical(alias)] = canonical
+            canonical = self._aliases.get(self.canonical(target), self.canonical(target))
+            self._aliases[self.canonical(alias)] = canonical
 
-    def _canonical(self, name: str) -> str:
+    def canonical(self, name: str) -> str:
+        """A name as it is matched: lower-cased, without a Windows domain prefix, its mail domain mapped (`domains`)."""
         text = normalise(name)
         local, at, domain = text.partition("@")
         if at and domain in self.domains:
@@ -230,7 +231,7 @@ class IdentityResolver:
         self.people[person.id] = person
         self._by_key[self.key_of(person.id)] = person
         for alias in [person.id, *person.aliases]:
-            canonical = self._canonical(alias)
+            canonical = self.canonical(alias)
             self._aliases[canonical] = person.id
             local, at, _ = canonical.partition("@")
             if at:
@@ -259,7 +260,7 @@ class IdentityResolver:
         hit = self._cache.get(name)
         if hit is not None:
             return hit
-        canonical = self._canonical(name)
+        canonical = self.canonical(name)
         person_id = self._aliases.get(canonical)
         if person_id is None:
             person_id = None if "@" in canonical else self._locals.get(canonical)
