@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from custodes.cli import app
 from custodes.config import IdentitySettings, ScoringSettings
 from custodes.detections.scoring.identity import IdentityResolver, load_directory, zone_of
-from custodes.detections.scoring.service import current_resolver
+from custodes.detections.scoring.service import current_resolver, resolver_for
 from custodes.errors import CustodesError
 from custodes.store import Store
 
@@ -225,3 +225,13 @@ def test_directory_check_reads_an_export_against_the_one_in_use(tmp_path: Path) 
     assert (
         broken.exit_code == 2 and f"{tmp_path / 'export.json'}:1:" in broken.output and "invalid JSON" in broken.output
     )
+
+
+def test_a_name_two_people_claim_is_logged_when_scoring_reads_the_directory(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    people = [{"id": "ann@corp.example", "aliases": ["a.lee"]}, {"id": "al@corp.example", "aliases": ["A.Lee"]}]
+    resolver = resolver_for(ScoringSettings(directory=written(tmp_path, people), pseudonymise=False), None)
+    assert resolver.shared == {"a.lee": {"ann@corp.example", "al@corp.example"}}
+    assert resolver.resolve("a.lee")[0] == "al@corp.example"  # the last listed holds it, as before
+    assert "1 names in the directory are claimed by two or more people" in caplog.text and "a.lee" in caplog.text

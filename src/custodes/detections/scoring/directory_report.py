@@ -4,7 +4,7 @@ docs/scoring.md)."""
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date
 
@@ -52,11 +52,7 @@ def check(
 ) -> DirectoryReport:
     """Report on `people` as scoring would read them (identity settings included); against `live`, the directory in
     use, what they would change."""
-    resolver = IdentityResolver([], settings.identities)
-    claims: defaultdict[str, set[str]] = defaultdict(set)
-    for person in people:
-        for name in {person.id, *person.aliases}:
-            claims[resolver.canonical(name)].add(person.id)
+    resolver = IdentityResolver(people, settings.identities)
     persons = [p for p in people if p.kind == PERSON]
     groups = Counter(p.peer_group for p in persons)
     watched = Counter(name for p in persons for name in p.watchlists_on(today))
@@ -69,7 +65,7 @@ def check(
         no_department=sum(1 for p in persons if not p.department),
         watchlists=dict(sorted(watched.items())),
         unknown_zones=[f"{p.id}: {p.timezone!r}" for p in people if p.timezone and time_zone(p.timezone) is None],
-        shared_names={name: sorted(ids) for name, ids in sorted(claims.items()) if len(ids) > 1},
+        shared_names={name: sorted(ids) for name, ids in sorted(resolver.shared.items())},
         changes=None if live is None else _changes(people, live),
     )
 

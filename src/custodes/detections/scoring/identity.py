@@ -212,6 +212,8 @@ class IdentityResolver:
         self._hosts: dict[str, str] = {}
         self._cache: dict[str, tuple[str, str]] = {}
         self._by_key: dict[str, Person] = {}
+        self.shared: dict[str, set[str]] = {}
+        """Names (as matched) two or more people claim -> their ids: the last added holds the name."""
         for person in people:
             self.add(person)
         for alias, target in settings.aliases.items():
@@ -232,6 +234,9 @@ class IdentityResolver:
         self._by_key[self.key_of(person.id)] = person
         for alias in [person.id, *person.aliases]:
             canonical = self.canonical(alias)
+            holder = self._aliases.get(canonical, person.id)
+            if holder != person.id:
+                self.shared.setdefault(canonical, {holder}).add(person.id)
             self._aliases[canonical] = person.id
             local, at, _ = canonical.partition("@")
             if at:

@@ -154,7 +154,17 @@ def resolver_for(settings: ScoringSettings, pseudonymizer: Pseudonymizer | None)
     people = load_directory(settings.directory) if settings.directory is not None else []
     if (warning := zone_warning(people, settings.default_timezone)) is not None:
         log.warning("%s", warning)
-    return IdentityResolver(people, settings.identities, pseudonymizer if settings.pseudonymise else None)
+    resolver = IdentityResolver(people, settings.identities, pseudonymizer if settings.pseudonymise else None)
+    if resolver.shared:
+        names = sorted(resolver.shared)
+        log.warning(
+            "%d names in the directory are claimed by two or more people; events under each go to the last listed "
+            "(`custodes directory check` lists them): %s%s",
+            len(names),
+            ", ".join(names[:5]),
+            " ..." if len(names) > 5 else "",
+        )
+    return resolver
 
 
 def _directory_stamp(path: Path | None) -> tuple[tuple[str, int, int, int], ...]:
