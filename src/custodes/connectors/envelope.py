@@ -207,11 +207,12 @@ def okta(record: dict[str, Any], settings: SourceSettings, source: str) -> Event
 CLOUDTRAIL_HIDDEN_USER = "HIDDEN_DUE_TO_SECURITY_REASONS"
 """The user name CloudTrail writes for a failed console sign-in under a name the account does not have."""
 SDK_SESSION = re.compile(
-    r"^(botocore-session-\d+|aws-sdk-[a-z]+-\d+|aws-go-sdk-\d+|\d{9,}|[0-9a-f]{32}"
+    r"^(botocore-session-\d+|aws-sdk-[a-z]+-\d+|aws-go-sdk-\d+|[0-9a-f]{32}"
     r"|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$",
     re.IGNORECASE,
 )
-"""Role session names an SDK or a scheduler generates: a new one per session, naming no one."""
+"""Role session names an SDK or a task generates (boto3, the Java and Go SDKs; an ECS task's id, a UUID): a new one
+per session, naming no one. A bare number is not among them: it may be a person's employee number."""
 
 
 def cloudtrail_actor(identity: Any) -> str | None:
