@@ -682,3 +682,19 @@ def test_an_application_acting_in_azure_is_no_one_and_the_rest_api_s_caller_is_r
     }
     assert (observed(rest).actor, names(observed(rest))) == ("ann@corp.example", {"privilege_grant"})
     assert record_time(rest) == datetime(2024, 3, 4, 9, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        slack_audit("user_login", actor={"type": "user", "user": {"email": ["ann@company.com"]}}),
+        slack_audit("user_login", actor={"type": "user", "user": {"email": "  "}}),
+        box_event("DOWNLOAD", created_by={"type": "user", "login": {"id": 1}}),
+        {"event_type": {".tag": "file_download"}, "actor": {"user": {"email": 42}}},
+        {"protoPayload": {"authenticationInfo": {"principalEmail": ["x@company.com"]}, "methodName": "SetIamPolicy"}},
+        {"operationName": "Microsoft.Compute/disks/delete", "resourceId": "/x", "caller": {"upn": "a@b.c"}},
+    ],
+)
+def test_a_service_record_whose_actor_is_not_text_names_no_one(record: dict[str, Any]) -> None:
+    """A hostile or broken record: no entity named after an object's or a list's text."""
+    assert COMPANY.extract(record) is None

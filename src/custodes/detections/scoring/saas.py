@@ -141,11 +141,11 @@ AZURE_UPN = "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/upn"
 def slack(raw: dict[str, Any]) -> Observation | None:
     """A Slack audit log entry (`action`, `actor`, `entity`, `context`) by a user."""
     actor = raw["actor"]
-    name = _dig(actor, "user", "email") if actor.get("type", "user") == "user" else None
-    if not name:
+    name = _text(_dig(actor, "user", "email")) if actor.get("type", "user") == "user" else None
+    if name is None:
         return None
     feature = SLACK.get(str(raw["action"]))
-    obs = Observation(str(name), [(feature, 1.0)] if feature else [], [])
+    obs = Observation(name, [(feature, 1.0)] if feature else [], [])
     if feature == "privilege_grant" and str(_dig(raw.get("entity"), "user", "email")).lower() == obs.actor.lower():
         obs.features.append(("self_grant", 1.0))
     elif feature == "download" and (ident := _dig(raw.get("entity"), "file", "id")):
@@ -156,13 +156,13 @@ def slack(raw: dict[str, Any]) -> Observation | None:
 def box(raw: dict[str, Any], org_domains: Set[str]) -> Observation | None:
     """A Box enterprise event (`event_type`, `created_by`, `source`, `accessible_by`); None for an anonymous viewer
     of a shared link."""
-    name = _dig(raw, "created_by", "login")
-    if not name:
+    name = _text(_dig(raw, "created_by", "login"))
+    if name is None:
         return None
     feature = BOX.get(str(raw["event_type"]))
     if feature == "external_share" and not _outside(_dig(raw, "accessible_by", "login"), org_domains):
         feature = None
-    obs = Observation(str(name), [(feature, 1.0)] if feature else [], [])
+    obs = Observation(name, [(feature, 1.0)] if feature else [], [])
     if feature in ("download", "file_access") and (item := _dig(raw, "source", "item_id")):
         obs.seen.append(("resource", f"box:{item}"))
     return obs
@@ -171,13 +171,13 @@ def box(raw: dict[str, Any], org_domains: Set[str]) -> Observation | None:
 def dropbox(raw: dict[str, Any], tag: str, org_domains: Set[str]) -> Observation | None:
     """A Dropbox team event (`event_type` tagged `tag`), by a team member or an administrator."""
     actor = raw.get("actor")
-    name = _dig(actor, "user", "email") or _dig(actor, "admin", "email")
-    if not name:
+    name = _text(_dig(actor, "user", "email")) or _text(_dig(actor, "admin", "email"))
+    if name is None:
         return None
     feature = DROPBOX.get(tag)
     if feature == "external_share" and raw.get("involve_non_team_member") is not True:
         feature = "external_share" if _outside(_dig(raw, "details", "new_owner_email"), org_domains) else None
-    obs = Observation(str(name), [(feature, 1.0)] if feature else [], [])
+    obs = Observation(name, [(feature, 1.0)] if feature else [], [])
     if feature in ("download", "file_access"):
         paths = (_dig(asset, "path", "contextual") for asset in as_list(raw.get("assets")))
         obs.seen.extend(("resource", f"dropbox:{path}") for path in paths if path)
@@ -186,10 +186,10 @@ def dropbox(raw: dict[str, Any], tag: str, org_domains: Set[str]) -> Observation
 
 def gcp(payload: dict[str, Any], org_domains: Set[str]) -> Observation | None:
     """A Google Cloud audit log entry's `protoPayload` (an `AuditLog`); a call that failed counts nothing."""
-    name = _dig(payload, "authenticationInfo", "principalEmail")
-    if not name:
+    name = _text(_dig(payload, "authenticationInfo", "principalEmail"))
+    if name is None:
         return None
-    obs = Observation(str(name), [], [])
+    obs = Observation(name, [], [])
     if _dig(payload, "status", "code"):
         return obs
     method = str(payload.get("methodName") or "")
@@ -209,7 +209,7 @@ def azure(raw: dict[str, Any], operation: str) -> Observation | None:
     is no one, and an operation that failed counts nothing."""
     claims = _dig(raw, "identity", "claims")
     names = [_dig(claims, AZURE_UPN), _dig(claims, "name"), raw.get("caller")]
-    name = next((str(n) for n in names if isinstance(n, str) and "@" in n), None)
+    name = next((n for n in map(_text, names) if n is not None and "@" in n), None)
     if name is None:
         return None
     result = raw.get("resultType") or _dig(raw, "status", "value")
@@ -246,6 +246,12 @@ def _gcp_policy(payload: dict[str, Any], actor: str, org_domains: Set[str]) -> l
 def _outside(address: Any, org_domains: Set[str]) -> bool:
     """Whether `address` is a mail address of a domain other than the organisation's."""
     return isinstance(address, str) and "@" in address and domain_of(address) not in org_domains
+
+
+def _text(value: Any) -> str | None:
+    """A name as a record gives it: text that is not blank; anything else (a number, an object, a list) names no
+    one."""
+    return value if isinstance(value, str) and value.strip() else None
 
 
 def _dig(value: Any, *keys: str) -> Any:
