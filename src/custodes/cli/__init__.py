@@ -28,6 +28,7 @@ MODULES: Final = {
     "run": "runs",
     "eval": "scoring",
     "entity": "scoring",
+    "directory": "scoring",
     "simulate": "scoring",
     "serve": "service",
     "demo": "service",
