@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Set
 from typing import Any
 
+from custodes.connectors.envelope import dig
 from custodes.detections.scoring.observation import Observation, as_list, domain_of
 
 
@@ -141,14 +142,14 @@ AZURE_UPN = "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/upn"
 def slack(raw: dict[str, Any]) -> Observation | None:
     """A Slack audit log entry (`action`, `actor`, `entity`, `context`) by a user."""
     actor = raw["actor"]
-    name = _text(_dig(actor, "user", "email")) if actor.get("type", "user") == "user" else None
+    name = _text(dig(actor, "user.email")) if actor.get("type", "user") == "user" else None
     if name is None:
         return None
     feature = SLACK.get(str(raw["action"]))
-    obs = Observation(name, [(feature, 1.0)] if feature else [], [])
-    if feature == "privilege_grant" and str(_dig(raw.get("entity"), "user", "email")).lower() == obs.actor.lower():
+    obs = _counting(name, feature)
+    if feature == "privilege_grant" and str(dig(raw, "entity.user.email")).lower() == obs.actor.lower():
         obs.features.append(("self_grant", 1.0))
-    elif feature == "download" and (ident := _dig(raw.get("entity"), "file", "id")):
+    elif feature == "download" and (ident := dig(raw, "entity.file.id")):
         obs.seen.append(("resource", f"slack:{ident}"))
     return obs
 
@@ -156,41 +157,40 @@ def slack(raw: dict[str, Any]) -> Observation | None:
 def box(raw: dict[str, Any], org_domains: Set[str]) -> Observation | None:
     """A Box enterprise event (`event_type`, `created_by`, `source`, `accessible_by`); None for an anonymous viewer
     of a shared link."""
-    name = _text(_dig(raw, "created_by", "login"))
+    name = _text(dig(raw, "created_by.login"))
     if name is None:
         return None
     feature = BOX.get(str(raw["event_type"]))
-    if feature == "external_share" and not _outside(_dig(raw, "accessible_by", "login"), org_domains):
+    if feature == "external_share" and not _outside(dig(raw, "accessible_by.login"), org_domains):
         feature = None
-    obs = Observation(name, [(feature, 1.0)] if feature else [], [])
-    if feature in ("download", "file_access") and (item := _dig(raw, "source", "item_id")):
+    obs = _counting(name, feature)
+    if feature in ("download", "file_access") and (item := dig(raw, "source.item_id")):
         obs.seen.append(("resource", f"box:{item}"))
     return obs
 
 
 def dropbox(raw: dict[str, Any], tag: str, org_domains: Set[str]) -> Observation | None:
     """A Dropbox team event (`event_type` tagged `tag`), by a team member or an administrator."""
-    actor = raw.get("actor")
-    name = _text(_dig(actor, "user", "email")) or _text(_dig(actor, "admin", "email"))
+    name = _text(dig(raw, "actor.user.email")) or _text(dig(raw, "actor.admin.email"))
     if name is None:
         return None
     feature = DROPBOX.get(tag)
     if feature == "external_share" and raw.get("involve_non_team_member") is not True:
-        feature = "external_share" if _outside(_dig(raw, "details", "new_owner_email"), org_domains) else None
-    obs = Observation(name, [(feature, 1.0)] if feature else [], [])
+        feature = "external_share" if _outside(dig(raw, "details.new_owner_email"), org_domains) else None
+    obs = _counting(name, feature)
     if feature in ("download", "file_access"):
-        paths = (_dig(asset, "path", "contextual") for asset in as_list(raw.get("assets")))
+        paths = (dig(asset, "path.contextual") for asset in as_list(raw.get("assets")) if isinstance(asset, dict))
         obs.seen.extend(("resource", f"dropbox:{path}") for path in paths if path)
     return obs
 
 
 def gcp(payload: dict[str, Any], org_domains: Set[str]) -> Observation | None:
     """A Google Cloud audit log entry's `protoPayload` (an `AuditLog`); a call that failed counts nothing."""
-    name = _text(_dig(payload, "authenticationInfo", "principalEmail"))
+    name = _text(dig(payload, "authenticationInfo.principalEmail"))
     if name is None:
         return None
-    obs = Observation(name, [], [])
-    if _dig(payload, "status", "code"):
+    obs = _counting(name, None)
+    if dig(payload, "status.code"):
         return obs
     method = str(payload.get("methodName") or "")
     short = method.rpartition(".")[2]
@@ -207,14 +207,15 @@ def azure(raw: dict[str, Any], operation: str) -> Observation | None:
     """An Azure activity log entry (`operationName`, `resourceId`; the caller in `identity.claims` as diagnostic
     settings export it, or `caller` as the REST API returns it) by a person; an application acting (`appid` only)
     is no one, and an operation that failed counts nothing."""
-    claims = _dig(raw, "identity", "claims")
-    names = [_dig(claims, AZURE_UPN), _dig(claims, "name"), raw.get("caller")]
+    claims = dig(raw, "identity.claims")
+    claims = claims if isinstance(claims, dict) else {}
+    names = [claims.get(AZURE_UPN), claims.get("name"), raw.get("caller")]
     name = next((n for n in map(_text, names) if n is not None and "@" in n), None)
     if name is None:
         return None
-    result = raw.get("resultType") or _dig(raw, "status", "value")
+    result = raw.get("resultType") or dig(raw, "status.value")
     feature = None if str(result).lower() in ("failure", "failed") else AZURE.get(operation.lower())
-    obs = Observation(name, [(feature, 1.0)] if feature else [], [])
+    obs = _counting(name, feature)
     if operation.lower() == AZURE_ELEVATE and feature:
         obs.features.append(("self_grant", 1.0))
     return obs
@@ -225,8 +226,8 @@ def _gcp_policy(payload: dict[str, Any], actor: str, org_domains: Set[str]) -> l
     adds everyone (`allUsers`, `allAuthenticatedUsers`) or an account of another domain; a grant to oneself."""
     deltas = [
         d
-        for d in as_list(_dig(payload, "serviceData", "policyDelta", "bindingDeltas"))
-        + as_list(_dig(payload, "metadata", "policyDelta", "bindingDeltas"))
+        for d in as_list(dig(payload, "serviceData.policyDelta.bindingDeltas"))
+        + as_list(dig(payload, "metadata.policyDelta.bindingDeltas"))
         if isinstance(d, dict)
     ]
     added = [str(d.get("member") or "").lower() for d in deltas if str(d.get("action")).upper() == "ADD"]
@@ -248,15 +249,12 @@ def _outside(address: Any, org_domains: Set[str]) -> bool:
     return isinstance(address, str) and "@" in address and domain_of(address) not in org_domains
 
 
+def _counting(name: str, feature: str | None) -> Observation:
+    """What a record says of `name`: once `feature` (its action's in a service's table), or nothing yet."""
+    return Observation(name, [(feature, 1.0)] if feature else [], [])
+
+
 def _text(value: Any) -> str | None:
     """A name as a record gives it: text that is not blank; anything else (a number, an object, a list) names no
     one."""
     return value if isinstance(value, str) and value.strip() else None
-
-
-def _dig(value: Any, *keys: str) -> Any:
-    for key in keys:
-        if not isinstance(value, dict):
-            return None
-        value = value.get(key)
-    return value
