@@ -235,3 +235,12 @@ def test_a_name_two_people_claim_is_logged_when_scoring_reads_the_directory(
     assert resolver.shared == {"a.lee": {"ann@corp.example", "al@corp.example"}}
     assert resolver.resolve("a.lee")[0] == "al@corp.example"  # the last listed holds it, as before
     assert "1 names in the directory are claimed by two or more people" in caplog.text and "a.lee" in caplog.text
+
+
+def test_a_configured_alias_works_without_the_directory_holding_its_target() -> None:
+    """Once an alias to a person the directory did not hold (or with no directory) failed every record of that name
+    with a KeyError."""
+    settings = IdentitySettings(aliases={"jdoe-gh": "jdoe@corp.example", "deploy-bot": "svc-deploy"})
+    resolver = IdentityResolver([], settings)
+    assert resolver.resolve("jdoe-gh") == resolver.resolve("JDoe@corp.example") == ("jdoe@corp.example", "person")
+    assert resolver.resolve("deploy-bot") == ("svc-deploy", "service"), "the target's kind, by the service patterns"

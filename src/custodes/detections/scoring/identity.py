@@ -269,12 +269,13 @@ class IdentityResolver:
         person_id = self._aliases.get(canonical)
         if person_id is None:
             person_id = None if "@" in canonical else self._locals.get(canonical)
-        if person_id is not None:
-            person = self.people[person_id]
+        person = None if person_id is None else self.people.get(person_id)
+        if person is not None:
             hit = (self.key_of(person.id), person.kind)
-        else:
-            kind = SERVICE if any(p.search(canonical) for p in self.service_patterns) else PERSON
-            hit = (self.key_of(canonical), kind)
+        else:  # no one the directory holds: the name, or the one a configured alias gives it
+            named = person_id or canonical
+            kind = SERVICE if any(p.search(named) for p in self.service_patterns) else PERSON
+            hit = (self.key_of(named), kind)
         if len(self._cache) > 200_000:
             self._cache.clear()
         self._cache[name] = hit
