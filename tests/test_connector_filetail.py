@@ -14,7 +14,8 @@ from connector_support import poll, services, stored_raw
 from custodes.connectors import filetail
 from custodes.connectors.envelope import to_event
 from custodes.connectors.files import BOM
-from custodes.connectors.filetail import FileTailConnector, FileTailOptions, parse_auditd_line, parse_sudo_line
+from custodes.connectors.filetail import FileTailConnector, FileTailOptions
+from custodes.connectors.textlogs import parse_auditd_line, parse_sudo_line
 from custodes.model import Outcome
 from custodes.services import Services
 from custodes.sources import SourceSettings
@@ -156,6 +157,10 @@ def test_sudo_and_auditd_lines_parse() -> None:
     event = to_event(record, AUDITD, "auditd")
     assert (event.action, event.actor, event.outcome) == ("USER_CMD", "1000", Outcome.SUCCESS)
     assert event.time == datetime(2024, 3, 1, 11, 0, 0, 123000, tzinfo=UTC)
+    named, warning = parse_auditd_line(
+        "node=web-1 type=USER_CMD msg=audit(1709290800.123:457): auid=1000 res=success", NOW
+    )
+    assert warning is None and (named["node"], named["type"]) == ("web-1", "USER_CMD"), "name_format: node= first"
     assert parse_sudo_line("garbage", NOW) == ({"line": "garbage"}, "not a syslog line; kept as text")
 
 

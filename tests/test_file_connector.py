@@ -131,6 +131,51 @@ def test_every_layout_is_read(tmp_path: Path) -> None:
     assert list(iter_records(tmp_path / "empty.json")) == []
 
 
+AUDIT_LOG = (
+    b'node=db-1 type=USER_CMD msg=audit(1709290800.123:456): pid=4242 uid=1000 auid=1000 ses=3 msg=\'cwd="/" '
+    b'cmd=6C73 exe="/usr/bin/sudo" terminal=pts/0 res=success\'\x1dAUID="alice"\n'
+    b"node=db-1 type=SYSCALL msg=audit(1709290801.5:457): syscall=257 success=no exit=-13 auid=1000\r\n"
+    b"\n"
+    b"node=db-1 type=PROCTITLE msg=audit(1709290801.5:457): proctitle=636174\n"
+)
+SECURE_LOG = (
+    b"Mar  1 11:59:58 web-1 sudo[4242]:    alice : TTY=pts/0 ; PWD=/ ; USER=root ; COMMAND=/bin/ls\n"
+    b"Mar  1 11:59:59 web-1 sshd[77]: Accepted publickey for alice from 10.0.0.9 port 51000 ssh2\n"
+    b"a line no syslog wrote\n"
+    b"2024-03-01T12:00:00+00:00 web-1 sudo[4243]: bob : user NOT in sudoers ; TTY=pts/1 ; PWD=/ ; USER=root ; "
+    b"COMMAND=/bin/sh\n"
+)
+
+
+def test_text_logs_are_read_line_by_line_as_the_file_tail_reads_them(tmp_path: Path) -> None:
+    """`replay` and `eval scoring` read auditd's log and a syslog file (sudo's lines among others') as they stand on
+    disk, gzipped or not, whatever the chunk boundaries: before, every line was invalid JSON kept as text."""
+    for name, data in (("audit.log", AUDIT_LOG), ("secure.gz", gzip.compress(SECURE_LOG))):
+        (tmp_path / name).write_bytes(data)
+    audit = list(iter_records(tmp_path / "audit.log"))
+    assert [(n, r["node"], r["type"], w) for n, r, w in audit] == [
+        (1, "db-1", "USER_CMD", None),
+        (2, "db-1", "SYSCALL", None),
+        (4, "db-1", "PROCTITLE", None),
+    ]
+    assert audit[0][1]["AUID"] == "alice" and audit[2][1]["proctitle"] == "cat"
+    secure = list(iter_records(tmp_path / "secure.gz"))
+    assert [(n, r["program"], r["event"]) for n, r, w in secure if w is None] == [
+        (1, "sudo", "command"),
+        (2, "sshd", "other"),
+        (4, "sudo", "denied"),
+    ]
+    kept = [(n, r, w) for n, r, w in secure if w is not None]
+    assert kept == [(3, "a line no syslog wrote", f"{tmp_path / 'secure.gz'}:3: not a syslog line; kept as text")]
+    for data in (AUDIT_LOG, SECURE_LOG):
+        expected = list(parse_stream(iter([data]), tmp_path / "log"))
+        for size in (1, 7, 64):
+            assert list(parse_stream(pieces(data, size), tmp_path / "log")) == expected, size
+    (tmp_path / "notes.txt").write_bytes(b"nothing a log wrote\n")
+    [(_, text, warning)] = list(iter_records(tmp_path / "notes.txt"))
+    assert text == "nothing a log wrote" and "invalid JSON" in str(warning), "kept as text, as an NDJSON line is"
+
+
 def test_a_byte_order_mark_at_the_start_is_skipped_in_every_layout(tmp_path: Path) -> None:
     records = [{"eventID": f"e{i}", "eventTime": "2026-11-19T02:00:00Z"} for i in range(3)]
     layouts = {

@@ -1,5 +1,6 @@
-"""Replay of log files: NDJSON, JSON arrays, single objects and CloudTrail `{"Records": [...]}` files, and the CERT
-insider-threat datasets' event CSVs (`custodes.connectors.cert`), gzipped or not. Files are streamed (read and
+"""Replay of log files: NDJSON, JSON arrays, single objects and CloudTrail `{"Records": [...]}` files, auditd's and
+syslog's text logs (`custodes.connectors.textlogs`), and the CERT insider-threat datasets' event CSVs
+(`custodes.connectors.cert`), gzipped or not. Files are streamed (read and
 decompressed in chunks), so memory stays bounded whatever their size. The checkpoint records how many records of
 each file were committed, so a replay resumes."""
 
@@ -24,8 +25,9 @@ import orjson
 from custodes.connectors.base import Batch
 from custodes.connectors.cert import cert_rows, csv_rows, is_cert_csv, not_events
 from custodes.connectors.envelope import to_event
+from custodes.connectors.textlogs import LineParser, parse_auditd_line, parse_sudo_line
 from custodes.errors import CustodesError, Location, Problem
-from custodes.model import Event
+from custodes.model import Event, utcnow
 from custodes.sources import SourceSettings
 
 GZIP_MAGIC: Final = b"\x1f\x8b"
@@ -40,6 +42,9 @@ LONGEST_RECORD: Final = 64 << 20
 end after this many bytes (`/dev/zero`, a binary file), is reported as malformed rather than read on."""
 _WHITESPACE: Final = " \t\r\n"
 _DECODER: Final = json.JSONDecoder()
+TEXT_LOGS: Final[dict[str, LineParser]] = {"auditd": parse_auditd_line, "syslog": parse_sudo_line}
+"""The text logs a file can be, by the parser its lines are read with (sudo's lines, and any other syslog line as
+its program, host and message)."""
 
 _Row = tuple[int, Any, str | None]
 
@@ -134,12 +139,15 @@ def _long_line(path: Path, number: int) -> CustodesError:
 
 
 def parse_stream(chunks: Iterator[bytes], path: Path, screen: Screen | None = None) -> Iterator[_Row]:
-    """`iter_records` over chunks of (decompressed) content: NDJSON line by line, documents element by element."""
+    """`iter_records` over chunks of (decompressed) content: NDJSON line by line, documents element by element,
+    auditd's and syslog's text logs line by line (`TEXT_LOGS`)."""
     layout, head = _sniff(chunks)
     if layout == "document":
         yield from _Document(path, _rejoin(head, chunks)).records()
     elif layout == "ndjson":
         yield from _ndjson(path, _rejoin(head, chunks), screen)
+    elif layout is not None:
+        yield from _text_log(path, _rejoin(head, chunks), TEXT_LOGS[layout])
 
 
 def ndjson_ranges(path: Path, count: int) -> list[tuple[int, int]] | None:
@@ -183,10 +191,12 @@ def iter_range(
 
 
 def _sniff(chunks: Iterator[bytes]) -> tuple[str | None, bytes]:
-    """The layout of content read from `chunks` ("ndjson", "document", or None when blank) and what was read.
+    """The layout of content read from `chunks` ("ndjson", "document", a text log's `TEXT_LOGS` name, or None when
+    blank) and what was read.
 
     A file whose first line is a whole JSON object followed by more content is NDJSON; one that starts with `[`
-    or `{` otherwise is one JSON document; anything else is NDJSON.
+    or `{` otherwise is one JSON document; one whose first line is an auditd record or a syslog line is that text
+    log; anything else is NDJSON (its lines that are not JSON kept as text, with a warning).
     """
     head = b""
     for chunk in chunks:
@@ -212,7 +222,17 @@ def _sniff(chunks: Iterator[bytes]) -> tuple[str | None, bytes]:
                 head, rest = head + more, rest + more
             if rest.strip():
                 return "ndjson", head
-    return ("document" if stripped[:1] in (b"[", b"{") else "ndjson"), head
+    if stripped[:1] in (b"[", b"{"):
+        return "document", head
+    while b"\n" not in stripped and len(stripped) < _SNIFF_BYTES:
+        more = next(chunks, b"")
+        if not more:
+            break
+        head, stripped = head + more, stripped + more
+    first = stripped.partition(b"\n")[0].rstrip(b"\r").decode("utf-8", errors="replace")
+    now = utcnow()
+    found = (name for name, parse in TEXT_LOGS.items() if parse(first, now)[1] is None)
+    return next(found, "ndjson"), head
 
 
 def _is_object(line: bytes) -> bool:
@@ -275,6 +295,25 @@ def _ndjson(
         raise _long_line(path, number + 1) from None
     if ended is not None:
         ended(number)
+
+
+def _text_log(path: Path, chunks: Iterator[bytes], parse: LineParser) -> Iterator[_Row]:
+    """The rows of a text log (its lines numbered from 1, blank ones skipped), each line parsed; one the parser
+    cannot read is kept as text with its warning. A syslog time without a year is read as of now."""
+    number = 0
+    now = utcnow()
+    try:
+        for block in _blocks(chunks):
+            lines = block.split(b"\n")
+            for position, line in enumerate(lines):
+                text = line.rstrip(b"\r").decode("utf-8", errors="replace")
+                if text.strip():
+                    at = number + position + 1
+                    record, warning = parse(text, now)
+                    yield (at, record, None) if warning is None else (at, text, f"{path}:{at}: {warning}")
+            number += len(lines)
+    except _LongLine:
+        raise _long_line(path, number + 1) from None
 
 
 class _Document:

@@ -12,23 +12,20 @@ offset (a tail does not stop on one line).
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator, Callable, Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
-import orjson
 from pydantic import Field
 
 from custodes.config import Section
 from custodes.connectors.base import Batch
 from custodes.connectors.envelope import to_event
 from custodes.connectors.files import BOM, FINGERPRINT_BYTES, LONGEST_RECORD, fingerprint
+from custodes.connectors.textlogs import PARSERS
 from custodes.model import Event, utcnow
 from custodes.sources import SourceSettings
-
-LineParser = Callable[[str, datetime], tuple[dict[str, Any], str | None]]
 
 
 class FileTailOptions(Section):
@@ -41,121 +38,6 @@ class FileTailOptions(Section):
     )
     batch_lines: int = Field(default=1000, ge=1)
 
-
-# line parsers ------------------------------------------------------------------------------------------
-def parse_json_line(line: str, now: datetime) -> tuple[dict[str, Any], str | None]:
-    """A JSON object line (Teleport, Vault file audit device)."""
-    try:
-        value = orjson.loads(line)
-    except orjson.JSONDecodeError as error:
-        return {"line": line}, f"invalid JSON ({error.msg}); kept as text"
-    if not isinstance(value, dict):
-        return {"line": line}, "a JSON line that is not an object; kept as text"
-    return value, None
-
-
-_SYSLOG = re.compile(
-    r"^(?P<stamp>\d{4}-\d\d-\d\dT\S+|[A-Z][a-z]{2}\s+\d{1,2}\s\d\d:\d\d:\d\d)\s+(?P<host>\S+)\s+"
-    r"(?P<program>[\w.-]+)(?:\[(?P<pid>\d+)\])?:\s?(?P<message>.*)$"
-)
-_SUDO_COMMAND = re.compile(r"^\s*(?P<user>\S+)\s:\s(?P<rest>.*)$")
-_SUDO_SESSION = re.compile(
-    r"pam_unix\(sudo(?:-i)?:session\): session (?P<state>opened|closed) for user (?P<run_as>[^\s(]+)"
-    r"(?:\(uid=\d+\))?(?: by (?P<user>[^\s(]*))?"
-)
-
-
-def _syslog_time(stamp: str, now: datetime) -> str:
-    if stamp[:4].isdigit():
-        return stamp
-    parsed = datetime.strptime(f"{now.year} {' '.join(stamp.split())}", "%Y %b %d %H:%M:%S").replace(tzinfo=UTC)
-    if parsed > now:
-        parsed = parsed.replace(year=now.year - 1)
-    return parsed.isoformat()
-
-
-def parse_sudo_line(line: str, now: datetime) -> tuple[dict[str, Any], str | None]:
-    """A syslog line from sudo: a command (with its I/O log ``TSID`` when recorded), a refusal, or a PAM
-    session opening or closing. The year of a BSD syslog time is the current one (last year if that is ahead)."""
-    found = _SYSLOG.match(line)
-    if found is None:
-        return {"line": line}, "not a syslog line; kept as text"
-    record: dict[str, Any] = {
-        "line": line,
-        "time": _syslog_time(found["stamp"], now),
-        "host": found["host"],
-        "program": found["program"],
-        "pid": found["pid"],
-    }
-    message = found["message"]
-    session = _SUDO_SESSION.search(message)
-    if session is not None:
-        record.update(
-            event="session_open" if session["state"] == "opened" else "session_close",
-            run_as=session["run_as"],
-            user=session["user"] or None,
-        )
-        return record, None
-    command = _SUDO_COMMAND.match(message)
-    if command is None:
-        record["event"] = "other"
-        return record, None
-    record["user"] = command["user"]
-    parts = [part.strip() for part in command["rest"].split(" ; ")]
-    fields = {}
-    notes = []
-    for part in parts:
-        key, sep, value = part.partition("=")
-        if sep and key.isupper():
-            fields[key] = value
-        else:
-            notes.append(part)
-    record.update(
-        tty=fields.get("TTY"),
-        pwd=fields.get("PWD"),
-        run_as=fields.get("USER"),
-        command=fields.get("COMMAND"),
-        tsid=fields.get("TSID"),
-        event="denied" if notes else "command",
-        reason="; ".join(notes) or None,
-    )
-    return record, None
-
-
-_AUDIT_FIELD = re.compile(r"(\w+)=(\"[^\"]*\"|'[^']*'|[^\s\x1d]+)")
-_HEX = re.compile(r"^(?:[0-9A-F]{2})+$")
-_HEX_FIELDS = frozenset({"cmd", "proctitle", "data"})
-
-
-def _audit_value(key: str, value: str) -> str:
-    """A field's value: unquoted, and the hex auditd writes for untrusted strings (``cmd``, ``proctitle``)
-    decoded, NULs between arguments as spaces."""
-    if key in _HEX_FIELDS and _HEX.match(value):
-        return bytes.fromhex(value).replace(b"\0", b" ").decode("utf-8", errors="replace")
-    return value.strip('"')
-
-
-def parse_auditd_line(line: str, now: datetime) -> tuple[dict[str, Any], str | None]:
-    """An auditd record: its ``key=value`` pairs, the quoted ``msg='...'`` of user-space records flattened in,
-    hex-encoded commands decoded; the names the enriched log format appends (``AUID="alice"``) are kept."""
-    pairs = _AUDIT_FIELD.findall(line)
-    if not pairs or pairs[0][0] != "type":
-        return {"line": line}, "not an auditd record; kept as text"
-    record: dict[str, Any] = {}
-    for key, value in pairs:
-        if key == "msg" and value.startswith("audit("):
-            record["msg"] = value
-        elif key == "msg" and value.startswith("'"):
-            for inner_key, inner_value in _AUDIT_FIELD.findall(value[1:-1]):
-                record.setdefault(inner_key, _audit_value(inner_key, inner_value))
-        else:
-            record.setdefault(key, _audit_value(key, value))
-    if "res" in record and "success" not in record:
-        record["success"] = "yes" if record["res"] in ("success", "1") else "no"
-    return record, None
-
-
-PARSERS: dict[str, LineParser] = {"json": parse_json_line, "sudo": parse_sudo_line, "auditd": parse_auditd_line}
 
 DEFAULT_SOURCES = {
     "sudo": SourceSettings(format="sudo", product="linux", service="sudo"),

@@ -1,0 +1,132 @@
+"""Parsers of log lines, one line a record: JSON object lines (Teleport, Vault's file audit device), sudo's syslog
+lines, auditd records. The file tail (`filetail`) and log files replayed or evaluated (`files`) read with them."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+LineParser = Callable[[str, datetime], tuple[dict[str, Any], str | None]]
+"""A line and the time it is read at (a BSD syslog time has no year) -> the record, and a warning when the line
+is kept as text."""
+
+
+def parse_json_line(line: str, now: datetime) -> tuple[dict[str, Any], str | None]:
+    """A JSON object line (Teleport, Vault file audit device)."""
+    try:
+        value = orjson.loads(line)
+    except orjson.JSONDecodeError as error:
+        return {"line": line}, f"invalid JSON ({error.msg}); kept as text"
+    if not isinstance(value, dict):
+        return {"line": line}, "a JSON line that is not an object; kept as text"
+    return value, None
+
+
+_SYSLOG = re.compile(
+    r"^(?P<stamp>\d{4}-\d\d-\d\dT\S+|[A-Z][a-z]{2}\s+\d{1,2}\s\d\d:\d\d:\d\d)\s+(?P<host>\S+)\s+"
+    r"(?P<program>[\w.-]+)(?:\[(?P<pid>\d+)\])?:\s?(?P<message>.*)$"
+)
+_SUDO_COMMAND = re.compile(r"^\s*(?P<user>\S+)\s:\s(?P<rest>.*)$")
+_SUDO_SESSION = re.compile(
+    r"pam_unix\(sudo(?:-i)?:session\): session (?P<state>opened|closed) for user (?P<run_as>[^\s(]+)"
+    r"(?:\(uid=\d+\))?(?: by (?P<user>[^\s(]*))?"
+)
+
+
+def _syslog_time(stamp: str, now: datetime) -> str:
+    if stamp[:4].isdigit():
+        return stamp
+    parsed = datetime.strptime(f"{now.year} {' '.join(stamp.split())}", "%Y %b %d %H:%M:%S").replace(tzinfo=UTC)
+    if parsed > now:
+        parsed = parsed.replace(year=now.year - 1)
+    return parsed.isoformat()
+
+
+def parse_sudo_line(line: str, now: datetime) -> tuple[dict[str, Any], str | None]:
+    """A syslog line from sudo: a command (with its I/O log ``TSID`` when recorded), a refusal, or a PAM
+    session opening or closing. The year of a BSD syslog time is the current one (last year if that is ahead)."""
+    found = _SYSLOG.match(line)
+    if found is None:
+        return {"line": line}, "not a syslog line; kept as text"
+    record: dict[str, Any] = {
+        "line": line,
+        "time": _syslog_time(found["stamp"], now),
+        "host": found["host"],
+        "program": found["program"],
+        "pid": found["pid"],
+    }
+    message = found["message"]
+    session = _SUDO_SESSION.search(message)
+    if session is not None:
+        record.update(
+            event="session_open" if session["state"] == "opened" else "session_close",
+            run_as=session["run_as"],
+            user=session["user"] or None,
+        )
+        return record, None
+    command = _SUDO_COMMAND.match(message)
+    if command is None:
+        record["event"] = "other"
+        return record, None
+    record["user"] = command["user"]
+    parts = [part.strip() for part in command["rest"].split(" ; ")]
+    fields = {}
+    notes = []
+    for part in parts:
+        key, sep, value = part.partition("=")
+        if sep and key.isupper():
+            fields[key] = value
+        else:
+            notes.append(part)
+    record.update(
+        tty=fields.get("TTY"),
+        pwd=fields.get("PWD"),
+        run_as=fields.get("USER"),
+        command=fields.get("COMMAND"),
+        tsid=fields.get("TSID"),
+        event="denied" if notes else "command",
+        reason="; ".join(notes) or None,
+    )
+    return record, None
+
+
+_AUDIT_FIELD = re.compile(r"(\w+)=(\"[^\"]*\"|'[^']*'|[^\s\x1d]+)")
+_HEX = re.compile(r"^(?:[0-9A-F]{2})+$")
+_HEX_FIELDS = frozenset({"cmd", "proctitle", "data"})
+
+
+def _audit_value(key: str, value: str) -> str:
+    """A field's value: unquoted, and the hex auditd writes for untrusted strings (``cmd``, ``proctitle``)
+    decoded, NULs between arguments as spaces."""
+    if key in _HEX_FIELDS and _HEX.match(value):
+        return bytes.fromhex(value).replace(b"\0", b" ").decode("utf-8", errors="replace")
+    return value.strip('"')
+
+
+def parse_auditd_line(line: str, now: datetime) -> tuple[dict[str, Any], str | None]:
+    """An auditd record: its ``key=value`` pairs (``node=`` first where auditd names the machine), the quoted
+    ``msg='...'`` of user-space records flattened in, hex-encoded commands decoded; the names the enriched log format
+    appends (``AUID="alice"``) are kept."""
+    pairs = _AUDIT_FIELD.findall(line)
+    first = 1 if pairs and pairs[0][0] == "node" else 0  # `name_format` set: the machine's name comes first
+    if len(pairs) <= first or pairs[first][0] != "type":
+        return {"line": line}, "not an auditd record; kept as text"
+    record: dict[str, Any] = {}
+    for key, value in pairs:
+        if key == "msg" and value.startswith("audit("):
+            record["msg"] = value
+        elif key == "msg" and value.startswith("'"):
+            for inner_key, inner_value in _AUDIT_FIELD.findall(value[1:-1]):
+                record.setdefault(inner_key, _audit_value(inner_key, inner_value))
+        else:
+            record.setdefault(key, _audit_value(key, value))
+    if "res" in record and "success" not in record:
+        record["success"] = "yes" if record["res"] in ("success", "1") else "no"
+    return record, None
+
+
+PARSERS: dict[str, LineParser] = {"json": parse_json_line, "sudo": parse_sudo_line, "auditd": parse_auditd_line}
