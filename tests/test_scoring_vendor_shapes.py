@@ -538,11 +538,9 @@ def test_google_cloud_audit_entries_are_read_for_the_principal(test_name: str, f
     obs = COMPANY.extract(record)
     assert obs is not None and obs.actor == record["protoPayload"]["authenticationInfo"]["principalEmail"]
     assert names(obs) == features
-    failed = {
-        **record,
-        "protoPayload": {**record["protoPayload"], "status": {"code": 7, "message": "PERMISSION_DENIED"}},
-    }
-    assert names(observed(failed)) == set(), "a call refused did nothing"
+    for code, refused in ((7, {"access_denied"}), (5, set())):  # PERMISSION_DENIED; NOT_FOUND
+        failed = {**record, "protoPayload": {**record["protoPayload"], "status": {"code": code, "message": "no"}}}
+        assert names(observed(failed)) == refused, "a call refused did nothing but be refused"
 
 
 def test_google_cloud_log_routing_changes_and_self_grants_count() -> None:

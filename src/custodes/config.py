@@ -628,6 +628,7 @@ class IdentitySettings(Section):
             r"^(dwm|umfd)-\d+$",
             r"\.gserviceaccount\.com$",
             r"^role/",
+            r"^vault/",
         ],
         description="regular expressions: matching actors are service accounts (Windows computer accounts `HOST$` and "
         "built-in logon accounts among them)",

@@ -470,27 +470,51 @@ def m365(record: dict[str, Any], settings: SourceSettings, source: str) -> Event
 _AUDIT_MSG = re.compile(r"audit\((?P<time>\d+(?:\.\d+)?):(?P<serial>\d+)\)")
 
 
+def audit_time(record: dict[str, Any]) -> datetime | None:
+    """The time of an auditd record, from its ``msg=audit(<epoch>:<serial>)``; None without one (or with one no
+    calendar holds)."""
+    found = _AUDIT_MSG.search(_text(record.get("msg")) or "")
+    try:
+        return None if found is None else datetime.fromtimestamp(float(found["time"]), UTC)
+    except (ValueError, OverflowError, OSError):
+        return None
+
+
 _AUDIT_UNSET = frozenset({"4294967295", "-1", "unset"})
 
 
-def _audit_actor(record: dict[str, Any]) -> str | None:
-    """Who acted: the login user (enriched ``AUID`` name, else a set ``auid``), else the account a login or
-    authentication is for (``acct``), else the process's user."""
+def _audit_account(record: dict[str, Any]) -> str | None:
+    """The account a login or authentication is for (``acct``); None for auditd's placeholders (``?``,
+    ``(unknown)``, ``(invalid user)``)."""
+    value = _text(record.get("acct"))
+    return value if value and value != "?" and not value.startswith("(") else None
+
+
+def audit_actor(record: dict[str, Any], *, person: bool = False) -> str | None:
+    """Who acted in an auditd record: the account a ``USER_LOGIN`` logs in, else the login user (the enriched
+    format's ``AUID`` name, else a set ``auid``), else the account a login or authentication is for (``acct``),
+    else the process's user; for a `person` (behaviour scoring) not the process's user: a daemon's is nobody's."""
+    account = _audit_account(record)
+    if record.get("type") == "USER_LOGIN" and account:
+        return account
     for key in ("AUID", "auid"):
         value = _text(record.get(key))
         if value and value not in _AUDIT_UNSET:
             return value
-    return _text(record.get("acct") or record.get("UID") or record.get("uid"))
+    if person or account:
+        return account
+    return _text(record.get("UID") or record.get("uid"))
 
 
 def auditd(record: dict[str, Any], settings: SourceSettings, source: str) -> Event:
     """Linux auditd records as key/value objects; time and serial come from `msg=audit(time:serial)`. The actor
-    is the login user (see `_audit_actor`), the action the record type (``USER_CMD``, ``SYSCALL``, ...), the
+    is the login user (see `audit_actor`), the action the record type (``USER_CMD``, ``SYSCALL``, ...), the
     target the command run, else the file, account or executable; the outcome ``res``/``success``."""
     b = _Builder(record, settings, source)
     found = _AUDIT_MSG.search(_text(record.get("msg")) or "")
-    if found is not None:
-        time = datetime.fromtimestamp(float(found["time"]), UTC)
+    stamped = audit_time(record)
+    if found is not None and stamped is not None:
+        time = stamped
         vendor: Any = f"{found['time']}:{found['serial']}:{record.get('type')}"
     else:
         time = b.time("@timestamp", "time", "timestamp")
@@ -500,7 +524,7 @@ def auditd(record: dict[str, Any], settings: SourceSettings, source: str) -> Eve
     return b.event(
         vendor,
         time,
-        actor=_audit_actor(record),
+        actor=audit_actor(record),
         action=_text(record.get("type")),
         target=_text(target),
         outcome=_outcome(success, {"yes"}, {"no"}),
@@ -543,16 +567,45 @@ def teleport(record: dict[str, Any], settings: SourceSettings, source: str) -> E
     )
 
 
+VAULT_PEOPLE = frozenset({"ldap", "oidc", "userpass", "okta", "radius", "saml", "github", "kerberos"})
+"""Vault auth methods a person logs in with: the token's display name is ``<method>-<login>``."""
+VAULT_MACHINES = frozenset(
+    {"approle", "kubernetes", "aws", "gcp", "azure", "cert", "jwt", "token", "root", "alicloud", "oci", "cf"}
+)
+"""Vault auth methods (and the root token) of machines and pipelines: their tokens are named ``vault/<display
+name>``, a service by default (`scoring.identities.service_patterns`)."""
+_VAULT_LOGIN = re.compile(r"^auth/.+/login/(?P<name>[^/]+)$")
+
+
+def vault_actor(record: dict[str, Any]) -> str | None:
+    """Who acted in a Vault audit entry: the login the token's metadata names (``username``, or ``email`` as an
+    OIDC role maps it), else the display name without the prefix of a method people log in with, a machine's
+    token as ``vault/<display name>``; for a login refused, the name its path carries
+    (``auth/userpass/login/<name>``). None when nothing names anyone."""
+    auth = _mapping(record.get("auth")) or _mapping(dig(record, "response.auth"))
+    metadata = _mapping(auth.get("metadata"))
+    for key in ("username", "email"):
+        if name := _text(metadata.get(key)):
+            return name
+    display = _text(auth.get("display_name"))
+    if display:
+        method, _, login = display.partition("-")
+        if method in VAULT_PEOPLE and login:
+            return login
+        return f"vault/{display}" if method in VAULT_MACHINES else display
+    found = _VAULT_LOGIN.match(_text(dig(record, "request.path")) or "")
+    return found["name"] if found else None
+
+
 def vault(record: dict[str, Any], settings: SourceSettings, source: str) -> Event:
     """HashiCorp Vault audit device records (request and response entries share ``request.id``; tokens and
     values are HMAC-hashed by Vault). The action is the operation, the target the path."""
     b = _Builder(record, settings, source)
-    auth = _mapping(record.get("auth"))
     request = _mapping(record.get("request"))
     kind = _text(record.get("type")) or "unknown"
     if not request:
         b.warnings.append("request missing")
-    actor = dig(auth, "metadata.username") or auth.get("display_name") or auth.get("entity_id")
+    actor = vault_actor(record) or dig(record, "auth.entity_id")
     outcome = {"response": Outcome.SUCCESS}.get(kind, Outcome.UNKNOWN)
     if record.get("error"):
         outcome = Outcome.FAILURE

@@ -67,6 +67,7 @@ FEATURES: tuple[Feature, ...] = (
     Feature("sensitive_api", "access", 1.5, "sensitive cloud API calls"),
     Feature("access_key_other", "access", 2.5, "access keys created for another user"),
     Feature("pam_session", "access", 0.6, "privileged (PAM) sessions"),
+    Feature("access_denied", "access", 1.0, "actions refused for want of rights"),
     Feature("download", "data", 1.0, "downloads", stage="collect"),
     Feature("download_bytes", "data", 1.0, "bytes downloaded", stage="collect", bytes=True),
     Feature("file_access", "data", 0.8, "file reads", stage="collect"),

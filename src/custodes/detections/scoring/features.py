@@ -2,7 +2,8 @@
 
 Each record is recognised by its shape (Okta System Log, Entra sign-in and directory audit as Graph returns them or
 as diagnostic settings export them, CloudTrail, Google Workspace reports, GitHub audit log, the Microsoft 365 unified
-audit log, Duo authentication log, Teleport; Slack, Box, Dropbox, Google Cloud and Azure activity logs in `saas`;
+audit log, Duo authentication log; Slack, Box, Dropbox, Google Cloud and Azure activity logs in `saas`; Teleport,
+Vault, sudo and auditd in `pam`;
 and ECS documents as pulled from Elasticsearch, Windows logons among them), so the source name a deployment gives it
 does not matter. `Extractor.extract` returns who acted, the feature increments, the values to check against first-seen
 memory, and the machine involved.
@@ -15,8 +16,8 @@ from datetime import datetime
 from typing import Any
 
 from custodes.config import ScoringSettings
-from custodes.connectors.envelope import cloudtrail_actor, parse_time
-from custodes.detections.scoring import saas
+from custodes.connectors.envelope import audit_time, cloudtrail_actor, parse_time
+from custodes.detections.scoring import pam, saas
 from custodes.detections.scoring.observation import Observation, as_list, domain_of, whole
 
 CT_PRIVILEGE = frozenset(
@@ -56,6 +57,10 @@ CT_SENSITIVE = frozenset(
     }
 )
 CT_DELETE = frozenset({"DeleteObject", "DeleteObjects", "DeleteBucket", "DeleteDBInstance", "DeleteSnapshot"})
+CT_DENIED = frozenset(
+    {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "Client.UnauthorizedOperation"}
+)
+"""CloudTrail's error codes for a call the caller's policies do not allow."""
 OKTA_PUSH_DENIED = "user.mfa.okta_verify.deny_push"
 """Okta Classic's event of a user rejecting an Okta Verify push (Identity Engine logs `auth_via_mfa` failed)."""
 OKTA_MFA_FAIL = frozenset({"user.authentication.auth_via_mfa", "system.push.send_factor_verify_push", OKTA_PUSH_DENIED})
@@ -82,8 +87,12 @@ OKTA_SENSITIVE = frozenset(
 OKTA_REVEAL = "application.user_membership.show_password"
 """An application's stored password revealed: sensitive when it is another person's (the `User` target)."""
 OKTA_REPORTED = "user.account.report_suspicious_activity_by_enduser"
+OKTA_UNASSIGNED = "app.generic.unauth_app_access_attempt"
+"""Okta's event of a person trying to open an application not assigned to them."""
 """The person said a sign-in or prompt was not theirs: an attack on the account's authentication."""
 ENTRA_MFA_ERRORS = frozenset({500121, 50158})
+ENTRA_UNASSIGNED = 50105
+"""Entra ID's sign-in error for a person not assigned to the application (an access denied, not a failed sign-in)."""
 """Entra sign-in codes of a second factor that failed: denied, timed out or wrong (500121), an external challenge
 not met (50158)."""
 ENTRA_INTERRUPTS = frozenset(
@@ -346,7 +355,7 @@ def record_time(raw: dict[str, Any]) -> datetime | None:
                 return parse_time(value)
             except (ValueError, OverflowError, OSError):
                 return None
-    return None
+    return audit_time(raw)
 
 
 class Extractor:
@@ -359,6 +368,7 @@ class Extractor:
         self.jobs = DomainList(settings.job_domains)
         self.competitors = DomainList(settings.competitor_domains)
         self.org_domains = frozenset(d.lower() for d in org_domains)
+        self.uids = frozenset(alias for alias in settings.identities.aliases if alias.isdigit())
 
     def extract(self, raw: dict[str, Any]) -> Observation | None:
         """The observation a record makes, or None when it names no actor or is not a known shape."""
@@ -377,7 +387,7 @@ class Extractor:
         if isinstance(event, dict):
             return self.ecs(raw, event)
         if isinstance(event, str) and "user" in raw and ("uid" in raw or "cluster_name" in raw):
-            return self.teleport(raw, event)
+            return pam.teleport(raw, event)
         if isinstance(raw.get("action"), str) and isinstance(raw.get("actor"), str):
             return self.github(raw)
         if "Operation" in raw and "Workload" in raw:
@@ -388,7 +398,7 @@ class Extractor:
 
     def _others(self, raw: dict[str, Any]) -> Observation | None:
         """The shapes tried last: collaboration and cloud services' (`saas`), Entra ID's as diagnostic settings export
-        it, and Azure's activity log; None for any other."""
+        it, Azure's activity log, and privileged access (`pam`: Vault, sudo, auditd); None for any other."""
         kind = raw.get("event_type")
         if isinstance(kind, str) and raw.get("type") == "event":
             return saas.box(raw, self.org_domains)
@@ -412,6 +422,12 @@ class Extractor:
             operation = operation.get("value")
         if isinstance(operation, str) and "resourceId" in raw:
             return saas.azure(raw, operation)
+        if isinstance(raw.get("request"), dict) and raw.get("type") in ("request", "response"):
+            return pam.vault(raw)
+        if raw.get("program") == "sudo":
+            return pam.sudo(raw)
+        if isinstance(raw.get("type"), str) and str(raw.get("msg") or "").startswith("audit("):
+            return pam.auditd(raw, self.uids)
         return None
 
     # identity providers ------------------------------------------------------------------------------
@@ -443,6 +459,8 @@ class Extractor:
         elif kind in OKTA_MFA_FAIL or kind == OKTA_REPORTED:
             if failed or kind in (OKTA_PUSH_DENIED, OKTA_REPORTED):  # its own event, whatever its outcome says
                 features.append(("mfa_failed", 1.0))
+        elif kind == OKTA_UNASSIGNED:
+            features.append(("access_denied", 1.0))
         elif kind in OKTA_SENSITIVE and not failed:
             features.append(("sensitive_api", 1.0))
         elif kind == OKTA_REVEAL and not failed:
@@ -483,6 +501,8 @@ class Extractor:
                 seen.append(("asn", str(asn)))
         elif code in ENTRA_MFA_ERRORS:
             features.append(("mfa_failed", 1.0))
+        elif code == ENTRA_UNASSIGNED:
+            features.append(("access_denied", 1.0))
         elif code not in ENTRA_INTERRUPTS:
             features.append(("signin_failed", 1.0))
         return Observation(str(raw["userPrincipalName"]), features, seen)
@@ -526,6 +546,8 @@ class Extractor:
             response = raw.get("responseElements") or {}
             bad = failed or response.get("ConsoleLogin") == "Failure"
             features.append(("signin_failed" if bad else "signin", 1.0))
+        elif raw.get("errorCode") in CT_DENIED:
+            features.append(("access_denied", 1.0))
         elif event in CT_PRIVILEGE and not failed:
             features.append(("privilege_grant", 1.0))
             if _targets_self(params.get("userName"), identity, str(name)):
@@ -672,11 +694,6 @@ class Extractor:
             features.append(("signin_failed", 1.0))
         return Observation(str(name), features, seen)
 
-    def teleport(self, raw: dict[str, Any], event: str) -> Observation:
-        features = [("pam_session", 1.0)] if event == "session.start" else []
-        host = raw.get("server_hostname")
-        return Observation(str(raw["user"]), features, [], None if host is None else str(host))
-
     # ECS ----------------------------------------------------------------------------------------------
     def ecs(self, raw: dict[str, Any], event: dict[str, Any]) -> Observation | None:
         user = raw.get("user") or {}
@@ -725,7 +742,9 @@ class Extractor:
         elif "file" in categories:
             file = raw.get("file") or {}
             path = file.get("path") if isinstance(file, dict) else None
-            if action in ("deletion", "delete", "deleted"):
+            if str(event.get("outcome")) == "failure":
+                features.append(("access_denied", 1.0))  # a file the person may not open (Windows 4656, auditd)
+            elif action in ("deletion", "delete", "deleted"):
                 features.append(("delete", 1.0))
             elif action in ("creation", "create", "created") and str(file.get("extension", "")).lower() in (
                 ARCHIVE_EXTENSIONS

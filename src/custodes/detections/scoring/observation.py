@@ -1,5 +1,5 @@
 """What one vendor record says about one actor (`Observation`), and the small readers of record values that every
-vendor's reader uses (`features`, `saas`)."""
+vendor's reader uses (`features`, `saas`, `pam`)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,17 @@ class Observation:
     features: list[tuple[str, float]]
     seen: list[tuple[str, str]]
     host: str | None = None
+
+
+def counting(name: str, feature: str | None) -> Observation:
+    """What a record says of `name`: once `feature` (its action's in a vendor's table), or nothing yet."""
+    return Observation(name, [(feature, 1.0)] if feature else [], [])
+
+
+def name_of(value: Any) -> str | None:
+    """A name as a record gives it: text that is not blank; anything else (a number, an object, a list) names no
+    one."""
+    return value if isinstance(value, str) and value.strip() else None
 
 
 def domain_of(address: str) -> str:

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Set
 from typing import Any
 
 from custodes.connectors.envelope import dig
-from custodes.detections.scoring.observation import Observation, as_list, domain_of
+from custodes.detections.scoring.observation import Observation, as_list, counting, domain_of, name_of, whole
 
 
 def _table(**groups: Iterable[str]) -> dict[str, str]:
@@ -109,6 +109,8 @@ GCP = _table(
 """Google Cloud audit methods (in full, or the last part of IAM credentials' long names) and what each counts; an
 IAM policy set is read by `_gcp_policy`."""
 GCP_PUBLIC = frozenset({"allusers", "allauthenticatedusers"})
+GCP_PERMISSION_DENIED = 7
+"""The `google.rpc.Code` of a call the caller's roles do not allow."""
 AZURE = _table(
     privilege_grant={"microsoft.authorization/roleassignments/write", "microsoft.authorization/elevateaccess/action"},
     sensitive_api={
@@ -142,11 +144,11 @@ AZURE_UPN = "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/upn"
 def slack(raw: dict[str, Any]) -> Observation | None:
     """A Slack audit log entry (`action`, `actor`, `entity`, `context`) by a user."""
     actor = raw["actor"]
-    name = _text(dig(actor, "user.email")) if actor.get("type", "user") == "user" else None
+    name = name_of(dig(actor, "user.email")) if actor.get("type", "user") == "user" else None
     if name is None:
         return None
     feature = SLACK.get(str(raw["action"]))
-    obs = _counting(name, feature)
+    obs = counting(name, feature)
     if feature == "privilege_grant" and str(dig(raw, "entity.user.email")).lower() == obs.actor.lower():
         obs.features.append(("self_grant", 1.0))
     elif feature == "download" and (ident := dig(raw, "entity.file.id")):
@@ -157,13 +159,13 @@ def slack(raw: dict[str, Any]) -> Observation | None:
 def box(raw: dict[str, Any], org_domains: Set[str]) -> Observation | None:
     """A Box enterprise event (`event_type`, `created_by`, `source`, `accessible_by`); None for an anonymous viewer
     of a shared link."""
-    name = _text(dig(raw, "created_by.login"))
+    name = name_of(dig(raw, "created_by.login"))
     if name is None:
         return None
     feature = BOX.get(str(raw["event_type"]))
     if feature == "external_share" and not _outside(dig(raw, "accessible_by.login"), org_domains):
         feature = None
-    obs = _counting(name, feature)
+    obs = counting(name, feature)
     if feature in ("download", "file_access") and (item := dig(raw, "source.item_id")):
         obs.seen.append(("resource", f"box:{item}"))
     return obs
@@ -171,13 +173,13 @@ def box(raw: dict[str, Any], org_domains: Set[str]) -> Observation | None:
 
 def dropbox(raw: dict[str, Any], tag: str, org_domains: Set[str]) -> Observation | None:
     """A Dropbox team event (`event_type` tagged `tag`), by a team member or an administrator."""
-    name = _text(dig(raw, "actor.user.email")) or _text(dig(raw, "actor.admin.email"))
+    name = name_of(dig(raw, "actor.user.email")) or name_of(dig(raw, "actor.admin.email"))
     if name is None:
         return None
     feature = DROPBOX.get(tag)
     if feature == "external_share" and raw.get("involve_non_team_member") is not True:
         feature = "external_share" if _outside(dig(raw, "details.new_owner_email"), org_domains) else None
-    obs = _counting(name, feature)
+    obs = counting(name, feature)
     if feature in ("download", "file_access"):
         paths = (dig(asset, "path.contextual") for asset in as_list(raw.get("assets")) if isinstance(asset, dict))
         obs.seen.extend(("resource", f"dropbox:{path}") for path in paths if path)
@@ -185,13 +187,15 @@ def dropbox(raw: dict[str, Any], tag: str, org_domains: Set[str]) -> Observation
 
 
 def gcp(payload: dict[str, Any], org_domains: Set[str]) -> Observation | None:
-    """A Google Cloud audit log entry's `protoPayload` (an `AuditLog`); a call that failed counts nothing."""
-    name = _text(dig(payload, "authenticationInfo.principalEmail"))
+    """A Google Cloud audit log entry's `protoPayload` (an `AuditLog`); a call refused for want of a permission is an
+    access denied, any other that failed counts nothing."""
+    name = name_of(dig(payload, "authenticationInfo.principalEmail"))
     if name is None:
         return None
-    obs = _counting(name, None)
-    if dig(payload, "status.code"):
-        return obs
+    code = dig(payload, "status.code")
+    if code:
+        return counting(name, "access_denied" if whole(code) == GCP_PERMISSION_DENIED else None)
+    obs = counting(name, None)
     method = str(payload.get("methodName") or "")
     short = method.rpartition(".")[2]
     if short.lower() in ("setiampolicy", "setiampermissions"):
@@ -206,16 +210,19 @@ def gcp(payload: dict[str, Any], org_domains: Set[str]) -> Observation | None:
 def azure(raw: dict[str, Any], operation: str) -> Observation | None:
     """An Azure activity log entry (`operationName`, `resourceId`; the caller in `identity.claims` as diagnostic
     settings export it, or `caller` as the REST API returns it) by a person; an application acting (`appid` only)
-    is no one, and an operation that failed counts nothing."""
+    is no one. An operation refused (`Forbidden`) is an access denied, any other that failed counts nothing."""
     claims = dig(raw, "identity.claims")
     claims = claims if isinstance(claims, dict) else {}
     names = [claims.get(AZURE_UPN), claims.get("name"), raw.get("caller")]
-    name = next((n for n in map(_text, names) if n is not None and "@" in n), None)
+    name = next((n for n in map(name_of, names) if n is not None and "@" in n), None)
     if name is None:
         return None
     result = raw.get("resultType") or dig(raw, "status.value")
-    feature = None if str(result).lower() in ("failure", "failed") else AZURE.get(operation.lower())
-    obs = _counting(name, feature)
+    if str(result).lower() in ("failure", "failed"):
+        causes = (dig(raw, "subStatus.value"), raw.get("resultSignature"), dig(raw, "properties.statusCode"))
+        return counting(name, "access_denied" if any("forbidden" in str(c).lower() for c in causes) else None)
+    feature = AZURE.get(operation.lower())
+    obs = counting(name, feature)
     if operation.lower() == AZURE_ELEVATE and feature:
         obs.features.append(("self_grant", 1.0))
     return obs
@@ -247,14 +254,3 @@ def _gcp_policy(payload: dict[str, Any], actor: str, org_domains: Set[str]) -> l
 def _outside(address: Any, org_domains: Set[str]) -> bool:
     """Whether `address` is a mail address of a domain other than the organisation's."""
     return isinstance(address, str) and "@" in address and domain_of(address) not in org_domains
-
-
-def _counting(name: str, feature: str | None) -> Observation:
-    """What a record says of `name`: once `feature` (its action's in a service's table), or nothing yet."""
-    return Observation(name, [(feature, 1.0)] if feature else [], [])
-
-
-def _text(value: Any) -> str | None:
-    """A name as a record gives it: text that is not blank; anything else (a number, an object, a list) names no
-    one."""
-    return value if isinstance(value, str) and value.strip() else None

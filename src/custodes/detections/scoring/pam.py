@@ -1,0 +1,150 @@
+"""Behaviour features out of privileged-access records: HashiCorp Vault's audit device, sudo's syslog lines as the
+file tail parses them, Linux auditd records and Teleport's audit events. Each reader takes one record of its shape
+(the `Extractor` recognises it) and returns who acted, what it counts and the machine it happened on."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Set
+from typing import Any
+
+from custodes.connectors.envelope import audit_actor, dig, vault_actor
+from custodes.detections.scoring.observation import Observation, as_list, counting, name_of
+
+VAULT_SYSTEM = ("sys/", "auth/", "identity/", "cubbyhole/")
+"""Vault paths that hold no secret of the organisation's (configuration, logins, identities, a token's own space)."""
+VAULT_GRANTS = re.compile(
+    r"^(?:sys/policy/|sys/policies/acl/|identity/(?:entity|group)|auth/[^/]+/(?:users|groups|role)/(?P<name>[^/]+))"
+)
+"""Paths whose write changes what someone may do: a policy, an identity or group, a user's or group's policies on
+an auth method (the user's name captured, to see a grant to oneself)."""
+VAULT_SENSITIVE = re.compile(r"^sys/(?:audit|auth|generate-root|generate-recovery-token|raw|rekey|rotate|seal)(?:/|$)")
+"""Paths whose write switches off what watches Vault or opens it wide: an audit device or auth method enabled or
+removed, a root or recovery token generated, storage read raw, the keys changed, the vault sealed."""
+VAULT_DENIED = "permission denied"
+
+SUDO_WRONG_SECRET = "incorrect password"  # noqa: S105 (the text of sudo's refusal, not a secret)
+"""sudo's refusal for a wrong password (a failed authentication); any other refusal (not in sudoers, a command not
+allowed, a host not allowed) is a privilege refused."""
+
+AUDIT_DENIED = frozenset({"-13", "-1"})
+"""A syscall's exit for EACCES and EPERM: what the common rules for unauthorised file access record."""
+AUDIT_LOGINS = frozenset({"USER_LOGIN", "USER_AUTH"})
+
+TELEPORT_SESSIONS = frozenset({"session.start", "exec", "db.session.start", "windows.desktop.session.start"})
+"""Teleport events that open a privileged session: a shell, a command, a database, a Windows desktop."""
+TELEPORT_LOGINS = frozenset({"user.login", "auth"})
+TELEPORT_COMPUTER = "teleport.dev/computer_name"
+"""The label naming a Windows desktop's computer."""
+"""A sign-in to Teleport (`user.login`) and an SSH authentication at a node (`auth`)."""
+
+
+def vault(raw: dict[str, Any]) -> Observation | None:
+    """A Vault audit entry. Vault writes each request twice, as a `request` entry and as a `response` entry with
+    its outcome: only the response counts (the request names the person active). A login refused (its path under
+    `auth/.../login`) is a failed sign-in, any other refusal for want of a policy an access denied. A secret read (a
+    path outside Vault's own, a transit decryption) is a file read of that path, a secret deleted or destroyed a
+    deletion, a policy, identity or user's policies written a grant, and Vault's audit devices, auth methods, root
+    generation, raw storage, keys or seal touched a sensitive call."""
+    name = vault_actor(raw)
+    if name is None:
+        return None
+    request = raw.get("request")
+    if not isinstance(request, dict):
+        return None
+    path = str(request.get("path") or "")
+    login = path.startswith("auth/") and ("/login" in path or path.endswith("/callback"))
+    if raw.get("type") != "response":
+        return None if login else counting(name, None)  # a login's request names no one its response does not
+    operation = str(request.get("operation") or "")
+    error = str(raw.get("error") or "")
+    if login:
+        return counting(name, "signin_failed" if error else "signin")
+    if error:
+        return counting(name, "access_denied" if VAULT_DENIED in error.lower() else None)
+    if operation in ("create", "update") and (grant := VAULT_GRANTS.match(path)) is not None:
+        obs = counting(name, "privilege_grant")
+        if grant["name"] is not None and grant["name"].lower() == name.lower():
+            obs.features.append(("self_grant", 1.0))
+        return obs
+    if VAULT_SENSITIVE.match(path) and operation not in ("read", "list"):
+        return counting(name, "sensitive_api")
+    if path.startswith("auth/token/create") and "root" in as_list(dig(raw, "response.auth.policies")):
+        return counting(name, "sensitive_api")  # a token with the root policy
+    if path.startswith(VAULT_SYSTEM) or "/metadata/" in path:
+        return counting(name, None)
+    if operation == "read" or (operation == "update" and "/decrypt/" in path):
+        obs = counting(name, "file_access")
+        obs.seen.append(("resource", f"vault:{path}"))
+        return obs
+    deleted = operation == "delete" or (operation == "update" and "/destroy/" in path)
+    return counting(name, "delete" if deleted else None)
+
+
+def sudo(raw: dict[str, Any]) -> Observation | None:
+    """A sudo line as the file tail parses it: a command run is a privileged session on the machine, a refusal a
+    failed sign-in (a wrong password) or an access denied (not in sudoers, a command or host not allowed). A PAM
+    session's opening and closing are the command's own and count nothing."""
+    name = name_of(raw.get("user"))
+    if name is None:
+        return None
+    kind = raw.get("event")
+    feature = None
+    if kind == "command":
+        feature = "pam_session"
+    elif kind == "denied":
+        feature = "signin_failed" if SUDO_WRONG_SECRET in str(raw.get("reason") or "").lower() else "access_denied"
+    obs = counting(name, feature)
+    obs.host = name_of(raw.get("host"))
+    return obs
+
+
+def auditd(raw: dict[str, Any], uids: Set[str]) -> Observation | None:
+    """A Linux auditd record by a person (see `audit_actor`; a bare uid number only where `uids`, the numbers
+    `scoring.identities.aliases` maps, holds it: uid 1000 is someone else on every machine whose accounts are not
+    managed centrally): a login's success (on the machine the record's `node` names, else a sign-in) or failure, an
+    authentication failed, a command run through sudo (`USER_CMD`; one refused is an access denied), a syscall
+    refused for want of rights, the audit rules removed or auditing switched off (a sensitive call)."""
+    name = audit_actor(raw, person=True)
+    if name is None or (name.isdigit() and name not in uids):
+        return None
+    kind = raw.get("type")
+    failed = raw.get("success") == "no"
+    host = name_of(raw.get("node"))
+    feature = None
+    if kind in AUDIT_LOGINS:
+        if failed:
+            feature = "signin_failed"
+        elif kind == "USER_LOGIN" and host is None:
+            feature = "signin"
+    elif kind == "USER_CMD":
+        feature = "access_denied" if failed else "pam_session"
+    elif kind == "SYSCALL":
+        feature = "access_denied" if failed and raw.get("exit") in AUDIT_DENIED else None
+    elif kind == "CONFIG_CHANGE" and (raw.get("op") == "remove_rule" or raw.get("audit_enabled") == "0"):
+        feature = "sensitive_api"
+    obs = counting(name, feature)
+    obs.host = host
+    return obs
+
+
+def teleport(raw: dict[str, Any], event: str) -> Observation | None:
+    """A Teleport audit event: a session opened (a shell, a command, a database, a Windows desktop) on the machine it
+    names, or refused (an access denied); a sign-in to Teleport or an SSH authentication, and their failures. Codes
+    ending in `I` succeeded, `W` and `E` failed."""
+    name = name_of(raw.get("user"))
+    if name is None:
+        return None
+    code = str(raw.get("code") or "")
+    failed = raw.get("success") is False or code.endswith(("W", "E"))
+    feature = None
+    if event in TELEPORT_SESSIONS:
+        feature = "access_denied" if failed else "pam_session"
+    elif event in TELEPORT_LOGINS:
+        feature = "signin_failed" if failed else "signin" if event == "user.login" else None
+    obs = counting(name, feature)
+    if not failed:
+        labels = raw.get("desktop_labels")
+        desktop = labels.get(TELEPORT_COMPUTER) if isinstance(labels, dict) else None
+        obs.host = name_of(raw.get("server_hostname") or desktop)
+    return obs
