@@ -18,7 +18,7 @@ from custodes.config import ScoringSettings
 from custodes.connectors.envelope import to_event
 from custodes.detections.scoring.evaluate import LabelRow, evaluate
 from custodes.detections.scoring.features import Extractor, record_time
-from custodes.detections.scoring.identity import PERSON, SERVICE, IdentityResolver
+from custodes.detections.scoring.identity import PERSON, SERVICE, IdentityResolver, Person
 from custodes.detections.scoring.observation import Observation
 from custodes.sources import SourceSettings
 
@@ -696,3 +696,49 @@ def test_an_application_acting_in_azure_is_no_one_and_the_rest_api_s_caller_is_r
 def test_a_service_record_whose_actor_is_not_text_names_no_one(record: dict[str, Any]) -> None:
     """A hostile or broken record: no entity named after an object's or a list's text."""
     assert COMPANY.extract(record) is None
+
+
+@pytest.mark.parametrize(
+    ("test_name", "features"),
+    [
+        ("Login Event", {"signin"}),
+        ("Admin lockout- valid json", {"mfa_failed"}),  # too many passcodes tried
+        ("marked_fraud", {"mfa_failed"}),  # the administrator's own push reported as fraud
+        ("Admin Create", {"privilege_grant"}),
+        ("Generic Skey View", {"sensitive_api"}),  # an integration's secret key shown
+        ("Duo app install ", set()),
+        ("Bypass Create", {"sensitive_api"}),  # a code that signs someone in without their second factor
+        ("Bypass View", {"sensitive_api"}),
+        ("Bypass Enabled", {"sensitive_api"}),  # a user's second factor switched off
+        ("Account Disabled", set()),
+        ("Phones Update", set()),
+        ("Admin API Integration Created", {"sensitive_api"}),  # a credential to administer Duo itself
+        ("Non Admin API Integration", set()),
+        ("Admin MFA Update Event", {"sensitive_api"}),
+        ("Policy Update", {"sensitive_api"}),
+        ("Enforcement Disabled", {"sensitive_api"}),  # administrators' single sign-on no longer required
+        ("Enforcement Optional", {"sensitive_api"}),
+        ("Enforcement Required", set()),
+        ("SSO Update", set()),
+    ],
+)
+def test_duo_administrator_actions_are_read_for_the_administrator(test_name: str, features: set[str]) -> None:
+    """Once Duo's administrator log was not read: a bypass code made for someone counted for nothing."""
+    record = record_named("duo", test_name)
+    obs = observed(record)
+    assert obs.actor == record["username"] and names(obs) == features
+    assert record_time(record) is not None
+
+
+def test_an_administrator_named_by_display_name_is_the_person_the_directory_gives_it() -> None:
+    """Duo's administrator log names administrators by full name: the directory's display name, when one person
+    has it."""
+    people = [
+        Person("homer@company.com", display_name="Homer Simpson"),
+        Person("bart@company.com", display_name="Bart Simpson"),
+        Person("bart.s@company.com", display_name="Bart  Simpson"),  # two people of one name
+    ]
+    resolver = IdentityResolver(people, ScoringSettings().identities)
+    actor = observed(record_named("duo", "Bypass View")).actor
+    assert resolver.resolve(actor) == resolver.resolve("homer@company.com") == ("homer@company.com", PERSON)
+    assert resolver.resolve("bart simpson") == ("bart simpson", PERSON), "a name two people have is neither's"

@@ -2,11 +2,10 @@
 
 Each record is recognised by its shape (Okta System Log, Entra sign-in and directory audit as Graph returns them or
 as diagnostic settings export them, CloudTrail, Google Workspace reports, GitHub audit log, the Microsoft 365 unified
-audit log, Duo authentication log; Slack, Box, Dropbox, Google Cloud and Azure activity logs in `saas`; Teleport,
-Vault, sudo and auditd in `pam`;
-and ECS documents as pulled from Elasticsearch, Windows logons among them), so the source name a deployment gives it
-does not matter. `Extractor.extract` returns who acted, the feature increments, the values to check against first-seen
-memory, and the machine involved.
+audit log, Duo authentication log; Slack, Box, Dropbox, Google Cloud, Azure activity and Duo administrator logs in
+`saas`; Teleport, Vault, sudo and auditd in `pam`; and ECS documents as pulled from Elasticsearch, Windows logons
+among them), so the source name a deployment gives it does not matter. `Extractor.extract` returns who acted, the
+feature increments, the values to check against first-seen memory, and the machine involved.
 """
 
 from __future__ import annotations
@@ -398,7 +397,8 @@ class Extractor:
 
     def _others(self, raw: dict[str, Any]) -> Observation | None:
         """The shapes tried last: collaboration and cloud services' (`saas`), Entra ID's as diagnostic settings export
-        it, Azure's activity log, and privileged access (`pam`: Vault, sudo, auditd); None for any other."""
+        it, Azure's activity log, Duo's administrator log, and privileged access (`pam`: Vault, sudo, auditd); None
+        for any other."""
         kind = raw.get("event_type")
         if isinstance(kind, str) and raw.get("type") == "event":
             return saas.box(raw, self.org_domains)
@@ -422,6 +422,9 @@ class Extractor:
             operation = operation.get("value")
         if isinstance(operation, str) and "resourceId" in raw:
             return saas.azure(raw, operation)
+        action = raw.get("action")
+        if isinstance(action, str) and "username" in raw and "isotimestamp" in raw:
+            return saas.duo_admin(raw, action)
         if isinstance(raw.get("request"), dict) and raw.get("type") in ("request", "response"):
             return pam.vault(raw)
         if raw.get("program") == "sudo":

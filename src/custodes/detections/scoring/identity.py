@@ -209,6 +209,9 @@ class IdentityResolver:
         self.pseudonym = pseudonym
         self._aliases: dict[str, str] = {}
         self._locals: dict[str, str | None] = {}
+        self._names: dict[str, str | None] = {}
+        """A full display name (two words or more, its spaces collapsed) -> the one person of that name (None:
+        several): Duo's administrator log names administrators so."""
         self._hosts: dict[str, str] = {}
         self._cache: dict[str, tuple[str, str]] = {}
         self._by_key: dict[str, Person] = {}
@@ -244,6 +247,10 @@ class IdentityResolver:
                 self._locals[local] = person.id if known == person.id else None
         for host in person.hosts:
             self._hosts[host.lower()] = person.id
+        name = " ".join(normalise(person.display_name or "").split())
+        if " " in name:
+            known = self._names.get(name, person.id)
+            self._names[name] = person.id if known == person.id else None
         self._cache.clear()
 
     @property
@@ -267,8 +274,8 @@ class IdentityResolver:
             return hit
         canonical = self.canonical(name)
         person_id = self._aliases.get(canonical)
-        if person_id is None:
-            person_id = None if "@" in canonical else self._locals.get(canonical)
+        if person_id is None and "@" not in canonical:
+            person_id = self._locals.get(canonical) or self._names.get(" ".join(canonical.split()))
         person = None if person_id is None else self.people.get(person_id)
         if person is not None:
             hit = (self.key_of(person.id), person.kind)

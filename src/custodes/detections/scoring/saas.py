@@ -1,13 +1,15 @@
 """Behaviour features out of collaboration and cloud services' audit records: Slack's audit logs, Box's and Dropbox's
-team events, Google Cloud's audit logs (`protoPayload`) and Azure's activity log. Each reader takes one record of
-its shape (the `Extractor` recognises it) and the organisation's mail domains where it needs them, and returns who
-acted and what it counts: the feature its action names in the service's table, then what the record's own fields
-add (a grant to oneself, a share outside the organisation, the resource read)."""
+team events, Google Cloud's audit logs (`protoPayload`), Azure's activity log and Duo's administrator log. Each
+reader takes one record of its shape (the `Extractor` recognises it) and the organisation's mail domains where it
+needs them, and returns who acted and what it counts: the feature its action names in the service's table, then what
+the record's own fields add (a grant to oneself, a share outside the organisation, the resource read)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Set
 from typing import Any
+
+import orjson
 
 from custodes.connectors.envelope import dig
 from custodes.detections.scoring.observation import Observation, as_list, counting, domain_of, name_of, whole
@@ -140,6 +142,26 @@ AZURE_ELEVATE = "microsoft.authorization/elevateaccess/action"
 """A Global Administrator making themselves User Access Administrator of every subscription: a grant to oneself."""
 AZURE_UPN = "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/upn"
 
+DUO_ADMIN = _table(
+    signin={"admin_login"},
+    mfa_failed={"admin_2fa_error", "admin_lockout"},  # a push reported as fraud; locked out after passcodes tried
+    privilege_grant={"admin_create"},
+    sensitive_api={
+        "bypass_create",  # a code that signs someone in without their second factor
+        "bypass_view",
+        "integration_skey_view",  # an application's secret key shown
+        "update_admin_factor_restrictions",
+        "policy_update",
+    },
+)
+"""Duo administrator log actions -> features; `DUO_WEAKENED` reads the actions whose description decides."""
+DUO_WEAKENED = {
+    "user_update": ("status", {"bypass"}),  # a user's second factor switched off
+    "admin_single_sign_on_update": ("enforcement_status", {"disabled", "optional"}),
+    "integration_create": ("raw_type", {"adminapi"}),  # a credential to administer Duo itself
+}
+"""Actions that are sensitive when their description's field holds one of the values."""
+
 
 def slack(raw: dict[str, Any]) -> Observation | None:
     """A Slack audit log entry (`action`, `actor`, `entity`, `context`) by a user."""
@@ -226,6 +248,25 @@ def azure(raw: dict[str, Any], operation: str) -> Observation | None:
     if operation.lower() == AZURE_ELEVATE and feature:
         obs.features.append(("self_grant", 1.0))
     return obs
+
+
+def duo_admin(raw: dict[str, Any], action: str) -> Observation | None:
+    """A Duo administrator log entry, by the administrator it names (`username`: Duo gives their full name, which
+    the directory's display name resolves). Its `description` is JSON written as text; one that is not JSON says
+    nothing more."""
+    name = name_of(raw.get("username"))
+    if name is None:
+        return None
+    feature = DUO_ADMIN.get(action)
+    if action in DUO_WEAKENED:
+        key, values = DUO_WEAKENED[action]
+        try:
+            description = orjson.loads(str(raw.get("description") or "{}"))
+        except orjson.JSONDecodeError:
+            description = None
+        value = description.get(key) if isinstance(description, dict) else None
+        feature = "sensitive_api" if str(value).lower() in values else None
+    return counting(name, feature)
 
 
 def _gcp_policy(payload: dict[str, Any], actor: str, org_domains: Set[str]) -> list[tuple[str, float]]:
