@@ -18,7 +18,7 @@ from custodes.detections.scoring.evaluate import LabelRow, evaluate
 from custodes.detections.scoring.features import Extractor, record_time
 from custodes.detections.scoring.identity import PERSON, SERVICE, IdentityResolver
 from custodes.detections.scoring.observation import Observation
-from custodes.sources import SourceSettings
+from custodes.sources import SourceFormatName, SourceSettings
 
 NOW = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
 EXTRACTOR = Extractor(ScoringSettings(), ["corp.example"])
@@ -34,7 +34,7 @@ def names(obs: Observation | None) -> set[str]:
     return {name for name, _ in obs.features}
 
 
-def routed(record: dict[str, Any], fmt: str) -> str | None:
+def routed(record: dict[str, Any], fmt: SourceFormatName) -> str | None:
     """The actor the event is routed by (a cluster's partition, rules): the one scoring reads."""
     return to_event(record, SourceSettings(format=fmt), fmt).actor
 
@@ -346,6 +346,65 @@ def test_teleport_events_are_sessions_sign_ins_and_refusals(
     obs = observed(record)
     assert obs is not None and obs.actor == "alice" == routed(record, "teleport")
     assert names(obs) == features and obs.host == host
+
+
+# Kubernetes --------------------------------------------------------------------------------------------------
+def kube(verb: str, resource: str, *, stage: str = "ResponseComplete", code: int = 200, **ref: str) -> dict[str, Any]:
+    """An API server's audit event (`audit.k8s.io/v1`), as a cluster's audit log or EKS writes it."""
+    return {
+        "kind": "Event",
+        "apiVersion": "audit.k8s.io/v1",
+        "level": "Metadata",
+        "auditID": "2f4d3a1e-0000-4000-8000-000000000001",
+        "stage": stage,
+        "requestURI": f"/api/v1/{resource}",
+        "verb": verb,
+        "user": {"username": "alice@corp.example", "groups": ["system:authenticated"]},
+        "sourceIPs": ["10.0.0.9"],
+        "userAgent": "kubectl/v1.30.2",
+        "objectRef": {"resource": resource, "apiVersion": "v1", **ref},
+        "responseStatus": {"metadata": {}, "code": code},
+        "requestReceivedTimestamp": "2024-03-01T10:00:00.000000Z",
+        "stageTimestamp": "2024-03-01T10:00:00.020000Z",
+    }
+
+
+@pytest.mark.parametrize(
+    ("record", "features"),
+    [
+        (kube("get", "secrets", namespace="payments", name="db"), {"file_access"}),
+        (kube("get", "secrets", stage="RequestReceived", namespace="payments", name="db"), None),  # counted once
+        (kube("create", "pods", stage="ResponseStarted", code=101, subresource="exec", name="api"), {"pam_session"}),
+        (kube("create", "pods", subresource="exec", name="api"), None),  # the stream's end: the same session
+        (kube("create", "clusterrolebindings", name="me-admin"), {"privilege_grant"}),
+        (kube("patch", "clusterroles", name="view"), {"privilege_grant"}),
+        (kube("create", "serviceaccounts", subresource="token", namespace="ci", name="deployer"), {"sensitive_api"}),
+        (kube("delete", "validatingwebhookconfigurations", name="policy"), {"sensitive_api"}),
+        (kube("delete", "namespaces", name="payments"), {"delete"}),
+        (kube("deletecollection", "pods", namespace="payments"), {"delete"}),
+        (kube("delete", "pods", namespace="payments", name="api-1"), set()),  # a pod replaced, routine
+        (kube("list", "secrets", code=403), {"access_denied"}),
+        (kube("get", "pods", code=401), {"signin_failed"}),
+        (kube("get", "pods", code=404), set()),
+    ],
+)
+def test_kubernetes_audit_events_are_read_once_for_the_user(record: dict[str, Any], features: set[str] | None) -> None:
+    obs = observed(record)
+    if features is None:
+        assert obs is None
+        return
+    assert obs is not None and obs.actor == "alice@corp.example" and names(obs) == features
+    if features == {"file_access"}:
+        assert obs.seen == [("resource", "k8s:secrets:payments/db")]
+    assert record_time(record) is not None
+
+
+def test_a_cluster_s_audit_log_is_routed_by_its_user_through_a_generic_source() -> None:
+    """As docs/scoring.md says to configure it: the event's actor, id and time are the audit event's."""
+    fields = {"id": "auditID", "time": "stageTimestamp", "actor": "user.username", "action": "verb"}
+    event = to_event(kube("get", "secrets", name="db"), SourceSettings(format="generic", fields=fields), "k8s")
+    assert (event.actor, event.action, event.warnings) == ("alice@corp.example", "get", [])
+    assert event.time == datetime(2024, 3, 1, 10, 0, 0, 20000, tzinfo=UTC)
 
 
 # refusals in the other sources ------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from custodes.detections.scoring.evaluate import LabelRow, evaluate
 from custodes.detections.scoring.features import Extractor, record_time
 from custodes.detections.scoring.identity import PERSON, SERVICE, IdentityResolver, Person
 from custodes.detections.scoring.observation import Observation
-from custodes.sources import SourceSettings
+from custodes.sources import SourceFormatName, SourceSettings
 
 DATASETS = SHARED / "datasets" / "panther-rule-tests"
 EXTRACTOR = Extractor(ScoringSettings(), ["panther.com", "example.io", "acme.com", "example.com"])
@@ -742,3 +742,55 @@ def test_an_administrator_named_by_display_name_is_the_person_the_directory_give
     actor = observed(record_named("duo", "Bypass View")).actor
     assert resolver.resolve(actor) == resolver.resolve("homer@company.com") == ("homer@company.com", PERSON)
     assert resolver.resolve("bart simpson") == ("bart simpson", PERSON), "a name two people have is neither's"
+
+
+AKS: SourceFormatName = "azure_activity"
+GKE: SourceFormatName = "gcp_audit"
+
+
+@pytest.mark.parametrize(
+    ("dataset", "test_name", "actor", "features"),
+    [
+        (AKS, "AKS Exec Into Pod (realistic)", "masterclient", {"pam_session"}),
+        (AKS, "AKS cluster-wide secret list", "compromised-user@example.com", {"file_access"}),
+        (AKS, "AKS 403 from Public IP", "test-user", {"access_denied"}),
+        (
+            "azure_activity",
+            "AKS failed secret get (401 Unauthorized)",
+            "compromised-user@example.com",
+            {"signin_failed"},
+        ),
+        (
+            "azure_activity",
+            "AKS ClusterRoleBinding to system:masters",
+            "malicious-user@example.com",
+            {"privilege_grant"},
+        ),
+        (AKS, "AKS Role with pods/exec in namespace", "malicious-user@example.com", {"privilege_grant"}),
+        (AKS, "AKS long-lived token created", "persistence-user@example.com", {"sensitive_api"}),
+        (AKS, "AKS client certificate CSR created", "persistence-user@example.com", {"sensitive_api"}),
+        (AKS, "AKS ValidatingWebhookConfiguration Created", "policy-admin@example.com", {"sensitive_api"}),
+        (AKS, "AKS DaemonSet Created", "admin@example.com", set()),
+        (GKE, "GCP GKE Exec Into Pod", "user@company.com", {"pam_session"}),
+        (GKE, "GKE cluster-wide secret list", "user@company.com", {"file_access"}),
+        (GKE, "GKE failed secret get", "user@company.com", {"access_denied"}),
+        (GKE, "GKE ClusterRoleBinding to admin role", "user@company.com", {"privilege_grant"}),
+        (GKE, "GKE client certificate CSR created", "user@company.com", {"sensitive_api"}),
+        (GKE, "GKE MutatingWebhookConfiguration Created", "user@company.com", {"sensitive_api"}),
+        (GKE, "GCP GKE CronJob Created", "user@company.com", set()),
+    ],
+)
+def test_kubernetes_api_calls_are_read_as_aks_and_gke_log_them(
+    dataset: SourceFormatName, test_name: str, actor: str, features: set[str]
+) -> None:
+    """AKS's API server audit (a `kube-audit` diagnostic record, the event as JSON text) and GKE's (a Google Cloud
+    audit entry whose method is `io.k8s....`): read for the person who called, routed by the same name."""
+    record = record_named(dataset, test_name)
+    obs = observed(record)
+    assert obs.actor == actor == to_event(record, SourceSettings(format=dataset), dataset).actor
+    assert names(obs) == features
+
+
+def test_kubernetes_system_accounts_are_services() -> None:
+    for name in ("system:serviceaccount:kube-system:metrics-server", "system:node:aks-1", "system:anonymous"):
+        assert IdentityResolver([], ScoringSettings().identities).resolve(name)[1] == SERVICE

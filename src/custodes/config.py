@@ -629,6 +629,7 @@ class IdentitySettings(Section):
             r"\.gserviceaccount\.com$",
             r"^role/",
             r"^vault/",
+            r"^system:",
         ],
         description="regular expressions: matching actors are service accounts (Windows computer accounts `HOST$` and "
         "built-in logon accounts among them)",

@@ -6,6 +6,7 @@ data is kept and visible instead of dropped.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -375,8 +376,23 @@ def entra_audit(record: dict[str, Any], settings: SourceSettings, source: str) -
     )
 
 
+def kube_audit(record: dict[str, Any]) -> dict[str, Any] | None:
+    """The Kubernetes audit event (`audit.k8s.io`) an AKS diagnostic record of category `kube-audit` or
+    `kube-audit-admin` carries as JSON text in `properties.log`; None for any other record, or text that is not an
+    object."""
+    if not str(record.get("category") or "").startswith("kube-audit"):
+        return None
+    text = dig(record, "properties.log")
+    try:
+        event = json.loads(text) if isinstance(text, str) else text
+    except (ValueError, RecursionError):
+        return None
+    return event if isinstance(event, dict) else None
+
+
 def azure_activity(record: dict[str, Any], settings: SourceSettings, source: str) -> Event:
-    """Azure Activity log records (diagnostic-settings export; the REST shape's `{value: ...}` names also work)."""
+    """Azure Activity log records (diagnostic-settings export; the REST shape's `{value: ...}` names also work); an
+    AKS `kube-audit` record's actor is its Kubernetes event's user."""
     b = _Builder(record, settings, source)
     operation = record.get("operationName")
     if isinstance(operation, dict):
@@ -385,7 +401,11 @@ def azure_activity(record: dict[str, Any], settings: SourceSettings, source: str
     return b.event(
         record.get(ID_KEYS["azure_activity"]),
         b.time("time", "eventTimestamp"),
-        actor=_text(record.get("caller") or dig(record, "identity.claims.name")),
+        actor=_text(
+            record.get("caller")
+            or dig(record, "identity.claims.name")
+            or dig(kube_audit(record) or {}, "user.username")
+        ),
         action=_text(operation),
         target=_text(record.get("resourceId")),
         outcome=_outcome(result, {"success", "succeeded", "accept"}, {"failure", "failed"}),

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from custodes.config import ScoringSettings
-from custodes.connectors.envelope import audit_time, cloudtrail_actor, parse_time
+from custodes.connectors.envelope import audit_time, cloudtrail_actor, kube_audit, parse_time
 from custodes.detections.scoring import pam, saas
 from custodes.detections.scoring.observation import Observation, as_list, domain_of, whole
 
@@ -348,6 +348,7 @@ def record_time(raw: dict[str, Any]) -> datetime | None:
         raw.get("date_create"),
         raw.get("timestamp"),
         raw.get("eventTimestamp"),
+        raw.get("stageTimestamp"),
     ):
         if value is not None:
             try:
@@ -409,8 +410,12 @@ class Extractor:
         payload = raw.get("protoPayload")
         if isinstance(payload, dict):
             return saas.gcp(payload, self.org_domains)
+        if raw.get("kind") == "Event" and str(raw.get("apiVersion")).startswith("audit.k8s.io/"):
+            return pam.kubernetes(raw)
         body = raw.get("properties")
         if isinstance(body, dict) and "category" in raw:  # Entra ID as diagnostic settings export it (Event Hub)
+            if (kube := kube_audit(raw)) is not None:  # AKS's API server
+                return pam.kubernetes(kube)
             if "userPrincipalName" in body and str(raw["category"]).endswith("SignInLogs"):
                 if raw["category"] == ENTRA_NON_INTERACTIVE_LOGS:
                     return None

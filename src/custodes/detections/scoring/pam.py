@@ -1,6 +1,7 @@
 """Behaviour features out of privileged-access records: HashiCorp Vault's audit device, sudo's syslog lines as the
-file tail parses them, Linux auditd records and Teleport's audit events. Each reader takes one record of its shape
-(the `Extractor` recognises it) and returns who acted, what it counts and the machine it happened on."""
+file tail parses them, Linux auditd records, Teleport's audit events and Kubernetes API servers' audit events. Each
+reader takes one record of its shape (the `Extractor` recognises it) and returns who acted, what it counts and the
+machine it happened on."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from collections.abc import Set
 from typing import Any
 
 from custodes.connectors.envelope import audit_actor, dig, vault_actor
-from custodes.detections.scoring.observation import Observation, as_list, counting, name_of
+from custodes.detections.scoring.observation import Observation, as_list, counting, name_of, whole
 
 VAULT_SYSTEM = ("sys/", "auth/", "identity/", "cubbyhole/")
 """Vault paths that hold no secret of the organisation's (configuration, logins, identities, a token's own space)."""
@@ -37,6 +38,95 @@ TELEPORT_LOGINS = frozenset({"user.login", "auth"})
 TELEPORT_COMPUTER = "teleport.dev/computer_name"
 """The label naming a Windows desktop's computer."""
 """A sign-in to Teleport (`user.login`) and an SSH authentication at a node (`auth`)."""
+
+
+KUBE_SESSIONS = frozenset({"exec", "attach", "portforward"})
+"""Pod subresources that open a session into a container (logged when the stream starts: `ResponseStarted`)."""
+KUBE_WRITES = frozenset({"create", "update", "patch"})
+KUBE_READS = frozenset({"get", "list", "watch"})
+KUBE_RBAC = frozenset({"roles", "clusterroles", "rolebindings", "clusterrolebindings"})
+"""Who may do what: a role's rules or a binding to it written is a grant."""
+KUBE_CREDENTIALS = frozenset(
+    {("serviceaccounts", "token"), ("certificatesigningrequests", ""), ("certificatesigningrequests", "approval")}
+)
+"""A service account's token minted, a client certificate asked for or approved: credentials made by hand."""
+KUBE_ADMISSION = frozenset(
+    {
+        "validatingwebhookconfigurations",
+        "mutatingwebhookconfigurations",
+        "validatingadmissionpolicies",
+        "validatingadmissionpolicybindings",
+    }
+)
+"""What decides which objects the cluster admits: changed or removed, its policies no longer hold."""
+KUBE_GONE = frozenset({"namespaces", "persistentvolumes", "persistentvolumeclaims", "secrets"})
+"""Resources whose deletion takes data with it."""
+GKE_CODES = {7: 403, 16: 401}
+"""`google.rpc.Code` -> the HTTP status the API server would give: PERMISSION_DENIED, UNAUTHENTICATED."""
+
+
+def kubernetes(raw: dict[str, Any]) -> Observation | None:
+    """A Kubernetes audit event (`audit.k8s.io`: a cluster's audit log, EKS's, AKS's `kube-audit`), by the user the
+    API server authenticated (`user.username`; service accounts and nodes are `system:...`, services by default).
+    An API server logs a request at several stages: it counts once, when complete (a session into a pod when its
+    stream starts)."""
+    name = name_of(dig(raw, "user.username"))
+    if name is None:
+        return None
+    ref = raw.get("objectRef")
+    ref = ref if isinstance(ref, dict) else {}
+    subresource = str(ref.get("subresource") or "")
+    stage = raw.get("stage")
+    if stage is not None and stage != ("ResponseStarted" if subresource in KUBE_SESSIONS else "ResponseComplete"):
+        return None
+    where = f"{ref.get('namespace') or '*'}/{ref.get('name') or '*'}"
+    code = whole(dig(raw, "responseStatus.code"))
+    return kube_call(name, str(raw.get("verb") or ""), str(ref.get("resource") or ""), subresource, code, where)
+
+
+def gke(name: str, payload: dict[str, Any]) -> Observation:
+    """A Kubernetes call as Google Cloud logs it for GKE: `methodName` `io.k8s.<group>.<version>.<resource>
+    [.<subresource>].<verb>`, the outcome a `google.rpc.Code`."""
+    parts = str(payload.get("methodName") or "").removeprefix("io.k8s.").split(".")
+    version = next((i for i, part in enumerate(parts) if re.fullmatch(r"v\d+(?:(?:alpha|beta)\d+)?", part)), None)
+    if version is None or len(parts) < version + 3:
+        return counting(name, None)
+    resource, *sub = parts[version + 1 : -1]
+    status = whole(dig(payload, "status.code"))
+    code = GKE_CODES.get(status, 500) if status else 200
+    where = str(payload.get("resourceName") or "*/*")
+    return kube_call(name, parts[-1], resource, sub[0] if sub else "", code, where)
+
+
+def kube_call(name: str, verb: str, resource: str, subresource: str, code: int, where: str) -> Observation:
+    """What one Kubernetes API call counts: a session into a pod; a secret read (a file read, a first access to
+    it); a role or a binding to one written (a grant); a credential minted or the admission policies changed
+    (sensitive); a namespace, volume or secret deleted, or a collection (a deletion); refused, an access denied (403)
+    or a failed sign-in (401)."""
+    if code in (401, 403):
+        return counting(name, "signin_failed" if code == 401 else "access_denied")
+    if code >= 400:
+        return counting(name, None)
+    if subresource in KUBE_SESSIONS:
+        return counting(name, "pam_session")
+    if resource == "secrets" and not subresource and verb in KUBE_READS:
+        obs = counting(name, "file_access")
+        obs.seen.append(("resource", f"k8s:secrets:{where}"))
+        return obs
+    feature = None
+    if resource in KUBE_RBAC and verb in KUBE_WRITES:
+        feature = "privilege_grant"
+    elif _kube_sensitive(verb, resource, subresource):
+        feature = "sensitive_api"
+    elif verb == "deletecollection" or (verb == "delete" and resource in KUBE_GONE):
+        feature = "delete"
+    return counting(name, feature)
+
+
+def _kube_sensitive(verb: str, resource: str, subresource: str) -> bool:
+    if resource in KUBE_ADMISSION:
+        return verb in KUBE_WRITES or verb == "delete"
+    return verb in KUBE_WRITES and (resource, subresource) in KUBE_CREDENTIALS
 
 
 def vault(raw: dict[str, Any]) -> Observation | None:

@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 
 from custodes.connectors.envelope import dig
+from custodes.detections.scoring import pam
 from custodes.detections.scoring.observation import Observation, as_list, counting, domain_of, name_of, whole
 
 
@@ -214,6 +215,8 @@ def gcp(payload: dict[str, Any], org_domains: Set[str]) -> Observation | None:
     name = name_of(dig(payload, "authenticationInfo.principalEmail"))
     if name is None:
         return None
+    if str(payload.get("methodName") or "").startswith("io.k8s."):
+        return pam.gke(name, payload)
     code = dig(payload, "status.code")
     if code:
         return counting(name, "access_denied" if whole(code) == GCP_PERMISSION_DENIED else None)
