@@ -15,7 +15,7 @@ from custodes.connectors import filetail
 from custodes.connectors.envelope import to_event
 from custodes.connectors.files import BOM
 from custodes.connectors.filetail import FileTailConnector, FileTailOptions
-from custodes.connectors.textlogs import parse_auditd_line, parse_sudo_line
+from custodes.connectors.textlogs import parse_auditd_line, parse_syslog_line
 from custodes.model import Outcome
 from custodes.services import Services
 from custodes.sources import SourceSettings
@@ -123,7 +123,7 @@ def test_pam_records_map_to_the_envelope() -> None:
 
 
 def test_sudo_and_auditd_lines_parse() -> None:
-    command, _ = parse_sudo_line(
+    command, _ = parse_syslog_line(
         "Mar  1 11:59:58 web-1 sudo[4242]:    alice : TTY=pts/0 ; PWD=/home/alice ; USER=root ; TSID=00/00/01 ; "
         "COMMAND=/bin/bash",
         NOW,
@@ -135,14 +135,14 @@ def test_sudo_and_auditd_lines_parse() -> None:
         "00/00/01",
         "/bin/bash",
     )
-    denied, _ = parse_sudo_line(
+    denied, _ = parse_syslog_line(
         "2024-03-01T11:00:00+00:00 web-1 sudo[1]: eve : 3 incorrect password attempts ; "
         "TTY=pts/1 ; PWD=/ ; USER=root ; COMMAND=/bin/sh",
         NOW,
     )
     assert denied["event"] == "denied" and denied["reason"] == "3 incorrect password attempts"
     assert to_event(denied, SUDO, "sudo").outcome is Outcome.FAILURE
-    opened, _ = parse_sudo_line(
+    opened, _ = parse_syslog_line(
         "Dec 31 23:59:59 web-1 sudo[7]: pam_unix(sudo:session): session opened for user root(uid=0) by alice(uid=1000)",
         NOW,
     )
@@ -161,7 +161,7 @@ def test_sudo_and_auditd_lines_parse() -> None:
         "node=web-1 type=USER_CMD msg=audit(1709290800.123:457): auid=1000 res=success", NOW
     )
     assert warning is None and (named["node"], named["type"]) == ("web-1", "USER_CMD"), "name_format: node= first"
-    assert parse_sudo_line("garbage", NOW) == ({"line": "garbage"}, "not a syslog line; kept as text")
+    assert parse_syslog_line("garbage", NOW) == ({"line": "garbage"}, "not a syslog line; kept as text")
 
 
 async def test_rotation_truncation_and_partial_lines_neither_lose_nor_repeat(

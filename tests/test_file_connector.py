@@ -162,7 +162,7 @@ def test_text_logs_are_read_line_by_line_as_the_file_tail_reads_them(tmp_path: P
     secure = list(iter_records(tmp_path / "secure.gz"))
     assert [(n, r["program"], r["event"]) for n, r, w in secure if w is None] == [
         (1, "sudo", "command"),
-        (2, "sshd", "other"),
+        (2, "sshd", "login"),
         (4, "sudo", "denied"),
     ]
     kept = [(n, r, w) for n, r, w in secure if w is not None]

@@ -13,7 +13,7 @@ import pytest
 
 from custodes.config import ScoringSettings
 from custodes.connectors.envelope import to_event
-from custodes.connectors.textlogs import parse_auditd_line, parse_sudo_line
+from custodes.connectors.textlogs import parse_auditd_line, parse_syslog_line
 from custodes.detections.scoring.evaluate import LabelRow, evaluate
 from custodes.detections.scoring.features import Extractor, record_time
 from custodes.detections.scoring.identity import PERSON, SERVICE, IdentityResolver
@@ -143,7 +143,7 @@ def test_a_refused_vault_login_is_the_name_tried_and_its_request_entry_no_one() 
 
 # sudo and auditd as the file tail parses them -----------------------------------------------------------
 def sudo(line: str) -> dict[str, Any]:
-    record, warning = parse_sudo_line(line, NOW)
+    record, warning = parse_syslog_line(line, NOW)
     assert warning is None
     return record
 
@@ -184,6 +184,43 @@ def test_sudo_lines_are_privileged_sessions_or_refusals_on_their_machine(line: s
     assert obs is not None and obs.actor == "alice" == routed(record, "sudo")
     assert names(obs) == features and obs.host == "web-1"
     assert record_time(record) == datetime(2024, 3, 1, 11, 59, 58, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("line", "features", "host"),
+    [
+        (
+            "Mar  1 11:59:58 web-1 sshd[77]: Accepted publickey for alice from 10.0.0.9 port 51000 ssh2: ED25519 "
+            "SHA256:Yx4mVYc0P2",
+            set(),  # a logon at the machine, as a Windows logon is
+            "web-1",
+        ),
+        (
+            "Mar  1 11:59:58 web-1 sshd[78]: Failed password for alice from 203.0.113.7 port 4022 ssh2",
+            {"signin_failed"},
+            None,
+        ),
+        (
+            "Mar  1 11:59:58 web-1 sshd[79]: Failed password for invalid user alice from 203.0.113.7 port 4023 ssh2",
+            {"signin_failed"},
+            None,
+        ),
+    ],
+)
+def test_sshd_logins_put_the_person_at_the_machine(line: str, features: set[str], host: str | None) -> None:
+    record = sudo(line)
+    obs = observed(record)
+    assert obs is not None and obs.actor == "alice" == routed(record, "sudo")
+    assert names(obs) == features and obs.host == host
+    event = to_event(record, SourceSettings(format="sudo"), "sudo")
+    assert event.action in ("sshd.login", "sshd.login_failed") and event.src_ip in ("10.0.0.9", "203.0.113.7")
+
+
+def test_other_programs_lines_are_no_one_s() -> None:
+    """A line of another program that looks like sudo's (`user : ...`) is not a sudo command."""
+    record = sudo("Mar  1 11:59:58 web-1 CRON[5]: alice : TTY=pts/0 ; PWD=/ ; USER=root ; COMMAND=/bin/ls")
+    assert record["event"] == "other" and observed(record) is None
+    assert sudo("Mar  1 11:59:58 web-1 sshd[80]: Connection closed by 10.0.0.9 port 51000")["event"] == "other"
 
 
 def audit(line: str) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from custodes.config import (
 from custodes.connectors import filetail, sdk
 from custodes.connectors.envelope import to_event
 from custodes.connectors.sessions import sessions_from
-from custodes.connectors.textlogs import parse_sudo_line
+from custodes.connectors.textlogs import parse_syslog_line
 from custodes.model import Outcome
 from custodes.responder import catalog
 from custodes.responder.evidence import LocalBundle, verify_bundle
@@ -57,7 +57,7 @@ async def test_sudo_lines_become_events_with_actor_action_target_and_outcome() -
     assert shown[5] == ("alice", "sudo.denied", "root", Outcome.FAILURE)
     assert found[6].raw["tsid"] == "00/00/0A" and found[6].time == datetime(2026, 12, 3, 9, 20, 44, 123456, UTC)
     assert found[0].time == datetime(2026, 12, 3, 9, 12, 1, tzinfo=UTC), "a BSD syslog time takes the current year"
-    assert found[3].raw["program"] == "sshd" and found[3].action == "sudo.other"
+    assert (found[3].actor, found[3].action, found[3].src_ip) == ("bob", "sshd.login", "203.0.113.50"), "sshd's login"
     assert all(e.source == "sudo" and e.logsource.product == "linux" for e in found)
     assert not any(e.warnings for e in found)
 
@@ -106,7 +106,7 @@ def test_teleport_and_sudo_sessions_have_start_end_commands_and_recording() -> N
         event = to_event(record, TELEPORT, "teleport")
         rows.append({"id": f"t{n}", "time": event.time, "actor": event.actor, "outcome": event.outcome, "raw": record})
     for n, line in enumerate((DATA / "sudo-auth.log").read_text().splitlines()):
-        record, _ = parse_sudo_line(line, NOW)
+        record, _ = parse_syslog_line(line, NOW)
         event = to_event(record, filetail.DEFAULT_SOURCES["sudo"], "sudo")
         rows.append({"id": f"s{n}", "time": event.time, "actor": event.actor, "outcome": event.outcome, "raw": record})
     sessions = {session.id: session for session in sessions_from(rows)}
@@ -134,7 +134,7 @@ async def test_evidence_seals_readable_recordings_and_references_the_rest(store:
     for record in teleport_lines(recording.as_uri()):
         rows.append(to_event(record, TELEPORT, "teleport"))
     for line in (DATA / "sudo-auth.log").read_text().splitlines()[6:8]:
-        rows.append(to_event(parse_sudo_line(line, NOW)[0], filetail.DEFAULT_SOURCES["sudo"], "sudo"))
+        rows.append(to_event(parse_syslog_line(line, NOW)[0], filetail.DEFAULT_SOURCES["sudo"], "sudo"))
     other = teleport_lines("s3://recordings/other.tar")
     rows += [to_event({**r, "sid": "77", "uid": f"o{n}"}, TELEPORT, "teleport") for n, r in enumerate(other)]
     async with store.transaction() as tx:
@@ -184,7 +184,7 @@ async def test_recording_references_never_lead_outside_their_folders(store: Stor
         for n, record in enumerate(teleport_lines(reference))
     ]
     line = (DATA / "sudo-auth.log").read_text().splitlines()[6].replace("TSID=00/00/0A", "TSID=../custodes.yaml")
-    rows.append(to_event(parse_sudo_line(line, NOW)[0], filetail.DEFAULT_SOURCES["sudo"], "sudo"))
+    rows.append(to_event(parse_syslog_line(line, NOW)[0], filetail.DEFAULT_SOURCES["sudo"], "sudo"))
     async with store.transaction() as tx:
         await tx.insert_events(rows)
     evidence = EvidenceSettings(

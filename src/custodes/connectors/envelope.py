@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from custodes.connectors.bounds import path_of, too_long
+from custodes.connectors.textlogs import SSHD_EVENTS
 from custodes.model import Event, LogSource, Outcome, stable_id
 from custodes.sources import SourceSettings
 from custodes.widths import EVENT_TEXT, LOGSOURCE_TEXT
@@ -642,18 +643,22 @@ def vault(record: dict[str, Any], settings: SourceSettings, source: str) -> Even
 
 
 def sudo(record: dict[str, Any], settings: SourceSettings, source: str) -> Event:
-    """sudo syslog lines as the file tail parses them (event: command, denied, session_open,
-    session_close); the target is the account run as, the I/O log id (``tsid``) stays in the record."""
+    """Syslog lines as the file tail parses them: sudo's (event: command, denied, session_open, session_close; the
+    target is the account run as, the I/O log id ``tsid`` stays in the record), sshd's logins (``sshd.login``,
+    ``sshd.login_failed``: the account and the address it came from), any other line ``sudo.other``."""
     b = _Builder(record, settings, source)
     kind = _text(record.get("event"))
-    outcome = {"denied": Outcome.FAILURE, None: Outcome.UNKNOWN, "other": Outcome.UNKNOWN}.get(kind, Outcome.SUCCESS)
+    failed = ("denied", "login_failed")
+    outcome = Outcome.FAILURE if kind in failed else Outcome.UNKNOWN if kind in (None, "other") else Outcome.SUCCESS
+    program = "sshd" if kind in SSHD_EVENTS.values() else "sudo"
     return b.event(
         None,
         b.time("time"),
         actor=_text(record.get("user")),
-        action=f"sudo.{kind}" if kind else None,
+        action=f"{program}.{kind}" if kind else None,
         target=_text(record.get("run_as")),
         outcome=outcome,
+        src_ip=_text(record.get("address")),
     )
 
 

@@ -25,7 +25,7 @@ import orjson
 from custodes.connectors.base import Batch
 from custodes.connectors.cert import cert_rows, csv_rows, is_cert_csv, not_events
 from custodes.connectors.envelope import to_event
-from custodes.connectors.textlogs import LineParser, parse_auditd_line, parse_sudo_line
+from custodes.connectors.textlogs import LineParser, parse_auditd_line, parse_syslog_line
 from custodes.errors import CustodesError, Location, Problem
 from custodes.model import Event, utcnow
 from custodes.sources import SourceSettings
@@ -42,7 +42,7 @@ LONGEST_RECORD: Final = 64 << 20
 end after this many bytes (`/dev/zero`, a binary file), is reported as malformed rather than read on."""
 _WHITESPACE: Final = " \t\r\n"
 _DECODER: Final = json.JSONDecoder()
-TEXT_LOGS: Final[dict[str, LineParser]] = {"auditd": parse_auditd_line, "syslog": parse_sudo_line}
+TEXT_LOGS: Final[dict[str, LineParser]] = {"auditd": parse_auditd_line, "syslog": parse_syslog_line}
 """The text logs a file can be, by the parser its lines are read with (sudo's lines, and any other syslog line as
 its program, host and message)."""
 

@@ -46,9 +46,19 @@ def _syslog_time(stamp: str, now: datetime) -> str:
     return parsed.isoformat()
 
 
-def parse_sudo_line(line: str, now: datetime) -> tuple[dict[str, Any], str | None]:
-    """A syslog line from sudo: a command (with its I/O log ``TSID`` when recorded), a refusal, or a PAM
-    session opening or closing. The year of a BSD syslog time is the current one (last year if that is ahead)."""
+_SSHD_LOGIN = re.compile(
+    r"^(?P<outcome>Accepted|Failed) (?P<method>[\w/-]+) for (?P<invalid>invalid user )?(?P<user>\S+) from "
+    r"(?P<address>\S+) port \d+"
+)
+SSHD_EVENTS = {"Accepted": "login", "Failed": "login_failed"}
+"""sshd's logins, accepted or failed, by the word its message starts with."""
+
+
+def parse_syslog_line(line: str, now: datetime) -> tuple[dict[str, Any], str | None]:
+    """A syslog line: from sudo, a command (with its I/O log ``TSID`` when recorded), a refusal, or a PAM session
+    opening or closing; from sshd, a login accepted or failed (``login``, ``login_failed``: the account, the address
+    and the method); any other line its program, host and time (``other``). The year of a BSD syslog time is the
+    current one (last year if that is ahead)."""
     found = _SYSLOG.match(line)
     if found is None:
         return {"line": line}, "not a syslog line; kept as text"
@@ -60,6 +70,22 @@ def parse_sudo_line(line: str, now: datetime) -> tuple[dict[str, Any], str | Non
         "pid": found["pid"],
     }
     message = found["message"]
+    if found["program"] == "sshd":
+        login = _SSHD_LOGIN.match(message)
+        if login is None:
+            record["event"] = "other"
+        else:
+            record.update(
+                event=SSHD_EVENTS[login["outcome"]],
+                user=login["user"],
+                address=login["address"],
+                method=login["method"],
+                invalid=login["invalid"] is not None,
+            )
+        return record, None
+    if found["program"] != "sudo":
+        record["event"] = "other"
+        return record, None
     session = _SUDO_SESSION.search(message)
     if session is not None:
         record.update(
@@ -129,4 +155,4 @@ def parse_auditd_line(line: str, now: datetime) -> tuple[dict[str, Any], str | N
     return record, None
 
 
-PARSERS: dict[str, LineParser] = {"json": parse_json_line, "sudo": parse_sudo_line, "auditd": parse_auditd_line}
+PARSERS: dict[str, LineParser] = {"json": parse_json_line, "sudo": parse_syslog_line, "auditd": parse_auditd_line}

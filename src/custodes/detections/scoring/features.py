@@ -398,8 +398,8 @@ class Extractor:
 
     def _others(self, raw: dict[str, Any]) -> Observation | None:
         """The shapes tried last: collaboration and cloud services' (`saas`), Entra ID's as diagnostic settings export
-        it, Azure's activity log, Duo's administrator log, and privileged access (`pam`: Vault, sudo, auditd); None
-        for any other."""
+        it, Azure's activity log, Duo's administrator log, and privileged access (`pam`: Vault, sudo, sshd, auditd,
+        Kubernetes); None for any other."""
         kind = raw.get("event_type")
         if isinstance(kind, str) and raw.get("type") == "event":
             return saas.box(raw, self.org_domains)
@@ -432,8 +432,8 @@ class Extractor:
             return saas.duo_admin(raw, action)
         if isinstance(raw.get("request"), dict) and raw.get("type") in ("request", "response"):
             return pam.vault(raw)
-        if raw.get("program") == "sudo":
-            return pam.sudo(raw)
+        if raw.get("program") in ("sudo", "sshd"):
+            return pam.syslog(raw)
         if isinstance(raw.get("type"), str) and str(raw.get("msg") or "").startswith("audit("):
             return pam.auditd(raw, self.uids)
         return None

@@ -171,10 +171,12 @@ def vault(raw: dict[str, Any]) -> Observation | None:
     return counting(name, "delete" if deleted else None)
 
 
-def sudo(raw: dict[str, Any]) -> Observation | None:
-    """A sudo line as the file tail parses it: a command run is a privileged session on the machine, a refusal a
-    failed sign-in (a wrong password) or an access denied (not in sudoers, a command or host not allowed). A PAM
-    session's opening and closing are the command's own and count nothing."""
+def syslog(raw: dict[str, Any]) -> Observation | None:
+    """A sudo or sshd line as the file tail parses it (`textlogs.parse_syslog_line`). sudo: a command run is a
+    privileged session on the machine, a refusal a failed sign-in (a wrong password) or an access denied (not in
+    sudoers, a command or host not allowed); a PAM session's opening and closing are the command's own and count
+    nothing. sshd: a login puts the person at the machine (as a Windows logon does), a failed one is a failed
+    sign-in."""
     name = name_of(raw.get("user"))
     if name is None:
         return None
@@ -184,6 +186,8 @@ def sudo(raw: dict[str, Any]) -> Observation | None:
         feature = "pam_session"
     elif kind == "denied":
         feature = "signin_failed" if SUDO_WRONG_SECRET in str(raw.get("reason") or "").lower() else "access_denied"
+    elif kind == "login_failed":
+        return counting(name, "signin_failed")
     obs = counting(name, feature)
     obs.host = name_of(raw.get("host"))
     return obs
