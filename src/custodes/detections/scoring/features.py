@@ -2,9 +2,10 @@
 
 Each record is recognised by its shape (Okta System Log, Entra sign-in and directory audit as Graph returns them or
 as diagnostic settings export them, CloudTrail, Google Workspace reports, GitHub audit log, the Microsoft 365 unified
-audit log, Duo authentication log; Slack, Box, Dropbox, Google Cloud, Azure activity and Duo administrator logs in
-`saas`; Teleport, Vault, sudo and auditd in `pam`; and ECS documents as pulled from Elasticsearch, Windows logons
-among them), so the source name a deployment gives it does not matter. `Extractor.extract` returns who acted, the
+audit log, Duo authentication log; Slack, Box, Dropbox, Google Cloud (GKE's Kubernetes calls among them), Azure
+activity and Duo administrator logs in `saas`; Teleport, Vault, sudo, sshd, auditd and Kubernetes API servers' audit
+events in `pam`; and ECS documents as pulled from Elasticsearch, Windows logons among them), so the source name a
+deployment gives it does not matter. `Extractor.extract` returns who acted, the
 feature increments, the values to check against first-seen memory, and the machine involved.
 """
 

@@ -35,9 +35,9 @@ AUDIT_LOGINS = frozenset({"USER_LOGIN", "USER_AUTH"})
 TELEPORT_SESSIONS = frozenset({"session.start", "exec", "db.session.start", "windows.desktop.session.start"})
 """Teleport events that open a privileged session: a shell, a command, a database, a Windows desktop."""
 TELEPORT_LOGINS = frozenset({"user.login", "auth"})
+"""A sign-in to Teleport (`user.login`) and an SSH authentication at a node (`auth`)."""
 TELEPORT_COMPUTER = "teleport.dev/computer_name"
 """The label naming a Windows desktop's computer."""
-"""A sign-in to Teleport (`user.login`) and an SSH authentication at a node (`auth`)."""
 
 
 KUBE_SESSIONS = frozenset({"exec", "attach", "portforward"})
@@ -61,8 +61,6 @@ KUBE_ADMISSION = frozenset(
 """What decides which objects the cluster admits: changed or removed, its policies no longer hold."""
 KUBE_GONE = frozenset({"namespaces", "persistentvolumes", "persistentvolumeclaims", "secrets"})
 """Resources whose deletion takes data with it."""
-GKE_CODES = {7: 403, 16: 401}
-"""`google.rpc.Code` -> the HTTP status the API server would give: PERMISSION_DENIED, UNAUTHENTICATED."""
 
 
 def kubernetes(raw: dict[str, Any]) -> Observation | None:
@@ -82,20 +80,6 @@ def kubernetes(raw: dict[str, Any]) -> Observation | None:
     where = f"{ref.get('namespace') or '*'}/{ref.get('name') or '*'}"
     code = whole(dig(raw, "responseStatus.code"))
     return kube_call(name, str(raw.get("verb") or ""), str(ref.get("resource") or ""), subresource, code, where)
-
-
-def gke(name: str, payload: dict[str, Any]) -> Observation:
-    """A Kubernetes call as Google Cloud logs it for GKE: `methodName` `io.k8s.<group>.<version>.<resource>
-    [.<subresource>].<verb>`, the outcome a `google.rpc.Code`."""
-    parts = str(payload.get("methodName") or "").removeprefix("io.k8s.").split(".")
-    version = next((i for i, part in enumerate(parts) if re.fullmatch(r"v\d+(?:(?:alpha|beta)\d+)?", part)), None)
-    if version is None or len(parts) < version + 3:
-        return counting(name, None)
-    resource, *sub = parts[version + 1 : -1]
-    status = whole(dig(payload, "status.code"))
-    code = GKE_CODES.get(status, 500) if status else 200
-    where = str(payload.get("resourceName") or "*/*")
-    return kube_call(name, parts[-1], resource, sub[0] if sub else "", code, where)
 
 
 def kube_call(name: str, verb: str, resource: str, subresource: str, code: int, where: str) -> Observation:

@@ -6,6 +6,7 @@ the record's own fields add (a grant to oneself, a share outside the organisatio
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Set
 from typing import Any
 
@@ -112,8 +113,12 @@ GCP = _table(
 """Google Cloud audit methods (in full, or the last part of IAM credentials' long names) and what each counts; an
 IAM policy set is read by `_gcp_policy`."""
 GCP_PUBLIC = frozenset({"allusers", "allauthenticatedusers"})
-GCP_PERMISSION_DENIED = 7
-"""The `google.rpc.Code` of a call the caller's roles do not allow."""
+GCP_PERMISSION_DENIED, GCP_UNAUTHENTICATED = 7, 16
+"""The `google.rpc.Code`s of a call the caller's roles do not allow, and of a caller not authenticated."""
+GKE_STATUS = {GCP_PERMISSION_DENIED: 403, GCP_UNAUTHENTICATED: 401}
+"""A `google.rpc.Code` -> the HTTP status a Kubernetes API server gives for it (any other failure: 500)."""
+GKE_VERSION = re.compile(r"v\d+(?:(?:alpha|beta)\d+)?")
+"""A Kubernetes API version (`v1`, `v1beta1`) among a GKE method name's parts."""
 AZURE = _table(
     privilege_grant={"microsoft.authorization/roleassignments/write", "microsoft.authorization/elevateaccess/action"},
     sensitive_api={
@@ -216,7 +221,7 @@ def gcp(payload: dict[str, Any], org_domains: Set[str]) -> Observation | None:
     if name is None:
         return None
     if str(payload.get("methodName") or "").startswith("io.k8s."):
-        return pam.gke(name, payload)
+        return gke(name, payload)
     code = dig(payload, "status.code")
     if code:
         return counting(name, "access_denied" if whole(code) == GCP_PERMISSION_DENIED else None)
@@ -230,6 +235,21 @@ def gcp(payload: dict[str, Any], org_domains: Set[str]) -> Observation | None:
         if feature == "download" and (resource := payload.get("resourceName")):
             obs.seen.append(("resource", f"gcs:{resource}"))
     return obs
+
+
+def gke(name: str, payload: dict[str, Any]) -> Observation:
+    """A Kubernetes call as Google Cloud logs it for GKE (`methodName` `io.k8s.<group>.<version>.<resource>
+    [.<subresource>].<verb>`, the outcome a `google.rpc.Code`), read as an API server's audit event is
+    (`pam.kube_call`)."""
+    parts = str(payload.get("methodName") or "").removeprefix("io.k8s.").split(".")
+    version = next((i for i, part in enumerate(parts) if GKE_VERSION.fullmatch(part)), None)
+    if version is None or len(parts) < version + 3:
+        return counting(name, None)
+    resource, *sub = parts[version + 1 : -1]
+    status = whole(dig(payload, "status.code"))
+    code = GKE_STATUS.get(status, 500) if status else 200
+    where = str(payload.get("resourceName") or "*/*")
+    return pam.kube_call(name, parts[-1], resource, sub[0] if sub else "", code, where)
 
 
 def azure(raw: dict[str, Any], operation: str) -> Observation | None:
