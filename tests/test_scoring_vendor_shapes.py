@@ -210,6 +210,37 @@ def test_a_windows_logon_puts_a_person_at_a_machine_only_when_someone_sat_at_it(
     assert (("host", "FS01") in obs.seen) == at_the_machine
 
 
+def winlogbeat_admin(code: str, outcome: str = "success") -> dict[str, Any]:
+    """A Windows Security event of administration as Winlogbeat ships it, logged on a domain controller."""
+    return {
+        "@timestamp": "2024-03-04T09:00:00.000Z",
+        "event": {"code": code, "category": ["iam"], "type": ["change"], "outcome": outcome},
+        "winlog": {"event_id": code, "event_data": {"SubjectUserName": "jdoe", "TargetUserName": "Domain Admins"}},
+        "user": {"name": "jdoe", "domain": "CORP"},
+        "host": {"name": "DC01"},
+    }
+
+
+@pytest.mark.parametrize(
+    ("record", "features"),
+    [
+        (winlogbeat_admin("4728"), {"privilege_grant"}),  # a member added to Domain Admins
+        (winlogbeat_admin("4732"), {"privilege_grant"}),
+        (winlogbeat_admin("4724"), {"sensitive_api"}),  # someone else's password reset
+        (winlogbeat_admin("1102"), {"sensitive_api"}),  # the Security log cleared
+        (winlogbeat_admin("4719"), {"sensitive_api"}),
+        (winlogbeat_admin("4728", "failure"), set()),
+        (winlogbeat_admin("4738"), set()),  # an account changed
+    ],
+)
+def test_windows_administration_events_are_grants_and_sensitive_calls(
+    record: dict[str, Any], features: set[str]
+) -> None:
+    obs = observed(record)
+    assert obs.actor == "jdoe" and names(obs) == features
+    assert obs.host is None, "the domain controller that logged it is not a machine the person used"
+
+
 def test_windows_computer_and_built_in_accounts_are_services_not_people() -> None:
     resolver = IdentityResolver([], ScoringSettings().identities)
     for name in ("CORP\\WS-0142$", "NT AUTHORITY\\SYSTEM", "NT AUTHORITY\\ANONYMOUS LOGON", "Window Manager\\DWM-3"):

@@ -128,6 +128,16 @@ GWS_PRIVILEGE = frozenset({"ASSIGN_ROLE", "GRANT_ADMIN_PRIVILEGE", "GRANT_DELEGA
 """Google Admin events that give a user an administrator role (`USER_EMAIL` names the user)."""
 GWS_TAKEOUT = frozenset({"CUSTOMER_TAKEOUT_CREATED", "CUSTOMER_TAKEOUT_SUCCEEDED"})
 """Google Admin events of an export of the whole organisation's data."""
+WINDOWS_ADMIN = {
+    "4728": "privilege_grant",  # a member added to a security-enabled global group
+    "4732": "privilege_grant",  # ... local group
+    "4756": "privilege_grant",  # ... universal group
+    "4724": "sensitive_api",  # another account's password reset
+    "1102": "sensitive_api",  # the Security log cleared
+    "4719": "sensitive_api",  # the system audit policy changed
+}
+"""Windows Security events of administration (ECS `event.code`, category `iam`, as Winlogbeat and Elastic Agent
+ship them) -> features."""
 ARCHIVE_EXTENSIONS = frozenset({"zip", "7z", "rar", "tar", "gz", "tgz"})
 M365_NOT_A_PERSON = 4
 """Unified audit `UserType` from which the actor is no person: 4 system, 5 application, 6 service principal, 7-8
@@ -748,6 +758,11 @@ class Extractor:
                 features.append(("usb", 1.0))
         elif "print" in action:
             features.append(("print", 1.0))
+        elif "iam" in categories:
+            host = None  # logged where the directory is (a domain controller), not where the person sits
+            feature = WINDOWS_ADMIN.get(str(event.get("code")))
+            if feature is not None and str(event.get("outcome")) != "failure":
+                features.append((feature, 1.0))
         elif "file" in categories:
             file = raw.get("file") or {}
             path = file.get("path") if isinstance(file, dict) else None
