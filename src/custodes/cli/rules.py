@@ -291,7 +291,9 @@ def rules_match(
     events: Annotated[
         Path,
         typer.Option(
-            "--events", "-e", help="NDJSON, JSON array, CloudTrail Records file or CERT event CSV (gzip too)."
+            "--events",
+            "-e",
+            help="NDJSON, JSON array, CloudTrail Records file, auditd or syslog log, or CERT event CSV (gzip too).",
         ),
     ],
     source: SourceOption = None,

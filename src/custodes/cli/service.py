@@ -61,7 +61,10 @@ def demo(
 @app.command()
 def replay(
     files: Annotated[
-        list[Path], typer.Argument(help="Log files: NDJSON, JSON array, CloudTrail or CERT event CSV.", exists=False)
+        list[Path],
+        typer.Argument(
+            help="Log files: NDJSON, JSON array, CloudTrail, auditd or syslog log, or CERT event CSV.", exists=False
+        ),
     ],
     source: Annotated[str, typer.Option("--source", "-s", help="Configured source the files come from.")],
     config: ConfigOption = None,
