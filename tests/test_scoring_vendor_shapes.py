@@ -642,6 +642,19 @@ def test_a_console_sign_in_failed_under_a_name_the_account_lacks_is_no_one_s() -
     assert to_event(record, SourceSettings(format="cloudtrail"), "cloudtrail").actor is None
 
 
+def test_a_role_taken_is_a_resource_first_accessed_and_a_role_refused_an_access_denied() -> None:
+    """A person assuming a role they never took before reaches for access of a new kind: the role is a resource,
+    first accessed once."""
+    person = assumed("AWSReservedSSO_Developer_0123abcd", "jane@corp.example")
+    role = {"roleArn": "arn:aws:iam::123456789012:role/ProdAdmin", "roleSessionName": "jane@corp.example"}
+    taken = observed(cloudtrail_record(person, "AssumeRole", eventSource="sts.amazonaws.com", requestParameters=role))
+    assert taken.seen == [("resource", "aws:arn:aws:iam::123456789012:role/ProdAdmin")] and names(taken) == set()
+    refused = cloudtrail_record(
+        person, "AssumeRole", eventSource="sts.amazonaws.com", requestParameters=role, errorCode="AccessDenied"
+    )
+    assert observed(refused).seen == [] and names(observed(refused)) == {"access_denied"}
+
+
 def test_the_recorded_ec2_proxy_exfiltration_is_read_for_the_user_and_the_instance() -> None:
     path = SHARED / "datasets" / "otrf-cloudtrail" / "ec2_proxy_s3_exfiltration_2020-09-14011940.json"
     rows = [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]

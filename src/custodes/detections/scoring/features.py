@@ -57,6 +57,7 @@ CT_SENSITIVE = frozenset(
     }
 )
 CT_DELETE = frozenset({"DeleteObject", "DeleteObjects", "DeleteBucket", "DeleteDBInstance", "DeleteSnapshot"})
+CT_ASSUME = frozenset({"AssumeRole", "AssumeRoleWithSAML", "AssumeRoleWithWebIdentity"})
 CT_DENIED = frozenset(
     {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "Client.UnauthorizedOperation"}
 )
@@ -578,6 +579,8 @@ class Extractor:
                 features.append(("access_key_other", 1.0))
         elif event in CT_DELETE and not failed:
             features.append(("delete", 1.0))
+        elif event in CT_ASSUME and not failed and params.get("roleArn"):
+            seen.append(("resource", f"aws:{params['roleArn']}"))  # a role never taken before: a first access
         return Observation(str(name), features, seen)
 
     def workspace(self, raw: dict[str, Any]) -> Observation | None:
