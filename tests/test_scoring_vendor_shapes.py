@@ -682,6 +682,30 @@ def test_okta_credentials_and_controls_touched_are_sensitive(test_name: str, fea
     assert obs.actor == record["actor"]["alternateId"] and names(obs) == features
 
 
+def test_another_person_s_okta_password_reset_is_sensitive() -> None:
+    """The shared records of an administrator (and Okta support) resetting someone's password; they carry no
+    `published`, which the System Log API always gives."""
+    for test_name in ("Reset by Company Admin", "Support Reset Credential"):
+        record = {**record_named("okta", test_name), "published": "2024-03-04T09:00:00.000Z"}
+        assert names(observed(record)) == {"sensitive_api"}, test_name
+        own = {**record, "target": [{**record["target"][0], "alternateId": record["actor"]["alternateId"]}]}
+        assert names(observed(own)) == set(), "one's own password is not another's"
+
+
+def test_okta_admin_privileges_granted_to_a_group_or_a_person_are_grants() -> None:
+    """`group.privilege.grant` (an administrator role given to a group) as the System Log API returns it."""
+    for event_type in ("group.privilege.grant", "user.account.privilege.grant"):
+        record = {
+            "uuid": "0d3f5e1a-0000-4000-8000-000000000001",
+            "published": "2024-03-04T09:00:00.000Z",
+            "eventType": event_type,
+            "actor": {"alternateId": "marge@springfield.gov", "type": "User"},
+            "target": [{"alternateId": "Helpdesk", "type": "UserGroup", "displayName": "Helpdesk"}],
+            "outcome": {"result": "SUCCESS"},
+        }
+        assert names(observed(record)) == {"privilege_grant"}, event_type
+
+
 def test_a_sign_in_the_person_reports_as_not_theirs_is_an_attack_on_their_account() -> None:
     record = {
         "eventType": "user.account.report_suspicious_activity_by_enduser",

@@ -74,7 +74,9 @@ OKTA_FACTOR = frozenset(
         "user.mfa.factor.suspend",
     }
 )
-OKTA_PRIVILEGE = frozenset({"user.account.privilege.grant", "group.user_membership.add", "iam.role.assignment"})
+OKTA_PRIVILEGE = frozenset(
+    {"user.account.privilege.grant", "group.privilege.grant", "group.user_membership.add", "iam.role.assignment"}
+)
 OKTA_SENSITIVE = frozenset(
     {
         "system.api_token.create",  # a credential that outlives its maker's access
@@ -85,8 +87,9 @@ OKTA_SENSITIVE = frozenset(
         "policy.rule.deactivate",
     }
 )
-OKTA_REVEAL = "application.user_membership.show_password"
-"""An application's stored password revealed: sensitive when it is another person's (the `User` target)."""
+OKTA_ON_ANOTHER = frozenset({"application.user_membership.show_password", "user.account.reset_password"})
+"""Okta events sensitive when they touch another person's credentials: their application password revealed, their
+password reset by an administrator (one's own is not)."""
 OKTA_REPORTED = "user.account.report_suspicious_activity_by_enduser"
 OKTA_UNASSIGNED = "app.generic.unauth_app_access_attempt"
 """Okta's event of a person trying to open an application not assigned to them."""
@@ -483,7 +486,7 @@ class Extractor:
             features.append(("access_denied", 1.0))
         elif kind in OKTA_SENSITIVE and not failed:
             features.append(("sensitive_api", 1.0))
-        elif kind == OKTA_REVEAL and not failed:
+        elif kind in OKTA_ON_ANOTHER and not failed:
             users = [t for t in as_list(raw.get("target")) if isinstance(t, dict) and t.get("type") == "User"]
             if users and str(users[0].get("alternateId")).lower() != str(name).lower():
                 features.append(("sensitive_api", 1.0))
