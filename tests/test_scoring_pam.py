@@ -142,7 +142,7 @@ def test_a_refused_vault_login_is_the_name_tried_and_its_request_entry_no_one() 
 
 
 # sudo and auditd as the file tail parses them -----------------------------------------------------------
-def sudo(line: str) -> dict[str, Any]:
+def syslog(line: str) -> dict[str, Any]:
     record, warning = parse_syslog_line(line, NOW)
     assert warning is None
     return record
@@ -179,7 +179,7 @@ def sudo(line: str) -> dict[str, Any]:
     ],
 )
 def test_sudo_lines_are_privileged_sessions_or_refusals_on_their_machine(line: str, features: set[str]) -> None:
-    record = sudo(line)
+    record = syslog(line)
     obs = observed(record)
     assert obs is not None and obs.actor == "alice" == routed(record, "sudo")
     assert names(obs) == features and obs.host == "web-1"
@@ -208,7 +208,7 @@ def test_sudo_lines_are_privileged_sessions_or_refusals_on_their_machine(line: s
     ],
 )
 def test_sshd_logins_put_the_person_at_the_machine(line: str, features: set[str], host: str | None) -> None:
-    record = sudo(line)
+    record = syslog(line)
     obs = observed(record)
     assert obs is not None and obs.actor == "alice" == routed(record, "sudo")
     assert names(obs) == features and obs.host == host
@@ -218,9 +218,9 @@ def test_sshd_logins_put_the_person_at_the_machine(line: str, features: set[str]
 
 def test_other_programs_lines_are_no_one_s() -> None:
     """A line of another program that looks like sudo's (`user : ...`) is not a sudo command."""
-    record = sudo("Mar  1 11:59:58 web-1 CRON[5]: alice : TTY=pts/0 ; PWD=/ ; USER=root ; COMMAND=/bin/ls")
+    record = syslog("Mar  1 11:59:58 web-1 CRON[5]: alice : TTY=pts/0 ; PWD=/ ; USER=root ; COMMAND=/bin/ls")
     assert record["event"] == "other" and observed(record) is None
-    assert sudo("Mar  1 11:59:58 web-1 sshd[80]: Connection closed by 10.0.0.9 port 51000")["event"] == "other"
+    assert syslog("Mar  1 11:59:58 web-1 sshd[80]: Connection closed by 10.0.0.9 port 51000")["event"] == "other"
 
 
 def audit(line: str) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +35,11 @@ def okta_event(uuid: str, event_type: str = "user.mfa.factor.deactivate") -> dic
     }
 
 
-@pytest.fixture
-async def server(
-    database: DatabaseSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@asynccontextmanager
+async def serve(
+    database: DatabaseSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **sections: Any
 ) -> AsyncIterator[tuple[str, Services]]:
+    """The service on a loopback port with the generic webhook and an analyst token; `sections` add settings."""
     monkeypatch.setenv("T_SECRET", SECRET)
     monkeypatch.setenv("T_TOKEN", TOKEN)
     (tmp_path / "playbooks").mkdir()
@@ -57,11 +59,20 @@ async def server(
                 "max_json_depth": 8,
                 "api_tokens": [{"name": "analyst", "token": "env:T_TOKEN", "role": "analyst"}],
             },
+            **sections,
         }
     )
     settings.database = database
     async with await Services.open(settings) as services, serving(services, "127.0.0.1", 0) as url:
         yield url, services
+
+
+@pytest.fixture
+async def server(
+    database: DatabaseSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[tuple[str, Services]]:
+    async with serve(database, tmp_path, monkeypatch) as served:
+        yield served
 
 
 async def post(
@@ -291,27 +302,15 @@ async def test_the_metrics_say_which_directory_scoring_holds_and_when_an_export_
     from custodes.detections.scoring import service as service_module
 
     monkeypatch.setattr(service_module, "DIRECTORY_REFRESH_SECONDS", 0.0)
-    monkeypatch.setenv("T_SECRET", SECRET)
     people = tmp_path / "people.json"
     people.write_bytes(orjson.dumps([{"id": "alice@example.com"}, {"id": "bob@example.com"}]))
-    (tmp_path / "playbooks").mkdir()
-    settings = Settings.model_validate(
-        {
-            "detection": {"rules": [str(ROOT / "detections" / "rules")]},
-            "playbooks": {"paths": [str(tmp_path / "playbooks")]},
-            "webhooks": {
-                "generic": {"kind": "generic", "source": "okta", "auth": {"scheme": "hmac", "secret": "env:T_SECRET"}}
-            },
-            "scoring": {"directory": str(people), "pseudonym_key_file": str(tmp_path / "pseudonym.key")},
-        }
-    )
-    settings.database = database
+    scoring = {"directory": str(people), "pseudonym_key_file": str(tmp_path / "pseudonym.key")}
 
     async def scraped(url: str) -> str:
         async with aiohttp.ClientSession() as http, http.get(f"{url}/metrics") as response:
             return await response.text()
 
-    async with await Services.open(settings) as services, serving(services, "127.0.0.1", 0) as url:
+    async with serve(database, tmp_path, monkeypatch, scoring=scoring) as (url, _):
         before = await scraped(url)
         people.write_text('[{"id": "alice@example.com"}, ')  # an export cut short
         assert (await post(url, orjson.dumps(okta_event("d1", "user.session.start"))))[0] == 202

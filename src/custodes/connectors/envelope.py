@@ -563,19 +563,23 @@ def _host_ip(value: Any) -> str | None:
     return text.rsplit(":", 1)[0] if text.count(":") == 1 else text
 
 
+def teleport_outcome(record: dict[str, Any]) -> Outcome:
+    """A Teleport event's outcome: its `success`, else its code (ending in ``I`` succeeded, ``W``/``E`` failed)."""
+    code = _text(record.get("code")) or ""
+    if record.get("success") is False or code[-1:] in ("W", "E"):
+        return Outcome.FAILURE
+    if record.get("success") is True or code[-1:] == "I":
+        return Outcome.SUCCESS
+    return Outcome.UNKNOWN
+
+
 def teleport(record: dict[str, Any], settings: SourceSettings, source: str) -> Event:
     """Teleport audit events; ``session.start``/``session.end``/``session.upload`` carry the session id
-    (``sid``) and the upload its recording's ``url``. Codes ending in ``I`` succeeded, ``W``/``E`` failed."""
+    (``sid``) and the upload its recording's ``url``; the outcome `teleport_outcome`."""
     b = _Builder(record, settings, source)
     if record.get("event") is None:
         b.warnings.append("event missing")
-    code = _text(record.get("code")) or ""
-    if record.get("success") is False or code[-1:] in ("W", "E"):
-        outcome = Outcome.FAILURE
-    elif record.get("success") is True or code[-1:] == "I":
-        outcome = Outcome.SUCCESS
-    else:
-        outcome = Outcome.UNKNOWN
+    outcome = teleport_outcome(record)
     target = record.get("server_hostname") or record.get("db_name") or record.get("app_name") or record.get("url")
     return b.event(
         record.get(ID_KEYS["teleport"]),

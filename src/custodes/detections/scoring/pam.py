@@ -9,8 +9,9 @@ import re
 from collections.abc import Set
 from typing import Any
 
-from custodes.connectors.envelope import audit_actor, dig, vault_actor
+from custodes.connectors.envelope import audit_actor, dig, teleport_outcome, vault_actor
 from custodes.detections.scoring.observation import Observation, as_list, counting, name_of, whole
+from custodes.model import Outcome
 
 VAULT_SYSTEM = ("sys/", "auth/", "identity/", "cubbyhole/")
 """Vault paths that hold no secret of the organisation's (configuration, logins, identities, a token's own space)."""
@@ -208,13 +209,12 @@ def auditd(raw: dict[str, Any], uids: Set[str]) -> Observation | None:
 
 def teleport(raw: dict[str, Any], event: str) -> Observation | None:
     """A Teleport audit event: a session opened (a shell, a command, a database, a Windows desktop) on the machine it
-    names, or refused (an access denied); a sign-in to Teleport or an SSH authentication, and their failures. Codes
-    ending in `I` succeeded, `W` and `E` failed."""
+    names, or refused (an access denied); a sign-in to Teleport or an SSH authentication, and their failures (the
+    outcome as the envelope reads it, `teleport_outcome`)."""
     name = name_of(raw.get("user"))
     if name is None:
         return None
-    code = str(raw.get("code") or "")
-    failed = raw.get("success") is False or code.endswith(("W", "E"))
+    failed = teleport_outcome(raw) is Outcome.FAILURE
     feature = None
     if event in TELEPORT_SESSIONS:
         feature = "access_denied" if failed else "pam_session"

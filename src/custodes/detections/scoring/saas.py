@@ -119,8 +119,10 @@ GKE_STATUS = {GCP_PERMISSION_DENIED: 403, GCP_UNAUTHENTICATED: 401}
 """A `google.rpc.Code` -> the HTTP status a Kubernetes API server gives for it (any other failure: 500)."""
 GKE_VERSION = re.compile(r"v\d+(?:(?:alpha|beta)\d+)?")
 """A Kubernetes API version (`v1`, `v1beta1`) among a GKE method name's parts."""
+AZURE_ELEVATE = "microsoft.authorization/elevateaccess/action"
+"""A Global Administrator making themselves User Access Administrator of every subscription: a grant to oneself."""
 AZURE = _table(
-    privilege_grant={"microsoft.authorization/roleassignments/write", "microsoft.authorization/elevateaccess/action"},
+    privilege_grant={"microsoft.authorization/roleassignments/write", AZURE_ELEVATE},
     sensitive_api={
         # keys and downloadable copies: a storage account's keys, a disk's or snapshot's download link
         "microsoft.storage/storageaccounts/listkeys/action",
@@ -144,8 +146,6 @@ AZURE = _table(
     },
 )
 """Azure Resource Manager operations (lower-cased: the log writes them in either case) and what each counts."""
-AZURE_ELEVATE = "microsoft.authorization/elevateaccess/action"
-"""A Global Administrator making themselves User Access Administrator of every subscription: a grant to oneself."""
 AZURE_UPN = "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/upn"
 
 DUO_ADMIN = _table(
