@@ -45,7 +45,9 @@ async def splunkd() -> AsyncIterator[Splunk]:
         yield state, url
 
 
-def connector(url: str, password: str = PASSWORD, **options: Any) -> splunk.SplunkConnector:
+def connector(
+    url: str, password: str = PASSWORD, source: SourceSettings = SOURCE, **options: Any
+) -> splunk.SplunkConnector:
     host, port = url.removeprefix("http://").rsplit(":", 1)
     opts = {
         "host": host,
@@ -59,7 +61,7 @@ def connector(url: str, password: str = PASSWORD, **options: Any) -> splunk.Splu
         "timeout_seconds": 0.5,
         **options,
     }
-    built = splunk.build("splunk", "splunk", SOURCE, opts, {"username": "admin", "password": password})
+    built = splunk.build("splunk", "splunk", source, opts, {"username": "admin", "password": password})
     built.policy = FAST
     built.clock = lambda: NOW
     return built

@@ -37,6 +37,7 @@ SourceFormatName = Literal[
     "teleport",
     "vault",
     "sudo",
+    "windows",
     "generic",
 ]
 """The record formats Custodes reads (see `custodes.detections.sigma.pipelines.FORMATS`)."""

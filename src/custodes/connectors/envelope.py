@@ -14,6 +14,7 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from custodes.connectors import windows as win
 from custodes.connectors.bounds import path_of, too_long
 from custodes.connectors.textlogs import SSHD_EVENTS
 from custodes.model import Event, LogSource, Outcome, stable_id
@@ -666,6 +667,41 @@ def sudo(record: dict[str, Any], settings: SourceSettings, source: str) -> Event
     )
 
 
+def windows(record: dict[str, Any], settings: SourceSettings, source: str) -> Event:
+    """Windows event log records, as evtx JSON or flat (Splunk's Windows add-on, Sentinel's `SecurityEvent`, NXLog):
+    the actor is the account logged on for a logon, logoff, lock or refusal, else the account that acted
+    (`windows.security_actor`); the action the event id; the target the machine for a logon, else the account,
+    group or object acted on; the outcome an audit failure's (a refused logon, 4625, always fails)."""
+    b = _Builder(record, settings, source)
+    flat = win.security_fields(record) or {}
+    code = win.event_code(flat)
+    machine = win.computer(flat)
+    serial = _text(flat.get("EventRecordID") or flat.get("RecordNumber"))
+    vendor = f"{machine}:{flat.get('Channel') or flat.get('LogName') or ''}:{serial}" if serial and machine else None
+    stamp = win.time_value(record)
+    if stamp is None:
+        time = b.time("@timestamp")
+    else:
+        try:
+            time = parse_time(stamp)
+        except (ValueError, OverflowError, OSError):
+            b.warnings.append(f"time: unreadable time {stamp!r}; using ingestion time")
+            time = datetime.now(UTC)
+    logon = code in win.LOGON_EVENTS
+    target = machine if logon else flat.get("TargetUserName") or flat.get("ObjectName")
+    failed = code == "4625" or win.audit_failure(flat)
+    address = _text(flat.get("IpAddress") or flat.get("Source_Network_Address") or flat.get("src_ip"))
+    return b.event(
+        vendor,
+        time,
+        actor=win.security_actor(flat, code) if code else None,
+        action=code or None,
+        target=_text(target),
+        outcome=Outcome.FAILURE if failed else Outcome.SUCCESS if code else Outcome.UNKNOWN,
+        src_ip=None if address in (None, "-", "::1", "127.0.0.1") else address,
+    )
+
+
 MAPPERS: dict[str, Mapper] = {
     "okta": okta,
     "cloudtrail": cloudtrail,
@@ -682,6 +718,7 @@ MAPPERS: dict[str, Mapper] = {
     "teleport": teleport,
     "vault": vault,
     "sudo": sudo,
+    "windows": windows,
     "generic": generic,
 }
 

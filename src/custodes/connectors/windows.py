@@ -1,12 +1,14 @@
 """Windows event log records rendered as JSON (evtx records as evtx_dump and SigmaHQ's regression data write
-them), and the flat field view Sigma's Windows rules are written against."""
+them), the flat field view Sigma's Windows rules are written against, and what a Security event says (its id,
+account, machine, logon type, outcome, time) whether it comes as evtx JSON or flat, as SIEMs and forwarders hold
+it."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 
 def rendered_records(path: Path) -> Iterator[dict[str, Any]]:
@@ -29,7 +31,9 @@ def flatten(record: dict[str, Any]) -> dict[str, Any]:
     given without them ("SourceName"), which is how the Sigma Windows taxonomy spells them."""
     event = record["Event"]
     system = event["System"]
-    flat: dict[str, Any] = {key: value for key, value in system.items() if not isinstance(value, dict)}
+    flat: dict[str, Any] = {
+        key: _text_of(value) for key, value in system.items() if not isinstance(value, dict) or "#text" in value
+    }
     flat["Provider_Name"] = system["Provider"]["#attributes"]["Name"]
     for section in ("EventData", "UserData"):
         _merge_leaves(flat, event.get(section) or {})
@@ -45,3 +49,119 @@ def _merge_leaves(flat: dict[str, Any], data: dict[str, Any]) -> None:
         else:
             flat[key] = value
             flat[key.replace(" ", "")] = value
+
+
+def _text_of(value: Any) -> Any:
+    """A System element's value: its text when the renderer wrote attributes beside it (`EventID` with
+    `Qualifiers`), the value itself otherwise."""
+    return value.get("#text") if isinstance(value, dict) else value
+
+
+LOGON_EVENTS: Final = frozenset({"4624", "4625", "4634", "4647", "4800", "4801"})
+"""Security events whose account is the one logged on, refused, logged off, locked or unlocked (its `TargetUserName`);
+every other event's account is the one that acted (its `SubjectUserName`)."""
+TIME_FIELDS: Final = ("TimeCreated", "TimeGenerated", "EventTime", "SystemTime", "_time")
+"""Where a flat record holds its time: evtx JSON flattened, Sentinel's `SecurityEvent`, NXLog, Splunk's result."""
+_COMPUTER = ("Computer", "ComputerName", "Hostname", "computer", "dest_nt_host", "dest", "host")
+_TARGET = ("TargetUserName", "user")
+_SUBJECT = ("SubjectUserName", "src_user")
+_PLACEHOLDERS = frozenset({"", "-", "N/A"})
+AUDIT_FAILURE: Final = 0x0010000000000000
+"""The `Keywords` bit of an audit failure."""
+
+
+def security_fields(record: dict[str, Any]) -> dict[str, Any] | None:
+    """The flat fields of a Windows event record, by the event's own names (`EventID`, `Computer`,
+    `TargetUserName`, `LogonType`, ...): evtx JSON (`{"Event": {"System": ..., "EventData": ...}}`) flattened; a
+    record already flat (Splunk's Windows add-on, Sentinel's `SecurityEvent`, NXLog, a forwarder's JSON) as it is.
+    None when the record holds no event id."""
+    event = record.get("Event")
+    flat = flatten(record) if isinstance(event, dict) and isinstance(event.get("System"), dict) else record
+    return flat if event_code(flat) else None
+
+
+def event_code(flat: dict[str, Any]) -> str:
+    """A flat record's event id as text (`EventID`, Splunk's classic `EventCode`, a forwarder's `event_id`); empty
+    when it has none."""
+    for key in ("EventID", "EventCode", "event_id"):
+        value = _text_of(flat.get(key))
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
+        if isinstance(value, str) and value.strip().isdigit():
+            return value.strip()
+    return ""
+
+
+def _named(flat: dict[str, Any], keys: tuple[str, ...], last: bool) -> str | None:
+    """The first of `keys` naming an account, else Splunk's classic `Account_Name` (several values: the subject
+    first, the new logon's account last); None for Windows' placeholders (`-`)."""
+    for key in (*keys, "Account_Name"):
+        value = flat.get(key)
+        if isinstance(value, list):
+            value = value[-1 if last else 0] if value else None
+        if isinstance(value, str) and value.strip() not in _PLACEHOLDERS:
+            return value.strip()
+    return None
+
+
+def security_actor(flat: dict[str, Any], code: str) -> str | None:
+    """Who an event is about: the account logged on (or refused, off, locked, unlocked) for `LOGON_EVENTS`, the
+    account that acted for every other."""
+    if code in LOGON_EVENTS:
+        return _named(flat, _TARGET, last=True)
+    return _named(flat, _SUBJECT, last=False)
+
+
+def computer(flat: dict[str, Any]) -> str | None:
+    """The machine that logged the event."""
+    for key in _COMPUTER:
+        value = flat.get(key)
+        if isinstance(value, str) and value.strip() not in _PLACEHOLDERS:
+            return value.strip()
+    return None
+
+
+def logon_type(flat: dict[str, Any]) -> str:
+    """A logon's type as the record gives it (`LogonType`, Splunk's classic `Logon_Type`, a forwarder's
+    `logon_type`): a number as text; empty when it has none."""
+    value = next((flat[key] for key in ("LogonType", "Logon_Type", "logon_type") if key in flat), None)
+    return "" if value is None or isinstance(value, dict | list) else str(value).strip()
+
+
+def audit_failure(flat: dict[str, Any]) -> bool:
+    """Whether the event is an audit failure: its `Keywords` name one (`Audit Failure`) or carry its bit
+    (0x0010000000000000), or Splunk's `action` says `failure`."""
+    keywords = _text_of(flat.get("Keywords"))
+    if isinstance(keywords, int) and not isinstance(keywords, bool):
+        return bool(keywords & AUDIT_FAILURE)
+    text = str(keywords or "").strip().lower()
+    if text.startswith("0x"):
+        try:
+            return bool(int(text, 16) & AUDIT_FAILURE)
+        except ValueError:
+            return False
+    return "failure" in text or str(flat.get("action") or "").lower() == "failure"
+
+
+def access_mask(flat: dict[str, Any]) -> int:
+    """An object access's mask (`AccessMask`, Splunk's classic `Access_Mask`: `0x2`); 0 when it has none."""
+    value = flat.get("AccessMask", flat.get("Access_Mask"))
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    try:
+        return int(str(value).strip(), 16) if value is not None else 0
+    except ValueError:
+        return 0
+
+
+def time_value(record: dict[str, Any]) -> Any:
+    """The time a Windows event record states, as written (evtx JSON's `TimeCreated` `SystemTime`, else the first of
+    `TIME_FIELDS`); None without one."""
+    event = record.get("Event")
+    system = event.get("System") if isinstance(event, dict) else None
+    created = system.get("TimeCreated") if isinstance(system, dict) else None
+    if isinstance(created, dict):
+        stamp = (created.get("#attributes") or {}).get("SystemTime")
+        if stamp is not None:
+            return stamp
+    return next((record[key] for key in TIME_FIELDS if isinstance(record.get(key), str | int | float)), None)

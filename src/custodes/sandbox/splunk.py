@@ -51,7 +51,8 @@ class SplunkState:
     duplicate_exports: int = 0
 
     def index(self, at: datetime, raw: str, *, index: str = "main", sourcetype: str = "json", **fields: Any) -> None:
-        """Index one event; its `_cd` is ``<bucket>:<offset>`` as Splunk assigns it."""
+        """Index one event with its extracted `fields` (a list a multi-valued field, as the export renders it); its
+        `_cd` is ``<bucket>:<offset>`` as Splunk assigns it."""
         offset = len(self.events)
         self.events.append(
             {
@@ -65,7 +66,10 @@ class SplunkState:
                 "host": fields.pop("host", "sandbox-host"),
                 "source": fields.pop("source", "sandbox"),
                 "splunk_server": "sandbox",
-                **{key: str(value) for key, value in fields.items()},
+                **{
+                    key: [str(v) for v in value] if isinstance(value, list) else str(value)
+                    for key, value in fields.items()
+                },
             }
         )
 

@@ -4,7 +4,8 @@ Each record is recognised by its shape (Okta System Log, Entra sign-in and direc
 as diagnostic settings export them, CloudTrail, Google Workspace reports, GitHub audit log, the Microsoft 365 unified
 audit log, Duo authentication log; Slack, Box, Dropbox, Google Cloud (GKE's Kubernetes calls among them), Azure
 activity and Duo administrator logs in `saas`; Teleport, Vault, sudo, sshd, auditd and Kubernetes API servers' audit
-events in `pam`; and ECS documents as pulled from Elasticsearch, Windows logons among them), so the source name a
+events in `pam`; Windows Security events as evtx JSON or flat, as Splunk, Sentinel and NXLog hold them, in
+`winlog`; and ECS documents as pulled from Elasticsearch, Windows logons among them), so the source name a
 deployment gives it does not matter. `Extractor.extract` returns who acted, the
 feature increments, the values to check against first-seen memory, and the machine involved.
 """
@@ -16,8 +17,9 @@ from datetime import datetime
 from typing import Any
 
 from custodes.config import ScoringSettings
+from custodes.connectors import windows as win
 from custodes.connectors.envelope import audit_time, cloudtrail_actor, kube_audit, parse_time
-from custodes.detections.scoring import pam, saas
+from custodes.detections.scoring import pam, saas, winlog
 from custodes.detections.scoring.observation import Observation, as_list, domain_of, whole
 
 CT_PRIVILEGE = frozenset(
@@ -132,16 +134,6 @@ GWS_PRIVILEGE = frozenset({"ASSIGN_ROLE", "GRANT_ADMIN_PRIVILEGE", "GRANT_DELEGA
 """Google Admin events that give a user an administrator role (`USER_EMAIL` names the user)."""
 GWS_TAKEOUT = frozenset({"CUSTOMER_TAKEOUT_CREATED", "CUSTOMER_TAKEOUT_SUCCEEDED"})
 """Google Admin events of an export of the whole organisation's data."""
-WINDOWS_ADMIN = {
-    "4728": "privilege_grant",  # a member added to a security-enabled global group
-    "4732": "privilege_grant",  # ... local group
-    "4756": "privilege_grant",  # ... universal group
-    "4724": "sensitive_api",  # another account's password reset
-    "1102": "sensitive_api",  # the Security log cleared
-    "4719": "sensitive_api",  # the system audit policy changed
-}
-"""Windows Security events of administration (ECS `event.code`, category `iam`, as Winlogbeat and Elastic Agent
-ship them) -> features."""
 ARCHIVE_EXTENSIONS = frozenset({"zip", "7z", "rar", "tar", "gz", "tgz"})
 M365_NOT_A_PERSON = 4
 """Unified audit `UserType` from which the actor is no person: 4 system, 5 application, 6 service principal, 7-8
@@ -187,9 +179,6 @@ DUO_FACTOR_DENIED = frozenset(
 )
 """Duo denial reasons of the second factor itself (the push declined, reported as fraud, left unanswered, a wrong
 passcode, a push Duo found anomalous), not of an access policy."""
-REMOTE_LOGONS = frozenset({"network", "batch", "service", "networkcleartext", "3", "4", "5", "8"})
-"""Windows logon types that put no one at the machine: a network logon (a file share, a remote call), a batch job,
-a service, a clear-text network logon. An interactive, unlock, remote desktop or cached logon is someone there."""
 GITHUB_DOWNLOADS = frozenset({"git.clone", "repo.download_zip", "git.fetch"})
 GITHUB_GRANTS = frozenset(
     {
@@ -305,12 +294,12 @@ def _ecs_client(raw: dict[str, Any]) -> list[tuple[str, str]]:
     return seen
 
 
-def _logon_type(winlog: Any) -> str:
+def _logon_type(shipped: Any) -> str:
     """A Windows logon's type as Winlogbeat or Elastic Agent give it (`winlog.logon.type`, else the event's
     `LogonType` number), lower case without spaces; empty when the record has none."""
-    if not isinstance(winlog, dict):
+    if not isinstance(shipped, dict):
         return ""
-    logon, data = winlog.get("logon"), winlog.get("event_data")
+    logon, data = shipped.get("logon"), shipped.get("event_data")
     kind = logon.get("type") if isinstance(logon, dict) else None
     if kind is None and isinstance(data, dict):
         kind = data.get("LogonType")
@@ -366,11 +355,16 @@ def record_time(raw: dict[str, Any]) -> datetime | None:
         raw.get("stageTimestamp"),
     ):
         if value is not None:
-            try:
-                return parse_time(value)
-            except (ValueError, OverflowError, OSError):
-                return None
-    return audit_time(raw)
+            return _parsed(value)
+    stamp = win.time_value(raw)
+    return audit_time(raw) if stamp is None else _parsed(stamp)
+
+
+def _parsed(value: Any) -> datetime | None:
+    try:
+        return parse_time(value)
+    except (ValueError, OverflowError, OSError):
+        return None
 
 
 class Extractor:
@@ -414,7 +408,7 @@ class Extractor:
     def _others(self, raw: dict[str, Any]) -> Observation | None:
         """The shapes tried last: collaboration and cloud services' (`saas`), Entra ID's as diagnostic settings export
         it, Azure's activity log, Duo's administrator log, and privileged access (`pam`: Vault, sudo, sshd, auditd,
-        Kubernetes); None for any other."""
+        Kubernetes), Windows Security events in evtx JSON or flat (`winlog`); None for any other."""
         kind = raw.get("event_type")
         if isinstance(kind, str) and raw.get("type") == "event":
             return saas.box(raw, self.org_domains)
@@ -451,6 +445,9 @@ class Extractor:
             return pam.syslog(raw)
         if isinstance(raw.get("type"), str) and str(raw.get("msg") or "").startswith("audit("):
             return pam.auditd(raw, self.uids)
+        if "Event" in raw or "EventID" in raw or "EventCode" in raw or "event_id" in raw:
+            flat = win.security_fields(raw)
+            return None if flat is None else winlog.security(flat)
         return None
 
     # identity providers ------------------------------------------------------------------------------
@@ -744,7 +741,7 @@ class Extractor:
                 failure = _ecs_failure(raw, action)
                 if failure is not None:
                     features.append((failure, 1.0))
-            elif "winlog" in raw and _logon_type(raw["winlog"]) in REMOTE_LOGONS:
+            elif "winlog" in raw and _logon_type(raw["winlog"]) in winlog.REMOTE_LOGONS:
                 host = None  # a share, a service or a scheduled task reached the machine: nobody sat at it
             elif host:
                 seen.append(("host", str(host)))
@@ -766,7 +763,7 @@ class Extractor:
             features.append(("print", 1.0))
         elif "iam" in categories:
             host = None  # logged where the directory is (a domain controller), not where the person sits
-            feature = WINDOWS_ADMIN.get(str(event.get("code")))
+            feature = winlog.WINDOWS_ADMIN.get(str(event.get("code")))
             if feature is not None and str(event.get("outcome")) != "failure":
                 features.append((feature, 1.0))
         elif "file" in categories:

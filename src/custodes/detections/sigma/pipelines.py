@@ -297,6 +297,11 @@ FORMATS: Final[dict[str, SourceFormat]] = {
         SourceFormat("teleport", "Teleport audit events (JSON lines)", LogSource("teleport", "audit")),
         SourceFormat("vault", "HashiCorp Vault audit device records (JSON lines)", LogSource("vault", "audit")),
         SourceFormat("sudo", "sudo syslog lines as the file tail parses them", LogSource("linux", "sudo")),
+        SourceFormat(
+            "windows",
+            "Windows event log records: evtx JSON, or flat as Splunk's Windows add-on, Sentinel or NXLog hold them",
+            LogSource("windows", "security"),
+        ),
         SourceFormat("generic", "any JSON object; envelope fields from configured paths", LogSource()),
     )
 }

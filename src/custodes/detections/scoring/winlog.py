@@ -1,0 +1,67 @@
+"""Behaviour features out of Windows Security events as a SIEM or an export holds them: evtx JSON, or flat as
+Splunk's Windows add-on (`XmlWinEventLog` or classic `WinEventLog` fields), Sentinel's `SecurityEvent` and NXLog
+give them. The same events shipped as ECS (Winlogbeat, Elastic Agent) are read by `features`; the tables both read
+are here."""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from custodes.connectors import windows as win
+from custodes.detections.scoring.observation import Observation, counting
+
+REMOTE_LOGONS: Final = frozenset({"network", "batch", "service", "networkcleartext", "3", "4", "5", "8"})
+"""Windows logon types that put no one at the machine: a network logon (a file share, a remote call), a batch job,
+a service, a clear-text network logon. An interactive, unlock, remote desktop or cached logon is someone there."""
+WINDOWS_ADMIN: Final = {
+    "4728": "privilege_grant",  # a member added to a security-enabled global group
+    "4732": "privilege_grant",  # ... local group
+    "4756": "privilege_grant",  # ... universal group
+    "4724": "sensitive_api",  # another account's password reset
+    "1102": "sensitive_api",  # the Security log cleared
+    "4719": "sensitive_api",  # the system audit policy changed
+}
+"""Windows Security events of administration, by event id: their account is the administrator who acted, and the
+domain controller that logs them is no machine of the person's."""
+AT_THE_MACHINE: Final = frozenset({"4624", "4634", "4647", "4800", "4801"})
+"""A logon, a logoff (its own or the user's), the workstation locked or unlocked: the account was at the machine,
+unless the logon type says it came over the network, as a batch job or a service."""
+REFUSED: Final = frozenset({"4656", "5145"})
+"""A handle to an object, a network share's file: as audit failures, access refused."""
+REMOVABLE_STORAGE: Final = frozenset({"12804", "removable storage"})
+"""The task (number, or name as Splunk's classic fields give it) of an object access on removable media."""
+WRITES: Final = 0x2 | 0x4
+"""`WriteData` and `AppendData` in an access mask: a file written."""
+
+
+def security(flat: dict[str, Any]) -> Observation | None:
+    """A Windows Security event (flat fields, `windows.security_fields`): a logon, logoff, lock or unlock puts the
+    person at the machine (not a network, batch or service logon); a refused logon (4625) is a failed sign-in; a
+    file written to removable storage (4663, task Removable Storage) is a file copied to USB on the machine; an
+    object or share refused is an access denied; group memberships, password resets, the log cleared and the audit
+    policy changed are the administrator's (`WINDOWS_ADMIN`). None for any other event."""
+    code = win.event_code(flat)
+    name = win.security_actor(flat, code)
+    if name is None:
+        return None
+    if code in AT_THE_MACHINE:
+        host = win.computer(flat)
+        if host is None or win.logon_type(flat).lower() in REMOTE_LOGONS:
+            return Observation(name, [], [])
+        return Observation(name, [], [("host", host)], host)
+    if code == "4625":
+        return counting(name, "signin_failed")
+    failed = win.audit_failure(flat)
+    if code == "4663" and not failed and _removable(flat) and win.access_mask(flat) & WRITES:
+        return Observation(name, [("usb_files", 1.0)], [], win.computer(flat))
+    if code in REFUSED and failed:
+        return counting(name, "access_denied")
+    feature = WINDOWS_ADMIN.get(code)
+    if feature is not None and not failed:
+        return counting(name, feature)
+    return None
+
+
+def _removable(flat: dict[str, Any]) -> bool:
+    task = flat.get("Task", flat.get("TaskCategory"))
+    return str(task).strip().lower() in REMOVABLE_STORAGE

@@ -1,0 +1,263 @@
+"""Windows Security events read for behaviour scoring and mapped to the envelope, in every shape a SOC holds them:
+evtx JSON, Splunk's Windows add-on (XML and classic fields, over the Splunk connector), Sentinel's `SecurityEvent`
+and a forwarder's JSON."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from connector_support import poll, services, stored_raw
+from custodes.config import ScoringSettings
+from custodes.connectors.envelope import to_event
+from custodes.connectors.windows import flatten, security_fields
+from custodes.detections.scoring.engine import ScoringEngine
+from custodes.detections.scoring.features import Extractor, record_time
+from custodes.detections.scoring.identity import IdentityResolver, Person
+from custodes.detections.scoring.observation import Observation
+from custodes.detections.scoring.risk import DayScore
+from custodes.model import Event, LogSource, Outcome
+from custodes.sandbox import splunk as sim
+from custodes.sandbox.server import running
+from custodes.services import Services
+from custodes.sources import SourceSettings
+from test_connector_splunk import connector
+
+__all__ = ["services"]
+
+WINDOWS = SourceSettings(format="windows")
+REGRESSION = Path(__file__).resolve().parents[2] / "shared" / "sigmahq" / "regression_data" / "rules" / "windows"
+EXPLICIT_LOGON = (
+    REGRESSION
+    / "builtin/security/win_security_explicit_credential_local_logon/e3c6d245-7b8f-4e2a-c17f-a9d0e5b38f62.json"
+)
+SUCCESS, FAILURE = "0x8020000000000000", "0x8010000000000000"
+T0 = datetime(2024, 3, 4, 9, tzinfo=UTC)
+
+
+def evtx(code: int, data: dict[str, Any], *, computer: str = "WS-ALICE.corp.example", **system: Any) -> dict[str, Any]:
+    """An event as evtx_dump renders it (SigmaHQ's regression data), `system` added to or replacing its System."""
+    return {
+        "Event": {
+            "#attributes": {"xmlns": "http://schemas.microsoft.com/win/2004/08/events/event"},
+            "System": {
+                "Provider": {"#attributes": {"Name": "Microsoft-Windows-Security-Auditing"}},
+                "EventID": code,
+                "Keywords": FAILURE if code == 4625 else SUCCESS,
+                "TimeCreated": {"#attributes": {"SystemTime": "2024-03-04T09:15:02.123456Z"}},
+                "EventRecordID": 7001,
+                "Channel": "Security",
+                "Computer": computer,
+                **system,
+            },
+            "EventData": data,
+        }
+    }
+
+
+def flat(code: int | str, **fields: Any) -> dict[str, Any]:
+    """An event as Sentinel's `SecurityEvent` or Splunk's `XmlWinEventLog` fields hold it."""
+    return {"EventID": code, "Computer": "WS-ALICE", "TimeGenerated": "2024-03-04T09:15:02Z", **fields}
+
+
+def read(raw: dict[str, Any]) -> Observation | None:
+    return Extractor(ScoringSettings()).extract(raw)
+
+
+LOGON_SHAPES = {
+    "evtx JSON": evtx(4624, {"SubjectUserName": "WS-ALICE$", "TargetUserName": "alice", "LogonType": 2}),
+    "Sentinel or Splunk XML fields": flat(4624, SubjectUserName="-", TargetUserName="alice", LogonType=2),
+    "Splunk classic fields": {
+        "EventCode": "4624",
+        "ComputerName": "WS-ALICE",
+        "Logon_Type": "10",
+        "Account_Name": ["WS-ALICE$", "alice"],
+        "_time": "2024-03-04T09:15:02.000+00:00",
+    },
+    "a forwarder's JSON": {"event_id": 4624, "computer": "WS-ALICE", "user": "CORP\\alice", "logon_type": 11},
+}
+
+
+@pytest.mark.parametrize("shape", LOGON_SHAPES)
+def test_an_interactive_logon_puts_the_person_at_the_machine_in_every_shape(shape: str) -> None:
+    obs = read(LOGON_SHAPES[shape])
+    assert obs is not None
+    assert obs.actor.rpartition("\\")[2] == "alice", "the account logged on, not the process that logged it on"
+    host = obs.host
+    assert host is not None and host.startswith("WS-ALICE")
+    assert (obs.features, obs.seen) == ([], [("host", host)])
+
+
+@pytest.mark.parametrize("kind", [3, 4, 5, 8, "3"])
+def test_network_batch_and_service_logons_put_no_one_at_the_machine(kind: int | str) -> None:
+    obs = read(flat(4624, TargetUserName="alice", LogonType=kind, Computer="FILESRV01"))
+    assert obs == Observation("alice", [], [], None), "active, but the file server is no machine of theirs"
+
+
+def test_logoffs_locks_and_unlocks_are_at_the_machine_and_a_refused_logon_is_a_failed_sign_in() -> None:
+    for code in (4634, 4647, 4800, 4801):
+        obs = read(flat(code, TargetUserName="alice", LogonType=2 if code == 4634 else None))
+        assert obs is not None and (obs.actor, obs.host) == ("alice", "WS-ALICE"), code
+    refused = read(
+        evtx(4625, {"SubjectUserName": "-", "TargetUserName": "alice", "LogonType": 3, "Status": "0xc000006d"})
+    )
+    assert refused == Observation("alice", [("signin_failed", 1.0)], [])
+
+
+def test_a_file_written_to_removable_storage_is_a_usb_copy_on_that_machine() -> None:
+    write = {"SubjectUserName": "alice", "ObjectName": "\\Device\\HarddiskVolume7\\plans.xlsx", "AccessMask": "0x2"}
+    obs = read(evtx(4663, write, Task=12804))
+    assert obs == Observation("alice", [("usb_files", 1.0)], [], "WS-ALICE.corp.example")
+    classic = {"EventCode": "4663", "ComputerName": "WS-ALICE", "Account_Name": "alice", "Access_Mask": "0x6"}
+    assert read({**classic, "TaskCategory": "Removable Storage"}) == Observation(
+        "alice", [("usb_files", 1.0)], [], "WS-ALICE"
+    )
+    assert read(evtx(4663, {**write, "AccessMask": "0x1"}, Task=12804)) is None, (
+        "a read from the stick moves nothing out"
+    )
+    assert read(evtx(4663, write, Task=12800)) is None, "a file system access, not removable storage"
+
+
+def test_refused_object_access_is_access_denied_only_as_an_audit_failure() -> None:
+    handle = {"SubjectUserName": "alice", "ObjectName": "C:\\HR\\salaries.xlsx"}
+    assert read(evtx(4656, handle, Keywords=FAILURE)) == Observation("alice", [("access_denied", 1.0)], [])
+    assert read(evtx(4656, handle)) is None
+    share = flat(5145, SubjectUserName="alice", Keywords="Audit Failure")
+    assert read(share) == Observation("alice", [("access_denied", 1.0)], [])
+    nxlog = flat(5145, SubjectUserName="alice", Keywords=-9214364837600034816)  # NXLog: signed, audit success
+    assert read(nxlog) is None
+
+
+def test_administration_is_the_administrators_not_the_groups() -> None:
+    added = flat(4732, SubjectUserName="bob", TargetUserName="Administrators", MemberName="CN=alice,DC=corp")
+    assert read(added) == Observation("bob", [("privilege_grant", 1.0)], [])
+    assert read(flat(1102, SubjectUserName="bob")) == Observation("bob", [("sensitive_api", 1.0)], [])
+    assert read({**added, "Keywords": FAILURE}) is None
+    assert read(flat(4688, SubjectUserName="bob", NewProcessName="C:\\Windows\\notepad.exe")) is None, "not read"
+    assert read(flat(4624, TargetUserName="-", LogonType=2)) is None, "Windows' placeholder names no one"
+
+
+def test_the_time_and_an_event_id_with_its_qualifiers_are_read() -> None:
+    nested = evtx(
+        4624, {"TargetUserName": "alice", "LogonType": 2}, EventID={"#attributes": {"Qualifiers": 0}, "#text": 4624}
+    )
+    assert security_fields(nested) is not None and flatten(nested)["EventID"] == 4624
+    assert read(nested) is not None
+    stamp = datetime(2024, 3, 4, 9, 15, 2, tzinfo=UTC)
+    assert record_time(nested) == stamp.replace(microsecond=123456)
+    assert record_time(flat(4624)) == stamp
+    assert record_time(LOGON_SHAPES["Splunk classic fields"]) == stamp
+
+
+def test_the_envelope_of_a_real_evtx_record() -> None:
+    """SigmaHQ's regression event for a logon with explicit credentials: the subject acted, on the target account."""
+    record = orjson.loads(EXPLICIT_LOGON.read_bytes())
+    event = to_event(record, WINDOWS, "winsec")
+    assert (event.actor, event.action, event.target) == ("xodih", "4648", "testuser")
+    assert event.time == datetime(2026, 7, 17, 14, 18, 34, 72213, tzinfo=UTC)
+    assert event.outcome is Outcome.SUCCESS and event.src_ip is None and not event.warnings
+    assert event.logsource == LogSource("windows", "security")
+    assert to_event(record, WINDOWS, "winsec").id == event.id, "the record id on its machine: the same event, once"
+
+
+def test_the_envelope_of_flat_logons() -> None:
+    logon = to_event(
+        flat(4624, TargetUserName="alice", LogonType=10, IpAddress="10.1.2.3", EventRecordID=5), WINDOWS, "w"
+    )
+    assert (logon.actor, logon.action, logon.target, logon.src_ip) == ("alice", "4624", "WS-ALICE", "10.1.2.3")
+    refused = to_event(flat(4625, TargetUserName="mallory", IpAddress="-"), WINDOWS, "w")
+    assert refused.outcome is Outcome.FAILURE and refused.src_ip is None
+    unreadable = to_event({**flat(4624, TargetUserName="alice"), "TimeGenerated": "yesterday"}, WINDOWS, "w")
+    assert unreadable.warnings == ["time: unreadable time 'yesterday'; using ingestion time"]
+    nothing = to_event({"Message": "not an event"}, WINDOWS, "w")
+    assert (nothing.actor, nothing.action, nothing.outcome) == (None, None, Outcome.UNKNOWN)
+
+
+async def test_windows_logons_pulled_from_splunk_are_scored(services: Services) -> None:
+    """Splunk's Windows add-on, classic `WinEventLog:Security` events with their extracted fields (a multi-valued
+    `Account_Name`), pulled by the Splunk connector over HTTP into a `windows` source and read by scoring."""
+    state = sim.SplunkState()
+    start = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
+    for n, (kind, account) in enumerate([("2", "alice"), ("3", "bob"), ("10", "carol")]):
+        at = start + timedelta(minutes=n)
+        text = f"03/01/2024 12:0{n}:00 PM\nLogName=Security\nEventCode=4624\nComputerName=WS-{n}"
+        state.index(
+            at,
+            text,
+            index="wineventlog",
+            sourcetype="WinEventLog:Security",
+            EventCode="4624",
+            ComputerName=f"WS-{n}",
+            Logon_Type=kind,
+            Account_Name=[f"WS-{n}$", account],
+        )
+    async with running(sim.create_app(state)) as url:
+        pulled = connector(url, source=WINDOWS, search="search index=wineventlog EventCode=4624")
+        assert await poll(services, pulled) == 3
+    raws = sorted(await stored_raw(services, "splunk"), key=lambda r: str(r["_time"]))
+    events = [to_event(raw, WINDOWS, "splunk") for raw in raws]
+    assert [(e.actor, e.action, e.target) for e in events] == [
+        ("alice", "4624", "WS-0"),
+        ("bob", "4624", "WS-1"),
+        ("carol", "4624", "WS-2"),
+    ]
+    assert [e.time.minute for e in events] == [0, 1, 2], "Splunk's _time"
+    observed = [read(raw) for raw in raws]
+    assert [(o.actor, o.host) for o in observed if o] == [("alice", "WS-0"), ("bob", None), ("carol", "WS-2")]
+
+
+def test_a_colleagues_machine_used_to_copy_files_to_usb_ranks_first() -> None:
+    """Three weeks of Sentinel `SecurityEvent` rows of twenty people at their own desks (logons, logoffs, locks,
+    the odd mistyped password, network logons to the file server); then one person logs on at a colleague's desk,
+    the day the colleague is away, and copies files to a stick there."""
+    people = [Person(id=f"u{i}@corp.example", timezone="UTC", hosts=[f"WS-{i}"]) for i in range(20)]
+    settings = ScoringSettings(pseudonymise=False, warmup_days=5)
+    rankings: dict[date, list[DayScore]] = {}
+    resolver = IdentityResolver(people, settings.identities)
+    engine = ScoringEngine(settings, resolver, org_domains=["corp.example"], on_ranking=rankings.__setitem__)
+    rng = random.Random(3)
+    rows: list[dict[str, Any]] = []
+
+    def row(when: datetime, code: int, host: str, **fields: Any) -> None:
+        rows.append(flat(code, Computer=host, TimeGenerated=when.isoformat(), **fields))
+
+    thief, owner, last = 7, 3, 20
+    for day in range(last + 1):
+        for i in range(20):
+            if day == last and i == owner:
+                continue
+            start = T0 + timedelta(days=day, minutes=rng.randint(0, 40))
+            row(start, 4624, f"WS-{i}", TargetUserName=f"u{i}", LogonType=2)
+            row(start + timedelta(minutes=5), 4624, "FILESRV01", TargetUserName=f"u{i}", LogonType=3)
+            if rng.random() < 0.2:
+                row(start - timedelta(minutes=1), 4625, f"WS-{i}", TargetUserName=f"u{i}", LogonType=2)
+            row(start + timedelta(hours=3), 4800, f"WS-{i}", TargetUserName=f"u{i}")
+            row(start + timedelta(hours=4), 4801, f"WS-{i}", TargetUserName=f"u{i}")
+            row(start + timedelta(hours=8), 4647, f"WS-{i}", TargetUserName=f"u{i}")
+    away = T0 + timedelta(days=last, hours=4)
+    row(away, 4624, f"WS-{owner}", TargetUserName=f"u{thief}", LogonType=2)
+    for k in range(30):
+        target = f"\\Device\\HarddiskVolume9\\export\\{k}.docx"
+        row(
+            away + timedelta(minutes=10, seconds=k),
+            4663,
+            f"WS-{owner}",
+            SubjectUserName=f"u{thief}",
+            Task=12804,
+            ObjectName=target,
+            AccessMask="0x2",
+        )
+    for n, raw in enumerate(sorted(rows, key=lambda r: str(r["TimeGenerated"]))):
+        event = to_event(raw, WINDOWS, "winsec")
+        assert event.actor and not event.warnings
+        engine.observe(Event(f"w{n}", event.time, "winsec", LogSource(), raw))
+    engine.flush()
+    ranking = rankings[(T0 + timedelta(days=last)).date()]
+    top = ranking[0]
+    assert top.entity == f"u{thief}@corp.example"
+    assert {"other_host", "usb_files"} <= {c.feature for c in top.contributions}
