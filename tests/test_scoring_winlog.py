@@ -224,7 +224,8 @@ def test_a_colleagues_machine_used_to_copy_files_to_usb_ranks_first() -> None:
     rows: list[dict[str, Any]] = []
 
     def row(when: datetime, code: int, host: str, **fields: Any) -> None:
-        rows.append(flat(code, Computer=host, TimeGenerated=when.isoformat(), **fields))
+        """A row of the machine by its full name in the domain (the directory lists short names)."""
+        rows.append(flat(code, Computer=f"{host}.corp.example", TimeGenerated=when.isoformat(), **fields))
 
     thief, owner, last = 7, 3, 20
     for day in range(last + 1):
@@ -261,3 +262,16 @@ def test_a_colleagues_machine_used_to_copy_files_to_usb_ranks_first() -> None:
     top = ranking[0]
     assert top.entity == f"u{thief}@corp.example"
     assert {"other_host", "usb_files"} <= {c.feature for c in top.contributions}
+
+
+def test_a_machine_is_owned_by_its_name_with_or_without_its_domain() -> None:
+    people = [
+        Person(id="alice@corp.example", hosts=["WS-ALICE"]),
+        Person(id="bob@corp.example", hosts=["ws-bob.corp.example", "10.1.2.3"]),
+    ]
+    resolver = IdentityResolver(people, ScoringSettings(pseudonymise=False).identities)
+    alice, bob = resolver.resolve("alice")[0], resolver.resolve("bob")[0]
+    assert resolver.host_owner("ws-alice.corp.example") == alice == resolver.host_owner("WS-ALICE")
+    assert resolver.host_owner("WS-BOB") == bob == resolver.host_owner("ws-bob.other.example")
+    assert resolver.host_owner("10.1.2.3") == bob and resolver.host_owner("10.9.9.9") is None, "addresses exactly"
+    assert resolver.host_owner("10") is None

@@ -186,6 +186,13 @@ def _snapshots(folder: Path) -> list[dict[str, Any]]:
     return list(people.values())
 
 
+def machine_name(host: str) -> str | None:
+    """A machine's name without its domain (`ws-alice.corp.example` -> `ws-alice`); None for a name without one or
+    an IPv4 address."""
+    label, dot, _ = host.partition(".")
+    return label if dot and label and not label.isdigit() else None
+
+
 def normalise(name: str) -> str:
     """Lower-case, without a Windows domain prefix (`CORP\\jdoe`) or surrounding space."""
     text = name.strip().lower()
@@ -247,6 +254,9 @@ class IdentityResolver:
                 self._locals[local] = person.id if known == person.id else None
         for host in person.hosts:
             self._hosts[host.lower()] = person.id
+            short = machine_name(host.lower())
+            if short is not None:
+                self._hosts.setdefault(short, person.id)
         name = " ".join(normalise(person.display_name or "").split())
         if " " in name:
             known = self._names.get(name, person.id)
@@ -293,6 +303,12 @@ class IdentityResolver:
         return self._by_key.get(key)
 
     def host_owner(self, host: str) -> str | None:
-        """The entity key of the person a machine is assigned to, if known."""
-        owner = self._hosts.get(host.lower())
+        """The entity key of the person a machine is assigned to, if known: by its name as given, else without its
+        domain (a Windows event names a domain member by its full name, a directory often by its short one, or the
+        other way round)."""
+        name = host.lower()
+        owner = self._hosts.get(name)
+        if owner is None and "." in name:
+            short = machine_name(name)
+            owner = None if short is None else self._hosts.get(short)
         return None if owner is None else self.key_of(owner)
