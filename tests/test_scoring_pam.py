@@ -18,6 +18,7 @@ from custodes.detections.scoring.evaluate import LabelRow, evaluate
 from custodes.detections.scoring.features import Extractor, record_time
 from custodes.detections.scoring.identity import PERSON, SERVICE, IdentityResolver
 from custodes.detections.scoring.observation import Observation
+from custodes.model import Outcome
 from custodes.sources import SourceFormatName, SourceSettings
 
 NOW = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
@@ -214,6 +215,56 @@ def test_sshd_logins_put_the_person_at_the_machine(line: str, features: set[str]
     assert names(obs) == features and obs.host == host
     event = to_event(record, SourceSettings(format="sudo"), "sudo")
     assert event.action in ("sshd.login", "sshd.login_failed") and event.src_ip in ("10.0.0.9", "203.0.113.7")
+
+
+@pytest.mark.parametrize(
+    ("line", "event", "features", "outcome"),
+    [
+        ("Mar  1 11:59:58 web-1 su[901]: (to root) alice on pts/0", "switch", {"pam_session"}, Outcome.SUCCESS),
+        ("Mar  1 11:59:58 web-1 su[902]: (to bob) alice on pts/1", "switch", {"pam_session"}, Outcome.SUCCESS),
+        (
+            "Mar  1 11:59:58 web-1 su[903]: FAILED SU (to root) alice on pts/0",
+            "switch_failed",
+            {"signin_failed"},
+            Outcome.FAILURE,
+        ),
+        ("Mar  1 11:59:58 web-1 su[904]: Successful su for root by alice", "switch", {"pam_session"}, Outcome.SUCCESS),
+        (
+            "Mar  1 11:59:58 web-1 su[905]: FAILED su for root by alice",
+            "switch_failed",
+            {"signin_failed"},
+            Outcome.FAILURE,
+        ),
+        (
+            "Mar  1 11:59:58 web-1 su[906]: pam_unix(su-l:session): session opened for user root(uid=0) by "
+            "alice(uid=1000)",
+            "session_open",
+            set(),  # the switch's own session: its line counted the switch
+            Outcome.SUCCESS,
+        ),
+    ],
+)
+def test_su_switches_are_privileged_sessions_or_failed_sign_ins_on_their_machine(
+    line: str, event: str, features: set[str], outcome: Outcome
+) -> None:
+    record = syslog(line)
+    assert record["event"] == event
+    obs = observed(record)
+    assert obs is not None and obs.actor == "alice" == routed(record, "sudo")
+    assert names(obs) == features and obs.host == "web-1"
+    mapped = to_event(record, SourceSettings(format="sudo"), "sudo")
+    assert (mapped.action, mapped.outcome) == (f"su.{event}", outcome)
+    assert mapped.target in ("root", "bob")
+
+
+def test_su_authentication_failures_are_not_counted_twice() -> None:
+    """PAM's line for a failed su repeats what su's own `FAILED SU` line says."""
+    record = syslog(
+        "Mar  1 11:59:58 web-1 su[903]: pam_unix(su:auth): authentication failure; logname=alice uid=1000 euid=0 "
+        "tty=pts/0 ruser=alice rhost=  user=root"
+    )
+    assert record["event"] == "other" and observed(record) is None
+    assert to_event(record, SourceSettings(format="sudo"), "sudo").action == "sudo.other"
 
 
 def test_other_programs_lines_are_no_one_s() -> None:

@@ -16,7 +16,7 @@ from typing import Any, Final
 
 from custodes.connectors import windows as win
 from custodes.connectors.bounds import path_of, too_long
-from custodes.connectors.textlogs import SSHD_EVENTS
+from custodes.connectors.textlogs import SYSLOG_PROGRAMS
 from custodes.model import Event, LogSource, Outcome, stable_id
 from custodes.sources import SourceSettings
 from custodes.widths import EVENT_TEXT, LOGSOURCE_TEXT
@@ -650,12 +650,16 @@ def vault(record: dict[str, Any], settings: SourceSettings, source: str) -> Even
 def sudo(record: dict[str, Any], settings: SourceSettings, source: str) -> Event:
     """Syslog lines as the file tail parses them: sudo's (event: command, denied, session_open, session_close; the
     target is the account run as, the I/O log id ``tsid`` stays in the record), sshd's logins (``sshd.login``,
-    ``sshd.login_failed``: the account and the address it came from), any other line ``sudo.other``."""
+    ``sshd.login_failed``: the account and the address it came from), su's switches (``su.switch``,
+    ``su.switch_failed``: the account switched from, the target the one run as) and PAM sessions, any other line
+    ``sudo.other``."""
     b = _Builder(record, settings, source)
     kind = _text(record.get("event"))
-    failed = ("denied", "login_failed")
-    outcome = Outcome.FAILURE if kind in failed else Outcome.UNKNOWN if kind in (None, "other") else Outcome.SUCCESS
-    program = "sshd" if kind in SSHD_EVENTS.values() else "sudo"
+    failed = ("denied", "login_failed", "switch_failed")
+    unknown = kind in (None, "other")
+    outcome = Outcome.FAILURE if kind in failed else Outcome.UNKNOWN if unknown else Outcome.SUCCESS
+    said = _text(record.get("program"))
+    program = said if said in SYSLOG_PROGRAMS and not unknown else "sudo"
     return b.event(
         None,
         b.time("time"),

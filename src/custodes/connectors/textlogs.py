@@ -1,5 +1,6 @@
-"""Parsers of log lines, one line a record: JSON object lines (Teleport, Vault's file audit device), sudo's syslog
-lines, auditd records. The file tail (`filetail`) and log files replayed or evaluated (`files`) read with them."""
+"""Parsers of log lines, one line a record: JSON object lines (Teleport, Vault's file audit device), sudo's, sshd's
+and su's syslog lines, auditd records. The file tail (`filetail`) and log files replayed or evaluated (`files`)
+read with them."""
 
 from __future__ import annotations
 
@@ -31,8 +32,8 @@ _SYSLOG = re.compile(
     r"(?P<program>[\w.-]+)(?:\[(?P<pid>\d+)\])?:\s?(?P<message>.*)$"
 )
 _SUDO_COMMAND = re.compile(r"^\s*(?P<user>\S+)\s:\s(?P<rest>.*)$")
-_SUDO_SESSION = re.compile(
-    r"pam_unix\(sudo(?:-i)?:session\): session (?P<state>opened|closed) for user (?P<run_as>[^\s(]+)"
+_PAM_SESSION = re.compile(
+    r"pam_unix\((?:sudo|sudo-i|su|su-l):session\): session (?P<state>opened|closed) for user (?P<run_as>[^\s(]+)"
     r"(?:\(uid=\d+\))?(?: by (?P<user>[^\s(]*))?"
 )
 
@@ -52,13 +53,22 @@ _SSHD_LOGIN = re.compile(
 )
 SSHD_EVENTS = {"Accepted": "login", "Failed": "login_failed"}
 """sshd's logins, accepted or failed, by the word its message starts with."""
+_SU_SWITCH = re.compile(
+    r"^(?:(?P<failed>FAILED SU )?\(to (?P<run_as>\S+)\) (?P<user>\S+) on (?P<tty>\S+)"
+    r"|(?P<outcome>Successful|FAILED) su for (?P<target>\S+) by (?P<by>\S+))"
+)
+"""su's switch to another account, as util-linux writes it (`(to root) alice on pts/0`, `FAILED SU (to root) ...`)
+or shadow's (`Successful su for root by alice`, `FAILED su for root by alice`)."""
+SYSLOG_PROGRAMS = frozenset({"sudo", "sshd", "su"})
+"""The programs whose syslog lines are read for what they say; any other program's line is `other`."""
 
 
 def parse_syslog_line(line: str, now: datetime) -> tuple[dict[str, Any], str | None]:
     """A syslog line: from sudo, a command (with its I/O log ``TSID`` when recorded), a refusal, or a PAM session
     opening or closing; from sshd, a login accepted or failed (``login``, ``login_failed``: the account, the address
-    and the method); any other line its program, host and time (``other``). The year of a BSD syslog time is the
-    current one (last year if that is ahead)."""
+    and the method); from su, a switch to another account (``switch``, ``switch_failed``: the account switched from,
+    the one run as) or its PAM session; any other line its program, host and time (``other``). The year of a BSD
+    syslog time is the current one (last year if that is ahead)."""
     found = _SYSLOG.match(line)
     if found is None:
         return {"line": line}, "not a syslog line; kept as text"
@@ -69,12 +79,11 @@ def parse_syslog_line(line: str, now: datetime) -> tuple[dict[str, Any], str | N
         "program": found["program"],
         "pid": found["pid"],
     }
-    message = found["message"]
-    if found["program"] == "sshd":
+    message, program = found["message"], found["program"]
+    record["event"] = "other"
+    if program == "sshd":
         login = _SSHD_LOGIN.match(message)
-        if login is None:
-            record["event"] = "other"
-        else:
+        if login is not None:
             record.update(
                 event=SSHD_EVENTS[login["outcome"]],
                 user=login["user"],
@@ -83,10 +92,9 @@ def parse_syslog_line(line: str, now: datetime) -> tuple[dict[str, Any], str | N
                 invalid=login["invalid"] is not None,
             )
         return record, None
-    if found["program"] != "sudo":
-        record["event"] = "other"
+    if program not in SYSLOG_PROGRAMS:
         return record, None
-    session = _SUDO_SESSION.search(message)
+    session = _PAM_SESSION.search(message)
     if session is not None:
         record.update(
             event="session_open" if session["state"] == "opened" else "session_close",
@@ -94,9 +102,19 @@ def parse_syslog_line(line: str, now: datetime) -> tuple[dict[str, Any], str | N
             user=session["user"] or None,
         )
         return record, None
+    if program == "su":
+        switch = _SU_SWITCH.match(message)
+        if switch is not None:
+            failed = switch["failed"] is not None or switch["outcome"] == "FAILED"
+            record.update(
+                event="switch_failed" if failed else "switch",
+                user=switch["user"] or switch["by"],
+                run_as=switch["run_as"] or switch["target"],
+                tty=switch["tty"],
+            )
+        return record, None
     command = _SUDO_COMMAND.match(message)
     if command is None:
-        record["event"] = "other"
         return record, None
     record["user"] = command["user"]
     parts = [part.strip() for part in command["rest"].split(" ; ")]

@@ -19,6 +19,7 @@ from typing import Any
 from custodes.config import ScoringSettings
 from custodes.connectors import windows as win
 from custodes.connectors.envelope import audit_time, cloudtrail_actor, kube_audit, parse_time
+from custodes.connectors.textlogs import SYSLOG_PROGRAMS
 from custodes.detections.scoring import pam, saas, winlog
 from custodes.detections.scoring.observation import Observation, as_list, domain_of, whole
 
@@ -407,7 +408,7 @@ class Extractor:
 
     def _others(self, raw: dict[str, Any]) -> Observation | None:
         """The shapes tried last: collaboration and cloud services' (`saas`), Entra ID's as diagnostic settings export
-        it, Azure's activity log, Duo's administrator log, and privileged access (`pam`: Vault, sudo, sshd, auditd,
+        it, Azure's activity log, Duo's administrator log, and privileged access (`pam`: Vault, sudo, sshd, su, auditd,
         Kubernetes), Windows Security events in evtx JSON or flat (`winlog`); None for any other."""
         kind = raw.get("event_type")
         if isinstance(kind, str) and raw.get("type") == "event":
@@ -441,7 +442,7 @@ class Extractor:
             return saas.duo_admin(raw, action)
         if isinstance(raw.get("request"), dict) and raw.get("type") in ("request", "response"):
             return pam.vault(raw)
-        if raw.get("program") in ("sudo", "sshd"):
+        if raw.get("program") in SYSLOG_PROGRAMS:
             return pam.syslog(raw)
         if isinstance(raw.get("type"), str) and str(raw.get("msg") or "").startswith("audit("):
             return pam.auditd(raw, self.uids)

@@ -157,18 +157,21 @@ def vault(raw: dict[str, Any]) -> Observation | None:
 
 
 def syslog(raw: dict[str, Any]) -> Observation | None:
-    """A sudo or sshd line as the file tail parses it (`textlogs.parse_syslog_line`). sudo: a command run is a
+    """A sudo, sshd or su line as the file tail parses it (`textlogs.parse_syslog_line`). sudo: a command run is a
     privileged session on the machine, a refusal a failed sign-in (a wrong password) or an access denied (not in
     sudoers, a command or host not allowed); a PAM session's opening and closing are the command's own and count
     nothing. sshd: a login puts the person at the machine (as a Windows logon does), a failed one is a failed
-    sign-in."""
+    sign-in. su: a switch to another account (root or a colleague's) is a privileged session on the machine, a
+    failed one (a wrong password for that account) a failed sign-in."""
     name = name_of(raw.get("user"))
     if name is None:
         return None
     kind = raw.get("event")
     feature = None
-    if kind == "command":
+    if kind in ("command", "switch"):
         feature = "pam_session"
+    elif kind == "switch_failed":
+        feature = "signin_failed"
     elif kind == "denied":
         feature = "signin_failed" if SUDO_WRONG_SECRET in str(raw.get("reason") or "").lower() else "access_denied"
     elif kind == "login_failed":
