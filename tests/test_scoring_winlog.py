@@ -275,3 +275,51 @@ def test_a_machine_is_owned_by_its_name_with_or_without_its_domain() -> None:
     assert resolver.host_owner("WS-BOB") == bob == resolver.host_owner("ws-bob.other.example")
     assert resolver.host_owner("10.1.2.3") == bob and resolver.host_owner("10.9.9.9") is None, "addresses exactly"
     assert resolver.host_owner("10") is None
+
+
+def defender(action: str, logon: str, account: str = "alice") -> dict[str, Any]:
+    """A `DeviceLogonEvents` row as advanced hunting or Sentinel return it."""
+    return {
+        "Timestamp": "2024-03-04T09:15:02Z",
+        "DeviceId": "a1b2c3",
+        "DeviceName": "ws-alice.corp.example",
+        "ActionType": action,
+        "LogonType": logon,
+        "AccountDomain": "corp",
+        "AccountName": account,
+        "Protocol": "Negotiate",
+    }
+
+
+@pytest.mark.parametrize(
+    ("action", "logon", "expected"),
+    [
+        (
+            "LogonSuccess",
+            "Interactive",
+            Observation("alice", [], [("host", "ws-alice.corp.example")], "ws-alice.corp.example"),
+        ),
+        (
+            "LogonSuccess",
+            "Remote interactive",
+            Observation("alice", [], [("host", "ws-alice.corp.example")], "ws-alice.corp.example"),
+        ),
+        ("LogonSuccess", "Network", Observation("alice", [], [])),
+        ("LogonSuccess", "Batch", Observation("alice", [], [])),
+        ("LogonFailed", "Interactive", Observation("alice", [("signin_failed", 1.0)], [])),
+        ("LogonAttempted", "Interactive", None),
+    ],
+)
+def test_defender_device_logons_as_windows_logons(action: str, logon: str, expected: Observation | None) -> None:
+    row = defender(action, logon)
+    assert read(row) == expected
+    streamed = {
+        "time": "2024-03-04T09:15:03Z",
+        "tenantId": "t",
+        "operationName": "Publish",
+        "category": "AdvancedHunting-DeviceLogonEvents",
+        "properties": row,
+    }
+    assert read(streamed) == expected, "the streaming API's record, the row in its properties"
+    assert record_time(row) == datetime(2024, 3, 4, 9, 15, 2, tzinfo=UTC)
+    assert read(defender(action, logon, account="")) is None

@@ -354,6 +354,7 @@ def record_time(raw: dict[str, Any]) -> datetime | None:
         raw.get("timestamp"),
         raw.get("eventTimestamp"),
         raw.get("stageTimestamp"),
+        raw.get("Timestamp"),
     ):
         if value is not None:
             return _parsed(value)
@@ -409,7 +410,8 @@ class Extractor:
     def _others(self, raw: dict[str, Any]) -> Observation | None:
         """The shapes tried last: collaboration and cloud services' (`saas`), Entra ID's as diagnostic settings export
         it, Azure's activity log, Duo's administrator log, and privileged access (`pam`: Vault, sudo, sshd, su, auditd,
-        Kubernetes), Windows Security events in evtx JSON or flat (`winlog`); None for any other."""
+        Kubernetes), Windows Security events in evtx JSON or flat and Defender for Endpoint's device logons (`winlog`);
+        None for any other."""
         kind = raw.get("event_type")
         if isinstance(kind, str) and raw.get("type") == "event":
             return saas.box(raw, self.org_domains)
@@ -424,6 +426,8 @@ class Extractor:
             return pam.kubernetes(raw)
         body = raw.get("properties")
         if isinstance(body, dict) and "category" in raw:  # Entra ID as diagnostic settings export it (Event Hub)
+            if raw["category"] == winlog.DEFENDER_LOGONS:  # Defender for Endpoint's streaming API, the same way
+                return winlog.defender_logon(body)
             if (kube := kube_audit(raw)) is not None:  # AKS's API server
                 return pam.kubernetes(kube)
             if "userPrincipalName" in body and str(raw["category"]).endswith("SignInLogs"):
@@ -446,6 +450,8 @@ class Extractor:
             return pam.syslog(raw)
         if isinstance(raw.get("type"), str) and str(raw.get("msg") or "").startswith("audit("):
             return pam.auditd(raw, self.uids)
+        if "ActionType" in raw and "DeviceName" in raw and "AccountName" in raw:  # advanced hunting, Sentinel
+            return winlog.defender_logon(raw)
         if "Event" in raw or "EventID" in raw or "EventCode" in raw or "event_id" in raw:
             flat = win.security_fields(raw)
             return None if flat is None else winlog.security(flat)

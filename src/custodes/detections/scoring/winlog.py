@@ -1,14 +1,14 @@
-"""Behaviour features out of Windows Security events as a SIEM or an export holds them: evtx JSON, or flat as
-Splunk's Windows add-on (`XmlWinEventLog` or classic `WinEventLog` fields), Sentinel's `SecurityEvent` and NXLog
-give them. The same events shipped as ECS (Winlogbeat, Elastic Agent) are read by `features`; the tables both read
-are here."""
+"""Behaviour features out of Windows Security events as a SIEM or an export holds them (evtx JSON, or flat as
+Splunk's Windows add-on, `XmlWinEventLog` or classic `WinEventLog` fields, Sentinel's `SecurityEvent` and NXLog give
+them), and out of Microsoft Defender for Endpoint's device logons. The same events shipped as ECS (Winlogbeat,
+Elastic Agent) are read by `features`; the tables both read are here."""
 
 from __future__ import annotations
 
 from typing import Any, Final
 
 from custodes.connectors import windows as win
-from custodes.detections.scoring.observation import Observation, counting
+from custodes.detections.scoring.observation import Observation, counting, name_of
 
 REMOTE_LOGONS: Final = frozenset({"network", "batch", "service", "networkcleartext", "3", "4", "5", "8"})
 """Windows logon types that put no one at the machine: a network logon (a file share, a remote call), a batch job,
@@ -32,6 +32,8 @@ REMOVABLE_STORAGE: Final = frozenset({"12804", "removable storage"})
 """The task (number, or name as Splunk's classic fields give it) of an object access on removable media."""
 WRITES: Final = 0x2 | 0x4
 """`WriteData` and `AppendData` in an access mask: a file written."""
+DEFENDER_LOGONS: Final = "AdvancedHunting-DeviceLogonEvents"
+"""The category of Defender for Endpoint's device logons as its streaming API exports them (Event Hub, storage)."""
 
 
 def security(flat: dict[str, Any]) -> Observation | None:
@@ -45,10 +47,7 @@ def security(flat: dict[str, Any]) -> Observation | None:
     if name is None:
         return None
     if code in AT_THE_MACHINE:
-        host = win.computer(flat)
-        if host is None or win.logon_type(flat).lower() in REMOTE_LOGONS:
-            return Observation(name, [], [])
-        return Observation(name, [], [("host", host)], host)
+        return at_machine(name, win.computer(flat), win.logon_type(flat))
     if code == "4625":
         return counting(name, "signin_failed")
     failed = win.audit_failure(flat)
@@ -60,6 +59,29 @@ def security(flat: dict[str, Any]) -> Observation | None:
     if feature is not None and not failed:
         return counting(name, feature)
     return None
+
+
+def defender_logon(row: dict[str, Any]) -> Observation | None:
+    """A row of Microsoft Defender for Endpoint's `DeviceLogonEvents` (advanced hunting, Sentinel, or the streaming
+    API's `properties`): a logon puts the account at the device as a Windows logon does; a failed one is a failed
+    sign-in; an attempt whose outcome is unknown counts nothing."""
+    name = name_of(row.get("AccountName"))
+    if name is None:
+        return None
+    action = row.get("ActionType")
+    if action == "LogonFailed":
+        return counting(name, "signin_failed")
+    if action != "LogonSuccess":
+        return None
+    return at_machine(name, name_of(row.get("DeviceName")), str(row.get("LogonType") or ""))
+
+
+def at_machine(name: str, host: str | None, kind: str) -> Observation:
+    """A logon (or logoff, lock, unlock) of `name` on `host`: the person there, unless its type (`kind`, a number or
+    a name, `Remote interactive` or `RemoteInteractive`) says nobody sat at it; then only active."""
+    if host is None or kind.replace(" ", "").lower() in REMOTE_LOGONS:
+        return Observation(name, [], [])
+    return Observation(name, [], [("host", host)], host)
 
 
 def _removable(flat: dict[str, Any]) -> bool:
