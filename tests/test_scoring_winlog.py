@@ -323,3 +323,31 @@ def test_defender_device_logons_as_windows_logons(action: str, logon: str, expec
     assert read(streamed) == expected, "the streaming API's record, the row in its properties"
     assert record_time(row) == datetime(2024, 3, 4, 9, 15, 2, tzinfo=UTC)
     assert read(defender(action, logon, account="")) is None
+
+
+XML_LOGON = (
+    "<Event xmlns='http://schemas.microsoft.com/win/2004/08/events/event'><System><Provider "
+    "Name='Microsoft-Windows-Security-Auditing' Guid='{54849625-5478-4994-a5ba-3e3b0328c30d}'/><EventID>4624</EventID>"
+    "<Version>2</Version><Level>0</Level><Task>12544</Task><Opcode>0</Opcode><Keywords>0x8020000000000000</Keywords>"
+    "<TimeCreated SystemTime='2024-03-01T12:00:00.1234567Z'/><EventRecordID>99120</EventRecordID><Correlation/>"
+    "<Execution ProcessID='712' ThreadID='3120'/><Channel>Security</Channel><Computer>WS-DAN.corp.example</Computer>"
+    "<Security/></System><EventData><Data Name='SubjectUserName'>WS-DAN$</Data><Data Name='TargetUserName'>"
+    "d&amp;an</Data><Data Name='TargetDomainName'>CORP</Data><Data Name='LogonType'>2</Data>"
+    "<Data Name='IpAddress'>127.0.0.1</Data><Data Name='WorkstationName'/></EventData></Event>"
+)
+
+
+def test_a_splunk_result_with_only_its_xml_is_read_from_the_xml() -> None:
+    """A search head without the Windows add-on extracts no fields: the event is read from `_raw`."""
+    result = {"_time": "2024-03-01T12:00:00.000+00:00", "_raw": XML_LOGON, "sourcetype": "XmlWinEventLog:Security"}
+    obs = read(result)
+    assert obs == Observation("d&an", [], [("host", "WS-DAN.corp.example")], "WS-DAN.corp.example")
+    event = to_event(result, WINDOWS, "splunk")
+    assert (event.actor, event.action, event.target, event.src_ip) == ("d&an", "4624", "WS-DAN.corp.example", None)
+    base = security_fields(result)
+    assert base is not None and base["TimeCreated"] == "2024-03-01T12:00:00.1234567Z"
+    assert security_fields({**result, "TargetUserName": "dan"}) == {**base, "TargetUserName": "dan"}, (
+        "a field the search head extracted wins"
+    )
+    assert read({"_raw": "<Event><System></System></Event>"}) is None, "no event id"
+    assert read({"_raw": "Mar  1 12:00:00 host sshd[1]: hello"}) is None

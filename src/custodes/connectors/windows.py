@@ -6,7 +6,9 @@ it."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
+from html import unescape
 from pathlib import Path
 from typing import Any, Final
 
@@ -73,11 +75,32 @@ AUDIT_FAILURE: Final = 0x0010000000000000
 def security_fields(record: dict[str, Any]) -> dict[str, Any] | None:
     """The flat fields of a Windows event record, by the event's own names (`EventID`, `Computer`,
     `TargetUserName`, `LogonType`, ...): evtx JSON (`{"Event": {"System": ..., "EventData": ...}}`) flattened; a
-    record already flat (Splunk's Windows add-on, Sentinel's `SecurityEvent`, NXLog, a forwarder's JSON) as it is.
-    None when the record holds no event id."""
+    record already flat (Splunk's Windows add-on, Sentinel's `SecurityEvent`, NXLog, a forwarder's JSON) as it is; a
+    Splunk result whose search head extracts no fields, from the event's XML in `_raw` (the fields it does extract
+    win). None when the record holds no event id."""
     event = record.get("Event")
-    flat = flatten(record) if isinstance(event, dict) and isinstance(event.get("System"), dict) else record
+    if isinstance(event, dict) and isinstance(event.get("System"), dict):
+        flat = flatten(record)
+    else:
+        raw = record.get("_raw")
+        flat = {**xml_fields(raw), **record} if isinstance(raw, str) and raw.startswith("<Event") else record
     return flat if event_code(flat) else None
+
+
+_XML_SYSTEM = re.compile(r"<(EventID|Task|Keywords|EventRecordID|Channel|Computer)(?:\s[^>]*)?>([^<]*)</\1>")
+_XML_TIME = re.compile(r"<TimeCreated SystemTime=['\"]([^'\"]+)['\"]")
+_XML_DATA = re.compile(r"<Data Name=['\"]([^'\"]+)['\"]>([^<]*)</Data>")
+
+
+def xml_fields(text: str) -> dict[str, Any]:
+    """The System values and named `Data` of an event's XML rendering (Splunk's `XmlWinEventLog` `_raw`), entities
+    unescaped. Read by pattern, not by an XML parser: the text is the event's, and nothing in it is expanded."""
+    fields: dict[str, Any] = {name: unescape(value) for name, value in _XML_SYSTEM.findall(text)}
+    found = _XML_TIME.search(text)
+    if found is not None:
+        fields["TimeCreated"] = found[1]
+    fields.update((name, unescape(value)) for name, value in _XML_DATA.findall(text))
+    return fields
 
 
 def event_code(flat: dict[str, Any]) -> str:

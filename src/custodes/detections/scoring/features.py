@@ -452,7 +452,7 @@ class Extractor:
             return pam.auditd(raw, self.uids)
         if "ActionType" in raw and "DeviceName" in raw and "AccountName" in raw:  # advanced hunting, Sentinel
             return winlog.defender_logon(raw)
-        if "Event" in raw or "EventID" in raw or "EventCode" in raw or "event_id" in raw:
+        if "Event" in raw or "EventID" in raw or "EventCode" in raw or "event_id" in raw or "_raw" in raw:
             flat = win.security_fields(raw)
             return None if flat is None else winlog.security(flat)
         return None
