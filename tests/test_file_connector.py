@@ -13,19 +13,23 @@ import orjson
 import pytest
 
 from conftest import SHARED
+from connector_support import services, stored_raw
 from custodes.config import load_settings
 from custodes.connectors import files
 from custodes.connectors.envelope import parse_time, to_event
 from custodes.connectors.files import BOM, FileConnector, iter_records, parse_stream
 from custodes.errors import CustodesError
-from custodes.model import Event, Outcome
+from custodes.model import Event, Outcome, json_text, stable_id
 from custodes.pipeline import IngestReport
+from custodes.server.responses import json_response
+from custodes.services import Services
 from custodes.sources import SourceSettings
 
 SETTINGS = load_settings(None, environ={})
 OKTA = SETTINGS.source("okta")
 CLOUDTRAIL = SETTINGS.source("cloudtrail")
 PANTHER = SHARED / "datasets" / "panther-rule-tests"
+__all__ = ["services"]
 OTRF = SHARED / "datasets" / "otrf-cloudtrail" / "ec2_proxy_s3_exfiltration_2020-09-14011940.json"
 
 
@@ -337,3 +341,35 @@ def test_a_line_without_an_end_past_the_longest_record_is_refused_not_read_on(
     assert read == [{"a": 1}, {"a": 2}]
     path.write_bytes(b'{"a": 1}\n{"b": "' + b"x" * (2 << 20) + b'"}\n')  # a long record within the bound is read
     assert [len(str(record)) for _, record, _ in iter_records(path)] == [8, (2 << 20) + 9]
+
+
+def nested(depth: int, leaf: Any) -> Any:
+    value = leaf
+    for _ in range(depth):
+        value = {"a": value}
+    return value
+
+
+async def test_records_nested_as_deep_as_a_decoder_allows_are_stored_and_served(
+    tmp_path: Path, services: Services
+) -> None:
+    """orjson writes 254 levels and the standard library stops at Python's recursion limit; a JSON line may nest
+    1,024 levels. Such a record (a hostile one, in a file the tail reads) is stored, identified and served, and the
+    records after it are not held up."""
+    path = tmp_path / "deep.ndjson"
+    records = [
+        {"user": {"name": f"u{depth}"}, "@timestamp": "2026-11-19T02:00:00Z", "deep": nested(depth, depth)}
+        for depth in (300, 1020)
+    ]
+    records.append({"user": {"name": "after"}, "@timestamp": "2026-11-19T02:00:01Z"})
+    path.write_bytes(b"\n".join(json_text(r).encode() for r in records) + b"\n")
+    source = SourceSettings(format="generic")
+    events, _ = await drain(FileConnector("replay", "generic", source, [path]))
+    assert len({e.id for e in events}) == 3 and [e.actor for e in events] == ["u300", "u1020", "after"]
+    assert stable_id(records[1]) == stable_id(orjson.loads(json_text(records[1], sort_keys=True)))
+    assert (await services.pipeline.replay(FileConnector("replay", "generic", source, [path]))).stored == 3
+    written = {json_text(r, sort_keys=True) for r in records}  # `==` on the records would recurse 1,020 levels
+    assert {json_text(r, sort_keys=True) for r in await stored_raw(services, "generic")} == written
+    body = orjson.loads(json_response({"events": records}).body)  # type: ignore[arg-type]
+    assert {json_text(r, sort_keys=True) for r in body["events"]} == written
+    assert orjson.loads(json_text({"big": 2**70, "b": [1, {"c": None}]})) == {"big": 2**70, "b": [1, {"c": None}]}

@@ -351,3 +351,23 @@ def test_a_splunk_result_with_only_its_xml_is_read_from_the_xml() -> None:
     )
     assert read({"_raw": "<Event><System></System></Event>"}) is None, "no event id"
     assert read({"_raw": "Mar  1 12:00:00 host sshd[1]: hello"}) is None
+
+
+def test_malformed_windows_records_are_read_without_error() -> None:
+    """What a hostile or broken sender may put where the renderer puts elements: nothing raises; what can be read
+    is."""
+    deep: dict[str, Any] = {"TargetUserName": "alice"}
+    for _ in range(1000):  # as deep as a JSON decoder gives (orjson: 1,024 levels)
+        deep = {"Nested": deep}
+    broken: list[dict[str, Any]] = [
+        {"Event": {"System": {"EventID": 4624, "TimeCreated": {"#attributes": "noon"}}, "EventData": "text"}},
+        {"Event": {"System": {"EventID": 4624, "Provider": "x", "Computer": "WS-1"}, "EventData": deep}},
+        {"Event": {"System": {"EventID": {"#text": "x"}}}},
+        {"EventID": "4624", "Keywords": "0xZZ", "AccessMask": "rw", "TargetUserName": ["a", 1], "LogonType": [2]},
+        {"_raw": "<Event" + "<Data Name='a'>" * 10000},
+    ]
+    for record in broken:
+        read(record)
+        record_time(record)
+        assert to_event(record, WINDOWS, "w").source == "w"
+    assert read(broken[1]) == Observation("alice", [], [("host", "WS-1")], "WS-1"), "the leaf, however deep"

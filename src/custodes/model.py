@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -187,6 +188,43 @@ def utcnow() -> datetime:
 
 
 def stable_id(*parts: object) -> str:
-    """A deterministic 32-hex identifier from the given parts (JSON-canonicalised)."""
-    digest = hashlib.sha256(orjson.dumps(parts, option=orjson.OPT_SORT_KEYS, default=str)).hexdigest()
-    return digest[:32]
+    """A deterministic 32-hex identifier from the given parts (JSON-canonicalised: orjson, else `json_text` for
+    what orjson refuses, a record nested deeper than orjson writes or an integer beyond 64 bits)."""
+    try:
+        canonical = orjson.dumps(parts, option=orjson.OPT_SORT_KEYS, default=str)
+    except orjson.JSONEncodeError:
+        canonical = json_text(parts, sort_keys=True).encode()
+    return hashlib.sha256(canonical).hexdigest()[:32]
+
+
+class _Literal(str):
+    """JSON text already written (a bracket, a separator, a key), as `json_text` stacks it."""
+
+
+def json_text(value: Any, *, sort_keys: bool = False) -> str:
+    """The JSON text of `value` written by a loop, not recursion, so any nesting a JSON decoder accepts is written
+    back (the standard library's encoder stops at Python's recursion limit); anything JSON cannot hold as its
+    `str`."""
+    out: list[str] = []
+    stack: list[Any] = [value]
+    while stack:
+        item = stack.pop()
+        if type(item) is _Literal:
+            out.append(item)
+        elif isinstance(item, dict):
+            keys = sorted(item, key=str) if sort_keys else list(item)
+            out.append("{")
+            stack.append(_Literal("}"))
+            for index in range(len(keys) - 1, -1, -1):
+                stack.append(item[keys[index]])
+                stack.append(_Literal(("," if index else "") + json.dumps(str(keys[index])) + ":"))
+        elif isinstance(item, list | tuple):
+            out.append("[")
+            stack.append(_Literal("]"))
+            for index in range(len(item) - 1, -1, -1):
+                stack.append(item[index])
+                if index:
+                    stack.append(_Literal(","))
+        else:
+            out.append(json.dumps(item, default=str))
+    return "".join(out)

@@ -28,7 +28,8 @@ def rendered_records(path: Path) -> Iterator[dict[str, Any]]:
 
 
 def flatten(record: dict[str, Any]) -> dict[str, Any]:
-    """System scalars (EventID, Channel, Computer, ...), the provider as Provider_Name, and every leaf under
+    """System scalars (EventID, Channel, Computer, ...; an element with attributes beside its text, as EventID
+    with Qualifiers, by its text), the provider as Provider_Name, and every leaf under
     EventData and UserData by its element name; Defender-style names with spaces ("Source Name") are also
     given without them ("SourceName"), which is how the Sigma Windows taxonomy spells them."""
     event = record["Event"]
@@ -36,21 +37,37 @@ def flatten(record: dict[str, Any]) -> dict[str, Any]:
     flat: dict[str, Any] = {
         key: _text_of(value) for key, value in system.items() if not isinstance(value, dict) or "#text" in value
     }
-    flat["Provider_Name"] = system["Provider"]["#attributes"]["Name"]
+    provider = attribute(system.get("Provider"), "Name")
+    if provider is not None:
+        flat["Provider_Name"] = provider
     for section in ("EventData", "UserData"):
-        _merge_leaves(flat, event.get(section) or {})
+        data = event.get(section)
+        if isinstance(data, dict):
+            _merge_leaves(flat, data)
     return flat
 
 
+def attribute(element: Any, name: str) -> Any:
+    """An XML attribute of an element as evtx JSON renders it (`{"#attributes": {name: value}}`); None without it."""
+    attributes = element.get("#attributes") if isinstance(element, dict) else None
+    return attributes.get(name) if isinstance(attributes, dict) else None
+
+
 def _merge_leaves(flat: dict[str, Any], data: dict[str, Any]) -> None:
-    for key, value in data.items():
-        if key == "#attributes":
-            continue
-        if isinstance(value, dict):
-            _merge_leaves(flat, value)
-        else:
+    """Every leaf of `data` by its key, in document order, however deep (a loop, not recursion: the nesting is the
+    record's)."""
+    stack = [iter(data.items())]
+    while stack:
+        for key, value in stack[-1]:
+            if key == "#attributes":
+                continue
+            if isinstance(value, dict):
+                stack.append(iter(value.items()))
+                break
             flat[key] = value
             flat[key.replace(" ", "")] = value
+        else:
+            stack.pop()
 
 
 def _text_of(value: Any) -> Any:
@@ -182,9 +199,7 @@ def time_value(record: dict[str, Any]) -> Any:
     `TIME_FIELDS`); None without one."""
     event = record.get("Event")
     system = event.get("System") if isinstance(event, dict) else None
-    created = system.get("TimeCreated") if isinstance(system, dict) else None
-    if isinstance(created, dict):
-        stamp = (created.get("#attributes") or {}).get("SystemTime")
-        if stamp is not None:
-            return stamp
+    stamp = attribute(system.get("TimeCreated"), "SystemTime") if isinstance(system, dict) else None
+    if stamp is not None:
+        return stamp
     return next((record[key] for key in TIME_FIELDS if isinstance(record.get(key), str | int | float)), None)

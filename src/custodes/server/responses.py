@@ -7,14 +7,18 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from custodes.model import json_text
 from custodes.redaction import redact
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    """An application/json response serialised with orjson."""
-    return web.Response(
-        body=orjson.dumps(data, default=str), status=status, content_type="application/json", headers=headers
-    )
+    """An application/json response serialised with orjson (with `model.json_text` what orjson refuses: a stored
+    record nested deeper than orjson writes, an integer beyond 64 bits)."""
+    try:
+        body = orjson.dumps(data, default=str)
+    except orjson.JSONEncodeError:
+        body = json_text(data).encode()
+    return web.Response(body=body, status=status, content_type="application/json", headers=headers)
 
 
 def error(

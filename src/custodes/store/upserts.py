@@ -16,7 +16,6 @@ parses each row once per column: four times the CPU of bound values.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping, Sequence
 from functools import cache, lru_cache
 from operator import itemgetter
@@ -27,18 +26,20 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from custodes.model import json_text
 from custodes.store.sqlite_driver import DEFERRED
 
 
-def json_text(value: Any) -> str:
-    """A JSON column's stored text (orjson; the standard library for what orjson refuses)."""
+def column_text(value: Any) -> str:
+    """A JSON column's stored text (orjson; `model.json_text` for what orjson refuses: an integer beyond 64 bits from
+    a vendor's JSON parser, a record nested deeper than orjson writes)."""
     try:
         return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
-    except orjson.JSONEncodeError:  # e.g. an integer beyond 64 bits from a vendor's JSON parser
-        return json.dumps(value, default=str)
+    except orjson.JSONEncodeError:
+        return json_text(value)
 
 
-JSON_CODEC: dict[str, Any] = {"json_serializer": json_text, "json_deserializer": orjson.loads}
+JSON_CODEC: dict[str, Any] = {"json_serializer": column_text, "json_deserializer": orjson.loads}
 """orjson for JSON columns: the standard library's json was a tenth of the write path's time."""
 
 SQLITE_MAX_VARIABLES = 32_766
@@ -163,7 +164,7 @@ def _sqlite_value(kind: sa.types.TypeEngine[Any]) -> Callable[[Any], Any] | None
     if isinstance(kind, sa.Date):
         return _sqlite_date
     if isinstance(kind, sa.JSON):
-        return json_text
+        return column_text
     return None
 
 
