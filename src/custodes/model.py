@@ -188,13 +188,18 @@ def utcnow() -> datetime:
 
 
 def stable_id(*parts: object) -> str:
-    """A deterministic 32-hex identifier from the given parts (JSON-canonicalised: orjson, else `json_text` for
-    what orjson refuses, a record nested deeper than orjson writes or an integer beyond 64 bits)."""
+    """A deterministic 32-hex identifier from the given parts (JSON-canonicalised by `json_bytes`)."""
+    return hashlib.sha256(json_bytes(parts, orjson.OPT_SORT_KEYS)).hexdigest()[:32]
+
+
+def json_bytes(value: Any, option: int = 0) -> bytes:
+    """`value` as JSON: orjson with `option` (anything else as its `str`), else `json_text` for what orjson refuses (a
+    record nested deeper than it writes, 254 levels; an integer beyond 64 bits from a vendor's JSON parser), keys
+    sorted when `option` sorts them."""
     try:
-        canonical = orjson.dumps(parts, option=orjson.OPT_SORT_KEYS, default=str)
+        return orjson.dumps(value, option=option, default=str)
     except orjson.JSONEncodeError:
-        canonical = json_text(parts, sort_keys=True).encode()
-    return hashlib.sha256(canonical).hexdigest()[:32]
+        return json_text(value, sort_keys=bool(option & orjson.OPT_SORT_KEYS)).encode()
 
 
 class _Literal(str):

@@ -25,7 +25,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from custodes.config import DatabaseSettings, EvidenceSettings, S3EvidenceStore
 from custodes.connectors.sessions import sessions_from
-from custodes.model import stable_id, utcnow
+from custodes.model import json_bytes, stable_id, utcnow
 from custodes.responder import recordings as recorded
 from custodes.responder.registry import ActionContext, ActionError, action
 from custodes.responder.s3 import s3_client
@@ -408,7 +408,8 @@ async def _collect(
 
 
 def _ndjson(rows: list[dict[str, Any]]) -> bytes:
-    return b"".join(orjson.dumps(row, option=_JSON) + b"\n" for row in rows)
+    """One JSON line per row (`model.json_bytes`: an event nested deeper than orjson writes is written too)."""
+    return b"".join(json_bytes(row, _JSON) + b"\n" for row in rows)
 
 
 def _files(collected: dict[str, list[dict[str, Any]]]) -> dict[str, bytes]:

@@ -4,21 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from aiohttp import web
 
-from custodes.model import json_text
+from custodes.model import json_bytes
 from custodes.redaction import redact
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    """An application/json response serialised with orjson (with `model.json_text` what orjson refuses: a stored
-    record nested deeper than orjson writes, an integer beyond 64 bits)."""
-    try:
-        body = orjson.dumps(data, default=str)
-    except orjson.JSONEncodeError:
-        body = json_text(data).encode()
-    return web.Response(body=body, status=status, content_type="application/json", headers=headers)
+    """An application/json response (`model.json_bytes`: orjson, else an encoder for what orjson refuses)."""
+    return web.Response(body=json_bytes(data), status=status, content_type="application/json", headers=headers)
 
 
 def error(

@@ -26,17 +26,13 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from custodes.model import json_text
+from custodes.model import json_bytes
 from custodes.store.sqlite_driver import DEFERRED
 
 
 def column_text(value: Any) -> str:
-    """A JSON column's stored text (orjson; `model.json_text` for what orjson refuses: an integer beyond 64 bits from
-    a vendor's JSON parser, a record nested deeper than orjson writes)."""
-    try:
-        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
-    except orjson.JSONEncodeError:
-        return json_text(value)
+    """A JSON column's stored text (`model.json_bytes`: orjson, else an encoder for what orjson refuses)."""
+    return json_bytes(value, orjson.OPT_NON_STR_KEYS).decode()
 
 
 JSON_CODEC: dict[str, Any] = {"json_serializer": column_text, "json_deserializer": orjson.loads}
