@@ -503,6 +503,19 @@ def test_keywords_search_every_string_of_the_event(tmp_path: Path) -> None:
     )
 
 
+def test_records_nested_as_deep_as_a_json_decoder_allows_are_matched(tmp_path: Path) -> None:
+    """A line may nest 1,024 levels (orjson's limit): keywords and nested list values are read by a loop, not
+    recursion, so such a record is matched rather than stopping `rules match` or the service."""
+    keywords = compile_detection(tmp_path, "keywords:\n    - 'mimikatz'\ncondition: keywords")
+    deep: Any = "run mimikatz"
+    lists: Any = "admin"
+    for _ in range(1020):
+        deep, lists = {"a": deep}, [lists]
+    check(keywords, [{"deep": deep}], [{"deep": {"a": "quiet"}}])
+    field = compile_detection(tmp_path, "sel:\n    user: admin\ncondition: sel")
+    check(field, [{"user": lists}], [{"user": [["x"]]}])
+
+
 def test_keywords_with_all_modifier(tmp_path: Path) -> None:
     rule = compile_detection(
         tmp_path,

@@ -361,11 +361,16 @@ def _number(value: Any, text: str) -> int | float | None:
 
 
 def _scalars(values: list[Any]) -> Iterator[Any]:
-    for value in values:
-        if isinstance(value, list):
-            yield from _scalars(value)
-        else:
+    """The items of a list and of the lists in it, in order, however deep (a loop: the nesting is the record's)."""
+    stack = [iter(values)]
+    while stack:
+        for value in stack[-1]:
+            if isinstance(value, list):
+                stack.append(iter(value))
+                break
             yield value
+        else:
+            stack.pop()
 
 
 def _field_matcher(name: str, values: Sequence[Node], *, link_all: bool) -> Matcher:
@@ -549,14 +554,16 @@ def _keyword_value(value: Node) -> Node:
 
 
 def _strings(node: Any) -> Iterator[str]:
-    if isinstance(node, str):
-        yield node
-    elif isinstance(node, dict):
-        for value in node.values():
-            yield from _strings(value)
-    elif isinstance(node, list):
-        for value in node:
-            yield from _strings(value)
+    """Every string in `node`, in document order, however deep (a loop: the nesting is the record's)."""
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            yield item
+        elif isinstance(item, dict):
+            stack.extend(reversed(item.values()))
+        elif isinstance(item, list):
+            stack.extend(reversed(item))
 
 
 # Values -----------------------------------------------------------------------------------------------
