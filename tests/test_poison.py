@@ -24,6 +24,7 @@ from custodes.server.serve import serving
 from custodes.services import Services
 from custodes.store import Transaction
 from custodes.store.tables import events, scoring_state
+from custodes.store.text import has_nul, without_nul
 from test_api import (
     TOKENS,
     api,  # noqa: F401 (the server fixture)
@@ -377,3 +378,19 @@ async def test_nul_in_api_parameters_is_a_400_naming_it(api: tuple[str, Services
         assert answer["error"] == {"code": "invalid_parameter", "message": answer["error"]["message"], "field": field}
     status, _, text = await call("GET", f"{url}/api/findings?status=open", headers=headers)
     assert status == 200, text
+
+
+def test_nul_is_found_and_removed_however_deep() -> None:
+    """The clean-up PostgreSQL needs walks a record by a loop: keys and strings at every level, in order, whatever
+    the nesting a JSON decoder gave (1,024 levels)."""
+    value: Any = {"k\x00": ["a\x00", ("b", 1, None), {"c": "d\x00e"}], "n": 2}
+    assert has_nul(value) and without_nul(value) == {"k": ["a", ["b", 1, None], {"c": "de"}], "n": 2}
+    assert not has_nul({"k": ["a", ("b", 1)], "n": None}) and without_nul("x\x00") == "x" and without_nul(3) == 3
+    deep: Any = "leaf\x00"
+    for level in range(1020):
+        deep = {f"k{level}": deep} if level % 2 else [deep]
+    assert has_nul(deep)
+    cleaned = without_nul(deep)
+    while not isinstance(cleaned, str):
+        cleaned = next(iter(cleaned.values())) if isinstance(cleaned, dict) else cleaned[0]
+    assert cleaned == "leaf"

@@ -16,25 +16,45 @@ Record = TypeVar("Record", Event, Finding)
 
 
 def has_nul(value: Any) -> bool:
-    """Whether a string, or any key or string inside a JSON-like value, holds a NUL."""
-    if isinstance(value, str):
-        return NUL in value
-    if isinstance(value, dict):
-        return any(has_nul(key) or has_nul(item) for key, item in value.items())
-    if isinstance(value, list | tuple):
-        return any(has_nul(item) for item in value)
+    """Whether a string, or any key or string inside a JSON-like value, holds a NUL (a loop, not recursion: the
+    nesting is the record's)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if NUL in item:
+                return True
+        elif isinstance(item, dict):
+            stack += item.keys()
+            stack += item.values()
+        elif isinstance(item, list | tuple):
+            stack += item
     return False
 
 
 def without_nul(value: Any) -> Any:
-    """The value with NUL removed from every string, key and value (a copy where anything changed)."""
-    if isinstance(value, str):
-        return value.replace(NUL, "")
-    if isinstance(value, dict):
-        return {without_nul(key): without_nul(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [without_nul(item) for item in value]
-    return value
+    """The value with NUL removed from every string, key and value (a copy where anything changed; a tuple becomes a
+    list), built by a loop, however deep."""
+    if not isinstance(value, dict | list | tuple):
+        return _clean(value)
+    root: dict[Any, Any] | list[Any] = {} if isinstance(value, dict) else []
+    stack: list[tuple[Any, dict[Any, Any] | list[Any]]] = [(value, root)]
+    while stack:
+        source, target = stack.pop()
+        for key, item in source.items() if isinstance(source, dict) else enumerate(source):
+            child = _clean(item)
+            if isinstance(item, dict | list | tuple):
+                child = {} if isinstance(item, dict) else []
+                stack.append((item, child))
+            if isinstance(target, dict):
+                target[_clean(key)] = child
+            else:
+                target.append(child)
+    return root
+
+
+def _clean(value: Any) -> Any:
+    return value.replace(NUL, "") if isinstance(value, str) else value
 
 
 def cleaned(record: Record) -> Record:

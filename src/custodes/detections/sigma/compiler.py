@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Final
 import ahocorasick
 
 from custodes.detections.sigma.enrichment import ENRICHMENT_FIELD, ENRICHMENT_PREFIX
+from custodes.detections.sigma.fields import scalars
 from custodes.detections.sigma.regexes import search_test
 from custodes.model import LogSource, Severity
 
@@ -293,7 +294,7 @@ def numeric_values(value: Any) -> list[int | float]:
     """The numeric values of a looked-up value's scalars (numbers and numeric strings), as number tests read them."""
     if value is _MISSING or value is None:
         return []
-    items = _scalars(value) if type(value) is list else (value,)
+    items = scalars(value) if type(value) is list else (value,)
     return [
         number for item in items if (text := _text(item)) is not None and (number := _number(item, text)) is not None
     ]
@@ -316,9 +317,9 @@ def _walk(node: Any, parts: tuple[str, ...], rests: tuple[str, ...], start: int)
             current = current.get(parts[index], _MISSING)
             if current is _MISSING:
                 return _MISSING
-        elif isinstance(current, list):
+        elif isinstance(current, list):  # each element looked in (of nested lists too: recursion is by path part)
             found: list[Any] = []
-            for element in current:
+            for element in scalars(current):
                 value = _walk(element, parts, rests, index)
                 if isinstance(value, list):
                     found.extend(value)
@@ -360,19 +361,6 @@ def _number(value: Any, text: str) -> int | float | None:
     return number if math.isfinite(number) else None
 
 
-def _scalars(values: list[Any]) -> Iterator[Any]:
-    """The items of a list and of the lists in it, in order, however deep (a loop: the nesting is the record's)."""
-    stack = [iter(values)]
-    while stack:
-        for value in stack[-1]:
-            if isinstance(value, list):
-                stack.append(iter(value))
-                break
-            yield value
-        else:
-            stack.pop()
-
-
 def _field_matcher(name: str, values: Sequence[Node], *, link_all: bool) -> Matcher:
     """Compare one field against `values`: any of them (OR) or each of them (AND)."""
     get = _getter(name)
@@ -412,7 +400,7 @@ def _value_matcher(test: _ValueTest, fold: bool) -> Callable[[Any], bool]:
         if value is _MISSING or value is None:
             return False
         if type(value) is list:
-            for element in _scalars(value):
+            for element in scalars(value):
                 item = _prepare(element, fold)
                 if item is not None and test(*item):
                     return True
@@ -435,7 +423,7 @@ def _each_value_matcher(get: _Getter, built: list[_Built]) -> Matcher:
         if value is _MISSING or value is None:
             return False
         if type(value) is list:
-            prepared = [item for element in _scalars(value) if (item := _prepare(element, fold)) is not None]
+            prepared = [item for element in scalars(value) if (item := _prepare(element, fold)) is not None]
             return all(any(test(*item) for item in prepared) for test in tests)
         item = _prepare(value, fold)
         if item is None:
@@ -491,7 +479,7 @@ def _contains(text: str, part: str) -> bool:
 def _folded_texts(value: Any) -> list[str]:
     if value is _MISSING or value is None:
         return []
-    items = _scalars(value) if type(value) is list else (value,)
+    items = scalars(value) if type(value) is list else (value,)
     return [text.lower() for text in map(_text, items) if text is not None]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 
@@ -27,26 +28,38 @@ def field_value(record: dict[str, Any], name: str) -> Any:
 
 
 def _walk(node: Any, parts: list[str], found: list[Any]) -> None:
-    if isinstance(node, list):
-        for element in node:
-            _walk(element, parts, found)
-        return
-    if not isinstance(node, dict) or not parts:
-        return
-    for cut in range(len(parts), 0, -1):  # a nested key may itself contain dots
-        key = ".".join(parts[:cut])
-        if key in node:
-            rest = parts[cut:]
-            if rest:
-                _walk(node[key], rest, found)
-            else:
-                found.extend(_flatten(node[key]))
-            return
+    """The values at `parts` under `node` into `found`; the elements of a list (of lists, however deep) each looked
+    in. Recursion is by path part only, so its depth is the field name's."""
+    for element in scalars(node) if isinstance(node, list) else (node,):
+        if not isinstance(element, dict) or not parts:
+            continue
+        for cut in range(len(parts), 0, -1):  # a nested key may itself contain dots
+            key = ".".join(parts[:cut])
+            if key in element:
+                rest = parts[cut:]
+                if rest:
+                    _walk(element[key], rest, found)
+                else:
+                    found.extend(_flatten(element[key]))
+                break
 
 
 def _flatten(value: Any) -> list[Any]:
     if value is None:
         return []
     if isinstance(value, list):
-        return [item for element in value for item in _flatten(element)]
+        return [item for item in scalars(value) if item is not None]
     return [value]
+
+
+def scalars(values: list[Any]) -> Iterator[Any]:
+    """The items of a list and of the lists in it, in order, however deep (a loop: the nesting is the record's)."""
+    stack = [iter(values)]
+    while stack:
+        for value in stack[-1]:
+            if isinstance(value, list):
+                stack.append(iter(value))
+                break
+            yield value
+        else:
+            stack.pop()
