@@ -862,3 +862,53 @@ def test_kubernetes_api_calls_are_read_as_aks_and_gke_log_them(
 def test_kubernetes_system_accounts_are_services() -> None:
     for name in ("system:serviceaccount:kube-system:metrics-server", "system:node:aks-1", "system:anonymous"):
         assert IdentityResolver([], ScoringSettings().identities).resolve(name)[1] == SERVICE
+
+
+@pytest.mark.parametrize(
+    ("rule", "test_name", "actor", "features"),
+    [
+        ("OneLogin.Login", "Successful Login Event", "Bob Cat", {"signin"}),
+        ("OneLogin.Login", "Failed Login Event", "Bob Cat", {"signin_failed"}),
+        ("OneLogin.HighRiskFailedLogin", "Failed High Risk Login", "Bob Cat", {"signin_failed"}),
+        ("OneLogin.UnauthorizedAccess", "User Unauthorized Access Event", "Bob Cat", {"access_denied"}),
+        ("OneLogin.UnauthorizedAccess", "Normal Event", "Bob Cat", set()),  # an application opened
+        ("OneLogin.AuthFactorRemoved", "User deactivated an otp deice", "Bob Cat", {"factor_change"}),
+        ("OneLogin.AuthFactorRemoved", "User removed an auth factor", "Bob Cat", {"factor_change"}),
+        ("OneLogin.UserAssumption", "User assumed another user's account", "Mountain Lion", {"sensitive_api"}),
+        ("OneLogin.PasswordAccess", "User accessed another user's password", "Mountain Lion", {"sensitive_api"}),
+        ("OneLogin.PasswordAccess", "User accessed their own password", "Bob Cat", set()),
+        ("OneLogin.PasswordChanged", "User changed another's password", "Mountain Lion", {"sensitive_api"}),
+        ("OneLogin.PasswordChanged", "User changed their password", "Bob Cat", set()),
+        ("OneLogin.ThresholdAccountsDeleted", "User Account Delete Event", " Lion", {"delete"}),
+        (
+            "Standard.AdminRoleAssigned",
+            "OneLogin - Super user permissions assigned",
+            "Bobert O'Bobly",
+            {"privilege_grant"},
+        ),
+    ],
+)
+def test_onelogin_events_are_read_for_the_person_who_acted(
+    rule: str, test_name: str, actor: str, features: set[str]
+) -> None:
+    """OneLogin was not read (it names people by full name, which the directory's display name now resolves)."""
+    (record,) = [
+        r["log"]
+        for r in map(orjson.loads, (DATASETS / "onelogin.ndjson").read_bytes().splitlines())
+        if r["rule_id"] == rule and r["test_name"] == test_name
+    ]
+    obs = observed(record)
+    assert obs.actor == actor and names(obs) == features
+
+
+def test_a_onelogin_privilege_given_to_oneself_is_a_self_grant_and_an_event_naming_no_one_is_no_one_s() -> None:
+    granted = {
+        "event_type_id": 72,
+        "privilege_name": "Super user",
+        "user_name": "Bob Cat",
+        "actor_user_name": "bob  cat",
+    }
+    assert names(observed(granted)) == {"privilege_grant", "self_grant"}
+    assert EXTRACTOR.extract({"event_type_id": 8, "user_name": None, "actor_user_name": ""}) is None
+    stamped = {"event_type_id": "5", "user_name": "Bob Cat", "created_at": "2024-03-01T12:00:00.123Z"}
+    assert record_time(stamped) == datetime(2024, 3, 1, 12, 0, 0, 123000, tzinfo=UTC)

@@ -409,9 +409,9 @@ class Extractor:
 
     def _others(self, raw: dict[str, Any]) -> Observation | None:
         """The shapes tried last: collaboration and cloud services' (`saas`), Entra ID's as diagnostic settings export
-        it, Azure's activity log, Duo's administrator log, and privileged access (`pam`: Vault, sudo, sshd, su, auditd,
-        Kubernetes), Windows Security events in evtx JSON or flat and Defender for Endpoint's device logons (`winlog`);
-        None for any other."""
+        it, Azure's activity log, Duo's administrator log, OneLogin's events, privileged access (`pam`: Vault, sudo,
+        sshd, su, auditd, Kubernetes), Windows Security events in evtx JSON or flat and Defender for Endpoint's device
+        logons (`winlog`); None for any other."""
         kind = raw.get("event_type")
         if isinstance(kind, str) and raw.get("type") == "event":
             return saas.box(raw, self.org_domains)
@@ -444,6 +444,8 @@ class Extractor:
         action = raw.get("action")
         if isinstance(action, str) and "username" in raw and "isotimestamp" in raw:
             return saas.duo_admin(raw, action)
+        if "event_type_id" in raw and ("user_name" in raw or "actor_user_name" in raw):
+            return saas.onelogin(raw)
         if isinstance(raw.get("request"), dict) and raw.get("type") in ("request", "response"):
             return pam.vault(raw)
         if raw.get("program") in SYSLOG_PROGRAMS:

@@ -161,6 +161,19 @@ DUO_ADMIN = _table(
     },
 )
 """Duo administrator log actions -> features; `DUO_WEAKENED` reads the actions whose description decides."""
+ONELOGIN = {
+    5: "signin",  # logged in to OneLogin
+    6: "signin_failed",
+    90: "access_denied",  # an application the person may not use
+    24: "factor_change",  # an OTP device removed
+    172: "factor_change",  # an authentication factor removed
+    72: "privilege_grant",  # administrative privileges given to a user
+    17: "delete",  # a user deleted
+}
+"""OneLogin event types (`event_type_id`) -> features."""
+ONELOGIN_ON_ANOTHER = frozenset({3, 11, 240})
+"""Event types that are sensitive when done to another person: an account assumed (acting as them), a password
+changed, an application password viewed."""
 DUO_WEAKENED = {
     "user_update": ("status", {"bypass"}),  # a user's second factor switched off
     "admin_single_sign_on_update": ("enforcement_status", {"disabled", "optional"}),
@@ -290,6 +303,26 @@ def duo_admin(raw: dict[str, Any], action: str) -> Observation | None:
         value = description.get(key) if isinstance(description, dict) else None
         feature = "sensitive_api" if str(value).lower() in values else None
     return counting(name, feature)
+
+
+def onelogin(raw: dict[str, Any]) -> Observation | None:
+    """A OneLogin event (Events API), by the person who acted: `actor_user_name`, else `user_name` (OneLogin gives
+    full names, which the directory's display name resolves). What was done to another person (their account
+    assumed, their application password viewed, their password changed) counts for the one who did it; done to
+    oneself, nothing. A privilege given to oneself is a self-grant too."""
+    user = name_of(raw.get("user_name"))
+    name = name_of(raw.get("actor_user_name")) or user
+    if name is None:
+        return None
+    kind = whole(raw.get("event_type_id"))
+    feature = ONELOGIN.get(kind)
+    other = user is not None and " ".join(user.lower().split()) != " ".join(name.lower().split())
+    if kind in ONELOGIN_ON_ANOTHER:
+        feature = "sensitive_api" if other else None
+    obs = counting(name, feature)
+    if feature == "privilege_grant" and not other:
+        obs.features.append(("self_grant", 1.0))
+    return obs
 
 
 def _gcp_policy(payload: dict[str, Any], actor: str, org_domains: Set[str]) -> list[tuple[str, float]]:
