@@ -122,6 +122,34 @@ def test_teleport_and_sudo_sessions_have_start_end_commands_and_recording() -> N
     assert len(denied) == 1 and denied[0].commands[0].outcome == "failure"
 
 
+def test_su_sessions_have_the_account_switched_to_and_their_pam_session() -> None:
+    lines = [
+        "Dec  3 11:00:00 web-1 su[700]: (to root) alice on pts/0",
+        "Dec  3 11:00:00 web-1 su[700]: pam_unix(su-l:session): session opened for user root(uid=0) by alice(uid=1000)",
+        "Dec  3 11:04:09 web-1 su[700]: pam_unix(su-l:session): session closed for user root",
+        "Dec  3 11:05:00 web-1 su[702]: pam_unix(su:auth): authentication failure; logname=bob uid=1001 tty=pts/1",
+        "Dec  3 11:05:02 web-1 su[702]: FAILED SU (to root) bob on pts/1",
+    ]
+    rows = []
+    for n, line in enumerate(lines):
+        record, _ = parse_syslog_line(line, NOW)
+        event = to_event(record, filetail.DEFAULT_SOURCES["sudo"], "sudo")
+        rows.append({"id": f"u{n}", "time": event.time, "actor": event.actor, "outcome": event.outcome, "raw": record})
+    alice, bob = sessions_from(rows)
+    assert (alice.kind, alice.id, alice.user, alice.host, alice.login) == ("su", "web-1:700", "alice", "web-1", "root")
+    assert alice.start == datetime(2026, 12, 3, 11, 0, tzinfo=UTC) and alice.end == datetime(
+        2026, 12, 3, 11, 4, 9, tzinfo=UTC
+    )
+    assert alice.events == ["u0", "u1", "u2"] and not alice.commands
+    assert (bob.user, bob.login, bob.start, bob.end) == (
+        "bob",
+        "root",
+        datetime(2026, 12, 3, 11, 5, 2, tzinfo=UTC),
+        None,
+    )
+    assert bob.events == ["u4"], "PAM's failure line repeats su's own"
+
+
 async def test_evidence_seals_readable_recordings_and_references_the_rest(store: Store, tmp_path: Path) -> None:
     recording = tmp_path / "teleport" / "6f1c.tar"
     recording.parent.mkdir()

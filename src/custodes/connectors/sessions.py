@@ -1,4 +1,4 @@
-"""Privileged sessions from stored events: Teleport SSH sessions and sudo sessions, each with its start, end,
+"""Privileged sessions from stored events: Teleport SSH sessions, sudo and su sessions, each with its start, end,
 user, host, the commands run and the reference of its recording.
 
 - Teleport: the events of one ``sid`` (``session.start``, ``session.command``/``exec``, ``session.end``,
@@ -7,6 +7,8 @@ user, host, the commands run and the reference of its recording.
   closing and the command); a command logged with an I/O log id (``TSID=00/00/0A``) is recorded, its recording
   being the I/O log folder under sudo's ``iolog_dir`` (``responder.evidence.sudo_iolog_dir``). A line without a
   pid (sudo's traditional syslog format) is a session of its own.
+- su (the same file tail): the lines of one ``su[pid]`` on one host, the switch to another account (``login``, the
+  account run as) and its PAM session opening and closing; a failed switch is a session without an opening.
 
 Vault has no session in its audit log (requests carry a token accessor, not a session), so none is built for it.
 """
@@ -19,6 +21,8 @@ from datetime import datetime
 from typing import Any
 
 TELEPORT_COMMANDS = frozenset({"session.command", "exec"})
+SYSLOG_SESSION_EVENTS = frozenset({"command", "denied", "session_open", "session_close", "switch", "switch_failed"})
+"""The sudo and su lines that belong to a session (the parser's `event`)."""
 
 
 @dataclass(slots=True)
@@ -89,7 +93,9 @@ def _teleport(session: PrivilegedSession, row: Mapping[str, Any], raw: Mapping[s
             session.commands.append(Command(row["time"], command, str(row.get("outcome"))))
 
 
-def _sudo(session: PrivilegedSession, row: Mapping[str, Any], raw: Mapping[str, Any]) -> None:
+def _syslog(session: PrivilegedSession, row: Mapping[str, Any], raw: Mapping[str, Any]) -> None:
+    """A sudo or su line into its session: its user, host and the account run as; its PAM session's opening and
+    closing; a sudo command (its recording when logged with an I/O log id); a switch to another account."""
     kind = raw.get("event")
     session.user = session.user or raw.get("user")
     session.host = session.host or raw.get("host")
@@ -103,15 +109,18 @@ def _sudo(session: PrivilegedSession, row: Mapping[str, Any], raw: Mapping[str, 
         session.commands.append(Command(row["time"], str(raw["command"]), str(row.get("outcome"))))
         if raw.get("tsid"):
             session.recording = f"sudo-io:{raw['tsid']}"
+    elif kind in ("switch", "switch_failed"):
+        session.start = session.start or row["time"]
 
 
 def _key(row: Mapping[str, Any], raw: Mapping[str, Any]) -> tuple[str, str] | None:
     if raw.get("sid") and isinstance(raw.get("event"), str) and str(raw.get("event")).startswith(("session.", "exec")):
         return "teleport", str(raw["sid"])
-    if raw.get("program") == "sudo" and raw.get("event") in ("command", "denied", "session_open", "session_close"):
+    program = raw.get("program")
+    if program in ("sudo", "su") and raw.get("event") in SYSLOG_SESSION_EVENTS:
         if raw.get("pid"):
-            return "sudo", f"{raw.get('host')}:{raw['pid']}"
-        return "sudo", str(row["id"])
+            return str(program), f"{raw.get('host')}:{raw['pid']}"
+        return str(program), str(row["id"])
     return None
 
 
@@ -127,5 +136,5 @@ def sessions_from(rows: Iterable[Mapping[str, Any]]) -> list[PrivilegedSession]:
             continue
         session = found.setdefault(key, PrivilegedSession(key[0], key[1]))
         session.events.append(str(row["id"]))
-        (_teleport if key[0] == "teleport" else _sudo)(session, row, raw)
+        (_teleport if key[0] == "teleport" else _syslog)(session, row, raw)
     return sorted(found.values(), key=lambda item: (item.start is None, item.start or datetime.min, item.id))
