@@ -371,3 +371,28 @@ def test_malformed_windows_records_are_read_without_error() -> None:
         record_time(record)
         assert to_event(record, WINDOWS, "w").source == "w"
     assert read(broken[1]) == Observation("alice", [], [("host", "WS-1")], "WS-1"), "the leaf, however deep"
+
+
+def test_a_removable_storage_write_shipped_by_winlogbeat_is_a_usb_copy() -> None:
+    """The same 4663 as Winlogbeat or Elastic Agent ship it (ECS, its task and mask under `winlog`; the action the
+    task's name, or one a pipeline gave it): a write counts, a read does not, and neither is a device connected."""
+    shipped = {
+        "@timestamp": "2024-03-04T09:15:02.123Z",
+        "event": {"code": "4663", "category": ["file"], "type": ["access"], "action": "Removable Storage"},
+        "host": {"name": "WS-ALICE"},
+        "user": {"name": "alice", "domain": "CORP"},
+        "file": {"path": "E:\\\\export\\\\plans.xlsx"},
+        "winlog": {
+            "channel": "Security",
+            "event_id": "4663",
+            "task": "Removable Storage",
+            "event_data": {"SubjectUserName": "alice", "ObjectName": "\\\\Device\\\\HarddiskVolume7\\\\plans.xlsx",
+                           "AccessMask": "0x2"},
+        },
+    }  # fmt: skip
+    assert read(shipped) == Observation("alice", [("usb_files", 1.0)], [], "WS-ALICE")
+    reading = {**shipped, "winlog": {**shipped["winlog"], "event_data": {"AccessMask": "0x1"}}}  # type: ignore[dict-item]
+    assert read(reading) == Observation("alice", [], [], "WS-ALICE"), "a read from the stick"
+    event = {"code": "4663", "category": ["file"], "action": "object-access-attempted"}
+    assert read({**shipped, "event": event}) == Observation("alice", [("usb_files", 1.0)], [], "WS-ALICE")
+    assert read({**reading, "event": event}) == Observation("alice", [], [], "WS-ALICE")

@@ -759,7 +759,10 @@ class Extractor:
                 seen += _ecs_client(raw)
         elif "usb" in action or "device" in action or "removable" in action or isinstance(raw.get("device"), dict):
             file = raw.get("file") or {}
-            if "disconnect" in action or "removed" in action or "eject" in action:
+            if "winlog" in raw:  # Windows' object access on removable storage (4663): a write is a file copied
+                if winlog.shipped_removable_write(raw["winlog"]):
+                    features.append(("usb_files", 1.0))
+            elif "disconnect" in action or "removed" in action or "eject" in action:
                 pass  # taking a device out moves no data; only its connection counts
             elif isinstance(file, dict) and file.get("path"):
                 features.append(("usb_files", 1.0))
@@ -780,6 +783,8 @@ class Extractor:
             path = file.get("path") if isinstance(file, dict) else None
             if str(event.get("outcome")) == "failure":
                 features.append(("access_denied", 1.0))  # a file the person may not open (Windows 4656, auditd)
+            elif "winlog" in raw and winlog.shipped_removable_write(raw["winlog"]):
+                features.append(("usb_files", 1.0))  # the same 4663, where a pipeline gave it an action of its own
             elif action in ("deletion", "delete", "deleted"):
                 features.append(("delete", 1.0))
             elif action in ("creation", "create", "created") and str(file.get("extension", "")).lower() in (

@@ -51,7 +51,7 @@ def security(flat: dict[str, Any]) -> Observation | None:
     if code == "4625":
         return counting(name, "signin_failed")
     failed = win.audit_failure(flat)
-    if code == "4663" and not failed and _removable(flat) and win.access_mask(flat) & WRITES:
+    if code == "4663" and not failed and removable_write(flat):
         return Observation(name, [("usb_files", 1.0)], [], win.computer(flat))
     if code in REFUSED and failed:
         return counting(name, "access_denied")
@@ -84,6 +84,15 @@ def at_machine(name: str, host: str | None, kind: str) -> Observation:
     return Observation(name, [], [("host", host)], host)
 
 
-def _removable(flat: dict[str, Any]) -> bool:
+def removable_write(flat: dict[str, Any]) -> bool:
+    """Whether an object access (4663) wrote a file on removable storage: its task is Removable Storage (a number,
+    or a name as Splunk's classic fields and Winlogbeat give it) and its mask holds `WriteData` or `AppendData`."""
     task = flat.get("Task", flat.get("TaskCategory"))
-    return str(task).strip().lower() in REMOVABLE_STORAGE
+    return str(task).strip().lower() in REMOVABLE_STORAGE and bool(win.access_mask(flat) & WRITES)
+
+
+def shipped_removable_write(shipped: Any) -> bool:
+    """`removable_write` for a Windows event as Winlogbeat or Elastic Agent ship it (`winlog.task`, the mask in
+    `winlog.event_data`)."""
+    data = shipped.get("event_data") if isinstance(shipped, dict) else None
+    return isinstance(data, dict) and removable_write({**data, "Task": shipped.get("task")})
