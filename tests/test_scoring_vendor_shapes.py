@@ -229,6 +229,8 @@ def winlogbeat_admin(code: str, outcome: str = "success") -> dict[str, Any]:
         (winlogbeat_admin("4724"), {"sensitive_api"}),  # someone else's password reset
         (winlogbeat_admin("1102"), {"sensitive_api"}),  # the Security log cleared
         (winlogbeat_admin("4719"), {"sensitive_api"}),
+        (winlogbeat_admin("4720"), {"sensitive_api"}),  # an account created
+        (winlogbeat_admin("4722"), {"sensitive_api"}),  # an account enabled again
         (winlogbeat_admin("4728", "failure"), set()),
         (winlogbeat_admin("4738"), set()),  # an account changed
     ],

@@ -20,6 +20,8 @@ WINDOWS_ADMIN: Final = {
     "4724": "sensitive_api",  # another account's password reset
     "1102": "sensitive_api",  # the Security log cleared
     "4719": "sensitive_api",  # the system audit policy changed
+    "4720": "sensitive_api",  # a user account created
+    "4722": "sensitive_api",  # a user account enabled (a departed colleague's, say)
 }
 """Windows Security events of administration, by event id: their account is the administrator who acted, and the
 domain controller that logs them is no machine of the person's."""
