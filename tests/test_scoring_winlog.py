@@ -333,7 +333,8 @@ XML_LOGON = (
     "<Execution ProcessID='712' ThreadID='3120'/><Channel>Security</Channel><Computer>WS-DAN.corp.example</Computer>"
     "<Security/></System><EventData><Data Name='SubjectUserName'>WS-DAN$</Data><Data Name='TargetUserName'>"
     "d&amp;an</Data><Data Name='TargetDomainName'>CORP</Data><Data Name='LogonType'>2</Data>"
-    "<Data Name='IpAddress'>127.0.0.1</Data><Data Name='WorkstationName'/></EventData></Event>"
+    "<Data Name='IpAddress'>127.0.0.1</Data><Data Name='WorkstationName'>W&#x53;&#45;1&apos;&bogus;</Data>"
+    "<Data Name='LogonProcessName'/></EventData></Event>"
 )
 
 
@@ -346,6 +347,7 @@ def test_a_splunk_result_with_only_its_xml_is_read_from_the_xml() -> None:
     assert (event.actor, event.action, event.target, event.src_ip) == ("d&an", "4624", "WS-DAN.corp.example", None)
     base = security_fields(result)
     assert base is not None and base["TimeCreated"] == "2024-03-01T12:00:00.1234567Z"
+    assert base["WorkstationName"] == "WS-1'&bogus;", "XML's entities and character references, nothing else"
     assert security_fields({**result, "TargetUserName": "dan"}) == {**base, "TargetUserName": "dan"}, (
         "a field the search head extracted wins"
     )

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from html import unescape
+from functools import cache
 from pathlib import Path
 from typing import Any, Final
 
@@ -104,20 +104,43 @@ def security_fields(record: dict[str, Any]) -> dict[str, Any] | None:
     return flat if event_code(flat) else None
 
 
-_XML_SYSTEM = re.compile(r"<(EventID|Task|Keywords|EventRecordID|Channel|Computer)(?:\s[^>]*)?>([^<]*)</\1>")
-_XML_TIME = re.compile(r"<TimeCreated SystemTime=['\"]([^'\"]+)['\"]")
-_XML_DATA = re.compile(r"<Data Name=['\"]([^'\"]+)['\"]>([^<]*)</Data>")
+_XML_ENTITIES: Final = {"lt": "<", "gt": ">", "amp": "&", "quot": '"', "apos": "'"}
+
+
+@cache
+def _xml_patterns() -> tuple[re.Pattern[str], re.Pattern[str], re.Pattern[str], re.Pattern[str]]:
+    """The patterns an event's XML is read with (compiled on first use: most processes read none)."""
+    return (
+        re.compile(r"<(EventID|Task|Keywords|EventRecordID|Channel|Computer)(?:\s[^>]*)?>([^<]*)</\1>"),
+        re.compile(r"<TimeCreated SystemTime=['\"]([^'\"]+)['\"]"),
+        re.compile(r"<Data Name=['\"]([^'\"]+)['\"]>([^<]*)</Data>"),
+        re.compile(r"&(?:#(\d{1,7})|#x([0-9A-Fa-f]{1,6})|(lt|gt|amp|quot|apos));"),
+    )
 
 
 def xml_fields(text: str) -> dict[str, Any]:
-    """The System values and named `Data` of an event's XML rendering (Splunk's `XmlWinEventLog` `_raw`), entities
-    unescaped. Read by pattern, not by an XML parser: the text is the event's, and nothing in it is expanded."""
-    fields: dict[str, Any] = {name: unescape(value) for name, value in _XML_SYSTEM.findall(text)}
-    found = _XML_TIME.search(text)
+    """The System values and named `Data` of an event's XML rendering (Splunk's `XmlWinEventLog` `_raw`), XML's
+    entities and character references unescaped. Read by pattern, not by an XML parser: the text is the event's, and
+    nothing in it is expanded."""
+    system, created, data, entity = _xml_patterns()
+
+    def unescape(value: str) -> str:
+        return entity.sub(_entity, value) if "&" in value else value
+
+    fields: dict[str, Any] = {name: unescape(value) for name, value in system.findall(text)}
+    found = created.search(text)
     if found is not None:
         fields["TimeCreated"] = found[1]
-    fields.update((name, unescape(value)) for name, value in _XML_DATA.findall(text))
+    fields.update((name, unescape(value)) for name, value in data.findall(text))
     return fields
+
+
+def _entity(found: re.Match[str]) -> str:
+    decimal, hexadecimal, name = found.groups()
+    if name is not None:
+        return _XML_ENTITIES[name]
+    code = int(decimal) if decimal is not None else int(hexadecimal, 16)
+    return chr(code) if code <= 0x10FFFF else found[0]
 
 
 def event_code(flat: dict[str, Any]) -> str:
