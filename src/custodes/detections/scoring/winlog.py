@@ -42,8 +42,9 @@ def security(flat: dict[str, Any]) -> Observation | None:
     """A Windows Security event (flat fields, `windows.security_fields`): a logon, logoff, lock or unlock puts the
     person at the machine (not a network, batch or service logon); a refused logon (4625) is a failed sign-in; a
     file written to removable storage (4663, task Removable Storage) is a file copied to USB on the machine; an
-    object or share refused is an access denied; group memberships, password resets, the log cleared and the audit
-    policy changed are the administrator's (`WINDOWS_ADMIN`). None for any other event."""
+    object or share refused is an access denied; administration (`WINDOWS_ADMIN`: group memberships, password
+    resets, accounts created or enabled, the log cleared, the audit policy changed) is the administrator's. None for
+    any other event."""
     code = win.event_code(flat)
     name = win.security_actor(flat, code)
     if name is None:
