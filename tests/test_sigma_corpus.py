@@ -7,11 +7,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import yaml
 
 from custodes.connectors.windows import flatten, rendered_records
 from custodes.detections.sigma.compiler import CompiledRule
+from custodes.detections.sigma.filematch import RecordMatcher, match_file
 from custodes.detections.sigma.index import RuleIndex
 from custodes.detections.sigma.loader import load_rules
 from custodes.detections.sigma.ruleset import RULE_SUFFIXES, RuleSet
@@ -123,3 +125,25 @@ def test_the_index_changes_no_match_over_the_regression_events(ruleset: RuleSet)
         total += len(expected)
     assert len(events) >= 200
     assert total >= len(events)
+
+
+def test_an_evtx_export_is_matched_as_windows_rules_are_written(ruleset: RuleSet, tmp_path: Path) -> None:
+    """`custodes rules match` over the regression events as evtx_dump writes them (JSON lines, each event nested under
+    `Event`), with no source: every line matches the rules its flat view matches, so each rule matches its samples as
+    SigmaHQ's expectations say."""
+    samples = sorted({case.values[1] for case in _regression_cases()})
+    lines: list[tuple[Path, dict[str, Any]]] = [(s, record) for s in samples for record in rendered_records(s)]
+    events = tmp_path / "export.jsonl"
+    events.write_bytes(b"".join(orjson.dumps(record) + b"\n" for _, record in lines))
+    out: list[str] = []
+    matcher = RecordMatcher(ruleset, None, "export")
+    found = match_file(events, matcher, workers=1, write=out.append, warn=pytest.fail, progress=lambda _: None)
+    hits = Counter((item["rule_id"], item["line"]) for item in map(orjson.loads, "".join(out).splitlines()))
+    index = RuleIndex(ruleset.rules)
+    expected = Counter((rule.id, n) for n, (_, record) in enumerate(lines, 1) for rule in index.match(flatten(record)))
+    assert found == sum(expected.values()) >= len(lines) and hits == expected
+    for case in _regression_cases():
+        rule_id, sample, match_count = case.values
+        matched = sum(hits[(rule_id, n)] for n, (path, _) in enumerate(lines, 1) if path == sample)
+        wanted = COUNT_DISCREPANCIES[rule_id][0] if rule_id in COUNT_DISCREPANCIES else match_count
+        assert matched >= 1 if wanted is None else matched == wanted, (rule_id, sample)

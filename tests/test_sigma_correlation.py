@@ -453,3 +453,49 @@ def test_generate_true_keeps_base_findings_and_references_work_across_files(tmp_
     assert not ruleset.rejections
     assert [c.rules for c in ruleset.correlations] == [(FAILED_LOGIN,)]
     assert ruleset.silent == set()
+
+
+WINDOWS = LogSource("windows", "security")
+
+
+def evtx_failure(seconds: float, user: str) -> Event:
+    """A refused logon as evtx_dump renders it (the event nested under `Event`)."""
+    raw = {
+        "Event": {
+            "System": {
+                "Provider": {"#attributes": {"Name": "Microsoft-Windows-Security-Auditing"}},
+                "EventID": 4625,
+                "Channel": "Security",
+                "Computer": "FILESRV01",
+            },
+            "EventData": {"TargetUserName": user, "LogonType": 3, "IpAddress": "10.0.0.9"},
+        }
+    }
+    return Event(f"w{next(_ids)}", T0 + timedelta(seconds=seconds), "winsec", WINDOWS, raw, actor=user)
+
+
+def test_an_evtx_export_is_matched_and_correlated_by_its_flat_fields(tmp_path: Path) -> None:
+    """Windows rules name the event's fields flat (`EventID`, `Provider_Name`, `TargetUserName`): a record rendered
+    as evtx JSON is matched and grouped by them, the record itself unchanged."""
+    text = """
+---
+title: Windows logon refused
+id: 6f1e0e3c-1c6a-4d33-9a51-0d3c2a5f0006
+name: windows_logon_refused
+status: test
+logsource: {product: windows, service: security}
+detection:
+  selection: {EventID: 4625, Provider_Name: Microsoft-Windows-Security-Auditing}
+  condition: selection
+level: low""" + correlation("""  type: event_count
+  rules: windows_logon_refused
+  group-by: [TargetUserName]
+  timespan: 10m
+  condition: {gte: 5}
+""")
+    harness = Harness(load(tmp_path, text))
+    events = [evtx_failure(n * 30, "alice") for n in range(5)] + [evtx_failure(n * 30, f"u{n}") for n in range(4)]
+    assert all(harness.engine.match(event) for event in events)
+    (finding,) = harness.feed(events)
+    assert finding.rule_id == CORRELATION and finding.entity == "alice"
+    assert "TargetUserName" not in events[0].raw

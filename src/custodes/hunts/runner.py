@@ -28,6 +28,7 @@ from custodes.detections.sigma.compiler import CompiledRule
 from custodes.detections.sigma.convert import Target, convert_rules
 from custodes.detections.sigma.engine import SigmaEngine
 from custodes.detections.sigma.enrichment import EventContext
+from custodes.detections.sigma.fields import match_view
 from custodes.detections.sigma.loader import RuleOptions, load_rules
 from custodes.detections.sigma.pipelines import pipeline_named
 from custodes.detections.sigma.routing import effective_pipeline
@@ -210,7 +211,7 @@ class HuntRunner:
                 async for events in sdk.read_window(connector, start, end):
                     scanned += len(events)
                     for event in events:
-                        if item.rule.match(event.raw):
+                        if item.rule.match(match_view(event.raw)):
                             matched.setdefault(event.id, (event, []))[1].append(item.rule)
                     if progress is not None:
                         progress(f"{item.rule.title} (pushed down)", scanned)

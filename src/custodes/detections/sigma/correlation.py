@@ -55,7 +55,7 @@ from sigma.correlations import (
 )
 
 from custodes.detections.sigma.compiler import CompiledRule, UnsupportedRuleError
-from custodes.detections.sigma.fields import field_value, field_values
+from custodes.detections.sigma.fields import field_value, field_values, match_view
 from custodes.detections.sigma.logsources import LogsourceKey, applies, logsource_key
 from custodes.model import Event, Finding, LogSource, Severity, stable_id
 
@@ -341,7 +341,7 @@ class CorrelationState:
         """
         rule = self.rule
         fields = fields or rule
-        raw = event.raw
+        raw = match_view(event.raw)
         if fields.suppressed is not None and fields.suppressed(raw):
             return None
         first = rule_ids[0]

@@ -6,6 +6,7 @@ from typing import Any, Final
 
 from custodes.detections.sigma.compiler import CompiledRule
 from custodes.detections.sigma.enrichment import EventContext
+from custodes.detections.sigma.fields import match_view
 from custodes.detections.sigma.index import RuleIndex
 from custodes.detections.sigma.logsources import LogsourceKey, applies, logsource_key
 from custodes.detections.sigma.ruleset import RuleSet
@@ -64,9 +65,10 @@ class SigmaEngine:
 
     def match(self, event: Event) -> list[CompiledRule]:
         """The rules whose detection matches the event (its record, enriched for contextual rules), in load order."""
+        raw = match_view(event.raw)
         if not self._contextual:
-            return self.match_record(event.logsource, event.raw)
-        matched = self._match_raw(event.logsource, event.raw)
+            return self.match_record(event.logsource, raw)
+        matched = self._match_raw(event.logsource, raw)
         index = self.context_index_for(event.logsource)
         if index is not None:
             return self._merge(matched, index.match(self.context.view(event)))

@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from custodes.detections.sigma.fields import match_view
+
 if TYPE_CHECKING:
     from custodes.config import EnrichmentSettings, IdentitySettings, Settings
     from custodes.detections.scoring.identity import IdentityResolver, Person
@@ -113,7 +115,7 @@ class EventContext:
 
     def view(self, event: Event) -> dict[str, Any]:
         """The record rules with `custodes.*` fields are matched against (a copy; `event.raw` is untouched)."""
-        view = dict(event.raw)
+        view = dict(match_view(event.raw))
         view[ENRICHMENT_FIELD] = self.context(event)
         return view
 

@@ -1,9 +1,23 @@
-"""Read a field of a raw vendor record the way Sigma rules name it: a literal key first, then a dotted path."""
+"""Read a field of a raw vendor record the way Sigma rules name it: a literal key first, then a dotted path; and the
+record rules are matched against (`match_view`)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Any
+
+from custodes.connectors.windows import flatten
+
+
+def match_view(record: dict[str, Any]) -> dict[str, Any]:
+    """What rules are matched against: the record as it is, except a Windows event rendered as evtx JSON
+    (`{"Event": {"System": ..., "EventData": ...}}`, as `evtx_dump` writes it), matched by its flat field view
+    (`EventID`, `Channel`, `Provider_Name`, the event's data by name), as Sigma's Windows rules are written and as
+    Splunk, Sentinel and Winlogbeat's `event_data` hold it. The record itself is not changed."""
+    event = record.get("Event")
+    if type(event) is dict and type(event.get("System")) is dict:
+        return flatten(record)
+    return record
 
 
 def field_values(record: dict[str, Any], name: str) -> list[Any]:

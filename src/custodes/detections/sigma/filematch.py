@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Final
 import orjson
 
 from custodes.connectors.files import iter_range, iter_records, ndjson_ranges
+from custodes.detections.sigma.fields import match_view
 from custodes.errors import CustodesError
 
 if TYPE_CHECKING:
@@ -89,7 +90,7 @@ class RecordMatcher:
         """The rules `record` matches, in load order."""
         if type(record) is not dict:
             record = self._to_event(record, self._settings, self._name).raw
-        return self._match(record)
+        return self._match(match_view(record))
 
     def _match_event(self, engine: SigmaEngine, record: dict[str, Any]) -> list[CompiledRule]:
         return engine.match(self._to_event(record, self._settings, self._name))
