@@ -398,3 +398,12 @@ def test_a_removable_storage_write_shipped_by_winlogbeat_is_a_usb_copy() -> None
     event = {"code": "4663", "category": ["file"], "action": "object-access-attempted"}
     assert read({**shipped, "event": event}) == Observation("alice", [("usb_files", 1.0)], [], "WS-ALICE")
     assert read({**reading, "event": event}) == Observation("alice", [], [], "WS-ALICE")
+
+
+def test_another_accounts_credentials_used_is_sensitive() -> None:
+    """SigmaHQ's regression event for 4648: `xodih` logged on with `testuser`'s credentials."""
+    record = orjson.loads(EXPLICIT_LOGON.read_bytes())
+    assert read(record) == Observation("xodih", [("sensitive_api", 1.0)], [])
+    own = flat(4648, SubjectUserName="alice", TargetUserName="CORP\\Alice", TargetServerName="FILESRV01")
+    assert read(own) is None, "one's own credentials given again (a mapped drive)"
+    assert read(flat(4648, SubjectUserName="alice", TargetUserName="-")) is None

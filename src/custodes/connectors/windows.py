@@ -170,8 +170,16 @@ def _named(flat: dict[str, Any], keys: tuple[str, ...], last: bool) -> str | Non
 def security_actor(flat: dict[str, Any], code: str) -> str | None:
     """Who an event is about: the account logged on (or refused, off, locked, unlocked) for `LOGON_EVENTS`, the
     account that acted for every other."""
-    if code in LOGON_EVENTS:
-        return _named(flat, _TARGET, last=True)
+    return target_account(flat) if code in LOGON_EVENTS else subject_account(flat)
+
+
+def target_account(flat: dict[str, Any]) -> str | None:
+    """The account an event was done to or for (`TargetUserName`, Splunk's CIM `user`, the last `Account_Name`)."""
+    return _named(flat, _TARGET, last=True)
+
+
+def subject_account(flat: dict[str, Any]) -> str | None:
+    """The account that acted (`SubjectUserName`, Splunk's CIM `src_user`, the first `Account_Name`)."""
     return _named(flat, _SUBJECT, last=False)
 
 

@@ -34,6 +34,9 @@ REMOVABLE_STORAGE: Final = frozenset({"12804", "removable storage"})
 """The task (number, or name as Splunk's classic fields give it) of an object access on removable media."""
 WRITES: Final = 0x2 | 0x4
 """`WriteData` and `AppendData` in an access mask: a file written."""
+EXPLICIT_CREDENTIALS: Final = "4648"
+"""A logon with credentials given explicitly (`runas`, a mapped drive with another user name): the subject acted
+with the target account's credentials, sensitive when that account is another's."""
 DEFENDER_LOGONS: Final = "AdvancedHunting-DeviceLogonEvents"
 """The category of Defender for Endpoint's device logons as its streaming API exports them (Event Hub, storage)."""
 
@@ -42,9 +45,9 @@ def security(flat: dict[str, Any]) -> Observation | None:
     """A Windows Security event (flat fields, `windows.security_fields`): a logon, logoff, lock or unlock puts the
     person at the machine (not a network, batch or service logon); a refused logon (4625) is a failed sign-in; a
     file written to removable storage (4663, task Removable Storage) is a file copied to USB on the machine; an
-    object or share refused is an access denied; administration (`WINDOWS_ADMIN`: group memberships, password
-    resets, accounts created or enabled, the log cleared, the audit policy changed) is the administrator's. None for
-    any other event."""
+    object or share refused is an access denied; another account's credentials used (4648) is sensitive;
+    administration (`WINDOWS_ADMIN`: group memberships, password resets, accounts created or enabled, the log
+    cleared, the audit policy changed) is the administrator's. None for any other event."""
     code = win.event_code(flat)
     name = win.security_actor(flat, code)
     if name is None:
@@ -58,10 +61,18 @@ def security(flat: dict[str, Any]) -> Observation | None:
         return Observation(name, [("usb_files", 1.0)], [], win.computer(flat))
     if code in REFUSED and failed:
         return counting(name, "access_denied")
+    if code == EXPLICIT_CREDENTIALS and not failed:
+        other = win.target_account(flat)  # the account whose credentials were given
+        return counting(name, "sensitive_api") if other is not None and not _same_account(name, other) else None
     feature = WINDOWS_ADMIN.get(code)
     if feature is not None and not failed:
         return counting(name, feature)
     return None
+
+
+def _same_account(one: str, other: str) -> bool:
+    """Whether two account names are one account, letter case and a Windows domain aside."""
+    return one.rpartition("\\")[2].lower() == other.rpartition("\\")[2].lower()
 
 
 def defender_logon(row: dict[str, Any]) -> Observation | None:
