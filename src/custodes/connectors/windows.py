@@ -82,8 +82,8 @@ every other event's account is the one that acted (its `SubjectUserName`)."""
 TIME_FIELDS: Final = ("TimeCreated", "TimeGenerated", "EventTime", "SystemTime", "_time")
 """Where a flat record holds its time: evtx JSON flattened, Sentinel's `SecurityEvent`, NXLog, Splunk's result."""
 _COMPUTER = ("Computer", "ComputerName", "Hostname", "computer", "dest_nt_host", "dest", "host")
-_TARGET = ("TargetUserName", "user")
-_SUBJECT = ("SubjectUserName", "src_user")
+_TARGET = ("TargetUserName", "user", "Account_Name")
+_SUBJECT = ("SubjectUserName", "src_user", "Account_Name")
 _PLACEHOLDERS = frozenset({"", "-", "N/A"})
 AUDIT_FAILURE: Final = 0x0010000000000000
 """The `Keywords` bit of an audit failure."""
@@ -156,9 +156,10 @@ def event_code(flat: dict[str, Any]) -> str:
 
 
 def _named(flat: dict[str, Any], keys: tuple[str, ...], last: bool) -> str | None:
-    """The first of `keys` naming an account, else Splunk's classic `Account_Name` (several values: the subject
-    first, the new logon's account last); None for Windows' placeholders (`-`)."""
-    for key in (*keys, "Account_Name"):
+    """The value of the first of `keys` that names something (of several values, as Splunk's classic `Account_Name`
+    gives the subject first and the new logon's account last, the `last` or the first); None for Windows'
+    placeholders (`-`)."""
+    for key in keys:
         value = flat.get(key)
         if isinstance(value, list):
             value = value[-1 if last else 0] if value else None
@@ -185,11 +186,7 @@ def subject_account(flat: dict[str, Any]) -> str | None:
 
 def computer(flat: dict[str, Any]) -> str | None:
     """The machine that logged the event."""
-    for key in _COMPUTER:
-        value = flat.get(key)
-        if isinstance(value, str) and value.strip() not in _PLACEHOLDERS:
-            return value.strip()
-    return None
+    return _named(flat, _COMPUTER, last=False)
 
 
 def logon_type(flat: dict[str, Any]) -> str:

@@ -42,10 +42,11 @@ def without_nul(value: Any) -> Any:
     while stack:
         source, target = stack.pop()
         for key, item in source.items() if isinstance(source, dict) else enumerate(source):
-            child = _clean(item)
             if isinstance(item, dict | list | tuple):
-                child = {} if isinstance(item, dict) else []
+                child: Any = {} if isinstance(item, dict) else []
                 stack.append((item, child))
+            else:
+                child = _clean(item)
             if isinstance(target, dict):
                 target[_clean(key)] = child
             else:

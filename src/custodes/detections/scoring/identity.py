@@ -23,6 +23,7 @@ from custodes.config import IdentitySettings
 from custodes.connectors.files import file_bytes
 from custodes.detections.scoring.cert import cert_people
 from custodes.detections.scoring.idp_users import LIST_KEYS, PAGE_LINKS, day, user_entry
+from custodes.detections.scoring.observation import name_key, normalise
 from custodes.errors import CustodesError
 
 PERSON = "person"
@@ -193,14 +194,6 @@ def machine_name(host: str) -> str | None:
     return label if dot and label and not label.isdigit() else None
 
 
-def normalise(name: str) -> str:
-    """Lower-case, without a Windows domain prefix (`CORP\\jdoe`) or surrounding space."""
-    text = name.strip().lower()
-    if "\\" in text:
-        text = text.rsplit("\\", 1)[1]
-    return text
-
-
 class IdentityResolver:
     """Maps any actor name to (entity key, kind); the key is a pseudonym when `pseudonym` is given."""
 
@@ -257,7 +250,7 @@ class IdentityResolver:
             short = machine_name(host.lower())
             if short is not None:
                 self._hosts.setdefault(short, person.id)
-        name = " ".join(normalise(person.display_name or "").split())
+        name = name_key(person.display_name or "")
         if " " in name:
             known = self._names.get(name, person.id)
             self._names[name] = person.id if known == person.id else None

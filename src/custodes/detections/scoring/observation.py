@@ -29,6 +29,20 @@ def name_of(value: Any) -> str | None:
     return value if isinstance(value, str) and value.strip() else None
 
 
+def normalise(name: str) -> str:
+    """Lower-case, without a Windows domain prefix (`CORP\\jdoe`) or surrounding space."""
+    text = name.strip().lower()
+    if "\\" in text:
+        text = text.rsplit("\\", 1)[1]
+    return text
+
+
+def name_key(name: str) -> str:
+    """A name as two records are compared by: `normalise`d, its inner spaces collapsed (a full name as identity
+    providers write it, `Bob  Cat`)."""
+    return " ".join(normalise(name).split())
+
+
 def domain_of(address: str) -> str:
     """The domain of a mail address, lower-cased (the whole text when it has no `@`)."""
     return address.rpartition("@")[2].lower()

@@ -14,7 +14,7 @@ import orjson
 
 from custodes.connectors.envelope import dig
 from custodes.detections.scoring import pam
-from custodes.detections.scoring.observation import Observation, as_list, counting, domain_of, name_of, whole
+from custodes.detections.scoring.observation import Observation, as_list, counting, domain_of, name_key, name_of, whole
 
 
 def _table(**groups: Iterable[str]) -> dict[str, str]:
@@ -316,7 +316,7 @@ def onelogin(raw: dict[str, Any]) -> Observation | None:
         return None
     kind = whole(raw.get("event_type_id"))
     feature = ONELOGIN.get(kind)
-    other = user is not None and " ".join(user.lower().split()) != " ".join(name.lower().split())
+    other = user is not None and name_key(user) != name_key(name)
     if kind in ONELOGIN_ON_ANOTHER:
         feature = "sensitive_api" if other else None
     obs = counting(name, feature)

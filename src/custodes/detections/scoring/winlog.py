@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from custodes.connectors import windows as win
-from custodes.detections.scoring.observation import Observation, counting, name_of
+from custodes.detections.scoring.observation import Observation, counting, name_key, name_of
 
 REMOTE_LOGONS: Final = frozenset({"network", "batch", "service", "networkcleartext", "3", "4", "5", "8"})
 """Windows logon types that put no one at the machine: a network logon (a file share, a remote call), a batch job,
@@ -63,16 +63,11 @@ def security(flat: dict[str, Any]) -> Observation | None:
         return counting(name, "access_denied")
     if code == EXPLICIT_CREDENTIALS and not failed:
         other = win.target_account(flat)  # the account whose credentials were given
-        return counting(name, "sensitive_api") if other is not None and not _same_account(name, other) else None
+        return counting(name, "sensitive_api") if other is not None and name_key(other) != name_key(name) else None
     feature = WINDOWS_ADMIN.get(code)
     if feature is not None and not failed:
         return counting(name, feature)
     return None
-
-
-def _same_account(one: str, other: str) -> bool:
-    """Whether two account names are one account, letter case and a Windows domain aside."""
-    return one.rpartition("\\")[2].lower() == other.rpartition("\\")[2].lower()
 
 
 def defender_logon(row: dict[str, Any]) -> Observation | None:

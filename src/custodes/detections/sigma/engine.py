@@ -71,7 +71,7 @@ class SigmaEngine:
         matched = self._match_raw(event.logsource, raw)
         index = self.context_index_for(event.logsource)
         if index is not None:
-            return self._merge(matched, index.match(self.context.view(event)))
+            return self._merge(matched, index.match(self.context.view(event, raw)))
         return matched
 
     def match_record(self, logsource: LogSource, record: dict[str, Any]) -> list[CompiledRule]:

@@ -27,8 +27,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from custodes.detections.sigma.fields import match_view
-
 if TYPE_CHECKING:
     from custodes.config import EnrichmentSettings, IdentitySettings, Settings
     from custodes.detections.scoring.identity import IdentityResolver, Person
@@ -113,9 +111,10 @@ class EventContext:
             "days_to_departure": (departure - day).days if departure is not None else None,
         }
 
-    def view(self, event: Event) -> dict[str, Any]:
-        """The record rules with `custodes.*` fields are matched against (a copy; `event.raw` is untouched)."""
-        view = dict(match_view(event.raw))
+    def view(self, event: Event, record: dict[str, Any]) -> dict[str, Any]:
+        """The record rules with `custodes.*` fields are matched against: `record`, the event's as rules see it
+        (`fields.match_view`), with the event's context (a copy; `event.raw` is untouched)."""
+        view = dict(record)
         view[ENRICHMENT_FIELD] = self.context(event)
         return view
 
