@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 import pytest
+import sqlalchemy as sa
 
 from connector_support import FAST, poll, services, stored_raw
 from custodes.connectors import splunk
@@ -19,6 +20,7 @@ from custodes.sandbox.pathfaults import Fault
 from custodes.sandbox.server import running
 from custodes.services import Services
 from custodes.sources import SourceSettings
+from custodes.store.tables import events
 
 __all__ = ["services"]
 
@@ -46,7 +48,7 @@ async def splunkd() -> AsyncIterator[Splunk]:
 
 
 def connector(
-    url: str, password: str = PASSWORD, source: SourceSettings = SOURCE, **options: Any
+    url: str, password: str = PASSWORD, source: SourceSettings = SOURCE, name: str = "splunk", **options: Any
 ) -> splunk.SplunkConnector:
     host, port = url.removeprefix("http://").rsplit(":", 1)
     opts = {
@@ -61,7 +63,7 @@ def connector(
         "timeout_seconds": 0.5,
         **options,
     }
-    built = splunk.build("splunk", "splunk", source, opts, {"username": "admin", "password": password})
+    built = splunk.build(name, name, source, opts, {"username": "admin", "password": password})
     built.policy = FAST
     built.clock = lambda: NOW
     return built
@@ -156,3 +158,38 @@ async def test_a_window_with_more_results_than_its_bound_is_read_in_halves(splun
             kept.pop()
         kept.append((low, high))
     assert all(a[1] == b[0] for a, b in itertools.pairwise(kept)), "the windows read whole leave no gap"
+
+
+async def test_sudo_sshd_and_auditd_lines_in_raw_are_read_as_the_file_tail_reads_them(services: Services) -> None:
+    state = sim.SplunkState()
+    lines = [
+        "Mar  1 13:00:10 web1 sudo:    alice : TTY=pts/0 ; PWD=/home/alice ; USER=root ; COMMAND=/bin/cat /etc/shadow",
+        "Mar  1 13:00:20 web1 sudo:      bob : user NOT in sudoers ; TTY=pts/1 ; PWD=/home/bob ; USER=root ; "
+        "COMMAND=/bin/sh",
+        "Mar  1 13:00:30 web1 sshd[812]: Accepted publickey for carol from 10.0.0.5 port 5122 ssh2",
+        "Mar  1 13:00:40 web1 CRON[9]: (root) CMD (true)",
+    ]
+    for n, line in enumerate(lines, start=1):  # the host's clock is an hour ahead of UTC: Splunk's _time is right
+        state.index(T0 + timedelta(seconds=10 * n), line, index="os", sourcetype="linux_secure", user="extracted")
+    record = "type=USER_CMD msg=audit(1709294450.120:77): pid=4 uid=1000 auid=1000 msg='cwd=\"/\" cmd=6964 res=success'"
+    state.index(T0 + timedelta(seconds=50), record, index="os", sourcetype="linux_audit")
+    sudo = SourceSettings(format="sudo", product="linux", service="sudo")
+    async with running(sim.create_app(state)) as url:
+        secure = connector(url, source=sudo, name="secure", search="search index=os sourcetype=linux_secure")
+        assert await poll(services, secure) == 4
+        auditd = SourceSettings(format="auditd", product="linux", service="auditd")
+        audit = connector(url, source=auditd, name="audit", search="search index=os sourcetype=linux_audit")
+        assert await poll(services, audit) == 1
+    async with services.store.engine.connect() as conn:
+        rows = (await conn.execute(sa.select(events).order_by(events.c.time))).mappings().all()
+    seen = [(row["source"], row["actor"], row["action"], row["outcome"], row["time"]) for row in rows]
+    assert [entry[:4] for entry in seen] == [
+        ("secure", "alice", "sudo.command", "success"),
+        ("secure", "bob", "sudo.denied", "failure"),
+        ("secure", "carol", "sshd.login", "success"),
+        ("secure", "extracted", None, "unknown"),  # a program scoring does not read: the row as Splunk gives it
+        ("audit", "1000", "USER_CMD", "success"),
+    ]
+    assert [entry[4].replace(tzinfo=UTC) for entry in seen[:4]] == [T0 + timedelta(seconds=10 * n) for n in range(1, 5)]
+    assert rows[0]["raw"]["command"] == "/bin/cat /etc/shadow" and rows[4]["raw"]["cmd"] == "id"
+    assert rows[3]["raw"]["_raw"] == lines[3]

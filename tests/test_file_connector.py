@@ -275,6 +275,9 @@ def test_every_layout_reads_the_same_whatever_the_chunk_boundaries(tmp_path: Pat
         "trail": orjson.dumps({"Records": records}, option=orjson.OPT_INDENT_2),
         "trail after a key": orjson.dumps({"other": [1, {"a": 2}], "Records": records}),
         "object": orjson.dumps({"Records": "not a list", "n": 12345}, option=orjson.OPT_INDENT_2),
+        "search answer": orjson.dumps({"took": 2, "hits": {"total": {"value": 6}, "hits": hits(records)}}),
+        "page": orjson.dumps({"@odata.context": "x", "value": records, "@odata.nextLink": "y"}),
+        "a list of numbers": orjson.dumps({"value": [1, 2, {"a": 1}], "hits": {"total": 3}, "items": [[{}]]}),
     }
     for name, data in layouts.items():
         expected = list(parse_stream(iter([data]), tmp_path / name))
@@ -283,6 +286,68 @@ def test_every_layout_reads_the_same_whatever_the_chunk_boundaries(tmp_path: Pat
             assert list(parse_stream(pieces(data, size), tmp_path / name)) == expected, (name, size)
     assert [r for _, r, _ in parse_stream(iter([layouts["trail after a key"]]), tmp_path)] == records
     assert [r for _, r, _ in parse_stream(iter([layouts["array"]]), tmp_path)] == records
+
+
+def hits(records: list[Any]) -> list[dict[str, Any]]:
+    """The records as Elasticsearch answers them: hits."""
+    return [{"_index": "logs-1", "_id": str(n), "_score": 1.0, "_source": r} for n, r in enumerate(records)]
+
+
+def test_exports_saved_from_siems_and_vendor_apis_are_read_as_the_records_they_hold(tmp_path: Path) -> None:
+    trail = [{"eventID": f"e{i}", "eventTime": "2024-03-04T10:00:00Z", "eventName": "GetObject"} for i in range(3)]
+
+    def splunk(record: dict[str, Any]) -> dict[str, Any]:
+        return {"_raw": json.dumps(record), "_time": "2024-03-04T10:00:00.000+00:00", "sourcetype": "aws:cloudtrail"}
+
+    lookup = [
+        {"EventId": r["eventID"], "EventName": "GetObject", "CloudTrailEvent": json.dumps(r), "Resources": []}
+        for r in trail
+    ]
+    exports = {
+        "search.json": orjson.dumps({"took": 5, "hits": {"total": {"value": 3}, "hits": hits(trail)}}),
+        "elasticdump.ndjson": b"\n".join(orjson.dumps(hit) for hit in hits(trail)) + b"\n",
+        "export.ndjson": b"\n".join(
+            [
+                *(orjson.dumps({"preview": False, "offset": n, "result": splunk(r)}) for n, r in enumerate(trail)),
+                orjson.dumps({"preview": False, "messages": [{"type": "INFO", "text": "search finished"}]}),
+            ]
+        ),
+        "results.json": orjson.dumps(
+            {
+                "preview": False,
+                "init_offset": 0,
+                "messages": [],
+                "fields": [{"name": "_raw"}],
+                "results": list(map(splunk, trail)),
+            },
+            option=orjson.OPT_INDENT_2,
+        ),
+        "lookup-events.json": orjson.dumps({"Events": lookup, "NextToken": "abc"}, option=orjson.OPT_INDENT_2),
+        "graph.json": orjson.dumps({"@odata.context": "https://graph", "value": trail}),
+        "reports.json": orjson.dumps({"kind": "admin#reports#activities", "etag": "x", "items": trail}),
+        "hunting.json": orjson.dumps({"Schema": [{"Name": "eventID", "Type": "String"}], "Results": trail}),
+    }
+    for name, data in exports.items():
+        (tmp_path / name).write_bytes(data)
+        assert [(r, w) for _, r, w in iter_records(tmp_path / name)] == [(r, None) for r in trail], name
+    # a Splunk result whose _raw is no record of its own stays the row Splunk extracted
+    row = {"_raw": "Mar  4 10:00:00 fw-1 kernel: DROP IN=eth0", "_time": "2024-03-04T10:00:00Z", "action": "blocked"}
+    (tmp_path / "rows.json").write_bytes(orjson.dumps({"results": [row]}))
+    assert [r for _, r, _ in iter_records(tmp_path / "rows.json")] == [row]
+    # a LookupEvents item whose CloudTrailEvent is not a record keeps its summary, with a warning
+    broken = {"EventId": "e9", "EventTime": "2024-03-04T10:00:00Z", "CloudTrailEvent": "{cut"}
+    (tmp_path / "broken.json").write_bytes(orjson.dumps([broken]))
+    [(_, record, warning)] = iter_records(tmp_path / "broken.json")
+    assert record["eventID"] == "e9" and record["eventTime"] == broken["EventTime"]
+    assert warning == "CloudTrailEvent is not a JSON object; kept the LookupEvents summary"
+    # a single record whose own fields are named as lists of records is kept whole
+    one = {"id": "r1", "value": [1, 2], "hits": {"total": 2}, "items": "x", "results": [[1]]}
+    (tmp_path / "one.json").write_bytes(orjson.dumps(one, option=orjson.OPT_INDENT_2))
+    assert [r for _, r, _ in iter_records(tmp_path / "one.json")] == [one]
+    # what a record holds is not unwrapped unless the file's first record is an export's
+    plain = [{"id": "p1", "result": {"a": 1}}, {"id": "p2", "_source": {"b": 2}, "_id": "x"}]
+    (tmp_path / "plain.ndjson").write_bytes(b"\n".join(map(orjson.dumps, plain)))
+    assert [r for _, r, _ in iter_records(tmp_path / "plain.ndjson")] == plain
 
 
 def test_a_document_yields_its_first_record_before_the_rest_is_read(tmp_path: Path) -> None:

@@ -192,6 +192,25 @@ def test_the_spelling_cases_each_need_the_screen_to_take_their_line(tmp_path: Pa
     assert found == expected
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_splunk_export_is_matched_as_the_records_its_results_hold(tmp_path: Path, workers: str) -> None:
+    """Each record is JSON within the result's `_raw`, where a line's bytes do not spell values as JSON does."""
+    rules = write_rules(tmp_path / "rules")
+    plain = [line for line in random_lines(random.Random(7), 3000) if line.startswith("{") and line.endswith("}")]
+    plain.append(json.dumps({"commandLine": 'say "hi" C:\\temp'}))  # no \u escape: only the decoded value tells
+    wrapped = [
+        orjson.dumps({"preview": False, "offset": n, "result": {"_raw": line, "_time": "2024-03-04T10:00:00Z"}})
+        for n, line in enumerate(plain)
+    ]
+    (tmp_path / "plain.ndjson").write_text("\n".join(plain) + "\n", encoding="utf-8")
+    events = tmp_path / "export.ndjson"
+    events.write_bytes(b"\n".join(wrapped) + b"\n")
+    expected, _ = oracle(rules, tmp_path / "plain.ndjson")
+    assert len({rule for rule, _ in expected}) == len(RULES) - 1  # all but the one for lines that are not JSON
+    assert oracle(rules, events)[0] == expected
+    assert run_match(rules, events, "--workers", workers)[0] == expected
+
+
 def test_the_compiled_screen_is_cached_and_a_damaged_one_is_compiled_again(tmp_path: Path, _rule_cache: Path) -> None:
     rules = write_rules(tmp_path / "rules")
     events = tmp_path / "events.ndjson"

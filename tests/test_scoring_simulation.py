@@ -9,6 +9,7 @@ from collections import Counter
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import orjson
@@ -206,6 +207,39 @@ def test_eval_scores_records_read_again_once_and_says_so(org: Path, tmp_path: Pa
         "or a record written twice) and were scored once"
     ]
     assert twice.warnings == [f"files given more than once were read once: {org / 'okta.ndjson'}"]
+
+
+def test_exports_from_siems_and_vendor_apis_are_evaluated_as_the_records_they_hold(org: Path, tmp_path: Path) -> None:
+    settings = ScoringSettings(directory=org / "directory.json", pseudonymise=False)
+    labels = load_labels(org / "labels.json")
+    files = sorted(org.glob("*.ndjson"))
+    once = evaluate(files, labels, settings)
+
+    def records(name: str) -> list[dict[str, Any]]:
+        return [orjson.loads(line) for line in (org / name).read_bytes().splitlines() if line.strip()]
+
+    hits = [{"_index": "logs-endpoint", "_id": str(n), "_source": r} for n, r in enumerate(records("endpoint.ndjson"))]
+    exports = {  # each source as a SOC engineer would save it from where it is kept
+        "search.json": orjson.dumps({"took": 9, "hits": {"total": {"value": len(hits)}, "hits": hits}}),
+        "export.ndjson": b"\n".join(
+            orjson.dumps({"preview": False, "offset": n, "result": {"_raw": orjson.dumps(r).decode(), "_time": "0"}})
+            for n, r in enumerate(records("okta.ndjson"))
+        ),
+        "lookup.json": orjson.dumps(
+            {
+                "Events": [
+                    {"EventId": r["eventID"], "CloudTrailEvent": orjson.dumps(r).decode()}
+                    for r in records("cloudtrail.ndjson")
+                ]
+            }
+        ),
+        "signins.json": orjson.dumps({"@odata.context": "https://graph", "value": records("entra.ndjson")}),
+        "activities.json": orjson.dumps({"kind": "admin#reports#activities", "items": records("gworkspace.ndjson")}),
+    }
+    for name, data in exports.items():
+        (tmp_path / name).write_bytes(data)
+    exported = evaluate([tmp_path / name for name in exports], labels, settings)
+    assert replace(exported, seconds=0.0) == replace(once, seconds=0.0)
 
 
 def test_records_of_one_time_are_kept_unless_the_same_record() -> None:

@@ -33,6 +33,7 @@ from pydantic import Field
 from custodes.config import Section
 from custodes.connectors.base import Batch
 from custodes.connectors.envelope import to_event
+from custodes.connectors.exports import trail_record
 from custodes.connectors.http import RateLimiter
 from custodes.connectors.retry import RetryPolicy, SourceError, Transient, call
 from custodes.connectors.runtime import RangeBackfill, sweep
@@ -470,18 +471,11 @@ class CloudTrailLookupConnector:
         answer = await call("cloudtrail lookup events", attempt, self.policy)
         events: list[Event] = []
         for item in answer.get("Events") or []:
-            try:
-                record = orjson.loads(item.get("CloudTrailEvent") or "")
-            except orjson.JSONDecodeError:
-                record = None
-            if isinstance(record, dict):
-                events.append(to_event(record, self.settings, self.source))
-                continue
             kept = {key: (value.isoformat() if isinstance(value, datetime) else value) for key, value in item.items()}
-            event = to_event(
-                {**kept, "eventID": item.get("EventId"), "eventTime": kept.get("EventTime")}, self.settings, self.source
-            )
-            event.warnings.append("CloudTrailEvent is not a JSON object; kept the LookupEvents summary")
+            record, warning = trail_record(kept)
+            event = to_event(record, self.settings, self.source)
+            if warning is not None:
+                event.warnings.append(warning)
             events.append(event)
         token = answer.get("NextToken")
         return events, str(token) if token else None

@@ -28,6 +28,7 @@ from pydantic import Field, field_validator, model_validator
 from custodes.config import Section
 from custodes.connectors.base import Batch
 from custodes.connectors.envelope import iso_millis, parse_time, to_event
+from custodes.connectors.exports import hit_record
 from custodes.connectors.retry import RetryPolicy, SourceError, Transient, call
 from custodes.connectors.runtime import RangeBackfill, recent_ids
 from custodes.model import Event, stable_id, utcnow
@@ -338,11 +339,11 @@ class ElasticsearchConnector:
             after, previous = cursor, key
 
     def _event(self, hit: dict[str, Any]) -> Event:
-        source = hit.get("_source")
-        event = to_event(source if source is not None else {}, self.settings, self.source)
+        source, warning = hit_record(hit)
+        event = to_event(source, self.settings, self.source)
         event.id = stable_id(self.source, hit.get("_index"), hit["_id"])
-        if source is None:
-            event.warnings.append("hit has no _source")
+        if warning is not None:
+            event.warnings.append(warning)
         return event
 
 

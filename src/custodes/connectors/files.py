@@ -1,8 +1,9 @@
-"""Replay of log files: NDJSON, JSON arrays, single objects and CloudTrail `{"Records": [...]}` files, auditd's and
-syslog's text logs (`custodes.connectors.textlogs`), and the CERT insider-threat datasets' event CSVs
-(`custodes.connectors.cert`), gzipped or not. Files are streamed (read and
-decompressed in chunks), so memory stays bounded whatever their size. The checkpoint records how many records of
-each file were committed, so a replay resumes."""
+"""Replay of log files: NDJSON, JSON arrays, single objects and the answers of SIEMs and vendor APIs saved whole
+(CloudTrail's `{"Records": [...]}`, a Graph page, an Elasticsearch search: `custodes.connectors.exports`, which also
+unwraps each record of an export: Elasticsearch hits, Splunk's JSON export lines), auditd's and syslog's text logs
+(`custodes.connectors.textlogs`), and the CERT insider-threat datasets' event CSVs (`custodes.connectors.cert`),
+gzipped or not. Files are streamed (read and decompressed in chunks), so memory stays bounded whatever their size.
+The checkpoint records how many records of each file were committed, so a replay resumes."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ import orjson
 from custodes.connectors.base import Batch
 from custodes.connectors.cert import cert_rows, csv_rows, is_cert_csv, not_events
 from custodes.connectors.envelope import to_event
+from custodes.connectors.exports import RECORD_LISTS, RecordLists, Wrapping, wrapping_of
 from custodes.connectors.textlogs import LineParser, parse_auditd_line, parse_syslog_line
 from custodes.errors import CustodesError, Location, Problem
 from custodes.model import Event, utcnow
@@ -273,8 +275,14 @@ def _ndjson(
     """The rows of NDJSON content (its lines numbered from 1); `ended` is given the number of lines at the end."""
     number = 0
     loads, decode_error = orjson.loads, orjson.JSONDecodeError
+    wrapping: Wrapping | None = None
+    decided = False
     try:
         for block in _blocks(chunks):
+            if not decided:
+                wrapping, decided = _first_wrapping(block)
+                if wrapping is not None and wrapping.encoded:
+                    screen = None  # the screen reads values as the line spells them, not as JSON within a string
             if screen is None:
                 lines = block.split(b"\n")
                 rows: Iterable[tuple[int, bytes]] = enumerate(lines)
@@ -283,18 +291,46 @@ def _ndjson(
                 rows, count = screen.lines(block)
             for position, line in rows:
                 try:
-                    yield number + position + 1, loads(line), None
+                    record = loads(line)
                 except decode_error as exc:
                     if not line.strip():
                         continue
                     text = line.rstrip(b"\r").decode("utf-8", errors="replace")
                     at = number + position + 1
                     yield at, text, f"{path}:{at}:{exc.pos + 1}: invalid JSON ({exc.msg}); kept as text"
+                    continue
+                if wrapping is None:
+                    yield number + position + 1, record, None
+                elif (row := _row(wrapping, number + position + 1, record)) is not None:
+                    yield row
             number += count
     except _LongLine:
         raise _long_line(path, number + 1) from None
     if ended is not None:
         ended(number)
+
+
+def _first_wrapping(block: bytes) -> tuple[Wrapping | None, bool]:
+    """How the records of a block of NDJSON lines are wrapped, by its first object (`exports.wrapping_of`), and
+    whether it has one to tell by."""
+    for line in block.split(b"\n"):
+        if line.lstrip()[:1] == b"{":
+            try:
+                record = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue
+            if type(record) is dict:
+                return wrapping_of(record), True
+    return None, False
+
+
+def _row(wrapping: Wrapping | None, number: int, value: Any) -> _Row | None:
+    """The row of a decoded value: the record inside it where records are wrapped; None for no record (a
+    message line of an export)."""
+    if wrapping is None or type(value) is not dict:
+        return number, value, None
+    record, warning = wrapping.unwrap(value)
+    return None if record is None else (number, record, warning)
 
 
 def _text_log(path: Path, chunks: Iterator[bytes], parse: LineParser) -> Iterator[_Row]:
@@ -317,7 +353,7 @@ def _text_log(path: Path, chunks: Iterator[bytes], parse: LineParser) -> Iterato
 
 
 class _Document:
-    """One JSON document (an array, a CloudTrail `{"Records": [...]}` object or any object) read incrementally:
+    """One JSON document (an array, an API's answer holding a list of records, or any object) read incrementally:
     array elements are decoded one at a time, so only the current element and one chunk are held."""
 
     def __init__(self, path: Path, chunks: Iterator[bytes]) -> None:
@@ -329,29 +365,49 @@ class _Document:
         self.line = 1  # line and column of text[0] in the file
         self.column = 1
         self.ended = False
+        self.listed = False
 
     def records(self) -> Iterator[_Row]:
-        """The records: an array's elements, a `Records` array's elements, or the object itself."""
+        """The records: an array's elements, the elements of an object's lists of records (`exports.RECORD_LISTS`),
+        or the object itself; each unwrapped as the first is (`exports.wrapping_of`)."""
         opening = self._next()
         self.pos += 1
-        if opening == "[":
-            rows = enumerate(self._elements(), start=1)
-            yield from ((number, record, None) for number, record in rows)
-        else:
-            document: dict[str, Any] = {}
-            streamed = False
-            for key in self._members():
-                if key == "Records" and self._next() == "[":
-                    self.pos += 1
-                    rows = enumerate(self._elements(), start=1)
-                    yield from ((number, record, None) for number, record in rows)
-                    streamed = True
-                else:
-                    document[key] = self._value()
-            if not streamed:
-                yield 1, document, None
+        document: dict[str, Any] = {}
+        self.listed = opening == "["
+        elements = self._elements() if self.listed else self._listed(RECORD_LISTS, document)
+        wrapping: Wrapping | None = None
+        decided = False
+        for number, value in enumerate(elements, start=1):
+            if not decided and type(value) is dict:
+                wrapping, decided = wrapping_of(value), True
+            if (row := _row(wrapping, number, value)) is not None:
+                yield row
+        if not self.listed:
+            yield 1, document, None
         if self._next():
             raise self._error("Extra data")
+
+    def _listed(self, lists: RecordLists, found: dict[str, Any]) -> Iterator[Any]:
+        """The elements of the lists of records (`lists`) in the object being read (past its `{`), setting `listed`
+        if there is one; the object's other members go into `found`. A list is of records when its first element
+        is an object (or it is empty)."""
+        for key in self._members():
+            within = lists.get(key, False)
+            opening = self._next()
+            if within is None and opening == "[" and self._after() in ("{", "]"):
+                self.pos += 1
+                self.listed = True
+                yield from self._elements()
+            elif isinstance(within, dict) and opening == "{":
+                self.pos += 1
+                inner: dict[str, Any] = {}
+                before, self.listed = self.listed, False
+                yield from self._listed(within, inner)
+                if not self.listed:
+                    found[key] = inner
+                self.listed = self.listed or before
+            else:
+                found[key] = self._value()
 
     def _items(self, closing: str) -> Iterator[str]:
         """Walk the comma-separated items of an array or object up to `closing` (consumed): before each item,
@@ -392,6 +448,17 @@ class _Document:
             while pos < len(text) and text[pos] in _WHITESPACE:
                 pos += 1
             self.pos = pos
+            if pos < len(text):
+                return text[pos]
+            if not self._more():
+                return ""
+
+    def _after(self) -> str:
+        """The first character after the current one that is not whitespace (nothing consumed); "" at the end."""
+        while True:
+            text, pos = self.text, self.pos + 1
+            while pos < len(text) and text[pos] in _WHITESPACE:
+                pos += 1
             if pos < len(text):
                 return text[pos]
             if not self._more():

@@ -20,7 +20,6 @@ from dataclasses import KW_ONLY, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-import orjson
 import splunklib.binding as binding
 import splunklib.client as splunk_client
 import splunklib.results as splunk_results
@@ -29,6 +28,7 @@ from pydantic import Field
 from custodes.config import Section
 from custodes.connectors.base import Batch
 from custodes.connectors.envelope import iso_millis, parse_time, to_event
+from custodes.connectors.exports import raw_record
 from custodes.connectors.retry import RetryPolicy, SourceError, Transient, call
 from custodes.connectors.runtime import RangeBackfill, recent_ids
 from custodes.model import Event, stable_id, utcnow
@@ -50,7 +50,9 @@ class SplunkOptions(Section):
     overlap_seconds: float = Field(default=300.0, ge=0, description="re-read this far behind the cursor")
     settle_seconds: float = Field(default=60.0, ge=0, description="leave the newest seconds for the next poll")
     start: datetime | None = Field(default=None, description="first poll starts here (default: 1 hour ago)")
-    raw_json: bool = Field(default=True, description="a _raw holding a JSON object is the vendor record")
+    raw_json: bool = Field(
+        default=True, description="a _raw holding the vendor record (JSON, sudo/sshd/su, auditd) is read as it"
+    )
     timeout_seconds: float = Field(default=60.0, gt=0)
     verify: bool = True
 
@@ -187,15 +189,7 @@ class SplunkConnector:
             key = f"{result.get('index', '')}:{cd}"
         else:
             key = stable_id(result.get("_time"), result.get("host"), result.get("source"), result.get("_raw"))
-        record: dict[str, Any] = result
-        raw = result.get("_raw")
-        if self.options.raw_json and isinstance(raw, str) and raw.lstrip().startswith("{"):
-            try:
-                parsed = orjson.loads(raw)
-                if isinstance(parsed, dict):
-                    record = parsed
-            except orjson.JSONDecodeError:
-                record = result
+        record = raw_record(result) if self.options.raw_json else result
         event = to_event(record, self.settings, self.source)
         event.id = stable_id(self.source, key)
         # A record without a time of its own (generic, or a JSON _raw that carries none) has Splunk's _time.

@@ -1,0 +1,125 @@
+"""The records inside what SOC engineers save from SIEMs and vendor APIs, so that a file holding an export reads as
+the records it holds (`custodes.connectors.files`), as the service's connectors read the same answers live.
+
+A saved answer (one JSON document) holds its records in a list under a key (`RECORD_LISTS`): CloudTrail's log files
+(`Records`), a Microsoft Graph or OData page (`value`), Google's Reports API (`items`), Splunk's search results
+(`results`), Defender's advanced hunting (`Results`), `aws cloudtrail lookup-events` (`Events`) and an
+Elasticsearch search (`hits.hits`). A list is read as records only when its first element is an object.
+
+Each record may itself be wrapped (`wrapping_of`, decided by a file's first record: an export is of one kind):
+an Elasticsearch hit (`_index`, `_id`, `_source`: a search's hits, `elasticdump` lines), a line of Splunk's JSON
+export (`{"preview": false, "result": {...}}`: Splunk Web's and the REST `export` endpoint's), a Splunk result whose
+`_raw` holds the vendor's record as ingested (`raw_record`), and a LookupEvents item (its `CloudTrailEvent`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+import orjson
+
+from custodes.connectors.envelope import iso_millis, parse_time
+from custodes.connectors.textlogs import SYSLOG_PROGRAMS, parse_auditd_line, parse_syslog_line
+from custodes.model import utcnow
+
+RecordLists = dict[str, "RecordLists | None"]
+"""Keys of a document's records: None for a list of records, else the keys within the object under the key."""
+RECORD_LISTS: Final[RecordLists] = {
+    "Records": None,
+    "value": None,
+    "items": None,
+    "results": None,
+    "Results": None,
+    "Events": None,
+    "hits": {"hits": None},
+}
+
+Unwrap = Callable[[dict[str, Any]], tuple[Any, str | None]]
+"""The record inside a wrapped one, and a warning (None: none); a None record is no record (a message line)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Wrapping:
+    """How the records of an export are wrapped."""
+
+    name: str
+    unwrap: Unwrap
+    encoded: bool
+    """The record is JSON within a string: a line's bytes do not spell its values as JSON spells them."""
+
+
+def hit_record(hit: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """An Elasticsearch hit's document (`_source`); an empty one, with a warning, for a hit without it."""
+    source = hit.get("_source")
+    return (source, None) if isinstance(source, dict) else ({}, "hit has no _source")
+
+
+def raw_record(result: dict[str, Any]) -> dict[str, Any]:
+    """A Splunk result's vendor record as ingested, where its `_raw` holds one: a JSON object; a sudo, sshd or su
+    syslog line or an auditd record, parsed as the file tail parses them (`textlogs`), a syslog line at Splunk's
+    `_time` (its own stamp has neither year nor zone). Else the result itself, with the fields Splunk extracted."""
+    raw = result.get("_raw")
+    if not isinstance(raw, str):
+        return result
+    if raw.lstrip().startswith("{"):
+        try:
+            parsed = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return result
+        return parsed if isinstance(parsed, dict) else result
+    try:
+        when = parse_time(result.get("_time"))
+    except (ValueError, OverflowError, OSError):
+        when = None
+    record, warning = parse_syslog_line(raw, when or utcnow())
+    if warning is None and record["program"] in SYSLOG_PROGRAMS:
+        if when is not None:
+            record["time"] = iso_millis(when)
+        return record
+    record, warning = parse_auditd_line(raw, when or utcnow())
+    return record if warning is None else result
+
+
+def trail_record(item: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """A LookupEvents item's CloudTrail record (its `CloudTrailEvent`); where that holds no JSON object, the item's
+    summary under CloudTrail's names, with a warning."""
+    try:
+        record = orjson.loads(item.get("CloudTrailEvent") or "")
+    except orjson.JSONDecodeError:
+        record = None
+    if isinstance(record, dict):
+        return record, None
+    summary = {**item, "eventID": item.get("EventId"), "eventTime": item.get("EventTime")}
+    return summary, "CloudTrailEvent is not a JSON object; kept the LookupEvents summary"
+
+
+def _splunk_line(line: dict[str, Any]) -> tuple[Any, str | None]:
+    result = line.get("result")
+    return (raw_record(result), None) if isinstance(result, dict) else (None, None)
+
+
+def _splunk_result(result: dict[str, Any]) -> tuple[Any, str | None]:
+    return raw_record(result), None
+
+
+_HIT: Final = Wrapping("elasticsearch hit", hit_record, encoded=False)
+_SPLUNK_LINE: Final = Wrapping("splunk export", _splunk_line, encoded=True)
+_SPLUNK_RESULT: Final = Wrapping("splunk result", _splunk_result, encoded=True)
+_LOOKUP: Final = Wrapping("cloudtrail lookup", trail_record, encoded=True)
+_SPLUNK_LINE_KEYS: Final = ("preview", "offset", "lastrow")
+_SPLUNK_KEYS: Final = ("_time", "_cd", "_indextime", "sourcetype")
+
+
+def wrapping_of(record: dict[str, Any]) -> Wrapping | None:
+    """How records shaped as `record` are wrapped; None for a record as it stands."""
+    if "_source" in record and "_id" in record:
+        return _HIT
+    if any(key in record for key in _SPLUNK_LINE_KEYS) and ("result" in record or "messages" in record):
+        return _SPLUNK_LINE
+    if isinstance(record.get("_raw"), str) and any(key in record for key in _SPLUNK_KEYS):
+        return _SPLUNK_RESULT
+    if isinstance(record.get("CloudTrailEvent"), str) and "EventId" in record:
+        return _LOOKUP
+    return None
