@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import gzip
 import json
 import tracemalloc
@@ -348,6 +349,61 @@ def test_exports_saved_from_siems_and_vendor_apis_are_read_as_the_records_they_h
     plain = [{"id": "p1", "result": {"a": 1}}, {"id": "p2", "_source": {"b": 2}, "_id": "x"}]
     (tmp_path / "plain.ndjson").write_bytes(b"\n".join(map(orjson.dumps, plain)))
     assert [r for _, r, _ in iter_records(tmp_path / "plain.ndjson")] == plain
+
+
+def test_a_csv_export_is_read_as_records_of_its_columns(tmp_path: Path) -> None:
+    trail = {"eventID": "e1", "eventTime": "2024-03-04T10:00:00Z", "eventName": "GetObject", "note": 'a "b", c'}
+    secure = "Mar  4 11:00:05 web-1 sudo:    alice : TTY=pts/0 ; PWD=/ ; USER=root ; COMMAND=/bin/ls"
+    windows = "03/04/2024 10:00:07 AM\nLogName=Security\nEventCode=4624\nAccount_Name=alice"
+    export = tmp_path / "splunk.csv"
+    with export.open("w", newline="") as out:  # as Splunk writes its results: CR LF, a _raw quoted across lines
+        writer = csv.writer(out)
+        writer.writerow(["_time", "host", "_raw", "EventCode"])
+        writer.writerow(["2024-03-04T10:00:00.000+0000", "aws", json.dumps(trail), ""])
+        writer.writerow(["2024-03-04T10:00:05.000+0000", "web-1", secure, ""])
+        writer.writerow(["2024-03-04T10:00:07.000+0000", "ws-1", windows, "4624"])
+    rows = list(iter_records(export))
+    assert [(number, warning) for number, _, warning in rows] == [(2, None), (3, None), (4, None)]
+    assert rows[0][1] == trail  # the vendor's record, as the Splunk connector reads it
+    assert rows[1][1]["command"] == "/bin/ls" and rows[1][1]["time"] == "2024-03-04T10:00:05.000Z"
+    assert rows[2][1] == {"_time": "2024-03-04T10:00:07.000+0000", "host": "ws-1", "_raw": windows, "EventCode": "4624"}
+    table = tmp_path / "table.csv.gz"
+    table.write_bytes(
+        gzip.compress(
+            b"@timestamp,user.name,user.domain,event.action,,user\r\n"
+            b"2024-03-04T10:00:00Z,alice,CORP,logon,x,\r\n"
+            b"2024-03-04T10:00:01Z,bob,,logoff\r\n"
+            b"2024-03-04T10:00:02Z,carol,,logon,y,clash,extra\r\n"
+        )
+    )
+    assert list(iter_records(table)) == [
+        (
+            2,
+            {
+                "@timestamp": "2024-03-04T10:00:00Z",
+                "user": {"name": "alice", "domain": "CORP"},
+                "event": {"action": "logon"},
+                "column5": "x",
+            },
+            None,
+        ),
+        (
+            3,
+            {"@timestamp": "2024-03-04T10:00:01Z", "user": {"name": "bob"}, "event": {"action": "logoff"}},
+            "line 3: 4 fields where the header names 6",
+        ),
+        (
+            4,
+            {
+                "@timestamp": "2024-03-04T10:00:02Z",
+                "user": "clash",
+                "user.name": "carol",
+                "event": {"action": "logon"},
+                "column5": "y",
+            },
+            "line 4: 7 fields where the header names 6",
+        ),
+    ]
 
 
 def test_a_document_yields_its_first_record_before_the_rest_is_read(tmp_path: Path) -> None:

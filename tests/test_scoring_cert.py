@@ -246,12 +246,13 @@ def test_cert_times_read_alike_padded_or_not_and_impossible_ones_are_refused(tmp
     assert order_time("yesterday") == []
 
 
-def test_a_csv_that_is_not_cert_is_refused_with_its_name(cert: Path, tmp_path: Path) -> None:
+def test_a_csv_not_of_cert_events_is_read_as_its_columns_and_a_datasets_other_csvs_are_refused(
+    cert: Path, tmp_path: Path
+) -> None:
     (cert / "other.csv").write_text("a,b\n1,2\n")
-    with pytest.raises(CustodesError, match="CERT logon, device"):
+    with pytest.raises(CustodesError, match=r"other\.csv: 1 records were not scored: 1 without a time"):
         evaluate([cert / "other.csv"], [], ScoringSettings(pseudonymise=False))
-    with pytest.raises(CustodesError, match=r"other\.csv: a CSV event file must be a CERT logon, device"):
-        list(files.iter_records(cert / "other.csv"))  # as `custodes replay` reads it
+    assert list(files.iter_records(cert / "other.csv")) == [(2, {"a": "1", "b": "2"}, None)]  # as replay reads it
     misplaced = {  # a dataset's other CSVs, given as events: said where they go
         "LDAP.csv": (
             "employee_name,user_id,email,role\nA B,ABC0001,a@x.example,IT\n",
@@ -262,8 +263,8 @@ def test_a_csv_that_is_not_cert_is_refused_with_its_name(cert: Path, tmp_path: P
             r"it is the answers' insiders\.csv \(labels, not events\): give it to eval scoring's --labels",
         ),
         "psychometric.csv": (
-            "employee_name,user_id,O,C\n",
-            r"a CSV event file .* \(its header holds 'employee_name', 'user_id', 'o', 'c'\)",
+            "employee_name,user_id,O,C,E,A,N\n",
+            r"it is a CERT psychometric file \(people's traits, not events\): the evaluation does not read it",
         ),
     }
     for name, (text, message) in misplaced.items():

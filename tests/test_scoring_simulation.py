@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import errno
+import io
 import random
 from collections import Counter
 from dataclasses import replace
@@ -218,6 +219,15 @@ def test_exports_from_siems_and_vendor_apis_are_evaluated_as_the_records_they_ho
     def records(name: str) -> list[dict[str, Any]]:
         return [orjson.loads(line) for line in (org / name).read_bytes().splitlines() if line.strip()]
 
+    def splunk_csv(rows: list[dict[str, Any]]) -> bytes:
+        text = io.StringIO()
+        writer = csv.writer(text)
+        writer.writerow(["_time", "_raw", "sourcetype"])
+        writer.writerows(["0", orjson.dumps(r).decode(), "aws:cloudtrail"] for r in rows)
+        return text.getvalue().encode()
+
+    trail = records("cloudtrail.ndjson")
+    half = len(trail) // 2
     hits = [{"_index": "logs-endpoint", "_id": str(n), "_source": r} for n, r in enumerate(records("endpoint.ndjson"))]
     exports = {  # each source as a SOC engineer would save it from where it is kept
         "search.json": orjson.dumps({"took": 9, "hits": {"total": {"value": len(hits)}, "hits": hits}}),
@@ -226,13 +236,9 @@ def test_exports_from_siems_and_vendor_apis_are_evaluated_as_the_records_they_ho
             for n, r in enumerate(records("okta.ndjson"))
         ),
         "lookup.json": orjson.dumps(
-            {
-                "Events": [
-                    {"EventId": r["eventID"], "CloudTrailEvent": orjson.dumps(r).decode()}
-                    for r in records("cloudtrail.ndjson")
-                ]
-            }
+            {"Events": [{"EventId": r["eventID"], "CloudTrailEvent": orjson.dumps(r).decode()} for r in trail[:half]]}
         ),
+        "splunk.csv": splunk_csv(trail[half:]),
         "signins.json": orjson.dumps({"@odata.context": "https://graph", "value": records("entra.ndjson")}),
         "activities.json": orjson.dumps({"kind": "admin#reports#activities", "items": records("gworkspace.ndjson")}),
     }

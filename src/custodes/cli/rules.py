@@ -293,7 +293,7 @@ def rules_match(
         typer.Option(
             "--events",
             "-e",
-            help="NDJSON, JSON array, CloudTrail Records file, auditd or syslog log, or CERT event CSV (gzip too).",
+            help="NDJSON, JSON array, an API's or SIEM's export, auditd or syslog log, or CSV (gzip too).",
         ),
     ],
     source: SourceOption = None,

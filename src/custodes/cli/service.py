@@ -63,7 +63,7 @@ def replay(
     files: Annotated[
         list[Path],
         typer.Argument(
-            help="Log files: NDJSON, JSON array, CloudTrail, auditd or syslog log, or CERT event CSV.", exists=False
+            help="Log files: NDJSON, JSON array, an API's or SIEM's export, auditd or syslog log, or CSV.", exists=False
         ),
     ],
     source: Annotated[str, typer.Option("--source", "-s", help="Configured source the files come from.")],

@@ -27,6 +27,8 @@ KINDS: dict[str, frozenset[str]] = {
 """Columns of each CERT file; logon and device files share theirs, so each row's activity tells them apart."""
 DIRECTORY_COLUMNS = frozenset({"user_id", "email"})
 """Columns a CERT LDAP CSV (a directory, not events) needs."""
+PSYCHOMETRIC_COLUMNS = frozenset({"employee_name", "user_id", "o", "c", "e", "a", "n"})
+"""Columns of a CERT release's `psychometric.csv` (each person's personality scores, not events)."""
 ANSWER_COLUMNS = frozenset({"dataset", "scenario", "user", "start", "end"})
 """Columns of the answers' `insiders.csv` (labels, not events): one row per insider of every dataset release."""
 KIND_NAMES = {"email": "email", "file": "file", "http": "http", "logon": "logon or device"}
@@ -53,28 +55,29 @@ def quoted(header: Sequence[str] | None) -> str:
     return ", ".join(repr(name[:40]) for name in (header or ())[:8]) or "nothing"
 
 
-def not_events(header: list[str]) -> str:
-    """Why a CSV with `header` (as `csv_rows` reads it) is not a CERT event file, and where a dataset's other CSVs
-    go instead."""
+def not_events(header: list[str]) -> str | None:
+    """Why a CSV with `header` (as `csv_rows` reads it) holds no events, where it is one of a CERT dataset's other
+    CSVs, and where it goes instead; None for any other CSV."""
     if is_answers(header):
         return "it is the answers' insiders.csv (labels, not events): give it to eval scoring's --labels"
-    if set(header) >= DIRECTORY_COLUMNS:
+    names = {h.lower() for h in header}
+    if names >= DIRECTORY_COLUMNS:
         return (
             "it is a CERT LDAP file (people, not events): give it, or its LDAP folder, as the directory (eval "
             "scoring's --directory, or scoring.directory)"
         )
-    return (
-        f"a CSV event file must be a CERT logon, device, http, email or file CSV (its header holds {quoted(header)}); "
-        "other logs are NDJSON or JSON"
-    )
+    if names >= PSYCHOMETRIC_COLUMNS:
+        return "it is a CERT psychometric file (people's traits, not events): the evaluation does not read it"
+    return None
 
 
 def csv_rows(lines: Iterable[str]) -> tuple[list[str], Iterator[tuple[int, list[str] | str]]]:
-    """The header (lower case) of a CSV and its non-empty rows, each with the line it starts on; a row the CSV
-    reader cannot read (a field past its size limit, say) is what is wrong with it, and reading goes on."""
+    """The header of a CSV (its names stripped, in their own case) and its non-empty rows, each with the line it
+    starts on; a row the CSV reader cannot read (a field past its size limit, say) is what is wrong with it, and
+    reading goes on."""
     reader = csv.reader(lines)
     try:
-        header = [h.strip().lower() for h in next(reader, [])]
+        header = [h.strip() for h in next(reader, [])]
     except csv.Error:
         header = []
 
@@ -188,13 +191,14 @@ def cert_rows(header: list[str], rows: Iterator[tuple[int, list[str] | str]]) ->
     kind = cert_kind(header)
     if kind is None:
         return None
+    names = [name.lower() for name in header]
 
     def records() -> Iterator[CertRow]:
         for number, row in rows:
             problem = row if isinstance(row, str) else None
             if not isinstance(row, str):
                 try:
-                    record = _record(kind, dict(zip(header, row, strict=False)))
+                    record = _record(kind, dict(zip(names, row, strict=False)))
                 except KeyError as exc:  # a row shorter than the header
                     problem = f"no {exc.args[0]}"
                 except ValueError as exc:
@@ -210,7 +214,8 @@ def cert_rows(header: list[str], rows: Iterator[tuple[int, list[str] | str]]) ->
 def cert_times(lines: Iterable[str]) -> Iterator[str]:
     """The time of each row of a CERT event CSV that has one, as text that sorts as the time does
     (`YYYY-MM-DDTHH:MM:SS`), read without building the records: enough to tell whether a file is in time order."""
-    header, rows = csv_rows(lines)
+    named, rows = csv_rows(lines)
+    header = [name.lower() for name in named]
     if "date" not in header:
         return
     column = header.index("date")
@@ -225,6 +230,6 @@ def cert_times(lines: Iterable[str]) -> Iterator[str]:
             continue
 
 
-def is_cert_csv(path: Path) -> bool:
-    """Whether a log file is read as a CERT event CSV (by its name: `.csv`, or `.csv.gz` compressed)."""
+def is_csv(path: Path) -> bool:
+    """Whether a log file is read as CSV (by its name: `.csv`, or `.csv.gz` compressed)."""
     return path.name.lower().endswith((".csv", ".csv.gz"))

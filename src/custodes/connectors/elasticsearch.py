@@ -28,7 +28,7 @@ from pydantic import Field, field_validator, model_validator
 from custodes.config import Section
 from custodes.connectors.base import Batch
 from custodes.connectors.envelope import iso_millis, parse_time, to_event
-from custodes.connectors.exports import hit_record
+from custodes.connectors.exports import hit_record, nested
 from custodes.connectors.retry import RetryPolicy, SourceError, Transient, call
 from custodes.connectors.runtime import RangeBackfill, recent_ids
 from custodes.model import Event, stable_id, utcnow
@@ -129,28 +129,6 @@ def _column(name: str) -> str:
 
 def _string(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _unflatten(row: dict[str, Any]) -> dict[str, Any]:
-    """ES|QL's dotted column names as nested objects (a name that collides stays dotted); nulls dropped."""
-    record: dict[str, Any] = {}
-    for name in sorted(row):
-        value = row[name]
-        if value is None:
-            continue
-        node = record
-        parts = name.split(".")
-        for part in parts[:-1]:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                break
-            node = child
-        else:
-            if parts[-1] not in node:
-                node[parts[-1]] = value
-                continue
-        record[name] = value
-    return record
 
 
 def _transient(error: Exception) -> Exception:
@@ -325,7 +303,7 @@ class ElasticsearchConnector:
                 doc_id, index, at = row.pop("_id", None), row.pop("_index", None), row.get(opts.time_field)
                 if not isinstance(doc_id, str) or not isinstance(at, str):
                     raise SourceError(f"elasticsearch esql: a row without {opts.time_field} or _id")
-                hit = {"_index": index, "_id": doc_id, "_source": _unflatten(row), "sort": [_ms(parse_time(at))]}
+                hit = {"_index": index, "_id": doc_id, "_source": nested(row), "sort": [_ms(parse_time(at))]}
                 hits.append(hit)
             yield hits
             last = rows[-1]

@@ -14,7 +14,7 @@ export (`{"preview": false, "result": {...}}`: Splunk Web's and the REST `export
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -110,6 +110,47 @@ _SPLUNK_RESULT: Final = Wrapping("splunk result", _splunk_result, encoded=True)
 _LOOKUP: Final = Wrapping("cloudtrail lookup", trail_record, encoded=True)
 _SPLUNK_LINE_KEYS: Final = ("preview", "offset", "lastrow")
 _SPLUNK_KEYS: Final = ("_time", "_cd", "_indextime", "sourcetype")
+
+
+def nested(row: dict[str, Any]) -> dict[str, Any]:
+    """A row of dotted column names (`user.name`) as the nested record they name; a name that collides stays
+    dotted, and nulls are dropped."""
+    record: dict[str, Any] = {}
+    for name in sorted(row):
+        value = row[name]
+        if value is None:
+            continue
+        node = record
+        parts = name.split(".")
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                break
+            node = child
+        else:
+            if parts[-1] not in node:
+                node[parts[-1]] = value
+                continue
+        record[name] = value
+    return record
+
+
+def table_rows(
+    header: list[str], rows: Iterable[tuple[int, list[str] | str]]
+) -> Iterator[tuple[int, dict[str, Any] | str, str | None]]:
+    """The rows of a CSV export (a SIEM's search results, a spreadsheet) as records: each column's text under its
+    name (`nested`: dotted names as objects), empty ones left out; a row of more or fewer fields than the header
+    names, with a warning; a row the CSV reader could not read is kept as its error, with a warning."""
+    names = [name or f"column{position}" for position, name in enumerate(header, start=1)]
+    for number, row in rows:
+        if isinstance(row, str):
+            yield number, row, f"line {number}: not a CSV row ({row})"
+            continue
+        record = nested({name: value for name, value in zip(names, row, strict=False) if value != ""})
+        if len(row) == len(names):
+            yield number, record, None
+        else:
+            yield number, record, f"line {number}: {len(row)} fields where the header names {len(names)}"
 
 
 def wrapping_of(record: dict[str, Any]) -> Wrapping | None:

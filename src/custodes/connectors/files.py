@@ -24,9 +24,9 @@ from typing import IO, Any, Final, Protocol, cast
 import orjson
 
 from custodes.connectors.base import Batch
-from custodes.connectors.cert import cert_rows, csv_rows, is_cert_csv, not_events
+from custodes.connectors.cert import cert_kind, cert_rows, csv_rows, is_csv, not_events
 from custodes.connectors.envelope import to_event
-from custodes.connectors.exports import RECORD_LISTS, RecordLists, Wrapping, wrapping_of
+from custodes.connectors.exports import RECORD_LISTS, RecordLists, Wrapping, table_rows, wrapping_of
 from custodes.connectors.textlogs import LineParser, parse_auditd_line, parse_syslog_line
 from custodes.errors import CustodesError, Location, Problem
 from custodes.model import Event, utcnow
@@ -90,23 +90,35 @@ def iter_records(path: Path, screen: Screen | None = None) -> Iterator[_Row]:
     A malformed line of an NDJSON file is kept as a string record with a warning naming its line; a
     malformed JSON document (array or object) is an error naming line and column. With a `screen`, the lines of
     an NDJSON file it does not pick (each shaped like an object, `{...}`) are skipped undecoded, so a malformed
-    one among them is not reported. A CERT dataset's event CSV (`.csv`, `.csv.gz`) yields its rows as ECS records; a
-    row that is not one of its kind is kept as its fields, with a warning naming its line.
+    one among them is not reported. A CSV (`.csv`, `.csv.gz`) yields its rows: a CERT dataset's event CSV's as ECS
+    records (a row that is not one of its kind kept as its fields, with a warning naming its line), any other's
+    as records of its columns (`exports.table_rows`); a CERT dataset's directory or answers are refused.
     """
-    if is_cert_csv(path):
-        yield from _cert_csv(path)
+    if is_csv(path):
+        yield from _csv(path)
         return
     with _opened(path) as stream:
         yield from parse_stream(_chunks(stream), path, screen)
 
 
-def _cert_csv(path: Path) -> Iterator[_Row]:
+def _csv(path: Path) -> Iterator[_Row]:
     with text_lines(path) as lines:
         header, rows = csv_rows(lines)
         records = cert_rows(header, rows)
         if records is None:
-            raise CustodesError.at(path, not_events(header))
+            refused = not_events(header)
+            if refused is not None:
+                raise CustodesError.at(path, refused)
+            records = _unwrapped(table_rows(header, rows))
         yield from records
+
+
+def is_cert_csv(path: Path) -> bool:
+    """Whether a log file is a CERT dataset's event CSV: named as a CSV, with a CERT event file's header."""
+    if not is_csv(path):
+        return False
+    with text_lines(path) as lines:
+        return cert_kind(csv_rows(lines)[0]) is not None
 
 
 def file_bytes(path: Path) -> bytes:
@@ -154,8 +166,8 @@ def parse_stream(chunks: Iterator[bytes], path: Path, screen: Screen | None = No
 
 def ndjson_ranges(path: Path, count: int) -> list[tuple[int, int]] | None:
     """Up to `count` byte ranges of an uncompressed NDJSON file, each of whole lines (`iter_range` reads one);
-    None for a compressed file, one JSON document, a CERT CSV, or what is not a regular file (a pipe is read once)."""
-    if not path.is_file() or is_cert_csv(path):
+    None for a compressed file, one JSON document, a CSV, or what is not a regular file (a pipe is read once)."""
+    if not path.is_file() or is_csv(path):
         return None
     with _opened(path) as stream:
         first = stream.tell()  # past a byte order mark
@@ -324,6 +336,20 @@ def _first_wrapping(block: bytes) -> tuple[Wrapping | None, bool]:
     return None, False
 
 
+def _unwrapped(rows: Iterable[_Row]) -> Iterator[_Row]:
+    """Rows of records, each unwrapped as the first object is (`exports.wrapping_of`), a warning of the row's
+    kept before the unwrapping's."""
+    wrapping: Wrapping | None = None
+    decided = False
+    for number, value, warning in rows:
+        if not decided and type(value) is dict:
+            wrapping, decided = wrapping_of(value), True
+        row = _row(wrapping, number, value)
+        if row is not None:
+            said = "; ".join(note for note in (warning, row[2]) if note)
+            yield row[0], row[1], said or None
+
+
 def _row(wrapping: Wrapping | None, number: int, value: Any) -> _Row | None:
     """The row of a decoded value: the record inside it where records are wrapped; None for no record (a
     message line of an export)."""
@@ -375,13 +401,7 @@ class _Document:
         document: dict[str, Any] = {}
         self.listed = opening == "["
         elements = self._elements() if self.listed else self._listed(RECORD_LISTS, document)
-        wrapping: Wrapping | None = None
-        decided = False
-        for number, value in enumerate(elements, start=1):
-            if not decided and type(value) is dict:
-                wrapping, decided = wrapping_of(value), True
-            if (row := _row(wrapping, number, value)) is not None:
-                yield row
+        yield from _unwrapped((number, value, None) for number, value in enumerate(elements, start=1))
         if not self.listed:
             yield 1, document, None
         if self._next():

@@ -29,7 +29,8 @@ def _department(row: dict[str, str]) -> str | None:
 def cert_people(path: Path, data: bytes) -> list[dict[str, Any]]:
     """Directory entries (Custodes JSON form) of a CERT LDAP CSV (employee_name, user_id, email, role, functional_unit,
     department)."""
-    header, rows = csv_rows(io.StringIO(data.decode("utf-8", errors="replace"), newline=""))
+    named, rows = csv_rows(io.StringIO(data.decode("utf-8", errors="replace"), newline=""))
+    header = [name.lower() for name in named]
     if not set(header) >= DIRECTORY_COLUMNS:
         raise CustodesError.at(path, "a CSV directory needs the CERT LDAP columns user_id and email")
     people = []

@@ -22,9 +22,9 @@ from zoneinfo import ZoneInfo
 import orjson
 
 from custodes.config import ScoringSettings
-from custodes.connectors.cert import RECORD_KINDS, cert_times, is_answers, is_cert_csv, quoted
+from custodes.connectors.cert import RECORD_KINDS, cert_times, is_answers, is_csv, quoted
 from custodes.connectors.envelope import parse_time
-from custodes.connectors.files import file_bytes, iter_records, text_lines
+from custodes.connectors.files import file_bytes, is_cert_csv, iter_records, text_lines
 from custodes.detections.scoring.cert import cert_answers
 from custodes.detections.scoring.engine import ScoringEngine, review_places
 from custodes.detections.scoring.explain import sentences
@@ -384,6 +384,7 @@ def _label_time(path: Path, where: str, row: dict[str, Any], name: str) -> datet
 SKIPPED = {
     "unreadable": "not a JSON object",
     "bad_row": "not a row of the CERT file's kind",
+    "bad_csv": "not a CSV row",
     "untimed": "without a time",
     "outside": "with a time outside the accepted window (custodes.timewindow)",
 }
@@ -416,10 +417,11 @@ def _records(
     tag = path.name
     window, now = TimeWindow(), utcnow()
     cert = is_cert_csv(path)
+    unreadable = "bad_row" if cert else "bad_csv" if is_csv(path) else "unreadable"
     tally = Skipped() if skipped is None else skipped
     for number, record, warning in iter_records(path):
         if not isinstance(record, dict):
-            tally.counts["bad_row" if cert else "unreadable"] += 1
+            tally.counts[unreadable] += 1
             tally.first = tally.first or (warning or "").removesuffix("; kept as text") or None
             continue
         when = record_time(record)
