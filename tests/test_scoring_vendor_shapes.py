@@ -410,6 +410,72 @@ def test_a_mass_download_seen_only_in_the_microsoft_365_audit_log_is_ranked_firs
     assert result.caught == 1 and result.incidents[0].best_rank == 1
 
 
+def mailbox(
+    operation: str, user: str, owner: str | None, logon: int, at: str = "2024-03-04T09:00:00", **fields: Any
+) -> dict[str, Any]:
+    """An Exchange mailbox audit record (unified audit log, RecordType 50 for MailItemsAccessed)."""
+    owned = {} if owner is None else {"MailboxOwnerUPN": owner}
+    extra = {"LogonType": logon, "MailboxOwnerSid": "S-1-5-21-1-2-3-1001", "ClientInfoString": "Client=OWA", **owned}
+    return unified_audit(operation, "Exchange", RecordType=50, UserId=user, CreationTime=at, **extra, **fields)
+
+
+def test_another_persons_mailbox_opened_or_sent_as_is_sensitive_and_new_per_mailbox() -> None:
+    boss = "Boss@Corp.example"
+    for record in (
+        mailbox("MailItemsAccessed", "jane@corp.example", boss, 2, OperationProperties=[{"Name": "MailAccessType"}]),
+        mailbox("FolderBind", "jane@corp.example", boss, 1),
+        mailbox("MessageBind", "jane@corp.example", boss, 0),  # a UPN of another person, whatever the logon says
+    ):
+        obs = observed(record)
+        assert obs.actor == "jane@corp.example" and names(obs) == {"sensitive_api"}, record
+        assert obs.seen == [("resource", f"mailbox:{boss}")]
+    by_sid = observed(mailbox("FolderBind", "jane@corp.example", None, 2))  # no UPN: the delegate logon tells
+    assert names(by_sid) == {"sensitive_api"} and by_sid.seen == [("resource", "mailbox:S-1-5-21-1-2-3-1001")]
+    sent = mailbox("SendAs", "jane@corp.example", boss, 2, SendAsUserSmtp="boss@corp.example")
+    behalf = mailbox("SendOnBehalf", "jane@corp.example", boss, 2, SendOnBehalfOfUserSmtp="boss@corp.example")
+    assert names(observed(sent)) == names(observed(behalf)) == {"sensitive_api"}
+    for own in (
+        mailbox("MailItemsAccessed", "jane@corp.example", "JANE@corp.example", 0),
+        mailbox("FolderBind", "jane@corp.example", "jane@corp.example", 1),  # an administrator in their own mailbox
+        mailbox("MailItemsAccessed", "jane@corp.example", None, 0),
+        mailbox("SendAs", "jane@corp.example", None, 0, SendAsUserSmtp="jane@corp.example"),
+        mailbox("SendAs", "jane@corp.example", None, 0),
+    ):
+        assert names(observed(own)) == set(), own
+
+
+def test_a_first_look_into_an_executives_mailbox_ranks_first_above_delegates_who_read_theirs_daily(
+    tmp_path: Path,
+) -> None:
+    rng = random.Random(5)
+    people = [f"user{n}@corp.example" for n in range(40)]
+    executives, assistants = people[:4], people[4:8]  # each assistant reads an executive's mail every day
+    start = datetime(2024, 3, 4, tzinfo=UTC)
+    records = []
+    for day in range(20):
+        for person in people:
+            for _ in range(rng.randint(2, 6)):
+                at = (start + timedelta(days=day, hours=rng.uniform(8, 18))).isoformat()
+                records.append(mailbox("MailItemsAccessed", person, person, 0, at))
+        for assistant, executive in zip(assistants, executives, strict=True):
+            for _ in range(rng.randint(1, 5)):
+                at = (start + timedelta(days=day, hours=rng.uniform(8, 18))).isoformat()
+                records.append(mailbox("MailItemsAccessed", assistant, executive, 2, at))
+    snoop, when = people[23], start + timedelta(days=19, hours=13)
+    records.append(mailbox("MailItemsAccessed", snoop, executives[0], 2, when.isoformat()))
+    records.append(
+        mailbox(
+            "SendAs", snoop, executives[0], 2, (when + timedelta(minutes=5)).isoformat(), SendAsUserSmtp=executives[0]
+        )
+    )
+    records.sort(key=lambda r: r["CreationTime"])
+    path = tmp_path / "audit.ndjson"
+    path.write_bytes(b"\n".join(orjson.dumps(r) for r in records))
+    label = LabelRow("incident-1", "mailbox_snooping", snoop, "insider", when, when + timedelta(hours=1))
+    result = evaluate([path], [label], ScoringSettings(pseudonymise=False, warmup_days=5))
+    assert result.caught == 1 and result.incidents[0].best_rank == 1
+
+
 def test_duo_authentications_are_sign_ins_failed_factors_or_policy_denials() -> None:
     """Once no Duo record was read: a push the user marked as fraud counted for nothing."""
     found = [r for r in records("duo") if r.get("event_type") == "authentication"]

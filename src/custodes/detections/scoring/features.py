@@ -21,7 +21,7 @@ from custodes.connectors import windows as win
 from custodes.connectors.envelope import audit_time, cloudtrail_actor, kube_audit, parse_time
 from custodes.connectors.textlogs import SYSLOG_PROGRAMS
 from custodes.detections.scoring import pam, saas, winlog
-from custodes.detections.scoring.observation import Observation, as_list, domain_of, whole
+from custodes.detections.scoring.observation import Observation, as_list, domain_of, name_key, whole
 
 CT_PRIVILEGE = frozenset(
     {
@@ -159,6 +159,13 @@ M365_FORWARD_TO = frozenset(
     {"ForwardTo", "ForwardAsAttachmentTo", "RedirectTo", "ForwardingSmtpAddress", "ForwardingAddress"}
 )
 """Exchange parameters that send a mailbox's mail elsewhere (an inbox rule's, or the mailbox's own forwarding)."""
+M365_MAILBOX_READS = frozenset({"MailItemsAccessed", "FolderBind", "MessageBind"})
+"""Exchange mailbox audit operations that open a mailbox's mail: counted when the mailbox is another person's."""
+M365_NOT_OWNER = frozenset({1, 2, 6})
+"""Exchange mailbox audit `LogonType`s of someone other than the owner: an administrator, a delegate, a delegated
+administrator (0 is the owner; 3 transport and 4 system services are no one)."""
+M365_SENT_AS = {"SendAs": "SendAsUserSmtp", "SendOnBehalf": "SendOnBehalfOfUserSmtp"}
+"""Exchange operations that send mail as another mailbox, by the field naming it."""
 ECS_SIGNIN = ("login", "logon", "logged-in", "sign-in", "signin", "session.start", "session_start")
 ECS_NOT_SIGNIN = (
     "logoff",
@@ -305,6 +312,19 @@ def _logon_type(shipped: Any) -> str:
     if kind is None and isinstance(data, dict):
         kind = data.get("LogonType")
     return str(kind or "").replace(" ", "").lower()
+
+
+def _others_mailbox(raw: dict[str, Any], name: str) -> str | None:
+    """The owner of the mailbox an Exchange audit record opened, where that is someone other than `name`: an
+    owner of another name, or, where the record names no owner's UPN, a logon as an administrator or a delegate
+    (else None)."""
+    owner = raw.get("MailboxOwnerUPN")
+    if owner:
+        return str(owner) if name_key(str(owner)) != name_key(name) else None
+    kind = raw.get("LogonType")
+    if type(kind) is int and kind in M365_NOT_OWNER:
+        return str(raw.get("MailboxOwnerSid") or raw.get("MailboxGuid") or "unknown")
+    return None
 
 
 def _m365_parameters(raw: dict[str, Any]) -> set[str]:
@@ -695,6 +715,15 @@ class Extractor:
             features.append(("mail_forwarding", 1.0))
         elif operation == "Add-MailboxPermission" or operation.rstrip(".") in ENTRA_PRIVILEGE:
             features.append(("privilege_grant", 1.0))
+        elif operation in M365_MAILBOX_READS:
+            owner = _others_mailbox(raw, str(name))
+            if owner is not None:  # a first look into a given person's mail is new to them; any look is sensitive
+                features.append(("sensitive_api", 1.0))
+                seen.append(("resource", f"mailbox:{owner}"))
+        elif operation in M365_SENT_AS:
+            sender = raw.get(M365_SENT_AS[operation])
+            if sender and name_key(str(sender)) != name_key(str(name)):
+                features.append(("sensitive_api", 1.0))
         return Observation(str(name), features, seen)
 
     def duo(self, raw: dict[str, Any]) -> Observation | None:
