@@ -400,10 +400,28 @@ def test_a_csv_export_is_read_as_records_of_its_columns(tmp_path: Path) -> None:
                 "user.name": "carol",
                 "event": {"action": "logon"},
                 "column5": "y",
+                "column7": "extra",
             },
             "line 4: 7 fields where the header names 6",
         ),
     ]
+
+
+async def test_a_csv_column_named_with_thousands_of_dots_is_stored_and_read_back(
+    services: Services, tmp_path: Path
+) -> None:
+    deep, shallow = ".".join(["a"] * 3000), ".".join(["b"] * 32)
+    path = tmp_path / "deep.csv"
+    path.write_text(f"@timestamp,{deep},{shallow}\n2024-03-04T10:00:00Z,x,y\n")
+    [(_, record, _)] = iter_records(path)
+    assert record[deep] == "x" and "a" not in record  # a name of more parts than any field's stays a name
+    node = record
+    for _ in range(31):
+        node = node["b"]
+    assert node == {"b": "y"}
+    connector = FileConnector("deep", "deep", SourceSettings(format="generic"), [path])
+    assert (await services.pipeline.replay(connector, close=True)).stored == 1  # and scoring reads the store back
+    assert (await stored_raw(services, "deep")) == [record]
 
 
 def test_a_document_yields_its_first_record_before_the_rest_is_read(tmp_path: Path) -> None:

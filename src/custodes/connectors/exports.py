@@ -36,6 +36,10 @@ RECORD_LISTS: Final[RecordLists] = {
     "hits": {"hits": None},
 }
 
+NESTED_PARTS: Final = 32
+"""The most parts of a dotted column name read as nested objects: a longer one (no vendor's field is) stays a name of
+its own, so that no column builds a record deeper than the store reads back (orjson decodes 1,024 levels)."""
+
 Unwrap = Callable[[dict[str, Any]], tuple[Any, str | None]]
 """The record inside a wrapped one, and a warning (None: none); a None record is no record (a message line)."""
 
@@ -113,15 +117,18 @@ _SPLUNK_KEYS: Final = ("_time", "_cd", "_indextime", "sourcetype")
 
 
 def nested(row: dict[str, Any]) -> dict[str, Any]:
-    """A row of dotted column names (`user.name`) as the nested record they name; a name that collides stays
-    dotted, and nulls are dropped."""
+    """A row of dotted column names (`user.name`) as the nested record they name; a name that collides, or of more
+    than `NESTED_PARTS` parts, stays dotted, and nulls are dropped."""
     record: dict[str, Any] = {}
     for name in sorted(row):
         value = row[name]
         if value is None:
             continue
         node = record
-        parts = name.split(".")
+        parts = name.split(".", NESTED_PARTS)
+        if len(parts) > NESTED_PARTS:
+            record[name] = value
+            continue
         for part in parts[:-1]:
             child = node.setdefault(part, {})
             if not isinstance(child, dict):
@@ -139,18 +146,20 @@ def table_rows(
     header: list[str], rows: Iterable[tuple[int, list[str] | str]]
 ) -> Iterator[tuple[int, dict[str, Any] | str, str | None]]:
     """The rows of a CSV export (a SIEM's search results, a spreadsheet) as records: each column's text under its
-    name (`nested`: dotted names as objects), empty ones left out; a row of more or fewer fields than the header
-    names, with a warning; a row the CSV reader could not read is kept as its error, with a warning."""
+    name (`nested`: dotted names as objects; an unnamed column, or a field past the header's names, `column<n>`),
+    empty ones left out; a row of more or fewer fields than the header names, with a warning; a row the CSV reader
+    could not read is kept as its error, with a warning."""
     names = [name or f"column{position}" for position, name in enumerate(header, start=1)]
     for number, row in rows:
         if isinstance(row, str):
             yield number, row, f"line {number}: not a CSV row ({row})"
             continue
+        names += [f"column{position}" for position in range(len(names) + 1, len(row) + 1)]
         record = nested({name: value for name, value in zip(names, row, strict=False) if value != ""})
-        if len(row) == len(names):
+        if len(row) == len(header):
             yield number, record, None
         else:
-            yield number, record, f"line {number}: {len(row)} fields where the header names {len(names)}"
+            yield number, record, f"line {number}: {len(row)} fields where the header names {len(header)}"
 
 
 def wrapping_of(record: dict[str, Any]) -> Wrapping | None:
