@@ -33,6 +33,7 @@ from custodes.detections.scoring.simulate import (
 from custodes.errors import CustodesError
 from custodes.model import Event, LogSource
 from custodes.sources import SourceSettings
+from elastic_shapes import elastic_cloudtrail
 
 runner = CliRunner()
 
@@ -246,6 +247,20 @@ def test_exports_from_siems_and_vendor_apis_are_evaluated_as_the_records_they_ho
         (tmp_path / name).write_bytes(data)
     exported = evaluate([tmp_path / name for name in exports], labels, settings)
     assert replace(exported, seconds=0.0) == replace(once, seconds=0.0)
+
+
+def test_cloudtrail_as_elastics_aws_integration_indexes_it_is_evaluated_as_cloudtrail(
+    org: Path, tmp_path: Path
+) -> None:
+    settings = ScoringSettings(directory=org / "directory.json", pseudonymise=False)
+    labels = load_labels(org / "labels.json")
+    files = sorted(org.glob("*.ndjson"))
+    once = evaluate(files, labels, settings)
+    trail = [orjson.loads(line) for line in (org / "cloudtrail.ndjson").read_bytes().splitlines() if line.strip()]
+    ecs = tmp_path / "logs-aws.cloudtrail.ndjson"  # as pulled from Elasticsearch: no event.original by default
+    ecs.write_bytes(b"\n".join(orjson.dumps(elastic_cloudtrail(record)) for record in trail))
+    indexed = evaluate([*(f for f in files if f.name != "cloudtrail.ndjson"), ecs], labels, settings)
+    assert replace(indexed, seconds=0.0) == replace(once, seconds=0.0)
 
 
 def test_records_of_one_time_are_kept_unless_the_same_record() -> None:

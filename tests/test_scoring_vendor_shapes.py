@@ -21,6 +21,7 @@ from custodes.detections.scoring.features import Extractor, record_time
 from custodes.detections.scoring.identity import PERSON, SERVICE, IdentityResolver, Person
 from custodes.detections.scoring.observation import Observation
 from custodes.sources import SourceFormatName, SourceSettings
+from elastic_shapes import elastic_cloudtrail
 
 DATASETS = SHARED / "datasets" / "panther-rule-tests"
 EXTRACTOR = Extractor(ScoringSettings(), ["panther.com", "example.io", "acme.com", "example.com"])
@@ -474,6 +475,121 @@ def test_a_first_look_into_an_executives_mailbox_ranks_first_above_delegates_who
     label = LabelRow("incident-1", "mailbox_snooping", snoop, "insider", when, when + timedelta(hours=1))
     result = evaluate([path], [label], ScoringSettings(pseudonymise=False, warmup_days=5))
     assert result.caught == 1 and result.incidents[0].best_rank == 1
+
+
+TRAIL_SAMPLES: list[dict[str, Any]] = [
+    {
+        "eventName": "GetObject",
+        "eventSource": "s3.amazonaws.com",
+        "requestParameters": {"bucketName": "payroll", "key": "2024.csv"},
+        "additionalEventData": {"bytesTransferredOut": 52311},
+    },
+    {
+        "eventName": "ConsoleLogin",
+        "eventSource": "signin.amazonaws.com",
+        "responseElements": {"ConsoleLogin": "Failure"},
+        "errorMessage": "Failed authentication",
+    },
+    {
+        "eventName": "ConsoleLogin",
+        "eventSource": "signin.amazonaws.com",
+        "responseElements": {"ConsoleLogin": "Success"},
+    },
+    {"eventName": "CreateAccessKey", "eventSource": "iam.amazonaws.com", "requestParameters": {"userName": "bob"}},
+    {
+        "eventName": "AttachUserPolicy",
+        "eventSource": "iam.amazonaws.com",
+        "requestParameters": {"userName": "alice", "policyArn": "arn:aws:iam::aws:policy/AdministratorAccess"},
+    },
+    {"eventName": "StopLogging", "eventSource": "cloudtrail.amazonaws.com", "requestParameters": {"name": "main"}},
+    {"eventName": "ListBuckets", "eventSource": "s3.amazonaws.com", "errorCode": "AccessDenied"},
+    {"eventName": "DeleteBucket", "eventSource": "s3.amazonaws.com", "requestParameters": {"bucketName": "old"}},
+    {
+        "eventName": "AssumeRole",
+        "eventSource": "sts.amazonaws.com",
+        "requestParameters": {"roleArn": "arn:aws:iam::123456789012:role/Admin", "roleSessionName": "alice"},
+    },
+]
+IDENTITIES: list[dict[str, Any]] = [
+    {
+        "type": "IAMUser",
+        "userName": "alice",
+        "arn": "arn:aws:iam::123456789012:user/alice",
+        "principalId": "AIDAEXAMPLE",
+        "accountId": "123456789012",
+    },
+    {
+        "type": "AssumedRole",
+        "arn": "arn:aws:sts::123456789012:assumed-role/Dev/alice@corp.example",
+        "principalId": "AROAEXAMPLE:alice@corp.example",
+        "accountId": "123456789012",
+        "sessionContext": {
+            "sessionIssuer": {"type": "Role", "userName": "Dev", "arn": "arn:aws:iam::123456789012:role/Dev"}
+        },
+    },
+    {
+        "type": "Root",
+        "arn": "arn:aws:iam::123456789012:root",
+        "principalId": "123456789012",
+        "accountId": "123456789012",
+    },
+]
+
+
+def trail_samples() -> list[dict[str, Any]]:
+    otrf = SHARED / "datasets" / "otrf-cloudtrail" / "ec2_proxy_s3_exfiltration_2020-09-14011940.json"
+    shared = [orjson.loads(line) for line in otrf.read_bytes().splitlines() if line.strip()]
+    made = [
+        {
+            "eventVersion": "1.08",
+            "eventTime": "2024-03-04T09:00:00Z",
+            "eventID": f"e{n}",
+            "sourceIPAddress": "198.51.100.7",
+            "userIdentity": identity,
+            **sample,
+        }
+        for n, (identity, sample) in enumerate((i, s) for i in IDENTITIES for s in TRAIL_SAMPLES)
+    ]
+    return shared + made
+
+
+@pytest.mark.parametrize("original", [False, True])
+def test_cloudtrail_in_elastics_aws_integration_is_read_as_the_cloudtrail_record(original: bool) -> None:
+    """With `event.original` the record is read as it stands; without it, it is rebuilt from the fields kept."""
+    features = set()
+    for record in trail_samples():
+        expected = EXTRACTOR.extract(record)
+        found = EXTRACTOR.extract(elastic_cloudtrail(record, original))
+        assert found == expected, record
+        features |= names(found) if found is not None else set()
+    assert features >= {
+        "download",
+        "download_bytes",
+        "signin",
+        "signin_failed",
+        "sensitive_api",
+        "access_key_other",
+        "privilege_grant",
+        "access_denied",
+        "delete",
+    }
+
+
+def test_an_ecs_document_whose_original_no_reader_knows_is_read_as_ecs() -> None:
+    logon: dict[str, Any] = {
+        "@timestamp": "2024-03-04T09:00:00Z",
+        "event": {"category": ["authentication"], "action": "logged-in", "outcome": "success"},
+        "user": {"name": "alice"},
+        "host": {"name": "ws-1"},
+    }
+    for original in (
+        '{"some": "json"}',
+        "<Event xmlns='http://schemas.microsoft.com/win/2004/08/events/event'/>",
+        "{cut",
+        '{"event": {"kind": "event"}}',
+    ):
+        kept = {**logon, "event": {**logon["event"], "original": original}}
+        assert EXTRACTOR.extract(kept) == EXTRACTOR.extract(logon)
 
 
 def test_duo_authentications_are_sign_ins_failed_factors_or_policy_denials() -> None:

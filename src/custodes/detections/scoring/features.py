@@ -20,7 +20,7 @@ from custodes.config import ScoringSettings
 from custodes.connectors import windows as win
 from custodes.connectors.envelope import audit_time, cloudtrail_actor, kube_audit, parse_time
 from custodes.connectors.textlogs import SYSLOG_PROGRAMS
-from custodes.detections.scoring import pam, saas, winlog
+from custodes.detections.scoring import elastic, pam, saas, winlog
 from custodes.detections.scoring.observation import Observation, as_list, domain_of, name_key, whole
 
 CT_PRIVILEGE = frozenset(
@@ -415,8 +415,10 @@ class Extractor:
         if isinstance(ident, dict) and "applicationName" in ident:
             return self.workspace(raw)
         event = raw.get("event")
-        if isinstance(event, dict):
-            return self.ecs(raw, event)
+        if isinstance(event, dict):  # ECS: read as the vendor's record where Elastic's integration keeps or rebuilds it
+            vendor = elastic.vendor_record(raw, event)
+            found = None if vendor is None else self.extract(vendor)
+            return self.ecs(raw, event) if found is None else found
         if isinstance(event, str) and "user" in raw and ("uid" in raw or "cluster_name" in raw):
             return pam.teleport(raw, event)
         if isinstance(raw.get("action"), str) and isinstance(raw.get("actor"), str):

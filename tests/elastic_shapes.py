@@ -1,0 +1,66 @@
+"""Vendor records as Elastic's integrations store them in ECS, for tests of reading them back (`scoring.elastic`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+
+def elastic_cloudtrail(record: dict[str, Any], original: bool = False) -> dict[str, Any]:
+    """A CloudTrail record as Elastic's AWS integration indexes it: the event in ECS, the identity and the request,
+    response and additional data under `aws.cloudtrail` (the objects under `flattened`, the text forms beside them),
+    the record itself in `event.original` only with `original` (the `preserve_original_event` tag)."""
+    identity = record.get("userIdentity") or {}
+    kind = identity.get("type")
+    issuer = ((identity.get("sessionContext") or {}).get("sessionIssuer")) or {}
+    name = issuer.get("userName") if kind == "AssumedRole" else identity.get("userName")
+    failed = bool(record.get("errorCode"))
+    event: dict[str, Any] = {
+        "action": record["eventName"],
+        "provider": record.get("eventSource"),
+        "id": record.get("eventID"),
+        "kind": "event",
+        "outcome": "failure" if failed else "success",
+        "created": "2026-12-07T10:00:00.000Z",
+    }
+    if original:
+        event["original"] = orjson.dumps(record).decode()
+    kept = {
+        "type": kind,
+        "arn": identity.get("arn"),
+        "access_key_id": identity.get("accessKeyId"),
+        "invoked_by": identity.get("invokedBy"),
+    }
+    flattened = {
+        "request_parameters": record.get("requestParameters"),
+        "response_elements": record.get("responseElements"),
+        "additional_eventdata": record.get("additionalEventData"),
+    }
+    trail = {
+        "event_version": record.get("eventVersion"),
+        "user_identity": {k: v for k, v in kept.items() if v is not None},
+        "flattened": {k: v for k, v in flattened.items() if v},
+        "request_parameters": _text(record.get("requestParameters")),
+        "error_code": record.get("errorCode"),
+        "error_message": record.get("errorMessage"),
+    }
+    document = {
+        "@timestamp": record.get("eventTime") or record.get("@timestamp"),
+        "event": event,
+        "aws": {"cloudtrail": {k: v for k, v in trail.items() if v is not None}},
+        "cloud": {"account": {"id": identity.get("accountId") or record.get("recipientAccountId")}},
+        "source": {"address": record.get("sourceIPAddress")},
+        "user": {k: v for k, v in {"id": identity.get("principalId"), "name": name}.items() if v is not None},
+        "user_agent": {"original": record.get("userAgent")},
+    }
+    return document
+
+
+def _text(value: Any) -> str | None:
+    """An object in the integration's text form, `{key=value, ...}` (not JSON)."""
+    if not isinstance(value, dict):
+        return None
+    return (
+        "{" + ", ".join(f"{key}={_text(item) if isinstance(item, dict) else item}" for key, item in value.items()) + "}"
+    )
