@@ -213,3 +213,43 @@ async def test_a_receiver_routes_a_person_s_events_by_the_directory_as_it_stands
         await channel.exchange_delete(exchange)
         await publisher.close()
         await services.close()
+
+
+async def test_an_ecs_document_scored_as_its_vendors_record_routes_by_that_records_person(
+    database: DatabaseSettings, tmp_path: Path
+) -> None:
+    """Elastic names an assumed role's role in `user.name` (the envelope's actor); scoring reads its session, the
+    person, whose other events must meet it in one partition."""
+    from elastic_shapes import elastic_cloudtrail
+    from test_cluster import AMQP_URL
+
+    people = tmp_path / "people.json"
+    people.write_bytes(orjson.dumps([{"id": "jane@corp.example", "aliases": ["jdoe"]}]))
+    settings = Settings.model_validate(
+        {
+            "database": database.model_dump(),
+            "detection": {"rules": [str(tmp_path)]},
+            "playbooks": {"paths": [str(tmp_path)]},
+            "scoring": {"directory": str(people), "pseudonymise": False},
+        }
+    )
+    identity = {
+        "type": "AssumedRole",
+        "arn": "arn:aws:sts::123456789012:assumed-role/Dev/jdoe",
+        "sessionContext": {"sessionIssuer": {"type": "Role", "userName": "Dev"}},
+    }
+    trail = {"eventName": "GetObject", "eventSource": "s3.amazonaws.com", "eventTime": "2024-03-04T10:00:00Z"}
+    document = elastic_cloudtrail({**trail, "userIdentity": identity})
+    logon = {"@timestamp": "2024-03-04T10:00:00Z", "event": {"category": ["authentication"]}, "user": {"name": "Dev"}}
+    services = await Services.open(settings)
+    publisher = await Publisher.open(AMQP_URL, f"custodes.test.{uuid.uuid4().hex[:10]}", 2)
+    try:
+        pipeline = PublishingPipeline(services.pipeline, publisher)
+        now = datetime.now(UTC)
+        assert document["user"]["name"] == "Dev"
+        assert pipeline.entity_key(Event("e1", now, "es", LogSource(), document, "Dev")) == "jane@corp.example"
+        assert pipeline.entity_key(Event("e2", now, "es", LogSource(), logon, "Dev")) == "dev"
+        assert pipeline.entity_key(Event("e3", now, "es", LogSource(), {}, None)) == "e3"
+    finally:
+        await publisher.close()
+        await services.close()

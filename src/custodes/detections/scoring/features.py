@@ -416,8 +416,7 @@ class Extractor:
             return self.workspace(raw)
         event = raw.get("event")
         if isinstance(event, dict):  # ECS: read as the vendor's record where Elastic's integration keeps or rebuilds it
-            vendor = elastic.vendor_record(raw, event)
-            found = None if vendor is None else self.extract(vendor)
+            found = self._vendor(raw, event)
             return self.ecs(raw, event) if found is None else found
         if isinstance(event, str) and "user" in raw and ("uid" in raw or "cluster_name" in raw):
             return pam.teleport(raw, event)
@@ -428,6 +427,19 @@ class Extractor:
         if raw.get("event_type") == "authentication" and "factor" in raw and "result" in raw:
             return self.duo(raw)
         return self._others(raw)
+
+    def _vendor(self, raw: dict[str, Any], event: dict[str, Any]) -> Observation | None:
+        """The observation of the vendor's record inside an ECS document (`elastic.vendor_record`), if any."""
+        vendor = elastic.vendor_record(raw, event)
+        return None if vendor is None else self.extract(vendor)
+
+    def vendor_actor(self, raw: dict[str, Any]) -> str | None:
+        """Who an ECS document's vendor record names, where scoring reads it as that record (an assumed role's
+        session, not the role Elastic names in `user.name`); None for any other record, whose envelope actor is the
+        one scoring reads."""
+        event = raw.get("event")
+        found = self._vendor(raw, event) if isinstance(event, dict) else None
+        return None if found is None else found.actor
 
     def _others(self, raw: dict[str, Any]) -> Observation | None:
         """The shapes tried last: collaboration and cloud services' (`saas`), Entra ID's as diagnostic settings export
