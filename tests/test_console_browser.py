@@ -131,8 +131,9 @@ def sign_in(chrome: WebDriver, url: str, who: str, path: str = "/") -> None:
     """Open a page, get sent to sign in, and sign in with the keyboard alone."""
     chrome.get(f"{url}{path}")
     WebDriverWait(chrome, 10).until(seen.title_contains("Sign in"))
-    field = chrome.switch_to.active_element  # the token field has the focus
-    assert field.get_attribute("id") == "token"
+    # the token field takes the focus (autofocus), which the browser may give a moment after the title: waited for
+    WebDriverWait(chrome, 10).until(lambda driver: driver.switch_to.active_element.get_attribute("id") == "token")
+    field = chrome.switch_to.active_element
     field.send_keys(TOKENS[who], Keys.ENTER)
     WebDriverWait(chrome, 10).until(seen.presence_of_element_located((By.CSS_SELECTOR, "form.who")))
     assert chrome.find_element(By.CSS_SELECTOR, ".role").text == ("approver" if who == "approver2" else who)
@@ -154,7 +155,8 @@ def test_sign_in_and_approve_a_run(chrome: WebDriver, console: Served) -> None:
     wait_for_text(chrome, "Nothing is waiting for approval.")
     # htmx swapped the body (no new document) and put the focus on the main content
     assert chrome.execute_script("return typeof htmx") == "object"
-    assert chrome.switch_to.active_element.get_attribute("id") == "main"
+    # the focus moves once htmx has settled the swap (20 ms after it), not with the swap's text: waited for
+    WebDriverWait(chrome, 10).until(lambda driver: driver.switch_to.active_element.get_attribute("id") == "main")
     assert page_problems(chrome) == []
 
 
