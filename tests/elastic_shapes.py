@@ -64,3 +64,51 @@ def _text(value: Any) -> str | None:
     return (
         "{" + ", ".join(f"{key}={_text(item) if isinstance(item, dict) else item}" for key, item in value.items()) + "}"
     )
+
+
+def elastic_okta(record: dict[str, Any]) -> dict[str, Any]:
+    """An Okta System Log event as Elastic's Okta integration indexes it (without `event.original`): its members in
+    snake case under `okta`, the client's place in ECS `client.geo`, the debug data as written under `flattened`,
+    and `user.name` the part of the actor's address before the `@`."""
+    actor = record.get("actor") or {}
+    client = record.get("client") or {}
+    agent = client.get("userAgent") or {}
+    place = client.get("geographicalContext") or {}
+    security = record.get("securityContext") or {}
+    debug = (record.get("debugContext") or {}).get("debugData") or {}
+    okta: dict[str, Any] = {
+        "uuid": record.get("uuid"),
+        "event_type": record["eventType"],
+        "display_message": record.get("displayMessage"),
+        "actor": _snake_person(actor),
+        "outcome": {k: v for k, v in (record.get("outcome") or {}).items() if v is not None},
+        "client": {
+            "ip": client.get("ipAddress"),
+            "device": client.get("device"),
+            "user_agent": {"raw_user_agent": agent.get("rawUserAgent"), "browser": agent.get("browser")},
+        },
+        "debug_context": {"debug_data": {"flattened": debug, "device_fingerprint": debug.get("deviceFingerprint")}},
+        "security_context": {
+            "as": {"number": security.get("asNumber"), "organization": {"name": security.get("asOrg")}},
+            "domain": security.get("domain"),
+            "is_proxy": security.get("isProxy"),
+        },
+    }
+    if isinstance(record.get("target"), list):
+        okta["target"] = [_snake_person(target) for target in record["target"] if isinstance(target, dict)]
+    address = str(actor.get("alternateId") or "")
+    return {
+        "@timestamp": record.get("published"),
+        "event": {"action": record["eventType"], "id": record.get("uuid"), "kind": "event"},
+        "okta": okta,
+        "client": {
+            "ip": client.get("ipAddress"),
+            "geo": {"country_name": place.get("country"), "city_name": place.get("city")},
+        },
+        "user": {"name": address.partition("@")[0], "full_name": actor.get("displayName")},
+    }
+
+
+def _snake_person(member: dict[str, Any]) -> dict[str, Any]:
+    names = {"alternate_id": "alternateId", "display_name": "displayName", "id": "id", "type": "type"}
+    return {snake: member[camel] for snake, camel in names.items() if member.get(camel) is not None}

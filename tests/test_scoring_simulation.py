@@ -33,7 +33,7 @@ from custodes.detections.scoring.simulate import (
 from custodes.errors import CustodesError
 from custodes.model import Event, LogSource
 from custodes.sources import SourceSettings
-from elastic_shapes import elastic_cloudtrail
+from elastic_shapes import elastic_cloudtrail, elastic_okta
 
 runner = CliRunner()
 
@@ -249,18 +249,20 @@ def test_exports_from_siems_and_vendor_apis_are_evaluated_as_the_records_they_ho
     assert replace(exported, seconds=0.0) == replace(once, seconds=0.0)
 
 
-def test_cloudtrail_as_elastics_aws_integration_indexes_it_is_evaluated_as_cloudtrail(
+def test_cloudtrail_and_okta_as_elastics_integrations_index_them_are_evaluated_as_their_own_logs(
     org: Path, tmp_path: Path
 ) -> None:
     settings = ScoringSettings(directory=org / "directory.json", pseudonymise=False)
     labels = load_labels(org / "labels.json")
     files = sorted(org.glob("*.ndjson"))
     once = evaluate(files, labels, settings)
-    trail = [orjson.loads(line) for line in (org / "cloudtrail.ndjson").read_bytes().splitlines() if line.strip()]
-    ecs = tmp_path / "logs-aws.cloudtrail.ndjson"  # as pulled from Elasticsearch: no event.original by default
-    ecs.write_bytes(b"\n".join(orjson.dumps(elastic_cloudtrail(record)) for record in trail))
-    indexed = evaluate([*(f for f in files if f.name != "cloudtrail.ndjson"), ecs], labels, settings)
-    assert replace(indexed, seconds=0.0) == replace(once, seconds=0.0)
+    indexed = [f for f in files if f.name not in ("cloudtrail.ndjson", "okta.ndjson")]
+    for name, shape in (("cloudtrail", elastic_cloudtrail), ("okta", elastic_okta)):
+        records = [orjson.loads(line) for line in (org / f"{name}.ndjson").read_bytes().splitlines() if line.strip()]
+        ecs = tmp_path / f"logs-{name}.ndjson"  # as pulled from Elasticsearch: no event.original by default
+        ecs.write_bytes(b"\n".join(orjson.dumps(shape(record)) for record in records))
+        indexed.append(ecs)
+    assert replace(evaluate(indexed, labels, settings), seconds=0.0) == replace(once, seconds=0.0)
 
 
 def test_records_of_one_time_are_kept_unless_the_same_record() -> None:

@@ -21,7 +21,7 @@ from custodes.detections.scoring.features import Extractor, record_time
 from custodes.detections.scoring.identity import PERSON, SERVICE, IdentityResolver, Person
 from custodes.detections.scoring.observation import Observation
 from custodes.sources import SourceFormatName, SourceSettings
-from elastic_shapes import elastic_cloudtrail
+from elastic_shapes import elastic_cloudtrail, elastic_okta
 
 DATASETS = SHARED / "datasets" / "panther-rule-tests"
 EXTRACTOR = Extractor(ScoringSettings(), ["panther.com", "example.io", "acme.com", "example.com"])
@@ -573,6 +573,20 @@ def test_cloudtrail_in_elastics_aws_integration_is_read_as_the_cloudtrail_record
         "access_denied",
         "delete",
     }
+
+
+def test_okta_in_elastics_okta_integration_is_read_as_the_okta_event() -> None:
+    """Elastic's `user.name` is the address cut at its `@`: the person is the actor's whole address, as from Okta."""
+    seen = set()
+    for record in records("okta"):
+        expected = EXTRACTOR.extract(record)
+        if expected is None or "eventType" not in record:
+            continue
+        document = elastic_okta(record)
+        assert EXTRACTOR.extract(document) == expected, record
+        assert EXTRACTOR.vendor_actor(document) == expected.actor
+        seen |= names(expected) | {kind for kind, _ in expected.seen}
+    assert seen >= {"signin", "signin_failed", "privilege_grant", "device", "country", "asn"}
 
 
 def test_an_ecs_document_whose_original_no_reader_knows_is_read_as_ecs() -> None:

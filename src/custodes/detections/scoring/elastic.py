@@ -6,15 +6,18 @@ An integration renames a vendor's record into ECS and keeps what ECS has no name
 an access key created for someone else) is read from the vendor's record by the vendor's reader
 (`features.Extractor`). So an ECS document that keeps the record it came from (`event.original`, which the
 integrations keep with the `preserve_original_event` tag) is read as that record; one that does not is read as ECS,
-except AWS CloudTrail's (the `aws.cloudtrail` fields of Elastic's AWS integration), whose record is rebuilt from the
-fields the integration keeps, since ECS has no name for most of what the CloudTrail reader reads.
+except AWS CloudTrail's (the `aws.cloudtrail` fields of Elastic's AWS integration) and Okta's (`okta`), whose records
+are rebuilt from the fields the integrations keep, since ECS has no name for most of what their readers read.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 import orjson
+
+_AGENT: Final = {"rawUserAgent": "raw_user_agent", "browser": "browser", "os": "os"}
+"""Okta's user agent members by the names Elastic's Okta integration gives them."""
 
 
 def vendor_record(raw: dict[str, Any], event: dict[str, Any]) -> dict[str, Any] | None:
@@ -32,11 +35,19 @@ def vendor_record(raw: dict[str, Any], event: dict[str, Any]) -> dict[str, Any] 
     trail = aws.get("cloudtrail") if type(aws) is dict else None
     if type(trail) is dict and event.get("action"):
         return cloudtrail_record(raw, event, trail)
+    okta = raw.get("okta")
+    if type(okta) is dict and okta.get("event_type"):
+        return okta_record(raw, okta)
     return None
 
 
 def _object(value: Any) -> dict[str, Any]:
     return value if type(value) is dict else {}
+
+
+def _kept(record: dict[str, Any]) -> dict[str, Any]:
+    """The members of a rebuilt record that hold something."""
+    return {key: value for key, value in record.items() if value is not None and value != {}}
 
 
 def cloudtrail_record(raw: dict[str, Any], event: dict[str, Any], trail: dict[str, Any]) -> dict[str, Any]:
@@ -62,7 +73,7 @@ def cloudtrail_record(raw: dict[str, Any], event: dict[str, Any], trail: dict[st
         "eventSource": event.get("provider"),
         "eventTime": raw.get("@timestamp"),
         "eventID": event.get("id"),
-        "userIdentity": {key: value for key, value in identity.items() if value is not None},
+        "userIdentity": _kept(identity),
         "sourceIPAddress": source.get("address") or source.get("ip"),
         "errorCode": trail.get("error_code"),
         "errorMessage": trail.get("error_message"),
@@ -70,4 +81,63 @@ def cloudtrail_record(raw: dict[str, Any], event: dict[str, Any], trail: dict[st
         "responseElements": flat.get("response_elements"),
         "additionalEventData": flat.get("additional_eventdata"),
     }
-    return {key: value for key, value in record.items() if value is not None}
+    return _kept(record)
+
+
+def okta_record(raw: dict[str, Any], okta: dict[str, Any]) -> dict[str, Any]:
+    """An Okta System Log event rebuilt from an ECS document of Elastic's Okta integration, which renames its
+    members in snake case under `okta` (`actor.alternate_id`, `client.user_agent.raw_user_agent`, the autonomous
+    system under `security_context.as`) and keeps the client's place in ECS (`client.geo`) and the debug data as
+    Okta wrote it (`debug_context.debug_data.flattened`): the person is the actor's address, not the `user.name`
+    Elastic cuts from it."""
+    actor = _object(okta.get("actor"))
+    client = _object(okta.get("client"))
+    agent = _object(client.get("user_agent"))
+    geo = _object(_object(raw.get("client")).get("geo"))
+    debug = _object(_object(okta.get("debug_context")).get("debug_data"))
+    security = _object(okta.get("security_context"))
+    system = _object(security.get("as"))
+    targets = okta.get("target")
+    fingerprint = debug.get("device_fingerprint")
+    record = {
+        "uuid": okta.get("uuid"),
+        "published": raw.get("@timestamp"),
+        "eventType": okta.get("event_type"),
+        "displayMessage": okta.get("display_message"),
+        "actor": _person(actor),
+        "outcome": _kept(_object(okta.get("outcome"))),
+        "client": _kept(
+            {
+                "ipAddress": client.get("ip"),
+                "device": client.get("device"),
+                "userAgent": _kept({key: agent.get(name) for key, name in _AGENT.items()}),
+                "geographicalContext": _kept(
+                    {"country": geo.get("country_name"), "state": geo.get("region_name"), "city": geo.get("city_name")}
+                ),
+            }
+        ),
+        "debugContext": {"debugData": _object(debug.get("flattened")) or _kept({"deviceFingerprint": fingerprint})},
+        "securityContext": _kept(
+            {
+                "asNumber": system.get("number"),
+                "asOrg": _object(system.get("organization")).get("name"),
+                "domain": security.get("domain"),
+                "isp": security.get("isp"),
+                "isProxy": security.get("is_proxy"),
+            }
+        ),
+        "target": [_person(target) for target in targets if type(target) is dict] if type(targets) is list else None,
+    }
+    return _kept(record)
+
+
+def _person(member: dict[str, Any]) -> dict[str, Any]:
+    """An Okta actor or target from Elastic's snake-case members."""
+    return _kept(
+        {
+            "alternateId": member.get("alternate_id"),
+            "displayName": member.get("display_name"),
+            "id": member.get("id"),
+            "type": member.get("type"),
+        }
+    )
