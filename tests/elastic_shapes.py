@@ -112,3 +112,32 @@ def elastic_okta(record: dict[str, Any]) -> dict[str, Any]:
 def _snake_person(member: dict[str, Any]) -> dict[str, Any]:
     names = {"alternate_id": "alternateId", "display_name": "displayName", "id": "id", "type": "type"}
     return {snake: member[camel] for snake, camel in names.items() if member.get(camel) is not None}
+
+
+def elastic_m365(record: dict[str, Any]) -> dict[str, Any]:
+    """A Microsoft 365 unified audit record as Elastic's Microsoft 365 integration indexes it: the operation, workload,
+    id and object's address in ECS, the rest under `o365.audit` with numbers as text and an Exchange cmdlet's
+    parameters as a map of names to values."""
+    moved = {"Operation", "Workload", "Id", "ObjectId", "ClientIP"}
+    audit: dict[str, Any] = {}
+    for key, value in record.items():
+        if key in moved:
+            continue
+        if key == "Parameters" and isinstance(value, list):
+            value = {p["Name"]: p.get("Value") for p in value if isinstance(p, dict) and "Name" in p}
+        audit[key] = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+    document: dict[str, Any] = {
+        "@timestamp": record["CreationTime"] + "Z",
+        "event": {"action": record["Operation"], "provider": record.get("Workload"), "id": record.get("Id")},
+        "o365": {"audit": audit},
+        "user": {
+            "id": record.get("UserId"),
+            "email": record.get("UserId"),
+            "name": str(record.get("UserId")).partition("@")[0],
+        },
+    }
+    if record.get("ObjectId"):
+        document["url"] = {"original": record["ObjectId"]}
+    if record.get("ClientIP"):
+        document["client"] = {"ip": record["ClientIP"]}
+    return document

@@ -21,7 +21,7 @@ from custodes.detections.scoring.features import Extractor, record_time
 from custodes.detections.scoring.identity import PERSON, SERVICE, IdentityResolver, Person
 from custodes.detections.scoring.observation import Observation
 from custodes.sources import SourceFormatName, SourceSettings
-from elastic_shapes import elastic_cloudtrail, elastic_okta
+from elastic_shapes import elastic_cloudtrail, elastic_m365, elastic_okta
 
 DATASETS = SHARED / "datasets" / "panther-rule-tests"
 EXTRACTOR = Extractor(ScoringSettings(), ["panther.com", "example.io", "acme.com", "example.com"])
@@ -572,6 +572,43 @@ def test_cloudtrail_in_elastics_aws_integration_is_read_as_the_cloudtrail_record
         "privilege_grant",
         "access_denied",
         "delete",
+    }
+
+
+def test_microsoft_365_in_elastics_integration_is_read_as_the_unified_audit_record() -> None:
+    boss = "boss@corp.example"
+    samples = [
+        unified_audit("FileDownloaded", "SharePoint", ObjectId=DOC),
+        unified_audit("FileAccessed", "SharePoint", ObjectId=DOC),
+        unified_audit("FileRecycled", "OneDrive", ObjectId=DOC),
+        unified_audit("AnonymousLinkCreated", "OneDrive", ObjectId=DOC),
+        unified_audit("SharingInvitationCreated", "SharePoint", ObjectId=DOC, TargetUserOrGroupType="Guest"),
+        unified_audit(
+            "New-InboxRule", "Exchange", RecordType=1, Parameters=[{"Name": "ForwardTo", "Value": "me@gmail.com"}]
+        ),
+        unified_audit(
+            "New-InboxRule", "Exchange", RecordType=1, Parameters=[{"Name": "MoveToFolder", "Value": "Archive"}]
+        ),
+        unified_audit("Add member to role.", "AzureActiveDirectory", RecordType=8),
+        unified_audit("FileDownloaded", "SharePoint", UserType=5, UserId="app@sharepoint"),
+        mailbox("MailItemsAccessed", "jane@corp.example", boss, 2),
+        mailbox("FolderBind", "jane@corp.example", None, 1),
+        mailbox("MailItemsAccessed", "jane@corp.example", "jane@corp.example", 0),
+        mailbox("SendAs", "jane@corp.example", boss, 2, SendAsUserSmtp=boss),
+    ]
+    seen = set()
+    for record in samples:
+        expected = EXTRACTOR.extract(record)
+        assert EXTRACTOR.extract(elastic_m365(record)) == expected, record
+        seen |= names(expected) if expected is not None else set()
+    assert seen == {
+        "download",
+        "file_access",
+        "delete",
+        "external_share",
+        "mail_forwarding",
+        "privilege_grant",
+        "sensitive_api",
     }
 
 

@@ -7,7 +7,8 @@ an access key created for someone else) is read from the vendor's record by the 
 (`features.Extractor`). So an ECS document that keeps the record it came from (`event.original`, which the
 integrations keep with the `preserve_original_event` tag) is read as that record; one that does not is read as ECS,
 except AWS CloudTrail's (the `aws.cloudtrail` fields of Elastic's AWS integration) and Okta's (`okta`), whose records
-are rebuilt from the fields the integrations keep, since ECS has no name for most of what their readers read.
+are rebuilt from the fields the integrations keep, since ECS has no name for most of what their readers read, and
+Microsoft 365's, whose integration keeps the unified audit record under `o365.audit` with its own names.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ _AGENT: Final = {"rawUserAgent": "raw_user_agent", "browser": "browser", "os": "
 """Okta's user agent members by the names Elastic's Okta integration gives them."""
 
 
-def vendor_record(raw: dict[str, Any], event: dict[str, Any]) -> dict[str, Any] | None:
-    """The vendor's record an ECS document was made from, where it is kept or can be rebuilt; None otherwise (and
-    for a record kept that is ECS itself, which is read as the document is)."""
+def vendor_record(raw: dict[str, Any], event: dict[str, Any]) -> tuple[dict[str, Any], bool] | None:
+    """The vendor's record an ECS document was made from, where it is kept or can be rebuilt, and whether it was
+    rebuilt (so is surely of its vendor's shape, where a record kept may be of a shape no reader knows); None
+    otherwise (and for a record kept that is ECS itself, which is read as the document is)."""
     original = event.get("original")
     if type(original) is str and original[:1] == "{":
         try:
@@ -30,14 +32,18 @@ def vendor_record(raw: dict[str, Any], event: dict[str, Any]) -> dict[str, Any] 
         except orjson.JSONDecodeError:
             record = None
         if type(record) is dict and not isinstance(record.get("event"), dict):
-            return record
+            return record, False
     aws = raw.get("aws")
     trail = aws.get("cloudtrail") if type(aws) is dict else None
     if type(trail) is dict and event.get("action"):
-        return cloudtrail_record(raw, event, trail)
+        return cloudtrail_record(raw, event, trail), True
     okta = raw.get("okta")
     if type(okta) is dict and okta.get("event_type"):
-        return okta_record(raw, okta)
+        return okta_record(raw, okta), True
+    o365 = raw.get("o365")
+    audit = o365.get("audit") if type(o365) is dict else None
+    if type(audit) is dict and event.get("action"):
+        return m365_record(raw, event, audit), True
     return None
 
 
@@ -141,3 +147,17 @@ def _person(member: dict[str, Any]) -> dict[str, Any]:
             "type": member.get("type"),
         }
     )
+
+
+def m365_record(raw: dict[str, Any], event: dict[str, Any], audit: dict[str, Any]) -> dict[str, Any]:
+    """A Microsoft 365 unified audit record rebuilt from an ECS document of Elastic's Microsoft 365 integration, which
+    keeps the record under `o365.audit` with its own names (numbers as text) but moves the operation, the workload,
+    the id and a SharePoint object's address into ECS (`event.action`, `event.provider`, `event.id`, `url.original`)."""
+    moved = {
+        "Operation": event.get("action"),
+        "Workload": event.get("provider"),
+        "Id": event.get("id"),
+        "ObjectId": _object(raw.get("url")).get("original"),
+        "CreationTime": raw.get("@timestamp"),
+    }
+    return {**_kept(moved), **audit}

@@ -321,19 +321,21 @@ def _others_mailbox(raw: dict[str, Any], name: str) -> str | None:
     owner = raw.get("MailboxOwnerUPN")
     if owner:
         return str(owner) if name_key(str(owner)) != name_key(name) else None
-    kind = raw.get("LogonType")
-    if type(kind) is int and kind in M365_NOT_OWNER:
+    if whole(raw.get("LogonType")) in M365_NOT_OWNER:  # a number, or its text as Elastic's integration keeps it
         return str(raw.get("MailboxOwnerSid") or raw.get("MailboxGuid") or "unknown")
     return None
 
 
 def _m365_parameters(raw: dict[str, Any]) -> set[str]:
-    """The names of an Exchange cmdlet's parameters that were given a value (`Parameters`: name and value pairs)."""
-    return {
-        str(p.get("Name"))
-        for p in as_list(raw.get("Parameters"))
-        if isinstance(p, dict) and p.get("Value") not in (None, "", "$null", "False")
-    }
+    """The names of an Exchange cmdlet's parameters that were given a value (`Parameters`: name and value pairs,
+    or a map of names to values as Elastic's Microsoft 365 integration keeps them)."""
+    given = raw.get("Parameters")
+    pairs = (
+        given.items()
+        if isinstance(given, dict)
+        else ((p.get("Name"), p.get("Value")) for p in as_list(given) if isinstance(p, dict))
+    )
+    return {str(name) for name, value in pairs if value not in (None, "", "$null", "False")}
 
 
 def _entra_code(status: Any, result: Any) -> int:
@@ -416,8 +418,11 @@ class Extractor:
             return self.workspace(raw)
         event = raw.get("event")
         if isinstance(event, dict):  # ECS: read as the vendor's record where Elastic's integration keeps or rebuilds it
-            found = self._vendor(raw, event)
-            return self.ecs(raw, event) if found is None else found
+            vendor = elastic.vendor_record(raw, event)
+            if vendor is None:
+                return self.ecs(raw, event)
+            found = self.extract(vendor[0])  # a record rebuilt is of its vendor's shape: None there is no one
+            return found if found is not None or vendor[1] else self.ecs(raw, event)
         if isinstance(event, str) and "user" in raw and ("uid" in raw or "cluster_name" in raw):
             return pam.teleport(raw, event)
         if isinstance(raw.get("action"), str) and isinstance(raw.get("actor"), str):
@@ -428,17 +433,13 @@ class Extractor:
             return self.duo(raw)
         return self._others(raw)
 
-    def _vendor(self, raw: dict[str, Any], event: dict[str, Any]) -> Observation | None:
-        """The observation of the vendor's record inside an ECS document (`elastic.vendor_record`), if any."""
-        vendor = elastic.vendor_record(raw, event)
-        return None if vendor is None else self.extract(vendor)
-
     def vendor_actor(self, raw: dict[str, Any]) -> str | None:
         """Who an ECS document's vendor record names, where scoring reads it as that record (an assumed role's
         session, not the role Elastic names in `user.name`); None for any other record, whose envelope actor is the
         one scoring reads."""
         event = raw.get("event")
-        found = self._vendor(raw, event) if isinstance(event, dict) else None
+        vendor = elastic.vendor_record(raw, event) if isinstance(event, dict) else None
+        found = None if vendor is None else self.extract(vendor[0])
         return None if found is None else found.actor
 
     def _others(self, raw: dict[str, Any]) -> Observation | None:
