@@ -418,7 +418,7 @@ class Extractor:
             return self.workspace(raw)
         event = raw.get("event")
         if isinstance(event, dict):  # ECS: read as the vendor's record where Elastic's integration keeps or rebuilds it
-            if not ("original" in event or "aws" in raw or "okta" in raw or "o365" in raw):  # elastic.VENDOR_KEYS
+            if not ("original" in event or "aws" in raw or "okta" in raw or "o365" in raw):  # what vendor_record reads
                 return self.ecs(raw, event)
             vendor = elastic.vendor_record(raw, event)
             if vendor is None:
