@@ -33,7 +33,7 @@ from custodes.detections.scoring.simulate import (
 from custodes.errors import CustodesError
 from custodes.model import Event, LogSource
 from custodes.sources import SourceSettings
-from elastic_shapes import elastic_cloudtrail, elastic_okta
+from elastic_shapes import elastic_cloudtrail, elastic_okta, elastic_workspace
 
 runner = CliRunner()
 
@@ -249,15 +249,16 @@ def test_exports_from_siems_and_vendor_apis_are_evaluated_as_the_records_they_ho
     assert replace(exported, seconds=0.0) == replace(once, seconds=0.0)
 
 
-def test_cloudtrail_and_okta_as_elastics_integrations_index_them_are_evaluated_as_their_own_logs(
+def test_cloudtrail_okta_and_workspace_as_elastics_integrations_index_them_are_evaluated_as_their_own_logs(
     org: Path, tmp_path: Path
 ) -> None:
     settings = ScoringSettings(directory=org / "directory.json", pseudonymise=False)
     labels = load_labels(org / "labels.json")
     files = sorted(org.glob("*.ndjson"))
     once = evaluate(files, labels, settings)
-    indexed = [f for f in files if f.name not in ("cloudtrail.ndjson", "okta.ndjson")]
-    for name, shape in (("cloudtrail", elastic_cloudtrail), ("okta", elastic_okta)):
+    shapes = {"cloudtrail": elastic_cloudtrail, "okta": elastic_okta, "gworkspace": elastic_workspace}
+    indexed = [f for f in files if f.stem not in shapes]
+    for name, shape in shapes.items():
         records = [orjson.loads(line) for line in (org / f"{name}.ndjson").read_bytes().splitlines() if line.strip()]
         ecs = tmp_path / f"logs-{name}.ndjson"  # as pulled from Elasticsearch: no event.original by default
         ecs.write_bytes(b"\n".join(orjson.dumps(shape(record)) for record in records))

@@ -21,7 +21,7 @@ from custodes.detections.scoring.features import Extractor, record_time
 from custodes.detections.scoring.identity import PERSON, SERVICE, IdentityResolver, Person
 from custodes.detections.scoring.observation import Observation
 from custodes.sources import SourceFormatName, SourceSettings
-from elastic_shapes import elastic_cloudtrail, elastic_m365, elastic_okta
+from elastic_shapes import elastic_cloudtrail, elastic_m365, elastic_okta, elastic_workspace
 
 DATASETS = SHARED / "datasets" / "panther-rule-tests"
 EXTRACTOR = Extractor(ScoringSettings(), ["panther.com", "example.io", "acme.com", "example.com"])
@@ -610,6 +610,21 @@ def test_microsoft_365_in_elastics_integration_is_read_as_the_unified_audit_reco
         "privilege_grant",
         "sensitive_api",
     }
+
+
+def test_google_workspace_in_elastics_integration_is_read_as_the_activity() -> None:
+    """Elastic's `user.name` is the address cut at its `@`: the person is the actor's whole address."""
+    seen = set()
+    for record in records("gsuite"):
+        expected = EXTRACTOR.extract(record)
+        if expected is None or "name" not in record or record["id"].get("applicationName") is None:
+            continue
+        document = elastic_workspace(record)
+        assert EXTRACTOR.extract(document) == expected, record
+        assert EXTRACTOR.vendor_actor(document) == expected.actor
+        seen |= names(expected)
+    expected_kinds = {"download", "file_access", "delete", "external_share", "signin", "signin_failed"}
+    assert seen >= expected_kinds | {"factor_change", "sensitive_api", "mail_forwarding"}
 
 
 def test_okta_in_elastics_okta_integration_is_read_as_the_okta_event() -> None:

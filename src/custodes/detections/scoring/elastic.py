@@ -7,8 +7,8 @@ an access key created for someone else) is read from the vendor's record by the 
 (`features.Extractor`). So an ECS document that keeps the record it came from (`event.original`, which the
 integrations keep with the `preserve_original_event` tag) is read as that record; one that does not is read as ECS,
 except AWS CloudTrail's (the `aws.cloudtrail` fields of Elastic's AWS integration) and Okta's (`okta`), whose records
-are rebuilt from the fields the integrations keep, since ECS has no name for most of what their readers read, and
-Microsoft 365's, whose integration keeps the unified audit record under `o365.audit` with its own names.
+are rebuilt from the fields the integrations keep, since ECS has no name for most of what their readers read, as are
+Microsoft 365's (`o365.audit`, the record with its own names) and Google Workspace's (`google_workspace`).
 """
 
 from __future__ import annotations
@@ -44,6 +44,9 @@ def vendor_record(raw: dict[str, Any], event: dict[str, Any]) -> tuple[dict[str,
     audit = o365.get("audit") if type(o365) is dict else None
     if type(audit) is dict and event.get("action"):
         return m365_record(raw, event, audit), True
+    workspace = raw.get("google_workspace")
+    if type(workspace) is dict and event.get("action") and event.get("provider"):
+        return workspace_record(raw, event, workspace), True
     return None
 
 
@@ -161,3 +164,33 @@ def m365_record(raw: dict[str, Any], event: dict[str, Any], audit: dict[str, Any
         "CreationTime": raw.get("@timestamp"),
     }
     return {**_kept(moved), **audit}
+
+
+def workspace_record(raw: dict[str, Any], event: dict[str, Any], workspace: dict[str, Any]) -> dict[str, Any]:
+    """A Google Workspace activity (one event, its parameters by name) rebuilt from an ECS document of Elastic's
+    Google Workspace integration: the application and event in ECS (`event.provider`, `event.action`), the actor's
+    address in `source.user.email` (`user.name` is the part before the `@`), and the parameters scoring reads
+    under the application's key: Drive's document (`drive.file.id`), visibility, new value and the person or domain
+    an access change is for (`target_user`, `target`, `target_domain`), a login challenge's status, and the user an
+    administrator acted on (`admin.user.email`)."""
+    user = _object(raw.get("user"))
+    actor = _object(_object(raw.get("source")).get("user")).get("email") or user.get("email")
+    if not actor and user.get("name") and user.get("domain"):
+        actor = f"{user['name']}@{user['domain']}"
+    drive = _object(workspace.get("drive"))
+    parameters = {
+        "doc_id": _object(drive.get("file")).get("id"),
+        "visibility": drive.get("visibility"),
+        "new_value": drive.get("new_value"),
+        "target_user": drive.get("target_user") or drive.get("target"),
+        "target_domain": drive.get("target_domain"),
+        "login_challenge_status": _object(workspace.get("login")).get("challenge_status"),
+        "USER_EMAIL": _object(_object(workspace.get("admin")).get("user")).get("email"),
+    }
+    record = {
+        "id": {"applicationName": event.get("provider"), "time": raw.get("@timestamp")},
+        "actor": _kept({"email": actor}),
+        "name": event.get("action"),
+        "parameters": _kept(parameters),
+    }
+    return record
