@@ -193,3 +193,50 @@ def _value(parameter: dict[str, Any]) -> Any:
         if key in parameter:
             return parameter[key]
     return None
+
+
+def elastic_entra(record: dict[str, Any]) -> dict[str, Any]:
+    """An Entra ID sign-in as diagnostic settings export it, as Elastic's Azure integration indexes it: the sign-in
+    in snake case under `azure.signinlogs.properties`, Entra's place in ECS `geo`, `user.name` the part of the user
+    principal name before the `@`. A sign-in in Graph's shape is taken as diagnostic settings would export it, and
+    any other record (a directory audit) is left as it is."""
+    if "properties" not in record:
+        if "userPrincipalName" not in record:
+            return record
+        interactive = "nonInteractiveUser" not in (record.get("signInEventTypes") or [])
+        category = "SignInLogs" if interactive else "NonInteractiveUserSignInLogs"
+        code = (record.get("status") or {}).get("errorCode", 0)
+        record = {
+            "time": record["createdDateTime"],
+            "category": category,
+            "resultType": str(code),
+            "properties": record,
+        }
+    body = record.get("properties") or {}
+    status = body.get("status") or {}
+    device = body.get("deviceDetail") or {}
+    upn = str(body.get("userPrincipalName") or "")
+    properties: dict[str, Any] = {
+        "user_principal_name": body.get("userPrincipalName"),
+        "ip_address": body.get("ipAddress"),
+        "status": {"error_code": status.get("errorCode")} if "errorCode" in status else {},
+        "device_detail": {
+            "device_id": device.get("deviceId", ""),
+            "display_name": device.get("displayName"),
+            "operating_system": device.get("operatingSystem"),
+            "browser": device.get("browser"),
+        },
+    }
+    if body.get("autonomousSystemNumber") is not None:
+        properties["autonomous_system_number"] = body["autonomousSystemNumber"]
+    signin = {"category": record.get("category"), "result_type": record.get("resultType"), "properties": properties}
+    document: dict[str, Any] = {
+        "@timestamp": record.get("time"),
+        "event": {"action": record.get("operationName"), "category": ["authentication"], "kind": "event"},
+        "azure": {"signinlogs": signin},
+        "user": {"name": upn.partition("@")[0], "domain": upn.partition("@")[2]},
+    }
+    country = (body.get("location") or {}).get("countryOrRegion")
+    if country:
+        document["geo"] = {"country_iso_code": country}
+    return document

@@ -33,7 +33,7 @@ from custodes.detections.scoring.simulate import (
 from custodes.errors import CustodesError
 from custodes.model import Event, LogSource
 from custodes.sources import SourceSettings
-from elastic_shapes import elastic_cloudtrail, elastic_okta, elastic_workspace
+from elastic_shapes import elastic_cloudtrail, elastic_entra, elastic_okta, elastic_workspace
 
 runner = CliRunner()
 
@@ -249,14 +249,19 @@ def test_exports_from_siems_and_vendor_apis_are_evaluated_as_the_records_they_ho
     assert replace(exported, seconds=0.0) == replace(once, seconds=0.0)
 
 
-def test_cloudtrail_okta_and_workspace_as_elastics_integrations_index_them_are_evaluated_as_their_own_logs(
+def test_cloudtrail_okta_workspace_and_entra_as_elastics_integrations_index_them_are_evaluated_as_their_own_logs(
     org: Path, tmp_path: Path
 ) -> None:
     settings = ScoringSettings(directory=org / "directory.json", pseudonymise=False)
     labels = load_labels(org / "labels.json")
     files = sorted(org.glob("*.ndjson"))
     once = evaluate(files, labels, settings)
-    shapes = {"cloudtrail": elastic_cloudtrail, "okta": elastic_okta, "gworkspace": elastic_workspace}
+    shapes = {
+        "cloudtrail": elastic_cloudtrail,
+        "okta": elastic_okta,
+        "gworkspace": elastic_workspace,
+        "entra": elastic_entra,
+    }
     indexed = [f for f in files if f.stem not in shapes]
     for name, shape in shapes.items():
         records = [orjson.loads(line) for line in (org / f"{name}.ndjson").read_bytes().splitlines() if line.strip()]

@@ -21,7 +21,7 @@ from custodes.detections.scoring.features import Extractor, record_time
 from custodes.detections.scoring.identity import PERSON, SERVICE, IdentityResolver, Person
 from custodes.detections.scoring.observation import Observation
 from custodes.sources import SourceFormatName, SourceSettings
-from elastic_shapes import elastic_cloudtrail, elastic_m365, elastic_okta, elastic_workspace
+from elastic_shapes import elastic_cloudtrail, elastic_entra, elastic_m365, elastic_okta, elastic_workspace
 
 DATASETS = SHARED / "datasets" / "panther-rule-tests"
 EXTRACTOR = Extractor(ScoringSettings(), ["panther.com", "example.io", "acme.com", "example.com"])
@@ -625,6 +625,25 @@ def test_google_workspace_in_elastics_integration_is_read_as_the_activity() -> N
         seen |= names(expected)
     expected_kinds = {"download", "file_access", "delete", "external_share", "signin", "signin_failed"}
     assert seen >= expected_kinds | {"factor_change", "sensitive_api", "mail_forwarding"}
+
+
+def test_entra_sign_ins_in_elastics_azure_integration_are_read_as_entras_own() -> None:
+    """Elastic's `user.name` is the user principal name cut at its `@`: the person is the whole name."""
+    seen: set[str] = set()
+    found = 0
+    for record in records("azure_signin"):
+        if not str(record.get("category", "")).endswith("SignInLogs"):
+            continue
+        expected = EXTRACTOR.extract(record)
+        document = elastic_entra(record)
+        assert EXTRACTOR.extract(document) == expected, record
+        if expected is not None:
+            assert EXTRACTOR.vendor_actor(document) == expected.actor
+            seen |= names(expected)
+            found += 1
+    assert found >= 10 and seen >= {"signin", "signin_failed"}
+    service = {"category": "ServicePrincipalSignInLogs", "resultType": "0", "properties": {"servicePrincipalId": "x"}}
+    assert EXTRACTOR.extract(elastic_entra(service)) is None  # no person, as from Entra itself
 
 
 def test_okta_in_elastics_okta_integration_is_read_as_the_okta_event() -> None:

@@ -8,7 +8,8 @@ an access key created for someone else) is read from the vendor's record by the 
 integrations keep with the `preserve_original_event` tag) is read as that record; one that does not is read as ECS,
 except AWS CloudTrail's (the `aws.cloudtrail` fields of Elastic's AWS integration) and Okta's (`okta`), whose records
 are rebuilt from the fields the integrations keep, since ECS has no name for most of what their readers read, as are
-Microsoft 365's (`o365.audit`, the record with its own names) and Google Workspace's (`google_workspace`).
+Microsoft 365's (`o365.audit`, the record with its own names), Google Workspace's (`google_workspace`) and Entra
+ID's sign-ins (`azure.signinlogs`).
 """
 
 from __future__ import annotations
@@ -44,6 +45,11 @@ def vendor_record(raw: dict[str, Any], event: dict[str, Any]) -> tuple[dict[str,
     audit = o365.get("audit") if type(o365) is dict else None
     if type(audit) is dict and event.get("action"):
         return m365_record(raw, event, audit), True
+    azure = raw.get("azure")
+    signin = azure.get("signinlogs") if type(azure) is dict else None
+    body = signin.get("properties") if type(signin) is dict else None
+    if type(signin) is dict and type(body) is dict and body.get("user_principal_name"):  # else read as ECS
+        return entra_record(raw, signin), True
     workspace = raw.get("google_workspace")
     if type(workspace) is dict and event.get("action") and event.get("provider"):
         return workspace_record(raw, event, workspace), True
@@ -194,3 +200,36 @@ def workspace_record(raw: dict[str, Any], event: dict[str, Any], workspace: dict
         "parameters": _kept(parameters),
     }
     return record
+
+
+def entra_record(raw: dict[str, Any], signin: dict[str, Any]) -> dict[str, Any]:
+    """An Entra ID sign-in as diagnostic settings export it (`category`, `resultType`, the sign-in under
+    `properties`), rebuilt from an ECS document of Elastic's Azure integration, which keeps it in snake case under
+    `azure.signinlogs` and the place Entra gives in ECS `geo`: the person is the user principal name
+    (`properties.user_principal_name`), not the `user.name` Elastic cuts from it at the `@`."""
+    body = _object(signin.get("properties"))
+    status = _object(body.get("status"))
+    device = _object(body.get("device_detail"))
+    properties = {
+        "userPrincipalName": body.get("user_principal_name"),
+        "createdDateTime": raw.get("@timestamp"),
+        "ipAddress": body.get("ip_address"),
+        "status": _kept({"errorCode": status.get("error_code")}),
+        "deviceDetail": _kept(
+            {
+                "deviceId": device.get("device_id") or None,
+                "displayName": device.get("display_name") or None,
+                "operatingSystem": device.get("operating_system"),
+                "browser": device.get("browser"),
+            }
+        ),
+        "location": _kept({"countryOrRegion": _object(raw.get("geo")).get("country_iso_code")}),
+        "autonomousSystemNumber": body.get("autonomous_system_number"),
+    }
+    record = {
+        "time": raw.get("@timestamp"),
+        "category": signin.get("category"),
+        "resultType": signin.get("result_type"),
+        "properties": _kept(properties),
+    }
+    return _kept(record)

@@ -418,7 +418,8 @@ class Extractor:
             return self.workspace(raw)
         event = raw.get("event")
         if isinstance(event, dict):  # ECS: read as the vendor's record where Elastic's integration keeps or rebuilds it
-            if not ("original" in event or "aws" in raw or "okta" in raw or "o365" in raw or "google_workspace" in raw):
+            kept = "original" in event or "aws" in raw or "okta" in raw or "azure" in raw  # what vendor_record reads
+            if not (kept or "o365" in raw or "google_workspace" in raw):
                 return self.ecs(raw, event)
             vendor = elastic.vendor_record(raw, event)
             if vendor is None:
