@@ -6,6 +6,7 @@ person, with what each vendor's own fields say happened."""
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -383,32 +384,50 @@ def test_a_logon_at_a_machine_stays_a_logon_there_not_a_sign_in() -> None:
     assert names(obs) == set() and obs.host == "WS-0142" and ("host", "WS-0142") in obs.seen
 
 
+START = datetime(2024, 3, 4, tzinfo=UTC)
+
+
+def working_days(
+    rng: random.Random, people: list[str], least: int, most: int, hours: tuple[int, int] = (8, 18)
+) -> Iterator[tuple[str, str]]:
+    """(person, time) of each of `least` to `most` records a day of each person, 20 days within `hours`."""
+    for day in range(20):
+        for person in people:
+            for _ in range(rng.randint(least, most)):
+                yield person, (START + timedelta(days=day, hours=rng.uniform(*hours))).isoformat()
+
+
+def best_rank_of(tmp_path: Path, records: list[dict[str, Any]], label: LabelRow) -> int | None:
+    """Where `eval scoring`'s evaluation ranks the labelled person of unified audit records (None: not caught)."""
+    records.sort(key=lambda r: r["CreationTime"])
+    path = tmp_path / "audit.ndjson"
+    path.write_bytes(b"\n".join(orjson.dumps(r) for r in records))
+    result = evaluate([path], [label], ScoringSettings(pseudonymise=False, warmup_days=5))
+    return result.incidents[0].best_rank if result.caught == 1 else None
+
+
 def test_a_mass_download_seen_only_in_the_microsoft_365_audit_log_is_ranked_first(tmp_path: Path) -> None:
     """The whole route on a vendor shape the simulator does not write: unified audit records in a file, scored by
     `eval scoring`'s evaluation against a label."""
     rng = random.Random(3)
     people = [f"user{n}@corp.example" for n in range(30)]
-    start = datetime(2024, 3, 4, tzinfo=UTC)
-    records = []
-    for day in range(20):
-        for person in people:
-            for _ in range(rng.randint(1, 4)):
-                at = (start + timedelta(days=day, hours=rng.uniform(9, 17))).isoformat()
-                doc = f"https://corp.sharepoint.com/sites/team/doc{rng.randint(0, 40)}.docx"
-                records.append(
-                    unified_audit("FileAccessed", "SharePoint", ObjectId=doc, UserId=person, CreationTime=at)
-                )
-    thief, theft = people[11], start + timedelta(days=19, hours=20)
+    records = [
+        unified_audit(
+            "FileAccessed",
+            "SharePoint",
+            ObjectId=f"https://corp.sharepoint.com/sites/team/doc{rng.randint(0, 40)}.docx",
+            UserId=person,
+            CreationTime=at,
+        )
+        for person, at in working_days(rng, people, 1, 4, (9, 17))
+    ]
+    thief, theft = people[11], START + timedelta(days=19, hours=20)
     for n in range(300):
         doc = f"https://corp.sharepoint.com/sites/finance/Shared Documents/ledger-{n}.xlsx"
         at = (theft + timedelta(seconds=5 * n)).isoformat()
         records.append(unified_audit("FileDownloaded", "SharePoint", ObjectId=doc, UserId=thief, CreationTime=at))
-    records.sort(key=lambda r: r["CreationTime"])
-    path = tmp_path / "audit.ndjson"
-    path.write_bytes(b"\n".join(orjson.dumps(r) for r in records))
     label = LabelRow("incident-1", "departure_mass_download", thief, "insider", theft, theft + timedelta(hours=1))
-    result = evaluate([path], [label], ScoringSettings(pseudonymise=False, warmup_days=5))
-    assert result.caught == 1 and result.incidents[0].best_rank == 1
+    assert best_rank_of(tmp_path, records, label) == 1
 
 
 def mailbox(
@@ -451,30 +470,17 @@ def test_a_first_look_into_an_executives_mailbox_ranks_first_above_delegates_who
     rng = random.Random(5)
     people = [f"user{n}@corp.example" for n in range(40)]
     executives, assistants = people[:4], people[4:8]  # each assistant reads an executive's mail every day
-    start = datetime(2024, 3, 4, tzinfo=UTC)
-    records = []
-    for day in range(20):
-        for person in people:
-            for _ in range(rng.randint(2, 6)):
-                at = (start + timedelta(days=day, hours=rng.uniform(8, 18))).isoformat()
-                records.append(mailbox("MailItemsAccessed", person, person, 0, at))
-        for assistant, executive in zip(assistants, executives, strict=True):
-            for _ in range(rng.randint(1, 5)):
-                at = (start + timedelta(days=day, hours=rng.uniform(8, 18))).isoformat()
-                records.append(mailbox("MailItemsAccessed", assistant, executive, 2, at))
-    snoop, when = people[23], start + timedelta(days=19, hours=13)
+    records = [mailbox("MailItemsAccessed", person, person, 0, at) for person, at in working_days(rng, people, 2, 6)]
+    for assistant, executive in zip(assistants, executives, strict=True):
+        records += [
+            mailbox("MailItemsAccessed", assistant, executive, 2, at) for _, at in working_days(rng, [assistant], 1, 5)
+        ]
+    snoop, when = people[23], START + timedelta(days=19, hours=13)
+    sent = (when + timedelta(minutes=5)).isoformat()
     records.append(mailbox("MailItemsAccessed", snoop, executives[0], 2, when.isoformat()))
-    records.append(
-        mailbox(
-            "SendAs", snoop, executives[0], 2, (when + timedelta(minutes=5)).isoformat(), SendAsUserSmtp=executives[0]
-        )
-    )
-    records.sort(key=lambda r: r["CreationTime"])
-    path = tmp_path / "audit.ndjson"
-    path.write_bytes(b"\n".join(orjson.dumps(r) for r in records))
+    records.append(mailbox("SendAs", snoop, executives[0], 2, sent, SendAsUserSmtp=executives[0]))
     label = LabelRow("incident-1", "mailbox_snooping", snoop, "insider", when, when + timedelta(hours=1))
-    result = evaluate([path], [label], ScoringSettings(pseudonymise=False, warmup_days=5))
-    assert result.caught == 1 and result.incidents[0].best_rank == 1
+    assert best_rank_of(tmp_path, records, label) == 1
 
 
 TRAIL_SAMPLES: list[dict[str, Any]] = [
