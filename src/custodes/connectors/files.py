@@ -159,7 +159,7 @@ def parse_stream(chunks: Iterator[bytes], path: Path, screen: Screen | None = No
     if layout == "document":
         yield from _Document(path, _rejoin(head, chunks)).records()
     elif layout == "ndjson":
-        yield from _ndjson(path, _rejoin(head, chunks), screen)
+        yield from _lines(path, _rejoin(head, chunks), screen)
     elif layout is not None:
         yield from _text_log(path, _rejoin(head, chunks), TEXT_LOGS[layout])
 
@@ -201,7 +201,7 @@ def iter_range(
             while (left := stop - stream.tell()) > 0 and (chunk := stream.read(min(CHUNK_BYTES, left))):
                 yield chunk
 
-        yield from _ndjson(path, span(), screen, ended=ended)
+        yield from _lines(path, span(), screen, ended)
 
 
 def _sniff(chunks: Iterator[bytes]) -> tuple[str | None, bytes]:
@@ -287,14 +287,8 @@ def _ndjson(
     """The rows of NDJSON content (its lines numbered from 1); `ended` is given the number of lines at the end."""
     number = 0
     loads, decode_error = orjson.loads, orjson.JSONDecodeError
-    wrapping: Wrapping | None = None
-    decided = False
     try:
         for block in _blocks(chunks):
-            if not decided:
-                wrapping, decided = _first_wrapping(block)
-                if wrapping is not None and wrapping.encoded:
-                    screen = None  # the screen reads values as the line spells them, not as JSON within a string
             if screen is None:
                 lines = block.split(b"\n")
                 rows: Iterable[tuple[int, bytes]] = enumerate(lines)
@@ -303,18 +297,13 @@ def _ndjson(
                 rows, count = screen.lines(block)
             for position, line in rows:
                 try:
-                    record = loads(line)
+                    yield number + position + 1, loads(line), None
                 except decode_error as exc:
                     if not line.strip():
                         continue
                     text = line.rstrip(b"\r").decode("utf-8", errors="replace")
                     at = number + position + 1
                     yield at, text, f"{path}:{at}:{exc.pos + 1}: invalid JSON ({exc.msg}); kept as text"
-                    continue
-                if wrapping is None:
-                    yield number + position + 1, record, None
-                elif (row := _row(wrapping, number + position + 1, record)) is not None:
-                    yield row
             number += count
     except _LongLine:
         raise _long_line(path, number + 1) from None
@@ -322,41 +311,53 @@ def _ndjson(
         ended(number)
 
 
-def _first_wrapping(block: bytes) -> tuple[Wrapping | None, bool]:
-    """How the records of a block of NDJSON lines are wrapped, by its first object (`exports.wrapping_of`), and
-    whether it has one to tell by."""
-    for line in block.split(b"\n"):
+def _lines(
+    path: Path, chunks: Iterator[bytes], screen: Screen | None = None, ended: Callable[[int], object] | None = None
+) -> Iterator[_Row]:
+    """`_ndjson`, its records unwrapped where the first object line is an export's (`exports.wrapping_of`): told
+    from the content up to the end of its first line, so a file that is no export is read as before."""
+    head = b""
+    for chunk in chunks:
+        head += chunk
+        if b"\n" in head or len(head) > LONGEST_RECORD:
+            break
+    wrapping = _first_wrapping(head)
+    if wrapping is None:
+        return _ndjson(path, _rejoin(head, chunks), screen, ended)
+    # a record within a string is not spelled as its line spells it: no screen
+    return _unwrapped(_ndjson(path, _rejoin(head, chunks), None if wrapping.encoded else screen, ended))
+
+
+def _first_wrapping(head: bytes) -> Wrapping | None:
+    """How the records of NDJSON content are wrapped, by the first object among its whole lines in `head`."""
+    for line in head.split(b"\n")[:-1] or [head]:
         if line.lstrip()[:1] == b"{":
             try:
                 record = orjson.loads(line)
             except orjson.JSONDecodeError:
                 continue
             if type(record) is dict:
-                return wrapping_of(record), True
-    return None, False
+                return wrapping_of(record)
+    return None
 
 
 def _unwrapped(rows: Iterable[_Row]) -> Iterator[_Row]:
-    """Rows of records, each unwrapped as the first object is (`exports.wrapping_of`), a warning of the row's
-    kept before the unwrapping's."""
+    """Rows of records, each unwrapped as the first object is (`exports.wrapping_of`; a message line of an export is
+    no record), a warning of the row's kept before the unwrapping's."""
     wrapping: Wrapping | None = None
     decided = False
     for number, value, warning in rows:
-        if not decided and type(value) is dict:
+        if type(value) is not dict:
+            yield number, value, warning
+            continue
+        if not decided:
             wrapping, decided = wrapping_of(value), True
-        row = _row(wrapping, number, value)
-        if row is not None:
-            said = "; ".join(note for note in (warning, row[2]) if note)
-            yield row[0], row[1], said or None
-
-
-def _row(wrapping: Wrapping | None, number: int, value: Any) -> _Row | None:
-    """The row of a decoded value: the record inside it where records are wrapped; None for no record (a
-    message line of an export)."""
-    if wrapping is None or type(value) is not dict:
-        return number, value, None
-    record, warning = wrapping.unwrap(value)
-    return None if record is None else (number, record, warning)
+        if wrapping is None:
+            yield number, value, warning
+            continue
+        record, note = wrapping.unwrap(value)
+        if record is not None:
+            yield number, record, note if warning is None else warning if note is None else f"{warning}; {note}"
 
 
 def _text_log(path: Path, chunks: Iterator[bytes], parse: LineParser) -> Iterator[_Row]:
