@@ -48,7 +48,6 @@ Unwrap = Callable[[dict[str, Any]], tuple[Any, str | None]]
 class Wrapping:
     """How the records of an export are wrapped."""
 
-    name: str
     unwrap: Unwrap
     encoded: bool
     """The record is JSON within a string: a line's bytes do not spell its values as JSON spells them."""
@@ -108,10 +107,10 @@ def _splunk_result(result: dict[str, Any]) -> tuple[Any, str | None]:
     return raw_record(result), None
 
 
-_HIT: Final = Wrapping("elasticsearch hit", hit_record, encoded=False)
-_SPLUNK_LINE: Final = Wrapping("splunk export", _splunk_line, encoded=True)
-_SPLUNK_RESULT: Final = Wrapping("splunk result", _splunk_result, encoded=True)
-_LOOKUP: Final = Wrapping("cloudtrail lookup", trail_record, encoded=True)
+_HIT: Final = Wrapping(hit_record, encoded=False)
+_SPLUNK_LINE: Final = Wrapping(_splunk_line, encoded=True)
+_SPLUNK_RESULT: Final = Wrapping(_splunk_result, encoded=True)
+_LOOKUP: Final = Wrapping(trail_record, encoded=True)
 _SPLUNK_LINE_KEYS: Final = ("preview", "offset", "lastrow")
 _SPLUNK_KEYS: Final = ("_time", "_cd", "_indextime", "sourcetype")
 
