@@ -4,12 +4,10 @@ reading the vendors' own logs.
 An integration renames a vendor's record into ECS and keeps what ECS has no name for under the vendor's own key
 (`aws.cloudtrail`, `okta`, ...). What a record means to behaviour scoring (an S3 object read, a sensitive API call,
 an access key created for someone else) is read from the vendor's record by the vendor's reader
-(`features.Extractor`). So an ECS document that keeps the record it came from (`event.original`, which the
-integrations keep with the `preserve_original_event` tag) is read as that record; one that does not is read as ECS,
-except AWS CloudTrail's (the `aws.cloudtrail` fields of Elastic's AWS integration) and Okta's (`okta`), whose records
-are rebuilt from the fields the integrations keep, since ECS has no name for most of what their readers read, as are
-Microsoft 365's (`o365.audit`, the record with its own names), Google Workspace's (`google_workspace`) and Entra
-ID's sign-ins (`azure.signinlogs`).
+(`features.Extractor`). So an ECS document is read as the vendor's record where one is kept (`event.original`, kept
+with the integrations' `preserve_original_event` tag) or can be rebuilt from what an integration keeps: AWS
+CloudTrail's (`aws.cloudtrail`), Okta's (`okta`), Microsoft 365's (`o365.audit`), Google Workspace's
+(`google_workspace`) and Entra ID's sign-ins (`azure.signinlogs`). Any other is read as ECS.
 """
 
 from __future__ import annotations
