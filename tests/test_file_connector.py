@@ -279,6 +279,8 @@ def test_every_layout_reads_the_same_whatever_the_chunk_boundaries(tmp_path: Pat
         "search answer": orjson.dumps({"took": 2, "hits": {"total": {"value": 6}, "hits": hits(records)}}),
         "page": orjson.dumps({"@odata.context": "x", "value": records, "@odata.nextLink": "y"}),
         "a list of numbers": orjson.dumps({"value": [1, 2, {"a": 1}], "hits": {"total": 3}, "items": [[{}]]}),
+        "spaced page": b'{"value": [' + b" \n" * 3000 + orjson.dumps(records)[1:-1] + b"]}",
+        "spaced numbers": b'{"value": [' + b" \n" * 3000 + b"1, 2]}",
     }
     for name, data in layouts.items():
         expected = list(parse_stream(iter([data]), tmp_path / name))

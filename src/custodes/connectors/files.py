@@ -415,10 +415,13 @@ class _Document:
         for key in self._members():
             within = lists.get(key, False)
             opening = self._next()
-            if within is None and opening == "[" and self._after() in ("{", "]"):
+            if within is None and opening == "[":
                 self.pos += 1
-                self.listed = True
-                yield from self._elements()
+                if self._next() in ("{", "]"):
+                    self.listed = True
+                    yield from self._elements()
+                else:  # a list of something else: a member of a record
+                    found[key] = list(self._elements())
             elif isinstance(within, dict) and opening == "{":
                 self.pos += 1
                 inner: dict[str, Any] = {}
@@ -469,17 +472,6 @@ class _Document:
             while pos < len(text) and text[pos] in _WHITESPACE:
                 pos += 1
             self.pos = pos
-            if pos < len(text):
-                return text[pos]
-            if not self._more():
-                return ""
-
-    def _after(self) -> str:
-        """The first character after the current one that is not whitespace (nothing consumed); "" at the end."""
-        while True:
-            text, pos = self.text, self.pos + 1
-            while pos < len(text) and text[pos] in _WHITESPACE:
-                pos += 1
             if pos < len(text):
                 return text[pos]
             if not self._more():
