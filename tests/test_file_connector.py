@@ -426,6 +426,55 @@ async def test_a_csv_column_named_with_thousands_of_dots_is_stored_and_read_back
     assert (await stored_raw(services, "deep")) == [record]
 
 
+def test_a_log_analytics_or_data_explorer_answer_is_read_as_its_tables_rows(tmp_path: Path) -> None:
+    rows = [
+        ["2024-03-04T09:00:00Z", 4624, "WS-1.corp.example", "alice", 2, '{"Reason": "unlock"}'],
+        ["2024-03-04T09:05:00Z", 4625, "WS-2.corp.example", "bob", 3, ""],
+    ]
+    names = ["TimeGenerated", "EventID", "Computer", "TargetUserName", "LogonType", "AdditionalFields"]
+    kinds = ["datetime", "int", "string", "string", "int", "dynamic"]
+    records = [
+        {**dict(zip(names[:5], rows[0][:5], strict=True)), "AdditionalFields": {"Reason": "unlock"}},
+        dict(zip(names[:5], rows[1][:5], strict=True)),  # an empty value left out
+    ]
+    sentinel = {
+        "tables": [
+            {
+                "name": "PrimaryResult",
+                "columns": [{"name": n, "type": k} for n, k in zip(names, kinds, strict=True)],
+                "rows": rows,
+            }
+        ]
+    }
+    explorer = {
+        "Tables": [
+            {
+                "TableName": "Table_0",
+                "Columns": [
+                    {"ColumnName": n, "DataType": k.capitalize(), "ColumnType": k}
+                    for n, k in zip(names, kinds, strict=True)
+                ],
+                "Rows": rows,
+            }
+        ]
+    }
+    backwards = {"tables": [{"rows": rows, "name": "PrimaryResult", "columns": sentinel["tables"][0]["columns"]}]}
+    for name, answer in (("sentinel", sentinel), ("explorer", explorer), ("backwards", backwards)):
+        path = tmp_path / f"{name}.json"
+        path.write_bytes(orjson.dumps(answer, option=orjson.OPT_INDENT_2))
+        assert [r for _, r, _ in iter_records(path)] == records, name
+        assert list(parse_stream(pieces(path.read_bytes(), 7), path)) == list(iter_records(path)), name
+    windows = SourceSettings(format="windows")
+    events = [to_event(r, windows, "sentinel") for _, r, _ in iter_records(tmp_path / "sentinel.json")]
+    assert [(e.actor, e.action, e.target) for e in events] == [
+        ("alice", "4624", "WS-1.corp.example"),
+        ("bob", "4625", "WS-2.corp.example"),
+    ]
+    odd = tmp_path / "odd.json"  # what is no table, and a row that is no list, are kept and said so by the reader
+    odd.write_bytes(orjson.dumps({"tables": [7, {"columns": [{"name": "a"}], "rows": [["x"], "y"]}]}))
+    assert [r for _, r, _ in iter_records(odd)] == [7, {"a": "x"}, "y"]
+
+
 def test_a_document_yields_its_first_record_before_the_rest_is_read(tmp_path: Path) -> None:
     records = [{"eventID": f"e{i}", "eventName": "GetObject", "pad": "x" * 200} for i in range(20_000)]
     for document in (records, {"Records": records}):

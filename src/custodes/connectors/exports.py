@@ -4,7 +4,9 @@ the records it holds (`custodes.connectors.files`), as the service's connectors 
 A saved answer (one JSON document) holds its records in a list under a key (`RECORD_LISTS`): CloudTrail's log files
 (`Records`), a Microsoft Graph or OData page (`value`), Google's Reports API (`items`), Splunk's search results
 (`results`), Defender's advanced hunting (`Results`), `aws cloudtrail lookup-events` (`Events`) and an
-Elasticsearch search (`hits.hits`). A list is read as records only when its first element is an object.
+Elasticsearch search (`hits.hits`). A list is read as records only when its first element is an object. A Log
+Analytics (Microsoft Sentinel) or Azure Data Explorer answer holds tables of columns and rows (`TABLE_LISTS`): each
+row is a record of its columns (`table_record`).
 
 Each record may itself be wrapped (`wrapping_of`, decided by a file's first record: an export is of one kind):
 an Elasticsearch hit (`_index`, `_id`, `_source`: a search's hits, `elasticdump` lines), a line of Splunk's JSON
@@ -14,6 +16,7 @@ export (`{"preview": false, "result": {...}}`: Splunk Web's and the REST `export
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Final
@@ -35,6 +38,12 @@ RECORD_LISTS: Final[RecordLists] = {
     "Events": None,
     "hits": {"hits": None},
 }
+
+TABLE_LISTS: Final = frozenset({"tables", "Tables"})
+"""Keys of the tables of a Log Analytics (Microsoft Sentinel) or Azure Data Explorer answer: each table a list of
+columns (`name` or `ColumnName`, and `type`, `ColumnType` or `DataType`) and a list of rows."""
+Columns = list[tuple[str, bool]]
+"""A table's column names, each with whether its values are JSON within text (Kusto's `dynamic`)."""
 
 NESTED_PARTS: Final = 32
 """The most parts of a dotted column name read as nested objects: a longer one (no vendor's field is) stays a name of
@@ -137,6 +146,33 @@ def nested(row: dict[str, Any]) -> dict[str, Any]:
             if parts[-1] not in node:
                 node[parts[-1]] = value
                 continue
+        record[name] = value
+    return record
+
+
+def table_columns(columns: Any) -> Columns:
+    """A Log Analytics or Azure Data Explorer table's columns (an unnamed one `column<n>`)."""
+    found: Columns = []
+    for position, column in enumerate(columns if isinstance(columns, list) else [], start=1):
+        named = column if isinstance(column, dict) else {}
+        name = named.get("name") or named.get("ColumnName") or f"column{position}"
+        kind = named.get("type") or named.get("ColumnType") or named.get("DataType")
+        found.append((str(name), str(kind).lower() == "dynamic"))
+    return found
+
+
+def table_record(columns: Columns, row: Any) -> Any:
+    """A table's row as a record of its columns, empty values left out and a `dynamic` column's JSON text decoded;
+    a row that is not a list is kept as it is (not a record, which the reader says)."""
+    if not isinstance(row, list):
+        return row
+    record: dict[str, Any] = {}
+    for (name, dynamic), value in zip(columns, row, strict=False):
+        if value is None or value == "":
+            continue
+        if dynamic and isinstance(value, str) and value[:1] in ("{", "["):
+            with contextlib.suppress(orjson.JSONDecodeError):  # else kept as the text it is
+                value = orjson.loads(value)
         record[name] = value
     return record
 

@@ -26,7 +26,17 @@ import orjson
 from custodes.connectors.base import Batch
 from custodes.connectors.cert import cert_kind, cert_rows, csv_rows, is_csv, not_events
 from custodes.connectors.envelope import to_event
-from custodes.connectors.exports import RECORD_LISTS, RecordLists, Wrapping, table_rows, wrapping_of
+from custodes.connectors.exports import (
+    RECORD_LISTS,
+    TABLE_LISTS,
+    Columns,
+    RecordLists,
+    Wrapping,
+    table_columns,
+    table_record,
+    table_rows,
+    wrapping_of,
+)
 from custodes.connectors.textlogs import LineParser, parse_auditd_line, parse_syslog_line
 from custodes.errors import CustodesError, Location, Problem
 from custodes.model import Event, utcnow
@@ -415,7 +425,11 @@ class _Document:
         for key in self._members():
             within = lists.get(key, False)
             opening = self._next()
-            if within is None and opening == "[":
+            if key in TABLE_LISTS and lists is RECORD_LISTS and opening == "[":
+                self.pos += 1
+                self.listed = True
+                yield from self._tables()
+            elif within is None and opening == "[":
                 self.pos += 1
                 if self._next() in ("{", "]"):
                     self.listed = True
@@ -432,6 +446,31 @@ class _Document:
                 self.listed = self.listed or before
             else:
                 found[key] = self._value()
+
+    def _tables(self) -> Iterator[Any]:
+        """The rows of each table of a Log Analytics or Azure Data Explorer answer (past the `[` of its tables) as
+        records (`exports.table_record`): streamed where the table's columns come before its rows, as the services
+        write them, else read whole once the columns are known."""
+        for first in self._items("]"):
+            if first != "{":
+                yield self._value()  # not a table: kept as it is, which the reader says
+                continue
+            self.pos += 1
+            columns: Columns | None = None
+            waiting: Any = None
+            for key in self._members():
+                if key in ("columns", "Columns"):
+                    columns = table_columns(self._value())
+                elif key in ("rows", "Rows") and columns is not None and self._next() == "[":
+                    self.pos += 1
+                    for _ in self._items("]"):
+                        yield table_record(columns, self._value())
+                elif key in ("rows", "Rows"):
+                    waiting = self._value()
+                else:
+                    self._value()
+            if isinstance(waiting, list):
+                yield from (table_record(columns or [], row) for row in waiting)
 
     def _items(self, closing: str) -> Iterator[str]:
         """Walk the comma-separated items of an array or object up to `closing` (consumed): before each item,
