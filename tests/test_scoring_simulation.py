@@ -271,6 +271,46 @@ def test_cloudtrail_okta_workspace_and_entra_as_elastics_integrations_index_them
     assert replace(evaluate(indexed, labels, settings), seconds=0.0) == replace(once, seconds=0.0)
 
 
+def test_entra_sign_ins_saved_from_sentinels_query_api_are_evaluated_as_graphs(org: Path, tmp_path: Path) -> None:
+    """The sign-ins as Log Analytics' `SigninLogs` rows, in the query API's answer of columns and rows."""
+    settings = ScoringSettings(directory=org / "directory.json", pseudonymise=False)
+    labels = load_labels(org / "labels.json")
+    files = sorted(org.glob("*.ndjson"))
+    once = evaluate(files, labels, settings)
+    entra = [orjson.loads(line) for line in (org / "entra.ndjson").read_bytes().splitlines() if line.strip()]
+    signins = [r for r in entra if "userPrincipalName" in r]
+    columns = ["TimeGenerated", "Type", "UserPrincipalName", "ResultType", "Status", "DeviceDetail", "LocationDetails"]
+    columns.append("AutonomousSystemNumber")
+    rows = [
+        [
+            r["createdDateTime"],
+            "AADNonInteractiveUserSignInLogs"
+            if "nonInteractiveUser" in (r.get("signInEventTypes") or [])
+            else "SigninLogs",
+            r["userPrincipalName"],
+            str((r.get("status") or {}).get("errorCode", 0)),
+            *(orjson.dumps(r.get(key) or {}).decode() for key in ("status", "deviceDetail", "location")),
+            r.get("autonomousSystemNumber"),
+        ]
+        for r in signins
+    ]
+    kinds = ["datetime", "string", "string", "string", "dynamic", "dynamic", "dynamic", "int"]
+    answer = {
+        "tables": [
+            {
+                "name": "PrimaryResult",
+                "columns": [{"name": n, "type": k} for n, k in zip(columns, kinds, strict=True)],
+                "rows": rows,
+            }
+        ]
+    }
+    (tmp_path / "signins.json").write_bytes(orjson.dumps(answer))
+    (tmp_path / "audits.ndjson").write_bytes(b"\n".join(orjson.dumps(r) for r in entra if "userPrincipalName" not in r))
+    given = [f for f in files if f.name != "entra.ndjson"] + [tmp_path / "signins.json", tmp_path / "audits.ndjson"]
+    assert len(signins) > 100
+    assert replace(evaluate(given, labels, settings), seconds=0.0) == replace(once, seconds=0.0)
+
+
 def test_records_of_one_time_are_kept_unless_the_same_record() -> None:
     repeats = Repeats()
     when = datetime(2024, 3, 4, 9, tzinfo=UTC)

@@ -652,6 +652,41 @@ def test_entra_sign_ins_in_elastics_azure_integration_are_read_as_entras_own() -
     assert EXTRACTOR.extract(elastic_entra(service)) is None  # no person, as from Entra itself
 
 
+def sentinel_signin(record: dict[str, Any], as_text: bool) -> dict[str, Any]:
+    """A diagnostic settings sign-in as a Log Analytics `SigninLogs` (or non-interactive) row: Pascal case columns,
+    the status, device and place as objects, or as their JSON text (`as_text`)."""
+    body = record.get("properties") or {}
+    table = "AADNonInteractiveUserSignInLogs" if record["category"] == "NonInteractiveUserSignInLogs" else "SigninLogs"
+
+    def dynamic(value: Any) -> Any:
+        return orjson.dumps(value).decode() if as_text and value is not None else value
+
+    row = {
+        "TimeGenerated": record.get("time"),
+        "Type": table,
+        "UserPrincipalName": body.get("userPrincipalName"),
+        "ResultType": record.get("resultType"),
+        "Status": dynamic(body.get("status")),
+        "DeviceDetail": dynamic(body.get("deviceDetail")),
+        "LocationDetails": dynamic(body.get("location")),
+        "AutonomousSystemNumber": body.get("autonomousSystemNumber"),
+        "IPAddress": body.get("ipAddress"),
+    }
+    return {key: value for key, value in row.items() if value is not None}
+
+
+@pytest.mark.parametrize("as_text", [False, True])
+def test_sentinel_sign_in_rows_are_read_as_entras_own(as_text: bool) -> None:
+    found = 0
+    for record in records("azure_signin"):
+        if record.get("category") not in ("SignInLogs", "NonInteractiveUserSignInLogs"):
+            continue
+        expected = EXTRACTOR.extract(record)
+        assert EXTRACTOR.extract(sentinel_signin(record, as_text)) == expected, record
+        found += expected is not None
+    assert found >= 10
+
+
 def test_okta_in_elastics_okta_integration_is_read_as_the_okta_event() -> None:
     """Elastic's `user.name` is the address cut at its `@`: the person is the actor's whole address, as from Okta."""
     seen = set()

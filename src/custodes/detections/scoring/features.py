@@ -16,6 +16,8 @@ from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Any
 
+import orjson
+
 from custodes.config import ScoringSettings
 from custodes.connectors import windows as win
 from custodes.connectors.envelope import audit_time, cloudtrail_actor, kube_audit, parse_time
@@ -113,6 +115,8 @@ ENTRA_PRIVILEGE = frozenset(
     {"Add member to role", "Add eligible member to role", "Add app role assignment to user", "Add member to group"}
 )
 ENTRA_NON_INTERACTIVE, ENTRA_NON_INTERACTIVE_LOGS = "nonInteractiveUser", "NonInteractiveUserSignInLogs"
+SENTINEL_SIGNINS = {"SigninLogs": None, "AADNonInteractiveUserSignInLogs": ENTRA_NON_INTERACTIVE}
+"""Log Analytics (Microsoft Sentinel) tables of Entra ID sign-ins, by the sign-in event type each holds."""
 """How Graph (`signInEventTypes`) and diagnostic settings (`category`) mark a non-interactive sign-in: a client
 refreshing its token, at any hour from any network the device is on, hundreds a day. Read as the person's activity,
 they made every hour usual (no off-hours activity left to see); they are not scored."""
@@ -338,6 +342,31 @@ def _m365_parameters(raw: dict[str, Any]) -> set[str]:
     return {str(name) for name, value in pairs if value not in (None, "", "$null", "False")}
 
 
+def _sentinel_signin(row: dict[str, Any]) -> dict[str, Any]:
+    """A Log Analytics `SigninLogs` or `AADNonInteractiveUserSignInLogs` row as Graph's sign-in: its columns in
+    Pascal case, the status, device and place as objects (`dynamic`) or their JSON text (in the non-interactive
+    table, or as a CSV export or a query answer gives them)."""
+    kind = SENTINEL_SIGNINS.get(str(row.get("Type")))
+    return {
+        "userPrincipalName": row.get("UserPrincipalName"),
+        "status": _decoded(row.get("Status")),
+        "deviceDetail": _decoded(row.get("DeviceDetail")),
+        "location": _decoded(row.get("LocationDetails")),
+        "autonomousSystemNumber": row.get("AutonomousSystemNumber"),
+        "signInEventTypes": [kind] if kind else [],
+    }
+
+
+def _decoded(value: Any) -> dict[str, Any]:
+    """An object a Log Analytics column holds, or its JSON text; {} for anything else."""
+    if isinstance(value, str) and value[:1] == "{":
+        try:
+            value = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            return {}
+    return value if isinstance(value, dict) else {}
+
+
 def _entra_code(status: Any, result: Any) -> int:
     """An Entra sign-in's error code: `status.errorCode`, else a diagnostic record's `resultType` (a code, or
     `Success` / `Failure`; a failure without its code is -1)."""
@@ -490,6 +519,8 @@ class Extractor:
             return pam.syslog(raw)
         if isinstance(raw.get("type"), str) and str(raw.get("msg") or "").startswith("audit("):
             return pam.auditd(raw, self.uids)
+        if raw.get("Type") in SENTINEL_SIGNINS and raw.get("UserPrincipalName"):  # Sentinel's Entra ID sign-ins
+            return self.entra_signin(_sentinel_signin(raw), raw.get("ResultType"))
         if "ActionType" in raw and "DeviceName" in raw and "AccountName" in raw:  # advanced hunting, Sentinel
             return winlog.defender_logon(raw)
         if "Event" in raw or "EventID" in raw or "EventCode" in raw or "event_id" in raw or "_raw" in raw:
