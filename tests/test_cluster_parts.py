@@ -23,10 +23,12 @@ from custodes.bus.topology import queue_name
 from custodes.bus.wire import BadMessage, Envelope, decode, encode
 from custodes.cli import app
 from custodes.config import DatabaseSettings, Settings, load_settings
+from custodes.connectors.envelope import to_event
 from custodes.detections.scoring import service as service_module
 from custodes.errors import ConfigError
 from custodes.model import Event, Finding, LogSource, Outcome, Severity
 from custodes.services import Services
+from custodes.sources import SourceSettings
 from custodes.store import Store
 from custodes.store.tables import outbox
 
@@ -218,7 +220,7 @@ async def test_a_receiver_routes_a_person_s_events_by_the_directory_as_it_stands
 async def test_an_ecs_document_scored_as_its_vendors_record_routes_by_that_records_person(
     database: DatabaseSettings, tmp_path: Path
 ) -> None:
-    """Elastic names an assumed role's role in `user.name` (the envelope's actor); scoring reads its session, the
+    """Elastic names an assumed role's role in `user.name`; the envelope's actor, as scoring's, is its session, the
     person, whose other events must meet it in one partition."""
     from elastic_shapes import elastic_cloudtrail
     from test_cluster import AMQP_URL
@@ -245,11 +247,10 @@ async def test_an_ecs_document_scored_as_its_vendors_record_routes_by_that_recor
     publisher = await Publisher.open(AMQP_URL, f"custodes.test.{uuid.uuid4().hex[:10]}", 2)
     try:
         pipeline = PublishingPipeline(services.pipeline, publisher)
-        now = datetime.now(UTC)
+        generic = SourceSettings(format="generic")  # an Elasticsearch source's: ECS names
         assert document["user"]["name"] == "Dev"
-        assert pipeline.entity_key(Event("e1", now, "es", LogSource(), document, "Dev")) == "jane@corp.example"
-        assert pipeline.entity_key(Event("e2", now, "es", LogSource(), logon, "Dev")) == "dev"
-        assert pipeline.entity_key(Event("e3", now, "es", LogSource(), {}, None)) == "e3"
+        assert pipeline.entity_key(to_event(document, generic, "es")) == "jane@corp.example"
+        assert pipeline.entity_key(to_event(logon, generic, "es")) == "dev"
     finally:
         await publisher.close()
         await services.close()

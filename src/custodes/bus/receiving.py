@@ -35,12 +35,12 @@ class PublishingPipeline(Pipeline):
 
     def entity_key(self, event: Event) -> str:
         """What routes the event to its partition: the person its actor resolves to (all of a person's events,
-        from every source, meet in one partition; for an ECS document scoring reads as its vendor's record, the
-        actor of that record), else the event's own id."""
+        from every source, meet in one partition), else the event's own id."""
+        if event.actor is None:
+            return event.id
         if self.scoring is None:
-            return event.id if event.actor is None else event.actor
-        actor = self.scoring.engine.extractor.vendor_actor(event.raw) or event.actor
-        return event.id if actor is None else self.scoring.engine.resolver.resolve(actor)[0]
+            return event.actor
+        return self.scoring.engine.resolver.resolve(event.actor)[0]
 
     async def ingest(
         self,

@@ -19,10 +19,11 @@ from typing import Any
 import orjson
 
 from custodes.config import ScoringSettings
+from custodes.connectors import elastic
 from custodes.connectors import windows as win
 from custodes.connectors.envelope import audit_time, cloudtrail_actor, kube_audit, parse_time
 from custodes.connectors.textlogs import SYSLOG_PROGRAMS
-from custodes.detections.scoring import elastic, pam, saas, winlog
+from custodes.detections.scoring import pam, saas, winlog
 from custodes.detections.scoring.observation import Observation, as_list, domain_of, name_key, whole
 
 CT_PRIVILEGE = frozenset(
@@ -447,14 +448,11 @@ class Extractor:
             return self.workspace(raw)
         event = raw.get("event")
         if isinstance(event, dict):  # ECS: read as the vendor's record where Elastic's integration keeps or rebuilds it
-            kept = "original" in event or "aws" in raw or "okta" in raw or "azure" in raw  # what vendor_record reads
-            if not (kept or "o365" in raw or "google_workspace" in raw):
-                return self.ecs(raw, event)
-            vendor = elastic.vendor_record(raw, event)
+            vendor = elastic.vendor_record(raw, event) if elastic.holds_vendor(raw, event) else None
             if vendor is None:
                 return self.ecs(raw, event)
             found = self.extract(vendor[0])  # a record rebuilt is of its vendor's shape: None there is no one
-            return found if found is not None or vendor[1] else self.ecs(raw, event)
+            return found if found is not None or vendor[1] is not None else self.ecs(raw, event)
         if isinstance(event, str) and "user" in raw and ("uid" in raw or "cluster_name" in raw):
             return pam.teleport(raw, event)
         if isinstance(raw.get("action"), str) and isinstance(raw.get("actor"), str):
@@ -464,15 +462,6 @@ class Extractor:
         if raw.get("event_type") == "authentication" and "factor" in raw and "result" in raw:
             return self.duo(raw)
         return self._others(raw)
-
-    def vendor_actor(self, raw: dict[str, Any]) -> str | None:
-        """Who an ECS document's vendor record names, where scoring reads it as that record (an assumed role's
-        session, not the role Elastic names in `user.name`); None for any other record, whose envelope actor is the
-        one scoring reads."""
-        event = raw.get("event")
-        vendor = elastic.vendor_record(raw, event) if isinstance(event, dict) else None
-        found = None if vendor is None else self.extract(vendor[0])
-        return None if found is None else found.actor
 
     def _others(self, raw: dict[str, Any]) -> Observation | None:
         """The shapes tried last: collaboration and cloud services' (`saas`), Entra ID's as diagnostic settings export

@@ -20,38 +20,52 @@ _AGENT: Final = {"rawUserAgent": "raw_user_agent", "browser": "browser", "os": "
 """Okta's user agent members by the names Elastic's Okta integration gives them."""
 
 
-def vendor_record(raw: dict[str, Any], event: dict[str, Any]) -> tuple[dict[str, Any], bool] | None:
-    """The vendor's record an ECS document was made from, where it is kept or can be rebuilt, and whether it was
-    rebuilt (so is surely of its vendor's shape, where a record kept may be of a shape no reader knows); None
-    otherwise (and for a record kept that is ECS itself, which is read as the document is)."""
+def holds_vendor(raw: dict[str, Any], event: dict[str, Any]) -> bool:
+    """Whether an ECS document may hold a vendor's record `vendor_record` reads: a key one is kept or rebuilt from."""
+    return (
+        "original" in event
+        or "aws" in raw
+        or "okta" in raw
+        or "azure" in raw
+        or "o365" in raw
+        or ("google_workspace" in raw)
+    )
+
+
+def vendor_record(raw: dict[str, Any], event: dict[str, Any]) -> tuple[dict[str, Any], str | None] | None:
+    """The vendor's record an ECS document was made from, where it is kept (`event.original`) or can be rebuilt,
+    and the source format it is of where the integration's keys say (so it is surely of that vendor's shape, where
+    a record kept by an integration not read here, None, may be of a shape no reader knows); None otherwise (and for
+    a record kept that is ECS itself, which is read as the document is)."""
     original = event.get("original")
+    kept = None
     if type(original) is str and original[:1] == "{":
         try:
-            record = orjson.loads(original)
+            kept = orjson.loads(original)
         except orjson.JSONDecodeError:
-            record = None
-        if type(record) is dict and not isinstance(record.get("event"), dict):
-            return record, False
+            kept = None
+        if type(kept) is not dict or isinstance(kept.get("event"), dict):
+            kept = None
     aws = raw.get("aws")
     trail = aws.get("cloudtrail") if type(aws) is dict else None
     if type(trail) is dict and event.get("action"):
-        return cloudtrail_record(raw, event, trail), True
+        return kept or cloudtrail_record(raw, event, trail), "cloudtrail"
     okta = raw.get("okta")
     if type(okta) is dict and okta.get("event_type"):
-        return okta_record(raw, okta), True
+        return kept or okta_record(raw, okta), "okta"
     o365 = raw.get("o365")
     audit = o365.get("audit") if type(o365) is dict else None
     if type(audit) is dict and event.get("action"):
-        return m365_record(raw, event, audit), True
+        return kept or m365_record(raw, event, audit), "m365"
     azure = raw.get("azure")
     signin = azure.get("signinlogs") if type(azure) is dict else None
     body = signin.get("properties") if type(signin) is dict else None
     if type(signin) is dict and type(body) is dict and body.get("user_principal_name"):  # else read as ECS
-        return entra_record(raw, signin), True
+        return kept or entra_record(raw, signin), "entra_signin_diagnostic"
     workspace = raw.get("google_workspace")
     if type(workspace) is dict and event.get("action") and event.get("provider"):
-        return workspace_record(raw, event, workspace), True
-    return None
+        return kept or workspace_record(raw, event, workspace), "google_workspace"
+    return None if kept is None else (kept, None)
 
 
 def _object(value: Any) -> dict[str, Any]:
