@@ -1,4 +1,4 @@
-"""Vendor records as Elastic's integrations store them in ECS, for tests of reading them back (`scoring.elastic`)."""
+"""Vendor records as Elastic's integrations store them in ECS, for tests of reading them back (`connectors.elastic`)."""
 
 from __future__ import annotations
 
