@@ -20,18 +20,6 @@ _AGENT: Final = {"rawUserAgent": "raw_user_agent", "browser": "browser", "os": "
 """Okta's user agent members by the names Elastic's Okta integration gives them."""
 
 
-def holds_vendor(raw: dict[str, Any], event: dict[str, Any]) -> bool:
-    """Whether an ECS document may hold a vendor's record `vendor_record` reads: a key one is kept or rebuilt from."""
-    return (
-        "original" in event
-        or "aws" in raw
-        or "okta" in raw
-        or "azure" in raw
-        or "o365" in raw
-        or ("google_workspace" in raw)
-    )
-
-
 def vendor_record(raw: dict[str, Any], event: dict[str, Any]) -> tuple[dict[str, Any], str | None] | None:
     """The vendor's record an ECS document was made from, where it is kept (`event.original`) or can be rebuilt,
     and the source format it is of where the integration's keys say (so it is surely of that vendor's shape, where

@@ -306,9 +306,7 @@ def _vendor_event(record: dict[str, Any], settings: SourceSettings, source: str)
     role's session rather than the role, a whole address rather than the part before its `@` that Elastic puts in
     `user.name`, so that a person's events are routed, matched and joined by the name scoring reads."""
     event = record.get("event")
-    if not isinstance(event, dict) or not elastic.holds_vendor(record, event):
-        return None
-    found = elastic.vendor_record(record, event)
+    found = elastic.vendor_record(record, event) if isinstance(event, dict) else None
     if found is None or found[1] is None:
         return None
     return MAPPERS[found[1]](found[0], settings, source)

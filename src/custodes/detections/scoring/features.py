@@ -448,7 +448,9 @@ class Extractor:
             return self.workspace(raw)
         event = raw.get("event")
         if isinstance(event, dict):  # ECS: read as the vendor's record where Elastic's integration keeps or rebuilds it
-            vendor = elastic.vendor_record(raw, event) if elastic.holds_vendor(raw, event) else None
+            kept = "original" in event or "aws" in raw or "okta" in raw or "azure" in raw  # what vendor_record reads,
+            held = kept or "o365" in raw or "google_workspace" in raw  # asked here, not called, on every ECS record
+            vendor = elastic.vendor_record(raw, event) if held else None
             if vendor is None:
                 return self.ecs(raw, event)
             found = self.extract(vendor[0])  # a record rebuilt is of its vendor's shape: None there is no one
