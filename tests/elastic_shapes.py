@@ -240,3 +240,34 @@ def elastic_entra(record: dict[str, Any]) -> dict[str, Any]:
     if country:
         document["geo"] = {"country_iso_code": country}
     return document
+
+
+def elastic_entra_audit(record: dict[str, Any]) -> dict[str, Any]:
+    """An Entra ID directory audit as diagnostic settings export it, as Elastic's Azure integration indexes it: the
+    audit in snake case under `azure.auditlogs.properties` (the initiator as written, the targets an object of
+    numbered entries), `user.name` the part of the initiator's principal name before the `@`."""
+    body = record.get("properties") or {}
+    initiated = body.get("initiatedBy") or {}
+    upn = str((initiated.get("user") or {}).get("userPrincipalName") or "")
+    targets = {
+        str(n): {
+            "user_principal_name": t.get("userPrincipalName"),
+            "display_name": t.get("displayName"),
+            "type": t.get("type"),
+        }
+        for n, t in enumerate(body.get("targetResources") or [])
+        if isinstance(t, dict)
+    }
+    properties = {
+        "activity_display_name": body.get("activityDisplayName"),
+        "activity_datetime": body.get("activityDateTime"),
+        "result": body.get("result"),
+        "initiated_by": initiated,
+        "target_resources": targets,
+    }
+    return {
+        "@timestamp": record.get("time"),
+        "event": {"action": body.get("activityDisplayName"), "kind": "event"},
+        "azure": {"auditlogs": {"category": record.get("category"), "properties": properties}},
+        "user": {"name": upn.partition("@")[0]},
+    }

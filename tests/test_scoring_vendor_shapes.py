@@ -22,7 +22,14 @@ from custodes.detections.scoring.features import Extractor, record_time
 from custodes.detections.scoring.identity import PERSON, SERVICE, IdentityResolver, Person
 from custodes.detections.scoring.observation import Observation
 from custodes.sources import SourceFormatName, SourceSettings
-from elastic_shapes import elastic_cloudtrail, elastic_entra, elastic_m365, elastic_okta, elastic_workspace
+from elastic_shapes import (
+    elastic_cloudtrail,
+    elastic_entra,
+    elastic_entra_audit,
+    elastic_m365,
+    elastic_okta,
+    elastic_workspace,
+)
 
 DATASETS = SHARED / "datasets" / "panther-rule-tests"
 EXTRACTOR = Extractor(ScoringSettings(), ["panther.com", "example.io", "acme.com", "example.com"])
@@ -655,6 +662,19 @@ def test_entra_sign_ins_in_elastics_azure_integration_are_read_as_entras_own() -
     assert found >= 10 and seen >= {"signin", "signin_failed"}
     service = {"category": "ServicePrincipalSignInLogs", "resultType": "0", "properties": {"servicePrincipalId": "x"}}
     assert EXTRACTOR.extract(elastic_entra(service)) is None  # no person, as from Entra itself
+
+
+def test_entra_audits_in_elastics_azure_integration_are_read_as_entras_own() -> None:
+    seen: set[str] = set()
+    audits = [r for r in records("azure_signin") if "activityDisplayName" in (r.get("properties") or {})]
+    for record in audits:
+        expected = EXTRACTOR.extract(record)
+        document = elastic_entra_audit(record)
+        assert EXTRACTOR.extract(document) == expected, record
+        native = to_event(record, SourceSettings(format="entra_audit_diagnostic"), "entra")
+        assert to_event(document, GENERIC, "elastic").actor == native.actor
+        seen |= names(expected) if expected is not None else set()
+    assert len(audits) >= 10 and "privilege_grant" in seen
 
 
 def sentinel_signin(record: dict[str, Any], as_text: bool) -> dict[str, Any]:

@@ -7,7 +7,8 @@ an access key created for someone else) is read from the vendor's record by the 
 (`features.Extractor`). So an ECS document is read as the vendor's record where one is kept (`event.original`, kept
 with the integrations' `preserve_original_event` tag) or can be rebuilt from what an integration keeps: AWS
 CloudTrail's (`aws.cloudtrail`), Okta's (`okta`), Microsoft 365's (`o365.audit`), Google Workspace's
-(`google_workspace`) and Entra ID's sign-ins (`azure.signinlogs`). Any other is read as ECS.
+(`google_workspace`) and Entra ID's sign-ins and directory audits (`azure.signinlogs`, `azure.auditlogs`). Any other
+is read as ECS.
 """
 
 from __future__ import annotations
@@ -50,6 +51,9 @@ def vendor_record(raw: dict[str, Any], event: dict[str, Any]) -> tuple[dict[str,
     body = signin.get("properties") if type(signin) is dict else None
     if type(signin) is dict and type(body) is dict and body.get("user_principal_name"):  # else read as ECS
         return kept or entra_record(raw, signin), "entra_signin_diagnostic"
+    audit = azure.get("auditlogs") if type(azure) is dict else None
+    if type(audit) is dict and type(audit.get("properties")) is dict:
+        return kept or entra_audit_record(raw, audit), "entra_audit_diagnostic"
     workspace = raw.get("google_workspace")
     if type(workspace) is dict and event.get("action") and event.get("provider"):
         return kept or workspace_record(raw, event, workspace), "google_workspace"
@@ -233,3 +237,49 @@ def entra_record(raw: dict[str, Any], signin: dict[str, Any]) -> dict[str, Any]:
         "properties": _kept(properties),
     }
     return _kept(record)
+
+
+def entra_audit_record(raw: dict[str, Any], audit: dict[str, Any]) -> dict[str, Any]:
+    """An Entra ID directory audit as diagnostic settings export it (`category`, the audit under `properties`),
+    rebuilt from an ECS document of Elastic's Azure integration, which keeps it under `azure.auditlogs` in snake case
+    (`activity_display_name`, `initiated_by`, `target_resources` as an object of numbered entries): who acted is the
+    initiating user's principal name, not the `user.name` Elastic cuts at its `@`."""
+    body = _object(audit.get("properties"))
+    initiated = _object(body.get("initiated_by"))
+    user, app = _object(initiated.get("user")), _object(initiated.get("app"))
+    targets = body.get("target_resources")
+    entries = targets.values() if type(targets) is dict else targets if type(targets) is list else []
+    properties = {
+        "activityDisplayName": body.get("activity_display_name"),
+        "activityDateTime": body.get("activity_datetime") or raw.get("@timestamp"),
+        "result": body.get("result"),
+        "initiatedBy": _kept(
+            {
+                "user": _kept({"userPrincipalName": _either(user, "userPrincipalName")}),
+                "app": _kept(
+                    {
+                        "displayName": _either(app, "displayName"),
+                        "servicePrincipalName": _either(app, "servicePrincipalName"),
+                    }
+                ),
+            }
+        ),
+        "targetResources": [
+            _kept(
+                {
+                    "userPrincipalName": _either(target, "userPrincipalName"),
+                    "displayName": _either(target, "displayName"),
+                    "type": target.get("type"),
+                }
+            )
+            for target in entries
+            if type(target) is dict
+        ],
+    }
+    return {"time": raw.get("@timestamp"), "category": audit.get("category"), "properties": _kept(properties)}
+
+
+def _either(member: dict[str, Any], name: str) -> Any:
+    """A member by its camel-case name or Elastic's snake-case one (`userPrincipalName`, `user_principal_name`)."""
+    snake = "".join(f"_{char.lower()}" if char.isupper() else char for char in name)
+    return member.get(name) or member.get(snake)
