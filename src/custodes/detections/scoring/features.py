@@ -116,11 +116,11 @@ ENTRA_PRIVILEGE = frozenset(
     {"Add member to role", "Add eligible member to role", "Add app role assignment to user", "Add member to group"}
 )
 ENTRA_NON_INTERACTIVE, ENTRA_NON_INTERACTIVE_LOGS = "nonInteractiveUser", "NonInteractiveUserSignInLogs"
-SENTINEL_SIGNINS = {"SigninLogs": None, "AADNonInteractiveUserSignInLogs": ENTRA_NON_INTERACTIVE}
-"""Log Analytics (Microsoft Sentinel) tables of Entra ID sign-ins, by the sign-in event type each holds."""
 """How Graph (`signInEventTypes`) and diagnostic settings (`category`) mark a non-interactive sign-in: a client
 refreshing its token, at any hour from any network the device is on, hundreds a day. Read as the person's activity,
 they made every hour usual (no off-hours activity left to see); they are not scored."""
+SENTINEL_SIGNINS = {"SigninLogs": None, "AADNonInteractiveUserSignInLogs": ENTRA_NON_INTERACTIVE}
+"""Log Analytics (Microsoft Sentinel) tables of Entra ID sign-ins, by the sign-in event type each holds."""
 ENTRA_PIM_GRANTS = ("Add member to role in PIM completed", "Add eligible member to role in PIM completed")
 """Privileged Identity Management's audit names of a role assigned (`... (permanent)`, `... (timebound)`); a request
 (`... requested`) or a person activating a role they are eligible for is not a grant."""
