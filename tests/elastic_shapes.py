@@ -271,3 +271,18 @@ def elastic_entra_audit(record: dict[str, Any]) -> dict[str, Any]:
         "azure": {"auditlogs": {"category": record.get("category"), "properties": properties}},
         "user": {"name": upn.partition("@")[0]},
     }
+
+
+def elastic_github(record: dict[str, Any]) -> dict[str, Any]:
+    """A GitHub audit log event as Elastic's GitHub integration indexes it: the action in `event.action`, the actor
+    in `user.name`, the user acted on in `user.target.name`, the repository and its visibility under `github`."""
+    github = {key: record[key] for key in ("repo", "org", "visibility") if record.get(key) is not None}
+    user: dict[str, Any] = {"name": record.get("actor")}
+    if record.get("user"):
+        user["target"] = {"name": record["user"]}
+    return {
+        "@timestamp": record.get("@timestamp") or record.get("created_at"),
+        "event": {"action": record["action"], "kind": "event", "category": ["configuration", "web"]},
+        "github": {"category": str(record["action"]).split(".")[0], **github},
+        "user": user,
+    }

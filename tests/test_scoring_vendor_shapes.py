@@ -26,6 +26,7 @@ from elastic_shapes import (
     elastic_cloudtrail,
     elastic_entra,
     elastic_entra_audit,
+    elastic_github,
     elastic_m365,
     elastic_okta,
     elastic_workspace,
@@ -662,6 +663,24 @@ def test_entra_sign_ins_in_elastics_azure_integration_are_read_as_entras_own() -
     assert found >= 10 and seen >= {"signin", "signin_failed"}
     service = {"category": "ServicePrincipalSignInLogs", "resultType": "0", "properties": {"servicePrincipalId": "x"}}
     assert EXTRACTOR.extract(elastic_entra(service)) is None  # no person, as from Entra itself
+
+
+def test_github_audit_events_in_elastics_integration_are_read_as_githubs_own() -> None:
+    seen: set[str] = set()
+    found = 0
+    for record in records("github"):
+        if not (isinstance(record.get("action"), str) and isinstance(record.get("actor"), str)):
+            continue
+        expected = EXTRACTOR.extract(record)
+        document = elastic_github(record)
+        assert EXTRACTOR.extract(document) == expected, record
+        assert (
+            to_event(document, GENERIC, "elastic").actor
+            == to_event(record, SourceSettings(format="github"), "gh").actor
+        )
+        seen |= names(expected) if expected is not None else set()
+        found += 1
+    assert found >= 10 and seen >= {"download", "external_share", "privilege_grant"}
 
 
 def test_entra_audits_in_elastics_azure_integration_are_read_as_entras_own() -> None:

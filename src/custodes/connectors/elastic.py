@@ -7,8 +7,8 @@ an access key created for someone else) is read from the vendor's record by the 
 (`features.Extractor`). So an ECS document is read as the vendor's record where one is kept (`event.original`, kept
 with the integrations' `preserve_original_event` tag) or can be rebuilt from what an integration keeps: AWS
 CloudTrail's (`aws.cloudtrail`), Okta's (`okta`), Microsoft 365's (`o365.audit`), Google Workspace's
-(`google_workspace`) and Entra ID's sign-ins and directory audits (`azure.signinlogs`, `azure.auditlogs`). Any other
-is read as ECS.
+(`google_workspace`), GitHub's (`github`) and Entra ID's sign-ins and directory audits (`azure.signinlogs`,
+`azure.auditlogs`). Any other is read as ECS.
 """
 
 from __future__ import annotations
@@ -54,6 +54,9 @@ def vendor_record(raw: dict[str, Any], event: dict[str, Any]) -> tuple[dict[str,
     audit = azure.get("auditlogs") if type(azure) is dict else None
     if type(audit) is dict and type(audit.get("properties")) is dict:
         return kept or entra_audit_record(raw, audit), "entra_audit_diagnostic"
+    github = raw.get("github")
+    if type(github) is dict and event.get("action"):
+        return kept or github_record(raw, event, github), "github"
     workspace = raw.get("google_workspace")
     if type(workspace) is dict and event.get("action") and event.get("provider"):
         return kept or workspace_record(raw, event, workspace), "google_workspace"
@@ -283,3 +286,20 @@ def _either(member: dict[str, Any], name: str) -> Any:
     """A member by its camel-case name or Elastic's snake-case one (`userPrincipalName`, `user_principal_name`)."""
     snake = "".join(f"_{char.lower()}" if char.isupper() else char for char in name)
     return member.get(name) or member.get(snake)
+
+
+def github_record(raw: dict[str, Any], event: dict[str, Any], github: dict[str, Any]) -> dict[str, Any]:
+    """A GitHub audit log event rebuilt from an ECS document of Elastic's GitHub integration: the action in
+    `event.action`, the actor in `user.name`, the user acted on in `user.target.name`, and the repository and its
+    visibility under `github`."""
+    user = _object(raw.get("user"))
+    record = {
+        "action": event.get("action"),
+        "actor": user.get("name"),
+        "user": _object(user.get("target")).get("name"),
+        "repo": github.get("repo"),
+        "org": github.get("org"),
+        "visibility": github.get("visibility"),
+        "created_at": raw.get("@timestamp"),
+    }
+    return _kept(record)

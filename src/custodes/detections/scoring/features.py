@@ -449,7 +449,7 @@ class Extractor:
         event = raw.get("event")
         if isinstance(event, dict):  # ECS: read as the vendor's record where Elastic's integration keeps or rebuilds it
             kept = "original" in event or "aws" in raw or "okta" in raw or "azure" in raw  # what vendor_record reads,
-            held = kept or "o365" in raw or "google_workspace" in raw  # asked here, not called, on every ECS record
+            held = kept or "o365" in raw or "google_workspace" in raw or "github" in raw  # asked here, not called
             vendor = elastic.vendor_record(raw, event) if held else None
             if vendor is None:
                 return self.ecs(raw, event)
