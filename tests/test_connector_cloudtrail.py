@@ -180,7 +180,7 @@ async def test_log_files_past_max_file_bytes_are_skipped_unread_and_said(
     objects = {key_for(1): bomb, key_for(2): log_file(RECORDS[:30]), key_for(3): plain}
     _s3, _sqs, queue_url = await asyncio.to_thread(queue_setup, url := aws[0], objects)
     with caplog.at_level(logging.WARNING, logger="custodes.connectors.runtime"):
-        connector = queue_connector(url, queue_url, max_file_bytes=2**20)
+        connector = queue_connector(url, queue_url, max_file_bytes=2**20, timeout_seconds=10)  # no fault injected
         assert (await ConnectorRuntime(services.pipeline).poll(connector, kind="cloudtrail_sqs")).stored == 30
     skipped = sorted(r.getMessage() for r in caplog.records if "max_file_bytes" in r.getMessage())
     assert skipped == [
