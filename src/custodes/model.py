@@ -192,6 +192,22 @@ def stable_id(*parts: object) -> str:
     return hashlib.sha256(json_bytes(parts, orjson.OPT_SORT_KEYS)).hexdigest()[:32]
 
 
+def as_object(value: Any) -> dict[str, Any]:
+    """`value` where it is a JSON object (a dict), else an empty one: a vendor's member read without trusting it."""
+    return value if isinstance(value, dict) else {}
+
+
+def json_object(value: Any) -> dict[str, Any] | None:
+    """The JSON object `value` is, or holds as its text (a Log Analytics `dynamic` column, a Splunk `_raw`, an
+    integration's `event.original`); None for anything else."""
+    if isinstance(value, str) and value[:1] == "{":
+        try:
+            value = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            return None
+    return value if isinstance(value, dict) else None
+
+
 def json_bytes(value: Any, option: int = 0) -> bytes:
     """`value` as JSON: orjson with `option` (anything else as its `str`), else `json_text` for what orjson refuses (a
     record nested deeper than it writes, 254 levels; an integer beyond 64 bits from a vendor's JSON parser), keys

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-import orjson
+from custodes.model import as_object, json_object
 
 _AGENT: Final = {"rawUserAgent": "raw_user_agent", "browser": "browser", "os": "os"}
 """Okta's user agent members by the names Elastic's Okta integration gives them."""
@@ -27,33 +27,25 @@ def vendor_record(raw: dict[str, Any], event: dict[str, Any]) -> tuple[dict[str,
     a record kept by an integration not read here, None, may be of a shape no reader knows); None otherwise (and for
     a record kept that is ECS itself, which is read as the document is)."""
     original = event.get("original")
-    kept = None
-    if type(original) is str and original[:1] == "{":
-        try:
-            kept = orjson.loads(original)
-        except orjson.JSONDecodeError:
-            kept = None
-        if type(kept) is not dict or isinstance(kept.get("event"), dict):
-            kept = None
-    aws = raw.get("aws")
-    trail = aws.get("cloudtrail") if type(aws) is dict else None
+    kept = json_object(original) if isinstance(original, str) else None
+    if kept is not None and isinstance(kept.get("event"), dict):  # ECS itself: read as the document is
+        kept = None
+    trail = as_object(raw.get("aws")).get("cloudtrail")
     if type(trail) is dict and event.get("action"):
         return kept or cloudtrail_record(raw, event, trail), "cloudtrail"
     okta = raw.get("okta")
     if type(okta) is dict and okta.get("event_type"):
         return kept or okta_record(raw, okta), "okta"
-    o365 = raw.get("o365")
-    audit = o365.get("audit") if type(o365) is dict else None
+    audit = as_object(raw.get("o365")).get("audit")
     if type(audit) is dict and event.get("action"):
         return kept or m365_record(raw, event, audit), "m365"
-    azure = raw.get("azure")
-    signin = azure.get("signinlogs") if type(azure) is dict else None
-    body = signin.get("properties") if type(signin) is dict else None
-    if type(signin) is dict and type(body) is dict and body.get("user_principal_name"):  # else read as ECS
+    azure = as_object(raw.get("azure"))
+    signin = as_object(azure.get("signinlogs"))
+    if as_object(signin.get("properties")).get("user_principal_name"):  # else read as ECS
         return kept or entra_record(raw, signin), "entra_signin_diagnostic"
-    audit = azure.get("auditlogs") if type(azure) is dict else None
-    if type(audit) is dict and type(audit.get("properties")) is dict:
-        return kept or entra_audit_record(raw, audit), "entra_audit_diagnostic"
+    directory = as_object(azure.get("auditlogs"))
+    if type(directory.get("properties")) is dict:
+        return kept or entra_audit_record(raw, directory), "entra_audit_diagnostic"
     github = raw.get("github")
     if type(github) is dict and event.get("action"):
         return kept or github_record(raw, event, github), "github"
@@ -61,10 +53,6 @@ def vendor_record(raw: dict[str, Any], event: dict[str, Any]) -> tuple[dict[str,
     if type(workspace) is dict and event.get("action") and event.get("provider"):
         return kept or workspace_record(raw, event, workspace), "google_workspace"
     return None if kept is None else (kept, None)
-
-
-def _object(value: Any) -> dict[str, Any]:
-    return value if type(value) is dict else {}
 
 
 def _kept(record: dict[str, Any]) -> dict[str, Any]:
@@ -77,19 +65,19 @@ def cloudtrail_record(raw: dict[str, Any], event: dict[str, Any], trail: dict[st
     (`event.action`, `event.provider`), the identity (`aws.cloudtrail.user_identity`; the user's name from
     `user.name` but for an assumed role, whose session is in its ARN and whose `user.name` is the role's), the error,
     and the request, response and additional data the integration keeps as objects (`aws.cloudtrail.flattened`)."""
-    kept = _object(trail.get("user_identity"))
-    user = _object(raw.get("user"))
+    kept = as_object(trail.get("user_identity"))
+    user = as_object(raw.get("user"))
     kind = kept.get("type")
     identity = {
         "type": kind,
         "arn": kept.get("arn"),
-        "accountId": _object(_object(raw.get("cloud")).get("account")).get("id"),
+        "accountId": as_object(as_object(raw.get("cloud")).get("account")).get("id"),
         "principalId": user.get("id"),
         "accessKeyId": kept.get("access_key_id"),
         "userName": None if kind == "AssumedRole" else user.get("name"),
     }
-    flat = _object(trail.get("flattened"))
-    source = _object(raw.get("source"))
+    flat = as_object(trail.get("flattened"))
+    source = as_object(raw.get("source"))
     record = {
         "eventName": event.get("action"),
         "eventSource": event.get("provider"),
@@ -112,13 +100,13 @@ def okta_record(raw: dict[str, Any], okta: dict[str, Any]) -> dict[str, Any]:
     system under `security_context.as`) and keeps the client's place in ECS (`client.geo`) and the debug data as
     Okta wrote it (`debug_context.debug_data.flattened`): the person is the actor's address, not the `user.name`
     Elastic cuts from it."""
-    actor = _object(okta.get("actor"))
-    client = _object(okta.get("client"))
-    agent = _object(client.get("user_agent"))
-    geo = _object(_object(raw.get("client")).get("geo"))
-    debug = _object(_object(okta.get("debug_context")).get("debug_data"))
-    security = _object(okta.get("security_context"))
-    system = _object(security.get("as"))
+    actor = as_object(okta.get("actor"))
+    client = as_object(okta.get("client"))
+    agent = as_object(client.get("user_agent"))
+    geo = as_object(as_object(raw.get("client")).get("geo"))
+    debug = as_object(as_object(okta.get("debug_context")).get("debug_data"))
+    security = as_object(okta.get("security_context"))
+    system = as_object(security.get("as"))
     targets = okta.get("target")
     fingerprint = debug.get("device_fingerprint")
     record = {
@@ -127,7 +115,7 @@ def okta_record(raw: dict[str, Any], okta: dict[str, Any]) -> dict[str, Any]:
         "eventType": okta.get("event_type"),
         "displayMessage": okta.get("display_message"),
         "actor": _person(actor),
-        "outcome": _kept(_object(okta.get("outcome"))),
+        "outcome": _kept(as_object(okta.get("outcome"))),
         "client": _kept(
             {
                 "ipAddress": client.get("ip"),
@@ -138,11 +126,11 @@ def okta_record(raw: dict[str, Any], okta: dict[str, Any]) -> dict[str, Any]:
                 ),
             }
         ),
-        "debugContext": {"debugData": _object(debug.get("flattened")) or _kept({"deviceFingerprint": fingerprint})},
+        "debugContext": {"debugData": as_object(debug.get("flattened")) or _kept({"deviceFingerprint": fingerprint})},
         "securityContext": _kept(
             {
                 "asNumber": system.get("number"),
-                "asOrg": _object(system.get("organization")).get("name"),
+                "asOrg": as_object(system.get("organization")).get("name"),
                 "domain": security.get("domain"),
                 "isp": security.get("isp"),
                 "isProxy": security.get("is_proxy"),
@@ -173,7 +161,7 @@ def m365_record(raw: dict[str, Any], event: dict[str, Any], audit: dict[str, Any
         "Operation": event.get("action"),
         "Workload": event.get("provider"),
         "Id": event.get("id"),
-        "ObjectId": _object(raw.get("url")).get("original"),
+        "ObjectId": as_object(raw.get("url")).get("original"),
         "CreationTime": raw.get("@timestamp"),
     }
     return {**_kept(moved), **audit}
@@ -186,27 +174,26 @@ def workspace_record(raw: dict[str, Any], event: dict[str, Any], workspace: dict
     under the application's key: Drive's document (`drive.file.id`), visibility, new value and the person or domain
     an access change is for (`target_user`, `target`, `target_domain`), a login challenge's status, and the user an
     administrator acted on (`admin.user.email`)."""
-    user = _object(raw.get("user"))
-    actor = _object(_object(raw.get("source")).get("user")).get("email") or user.get("email")
+    user = as_object(raw.get("user"))
+    actor = as_object(as_object(raw.get("source")).get("user")).get("email") or user.get("email")
     if not actor and user.get("name") and user.get("domain"):
         actor = f"{user['name']}@{user['domain']}"
-    drive = _object(workspace.get("drive"))
+    drive = as_object(workspace.get("drive"))
     parameters = {
-        "doc_id": _object(drive.get("file")).get("id"),
+        "doc_id": as_object(drive.get("file")).get("id"),
         "visibility": drive.get("visibility"),
         "new_value": drive.get("new_value"),
         "target_user": drive.get("target_user") or drive.get("target"),
         "target_domain": drive.get("target_domain"),
-        "login_challenge_status": _object(workspace.get("login")).get("challenge_status"),
-        "USER_EMAIL": _object(_object(workspace.get("admin")).get("user")).get("email"),
+        "login_challenge_status": as_object(workspace.get("login")).get("challenge_status"),
+        "USER_EMAIL": as_object(as_object(workspace.get("admin")).get("user")).get("email"),
     }
-    record = {
+    return {
         "id": {"applicationName": event.get("provider"), "time": raw.get("@timestamp")},
         "actor": _kept({"email": actor}),
         "name": event.get("action"),
         "parameters": _kept(parameters),
     }
-    return record
 
 
 def entra_record(raw: dict[str, Any], signin: dict[str, Any]) -> dict[str, Any]:
@@ -214,9 +201,9 @@ def entra_record(raw: dict[str, Any], signin: dict[str, Any]) -> dict[str, Any]:
     `properties`), rebuilt from an ECS document of Elastic's Azure integration, which keeps it in snake case under
     `azure.signinlogs` and the place Entra gives in ECS `geo`: the person is the user principal name
     (`properties.user_principal_name`), not the `user.name` Elastic cuts from it at the `@`."""
-    body = _object(signin.get("properties"))
-    status = _object(body.get("status"))
-    device = _object(body.get("device_detail"))
+    body = as_object(signin.get("properties"))
+    status = as_object(body.get("status"))
+    device = as_object(body.get("device_detail"))
     properties = {
         "userPrincipalName": body.get("user_principal_name"),
         "createdDateTime": raw.get("@timestamp"),
@@ -230,7 +217,7 @@ def entra_record(raw: dict[str, Any], signin: dict[str, Any]) -> dict[str, Any]:
                 "browser": device.get("browser"),
             }
         ),
-        "location": _kept({"countryOrRegion": _object(raw.get("geo")).get("country_iso_code")}),
+        "location": _kept({"countryOrRegion": as_object(raw.get("geo")).get("country_iso_code")}),
         "autonomousSystemNumber": body.get("autonomous_system_number"),
     }
     record = {
@@ -247,9 +234,9 @@ def entra_audit_record(raw: dict[str, Any], audit: dict[str, Any]) -> dict[str, 
     rebuilt from an ECS document of Elastic's Azure integration, which keeps it under `azure.auditlogs` in snake case
     (`activity_display_name`, `initiated_by`, `target_resources` as an object of numbered entries): who acted is the
     initiating user's principal name, not the `user.name` Elastic cuts at its `@`."""
-    body = _object(audit.get("properties"))
-    initiated = _object(body.get("initiated_by"))
-    user, app = _object(initiated.get("user")), _object(initiated.get("app"))
+    body = as_object(audit.get("properties"))
+    initiated = as_object(body.get("initiated_by"))
+    user, app = as_object(initiated.get("user")), as_object(initiated.get("app"))
     targets = body.get("target_resources")
     entries = targets.values() if type(targets) is dict else targets if type(targets) is list else []
     properties = {
@@ -292,11 +279,11 @@ def github_record(raw: dict[str, Any], event: dict[str, Any], github: dict[str, 
     """A GitHub audit log event rebuilt from an ECS document of Elastic's GitHub integration: the action in
     `event.action`, the actor in `user.name`, the user acted on in `user.target.name`, and the repository and its
     visibility under `github`."""
-    user = _object(raw.get("user"))
+    user = as_object(raw.get("user"))
     record = {
         "action": event.get("action"),
         "actor": user.get("name"),
-        "user": _object(user.get("target")).get("name"),
+        "user": as_object(user.get("target")).get("name"),
         "repo": github.get("repo"),
         "org": github.get("org"),
         "visibility": github.get("visibility"),

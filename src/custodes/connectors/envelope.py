@@ -18,7 +18,7 @@ from custodes.connectors import elastic
 from custodes.connectors import windows as win
 from custodes.connectors.bounds import path_of, too_long
 from custodes.connectors.textlogs import SYSLOG_PROGRAMS
-from custodes.model import Event, LogSource, Outcome, stable_id
+from custodes.model import Event, LogSource, Outcome, as_object, stable_id
 from custodes.sources import SourceSettings
 from custodes.widths import EVENT_TEXT, LOGSOURCE_TEXT
 
@@ -342,10 +342,6 @@ def _outcome(value: Any, success: set[str], failure: set[str]) -> Outcome:
     return Outcome.UNKNOWN
 
 
-def _mapping(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
 def _body(record: dict[str, Any]) -> dict[str, Any]:
     """The Graph object of an Entra ID record: `properties` in the diagnostic-settings shape, else the record."""
     properties = record.get("properties")
@@ -375,8 +371,8 @@ def entra_audit(record: dict[str, Any], settings: SourceSettings, source: str) -
     """Entra ID directory audit records, as Microsoft Graph returns them or as diagnostic settings export them."""
     b = _Builder(record, settings, source)
     body = _body(record)
-    initiated = _mapping(body.get("initiatedBy"))
-    user, app = _mapping(initiated.get("user")), _mapping(initiated.get("app"))
+    initiated = as_object(body.get("initiatedBy"))
+    user, app = as_object(initiated.get("user")), as_object(initiated.get("app"))
     target = _first(body.get("targetResources"))
     target_name = None
     if isinstance(target, dict):
@@ -622,8 +618,8 @@ def vault_actor(record: dict[str, Any]) -> str | None:
     OIDC role maps it), else the display name without the prefix of a method people log in with, a machine's
     token as ``vault/<display name>``; for a login refused, the name its path carries
     (``auth/userpass/login/<name>``). None when nothing names anyone."""
-    auth = _mapping(record.get("auth")) or _mapping(dig(record, "response.auth"))
-    metadata = _mapping(auth.get("metadata"))
+    auth = as_object(record.get("auth")) or as_object(dig(record, "response.auth"))
+    metadata = as_object(auth.get("metadata"))
     for key in ("username", "email"):
         if name := _text(metadata.get(key)):
             return name
@@ -641,7 +637,7 @@ def vault(record: dict[str, Any], settings: SourceSettings, source: str) -> Even
     """HashiCorp Vault audit device records (request and response entries share ``request.id``; tokens and
     values are HMAC-hashed by Vault). The action is the operation, the target the path."""
     b = _Builder(record, settings, source)
-    request = _mapping(record.get("request"))
+    request = as_object(record.get("request"))
     kind = _text(record.get("type")) or "unknown"
     if not request:
         b.warnings.append("request missing")

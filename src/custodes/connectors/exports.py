@@ -25,7 +25,7 @@ import orjson
 
 from custodes.connectors.envelope import iso_millis, parse_time
 from custodes.connectors.textlogs import SYSLOG_PROGRAMS, parse_auditd_line, parse_syslog_line
-from custodes.model import utcnow
+from custodes.model import json_object, utcnow
 
 RecordLists = dict[str, "RecordLists | None"]
 """Keys of a document's records: None for a list of records, else the keys within the object under the key."""
@@ -76,11 +76,8 @@ def raw_record(result: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(raw, str):
         return result
     if raw.lstrip().startswith("{"):
-        try:
-            parsed = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            return result
-        return parsed if isinstance(parsed, dict) else result
+        parsed = json_object(raw.lstrip())
+        return result if parsed is None else parsed
     try:
         when = parse_time(result.get("_time"))
     except (ValueError, OverflowError, OSError):

@@ -335,7 +335,7 @@ def _lines(
     if wrapping is None:
         return _ndjson(path, _rejoin(head, chunks), screen, ended)
     # a record within a string is not spelled as its line spells it: no screen
-    return _unwrapped(_ndjson(path, _rejoin(head, chunks), None if wrapping.encoded else screen, ended))
+    return _unwrapped(_ndjson(path, _rejoin(head, chunks), None if wrapping.encoded else screen, ended), wrapping)
 
 
 def _first_wrapping(head: bytes) -> Wrapping | None:
@@ -351,11 +351,10 @@ def _first_wrapping(head: bytes) -> Wrapping | None:
     return None
 
 
-def _unwrapped(rows: Iterable[_Row]) -> Iterator[_Row]:
-    """Rows of records, each unwrapped as the first object is (`exports.wrapping_of`; a message line of an export is
-    no record), a warning of the row's kept before the unwrapping's."""
-    wrapping: Wrapping | None = None
-    decided = False
+def _unwrapped(rows: Iterable[_Row], wrapping: Wrapping | None = None) -> Iterator[_Row]:
+    """Rows of records, each unwrapped as `wrapping` says, else as the first object is (`exports.wrapping_of`; a
+    message line of an export is no record), a warning of the row's kept before the unwrapping's."""
+    decided = wrapping is not None
     for number, value, warning in rows:
         if type(value) is not dict:
             yield number, value, warning

@@ -16,8 +16,6 @@ from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Any
 
-import orjson
-
 from custodes.config import ScoringSettings
 from custodes.connectors import elastic
 from custodes.connectors import windows as win
@@ -25,6 +23,7 @@ from custodes.connectors.envelope import audit_time, cloudtrail_actor, kube_audi
 from custodes.connectors.textlogs import SYSLOG_PROGRAMS
 from custodes.detections.scoring import pam, saas, winlog
 from custodes.detections.scoring.observation import Observation, as_list, domain_of, name_key, whole
+from custodes.model import json_object
 
 CT_PRIVILEGE = frozenset(
     {
@@ -350,22 +349,12 @@ def _sentinel_signin(row: dict[str, Any]) -> dict[str, Any]:
     kind = SENTINEL_SIGNINS.get(str(row.get("Type")))
     return {
         "userPrincipalName": row.get("UserPrincipalName"),
-        "status": _decoded(row.get("Status")),
-        "deviceDetail": _decoded(row.get("DeviceDetail")),
-        "location": _decoded(row.get("LocationDetails")),
+        "status": json_object(row.get("Status")) or {},
+        "deviceDetail": json_object(row.get("DeviceDetail")) or {},
+        "location": json_object(row.get("LocationDetails")) or {},
         "autonomousSystemNumber": row.get("AutonomousSystemNumber"),
         "signInEventTypes": [kind] if kind else [],
     }
-
-
-def _decoded(value: Any) -> dict[str, Any]:
-    """An object a Log Analytics column holds, or its JSON text; {} for anything else."""
-    if isinstance(value, str) and value[:1] == "{":
-        try:
-            value = orjson.loads(value)
-        except orjson.JSONDecodeError:
-            return {}
-    return value if isinstance(value, dict) else {}
 
 
 def _entra_code(status: Any, result: Any) -> int:
