@@ -329,6 +329,18 @@ def test_exports_saved_from_siems_and_vendor_apis_are_read_as_the_records_they_h
         "graph.json": orjson.dumps({"@odata.context": "https://graph", "value": trail}),
         "reports.json": orjson.dumps({"kind": "admin#reports#activities", "etag": "x", "items": trail}),
         "hunting.json": orjson.dumps({"Schema": [{"Name": "eventID", "Type": "String"}], "Results": trail}),
+        "purview.csv": b"RecordId,CreationDate,RecordType,Operation,UserId,AuditData\r\n"
+        + b"".join(
+            b'%s,2024-03-04T10:00:00.0000000Z,SharePointFileOperation,FileDownloaded,a@corp.example,"%s"\r\n'
+            % (r["eventID"].encode(), json.dumps(r).replace('"', '""').encode())
+            for r in trail
+        ),
+        "unified-audit-log.json": orjson.dumps(  # Search-UnifiedAuditLog | ConvertTo-Json
+            [
+                {"RecordType": 6, "CreationDate": "/Date(1709546400000)/", "UserIds": "a", "AuditData": json.dumps(r)}
+                for r in trail
+            ]
+        ),
     }
     for name, data in exports.items():
         (tmp_path / name).write_bytes(data)
@@ -343,6 +355,13 @@ def test_exports_saved_from_siems_and_vendor_apis_are_read_as_the_records_they_h
     [(_, record, warning)] = iter_records(tmp_path / "broken.json")
     assert record["eventID"] == "e9" and record["eventTime"] == broken["EventTime"]
     assert warning == "CloudTrailEvent is not a JSON object; kept the LookupEvents summary"
+    # an audit log search's row whose AuditData is not a record is kept, with a warning
+    row = {"CreationDate": "2024-03-04T10:00:00Z", "Operation": "FileDownloaded", "AuditData": "(truncated)"}
+    (tmp_path / "search.ndjson").write_bytes(b"\n".join(orjson.dumps(r) for r in (row, {**row, "AuditData": "{}"})))
+    assert list(iter_records(tmp_path / "search.ndjson")) == [
+        (1, row, "AuditData is not a JSON object; kept the search's row"),
+        (2, {}, None),
+    ]
     # a single record whose own fields are named as lists of records is kept whole
     one = {"id": "r1", "value": [1, 2], "hits": {"total": 2}, "items": "x", "results": [[1]]}
     (tmp_path / "one.json").write_bytes(orjson.dumps(one, option=orjson.OPT_INDENT_2))

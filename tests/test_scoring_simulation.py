@@ -34,6 +34,7 @@ from custodes.errors import CustodesError
 from custodes.model import Event, LogSource
 from custodes.sources import SourceSettings
 from elastic_shapes import elastic_cloudtrail, elastic_entra, elastic_okta, elastic_workspace
+from sentinel_shapes import sentinel_audit
 
 runner = CliRunner()
 
@@ -271,44 +272,53 @@ def test_cloudtrail_okta_workspace_and_entra_as_elastics_integrations_index_them
     assert replace(evaluate(indexed, labels, settings), seconds=0.0) == replace(once, seconds=0.0)
 
 
-def test_entra_sign_ins_saved_from_sentinels_query_api_are_evaluated_as_graphs(org: Path, tmp_path: Path) -> None:
-    """The sign-ins as Log Analytics' `SigninLogs` rows, in the query API's answer of columns and rows."""
+def test_entra_logs_saved_from_sentinels_query_api_are_evaluated_as_graphs(tmp_path: Path) -> None:
+    """The sign-ins and directory audits as Log Analytics' `SigninLogs` and `AuditLogs` rows, as one query of both
+    tables (`union`) answers: each row holds its own table's columns, the others empty."""
+    org = tmp_path / "org"
+    scenarios = ("privilege_abuse", "mfa_fatigue", "departure_mass_download")
+    simulate(SimulationSettings(population=60, days=30, seed=29, warmup_days=20, scenarios=scenarios), org)
     settings = ScoringSettings(directory=org / "directory.json", pseudonymise=False)
     labels = load_labels(org / "labels.json")
     files = sorted(org.glob("*.ndjson"))
     once = evaluate(files, labels, settings)
     entra = [orjson.loads(line) for line in (org / "entra.ndjson").read_bytes().splitlines() if line.strip()]
-    signins = [r for r in entra if "userPrincipalName" in r]
-    columns = ["TimeGenerated", "Type", "UserPrincipalName", "ResultType", "Status", "DeviceDetail", "LocationDetails"]
-    columns.append("AutonomousSystemNumber")
     rows = [
-        [
-            r["createdDateTime"],
-            "AADNonInteractiveUserSignInLogs"
+        {
+            "TimeGenerated": r["createdDateTime"],
+            "Type": "AADNonInteractiveUserSignInLogs"
             if "nonInteractiveUser" in (r.get("signInEventTypes") or [])
             else "SigninLogs",
-            r["userPrincipalName"],
-            str((r.get("status") or {}).get("errorCode", 0)),
-            *(orjson.dumps(r.get(key) or {}).decode() for key in ("status", "deviceDetail", "location")),
-            r.get("autonomousSystemNumber"),
-        ]
-        for r in signins
+            "UserPrincipalName": r["userPrincipalName"],
+            "ResultType": str((r.get("status") or {}).get("errorCode", 0)),
+            **{name: orjson.dumps(r.get(key) or {}).decode() for name, key in SIGNIN_OBJECTS.items()},
+            "AutonomousSystemNumber": r.get("autonomousSystemNumber"),
+        }
+        if "userPrincipalName" in r
+        else sentinel_audit(r, as_text=True)
+        for r in entra
     ]
-    kinds = ["datetime", "string", "string", "string", "dynamic", "dynamic", "dynamic", "int"]
+    columns = sorted({name for row in rows for name in row})
+    kinds = {"Status": "dynamic", "DeviceDetail": "dynamic", "LocationDetails": "dynamic", "InitiatedBy": "dynamic"}
+    kinds |= {"TargetResources": "dynamic", "TimeGenerated": "datetime", "AutonomousSystemNumber": "int"}
     answer = {
         "tables": [
             {
                 "name": "PrimaryResult",
-                "columns": [{"name": n, "type": k} for n, k in zip(columns, kinds, strict=True)],
-                "rows": rows,
+                "columns": [{"name": n, "type": kinds.get(n, "string")} for n in columns],
+                "rows": [[row.get(n) for n in columns] for row in rows],
             }
         ]
     }
-    (tmp_path / "signins.json").write_bytes(orjson.dumps(answer))
-    (tmp_path / "audits.ndjson").write_bytes(b"\n".join(orjson.dumps(r) for r in entra if "userPrincipalName" not in r))
-    given = [f for f in files if f.name != "entra.ndjson"] + [tmp_path / "signins.json", tmp_path / "audits.ndjson"]
-    assert len(signins) > 100
+    (tmp_path / "entra.json").write_bytes(orjson.dumps(answer))
+    given = [f for f in files if f.name != "entra.ndjson"] + [tmp_path / "entra.json"]
+    tables = Counter(row["Type"] for row in rows)
+    assert tables["SigninLogs"] > 100 and tables["AuditLogs"] > 0
     assert replace(evaluate(given, labels, settings), seconds=0.0) == replace(once, seconds=0.0)
+
+
+SIGNIN_OBJECTS = {"Status": "status", "DeviceDetail": "deviceDetail", "LocationDetails": "location"}
+"""`SigninLogs`' `dynamic` columns, by Graph's name of each."""
 
 
 def test_records_of_one_time_are_kept_unless_the_same_record() -> None:

@@ -5,6 +5,7 @@ person, with what each vendor's own fields say happened."""
 
 from __future__ import annotations
 
+import csv
 import random
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -31,6 +32,7 @@ from elastic_shapes import (
     elastic_okta,
     elastic_workspace,
 )
+from sentinel_shapes import sentinel_audit, sentinel_office, sentinel_signin
 
 DATASETS = SHARED / "datasets" / "panther-rule-tests"
 EXTRACTOR = Extractor(ScoringSettings(), ["panther.com", "example.io", "acme.com", "example.com"])
@@ -408,16 +410,46 @@ def working_days(
                 yield person, (START + timedelta(days=day, hours=rng.uniform(*hours))).isoformat()
 
 
-def best_rank_of(tmp_path: Path, records: list[dict[str, Any]], label: LabelRow) -> int | None:
-    """Where `eval scoring`'s evaluation ranks the labelled person of unified audit records (None: not caught)."""
+def saved_audit(tmp_path: Path, records: list[dict[str, Any]], saved: str) -> Path:
+    """Unified audit records in a file as a SOC saves them: the Management API's records a line each (`ndjson`), an
+    audit log search exported from Purview (`purview`: a CSV whose `AuditData` column holds each record), or a
+    Sentinel query of `OfficeActivity` in the query API's answer (`sentinel`)."""
+    if saved == "ndjson":
+        path = tmp_path / "audit.ndjson"
+        path.write_bytes(b"\n".join(orjson.dumps(r) for r in records))
+    elif saved == "purview":
+        path = tmp_path / "audit.csv"
+        with path.open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["RecordId", "CreationDate", "RecordType", "Operation", "UserId", "AuditData"])
+            for r in records:
+                audit = orjson.dumps(r).decode()
+                writer.writerow([r["Id"], r["CreationTime"], r["RecordType"], r["Operation"], r["UserId"], audit])
+    else:
+        rows = [sentinel_office(r) for r in records]
+        columns = sorted({name for row in rows for name in row})
+        table = {
+            "name": "PrimaryResult",
+            "columns": [{"name": name, "type": "string"} for name in columns],
+            "rows": [[row.get(name) for name in columns] for row in rows],
+        }
+        path = tmp_path / "answer.json"
+        path.write_bytes(orjson.dumps({"tables": [table]}))
+    return path
+
+
+def best_rank_of(tmp_path: Path, records: list[dict[str, Any]], label: LabelRow, saved: str = "ndjson") -> int | None:
+    """Where `eval scoring`'s evaluation ranks the labelled person of unified audit records, saved as `saved_audit`
+    says (None: not caught)."""
     records.sort(key=lambda r: r["CreationTime"])
-    path = tmp_path / "audit.ndjson"
-    path.write_bytes(b"\n".join(orjson.dumps(r) for r in records))
+    path = saved_audit(tmp_path, records, saved)
     result = evaluate([path], [label], ScoringSettings(pseudonymise=False, warmup_days=5))
+    assert not result.warnings, result.warnings
     return result.incidents[0].best_rank if result.caught == 1 else None
 
 
-def test_a_mass_download_seen_only_in_the_microsoft_365_audit_log_is_ranked_first(tmp_path: Path) -> None:
+@pytest.mark.parametrize("saved", ["ndjson", "purview", "sentinel"])
+def test_a_mass_download_seen_only_in_the_microsoft_365_audit_log_is_ranked_first(tmp_path: Path, saved: str) -> None:
     """The whole route on a vendor shape the simulator does not write: unified audit records in a file, scored by
     `eval scoring`'s evaluation against a label."""
     rng = random.Random(3)
@@ -438,7 +470,7 @@ def test_a_mass_download_seen_only_in_the_microsoft_365_audit_log_is_ranked_firs
         at = (theft + timedelta(seconds=5 * n)).isoformat()
         records.append(unified_audit("FileDownloaded", "SharePoint", ObjectId=doc, UserId=thief, CreationTime=at))
     label = LabelRow("incident-1", "departure_mass_download", thief, "insider", theft, theft + timedelta(hours=1))
-    assert best_rank_of(tmp_path, records, label) == 1
+    assert best_rank_of(tmp_path, records, label, saved) == 1
 
 
 def mailbox(
@@ -475,8 +507,9 @@ def test_another_persons_mailbox_opened_or_sent_as_is_sensitive_and_new_per_mail
         assert names(observed(own)) == set(), own
 
 
+@pytest.mark.parametrize("saved", ["ndjson", "purview", "sentinel"])
 def test_a_first_look_into_an_executives_mailbox_ranks_first_above_delegates_who_read_theirs_daily(
-    tmp_path: Path,
+    tmp_path: Path, saved: str
 ) -> None:
     rng = random.Random(5)
     people = [f"user{n}@corp.example" for n in range(40)]
@@ -491,7 +524,7 @@ def test_a_first_look_into_an_executives_mailbox_ranks_first_above_delegates_who
     records.append(mailbox("MailItemsAccessed", snoop, executives[0], 2, when.isoformat()))
     records.append(mailbox("SendAs", snoop, executives[0], 2, sent, SendAsUserSmtp=executives[0]))
     label = LabelRow("incident-1", "mailbox_snooping", snoop, "insider", when, when + timedelta(hours=1))
-    assert best_rank_of(tmp_path, records, label) == 1
+    assert best_rank_of(tmp_path, records, label, saved) == 1
 
 
 TRAIL_SAMPLES: list[dict[str, Any]] = [
@@ -594,9 +627,10 @@ def test_cloudtrail_in_elastics_aws_integration_is_read_as_the_cloudtrail_record
     }
 
 
-def test_microsoft_365_in_elastics_integration_is_read_as_the_unified_audit_record() -> None:
+def m365_samples() -> list[dict[str, Any]]:
+    """Unified audit records of each kind scoring reads, and of some it reads as nothing."""
     boss = "boss@corp.example"
-    samples = [
+    return [
         unified_audit("FileDownloaded", "SharePoint", ObjectId=DOC),
         unified_audit("FileAccessed", "SharePoint", ObjectId=DOC),
         unified_audit("FileRecycled", "OneDrive", ObjectId=DOC),
@@ -615,20 +649,63 @@ def test_microsoft_365_in_elastics_integration_is_read_as_the_unified_audit_reco
         mailbox("MailItemsAccessed", "jane@corp.example", "jane@corp.example", 0),
         mailbox("SendAs", "jane@corp.example", boss, 2, SendAsUserSmtp=boss),
     ]
+
+
+M365_READ = {
+    "download",
+    "file_access",
+    "delete",
+    "external_share",
+    "mail_forwarding",
+    "privilege_grant",
+    "sensitive_api",
+}
+"""What `m365_samples` are read for."""
+
+
+def test_microsoft_365_in_elastics_integration_is_read_as_the_unified_audit_record() -> None:
     seen = set()
-    for record in samples:
+    for record in m365_samples():
         expected = EXTRACTOR.extract(record)
         assert EXTRACTOR.extract(elastic_m365(record)) == expected, record
         seen |= names(expected) if expected is not None else set()
-    assert seen == {
-        "download",
-        "file_access",
-        "delete",
-        "external_share",
-        "mail_forwarding",
-        "privilege_grant",
-        "sensitive_api",
-    }
+    assert seen == M365_READ
+
+
+@pytest.mark.parametrize("as_text", [False, True])
+def test_sentinel_office_activity_rows_are_read_as_the_unified_audit_record(as_text: bool) -> None:
+    """`OfficeActivity` names the user's and the mailbox logon's kinds, and renames the workload, object and id."""
+    seen = set()
+    m365 = SourceSettings(format="m365")
+    for record in m365_samples():
+        expected = EXTRACTOR.extract(record)
+        row = sentinel_office(record, as_text)
+        assert EXTRACTOR.extract(row) == expected, row
+        seen |= names(expected) if expected is not None else set()
+        native, stored = to_event(record, m365, "m365"), to_event(row, GENERIC, "sentinel")
+        assert (stored.actor, stored.action, stored.target, stored.time) == (
+            native.actor,
+            native.action,
+            native.target,
+            native.time,
+        )
+        assert not stored.warnings, stored.warnings
+    assert seen == M365_READ
+
+
+@pytest.mark.parametrize("as_text", [False, True])
+def test_sentinel_audit_log_rows_are_read_as_entras_directory_audits(as_text: bool) -> None:
+    seen: set[str] = set()
+    audits = [r for r in records("azure_signin") if "activityDisplayName" in (r.get("properties") or {})]
+    for record in audits:
+        expected = EXTRACTOR.extract(record)
+        row = sentinel_audit(record["properties"], as_text, record.get("time"))
+        assert EXTRACTOR.extract(row) == expected, record
+        native = to_event(record, SourceSettings(format="entra_audit_diagnostic"), "entra")
+        stored = to_event(row, GENERIC, "sentinel")
+        assert (stored.actor, stored.action, stored.outcome) == (native.actor, native.action, native.outcome)
+        seen |= names(expected) if expected is not None else set()
+    assert len(audits) >= 10 and "privilege_grant" in seen
 
 
 def test_google_workspace_in_elastics_integration_is_read_as_the_activity() -> None:
@@ -694,29 +771,6 @@ def test_entra_audits_in_elastics_azure_integration_are_read_as_entras_own() -> 
         assert to_event(document, GENERIC, "elastic").actor == native.actor
         seen |= names(expected) if expected is not None else set()
     assert len(audits) >= 10 and "privilege_grant" in seen
-
-
-def sentinel_signin(record: dict[str, Any], as_text: bool) -> dict[str, Any]:
-    """A diagnostic settings sign-in as a Log Analytics `SigninLogs` (or non-interactive) row: Pascal case columns,
-    the status, device and place as objects, or as their JSON text (`as_text`)."""
-    body = record.get("properties") or {}
-    table = "AADNonInteractiveUserSignInLogs" if record["category"] == "NonInteractiveUserSignInLogs" else "SigninLogs"
-
-    def dynamic(value: Any) -> Any:
-        return orjson.dumps(value).decode() if as_text and value is not None else value
-
-    row = {
-        "TimeGenerated": record.get("time"),
-        "Type": table,
-        "UserPrincipalName": body.get("userPrincipalName"),
-        "ResultType": record.get("resultType"),
-        "Status": dynamic(body.get("status")),
-        "DeviceDetail": dynamic(body.get("deviceDetail")),
-        "LocationDetails": dynamic(body.get("location")),
-        "AutonomousSystemNumber": body.get("autonomousSystemNumber"),
-        "IPAddress": body.get("ipAddress"),
-    }
-    return {key: value for key, value in row.items() if value is not None}
 
 
 @pytest.mark.parametrize("as_text", [False, True])

@@ -208,6 +208,17 @@ def json_object(value: Any) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
+def json_value(value: Any) -> Any:
+    """The object or list whose JSON text `value` is (a Log Analytics `dynamic` column given as text), else `value`
+    as it stands."""
+    if isinstance(value, str) and value[:1] in ("{", "["):
+        try:
+            return orjson.loads(value)
+        except orjson.JSONDecodeError:
+            return value
+    return value
+
+
 def json_bytes(value: Any, option: int = 0) -> bytes:
     """`value` as JSON: orjson with `option` (anything else as its `str`), else `json_text` for what orjson refuses (a
     record nested deeper than it writes, 254 levels; an integer beyond 64 bits from a vendor's JSON parser), keys

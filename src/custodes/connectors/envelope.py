@@ -14,7 +14,7 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from custodes.connectors import elastic
+from custodes.connectors import elastic, sentinel
 from custodes.connectors import windows as win
 from custodes.connectors.bounds import path_of, too_long
 from custodes.connectors.textlogs import SYSLOG_PROGRAMS
@@ -268,7 +268,7 @@ def cloudtrail(record: dict[str, Any], settings: SourceSettings, source: str) ->
 
 GENERIC_DEFAULTS = {
     "id": "id",
-    "time": "@timestamp|timestamp|time",
+    "time": "@timestamp|timestamp|time|TimeGenerated",
     "actor": "user.name",
     "action": "event.action",
     "target": "target",
@@ -279,34 +279,45 @@ GENERIC_DEFAULTS = {
 
 
 def generic(record: dict[str, Any], settings: SourceSettings, source: str) -> Event:
-    """Any JSON record, with envelope fields read from configured dotted paths (ECS names by default)."""
+    """Any JSON record, with envelope fields read from configured dotted paths (ECS names by default). Where the
+    record holds a vendor's (`_vendor_event`: an Elastic integration's document, a Sentinel row), the actor is that
+    record's, and so are the action, target, outcome and source address the paths find none of."""
     b = _Builder(record, settings, source)
+    vendor = None if "actor" in settings.fields else _vendor_event(record, settings, source)
 
     def pick(name: str) -> Any:
         return _pick(record, _generic_paths(settings, name))
 
-    outcome_text = (_text(pick("outcome")) or "").lower()
-    outcome = Outcome(outcome_text) if outcome_text in {"success", "failure"} else Outcome.UNKNOWN
-    vendor = None if "actor" in settings.fields else _vendor_event(record, settings, source)
+    def told(name: str) -> Any:
+        """A field at its paths, else the vendor's record's where the record holds one and the source's `fields`
+        do not say where it is."""
+        found = pick(name)
+        return getattr(vendor, name) if found is None and vendor is not None and name not in settings.fields else found
+
+    outcome = told("outcome")
+    if not isinstance(outcome, Outcome):
+        text = (_text(outcome) or "").lower()
+        outcome = Outcome(text) if text in {"success", "failure"} else Outcome.UNKNOWN
     return b.event(
         pick("id"),
         b.time(*_generic_paths(settings, "time").split("|")),
         actor=_text(pick("actor")) if vendor is None else vendor.actor,
-        action=_text(pick("action")),
-        target=_text(pick("target")),
+        action=_text(told("action")),
+        target=_text(told("target")),
         outcome=outcome,
-        src_ip=_text(pick("src_ip")),
+        src_ip=_text(told("src_ip")),
         bytes=b.integer(_generic_paths(settings, "bytes"), pick("bytes")),
     )
 
 
 def _vendor_event(record: dict[str, Any], settings: SourceSettings, source: str) -> Event | None:
-    """The vendor's record an ECS document of Elastic's integrations was made from (`elastic.vendor_record`), as
-    that vendor's format maps it; None where it is not one of theirs. Its actor is the document's: an assumed
-    role's session rather than the role, a whole address rather than the part before its `@` that Elastic puts in
-    `user.name`, so that a person's events are routed, matched and joined by the name scoring reads."""
+    """The vendor's record an ECS document of Elastic's integrations was made from (`elastic.vendor_record`), or a
+    Sentinel row holds (`sentinel.vendor_record`), as that vendor's format maps it; None where it is neither. Its
+    actor is the document's: an assumed role's session rather than the role, a whole address rather than the part
+    before its `@` that Elastic puts in `user.name`, a Sentinel row's user, so that a person's events are routed,
+    matched and joined by the name scoring reads."""
     event = record.get("event")
-    found = elastic.vendor_record(record, event) if isinstance(event, dict) else None
+    found = elastic.vendor_record(record, event) if isinstance(event, dict) else sentinel.vendor_record(record)
     if found is None or found[1] is None:
         return None
     return MAPPERS[found[1]](found[0], settings, source)

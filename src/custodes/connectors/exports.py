@@ -11,12 +11,12 @@ row is a record of its columns (`table_record`).
 Each record may itself be wrapped (`wrapping_of`, decided by a file's first record: an export is of one kind):
 an Elasticsearch hit (`_index`, `_id`, `_source`: a search's hits, `elasticdump` lines), a line of Splunk's JSON
 export (`{"preview": false, "result": {...}}`: Splunk Web's and the REST `export` endpoint's), a Splunk result whose
-`_raw` holds the vendor's record as ingested (`raw_record`), and a LookupEvents item (its `CloudTrailEvent`).
+`_raw` holds the vendor's record as ingested (`raw_record`), a LookupEvents item (its `CloudTrailEvent`), and a
+Microsoft 365 audit log search's row (its `AuditData`: Purview's CSV export, `Search-UnifiedAuditLog`'s objects).
 """
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Final
@@ -25,7 +25,7 @@ import orjson
 
 from custodes.connectors.envelope import iso_millis, parse_time
 from custodes.connectors.textlogs import SYSLOG_PROGRAMS, parse_auditd_line, parse_syslog_line
-from custodes.model import json_object, utcnow
+from custodes.model import json_object, json_value, utcnow
 
 RecordLists = dict[str, "RecordLists | None"]
 """Keys of a document's records: None for a list of records, else the keys within the object under the key."""
@@ -104,6 +104,16 @@ def trail_record(item: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
     return summary, "CloudTrailEvent is not a JSON object; kept the LookupEvents summary"
 
 
+def audit_record(row: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """A Microsoft 365 unified audit record as an audit log search gives it (Purview's export, PowerShell's
+    `Search-UnifiedAuditLog`): the record in its `AuditData` text; where that holds no JSON object, the row itself,
+    with a warning."""
+    record = json_object(row.get("AuditData"))
+    if record is None:
+        return row, "AuditData is not a JSON object; kept the search's row"
+    return record, None
+
+
 def _splunk_line(line: dict[str, Any]) -> tuple[Any, str | None]:
     result = line.get("result")
     return (raw_record(result), None) if isinstance(result, dict) else (None, None)
@@ -117,6 +127,7 @@ _HIT: Final = Wrapping(hit_record, encoded=False)
 _SPLUNK_LINE: Final = Wrapping(_splunk_line, encoded=True)
 _SPLUNK_RESULT: Final = Wrapping(_splunk_result, encoded=True)
 _LOOKUP: Final = Wrapping(trail_record, encoded=True)
+_AUDIT_SEARCH: Final = Wrapping(audit_record, encoded=True)
 _SPLUNK_LINE_KEYS: Final = ("preview", "offset", "lastrow")
 _SPLUNK_KEYS: Final = ("_time", "_cd", "_indextime", "sourcetype")
 
@@ -167,10 +178,7 @@ def table_record(columns: Columns, row: Any) -> Any:
     for (name, dynamic), value in zip(columns, row, strict=False):
         if value is None or value == "":
             continue
-        if dynamic and isinstance(value, str) and value[:1] in ("{", "["):
-            with contextlib.suppress(orjson.JSONDecodeError):  # else kept as the text it is
-                value = orjson.loads(value)
-        record[name] = value
+        record[name] = json_value(value) if dynamic else value  # text that is no JSON kept as it is
     return record
 
 
@@ -204,4 +212,6 @@ def wrapping_of(record: dict[str, Any]) -> Wrapping | None:
         return _SPLUNK_RESULT
     if isinstance(record.get("CloudTrailEvent"), str) and "EventId" in record:
         return _LOOKUP
+    if isinstance(record.get("AuditData"), str) and "CreationDate" in record:
+        return _AUDIT_SEARCH
     return None

@@ -17,13 +17,12 @@ from datetime import datetime
 from typing import Any
 
 from custodes.config import ScoringSettings
-from custodes.connectors import elastic
+from custodes.connectors import elastic, sentinel
 from custodes.connectors import windows as win
 from custodes.connectors.envelope import audit_time, cloudtrail_actor, kube_audit, parse_time
 from custodes.connectors.textlogs import SYSLOG_PROGRAMS
 from custodes.detections.scoring import pam, saas, winlog
 from custodes.detections.scoring.observation import Observation, as_list, domain_of, name_key, whole
-from custodes.model import json_object
 
 CT_PRIVILEGE = frozenset(
     {
@@ -118,8 +117,6 @@ ENTRA_NON_INTERACTIVE, ENTRA_NON_INTERACTIVE_LOGS = "nonInteractiveUser", "NonIn
 """How Graph (`signInEventTypes`) and diagnostic settings (`category`) mark a non-interactive sign-in: a client
 refreshing its token, at any hour from any network the device is on, hundreds a day. Read as the person's activity,
 they made every hour usual (no off-hours activity left to see); they are not scored."""
-SENTINEL_SIGNINS = {"SigninLogs": None, "AADNonInteractiveUserSignInLogs": ENTRA_NON_INTERACTIVE}
-"""Log Analytics (Microsoft Sentinel) tables of Entra ID sign-ins, by the sign-in event type each holds."""
 ENTRA_PIM_GRANTS = ("Add member to role in PIM completed", "Add eligible member to role in PIM completed")
 """Privileged Identity Management's audit names of a role assigned (`... (permanent)`, `... (timebound)`); a request
 (`... requested`) or a person activating a role they are eligible for is not a grant."""
@@ -342,21 +339,6 @@ def _m365_parameters(raw: dict[str, Any]) -> set[str]:
     return {str(name) for name, value in pairs if value not in (None, "", "$null", "False")}
 
 
-def _sentinel_signin(row: dict[str, Any]) -> dict[str, Any]:
-    """A Log Analytics `SigninLogs` or `AADNonInteractiveUserSignInLogs` row as Graph's sign-in: its columns in
-    Pascal case, the status, device and place as objects (`dynamic`) or their JSON text (in the non-interactive
-    table, or as a CSV export or a query answer gives them)."""
-    kind = SENTINEL_SIGNINS.get(str(row.get("Type")))
-    return {
-        "userPrincipalName": row.get("UserPrincipalName"),
-        "status": json_object(row.get("Status")) or {},
-        "deviceDetail": json_object(row.get("DeviceDetail")) or {},
-        "location": json_object(row.get("LocationDetails")) or {},
-        "autonomousSystemNumber": row.get("AutonomousSystemNumber"),
-        "signInEventTypes": [kind] if kind else [],
-    }
-
-
 def _entra_code(status: Any, result: Any) -> int:
     """An Entra sign-in's error code: `status.errorCode`, else a diagnostic record's `resultType` (a code, or
     `Success` / `Failure`; a failure without its code is -1)."""
@@ -499,8 +481,8 @@ class Extractor:
             return pam.syslog(raw)
         if isinstance(raw.get("type"), str) and str(raw.get("msg") or "").startswith("audit("):
             return pam.auditd(raw, self.uids)
-        if raw.get("Type") in SENTINEL_SIGNINS and raw.get("UserPrincipalName"):  # Sentinel's Entra ID sign-ins
-            return self.entra_signin(_sentinel_signin(raw), raw.get("ResultType"))
+        if raw.get("Type") in sentinel.TABLES and (row := sentinel.vendor_record(raw)) is not None:
+            return self.extract(row[0])  # Sentinel's Entra ID and Microsoft 365 rows, as the vendors' records
         if "ActionType" in raw and "DeviceName" in raw and "AccountName" in raw:  # advanced hunting, Sentinel
             return winlog.defender_logon(raw)
         if "Event" in raw or "EventID" in raw or "EventCode" in raw or "event_id" in raw or "_raw" in raw:

@@ -1,0 +1,141 @@
+"""Vendor records in the rows of Microsoft Sentinel's tables (Log Analytics), so that a SOC on Sentinel is scored and
+routed as one reading the vendors' own logs.
+
+Sentinel stores what Microsoft's connectors bring in under its own column names: Entra ID's sign-ins
+(`SigninLogs`, `AADNonInteractiveUserSignInLogs`) and directory audits (`AuditLogs`) as Graph's objects with their
+members in Pascal case, and the Microsoft 365 unified audit log (`OfficeActivity`) with a few members renamed
+(`OfficeWorkload`, `OfficeObjectId`, `Logon_Type`) and its numbered kinds named (`UserType` "Regular", `Logon_Type`
+"Delegate"). A row is told by its `Type` column (the table's name, in every row a query returns unless a `project`
+drops it) and rebuilt as the vendor's record (`vendor_record`), which the vendor's readers then read: scoring's
+features and the envelope's formats. Its `dynamic` columns may be objects, or their JSON text (as a CSV export, the
+non-interactive table or some query tools give them). Column names are Azure Monitor's table reference's.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from custodes.model import json_value
+
+SIGNIN_TABLES: Final = {"SigninLogs": "SignInLogs", "AADNonInteractiveUserSignInLogs": "NonInteractiveUserSignInLogs"}
+"""Sentinel's tables of Entra ID sign-ins, by the category diagnostic settings give the same records."""
+TABLES: Final = frozenset({*SIGNIN_TABLES, "AuditLogs", "OfficeActivity"})
+"""The tables whose rows are read as their vendor's records."""
+
+_GRAPH_NAMES: Final = {"LocationDetails": "location", "IPAddress": "ipAddress"}
+"""Graph's names of the columns whose name is not Graph's own with its first letter raised."""
+_GRAPH_OBJECTS: Final = frozenset({"Status", "DeviceDetail", "LocationDetails", "InitiatedBy", "TargetResources"})
+"""The `dynamic` columns the readers look into."""
+_WORKSPACE_COLUMNS: Final = frozenset(
+    {
+        "TenantId",
+        "TimeGenerated",
+        "Type",
+        "SourceSystem",
+        "_ResourceId",
+        "_SubscriptionId",
+        "_BilledSize",
+        "_IsBillable",
+    }
+)
+"""Log Analytics' own columns, of no vendor's record."""
+
+_OFFICE_NAMES: Final = {
+    "OfficeWorkload": "Workload",
+    "OfficeObjectId": "ObjectId",
+    "OfficeId": "Id",
+    "Logon_Type": "LogonType",
+    "Client_IPAddress": "ClientIPAddress",
+    "Site_Url": "SiteUrl",
+    "Event_Data": "EventData",
+    "AzureActiveDirectory_EventType": "AzureActiveDirectoryEventType",
+}
+"""The unified audit log's names of the `OfficeActivity` columns Sentinel renamed."""
+_OFFICE_LISTS: Final = frozenset({"Parameters", "ModifiedProperties", "ExtendedProperties"})
+"""`OfficeActivity` columns that hold a list of the unified audit record as its JSON text."""
+USER_TYPES: Final = {
+    "Regular": 0,
+    "Reserved": 1,
+    "Admin": 2,
+    "DcAdmin": 3,
+    "System": 4,
+    "Application": 5,
+    "ServicePrincipal": 6,
+    "CustomPolicy": 7,
+    "SystemPolicy": 8,
+}
+"""The unified audit log's `UserType` numbers, by the names `OfficeActivity` gives them."""
+LOGON_TYPES: Final = {
+    "Owner": 0,
+    "Admin": 1,
+    "Delegate": 2,
+    "Transport": 3,
+    "SystemService": 4,
+    "BestAccess": 5,
+    "DelegatedAdmin": 6,
+}
+"""Exchange's mailbox audit `LogonType` numbers, by the names `OfficeActivity` gives them."""
+
+
+def vendor_record(row: dict[str, Any]) -> tuple[dict[str, Any], str] | None:
+    """The vendor's record a Sentinel row holds, and the source format it is of; None for a row of another table, or
+    one naming no one this module reads (a sign-in without its user, an audit without its activity)."""
+    table = row.get("Type")
+    if table in SIGNIN_TABLES and row.get("UserPrincipalName"):
+        return signin_record(row, SIGNIN_TABLES[table]), "entra_signin_diagnostic"
+    if table == "AuditLogs" and row.get("ActivityDisplayName"):
+        return audit_record(row), "entra_audit_graph"
+    if table == "OfficeActivity" and row.get("Operation") and row.get("OfficeWorkload"):
+        return office_record(row), "m365"
+    return None
+
+
+def _graph(row: dict[str, Any]) -> dict[str, Any]:
+    """A row of a Graph object's members in Pascal case as the object: each name's first letter lowered (or Graph's
+    own name), the objects read looked into decoded from their text, Log Analytics' own columns left out."""
+    record: dict[str, Any] = {}
+    for name, value in row.items():
+        if name in _WORKSPACE_COLUMNS or not name:
+            continue
+        key = _GRAPH_NAMES.get(name) or name[0].lower() + name[1:]
+        record[key] = json_value(value) if name in _GRAPH_OBJECTS else value
+    return record
+
+
+def signin_record(row: dict[str, Any], category: str) -> dict[str, Any]:
+    """A `SigninLogs` or `AADNonInteractiveUserSignInLogs` row as diagnostic settings export the sign-in: Graph's
+    sign-in under `properties`, with its category (non-interactive or not) and result code (`ResultType`)."""
+    body = _graph(row)
+    body.setdefault("createdDateTime", row.get("TimeGenerated"))
+    body.pop("resultType", None)
+    return {
+        "time": row.get("TimeGenerated") or row.get("CreatedDateTime"),
+        "category": category,
+        "resultType": row.get("ResultType"),
+        "properties": body,
+    }
+
+
+def audit_record(row: dict[str, Any]) -> dict[str, Any]:
+    """An `AuditLogs` row as Graph's directory audit (`initiatedBy`, `targetResources`, `activityDisplayName`)."""
+    record = _graph(row)
+    record.setdefault("activityDateTime", row.get("TimeGenerated"))
+    return record
+
+
+def office_record(row: dict[str, Any]) -> dict[str, Any]:
+    """An `OfficeActivity` row as the unified audit record: the columns Sentinel renamed under their own names,
+    the kinds it named as their numbers, the cmdlet's parameters (JSON text) as their list, the time as
+    `CreationTime`."""
+    record: dict[str, Any] = {}
+    for name, value in row.items():
+        if name in _WORKSPACE_COLUMNS:
+            continue
+        if name in _OFFICE_LISTS and isinstance(value, str):
+            value = json_value(value)
+        record[_OFFICE_NAMES.get(name, name)] = value
+    record["CreationTime"] = row.get("TimeGenerated")
+    for name, numbers in (("UserType", USER_TYPES), ("LogonType", LOGON_TYPES)):
+        if isinstance(record.get(name), str):
+            record[name] = numbers.get(record[name], record[name])
+    return record

@@ -1,0 +1,96 @@
+"""Vendor records as Microsoft Sentinel's tables hold them (Log Analytics rows, column names from Azure Monitor's
+table reference): Entra ID's sign-ins and directory audits, and the Microsoft 365 unified audit log."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+OFFICE_COLUMNS = {
+    "Workload": "OfficeWorkload",
+    "ObjectId": "OfficeObjectId",
+    "Id": "OfficeId",
+    "LogonType": "Logon_Type",
+}
+"""`OfficeActivity`'s names of the unified audit record's members it renames."""
+USER_TYPE_NAMES = ["Regular", "Reserved", "Admin", "DcAdmin", "System", "Application", "ServicePrincipal"]
+RECORD_TYPE_NAMES = {
+    1: "ExchangeAdmin",
+    2: "ExchangeItem",
+    6: "SharePointFileOperation",
+    8: "AzureActiveDirectory",
+    50: "ExchangeItemAggregated",
+}
+LOGON_TYPE_NAMES = ["Owner", "Admin", "Delegate", "Transport", "SystemService", "BestAccess", "DelegatedAdmin"]
+
+
+def _dynamic(value: Any, as_text: bool) -> Any:
+    return orjson.dumps(value).decode() if as_text and value is not None else value
+
+
+def _present(row: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in row.items() if value is not None}
+
+
+def sentinel_signin(record: dict[str, Any], as_text: bool) -> dict[str, Any]:
+    """A diagnostic settings sign-in as a Log Analytics `SigninLogs` (or non-interactive) row: Pascal case columns,
+    the status, device and place as objects, or as their JSON text (`as_text`)."""
+    body = record.get("properties") or {}
+    table = "AADNonInteractiveUserSignInLogs" if record["category"] == "NonInteractiveUserSignInLogs" else "SigninLogs"
+    return _present(
+        {
+            "TimeGenerated": record.get("time"),
+            "Type": table,
+            "UserPrincipalName": body.get("userPrincipalName"),
+            "ResultType": record.get("resultType"),
+            "Status": _dynamic(body.get("status"), as_text),
+            "DeviceDetail": _dynamic(body.get("deviceDetail"), as_text),
+            "LocationDetails": _dynamic(body.get("location"), as_text),
+            "AutonomousSystemNumber": body.get("autonomousSystemNumber"),
+            "IPAddress": body.get("ipAddress"),
+        }
+    )
+
+
+def sentinel_audit(audit: dict[str, Any], as_text: bool, time: str | None = None) -> dict[str, Any]:
+    """Graph's directory audit as an `AuditLogs` row: Pascal case columns, who acted and on what as objects or their
+    JSON text (`as_text`)."""
+    return _present(
+        {
+            "TimeGenerated": time or audit.get("activityDateTime"),
+            "Type": "AuditLogs",
+            "TenantId": "7f0e3a52-0000-4000-8000-000000000001",
+            "Id": audit.get("id"),
+            "Category": audit.get("category"),
+            "ActivityDateTime": audit.get("activityDateTime"),
+            "ActivityDisplayName": audit.get("activityDisplayName"),
+            "Result": audit.get("result"),
+            "LoggedByService": audit.get("loggedByService"),
+            "InitiatedBy": _dynamic(audit.get("initiatedBy"), as_text),
+            "TargetResources": _dynamic(audit.get("targetResources"), as_text),
+        }
+    )
+
+
+def sentinel_office(record: dict[str, Any], as_text: bool = True) -> dict[str, Any]:
+    """A unified audit record as an `OfficeActivity` row: the members Sentinel renames under its names, the user's
+    and the mailbox logon's kinds by name, the cmdlet's parameters as JSON text (`as_text`; Sentinel's column is a
+    string), the time as `TimeGenerated`."""
+    row: dict[str, Any] = {"Type": "OfficeActivity", "SourceSystem": "OfficeActivityManager"}
+    for name, value in record.items():
+        if name == "CreationTime":
+            when = datetime.fromisoformat(value)
+            row["TimeGenerated"] = (when if when.tzinfo else when.replace(tzinfo=UTC)).isoformat()
+        elif name == "UserType":
+            row[name] = USER_TYPE_NAMES[value]
+        elif name == "LogonType":
+            row["Logon_Type"] = LOGON_TYPE_NAMES[value]
+        elif name == "RecordType":
+            row[name] = RECORD_TYPE_NAMES[value]
+        elif name == "Parameters":
+            row[name] = _dynamic(value, as_text)
+        else:
+            row[OFFICE_COLUMNS.get(name, name)] = value
+    return row
