@@ -94,3 +94,30 @@ def sentinel_office(record: dict[str, Any], as_text: bool = True) -> dict[str, A
         else:
             row[OFFICE_COLUMNS.get(name, name)] = value
     return row
+
+
+APPLICATIONS = {
+    "SharePoint": "Microsoft SharePoint Online",
+    "OneDrive": "Microsoft OneDrive for Business",
+    "Exchange": "Microsoft Exchange Online",
+    "AzureActiveDirectory": "Office 365",
+}
+
+
+def cloud_app_event(record: dict[str, Any], as_text: bool = False) -> dict[str, Any]:
+    """A unified audit record as Defender XDR's `CloudAppEvents` row (advanced hunting's columns): the record whole
+    in `RawEventData` (an object, or its JSON text with `as_text`, as a CSV export gives it)."""
+    when = datetime.fromisoformat(record["CreationTime"])
+    return {
+        "Timestamp": (when if when.tzinfo else when.replace(tzinfo=UTC)).isoformat(),
+        "ActionType": record["Operation"],
+        "Application": APPLICATIONS[record["Workload"]],
+        "ApplicationId": 20892,
+        "AccountObjectId": "3f1c0b8e-0000-4000-8000-00000000a1b2",
+        "AccountDisplayName": "Jane Doe",
+        "IsAdminOperation": False,
+        "IPAddress": record.get("ClientIP"),
+        "ObjectName": record.get("ObjectId"),
+        "ReportId": record["Id"],
+        "RawEventData": _dynamic(record, as_text),
+    }

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import csv
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,7 @@ from elastic_shapes import (
     elastic_okta,
     elastic_workspace,
 )
-from sentinel_shapes import sentinel_audit, sentinel_office, sentinel_signin
+from sentinel_shapes import cloud_app_event, sentinel_audit, sentinel_office, sentinel_signin
 
 DATASETS = SHARED / "datasets" / "panther-rule-tests"
 EXTRACTOR = Extractor(ScoringSettings(), ["panther.com", "example.io", "acme.com", "example.com"])
@@ -412,8 +412,9 @@ def working_days(
 
 def saved_audit(tmp_path: Path, records: list[dict[str, Any]], saved: str) -> Path:
     """Unified audit records in a file as a SOC saves them: the Management API's records a line each (`ndjson`), an
-    audit log search exported from Purview (`purview`: a CSV whose `AuditData` column holds each record), or a
-    Sentinel query of `OfficeActivity` in the query API's answer (`sentinel`)."""
+    audit log search exported from Purview (`purview`: a CSV whose `AuditData` column holds each record), a
+    Sentinel query of `OfficeActivity` in the query API's answer (`sentinel`), or Defender's advanced hunting of
+    `CloudAppEvents` in its API's answer (`defender`)."""
     if saved == "ndjson":
         path = tmp_path / "audit.ndjson"
         path.write_bytes(b"\n".join(orjson.dumps(r) for r in records))
@@ -425,6 +426,11 @@ def saved_audit(tmp_path: Path, records: list[dict[str, Any]], saved: str) -> Pa
             for r in records:
                 audit = orjson.dumps(r).decode()
                 writer.writerow([r["Id"], r["CreationTime"], r["RecordType"], r["Operation"], r["UserId"], audit])
+    elif saved == "defender":
+        path = tmp_path / "hunting.json"
+        events = [cloud_app_event(r) for r in records]
+        schema = [{"Name": name, "Type": "String"} for name in events[0]]
+        path.write_bytes(orjson.dumps({"Schema": schema, "Results": events}))
     else:
         rows = [sentinel_office(r) for r in records]
         columns = sorted({name for row in rows for name in row})
@@ -448,7 +454,7 @@ def best_rank_of(tmp_path: Path, records: list[dict[str, Any]], label: LabelRow,
     return result.incidents[0].best_rank if result.caught == 1 else None
 
 
-@pytest.mark.parametrize("saved", ["ndjson", "purview", "sentinel"])
+@pytest.mark.parametrize("saved", ["ndjson", "purview", "sentinel", "defender"])
 def test_a_mass_download_seen_only_in_the_microsoft_365_audit_log_is_ranked_first(tmp_path: Path, saved: str) -> None:
     """The whole route on a vendor shape the simulator does not write: unified audit records in a file, scored by
     `eval scoring`'s evaluation against a label."""
@@ -507,7 +513,7 @@ def test_another_persons_mailbox_opened_or_sent_as_is_sensitive_and_new_per_mail
         assert names(observed(own)) == set(), own
 
 
-@pytest.mark.parametrize("saved", ["ndjson", "purview", "sentinel"])
+@pytest.mark.parametrize("saved", ["ndjson", "purview", "sentinel", "defender"])
 def test_a_first_look_into_an_executives_mailbox_ranks_first_above_delegates_who_read_theirs_daily(
     tmp_path: Path, saved: str
 ) -> None:
@@ -672,14 +678,20 @@ def test_microsoft_365_in_elastics_integration_is_read_as_the_unified_audit_reco
     assert seen == M365_READ
 
 
-@pytest.mark.parametrize("as_text", [False, True])
-def test_sentinel_office_activity_rows_are_read_as_the_unified_audit_record(as_text: bool) -> None:
-    """`OfficeActivity` names the user's and the mailbox logon's kinds, and renames the workload, object and id."""
+@pytest.mark.parametrize(
+    ("shape", "as_text"),
+    [(sentinel_office, False), (sentinel_office, True), (cloud_app_event, False), (cloud_app_event, True)],
+)
+def test_sentinel_and_defender_rows_are_read_as_the_unified_audit_record(
+    shape: Callable[[dict[str, Any], bool], dict[str, Any]], as_text: bool
+) -> None:
+    """`OfficeActivity` names the user's and the mailbox logon's kinds, and renames the workload, object and id;
+    `CloudAppEvents` holds the record in `RawEventData`."""
     seen = set()
     m365 = SourceSettings(format="m365")
     for record in m365_samples():
         expected = EXTRACTOR.extract(record)
-        row = sentinel_office(record, as_text)
+        row = shape(record, as_text)
         assert EXTRACTOR.extract(row) == expected, row
         seen |= names(expected) if expected is not None else set()
         native, stored = to_event(record, m365, "m365"), to_event(row, GENERIC, "sentinel")

@@ -268,7 +268,7 @@ def cloudtrail(record: dict[str, Any], settings: SourceSettings, source: str) ->
 
 GENERIC_DEFAULTS = {
     "id": "id",
-    "time": "@timestamp|timestamp|time|TimeGenerated",
+    "time": "@timestamp|timestamp|time|TimeGenerated|Timestamp",
     "actor": "user.name",
     "action": "event.action",
     "target": "target",

@@ -7,8 +7,10 @@ members in Pascal case, and the Microsoft 365 unified audit log (`OfficeActivity
 (`OfficeWorkload`, `OfficeObjectId`, `Logon_Type`) and its numbered kinds named (`UserType` "Regular", `Logon_Type`
 "Delegate"). A row is told by its `Type` column (the table's name, in every row a query returns unless a `project`
 drops it) and rebuilt as the vendor's record (`vendor_record`), which the vendor's readers then read: scoring's
-features and the envelope's formats. Its `dynamic` columns may be objects, or their JSON text (as a CSV export, the
-non-interactive table or some query tools give them). Column names are Azure Monitor's table reference's.
+features and the envelope's formats. A `CloudAppEvents` row (Defender XDR's advanced hunting, or Sentinel) of a
+Microsoft 365 application holds the unified audit record whole, in its `RawEventData`. `dynamic` columns may be
+objects, or their JSON text (as a CSV export, the non-interactive table or some query tools give them). Column
+names are Azure Monitor's table reference's.
 """
 
 from __future__ import annotations
@@ -78,8 +80,9 @@ LOGON_TYPES: Final = {
 
 
 def vendor_record(row: dict[str, Any]) -> tuple[dict[str, Any], str] | None:
-    """The vendor's record a Sentinel row holds, and the source format it is of; None for a row of another table, or
-    one naming no one this module reads (a sign-in without its user, an audit without its activity)."""
+    """The vendor's record a Sentinel row (or a `CloudAppEvents` row) holds, and the source format it is of; None for a
+    row of another table, or one naming no one this module reads (a sign-in without its user, an audit without its
+    activity, a cloud application's event that is no unified audit record)."""
     table = row.get("Type")
     if table in SIGNIN_TABLES and row.get("UserPrincipalName"):
         return signin_record(row, SIGNIN_TABLES[table]), "entra_signin_diagnostic"
@@ -87,6 +90,10 @@ def vendor_record(row: dict[str, Any]) -> tuple[dict[str, Any], str] | None:
         return audit_record(row), "entra_audit_graph"
     if table == "OfficeActivity" and row.get("Operation") and row.get("OfficeWorkload"):
         return office_record(row), "m365"
+    if "RawEventData" in row and "ActionType" in row:  # CloudAppEvents
+        inner = json_value(row["RawEventData"])
+        if isinstance(inner, dict) and inner.get("Operation") and inner.get("Workload"):
+            return inner, "m365"
     return None
 
 

@@ -481,8 +481,9 @@ class Extractor:
             return pam.syslog(raw)
         if isinstance(raw.get("type"), str) and str(raw.get("msg") or "").startswith("audit("):
             return pam.auditd(raw, self.uids)
-        if raw.get("Type") in sentinel.TABLES and (row := sentinel.vendor_record(raw)) is not None:
-            return self.extract(row[0])  # Sentinel's Entra ID and Microsoft 365 rows, as the vendors' records
+        held = "RawEventData" in raw or raw.get("Type") in sentinel.TABLES  # what vendor_record reads, asked here
+        if held and (row := sentinel.vendor_record(raw)) is not None:
+            return self.extract(row[0])  # Sentinel's and Defender's rows as the vendors' records
         if "ActionType" in raw and "DeviceName" in raw and "AccountName" in raw:  # advanced hunting, Sentinel
             return winlog.defender_logon(raw)
         if "Event" in raw or "EventID" in raw or "EventCode" in raw or "event_id" in raw or "_raw" in raw:
