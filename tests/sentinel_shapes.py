@@ -121,3 +121,50 @@ def cloud_app_event(record: dict[str, Any], as_text: bool = False) -> dict[str, 
         "ReportId": record["Id"],
         "RawEventData": _dynamic(record, as_text),
     }
+
+
+IDENTITY_COLUMNS = {
+    "type": "UserIdentityType",
+    "userName": "UserIdentityUserName",
+    "arn": "UserIdentityArn",
+    "principalId": "UserIdentityPrincipalid",
+    "accountId": "UserIdentityAccountId",
+    "accessKeyId": "UserIdentityAccessKeyId",
+}
+ISSUER_COLUMNS = {"type": "SessionIssuerType", "userName": "SessionIssuerUserName", "arn": "SessionIssuerArn"}
+TRAIL_COLUMNS = {
+    "eventName": "EventName",
+    "eventSource": "EventSource",
+    "eventType": "EventTypeName",
+    "awsRegion": "AWSRegion",
+    "sourceIPAddress": "SourceIpAddress",
+    "userAgent": "UserAgent",
+    "errorCode": "ErrorCode",
+    "errorMessage": "ErrorMessage",
+    "recipientAccountId": "RecipientAccountId",
+}
+TRAIL_TEXT = {
+    "requestParameters": "RequestParameters",
+    "responseElements": "ResponseElements",
+    "additionalEventData": "AdditionalEventData",
+    "resources": "Resources",
+}
+
+
+def aws_cloudtrail(record: dict[str, Any]) -> dict[str, Any]:
+    """A CloudTrail record as an `AWSCloudTrail` row: the identity and its session's issuer flattened into columns,
+    the request, response, additional data and resources as JSON text, empty columns as empty strings (as the query
+    API gives a string column without a value)."""
+    identity = record.get("userIdentity") or {}
+    issuer = (identity.get("sessionContext") or {}).get("sessionIssuer") or {}
+    row: dict[str, Any] = {
+        "TimeGenerated": record.get("eventTime") or record.get("@timestamp"),
+        "Type": "AWSCloudTrail",
+        "OperationName": "CloudTrail",
+    }
+    row["AwsEventId"] = record.get("eventID", "")
+    row |= {column: identity.get(key, "") for key, column in IDENTITY_COLUMNS.items()}
+    row |= {column: issuer.get(key, "") for key, column in ISSUER_COLUMNS.items()}
+    row |= {column: record.get(key, "") for key, column in TRAIL_COLUMNS.items()}
+    row |= {column: orjson.dumps(record[key]).decode() if key in record else "" for key, column in TRAIL_TEXT.items()}
+    return row

@@ -34,7 +34,7 @@ from custodes.errors import CustodesError
 from custodes.model import Event, LogSource
 from custodes.sources import SourceSettings
 from elastic_shapes import elastic_cloudtrail, elastic_entra, elastic_okta, elastic_workspace
-from sentinel_shapes import sentinel_audit
+from sentinel_shapes import aws_cloudtrail, sentinel_audit
 
 runner = CliRunner()
 
@@ -272,9 +272,11 @@ def test_cloudtrail_okta_workspace_and_entra_as_elastics_integrations_index_them
     assert replace(evaluate(indexed, labels, settings), seconds=0.0) == replace(once, seconds=0.0)
 
 
-def test_entra_logs_saved_from_sentinels_query_api_are_evaluated_as_graphs(tmp_path: Path) -> None:
-    """The sign-ins and directory audits as Log Analytics' `SigninLogs` and `AuditLogs` rows, as one query of both
-    tables (`union`) answers: each row holds its own table's columns, the others empty."""
+def test_entra_and_cloudtrail_logs_saved_from_sentinels_query_api_are_evaluated_as_the_vendors_own(
+    tmp_path: Path,
+) -> None:
+    """The sign-ins, directory audits and CloudTrail records as Log Analytics' `SigninLogs`, `AuditLogs` and
+    `AWSCloudTrail` rows, as one query of these tables (`union`) answers: each row holds its own table's columns."""
     org = tmp_path / "org"
     scenarios = ("privilege_abuse", "mfa_fatigue", "departure_mass_download")
     simulate(SimulationSettings(population=60, days=30, seed=29, warmup_days=20, scenarios=scenarios), org)
@@ -298,6 +300,9 @@ def test_entra_logs_saved_from_sentinels_query_api_are_evaluated_as_graphs(tmp_p
         else sentinel_audit(r, as_text=True)
         for r in entra
     ]
+    trail = [orjson.loads(line) for line in (org / "cloudtrail.ndjson").read_bytes().splitlines() if line.strip()]
+    rows += [aws_cloudtrail(r) for r in trail]
+    rows.sort(key=lambda row: datetime.fromisoformat(row["TimeGenerated"]))  # `| sort by TimeGenerated asc`
     columns = sorted({name for row in rows for name in row})
     kinds = {"Status": "dynamic", "DeviceDetail": "dynamic", "LocationDetails": "dynamic", "InitiatedBy": "dynamic"}
     kinds |= {"TargetResources": "dynamic", "TimeGenerated": "datetime", "AutonomousSystemNumber": "int"}
@@ -311,9 +316,9 @@ def test_entra_logs_saved_from_sentinels_query_api_are_evaluated_as_graphs(tmp_p
         ]
     }
     (tmp_path / "entra.json").write_bytes(orjson.dumps(answer))
-    given = [f for f in files if f.name != "entra.ndjson"] + [tmp_path / "entra.json"]
+    given = [f for f in files if f.name not in ("entra.ndjson", "cloudtrail.ndjson")] + [tmp_path / "entra.json"]
     tables = Counter(row["Type"] for row in rows)
-    assert tables["SigninLogs"] > 100 and tables["AuditLogs"] > 0
+    assert tables["SigninLogs"] > 100 and tables["AuditLogs"] > 0 and tables["AWSCloudTrail"] > 100
     assert replace(evaluate(given, labels, settings), seconds=0.0) == replace(once, seconds=0.0)
 
 

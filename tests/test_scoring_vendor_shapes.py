@@ -32,7 +32,7 @@ from elastic_shapes import (
     elastic_okta,
     elastic_workspace,
 )
-from sentinel_shapes import cloud_app_event, sentinel_audit, sentinel_office, sentinel_signin
+from sentinel_shapes import aws_cloudtrail, cloud_app_event, sentinel_audit, sentinel_office, sentinel_signin
 
 DATASETS = SHARED / "datasets" / "panther-rule-tests"
 EXTRACTOR = Extractor(ScoringSettings(), ["panther.com", "example.io", "acme.com", "example.com"])
@@ -667,6 +667,21 @@ M365_READ = {
     "sensitive_api",
 }
 """What `m365_samples` are read for."""
+
+
+def test_cloudtrail_in_sentinels_aws_table_is_read_as_the_cloudtrail_record() -> None:
+    """`AWSCloudTrail` flattens the identity into columns and keeps the request and response as JSON text."""
+    seen: set[str] = set()
+    samples = trail_samples()
+    for record in samples:
+        expected = EXTRACTOR.extract(record)
+        row = aws_cloudtrail(record)
+        assert EXTRACTOR.extract(row) == expected, record
+        native, stored = to_event(record, CLOUDTRAIL, "ct"), to_event(row, GENERIC, "sentinel")
+        fields = ("actor", "action", "target", "outcome", "src_ip", "bytes", "time")
+        assert [getattr(stored, f) for f in fields] == [getattr(native, f) for f in fields], record
+        seen |= names(expected) if expected is not None else set()
+    assert len(samples) >= 20 and {"download", "sensitive_api", "privilege_grant", "access_denied"} <= seen
 
 
 def test_microsoft_365_in_elastics_integration_is_read_as_the_unified_audit_record() -> None:

@@ -281,7 +281,7 @@ GENERIC_DEFAULTS = {
 def generic(record: dict[str, Any], settings: SourceSettings, source: str) -> Event:
     """Any JSON record, with envelope fields read from configured dotted paths (ECS names by default). Where the
     record holds a vendor's (`_vendor_event`: an Elastic integration's document, a Sentinel row), the actor is that
-    record's, and so are the action, target, outcome and source address the paths find none of."""
+    record's, and so are the action, target, outcome, source address and bytes the paths find none of."""
     b = _Builder(record, settings, source)
     vendor = None if "actor" in settings.fields else _vendor_event(record, settings, source)
 
@@ -306,7 +306,7 @@ def generic(record: dict[str, Any], settings: SourceSettings, source: str) -> Ev
         target=_text(told("target")),
         outcome=outcome,
         src_ip=_text(told("src_ip")),
-        bytes=b.integer(_generic_paths(settings, "bytes"), pick("bytes")),
+        bytes=b.integer(_generic_paths(settings, "bytes"), told("bytes")),
     )
 
 

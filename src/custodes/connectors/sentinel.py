@@ -1,16 +1,17 @@
 """Vendor records in the rows of Microsoft Sentinel's tables (Log Analytics), so that a SOC on Sentinel is scored and
 routed as one reading the vendors' own logs.
 
-Sentinel stores what Microsoft's connectors bring in under its own column names: Entra ID's sign-ins
-(`SigninLogs`, `AADNonInteractiveUserSignInLogs`) and directory audits (`AuditLogs`) as Graph's objects with their
-members in Pascal case, and the Microsoft 365 unified audit log (`OfficeActivity`) with a few members renamed
-(`OfficeWorkload`, `OfficeObjectId`, `Logon_Type`) and its numbered kinds named (`UserType` "Regular", `Logon_Type`
-"Delegate"). A row is told by its `Type` column (the table's name, in every row a query returns unless a `project`
-drops it) and rebuilt as the vendor's record (`vendor_record`), which the vendor's readers then read: scoring's
-features and the envelope's formats. A `CloudAppEvents` row (Defender XDR's advanced hunting, or Sentinel) of a
-Microsoft 365 application holds the unified audit record whole, in its `RawEventData`. `dynamic` columns may be
-objects, or their JSON text (as a CSV export, the non-interactive table or some query tools give them). Column
-names are Azure Monitor's table reference's.
+Sentinel stores what its connectors bring in under its own column names: Entra ID's sign-ins (`SigninLogs`,
+`AADNonInteractiveUserSignInLogs`) and directory audits (`AuditLogs`) as Graph's objects with their members in
+Pascal case; the Microsoft 365 unified audit log (`OfficeActivity`) with a few members renamed (`OfficeWorkload`,
+`OfficeObjectId`, `Logon_Type`) and its numbered kinds named (`UserType` "Regular", `Logon_Type` "Delegate"); AWS
+CloudTrail (`AWSCloudTrail`) with its identity flattened into columns and its request and response as JSON text. A
+row is told by its `Type` column (the table's name, in every row a query returns unless a `project` drops it) and
+rebuilt as the vendor's record (`vendor_record`), which the vendor's readers then read: scoring's features and the
+envelope's formats. A `CloudAppEvents` row (Defender XDR's advanced hunting, or Sentinel) of a Microsoft 365
+application holds the unified audit record whole, in its `RawEventData`. `dynamic` columns may be objects, or their
+JSON text (as a CSV export, the non-interactive table or some query tools give them). Column names are Azure
+Monitor's table reference's.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from custodes.model import json_value
 
 SIGNIN_TABLES: Final = {"SigninLogs": "SignInLogs", "AADNonInteractiveUserSignInLogs": "NonInteractiveUserSignInLogs"}
 """Sentinel's tables of Entra ID sign-ins, by the category diagnostic settings give the same records."""
-TABLES: Final = frozenset({*SIGNIN_TABLES, "AuditLogs", "OfficeActivity"})
+TABLES: Final = frozenset({*SIGNIN_TABLES, "AuditLogs", "OfficeActivity", "AWSCloudTrail"})
 """The tables whose rows are read as their vendor's records."""
 
 _GRAPH_NAMES: Final = {"LocationDetails": "location", "IPAddress": "ipAddress"}
@@ -90,6 +91,8 @@ def vendor_record(row: dict[str, Any]) -> tuple[dict[str, Any], str] | None:
         return audit_record(row), "entra_audit_graph"
     if table == "OfficeActivity" and row.get("Operation") and row.get("OfficeWorkload"):
         return office_record(row), "m365"
+    if table == "AWSCloudTrail" and row.get("EventName"):
+        return trail_record(row), "cloudtrail"
     if "RawEventData" in row and "ActionType" in row:  # CloudAppEvents
         inner = json_value(row["RawEventData"])
         if isinstance(inner, dict) and inner.get("Operation") and inner.get("Workload"):
@@ -145,4 +148,63 @@ def office_record(row: dict[str, Any]) -> dict[str, Any]:
     for name, numbers in (("UserType", USER_TYPES), ("LogonType", LOGON_TYPES)):
         if isinstance(record.get(name), str):
             record[name] = numbers.get(record[name], record[name])
+    return record
+
+
+_TRAIL_IDENTITY: Final = {
+    "type": "UserIdentityType",
+    "userName": "UserIdentityUserName",
+    "arn": "UserIdentityArn",
+    "principalId": "UserIdentityPrincipalid",
+    "accountId": "UserIdentityAccountId",
+    "accessKeyId": "UserIdentityAccessKeyId",
+    "invokedBy": "UserIdentityInvokedBy",
+}
+_TRAIL_ISSUER: Final = {
+    "type": "SessionIssuerType",
+    "userName": "SessionIssuerUserName",
+    "arn": "SessionIssuerArn",
+    "principalId": "SessionIssuerPrincipalId",
+    "accountId": "SessionIssuerAccountId",
+}
+_TRAIL_MEMBERS: Final = {
+    "eventName": "EventName",
+    "eventSource": "EventSource",
+    "eventType": "EventTypeName",
+    "eventVersion": "EventVersion",
+    "awsRegion": "AWSRegion",
+    "sourceIPAddress": "SourceIpAddress",
+    "userAgent": "UserAgent",
+    "errorCode": "ErrorCode",
+    "errorMessage": "ErrorMessage",
+    "recipientAccountId": "RecipientAccountId",
+    "readOnly": "ReadOnly",
+    "managementEvent": "ManagementEvent",
+}
+_TRAIL_OBJECTS: Final = {
+    "requestParameters": "RequestParameters",
+    "responseElements": "ResponseElements",
+    "additionalEventData": "AdditionalEventData",
+    "resources": "Resources",
+    "serviceEventDetails": "ServiceEventDetails",
+}
+"""CloudTrail's members that `AWSCloudTrail` keeps as their JSON text."""
+
+
+def _given(members: dict[str, str], row: dict[str, Any]) -> dict[str, Any]:
+    """CloudTrail's members from the columns `members` names, those the row holds (not null, not empty)."""
+    return {key: row[name] for key, name in members.items() if row.get(name) not in (None, "")}
+
+
+def trail_record(row: dict[str, Any]) -> dict[str, Any]:
+    """An `AWSCloudTrail` row as the CloudTrail record: the identity Sentinel flattens into `UserIdentity*` and
+    `SessionIssuer*` columns nested again, the request, response and additional data decoded from their JSON text,
+    the time (`TimeGenerated`) as `eventTime` and the id (`AwsEventId`) as `eventID`."""
+    identity = _given(_TRAIL_IDENTITY, row)
+    issuer = _given(_TRAIL_ISSUER, row)
+    if issuer:
+        identity["sessionContext"] = {"sessionIssuer": issuer}
+    record = _given(_TRAIL_MEMBERS, row)
+    record |= {key: json_value(value) for key, value in _given(_TRAIL_OBJECTS, row).items()}
+    record |= {"eventTime": row.get("TimeGenerated"), "eventID": row.get("AwsEventId"), "userIdentity": identity}
     return record
