@@ -3,6 +3,7 @@ table reference): Entra ID's sign-ins and directory audits, and the Microsoft 36
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -168,3 +169,27 @@ def aws_cloudtrail(record: dict[str, Any]) -> dict[str, Any]:
     row |= {column: record.get(key, "") for key, column in TRAIL_COLUMNS.items()}
     row |= {column: orjson.dumps(record[key]).decode() if key in record else "" for key, column in TRAIL_TEXT.items()}
     return row
+
+
+SYSLOG_LINE = re.compile(
+    r"^(?P<stamp>\w{3}\s+\d+ [\d:]{8}) (?P<host>\S+) (?P<program>[\w-]+)\[(?P<pid>\d+)\]: (?P<message>.*)$"
+)
+
+
+def sentinel_syslog(line: str, year: int) -> dict[str, Any]:
+    """A BSD syslog line (of `year`) as a `Syslog` row: its time, host, program and process id in columns, the
+    message after the program's colon in `SyslogMessage`."""
+    found = SYSLOG_LINE.match(line)
+    assert found is not None, line
+    when = datetime.strptime(f"{year} {found['stamp']}", "%Y %b %d %H:%M:%S").replace(tzinfo=UTC)
+    return {
+        "TimeGenerated": when.isoformat().replace("+00:00", "Z"),
+        "Type": "Syslog",
+        "Computer": found["host"],
+        "HostName": found["host"],
+        "Facility": "authpriv",
+        "SeverityLevel": "info",
+        "ProcessName": found["program"],
+        "ProcessID": int(found["pid"]),
+        "SyslogMessage": found["message"],
+    }

@@ -20,6 +20,7 @@ from custodes.detections.scoring.identity import PERSON, SERVICE, IdentityResolv
 from custodes.detections.scoring.observation import Observation
 from custodes.model import Outcome
 from custodes.sources import SourceFormatName, SourceSettings
+from sentinel_shapes import sentinel_syslog
 
 NOW = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
 EXTRACTOR = Extractor(ScoringSettings(), ["corp.example"])
@@ -272,6 +273,34 @@ def test_other_programs_lines_are_no_one_s() -> None:
     record = syslog("Mar  1 11:59:58 web-1 CRON[5]: alice : TTY=pts/0 ; PWD=/ ; USER=root ; COMMAND=/bin/ls")
     assert record["event"] == "other" and observed(record) is None
     assert syslog("Mar  1 11:59:58 web-1 sshd[80]: Connection closed by 10.0.0.9 port 51000")["event"] == "other"
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "Mar  1 11:59:58 web-1 sudo[4242]:    alice : TTY=pts/0 ; PWD=/home/alice ; USER=root ; COMMAND=/bin/ls /root",
+        "Mar  1 11:59:58 web-1 sudo[4243]:    alice : user NOT in sudoers ; TTY=pts/0 ; PWD=/ ; USER=root ; "
+        "COMMAND=/bin/cat /etc/shadow",
+        "Mar  1 11:59:58 web-1 sudo[4246]: pam_unix(sudo:session): session opened for user root(uid=0) by "
+        "alice(uid=1000)",
+        "Mar  1 11:59:58 web-1 sshd[77]: Accepted publickey for alice from 10.0.0.9 port 51000 ssh2",
+        "Mar  1 11:59:58 web-1 sshd[78]: Failed password for invalid user alice from 203.0.113.7 port 4023 ssh2",
+        "Mar  1 11:59:58 web-1 su[901]: (to root) alice on pts/0",
+        "Mar  1 11:59:58 web-1 su[903]: FAILED SU (to root) alice on pts/0",
+        "Mar  1 11:59:58 web-1 CRON[5]: alice : TTY=pts/0 ; PWD=/ ; USER=root ; COMMAND=/bin/ls",
+    ],
+)
+def test_sentinels_syslog_rows_are_read_as_the_file_tail_reads_their_lines(line: str) -> None:
+    """Sentinel's `Syslog` table holds a line's host, program and message in columns."""
+    record, row = syslog(line), sentinel_syslog(line, NOW.year)
+    assert observed(row) == observed(record)
+    native = to_event(record, SourceSettings(format="sudo"), "sudo")
+    stored = to_event(row, SourceSettings(format="generic"), "sentinel")
+    fields = ("action", "target", "outcome", "src_ip", "time")
+    if record["event"] == "other":  # no line of sudo, sshd or su: no one's, from the table as from the file
+        assert stored.actor is None and stored.action is None
+    else:
+        assert [getattr(stored, f) for f in (*fields, "actor")] == [getattr(native, f) for f in (*fields, "actor")]
 
 
 def audit(line: str) -> dict[str, Any]:

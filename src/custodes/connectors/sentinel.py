@@ -5,7 +5,8 @@ Sentinel stores what its connectors bring in under its own column names: Entra I
 `AADNonInteractiveUserSignInLogs`) and directory audits (`AuditLogs`) as Graph's objects with their members in
 Pascal case; the Microsoft 365 unified audit log (`OfficeActivity`) with a few members renamed (`OfficeWorkload`,
 `OfficeObjectId`, `Logon_Type`) and its numbered kinds named (`UserType` "Regular", `Logon_Type` "Delegate"); AWS
-CloudTrail (`AWSCloudTrail`) with its identity flattened into columns and its request and response as JSON text. A
+CloudTrail (`AWSCloudTrail`) with its identity flattened into columns and its request and response as JSON text;
+Linux's sudo, sshd and su (`Syslog`) as a line's program, host and message in columns. A
 row is told by its `Type` column (the table's name, in every row a query returns unless a `project` drops it) and
 rebuilt as the vendor's record (`vendor_record`), which the vendor's readers then read: scoring's features and the
 envelope's formats. A `CloudAppEvents` row (Defender XDR's advanced hunting, or Sentinel) of a Microsoft 365
@@ -18,11 +19,12 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from custodes.connectors.textlogs import SYSLOG_PROGRAMS, syslog_message
 from custodes.model import json_value
 
 SIGNIN_TABLES: Final = {"SigninLogs": "SignInLogs", "AADNonInteractiveUserSignInLogs": "NonInteractiveUserSignInLogs"}
 """Sentinel's tables of Entra ID sign-ins, by the category diagnostic settings give the same records."""
-TABLES: Final = frozenset({*SIGNIN_TABLES, "AuditLogs", "OfficeActivity", "AWSCloudTrail"})
+TABLES: Final = frozenset({*SIGNIN_TABLES, "AuditLogs", "OfficeActivity", "AWSCloudTrail", "Syslog"})
 """The tables whose rows are read as their vendor's records."""
 
 _GRAPH_NAMES: Final = {"LocationDetails": "location", "IPAddress": "ipAddress"}
@@ -93,6 +95,8 @@ def vendor_record(row: dict[str, Any]) -> tuple[dict[str, Any], str] | None:
         return office_record(row), "m365"
     if table == "AWSCloudTrail" and row.get("EventName"):
         return trail_record(row), "cloudtrail"
+    if table == "Syslog" and row.get("ProcessName") in SYSLOG_PROGRAMS:
+        return syslog_record(row), "sudo"
     if "RawEventData" in row and "ActionType" in row:  # CloudAppEvents
         inner = json_value(row["RawEventData"])
         if isinstance(inner, dict) and inner.get("Operation") and inner.get("Workload"):
@@ -208,3 +212,18 @@ def trail_record(row: dict[str, Any]) -> dict[str, Any]:
     record |= {key: json_value(value) for key, value in _given(_TRAIL_OBJECTS, row).items()}
     record |= {"eventTime": row.get("TimeGenerated"), "eventID": row.get("AwsEventId"), "userIdentity": identity}
     return record
+
+
+def syslog_record(row: dict[str, Any]) -> dict[str, Any]:
+    """A `Syslog` row of sudo, sshd or su as the file tail reads the line: its message (`SyslogMessage`) read for
+    what the program says, at the row's time (`EventTime`, else `TimeGenerated`), on its host."""
+    message = str(row.get("SyslogMessage") or "")
+    pid = row.get("ProcessID")
+    record = {
+        "line": message,
+        "time": row.get("EventTime") or row.get("TimeGenerated"),
+        "host": row.get("HostName") or row.get("Computer"),
+        "program": row["ProcessName"],
+        "pid": None if pid is None else str(pid),
+    }
+    return syslog_message(record, str(row["ProcessName"]), message)

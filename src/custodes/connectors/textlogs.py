@@ -79,7 +79,12 @@ def parse_syslog_line(line: str, now: datetime) -> tuple[dict[str, Any], str | N
         "program": found["program"],
         "pid": found["pid"],
     }
-    message, program = found["message"], found["program"]
+    return syslog_message(record, found["program"], found["message"]), None
+
+
+def syslog_message(record: dict[str, Any], program: str, message: str) -> dict[str, Any]:
+    """`record` (a syslog line's time, host, program and process) with what `program`'s `message` says, as
+    `parse_syslog_line` reads it: the message of a line, or of a syslog table's row (Sentinel's `Syslog`)."""
     record["event"] = "other"
     if program == "sshd":
         login = _SSHD_LOGIN.match(message)
@@ -91,9 +96,9 @@ def parse_syslog_line(line: str, now: datetime) -> tuple[dict[str, Any], str | N
                 method=login["method"],
                 invalid=login["invalid"] is not None,
             )
-        return record, None
+        return record
     if program not in SYSLOG_PROGRAMS:
-        return record, None
+        return record
     session = _PAM_SESSION.search(message)
     if session is not None:
         record.update(
@@ -101,7 +106,7 @@ def parse_syslog_line(line: str, now: datetime) -> tuple[dict[str, Any], str | N
             run_as=session["run_as"],
             user=session["user"] or None,
         )
-        return record, None
+        return record
     if program == "su":
         switch = _SU_SWITCH.match(message)
         if switch is not None:
@@ -112,10 +117,10 @@ def parse_syslog_line(line: str, now: datetime) -> tuple[dict[str, Any], str | N
                 run_as=switch["run_as"] or switch["target"],
                 tty=switch["tty"],
             )
-        return record, None
+        return record
     command = _SUDO_COMMAND.match(message)
     if command is None:
-        return record, None
+        return record
     record["user"] = command["user"]
     parts = [part.strip() for part in command["rest"].split(" ; ")]
     fields = {}
@@ -135,7 +140,7 @@ def parse_syslog_line(line: str, now: datetime) -> tuple[dict[str, Any], str | N
         event="denied" if notes else "command",
         reason="; ".join(notes) or None,
     )
-    return record, None
+    return record
 
 
 _AUDIT_FIELD = re.compile(r"(\w+)=(\"[^\"]*\"|'[^']*'|[^\s\x1d]+)")
