@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -286,3 +288,55 @@ def elastic_github(record: dict[str, Any]) -> dict[str, Any]:
         "github": {"category": str(record["action"]).split(".")[0], **github},
         "user": user,
     }
+
+
+SYSLOG_HEADER = re.compile(
+    r"^(?P<stamp>\w{3}\s+\d+ [\d:]{8}) (?P<host>\S+) (?P<program>[\w-]+)(?:\[(?P<pid>\d+)\])?: (?P<message>.*)$"
+)
+SUDO_LINE = re.compile(
+    r"^\s*(?P<user>\S+) : (?:(?P<error>[^;=]+?) ; )?TTY=(?P<tty>\S+) ; PWD=(?P<pwd>\S+) ; USER=(?P<runas>\S+) ; "
+    r"COMMAND=(?P<command>.*)$"
+)
+SSH_LINE = re.compile(
+    r"^(?P<event>Accepted|Failed) (?P<method>\S+) for (?:invalid user )?(?P<user>\S+) from (?P<ip>\S+) "
+    r"port (?P<port>\d+)"
+)
+
+
+def elastic_auth(line: str, year: int) -> dict[str, Any]:
+    """A syslog line (of `year`) as Elastic's System integration indexes it (`system.auth`): a sudo command under
+    `system.auth.sudo` (a refusal's words as its `error`), an sshd login under `system.auth.ssh` with ECS's
+    `ssh_login` action, any other line's message left in `message`; the invoking user in `user.name`."""
+    found = SYSLOG_HEADER.match(line)
+    assert found is not None, line
+    when = datetime.strptime(f"{year} {found['stamp']}", "%Y %b %d %H:%M:%S").replace(tzinfo=UTC)
+    process: dict[str, Any] = {"name": found["program"]}
+    if found["pid"]:
+        process["pid"] = int(found["pid"])
+    document: dict[str, Any] = {
+        "@timestamp": when.isoformat().replace("+00:00", ".000Z"),
+        "event": {"kind": "event", "timezone": "+0000"},
+        "host": {"hostname": found["host"]},
+        "process": process,
+        "system": {"auth": {}},
+    }
+    message = found["message"]
+    sudo, ssh = SUDO_LINE.match(message), SSH_LINE.match(message)
+    if found["program"] == "sudo" and sudo is not None:
+        parsed = {"command": sudo["command"], "pwd": sudo["pwd"], "tty": sudo["tty"], "user": sudo["runas"]}
+        if sudo["error"]:
+            parsed["error"] = sudo["error"]
+        document["system"]["auth"]["sudo"] = parsed
+        document["user"] = {"name": sudo["user"], "effective": {"name": sudo["runas"]}}
+    elif found["program"] == "sshd" and ssh is not None:
+        document["event"] |= {
+            "action": "ssh_login",
+            "category": ["authentication"],
+            "outcome": "success" if ssh["event"] == "Accepted" else "failure",
+        }
+        document["system"]["auth"]["ssh"] = {"event": ssh["event"], "method": ssh["method"]}
+        document["user"] = {"name": ssh["user"]}
+        document["source"] = {"ip": ssh["ip"], "port": int(ssh["port"])}
+    else:
+        document["message"] = message
+    return document

@@ -4,6 +4,7 @@ did and on which machine; and a refusal for want of rights, in every source that
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -13,13 +14,14 @@ import pytest
 
 from custodes.config import ScoringSettings
 from custodes.connectors.envelope import to_event
-from custodes.connectors.textlogs import parse_auditd_line, parse_syslog_line
+from custodes.connectors.textlogs import SYSLOG_PROGRAMS, parse_auditd_line, parse_syslog_line
 from custodes.detections.scoring.evaluate import LabelRow, evaluate
 from custodes.detections.scoring.features import Extractor, record_time
 from custodes.detections.scoring.identity import PERSON, SERVICE, IdentityResolver
 from custodes.detections.scoring.observation import Observation
 from custodes.model import Outcome
 from custodes.sources import SourceFormatName, SourceSettings
+from elastic_shapes import elastic_auth
 from sentinel_shapes import sentinel_syslog
 
 NOW = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
@@ -290,17 +292,21 @@ def test_other_programs_lines_are_no_one_s() -> None:
         "Mar  1 11:59:58 web-1 CRON[5]: alice : TTY=pts/0 ; PWD=/ ; USER=root ; COMMAND=/bin/ls",
     ],
 )
-def test_sentinels_syslog_rows_are_read_as_the_file_tail_reads_their_lines(line: str) -> None:
-    """Sentinel's `Syslog` table holds a line's host, program and message in columns."""
-    record, row = syslog(line), sentinel_syslog(line, NOW.year)
-    assert observed(row) == observed(record)
+@pytest.mark.parametrize("shape", [sentinel_syslog, elastic_auth])
+def test_syslog_lines_in_sentinel_and_elasticsearch_are_read_as_the_file_tail_reads_them(
+    line: str, shape: Callable[[str, int], dict[str, Any]]
+) -> None:
+    """Sentinel's `Syslog` table holds a line's host, program and message in columns; Elastic's System integration
+    parses sudo's commands and sshd's logins into `system.auth` and leaves other lines' messages."""
+    record, stored = syslog(line), shape(line, NOW.year)
+    assert observed(stored) == observed(record)
     native = to_event(record, SourceSettings(format="sudo"), "sudo")
-    stored = to_event(row, SourceSettings(format="generic"), "sentinel")
-    fields = ("action", "target", "outcome", "src_ip", "time")
-    if record["event"] == "other":  # no line of sudo, sshd or su: no one's, from the table as from the file
-        assert stored.actor is None and stored.action is None
+    event = to_event(stored, SourceSettings(format="generic"), "siem")
+    if record["event"] == "other" and record["program"] not in SYSLOG_PROGRAMS:  # no one's, stored as in the file
+        assert event.actor is None
     else:
-        assert [getattr(stored, f) for f in (*fields, "actor")] == [getattr(native, f) for f in (*fields, "actor")]
+        fields = ("actor", "target", "outcome", "src_ip", "time")
+        assert [getattr(event, f) for f in fields] == [getattr(native, f) for f in fields]
 
 
 def audit(line: str) -> dict[str, Any]:

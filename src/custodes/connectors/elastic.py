@@ -7,14 +7,15 @@ an access key created for someone else) is read from the vendor's record by the 
 (`features.Extractor`). So an ECS document is read as the vendor's record where one is kept (`event.original`, kept
 with the integrations' `preserve_original_event` tag) or can be rebuilt from what an integration keeps: AWS
 CloudTrail's (`aws.cloudtrail`), Okta's (`okta`), Microsoft 365's (`o365.audit`), Google Workspace's
-(`google_workspace`), GitHub's (`github`) and Entra ID's sign-ins and directory audits (`azure.signinlogs`,
-`azure.auditlogs`). Any other is read as ECS.
+(`google_workspace`), GitHub's (`github`), Entra ID's sign-ins and directory audits (`azure.signinlogs`,
+`azure.auditlogs`) and the System integration's sudo, sshd and su lines (`system.auth`). Any other is read as ECS.
 """
 
 from __future__ import annotations
 
 from typing import Any, Final
 
+from custodes.connectors.textlogs import SSHD_EVENTS, SYSLOG_PROGRAMS, syslog_message
 from custodes.model import as_object, json_object
 
 _AGENT: Final = {"rawUserAgent": "raw_user_agent", "browser": "browser", "os": "os"}
@@ -46,6 +47,9 @@ def vendor_record(raw: dict[str, Any], event: dict[str, Any]) -> tuple[dict[str,
     directory = as_object(azure.get("auditlogs"))
     if type(directory.get("properties")) is dict:
         return kept or entra_audit_record(raw, directory), "entra_audit_diagnostic"
+    auth = as_object(raw.get("system")).get("auth")
+    if type(auth) is dict and as_object(raw.get("process")).get("name") in SYSLOG_PROGRAMS:
+        return syslog_record(raw, auth), "sudo"
     github = raw.get("github")
     if type(github) is dict and event.get("action"):
         return kept or github_record(raw, event, github), "github"
@@ -290,3 +294,42 @@ def github_record(raw: dict[str, Any], event: dict[str, Any], github: dict[str, 
         "created_at": raw.get("@timestamp"),
     }
     return _kept(record)
+
+
+def syslog_record(raw: dict[str, Any], auth: dict[str, Any]) -> dict[str, Any]:
+    """A sudo, sshd or su line as the file tail reads it (`textlogs`), rebuilt from an ECS document of Elastic's
+    System integration (its `auth` data stream): a sudo command from `system.auth.sudo` (a refusal where it has an
+    `error`), an sshd login from `system.auth.ssh` (accepted or failed), any other line from the `message` the
+    integration leaves unparsed; the invoking user is ECS `user.name`, the machine `host.hostname`."""
+    process = as_object(raw.get("process"))
+    program = str(process.get("name"))
+    host = as_object(raw.get("host"))
+    pid = process.get("pid")
+    record: dict[str, Any] = {
+        "time": raw.get("@timestamp"),
+        "host": host.get("hostname") or host.get("name"),
+        "program": program,
+        "pid": None if pid is None else str(pid),
+    }
+    sudo, ssh = as_object(auth.get("sudo")), as_object(auth.get("ssh"))
+    user = as_object(raw.get("user")).get("name")
+    message = raw.get("message")
+    if sudo.get("command"):
+        error = sudo.get("error")
+        record |= {
+            "event": "denied" if error else "command",
+            "user": user,
+            "run_as": sudo.get("user"),
+            "command": sudo.get("command"),
+            "pwd": sudo.get("pwd"),
+            "tty": sudo.get("tty"),
+            "reason": error,
+        }
+    elif ssh.get("event") in SSHD_EVENTS:
+        address = as_object(raw.get("source")).get("ip")
+        record |= {"event": SSHD_EVENTS[ssh["event"]], "user": user, "address": address, "method": ssh.get("method")}
+    elif isinstance(message, str):
+        syslog_message(record, program, message)
+    else:
+        record["event"] = "other"
+    return record
