@@ -18,12 +18,14 @@ import pytest
 from conftest import SHARED
 from custodes.config import ScoringSettings
 from custodes.connectors.envelope import to_event
+from custodes.detections.scoring.engine import ScoringEngine
 from custodes.detections.scoring.evaluate import LabelRow, evaluate
 from custodes.detections.scoring.features import Extractor, record_time
 from custodes.detections.scoring.identity import PERSON, SERVICE, IdentityResolver, Person
 from custodes.detections.scoring.observation import Observation
 from custodes.sources import SourceFormatName, SourceSettings
 from elastic_shapes import (
+    elastic_auth,
     elastic_cloudtrail,
     elastic_entra,
     elastic_entra_audit,
@@ -32,7 +34,14 @@ from elastic_shapes import (
     elastic_okta,
     elastic_workspace,
 )
-from sentinel_shapes import aws_cloudtrail, cloud_app_event, sentinel_audit, sentinel_office, sentinel_signin
+from sentinel_shapes import (
+    aws_cloudtrail,
+    cloud_app_event,
+    sentinel_audit,
+    sentinel_office,
+    sentinel_signin,
+    sentinel_syslog,
+)
 
 DATASETS = SHARED / "datasets" / "panther-rule-tests"
 EXTRACTOR = Extractor(ScoringSettings(), ["panther.com", "example.io", "acme.com", "example.com"])
@@ -1347,3 +1356,48 @@ def test_a_onelogin_privilege_given_to_oneself_is_a_self_grant_and_an_event_nami
     assert EXTRACTOR.extract({"event_type_id": 8, "user_name": None, "actor_user_name": ""}) is None
     stamped = {"event_type_id": "5", "user_name": "Bob Cat", "created_at": "2024-03-01T12:00:00.123Z"}
     assert record_time(stamped) == datetime(2024, 3, 1, 12, 0, 0, 123000, tzinfo=UTC)
+
+
+HOSTILE: tuple[Any, ...] = (["x"], {"a": 1}, 7, -3, 1.5, True, None, "", "{", "[1]", '{"a": [1]}')
+"""Values a hostile or broken sender may put in any column or member."""
+
+
+def hostile_variants(record: dict[str, Any], depth: int = 0) -> Iterator[dict[str, Any]]:
+    """`record` with each member (and each member of its objects, two levels down) replaced by each `HOSTILE` value."""
+    for key, value in record.items():
+        for bad in HOSTILE:
+            yield {**record, key: bad}
+        if isinstance(value, dict) and depth < 2:
+            for inner in hostile_variants(value, depth + 1):
+                yield {**record, key: inner}
+
+
+def stored_rows() -> list[dict[str, Any]]:
+    """Vendor records as Sentinel's tables, Defender's advanced hunting and Elastic's System integration hold them."""
+    audits = [r for r in records("azure_signin") if "activityDisplayName" in (r.get("properties") or {})]
+    signins = [r for r in records("azure_signin") if r.get("category") == "SignInLogs"]
+    lines = [
+        "Mar  1 11:59:58 web-1 sudo[4242]:    alice : TTY=pts/0 ; PWD=/home/alice ; USER=root ; COMMAND=/bin/ls",
+        "Mar  1 11:59:58 web-1 sshd[77]: Accepted publickey for alice from 10.0.0.9 port 51000 ssh2",
+        "Mar  1 11:59:58 web-1 su[901]: (to root) alice on pts/0",
+    ]
+    return [
+        *(sentinel_office(r) for r in m365_samples()),
+        *(cloud_app_event(r) for r in m365_samples()),
+        *(aws_cloudtrail(r) for r in trail_samples()[:12]),
+        *(sentinel_audit(r["properties"], False, r.get("time")) for r in audits[:5]),
+        *(sentinel_signin(r, False) for r in signins[:5]),
+        *(sentinel_syslog(line, 2024) for line in lines),
+        *(elastic_auth(line, 2024) for line in lines),
+    ]
+
+
+def test_a_hostile_value_anywhere_in_a_stored_row_is_mapped_and_scored_without_an_error() -> None:
+    """Every member of every shape replaced by a list, an object, a number, a boolean, null or broken JSON text: the
+    envelope maps it and the engine scores or skips it (counted unreadable), nothing raises."""
+    settings = ScoringSettings(pseudonymise=False)
+    engine = ScoringEngine(settings, IdentityResolver([], settings.identities), org_domains=["corp.example"])
+    variants = [variant for row in stored_rows() for variant in hostile_variants(row)]
+    for variant in variants:
+        engine.observe(to_event(variant, GENERIC, "siem"))
+    assert len(variants) > 10_000 and engine.unreadable > 0

@@ -48,7 +48,8 @@ def vendor_record(raw: dict[str, Any], event: dict[str, Any]) -> tuple[dict[str,
     if type(directory.get("properties")) is dict:
         return kept or entra_audit_record(raw, directory), "entra_audit_diagnostic"
     auth = as_object(raw.get("system")).get("auth")
-    if type(auth) is dict and as_object(raw.get("process")).get("name") in SYSLOG_PROGRAMS:
+    program = as_object(raw.get("process")).get("name")
+    if type(auth) is dict and type(program) is str and program in SYSLOG_PROGRAMS:
         return syslog_record(raw, auth), "sudo"
     github = raw.get("github")
     if type(github) is dict and event.get("action"):
@@ -325,7 +326,7 @@ def syslog_record(raw: dict[str, Any], auth: dict[str, Any]) -> dict[str, Any]:
             "tty": sudo.get("tty"),
             "reason": error,
         }
-    elif ssh.get("event") in SSHD_EVENTS:
+    elif type(ssh.get("event")) is str and ssh["event"] in SSHD_EVENTS:
         address = as_object(raw.get("source")).get("ip")
         record |= {"event": SSHD_EVENTS[ssh["event"]], "user": user, "address": address, "method": ssh.get("method")}
     elif isinstance(message, str):

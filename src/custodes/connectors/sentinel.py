@@ -87,6 +87,8 @@ def vendor_record(row: dict[str, Any]) -> tuple[dict[str, Any], str] | None:
     row of another table, or one naming no one this module reads (a sign-in without its user, an audit without its
     activity, a cloud application's event that is no unified audit record)."""
     table = row.get("Type")
+    if type(table) is not str:  # a hostile or broken row's: no table's name
+        table = None
     if table in SIGNIN_TABLES and row.get("UserPrincipalName"):
         return signin_record(row, SIGNIN_TABLES[table]), "entra_signin_diagnostic"
     if table == "AuditLogs" and row.get("ActivityDisplayName"):
@@ -95,7 +97,8 @@ def vendor_record(row: dict[str, Any]) -> tuple[dict[str, Any], str] | None:
         return office_record(row), "m365"
     if table == "AWSCloudTrail" and row.get("EventName"):
         return trail_record(row), "cloudtrail"
-    if table == "Syslog" and row.get("ProcessName") in SYSLOG_PROGRAMS:
+    program = row.get("ProcessName")
+    if table == "Syslog" and type(program) is str and program in SYSLOG_PROGRAMS:
         return syslog_record(row), "sudo"
     if "RawEventData" in row and "ActionType" in row:  # CloudAppEvents
         inner = json_value(row["RawEventData"])

@@ -482,7 +482,8 @@ class Extractor:
             return pam.syslog(raw)
         if isinstance(raw.get("type"), str) and str(raw.get("msg") or "").startswith("audit("):
             return pam.auditd(raw, self.uids)
-        held = "RawEventData" in raw or raw.get("Type") in sentinel.TABLES  # what vendor_record reads, asked here
+        table = raw.get("Type")  # what sentinel.vendor_record reads, asked here
+        held = "RawEventData" in raw or (type(table) is str and table in sentinel.TABLES)
         if held and (row := sentinel.vendor_record(raw)) is not None:
             return self.extract(row[0])  # Sentinel's and Defender's rows as the vendors' records
         if "ActionType" in raw and "DeviceName" in raw and "AccountName" in raw:  # advanced hunting, Sentinel
