@@ -428,6 +428,33 @@ def test_a_csv_export_is_read_as_records_of_its_columns(tmp_path: Path) -> None:
     ]
 
 
+def test_a_log_analytics_csv_export_from_the_azure_portal_is_read_with_its_times(tmp_path: Path) -> None:
+    """The portal names a time column shown in UTC `<name> [UTC]` and shows it month first on a 12-hour clock."""
+    export = tmp_path / "query_data.csv"
+    export.write_text(
+        '"TimeGenerated [UTC]","CreatedDateTime [UTC]",Type,UserPrincipalName,Status\n'
+        '"2/25/2025, 9:19:25.391 AM","2/25/2025, 12:00:00 AM",SigninLogs,ann@corp.example,"{""errorCode"":0}"\n'
+        '"12/31/2025, 11:59:59.1234567 PM",,SigninLogs,bob@corp.example,\n'
+        '"31/12/2025 23:59:59","13/1/2025, 1:00:00 PM",SigninLogs,cy@corp.example,\n'
+    )
+    assert [record for _, record, _ in iter_records(export)] == [
+        {
+            "TimeGenerated": "2025-02-25T09:19:25.391000Z",
+            "CreatedDateTime": "2025-02-25T00:00:00Z",
+            "Type": "SigninLogs",
+            "UserPrincipalName": "ann@corp.example",
+            "Status": '{"errorCode":0}',
+        },
+        {"TimeGenerated": "2025-12-31T23:59:59.123456Z", "Type": "SigninLogs", "UserPrincipalName": "bob@corp.example"},
+        {  # another locale's form, or no such date: kept as the text it is, not guessed at
+            "TimeGenerated": "31/12/2025 23:59:59",
+            "CreatedDateTime": "13/1/2025, 1:00:00 PM",
+            "Type": "SigninLogs",
+            "UserPrincipalName": "cy@corp.example",
+        },
+    ]
+
+
 async def test_a_csv_column_named_with_thousands_of_dots_is_stored_and_read_back(
     services: Services, tmp_path: Path
 ) -> None:

@@ -272,11 +272,22 @@ def test_cloudtrail_okta_workspace_and_entra_as_elastics_integrations_index_them
     assert replace(evaluate(indexed, labels, settings), seconds=0.0) == replace(once, seconds=0.0)
 
 
-def test_entra_and_cloudtrail_logs_saved_from_sentinels_query_api_are_evaluated_as_the_vendors_own(
-    tmp_path: Path,
+def portal_shown(text: str) -> str:
+    """An ISO 8601 time as the Azure portal shows it in UTC (`2/25/2025, 9:19:25.391 AM`)."""
+    when = datetime.fromisoformat(text).astimezone(UTC)
+    hour = when.hour % 12 or 12
+    clock = f"{hour}:{when:%M:%S}.{when.microsecond // 1000:03d} {'AM' if when.hour < 12 else 'PM'}"
+    return f"{when.month}/{when.day}/{when.year}, {clock}"
+
+
+@pytest.mark.parametrize("saved", ["answer", "portal_csv"])
+def test_entra_and_cloudtrail_logs_saved_from_sentinel_are_evaluated_as_the_vendors_own(
+    tmp_path: Path, saved: str
 ) -> None:
     """The sign-ins, directory audits and CloudTrail records as Log Analytics' `SigninLogs`, `AuditLogs` and
-    `AWSCloudTrail` rows, as one query of these tables (`union`) answers: each row holds its own table's columns."""
+    `AWSCloudTrail` rows, as one query of these tables (`union`) answers: each row holds its own table's columns. The
+    answer saved from the query API, or exported from the Azure portal as CSV (every value text, the time column
+    `TimeGenerated [UTC]` in the portal's display form)."""
     org = tmp_path / "org"
     scenarios = ("privilege_abuse", "mfa_fatigue", "departure_mass_download")
     simulate(SimulationSettings(population=60, days=30, seed=29, warmup_days=20, scenarios=scenarios), org)
@@ -306,17 +317,23 @@ def test_entra_and_cloudtrail_logs_saved_from_sentinels_query_api_are_evaluated_
     columns = sorted({name for row in rows for name in row})
     kinds = {"Status": "dynamic", "DeviceDetail": "dynamic", "LocationDetails": "dynamic", "InitiatedBy": "dynamic"}
     kinds |= {"TargetResources": "dynamic", "TimeGenerated": "datetime", "AutonomousSystemNumber": "int"}
-    answer = {
-        "tables": [
-            {
-                "name": "PrimaryResult",
-                "columns": [{"name": n, "type": kinds.get(n, "string")} for n in columns],
-                "rows": [[row.get(n) for n in columns] for row in rows],
-            }
-        ]
-    }
-    (tmp_path / "entra.json").write_bytes(orjson.dumps(answer))
-    given = [f for f in files if f.name not in ("entra.ndjson", "cloudtrail.ndjson")] + [tmp_path / "entra.json"]
+    if saved == "answer":
+        table = {
+            "name": "PrimaryResult",
+            "columns": [{"name": n, "type": kinds.get(n, "string")} for n in columns],
+            "rows": [[row.get(n) for n in columns] for row in rows],
+        }
+        path = tmp_path / "sentinel.json"
+        path.write_bytes(orjson.dumps({"tables": [table]}))
+    else:
+        path = tmp_path / "sentinel.csv"
+        with path.open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow([f"{n} [UTC]" if kinds.get(n) == "datetime" else n for n in columns])
+            for row in rows:
+                shown = {**row, "TimeGenerated": portal_shown(row["TimeGenerated"])}
+                writer.writerow(["" if shown.get(n) is None else str(shown[n]) for n in columns])
+    given = [f for f in files if f.name not in ("entra.ndjson", "cloudtrail.ndjson")] + [path]
     tables = Counter(row["Type"] for row in rows)
     assert tables["SigninLogs"] > 100 and tables["AuditLogs"] > 0 and tables["AWSCloudTrail"] > 100
     assert replace(evaluate(given, labels, settings), seconds=0.0) == replace(once, seconds=0.0)

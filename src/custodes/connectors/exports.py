@@ -17,8 +17,10 @@ Microsoft 365 audit log search's row (its `AuditData`: Purview's CSV export, `Se
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Final
 
 import orjson
@@ -182,19 +184,56 @@ def table_record(columns: Columns, row: Any) -> Any:
     return record
 
 
+PORTAL_UTC: Final = " [UTC]"
+"""How the Azure portal's CSV export of a Log Analytics (Sentinel) query names a time column shown in UTC
+(`TimeGenerated [UTC]`), its values in the portal's display form (`portal_time`)."""
+_PORTAL_TIME: Final = re.compile(
+    r"^(?P<month>\d{1,2})/(?P<day>\d{1,2})/(?P<year>\d{4}), (?P<hour>\d{1,2}):(?P<minute>\d\d):(?P<second>\d\d)"
+    r"(?:\.(?P<fraction>\d{1,7}))? (?P<half>[AP]M)$"
+)
+
+
+def portal_time(text: str) -> str:
+    """A time as the Azure portal shows it in UTC (`2/25/2025, 9:19:25.391 AM`: month first, a 12-hour clock) in
+    ISO 8601 (`2025-02-25T09:19:25.391000Z`); any other text as it stands (a display form of another locale is not
+    guessed at: its row is counted without a time)."""
+    found = _PORTAL_TIME.match(text)
+    if found is None:
+        return text
+    hour = int(found["hour"]) % 12 + (12 if found["half"] == "PM" else 0)
+    try:
+        when = datetime(
+            int(found["year"]),
+            int(found["month"]),
+            int(found["day"]),
+            hour,
+            int(found["minute"]),
+            int(found["second"]),
+            int((found["fraction"] or "0")[:6].ljust(6, "0")),  # Kusto's ticks are 100 ns: the 7th digit dropped
+        )
+    except ValueError:  # no such date (13/40/2025)
+        return text
+    return when.isoformat() + "Z"
+
+
 def table_rows(
     header: list[str], rows: Iterable[tuple[int, list[str] | str]]
 ) -> Iterator[tuple[int, dict[str, Any] | str, str | None]]:
     """The rows of a CSV export (a SIEM's search results, a spreadsheet) as records: each column's text under its
     name (`nested`: dotted names as objects; an unnamed column, or a field past the header's names, `column<n>`),
     empty ones left out; a row of more or fewer fields than the header names, with a warning; a row the CSV reader
-    could not read is kept as its error, with a warning."""
+    could not read is kept as its error, with a warning. A time column of the Azure portal's export (`PORTAL_UTC`)
+    is named as its column is (`TimeGenerated`), its values in ISO 8601 (`portal_time`)."""
     names = [name or f"column{position}" for position, name in enumerate(header, start=1)]
+    shown = {position for position, name in enumerate(names) if name.endswith(PORTAL_UTC)}
+    names = [name.removesuffix(PORTAL_UTC) for name in names]
     for number, row in rows:
         if isinstance(row, str):
             yield number, row, f"line {number}: not a CSV row ({row})"
             continue
         names += [f"column{position}" for position in range(len(names) + 1, len(row) + 1)]
+        if shown:
+            row = [portal_time(value) if position in shown else value for position, value in enumerate(row)]
         record = nested({name: value for name, value in zip(names, row, strict=False) if value != ""})
         if len(row) == len(header):
             yield number, record, None
