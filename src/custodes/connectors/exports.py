@@ -106,7 +106,7 @@ def trail_record(item: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
     return summary, "CloudTrailEvent is not a JSON object; kept the LookupEvents summary"
 
 
-def audit_record(row: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+def search_record(row: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
     """A Microsoft 365 unified audit record as an audit log search gives it (Purview's export, PowerShell's
     `Search-UnifiedAuditLog`): the record in its `AuditData` text; where that holds no JSON object, the row itself,
     with a warning."""
@@ -129,7 +129,7 @@ _HIT: Final = Wrapping(hit_record, encoded=False)
 _SPLUNK_LINE: Final = Wrapping(_splunk_line, encoded=True)
 _SPLUNK_RESULT: Final = Wrapping(_splunk_result, encoded=True)
 _LOOKUP: Final = Wrapping(trail_record, encoded=True)
-_AUDIT_SEARCH: Final = Wrapping(audit_record, encoded=True)
+_AUDIT_SEARCH: Final = Wrapping(search_record, encoded=True)
 _SPLUNK_LINE_KEYS: Final = ("preview", "offset", "lastrow")
 _SPLUNK_KEYS: Final = ("_time", "_cd", "_indextime", "sourcetype")
 

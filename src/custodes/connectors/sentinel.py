@@ -6,17 +6,17 @@ Sentinel stores what its connectors bring in under its own column names: Entra I
 Pascal case; the Microsoft 365 unified audit log (`OfficeActivity`) with a few members renamed (`OfficeWorkload`,
 `OfficeObjectId`, `Logon_Type`) and its numbered kinds named (`UserType` "Regular", `Logon_Type` "Delegate"); AWS
 CloudTrail (`AWSCloudTrail`) with its identity flattened into columns and its request and response as JSON text;
-Linux's sudo, sshd and su (`Syslog`) as a line's program, host and message in columns. A
-row is told by its `Type` column (the table's name, in every row a query returns unless a `project` drops it) and
-rebuilt as the vendor's record (`vendor_record`), which the vendor's readers then read: scoring's features and the
-envelope's formats. A `CloudAppEvents` row (Defender XDR's advanced hunting, or Sentinel) of a Microsoft 365
-application holds the unified audit record whole, in its `RawEventData`. `dynamic` columns may be objects, or their
-JSON text (as a CSV export, the non-interactive table or some query tools give them). Column names are Azure
-Monitor's table reference's.
+Linux's sudo, sshd and su (`Syslog`) as a line's program, host and message in columns. A row is told by its `Type`
+column (the table's name, in every row a query returns unless a `project` drops it) and rebuilt as the vendor's
+record (`vendor_record`), which the vendor's readers then read: scoring's features and the envelope's formats. A
+`CloudAppEvents` row (Defender XDR's advanced hunting, or Sentinel) of a Microsoft 365 application holds the unified
+audit record whole, in its `RawEventData`. `dynamic` columns may be objects, or their JSON text (as a CSV export,
+the non-interactive table or some query tools give them). Column names are Azure Monitor's table reference's.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Final
 
 from custodes.connectors.textlogs import SYSLOG_PROGRAMS, syslog_message
@@ -107,24 +107,31 @@ def vendor_record(row: dict[str, Any]) -> tuple[dict[str, Any], str] | None:
     return None
 
 
-def _graph(row: dict[str, Any]) -> dict[str, Any]:
-    """A row of a Graph object's members in Pascal case as the object: each name's first letter lowered (or Graph's
-    own name), the objects read looked into decoded from their text, Log Analytics' own columns left out."""
-    record: dict[str, Any] = {}
-    for name, value in row.items():
-        if name in _WORKSPACE_COLUMNS or not name:
-            continue
-        key = _GRAPH_NAMES.get(name) or name[0].lower() + name[1:]
-        record[key] = json_value(value) if name in _GRAPH_OBJECTS else value
-    return record
+def _columns(row: dict[str, Any], name_of: Callable[[str], str], objects: frozenset[str]) -> dict[str, Any]:
+    """A row's columns under the vendor's names (`name_of`), the JSON text of its `objects` decoded, Log Analytics'
+    own columns (and an unnamed one) left out."""
+    return {
+        name_of(name): json_value(value) if name in objects else value
+        for name, value in row.items()
+        if name and name not in _WORKSPACE_COLUMNS
+    }
+
+
+def _graph_name(column: str) -> str:
+    """Graph's name of a column of its object's member in Pascal case."""
+    return _GRAPH_NAMES.get(column) or column[0].lower() + column[1:]
+
+
+def _office_name(column: str) -> str:
+    """The unified audit log's name of an `OfficeActivity` column."""
+    return _OFFICE_NAMES.get(column, column)
 
 
 def signin_record(row: dict[str, Any], category: str) -> dict[str, Any]:
     """A `SigninLogs` or `AADNonInteractiveUserSignInLogs` row as diagnostic settings export the sign-in: Graph's
     sign-in under `properties`, with its category (non-interactive or not) and result code (`ResultType`)."""
-    body = _graph(row)
+    body = _columns(row, _graph_name, _GRAPH_OBJECTS)
     body.setdefault("createdDateTime", row.get("TimeGenerated"))
-    body.pop("resultType", None)
     return {
         "time": row.get("TimeGenerated") or row.get("CreatedDateTime"),
         "category": category,
@@ -135,7 +142,7 @@ def signin_record(row: dict[str, Any], category: str) -> dict[str, Any]:
 
 def audit_record(row: dict[str, Any]) -> dict[str, Any]:
     """An `AuditLogs` row as Graph's directory audit (`initiatedBy`, `targetResources`, `activityDisplayName`)."""
-    record = _graph(row)
+    record = _columns(row, _graph_name, _GRAPH_OBJECTS)
     record.setdefault("activityDateTime", row.get("TimeGenerated"))
     return record
 
@@ -144,13 +151,7 @@ def office_record(row: dict[str, Any]) -> dict[str, Any]:
     """An `OfficeActivity` row as the unified audit record: the columns Sentinel renamed under their own names,
     the kinds it named as their numbers, the cmdlet's parameters (JSON text) as their list, the time as
     `CreationTime`."""
-    record: dict[str, Any] = {}
-    for name, value in row.items():
-        if name in _WORKSPACE_COLUMNS:
-            continue
-        if name in _OFFICE_LISTS and isinstance(value, str):
-            value = json_value(value)
-        record[_OFFICE_NAMES.get(name, name)] = value
+    record = _columns(row, _office_name, _OFFICE_LISTS)
     record["CreationTime"] = row.get("TimeGenerated")
     for name, numbers in (("UserType", USER_TYPES), ("LogonType", LOGON_TYPES)):
         if isinstance(record.get(name), str):
