@@ -4,15 +4,17 @@ records per second for plain NDJSON and for the same records as SIEM exports, si
     .venv/bin/python bench/file_reading.py                                   # the working tree alone
     git worktree add /tmp/before REV && .venv/bin/python bench/file_reading.py --against /tmp/before/src
 
-300,000 CloudTrail-shaped records (seeded) are written as NDJSON, as Elasticsearch hits (`elasticdump`'s lines) and
-as Splunk's JSON export lines (each record JSON within `_raw`). Each tree reads each file in a process of its own,
-the trees alternating, `--repeat` times; the best rate is printed. A tree without export reading reads the exports
-as the wrappers they are (the same number of records).
+300,000 CloudTrail-shaped records (seeded) are written as NDJSON, as Elasticsearch hits (`elasticdump`'s lines), as
+Splunk's JSON export lines (each record JSON within `_raw`) and as a Microsoft 365 audit log search's rows (each within
+`AuditData`); and five of their fields as CSV rows, with an ISO 8601 time and with the Azure portal's display form.
+Each tree reads each file in a process of its own, the trees alternating, `--repeat` times; the best rate is
+printed. A tree without export reading reads the exports as the wrappers they are (the same number of records).
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import os
 import random
 import subprocess
@@ -48,13 +50,27 @@ def write_files(folder: Path, count: int) -> dict[str, Path]:
         "ndjson": lambda n, r: r,
         "es hits": lambda n, r: {"_index": "logs-aws", "_id": str(n), "_score": 1.0, "_source": r},
         "splunk export": lambda n, r: {"preview": False, "offset": n, "result": {"_raw": orjson.dumps(r).decode()}},
+        "audit search": lambda n, r: {"CreationDate": r["eventTime"], "AuditData": orjson.dumps(r).decode()},
     }
     files = {}
     for name, shape in shapes.items():
         path = folder / f"{name.replace(' ', '-')}.ndjson"
         path.write_bytes(b"\n".join(orjson.dumps(shape(n, r)) for n, r in enumerate(records)) + b"\n")
         files[name] = path
+    for name, header, when in (("csv", "TimeGenerated", "2024-03-04T10:00:00Z"), *PORTAL):
+        path = folder / f"{name.replace(' ', '-')}.csv"
+        with path.open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["eventID", header, "eventName", "userName", "sourceIPAddress"])
+            for r in records:
+                row = [r["eventID"], when, r["eventName"], r["userIdentity"]["userName"], r["sourceIPAddress"]]
+                writer.writerow(row)
+        files[name] = path
     return files
+
+
+PORTAL = (("portal csv", "TimeGenerated [UTC]", "3/4/2024, 10:00:00.000 AM"),)
+"""The same rows as the Azure portal exports a Log Analytics query: its time column in the portal's display form."""
 
 
 def child(path: Path) -> None:
