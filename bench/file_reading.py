@@ -31,10 +31,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def write_files(folder: Path, count: int) -> dict[str, Path]:
-    """The same records as NDJSON, Elasticsearch hits and Splunk export lines."""
+    """The same records as NDJSON, Elasticsearch hits, Splunk export lines and audit search rows, and as CSVs."""
     rng = random.Random(1)
     names = ("GetObject", "PutObject", "ConsoleLogin", "AssumeRole")
-    records = [
+    records: list[dict[str, Any]] = [
         {
             "eventID": f"e{n}",
             "eventTime": "2024-03-04T10:00:00Z",
@@ -57,7 +57,7 @@ def write_files(folder: Path, count: int) -> dict[str, Path]:
         path = folder / f"{name.replace(' ', '-')}.ndjson"
         path.write_bytes(b"\n".join(orjson.dumps(shape(n, r)) for n, r in enumerate(records)) + b"\n")
         files[name] = path
-    for name, header, when in (("csv", "TimeGenerated", "2024-03-04T10:00:00Z"), *PORTAL):
+    for name, (header, when) in CSV_TIMES.items():
         path = folder / f"{name.replace(' ', '-')}.csv"
         with path.open("w", newline="") as handle:
             writer = csv.writer(handle)
@@ -69,8 +69,11 @@ def write_files(folder: Path, count: int) -> dict[str, Path]:
     return files
 
 
-PORTAL = (("portal csv", "TimeGenerated [UTC]", "3/4/2024, 10:00:00.000 AM"),)
-"""The same rows as the Azure portal exports a Log Analytics query: its time column in the portal's display form."""
+CSV_TIMES: dict[str, tuple[str, str]] = {
+    "csv": ("TimeGenerated", "2024-03-04T10:00:00Z"),
+    "portal csv": ("TimeGenerated [UTC]", "3/4/2024, 10:00:00.000 AM"),
+}
+"""The CSV files' time column and time: ISO 8601, and as the Azure portal exports a Log Analytics query."""
 
 
 def child(path: Path) -> None:
