@@ -197,17 +197,6 @@ def as_object(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def json_object(value: Any) -> dict[str, Any] | None:
-    """The JSON object `value` is, or holds as its text (a Log Analytics `dynamic` column, a Splunk `_raw`, an
-    integration's `event.original`); None for anything else."""
-    if isinstance(value, str) and value[:1] == "{":
-        try:
-            value = orjson.loads(value)
-        except orjson.JSONDecodeError:
-            return None
-    return value if isinstance(value, dict) else None
-
-
 def json_value(value: Any) -> Any:
     """The object or list whose JSON text `value` is (a Log Analytics `dynamic` column given as text), else `value`
     as it stands."""
@@ -217,6 +206,13 @@ def json_value(value: Any) -> Any:
         except orjson.JSONDecodeError:
             return value
     return value
+
+
+def json_object(value: Any) -> dict[str, Any] | None:
+    """The JSON object `value` is, or holds as its text (a Log Analytics `dynamic` column, a Splunk `_raw`, an
+    integration's `event.original`); None for anything else."""
+    found = json_value(value)
+    return found if isinstance(found, dict) else None
 
 
 def json_bytes(value: Any, option: int = 0) -> bytes:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from custodes.connectors.textlogs import SSHD_EVENTS, SYSLOG_PROGRAMS, syslog_message
+from custodes.connectors.textlogs import SSHD_EVENTS, SYSLOG_PROGRAMS, syslog_entry
 from custodes.model import as_object, json_object
 
 _AGENT: Final = {"rawUserAgent": "raw_user_agent", "browser": "browser", "os": "os"}
@@ -302,19 +302,13 @@ def syslog_record(raw: dict[str, Any], auth: dict[str, Any]) -> dict[str, Any]:
     System integration (its `auth` data stream): a sudo command from `system.auth.sudo` (a refusal where it has an
     `error`), an sshd login from `system.auth.ssh` (accepted or failed), any other line from the `message` the
     integration leaves unparsed; the invoking user is ECS `user.name`, the machine `host.hostname`."""
-    process = as_object(raw.get("process"))
-    program = str(process.get("name"))
-    host = as_object(raw.get("host"))
-    pid = process.get("pid")
-    record: dict[str, Any] = {
-        "time": raw.get("@timestamp"),
-        "host": host.get("hostname") or host.get("name"),
-        "program": program,
-        "pid": None if pid is None else str(pid),
-    }
+    process, host = as_object(raw.get("process")), as_object(raw.get("host"))
+    message = raw.get("message")
+    text = message if isinstance(message, str) else ""
+    machine = host.get("hostname") or host.get("name")
+    record = syslog_entry(text, raw.get("@timestamp"), machine, str(process.get("name")), process.get("pid"), text)
     sudo, ssh = as_object(auth.get("sudo")), as_object(auth.get("ssh"))
     user = as_object(raw.get("user")).get("name")
-    message = raw.get("message")
     if sudo.get("command"):
         error = sudo.get("error")
         record |= {
@@ -329,8 +323,4 @@ def syslog_record(raw: dict[str, Any], auth: dict[str, Any]) -> dict[str, Any]:
     elif type(ssh.get("event")) is str and ssh["event"] in SSHD_EVENTS:
         address = as_object(raw.get("source")).get("ip")
         record |= {"event": SSHD_EVENTS[ssh["event"]], "user": user, "address": address, "method": ssh.get("method")}
-    elif isinstance(message, str):
-        syslog_message(record, program, message)
-    else:
-        record["event"] = "other"
     return record

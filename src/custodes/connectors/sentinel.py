@@ -19,8 +19,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Final
 
-from custodes.connectors.textlogs import SYSLOG_PROGRAMS, syslog_message
-from custodes.model import json_value
+from custodes.connectors.textlogs import SYSLOG_PROGRAMS, syslog_entry
+from custodes.model import json_object, json_value
 
 SIGNIN_TABLES: Final = {"SigninLogs": "SignInLogs", "AADNonInteractiveUserSignInLogs": "NonInteractiveUserSignInLogs"}
 """Sentinel's tables of Entra ID sign-ins, by the category diagnostic settings give the same records."""
@@ -101,8 +101,8 @@ def vendor_record(row: dict[str, Any]) -> tuple[dict[str, Any], str] | None:
     if table == "Syslog" and type(program) is str and program in SYSLOG_PROGRAMS:
         return syslog_record(row), "sudo"
     if "RawEventData" in row and "ActionType" in row:  # CloudAppEvents
-        inner = json_value(row["RawEventData"])
-        if isinstance(inner, dict) and inner.get("Operation") and inner.get("Workload"):
+        inner = json_object(row["RawEventData"])
+        if inner is not None and inner.get("Operation") and inner.get("Workload"):
             return inner, "m365"
     return None
 
@@ -222,12 +222,5 @@ def syslog_record(row: dict[str, Any]) -> dict[str, Any]:
     """A `Syslog` row of sudo, sshd or su as the file tail reads the line: its message (`SyslogMessage`) read for
     what the program says, at the row's time (`EventTime`, else `TimeGenerated`), on its host."""
     message = str(row.get("SyslogMessage") or "")
-    pid = row.get("ProcessID")
-    record = {
-        "line": message,
-        "time": row.get("EventTime") or row.get("TimeGenerated"),
-        "host": row.get("HostName") or row.get("Computer"),
-        "program": row["ProcessName"],
-        "pid": None if pid is None else str(pid),
-    }
-    return syslog_message(record, str(row["ProcessName"]), message)
+    time, host = row.get("EventTime") or row.get("TimeGenerated"), row.get("HostName") or row.get("Computer")
+    return syslog_entry(message, time, host, str(row["ProcessName"]), row.get("ProcessID"), message)

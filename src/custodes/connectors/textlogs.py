@@ -72,20 +72,22 @@ def parse_syslog_line(line: str, now: datetime) -> tuple[dict[str, Any], str | N
     found = _SYSLOG.match(line)
     if found is None:
         return {"line": line}, "not a syslog line; kept as text"
+    time, host, program = _syslog_time(found["stamp"], now), found["host"], found["program"]
+    return syslog_entry(line, time, host, program, found["pid"], found["message"]), None
+
+
+def syslog_entry(line: str, time: Any, host: Any, program: str, pid: Any, message: str) -> dict[str, Any]:
+    """The record of a syslog line as `parse_syslog_line` reads it, from its parts: the line, its time, host,
+    program and process (its number as text), and what `program`'s `message` says. A syslog table's row (Sentinel's
+    `Syslog`) or a SIEM's parsed line (Elastic's `system.auth`) gives the parts as columns."""
     record: dict[str, Any] = {
         "line": line,
-        "time": _syslog_time(found["stamp"], now),
-        "host": found["host"],
-        "program": found["program"],
-        "pid": found["pid"],
+        "time": time,
+        "host": host,
+        "program": program,
+        "pid": None if pid is None else str(pid),
+        "event": "other",
     }
-    return syslog_message(record, found["program"], found["message"]), None
-
-
-def syslog_message(record: dict[str, Any], program: str, message: str) -> dict[str, Any]:
-    """`record` (a syslog line's time, host, program and process) with what `program`'s `message` says, as
-    `parse_syslog_line` reads it: the message of a line, or of a syslog table's row (Sentinel's `Syslog`)."""
-    record["event"] = "other"
     if program == "sshd":
         login = _SSHD_LOGIN.match(message)
         if login is not None:
