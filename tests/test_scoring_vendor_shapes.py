@@ -42,6 +42,7 @@ from sentinel_shapes import (
     sentinel_signin,
     sentinel_syslog,
 )
+from test_scoring_winlog import RECOGNISED, defender, flat
 
 DATASETS = SHARED / "datasets" / "panther-rule-tests"
 EXTRACTOR = Extractor(ScoringSettings(), ["panther.com", "example.io", "acme.com", "example.com"])
@@ -1389,6 +1390,9 @@ def stored_rows() -> list[dict[str, Any]]:
         *(sentinel_signin(r, False) for r in signins[:5]),
         *(sentinel_syslog(line, 2024) for line in lines),
         *(elastic_auth(line, 2024) for line in lines),
+        defender("LogonSuccess", "Interactive"),  # a seat for what follows, which names only the machine
+        {**defender("UsbDriveMounted", ""), "InitiatingProcessAccountName": "system", "AdditionalFields": "{}"},
+        {"Type": "SecurityEvent", **flat(6416, **RECOGNISED)},
     ]
 
 

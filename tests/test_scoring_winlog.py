@@ -19,6 +19,7 @@ from custodes.connectors.windows import flatten, security_fields
 from custodes.detections.scoring.engine import ScoringEngine
 from custodes.detections.scoring.features import Extractor, record_time
 from custodes.detections.scoring.identity import IdentityResolver, Person
+from custodes.detections.scoring.machines import SEATS_KEPT, Machines
 from custodes.detections.scoring.observation import Observation
 from custodes.detections.scoring.risk import DayScore
 from custodes.model import Event, LogSource, Outcome
@@ -211,10 +212,12 @@ async def test_windows_logons_pulled_from_splunk_are_scored(services: Services) 
     assert [(o.actor, o.host) for o in observed if o] == [("alice", "WS-0"), ("bob", None), ("carol", "WS-2")]
 
 
-def test_a_colleagues_machine_used_to_copy_files_to_usb_ranks_first() -> None:
+@pytest.mark.parametrize("act", ["files written (4663)", "a drive recognised (6416)"])
+def test_a_colleagues_machine_used_to_copy_files_to_usb_ranks_first(act: str) -> None:
     """Three weeks of Sentinel `SecurityEvent` rows of twenty people at their own desks (logons, logoffs, locks,
     the odd mistyped password, network logons to the file server); then one person logs on at a colleague's desk,
-    the day the colleague is away, and copies files to a stick there."""
+    the day the colleague is away, and copies files to a stick there: known from the files written, or only from
+    the drive the machine recognised, which names no one (the person at the machine is given it)."""
     people = [Person(id=f"u{i}@corp.example", timezone="UTC", hosts=[f"WS-{i}"]) for i in range(20)]
     settings = ScoringSettings(pseudonymise=False, warmup_days=5)
     rankings: dict[date, list[DayScore]] = {}
@@ -242,7 +245,9 @@ def test_a_colleagues_machine_used_to_copy_files_to_usb_ranks_first() -> None:
             row(start + timedelta(hours=8), 4647, f"WS-{i}", TargetUserName=f"u{i}")
     away = T0 + timedelta(days=last, hours=4)
     row(away, 4624, f"WS-{owner}", TargetUserName=f"u{thief}", LogonType=2)
-    for k in range(30):
+    if act.endswith("(6416)"):
+        row(away + timedelta(minutes=9), 6416, f"WS-{owner}", SubjectUserName=f"WS-{owner}$", ClassName="DiskDrive")
+    for k in range(30 if act.endswith("(4663)") else 0):
         target = f"\\Device\\HarddiskVolume9\\export\\{k}.docx"
         row(
             away + timedelta(minutes=10, seconds=k),
@@ -261,7 +266,7 @@ def test_a_colleagues_machine_used_to_copy_files_to_usb_ranks_first() -> None:
     ranking = rankings[(T0 + timedelta(days=last)).date()]
     top = ranking[0]
     assert top.entity == f"u{thief}@corp.example"
-    assert {"other_host", "usb_files"} <= {c.feature for c in top.contributions}
+    assert {"other_host", "usb_files" if act.endswith("(4663)") else "usb"} <= {c.feature for c in top.contributions}
 
 
 def test_a_machine_is_owned_by_its_name_with_or_without_its_domain() -> None:
@@ -407,3 +412,122 @@ def test_another_accounts_credentials_used_is_sensitive() -> None:
     own = flat(4648, SubjectUserName="alice", TargetUserName="CORP\\Alice", TargetServerName="FILESRV01")
     assert read(own) is None, "one's own credentials given again (a mapped drive)"
     assert read(flat(4648, SubjectUserName="alice", TargetUserName="-")) is None
+
+
+RECOGNISED = {  # event 6416 as Windows logs it: the subject is the machine's own account (SYSTEM's SID)
+    "SubjectUserSid": "S-1-5-18",
+    "SubjectUserName": "WS-ALICE$",
+    "SubjectDomainName": "CORP",
+    "SubjectLogonId": "0x3e7",
+    "DeviceId": "USBSTOR\\DISK&VEN_SANDISK&PROD_ULTRA&REV_1.00\\4C530001",
+    "DeviceDescription": "SanDisk Ultra USB Device",
+    "ClassId": "{4d36e967-e325-11ce-bfc1-08002be10318}",
+    "ClassName": "DiskDrive",
+}
+AT_ALICES = Observation("", [("usb", 1.0)], [], "WS-ALICE.corp.example")
+
+
+def test_a_storage_device_recognised_names_the_machine_not_a_person() -> None:
+    """6416 (evtx, Sentinel or Splunk fields, Winlogbeat's ECS): a disk drive, portable device or CD drive is a
+    removable media connection on the machine, for whoever is at it; a keyboard, a hub or the stick's volume is
+    nothing; an account that is a person's, where a forwarder names one, is that person's."""
+    assert read(evtx(6416, RECOGNISED)) == AT_ALICES
+    assert read(evtx(6416, {**RECOGNISED, "ClassName": None})) == AT_ALICES, "known by its class id"
+    assert read(evtx(6416, {**RECOGNISED, "ClassName": "WPD", "ClassId": "x"})) is not None, "a phone"
+    for other in ("HIDClass", "USB", "Volume"):
+        assert read(evtx(6416, {**RECOGNISED, "ClassName": other, "ClassId": "{745a17a0}"})) is None, other
+    sentinel = flat(6416, Computer="WS-ALICE.corp.example", **RECOGNISED)
+    assert read(sentinel) == AT_ALICES
+    for machine in ("SYSTEM", "NT AUTHORITY\\SYSTEM", "LOCAL SERVICE", "-"):
+        assert read({**sentinel, "SubjectUserName": machine}) == AT_ALICES, machine
+    assert read({**sentinel, "SubjectUserName": "alice"}) == Observation(
+        "alice", [("usb", 1.0)], [], "WS-ALICE.corp.example"
+    )
+    shipped = {
+        "@timestamp": "2024-03-04T09:15:02.123Z",
+        "event": {"code": "6416", "kind": "event", "provider": "Microsoft-Windows-Security-Auditing"},
+        "host": {"name": "WS-ALICE.corp.example"},
+        "user": {"name": "WS-ALICE$", "domain": "CORP", "id": "S-1-5-18"},
+        "winlog": {"channel": "Security", "event_id": "6416", "event_data": RECOGNISED},
+    }
+    assert read(shipped) == AT_ALICES
+    assert read({**shipped, "winlog": {"event_data": {**RECOGNISED, "ClassName": "HIDClass", "ClassId": ""}}}) is None
+    assert read({**shipped, "winlog": {"event_data": "broken"}}) is None
+    assert read({**sentinel, "Computer": None}) is None, "no machine: nobody to give it to"
+
+
+def test_a_usb_drive_mounted_by_defender_names_the_device() -> None:
+    """Defender for Endpoint's `UsbDriveMounted` (advanced hunting, Sentinel's `DeviceEvents`, the streaming API):
+    the device is named, the account is Windows' own or none, so whoever is at the device is given it."""
+    row = {
+        "Timestamp": "2024-03-04T09:15:02Z",
+        "DeviceId": "a1b2c3",
+        "DeviceName": "ws-alice.corp.example",
+        "ActionType": "UsbDriveMounted",
+        "AccountName": "",
+        "InitiatingProcessAccountName": "system",
+        "AdditionalFields": '{"DriveLetter":"E:","BusType":7,"ProductName":"Ultra","Manufacturer":"SanDisk"}',
+    }
+    mounted = Observation("", [("usb", 1.0)], [], "ws-alice.corp.example")
+    assert read(row) == mounted
+    assert read({**row, "Type": "DeviceEvents", "TimeGenerated": "2024-03-04T09:15:03Z"}) == mounted, "Sentinel's"
+    streamed = {"time": "2024-03-04T09:15:03Z", "category": "AdvancedHunting-DeviceEvents", "properties": row}
+    assert read(streamed) == mounted
+    assert read({**row, "InitiatingProcessAccountName": "alice"}) == Observation(
+        "alice", [("usb", 1.0)], [], "ws-alice.corp.example"
+    )
+    assert read({**row, "ActionType": "PnpDeviceConnected"}) is None
+    assert read({**row, "ActionType": ["UsbDriveMounted"]}) is None, "a list where the action belongs"
+
+
+def engine_of(people: list[Person]) -> ScoringEngine:
+    settings = ScoringSettings(pseudonymise=False)
+    return ScoringEngine(settings, IdentityResolver(people, settings.identities), org_domains=["corp.example"])
+
+
+def test_a_record_naming_only_a_machine_goes_to_the_person_last_at_it() -> None:
+    """Who is given a drive recognised on a machine: the person seen at it last before, within 12 hours (in time
+    order, whatever order the records arrive in; the machine named in full or by its short name), else the
+    machine's owner, else no one (counted as unattributed)."""
+    people = [Person(id=f"{name}@corp.example", hosts=[f"WS-{name.upper()}"]) for name in ("alice", "bob")]
+    engine = engine_of(people)
+    n = 0
+
+    def feed(raw: dict[str, Any], hours: float) -> str | None:
+        nonlocal n
+        n += 1
+        when = T0 + timedelta(hours=hours)
+        return engine.observe(Event(f"e{n}", when, "winsec", LogSource(), {**raw, "TimeGenerated": when.isoformat()}))
+
+    def plugged(machine: str, hours: float) -> str | None:
+        return feed(flat(6416, Computer=machine, **RECOGNISED), hours)
+
+    def logon(name: str, machine: str, hours: float) -> None:
+        assert feed(flat(4624, TargetUserName=name, LogonType=2, Computer=machine), hours) == f"{name}@corp.example"
+
+    logon("alice", "WS-ALICE.corp.example", 0)
+    assert plugged("WS-ALICE", 1) == "alice@corp.example"
+    logon("bob", "ws-alice", 5)  # at a colleague's desk
+    assert plugged("WS-ALICE.corp.example", 5.5) == "bob@corp.example"
+    assert plugged("WS-ALICE", 2) == "alice@corp.example", "late, but alice was the one there then"
+    assert plugged("WS-BOB", 1) == "bob@corp.example", "no one seen there: its owner"
+    assert plugged("KIOSK-1", 1) is None and engine.unattributed["winsec"] == 1, "nobody's, nobody seen"
+    assert plugged("WS-ALICE", -1) == "alice@corp.example", "before anyone was seen: its owner"
+    bob = engine.states["bob@corp.example"].open
+    assert bob is not None and bob.counts["usb"] == 2
+    assert {"alice@corp.example"} == set(bob.owners), "a drive of bob's was on alice's machine"
+    assert plugged("WS-ALICE", 16.5) == "bob@corp.example", "within 12 hours of bob's logon"
+    assert plugged("WS-ALICE", 17.5) == "alice@corp.example", "a drive is no sign of anyone there: its owner"
+    assert plugged("WS-ALICE", 30) == "alice@corp.example", "no one there for 12 hours: its owner"
+
+
+def test_seats_are_kept_for_few_people_and_forgotten_once_nobody_could_be_given_them() -> None:
+    machines = Machines()
+    for hour in range(10):
+        machines.sit("ws-1", f"p{hour % 2}", T0 + timedelta(hours=hour))
+    assert len(machines.seats["ws-1"]) == SEATS_KEPT
+    assert machines.seated("ws-1.corp.example", T0 + timedelta(hours=7, minutes=30)) == "p1"
+    assert machines.seated("ws-1", T0 + timedelta(hours=2)) is None, "older than what is kept"
+    machines.sit("ws-2", "p0", T0 + timedelta(hours=20))
+    machines.forget(T0 + timedelta(hours=15))
+    assert set(machines.seats) == {"ws-2"}

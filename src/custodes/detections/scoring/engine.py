@@ -19,7 +19,8 @@ from custodes.detections.scoring.catalog import BY_NAME, CHANNELS, EXFILTRATION,
 from custodes.detections.scoring.explain import sentences
 from custodes.detections.scoring.features import Extractor, record_time
 from custodes.detections.scoring.feedback import cause_tags
-from custodes.detections.scoring.identity import IdentityResolver, Person, zone_of
+from custodes.detections.scoring.identity import PERSON, IdentityResolver, Person, zone_of
+from custodes.detections.scoring.machines import SEAT_HOURS, Machines
 from custodes.detections.scoring.risk import STAGE_MIN_POINTS, DayScore, RiskModel
 from custodes.model import Event, Finding, Severity, stable_id
 from custodes.timewindow import out_of_window
@@ -102,8 +103,7 @@ class ScoringEngine:
         self.bounds: dict[tuple[tzinfo | None, int], tuple[datetime, datetime]] = {}
         """Per time zone and local day (ordinal) of an open day: its start and end in UTC."""
         self.top: set[str] = set()
-        self.owners: dict[str, str] = {}
-        """Machines whose owner the directory does not name -> the person who uses them (learned, see baselines)."""
+        self.machines = Machines()
         self.findings: list[Finding] = []
         self.scores: list[DayScore] = []
         self.dirty: set[str] = set()
@@ -177,8 +177,15 @@ class ScoringEngine:
         if out_of_window(event):
             self.untimed += 1
             return None
-        key, kind = self.resolver.resolve(obs.actor)
         when = event.time if not event.warnings else (record_time(event.raw) or event.time)
+        if obs.actor:
+            key, kind = self.resolver.resolve(obs.actor)
+        else:  # a record naming only a machine: the person at it
+            found = self._at_machine(obs.host, when)
+            if found is None:
+                self.unattributed[event.source] += 1
+                return None
+            key, kind = found
         state = self.states.get(key)
         if state is None:
             if self._stranger(key, obs.features):
@@ -220,8 +227,11 @@ class ScoringEngine:
                 seen = [*seen, ("channel", channel)]
         if obs.host is not None:
             host = obs.host.lower()
-            owner = self.resolver.host_owner(host) or self.owners.get(host)
+            machines = self.machines
+            owner = self.resolver.host_owner(host) or machines.owners.get(host)
             today.machines.add(host)
+            if kind == PERSON and obs.actor:  # a person seen there (a record naming only the machine is no sign)
+                machines.sit(host, key, when)
             if owner is not None and owner != key:
                 seen = [*(s for s in seen if s[0] != "host"), ("owner", owner)]
                 seen += [("owner_channel", f"{owner} {kind_value}") for kind, kind_value in seen if kind == "channel"]
@@ -238,6 +248,19 @@ class ScoringEngine:
             if self.next_close is not None and when >= self.next_close:
                 self.sweep()
         return key
+
+    def _at_machine(self, host: str | None, when: datetime) -> tuple[str, str] | None:
+        """The entity a record naming only machine `host` at `when` is given to: the person seen at it last, within
+        `SEAT_HOURS` before; else its owner (the directory's, or learned from use); None where neither is known."""
+        if host is None:
+            return None
+        name = host.lower()
+        key = self.machines.seated(name, when) or self.resolver.host_owner(name) or self.machines.owners.get(name)
+        if key is None:
+            return None
+        state = self.states.get(key)
+        person = self.resolver.person(key)
+        return key, state.kind if state is not None else person.kind if person is not None else PERSON
 
     def _stranger(self, key: str, features: list[tuple[str, float]]) -> bool:
         """Whether a record of an actor not yet an entity only fails to sign in under a name a directory in use does
@@ -459,6 +482,8 @@ class ScoringEngine:
         if scored:
             self.refresh_groups()
             self.days_closed += 1
+        if self.watermark is not None:
+            self.machines.forget(self.watermark - self.lateness - timedelta(hours=SEAT_HOURS))
         self.closed_through = day
         self._schedule()
         return ranking
@@ -517,7 +542,7 @@ class ScoringEngine:
     def refresh_groups(self) -> None:
         """Recompute what is pooled over entities: peer statistics and learned machine owners."""
         self.peers = peer_stats(self.states.values())
-        self.owners = machine_owners(self.states.values())
+        self.machines.owners = machine_owners(self.states.values())
 
     def _finding(self, state: EntityState, score: DayScore, reason: str, history: int) -> Finding | None:
         """A finding for the score, unless the day has no evidence of its own (its risk is only carried), the

@@ -22,7 +22,7 @@ from custodes.connectors import windows as win
 from custodes.connectors.envelope import audit_time, cloudtrail_actor, kube_audit, parse_time
 from custodes.connectors.textlogs import SYSLOG_PROGRAMS
 from custodes.detections.scoring import pam, saas, winlog
-from custodes.detections.scoring.observation import Observation, as_list, domain_of, name_key, whole
+from custodes.detections.scoring.observation import Observation, as_list, domain_of, name_key, name_of, whole
 
 CT_PRIVILEGE = frozenset(
     {
@@ -456,8 +456,8 @@ class Extractor:
             return pam.kubernetes(raw)
         body = raw.get("properties")
         if isinstance(body, dict) and "category" in raw:  # Entra ID as diagnostic settings export it (Event Hub)
-            if raw["category"] == winlog.DEFENDER_LOGONS:  # Defender for Endpoint's streaming API, the same way
-                return winlog.defender_logon(body)
+            if raw["category"] in winlog.DEFENDER_CATEGORIES:  # Defender for Endpoint's streaming API, the same way
+                return winlog.defender(body)
             if (kube := kube_audit(raw)) is not None:  # AKS's API server
                 return pam.kubernetes(kube)
             if "userPrincipalName" in body and str(raw["category"]).endswith("SignInLogs"):
@@ -486,8 +486,8 @@ class Extractor:
         held = "RawEventData" in raw or (type(table) is str and table in sentinel.TABLES)
         if held and (row := sentinel.vendor_record(raw)) is not None:
             return self.extract(row[0])  # Sentinel's and Defender's rows as the vendors' records
-        if "ActionType" in raw and "DeviceName" in raw and "AccountName" in raw:  # advanced hunting, Sentinel
-            return winlog.defender_logon(raw)
+        if "ActionType" in raw and "DeviceName" in raw:  # Defender for Endpoint: advanced hunting, Sentinel
+            return winlog.defender(raw)
         if "Event" in raw or "EventID" in raw or "EventCode" in raw or "event_id" in raw or "_raw" in raw:
             flat = win.security_fields(raw)
             return None if flat is None else winlog.security(flat)
@@ -772,12 +772,14 @@ class Extractor:
     def ecs(self, raw: dict[str, Any], event: dict[str, Any]) -> Observation | None:
         user = raw.get("user") or {}
         name = user.get("email") or user.get("name") if isinstance(user, dict) else None
+        host_info = raw.get("host") or {}
+        host = host_info.get("name") if isinstance(host_info, dict) else None
+        if "winlog" in raw and str(event.get("code")) == winlog.DEVICE_RECOGNISED:  # logged by the machine itself
+            return winlog.shipped_recognised(raw["winlog"], name_of(name), name_of(host))
         if not name:
             return None
         categories = as_list(event.get("category"))
         action = str(event.get("action") or "").lower()
-        host_info = raw.get("host") or {}
-        host = host_info.get("name") if isinstance(host_info, dict) else None
         features: list[tuple[str, float]] = []
         seen: list[tuple[str, str]] = []
         if "email" in categories or isinstance(raw.get("email"), dict):

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
+
+MACHINE: Final = ""
+"""The actor of what a record naming only a machine says (a removable drive recognised on it): the engine gives it
+to the person at the machine then (`machines`)."""
 
 
 @dataclass(slots=True)
@@ -21,6 +25,12 @@ class Observation:
 def counting(name: str, feature: str | None) -> Observation:
     """What a record says of `name`: once `feature` (its action's in a vendor's table), or nothing yet."""
     return Observation(name, [(feature, 1.0)] if feature else [], [])
+
+
+def on_machine(host: str | None, feature: str) -> Observation | None:
+    """What a record naming only machine `host` says: once `feature` there, for whoever was at it; None without a
+    machine."""
+    return None if host is None else Observation(MACHINE, [(feature, 1.0)], [], host)
 
 
 def name_of(value: Any) -> str | None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from custodes.connectors import windows as win
-from custodes.detections.scoring.observation import Observation, counting, name_key, name_of
+from custodes.detections.scoring.observation import Observation, counting, name_key, name_of, normalise, on_machine
 
 REMOTE_LOGONS: Final = frozenset({"network", "batch", "service", "networkcleartext", "3", "4", "5", "8"})
 """Windows logon types that put no one at the machine: a network logon (a file share, a remote call), a batch job,
@@ -39,6 +39,27 @@ EXPLICIT_CREDENTIALS: Final = "4648"
 with the target account's credentials, sensitive when that account is another's."""
 DEFENDER_LOGONS: Final = "AdvancedHunting-DeviceLogonEvents"
 """The category of Defender for Endpoint's device logons as its streaming API exports them (Event Hub, storage)."""
+DEFENDER_DEVICE_EVENTS: Final = "AdvancedHunting-DeviceEvents"
+"""The category of Defender for Endpoint's other device events (a USB drive mounted among them), exported so."""
+DEFENDER_CATEGORIES: Final = (DEFENDER_LOGONS, DEFENDER_DEVICE_EVENTS)
+DEVICE_RECOGNISED: Final = "6416"
+"""A new external device recognised by the system: logged by the system (the computer account), not by a person."""
+STORAGE_CLASSES: Final = frozenset(
+    {
+        "diskdrive",
+        "wpd",  # a portable device: a phone, a camera
+        "cdrom",
+        "{4d36e967-e325-11ce-bfc1-08002be10318}",  # the disk drives' class id
+        "{eec5ad98-8080-425f-922a-dabf3de3f69a}",  # portable devices'
+        "{4d36e965-e325-11ce-bfc1-08002be10318}",  # CD and DVD drives'
+    }
+)
+"""The device classes (name or id) of a 6416 that can carry files away: a USB stick recognised is one disk drive, its
+hub, controller and volume other classes, and a keyboard or mouse none of these."""
+USB_MOUNTED: Final = frozenset({"UsbDriveMounted", "UsbDriveMount"})
+"""Defender for Endpoint's `ActionType` of a USB drive mounted."""
+SYSTEM_ACCOUNTS: Final = frozenset({"system", "localsystem", "local service", "network service"})
+"""The accounts of Windows itself (`NT AUTHORITY\\SYSTEM`, ...), as a device event names them: nobody at the machine."""
 
 
 def security(flat: dict[str, Any]) -> Observation | None:
@@ -50,6 +71,8 @@ def security(flat: dict[str, Any]) -> Observation | None:
     cleared, the audit policy changed) is the administrator's. None for any other event."""
     code = win.event_code(flat)
     name = win.security_actor(flat, code)
+    if code == DEVICE_RECOGNISED:
+        return recognised(name, flat.get("ClassName"), flat.get("ClassId"), win.computer(flat))
     if name is None:
         return None
     if code in AT_THE_MACHINE:
@@ -68,6 +91,40 @@ def security(flat: dict[str, Any]) -> Observation | None:
     if feature is not None and not failed:
         return counting(name, feature)
     return None
+
+
+def recognised(name: str | None, class_name: Any, class_id: Any, host: str | None) -> Observation | None:
+    """A device recognised on `host` (6416): of a storage class (`STORAGE_CLASSES`), a removable media connection,
+    by the account that registered it where that is a person's, else by whoever is at the machine."""
+    classes = {str(value).strip().lower() for value in (class_name, class_id) if isinstance(value, str)}
+    if not classes & STORAGE_CLASSES:
+        return None
+    return usb_connected(name, host)
+
+
+def usb_connected(account: str | None, host: str | None) -> Observation | None:
+    """A removable drive connected on `host`: by `account` where that is a person's (`account_of`), else by whoever
+    is at the machine."""
+    person = account_of(account)
+    return Observation(person, [("usb", 1.0)], [], host) if person is not None else on_machine(host, "usb")
+
+
+def account_of(name: str | None) -> str | None:
+    """`name` where it is a person's account, not the machine's own (a computer account, `HOST$`) or Windows' own
+    (`SYSTEM`, a local or network service)."""
+    if name is None or name.strip().endswith("$") or normalise(name) in SYSTEM_ACCOUNTS:
+        return None
+    return name
+
+
+def defender(row: dict[str, Any]) -> Observation | None:
+    """A row of Microsoft Defender for Endpoint's advanced hunting (`DeviceLogonEvents`, `DeviceEvents`): a USB drive
+    mounted is a removable media connection on the device, by the account that started it where that is a
+    person's, else by whoever is at the device; a logon is read by `defender_logon`."""
+    action = row.get("ActionType")
+    if isinstance(action, str) and action in USB_MOUNTED:
+        return usb_connected(name_of(row.get("InitiatingProcessAccountName")), name_of(row.get("DeviceName")))
+    return defender_logon(row)
 
 
 def defender_logon(row: dict[str, Any]) -> Observation | None:
@@ -105,3 +162,12 @@ def shipped_removable_write(shipped: Any) -> bool:
     `winlog.event_data`)."""
     data = shipped.get("event_data") if isinstance(shipped, dict) else None
     return isinstance(data, dict) and removable_write({**data, "Task": shipped.get("task")})
+
+
+def shipped_recognised(shipped: Any, name: str | None, host: str | None) -> Observation | None:
+    """`recognised` for a 6416 as Winlogbeat or Elastic Agent ship it (the class in `winlog.event_data`; `name` and
+    `host` the document's `user.name` and `host.name`)."""
+    data = shipped.get("event_data") if isinstance(shipped, dict) else None
+    if not isinstance(data, dict):
+        return None
+    return recognised(name or name_of(data.get("SubjectUserName")), data.get("ClassName"), data.get("ClassId"), host)

@@ -1,0 +1,59 @@
+"""Who is at which machine: the owners learned from use (where the directory names none) and the people last seen at
+each machine (its seats), so that a record naming only a machine (a removable drive recognised on it) is given to the
+person who was there."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Final
+
+from custodes.detections.scoring.identity import machine_name
+
+SEAT_HOURS: Final = 12
+"""How long a person seen at a machine is taken to be still there (a working day from one logon, lock or unlock)."""
+SEATS_KEPT: Final = 4
+"""The people last at a machine kept for it, so that a record arriving late is given to who was there at its time."""
+
+
+class Machines:
+    """Machine owners and seats."""
+
+    __slots__ = ("owners", "seats")
+
+    def __init__(self) -> None:
+        self.owners: dict[str, str] = {}
+        """Machines whose owner the directory does not name -> the person who uses them (learned, see baselines)."""
+        self.seats: dict[str, list[tuple[datetime, str]]] = {}
+        """Machine (its name without its domain) -> (when, entity key) of the last people seen at it, by time, at most
+        `SEATS_KEPT` (in memory)."""
+
+    def sit(self, host: str, key: str, when: datetime) -> None:
+        """Note `key` at machine `host` (lower case) at `when`."""
+        name = machine_name(host) or host  # one source names a machine in full, another by its short name
+        seats = self.seats.get(name)
+        if seats is None:
+            self.seats[name] = [(when, key)]
+            return
+        last, who = seats[-1]
+        if who == key and when >= last:
+            seats[-1] = (when, key)
+        elif when >= last:
+            seats.append((when, key))
+        else:  # late: among the earlier ones, in time order
+            place = len(seats) - 1
+            while place > 0 and seats[place - 1][0] > when:
+                place -= 1
+            seats.insert(place, (when, key))
+        if len(seats) > SEATS_KEPT:
+            del seats[0]
+
+    def seated(self, host: str, when: datetime) -> str | None:
+        """The person last seen at machine `host` (lower case) at or before `when`, within `SEAT_HOURS`."""
+        for seen, key in reversed(self.seats.get(machine_name(host) or host, ())):
+            if seen <= when:
+                return key if when - seen <= timedelta(hours=SEAT_HOURS) else None
+        return None
+
+    def forget(self, before: datetime) -> None:
+        """Drop the seats of machines nobody was seen at since `before` (they could no longer be given anything)."""
+        self.seats = {host: seats for host, seats in self.seats.items() if seats[-1][0] >= before}
