@@ -104,6 +104,11 @@ def test_logoffs_locks_and_unlocks_are_at_the_machine_and_a_refused_logon_is_a_f
     for code in (4634, 4647, 4800, 4801):
         obs = read(flat(code, TargetUserName="alice", LogonType=2 if code == 4634 else None))
         assert obs is not None and (obs.actor, obs.host) == ("alice", "WS-ALICE"), code
+        assert obs.left == (code in (4634, 4647)), "a logoff: the person left the machine"
+    for action, left in (("logged-off", True), ("logged-out", True), ("logon", False), ("logged-in", False)):
+        shipped = {"event": {"category": ["authentication"], "action": action}, "host": {"name": "WS-ALICE"}}
+        obs = read({**shipped, "user": {"name": "alice"}})
+        assert obs is not None and obs.left == left and obs.host == "WS-ALICE", action
     refused = read(
         evtx(4625, {"SubjectUserName": "-", "TargetUserName": "alice", "LogonType": 3, "Status": "0xc000006d"})
     )
@@ -486,11 +491,11 @@ def engine_of(people: list[Person]) -> ScoringEngine:
 
 
 def test_a_record_naming_only_a_machine_goes_to_the_person_last_at_it() -> None:
-    """Who is given a drive recognised on a machine: the person seen at it last before, within 12 hours (in time
-    order, whatever order the records arrive in; the machine named in full or by its short name), else the
-    machine's owner, else no one (counted as unattributed)."""
+    """Who is given a drive recognised on a machine: the person seen at it last before, within 12 hours, who had
+    not logged off since (in time order, whatever order the records arrive in; the machine named in full or by its
+    short name), else the machine's owner, else no one (counted as unattributed)."""
     people = [Person(id=f"{name}@corp.example", hosts=[f"WS-{name.upper()}"]) for name in ("alice", "bob")]
-    engine = engine_of(people)
+    engine = engine_of([*people, Person(id="carol@corp.example"), Person(id="dave@corp.example")])
     n = 0
 
     def feed(raw: dict[str, Any], hours: float) -> str | None:
@@ -519,15 +524,25 @@ def test_a_record_naming_only_a_machine_goes_to_the_person_last_at_it() -> None:
     assert plugged("WS-ALICE", 16.5) == "bob@corp.example", "within 12 hours of bob's logon"
     assert plugged("WS-ALICE", 17.5) == "alice@corp.example", "a drive is no sign of anyone there: its owner"
     assert plugged("WS-ALICE", 30) == "alice@corp.example", "no one there for 12 hours: its owner"
+    logon("carol", "WS-BOB", 30)
+    logon("dave", "WS-BOB", 31)  # an administrator passing by, who logs off again
+    feed(flat(4647, TargetUserName="dave", Computer="WS-BOB"), 31.5)
+    assert plugged("WS-BOB", 32) == "carol@corp.example", "dave logged off: carol is still there"
+    assert plugged("WS-BOB", 31.2) == "dave@corp.example", "late: dave was there then"
+    feed(flat(4634, TargetUserName="carol", LogonType=2, Computer="WS-BOB"), 33)
+    assert plugged("WS-BOB", 34) == "bob@corp.example", "everyone logged off: its owner"
 
 
 def test_seats_are_kept_for_few_people_and_forgotten_once_nobody_could_be_given_them() -> None:
     machines = Machines()
     for hour in range(10):
-        machines.sit("ws-1", f"p{hour % 2}", T0 + timedelta(hours=hour))
+        machines.sit("ws-1", f"p{hour % 2}", T0 + timedelta(hours=hour), False)
     assert len(machines.seats["ws-1"]) == SEATS_KEPT
     assert machines.seated("ws-1.corp.example", T0 + timedelta(hours=7, minutes=30)) == "p1"
     assert machines.seated("ws-1", T0 + timedelta(hours=2)) is None, "older than what is kept"
-    machines.sit("ws-2", "p0", T0 + timedelta(hours=20))
+    machines.sit("ws-2", "p0", T0 + timedelta(hours=20), False)
+    machines.sit("ws-2", "p0", T0 + timedelta(hours=21), True)
+    assert machines.seated("ws-2", T0 + timedelta(hours=22)) is None, "p0 logged off"
+    assert machines.seated("ws-2", T0 + timedelta(hours=20, minutes=30)) == "p0"
     machines.forget(T0 + timedelta(hours=15))
     assert set(machines.seats) == {"ws-2"}

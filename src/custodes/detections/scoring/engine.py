@@ -231,7 +231,7 @@ class ScoringEngine:
             owner = self.resolver.host_owner(host) or machines.owners.get(host)
             today.machines.add(host)
             if kind == PERSON and obs.actor:  # a person seen there (a record naming only the machine is no sign)
-                machines.sit(host, key, when)
+                machines.sit(host, key, when, obs.left)
             if owner is not None and owner != key:
                 seen = [*(s for s in seen if s[0] != "host"), ("owner", owner)]
                 seen += [("owner_channel", f"{owner} {kind_value}") for kind, kind_value in seen if kind == "channel"]

@@ -183,6 +183,8 @@ ECS_NOT_SIGNIN = (
 )
 """Words of an ECS authentication action that make it a sign-in, or not one (a sign-out, an MFA step or challenge,
 an SSO hop to an application: Okta's `user.authentication.sso`)."""
+ECS_LEFT = ("logoff", "logout", "logged-off", "logged-out", "log-off", "signout", "sign-out", "session.end")
+"""Words of an ECS authentication or session action on a machine that make it a logoff: the person left it."""
 DUO_FACTOR_DENIED = frozenset(
     {"user_declined", "user_marked_fraud", "user_mistake", "no_response", "invalid_passcode", "anomalous_push"}
 )
@@ -799,6 +801,8 @@ class Extractor:
                 host = None  # a share, a service or a scheduled task reached the machine: nobody sat at it
             elif host:
                 seen.append(("host", str(host)))
+                if any(word in action for word in ECS_LEFT):
+                    return Observation(str(name), features, seen, str(host), True)
             elif _ecs_signs_in(event, action):  # no machine: a sign-in to a service, as a SIEM stores an IdP's log
                 features.append(("signin", 1.0))
                 seen += _ecs_client(raw)

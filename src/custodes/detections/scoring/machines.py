@@ -11,7 +11,7 @@ from custodes.detections.scoring.identity import machine_name
 
 SEAT_HOURS: Final = 12
 """How long a person seen at a machine is taken to be still there (a working day from one logon, lock or unlock)."""
-SEATS_KEPT: Final = 4
+SEATS_KEPT: Final = 6
 """The people last at a machine kept for it, so that a record arriving late is given to who was there at its time."""
 
 
@@ -23,35 +23,43 @@ class Machines:
     def __init__(self) -> None:
         self.owners: dict[str, str] = {}
         """Machines whose owner the directory does not name -> the person who uses them (learned, see baselines)."""
-        self.seats: dict[str, list[tuple[datetime, str]]] = {}
-        """Machine (its name without its domain) -> (when, entity key) of the last people seen at it, by time, at most
-        `SEATS_KEPT` (in memory)."""
+        self.seats: dict[str, list[tuple[datetime, str, bool]]] = {}
+        """Machine (its name without its domain) -> (when, entity key, whether they left then: a logoff) of the last
+        people seen at it, by time, at most `SEATS_KEPT` (in memory)."""
 
-    def sit(self, host: str, key: str, when: datetime) -> None:
-        """Note `key` at machine `host` (lower case) at `when`."""
+    def sit(self, host: str, key: str, when: datetime, left: bool) -> None:
+        """Note `key` at machine `host` (lower case) at `when`, leaving it then where `left` (a logoff)."""
         name = machine_name(host) or host  # one source names a machine in full, another by its short name
         seats = self.seats.get(name)
         if seats is None:
-            self.seats[name] = [(when, key)]
+            self.seats[name] = [(when, key, left)]
             return
-        last, who = seats[-1]
-        if who == key and when >= last:
-            seats[-1] = (when, key)
-        elif when >= last:
-            seats.append((when, key))
+        last, who, gone = seats[-1]
+        if when >= last:
+            if who == key and gone == left:
+                seats[-1] = (when, key, left)
+                return
+            seats.append((when, key, left))
         else:  # late: among the earlier ones, in time order
             place = len(seats) - 1
             while place > 0 and seats[place - 1][0] > when:
                 place -= 1
-            seats.insert(place, (when, key))
+            seats.insert(place, (when, key, left))
         if len(seats) > SEATS_KEPT:
             del seats[0]
 
     def seated(self, host: str, when: datetime) -> str | None:
-        """The person last seen at machine `host` (lower case) at or before `when`, within `SEAT_HOURS`."""
-        for seen, key in reversed(self.seats.get(machine_name(host) or host, ())):
-            if seen <= when:
-                return key if when - seen <= timedelta(hours=SEAT_HOURS) else None
+        """The person last seen at machine `host` (lower case) at or before `when`, within `SEAT_HOURS`, who had not
+        logged off since."""
+        gone: set[str] = set()
+        for seen, key, left in reversed(self.seats.get(machine_name(host) or host, ())):
+            if seen > when or key in gone:
+                continue
+            if when - seen > timedelta(hours=SEAT_HOURS):
+                return None
+            if not left:
+                return key
+            gone.add(key)
         return None
 
     def forget(self, before: datetime) -> None:

@@ -20,6 +20,8 @@ class Observation:
     features: list[tuple[str, float]]
     seen: list[tuple[str, str]]
     host: str | None = None
+    left: bool = False
+    """Whether the actor left `host` (a logoff): a record naming only the machine after it is not theirs."""
 
 
 def counting(name: str, feature: str | None) -> Observation:

@@ -25,7 +25,9 @@ WINDOWS_ADMIN: Final = {
 }
 """Windows Security events of administration, by event id: their account is the administrator who acted, and the
 domain controller that logs them is no machine of the person's."""
-AT_THE_MACHINE: Final = frozenset({"4624", "4634", "4647", "4800", "4801"})
+LOGOFFS: Final = frozenset({"4634", "4647"})
+"""A logoff, its own or the one the user started: the account left the machine."""
+AT_THE_MACHINE: Final = frozenset({"4624", "4800", "4801"}) | LOGOFFS
 """A logon, a logoff (its own or the user's), the workstation locked or unlocked: the account was at the machine,
 unless the logon type says it came over the network, as a batch job or a service."""
 REFUSED: Final = frozenset({"4656", "5145"})
@@ -76,7 +78,7 @@ def security(flat: dict[str, Any]) -> Observation | None:
     if name is None:
         return None
     if code in AT_THE_MACHINE:
-        return at_machine(name, win.computer(flat), win.logon_type(flat))
+        return at_machine(name, win.computer(flat), win.logon_type(flat), code in LOGOFFS)
     if code == "4625":
         return counting(name, "signin_failed")
     failed = win.audit_failure(flat)
@@ -142,12 +144,12 @@ def defender_logon(row: dict[str, Any]) -> Observation | None:
     return at_machine(name, name_of(row.get("DeviceName")), str(row.get("LogonType") or ""))
 
 
-def at_machine(name: str, host: str | None, kind: str) -> Observation:
-    """A logon (or logoff, lock, unlock) of `name` on `host`: the person there, unless its type (`kind`, a number or
-    a name, `Remote interactive` or `RemoteInteractive`) says nobody sat at it; then only active."""
+def at_machine(name: str, host: str | None, kind: str, left: bool = False) -> Observation:
+    """A logon (or logoff, `left`; lock, unlock) of `name` on `host`: the person there, unless its type (`kind`, a
+    number or a name, `Remote interactive` or `RemoteInteractive`) says nobody sat at it; then only active."""
     if host is None or kind.replace(" ", "").lower() in REMOTE_LOGONS:
         return Observation(name, [], [])
-    return Observation(name, [], [("host", host)], host)
+    return Observation(name, [], [("host", host)], host, left)
 
 
 def removable_write(flat: dict[str, Any]) -> bool:

@@ -1,0 +1,125 @@
+"""Removable drives that name only a machine: how many the engine gives to the person who plugged them in, and what
+the evaluation loses, side by side with the same records naming the person.
+
+    .venv/bin/python bench/seats.py                                  # devices and desktops, 400 people, 40 days
+    .venv/bin/python bench/seats.py --shapes desktops --population 1000 --days 60 --seeds 5 6
+
+Each organisation is simulated (`custodes simulate`'s generator), then evaluated twice: as written (each USB
+connection an ECS record naming its user), and with every USB connection rewritten as Windows' event 6416 as
+Winlogbeat ships it (the subject the machine's own account, `WS-00042$`), which the engine gives to the person seen
+at the machine last (machines.py). Printed per organisation: the connections given to the person who made them, to
+another, to no one; and caught, mean percentile, recall within the budget and false findings, as written and from
+the machine-only records.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import orjson
+from rich.console import Console
+from rich.table import Table
+
+from custodes.config import ScoringSettings
+from custodes.detections.scoring.engine import ScoringEngine
+from custodes.detections.scoring.evaluate import Evaluation, evaluate, load_labels, read_events
+from custodes.detections.scoring.identity import IdentityResolver, load_directory
+from custodes.detections.scoring.simulate import SimulationSettings, simulate
+
+
+def recognised(record: dict[str, Any]) -> dict[str, Any]:
+    """A USB connection record as the machine logs it: Windows' 6416 shipped by Winlogbeat, naming no person."""
+    host = record["host"]["name"]
+    data = {"SubjectUserName": f"{host}$", "SubjectUserSid": "S-1-5-18", "ClassName": "DiskDrive"}
+    return {
+        "@timestamp": record["@timestamp"],
+        "event": {"id": record["event"]["id"], "code": "6416", "kind": "event"},
+        "host": {"name": host},
+        "user": {"name": f"{host}$", "domain": "CORP"},
+        "winlog": {"channel": "Security", "event_id": "6416", "event_data": data},
+    }
+
+
+def machine_only(org: Path, out: Path) -> tuple[list[Path], dict[str, str]]:
+    """The organisation's files with its USB connections rewritten (`recognised`), and who made each connection."""
+    settings = ScoringSettings(directory=org / "directory.json", pseudonymise=False)
+    resolver = IdentityResolver(load_directory(settings.directory), settings.identities)
+    makers: dict[str, str] = {}
+    lines = []
+    for line in (org / "endpoint.ndjson").read_bytes().splitlines():
+        record = orjson.loads(line)
+        if record["event"].get("action") == "usb-device-connected":
+            makers[record["event"]["id"]] = resolver.resolve(record["user"]["name"])[0]
+            record = recognised(record)
+        lines.append(orjson.dumps(record))
+    (out / "endpoint.ndjson").write_bytes(b"\n".join(lines) + b"\n")
+    files = [f for f in sorted(org.glob("*.ndjson")) if f.name != "endpoint.ndjson"]
+    return [*files, out / "endpoint.ndjson"], makers
+
+
+def given(files: list[Path], makers: dict[str, str], settings: ScoringSettings) -> Counter[str]:
+    """Whom the engine gives each rewritten connection to: its maker, another person, or no one."""
+    assert settings.directory is not None
+    engine = ScoringEngine(settings, IdentityResolver(load_directory(settings.directory), settings.identities))
+    counts: Counter[str] = Counter()
+    for event in read_events(files):
+        key = engine.observe(event)
+        maker = makers.get(str((event.raw.get("event") or {}).get("id")))
+        if maker is not None:
+            counts["maker" if key == maker else "no one" if key is None else "another"] += 1
+    return counts
+
+
+def measures(report: Evaluation) -> str:
+    """Caught, mean percentile, recall within the budget and false findings, in one cell."""
+    recall = report.recall.get(report.budget, 0.0)
+    found = len(report.incidents)
+    return f"{report.caught}/{found}, {report.mean_percentile:.2f}, {100 * recall:.1f}%, {report.false_findings}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shapes", nargs="+", default=["devices", "desktops"])
+    parser.add_argument("--population", type=int, default=400)
+    parser.add_argument("--days", type=int, default=40)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1])
+    args = parser.parse_args()
+    table = Table(title="USB connections naming only the machine (6416) against naming the person")
+    for column in ("shape", "seed", "connections", "to their maker", "to another", "to no one"):
+        table.add_column(column, justify="right")
+    table.add_column("as written: caught, percentile, recall, FF", justify="right")
+    table.add_column("machine only", justify="right")
+    with tempfile.TemporaryDirectory() as folder:
+        for shape in args.shapes:
+            for seed in args.seeds:
+                org = Path(folder) / f"{shape}-{seed}"
+                simulate(SimulationSettings(population=args.population, days=args.days, seed=seed, shape=shape), org)
+                out = Path(folder) / f"{shape}-{seed}-6416"
+                out.mkdir()
+                settings = ScoringSettings(directory=org / "directory.json", pseudonymise=False)
+                labels = load_labels(org / "labels.json")
+                files, makers = machine_only(org, out)
+                counts = given(files, makers, settings)
+                total = sum(counts.values())
+                share = {k: f"{100 * counts[k] / max(1, total):.1f}%" for k in ("maker", "another", "no one")}
+                written = evaluate(sorted(org.glob("*.ndjson")), labels, settings)
+                rewritten = evaluate(files, labels, settings)
+                table.add_row(
+                    shape,
+                    str(seed),
+                    f"{total:,}",
+                    share["maker"],
+                    share["another"],
+                    share["no one"],
+                    measures(written),
+                    measures(rewritten),
+                )
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    main()
