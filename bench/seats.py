@@ -46,8 +46,7 @@ def recognised(record: dict[str, Any]) -> dict[str, Any]:
 
 def machine_only(org: Path, out: Path) -> tuple[list[Path], dict[str, str]]:
     """The organisation's files with its USB connections rewritten (`recognised`), and who made each connection."""
-    settings = ScoringSettings(directory=org / "directory.json", pseudonymise=False)
-    resolver = IdentityResolver(load_directory(settings.directory), settings.identities)
+    resolver = IdentityResolver(load_directory(org / "directory.json"), ScoringSettings().identities)
     makers: dict[str, str] = {}
     lines = []
     for line in (org / "endpoint.ndjson").read_bytes().splitlines():
