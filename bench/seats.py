@@ -73,11 +73,15 @@ def given(files: list[Path], makers: dict[str, str], settings: ScoringSettings) 
     return counts
 
 
-def measures(report: Evaluation) -> str:
-    """Caught, mean percentile, recall within the budget and false findings, in one cell."""
-    recall = report.recall.get(report.budget, 0.0)
-    found = len(report.incidents)
-    return f"{report.caught}/{found}, {report.mean_percentile:.2f}, {100 * recall:.1f}%, {report.false_findings}"
+def measures(written: Evaluation, rewritten: Evaluation) -> list[str]:
+    """Caught, mean percentile, recall within the budget and false findings: as written / machine only."""
+
+    def cells(report: Evaluation) -> tuple[str, str, str, str]:
+        recall = report.recall.get(report.budget, 0.0)
+        caught = f"{report.caught}/{len(report.incidents)}"
+        return caught, f"{report.mean_percentile:.2f}", f"{100 * recall:.1f}%", str(report.false_findings)
+
+    return [f"{a} / {b}" for a, b in zip(cells(written), cells(rewritten), strict=True)]
 
 
 def main() -> None:
@@ -90,8 +94,8 @@ def main() -> None:
     table = Table(title="USB connections naming only the machine (6416) against naming the person")
     for column in ("shape", "seed", "connections", "to their maker", "to another", "to no one"):
         table.add_column(column, justify="right")
-    table.add_column("as written: caught, percentile, recall, FF", justify="right")
-    table.add_column("machine only", justify="right")
+    for column in ("caught", "mean percentile", "recall @ budget", "false findings"):
+        table.add_column(f"{column} (as written / machine only)", justify="right")
     with tempfile.TemporaryDirectory() as folder:
         for shape in args.shapes:
             for seed in args.seeds:
@@ -114,10 +118,9 @@ def main() -> None:
                     share["maker"],
                     share["another"],
                     share["no one"],
-                    measures(written),
-                    measures(rewritten),
+                    *measures(written, rewritten),
                 )
-    Console().print(table)
+    Console(width=200).print(table)
 
 
 if __name__ == "__main__":
