@@ -1,8 +1,9 @@
 """Removable drives that name only a machine: how many the engine gives to the person who plugged them in, and what
 the evaluation loses, side by side with the same records naming the person.
 
-    .venv/bin/python bench/seats.py                                  # devices and desktops, 400 people, 40 days
-    .venv/bin/python bench/seats.py --shapes desktops --population 1000 --days 60 --seeds 5 6
+    .venv/bin/python bench/seats.py               # devices and desktops, 400 people, 10 quiet days, 12 acting
+    .venv/bin/python bench/seats.py --population 1000 --acting-days 50 --insiders 70 --seeds 5 6 7 \
+        --scenarios after_hours_usb_leak job_search_usb sysadmin_keylogger     # the held-out benchmark's density
 
 Each organisation is simulated (`custodes simulate`'s generator), then evaluated twice: as written (each USB
 connection an ECS record naming its user), and with every USB connection rewritten as Windows' event 6416 as
@@ -28,7 +29,7 @@ from custodes.config import ScoringSettings
 from custodes.detections.scoring.engine import ScoringEngine
 from custodes.detections.scoring.evaluate import Evaluation, evaluate, load_labels, read_events
 from custodes.detections.scoring.identity import IdentityResolver, load_directory
-from custodes.detections.scoring.simulate import SimulationSettings, simulate
+from custodes.detections.scoring.simulate import DEVICE_SCENARIOS, DEVICE_SHAPES, SimulationSettings, simulate
 
 
 def recognised(record: dict[str, Any]) -> dict[str, Any]:
@@ -86,10 +87,13 @@ def measures(written: Evaluation, rewritten: Evaluation) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--shapes", nargs="+", default=["devices", "desktops"])
+    parser.add_argument("--shapes", nargs="+", default=list(DEVICE_SHAPES), choices=DEVICE_SHAPES)
     parser.add_argument("--population", type=int, default=400)
-    parser.add_argument("--days", type=int, default=40)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[1])
+    parser.add_argument("--history", type=int, default=10, help="quiet days before insiders act")
+    parser.add_argument("--acting-days", type=int, default=12, help="days after the history in which insiders act")
+    parser.add_argument("--insiders", type=int, help="incidents injected (default: one per 100 people)")
+    parser.add_argument("--scenarios", nargs="+", default=list(DEVICE_SCENARIOS), choices=DEVICE_SCENARIOS)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
     args = parser.parse_args()
     table = Table(title="USB connections naming only the machine (6416) against naming the person")
     for column in ("shape", "seed", "connections", "to their maker", "to another", "to no one"):
@@ -100,7 +104,16 @@ def main() -> None:
         for shape in args.shapes:
             for seed in args.seeds:
                 org = Path(folder) / f"{shape}-{seed}"
-                simulate(SimulationSettings(population=args.population, days=args.days, seed=seed, shape=shape), org)
+                knobs = SimulationSettings(
+                    population=args.population,
+                    days=args.history + args.acting_days,
+                    warmup_days=args.history,
+                    seed=seed,
+                    shape=shape,
+                    scenarios=tuple(args.scenarios),
+                    insiders=args.insiders,
+                )
+                simulate(knobs, org)
                 out = Path(folder) / f"{shape}-{seed}-6416"
                 out.mkdir()
                 settings = ScoringSettings(directory=org / "directory.json", pseudonymise=False)
