@@ -20,7 +20,7 @@ from custodes.detections.scoring.engine import ScoringEngine
 from custodes.detections.scoring.features import Extractor, record_time
 from custodes.detections.scoring.identity import IdentityResolver, Person
 from custodes.detections.scoring.machines import SEATS_KEPT, Machines
-from custodes.detections.scoring.observation import Observation
+from custodes.detections.scoring.observation import ARRIVED, LEFT, Observation
 from custodes.detections.scoring.risk import DayScore
 from custodes.model import Event, LogSource, Outcome
 from custodes.sandbox import splunk as sim
@@ -104,11 +104,11 @@ def test_logoffs_locks_and_unlocks_are_at_the_machine_and_a_refused_logon_is_a_f
     for code in (4634, 4647, 4800, 4801):
         obs = read(flat(code, TargetUserName="alice", LogonType=2 if code == 4634 else None))
         assert obs is not None and (obs.actor, obs.host) == ("alice", "WS-ALICE"), code
-        assert obs.left == (code in (4634, 4647)), "a logoff: the person left the machine"
+        assert obs.presence == (LEFT if code in (4634, 4647) else ARRIVED), "a logoff: the person left the machine"
     for action, left in (("logged-off", True), ("logged-out", True), ("logon", False), ("logged-in", False)):
         shipped = {"event": {"category": ["authentication"], "action": action}, "host": {"name": "WS-ALICE"}}
         obs = read({**shipped, "user": {"name": "alice"}})
-        assert obs is not None and obs.left == left and obs.host == "WS-ALICE", action
+        assert obs is not None and obs.presence == (LEFT if left else ARRIVED) and obs.host == "WS-ALICE", action
     refused = read(
         evtx(4625, {"SubjectUserName": "-", "TargetUserName": "alice", "LogonType": 3, "Status": "0xc000006d"})
     )
@@ -307,12 +307,12 @@ def defender(action: str, logon: str, account: str = "alice") -> dict[str, Any]:
         (
             "LogonSuccess",
             "Interactive",
-            Observation("alice", [], [("host", "ws-alice.corp.example")], "ws-alice.corp.example"),
+            Observation("alice", [], [("host", "ws-alice.corp.example")], "ws-alice.corp.example", ARRIVED),
         ),
         (
             "LogonSuccess",
             "Remote interactive",
-            Observation("alice", [], [("host", "ws-alice.corp.example")], "ws-alice.corp.example"),
+            Observation("alice", [], [("host", "ws-alice.corp.example")], "ws-alice.corp.example", ARRIVED),
         ),
         ("LogonSuccess", "Network", Observation("alice", [], [])),
         ("LogonSuccess", "Batch", Observation("alice", [], [])),
@@ -352,7 +352,7 @@ def test_a_splunk_result_with_only_its_xml_is_read_from_the_xml() -> None:
     """A search head without the Windows add-on extracts no fields: the event is read from `_raw`."""
     result = {"_time": "2024-03-01T12:00:00.000+00:00", "_raw": XML_LOGON, "sourcetype": "XmlWinEventLog:Security"}
     obs = read(result)
-    assert obs == Observation("d&an", [], [("host", "WS-DAN.corp.example")], "WS-DAN.corp.example")
+    assert obs == Observation("d&an", [], [("host", "WS-DAN.corp.example")], "WS-DAN.corp.example", ARRIVED)
     event = to_event(result, WINDOWS, "splunk")
     assert (event.actor, event.action, event.target, event.src_ip) == ("d&an", "4624", "WS-DAN.corp.example", None)
     base = security_fields(result)
@@ -382,7 +382,7 @@ def test_malformed_windows_records_are_read_without_error() -> None:
         read(record)
         record_time(record)
         assert to_event(record, WINDOWS, "w").source == "w"
-    assert read(broken[1]) == Observation("alice", [], [("host", "WS-1")], "WS-1"), "the leaf, however deep"
+    assert read(broken[1]) == Observation("alice", [], [("host", "WS-1")], "WS-1", ARRIVED), "the leaf, however deep"
 
 
 def test_a_removable_storage_write_shipped_by_winlogbeat_is_a_usb_copy() -> None:

@@ -21,6 +21,7 @@ from custodes.detections.scoring.features import Extractor, record_time
 from custodes.detections.scoring.feedback import cause_tags
 from custodes.detections.scoring.identity import PERSON, IdentityResolver, Person, zone_of
 from custodes.detections.scoring.machines import SEAT_HOURS, Machines
+from custodes.detections.scoring.observation import LEFT
 from custodes.detections.scoring.risk import STAGE_MIN_POINTS, DayScore, RiskModel
 from custodes.model import Event, Finding, Severity, stable_id
 from custodes.timewindow import out_of_window
@@ -230,8 +231,8 @@ class ScoringEngine:
             machines = self.machines
             owner = self.resolver.host_owner(host) or machines.owners.get(host)
             today.machines.add(host)
-            if kind == PERSON and obs.actor:  # a person seen there (a record naming only the machine is no sign)
-                machines.sit(host, key, when, obs.left)
+            if obs.presence and kind == PERSON:  # arrived at the machine, or left it
+                machines.sit(host, key, when, obs.presence == LEFT)
             if owner is not None and owner != key:
                 seen = [*(s for s in seen if s[0] != "host"), ("owner", owner)]
                 seen += [("owner_channel", f"{owner} {kind_value}") for kind, kind_value in seen if kind == "channel"]

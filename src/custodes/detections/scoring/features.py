@@ -22,7 +22,16 @@ from custodes.connectors import windows as win
 from custodes.connectors.envelope import audit_time, cloudtrail_actor, kube_audit, parse_time
 from custodes.connectors.textlogs import SYSLOG_PROGRAMS
 from custodes.detections.scoring import pam, saas, winlog
-from custodes.detections.scoring.observation import Observation, as_list, domain_of, name_key, name_of, whole
+from custodes.detections.scoring.observation import (
+    ARRIVED,
+    LEFT,
+    Observation,
+    as_list,
+    domain_of,
+    name_key,
+    name_of,
+    whole,
+)
 
 CT_PRIVILEGE = frozenset(
     {
@@ -183,8 +192,6 @@ ECS_NOT_SIGNIN = (
 )
 """Words of an ECS authentication action that make it a sign-in, or not one (a sign-out, an MFA step or challenge,
 an SSO hop to an application: Okta's `user.authentication.sso`)."""
-ECS_LEFT = ("logoff", "logout", "logged-off", "logged-out", "log-off", "signout", "sign-out", "session.end")
-"""Words of an ECS authentication or session action on a machine that make it a logoff: the person left it."""
 DUO_FACTOR_DENIED = frozenset(
     {"user_declined", "user_marked_fraud", "user_mistake", "no_response", "invalid_passcode", "anomalous_push"}
 )
@@ -799,10 +806,10 @@ class Extractor:
                     features.append((failure, 1.0))
             elif "winlog" in raw and _logon_type(raw["winlog"]) in winlog.REMOTE_LOGONS:
                 host = None  # a share, a service or a scheduled task reached the machine: nobody sat at it
-            elif host:
+            elif host:  # a logon at the machine, or a logoff (`logoff`, `logged-out`, `sign-out`, `session.end`)
                 seen.append(("host", str(host)))
-                if any(word in action for word in ECS_LEFT):
-                    return Observation(str(name), features, seen, str(host), True)
+                gone = "off" in action or "out" in action or "session.end" in action
+                return Observation(str(name), features, seen, str(host), LEFT if gone else ARRIVED)
             elif _ecs_signs_in(event, action):  # no machine: a sign-in to a service, as a SIEM stores an IdP's log
                 features.append(("signin", 1.0))
                 seen += _ecs_client(raw)

@@ -24,12 +24,13 @@ class Machines:
         self.owners: dict[str, str] = {}
         """Machines whose owner the directory does not name -> the person who uses them (learned, see baselines)."""
         self.seats: dict[str, list[tuple[datetime, str, bool]]] = {}
-        """Machine (its name without its domain) -> (when, entity key, whether they left then: a logoff) of the last
-        people seen at it, by time, at most `SEATS_KEPT` (in memory)."""
+        """Machine (its name without its domain: one source names a machine in full, another by its short name) ->
+        (when, entity key, whether they left then: a logoff) of the last arrivals at it and departures, by time, at
+        most `SEATS_KEPT` (in memory)."""
 
     def sit(self, host: str, key: str, when: datetime, left: bool) -> None:
-        """Note `key` at machine `host` (lower case) at `when`, leaving it then where `left` (a logoff)."""
-        name = machine_name(host) or host  # one source names a machine in full, another by its short name
+        """Note `key` arriving at machine `host` (lower case) at `when`, or leaving it where `left` (a logoff)."""
+        name = machine_name(host) or host
         seats = self.seats.get(name)
         if seats is None:
             self.seats[name] = [(when, key, left)]
@@ -49,8 +50,8 @@ class Machines:
             del seats[0]
 
     def seated(self, host: str, when: datetime) -> str | None:
-        """The person last seen at machine `host` (lower case) at or before `when`, within `SEAT_HOURS`, who had not
-        logged off since."""
+        """The person who arrived at machine `host` (lower case) last at or before `when`, within `SEAT_HOURS`, and
+        had not left since."""
         gone: set[str] = set()
         for seen, key, left in reversed(self.seats.get(machine_name(host) or host, ())):
             if seen > when or key in gone:

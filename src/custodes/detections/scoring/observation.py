@@ -7,6 +7,10 @@ import math
 from dataclasses import dataclass
 from typing import Any, Final
 
+ARRIVED: Final = 1
+"""`Observation.presence` of a logon or unlock at the machine."""
+LEFT: Final = 2
+"""`Observation.presence` of a logoff from the machine."""
 MACHINE: Final = ""
 """The actor of what a record naming only a machine says (a removable drive recognised on it): the engine gives it
 to the person at the machine then (`machines`)."""
@@ -20,8 +24,9 @@ class Observation:
     features: list[tuple[str, float]]
     seen: list[tuple[str, str]]
     host: str | None = None
-    left: bool = False
-    """Whether the actor left `host` (a logoff): a record naming only the machine after it is not theirs."""
+    presence: int = 0
+    """What the record says of the actor's presence at `host`: `ARRIVED` (a logon or unlock there), `LEFT` (a
+    logoff), or nothing (0). A record naming only the machine is given to whoever arrived last and has not left."""
 
 
 def counting(name: str, feature: str | None) -> Observation:

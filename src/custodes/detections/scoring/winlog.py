@@ -8,7 +8,16 @@ from __future__ import annotations
 from typing import Any, Final
 
 from custodes.connectors import windows as win
-from custodes.detections.scoring.observation import Observation, counting, name_key, name_of, normalise, on_machine
+from custodes.detections.scoring.observation import (
+    ARRIVED,
+    LEFT,
+    Observation,
+    counting,
+    name_key,
+    name_of,
+    normalise,
+    on_machine,
+)
 
 REMOTE_LOGONS: Final = frozenset({"network", "batch", "service", "networkcleartext", "3", "4", "5", "8"})
 """Windows logon types that put no one at the machine: a network logon (a file share, a remote call), a batch job,
@@ -149,7 +158,7 @@ def at_machine(name: str, host: str | None, kind: str, left: bool = False) -> Ob
     number or a name, `Remote interactive` or `RemoteInteractive`) says nobody sat at it; then only active."""
     if host is None or kind.replace(" ", "").lower() in REMOTE_LOGONS:
         return Observation(name, [], [])
-    return Observation(name, [], [("host", host)], host, left)
+    return Observation(name, [], [("host", host)], host, LEFT if left else ARRIVED)
 
 
 def removable_write(flat: dict[str, Any]) -> bool:
