@@ -133,6 +133,36 @@ def test_enrichment_reaches_only_contextual_rules_and_leaves_the_record_alone(tm
     assert sum(rule.contextual for rule in rules) == 8 and len(rules) == 31
 
 
+def test_a_drive_the_machine_logs_is_matched_as_its_owners(tmp_path: Path) -> None:
+    """Windows logs a removable drive recognised (6416) under the machine's own account, Defender a USB drive
+    mounted under SYSTEM's: the departing-user rules know whose machine it is from the directory's `hosts`; a person's
+    own account is still theirs, and an account the directory does not hold is nobody's."""
+    directory = tmp_path / "people.json"
+    people = [
+        {"id": "mallory@example.com", "hosts": ["WS-0142"], "departure_date": "2026-12-01"},
+        {"id": "alice@example.com", "hosts": ["WS-0150"]},
+    ]
+    directory.write_text(json.dumps(people))
+    context = EventContext.create(EnrichmentSettings(), people=load_directory(directory))
+    engine = SigmaEngine(load_rules([RULES / "windows"]), context=context)
+    windows = SourceSettings(format="windows")
+    data = {"SubjectUserName": "WS-0142$", "SubjectUserSid": "S-1-5-18", "ClassName": "DiskDrive"}
+    raw = {"EventID": 6416, "Channel": "Security", "Computer": "WS-0142.corp.example.com", **data}
+    raw |= {"TimeGenerated": "2026-11-20T10:00:00Z"}
+    event = to_event(raw, windows, "winsec")
+    assert event.actor == "WS-0142$"
+    assert context.context(event, raw)["person"] == "mallory@example.com"
+    departing = "Departing User Connects Removable Storage"
+    assert departing in {rule.title for rule in engine.match(event)}
+    alices = to_event({**raw, "Computer": "WS-0150.corp.example.com", "SubjectUserName": "WS-0150$"}, windows, "w")
+    assert departing not in {rule.title for rule in engine.match(alices)}
+    for actor, person in (("alice", "alice@example.com"), ("eve", None), (None, "mallory@example.com")):
+        assert context.context(replace(event, actor=actor), raw)["person"] == person, actor
+    defender = {"ActionType": "UsbDriveMounted", "DeviceName": "ws-0142.corp.example.com"}
+    mounted = _event({**defender, "InitiatingProcessAccountName": "system"}, LogSource(), "system", "2026-11-20T10:00")
+    assert context.context(mounted, mounted.raw)["watchlists"] == ["departing"]
+
+
 def test_correlation_example_sequences_run_through_the_correlator() -> None:
     ruleset = load_rules([RULES])
     found = read_examples(RULES / "correlation" / "mass_download.yml")

@@ -2,7 +2,8 @@
 
 Sigma has no time of day and no HR state, so before matching the rules that name a `custodes.*` field the
 engine gives them a view of the record with one more key, `custodes`, computed from the event's time and its
-actor's entry in the people directory (`scoring.directory`, resolved as behaviour scoring resolves actors)::
+actor's entry in the people directory (`scoring.directory`, resolved as behaviour scoring resolves actors; for a
+record the machine itself logs, a removable drive recognised, the entry of the person its machine is assigned to)::
 
     custodes:
       person: jdoe@example.com     # directory id of the actor, null when the directory does not know them
@@ -26,6 +27,10 @@ from datetime import UTC, date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from custodes.connectors import windows
+from custodes.detections.scoring.observation import name_of
+from custodes.detections.scoring.winlog import account_of
 
 if TYPE_CHECKING:
     from custodes.config import EnrichmentSettings, IdentitySettings, Settings
@@ -91,9 +96,14 @@ class EventContext:
             working_days=hours.working_days,
         )
 
-    def context(self, event: Event) -> dict[str, Any]:
-        """The `custodes` object for `event`."""
+    def context(self, event: Event, record: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The `custodes` object for `event` (`record`: its view as rules see it). Its person is the actor's entry;
+        where the actor is no person but the machine itself (a computer account, SYSTEM, or none, as a removable
+        drive recognised, Windows 6416, or mounted, Defender's `UsbDriveMounted`), the entry of the person the
+        directory assigns the record's machine to."""
         person = self._person(event.actor)
+        if person is None and record is not None and (event.actor is None or account_of(event.actor) is None):
+            person = self._owner(record)
         zone = (self._zone_named(person.timezone) if person is not None else None) or self.default_zone
         moment = event.time if event.time.tzinfo is not None else event.time.replace(tzinfo=UTC)
         local = moment.astimezone(zone)
@@ -115,8 +125,19 @@ class EventContext:
         """The record rules with `custodes.*` fields are matched against: `record`, the event's as rules see it
         (`fields.match_view`), with the event's context (a copy; `event.raw` is untouched)."""
         view = dict(record)
-        view[ENRICHMENT_FIELD] = self.context(event)
+        view[ENRICHMENT_FIELD] = self.context(event, record)
         return view
+
+    def _owner(self, record: dict[str, Any]) -> Person | None:
+        """The directory's entry of the person a record's machine is assigned to (`hosts`), if any."""
+        if self.resolver is None:
+            return None
+        host = record.get("host")
+        machine = name_of(record.get("DeviceName")) or windows.computer(record)
+        if machine is None and isinstance(host, dict):
+            machine = name_of(host.get("name"))
+        key = None if machine is None else self.resolver.host_owner(machine)
+        return None if key is None else self.resolver.person(key)
 
     def _person(self, actor: str | None) -> Person | None:
         if actor is None or self.resolver is None:
