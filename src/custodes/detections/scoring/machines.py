@@ -18,7 +18,7 @@ SEATS_KEPT: Final = 6
 class Machines:
     """Machine owners and seats."""
 
-    __slots__ = ("owners", "seats")
+    __slots__ = ("names", "owners", "seats")
 
     def __init__(self) -> None:
         self.owners: dict[str, str] = {}
@@ -27,25 +27,30 @@ class Machines:
         """Machine (its name without its domain: one source names a machine in full, another by its short name) ->
         (when, entity key, whether they left then: a logoff) of the last arrivals at it and departures, by time, at
         most `SEATS_KEPT` (in memory)."""
+        self.names: dict[str, str] = {}
+        """A machine's name as records give it -> its name without its domain (computed once)."""
 
     def sit(self, host: str, key: str, when: datetime, left: bool) -> None:
         """Note `key` arriving at machine `host` (lower case) at `when`, or leaving it where `left` (a logoff)."""
-        name = machine_name(host) or host
+        name = self.names.get(host)
+        if name is None:
+            name = self.names[host] = machine_name(host) or host
         seats = self.seats.get(name)
+        entry = (when, key, left)
         if seats is None:
-            self.seats[name] = [(when, key, left)]
+            self.seats[name] = [entry]
             return
-        last, who, gone = seats[-1]
-        if when >= last:
-            if who == key and gone == left:
-                seats[-1] = (when, key, left)
+        last = seats[-1]
+        if when >= last[0]:
+            if last[1] == key and last[2] == left:  # the same again (an unlock after a logon): later
+                seats[-1] = entry
                 return
-            seats.append((when, key, left))
+            seats.append(entry)
         else:  # late: among the earlier ones, in time order
             place = len(seats) - 1
             while place > 0 and seats[place - 1][0] > when:
                 place -= 1
-            seats.insert(place, (when, key, left))
+            seats.insert(place, entry)
         if len(seats) > SEATS_KEPT:
             del seats[0]
 
@@ -66,3 +71,4 @@ class Machines:
     def forget(self, before: datetime) -> None:
         """Drop the seats of machines nobody was seen at since `before` (they could no longer be given anything)."""
         self.seats = {host: seats for host, seats in self.seats.items() if seats[-1][0] >= before}
+        self.names = {host: name for host, name in self.names.items() if name in self.seats}
