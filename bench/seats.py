@@ -6,11 +6,11 @@ the evaluation loses, side by side with the same records naming the person.
         --scenarios after_hours_usb_leak job_search_usb sysadmin_keylogger     # the held-out benchmark's density
 
 Each organisation is simulated (`custodes simulate`'s generator), then evaluated twice: as written (each USB
-connection an ECS record naming its user), and with every USB connection rewritten as Windows' event 6416 as
-Winlogbeat ships it (the subject the machine's own account, `WS-00042$`), which the engine gives to the person seen
-at the machine last (machines.py). Printed per organisation: the connections given to the person who made them, to
-another, to no one; and caught, mean percentile, recall within the budget and false findings, as written and from
-the machine-only records.
+connection an ECS record naming its user), and as Windows logs it, shipped by Winlogbeat: every USB connection
+Windows' event 6416 (the subject the machine's own account, `WS-00042$`), which the engine gives to the person who
+logged on at the machine last and had not logged off (machines.py), and the logons and logoffs 4624 and 4634.
+Printed per organisation: the connections given to the person who made them, to another, to no one; and caught,
+mean percentile, recall within the budget and false findings, as written and as Windows logs it.
 """
 
 from __future__ import annotations
@@ -45,16 +45,27 @@ def recognised(record: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def shipped_logon(record: dict[str, Any]) -> dict[str, Any]:
+    """A logon or logoff record as Winlogbeat ships Windows' 4624 and 4634 (its `winlog`, a logoff `logged-out`)."""
+    off = record["event"]["action"] == "logged-off"
+    event = {**record["event"], "code": "4634" if off else "4624", "action": "logged-out" if off else "logged-in"}
+    return {**record, "event": event, "winlog": {"channel": "Security", "event_id": event["code"]}}
+
+
 def machine_only(org: Path, out: Path) -> tuple[list[Path], dict[str, str]]:
-    """The organisation's files with its USB connections rewritten (`recognised`), and who made each connection."""
+    """The organisation's files as Windows logs them: its USB connections rewritten (`recognised`), its logons and
+    logoffs shipped (`shipped_logon`); and who made each connection."""
     resolver = IdentityResolver(load_directory(org / "directory.json"), ScoringSettings().identities)
     makers: dict[str, str] = {}
     lines = []
     for line in (org / "endpoint.ndjson").read_bytes().splitlines():
         record = orjson.loads(line)
-        if record["event"].get("action") == "usb-device-connected":
+        action = record["event"].get("action")
+        if action == "usb-device-connected":
             makers[record["event"]["id"]] = resolver.resolve(record["user"]["name"])[0]
             record = recognised(record)
+        elif action in ("logged-in", "logged-off"):
+            record = shipped_logon(record)
         lines.append(orjson.dumps(record))
     (out / "endpoint.ndjson").write_bytes(b"\n".join(lines) + b"\n")
     files = [f for f in sorted(org.glob("*.ndjson")) if f.name != "endpoint.ndjson"]
@@ -75,7 +86,7 @@ def given(files: list[Path], makers: dict[str, str], settings: ScoringSettings) 
 
 
 def measures(written: Evaluation, rewritten: Evaluation) -> list[str]:
-    """Caught, mean percentile, recall within the budget and false findings: as written / machine only."""
+    """Caught, mean percentile, recall within the budget and false findings: as written / as Windows logs it."""
 
     def cells(report: Evaluation) -> tuple[str, str, str, str]:
         recall = report.recall.get(report.budget, 0.0)
@@ -95,11 +106,13 @@ def main() -> None:
     parser.add_argument("--scenarios", nargs="+", default=list(DEVICE_SCENARIOS), choices=DEVICE_SCENARIOS)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
     args = parser.parse_args()
-    table = Table(title="USB connections naming only the machine (6416) against naming the person")
+    table = Table(
+        title="USB connections as Windows logs them (6416, naming only the machine) against naming the person"
+    )
     for column in ("shape", "seed", "connections", "to their maker", "to another", "to no one"):
         table.add_column(column, justify="right")
     for column in ("caught", "mean percentile", "recall @ budget", "false findings"):
-        table.add_column(f"{column} (as written / machine only)", justify="right")
+        table.add_column(f"{column} (as written / as Windows logs it)", justify="right")
     with tempfile.TemporaryDirectory() as folder:
         for shape in args.shapes:
             for seed in args.seeds:

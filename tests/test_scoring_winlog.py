@@ -19,7 +19,7 @@ from custodes.connectors.windows import flatten, security_fields
 from custodes.detections.scoring.engine import ScoringEngine
 from custodes.detections.scoring.features import Extractor, record_time
 from custodes.detections.scoring.identity import IdentityResolver, Person
-from custodes.detections.scoring.machines import SEATS_KEPT, Machines
+from custodes.detections.scoring.machines import Machines
 from custodes.detections.scoring.observation import ARRIVED, LEFT, Observation
 from custodes.detections.scoring.risk import DayScore
 from custodes.model import Event, LogSource, Outcome
@@ -105,10 +105,12 @@ def test_logoffs_locks_and_unlocks_are_at_the_machine_and_a_refused_logon_is_a_f
         obs = read(flat(code, TargetUserName="alice", LogonType=2 if code == 4634 else None))
         assert obs is not None and (obs.actor, obs.host) == ("alice", "WS-ALICE"), code
         assert obs.presence == (LEFT if code in (4634, 4647) else ARRIVED), "a logoff: the person left the machine"
-    for action, left in (("logged-off", True), ("logged-out", True), ("logon", False), ("logged-in", False)):
+    for action, left in (("logged-out", True), ("log-off", True), ("logged-in", False), ("logon", False)):
         shipped = {"event": {"category": ["authentication"], "action": action}, "host": {"name": "WS-ALICE"}}
-        obs = read({**shipped, "user": {"name": "alice"}})
+        obs = read({**shipped, "user": {"name": "alice"}, "winlog": {"channel": "Security"}})
         assert obs is not None and obs.presence == (LEFT if left else ARRIVED) and obs.host == "WS-ALICE", action
+        other = read({**shipped, "user": {"name": "alice"}})  # another endpoint's logons: no drive names only a machine
+        assert other is not None and other.presence == 0 and other.host == "WS-ALICE", action
     refused = read(
         evtx(4625, {"SubjectUserName": "-", "TargetUserName": "alice", "LogonType": 3, "Status": "0xc000006d"})
     )
@@ -533,16 +535,16 @@ def test_a_record_naming_only_a_machine_goes_to_the_person_last_at_it() -> None:
     assert plugged("WS-BOB", 34) == "bob@corp.example", "everyone logged off: its owner"
 
 
-def test_seats_are_kept_for_few_people_and_forgotten_once_nobody_could_be_given_them() -> None:
+def test_seats_are_found_under_any_name_of_the_machine_and_forgotten_once_nobody_could_be_given_them() -> None:
     machines = Machines()
-    for hour in range(10):
-        machines.sit("ws-1", f"p{hour % 2}", T0 + timedelta(hours=hour), False)
-    assert len(machines.seats["ws-1"]) == SEATS_KEPT
-    assert machines.seated("ws-1.corp.example", T0 + timedelta(hours=7, minutes=30)) == "p1"
-    assert machines.seated("ws-1", T0 + timedelta(hours=2)) is None, "older than what is kept"
-    machines.sit("ws-2", "p0", T0 + timedelta(hours=20), False)
-    machines.sit("ws-2", "p0", T0 + timedelta(hours=21), True)
-    assert machines.seated("ws-2", T0 + timedelta(hours=22)) is None, "p0 logged off"
-    assert machines.seated("ws-2", T0 + timedelta(hours=20, minutes=30)) == "p0"
+    machines.place(machines.arrived, "ws-1.corp.example")["p0"] = T0
+    machines.place(machines.arrived, "ws-1")["p1"] = T0 + timedelta(hours=2)
+    machines.place(machines.left, "ws-1")["p1"] = T0 + timedelta(hours=3)
+    assert machines.seated("WS-1".lower(), T0 + timedelta(hours=1)) == "p0"
+    assert machines.seated("ws-1.corp.example", T0 + timedelta(hours=2, minutes=30)) == "p1", "by its short name"
+    assert machines.seated("ws-1", T0 + timedelta(hours=4)) == "p0", "p1 left"
+    assert machines.seated("ws-1", T0 + timedelta(hours=13)) is None, "p0 arrived more than 12 hours before"
+    machines.place(machines.arrived, "ws-2")["p0"] = T0 + timedelta(hours=20)
     machines.forget(T0 + timedelta(hours=15))
-    assert set(machines.seats) == {"ws-2"}
+    assert (machines.arrived, machines.left) == ({"ws-2": {"p0": T0 + timedelta(hours=20)}}, {})
+    assert machines.names == {"ws-2": {"ws-2"}}

@@ -20,7 +20,7 @@ from custodes.detections.scoring.explain import sentences
 from custodes.detections.scoring.features import Extractor, record_time
 from custodes.detections.scoring.feedback import cause_tags
 from custodes.detections.scoring.identity import PERSON, IdentityResolver, Person, zone_of
-from custodes.detections.scoring.machines import SEAT_HOURS, Machines
+from custodes.detections.scoring.machines import FORGET_DATES, SEAT_HOURS, Machines
 from custodes.detections.scoring.observation import LEFT
 from custodes.detections.scoring.risk import STAGE_MIN_POINTS, DayScore, RiskModel
 from custodes.model import Event, Finding, Severity, stable_id
@@ -231,8 +231,13 @@ class ScoringEngine:
             machines = self.machines
             owner = self.resolver.host_owner(host) or machines.owners.get(host)
             today.machines.add(host)
-            if obs.presence and kind == PERSON:  # arrived at the machine, or left it
-                machines.sit(host, key, when, obs.presence == LEFT)
+            presence = obs.presence
+            if presence and kind == PERSON:  # arrived at the machine, or left it (machines.py)
+                book = machines.left if presence == LEFT else machines.arrived
+                times = book.get(host)
+                if times is None:
+                    times = machines.place(book, host)
+                times[key] = when
             if owner is not None and owner != key:
                 seen = [*(s for s in seen if s[0] != "host"), ("owner", owner)]
                 seen += [("owner_channel", f"{owner} {kind_value}") for kind, kind_value in seen if kind == "channel"]
@@ -483,7 +488,7 @@ class ScoringEngine:
         if scored:
             self.refresh_groups()
             self.days_closed += 1
-        if self.watermark is not None:
+        if self.watermark is not None and day % FORGET_DATES == 0:
             self.machines.forget(self.watermark - self.lateness - timedelta(hours=SEAT_HOURS))
         self.closed_through = day
         self._schedule()

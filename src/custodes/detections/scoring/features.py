@@ -192,6 +192,8 @@ ECS_NOT_SIGNIN = (
 )
 """Words of an ECS authentication action that make it a sign-in, or not one (a sign-out, an MFA step or challenge,
 an SSO hop to an application: Okta's `user.authentication.sso`)."""
+LOGOFFS = ("off", "out")
+"""How the action of a Windows logoff as Winlogbeat or Elastic Agent ship it ends (`logged-out`, `log-off`)."""
 DUO_FACTOR_DENIED = frozenset(
     {"user_declined", "user_marked_fraud", "user_mistake", "no_response", "invalid_passcode", "anomalous_push"}
 )
@@ -806,10 +808,12 @@ class Extractor:
                     features.append((failure, 1.0))
             elif "winlog" in raw and _logon_type(raw["winlog"]) in winlog.REMOTE_LOGONS:
                 host = None  # a share, a service or a scheduled task reached the machine: nobody sat at it
-            elif host:  # a logon at the machine, or a logoff (`logoff`, `logged-out`, `sign-out`, `session.end`)
+            elif host:
                 seen.append(("host", str(host)))
-                gone = "off" in action or "out" in action or "session.end" in action
-                return Observation(str(name), features, seen, str(host), LEFT if gone else ARRIVED)
+                if "winlog" in raw:  # Windows' logon or logoff (`logged-out`), beside the drives its log names
+                    return Observation(
+                        str(name), features, seen, str(host), LEFT if action.endswith(LOGOFFS) else ARRIVED
+                    )
             elif _ecs_signs_in(event, action):  # no machine: a sign-in to a service, as a SIEM stores an IdP's log
                 features.append(("signin", 1.0))
                 seen += _ecs_client(raw)

@@ -1,6 +1,6 @@
-"""Who is at which machine: the owners learned from use (where the directory names none) and the people last seen at
-each machine (its seats), so that a record naming only a machine (a removable drive recognised on it) is given to the
-person who was there."""
+"""Who is at which machine: the owners learned from use (where the directory names none) and the people who arrived
+at each machine and had not left (its seats), so that a record naming only a machine (a removable drive recognised
+on it) is given to the person who was there."""
 
 from __future__ import annotations
 
@@ -9,66 +9,58 @@ from typing import Final
 
 from custodes.detections.scoring.identity import machine_name
 
+FORGET_DATES: Final = 28
+"""How often (in dates closed) the arrivals and departures nothing could be given to any more are dropped: each time
+walks all of them, which on every date cost 3 % of the engine's instructions on a 300-person organisation."""
 SEAT_HOURS: Final = 12
-"""How long a person seen at a machine is taken to be still there (a working day from one logon, lock or unlock)."""
-SEATS_KEPT: Final = 6
-"""The people last at a machine kept for it, so that a record arriving late is given to who was there at its time."""
+"""How long a person who arrived at a machine is taken to be still there, unless they left (a working day from one
+logon)."""
 
 
 class Machines:
-    """Machine owners and seats."""
+    """Machine owners and seats. The engine notes arrivals and departures itself, on its hot path: each is one time
+    in `arrived` or `left` under the machine and the person."""
 
-    __slots__ = ("names", "owners", "seats")
+    __slots__ = ("arrived", "left", "names", "owners")
 
     def __init__(self) -> None:
         self.owners: dict[str, str] = {}
         """Machines whose owner the directory does not name -> the person who uses them (learned, see baselines)."""
-        self.seats: dict[str, list[tuple[datetime, str, bool]]] = {}
-        """Machine (its name without its domain: one source names a machine in full, another by its short name) ->
-        (when, entity key, whether they left then: a logoff) of the last arrivals at it and departures, by time, at
-        most `SEATS_KEPT` (in memory)."""
-        self.names: dict[str, str] = {}
-        """A machine's name as records give it -> its name without its domain (computed once)."""
+        self.arrived: dict[str, dict[str, datetime]] = {}
+        """Machine (lower case, as records name it) -> entity key -> when they last arrived (in memory)."""
+        self.left: dict[str, dict[str, datetime]] = {}
+        """Machine -> entity key -> when they last left (a departure before their arrival is an earlier visit's)."""
+        self.names: dict[str, set[str]] = {}
+        """A machine's name without its domain -> the names records gave it (one source names a machine in full,
+        another by its short name)."""
 
-    def sit(self, host: str, key: str, when: datetime, left: bool) -> None:
-        """Note `key` arriving at machine `host` (lower case) at `when`, or leaving it where `left` (a logoff)."""
-        name = self.names.get(host)
-        if name is None:
-            name = self.names[host] = machine_name(host) or host
-        seats = self.seats.get(name)
-        entry = (when, key, left)
-        if seats is None:
-            self.seats[name] = [entry]
-            return
-        last = seats[-1]
-        if when >= last[0]:
-            if last[1] == key and last[2] == left:  # the same again (an unlock after a logon): later
-                seats[-1] = entry
-                return
-            seats.append(entry)
-        else:  # late: among the earlier ones, in time order
-            place = len(seats) - 1
-            while place > 0 and seats[place - 1][0] > when:
-                place -= 1
-            seats.insert(place, entry)
-        if len(seats) > SEATS_KEPT:
-            del seats[0]
+    def place(self, book: dict[str, dict[str, datetime]], host: str) -> dict[str, datetime]:
+        """The times of machine `host` (lower case) in `book` (`arrived` or `left`), made on its first."""
+        times = book[host] = {}
+        self.names.setdefault(machine_name(host) or host, set()).add(host)
+        return times
 
     def seated(self, host: str, when: datetime) -> str | None:
-        """The person who arrived at machine `host` (lower case) last at or before `when`, within `SEAT_HOURS`, and
-        had not left since."""
-        gone: set[str] = set()
-        for seen, key, left in reversed(self.seats.get(machine_name(host) or host, ())):
-            if seen > when or key in gone:
-                continue
-            if when - seen > timedelta(hours=SEAT_HOURS):
-                return None
-            if not left:
-                return key
-            gone.add(key)
-        return None
+        """The person who arrived at machine `host` (lower case, under any of its names) last at or before `when`,
+        within `SEAT_HOURS`, and had not left by then."""
+        earliest = when - timedelta(hours=SEAT_HOURS)
+        there = []
+        for name in self.names.get(machine_name(host) or host, ()):
+            left = self.left.get(name, {})
+            for key, arrived in self.arrived.get(name, {}).items():
+                gone = left.get(key)
+                if earliest <= arrived <= when and (gone is None or gone > when or gone < arrived):
+                    there.append((arrived, key))
+        return max(there)[1] if there else None
 
     def forget(self, before: datetime) -> None:
-        """Drop the seats of machines nobody was seen at since `before` (they could no longer be given anything)."""
-        self.seats = {host: seats for host, seats in self.seats.items() if seats[-1][0] >= before}
-        self.names = {host: name for host, name in self.names.items() if name in self.seats}
+        """Drop the arrivals and departures before `before` (nothing could be given to them any more)."""
+        for book in (self.arrived, self.left):
+            for host in list(book):
+                recent = {key: when for key, when in book[host].items() if when >= before}
+                if recent:
+                    book[host] = recent
+                else:
+                    del book[host]
+        kept = self.arrived.keys() | self.left.keys()
+        self.names = {name: hosts & kept for name, hosts in self.names.items() if hosts & kept}
