@@ -106,9 +106,7 @@ def main() -> None:
     parser.add_argument("--scenarios", nargs="+", default=list(DEVICE_SCENARIOS), choices=DEVICE_SCENARIOS)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
     args = parser.parse_args()
-    table = Table(
-        title="USB connections as Windows logs them (6416, naming only the machine) against naming the person"
-    )
+    table = Table(title="USB connections as Windows logs them (6416: the machine, no person) against naming the person")
     for column in ("shape", "seed", "connections", "to their maker", "to another", "to no one"):
         table.add_column(column, justify="right")
     for column in ("caught", "mean percentile", "recall @ budget", "false findings"):

@@ -111,6 +111,14 @@ def test_logoffs_locks_and_unlocks_are_at_the_machine_and_a_refused_logon_is_a_f
         assert obs is not None and obs.presence == (LEFT if left else ARRIVED) and obs.host == "WS-ALICE", action
         other = read({**shipped, "user": {"name": "alice"}})  # another endpoint's logons: no drive names only a machine
         assert other is not None and other.presence == 0 and other.host == "WS-ALICE", action
+    remote = {"channel": "Security", "logon": {"type": "RemoteInteractive"}}
+    shipped = {"event": {"category": ["authentication"], "action": "logged-in"}, "host": {"name": "WS-ALICE"}}
+    obs = read({**shipped, "user": {"name": "alice"}, "winlog": remote})
+    assert obs is not None and obs.host == "WS-ALICE" and obs.presence == 0, (
+        "a remote desktop: someone else may sit there"
+    )
+    desktop = read(flat(4624, TargetUserName="alice", LogonType=10))
+    assert desktop is not None and desktop.host == "WS-ALICE" and desktop.presence == 0
     refused = read(
         evtx(4625, {"SubjectUserName": "-", "TargetUserName": "alice", "LogonType": 3, "Status": "0xc000006d"})
     )
@@ -313,8 +321,8 @@ def defender(action: str, logon: str, account: str = "alice") -> dict[str, Any]:
         ),
         (
             "LogonSuccess",
-            "Remote interactive",
-            Observation("alice", [], [("host", "ws-alice.corp.example")], "ws-alice.corp.example", ARRIVED),
+            "Remote interactive",  # used from elsewhere: no arrival at the machine
+            Observation("alice", [], [("host", "ws-alice.corp.example")], "ws-alice.corp.example"),
         ),
         ("LogonSuccess", "Network", Observation("alice", [], [])),
         ("LogonSuccess", "Batch", Observation("alice", [], [])),
@@ -497,7 +505,7 @@ def test_a_record_naming_only_a_machine_goes_to_the_person_last_at_it() -> None:
     not logged off since (in time order, whatever order the records arrive in; the machine named in full or by its
     short name), else the machine's owner, else no one (counted as unattributed)."""
     people = [Person(id=f"{name}@corp.example", hosts=[f"WS-{name.upper()}"]) for name in ("alice", "bob")]
-    engine = engine_of([*people, Person(id="carol@corp.example"), Person(id="dave@corp.example")])
+    engine = engine_of([*people, *(Person(id=f"{name}@corp.example") for name in ("carol", "dave", "erin"))])
     n = 0
 
     def feed(raw: dict[str, Any], hours: float) -> str | None:
@@ -527,6 +535,7 @@ def test_a_record_naming_only_a_machine_goes_to_the_person_last_at_it() -> None:
     assert plugged("WS-ALICE", 17.5) == "alice@corp.example", "a drive is no sign of anyone there: its owner"
     assert plugged("WS-ALICE", 30) == "alice@corp.example", "no one there for 12 hours: its owner"
     logon("carol", "WS-BOB", 30)
+    feed(flat(4624, TargetUserName="erin", LogonType=10, Computer="WS-BOB"), 30.5)  # a remote desktop from elsewhere
     logon("dave", "WS-BOB", 31)  # an administrator passing by, who logs off again
     feed(flat(4647, TargetUserName="dave", Computer="WS-BOB"), 31.5)
     assert plugged("WS-BOB", 32) == "carol@corp.example", "dave logged off: carol is still there"

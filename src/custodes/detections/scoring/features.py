@@ -806,14 +806,14 @@ class Extractor:
                 failure = _ecs_failure(raw, action)
                 if failure is not None:
                     features.append((failure, 1.0))
-            elif "winlog" in raw and _logon_type(raw["winlog"]) in winlog.REMOTE_LOGONS:
+            elif "winlog" in raw and (kind := _logon_type(raw["winlog"])) in winlog.REMOTE_LOGONS:
                 host = None  # a share, a service or a scheduled task reached the machine: nobody sat at it
             elif host:
                 seen.append(("host", str(host)))
                 if "winlog" in raw:  # Windows' logon or logoff (`logged-out`), beside the drives its log names
-                    return Observation(
-                        str(name), features, seen, str(host), LEFT if action.endswith(LOGOFFS) else ARRIVED
-                    )
+                    off = action.endswith(LOGOFFS)
+                    presence = LEFT if off else 0 if kind in winlog.REMOTE_DESKTOP else ARRIVED
+                    return Observation(str(name), features, seen, str(host), presence)
             elif _ecs_signs_in(event, action):  # no machine: a sign-in to a service, as a SIEM stores an IdP's log
                 features.append(("signin", 1.0))
                 seen += _ecs_client(raw)

@@ -19,6 +19,8 @@ from custodes.detections.scoring.observation import (
     on_machine,
 )
 
+REMOTE_DESKTOP: Final = frozenset({"remoteinteractive", "10"})
+"""A remote desktop logon: the person uses the machine, from another; whoever is physically at it is someone else."""
 REMOTE_LOGONS: Final = frozenset({"network", "batch", "service", "networkcleartext", "3", "4", "5", "8"})
 """Windows logon types that put no one at the machine: a network logon (a file share, a remote call), a batch job,
 a service, a clear-text network logon. An interactive, unlock, remote desktop or cached logon is someone there."""
@@ -155,10 +157,12 @@ def defender_logon(row: dict[str, Any]) -> Observation | None:
 
 def at_machine(name: str, host: str | None, kind: str, left: bool = False) -> Observation:
     """A logon (or logoff, `left`; lock, unlock) of `name` on `host`: the person there, unless its type (`kind`, a
-    number or a name, `Remote interactive` or `RemoteInteractive`) says nobody sat at it; then only active."""
-    if host is None or kind.replace(" ", "").lower() in REMOTE_LOGONS:
+    number or a name, `Remote interactive` or `RemoteInteractive`) says nobody sat at it; then only active. A remote
+    desktop logon uses the machine but is no arrival at it (`Observation.presence`)."""
+    kind = kind.replace(" ", "").lower()
+    if host is None or kind in REMOTE_LOGONS:
         return Observation(name, [], [])
-    return Observation(name, [], [("host", host)], host, LEFT if left else ARRIVED)
+    return Observation(name, [], [("host", host)], host, LEFT if left else 0 if kind in REMOTE_DESKTOP else ARRIVED)
 
 
 def removable_write(flat: dict[str, Any]) -> bool:
