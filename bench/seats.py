@@ -52,10 +52,9 @@ def shipped_logon(record: dict[str, Any]) -> dict[str, Any]:
     return {**record, "event": event, "winlog": {"channel": "Security", "event_id": event["code"]}}
 
 
-def machine_only(org: Path, out: Path) -> tuple[list[Path], dict[str, str]]:
+def machine_only(org: Path, out: Path, resolver: IdentityResolver) -> tuple[list[Path], dict[str, str]]:
     """The organisation's files as Windows logs them: its USB connections rewritten (`recognised`), its logons and
     logoffs shipped (`shipped_logon`); and who made each connection."""
-    resolver = IdentityResolver(load_directory(org / "directory.json"), ScoringSettings().identities)
     makers: dict[str, str] = {}
     lines = []
     for line in (org / "endpoint.ndjson").read_bytes().splitlines():
@@ -72,10 +71,11 @@ def machine_only(org: Path, out: Path) -> tuple[list[Path], dict[str, str]]:
     return [*files, out / "endpoint.ndjson"], makers
 
 
-def given(files: list[Path], makers: dict[str, str], settings: ScoringSettings) -> Counter[str]:
+def given(
+    files: list[Path], makers: dict[str, str], settings: ScoringSettings, resolver: IdentityResolver
+) -> Counter[str]:
     """Whom the engine gives each rewritten connection to: its maker, another person, or no one."""
-    assert settings.directory is not None
-    engine = ScoringEngine(settings, IdentityResolver(load_directory(settings.directory), settings.identities))
+    engine = ScoringEngine(settings, resolver)
     counts: Counter[str] = Counter()
     for event in read_events(files):
         key = engine.observe(event)
@@ -129,8 +129,9 @@ def main() -> None:
                 out.mkdir()
                 settings = ScoringSettings(directory=org / "directory.json", pseudonymise=False)
                 labels = load_labels(org / "labels.json")
-                files, makers = machine_only(org, out)
-                counts = given(files, makers, settings)
+                resolver = IdentityResolver(load_directory(org / "directory.json"), settings.identities)
+                files, makers = machine_only(org, out, resolver)
+                counts = given(files, makers, settings, resolver)
                 total = sum(counts.values())
                 share = {k: f"{100 * counts[k] / max(1, total):.1f}%" for k in ("maker", "another", "no one")}
                 written = evaluate(sorted(org.glob("*.ndjson")), labels, settings)

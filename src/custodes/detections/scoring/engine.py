@@ -265,8 +265,10 @@ class ScoringEngine:
         if key is None:
             return None
         state = self.states.get(key)
+        if state is not None:
+            return key, state.kind
         person = self.resolver.person(key)
-        return key, state.kind if state is not None else person.kind if person is not None else PERSON
+        return key, PERSON if person is None else person.kind
 
     def _stranger(self, key: str, features: list[tuple[str, float]]) -> bool:
         """Whether a record of an actor not yet an entity only fails to sign in under a name a directory in use does

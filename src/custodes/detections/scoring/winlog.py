@@ -55,6 +55,7 @@ DEFENDER_LOGONS: Final = "AdvancedHunting-DeviceLogonEvents"
 DEFENDER_DEVICE_EVENTS: Final = "AdvancedHunting-DeviceEvents"
 """The category of Defender for Endpoint's other device events (a USB drive mounted among them), exported so."""
 DEFENDER_CATEGORIES: Final = (DEFENDER_LOGONS, DEFENDER_DEVICE_EVENTS)
+"""The categories of Defender for Endpoint's rows `defender` reads, as its streaming API exports them."""
 DEVICE_RECOGNISED: Final = "6416"
 """A new external device recognised by the system: logged by the system (the computer account), not by a person."""
 STORAGE_CLASSES: Final = frozenset(
@@ -175,14 +176,20 @@ def removable_write(flat: dict[str, Any]) -> bool:
 def shipped_removable_write(shipped: Any) -> bool:
     """`removable_write` for a Windows event as Winlogbeat or Elastic Agent ship it (`winlog.task`, the mask in
     `winlog.event_data`)."""
-    data = shipped.get("event_data") if isinstance(shipped, dict) else None
-    return isinstance(data, dict) and removable_write({**data, "Task": shipped.get("task")})
+    data = shipped_data(shipped)
+    return data is not None and removable_write({**data, "Task": shipped.get("task")})
 
 
 def shipped_recognised(shipped: Any, name: str | None, host: str | None) -> Observation | None:
     """`recognised` for a 6416 as Winlogbeat or Elastic Agent ship it (the class in `winlog.event_data`; `name` and
     `host` the document's `user.name` and `host.name`)."""
-    data = shipped.get("event_data") if isinstance(shipped, dict) else None
-    if not isinstance(data, dict):
+    data = shipped_data(shipped)
+    if data is None:
         return None
     return recognised(name or name_of(data.get("SubjectUserName")), data.get("ClassName"), data.get("ClassId"), host)
+
+
+def shipped_data(shipped: Any) -> dict[str, Any] | None:
+    """The event's data of a Windows event as Winlogbeat or Elastic Agent ship it (`winlog.event_data`), if any."""
+    data = shipped.get("event_data") if isinstance(shipped, dict) else None
+    return data if isinstance(data, dict) else None
