@@ -26,8 +26,13 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# The suite runs in WORKERS processes, each test file in one (its module fixtures made once); WORKERS=0 runs it in
+# this process (for a debugger or -x).
+WORKERS ?= 2
+XDIST   := $(if $(filter 0,$(WORKERS)),-p no:xdist,-n $(WORKERS) --dist loadfile)
+
 pytest: $(STAMP)
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest $(XDIST) $(PYTEST_ARGS)
 
 # The scoring hot path compiled with mypyc (setup.py), installed apart from the editable install; its tests run
 # against it with PYTHONPATH, after checking that the compiled modules are the ones imported.
@@ -38,7 +43,7 @@ compiled: $(STAMP)
 
 pytest-compiled: compiled
 	PYTHONPATH=$(COMPILED) $(BIN)/python tests/check_compiled.py
-	PYTHONPATH=$(COMPILED) $(BIN)/pytest -q -p no:cacheprovider $(wildcard tests/test_scoring_*.py)
+	PYTHONPATH=$(COMPILED) $(BIN)/pytest -q -p no:cacheprovider $(XDIST) $(wildcard tests/test_scoring_*.py)
 
 test: lint typecheck pytest pytest-compiled
 

@@ -27,6 +27,14 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """The width of a command's output is each test's own (the environment it gives `CliRunner`, else Rich's 80
+    columns): a pytest-xdist worker starts with COLUMNS and LINES set, which Rich's consoles would read once, when
+    `custodes.cli` is first imported, and keep."""
+    for name in ("COLUMNS", "LINES"):
+        os.environ.pop(name, None)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Leave out tests that only make sense on PostgreSQL when the PostgreSQL suite is not enabled."""
     if POSTGRES_URL:

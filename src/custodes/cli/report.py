@@ -54,6 +54,6 @@ def compliance(
             out.write_bytes(data)
         except OSError as exc:
             raise CustodesError.at(out.absolute(), f"--out: cannot write the report: {exc.strerror}") from None
-        console.print(f"compliance report ({framework}, {fmt}) written to {out}", highlight=False)
+        console.print(f"compliance report ({framework}, {fmt}) written to {out}", highlight=False, soft_wrap=True)
 
     run(work)

@@ -123,6 +123,8 @@ def init(
             path.write_text((SHIPPED / "custodes.yaml").read_text(encoding="utf-8"), encoding="utf-8")
         except OSError as exc:
             raise CustodesError.at(path.absolute(), f"cannot write: {exc.strerror}") from None
-        console.print(f"wrote {path}; start with `custodes serve` (docs/configuration.md lists every setting)")
+        console.print(
+            f"wrote {path}; start with `custodes serve` (docs/configuration.md lists every setting)", soft_wrap=True
+        )
 
     run(work)
