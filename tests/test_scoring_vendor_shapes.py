@@ -1392,6 +1392,7 @@ def stored_rows() -> list[dict[str, Any]]:
         *(elastic_auth(line, 2024) for line in lines),
         defender("LogonSuccess", "Interactive"),  # a seat for what follows, which names only the machine
         {**defender("UsbDriveMounted", ""), "InitiatingProcessAccountName": "system", "AdditionalFields": "{}"},
+        {**defender("PnpDeviceConnected", ""), "AdditionalFields": '{"ClassName":"WPD","DeviceDescription":"Pixel 8"}'},
         {"Type": "SecurityEvent", **flat(6416, **RECOGNISED)},
     ]
 

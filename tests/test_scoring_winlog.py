@@ -491,8 +491,39 @@ def test_a_usb_drive_mounted_by_defender_names_the_device() -> None:
     assert read({**row, "InitiatingProcessAccountName": "alice"}) == Observation(
         "alice", [("usb", 1.0)], [], "ws-alice.corp.example"
     )
-    assert read({**row, "ActionType": "PnpDeviceConnected"}) is None
     assert read({**row, "ActionType": ["UsbDriveMounted"]}) is None, "a list where the action belongs"
+
+
+@pytest.mark.parametrize(
+    ("fields", "counted"),
+    [
+        ('{"ClassName":"WPD","DeviceDescription":"Apple iPhone","DeviceId":"USB\\\\VID_05AC&PID_12A8\\\\0001"}', True),
+        ({"ClassName": "WPD", "DeviceDescription": "Pixel 8"}, True),  # Sentinel's dynamic column as an object
+        ('{"ClassId":"{EEC5AD98-8080-425F-922A-DABF3DE3F69A}"}', True),
+        ('{"ClassName":"DiskDrive","DeviceDescription":"SanDisk Ultra USB Device"}', False),  # counted by its mount
+        ('{"ClassName":"USB","DeviceDescription":"USB Mass Storage Device"}', False),  # the stick's other devices
+        ('{"ClassName":"Volume"}', False),
+        ('{"ClassName":"Keyboard","DeviceDescription":"HID Keyboard Device"}', False),
+        ('{"ClassName":"WPD"', False),  # cut short: not JSON
+        (["WPD"], False),
+        (None, False),
+    ],
+)
+def test_a_portable_device_connected_in_defender_is_a_removable_media_connection(fields: Any, counted: bool) -> None:
+    """Defender for Endpoint's `PnpDeviceConnected` of a portable device (a phone or camera over MTP, which mounts no
+    drive) is a removable media connection on the device; a stick's disk drive, hub, volume or a keyboard is not (the
+    stick is counted once, by its `UsbDriveMounted`)."""
+    row = {
+        "Timestamp": "2024-03-04T09:15:02Z",
+        "DeviceName": "ws-alice.corp.example",
+        "ActionType": "PnpDeviceConnected",
+        "InitiatingProcessAccountName": "",
+        "AdditionalFields": fields,
+    }
+    connected = Observation("", [("usb", 1.0)], [], "ws-alice.corp.example")
+    assert read(row) == (connected if counted else None)
+    streamed = {"time": "2024-03-04T09:15:03Z", "category": "AdvancedHunting-DeviceEvents", "properties": row}
+    assert read(streamed) == (connected if counted else None)
 
 
 def engine_of(people: list[Person]) -> ScoringEngine:

@@ -18,6 +18,7 @@ from custodes.detections.scoring.observation import (
     normalise,
     on_machine,
 )
+from custodes.model import json_object
 
 REMOTE_DESKTOP: Final = frozenset({"remoteinteractive", "10"})
 """A remote desktop logon: the person uses the machine, from another; whoever is physically at it is someone else."""
@@ -72,6 +73,12 @@ STORAGE_CLASSES: Final = frozenset(
 hub, controller and volume other classes, and a keyboard or mouse none of these."""
 USB_MOUNTED: Final = frozenset({"UsbDriveMounted", "UsbDriveMount"})
 """Defender for Endpoint's `ActionType` of a USB drive mounted."""
+PNP_CONNECTED: Final = "PnpDeviceConnected"
+"""Defender for Endpoint's `ActionType` of a plug-and-play device connected (its class in `AdditionalFields`)."""
+MOUNTLESS_CLASSES: Final = frozenset({"wpd", "{eec5ad98-8080-425f-922a-dabf3de3f69a}"})
+"""The storage classes (name or id) of a plug-and-play device connected that Defender logs no drive mounted for: a
+portable device (a phone, a camera) takes files over MTP without a drive letter. A stick's disk drive is counted by
+its `UsbDriveMounted`, not a second time by its plug-and-play connection."""
 SYSTEM_ACCOUNTS: Final = frozenset({"system", "localsystem", "local service", "network service"})
 """The accounts of Windows itself (`NT AUTHORITY\\SYSTEM`, ...), as a device event names them: nobody at the machine."""
 
@@ -133,11 +140,20 @@ def account_of(name: str | None) -> str | None:
 
 def defender(row: dict[str, Any]) -> Observation | None:
     """A row of Microsoft Defender for Endpoint's advanced hunting (`DeviceLogonEvents`, `DeviceEvents`): a USB drive
-    mounted is a removable media connection on the device, by the account that started it where that is a
-    person's, else by whoever is at the device; a logon is read by `defender_logon`."""
+    mounted, or a portable device connected (`MOUNTLESS_CLASSES`), is a removable media connection on the device, by
+    the account that started it where that is a person's, else by whoever is at the device; a logon is read by
+    `defender_logon`."""
     action = row.get("ActionType")
-    if isinstance(action, str) and action in USB_MOUNTED:
+    if not isinstance(action, str):
+        return defender_logon(row)
+    if action in USB_MOUNTED:
         return usb_connected(name_of(row.get("InitiatingProcessAccountName")), name_of(row.get("DeviceName")))
+    if action == PNP_CONNECTED:
+        fields = json_object(row.get("AdditionalFields")) or {}
+        classes = {str(fields.get(name)).strip().lower() for name in ("ClassName", "ClassId")}
+        if classes & MOUNTLESS_CLASSES:
+            return usb_connected(name_of(row.get("InitiatingProcessAccountName")), name_of(row.get("DeviceName")))
+        return None
     return defender_logon(row)
 
 
