@@ -22,11 +22,13 @@ from custodes.detections.scoring.identity import IdentityResolver, Person
 from custodes.detections.scoring.machines import Machines
 from custodes.detections.scoring.observation import ARRIVED, LEFT, Observation
 from custodes.detections.scoring.risk import DayScore
+from custodes.detections.scoring.service import ScoringService
 from custodes.model import Event, LogSource, Outcome
 from custodes.sandbox import splunk as sim
 from custodes.sandbox.server import running
 from custodes.services import Services
 from custodes.sources import SourceSettings
+from custodes.store import Store
 from test_connector_splunk import connector
 
 __all__ = ["services"]
@@ -583,8 +585,41 @@ def test_seats_are_found_under_any_name_of_the_machine_and_forgotten_once_nobody
     assert machines.seated("WS-1".lower(), T0 + timedelta(hours=1)) == "p0"
     assert machines.seated("ws-1.corp.example", T0 + timedelta(hours=2, minutes=30)) == "p1", "by its short name"
     assert machines.seated("ws-1", T0 + timedelta(hours=4)) == "p0", "p1 left"
+    machines.place(machines.arrived, "ws-3.corp.example")["p2"] = T0
+    machines.place(machines.left, "ws-3")["p2"] = T0 + timedelta(hours=1)  # a logoff naming it otherwise
+    assert machines.seated("ws-3.corp.example", T0 + timedelta(minutes=30)) == "p2"
+    assert machines.seated("ws-3.corp.example", T0 + timedelta(hours=2)) is None, "p2 left, under its short name"
     assert machines.seated("ws-1", T0 + timedelta(hours=13)) is None, "p0 arrived more than 12 hours before"
     machines.place(machines.arrived, "ws-2")["p0"] = T0 + timedelta(hours=20)
     machines.forget(T0 + timedelta(hours=15))
     assert (machines.arrived, machines.left) == ({"ws-2": {"p0": T0 + timedelta(hours=20)}}, {})
     assert machines.names == {"ws-2": {"ws-2"}}
+
+
+async def test_a_rescore_of_the_stored_records_seats_people_as_one_process_does(store: Store, tmp_path: Path) -> None:
+    """A cluster scores by re-scoring every stored record in event-time order (`bus.scoring`), as a replay out of
+    order settles: the seats are noted from every partition's logons, so a drive plugged into a colleague's machine
+    goes to the visitor logged on there, whatever order the records were stored in."""
+    people = [Person(id=f"{name}@corp.example", hosts=[f"WS-{name.upper()}"]) for name in ("alice", "bob")]
+    path = tmp_path / "people.json"
+    path.write_bytes(orjson.dumps([p.to_json() for p in people]))
+    records = [
+        (0.0, flat(4624, TargetUserName="alice", LogonType=2, Computer="WS-ALICE")),
+        (1.0, flat(4624, TargetUserName="bob", LogonType=2, Computer="WS-BOB")),
+        (3.0, flat(4624, TargetUserName="bob", LogonType=2, Computer="WS-ALICE.corp.example")),
+        (3.5, flat(6416, Computer="WS-ALICE", **RECOGNISED)),
+        (4.0, flat(4634, TargetUserName="bob", LogonType=2, Computer="WS-ALICE")),
+        (5.0, flat(6416, Computer="WS-ALICE", **RECOGNISED)),
+    ]
+    events = []
+    for n, (hours, raw) in enumerate(records):
+        when = T0 + timedelta(hours=hours)
+        events.append(Event(f"e{n}", when, "winsec", LogSource(), {**raw, "TimeGenerated": when.isoformat()}))
+    async with store.transaction() as tx:
+        await tx.insert_events(events[::-1])
+    service = await ScoringService.open(ScoringSettings(directory=path, pseudonymise=False), store)
+    await service.rescore(store, page=2)
+    days = {key: state.open for key, state in service.engine.states.items()}
+    alice, bob = days["alice@corp.example"], days["bob@corp.example"]
+    assert bob is not None and bob.counts.get("usb") == 1.0 and set(bob.owners) == {"alice@corp.example"}
+    assert alice is not None and alice.counts.get("usb") == 1.0, "after bob logged off, her own machine's drive"

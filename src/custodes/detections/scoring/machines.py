@@ -44,12 +44,14 @@ class Machines:
         """The person who arrived at machine `host` (lower case, under any of its names) last at or before `when`,
         within `SEAT_HOURS`, and had not left by then."""
         earliest = when - timedelta(hours=SEAT_HOURS)
+        names = self.names.get(machine_name(host) or host, ())
+        departures = [self.left[name] for name in names if name in self.left]  # a logoff may name it otherwise
         there = []
-        for name in self.names.get(machine_name(host) or host, ()):
-            left = self.left.get(name, {})
+        for name in names:
             for key, arrived in self.arrived.get(name, {}).items():
-                gone = left.get(key)
-                if earliest <= arrived <= when and (gone is None or gone > when or gone < arrived):
+                if earliest <= arrived <= when and not any(
+                    arrived <= gone <= when for book in departures if (gone := book.get(key)) is not None
+                ):
                     there.append((arrived, key))
         return max(there)[1] if there else None
 
