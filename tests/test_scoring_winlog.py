@@ -596,30 +596,69 @@ def test_seats_are_found_under_any_name_of_the_machine_and_forgotten_once_nobody
     assert machines.names == {"ws-2": {"ws-2"}}
 
 
+def two_desks(tmp_path: Path) -> ScoringSettings:
+    """Scoring settings whose directory gives alice and bob a machine each."""
+    people = [Person(id=f"{name}@corp.example", hosts=[f"WS-{name.upper()}"]) for name in ("alice", "bob")]
+    path = tmp_path / "people.json"
+    path.write_bytes(orjson.dumps([p.to_json() for p in people]))
+    return ScoringSettings(directory=path, pseudonymise=False)
+
+
+def records_at(records: list[tuple[float, dict[str, Any]]], first: int = 0) -> list[Event]:
+    """Windows Security records, each `hours` after T0, as events."""
+    events = []
+    for n, (hours, raw) in enumerate(records, start=first):
+        when = T0 + timedelta(hours=hours)
+        events.append(Event(f"e{n}", when, "winsec", LogSource(), {**raw, "TimeGenerated": when.isoformat()}))
+    return events
+
+
 async def test_a_rescore_of_the_stored_records_seats_people_as_one_process_does(store: Store, tmp_path: Path) -> None:
     """A cluster scores by re-scoring every stored record in event-time order (`bus.scoring`), as a replay out of
     order settles: the seats are noted from every partition's logons, so a drive plugged into a colleague's machine
     goes to the visitor logged on there, whatever order the records were stored in."""
-    people = [Person(id=f"{name}@corp.example", hosts=[f"WS-{name.upper()}"]) for name in ("alice", "bob")]
-    path = tmp_path / "people.json"
-    path.write_bytes(orjson.dumps([p.to_json() for p in people]))
-    records = [
-        (0.0, flat(4624, TargetUserName="alice", LogonType=2, Computer="WS-ALICE")),
-        (1.0, flat(4624, TargetUserName="bob", LogonType=2, Computer="WS-BOB")),
-        (3.0, flat(4624, TargetUserName="bob", LogonType=2, Computer="WS-ALICE.corp.example")),
-        (3.5, flat(6416, Computer="WS-ALICE", **RECOGNISED)),
-        (4.0, flat(4634, TargetUserName="bob", LogonType=2, Computer="WS-ALICE")),
-        (5.0, flat(6416, Computer="WS-ALICE", **RECOGNISED)),
-    ]
-    events = []
-    for n, (hours, raw) in enumerate(records):
-        when = T0 + timedelta(hours=hours)
-        events.append(Event(f"e{n}", when, "winsec", LogSource(), {**raw, "TimeGenerated": when.isoformat()}))
+    events = records_at(
+        [
+            (0.0, flat(4624, TargetUserName="alice", LogonType=2, Computer="WS-ALICE")),
+            (1.0, flat(4624, TargetUserName="bob", LogonType=2, Computer="WS-BOB")),
+            (3.0, flat(4624, TargetUserName="bob", LogonType=2, Computer="WS-ALICE.corp.example")),
+            (3.5, flat(6416, Computer="WS-ALICE", **RECOGNISED)),
+            (4.0, flat(4634, TargetUserName="bob", LogonType=2, Computer="WS-ALICE")),
+            (5.0, flat(6416, Computer="WS-ALICE", **RECOGNISED)),
+        ]
+    )
     async with store.transaction() as tx:
         await tx.insert_events(events[::-1])
-    service = await ScoringService.open(ScoringSettings(directory=path, pseudonymise=False), store)
+    service = await ScoringService.open(two_desks(tmp_path), store)
     await service.rescore(store, page=2)
     days = {key: state.open for key, state in service.engine.states.items()}
     alice, bob = days["alice@corp.example"], days["bob@corp.example"]
     assert bob is not None and bob.counts.get("usb") == 1.0 and set(bob.owners) == {"alice@corp.example"}
     assert alice is not None and alice.counts.get("usb") == 1.0, "after bob logged off, her own machine's drive"
+
+
+async def test_a_process_started_again_reads_the_seats_from_the_stored_records(store: Store, tmp_path: Path) -> None:
+    """Seats are held in memory: a scoring process started again reads them from the stored records of the hours a
+    seat can last before the watermark, at its first batch, so a visitor who logged on before the restart is still
+    the one a drive plugged in after it is given to; a logon from before those hours is not read."""
+    settings = two_desks(tmp_path)
+    logons = records_at(
+        [
+            (-12.0, flat(4624, TargetUserName="alice", LogonType=2, Computer="WS-BOB")),
+            (0.0, flat(4624, TargetUserName="alice", LogonType=2, Computer="WS-ALICE")),
+            (3.0, flat(4624, TargetUserName="bob", LogonType=2, Computer="WS-ALICE")),
+        ]
+    )
+    before = await ScoringService.open(settings, store)
+    async with store.transaction() as tx:
+        await tx.insert_events(logons)
+        await before.ingest(tx, logons, [])
+    after = await ScoringService.open(settings, store)  # the process started again
+    assert after.engine.machines.arrived == {}
+    plugged = records_at([(3.5, flat(6416, Computer="WS-ALICE", **RECOGNISED))], first=len(logons))
+    async with store.transaction() as tx:
+        await tx.insert_events(plugged)
+        await after.ingest(tx, plugged, [])
+    bob = after.engine.states["bob@corp.example"].open
+    assert bob is not None and bob.counts.get("usb") == 1.0, "bob was at alice's machine before the restart"
+    assert set(after.engine.machines.arrived) == {"ws-alice"}, "the logon 12 hours before the watermark: not read"

@@ -21,7 +21,6 @@ from custodes.detections.scoring.features import Extractor, record_time
 from custodes.detections.scoring.feedback import cause_tags
 from custodes.detections.scoring.identity import PERSON, IdentityResolver, Person, zone_of
 from custodes.detections.scoring.machines import FORGET_DATES, SEAT_HOURS, Machines
-from custodes.detections.scoring.observation import LEFT
 from custodes.detections.scoring.risk import STAGE_MIN_POINTS, DayScore, RiskModel
 from custodes.model import Event, Finding, Severity, stable_id
 from custodes.timewindow import out_of_window
@@ -37,6 +36,8 @@ NOVELTY = {
     "channel": "new_channel",
     "owner_channel": "other_host_channel",
 }
+UNREADABLE = (AttributeError, TypeError, ValueError, KeyError, OverflowError)
+"""What extracting a vendor record of an unexpected shape may raise: the record is counted as unreadable."""
 FAILED_SIGNINS = frozenset({"signin_failed", "mfa_failed"})
 """What an actor the directory does not name must do more than, to become an entity: anyone can fail to sign in under
 any name (password spraying, typos), and each name would be a baseline kept, stored and ranked for ever."""
@@ -65,6 +66,12 @@ def _tally(today: DayState, name: str, event_id: str) -> None:
     ids = today.evidence.setdefault(name, [])
     if len(ids) < EVIDENCE_PER_FEATURE:
         ids.append(event_id)
+
+
+def scored_time(event: Event) -> datetime:
+    """When an event happened as scoring counts it: the envelope's time, or, where the envelope carries a warning
+    (its time may be a stand-in), the record's own where it has one."""
+    return event.time if not event.warnings else (record_time(event.raw) or event.time)
 
 
 def review_places(people: int, share: float) -> int:
@@ -169,7 +176,7 @@ class ScoringEngine:
         """Update features from one event; return the entity key it was attributed to (None: nothing to score)."""
         try:
             obs = self.extractor.extract(event.raw)
-        except (AttributeError, TypeError, ValueError, KeyError, OverflowError):
+        except UNREADABLE:
             self.unreadable += 1
             return None
         if obs is None:
@@ -178,7 +185,7 @@ class ScoringEngine:
         if out_of_window(event):
             self.untimed += 1
             return None
-        when = event.time if not event.warnings else (record_time(event.raw) or event.time)
+        when = scored_time(event)
         if obs.actor:
             key, kind = self.resolver.resolve(obs.actor)
         else:  # a record naming only a machine: the person at it
@@ -231,13 +238,8 @@ class ScoringEngine:
             machines = self.machines
             owner = self.resolver.host_owner(host) or machines.owners.get(host)
             today.machines.add(host)
-            presence = obs.presence
-            if presence and kind == PERSON:  # arrived at the machine, or left it (machines.py)
-                book = machines.left if presence == LEFT else machines.arrived
-                times = book.get(host)
-                if times is None:
-                    times = machines.place(book, host)
-                times[key] = when
+            if obs.presence and kind == PERSON:  # arrived at the machine, or left it (machines.py)
+                machines.note(obs.presence, host, key, when)
             if owner is not None and owner != key:
                 seen = [*(s for s in seen if s[0] != "host"), ("owner", owner)]
                 seen += [("owner_channel", f"{owner} {kind_value}") for kind, kind_value in seen if kind == "channel"]
@@ -254,6 +256,19 @@ class ScoringEngine:
             if self.next_close is not None and when >= self.next_close:
                 self.sweep()
         return key
+
+    def reseat(self, event: Event) -> None:
+        """Note only who arrived at or left a machine by `event` (a stored record read again: the seats, held in
+        memory, rebuilt after a restart); nothing is scored."""
+        try:
+            obs = self.extractor.extract(event.raw)
+        except UNREADABLE:
+            return
+        if obs is None or not obs.presence or not obs.actor or obs.host is None:
+            return
+        key, kind = self.resolver.resolve(obs.actor)
+        if kind == PERSON:
+            self.machines.note(obs.presence, obs.host.lower(), key, scored_time(event))
 
     def _at_machine(self, host: str | None, when: datetime) -> tuple[str, str] | None:
         """The entity a record naming only machine `host` at `when` is given to: the person seen at it last, within

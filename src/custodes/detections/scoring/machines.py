@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from typing import Final
 
 from custodes.detections.scoring.identity import machine_name
+from custodes.detections.scoring.observation import LEFT
 
 FORGET_DATES: Final = 28
 """How often (in dates closed) the arrivals and departures nothing could be given to any more are dropped: each time
@@ -18,8 +19,8 @@ logon)."""
 
 
 class Machines:
-    """Machine owners and seats. The engine notes arrivals and departures itself, on its hot path: each is one time
-    in `arrived` or `left` under the machine and the person."""
+    """Machine owners and seats: each arrival or departure (`note`) is one time in `arrived` or `left` under the
+    machine and the person."""
 
     __slots__ = ("arrived", "left", "names", "owners")
 
@@ -33,6 +34,14 @@ class Machines:
         self.names: dict[str, set[str]] = {}
         """A machine's name without its domain -> the names records gave it (one source names a machine in full,
         another by its short name)."""
+
+    def note(self, presence: int, host: str, key: str, when: datetime) -> None:
+        """`key` arrived at machine `host` (lower case) at `when`, or left it (`presence`: `ARRIVED` or `LEFT`)."""
+        book = self.left if presence == LEFT else self.arrived
+        times = book.get(host)
+        if times is None:
+            times = self.place(book, host)
+        times[key] = when
 
     def place(self, book: dict[str, dict[str, datetime]], host: str) -> dict[str, datetime]:
         """The times of machine `host` (lower case) in `book` (`arrived` or `left`), made on its first."""

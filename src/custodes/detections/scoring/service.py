@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from custodes.config import ScoringSettings
 from custodes.detections.scoring.baselines import EntityState
 from custodes.detections.scoring.engine import DETECTOR, ScoringEngine
 from custodes.detections.scoring.identity import IdentityResolver, load_directory, zone_warning
+from custodes.detections.scoring.machines import SEAT_HOURS
 from custodes.detections.scoring.privacy import Pseudonymizer
 from custodes.detections.scoring.risk import Contribution, DayScore
 from custodes.errors import ConfigError, CustodesError
@@ -48,6 +49,8 @@ INDEX_META = "pseudonym_index"
 INDEX_BATCH = 5_000
 SCORE_ROWS = 5_000
 """Day scores turned into rows at a time as they are written."""
+RESEAT_PAGE = 5_000
+"""Stored records read at a time when the seats are rebuilt after a start (`ScoringService.reseat`)."""
 DIRECTORY_REFRESH_SECONDS = 10.0
 """How often a scoring service looks whether the directory's files changed (a `stat` of each): a new export counts
 from the batch after, at most this long after it was written."""
@@ -237,6 +240,9 @@ class ScoringService:
         scores with them."""
         self._stale = False
         """A transaction that changed the state failed: the next batch reloads it from the store."""
+        self._seated = False
+        """Whether the engine's seats (who is at which machine, held in memory only) were read from the stored
+        records since this process started (`reseat`), or made by a re-score."""
         self._feedback_read = -math.inf
         """When (`time.monotonic`) the feedback on causes was last read from the store."""
         self._directory = directory_source(settings, pseudonymizer)
@@ -287,9 +293,10 @@ class ScoringService:
         log.info("the directory changed: read again, %d people", resolver.population)
 
     async def load(self, tx: Transaction) -> None:
-        """Replace the engine with one holding the committed baselines, clock and feedback, and nothing else."""
+        """Replace the engine with one holding the committed baselines, clock and feedback, and the seats the engine
+        before it held (what they were noted from is stored, or will be fed again)."""
         engine = new_engine(self.settings, self.engine.resolver)
-        engine.on_ranking = self.engine.on_ranking
+        engine.on_ranking, engine.machines = self.engine.on_ranking, self.engine.machines
         for row in (await tx.conn.execute(sa.select(scoring_state))).mappings():
             engine.states[row["entity"]] = EntityState.from_json(row["entity"], dict(row["state"]))
         clock = await _meta(tx, CLOCK_META)
@@ -320,6 +327,8 @@ class ScoringService:
             await self.load(tx)
         elif time.monotonic() - self._feedback_read >= FEEDBACK_REFRESH_SECONDS:
             await self.read_feedback(tx)
+        if not self._seated:
+            await self.reseat(tx)
         await self.follow_directory()
         touched: set[str] = set()
         for item in items:
@@ -329,6 +338,26 @@ class ScoringService:
         self.engine.provisional(touched)
         await self.save(tx)
         return self.engine.take_findings()
+
+    async def reseat(self, tx: Transaction) -> int:
+        """Note who is at which machine from the stored records of the hours a seat can last before the watermark
+        (`SEAT_HOURS` and the lateness allowed): the first batch scored after a start gives a drive that names only
+        its machine to the person there, as before the restart. Read once a process, by the first batch it scores;
+        the number of records read."""
+        engine, read, started = self.engine, 0, time.monotonic()
+        if engine.watermark is not None:
+            after = (engine.watermark - engine.lateness - timedelta(hours=SEAT_HOURS), "")
+            while True:
+                batch = await tx.events_in_time_order(after, RESEAT_PAGE)
+                for event in batch:
+                    engine.reseat(event)
+                read += len(batch)
+                if len(batch) < RESEAT_PAGE:
+                    break
+                after = (batch[-1].time, batch[-1].id)
+            log.info("seats read from the last %d stored records in %.1f s", read, time.monotonic() - started)
+        self._seated = True
+        return read
 
     async def save(self, tx: Transaction) -> None:
         """Write changed baselines (bounded), the clock and new day scores."""
@@ -417,7 +446,7 @@ class ScoringService:
         async with store.transaction() as tx:
             staged = await tx.conn.execute(sa.select(sa.func.count()).where(scoring_scores_staged.c.run == run))
             self._replace = (run, int(staged.scalar_one()))
-        self.engine = engine
+        self.engine, self._seated = engine, True  # its seats were noted from every stored record
         self._saved_clock = None
 
     async def _unstage(self, tx: Transaction, run: str, staged: int) -> None:
