@@ -291,7 +291,7 @@ def elastic_github(record: dict[str, Any]) -> dict[str, Any]:
 
 
 SYSLOG_HEADER = re.compile(
-    r"^(?P<stamp>\w{3}\s+\d+ [\d:]{8}) (?P<host>\S+) (?P<program>[\w-]+)(?:\[(?P<pid>\d+)\])?: (?P<message>.*)$"
+    r"^(?P<stamp>\w{3}\s+\d+ [\d:]{8}) (?P<host>\S+) (?P<program>[\w-]+)\]?(?:\[(?P<pid>\d+)\])?: (?P<message>.*)$"
 )
 SUDO_LINE = re.compile(
     r"^\s*(?P<user>\S+) : (?:(?P<error>[^;=]+?) ; )?TTY=(?P<tty>\S+) ; PWD=(?P<pwd>\S+) ; USER=(?P<runas>\S+) ; "

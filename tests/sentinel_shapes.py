@@ -172,7 +172,8 @@ def aws_cloudtrail(record: dict[str, Any]) -> dict[str, Any]:
 
 
 SYSLOG_LINE = re.compile(
-    r"^(?P<stamp>\w{3}\s+\d+ [\d:]{8}) (?P<host>\S+) (?P<program>[\w-]+)\[(?P<pid>\d+)\]: (?P<message>.*)$"
+    r"^(?P<stamp>\w{3}\s+\d+ [\d:]{8}) (?P<host>\S+) (?P<program>[\w-]+)\]?(?:\[(?P<pid>\d+)\])?: "
+    r"(?P<message>.*)$"
 )
 
 
@@ -190,6 +191,6 @@ def sentinel_syslog(line: str, year: int) -> dict[str, Any]:
         "Facility": "authpriv",
         "SeverityLevel": "info",
         "ProcessName": found["program"],
-        "ProcessID": int(found["pid"]),
+        "ProcessID": int(found["pid"]) if found["pid"] else None,
         "SyslogMessage": found["message"],
     }

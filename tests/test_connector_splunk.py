@@ -168,15 +168,18 @@ async def test_sudo_sshd_and_auditd_lines_in_raw_are_read_as_the_file_tail_reads
         "COMMAND=/bin/sh",
         "Mar  1 13:00:30 web1 sshd[812]: Accepted publickey for carol from 10.0.0.5 port 5122 ssh2",
         "Mar  1 13:00:40 web1 CRON[9]: (root) CMD (true)",
+        "Mar  1 13:00:50 web1 gdm-password][1542]: pam_unix(gdm-password:session): session opened for user "
+        "dave(uid=1000) by (uid=0)",
+        "Mar  1 13:01:00 web1 kernel: [ 5123.456789] sd 6:0:0:0: [sdb] Attached SCSI removable disk",
     ]
     for n, line in enumerate(lines, start=1):  # the host's clock is an hour ahead of UTC: Splunk's _time is right
         state.index(T0 + timedelta(seconds=10 * n), line, index="os", sourcetype="linux_secure", user="extracted")
-    record = "type=USER_CMD msg=audit(1709294450.120:77): pid=4 uid=1000 auid=1000 msg='cwd=\"/\" cmd=6964 res=success'"
-    state.index(T0 + timedelta(seconds=50), record, index="os", sourcetype="linux_audit")
+    record = "type=USER_CMD msg=audit(1709294470.120:77): pid=4 uid=1000 auid=1000 msg='cwd=\"/\" cmd=6964 res=success'"
+    state.index(T0 + timedelta(seconds=70), record, index="os", sourcetype="linux_audit")
     sudo = SourceSettings(format="sudo", product="linux", service="sudo")
     async with running(sim.create_app(state)) as url:
         secure = connector(url, source=sudo, name="secure", search="search index=os sourcetype=linux_secure")
-        assert await poll(services, secure) == 4
+        assert await poll(services, secure) == 6
         auditd = SourceSettings(format="auditd", product="linux", service="auditd")
         audit = connector(url, source=auditd, name="audit", search="search index=os sourcetype=linux_audit")
         assert await poll(services, audit) == 1
@@ -188,8 +191,10 @@ async def test_sudo_sshd_and_auditd_lines_in_raw_are_read_as_the_file_tail_reads
         ("secure", "bob", "sudo.denied", "failure"),
         ("secure", "carol", "sshd.login", "success"),
         ("secure", "extracted", None, "unknown"),  # a program scoring does not read: the row as Splunk gives it
+        ("secure", "dave", "login.console_open", "success"),  # at the machine's screen
+        ("secure", None, "kernel.removable_attached", "success"),  # a removable disk: whoever is at the machine
         ("audit", "1000", "USER_CMD", "success"),
     ]
-    assert [entry[4].replace(tzinfo=UTC) for entry in seen[:4]] == [T0 + timedelta(seconds=10 * n) for n in range(1, 5)]
-    assert rows[0]["raw"]["command"] == "/bin/cat /etc/shadow" and rows[4]["raw"]["cmd"] == "id"
+    assert [entry[4].replace(tzinfo=UTC) for entry in seen[:6]] == [T0 + timedelta(seconds=10 * n) for n in range(1, 7)]
+    assert rows[0]["raw"]["command"] == "/bin/cat /etc/shadow" and rows[6]["raw"]["cmd"] == "id"
     assert rows[3]["raw"]["_raw"] == lines[3]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +12,7 @@ import pytest
 
 from custodes.config import EnrichmentSettings
 from custodes.connectors.envelope import to_event
+from custodes.connectors.textlogs import parse_syslog_line
 from custodes.detections.scoring.identity import load_directory
 from custodes.detections.sigma.engine import SigmaEngine
 from custodes.detections.sigma.enrichment import EventContext
@@ -161,6 +162,11 @@ def test_a_drive_the_machine_logs_is_matched_as_its_owners(tmp_path: Path) -> No
     defender = {"ActionType": "UsbDriveMounted", "DeviceName": "ws-0142.corp.example.com"}
     mounted = _event({**defender, "InitiatingProcessAccountName": "system"}, LogSource(), "system", "2026-11-20T10:00")
     assert context.context(mounted, mounted.raw)["watchlists"] == ["departing"]
+    line = "Nov 20 10:00:00 ws-0142 kernel: [ 5123.456789] sd 6:0:0:0: [sdb] Attached SCSI removable disk"
+    attached = to_event(
+        parse_syslog_line(line, datetime(2026, 11, 21, tzinfo=UTC))[0], SourceSettings(format="sudo"), "s"
+    )
+    assert attached.actor is None and context.context(attached, attached.raw)["person"] == "mallory@example.com"
 
 
 def test_correlation_example_sequences_run_through_the_correlator() -> None:

@@ -5,6 +5,7 @@ did and on which machine; and a refusal for want of rights, in every source that
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -15,10 +16,11 @@ import pytest
 from custodes.config import ScoringSettings
 from custodes.connectors.envelope import to_event
 from custodes.connectors.textlogs import SYSLOG_PROGRAMS, parse_auditd_line, parse_syslog_line
+from custodes.detections.scoring.engine import ScoringEngine
 from custodes.detections.scoring.evaluate import LabelRow, evaluate
 from custodes.detections.scoring.features import Extractor, record_time
-from custodes.detections.scoring.identity import PERSON, SERVICE, IdentityResolver
-from custodes.detections.scoring.observation import Observation
+from custodes.detections.scoring.identity import PERSON, SERVICE, IdentityResolver, Person
+from custodes.detections.scoring.observation import ARRIVED, LEFT, Observation
 from custodes.model import Outcome
 from custodes.sources import SourceFormatName, SourceSettings
 from elastic_shapes import elastic_auth
@@ -146,6 +148,13 @@ def test_a_refused_vault_login_is_the_name_tried_and_its_request_entry_no_one() 
 
 
 # sudo and auditd as the file tail parses them -----------------------------------------------------------
+GDM_OPENED = (
+    "Mar  1 09:00:01 ws-1 gdm-password][1542]: pam_unix(gdm-password:session): session opened for user alice(uid=1000) "
+    "by (uid=0)"
+)
+REMOVABLE = "Mar  1 11:59:58 ws-1 kernel: [ 5123.456789] sd 6:0:0:0: [sdb] Attached SCSI removable disk"
+
+
 def syslog(line: str) -> dict[str, Any]:
     record, warning = parse_syslog_line(line, NOW)
     assert warning is None
@@ -290,6 +299,9 @@ def test_other_programs_lines_are_no_one_s() -> None:
         "Mar  1 11:59:58 web-1 su[901]: (to root) alice on pts/0",
         "Mar  1 11:59:58 web-1 su[903]: FAILED SU (to root) alice on pts/0",
         "Mar  1 11:59:58 web-1 CRON[5]: alice : TTY=pts/0 ; PWD=/ ; USER=root ; COMMAND=/bin/ls",
+        GDM_OPENED,
+        "Mar  1 11:59:58 ws-1 login[812]: pam_unix(login:session): session closed for user alice",
+        REMOVABLE,
     ],
 )
 @pytest.mark.parametrize("shape", [sentinel_syslog, elastic_auth])
@@ -307,6 +319,71 @@ def test_syslog_lines_in_sentinel_and_elasticsearch_are_read_as_the_file_tail_re
     else:
         fields = ("actor", "target", "outcome", "src_ip", "time")
         assert [getattr(event, f) for f in fields] == [getattr(native, f) for f in fields]
+
+
+@pytest.mark.parametrize(
+    ("line", "expected", "action"),
+    [
+        (GDM_OPENED, Observation("alice", [], [("host", "ws-1")], "ws-1", ARRIVED), "login.console_open"),
+        (
+            "Mar  1 17:00:01 ws-1 login[812]: pam_unix(login:session): session closed for user alice",
+            Observation("alice", [], [("host", "ws-1")], "ws-1", LEFT),
+            "login.console_close",
+        ),
+        (
+            "Mar  1 09:00:01 ws-1 lightdm: pam_unix(lightdm:session): session opened for user alice(uid=1000) by "
+            "(uid=0)",
+            Observation("alice", [], [("host", "ws-1")], "ws-1", ARRIVED),
+            "login.console_open",
+        ),
+        (REMOVABLE, Observation("", [("usb", 1.0)], [], "ws-1"), "kernel.removable_attached"),
+        ("Mar  1 11:59:58 ws-1 kernel: [ 5123.4] sd 6:0:0:0: [sda] Attached SCSI disk", None, "sudo.other"),
+        ("Mar  1 11:59:58 ws-1 kernel: usb 1-1: new high-speed USB device number 5 using xhci_hcd", None, "sudo.other"),
+        (
+            "Mar  1 11:59:58 ws-1 CRON[44]: pam_unix(cron:session): session opened for user alice(uid=1000) by (uid=0)",
+            None,
+            "sudo.other",
+        ),
+        (
+            "Mar  1 11:59:58 ws-1 systemd-logind[612]: New session 3 of user alice.",  # local or over ssh: not said
+            None,
+            "sudo.other",
+        ),
+    ],
+)
+def test_a_session_at_the_machine_itself_and_a_removable_disk_are_read_from_syslog(
+    line: str, expected: Observation | None, action: str
+) -> None:
+    """A PAM session of the console's `login` or a display manager puts its person at the machine (closed: takes
+    them away), as a Windows logon does; the kernel attaching a removable disk is a removable media connection on
+    the machine, for whoever is at it. A cron job's session, a fixed disk, a USB device that is not a disk and
+    logind's sessions (which do not say whether they came over the network) are not read."""
+    record = syslog(line)
+    assert observed(record) == expected
+    event = to_event(record, SourceSettings(format="sudo"), "syslog")
+    assert event.action == action
+    assert event.actor == ("alice" if expected is not None and expected.actor else None)
+
+
+def test_a_removable_disk_attached_on_linux_goes_to_the_person_at_its_screen() -> None:
+    """Read end to end: alice logs on at bob's workstation's screen, the kernel attaches a removable disk there,
+    alice logs off, and another is attached: the first is alice's, on bob's machine; the second bob's, its owner's."""
+    settings = ScoringSettings(pseudonymise=False)
+    people = [Person(id="alice@corp.example"), Person(id="bob@corp.example", hosts=["ws-1"])]
+    engine = ScoringEngine(settings, IdentityResolver(people, settings.identities), org_domains=["corp.example"])
+    lines = [
+        GDM_OPENED,
+        "Mar  1 09:10:00 ws-1 kernel: [ 5123.456789] sd 6:0:0:0: [sdb] Attached SCSI removable disk",
+        "Mar  1 10:00:00 ws-1 gdm-password][1542]: pam_unix(gdm-password:session): session closed for user alice",
+        "Mar  1 10:30:00 ws-1 kernel: [ 7123.456789] sd 7:0:0:0: [sdc] Attached SCSI removable disk",
+    ]
+    given = []
+    for number, line in enumerate(lines):
+        event = to_event(syslog(line), SourceSettings(format="sudo"), "syslog")
+        given.append(engine.observe(replace(event, id=f"e{number}")))
+    assert given == ["alice@corp.example", "alice@corp.example", "alice@corp.example", "bob@corp.example"]
+    alice = engine.states["alice@corp.example"].open
+    assert alice is not None and alice.counts["usb"] == 1.0 and set(alice.owners) == {"bob@corp.example"}
 
 
 def audit(line: str) -> dict[str, Any]:

@@ -1381,6 +1381,8 @@ def stored_rows() -> list[dict[str, Any]]:
         "Mar  1 11:59:58 web-1 sudo[4242]:    alice : TTY=pts/0 ; PWD=/home/alice ; USER=root ; COMMAND=/bin/ls",
         "Mar  1 11:59:58 web-1 sshd[77]: Accepted publickey for alice from 10.0.0.9 port 51000 ssh2",
         "Mar  1 11:59:58 web-1 su[901]: (to root) alice on pts/0",
+        "Mar  1 11:59:58 web-1 login[812]: pam_unix(login:session): session opened for user alice(uid=1000) by (uid=0)",
+        "Mar  1 11:59:58 web-1 kernel: [ 5123.456789] sd 6:0:0:0: [sdb] Attached SCSI removable disk",
     ]
     return [
         *(sentinel_office(r) for r in m365_samples()),

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from custodes.connectors.textlogs import SSHD_EVENTS, SYSLOG_PROGRAMS, syslog_entry
+from custodes.connectors.textlogs import SSHD_EVENTS, read_line, syslog_entry
 from custodes.model import as_object, json_object
 
 _AGENT: Final = {"rawUserAgent": "raw_user_agent", "browser": "browser", "os": "os"}
@@ -49,7 +49,7 @@ def vendor_record(raw: dict[str, Any], event: dict[str, Any]) -> tuple[dict[str,
         return kept or entra_audit_record(raw, directory), "entra_audit_diagnostic"
     auth = as_object(raw.get("system")).get("auth")
     program = as_object(raw.get("process")).get("name")
-    if type(auth) is dict and type(program) is str and program in SYSLOG_PROGRAMS:
+    if type(auth) is dict and read_line(program, raw.get("message")):
         return syslog_record(raw, auth), "sudo"
     github = raw.get("github")
     if type(github) is dict and event.get("action"):

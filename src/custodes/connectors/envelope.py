@@ -17,7 +17,7 @@ from typing import Any, Final
 from custodes.connectors import elastic, sentinel
 from custodes.connectors import windows as win
 from custodes.connectors.bounds import path_of, too_long
-from custodes.connectors.textlogs import SYSLOG_PROGRAMS
+from custodes.connectors.textlogs import MACHINE_EVENTS, SYSLOG_PROGRAMS
 from custodes.model import Event, LogSource, Outcome, as_object, stable_id
 from custodes.sources import SourceSettings
 from custodes.widths import EVENT_TEXT, LOGSOURCE_TEXT
@@ -672,15 +672,16 @@ def sudo(record: dict[str, Any], settings: SourceSettings, source: str) -> Event
     """Syslog lines as the file tail parses them: sudo's (event: command, denied, session_open, session_close; the
     target is the account run as, the I/O log id ``tsid`` stays in the record), sshd's logins (``sshd.login``,
     ``sshd.login_failed``: the account and the address it came from), su's switches (``su.switch``,
-    ``su.switch_failed``: the account switched from, the target the one run as) and PAM sessions, any other line
-    ``sudo.other``."""
+    ``su.switch_failed``: the account switched from, the target the one run as) and PAM sessions, a removable disk
+    the kernel attached (``kernel.removable_attached``: no actor), a session opened or closed at the machine itself
+    (``login.console_open``, ``login.console_close``: its account), any other line ``sudo.other``."""
     b = _Builder(record, settings, source)
     kind = _text(record.get("event"))
     failed = ("denied", "login_failed", "switch_failed")
     unknown = kind in (None, "other")
     outcome = Outcome.FAILURE if kind in failed else Outcome.UNKNOWN if unknown else Outcome.SUCCESS
     said = _text(record.get("program"))
-    program = said if said in SYSLOG_PROGRAMS and not unknown else "sudo"
+    program = MACHINE_EVENTS.get(kind or "") or (said if said in SYSLOG_PROGRAMS and not unknown else "sudo")
     return b.event(
         None,
         b.time("time"),

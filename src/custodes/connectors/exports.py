@@ -26,7 +26,7 @@ from typing import Any, Final
 import orjson
 
 from custodes.connectors.envelope import iso_millis, parse_time
-from custodes.connectors.textlogs import SYSLOG_PROGRAMS, parse_auditd_line, parse_syslog_line
+from custodes.connectors.textlogs import parse_auditd_line, parse_syslog_line, read_record
 from custodes.model import json_object, json_value, utcnow
 
 RecordLists = dict[str, "RecordLists | None"]
@@ -85,7 +85,7 @@ def raw_record(result: dict[str, Any]) -> dict[str, Any]:
     except (ValueError, OverflowError, OSError):
         when = None
     record, warning = parse_syslog_line(raw, when or utcnow())
-    if warning is None and record["program"] in SYSLOG_PROGRAMS:
+    if warning is None and read_record(record):
         if when is not None:
             record["time"] = iso_millis(when)
         return record

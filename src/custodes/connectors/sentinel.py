@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Final
 
-from custodes.connectors.textlogs import SYSLOG_PROGRAMS, syslog_entry
+from custodes.connectors.textlogs import read_line, syslog_entry
 from custodes.model import json_object, json_value
 
 SIGNIN_TABLES: Final = {"SigninLogs": "SignInLogs", "AADNonInteractiveUserSignInLogs": "NonInteractiveUserSignInLogs"}
@@ -97,8 +97,7 @@ def vendor_record(row: dict[str, Any]) -> tuple[dict[str, Any], str] | None:
         return office_record(row), "m365"
     if table == "AWSCloudTrail" and row.get("EventName"):
         return trail_record(row), "cloudtrail"
-    program = row.get("ProcessName")
-    if table == "Syslog" and type(program) is str and program in SYSLOG_PROGRAMS:
+    if table == "Syslog" and read_line(row.get("ProcessName"), row.get("SyslogMessage")):
         return syslog_record(row), "sudo"
     if "RawEventData" in row and "ActionType" in row:  # CloudAppEvents
         inner = json_object(row["RawEventData"])
@@ -219,7 +218,8 @@ def trail_record(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def syslog_record(row: dict[str, Any]) -> dict[str, Any]:
-    """A `Syslog` row of sudo, sshd or su as the file tail reads the line: its message (`SyslogMessage`) read for
+    """A `Syslog` row that `textlogs.read_line` reads (sudo, sshd, su; a removable disk, a session at the machine) as
+    the file tail reads the line: its message (`SyslogMessage`) read for
     what the program says, at the row's time (`EventTime`, else `TimeGenerated`), on its host."""
     message = str(row.get("SyslogMessage") or "")
     time, host = row.get("EventTime") or row.get("TimeGenerated"), row.get("HostName") or row.get("Computer")

@@ -29,8 +29,10 @@ def parse_json_line(line: str, now: datetime) -> tuple[dict[str, Any], str | Non
 
 _SYSLOG = re.compile(
     r"^(?P<stamp>\d{4}-\d\d-\d\dT\S+|[A-Z][a-z]{2}\s+\d{1,2}\s\d\d:\d\d:\d\d)\s+(?P<host>\S+)\s+"
-    r"(?P<program>[\w.-]+)(?:\[(?P<pid>\d+)\])?:\s?(?P<message>.*)$"
+    r"(?P<program>[\w.-]+)\]?(?:\[(?P<pid>\d+)\])?:\s?(?P<message>.*)$"
 )
+"""A syslog line. GDM's PAM worker names itself `gdm-password]` (`gdm-password][1542]:`): the stray bracket is
+dropped."""
 _SUDO_COMMAND = re.compile(r"^\s*(?P<user>\S+)\s:\s(?P<rest>.*)$")
 _PAM_SESSION = re.compile(
     r"pam_unix\((?:sudo|sudo-i|su|su-l):session\): session (?P<state>opened|closed) for user (?P<run_as>[^\s(]+)"
@@ -60,15 +62,60 @@ _SU_SWITCH = re.compile(
 """su's switch to another account, as util-linux writes it (`(to root) alice on pts/0`, `FAILED SU (to root) ...`)
 or shadow's (`Successful su for root by alice`, `FAILED su for root by alice`)."""
 SYSLOG_PROGRAMS = frozenset({"sudo", "sshd", "su"})
-"""The programs whose syslog lines are read for what they say; any other program's line is `other`."""
+"""The programs whose syslog lines are read for what they say; any other program's line is `other`, unless it says
+who is at the machine or what was plugged into it (`MACHINE_EVENTS`)."""
+_REMOVABLE_DISK = re.compile(r"\[(?P<disk>sd[a-z]+)\] Attached SCSI removable disk")
+"""The kernel's line when a removable disk (a USB stick, a memory card) is attached: one per disk."""
+_LOCAL_SESSION = re.compile(
+    r"pam_unix\((?P<service>[\w-]+):session\): session (?P<state>opened|closed) for user (?P<user>[^\s(]+)"
+)
+LOCAL_LOGINS = frozenset(
+    {
+        "login",  # the text console
+        *("gdm-password", "gdm-autologin", "gdm-fingerprint", "gdm-smartcard"),  # GNOME's display manager
+        *("lightdm", "lightdm-autologin", "sddm", "sddm-autologin", "xdm", "kdm", "lxdm", "slim", "mdm"),
+    }
+)
+"""PAM services of a session opened at the machine itself (its console or its screen), not over the network."""
+MACHINE_EVENTS = {"removable_attached": "kernel", "console_open": "login", "console_close": "login"}
+"""The events of a line of another program than `SYSLOG_PROGRAMS` that is read (`at_machine`), and the name its
+action is given under (`kernel.removable_attached`, `login.console_open`)."""
+
+
+def at_machine(program: str, message: str) -> dict[str, Any]:
+    """What a line of a program other than `SYSLOG_PROGRAMS` says about the machine: the kernel attached a removable
+    disk (``removable_attached``), or a session opened or closed at the machine itself (``console_open``,
+    ``console_close``: a PAM session of `LOCAL_LOGINS`, the account); empty for anything else."""
+    if program == "kernel":
+        disk = _REMOVABLE_DISK.search(message)
+        return {} if disk is None else {"event": "removable_attached", "disk": disk["disk"]}
+    session = _LOCAL_SESSION.search(message)
+    if session is None or session["service"] not in LOCAL_LOGINS:
+        return {}
+    state = "console_open" if session["state"] == "opened" else "console_close"
+    return {"event": state, "user": session["user"], "service": session["service"]}
+
+
+def read_record(record: dict[str, Any]) -> bool:
+    """Whether a record `syslog_entry` made says something scoring and rules read (not a line of another program)."""
+    program, event = record.get("program"), record.get("event")
+    return (type(program) is str and program in SYSLOG_PROGRAMS) or (type(event) is str and event in MACHINE_EVENTS)
+
+
+def read_line(program: Any, message: Any) -> bool:
+    """Whether a syslog line (a table's or a SIEM's columns) is one `syslog_entry` reads for what it says."""
+    if type(program) is not str:
+        return False
+    return program in SYSLOG_PROGRAMS or (type(message) is str and bool(at_machine(program, message)))
 
 
 def parse_syslog_line(line: str, now: datetime) -> tuple[dict[str, Any], str | None]:
     """A syslog line: from sudo, a command (with its I/O log ``TSID`` when recorded), a refusal, or a PAM session
     opening or closing; from sshd, a login accepted or failed (``login``, ``login_failed``: the account, the address
     and the method); from su, a switch to another account (``switch``, ``switch_failed``: the account switched from,
-    the one run as) or its PAM session; any other line its program, host and time (``other``). The year of a BSD
-    syslog time is the current one (last year if that is ahead)."""
+    the one run as) or its PAM session; from another program, a removable disk attached or a session at the machine
+    itself (`at_machine`); any other line its program, host and time (``other``). The year of a BSD syslog time is
+    the current one (last year if that is ahead)."""
     found = _SYSLOG.match(line)
     if found is None:
         return {"line": line}, "not a syslog line; kept as text"
@@ -100,7 +147,7 @@ def syslog_entry(line: str, time: Any, host: Any, program: str, pid: Any, messag
             )
         return record
     if program not in SYSLOG_PROGRAMS:
-        return record
+        return record | at_machine(program, message)
     session = _PAM_SESSION.search(message)
     if session is not None:
         record.update(

@@ -20,7 +20,7 @@ from custodes.config import ScoringSettings
 from custodes.connectors import elastic, sentinel
 from custodes.connectors import windows as win
 from custodes.connectors.envelope import audit_time, cloudtrail_actor, kube_audit, parse_time
-from custodes.connectors.textlogs import SYSLOG_PROGRAMS
+from custodes.connectors.textlogs import read_record
 from custodes.detections.scoring import pam, saas, winlog
 from custodes.detections.scoring.observation import (
     ARRIVED,
@@ -489,7 +489,7 @@ class Extractor:
             return saas.onelogin(raw)
         if isinstance(raw.get("request"), dict) and raw.get("type") in ("request", "response"):
             return pam.vault(raw)
-        if raw.get("program") in SYSLOG_PROGRAMS:
+        if read_record(raw):
             return pam.syslog(raw)
         if isinstance(raw.get("type"), str) and str(raw.get("msg") or "").startswith("audit("):
             return pam.auditd(raw, self.uids)

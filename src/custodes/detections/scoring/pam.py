@@ -10,7 +10,8 @@ from collections.abc import Set
 from typing import Any
 
 from custodes.connectors.envelope import audit_actor, dig, teleport_outcome, vault_actor
-from custodes.detections.scoring.observation import Observation, as_list, counting, name_of, whole
+from custodes.detections.scoring import winlog
+from custodes.detections.scoring.observation import Observation, as_list, counting, name_of, on_machine, whole
 from custodes.model import Outcome
 
 VAULT_SYSTEM = ("sys/", "auth/", "identity/", "cubbyhole/")
@@ -157,16 +158,22 @@ def vault(raw: dict[str, Any]) -> Observation | None:
 
 
 def syslog(raw: dict[str, Any]) -> Observation | None:
-    """A sudo, sshd or su line as the file tail parses it (`textlogs.parse_syslog_line`). sudo: a command run is a
-    privileged session on the machine, a refusal a failed sign-in (a wrong password) or an access denied (not in
-    sudoers, a command or host not allowed); a PAM session's opening and closing are the command's own and count
-    nothing. sshd: a login puts the person at the machine (as a Windows logon does), a failed one is a failed
-    sign-in. su: a switch to another account (root or a colleague's) is a privileged session on the machine, a
-    failed one (a wrong password for that account) a failed sign-in."""
+    """A sudo, sshd, su, login or kernel line as the file tail parses it (`textlogs.parse_syslog_line`). sudo: a command
+    run is a privileged session on the machine, a refusal a failed sign-in (a wrong password) or an access denied (not
+    in sudoers, a command or host not allowed); a PAM session's opening and closing are the command's own and count
+    nothing. sshd: a login is the person on the machine from elsewhere (no seat there), a failed one a failed sign-in.
+    su: a switch to another account (root or a colleague's) is a privileged session on the machine, a failed one (a
+    wrong password for that account) a failed sign-in. A session opened at the machine itself (its console or screen,
+    `textlogs.LOCAL_LOGINS`) puts the person there, one closed takes them away, as a Windows logon and logoff do; a
+    removable disk the kernel attached is a removable media connection on the machine, for whoever is at it."""
+    kind = raw.get("event")
+    if kind == "removable_attached":
+        return on_machine(name_of(raw.get("host")), "usb")
     name = name_of(raw.get("user"))
     if name is None:
         return None
-    kind = raw.get("event")
+    if kind in ("console_open", "console_close"):
+        return winlog.at_machine(name, name_of(raw.get("host")), "", left=kind == "console_close")
     feature = None
     if kind in ("command", "switch"):
         feature = "pam_session"

@@ -99,8 +99,8 @@ class EventContext:
     def context(self, event: Event, record: dict[str, Any] | None = None) -> dict[str, Any]:
         """The `custodes` object for `event` (`record`: its view as rules see it). Its person is the actor's entry;
         where the actor is no person but the machine itself (a computer account, SYSTEM, or none, as a removable
-        drive recognised, Windows 6416, or mounted, Defender's `UsbDriveMounted`), the entry of the person the
-        directory assigns the record's machine to."""
+        drive recognised, Windows 6416, mounted, Defender's `UsbDriveMounted`, or attached, a Linux kernel's line),
+        the entry of the person the directory assigns the record's machine to."""
         person = self._person(event.actor)
         if person is None and record is not None and (event.actor is None or account_of(event.actor) is None):
             person = self._owner(record)
@@ -132,10 +132,10 @@ class EventContext:
         """The directory's entry of the person a record's machine is assigned to (`hosts`), if any."""
         if self.resolver is None:
             return None
-        host = record.get("host")
+        host = record.get("host")  # ECS's object, or a syslog line's machine
         machine = name_of(record.get("DeviceName")) or windows.computer(record)
-        if machine is None and isinstance(host, dict):
-            machine = name_of(host.get("name"))
+        if machine is None:
+            machine = name_of(host.get("name")) if isinstance(host, dict) else name_of(host)
         key = None if machine is None else self.resolver.host_owner(machine)
         return None if key is None else self.resolver.person(key)
 
