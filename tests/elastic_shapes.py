@@ -306,7 +306,8 @@ SSH_LINE = re.compile(
 def elastic_auth(line: str, year: int) -> dict[str, Any]:
     """A syslog line (of `year`) as Elastic's System integration indexes it (`system.auth`): a sudo command under
     `system.auth.sudo` (a refusal's words as its `error`), an sshd login under `system.auth.ssh` with ECS's
-    `ssh_login` action, any other line's message left in `message`; the invoking user in `user.name`."""
+    `ssh_login` action, any other line's message left in `message`; the invoking user in `user.name`. A kernel's line
+    as its `system.syslog` data stream indexes it (the message alone)."""
     found = SYSLOG_HEADER.match(line)
     assert found is not None, line
     when = datetime.strptime(f"{year} {found['stamp']}", "%Y %b %d %H:%M:%S").replace(tzinfo=UTC)
@@ -321,6 +322,11 @@ def elastic_auth(line: str, year: int) -> dict[str, Any]:
         "system": {"auth": {}},
     }
     message = found["message"]
+    if found["program"] == "kernel":  # not in the auth log: the integration's `syslog` data stream
+        del document["system"]
+        document["event"]["dataset"] = "system.syslog"
+        document["message"] = message
+        return document
     sudo, ssh = SUDO_LINE.match(message), SSH_LINE.match(message)
     if found["program"] == "sudo" and sudo is not None:
         parsed = {"command": sudo["command"], "pwd": sudo["pwd"], "tty": sudo["tty"], "user": sudo["runas"]}

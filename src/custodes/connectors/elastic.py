@@ -48,9 +48,9 @@ def vendor_record(raw: dict[str, Any], event: dict[str, Any]) -> tuple[dict[str,
     if type(directory.get("properties")) is dict:
         return kept or entra_audit_record(raw, directory), "entra_audit_diagnostic"
     auth = as_object(raw.get("system")).get("auth")
-    program = as_object(raw.get("process")).get("name")
-    if type(auth) is dict and read_line(program, raw.get("message")):
-        return syslog_record(raw, auth), "sudo"
+    lines = type(auth) is dict or event.get("dataset") == "system.syslog"  # the System integration's two logs
+    if lines and read_line(as_object(raw.get("process")).get("name"), raw.get("message")):
+        return syslog_record(raw, as_object(auth)), "sudo"
     github = raw.get("github")
     if type(github) is dict and event.get("action"):
         return kept or github_record(raw, event, github), "github"
@@ -298,10 +298,10 @@ def github_record(raw: dict[str, Any], event: dict[str, Any], github: dict[str, 
 
 
 def syslog_record(raw: dict[str, Any], auth: dict[str, Any]) -> dict[str, Any]:
-    """A sudo, sshd or su line as the file tail reads it (`textlogs`), rebuilt from an ECS document of Elastic's
-    System integration (its `auth` data stream): a sudo command from `system.auth.sudo` (a refusal where it has an
-    `error`), an sshd login from `system.auth.ssh` (accepted or failed), any other line from the `message` the
-    integration leaves unparsed; the invoking user is ECS `user.name`, the machine `host.hostname`."""
+    """A line `textlogs.read_line` reads as the file tail reads it, rebuilt from an ECS document of Elastic's System
+    integration (its `auth` data stream; a kernel's line from its `syslog` one): a sudo command from `system.auth.sudo`
+    (a refusal where it has an `error`), an sshd login from `system.auth.ssh` (accepted or failed), any other line from
+    the `message` the integration leaves unparsed; the invoking user is ECS `user.name`, the machine `host.hostname`."""
     process, host = as_object(raw.get("process")), as_object(raw.get("host"))
     message = raw.get("message")
     text = message if isinstance(message, str) else ""

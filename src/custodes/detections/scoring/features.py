@@ -433,6 +433,7 @@ class Extractor:
             # the keys elastic.vendor_record reads, asked here: calling it for every ECS record costs more
             held = "original" in event or "aws" in raw or "okta" in raw or "azure" in raw or "o365" in raw
             held = held or "google_workspace" in raw or "github" in raw or "system" in raw
+            held = held or event.get("dataset") == "system.syslog"
             vendor = elastic.vendor_record(raw, event) if held else None
             if vendor is None:
                 return self.ecs(raw, event)
