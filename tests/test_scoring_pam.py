@@ -338,6 +338,16 @@ def test_syslog_lines_in_sentinel_and_elasticsearch_are_read_as_the_file_tail_re
         ),
         (REMOVABLE, Observation("", [("usb", 1.0)], [], "ws-1"), "kernel.removable_attached"),
         ("Mar  1 11:59:58 ws-1 kernel: [ 5123.4] sd 6:0:0:0: [sda] Attached SCSI disk", None, "sudo.other"),
+        (  # at boot: a card reader's slot, or a drive left in
+            "Mar  1 08:59:58 ws-1 kernel: [    4.518263] sd 0:0:0:0: [sda] Attached SCSI removable disk",
+            None,
+            "sudo.other",
+        ),
+        (  # a kernel line without its uptime (RHEL's /var/log/messages)
+            "Mar  1 11:59:58 ws-1 kernel: sd 6:0:0:0: [sdb] Attached SCSI removable disk",
+            Observation("", [("usb", 1.0)], [], "ws-1"),
+            "kernel.removable_attached",
+        ),
         ("Mar  1 11:59:58 ws-1 kernel: usb 1-1: new high-speed USB device number 5 using xhci_hcd", None, "sudo.other"),
         (
             "Mar  1 11:59:58 ws-1 CRON[44]: pam_unix(cron:session): session opened for user alice(uid=1000) by (uid=0)",
@@ -356,8 +366,9 @@ def test_a_session_at_the_machine_itself_and_a_removable_disk_are_read_from_sysl
 ) -> None:
     """A PAM session of the console's `login` or a display manager puts its person at the machine (closed: takes
     them away), as a Windows logon does; the kernel attaching a removable disk is a removable media connection on
-    the machine, for whoever is at it. A cron job's session, a fixed disk, a USB device that is not a disk and
-    logind's sessions (which do not say whether they came over the network) are not read."""
+    the machine, for whoever is at it. A cron job's session, a fixed disk, a removable disk attached at boot (the
+    kernel's uptime under `BOOT_SECONDS`), a USB device that is not a disk and logind's sessions (which do not say
+    whether they came over the network) are not read."""
     record = syslog(line)
     assert observed(record) == expected
     event = to_event(record, SourceSettings(format="sudo"), "syslog")

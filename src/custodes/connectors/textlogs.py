@@ -66,6 +66,10 @@ SYSLOG_PROGRAMS = frozenset({"sudo", "sshd", "su"})
 who is at the machine or what was plugged into it (`MACHINE_EVENTS`)."""
 _REMOVABLE_DISK = re.compile(r"\[(?P<disk>sd[a-z]+)\] Attached SCSI removable disk")
 """The kernel's line when a removable disk (a USB stick, a memory card) is attached: one per disk."""
+_UPTIME = re.compile(r"^\[\s*(?P<seconds>\d+)\.\d+\]")
+BOOT_SECONDS = 300
+"""A removable disk the kernel attached this soon after it started (its uptime, where the line carries it) was there
+at boot: a laptop's card reader attaches its slot as a removable disk on every boot, with a card in it or not."""
 _LOCAL_SESSION = re.compile(
     r"pam_unix\((?P<service>[\w-]+):session\): session (?P<state>opened|closed) for user (?P<user>[^\s(]+)"
 )
@@ -84,11 +88,13 @@ action is given under (`kernel.removable_attached`, `login.console_open`)."""
 
 def at_machine(program: str, message: str) -> dict[str, Any]:
     """What a line of a program other than `SYSLOG_PROGRAMS` says about the machine: the kernel attached a removable
-    disk (``removable_attached``), or a session opened or closed at the machine itself (``console_open``,
-    ``console_close``: a PAM session of `LOCAL_LOGINS`, the account); empty for anything else."""
+    disk (``removable_attached``; not at boot, `BOOT_SECONDS`), or a session opened or closed at the machine itself
+    (``console_open``, ``console_close``: a PAM session of `LOCAL_LOGINS`, the account); empty for anything else."""
     if program == "kernel":
-        disk = _REMOVABLE_DISK.search(message)
-        return {} if disk is None else {"event": "removable_attached", "disk": disk["disk"]}
+        disk, uptime = _REMOVABLE_DISK.search(message), _UPTIME.match(message)
+        if disk is None or (uptime is not None and int(uptime["seconds"]) < BOOT_SECONDS):
+            return {}
+        return {"event": "removable_attached", "disk": disk["disk"]}
     session = _LOCAL_SESSION.search(message)
     if session is None or session["service"] not in LOCAL_LOGINS:
         return {}
