@@ -219,8 +219,8 @@ def trail_record(row: dict[str, Any]) -> dict[str, Any]:
 
 def syslog_record(row: dict[str, Any]) -> dict[str, Any]:
     """A `Syslog` row that `textlogs.read_line` reads (sudo, sshd, su; a removable disk, a session at the machine) as
-    the file tail reads the line: its message (`SyslogMessage`) read for
-    what the program says, at the row's time (`EventTime`, else `TimeGenerated`), on its host."""
+    the file tail reads the line: its message (`SyslogMessage`) read for what the program says, at the row's time
+    (`EventTime`, else `TimeGenerated`), on its host."""
     message = str(row.get("SyslogMessage") or "")
     time, host = row.get("EventTime") or row.get("TimeGenerated"), row.get("HostName") or row.get("Computer")
     return syslog_entry(message, time, host, str(row["ProcessName"]), row.get("ProcessID"), message)

@@ -82,11 +82,11 @@ LOCAL_LOGINS = frozenset(
 )
 """PAM services of a session opened at the machine itself (its console or its screen), not over the network."""
 MACHINE_EVENTS = {"removable_attached": "kernel", "console_open": "login", "console_close": "login"}
-"""The events of a line of another program than `SYSLOG_PROGRAMS` that is read (`at_machine`), and the name its
+"""The events of a line of another program than `SYSLOG_PROGRAMS` that is read (`machine_event`), and the name its
 action is given under (`kernel.removable_attached`, `login.console_open`)."""
 
 
-def at_machine(program: str, message: str) -> dict[str, Any]:
+def machine_event(program: str, message: str) -> dict[str, Any]:
     """What a line of a program other than `SYSLOG_PROGRAMS` says about the machine: the kernel attached a removable
     disk (``removable_attached``; not at boot, `BOOT_SECONDS`), or a session opened or closed at the machine itself
     (``console_open``, ``console_close``: a PAM session of `LOCAL_LOGINS`, the account); empty for anything else."""
@@ -112,7 +112,7 @@ def read_line(program: Any, message: Any) -> bool:
     """Whether a syslog line (a table's or a SIEM's columns) is one `syslog_entry` reads for what it says."""
     if type(program) is not str:
         return False
-    return program in SYSLOG_PROGRAMS or (type(message) is str and bool(at_machine(program, message)))
+    return program in SYSLOG_PROGRAMS or (type(message) is str and bool(machine_event(program, message)))
 
 
 def parse_syslog_line(line: str, now: datetime) -> tuple[dict[str, Any], str | None]:
@@ -120,7 +120,7 @@ def parse_syslog_line(line: str, now: datetime) -> tuple[dict[str, Any], str | N
     opening or closing; from sshd, a login accepted or failed (``login``, ``login_failed``: the account, the address
     and the method); from su, a switch to another account (``switch``, ``switch_failed``: the account switched from,
     the one run as) or its PAM session; from another program, a removable disk attached or a session at the machine
-    itself (`at_machine`); any other line its program, host and time (``other``). The year of a BSD syslog time is
+    itself (`machine_event`); any other line its program, host and time (``other``). The year of a BSD syslog time is
     the current one (last year if that is ahead)."""
     found = _SYSLOG.match(line)
     if found is None:
@@ -153,7 +153,7 @@ def syslog_entry(line: str, time: Any, host: Any, program: str, pid: Any, messag
             )
         return record
     if program not in SYSLOG_PROGRAMS:
-        return record | at_machine(program, message)
+        return record | machine_event(program, message)
     session = _PAM_SESSION.search(message)
     if session is not None:
         record.update(
