@@ -2,15 +2,18 @@
 the evaluation loses, side by side with the same records naming the person.
 
     .venv/bin/python bench/seats.py               # devices and desktops, 400 people, 10 quiet days, 12 acting
+    .venv/bin/python bench/seats.py --logs linux  # the same as a Linux machine's syslog says it
     .venv/bin/python bench/seats.py --population 1000 --acting-days 50 --insiders 70 --seeds 5 6 7 \
         --scenarios after_hours_usb_leak job_search_usb sysadmin_keylogger     # the held-out benchmark's density
 
 Each organisation is simulated (`custodes simulate`'s generator), then evaluated twice: as written (each USB
-connection an ECS record naming its user), and as Windows logs it, shipped by Winlogbeat: every USB connection
-Windows' event 6416 (the subject the machine's own account, `WS-00042$`), which the engine gives to the person who
-logged on at the machine last and had not logged off (machines.py), and the logons and logoffs 4624 and 4634.
-Printed per organisation: the connections given to the person who made them, to another, to no one; and caught,
-mean percentile, recall within the budget and false findings, as written and as Windows logs it.
+connection an ECS record naming its user), and as the machine logs it. Windows (`--logs windows`, shipped by
+Winlogbeat): every USB connection Windows' event 6416 (the subject the machine's own account, `WS-00042$`), the
+logons and logoffs 4624 and 4634. Linux (`--logs linux`, syslog lines parsed as the file tail parses them): every
+USB connection the kernel's `Attached SCSI removable disk`, the logons and logoffs GDM's PAM sessions opened and
+closed. Either way the engine gives a connection to the person who arrived at the machine last and had not left
+(machines.py). Printed per organisation: the connections given to the person who made them, to another, to no one;
+and caught, mean percentile, recall within the budget and false findings, as written and as the machine logs it.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +30,10 @@ from rich.console import Console
 from rich.table import Table
 
 from custodes.config import ScoringSettings
+from custodes.connectors.textlogs import parse_syslog_line
 from custodes.detections.scoring.engine import ScoringEngine
 from custodes.detections.scoring.evaluate import Evaluation, evaluate, load_labels, read_events
+from custodes.detections.scoring.features import record_time
 from custodes.detections.scoring.identity import IdentityResolver, load_directory
 from custodes.detections.scoring.simulate import DEVICE_SCENARIOS, DEVICE_SHAPES, SimulationSettings, simulate
 
@@ -52,19 +58,60 @@ def shipped_logon(record: dict[str, Any]) -> dict[str, Any]:
     return {**record, "event": event, "winlog": {"channel": "Security", "event_id": event["code"]}}
 
 
-def machine_only(org: Path, out: Path, resolver: IdentityResolver) -> tuple[list[Path], dict[str, str]]:
-    """The organisation's files as Windows logs them: its USB connections rewritten (`recognised`), its logons and
-    logoffs shipped (`shipped_logon`); and who made each connection."""
-    makers: dict[str, str] = {}
+def attached(record: dict[str, Any]) -> dict[str, Any]:
+    """A USB connection record as a Linux machine's kernel logs it (a removable disk attached, naming no person)."""
+    host = record["host"]["name"]
+    return linux_line(
+        f"{record['@timestamp']} {host} kernel: [ 5123.456789] sd 6:0:0:0: [sdb] Attached SCSI removable disk"
+    )
+
+
+def screen_session(record: dict[str, Any]) -> dict[str, Any]:
+    """A logon or logoff record as GDM's PAM session opened or closed at a Linux machine's screen."""
+    state = "closed" if record["event"]["action"] == "logged-off" else "opened"
+    line = f"{record['@timestamp']} {record['host']['name']} gdm-password][1542]: pam_unix(gdm-password:session): "
+    return linux_line(line + f"session {state} for user {record['user']['name']}")
+
+
+def linux_line(line: str) -> dict[str, Any]:
+    """A syslog line as the file tail parses it."""
+    parsed, warning = parse_syslog_line(line, datetime.now(UTC))
+    assert warning is None, line
+    return parsed
+
+
+REWRITE = {"windows": (recognised, shipped_logon), "linux": (attached, screen_session)}
+"""How each kind of machine logs a USB connection and a logon or logoff."""
+
+
+def place(raw: dict[str, Any]) -> tuple[datetime | None, str | None]:
+    """A record's time and machine, whichever way it is written: what ties a rewritten connection to its maker."""
+    host = raw.get("host")
+    return record_time(raw), host.get("name") if isinstance(host, dict) else host
+
+
+def is_connection(raw: dict[str, Any]) -> bool:
+    """Whether a rewritten record is a USB connection (Windows' 6416, the kernel's removable disk)."""
+    event = raw.get("event")
+    return event == "removable_attached" or (isinstance(event, dict) and event.get("code") == "6416")
+
+
+def machine_only(
+    org: Path, out: Path, resolver: IdentityResolver, logs: str
+) -> tuple[list[Path], dict[tuple[datetime | None, str | None], str]]:
+    """The organisation's files as `logs` machines log them: its USB connections and its logons and logoffs rewritten
+    (`REWRITE`); and who made each connection, by its time and machine."""
+    connection, logon = REWRITE[logs]
+    makers: dict[tuple[datetime | None, str | None], str] = {}
     lines = []
     for line in (org / "endpoint.ndjson").read_bytes().splitlines():
         record = orjson.loads(line)
         action = record["event"].get("action")
         if action == "usb-device-connected":
-            makers[record["event"]["id"]] = resolver.resolve(record["user"]["name"])[0]
-            record = recognised(record)
+            makers[place(record)] = resolver.resolve(record["user"]["name"])[0]
+            record = connection(record)
         elif action in ("logged-in", "logged-off"):
-            record = shipped_logon(record)
+            record = logon(record)
         lines.append(orjson.dumps(record))
     (out / "endpoint.ndjson").write_bytes(b"\n".join(lines) + b"\n")
     files = [f for f in sorted(org.glob("*.ndjson")) if f.name != "endpoint.ndjson"]
@@ -72,21 +119,24 @@ def machine_only(org: Path, out: Path, resolver: IdentityResolver) -> tuple[list
 
 
 def given(
-    files: list[Path], makers: dict[str, str], settings: ScoringSettings, resolver: IdentityResolver
+    files: list[Path],
+    makers: dict[tuple[datetime | None, str | None], str],
+    settings: ScoringSettings,
+    resolver: IdentityResolver,
 ) -> Counter[str]:
     """Whom the engine gives each rewritten connection to: its maker, another person, or no one."""
     engine = ScoringEngine(settings, resolver)
     counts: Counter[str] = Counter()
     for event in read_events(files):
         key = engine.observe(event)
-        maker = makers.get(str((event.raw.get("event") or {}).get("id")))
+        maker = makers.get(place(event.raw)) if is_connection(event.raw) else None
         if maker is not None:
             counts["maker" if key == maker else "no one" if key is None else "another"] += 1
     return counts
 
 
 def measures(written: Evaluation, rewritten: Evaluation) -> list[str]:
-    """Caught, mean percentile, recall within the budget and false findings: as written / as Windows logs it."""
+    """Caught, mean percentile, recall within the budget and false findings: as written / as the machine logs it."""
 
     def cells(report: Evaluation) -> tuple[str, str, str, str]:
         recall = report.recall.get(report.budget, 0.0)
@@ -105,12 +155,14 @@ def main() -> None:
     parser.add_argument("--insiders", type=int, help="incidents injected (default: one per 100 people)")
     parser.add_argument("--scenarios", nargs="+", default=list(DEVICE_SCENARIOS), choices=DEVICE_SCENARIOS)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--logs", choices=sorted(REWRITE), default="windows", help="how the machines log them")
     args = parser.parse_args()
-    table = Table(title="USB connections as Windows logs them (6416: the machine, no person) against naming the person")
+    said = {"windows": "Windows logs them (6416", "linux": "a Linux kernel logs them (a removable disk attached"}
+    table = Table(title=f"USB connections as {said[args.logs]}: the machine, no person) against naming the person")
     for column in ("shape", "seed", "connections", "to their maker", "to another", "to no one"):
         table.add_column(column, justify="right")
     for column in ("caught", "mean percentile", "recall @ budget", "false findings"):
-        table.add_column(f"{column} (as written / as Windows logs it)", justify="right")
+        table.add_column(f"{column} (as written / as the machine logs it)", justify="right")
     with tempfile.TemporaryDirectory() as folder:
         for shape in args.shapes:
             for seed in args.seeds:
@@ -125,12 +177,12 @@ def main() -> None:
                     insiders=args.insiders,
                 )
                 simulate(knobs, org)
-                out = Path(folder) / f"{shape}-{seed}-6416"
+                out = Path(folder) / f"{shape}-{seed}-{args.logs}"
                 out.mkdir()
                 settings = ScoringSettings(directory=org / "directory.json", pseudonymise=False)
                 labels = load_labels(org / "labels.json")
                 resolver = IdentityResolver(load_directory(org / "directory.json"), settings.identities)
-                files, makers = machine_only(org, out, resolver)
+                files, makers = machine_only(org, out, resolver, args.logs)
                 counts = given(files, makers, settings, resolver)
                 total = sum(counts.values())
                 share = {k: f"{100 * counts[k] / max(1, total):.1f}%" for k in ("maker", "another", "no one")}
