@@ -35,9 +35,12 @@ _SYSLOG = re.compile(
 dropped."""
 _SUDO_COMMAND = re.compile(r"^\s*(?P<user>\S+)\s:\s(?P<rest>.*)$")
 _PAM_SESSION = re.compile(
-    r"pam_unix\((?:sudo|sudo-i|su|su-l):session\): session (?P<state>opened|closed) for user (?P<run_as>[^\s(]+)"
+    r"pam_unix\((?P<service>[\w-]+):session\): session (?P<state>opened|closed) for user (?P<run_as>[^\s(]+)"
     r"(?:\(uid=\d+\))?(?: by (?P<user>[^\s(]*))?"
 )
+"""A PAM session (pam_unix's) opened or closed: its service, the account it is for, and who opened it."""
+PRIVILEGE_SERVICES = frozenset({"sudo", "sudo-i", "su", "su-l"})
+"""The PAM services of sudo's and su's own sessions (a command's, a switch's)."""
 
 
 def _syslog_time(stamp: str, now: datetime) -> str:
@@ -70,9 +73,6 @@ _UPTIME = re.compile(r"^\[\s*(?P<seconds>\d+)\.\d+\]")
 BOOT_SECONDS = 300
 """A removable disk the kernel attached this soon after it started (its uptime, where the line carries it) was there
 at boot: a laptop's card reader attaches its slot as a removable disk on every boot, with a card in it or not."""
-_LOCAL_SESSION = re.compile(
-    r"pam_unix\((?P<service>[\w-]+):session\): session (?P<state>opened|closed) for user (?P<user>[^\s(]+)"
-)
 LOCAL_LOGINS = frozenset(
     {
         "login",  # the text console
@@ -95,11 +95,11 @@ def machine_event(program: str, message: str) -> dict[str, Any]:
         if disk is None or (uptime is not None and int(uptime["seconds"]) < BOOT_SECONDS):
             return {}
         return {"event": "removable_attached", "disk": disk["disk"]}
-    session = _LOCAL_SESSION.search(message)
+    session = _PAM_SESSION.search(message)
     if session is None or session["service"] not in LOCAL_LOGINS:
         return {}
     state = "console_open" if session["state"] == "opened" else "console_close"
-    return {"event": state, "user": session["user"], "service": session["service"]}
+    return {"event": state, "user": session["run_as"], "service": session["service"]}
 
 
 def read_record(record: dict[str, Any]) -> bool:
@@ -155,7 +155,7 @@ def syslog_entry(line: str, time: Any, host: Any, program: str, pid: Any, messag
     if program not in SYSLOG_PROGRAMS:
         return record | machine_event(program, message)
     session = _PAM_SESSION.search(message)
-    if session is not None:
+    if session is not None and session["service"] in PRIVILEGE_SERVICES:
         record.update(
             event="session_open" if session["state"] == "opened" else "session_close",
             run_as=session["run_as"],

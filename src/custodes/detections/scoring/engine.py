@@ -270,6 +270,13 @@ class ScoringEngine:
         if kind == PERSON:
             self.machines.note(obs.presence, obs.host.lower(), key, scored_time(event))
 
+    def seat_horizon(self) -> datetime | None:
+        """The earliest arrival or departure a record still to come can be given by (the watermark less the lateness
+        allowed and `SEAT_HOURS`); None before any record."""
+        if self.watermark is None:
+            return None
+        return self.watermark - self.lateness - timedelta(hours=SEAT_HOURS)
+
     def _at_machine(self, host: str | None, when: datetime) -> tuple[str, str] | None:
         """The entity a record naming only machine `host` at `when` is given to: the person seen at it last, within
         `SEAT_HOURS` before; else its owner (the directory's, or learned from use); None where neither is known."""
@@ -505,8 +512,8 @@ class ScoringEngine:
         if scored:
             self.refresh_groups()
             self.days_closed += 1
-        if self.watermark is not None and day % FORGET_DATES == 0:
-            self.machines.forget(self.watermark - self.lateness - timedelta(hours=SEAT_HOURS))
+        if (horizon := self.seat_horizon()) is not None and day % FORGET_DATES == 0:
+            self.machines.forget(horizon)
         self.closed_through = day
         self._schedule()
         return ranking

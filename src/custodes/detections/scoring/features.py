@@ -23,8 +23,6 @@ from custodes.connectors.envelope import audit_time, cloudtrail_actor, kube_audi
 from custodes.connectors.textlogs import read_record
 from custodes.detections.scoring import pam, saas, winlog
 from custodes.detections.scoring.observation import (
-    ARRIVED,
-    LEFT,
     Observation,
     as_list,
     domain_of,
@@ -319,9 +317,9 @@ def _logon_type(shipped: Any) -> str:
     `LogonType` number), lower case without spaces; empty when the record has none."""
     if not isinstance(shipped, dict):
         return ""
-    logon, data = shipped.get("logon"), shipped.get("event_data")
+    logon, data = shipped.get("logon"), winlog.shipped_data(shipped)
     kind = logon.get("type") if isinstance(logon, dict) else None
-    if kind is None and isinstance(data, dict):
+    if kind is None and data is not None:
         kind = data.get("LogonType")
     return str(kind or "").replace(" ", "").lower()
 
@@ -812,8 +810,7 @@ class Extractor:
             elif host:
                 seen.append(("host", str(host)))
                 if "winlog" in raw:  # Windows' logon or logoff (`logged-out`), beside the drives its log names
-                    off = action.endswith(LOGOFFS)
-                    presence = LEFT if off else 0 if kind in winlog.REMOTE_DESKTOP else ARRIVED
+                    presence = winlog.presence(kind, action.endswith(LOGOFFS))
                     return Observation(str(name), features, seen, str(host), presence)
             elif _ecs_signs_in(event, action):  # no machine: a sign-in to a service, as a SIEM stores an IdP's log
                 features.append(("signin", 1.0))

@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,6 @@ from custodes.config import ScoringSettings
 from custodes.detections.scoring.baselines import EntityState
 from custodes.detections.scoring.engine import DETECTOR, ScoringEngine
 from custodes.detections.scoring.identity import IdentityResolver, load_directory, zone_warning
-from custodes.detections.scoring.machines import SEAT_HOURS
 from custodes.detections.scoring.privacy import Pseudonymizer
 from custodes.detections.scoring.risk import Contribution, DayScore
 from custodes.errors import ConfigError, CustodesError
@@ -341,12 +340,12 @@ class ScoringService:
 
     async def reseat(self, tx: Transaction) -> int:
         """Note who is at which machine from the stored records of the hours a seat can last before the watermark
-        (`SEAT_HOURS` and the lateness allowed): the first batch scored after a start gives a drive that names only
+        (`ScoringEngine.seat_horizon`): the first batch scored after a start gives a drive that names only
         its machine to the person there, as before the restart. Read once a process, by the first batch it scores;
         the number of records read."""
         engine, read, started = self.engine, 0, time.monotonic()
-        if engine.watermark is not None:
-            after = (engine.watermark - engine.lateness - timedelta(hours=SEAT_HOURS), "")
+        if (horizon := engine.seat_horizon()) is not None:
+            after = (horizon, "")
             while True:
                 batch = await tx.events_in_time_order(after, RESEAT_PAGE)
                 for event in batch:

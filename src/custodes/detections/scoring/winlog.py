@@ -144,17 +144,13 @@ def defender(row: dict[str, Any]) -> Observation | None:
     the account that started it where that is a person's, else by whoever is at the device; a logon is read by
     `defender_logon`."""
     action = row.get("ActionType")
-    if not isinstance(action, str):
+    if not isinstance(action, str) or (action not in USB_MOUNTED and action != PNP_CONNECTED):
         return defender_logon(row)
-    if action in USB_MOUNTED:
-        return usb_connected(name_of(row.get("InitiatingProcessAccountName")), name_of(row.get("DeviceName")))
     if action == PNP_CONNECTED:
         fields = json_object(row.get("AdditionalFields")) or {}
-        classes = {str(fields.get(name)).strip().lower() for name in ("ClassName", "ClassId")}
-        if classes & MOUNTLESS_CLASSES:
-            return usb_connected(name_of(row.get("InitiatingProcessAccountName")), name_of(row.get("DeviceName")))
-        return None
-    return defender_logon(row)
+        if not {str(fields.get(name)).strip().lower() for name in ("ClassName", "ClassId")} & MOUNTLESS_CLASSES:
+            return None
+    return usb_connected(name_of(row.get("InitiatingProcessAccountName")), name_of(row.get("DeviceName")))
 
 
 def defender_logon(row: dict[str, Any]) -> Observation | None:
@@ -179,7 +175,13 @@ def at_machine(name: str, host: str | None, kind: str, left: bool = False) -> Ob
     kind = kind.replace(" ", "").lower()
     if host is None or kind in REMOTE_LOGONS:
         return Observation(name, [], [])
-    return Observation(name, [], [("host", host)], host, LEFT if left else 0 if kind in REMOTE_DESKTOP else ARRIVED)
+    return Observation(name, [], [("host", host)], host, presence(kind, left))
+
+
+def presence(kind: str, left: bool) -> int:
+    """What a logon of type `kind` (lower case, no spaces) that is not a remote one, or a logoff (`left`), says of
+    the person's place (`Observation.presence`): arrived, left, or neither (a remote desktop: they are elsewhere)."""
+    return LEFT if left else 0 if kind in REMOTE_DESKTOP else ARRIVED
 
 
 def removable_write(flat: dict[str, Any]) -> bool:
