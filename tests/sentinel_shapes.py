@@ -23,6 +23,7 @@ RECORD_TYPE_NAMES = {
     6: "SharePointFileOperation",
     8: "AzureActiveDirectory",
     50: "ExchangeItemAggregated",
+    63: "DLPEndpoint",
 }
 LOGON_TYPE_NAMES = ["Owner", "Admin", "Delegate", "Transport", "SystemService", "BestAccess", "DelegatedAdmin"]
 
@@ -102,6 +103,7 @@ APPLICATIONS = {
     "OneDrive": "Microsoft OneDrive for Business",
     "Exchange": "Microsoft Exchange Online",
     "AzureActiveDirectory": "Office 365",
+    "Endpoint": "Microsoft 365",
 }
 
 

@@ -131,7 +131,7 @@ def test_enrichment_reaches_only_contextual_rules_and_leaves_the_record_alone(tm
     )
     assert [rule.title for rule in engine.match(forged)] == ["SharePoint or OneDrive File Downloaded"]
     rules = load_rules([RULES]).rules
-    assert sum(rule.contextual for rule in rules) == 8 and len(rules) == 31
+    assert sum(rule.contextual for rule in rules) == 9 and len(rules) == 33
 
 
 def test_a_drive_the_machine_logs_is_matched_as_its_owners(tmp_path: Path) -> None:

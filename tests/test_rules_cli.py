@@ -168,7 +168,7 @@ def test_lint_and_stats_count_correlation_rules() -> None:
     assert lint.exit_code == 0, lint.output
     assert json.loads(lint.stdout)["correlations"] == 2 and json.loads(lint.stdout)["rejected"] == []
     text = runner.invoke(app, ["rules", "lint", str(pack)])
-    assert "31 rules and 2 correlation rules loaded, 0 rejected" in text.stdout
+    assert "33 rules and 2 correlation rules loaded, 0 rejected" in text.stdout
     stats = runner.invoke(app, ["rules", "stats", "--json", str(pack)])
     assert json.loads(stats.stdout)["correlations"] == 2
     failing = runner.invoke(app, ["rules", "test", str(pack / "correlation")])

@@ -343,6 +343,99 @@ def test_microsoft_365_unified_audit_records_are_read_for_their_person(record: d
         assert obs.seen == [("resource", f"m365:{DOC}")]
 
 
+def endpoint_dlp(operation: str, **fields: Any) -> dict[str, Any]:
+    """A Purview endpoint DLP record (unified audit record type 63) of a file on jane's machine."""
+    defaults: dict[str, Any] = dict(
+        RecordType=63,
+        UserKey="jane@corp.example",
+        DeviceName="WS-0142.corp.example",
+        Platform=1,
+        Application="Microsoft Windows Explorer",
+        ObjectId="C:\\Users\\jane\\Documents\\plan.xlsx",
+        FileExtension="xlsx",
+        FileType="xlsx",
+        FileSize=48213,
+        EnforcementMode=1,
+        Sha256="9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+    )
+    return unified_audit(operation, "Endpoint", **(defaults | fields))
+
+
+USB_STICK = {"Manufacturer": "SanDisk", "Model": "Ultra", "SerialNumber": "4C530001230718115392", "BusType": "USB"}
+
+
+@pytest.mark.parametrize(
+    ("record", "counted"),
+    [
+        (
+            endpoint_dlp(
+                "FileCopiedToRemovableMedia", TargetFilePath="E:\\plan.xlsx", RemovableMediaDeviceAttributes=USB_STICK
+            ),
+            {"usb_files": 1.0, "upload_bytes": 48213.0},
+        ),
+        (endpoint_dlp("FileCreatedOnRemovableMedia", FileSize="1024"), {"usb_files": 1.0, "upload_bytes": 1024.0}),
+        (endpoint_dlp("FileCopiedToRemovableMedia", EnforcementMode=4, FileSize=None), {"usb_files": 1.0}),
+        (endpoint_dlp("RemovableMediaMount", RemovableMediaDeviceAttributes=USB_STICK), {"usb": 1.0}),
+        (
+            endpoint_dlp("FileUploadedToCloud", TargetDomain="www.dropbox.com"),
+            {"cloud_upload": 1.0, "upload_bytes": 48213.0},
+        ),
+        (
+            endpoint_dlp("FileUploadedToCloud", TargetDomain="https://pastebin.com:443/"),
+            {"leak_upload": 1.0, "upload_bytes": 48213.0},
+        ),
+        (
+            endpoint_dlp("FileUploadedToCloud", TargetUrl="https://wetransfer.com/upload"),
+            {"cloud_upload": 1.0, "upload_bytes": 48213.0},
+        ),
+        (endpoint_dlp("FileUploadedToCloud", TargetDomain="corp.sharepoint.com"), {}),
+        (endpoint_dlp("FileUploadedToCloud", TargetDomain=["not", "a", "domain"]), {}),
+        (endpoint_dlp("FilePrinted", TargetPrinterName="HP LaserJet 4th floor"), {"print": 1.0}),
+        (endpoint_dlp("FileArchived"), {"archive": 1.0}),
+        (endpoint_dlp("FileRead"), {"file_access": 1.0}),
+        (endpoint_dlp("FileDeleted"), {"delete": 1.0}),
+        (endpoint_dlp("FileDownloadedFromBrowser"), {"download": 1.0}),
+        (endpoint_dlp("FileCopiedToNetworkShare", TargetFilePath="\\\\fs01\\share\\plan.xlsx"), {}),
+        (endpoint_dlp("FileCopiedToClipboard"), {}),
+    ],
+)
+def test_purview_endpoint_dlp_records_are_the_persons_data_movements_on_their_machine(
+    record: dict[str, Any], counted: dict[str, float]
+) -> None:
+    """A file copied to a stick, uploaded, printed as Purview's endpoint DLP audits it: the person is named (where a
+    Windows or Defender drive event names only the machine), the machine is where it happened."""
+    obs = observed(record)
+    assert obs.actor == "jane@corp.example" and dict(obs.features) == counted
+    assert obs.host == "WS-0142.corp.example" and not obs.presence
+    resource = ("resource", "WS-0142.corp.example:C:\\Users\\jane\\Documents\\plan.xlsx")
+    assert obs.seen == ([resource] if "file_access" in counted else [])
+    assert record_time(record) is not None
+
+
+def test_a_purview_copy_to_a_stick_on_a_colleagues_machine_is_a_first_data_movement_there() -> None:
+    """Scored: the directory's owner of the machine is another person, so the copy is a first use of the channel on
+    that person's machine, beside the person's first use of USB at all."""
+    people = [
+        Person(id="jane@corp.example", department="Finance"),
+        Person(id="bob@corp.example", department="Finance", hosts=["WS-0142"]),
+    ]
+    settings = ScoringSettings(pseudonymise=False)
+    engine = ScoringEngine(settings, IdentityResolver(people, settings.identities), org_domains=["corp.example"])
+    start = datetime(2024, 3, 4, 9, tzinfo=UTC)
+    for day in range(12):  # jane's own days: mail, no drive
+        mail = unified_audit("FileAccessed", "SharePoint", ObjectId=DOC)
+        mail["CreationTime"] = (start + timedelta(days=day)).isoformat(timespec="seconds").removesuffix("+00:00")
+        engine.observe(to_event(mail, SourceSettings(format="m365"), "m365"))
+    copy = endpoint_dlp("FileCopiedToRemovableMedia", DeviceName="WS-0142")
+    copy["CreationTime"] = (start + timedelta(days=12)).isoformat(timespec="seconds").removesuffix("+00:00")
+    key = engine.observe(to_event(copy, SourceSettings(format="m365"), "m365"))
+    assert key is not None
+    today = engine.states[key].open
+    assert today is not None
+    assert today.counts["usb_files"] == 1.0 and today.counts["new_channel"] == 1.0
+    assert today.counts["other_host_channel"] == 1.0
+
+
 def test_microsoft_365_records_that_move_nothing_out_count_nothing() -> None:
     internal = unified_audit("SharingSet", "SharePoint", ObjectId=DOC, TargetUserOrGroupType="Member")
     rule = unified_audit("New-InboxRule", "Exchange", Parameters=[{"Name": "MoveToFolder", "Value": "Archive"}])
@@ -664,10 +757,18 @@ def m365_samples() -> list[dict[str, Any]]:
         mailbox("FolderBind", "jane@corp.example", None, 1),
         mailbox("MailItemsAccessed", "jane@corp.example", "jane@corp.example", 0),
         mailbox("SendAs", "jane@corp.example", boss, 2, SendAsUserSmtp=boss),
+        endpoint_dlp("FileCopiedToRemovableMedia", RemovableMediaDeviceAttributes=USB_STICK),
+        endpoint_dlp("FileUploadedToCloud", TargetDomain="www.dropbox.com"),
+        endpoint_dlp("FilePrinted"),
+        endpoint_dlp("FileCopiedToNetworkShare"),
     ]
 
 
 M365_READ = {
+    "usb_files",
+    "upload_bytes",
+    "cloud_upload",
+    "print",
     "download",
     "file_access",
     "delete",

@@ -174,6 +174,21 @@ M365_NOT_OWNER = frozenset({1, 2, 6})
 administrator (0 is the owner; 3 transport and 4 system services are no one)."""
 M365_SENT_AS = {"SendAs": "SendAsUserSmtp", "SendOnBehalf": "SendOnBehalfOfUserSmtp"}
 """Exchange operations that send mail as another mailbox, by the field naming it."""
+M365_ENDPOINT = {
+    "FileCopiedToRemovableMedia": "usb_files",
+    "FileCreatedOnRemovableMedia": "usb_files",
+    "RemovableMediaMount": "usb",
+    "FilePrinted": "print",
+    "FileArchived": "archive",
+    "FileRead": "file_access",
+    "FileDeleted": "delete",
+    "FileDownloadedFromBrowser": "download",
+}
+"""Purview endpoint DLP operations (unified audit `Workload` `Endpoint`, record type 63) by the feature each counts;
+`FileUploadedToCloud` counts by its `TargetDomain` as a web upload does. A copy the policy blocked counts as the
+attempt it is. Copies to a network share, a remote desktop session, the clipboard or over Bluetooth name no channel
+scoring has."""
+M365_ENDPOINT_UPLOAD = "FileUploadedToCloud"
 ECS_SIGNIN = ("login", "logon", "logged-in", "sign-in", "signin", "session.start", "session_start")
 ECS_NOT_SIGNIN = (
     "logoff",
@@ -719,6 +734,8 @@ class Extractor:
         if not name or whole(raw.get("UserType")) >= M365_NOT_A_PERSON:
             return None
         operation = str(raw["Operation"])
+        if raw["Workload"] == "Endpoint":
+            return self._endpoint(raw, str(name), operation)
         features: list[tuple[str, float]] = []
         seen: list[tuple[str, str]] = []
         if operation in M365_DOWNLOADS or operation in M365_READS:
@@ -749,6 +766,26 @@ class Extractor:
             if sender and name_key(str(sender)) != name_key(str(name)):
                 features.append(("sensitive_api", 1.0))
         return Observation(str(name), features, seen)
+
+    def _endpoint(self, raw: dict[str, Any], name: str, operation: str) -> Observation:
+        """A Purview endpoint DLP record: a file on a person's machine (`DeviceName`) copied to removable media,
+        uploaded to a cloud service, printed, archived, read, deleted or downloaded by a browser (`M365_ENDPOINT`)."""
+        features: list[tuple[str, float]] = []
+        seen: list[tuple[str, str]] = []
+        host = name_of(raw.get("DeviceName"))
+        size = whole(raw.get("FileSize"))
+        feature = M365_ENDPOINT.get(operation)
+        if operation == M365_ENDPOINT_UPLOAD:
+            target = str(raw.get("TargetDomain") or raw.get("TargetUrl") or "").lower()
+            domain = target.split("//", 1)[-1].split("/", 1)[0].split(":", 1)[0]  # no scheme, path or port
+            self._site(domain, "", True, size, features)
+        elif feature is not None:
+            features.append((feature, 1.0))
+            if feature == "usb_files" and size:
+                features.append(("upload_bytes", float(size)))
+            elif feature == "file_access" and host and name_of(raw.get("ObjectId")):
+                seen.append(("resource", f"{host}:{raw['ObjectId']}"))
+        return Observation(name, features, seen, host)
 
     def duo(self, raw: dict[str, Any]) -> Observation | None:
         """A Duo authentication log entry: approved, a sign-in from its access device; denied or marked as fraud by
@@ -884,19 +921,23 @@ class Extractor:
             return
         request = (raw.get("http") or {}).get("request") or {}
         method = str(request.get("method") or "").upper()
-        sending = method in ("POST", "PUT")
+        size = whole(request.get("bytes") or (request.get("body") or {}).get("bytes"))
+        self._site(domain, str(url.get("path") or ""), method in ("POST", "PUT"), size, features)
+
+    def _site(self, domain: str, path: str, sending: bool, size: int, features: list[tuple[str, float]]) -> None:
+        """What a request to `domain` (`path` on it) counts by the settings' domain lists: a visit, or an upload
+        (`sending`) of `size` bytes, to a leak site or personal cloud; a visit to a job site or a competitor."""
         if domain in self.leak:
             features.append(("leak_upload" if sending else "leak_visit", 1.0))
         elif domain in self.cloud:
             features.append(("cloud_upload" if sending else "cloud_visit", 1.0))
         else:
-            target = domain + str(url.get("path") or "")
+            target = domain + path
             if target in self.jobs:
                 features.append(("job_search", 1.0))
             elif target in self.competitors:
                 features.append(("competitor_visit", 1.0))
             return
-        size = whole(request.get("bytes") or (request.get("body") or {}).get("bytes"))
         if sending and size:
             features.append(("upload_bytes", float(size)))
 
