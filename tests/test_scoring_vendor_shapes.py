@@ -42,7 +42,7 @@ from sentinel_shapes import (
     sentinel_signin,
     sentinel_syslog,
 )
-from test_scoring_winlog import RECOGNISED, defender, flat
+from test_scoring_winlog import RECOGNISED, defender, file_created, flat
 
 DATASETS = SHARED / "datasets" / "panther-rule-tests"
 EXTRACTOR = Extractor(ScoringSettings(), ["panther.com", "example.io", "acme.com", "example.com"])
@@ -1495,6 +1495,8 @@ def stored_rows() -> list[dict[str, Any]]:
         *(elastic_auth(line, 2024) for line in lines),
         defender("LogonSuccess", "Interactive"),  # a seat for what follows, which names only the machine
         {**defender("UsbDriveMounted", ""), "InitiatingProcessAccountName": "system", "AdditionalFields": "{}"},
+        {**defender("UsbDriveMounted", ""), "AdditionalFields": '{"DriveLetter":"E:"}'},
+        file_created("E:\\plan.xlsx"),  # a file on the drive just mounted
         {**defender("PnpDeviceConnected", ""), "AdditionalFields": '{"ClassName":"WPD","DeviceDescription":"Pixel 8"}'},
         {"Type": "SecurityEvent", **flat(6416, **RECOGNISED)},
     ]

@@ -485,15 +485,111 @@ def test_a_usb_drive_mounted_by_defender_names_the_device() -> None:
         "InitiatingProcessAccountName": "system",
         "AdditionalFields": '{"DriveLetter":"E:","BusType":7,"ProductName":"Ultra","Manufacturer":"SanDisk"}',
     }
-    mounted = Observation("", [("usb", 1.0)], [], "ws-alice.corp.example")
+    mounted = Observation("", [("usb", 1.0)], [], "ws-alice.corp.example", mounted="e:")
     assert read(row) == mounted
     assert read({**row, "Type": "DeviceEvents", "TimeGenerated": "2024-03-04T09:15:03Z"}) == mounted, "Sentinel's"
     streamed = {"time": "2024-03-04T09:15:03Z", "category": "AdvancedHunting-DeviceEvents", "properties": row}
     assert read(streamed) == mounted
     assert read({**row, "InitiatingProcessAccountName": "alice"}) == Observation(
-        "alice", [("usb", 1.0)], [], "ws-alice.corp.example"
+        "alice", [("usb", 1.0)], [], "ws-alice.corp.example", mounted="e:"
     )
     assert read({**row, "ActionType": ["UsbDriveMounted"]}) is None, "a list where the action belongs"
+    for fields in ('{"DriveLetter":"C:"}', '{"DriveLetter":7}', '{"DriveLetter":"\\\\srv"}', "{}", "broken"):
+        assert read({**row, "AdditionalFields": fields}) == Observation("", [("usb", 1.0)], [], row["DeviceName"])
+
+
+def file_created(path: str, account: str = "alice", host: str = "ws-alice.corp.example", **more: Any) -> dict[str, Any]:
+    """A `DeviceFileEvents` row of a file created, as advanced hunting or Sentinel return it."""
+    return {
+        "Timestamp": "2024-03-04T09:20:11Z",
+        "DeviceId": "a1b2c3",
+        "DeviceName": host,
+        "ActionType": "FileCreated",
+        "FileName": path.rpartition("\\")[2],
+        "FolderPath": path,
+        "FileSize": 48213,
+        "InitiatingProcessAccountDomain": "corp",
+        "InitiatingProcessAccountName": account,
+        "InitiatingProcessAccountUpn": f"{account}@corp.example",
+        "InitiatingProcessFileName": "explorer.exe",
+        **more,
+    }
+
+
+def test_a_file_defender_saw_created_off_the_system_drive_is_a_candidate_copy_to_removable_media() -> None:
+    """`DeviceFileEvents` names the person who wrote a file and its path, not whether the drive is removable: a file
+    on another drive than C: is read with its drive (`written`), for the engine to count only where a USB drive was
+    mounted there; Windows' own accounts and shares' paths are not read, as Microsoft's hunting query leaves them."""
+    copied = Observation(
+        "alice", [("usb_files", 1.0), ("upload_bytes", 48213.0)], [], "ws-alice.corp.example", written="e:"
+    )
+    row = file_created("E:\\plan.xlsx")
+    assert read(row) == copied
+    assert read({**row, "Type": "DeviceFileEvents", "TimeGenerated": "2024-03-04T09:20:12Z"}) == copied, "Sentinel's"
+    streamed = {"time": "2024-03-04T09:20:12Z", "category": "AdvancedHunting-DeviceFileEvents", "properties": row}
+    assert read(streamed) == copied
+    assert read({**row, "FileSize": None}) == Observation(
+        "alice", [("usb_files", 1.0)], [], row["DeviceName"], written="e:"
+    )
+    for other in (
+        {"FolderPath": "C:\\Users\\alice\\plan.xlsx"},
+        {"FolderPath": "\\\\fs01\\share\\plan.xlsx"},
+        {"FolderPath": ["E:\\plan.xlsx"]},
+        {"InitiatingProcessAccountName": "system"},
+        {"InitiatingProcessAccountName": "WS-ALICE$"},
+        {"InitiatingProcessAccountName": None},
+        {"DeviceName": ""},
+        {"ActionType": "FileDeleted"},
+    ):
+        assert read({**row, **other}) is None, other
+
+
+async def test_defenders_files_count_as_copies_to_removable_media_only_on_a_drive_mounted_before(
+    store: Store, tmp_path: Path
+) -> None:
+    """Microsoft's own hunting query joins a file created to the last USB drive mounted at its letter on the device:
+    the engine does so as records come. A file on E: after a stick was mounted there is a copy to removable media by
+    whoever wrote it (bob, on alice's machine: another person's), a file on D: (a fixed disk) or on E: more than 12
+    hours later is nothing, and the mount is known after a restart, read again from the stored records."""
+    settings = two_desks(tmp_path)
+    mount = {
+        "DeviceName": "ws-alice.corp.example",
+        "ActionType": "UsbDriveMounted",
+        "InitiatingProcessAccountName": "system",
+        "AdditionalFields": '{"DriveLetter":"E:","ProductName":"Ultra"}',
+    }
+    first = records_at(
+        [
+            (0.0, file_created("E:\\early.xlsx", "bob")),  # before any drive: a card reader's, a fixed disk's
+            (1.0, defender("LogonSuccess", "Interactive", "alice")),
+            (2.0, mount),
+            (2.1, file_created("E:\\plan.xlsx", "bob", host="WS-ALICE")),  # under its short name
+        ]
+    )
+    service = await ScoringService.open(settings, store)
+    async with store.transaction() as tx:
+        await tx.insert_events(first)
+        await service.ingest(tx, first, [])
+    bob = service.engine.states["bob@corp.example"].open
+    assert bob is not None and bob.counts.get("usb_files") == 1.0 and bob.counts.get("upload_bytes") == 48213.0
+    assert set(bob.owners) == {"alice@corp.example"}, "on alice's machine"
+    alice = service.engine.states["alice@corp.example"].open
+    assert alice is not None and alice.counts.get("usb") == 1.0 and "usb_files" not in alice.counts
+    again = await ScoringService.open(settings, store)  # the process started again
+    later = records_at(
+        [
+            (3.0, file_created("E:\\more.xlsx", "alice")),
+            (3.1, file_created("D:\\data\\local.xlsx", "alice")),
+            (14.5, file_created("E:\\late.xlsx", "alice")),
+        ],
+        first=len(first),
+    )
+    async with store.transaction() as tx:
+        await tx.insert_events(later)
+        await again.ingest(tx, later, [])
+    alice = again.engine.states["alice@corp.example"].open
+    assert alice is not None and alice.counts.get("usb_files") == 1.0, "E: after the mount read again; not D:, not late"
+    assert again.engine.unattributed["winsec"] == 2
 
 
 @pytest.mark.parametrize(
@@ -594,6 +690,19 @@ def test_seats_are_found_under_any_name_of_the_machine_and_forgotten_once_nobody
     machines.forget(T0 + timedelta(hours=15))
     assert (machines.arrived, machines.left) == ({"ws-2": {"p0": T0 + timedelta(hours=20)}}, {})
     assert machines.names == {"ws-2": {"ws-2"}}
+
+
+def test_drives_mounted_are_found_under_any_name_of_the_machine_and_forgotten() -> None:
+    machines = Machines()
+    machines.mount("ws-1.corp.example", "e:", T0)
+    assert machines.mounted("ws-1", "e:", T0 + timedelta(hours=1)), "by its short name"
+    assert not machines.mounted("ws-1", "f:", T0 + timedelta(hours=1)), "another drive"
+    assert not machines.mounted("ws-1", "e:", T0 - timedelta(minutes=1)), "a file written before the mount"
+    assert not machines.mounted("ws-1", "e:", T0 + timedelta(hours=12, minutes=1)), "mounted more than 12 hours before"
+    machines.mount("ws-1", "e:", T0 + timedelta(hours=20))
+    machines.mount("ws-2", "f:", T0)
+    machines.forget(T0 + timedelta(hours=15))
+    assert machines.drives == {"ws-1": {"e:": {T0 + timedelta(hours=20)}}}
 
 
 def two_desks(tmp_path: Path) -> ScoringSettings:

@@ -186,6 +186,11 @@ class ScoringEngine:
             self.untimed += 1
             return None
         when = scored_time(event)
+        if obs.written is not None and not self.machines.mounted(str(obs.host).lower(), obs.written, when):
+            self.unattributed[event.source] += 1  # a file written to a fixed drive: not read
+            return None
+        if obs.mounted is not None and obs.host is not None:  # known before whoever it is given to
+            self.machines.mount(obs.host.lower(), obs.mounted, when)
         if obs.actor:
             key, kind = self.resolver.resolve(obs.actor)
         else:  # a record naming only a machine: the person at it
@@ -258,13 +263,18 @@ class ScoringEngine:
         return key
 
     def reseat(self, event: Event) -> None:
-        """Note only who arrived at or left a machine by `event` (a stored record read again: the seats, held in
-        memory, rebuilt after a restart); nothing is scored."""
+        """Note only who arrived at or left a machine, and where a removable drive was mounted on it, by `event` (a
+        stored record read again: the seats and drives, held in memory, rebuilt after a restart); nothing is
+        scored."""
         try:
             obs = self.extractor.extract(event.raw)
         except UNREADABLE:
             return
-        if obs is None or not obs.presence or not obs.actor or obs.host is None:
+        if obs is None or obs.host is None:
+            return
+        if obs.mounted is not None:
+            self.machines.mount(obs.host.lower(), obs.mounted, scored_time(event))
+        if not obs.presence or not obs.actor:
             return
         key, kind = self.resolver.resolve(obs.actor)
         if kind == PERSON:

@@ -1,6 +1,7 @@
 """Who is at which machine: the owners learned from use (where the directory names none) and the people who arrived
 at each machine and had not left (its seats), so that a record naming only a machine (a removable drive recognised
-on it) is given to the person who was there."""
+on it) is given to the person who was there; and the drives removable drives were mounted at on each machine, so
+that a file written to one of them is known for a copy to removable media."""
 
 from __future__ import annotations
 
@@ -16,13 +17,15 @@ walks all of them, which on every date cost 3 % of the engine's instructions on 
 SEAT_HOURS: Final = 12
 """How long a person who arrived at a machine is taken to be still there, unless they left (a working day from one
 logon)."""
+DRIVE_HOURS: Final = 12
+"""How long a removable drive mounted is taken to be still there: nothing logs its removal."""
 
 
 class Machines:
     """Machine owners and seats: each arrival or departure (`note`) is one time in `arrived` or `left` under the
     machine and the person."""
 
-    __slots__ = ("arrived", "left", "names", "owners")
+    __slots__ = ("arrived", "drives", "left", "names", "owners")
 
     def __init__(self) -> None:
         self.owners: dict[str, str] = {}
@@ -34,6 +37,19 @@ class Machines:
         self.names: dict[str, set[str]] = {}
         """A machine's name without its domain -> the names records gave it (one source names a machine in full,
         another by its short name)."""
+        self.drives: dict[str, dict[str, set[datetime]]] = {}
+        """A machine's name without its domain -> drive (`e:`) -> when a removable drive was mounted there."""
+
+    def mount(self, host: str, drive: str, when: datetime) -> None:
+        """A removable drive was mounted at `drive` on machine `host` (lower case) at `when`."""
+        self.drives.setdefault(machine_name(host) or host, {}).setdefault(drive, set()).add(when)
+
+    def mounted(self, host: str, drive: str, when: datetime) -> bool:
+        """Whether a removable drive was mounted at `drive` on machine `host` (lower case, any of its names) at or
+        before `when`, within `DRIVE_HOURS`."""
+        earliest = when - timedelta(hours=DRIVE_HOURS)
+        times = self.drives.get(machine_name(host) or host, {}).get(drive, ())
+        return any(earliest <= mounted <= when for mounted in times)
 
     def note(self, presence: int, host: str, key: str, when: datetime) -> None:
         """`key` arrived at machine `host` (lower case) at `when`, or left it (`presence`: `ARRIVED` or `LEFT`)."""
@@ -75,3 +91,8 @@ class Machines:
                     del book[host]
         kept = self.arrived.keys() | self.left.keys()
         self.names = {name: hosts & kept for name, hosts in self.names.items() if hosts & kept}
+        drives = {
+            host: {drive: later for drive, times in letters.items() if (later := {t for t in times if t >= before})}
+            for host, letters in self.drives.items()
+        }
+        self.drives = {host: letters for host, letters in drives.items() if letters}

@@ -27,6 +27,11 @@ class Observation:
     presence: int = 0
     """What the record says of the actor's presence at `host`: `ARRIVED` (a logon or unlock there), `LEFT` (a
     logoff), or nothing (0). A record naming only the machine is given to whoever arrived last and has not left."""
+    mounted: str | None = None
+    """The drive (`e:`) a removable drive was mounted at on `host` by this record (Defender's `UsbDriveMounted`)."""
+    written: str | None = None
+    """The drive (`e:`) on `host` a file was written to: the features count only where a removable drive was mounted
+    there before (`Machines.mounted`), since Defender's file events give only the path."""
 
 
 def counting(name: str, feature: str | None) -> Observation:

@@ -1,7 +1,7 @@
 """Behaviour features out of Windows Security events as a SIEM or an export holds them (evtx JSON, or flat as
 Splunk's Windows add-on, `XmlWinEventLog` or classic `WinEventLog` fields, Sentinel's `SecurityEvent` and NXLog give
-them), and out of Microsoft Defender for Endpoint's device logons. The same events shipped as ECS (Winlogbeat,
-Elastic Agent) are read by `features`; the tables both read are here."""
+them), and out of Microsoft Defender for Endpoint's device logons, drives mounted and files created. The same events
+shipped as ECS (Winlogbeat, Elastic Agent) are read by `features`; the tables both read are here."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from custodes.detections.scoring.observation import (
     name_of,
     normalise,
     on_machine,
+    whole,
 )
 from custodes.model import json_object
 
@@ -55,7 +56,9 @@ DEFENDER_LOGONS: Final = "AdvancedHunting-DeviceLogonEvents"
 """The category of Defender for Endpoint's device logons as its streaming API exports them (Event Hub, storage)."""
 DEFENDER_DEVICE_EVENTS: Final = "AdvancedHunting-DeviceEvents"
 """The category of Defender for Endpoint's other device events (a USB drive mounted among them), exported so."""
-DEFENDER_CATEGORIES: Final = (DEFENDER_LOGONS, DEFENDER_DEVICE_EVENTS)
+DEFENDER_FILE_EVENTS: Final = "AdvancedHunting-DeviceFileEvents"
+"""The category of Defender for Endpoint's file events (a file created among them), exported so."""
+DEFENDER_CATEGORIES: Final = (DEFENDER_LOGONS, DEFENDER_DEVICE_EVENTS, DEFENDER_FILE_EVENTS)
 """The categories of Defender for Endpoint's rows `defender` reads, as its streaming API exports them."""
 DEVICE_RECOGNISED: Final = "6416"
 """A new external device recognised by the system: logged by the system (the computer account), not by a person."""
@@ -73,6 +76,8 @@ STORAGE_CLASSES: Final = frozenset(
 hub, controller and volume other classes, and a keyboard or mouse none of these."""
 USB_MOUNTED: Final = frozenset({"UsbDriveMounted", "UsbDriveMount"})
 """Defender for Endpoint's `ActionType` of a USB drive mounted."""
+FILE_CREATED: Final = "FileCreated"
+"""Defender for Endpoint's `ActionType` of a file created (`DeviceFileEvents`): a copy to a drive mounted is one."""
 PNP_CONNECTED: Final = "PnpDeviceConnected"
 """Defender for Endpoint's `ActionType` of a plug-and-play device connected (its class in `AdditionalFields`)."""
 MOUNTLESS_CLASSES: Final = frozenset({"wpd", "{eec5ad98-8080-425f-922a-dabf3de3f69a}"})
@@ -139,18 +144,50 @@ def account_of(name: str | None) -> str | None:
 
 
 def defender(row: dict[str, Any]) -> Observation | None:
-    """A row of Microsoft Defender for Endpoint's advanced hunting (`DeviceLogonEvents`, `DeviceEvents`): a USB drive
-    mounted, or a portable device connected (`MOUNTLESS_CLASSES`), is a removable media connection on the device, by
-    the account that started it where that is a person's, else by whoever is at the device; a logon is read by
+    """A row of Microsoft Defender for Endpoint's advanced hunting (`DeviceLogonEvents`, `DeviceEvents`,
+    `DeviceFileEvents`): a USB drive mounted (at its drive letter), or a portable device connected
+    (`MOUNTLESS_CLASSES`), is a removable media connection on the device, by the account that started it where that
+    is a person's, else by whoever is at the device; a file created is read by `defender_file`, a logon by
     `defender_logon`."""
     action = row.get("ActionType")
+    if action == FILE_CREATED:
+        return defender_file(row)
     if not isinstance(action, str) or (action not in USB_MOUNTED and action != PNP_CONNECTED):
         return defender_logon(row)
-    if action == PNP_CONNECTED:
-        fields = json_object(row.get("AdditionalFields")) or {}
-        if not {str(fields.get(name)).strip().lower() for name in ("ClassName", "ClassId")} & MOUNTLESS_CLASSES:
-            return None
-    return usb_connected(name_of(row.get("InitiatingProcessAccountName")), name_of(row.get("DeviceName")))
+    fields = json_object(row.get("AdditionalFields")) or {}
+    classes = {str(fields.get(name)).strip().lower() for name in ("ClassName", "ClassId")}
+    if action == PNP_CONNECTED and not classes & MOUNTLESS_CLASSES:
+        return None
+    obs = usb_connected(name_of(row.get("InitiatingProcessAccountName")), name_of(row.get("DeviceName")))
+    if obs is not None and action in USB_MOUNTED:
+        obs.mounted = drive_of(fields.get("DriveLetter"))
+    return obs
+
+
+def defender_file(row: dict[str, Any]) -> Observation | None:
+    """A file Defender for Endpoint saw created (`DeviceFileEvents`) on a drive other than the system's: a file
+    written to removable media by the account whose process wrote it, where a USB drive was mounted at that drive on
+    the device before (the engine knows: `Observation.written`); None for Windows' own accounts, as Microsoft's
+    hunting query for files copied to USB drives leaves them out, and for a share's path."""
+    drive = drive_of(row.get("FolderPath"))
+    person = account_of(name_of(row.get("InitiatingProcessAccountName")))
+    host = name_of(row.get("DeviceName"))
+    if drive is None or person is None or host is None:
+        return None
+    features = [("usb_files", 1.0)]
+    size = whole(row.get("FileSize"))
+    if size:
+        features.append(("upload_bytes", float(size)))
+    return Observation(person, features, [], host, written=drive)
+
+
+def drive_of(path: Any) -> str | None:
+    """The drive of a Windows path or drive letter (`E:\\plan.xlsx`, `E:` -> `e:`); None for the system drive
+    (`c:`, never a removable one), a share's path (`\\\\server\\share`) or anything else."""
+    if not isinstance(path, str) or len(path) < 2 or path[1] != ":" or not ("a" <= path[0].lower() <= "z"):
+        return None
+    drive = path[0].lower() + ":"
+    return None if drive == "c:" else drive
 
 
 def defender_logon(row: dict[str, Any]) -> Observation | None:
