@@ -109,7 +109,7 @@ async def test_expired_sessions_log_in_again_and_a_refused_login_is_an_error(
     splunkd: Splunk, services: Services
 ) -> None:
     state, url = splunkd
-    es = connector(url)
+    es = connector(url, timeout_seconds=30)  # a search timed out on a loaded machine logs in again: counted below
     state.index(T0, '{"n": 200}', index="auth", action="login")
     assert await poll(services, es) == 21
     state.expire_sessions()
