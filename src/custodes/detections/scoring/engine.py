@@ -186,7 +186,8 @@ class ScoringEngine:
             self.untimed += 1
             return None
         when = scored_time(event)
-        if obs.written is not None and not self.machines.mounted(str(obs.host).lower(), obs.written, when):
+        written = obs.written
+        if written is not None and (obs.host is None or not self.machines.mounted(obs.host.lower(), written, when)):
             self.unattributed[event.source] += 1  # a file written to a fixed drive: not read
             return None
         if obs.mounted is not None and obs.host is not None:  # known before whoever it is given to
