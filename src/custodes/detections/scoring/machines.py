@@ -17,8 +17,9 @@ walks all of them, which on every date cost 3 % of the engine's instructions on 
 SEAT_HOURS: Final = 12
 """How long a person who arrived at a machine is taken to be still there, unless they left (a working day from one
 logon)."""
-DRIVE_HOURS: Final = 12
-"""How long a removable drive mounted is taken to be still there: nothing logs its removal."""
+DRIVE_HOURS: Final = SEAT_HOURS
+"""How long a removable drive mounted is taken to be still there (nothing logs its removal): as long as a seat, so
+that the read after a start and the forgetting of seats (`ScoringEngine.seat_horizon`) cover the drives too."""
 
 
 class Machines:
