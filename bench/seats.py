@@ -3,6 +3,7 @@ the evaluation loses, side by side with the same records naming the person.
 
     .venv/bin/python bench/seats.py               # devices and desktops, 400 people, 10 quiet days, 12 acting
     .venv/bin/python bench/seats.py --logs linux  # the same as a Linux machine's syslog says it
+    .venv/bin/python bench/seats.py --logs defender  # as Defender for Endpoint's device events and logons say it
     .venv/bin/python bench/seats.py --population 1000 --acting-days 50 --insiders 70 --seeds 5 6 7 \
         --scenarios after_hours_usb_leak job_search_usb sysadmin_keylogger     # the held-out benchmark's density
 
@@ -11,9 +12,12 @@ connection an ECS record naming its user), and as the machine logs it. Windows (
 Winlogbeat): every USB connection Windows' event 6416 (the subject the machine's own account, `WS-00042$`), the
 logons and logoffs 4624 and 4634. Linux (`--logs linux`, syslog lines parsed as the file tail parses them): every
 USB connection the kernel's `Attached SCSI removable disk`, the logons and logoffs GDM's PAM sessions opened and
-closed. Either way the engine gives a connection to the person who arrived at the machine last and had not left
-(machines.py). Printed per organisation: the connections given to the person who made them, to another, to no one;
-and caught, mean percentile, recall within the budget and false findings, as written and as the machine logs it.
+closed. Defender for Endpoint (`--logs defender`, its advanced hunting rows): every USB connection `UsbDriveMounted`
+under Windows' own account, the logons `DeviceLogonEvents`' `LogonSuccess`, and no logoff (Defender logs none, so
+a visitor stays seated until someone else arrives or 12 hours pass). Each way the engine gives a connection to the
+person who arrived at the machine last and had not left (machines.py). Printed per organisation: the connections
+given to the person who made them, to another, to no one; and caught, mean percentile, recall within the budget and
+false findings, as written and as the machine logs it.
 """
 
 from __future__ import annotations
@@ -80,20 +84,52 @@ def linux_line(line: str) -> dict[str, Any]:
     return parsed
 
 
-REWRITE = {"windows": (recognised, shipped_logon), "linux": (attached, screen_session)}
+def usb_mounted(record: dict[str, Any]) -> dict[str, Any]:
+    """A USB connection record as Defender for Endpoint logs it: `UsbDriveMounted` under Windows' own account."""
+    return {
+        "Timestamp": record["@timestamp"],
+        "ReportId": record["event"]["id"],
+        "DeviceName": record["host"]["name"],
+        "ActionType": "UsbDriveMounted",
+        "InitiatingProcessAccountName": "system",
+        "AdditionalFields": '{"DriveLetter":"E:","BusType":7,"ProductName":"Ultra","Manufacturer":"SanDisk"}',
+    }
+
+
+def device_logon(record: dict[str, Any]) -> dict[str, Any] | None:
+    """A logon record as Defender for Endpoint's `DeviceLogonEvents` row; a logoff is none (Defender logs none)."""
+    if record["event"]["action"] == "logged-off":
+        return None
+    return {
+        "Timestamp": record["@timestamp"],
+        "ReportId": record["event"]["id"],
+        "DeviceName": record["host"]["name"],
+        "ActionType": "LogonSuccess",
+        "LogonType": "Interactive",
+        "AccountName": record["user"]["name"],
+    }
+
+
+REWRITE = {
+    "windows": (recognised, shipped_logon),
+    "linux": (attached, screen_session),
+    "defender": (usb_mounted, device_logon),
+}
 """How each kind of machine logs a USB connection and a logon or logoff."""
 
 
 def place(raw: dict[str, Any]) -> tuple[datetime | None, str | None]:
     """A record's time and machine, whichever way it is written: what ties a rewritten connection to its maker."""
-    host = raw.get("host")
+    host = raw.get("host") or raw.get("DeviceName")
     return record_time(raw), host.get("name") if isinstance(host, dict) else host
 
 
 def is_connection(raw: dict[str, Any]) -> bool:
-    """Whether a rewritten record is a USB connection (Windows' 6416, the kernel's removable disk)."""
+    """Whether a rewritten record is a USB connection (Windows' 6416, the kernel's removable disk, Defender's mount)."""
     event = raw.get("event")
-    return event == "removable_attached" or (isinstance(event, dict) and event.get("code") == "6416")
+    if event == "removable_attached" or raw.get("ActionType") == "UsbDriveMounted":
+        return True
+    return isinstance(event, dict) and event.get("code") == "6416"
 
 
 def machine_only(
@@ -111,7 +147,10 @@ def machine_only(
             makers[place(record)] = resolver.resolve(record["user"]["name"])[0]
             record = connection(record)
         elif action in ("logged-in", "logged-off"):
-            record = logon(record)
+            rewritten = logon(record)
+            if rewritten is None:  # not logged that way
+                continue
+            record = rewritten
         lines.append(orjson.dumps(record))
     (out / "endpoint.ndjson").write_bytes(b"\n".join(lines) + b"\n")
     files = [f for f in sorted(org.glob("*.ndjson")) if f.name != "endpoint.ndjson"]
@@ -157,7 +196,11 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--logs", choices=sorted(REWRITE), default="windows", help="how the machines log them")
     args = parser.parse_args()
-    said = {"windows": "Windows logs them (6416", "linux": "a Linux kernel logs them (a removable disk attached"}
+    said = {
+        "windows": "Windows logs them (6416",
+        "linux": "a Linux kernel logs them (a removable disk attached",
+        "defender": "Defender for Endpoint logs them (UsbDriveMounted, logons without logoffs",
+    }
     table = Table(title=f"USB connections as {said[args.logs]}: the machine, no person) against naming the person")
     for column in ("shape", "seed", "connections", "to their maker", "to another", "to no one"):
         table.add_column(column, justify="right")
