@@ -1497,6 +1497,7 @@ def stored_rows() -> list[dict[str, Any]]:
         {**defender("UsbDriveMounted", ""), "InitiatingProcessAccountName": "system", "AdditionalFields": "{}"},
         {**defender("UsbDriveMounted", ""), "AdditionalFields": '{"DriveLetter":"E:"}'},
         file_created("E:\\plan.xlsx"),  # a file on the drive just mounted
+        {**file_created("E:\\plan.xlsx"), "ActionType": "RemovableStorageFileEvent"},
         {**defender("PnpDeviceConnected", ""), "AdditionalFields": '{"ClassName":"WPD","DeviceDescription":"Pixel 8"}'},
         {"Type": "SecurityEvent", **flat(6416, **RECOGNISED)},
     ]

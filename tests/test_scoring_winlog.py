@@ -544,6 +544,28 @@ def test_a_file_defender_saw_created_off_the_system_drive_is_a_candidate_copy_to
         assert read({**row, **other}) is None, other
 
 
+def test_a_file_device_control_saw_written_to_removable_storage_is_a_copy_to_removable_media() -> None:
+    """Defender's device control names a file written to removable storage (`RemovableStorageFileEvent`, where a
+    policy keeps a copy of it): the account that wrote it, else whoever is at the device, copied it there."""
+    row: dict[str, Any] = {
+        "Timestamp": "2024-03-04T09:20:11Z",
+        "DeviceName": "ws-alice.corp.example",
+        "ActionType": "RemovableStorageFileEvent",
+        "InitiatingProcessAccountName": "alice",
+        "FileName": "plan.xlsx",
+        "FolderPath": "E:\\plan.xlsx",
+        "FileSize": 48213,
+        "AdditionalFields": '{"Policy":"Audit writes","DuplicatedOperation":"Write","TargetFileLocation":"\\\\ev\\1"}',
+    }
+    copied = [("usb_files", 1.0), ("upload_bytes", 48213.0)]
+    assert read(row) == Observation("alice", copied, [], "ws-alice.corp.example")
+    streamed = {"time": "2024-03-04T09:20:12Z", "category": "AdvancedHunting-DeviceEvents", "properties": row}
+    assert read(streamed) == Observation("alice", copied, [], "ws-alice.corp.example")
+    assert read({**row, "InitiatingProcessAccountName": "system"}) == Observation("", copied, [], row["DeviceName"])
+    assert read({**row, "FileSize": "many"}) == Observation("alice", [("usb_files", 1.0)], [], row["DeviceName"])
+    assert read({**row, "DeviceName": None}) is None, "no machine: nowhere to give it"
+
+
 async def test_defenders_files_count_as_copies_to_removable_media_only_on_a_drive_mounted_before(
     store: Store, tmp_path: Path
 ) -> None:

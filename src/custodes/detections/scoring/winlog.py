@@ -11,6 +11,7 @@ from custodes.connectors import windows as win
 from custodes.detections.scoring.observation import (
     ARRIVED,
     LEFT,
+    MACHINE,
     Observation,
     counting,
     name_key,
@@ -78,6 +79,9 @@ USB_MOUNTED: Final = frozenset({"UsbDriveMounted", "UsbDriveMount"})
 """Defender for Endpoint's `ActionType` of a USB drive mounted."""
 FILE_CREATED: Final = "FileCreated"
 """Defender for Endpoint's `ActionType` of a file created (`DeviceFileEvents`): a copy to a drive mounted is one."""
+REMOVABLE_FILE: Final = "RemovableStorageFileEvent"
+"""Defender for Endpoint's `ActionType` of a file written to removable storage that a device control policy kept a
+copy of (`DeviceEvents`)."""
 PNP_CONNECTED: Final = "PnpDeviceConnected"
 """Defender for Endpoint's `ActionType` of a plug-and-play device connected (its class in `AdditionalFields`)."""
 MOUNTLESS_CLASSES: Final = frozenset({"wpd", "{eec5ad98-8080-425f-922a-dabf3de3f69a}"})
@@ -147,11 +151,16 @@ def defender(row: dict[str, Any]) -> Observation | None:
     """A row of Microsoft Defender for Endpoint's advanced hunting (`DeviceLogonEvents`, `DeviceEvents`,
     `DeviceFileEvents`): a USB drive mounted (at its drive letter), or a portable device connected
     (`MOUNTLESS_CLASSES`), is a removable media connection on the device, by the account that started it where that
-    is a person's, else by whoever is at the device; a file created is read by `defender_file`, a logon by
+    is a person's, else by whoever is at the device; so is a file device control saw written to removable storage
+    (`REMOVABLE_FILE`), a file written to removable media; a file created is read by `defender_file`, a logon by
     `defender_logon`."""
     action = row.get("ActionType")
     if action == FILE_CREATED:
         return defender_file(row)
+    if action == REMOVABLE_FILE:  # named by device control: no drive to look up
+        host = name_of(row.get("DeviceName"))
+        person = account_of(name_of(row.get("InitiatingProcessAccountName")))
+        return None if host is None else Observation(person or MACHINE, written_file(row), [], host)
     if not isinstance(action, str) or (action not in USB_MOUNTED and action != PNP_CONNECTED):
         return defender_logon(row)
     fields = json_object(row.get("AdditionalFields")) or {}
@@ -174,11 +183,13 @@ def defender_file(row: dict[str, Any]) -> Observation | None:
     host = name_of(row.get("DeviceName"))
     if drive is None or person is None or host is None:
         return None
-    features = [("usb_files", 1.0)]
+    return Observation(person, written_file(row), [], host, written=drive)
+
+
+def written_file(row: dict[str, Any]) -> list[tuple[str, float]]:
+    """What a Defender row of a file written to removable media counts: the file, and its `FileSize` in bytes."""
     size = whole(row.get("FileSize"))
-    if size:
-        features.append(("upload_bytes", float(size)))
-    return Observation(person, features, [], host, written=drive)
+    return [("usb_files", 1.0), ("upload_bytes", float(size))] if size else [("usb_files", 1.0)]
 
 
 def drive_of(path: Any) -> str | None:
