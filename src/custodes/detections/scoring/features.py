@@ -25,6 +25,7 @@ from custodes.detections.scoring import pam, saas, winlog
 from custodes.detections.scoring.observation import (
     Observation,
     as_list,
+    copied,
     domain_of,
     name_key,
     name_of,
@@ -773,17 +774,16 @@ class Extractor:
         features: list[tuple[str, float]] = []
         seen: list[tuple[str, str]] = []
         host = name_of(raw.get("DeviceName"))
-        size = whole(raw.get("FileSize"))
         feature = M365_ENDPOINT.get(operation)
         if operation == M365_ENDPOINT_UPLOAD:
             target = str(raw.get("TargetDomain") or raw.get("TargetUrl") or "").lower()
             domain = target.split("//", 1)[-1].split("/", 1)[0].split(":", 1)[0]  # no scheme, path or port
-            self._site(domain, "", True, size, features)
+            self._site(domain, "", True, whole(raw.get("FileSize")), features)
+        elif feature == "usb_files":
+            features += copied(raw.get("FileSize"))
         elif feature is not None:
             features.append((feature, 1.0))
-            if feature == "usb_files" and size:
-                features.append(("upload_bytes", float(size)))
-            elif feature == "file_access" and host and name_of(raw.get("ObjectId")):
+            if feature == "file_access" and host and name_of(raw.get("ObjectId")):
                 seen.append(("resource", f"{host}:{raw['ObjectId']}"))
         return Observation(name, features, seen, host)
 
@@ -860,10 +860,7 @@ class Extractor:
             elif "disconnect" in action or "removed" in action or "eject" in action:
                 pass  # taking a device out moves no data; only its connection counts
             elif isinstance(file, dict) and file.get("path"):
-                features.append(("usb_files", 1.0))
-                size = whole(file.get("size"))
-                if size:
-                    features.append(("upload_bytes", float(size)))
+                features += copied(file.get("size"))
             else:
                 features.append(("usb", 1.0))
         elif "print" in action:

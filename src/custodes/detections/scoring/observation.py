@@ -45,6 +45,13 @@ def on_machine(host: str | None, feature: str) -> Observation | None:
     return None if host is None else Observation(MACHINE, [(feature, 1.0)], [], host)
 
 
+def copied(size: Any) -> list[tuple[str, float]]:
+    """What a file written to removable media counts: the file, and its `size` in bytes where the record states one
+    (`whole`)."""
+    amount = whole(size)
+    return [("usb_files", 1.0), ("upload_bytes", float(amount))] if amount else [("usb_files", 1.0)]
+
+
 def name_of(value: Any) -> str | None:
     """A name as a record gives it: text that is not blank; anything else (a number, an object, a list) names no
     one."""

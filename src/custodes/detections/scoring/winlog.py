@@ -13,12 +13,12 @@ from custodes.detections.scoring.observation import (
     LEFT,
     MACHINE,
     Observation,
+    copied,
     counting,
     name_key,
     name_of,
     normalise,
     on_machine,
-    whole,
 )
 from custodes.model import json_object
 
@@ -160,7 +160,7 @@ def defender(row: dict[str, Any]) -> Observation | None:
     if action == REMOVABLE_FILE:  # named by device control: no drive to look up
         host = name_of(row.get("DeviceName"))
         person = account_of(name_of(row.get("InitiatingProcessAccountName")))
-        return None if host is None else Observation(person or MACHINE, written_file(row), [], host)
+        return None if host is None else Observation(person or MACHINE, copied(row.get("FileSize")), [], host)
     if not isinstance(action, str) or (action not in USB_MOUNTED and action != PNP_CONNECTED):
         return defender_logon(row)
     fields = json_object(row.get("AdditionalFields")) or {}
@@ -183,13 +183,7 @@ def defender_file(row: dict[str, Any]) -> Observation | None:
     host = name_of(row.get("DeviceName"))
     if drive is None or person is None or host is None:
         return None
-    return Observation(person, written_file(row), [], host, written=drive)
-
-
-def written_file(row: dict[str, Any]) -> list[tuple[str, float]]:
-    """What a Defender row of a file written to removable media counts: the file, and its `FileSize` in bytes."""
-    size = whole(row.get("FileSize"))
-    return [("usb_files", 1.0), ("upload_bytes", float(size))] if size else [("usb_files", 1.0)]
+    return Observation(person, copied(row.get("FileSize")), [], host, written=drive)
 
 
 def drive_of(path: Any) -> str | None:
