@@ -84,30 +84,23 @@ def linux_line(line: str) -> dict[str, Any]:
     return parsed
 
 
+def defender_row(record: dict[str, Any], action: str, **columns: str) -> dict[str, Any]:
+    """A record as a Defender for Endpoint advanced hunting row of `action`, with `columns` of its own."""
+    when, ident, host = record["@timestamp"], record["event"]["id"], record["host"]["name"]
+    return {"Timestamp": when, "ReportId": ident, "DeviceName": host, "ActionType": action, **columns}
+
+
 def usb_mounted(record: dict[str, Any]) -> dict[str, Any]:
     """A USB connection record as Defender for Endpoint logs it: `UsbDriveMounted` under Windows' own account."""
-    return {
-        "Timestamp": record["@timestamp"],
-        "ReportId": record["event"]["id"],
-        "DeviceName": record["host"]["name"],
-        "ActionType": "UsbDriveMounted",
-        "InitiatingProcessAccountName": "system",
-        "AdditionalFields": '{"DriveLetter":"E:","BusType":7,"ProductName":"Ultra","Manufacturer":"SanDisk"}',
-    }
+    fields = '{"DriveLetter":"E:","BusType":7,"ProductName":"Ultra","Manufacturer":"SanDisk"}'
+    return defender_row(record, "UsbDriveMounted", InitiatingProcessAccountName="system", AdditionalFields=fields)
 
 
 def device_logon(record: dict[str, Any]) -> dict[str, Any] | None:
     """A logon record as Defender for Endpoint's `DeviceLogonEvents` row; a logoff is none (Defender logs none)."""
     if record["event"]["action"] == "logged-off":
         return None
-    return {
-        "Timestamp": record["@timestamp"],
-        "ReportId": record["event"]["id"],
-        "DeviceName": record["host"]["name"],
-        "ActionType": "LogonSuccess",
-        "LogonType": "Interactive",
-        "AccountName": record["user"]["name"],
-    }
+    return defender_row(record, "LogonSuccess", LogonType="Interactive", AccountName=record["user"]["name"])
 
 
 REWRITE = {
