@@ -436,6 +436,51 @@ def test_a_purview_copy_to_a_stick_on_a_colleagues_machine_is_a_first_data_movem
     assert today.counts["other_host_channel"] == 1.0
 
 
+def defend_file(action: str, bus: Any, name: str = "plan.xlsx") -> dict[str, Any]:
+    """A file event of Elastic Defend (`logs-endpoint.events.file-*`) on a Windows machine, its device's bus given."""
+    return {
+        "@timestamp": "2024-03-04T09:20:11.000Z",
+        "agent": {"type": "endpoint"},
+        "data_stream": {"dataset": "endpoint.events.file"},
+        "event": {"category": ["file"], "type": ["creation"], "action": action, "dataset": "endpoint.events.file"},
+        "file": {
+            "name": name,
+            "path": f"E:\\{name}",
+            "extension": name.rpartition(".")[2],
+            "size": 48213,
+            "Ext": {"device": {"bus_type": bus, "dos_name": "E:", "file_system_type": "exFAT", "vendor_id": "SanDisk"}},
+        },
+        "host": {"name": "ws-0142", "os": {"type": "windows"}},
+        "process": {"name": "explorer.exe", "pid": 4812},
+        "user": {"name": "jane", "domain": "CORP"},
+    }
+
+
+@pytest.mark.parametrize(
+    ("record", "counted"),
+    [
+        (defend_file("creation", "USB"), {"usb_files": 1.0, "upload_bytes": 48213.0}),
+        (defend_file("overwrite", "usb"), {"usb_files": 1.0, "upload_bytes": 48213.0}),
+        (defend_file("modification", "BusTypeSd"), {"usb_files": 1.0, "upload_bytes": 48213.0}),
+        (defend_file("creation", "1394", "out.zip"), {"usb_files": 1.0, "upload_bytes": 48213.0}),  # onto the drive
+        (defend_file("creation", "NVMe", "out.zip"), {"archive": 1.0}),  # the machine's own disk
+        (defend_file("creation", "SATA"), {}),
+        (defend_file("creation", None), {}),
+        (defend_file("creation", ["USB"]), {}),
+        (defend_file("deletion", "USB"), {"delete": 1.0}),
+        (defend_file("rename", "USB"), {}),
+    ],
+)
+def test_a_file_elastic_defend_saw_written_to_a_removable_drive_is_a_copy_to_it(
+    record: dict[str, Any], counted: dict[str, float]
+) -> None:
+    """Elastic Defend names the device a file was written to (`file.Ext.device.bus_type`), as Elastic's own job for
+    bytes written to an external device reads it: a file created, overwritten or changed on a USB drive, a FireWire
+    disk or a card is a file copied to removable media by its user; on the machine's own disks it is not."""
+    obs = observed(record)
+    assert obs.actor == "jane" and dict(obs.features) == counted and obs.host == "ws-0142"
+
+
 def test_microsoft_365_records_that_move_nothing_out_count_nothing() -> None:
     internal = unified_audit("SharingSet", "SharePoint", ObjectId=DOC, TargetUserOrGroupType="Member")
     rule = unified_audit("New-InboxRule", "Exchange", Parameters=[{"Name": "MoveToFolder", "Value": "Archive"}])
@@ -1498,6 +1543,7 @@ def stored_rows() -> list[dict[str, Any]]:
         {**defender("UsbDriveMounted", ""), "AdditionalFields": '{"DriveLetter":"E:"}'},
         file_created("E:\\plan.xlsx"),  # a file on the drive just mounted
         {**file_created("E:\\plan.xlsx"), "ActionType": "RemovableStorageFileEvent"},
+        defend_file("creation", "USB"),
         {**defender("PnpDeviceConnected", ""), "AdditionalFields": '{"ClassName":"WPD","DeviceDescription":"Pixel 8"}'},
         {"Type": "SecurityEvent", **flat(6416, **RECOGNISED)},
     ]

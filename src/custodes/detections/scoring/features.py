@@ -145,6 +145,12 @@ GWS_PRIVILEGE = frozenset({"ASSIGN_ROLE", "GRANT_ADMIN_PRIVILEGE", "GRANT_DELEGA
 GWS_TAKEOUT = frozenset({"CUSTOMER_TAKEOUT_CREATED", "CUSTOMER_TAKEOUT_SUCCEEDED"})
 """Google Admin events of an export of the whole organisation's data."""
 ARCHIVE_EXTENSIONS = frozenset({"zip", "7z", "rar", "tar", "gz", "tgz"})
+EXTERNAL_BUSES = frozenset({"usb", "1394", "sd", "mmc"})
+"""Elastic Defend's `file.Ext.device.bus_type` (Windows' storage bus, `BusTypeUsb` or `USB`) of a removable drive:
+USB, FireWire, an SD or MMC card. A machine's own disks (SATA, NVMe, SCSI, RAID, virtual) are none of them."""
+FILE_WRITES = ("creation", "overwrite", "modification")
+"""The ECS actions of a file written (Elastic Defend's, which Elastic's own job for bytes written to an external
+device reads)."""
 M365_NOT_A_PERSON = 4
 """Unified audit `UserType` from which the actor is no person: 4 system, 5 application, 6 service principal, 7-8
 policies (0 regular, 2 admin and 3 datacenter operator are people)."""
@@ -338,6 +344,13 @@ def _logon_type(shipped: Any) -> str:
     if kind is None and data is not None:
         kind = data.get("LogonType")
     return str(kind or "").replace(" ", "").lower()
+
+
+def _external(ext: Any) -> bool:
+    """Whether Elastic Defend's `file.Ext` of a file names a removable drive as its device (`EXTERNAL_BUSES`)."""
+    device = ext.get("device") if isinstance(ext, dict) else None
+    bus = device.get("bus_type") if isinstance(device, dict) else None
+    return isinstance(bus, str) and bus.strip().lower().removeprefix("bustype") in EXTERNAL_BUSES
 
 
 def _others_mailbox(raw: dict[str, Any], name: str) -> str | None:
@@ -877,6 +890,8 @@ class Extractor:
                 features.append(("access_denied", 1.0))  # a file the person may not open (Windows 4656, auditd)
             elif "winlog" in raw and winlog.shipped_removable_write(raw["winlog"]):
                 features.append(("usb_files", 1.0))  # the same 4663, where a pipeline gave it an action of its own
+            elif action in FILE_WRITES and isinstance(file, dict) and _external(file.get("Ext")):
+                features += copied(file.get("size"))  # Elastic Defend: a file written to a removable drive
             elif action in ("deletion", "delete", "deleted"):
                 features.append(("delete", 1.0))
             elif action in ("creation", "create", "created") and str(file.get("extension", "")).lower() in (
