@@ -29,6 +29,7 @@ from custodes.detections.scoring.observation import (
     domain_of,
     name_key,
     name_of,
+    sent,
     whole,
 )
 
@@ -791,7 +792,8 @@ class Extractor:
         if operation == M365_ENDPOINT_UPLOAD:
             target = str(raw.get("TargetDomain") or raw.get("TargetUrl") or "").lower()
             domain = target.split("//", 1)[-1].split("/", 1)[0].split(":", 1)[0]  # no scheme, path or port
-            self._site(domain, "", True, whole(raw.get("FileSize")), features)
+            if self._site(domain, "", True, features):
+                sent(raw.get("FileSize"), features)
         elif feature == "usb_files":
             features += copied(raw.get("FileSize"))
         elif feature is not None:
@@ -933,12 +935,13 @@ class Extractor:
             return
         request = (raw.get("http") or {}).get("request") or {}
         method = str(request.get("method") or "").upper()
-        size = whole(request.get("bytes") or (request.get("body") or {}).get("bytes"))
-        self._site(domain, str(url.get("path") or ""), method in ("POST", "PUT"), size, features)
+        if self._site(domain, str(url.get("path") or ""), method in ("POST", "PUT"), features):
+            sent(request.get("bytes") or (request.get("body") or {}).get("bytes"), features)
 
-    def _site(self, domain: str, path: str, sending: bool, size: int, features: list[tuple[str, float]]) -> None:
+    def _site(self, domain: str, path: str, sending: bool, features: list[tuple[str, float]]) -> bool:
         """What a request to `domain` (`path` on it) counts by the settings' domain lists: a visit, or an upload
-        (`sending`) of `size` bytes, to a leak site or personal cloud; a visit to a job site or a competitor."""
+        (`sending`), to a leak site or personal cloud; a visit to a job site or a competitor. Whether it is such an
+        upload (its bytes, read only then, are the caller's to count)."""
         if domain in self.leak:
             features.append(("leak_upload" if sending else "leak_visit", 1.0))
         elif domain in self.cloud:
@@ -949,9 +952,8 @@ class Extractor:
                 features.append(("job_search", 1.0))
             elif target in self.competitors:
                 features.append(("competitor_visit", 1.0))
-            return
-        if sending and size:
-            features.append(("upload_bytes", float(size)))
+            return False
+        return sending
 
 
 class DomainList:

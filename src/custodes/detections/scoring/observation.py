@@ -48,8 +48,16 @@ def on_machine(host: str | None, feature: str) -> Observation | None:
 def copied(size: Any) -> list[tuple[str, float]]:
     """What a file written to removable media counts: the file, and its `size` in bytes where the record states one
     (`whole`)."""
+    features = [("usb_files", 1.0)]
+    sent(size, features)
+    return features
+
+
+def sent(size: Any, features: list[tuple[str, float]]) -> None:
+    """Count `size` (as a record states it, `whole`) as bytes sent out, where it is one."""
     amount = whole(size)
-    return [("usb_files", 1.0), ("upload_bytes", float(amount))] if amount else [("usb_files", 1.0)]
+    if amount:
+        features.append(("upload_bytes", float(amount)))
 
 
 def name_of(value: Any) -> str | None:
