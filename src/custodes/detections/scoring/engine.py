@@ -273,13 +273,14 @@ class ScoringEngine:
             return
         if obs is None or obs.host is None:
             return
+        host, when = obs.host.lower(), scored_time(event)
         if obs.mounted is not None:
-            self.machines.mount(obs.host.lower(), obs.mounted, scored_time(event))
+            self.machines.mount(host, obs.mounted, when)
         if not obs.presence or not obs.actor:
             return
         key, kind = self.resolver.resolve(obs.actor)
         if kind == PERSON:
-            self.machines.note(obs.presence, obs.host.lower(), key, scored_time(event))
+            self.machines.note(obs.presence, host, key, when)
 
     def seat_horizon(self) -> datetime | None:
         """The earliest arrival or departure a record still to come can be given by (the watermark less the lateness

@@ -39,10 +39,10 @@ def counting(name: str, feature: str | None) -> Observation:
     return Observation(name, [(feature, 1.0)] if feature else [], [])
 
 
-def on_machine(host: str | None, feature: str) -> Observation | None:
-    """What a record naming only machine `host` says: once `feature` there, for whoever was at it; None without a
+def on_machine(host: str | None, features: list[tuple[str, float]]) -> Observation | None:
+    """What a record naming only machine `host` says: `features` there, for whoever was at it; None without a
     machine."""
-    return None if host is None else Observation(MACHINE, [(feature, 1.0)], [], host)
+    return None if host is None else Observation(MACHINE, features, [], host)
 
 
 def copied(size: Any) -> list[tuple[str, float]]:

@@ -168,7 +168,7 @@ def syslog(raw: dict[str, Any]) -> Observation | None:
     removable disk the kernel attached is a removable media connection on the machine, for whoever is at it."""
     kind = raw.get("event")
     if kind == "removable_attached":
-        return on_machine(name_of(raw.get("host")), "usb")
+        return on_machine(name_of(raw.get("host")), [("usb", 1.0)])
     name = name_of(raw.get("user"))
     if name is None:
         return None

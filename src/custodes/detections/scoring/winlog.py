@@ -11,7 +11,6 @@ from custodes.connectors import windows as win
 from custodes.detections.scoring.observation import (
     ARRIVED,
     LEFT,
-    MACHINE,
     Observation,
     copied,
     counting,
@@ -129,14 +128,14 @@ def recognised(name: str | None, class_name: Any, class_id: Any, host: str | Non
     classes = {str(value).strip().lower() for value in (class_name, class_id) if isinstance(value, str)}
     if not classes & STORAGE_CLASSES:
         return None
-    return usb_connected(name, host)
+    return on_device(name, host, [("usb", 1.0)])
 
 
-def usb_connected(account: str | None, host: str | None) -> Observation | None:
-    """A removable drive connected on `host`: by `account` where that is a person's (`account_of`), else by whoever
-    is at the machine."""
+def on_device(account: str | None, host: str | None, features: list[tuple[str, float]]) -> Observation | None:
+    """What happened on `host` (`features`: a removable drive connected, a file written to it): by `account` where
+    that is a person's (`account_of`), else by whoever is at the machine."""
     person = account_of(account)
-    return Observation(person, [("usb", 1.0)], [], host) if person is not None else on_machine(host, "usb")
+    return Observation(person, features, [], host) if person is not None else on_machine(host, features)
 
 
 def account_of(name: str | None) -> str | None:
@@ -157,17 +156,16 @@ def defender(row: dict[str, Any]) -> Observation | None:
     action = row.get("ActionType")
     if action == FILE_CREATED:
         return defender_file(row)
+    account, host = name_of(row.get("InitiatingProcessAccountName")), name_of(row.get("DeviceName"))
     if action == REMOVABLE_FILE:  # named by device control: no drive to look up
-        host = name_of(row.get("DeviceName"))
-        person = account_of(name_of(row.get("InitiatingProcessAccountName")))
-        return None if host is None else Observation(person or MACHINE, copied(row.get("FileSize")), [], host)
+        return None if host is None else on_device(account, host, copied(row.get("FileSize")))
     if not isinstance(action, str) or (action not in USB_MOUNTED and action != PNP_CONNECTED):
         return defender_logon(row)
     fields = json_object(row.get("AdditionalFields")) or {}
     classes = {str(fields.get(name)).strip().lower() for name in ("ClassName", "ClassId")}
     if action == PNP_CONNECTED and not classes & MOUNTLESS_CLASSES:
         return None
-    obs = usb_connected(name_of(row.get("InitiatingProcessAccountName")), name_of(row.get("DeviceName")))
+    obs = on_device(account, host, [("usb", 1.0)])
     if obs is not None and action in USB_MOUNTED:
         obs.mounted = drive_of(fields.get("DriveLetter"))
     return obs
